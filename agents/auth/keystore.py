@@ -1,0 +1,185 @@
+"""The key store: the draft's secure environment for private keys and LTSSs.
+
+Callers hand in the other side's published key and the session nonces and get an MSK back;
+the private key and the long-term shared secrets (and their cache) never leave this object.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NoReturn
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+from .cache import LruCache
+from .errors import KeyMismatch
+from .kdf import ALG_MSK, NONCE_LEN, context, kdf
+from .keys import PublicKey, PublishedKey, Suite, load_public_key, normalize_name, spki_of
+
+_ECDH = ec.ECDH()
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+_PrivateKey = ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey
+
+
+class Role(enum.Enum):
+    """Which party of the KDF the key store's owner is."""
+
+    PEER = "peer"
+    AUTHENTICATOR = "authenticator"
+
+
+class KeyStore:
+    """Holds one identity's private key and its LTSS cache; derives MSKs.
+
+    The LTSS cache maps a remote name to (its SPKI, the LTSS): a lookup with a different SPKI
+    misses and replaces the entry, so a changed published key can never reuse an old LTSS.
+    """
+
+    __slots__ = ("_name", "_name_raw", "_suite", "__private", "_spki", "_ltss", "_parsed",
+                 "ecdh_count")
+
+    def __init__(self, name: str, private: _PrivateKey, *, ltss_cache_size: int = 4096,
+                 parsed_key_cache_size: int = 4096) -> None:
+        self._name = normalize_name(name)
+        self._name_raw = self._name.encode("ascii")
+        if isinstance(private, x25519.X25519PrivateKey):
+            self._suite = Suite.X25519
+        elif isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(
+            private.curve, ec.SECP256R1
+        ):
+            self._suite = Suite.P256
+        else:
+            raise TypeError("private key must be P-256 or X25519")
+        self.__private = private
+        self._spki = spki_of(private.public_key())
+        self._ltss: LruCache[str, tuple[bytes, bytes]] = LruCache(ltss_cache_size)
+        # Parsing and validating a point costs a sizeable fraction of an ECDH; this caches
+        # public-key objects, not secrets.
+        self._parsed: LruCache[bytes, PublicKey] = LruCache(parsed_key_cache_size)
+        self.ecdh_count = 0
+
+    @classmethod
+    def generate(cls, name: str, suite: Suite = Suite.P256, **kwargs: int) -> KeyStore:
+        private: _PrivateKey
+        if suite is Suite.P256:
+            private = ec.generate_private_key(ec.SECP256R1())
+        else:
+            private = x25519.X25519PrivateKey.generate()
+        return cls(name, private, **kwargs)
+
+    @classmethod
+    def from_private_bytes(cls, name: str, suite: Suite, secret: bytes,
+                           **kwargs: int) -> KeyStore:
+        """P-256: 32-octet big-endian scalar; X25519: the 32-octet RFC 7748 private key."""
+        if len(secret) != 32:
+            raise ValueError("private key must be 32 octets")
+        private: _PrivateKey
+        if suite is Suite.P256:
+            scalar = int.from_bytes(secret, "big")
+            if not 0 < scalar < _P256_ORDER:
+                raise ValueError("P-256 scalar out of range")
+            private = ec.derive_private_key(scalar, ec.SECP256R1())
+        else:
+            private = x25519.X25519PrivateKey.from_private_bytes(secret)
+        return cls(name, private, **kwargs)
+
+    @classmethod
+    def from_pem(cls, name: str, pem: bytes, **kwargs: int) -> KeyStore:
+        """Load an unencrypted PKCS#8 PEM private key (P-256 or X25519)."""
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise ValueError(f"cannot load private key: {exc}") from None
+        if not isinstance(private, ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey):
+            raise ValueError("private key must be P-256 or X25519")
+        return cls(name, private, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def suite(self) -> Suite:
+        return self._suite
+
+    @property
+    def spki(self) -> bytes:
+        return self._spki
+
+    def published_key(self, nonce: bytes | None = None,
+                      nonce_expires: int | None = None) -> PublishedKey:
+        """The record the DNS should publish for this identity."""
+        return PublishedKey(self._name, self._suite, self._spki, nonce, nonce_expires)
+
+    def _ltss_for(self, remote: PublishedKey) -> bytes:
+        cache = self._ltss
+        entry = cache.get(remote.name)
+        if entry is not None:
+            if entry[0] == remote.spki:
+                return entry[1]
+            # The name now publishes another key: the old LTSS is dead.
+            cache.hits -= 1
+            cache.misses += 1
+            cache.pop(remote.name)
+        if remote.suite is not self._suite:
+            raise KeyMismatch(
+                f"{remote.name} publishes a {remote.suite.name} key; this identity uses "
+                f"{self._suite.name}"
+            )
+        public = self._parsed.get(remote.spki)
+        if public is None:
+            public = load_public_key(self._suite, remote.spki)
+            self._parsed.put(remote.spki, public)
+        private = self.__private
+        self.ecdh_count += 1
+        try:
+            if isinstance(private, x25519.X25519PrivateKey):
+                assert isinstance(public, x25519.X25519PublicKey)
+                z = private.exchange(public)
+            else:
+                assert isinstance(public, ec.EllipticCurvePublicKey)
+                z = private.exchange(_ECDH, public)
+        except ValueError:
+            # X25519 refuses an all-zero result (a low-order public key).
+            raise KeyMismatch(f"ECDH with the key of {remote.name} failed") from None
+        self._ltss.put(remote.name, (remote.spki, z))
+        return z
+
+    def derive_msk(self, remote: PublishedKey, role: Role, peer_nonce: bytes,
+                   auth_nonce: bytes) -> bytes:
+        """MSK = KDF(LTSS, "FLATARCH-v1 MSK", names and nonces); ECDH only on an LTSS miss."""
+        if len(peer_nonce) != NONCE_LEN or len(auth_nonce) != NONCE_LEN:
+            raise ValueError(f"nonces must be {NONCE_LEN} octets")
+        z = self._ltss_for(remote)
+        remote_raw = remote.name.encode("ascii")
+        if role is Role.PEER:
+            ctx = context(self._name_raw, peer_nonce, remote_raw, auth_nonce, self._suite)
+        else:
+            ctx = context(remote_raw, peer_nonce, self._name_raw, auth_nonce, self._suite)
+        return kdf(z, ALG_MSK, ctx)
+
+    def has_ltss(self, remote: PublishedKey) -> bool:
+        """True when an MSK for ``remote`` can be derived without an ECDH."""
+        entry = self._ltss.peek(remote.name)
+        return entry is not None and entry[0] == remote.spki
+
+    def forget(self, name: str) -> None:
+        """Drop the LTSS of ``name`` (its published key changed or was withdrawn)."""
+        self._ltss.pop(name)
+
+    def clear(self) -> None:
+        self._ltss.clear()
+
+    def cache_stats(self) -> dict[str, int]:
+        c = self._ltss
+        return {"size": len(c), "capacity": c.capacity, "hits": c.hits, "misses": c.misses,
+                "evictions": c.evictions, "ecdh": self.ecdh_count}
+
+    def __repr__(self) -> str:
+        return f"KeyStore({self._name!r}, {self._suite.name})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a KeyStore cannot be pickled; its secrets stay in this process")

@@ -1,0 +1,426 @@
+"""Wire encoding of the authentication messages (see docs/protocol.md for the format).
+
+Every message class packs to bytes and strictly unpacks from bytes: exact lengths, no trailing
+octets, bounded counts, canonical names and prefixes; a violation raises a typed AuthError.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import NamedTuple
+
+from .errors import (
+    BadVersion,
+    MalformedMessage,
+    Oversized,
+    Truncated,
+    UnknownType,
+    UnsupportedSuite,
+)
+from .kdf import NONCE_LEN, TAG_LEN
+from .keys import MAX_NAME_LEN, Suite, is_canonical_name
+
+VERSION = 1
+
+
+class MsgType(enum.IntEnum):
+    AUTH = 1
+    AUTH_REPLY = 2
+    REMSK = 3
+    REMSK_ACK = 4
+    FAILURE = 5
+    COOKIE = 6
+    REDIRECT = 7  # reserved for the AR-to-AR redirect; not yet defined
+
+
+FLAG_MOBILITY = 0x01
+FLAG_COOKIE = 0x02
+SESSION_ID_LEN = 8
+COOKIE_LEN = 16
+MAX_ADDRESSES = 16
+FAMILY_V4 = 4
+FAMILY_V6 = 6
+
+Prefix = IPv4Network | IPv6Network
+AddressLike = Prefix | IPv4Address | IPv6Address | str
+
+# Fixed-size parts; the variable parts are two names and an address list.
+AUTH_FIXED = 4 + 8 + NONCE_LEN + NONCE_LEN  # version type flags suite, timestamp, two nonces
+AUTH_MIN_LEN = AUTH_FIXED + 2 + 2 + 1 + TAG_LEN
+AUTH_MAX_LEN = (AUTH_FIXED + 2 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
+                + COOKIE_LEN + TAG_LEN)
+REPLY_FIXED = 3 + SESSION_ID_LEN + 2 * NONCE_LEN
+REPLY_MIN_LEN = REPLY_FIXED + 1 + TAG_LEN
+REPLY_MAX_LEN = REPLY_FIXED + 1 + MAX_ADDRESSES * 18 + TAG_LEN
+REMSK_LEN = 3 + SESSION_ID_LEN + 8 + NONCE_LEN + TAG_LEN
+REMSK_ACK_LEN = 3 + SESSION_ID_LEN + 2 * NONCE_LEN + TAG_LEN
+FAILURE_LEN = 3 + NONCE_LEN
+COOKIE_REPLY_LEN = 3 + NONCE_LEN + COOKIE_LEN
+MIN_DATAGRAM = FAILURE_LEN
+MAX_DATAGRAM = AUTH_MAX_LEN
+
+_AUTH_HEAD = struct.Struct("!BBBBQ16s16sB")
+_REPLY_HEAD = struct.Struct("!BBB8s16s16sB")
+_REMSK = struct.Struct("!BBB8sQ16s16s")
+_REMSK_ACK = struct.Struct("!BBB8s16s16s16s")
+_FAILURE = struct.Struct("!BBB16s")
+_COOKIE = struct.Struct("!BBB16s16s")
+_U64_MAX = (1 << 64) - 1
+
+# Decoded names and prefixes repeat from message to message; bounded so junk cannot grow them.
+_CACHE_MAX = 4096
+_names: dict[bytes, str] = {}
+_prefixes: dict[bytes, Prefix] = {}
+
+
+def to_prefix(value: AddressLike) -> Prefix:
+    """Normalise an address or prefix to a network; an address becomes a host prefix."""
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    if isinstance(value, IPv4Address | IPv6Address):
+        return ipaddress.ip_network(value)
+    return ipaddress.ip_network(value, strict=True)
+
+
+def encode_prefix(prefix: Prefix) -> bytes:
+    family = FAMILY_V4 if prefix.version == 4 else FAMILY_V6
+    return bytes((family, prefix.prefixlen)) + prefix.network_address.packed
+
+
+def encode_addresses(prefixes: Iterable[Prefix]) -> bytes:
+    items = [encode_prefix(p) for p in prefixes]
+    if len(items) > MAX_ADDRESSES:
+        raise ValueError(f"at most {MAX_ADDRESSES} addresses fit in a message")
+    if len(set(items)) != len(items):
+        raise ValueError("duplicate address in list")
+    return bytes((len(items),)) + b"".join(items)
+
+
+def _decode_prefix(item: bytes) -> Prefix:
+    cached = _prefixes.get(item)
+    if cached is not None:
+        return cached
+    family, plen = item[0], item[1]
+    prefix: Prefix
+    try:
+        if family == FAMILY_V4 and plen <= 32:
+            prefix = IPv4Network((item[2:], plen), strict=True)
+        elif family == FAMILY_V6 and plen <= 128:
+            prefix = IPv6Network((item[2:], plen), strict=True)
+        else:
+            raise MalformedMessage(f"bad address family {family} / prefix length {plen}")
+    except ValueError:
+        raise MalformedMessage("address has host bits set beyond its prefix length") from None
+    if len(_prefixes) >= _CACHE_MAX:
+        _prefixes.clear()
+    _prefixes[item] = prefix
+    return prefix
+
+
+def _decode_addresses(data: bytes, off: int, end: int) -> tuple[tuple[Prefix, ...], int]:
+    if off >= end:
+        raise Truncated("address count missing")
+    count = data[off]
+    off += 1
+    if count > MAX_ADDRESSES:
+        raise MalformedMessage(f"address count {count} exceeds {MAX_ADDRESSES}")
+    out: list[Prefix] = []
+    seen: set[bytes] = set()
+    for _ in range(count):
+        if off >= end:
+            raise Truncated("address list cut short")
+        size = 6 if data[off] == FAMILY_V4 else 18
+        if off + size > end:
+            raise Truncated("address cut short")
+        item = data[off:off + size]
+        if item in seen:
+            raise MalformedMessage("duplicate address in list")
+        seen.add(item)
+        out.append(_decode_prefix(item))
+        off += size
+    return tuple(out), off
+
+
+def _decode_name(data: bytes, off: int, end: int, what: str) -> tuple[str, int]:
+    if off >= end:
+        raise Truncated(f"{what} length missing")
+    n = data[off]
+    off += 1
+    if off + n > end:
+        raise Truncated(f"{what} cut short")
+    raw = data[off:off + n]
+    name = _names.get(raw)
+    if name is None:
+        if not is_canonical_name(raw):
+            raise MalformedMessage(f"{what} is not a canonical DNS name")
+        name = raw.decode("ascii")
+        if len(_names) >= _CACHE_MAX:
+            _names.clear()
+        _names[raw] = name
+    return name, off + n
+
+
+def _encode_name(name: str) -> bytes:
+    raw = name.encode("ascii")
+    if not is_canonical_name(raw):
+        raise ValueError(f"not a canonical DNS name: {name!r}")
+    return bytes((len(raw),)) + raw
+
+
+def _check_nonce(value: bytes, what: str) -> None:
+    if len(value) != NONCE_LEN:
+        raise ValueError(f"{what} must be {NONCE_LEN} octets")
+
+
+def _check_head(data: bytes, want: MsgType, min_len: int, max_len: int) -> None:
+    n = len(data)
+    if n < 3:
+        raise Truncated(f"{n} octets is shorter than the header")
+    if data[0] != VERSION:
+        raise BadVersion(f"version {data[0]} is not {VERSION}")
+    if data[1] != want:
+        raise UnknownType(f"type {data[1]} where {want.name} was expected")
+    if n < min_len:
+        raise Truncated(f"{want.name} of {n} octets is shorter than the minimum {min_len}")
+    if n > max_len:
+        raise Oversized(f"{want.name} of {n} octets is longer than the maximum {max_len}")
+
+
+class AuthMessage(NamedTuple):
+    """The one-message authentication, peer to authenticator."""
+
+    suite: int
+    timestamp_us: int
+    peer_nonce: bytes
+    auth_nonce: bytes
+    peer_name: str
+    auth_name: str
+    addresses: tuple[Prefix, ...]
+    mobility: bool
+    cookie: bytes | None
+    mac: bytes
+
+    def body(self) -> bytes:
+        """Every octet the MAC covers: the message without its trailing tag."""
+        _check_nonce(self.peer_nonce, "peer nonce")
+        _check_nonce(self.auth_nonce, "authenticator nonce")
+        if not 0 <= self.timestamp_us <= _U64_MAX:
+            raise ValueError("timestamp out of range")
+        if self.suite not in (Suite.P256, Suite.X25519):
+            raise ValueError(f"unknown suite {self.suite}")
+        flags = FLAG_MOBILITY if self.mobility else 0
+        tail = b""
+        if self.cookie is not None:
+            if len(self.cookie) != COOKIE_LEN:
+                raise ValueError(f"cookie must be {COOKIE_LEN} octets")
+            flags |= FLAG_COOKIE
+            tail = self.cookie
+        return b"".join((
+            struct.pack("!BBBBQ", VERSION, MsgType.AUTH, flags, self.suite, self.timestamp_us),
+            self.peer_nonce, self.auth_nonce,
+            _encode_name(self.peer_name), _encode_name(self.auth_name),
+            encode_addresses(self.addresses), tail,
+        ))
+
+    def pack(self) -> bytes:
+        if len(self.mac) != TAG_LEN:
+            raise ValueError(f"MAC must be {TAG_LEN} octets")
+        return self.body() + self.mac
+
+    @classmethod
+    def unpack(cls, data: bytes) -> AuthMessage:
+        _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
+        _, _, flags, suite, ts, n_p, n_a, _ = _AUTH_HEAD.unpack_from(data)
+        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE):
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        if suite != Suite.P256 and suite != Suite.X25519:
+            raise UnsupportedSuite(f"unknown suite {suite}")
+        end = len(data) - TAG_LEN
+        peer, off = _decode_name(data, AUTH_FIXED, end, "peer name")
+        auth, off = _decode_name(data, off, end, "authenticator name")
+        addrs, off = _decode_addresses(data, off, end)
+        cookie = None
+        if flags & FLAG_COOKIE:
+            if off + COOKIE_LEN > end:
+                raise Truncated("cookie cut short")
+            cookie = data[off:off + COOKIE_LEN]
+            off += COOKIE_LEN
+        if off != end:
+            raise MalformedMessage(f"{end - off} unexpected octets before the MAC")
+        return cls(suite, ts, n_p, n_a, peer, auth, addrs, bool(flags & FLAG_MOBILITY), cookie,
+                   data[end:])
+
+
+class AuthReply(NamedTuple):
+    """The authenticator's answer: fresh nonce (re-MSK), session id and re-routed addresses."""
+
+    mobility: bool
+    session_id: bytes
+    peer_nonce: bytes
+    auth_nonce: bytes
+    rerouted: tuple[Prefix, ...]
+    mac: bytes
+
+    def body(self) -> bytes:
+        _check_nonce(self.peer_nonce, "peer nonce")
+        _check_nonce(self.auth_nonce, "authenticator nonce")
+        if len(self.session_id) != SESSION_ID_LEN:
+            raise ValueError(f"session id must be {SESSION_ID_LEN} octets")
+        flags = FLAG_MOBILITY if self.mobility else 0
+        return b"".join((
+            bytes((VERSION, MsgType.AUTH_REPLY, flags)), self.session_id,
+            self.peer_nonce, self.auth_nonce, encode_addresses(self.rerouted),
+        ))
+
+    def pack(self) -> bytes:
+        if len(self.mac) != TAG_LEN:
+            raise ValueError(f"MAC must be {TAG_LEN} octets")
+        return self.body() + self.mac
+
+    @classmethod
+    def unpack(cls, data: bytes) -> AuthReply:
+        _check_head(data, MsgType.AUTH_REPLY, REPLY_MIN_LEN, REPLY_MAX_LEN)
+        _, _, flags, sid, n_p, n_a, _ = _REPLY_HEAD.unpack_from(data)
+        if flags & ~FLAG_MOBILITY:
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        end = len(data) - TAG_LEN
+        addrs, off = _decode_addresses(data, REPLY_FIXED, end)
+        if off != end:
+            raise MalformedMessage(f"{end - off} unexpected octets before the MAC")
+        return cls(bool(flags), sid, n_p, n_a, addrs, data[end:])
+
+
+class Remsk(NamedTuple):
+    """A mid-session re-MSK request carrying the sender's fresh nonce."""
+
+    session_id: bytes
+    timestamp_us: int
+    nonce: bytes
+    mac: bytes
+
+    def body(self) -> bytes:
+        _check_nonce(self.nonce, "nonce")
+        if len(self.session_id) != SESSION_ID_LEN:
+            raise ValueError(f"session id must be {SESSION_ID_LEN} octets")
+        if not 0 <= self.timestamp_us <= _U64_MAX:
+            raise ValueError("timestamp out of range")
+        return struct.pack("!BBB8sQ16s", VERSION, MsgType.REMSK, 0, self.session_id,
+                           self.timestamp_us, self.nonce)
+
+    def pack(self) -> bytes:
+        if len(self.mac) != TAG_LEN:
+            raise ValueError(f"MAC must be {TAG_LEN} octets")
+        return self.body() + self.mac
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Remsk:
+        _check_head(data, MsgType.REMSK, REMSK_LEN, REMSK_LEN)
+        _, _, flags, sid, ts, nonce, mac = _REMSK.unpack(data)
+        if flags:
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        return cls(sid, ts, nonce, mac)
+
+
+class RemskAck(NamedTuple):
+    """The answer to a re-MSK: echoes the requester's nonce and adds the responder's."""
+
+    session_id: bytes
+    echo_nonce: bytes
+    nonce: bytes
+    mac: bytes
+
+    def body(self) -> bytes:
+        _check_nonce(self.echo_nonce, "echoed nonce")
+        _check_nonce(self.nonce, "nonce")
+        if len(self.session_id) != SESSION_ID_LEN:
+            raise ValueError(f"session id must be {SESSION_ID_LEN} octets")
+        return b"".join((bytes((VERSION, MsgType.REMSK_ACK, 0)), self.session_id,
+                         self.echo_nonce, self.nonce))
+
+    def pack(self) -> bytes:
+        if len(self.mac) != TAG_LEN:
+            raise ValueError(f"MAC must be {TAG_LEN} octets")
+        return self.body() + self.mac
+
+    @classmethod
+    def unpack(cls, data: bytes) -> RemskAck:
+        _check_head(data, MsgType.REMSK_ACK, REMSK_ACK_LEN, REMSK_ACK_LEN)
+        _, _, flags, sid, echo, nonce, mac = _REMSK_ACK.unpack(data)
+        if flags:
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        return cls(sid, echo, nonce, mac)
+
+
+class Failure(NamedTuple):
+    """The generic, unauthenticated failure reply; ``echo`` names the rejected request."""
+
+    echo: bytes
+
+    def pack(self) -> bytes:
+        _check_nonce(self.echo, "echo")
+        return _FAILURE.pack(VERSION, MsgType.FAILURE, 0, self.echo)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Failure:
+        _check_head(data, MsgType.FAILURE, FAILURE_LEN, FAILURE_LEN)
+        _, _, flags, echo = _FAILURE.unpack(data)
+        if flags:
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        return cls(echo)
+
+
+class CookieReply(NamedTuple):
+    """The load-time challenge: resend the AUTH with this cookie from the same address."""
+
+    echo: bytes
+    cookie: bytes
+
+    def pack(self) -> bytes:
+        _check_nonce(self.echo, "echo")
+        if len(self.cookie) != COOKIE_LEN:
+            raise ValueError(f"cookie must be {COOKIE_LEN} octets")
+        return _COOKIE.pack(VERSION, MsgType.COOKIE, 0, self.echo, self.cookie)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> CookieReply:
+        _check_head(data, MsgType.COOKIE, COOKIE_REPLY_LEN, COOKIE_REPLY_LEN)
+        _, _, flags, echo, cookie = _COOKIE.unpack(data)
+        if flags:
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        return cls(echo, cookie)
+
+
+Message = AuthMessage | AuthReply | Remsk | RemskAck | Failure | CookieReply
+
+_BY_TYPE: dict[int, type[AuthMessage] | type[AuthReply] | type[Remsk] | type[RemskAck]
+               | type[Failure] | type[CookieReply]] = {
+    MsgType.AUTH: AuthMessage, MsgType.AUTH_REPLY: AuthReply, MsgType.REMSK: Remsk,
+    MsgType.REMSK_ACK: RemskAck, MsgType.FAILURE: Failure, MsgType.COOKIE: CookieReply,
+}
+
+
+def unpack_any(data: bytes) -> Message:
+    """Unpack a datagram of any defined type; raise a typed AuthError otherwise."""
+    if len(data) < 3:
+        raise Truncated(f"{len(data)} octets is shorter than the header")
+    if data[0] != VERSION:
+        raise BadVersion(f"version {data[0]} is not {VERSION}")
+    cls = _BY_TYPE.get(data[1])
+    if cls is None:
+        raise UnknownType(f"type {data[1]} is not defined")
+    return cls.unpack(data)
+
+
+def request_echo(data: bytes) -> bytes:
+    """The 16 octets a failure reply echoes: the nonce that identifies the rejected request."""
+    if len(data) >= 28 and data[1] == MsgType.AUTH:
+        return data[12:28]
+    if len(data) >= 35 and data[1] == MsgType.REMSK:
+        return data[19:35]
+    if len(data) >= 27 and data[1] == MsgType.REMSK_ACK:
+        return data[11:27]
+    return bytes(NONCE_LEN)

@@ -1,0 +1,197 @@
+"""The `flatarch` command: up, exec, down, status, bench, scenario, report.
+
+Only this module exits; library code raises LabError (or another typed error) and the
+verbs turn it into a one-line reason on stderr and a non-zero status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import health, model
+from .daemons import LabError
+from .lab import Lab, attach, stderr_progress, teardown_all
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent / "figure2.yaml"
+
+
+def _write_json(path: str | None, data: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("this verb builds network namespaces and needs root (use sudo)")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _require_root()
+    topo = model.load(args.topology)
+    with Lab(topo) as lab:
+        if args.check:
+            h = lab.wait_healthy(ping=True)
+            print(h.table())
+            _write_json(args.json, h.as_json())
+            return 0 if h.healthy else 1
+        if args.cli:
+            from .mncli import LabCli
+
+            LabCli(lab)
+            return 0
+        stderr_progress(f"lab {topo.name} is up; Ctrl-C to stop it")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            stderr_progress("stopping")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    _require_root()
+    for line in teardown_all():
+        print(line)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    _require_root()
+    _, execs = attach()
+    if args.node not in execs:
+        raise LabError(f"no node {args.node!r} (nodes: {', '.join(sorted(execs))})")
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise LabError("give a command after --")
+    return subprocess.call(execs[args.node].argv(cmd))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _require_root()
+    state, execs = attach()
+    topo_nodes = state["nodes"]
+    rundir = Path(state.get("dir", "")) if state.get("dir") else None
+    from .lab import RUN_ROOT
+
+    base = rundir or RUN_ROOT / state["name"]
+    out: dict[str, Any] = {"lab": state["name"], "nodes": {}}
+    for name in topo_nodes:
+        rd = base / name
+        kinds = [d["kind"] for d in state["daemons"] if d["node"] == name]
+        info: dict[str, Any] = {"daemons": {}}
+        for d in state["daemons"]:
+            if d["node"] == name:
+                pid = _pid_alive(Path(d["pid_file"]))
+                info["daemons"][d["kind"]] = pid is not None
+        ex = execs[name]
+        try:
+            if "ospfd" in kinds:
+                info["ospf_full"] = health.ospf_full(ex, rd)
+            if "bgpd" in kinds:
+                info["bgp"] = health.bgp_peers(ex, rd)
+            info["routes"] = len(ex.check(["ip", "-4", "route", "show"]).splitlines())
+        except LabError as exc:
+            info["error"] = str(exc)
+        out["nodes"][name] = info
+    for name, info in out["nodes"].items():
+        daemons = " ".join(f"{k}{'' if v else '(DOWN)'}" for k, v in info["daemons"].items())
+        bgp = info.get("bgp")
+        bgp_s = f"bgp {sum(s == 'Established' for s in bgp.values())}/{len(bgp)}" if bgp else ""
+        ospf = f"ospf {info['ospf_full']} full" if "ospf_full" in info else ""
+        print(f"{name:<8} {daemons:<30} {bgp_s:<10} {ospf:<12} routes {info.get('routes', '?')}")
+    _write_json(args.json, out)
+    return 0
+
+
+def _pid_alive(path: Path) -> int | None:
+    from .daemons import proc_comm, read_pid
+
+    pid = read_pid(path)
+    return pid if pid is not None and proc_comm(pid) is not None else None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what != "auth":
+        raise LabError(f"unknown benchmark {args.what!r} (auth)")
+    from agents.auth.bench import run_bench
+
+    res = run_bench(progress=stderr_progress)
+    for k in ("openssl_p256_ecdh_per_s", "cold_per_s", "warm_per_s", "udp_warm_per_s"):
+        print(f"{k:<26} {res[k]:>12,.0f}")
+    ref = res["openssl_p256_ecdh_per_s"]
+    if ref:
+        print(f"{'cold / openssl ECDH':<26} {res['cold_per_s'] / ref:>12.2f}")
+    _write_json(args.json, res)
+    return 0
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    raise LabError(f"scenario {args.name!r} is not implemented yet")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    raise LabError("report is not implemented yet (needs the handoff and baseline scenarios)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="flatarch", description="flat-architecture mobility lab")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    up = sub.add_parser("up", help="build the lab and wait until healthy")
+    up.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
+    up.add_argument("--cli", action="store_true", help="open the Mininet CLI")
+    up.add_argument("--check", action="store_true", help="verify health, tear down, exit 0/1")
+    up.add_argument("--json")
+    up.set_defaults(func=cmd_up)
+    ex = sub.add_parser("exec", help="run a command inside a node of the running lab")
+    ex.add_argument("node")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+    dn = sub.add_parser("down", help="stop everything this tool started")
+    dn.set_defaults(func=cmd_down)
+    st = sub.add_parser("status", help="per-node daemons, sessions, routes")
+    st.add_argument("--json")
+    st.set_defaults(func=cmd_status)
+    sc = sub.add_parser("scenario", help="run a scripted experiment")
+    sc.add_argument("name")
+    sc.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
+    sc.add_argument("--mode", default="both", choices=["redirect", "draft", "both"])
+    sc.add_argument("--json")
+    sc.set_defaults(func=cmd_scenario)
+    be = sub.add_parser("bench", help="micro-benchmarks")
+    be.add_argument("what")
+    be.add_argument("--json")
+    be.set_defaults(func=cmd_bench)
+    rp = sub.add_parser("report", help="run the evaluation and write evaluation.md")
+    rp.add_argument("--out", default="results")
+    rp.set_defaults(func=cmd_report)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except (LabError, model.TopologyError) as exc:
+        print(f"flatarch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flatarch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""A running lab: Mininet namespaces, rendered configs, daemons started in order.
+
+`with Lab(topo) as lab:` renders and dry-runs every config before any namespace
+exists, builds the nodes and links, starts zebra → ospfd → bgpd → ExaBGP, and polls
+until healthy. Exit stops every daemon by pid file and removes every namespace and
+link, even after an exception. `teardown_all()` does the same from state files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import health
+from .daemons import (
+    Bgpd,
+    Daemon,
+    DeadlineError,
+    ExaBgp,
+    LabError,
+    NodeExec,
+    Ospfd,
+    Zebra,
+    proc_comm,
+    read_pid,
+    stop_pid,
+    wait_until,
+)
+from .model import Node, Role, Topology
+from .render import daemons_for, render_node
+
+log = logging.getLogger(__name__)
+
+RUN_ROOT = Path(os.environ.get("FLATARCH_RUN", "/run/flatarch"))
+STATE = "state.json"
+SHELL_COMMS = ("bash", "mnexec", "sh")
+# Every process kind a lab may run, so teardown from state alone can find them.
+DAEMON_CLASSES: dict[str, type[Daemon]] = {"zebra": Zebra, "ospfd": Ospfd, "bgpd": Bgpd}
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(msg: str) -> None:
+    print(f"[flatarch] {msg}", file=sys.stderr, flush=True)
+
+
+def exabgp_bin() -> str:
+    cand = Path(sys.executable).with_name("exabgp")
+    found = str(cand) if cand.exists() else shutil.which("exabgp")
+    if not found:
+        raise LabError("exabgp not found next to the Python interpreter or on PATH")
+    return found
+
+
+class Lab:
+    def __init__(
+        self,
+        topo: Topology,
+        *,
+        progress: Progress = stderr_progress,
+        ready_timeout: float = 180.0,
+    ) -> None:
+        self.topo = topo
+        self.progress = progress
+        self.ready_timeout = ready_timeout
+        self.dir = RUN_ROOT / topo.name
+        self.net: Any = None
+        self.execs: dict[str, NodeExec] = {}
+        self.daemons: dict[str, list[Daemon]] = {}
+        self.configs: dict[str, dict[str, str]] = {}
+        self.health: health.Health | None = None
+        self.started = time.monotonic()
+
+    # -- context manager -------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- bring-up --------------------------------------------------------
+
+    def rundir(self, node: str) -> Path:
+        return self.dir / node
+
+    def prepare(self) -> None:
+        """Render every config and dry-run it; nothing is started yet."""
+        if (self.dir / STATE).exists():
+            raise LabError(
+                f"a lab named {self.topo.name!r} is already running (or crashed); "
+                "run 'flatarch down' first"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        exa = exabgp_bin()
+        for node in self.topo.nodes.values():
+            rd = self.rundir(node.name)
+            rd.mkdir(parents=True, exist_ok=True)
+            self.configs[node.name] = cfg = render_node(self.topo, node, rd)
+            (rd / "ip.batch").write_text(cfg["ip"])
+            ds: list[Daemon] = []
+            for kind in daemons_for(node):
+                if kind == "exabgp":
+                    ds.append(ExaBgp(node.name, rd, cfg[kind], exa))
+                else:
+                    ds.append(DAEMON_CLASSES[kind](node.name, rd, cfg[kind]))
+            self.daemons[node.name] = ds
+        self.progress(f"rendered configs for {len(self.topo.nodes)} nodes in {self.dir}")
+        checked = 0
+        for ds in self.daemons.values():
+            for d in ds:
+                d.write()
+                d.dry_run()
+                checked += 1
+        self.progress(f"dry-run passed for {checked} daemon configs")
+
+    def build(self) -> None:
+        from mininet.net import Mininet
+        from mininet.node import Node as MnNode
+
+        self.net = Mininet(
+            topo=None, controller=None, build=False, autoSetMacs=False,
+            autoStaticArp=False, waitConnected=False,
+        )
+        for node in self.topo.nodes.values():
+            self.net.addHost(node.name, cls=MnNode, ip=None, inNamespace=True)
+        for link in self.topo.links:
+            a, b = self.topo.nodes[link.a], self.topo.nodes[link.b]
+            ia = next(i.name for i in a.interfaces if i.peer == b.name)
+            ib = next(i.name for i in b.interfaces if i.peer == a.name)
+            self.net.addLink(link.a, link.b, intfName1=ia, intfName2=ib)
+        for node in self.topo.nodes.values():
+            self.execs[node.name] = NodeExec(node.name, self.net.get(node.name).pid)
+        self._write_state()
+        self.progress(f"built {len(self.topo.nodes)} nodes and {len(self.topo.links)} links")
+        for node in self.topo.nodes.values():
+            self._configure(node)
+
+    def _configure(self, node: Node) -> None:
+        ex = self.execs[node.name]
+        ex.check(["ip", "-batch", str(self.rundir(node.name) / "ip.batch")])
+        if node.is_router:
+            for key, val in (
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+            ):
+                ex.check(["sysctl", "-q", "-w", f"{key}={val}"])
+
+    def start_daemons(self) -> None:
+        for kind in ("zebra", "ospfd", "bgpd", "exabgp"):
+            batch = [
+                (name, d) for name, ds in self.daemons.items() for d in ds if d.kind == kind
+            ]
+            if not batch:
+                continue
+            self.progress(f"starting {kind} on {len(batch)} nodes")
+            for name, d in batch:
+                d.start(self.execs[name])
+            wait_until(
+                lambda b=batch: all(d.alive() for _, d in b),  # type: ignore[misc]
+                30, f"{kind} pid files",
+            )
+            if kind == "zebra":
+                # ospfd and bgpd need zebra's API socket before they can register.
+                wait_until(
+                    lambda b=batch: all(  # type: ignore[misc]
+                        (d.rundir / "zserv.api").exists() for _, d in b
+                    ),
+                    30, "zebra API sockets",
+                )
+
+    def wait_healthy(self, ping: bool = False) -> health.Health:
+        deadline = time.monotonic() + self.ready_timeout
+        last = ""
+        while True:
+            self._check_daemons()
+            h = health.check(self.topo, self.execs, self._rundirs(), ping=False)
+            line = health.progress_line(h)
+            if line != last:
+                self.progress(f"waiting: {line}")
+                last = line
+            converged = (
+                h.bgp_established == h.bgp_total and h.ospf_full == h.ospf_expected
+                and not h.problems
+            )
+            if converged:
+                break
+            if time.monotonic() >= deadline:
+                raise DeadlineError(
+                    f"lab not converged after {self.ready_timeout:.0f}s: {line}; "
+                    f"problems: {h.problems}"
+                )
+            time.sleep(0.5)
+        if ping:
+            # Routes reach the ARs' kernels a moment after the sessions come up.
+            def pools_ok() -> bool:
+                self.health = health.check(self.topo, self.execs, self._rundirs(), ping=True)
+                return self.health.pools_ok == self.health.pools_total
+
+            try:
+                wait_until(pools_ok, max(10.0, deadline - time.monotonic()),
+                           "every AR pool to answer the CN", 1.0)
+            except DeadlineError:
+                pass
+            assert self.health is not None
+            h = self.health
+        self.progress(f"lab {self.topo.name} converged in {time.monotonic() - self.started:.1f}s")
+        return h
+
+    def _check_daemons(self) -> None:
+        dead = [f"{n}/{d.kind}" for n, ds in self.daemons.items() for d in ds if not d.alive()]
+        if dead:
+            logs = []
+            for n, ds in self.daemons.items():
+                for d in ds:
+                    if f"{n}/{d.kind}" in dead[:2] and d.log_path.exists():
+                        logs.append(f"{d.log_path}: ...{d.log_path.read_text()[-400:]}")
+            raise LabError(f"daemons died: {', '.join(dead)}\n" + "\n".join(logs))
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.prepare()
+        self.build()
+        self.start_daemons()
+        self.health = self.wait_healthy(ping=False)
+
+    def _rundirs(self) -> dict[str, Path]:
+        return {n: self.rundir(n) for n in self.topo.nodes}
+
+    # -- state, for `flatarch exec/status/down` from another process ---------
+
+    def _write_state(self) -> None:
+        state = {
+            "name": self.topo.name,
+            "owner_pid": os.getpid(),
+            "nodes": {n: ex.pid for n, ex in self.execs.items()},
+            "daemons": [
+                {"node": n, "kind": d.kind, "pid_file": str(d.pid_path), "comms": list(d.comms)}
+                for n, ds in self.daemons.items() for d in ds
+            ],
+            "extra_pid_files": [
+                {"pid_file": str(self.rundir(n.name) / "agent.pid"),
+                 "comms": ["python", "python3"]}
+                for n in self.topo.by_role(Role.AR)
+            ],
+            "links": [
+                i.name for n in self.topo.nodes.values() for i in n.interfaces
+            ],
+        }
+        (self.dir / STATE).write_text(json.dumps(state, indent=1))
+
+    # -- teardown -----------------------------------------------------------
+
+    def stop(self) -> None:
+        for ds in self.daemons.values():
+            for d in reversed(ds):
+                try:
+                    d.stop()
+                except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
+                    log.warning("stopping %s/%s: %s", d.node, d.kind, exc)
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("mininet stop: %s", exc)
+            self.net = None
+        teardown_dir(self.dir)
+
+
+def teardown_dir(labdir: Path) -> list[str]:
+    """Stop whatever a lab's state file names, delete its links, remove its directory.
+
+    Safe after a crash and safe to repeat: every step tolerates what is already gone.
+    """
+    done: list[str] = []
+    state_path = labdir / STATE
+    state: dict[str, Any] = {}
+    if state_path.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+    for d in [*state.get("daemons", []), *state.get("extra_pid_files", [])]:
+        pid = read_pid(Path(d["pid_file"]))
+        if pid is not None and stop_pid(pid, d["comms"]):
+            done.append(f"stopped {d.get('node', '')}/{d.get('kind', 'agent')} ({pid})")
+    # Processes a lab started outside the daemon classes (pings, iperf3) record pid files here.
+    for pf in sorted(labdir.glob("*/*.proc.pid")):
+        pid = read_pid(pf)
+        if pid is not None and stop_pid(pid, (pf.name.split(".")[0],)):
+            done.append(f"stopped {pf.parent.name}/{pf.name} ({pid})")
+    for name, pid in (state.get("nodes") or {}).items():
+        if proc_comm(pid) in SHELL_COMMS and _in_other_netns(pid):
+            stop_pid(pid, SHELL_COMMS, timeout=2.0)
+            done.append(f"removed node {name}")
+    for ifname in state.get("links", []):
+        if Path(f"/sys/class/net/{ifname}").exists():
+            subprocess.run(["ip", "link", "del", ifname], capture_output=True)
+            done.append(f"deleted link {ifname}")
+    shutil.rmtree(labdir, ignore_errors=True)
+    return done
+
+
+def _in_other_netns(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+
+
+def running_labs() -> list[Path]:
+    if not RUN_ROOT.exists():
+        return []
+    return sorted(p.parent for p in RUN_ROOT.glob(f"*/{STATE}"))
+
+
+def teardown_all() -> list[str]:
+    done: list[str] = []
+    if RUN_ROOT.exists():
+        for labdir in sorted(p for p in RUN_ROOT.iterdir() if p.is_dir()):
+            done += teardown_dir(labdir)
+    return done
+
+
+def attach(name: str | None = None) -> tuple[dict[str, Any], dict[str, NodeExec]]:
+    """Find a running lab's state, for verbs run from another terminal."""
+    labs = running_labs()
+    if name is not None:
+        labs = [p for p in labs if p.name == name]
+    if not labs:
+        raise LabError("no running lab (start one with 'flatarch up')")
+    if len(labs) > 1:
+        raise LabError(f"several labs running: {', '.join(p.name for p in labs)}")
+    state = json.loads((labs[0] / STATE).read_text())
+    execs = {n: NodeExec(n, pid) for n, pid in state["nodes"].items()}
+    dead = [n for n, ex in execs.items() if proc_comm(ex.pid) not in SHELL_COMMS]
+    if dead:
+        raise LabError(f"lab {state['name']} has dead nodes ({', '.join(dead[:5])}); "
+                       "run 'flatarch down'")
+    return state, execs

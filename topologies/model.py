@@ -1,0 +1,348 @@
+"""Topology model: a YAML description becomes typed, validated dataclasses.
+
+The addressing plan (loopbacks, point-to-point links, per-AR pools contiguous per
+cluster, draft 2.1) is derived here, once, so every later stage reads plain data.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IPv4Network = ipaddress.IPv4Network
+IPv4Address = ipaddress.IPv4Address
+
+# Interface names are "<node>-eth<N>" and must fit IFNAMSIZ (15) with room for N.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,8}$")
+
+
+class TopologyError(ValueError):
+    """The topology description is invalid; the message names the offending field."""
+
+
+class Role(enum.StrEnum):
+    CORE = "core"
+    AGG = "agg"
+    AR = "ar"
+    INET = "inet"
+    HOST = "host"
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    address: IPv4Address
+    network: IPv4Network
+    peer: str
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.network.prefixlen}"
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    network: IPv4Network
+    a_ip: IPv4Address
+    b_ip: IPv4Address
+    ospf: bool  # False for the eBGP edge and host attachments
+
+
+@dataclass
+class Node:
+    name: str
+    role: Role
+    loopback: IPv4Address | None
+    interfaces: list[Interface] = field(default_factory=list)
+    cluster: str | None = None  # ARs only
+    pool: IPv4Network | None = None  # ARs only
+    gateway: IPv4Address | None = None  # hosts: default gateway
+    service: str | None = None  # hosts: "cn", "dns", "ha"
+
+    @property
+    def is_router(self) -> bool:
+        return self.role is not Role.HOST
+
+    @property
+    def pool_gateway(self) -> IPv4Address:
+        """The AR's own address inside its pool, the target of the health ping."""
+        if self.pool is None:
+            raise TopologyError(f"{self.name} has no pool")
+        return self.pool.network_address + 1
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    prefix: IPv4Network
+    aggs: tuple[str, ...]
+    ars: tuple[str, ...]
+
+
+@dataclass
+class Topology:
+    name: str
+    asn: int
+    inet_asn: int
+    managed: IPv4Network
+    nodes: dict[str, Node]
+    links: list[Link]
+    clusters: list[Cluster]
+    cn_network: IPv4Network
+
+    def by_role(self, role: Role) -> list[Node]:
+        return [n for n in self.nodes.values() if n.role is role]
+
+    @property
+    def routers(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.is_router]
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise TopologyError(f"no node named {name!r}") from None
+
+    def service(self, service: str) -> Node:
+        for n in self.nodes.values():
+            if n.service == service:
+                return n
+        raise TopologyError(f"topology has no {service} node")
+
+    def agg_clusters(self, agg: str) -> list[Cluster]:
+        return [c for c in self.clusters if agg in c.aggs]
+
+    def ar_parents(self, ar: str) -> tuple[str, ...]:
+        return self.cluster_of(ar).aggs
+
+    def cluster_of(self, ar: str) -> Cluster:
+        for c in self.clusters:
+            if ar in c.ars:
+                return c
+        raise TopologyError(f"{ar} is in no cluster")
+
+    def agg_clients(self, agg: str) -> list[str]:
+        return [ar for c in self.agg_clusters(agg) for ar in c.ars]
+
+    def ospf_neighbors(self, router: str) -> list[str]:
+        out: list[str] = []
+        for link in self.links:
+            if link.ospf and router in (link.a, link.b):
+                peer = link.b if link.a == router else link.a
+                if self.nodes[peer].is_router:
+                    out.append(peer)
+        return out
+
+
+def _req(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise TopologyError(f"{where}: missing required key {key!r}")
+    return d[key]
+
+
+def _net(value: Any, where: str) -> IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        raise TopologyError(f"{where}: {exc}") from None
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise TopologyError(
+            f"{where}: node name {value!r} must be lowercase alphanumerics, 1-9 chars"
+        )
+    return value
+
+
+def _names(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise TopologyError(f"{where}: expected a non-empty list of node names")
+    return [_name(v, where) for v in value]
+
+
+class _Builder:
+    """Allocates addresses in declaration order so a plan is stable across runs."""
+
+    def __init__(self, loopbacks: IPv4Network, links: IPv4Network, services: IPv4Network):
+        self.nodes: dict[str, Node] = {}
+        self.links: list[Link] = []
+        self._lo = loopbacks.hosts()
+        self._p2p = links.subnets(new_prefix=31)
+        self._svc = services.subnets(new_prefix=30)
+
+    def add(self, name: str, role: Role, **kw: Any) -> Node:
+        if name in self.nodes:
+            raise TopologyError(f"node {name!r} declared twice")
+        lo = next(self._lo, None) if role is not Role.HOST else None
+        if role is not Role.HOST and lo is None:
+            raise TopologyError("addressing.loopbacks is too small for the routers")
+        node = Node(name=name, role=role, loopback=lo, **kw)
+        self.nodes[name] = node
+        return node
+
+    def link(self, a: str, b: str, *, ospf: bool = True, net: IPv4Network | None = None) -> None:
+        for n in (a, b):
+            if n not in self.nodes:
+                raise TopologyError(f"link {a}-{b}: unknown node {n!r}")
+        if a == b:
+            raise TopologyError(f"link {a}-{b}: a node cannot link to itself")
+        if any({a, b} == {lk.a, lk.b} for lk in self.links):
+            raise TopologyError(f"link {a}-{b} declared twice")
+        if net is None:
+            net = next(self._p2p, None)
+            if net is None:
+                raise TopologyError("addressing.links is too small for the links")
+            a_ip, b_ip = net.network_address, net.network_address + 1
+        else:
+            a_ip, b_ip = net.network_address + 1, net.network_address + 2
+        self.links.append(Link(a, b, net, a_ip, b_ip, ospf))
+        for me, ip, peer in ((a, a_ip, b), (b, b_ip, a)):
+            node = self.nodes[me]
+            ifname = f"{me}-eth{len(node.interfaces)}"
+            node.interfaces.append(Interface(ifname, ip, net, peer))
+
+    def service_net(self) -> IPv4Network:
+        net = next(self._svc, None)
+        if net is None:
+            raise TopologyError("addressing.services is too small")
+        return net
+
+
+def build(doc: dict[str, Any]) -> Topology:
+    """Validate a parsed YAML document and derive the full addressing plan."""
+    if not isinstance(doc, dict):
+        raise TopologyError("topology must be a mapping")
+    name = str(_req(doc, "name", "topology"))
+    if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", name):
+        raise TopologyError(f"name: {name!r} must be lowercase, 1-32 chars")
+    asn = int(_req(doc, "asn", "topology"))
+    addr = _req(doc, "addressing", "topology")
+    managed = _net(_req(addr, "managed", "addressing"), "addressing.managed")
+    cluster_len = int(addr.get("cluster_prefixlen", 16))
+    pool_len = int(addr.get("pool_prefixlen", 24))
+    if not managed.prefixlen <= cluster_len < pool_len <= 30:
+        raise TopologyError(
+            "addressing: need managed prefixlen <= cluster_prefixlen < pool_prefixlen <= 30"
+        )
+    b = _Builder(
+        _net(_req(addr, "loopbacks", "addressing"), "addressing.loopbacks"),
+        _net(_req(addr, "links", "addressing"), "addressing.links"),
+        _net(_req(addr, "services", "addressing"), "addressing.services"),
+    )
+
+    cores = _names(_req(doc, "core", "topology"), "core")
+    for c in cores:
+        b.add(c, Role.CORE)
+    aggs_doc = _req(doc, "aggregation", "topology")
+    if not isinstance(aggs_doc, dict) or not aggs_doc:
+        raise TopologyError("aggregation: expected a mapping of router -> {uplinks: [...]}")
+    for agg in aggs_doc:
+        b.add(_name(agg, "aggregation"), Role.AGG)
+
+    clusters_doc = _req(doc, "clusters", "topology")
+    if not isinstance(clusters_doc, list) or not clusters_doc:
+        raise TopologyError("clusters: expected a non-empty list")
+    cluster_nets = managed.subnets(new_prefix=cluster_len)
+    clusters: list[Cluster] = []
+    for i, cdoc in enumerate(clusters_doc):
+        where = f"clusters[{i}]"
+        cname = _name(_req(cdoc, "name", where), f"{where}.name")
+        caggs = _names(_req(cdoc, "aggs", where), f"{where}.aggs")
+        for agg in caggs:
+            if agg not in aggs_doc:
+                raise TopologyError(f"{where}.aggs: {agg!r} is not an aggregation router")
+        cars = _names(_req(cdoc, "ars", where), f"{where}.ars")
+        prefix = next(cluster_nets, None)
+        if prefix is None:
+            raise TopologyError("addressing.managed is too small for the clusters")
+        pools = prefix.subnets(new_prefix=pool_len)
+        for ar in cars:
+            pool = next(pools, None)
+            if pool is None:
+                raise TopologyError(f"{where}: cluster_prefixlen too long for {len(cars)} ARs")
+            b.add(ar, Role.AR, cluster=cname, pool=pool)
+        clusters.append(Cluster(cname, prefix, tuple(caggs), tuple(cars)))
+
+    inet = _req(doc, "internet", "topology")
+    inet_name = _name(_req(inet, "router", "internet"), "internet.router")
+    b.add(inet_name, Role.INET)
+    cn_net = _net(_req(inet, "cn_subnet", "internet"), "internet.cn_subnet")
+
+    # Link order fixes the address plan: edge, core mesh, uplinks, access, extras, services.
+    for core in _names(_req(inet, "links", "internet"), "internet.links"):
+        if core not in cores:
+            raise TopologyError(f"internet.links: {core!r} is not a core router")
+        b.link(inet_name, core, ospf=False)
+    for i, c1 in enumerate(cores):
+        for c2 in cores[i + 1 :]:
+            b.link(c1, c2)
+    for agg, adoc in aggs_doc.items():
+        for core in _names(_req(adoc or {}, "uplinks", f"aggregation.{agg}"), f"{agg}.uplinks"):
+            if core not in cores:
+                raise TopologyError(f"aggregation.{agg}.uplinks: {core!r} is not a core router")
+            b.link(core, agg)
+    for cl in clusters:
+        for ar in cl.ars:
+            for agg in cl.aggs:
+                b.link(agg, ar)
+    for i, pair in enumerate(doc.get("links", []) or []):
+        names = _names(pair, f"links[{i}]")
+        if len(names) != 2:
+            raise TopologyError(f"links[{i}]: a link joins exactly two nodes")
+        for n in names:
+            if b.nodes.get(n) is None or b.nodes[n].role in (Role.INET, Role.HOST):
+                raise TopologyError(f"links[{i}]: {n!r} is not an AS router")
+        b.link(names[0], names[1])
+
+    cn = _name(_req(inet, "cn", "internet"), "internet.cn")
+    b.add(cn, Role.HOST, service="cn")
+    b.link(inet_name, cn, ospf=False, net=cn_net)
+    for svc, sdoc in (doc.get("services") or {}).items():
+        if svc not in ("dns", "ha"):
+            raise TopologyError(f"services: unknown service {svc!r} (dns, ha)")
+        host = _name(sdoc.get("name", svc), f"services.{svc}.name")
+        attach = _name(_req(sdoc, "attach", f"services.{svc}"), f"services.{svc}.attach")
+        if attach not in cores:
+            raise TopologyError(f"services.{svc}.attach: {attach!r} is not a core router")
+        b.add(host, Role.HOST, service=svc)
+        b.link(attach, host, ospf=True, net=b.service_net())
+
+    for node in b.nodes.values():
+        if node.role is Role.HOST:
+            (intf,) = node.interfaces
+            gw_node = b.nodes[intf.peer]
+            node.gateway = next(i.address for i in gw_node.interfaces if i.peer == node.name)
+    for ar in (n for n in b.nodes.values() if n.role is Role.AR):
+        if not ar.interfaces:
+            raise TopologyError(f"{ar.name} has no links")
+    return Topology(
+        name=name,
+        asn=asn,
+        inet_asn=int(inet.get("asn", 64999)),
+        managed=managed,
+        nodes=b.nodes,
+        links=b.links,
+        clusters=clusters,
+        cn_network=cn_net,
+    )
+
+
+def load(path: str | Path) -> Topology:
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise TopologyError(f"{p}: {exc}") from None
+    try:
+        return build(doc)
+    except TopologyError as exc:
+        raise TopologyError(f"{p}: {exc}") from None
