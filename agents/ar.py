@@ -13,9 +13,11 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +60,35 @@ class ArAgent:
         self.rundir = rundir
         self.pool = pool
         self.rib = Rib()
-        # Our own pool is local (blackhole + addresses), and the default comes from OSPF.
-        self.fib = KernelFib(skip=lambda p: p.prefixlen == 0 or p == pool)
+        # pyroute2's synchronous API runs its own event loop, so every netlink call
+        # lives on one worker thread; a single worker also keeps FIB changes in order.
+        self._fib_thread = ThreadPoolExecutor(1, thread_name_prefix="fib")
+        self.fib: KernelFib = self._fib_thread.submit(
+            # Our own pool is local (blackhole + addresses); the default comes from OSPF.
+            KernelFib, lambda p: p.prefixlen == 0 or p == pool
+        ).result()
         self.peers: dict[str, bool] = {}
         self.channel = ExaBgpChannel(sys.stdout)
         self._resync = asyncio.Event()
+
+    def _apply(self, best: dict[ipaddress.IPv4Network, Any], full: bool) -> None:
+        """Worker thread: bring the kernel in line with the given best routes."""
+        for p, route in best.items():
+            self.fib.sync(p, route)
+        if full:
+            for p in set(self.fib.installed) - set(best):
+                self.fib.sync(p, None)
+        self.write_status()
+
+    def push(self, prefixes: set[ipaddress.IPv4Network] | None = None) -> None:
+        """Snapshot best paths in the loop thread and hand them to the FIB worker."""
+        full = prefixes is None
+        todo = set(self.rib.prefixes()) if prefixes is None else prefixes
+        self._fib_thread.submit(self._apply, {p: self.rib.best(p) for p in todo}, full)
+
+    def _shutdown_fib(self) -> None:
+        self.fib.flush()
+        self.fib.close()
 
     def write_status(self) -> None:
         status = {
@@ -82,14 +108,9 @@ class ArAgent:
         elif isinstance(event, api.PeerState):
             self.peers[event.peer] = event.up
             log.info("peer %s %s %s", event.peer, "up" if event.up else "down", event.reason)
-            if not event.up:
-                for p in self.rib.drop_peer(event.peer):
-                    self.fib.sync(p, self.rib.best(p))
-            self.write_status()
+            self.push(self.rib.drop_peer(event.peer) if not event.up else set())
         elif isinstance(event, api.Update) and not event.eor:
-            for p in self.rib.update(event.peer, event.announced, event.withdrawn):
-                self.fib.sync(p, self.rib.best(p))
-            self.write_status()
+            self.push(self.rib.update(event.peer, event.announced, event.withdrawn))
 
     def watch_igp(self, loop: asyncio.AbstractEventLoop) -> None:
         """Thread: any route change not made by us may move a BGP next hop."""
@@ -111,17 +132,19 @@ class ArAgent:
             # Coalesce an SPF's burst of route changes into one pass.
             await asyncio.sleep(0.01)
             self._resync.clear()
-            self.fib.resync(self.rib)
-            self.write_status()
+            self.push(None)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
         reader = asyncio.StreamReader(limit=1 << 24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         threading.Thread(target=self.watch_igp, args=(loop,), daemon=True).start()
         resync = asyncio.create_task(self.resync_loop())
         announce = asyncio.create_task(self.channel.send(api.announce(self.pool)))
-        self.write_status()
+        self.push(set())
         try:
             while True:
                 line = await reader.readline()
@@ -141,8 +164,8 @@ class ArAgent:
         finally:
             resync.cancel()
             announce.cancel()
-            self.fib.flush()
-            self.fib.close()
+            self._fib_thread.submit(self._shutdown_fib).result(timeout=5)
+            self._fib_thread.shutdown(wait=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     pidfile.write_text(f"{os.getpid()}\n")
     try:
         asyncio.run(ArAgent(args.node, args.rundir, args.pool).run())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
         pidfile.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +72,6 @@ class KernelFib:
         from pyroute2 import IPRoute
 
         self._ipr: Any = IPRoute()
-        self._lock = threading.Lock()
         self._skip = skip
         self.installed: dict[Net, tuple[Route, Path]] = {}
 
@@ -104,27 +102,26 @@ class KernelFib:
 
     def sync(self, prefix: Net, route: Route | None) -> None:
         """Make the kernel match the RIB's best route for one prefix."""
-        with self._lock:
-            path = None if route is None or self._skip(prefix) else self.resolve(route.next_hop)
-            current = self.installed.get(prefix)
-            if route is None or path is None:
-                if current is not None:
-                    self._delete(prefix)
-                return
-            if current == (route, path):
-                return
-            try:
-                self._ipr.route(
-                    "replace",
-                    dst=str(prefix),
-                    gateway=path.gateway,
-                    oif=path.oif,
-                    proto=RTPROT_FLATARCH,
-                    priority=METRIC,
-                )
-                self.installed[prefix] = (route, path)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, log why
-                log.warning("install %s via %s failed: %s", prefix, path, exc)
+        path = None if route is None or self._skip(prefix) else self.resolve(route.next_hop)
+        current = self.installed.get(prefix)
+        if route is None or path is None:
+            if current is not None:
+                self._delete(prefix)
+            return
+        if current == (route, path):
+            return
+        try:
+            self._ipr.route(
+                "replace",
+                dst=str(prefix),
+                gateway=path.gateway,
+                oif=path.oif,
+                proto=RTPROT_FLATARCH,
+                priority=METRIC,
+            )
+            self.installed[prefix] = (route, path)
+        except Exception as exc:  # noqa: BLE001 - keep the agent alive, log why
+            log.warning("install %s via %s failed: %s", prefix, path, exc)
 
     def _delete(self, prefix: Net) -> None:
         self.installed.pop(prefix, None)
@@ -135,12 +132,6 @@ class KernelFib:
         except Exception as exc:  # noqa: BLE001
             log.debug("delete %s: %s", prefix, exc)
 
-    def resync(self, rib: Rib) -> None:
-        """Re-resolve every route, after the IGP changed under us."""
-        for p in set(rib.prefixes()) | set(self.installed):
-            self.sync(p, rib.best(p))
-
     def flush(self) -> None:
-        with self._lock:
-            for p in list(self.installed):
-                self._delete(p)
+        for p in list(self.installed):
+            self._delete(p)

@@ -6,6 +6,7 @@ checks the process is still the one we started (by command name) and signals onl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -78,10 +79,8 @@ def stop_pid(pid: int, comms: Sequence[str], timeout: float = 5.0) -> bool:
         wait_until(lambda: proc_comm(pid) != comm, timeout, f"pid {pid} ({comm}) to exit", 0.05)
     except DeadlineError:
         log.warning("pid %d (%s) ignored SIGTERM; sending SIGKILL", pid, comm)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         wait_until(lambda: proc_comm(pid) != comm, 2.0, f"pid {pid} to die", 0.05)
     return True
 

@@ -321,9 +321,9 @@ def build(doc: dict[str, Any]) -> Topology:
             (intf,) = node.interfaces
             gw_node = b.nodes[intf.peer]
             node.gateway = next(i.address for i in gw_node.interfaces if i.peer == node.name)
-    for ar in (n for n in b.nodes.values() if n.role is Role.AR):
-        if not ar.interfaces:
-            raise TopologyError(f"{ar.name} has no links")
+    for access in (n for n in b.nodes.values() if n.role is Role.AR):
+        if not access.interfaces:
+            raise TopologyError(f"{access.name} has no links")
     return Topology(
         name=name,
         asn=asn,

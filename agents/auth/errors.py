@@ -67,10 +67,6 @@ class RateLimited(AuthError):
     """The source exceeded its rate, or the service is saturated."""
 
 
-class CookieRequired(AuthError):
-    """The service is under load and the message carries no valid cookie."""
-
-
 class BadCookie(AuthError):
     """The message carries a cookie that does not verify for its source."""
 

@@ -46,6 +46,10 @@ class ReplayGuard:
     def commit(self, who: str | bytes, ts_us: int, now: float) -> None:
         """Check again (another message may have won meanwhile) and record ``ts_us``."""
         self.check(who, ts_us, now)
+        self.record(who, ts_us)
+
+    def record(self, who: str | bytes, ts_us: int) -> None:
+        """Record ``ts_us`` as accepted; only right after a ``check`` with no await between."""
         last = self._last
         last[who] = ts_us
         last.move_to_end(who)
@@ -114,7 +118,7 @@ class LoadMonitor:
     def under_load(self, now: float, pending: int, max_pending: int) -> bool:
         if pending * 2 >= max_pending:
             return True
-        return int(now) == self._second and self._count >= self.threshold
+        return int(now) == self._second and self._count > self.threshold
 
 
 class CookieJar:

@@ -39,14 +39,30 @@ ALG_MAC_P2A = algorithm_id(LABEL_MAC_P2A)
 ALG_MAC_A2P = algorithm_id(LABEL_MAC_A2P)
 
 
+def supp_pub_info(suite: int) -> bytes:
+    """SuppPubInfo: the suite octet, then the derived length in bits (two octets)."""
+    return bytes((suite,)) + _KEYDATALEN_BITS
+
+
 def context(peer_name: bytes, peer_nonce: bytes, auth_name: bytes, auth_nonce: bytes,
             suite: int) -> bytes:
     """PartyUInfo || PartyVInfo || SuppPubInfo: everything of OtherInfo except AlgorithmID."""
     return b"".join((
-        bytes([len(peer_name)]), peer_name, peer_nonce,
-        bytes([len(auth_name)]), auth_name, auth_nonce,
-        bytes([suite]), _KEYDATALEN_BITS,
+        bytes((len(peer_name),)), peer_name, peer_nonce,
+        bytes((len(auth_name),)), auth_name, auth_nonce,
+        bytes((suite,)), _KEYDATALEN_BITS,
     ))
+
+
+def with_auth_nonce(ctx: bytes, auth_nonce: bytes) -> bytes:
+    """The same context with another authenticator nonce (it sits just before SuppPubInfo)."""
+    return ctx[:-(NONCE_LEN + 3)] + auth_nonce + ctx[-3:]
+
+
+def with_nonces(ctx: bytes, peer_name_len: int, peer_nonce: bytes, auth_nonce: bytes) -> bytes:
+    """The same context with both nonces replaced."""
+    cut = 1 + peer_name_len
+    return ctx[:cut] + peer_nonce + ctx[cut + NONCE_LEN:-(NONCE_LEN + 3)] + auth_nonce + ctx[-3:]
 
 
 def kdf(z: bytes, alg_id: bytes, ctx: bytes) -> bytes:

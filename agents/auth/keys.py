@@ -22,7 +22,8 @@ MAX_NAME_LEN = 253
 
 # LDH host names only, already lowercase and without the trailing dot: the wire and the KDF
 # use the name bytes verbatim, so only one spelling of a name may ever be accepted.
-_NAME_RE = re.compile(rb"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL = rb"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_NAME_RE = re.compile(rb"(?:" + _LABEL + rb"\.)*" + _LABEL)
 
 
 class Suite(enum.IntEnum):

@@ -7,6 +7,7 @@ the private key and the long-term shared secrets (and their cache) never leave t
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from typing import NoReturn
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from .cache import LruCache
 from .errors import KeyMismatch
-from .kdf import ALG_MSK, NONCE_LEN, context, kdf
+from .kdf import ALG_MSK, NONCE_LEN, kdf, supp_pub_info
 from .keys import PublicKey, PublishedKey, Suite, load_public_key, normalize_name, spki_of
 
 _ECDH = ec.ECDH()
@@ -38,13 +39,14 @@ class KeyStore:
     misses and replaces the entry, so a changed published key can never reuse an old LTSS.
     """
 
-    __slots__ = ("_name", "_name_raw", "_suite", "__private", "_spki", "_ltss", "_parsed",
-                 "ecdh_count")
+    __slots__ = ("_name", "_prefix", "_supp", "_suite", "__private", "_spki", "_ltss",
+                 "_ltss_capacity", "_parsed", "ecdh_count", "hits", "misses", "evictions")
 
     def __init__(self, name: str, private: _PrivateKey, *, ltss_cache_size: int = 4096,
                  parsed_key_cache_size: int = 4096) -> None:
         self._name = normalize_name(name)
-        self._name_raw = self._name.encode("ascii")
+        raw = self._name.encode("ascii")
+        self._prefix = bytes((len(raw),)) + raw
         if isinstance(private, x25519.X25519PrivateKey):
             self._suite = Suite.X25519
         elif isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(
@@ -55,7 +57,13 @@ class KeyStore:
             raise TypeError("private key must be P-256 or X25519")
         self.__private = private
         self._spki = spki_of(private.public_key())
-        self._ltss: LruCache[str, tuple[bytes, bytes]] = LruCache(ltss_cache_size)
+        self._supp = supp_pub_info(self._suite)
+        if ltss_cache_size < 0:
+            raise ValueError("ltss_cache_size must be >= 0")
+        # name -> (SPKI, LTSS, encoded name); an OrderedDict used as an LRU, inline for speed.
+        self._ltss: OrderedDict[str, tuple[bytes, bytes, bytes]] = OrderedDict()
+        self._ltss_capacity = ltss_cache_size
+        self.hits = self.misses = self.evictions = 0
         # Parsing and validating a point costs a sizeable fraction of an ECDH; this caches
         # public-key objects, not secrets.
         self._parsed: LruCache[bytes, PublicKey] = LruCache(parsed_key_cache_size)
@@ -114,16 +122,18 @@ class KeyStore:
         """The record the DNS should publish for this identity."""
         return PublishedKey(self._name, self._suite, self._spki, nonce, nonce_expires)
 
-    def _ltss_for(self, remote: PublishedKey) -> bytes:
+    def _ltss_entry(self, remote: PublishedKey) -> tuple[bytes, bytes, bytes]:
+        """(SPKI, LTSS, encoded remote name) for ``remote``, running the ECDH on a miss."""
         cache = self._ltss
         entry = cache.get(remote.name)
         if entry is not None:
             if entry[0] == remote.spki:
-                return entry[1]
+                cache.move_to_end(remote.name)
+                self.hits += 1
+                return entry
             # The name now publishes another key: the old LTSS is dead.
-            cache.hits -= 1
-            cache.misses += 1
-            cache.pop(remote.name)
+            del cache[remote.name]
+        self.misses += 1
         if remote.suite is not self._suite:
             raise KeyMismatch(
                 f"{remote.name} publishes a {remote.suite.name} key; this identity uses "
@@ -145,38 +155,60 @@ class KeyStore:
         except ValueError:
             # X25519 refuses an all-zero result (a low-order public key).
             raise KeyMismatch(f"ECDH with the key of {remote.name} failed") from None
-        self._ltss.put(remote.name, (remote.spki, z))
-        return z
+        raw = remote.name.encode("ascii")
+        entry = (remote.spki, z, bytes((len(raw),)) + raw)
+        if self._ltss_capacity:
+            cache[remote.name] = entry
+            if len(cache) > self._ltss_capacity:
+                cache.popitem(last=False)
+                self.evictions += 1
+        return entry
 
-    def derive_msk(self, remote: PublishedKey, role: Role, peer_nonce: bytes,
-                   auth_nonce: bytes) -> bytes:
-        """MSK = KDF(LTSS, "FLATARCH-v1 MSK", names and nonces); ECDH only on an LTSS miss."""
+    def _msk(self, entry: tuple[bytes, bytes, bytes], role: Role, peer_nonce: bytes,
+             auth_nonce: bytes) -> tuple[bytes, bytes]:
         if len(peer_nonce) != NONCE_LEN or len(auth_nonce) != NONCE_LEN:
             raise ValueError(f"nonces must be {NONCE_LEN} octets")
-        z = self._ltss_for(remote)
-        remote_raw = remote.name.encode("ascii")
-        if role is Role.PEER:
-            ctx = context(self._name_raw, peer_nonce, remote_raw, auth_nonce, self._suite)
+        if role is Role.AUTHENTICATOR:
+            ctx = entry[2] + peer_nonce + self._prefix + auth_nonce + self._supp
         else:
-            ctx = context(remote_raw, peer_nonce, self._name_raw, auth_nonce, self._suite)
-        return kdf(z, ALG_MSK, ctx)
+            ctx = self._prefix + peer_nonce + entry[2] + auth_nonce + self._supp
+        return kdf(entry[1], ALG_MSK, ctx), ctx
+
+    def derive_msk(self, remote: PublishedKey, role: Role, peer_nonce: bytes,
+                   auth_nonce: bytes) -> tuple[bytes, bytes]:
+        """MSK = KDF(LTSS, "FLATARCH-v1 MSK", context); ECDH only when no LTSS is cached.
+
+        Returns the MSK and the KDF context (names, nonces, suite: public data) so that the
+        caller can derive the MAC key from the MSK with the same context.
+        """
+        return self._msk(self._ltss_entry(remote), role, peer_nonce, auth_nonce)
+
+    def derive_msk_if_cached(self, remote: PublishedKey, role: Role, peer_nonce: bytes,
+                             auth_nonce: bytes) -> tuple[bytes, bytes] | None:
+        """As ``derive_msk`` but None instead of an ECDH when no LTSS is cached."""
+        cache = self._ltss
+        entry = cache.get(remote.name)
+        if entry is None or entry[0] != remote.spki:
+            return None
+        cache.move_to_end(remote.name)
+        self.hits += 1
+        return self._msk(entry, role, peer_nonce, auth_nonce)
 
     def has_ltss(self, remote: PublishedKey) -> bool:
         """True when an MSK for ``remote`` can be derived without an ECDH."""
-        entry = self._ltss.peek(remote.name)
+        entry = self._ltss.get(remote.name)
         return entry is not None and entry[0] == remote.spki
 
     def forget(self, name: str) -> None:
         """Drop the LTSS of ``name`` (its published key changed or was withdrawn)."""
-        self._ltss.pop(name)
+        self._ltss.pop(name, None)
 
     def clear(self) -> None:
         self._ltss.clear()
 
     def cache_stats(self) -> dict[str, int]:
-        c = self._ltss
-        return {"size": len(c), "capacity": c.capacity, "hits": c.hits, "misses": c.misses,
-                "evictions": c.evictions, "ecdh": self.ecdh_count}
+        return {"size": len(self._ltss), "capacity": self._ltss_capacity, "hits": self.hits,
+                "misses": self.misses, "evictions": self.evictions, "ecdh": self.ecdh_count}
 
     def __repr__(self) -> str:
         return f"KeyStore({self._name!r}, {self._suite.name})"

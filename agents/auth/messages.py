@@ -75,6 +75,7 @@ _U64_MAX = (1 << 64) - 1
 _CACHE_MAX = 4096
 _names: dict[bytes, str] = {}
 _prefixes: dict[bytes, Prefix] = {}
+_blocks: dict[bytes, tuple[Prefix, ...]] = {}
 
 
 def to_prefix(value: AddressLike) -> Prefix:
@@ -121,38 +122,37 @@ def _decode_prefix(item: bytes) -> Prefix:
     return prefix
 
 
-def _decode_addresses(data: bytes, off: int, end: int) -> tuple[tuple[Prefix, ...], int]:
-    if off >= end:
-        raise Truncated("address count missing")
-    count = data[off]
-    off += 1
+def _decode_block(block: bytes) -> tuple[Prefix, ...]:
+    """Strictly decode a whole address list (count octet, then items) that must fill ``block``."""
+    count = block[0]
     if count > MAX_ADDRESSES:
         raise MalformedMessage(f"address count {count} exceeds {MAX_ADDRESSES}")
+    end = len(block)
+    off = 1
     out: list[Prefix] = []
     seen: set[bytes] = set()
     for _ in range(count):
         if off >= end:
             raise Truncated("address list cut short")
-        size = 6 if data[off] == FAMILY_V4 else 18
+        size = 6 if block[off] == FAMILY_V4 else 18
         if off + size > end:
             raise Truncated("address cut short")
-        item = data[off:off + size]
+        item = block[off:off + size]
         if item in seen:
             raise MalformedMessage("duplicate address in list")
         seen.add(item)
         out.append(_decode_prefix(item))
         off += size
-    return tuple(out), off
+    if off != end:
+        raise MalformedMessage(f"{end - off} unexpected octets after the address list")
+    addrs = tuple(out)
+    if len(_blocks) >= _CACHE_MAX:
+        _blocks.clear()
+    _blocks[block] = addrs
+    return addrs
 
 
-def _decode_name(data: bytes, off: int, end: int, what: str) -> tuple[str, int]:
-    if off >= end:
-        raise Truncated(f"{what} length missing")
-    n = data[off]
-    off += 1
-    if off + n > end:
-        raise Truncated(f"{what} cut short")
-    raw = data[off:off + n]
+def _decode_name(raw: bytes, what: str) -> str:
     name = _names.get(raw)
     if name is None:
         if not is_canonical_name(raw):
@@ -161,7 +161,7 @@ def _decode_name(data: bytes, off: int, end: int, what: str) -> tuple[str, int]:
         if len(_names) >= _CACHE_MAX:
             _names.clear()
         _names[raw] = name
-    return name, off + n
+    return name
 
 
 def _encode_name(name: str) -> bytes:
@@ -233,26 +233,45 @@ class AuthMessage(NamedTuple):
 
     @classmethod
     def unpack(cls, data: bytes) -> AuthMessage:
-        _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
-        _, _, flags, suite, ts, n_p, n_a, _ = _AUTH_HEAD.unpack_from(data)
+        n = len(data)
+        if n < AUTH_MIN_LEN or n > AUTH_MAX_LEN or data[0] != VERSION or data[1] != MsgType.AUTH:
+            _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
+        _, _, flags, suite, ts, n_p, n_a, n1 = _AUTH_HEAD.unpack_from(data)
         if flags & ~(FLAG_MOBILITY | FLAG_COOKIE):
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
         if suite != Suite.P256 and suite != Suite.X25519:
             raise UnsupportedSuite(f"unknown suite {suite}")
-        end = len(data) - TAG_LEN
-        peer, off = _decode_name(data, AUTH_FIXED, end, "peer name")
-        auth, off = _decode_name(data, off, end, "authenticator name")
-        addrs, off = _decode_addresses(data, off, end)
+        end = n - TAG_LEN
+        # Bounds are checked before each cache lookup: a cut-short slice could otherwise
+        # match a cached name.
+        off = AUTH_FIXED + 1 + n1
+        if off >= end:
+            raise Truncated("peer name cut short")
+        peer = _names.get(data[AUTH_FIXED + 1:off]) or _decode_name(data[AUTH_FIXED + 1:off],
+                                                                    "peer name")
+        off2 = off + 1 + data[off]
+        if off2 > end:
+            raise Truncated("authenticator name cut short")
+        auth = _names.get(data[off + 1:off2]) or _decode_name(data[off + 1:off2],
+                                                              "authenticator name")
         cookie = None
         if flags & FLAG_COOKIE:
-            if off + COOKIE_LEN > end:
-                raise Truncated("cookie cut short")
-            cookie = data[off:off + COOKIE_LEN]
-            off += COOKIE_LEN
-        if off != end:
-            raise MalformedMessage(f"{end - off} unexpected octets before the MAC")
+            end -= COOKIE_LEN
+            cookie = data[end:end + COOKIE_LEN]
+        if off2 >= end:
+            raise Truncated("address list missing")
+        block = data[off2:end]
+        addrs = _blocks.get(block)
+        if addrs is None:
+            addrs = _decode_block(block)
         return cls(suite, ts, n_p, n_a, peer, auth, addrs, bool(flags & FLAG_MOBILITY), cookie,
-                   data[end:])
+                   data[n - TAG_LEN:])
+
+    def address_block(self, data: bytes) -> bytes:
+        """The encoded address list inside ``data``, the datagram this message came from."""
+        start = AUTH_FIXED + 2 + len(self.peer_name) + len(self.auth_name)
+        end = len(data) - TAG_LEN - (COOKIE_LEN if self.cookie is not None else 0)
+        return data[start:end]
 
 
 class AuthReply(NamedTuple):
@@ -288,9 +307,10 @@ class AuthReply(NamedTuple):
         if flags & ~FLAG_MOBILITY:
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
         end = len(data) - TAG_LEN
-        addrs, off = _decode_addresses(data, REPLY_FIXED, end)
-        if off != end:
-            raise MalformedMessage(f"{end - off} unexpected octets before the MAC")
+        block = data[REPLY_FIXED:end]
+        addrs = _blocks.get(block)
+        if addrs is None:
+            addrs = _decode_block(block)
         return cls(bool(flags), sid, n_p, n_a, addrs, data[end:])
 
 

@@ -1,0 +1,700 @@
+"""The authenticator: an asyncio UDP service that verifies one-message authentications.
+
+Cheap checks (size, version, per-source rate, cookie under load) precede any DNS lookup or
+ECDH; a warm request is answered inside the socket's reader callback without a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, cast
+
+from .errors import (
+    AuthError,
+    AuthTimeout,
+    BadCookie,
+    BadNonce,
+    BadVersion,
+    KeyMismatch,
+    KeyResolutionError,
+    Oversized,
+    RateLimited,
+    Replay,
+    StaleMessage,
+    Truncated,
+    UnknownSession,
+    UnknownType,
+    UnsupportedSuite,
+    WrongAuthenticator,
+)
+from .guards import CookieJar, LoadMonitor, RateLimiter, ReplayGuard
+from .kdf import NONCE_LEN
+from .keys import KeyChangeSource, KeyResolver, PublishedKey, Suite, normalize_name
+from .keystore import KeyStore, Role
+from .messages import (
+    FAILURE_LEN,
+    MAX_DATAGRAM,
+    MIN_DATAGRAM,
+    VERSION,
+    AddressLike,
+    AuthMessage,
+    CookieReply,
+    Failure,
+    MsgType,
+    Prefix,
+    Remsk,
+    RemskAck,
+    encode_addresses,
+    request_echo,
+    to_prefix,
+)
+from .protocol import (
+    SessionKeys,
+    answer_remsk,
+    build_remsk,
+    check_auth_mac,
+    open_remsk,
+    open_remsk_ack,
+    seal_auth_reply,
+)
+
+log = logging.getLogger("flatarch.auth")
+
+DEFAULT_PORT = 7411
+_BATCH = 64  # datagrams drained per readiness event before yielding to the loop
+_RECV_SIZE = 4096  # larger than any message, so oversized datagrams arrive whole
+_RCVBUF = 1 << 20
+ZERO_NONCE = bytes(NONCE_LEN)
+_NO_REPLY_TYPES = frozenset((MsgType.AUTH_REPLY, MsgType.REMSK_ACK, MsgType.FAILURE,
+                             MsgType.COOKIE))
+
+
+class AuthResult(NamedTuple):
+    """What the AR agent learns from one successful authentication."""
+
+    peer_name: str
+    auth_name: str
+    suite: Suite
+    addresses: tuple[Prefix, ...]
+    mobility: bool
+    session_id: bytes
+    source: tuple[str, int]
+
+
+OnAuthenticated = Callable[
+    [AuthResult], Awaitable[Iterable[AddressLike]] | Iterable[AddressLike]
+]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Admission and state bounds of the service (the defaults suit one access router)."""
+
+    per_source_rate: float | None = 50.0  # datagrams/s per source address; None: unlimited
+    per_source_burst: float = 100.0
+    load_threshold_per_s: float = 200.0  # cold requests/s above which cookies are demanded
+    max_pending: int = 256  # key resolutions in flight
+    cookie: Literal["auto", "always", "never"] = "auto"
+    cookie_rotate_s: float = 120.0
+    replay_window_s: float = 30.0  # also the clock-skew tolerance
+    resolve_timeout_s: float = 2.0
+    key_cache_ttl_s: float = 60.0
+    key_cache_size: int = 65536
+    sessions: int = 65536
+    nonce_lifetime_s: float | None = 3600.0  # None: never rotate the published nonce
+    accept_zero_nonce: bool = True
+    log_per_s: int = 50  # rejection log lines per second before they are summarised
+
+
+class _Session(SessionKeys):
+    __slots__ = ("peer_name", "source", "created", "last_peer_ts", "pending")
+
+    def __init__(self, session_id: bytes, peer_name: str, msk: bytes, ctx: bytes,
+                 source: tuple[str, int], now: float) -> None:
+        # SessionKeys.__init__ inlined: one session is created per authentication.
+        self.session_id = session_id
+        self.peer_name_len = len(peer_name)
+        self.msk = msk
+        self.ctx = ctx
+        self.prev_msk: bytes | None = None
+        self.prev_ctx: bytes | None = None
+        self.peer_name = peer_name
+        self.source = source
+        self.created = now
+        self.last_peer_ts = 0
+        self.pending: tuple[bytes, asyncio.Future[None]] | None = None
+
+
+_Reply = bytes | None
+_Outcome = _Reply | Coroutine[Any, Any, _Reply]
+
+
+class Authenticator:
+    """One authenticator identity served over UDP.
+
+    ``on_authenticated(result)`` runs after every successful authentication (it may be a
+    coroutine function); it returns the claimed addresses it re-routed. Only claimed
+    addresses, and only when the peer set the mobility flag, are reported back to the peer.
+    """
+
+    def __init__(self, identity_name: str, keystore: KeyStore, resolver: KeyResolver,
+                 on_authenticated: OnAuthenticated | None = None, *,
+                 limits: Limits | None = None, clock: Callable[[], float] = time.time,
+                 on_nonce_rotated: Callable[[PublishedKey], None] | None = None,
+                 on_rekey: Callable[[bytes], None] | None = None) -> None:
+        if normalize_name(identity_name) != keystore.name:
+            raise ValueError(f"key store holds {keystore.name}, not {identity_name}")
+        self.limits = limits = limits or Limits()
+        self._ks = keystore
+        self._name = keystore.name
+        self._name_raw = keystore.name.encode("ascii")
+        self._suite = keystore.suite
+        self._resolver = resolver
+        self._callback = on_authenticated
+        self._on_nonce_rotated = on_nonce_rotated
+        self._on_rekey = on_rekey
+        self._clock = clock
+        self._limiter = (RateLimiter(limits.per_source_rate, limits.per_source_burst)
+                         if limits.per_source_rate is not None else None)
+        self._load = LoadMonitor(limits.load_threshold_per_s)
+        self._cookies = CookieJar(limits.cookie_rotate_s)
+        self._replay = ReplayGuard(limits.replay_window_s)
+        self._window_us = int(limits.replay_window_s * 1_000_000)
+        # Both tables are plain dicts bounded first-in first-out: the hot path pays one dict
+        # lookup, and a resolved key expires by TTL anyway.
+        self._keys: dict[str, tuple[PublishedKey, float]] = {}
+        self._sessions: dict[bytes, _Session] = {}
+        self._pending = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sock: socket.socket | None = None
+        self._outbox: list[tuple[bytes, tuple[str, int]]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_ts = 0
+        self.stats: Counter[str] = Counter()
+        self._log_second = 0
+        self._log_count = 0
+        self._log_suppressed = 0
+        now = clock()
+        self._nonce = os.urandom(NONCE_LEN)
+        self._nonce_prev: bytes | None = None
+        self._rotate_at = (now + limits.nonce_lifetime_s
+                           if limits.nonce_lifetime_s is not None else float("inf"))
+        self._accepted_nonces = self._nonce_set()
+        if isinstance(resolver, KeyChangeSource):
+            resolver.subscribe(self._key_changed)
+
+    # --- identity and published nonce -------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        if self._sock is None:
+            return None
+        sockname = self._sock.getsockname()
+        return (sockname[0], sockname[1])
+
+    def published_key(self) -> PublishedKey:
+        """The record to publish: public key, current nonce and the end of its validity."""
+        expires = None
+        if self.limits.nonce_lifetime_s is not None:
+            # A nonce is accepted for one more lifetime after it stops being current.
+            expires = int(self._rotate_at + self.limits.nonce_lifetime_s)
+        return self._ks.published_key(self._nonce, expires)
+
+    def _nonce_set(self) -> frozenset[bytes]:
+        accepted = {self._nonce}
+        if self._nonce_prev is not None:
+            accepted.add(self._nonce_prev)
+        if self.limits.accept_zero_nonce:
+            accepted.add(ZERO_NONCE)
+        return frozenset(accepted)
+
+    def rotate_nonce(self, nonce: bytes | None = None) -> PublishedKey:
+        """Start a new published nonce now (random unless given; the previous one stays
+        accepted for one more lifetime) and return the record to publish."""
+        if nonce is not None and len(nonce) != NONCE_LEN:
+            raise ValueError(f"nonce must be {NONCE_LEN} octets")
+        now = self._clock()
+        self._nonce_prev = self._nonce
+        self._nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
+        lifetime = self.limits.nonce_lifetime_s
+        self._rotate_at = now + lifetime if lifetime is not None else float("inf")
+        self._accepted_nonces = self._nonce_set()
+        key = self.published_key()
+        if self._on_nonce_rotated is not None:
+            self._on_nonce_rotated(key)
+        return key
+
+    # --- service lifecycle ------------------------------------------------------------------
+
+    async def start(self, host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> tuple[str, int]:
+        """Bind the UDP socket and serve on the running loop; returns the bound address.
+
+        The socket is watched with ``loop.add_reader`` and drained in batches rather than
+        wrapped in a DatagramTransport: the stock selector transport pays one epoll round
+        and several Python layers per datagram, which caps a trivial echo at about 22k/s on
+        the lab machines, below the 20k/s this service must sustain with crypto.
+        """
+        if self._sock is not None:
+            raise RuntimeError("already started")
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                       flags=socket.AI_PASSIVE)
+        family, _, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            sock.bind(sockaddr)
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._loop = loop
+        bound = self.local_address
+        assert bound is not None
+        log.info("authenticator %s (%s) listening on %s port %d", self._name,
+                 self._suite.name, *bound)
+        return bound
+
+    def close(self) -> None:
+        """Stop serving: unregister and close the socket, cancel pending lookups."""
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        recvfrom = sock.recvfrom
+        handle = self._datagram
+        # Replies produced while draining go out together at the end: on a VM each send that
+        # wakes a sleeping receiver costs tens of microseconds, and a burst wakes it once.
+        outbox = self._outbox = []
+        try:
+            for _ in range(_BATCH):
+                try:
+                    data, addr = recvfrom(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    log.debug("receive error: %s", exc)
+                    break
+                handle(data, addr)
+        finally:
+            self._outbox = None
+            sendto = sock.sendto
+            for data, addr in outbox:
+                try:
+                    sendto(data, addr)
+                except OSError as exc:  # a full buffer or an unreachable peer: UDP may drop
+                    log.debug("send to %s failed: %s", addr, exc)
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.append((data, addr))
+            return
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, addr)
+        except OSError as exc:
+            log.debug("send to %s failed: %s", addr, exc)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def session_ids(self) -> list[bytes]:
+        return list(self._sessions)
+
+    def session_peer(self, session_id: bytes) -> str:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSession(f"no session {session_id.hex()}")
+        return session.peer_name
+
+    def export_msk(self, session_id: bytes) -> bytes:
+        """The session's current MSK, for lower-layer key derivation (draft section 3)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSession(f"no session {session_id.hex()}")
+        return session.msk
+
+    def drop_session(self, session_id: bytes) -> None:
+        self._sessions.pop(session_id, None)
+
+    async def remsk(self, session_id: bytes, *, timeout: float = 1.0, retries: int = 2) -> None:
+        """Refresh the session MSK from this side (REMSK / REMSK_ACK)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSession(f"no session {session_id.hex()}")
+        loop = asyncio.get_running_loop()
+        for _ in range(retries + 1):
+            if self._sock is None:
+                raise AuthError("service is not running")
+            nonce = os.urandom(NONCE_LEN)
+            data = build_remsk(session, Role.AUTHENTICATOR, timestamp_us=self._next_ts(),
+                               nonce=nonce)
+            future: asyncio.Future[None] = loop.create_future()
+            session.pending = (nonce, future)
+            self._send(data, session.source)
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout)
+                return
+            except TimeoutError:
+                continue
+            finally:
+                if session.pending is not None and session.pending[1] is future:
+                    session.pending = None
+        raise AuthTimeout(f"no REMSK_ACK from {session.peer_name}")
+
+    def _next_ts(self) -> int:
+        ts = max(int(self._clock() * 1_000_000), self._last_ts + 1)
+        self._last_ts = ts
+        return ts
+
+    # --- key cache --------------------------------------------------------------------------
+
+    def _key_changed(self, name: str) -> None:
+        if self._keys.pop(name, None) is not None:
+            self._ks.forget(name)
+
+    def _remember_key(self, key: PublishedKey, now: float) -> None:
+        keys = self._keys
+        old = keys.pop(key.name, None)
+        if old is not None and old[0].spki != key.spki:
+            self._ks.forget(key.name)
+        keys[key.name] = (key, now + self.limits.key_cache_ttl_s)
+        if len(keys) > self.limits.key_cache_size:
+            del keys[next(iter(keys))]
+
+    # --- datagram handling ------------------------------------------------------------------
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            try:
+                out = self._dispatch(data, addr)
+            except Exception as exc:
+                out = self._failure(exc, data, addr)
+            if out is None:
+                return
+            if isinstance(out, bytes):
+                outbox = self._outbox
+                if outbox is not None:
+                    outbox.append((out, addr))
+                else:
+                    self._send(out, addr)
+                return
+            out = self._guarded(out, data, addr)
+            task = asyncio.get_running_loop().create_task(self._send_later(out, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        except Exception:  # the service must survive anything a datagram can cause
+            log.exception("internal error handling a datagram from %s", addr)
+
+    async def _send_later(self, out: Coroutine[Any, Any, _Reply], addr: tuple[str, int]) -> None:
+        reply = await out
+        if reply is not None:
+            self._send(reply, addr)
+
+    async def handle(self, data: bytes, addr: tuple[str, int]) -> bytes | None:
+        """Process one datagram as the service would and return the reply it would send."""
+        out = self._handle_now(data, addr)
+        if out is None or isinstance(out, bytes):
+            return out
+        return await out
+
+    def _handle_now(self, data: bytes, addr: tuple[str, int]) -> _Outcome:
+        try:
+            out = self._dispatch(data, addr)
+        except Exception as exc:
+            return self._failure(exc, data, addr)
+        if out is None or isinstance(out, bytes):
+            return out
+        return self._guarded(out, data, addr)
+
+    async def _guarded(self, out: Coroutine[Any, Any, _Reply], data: bytes,
+                       addr: tuple[str, int]) -> _Reply:
+        try:
+            return await out
+        except Exception as exc:
+            return self._failure(exc, data, addr)
+
+    def _failure(self, exc: Exception, data: bytes, addr: tuple[str, int]) -> _Reply:
+        reason = type(exc).__name__ if isinstance(exc, AuthError) else "InternalError"
+        self.stats[reason] += 1
+        if isinstance(exc, AuthError):
+            self._log_reject(reason, exc, addr)
+        else:
+            log.error("internal error on a datagram from %s: %r", addr[0], exc, exc_info=exc)
+        # No reply to rate-limited sources, to datagrams too short to echo (no amplification)
+        # or to answers (two services must never bounce failures at each other).
+        if isinstance(exc, RateLimited) or len(data) < FAILURE_LEN or data[1] in _NO_REPLY_TYPES:
+            return None
+        return Failure(request_echo(data)).pack()
+
+    def _log_reject(self, reason: str, exc: Exception, addr: tuple[str, int]) -> None:
+        second = int(time.monotonic())
+        if second != self._log_second:
+            if self._log_suppressed:
+                log.warning("%d further rejections not logged", self._log_suppressed)
+            self._log_second = second
+            self._log_count = 0
+            self._log_suppressed = 0
+        self._log_count += 1
+        if self._log_count > self.limits.log_per_s:
+            self._log_suppressed += 1
+            return
+        log.warning("rejected datagram from %s port %s: %s: %s", addr[0], addr[1], reason, exc)
+
+    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> _Outcome:
+        n = len(data)
+        if n < MIN_DATAGRAM:
+            raise Truncated(f"{n} octets is shorter than any message")
+        if n > MAX_DATAGRAM:
+            raise Oversized(f"{n} octets is longer than any message")
+        if data[0] != VERSION:
+            raise BadVersion(f"version {data[0]} is not {VERSION}")
+        now = self._clock()
+        limiter = self._limiter
+        if limiter is not None and not limiter.allow(addr[0], now):
+            raise RateLimited(f"source {addr[0]} over its rate")
+        kind = data[1]
+        if kind == MsgType.AUTH:
+            return self._on_auth(data, addr, now)
+        if kind == MsgType.REMSK:
+            return self._on_remsk(data, addr, now)
+        if kind == MsgType.REMSK_ACK:
+            self._on_remsk_ack(data)
+            return None
+        raise UnknownType(f"type {kind} is not accepted by an authenticator")
+
+    def _admit(self, data: bytes, addr: tuple[str, int], now: float) -> AuthMessage:
+        """Strict parse and every check that needs neither the peer's key nor an MSK."""
+        msg = AuthMessage.unpack(data)
+        if msg.auth_name != self._name:
+            raise WrongAuthenticator(f"message is for {msg.auth_name}")
+        if msg.suite != self._suite:
+            raise UnsupportedSuite(f"suite {msg.suite} but this authenticator uses "
+                                   f"{self._suite.name}")
+        if now >= self._rotate_at:
+            self.rotate_nonce()
+        if msg.auth_nonce not in self._accepted_nonces:
+            raise BadNonce("authenticator nonce is not a current published nonce")
+        self._replay.check(msg.peer_name, msg.timestamp_us, now)
+        cookie = msg.cookie
+        if cookie is not None and not self._cookies.check(cookie, addr[0], addr[1], now):
+            raise BadCookie(f"cookie does not match {addr[0]} port {addr[1]}")
+        return msg
+
+    def verify(self, data: bytes, source: tuple[str, int]) -> AuthResult:
+        """Verify one AUTH synchronously against the key cache: no DNS lookup, no callback,
+        no session and no reply. This is the unit the cold/warm benchmarks count.
+        """
+        now = self._clock()
+        msg = self._admit(data, source, now)
+        entry = self._keys.get(msg.peer_name)
+        if entry is None or entry[1] <= now:
+            raise KeyResolutionError(f"no cached key for {msg.peer_name}")
+        msk0, ctx0 = self._ks.derive_msk(entry[0], Role.AUTHENTICATOR, msg.peer_nonce,
+                                         msg.auth_nonce)
+        check_auth_mac(msk0, ctx0, data)
+        self._replay.record(msg.peer_name, msg.timestamp_us)
+        return AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
+                          b"", (source[0], source[1]))
+
+    def _on_auth(self, data: bytes, addr: tuple[str, int], now: float) -> _Outcome:
+        msg = self._admit(data, addr, now)
+        cookie = msg.cookie
+        entry = self._keys.get(msg.peer_name)
+        if entry is not None and entry[1] > now:
+            derived = self._ks.derive_msk_if_cached(entry[0], Role.AUTHENTICATOR,
+                                                    msg.peer_nonce, msg.auth_nonce)
+            if derived is not None:
+                return self._complete(msg, data, addr, derived, now, False)
+        # From here on the request costs a DNS lookup, an ECDH, or both.
+        self._load.note(now)
+        if cookie is None and self._cookie_needed(now):
+            self.stats["cookie_sent"] += 1
+            return CookieReply(msg.peer_nonce, self._cookies.make(addr[0], addr[1], now)).pack()
+        if entry is not None and entry[1] > now:
+            derived = self._ks.derive_msk(entry[0], Role.AUTHENTICATOR, msg.peer_nonce,
+                                          msg.auth_nonce)
+            return self._complete(msg, data, addr, derived, now, False)
+        if self._pending >= self.limits.max_pending:
+            raise RateLimited("too many key resolutions in flight")
+        return self._resolve_then_complete(msg, data, addr)
+
+    def _cookie_needed(self, now: float) -> bool:
+        mode = self.limits.cookie
+        if mode == "always":
+            return True
+        if mode == "never":
+            return False
+        return self._load.under_load(now, self._pending, self.limits.max_pending)
+
+    async def _resolve_then_complete(self, msg: AuthMessage, data: bytes,
+                                     addr: tuple[str, int]) -> _Reply:
+        name = msg.peer_name
+        self._pending += 1
+        try:
+            key = await asyncio.wait_for(self._resolver.resolve(name),
+                                         self.limits.resolve_timeout_s)
+        except AuthError:
+            raise
+        except TimeoutError:
+            raise KeyResolutionError(f"resolving {name} timed out") from None
+        except Exception as exc:
+            raise KeyResolutionError(f"resolver failed for {name}: {exc!r}") from None
+        finally:
+            self._pending -= 1
+        if key.name != name:
+            raise KeyMismatch(f"resolver answered {key.name} for {name}")
+        if key.suite != msg.suite:
+            raise KeyMismatch(f"{name} publishes a {key.suite.name} key, message uses suite "
+                              f"{msg.suite}")
+        now = self._clock()
+        self._remember_key(key, now)
+        derived = self._ks.derive_msk(key, Role.AUTHENTICATOR, msg.peer_nonce, msg.auth_nonce)
+        out = self._complete(msg, data, addr, derived, now, True)
+        if out is None or isinstance(out, bytes):
+            return out
+        return await out
+
+    def _complete(self, msg: AuthMessage, data: bytes, addr: tuple[str, int],
+                  derived: tuple[bytes, bytes], now: float, recheck: bool) -> _Outcome:
+        msk0, ctx0 = derived
+        check_auth_mac(msk0, ctx0, data)
+        if recheck:  # the lookup awaited: another message from this peer may have won
+            self._replay.commit(msg.peer_name, msg.timestamp_us, now)
+        else:
+            self._replay.record(msg.peer_name, msg.timestamp_us)
+        rnd = os.urandom(8 + NONCE_LEN)
+        result = AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
+                            rnd[:8], (addr[0], addr[1]))
+        callback = self._callback
+        rerouted: Iterable[AddressLike] = ()
+        if callback is not None:
+            try:
+                answer = callback(result)
+            except Exception:
+                log.exception("on_authenticated failed for %s", msg.peer_name)
+                answer = ()
+            if type(answer) is not tuple and type(answer) is not list and inspect.isawaitable(
+                answer
+            ):
+                return self._reply_after(answer, result, derived, msg, data, rnd[8:], now)
+            rerouted = cast(Iterable[AddressLike], answer)
+        return self._reply(result, derived, msg, data, rnd[8:], rerouted, now)
+
+    async def _reply_after(self, pending: Awaitable[Iterable[AddressLike]], result: AuthResult,
+                           derived: tuple[bytes, bytes], msg: AuthMessage, data: bytes,
+                           fresh: bytes, now: float) -> _Reply:
+        rerouted: Iterable[AddressLike]
+        try:
+            rerouted = await pending
+        except Exception:
+            log.exception("on_authenticated failed for %s", msg.peer_name)
+            rerouted = ()
+        return self._reply(result, derived, msg, data, fresh, rerouted, now)
+
+    def _reply(self, result: AuthResult, derived: tuple[bytes, bytes], msg: AuthMessage,
+               data: bytes, fresh: bytes, rerouted: Iterable[AddressLike], now: float) -> bytes:
+        invoked = msg.mobility and self._callback is not None
+        if not invoked:
+            block = b"\x00"
+        elif rerouted is msg.addresses:
+            block = msg.address_block(data)  # all claimed addresses: reuse their encoding
+        else:
+            wanted = {to_prefix(a) for a in rerouted}
+            granted = tuple(p for p in msg.addresses if p in wanted)
+            if len(wanted) > len(granted):
+                log.warning("on_authenticated reported unclaimed addresses for %s",
+                            msg.peer_name)
+            block = encode_addresses(granted)
+        sid = result.session_id
+        reply, msk1, ctx1 = seal_auth_reply(
+            derived[0], derived[1], session_id=sid, peer_nonce=msg.peer_nonce,
+            fresh_nonce=fresh, address_block=block, mobility=invoked)
+        sessions = self._sessions
+        sessions[sid] = _Session(sid, msg.peer_name, msk1, ctx1, result.source, now)
+        if len(sessions) > self.limits.sessions:
+            del sessions[next(iter(sessions))]
+        self.stats["accepted"] += 1
+        return reply
+
+    # --- re-MSK -----------------------------------------------------------------------------
+
+    def _on_remsk(self, data: bytes, addr: tuple[str, int], now: float) -> bytes:
+        Remsk.unpack(data)  # strict shape first, so that junk is reported as such
+        session = self._sessions.get(data[3:11])
+        if session is None:
+            raise UnknownSession(f"REMSK for unknown session {data[3:11].hex()}")
+        msg, used_prev = open_remsk(session, Role.AUTHENTICATOR, data)
+        now_us = int(now * 1_000_000)
+        if abs(msg.timestamp_us - now_us) > self._window_us:
+            raise StaleMessage("REMSK timestamp outside the window")
+        if msg.timestamp_us <= session.last_peer_ts:
+            raise Replay("REMSK timestamp not after the last one accepted")
+        session.last_peer_ts = msg.timestamp_us
+        session.source = (addr[0], addr[1])
+        if session.pending is not None:
+            # Both sides asked at once: the peer's request wins and ours is answered by it.
+            _, future = session.pending
+            session.pending = None
+            if not future.done():
+                future.set_result(None)
+        ack = answer_remsk(session, Role.AUTHENTICATOR, msg, used_prev, os.urandom(NONCE_LEN))
+        self.stats["remsk"] += 1
+        if self._on_rekey is not None:
+            self._on_rekey(session.session_id)
+        return ack
+
+    def _on_remsk_ack(self, data: bytes) -> None:
+        RemskAck.unpack(data)
+        session = self._sessions.get(data[3:11])
+        if session is None:
+            raise UnknownSession(f"REMSK_ACK for unknown session {data[3:11].hex()}")
+        if session.pending is None:
+            raise Replay("REMSK_ACK without a REMSK in flight")
+        nonce, future = session.pending
+        open_remsk_ack(session, Role.AUTHENTICATOR, data, nonce)
+        session.pending = None
+        if not future.done():
+            future.set_result(None)
+        self.stats["remsk"] += 1
+        if self._on_rekey is not None:
+            self._on_rekey(session.session_id)
+
+    # --- benchmarks and tests ---------------------------------------------------------------
+
+    def prime_key(self, key: PublishedKey) -> None:
+        """Place a resolved peer key in the cache, as a previous resolution would have."""
+        self._remember_key(key, self._clock())
+
+    def reset_replay_state(self) -> None:
+        """Forget every replay mark (benchmarks re-send one pool of messages)."""
+        self._replay = ReplayGuard(self.limits.replay_window_s)
+
+
+__all__ = ["DEFAULT_PORT", "AuthResult", "Authenticator", "Limits", "OnAuthenticated"]

@@ -1,0 +1,162 @@
+"""Wire encoding: round trips of every message, strict rejection of malformed octets, and a
+hypothesis fuzz that the parser only ever raises typed errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.auth import (
+    AuthError,
+    BadVersion,
+    MalformedMessage,
+    Oversized,
+    Truncated,
+    UnknownType,
+    UnsupportedSuite,
+)
+from agents.auth.messages import (
+    AUTH_MAX_LEN,
+    AuthMessage,
+    AuthReply,
+    CookieReply,
+    Failure,
+    Prefix,
+    Remsk,
+    RemskAck,
+    to_prefix,
+    unpack_any,
+)
+
+nonces = st.binary(min_size=16, max_size=16)
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+names = st.lists(labels, min_size=1, max_size=4).map(".".join)
+v4 = st.builds(lambda a, p: ipaddress.ip_network((a, p), strict=False),
+               st.integers(0, 2**32 - 1), st.integers(0, 32))
+v6 = st.builds(lambda a, p: ipaddress.ip_network((a, p), strict=False),
+               st.integers(0, 2**128 - 1), st.integers(0, 128))
+prefixes: st.SearchStrategy[tuple[Prefix, ...]] = st.lists(
+    st.one_of(v4, v6), max_size=16, unique=True).map(tuple)
+
+auths = st.builds(AuthMessage, st.sampled_from([1, 2]), st.integers(0, 2**64 - 1), nonces,
+                  nonces, names, names, prefixes, st.booleans(),
+                  st.none() | st.binary(min_size=16, max_size=16),
+                  st.binary(min_size=16, max_size=16))
+replies = st.builds(AuthReply, st.booleans(), st.binary(min_size=8, max_size=8), nonces, nonces,
+                    prefixes, st.binary(min_size=16, max_size=16))
+remsks = st.builds(Remsk, st.binary(min_size=8, max_size=8), st.integers(0, 2**64 - 1), nonces,
+                   st.binary(min_size=16, max_size=16))
+acks = st.builds(RemskAck, st.binary(min_size=8, max_size=8), nonces, nonces,
+                 st.binary(min_size=16, max_size=16))
+others = st.one_of(st.builds(Failure, nonces), st.builds(CookieReply, nonces, nonces))
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=st.one_of(auths, replies, remsks, acks, others))
+def test_round_trip(msg: object) -> None:
+    data = msg.pack()  # type: ignore[attr-defined]
+    again = type(msg).unpack(data)  # type: ignore[attr-defined]
+    assert again == msg
+    assert unpack_any(data) == msg
+    assert again.pack() == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=1000))
+def test_garbage_raises_only_typed_errors(data: bytes) -> None:
+    try:
+        msg = unpack_any(data)
+    except AuthError:
+        return
+    assert msg.pack() == data  # whatever parses is canonical
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=auths, cut=st.integers(0, 2000))
+def test_every_truncation_and_extension_of_auth_is_rejected(msg: AuthMessage, cut: int) -> None:
+    data = msg.pack()
+    cut %= len(data)
+    with pytest.raises(AuthError):
+        AuthMessage.unpack(data[:cut])
+    with pytest.raises(AuthError):
+        AuthMessage.unpack(data + b"\x00")
+
+
+def _auth(**changes: Any) -> AuthMessage:
+    base = AuthMessage(1, 1_700_000_000_000_000, b"\x01" * 16, b"\x02" * 16, "mn1.example.net",
+                       "ar1.example.net", (to_prefix("192.0.2.1"),), True, None, b"\x03" * 16)
+    return base._replace(**changes)
+
+
+def test_specific_rejections() -> None:
+    good = _auth().pack()
+    with pytest.raises(BadVersion):
+        AuthMessage.unpack(b"\x02" + good[1:])
+    with pytest.raises(UnknownType):
+        AuthMessage.unpack(good[:1] + b"\x03" + good[2:])
+    with pytest.raises(MalformedMessage):  # undefined flag
+        AuthMessage.unpack(good[:2] + b"\x05" + good[3:])
+    with pytest.raises(UnsupportedSuite):
+        AuthMessage.unpack(good[:3] + b"\x09" + good[4:])
+    with pytest.raises(Truncated):
+        AuthMessage.unpack(good[:20])
+    with pytest.raises(Oversized):
+        AuthMessage.unpack(good + bytes(AUTH_MAX_LEN))
+    with pytest.raises(MalformedMessage):  # trailing octet before the MAC
+        AuthMessage.unpack(good[:-16] + b"\x00" + good[-16:])
+    with pytest.raises(Truncated):  # cookie flag without a cookie
+        AuthMessage.unpack(good[:2] + b"\x03" + good[3:])
+
+
+@pytest.mark.parametrize("bad_name", [b"MN1.example.net", b"mn1.example.net.", b"mn1..net",
+                                      b"-mn.net", b"mn_1.net", b"mn\xff.net"])
+def test_non_canonical_names_rejected(bad_name: bytes) -> None:
+    good = _auth(peer_name="x").pack()
+    data = good[:44] + bytes([len(bad_name)]) + bad_name + good[46:]
+    with pytest.raises(MalformedMessage):
+        AuthMessage.unpack(data)
+
+
+def test_bad_addresses_rejected() -> None:
+    good = _auth(addresses=()).pack()
+    start = len(good) - 17  # the count octet of an empty list
+
+    def with_list(block: bytes) -> bytes:
+        return good[:start] + block + good[-16:]
+
+    assert AuthMessage.unpack(with_list(b"\x00")).addresses == ()
+    with pytest.raises(MalformedMessage):  # host bits beyond /24
+        AuthMessage.unpack(with_list(b"\x01\x04\x18\xc0\x00\x02\x01"))
+    with pytest.raises(MalformedMessage):  # prefix length 33
+        AuthMessage.unpack(with_list(b"\x01\x04\x21\xc0\x00\x02\x01"))
+    with pytest.raises(MalformedMessage):  # family 5
+        AuthMessage.unpack(with_list(b"\x01\x05\x20" + bytes(16)))
+    with pytest.raises(MalformedMessage):  # duplicate
+        AuthMessage.unpack(with_list(b"\x02" + b"\x04\x20\xc0\x00\x02\x01" * 2))
+    with pytest.raises(MalformedMessage):  # count above 16
+        AuthMessage.unpack(with_list(b"\x11" + b"\x04\x20\xc0\x00\x02\x01" * 17))
+    with pytest.raises(Truncated):
+        AuthMessage.unpack(with_list(b"\x02\x04\x20\xc0\x00\x02\x01"))
+
+
+def test_pack_refuses_invalid_fields() -> None:
+    with pytest.raises(ValueError):
+        _auth(peer_name="Upper.example").pack()
+    with pytest.raises(ValueError):
+        _auth(peer_nonce=b"short").pack()
+    with pytest.raises(ValueError):
+        _auth(addresses=tuple(to_prefix(f"10.0.0.{i}") for i in range(17))).pack()
+    with pytest.raises(ValueError):
+        _auth(mac=b"").pack()
+
+
+def test_address_normalisation() -> None:
+    assert str(to_prefix("2001:db8::1")) == "2001:db8::1/128"
+    assert to_prefix(ipaddress.ip_address("192.0.2.5")) == ipaddress.ip_network("192.0.2.5/32")
+    with pytest.raises(ValueError):
+        to_prefix("192.0.2.5/24")

@@ -1,0 +1,84 @@
+"""Mininet CLI with lab commands: vtysh, routes, bgp, lping, health.
+
+Mininet's own syntax still works (`ar1 ip route`); these add the FRR view of a node
+and pings by node name, resolved to the node's loopback or host address.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import TYPE_CHECKING
+
+from mininet.cli import CLI
+
+from . import health
+from .daemons import LabError, vtysh
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+
+class LabCli(CLI):  # type: ignore[misc]
+    prompt = "flatarch> "
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        super().__init__(lab.net)
+
+    def _node(self, name: str) -> str | None:
+        if name not in self.lab.topo.nodes:
+            print(f"no node {name!r}; nodes: {' '.join(self.lab.topo.nodes)}")
+            return None
+        return name
+
+    def _vtysh(self, name: str, *cmds: str) -> None:
+        if "zebra" not in {d.kind for d in self.lab.daemons.get(name, [])}:
+            print(f"{name} runs no FRR")
+            return
+        try:
+            print(vtysh(self.lab.execs[name], self.lab.rundir(name), *cmds), end="")
+        except LabError as exc:
+            print(exc)
+
+    def do_vtysh(self, line: str) -> None:
+        """vtysh NODE COMMAND...: run one vtysh command in a node's FRR."""
+        name, _, cmd = line.strip().partition(" ")
+        if self._node(name) and cmd:
+            self._vtysh(name, cmd)
+
+    def do_routes(self, line: str) -> None:
+        """routes NODE: FRR's RIB (routers) and the kernel FIB of a node."""
+        name = line.strip()
+        if not self._node(name):
+            return
+        if self.lab.topo.nodes[name].is_router:
+            self._vtysh(name, "show ip route")
+        print("--- kernel ---")
+        print(self.lab.execs[name].run(["ip", "-4", "route"]).stdout, end="")
+
+    def do_bgp(self, line: str) -> None:
+        """bgp NODE: BGP sessions and table (FRR routers) or the AR agent's view."""
+        name = line.strip()
+        if not self._node(name):
+            return
+        status = self.lab.rundir(name) / "agent.status.json"
+        if status.exists():
+            print(status.read_text())
+        else:
+            self._vtysh(name, "show bgp ipv4 unicast summary", "show bgp ipv4 unicast")
+
+    def do_lping(self, line: str) -> None:
+        """lping SRC DST [COUNT]: ping from node SRC to node DST's address."""
+        parts = line.split()
+        if len(parts) < 2 or not self._node(parts[0]) or not self._node(parts[1]):
+            print("usage: lping SRC DST [COUNT]")
+            return
+        dst = self.lab.topo.nodes[parts[1]]
+        addr = dst.loopback or dst.interfaces[0].address
+        count = parts[2] if len(parts) > 2 else "3"
+        subprocess.call(self.lab.execs[parts[0]].argv(["ping", "-c", count, str(addr)]))
+
+    def do_health(self, line: str) -> None:
+        """health: the `flatarch up --check` table for the running lab."""
+        h = health.check(self.lab.topo, self.lab.execs, self.lab.rundirs())
+        print(h.table())
