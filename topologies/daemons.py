@@ -48,10 +48,16 @@ def wait_until(
 
 
 def proc_comm(pid: int) -> str | None:
+    """The command name of a live process; None when gone or a zombie awaiting reaping."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
+    # Format: "pid (comm) S ...": comm may hold spaces, so split at the last ')'.
+    head, _, rest = stat.rpartition(")")
+    if rest.split()[:1] == ["Z"]:
+        return None
+    return head.partition("(")[2]
 
 
 def read_pid(path: Path) -> int | None:

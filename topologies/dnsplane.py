@@ -426,6 +426,11 @@ class DnsPlane:
             if gw in net24:
                 z.records.append(_rec(gw.reverse_pointer + ".", "PTR", RECORD_TTL,
                                       target=ar_name + "."))
+            # An MN provisioned with an address was assigned it by this pool's AR.
+            for mn_name, ident in sorted(self.identities.items()):
+                if ident.role == "mn" and ident.address is not None and ident.address in net24:
+                    z.records.append(_rec(ident.address.reverse_pointer + ".", "PTR",
+                                          RECORD_TTL, target=mn_name + "."))
             # An AR writes PTRs only inside the pool it assigns from.
             z.grants = [{"key": ar_name + ".", "rule": "zonesub", "target": "",
                          "types": ["PTR"]}]

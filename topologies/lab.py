@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import health
+from . import health, identities
 from .daemons import (
     Bgpd,
     Daemon,
@@ -37,6 +37,7 @@ from .daemons import (
     stop_pid,
     wait_until,
 )
+from .dnsplane import DnsPlane
 from .model import Node, Role, Topology
 from .render import daemons_for, render_node
 
@@ -80,6 +81,7 @@ class Lab:
         self.daemons: dict[str, list[Daemon]] = {}
         self.configs: dict[str, dict[str, str]] = {}
         self.health: health.Health | None = None
+        self.dns: DnsPlane | None = None
         self.started = time.monotonic()
 
     # -- context manager -------------------------------------------------
@@ -127,6 +129,15 @@ class Lab:
                     ds.append(DAEMON_CLASSES[kind](node.name, rd, cfg[kind]))
             self.daemons[node.name] = ds
         self.progress(f"rendered configs for {len(self.topo.nodes)} nodes in {self.dir}")
+        if any(n.service == "dns" for n in self.topo.nodes.values()):
+            idents = identities.provision(self.topo, self.dir)
+            dns_node = self.topo.service("dns").name
+            self.dns = DnsPlane(self.topo, self.rundir(dns_node), idents)
+            self.dns.prepare()  # renders, generates DNSSEC keys and DS, dry-runs both daemons
+            self.daemons[dns_node] = self.dns.daemons()
+            self.progress(
+                f"DNS plane: {len(idents)} identities, {len(self.dns.zone_names)} signed zones"
+            )
         checked = 0
         for ds in self.daemons.values():
             for d in ds:
@@ -191,6 +202,14 @@ class Lab:
                     30, "zebra API sockets",
                 )
 
+    def start_dns(self) -> None:
+        if self.dns is None:
+            return
+        node = self.topo.service("dns").name
+        self.progress("starting named and unbound; waiting until every zone validates")
+        self.dns.start(self.execs[node], timeout=60)
+        (self.dir / "resolv.conf").write_text(f"nameserver {self.dns.resolver_address}\n")
+
     def wait_healthy(self, ping: bool = False) -> health.Health:
         deadline = time.monotonic() + self.ready_timeout
         last = ""
@@ -243,6 +262,7 @@ class Lab:
         self.prepare()
         self.build()
         self.start_daemons()
+        self.start_dns()
         self.health = self.wait_healthy(ping=False)
 
     def rundirs(self) -> dict[str, Path]:
@@ -275,11 +295,16 @@ class Lab:
     def stop(self) -> None:
         # Reverse start order, each kind in parallel: a daemon that is slow to exit
         # must not serialise the whole teardown.
-        for kind in ("exabgp", "bgpd", "ospfd", "zebra"):
+        for kind in ("exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
             batch = [d for ds in self.daemons.values() for d in ds if d.kind == kind]
+            if not batch:
+                continue
+            t0 = time.monotonic()
             for d, exc in _parallel(lambda d: d.stop(), batch):
                 log.warning("stopping %s/%s: %s", d.node, d.kind, exc)
+            self.progress(f"stopped {kind} on {len(batch)} nodes ({time.monotonic() - t0:.1f}s)")
         if self.net is not None:
+            self.progress("removing namespaces and links")
             try:
                 self.net.stop()
             except Exception as exc:  # noqa: BLE001

@@ -97,6 +97,7 @@ class Topology:
     links: list[Link]
     clusters: list[Cluster]
     cn_network: IPv4Network
+    mobiles: list[str] = field(default_factory=list)  # MN names, for keys and home zones
 
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes.values() if n.role is role]
@@ -324,6 +325,12 @@ def build(doc: dict[str, Any]) -> Topology:
     for access in (n for n in b.nodes.values() if n.role is Role.AR):
         if not access.interfaces:
             raise TopologyError(f"{access.name} has no links")
+    mobiles = _names(doc["mobiles"], "mobiles") if doc.get("mobiles") else []
+    for mn in mobiles:
+        if mn in b.nodes:
+            raise TopologyError(f"mobiles: {mn!r} is already a node name")
+    if len(set(mobiles)) != len(mobiles):
+        raise TopologyError("mobiles: a name is listed twice")
     return Topology(
         name=name,
         asn=asn,
@@ -333,6 +340,7 @@ def build(doc: dict[str, Any]) -> Topology:
         links=b.links,
         clusters=clusters,
         cn_network=cn_net,
+        mobiles=mobiles,
     )
 
 

@@ -101,3 +101,22 @@ def test_agent_status_reports_both_parents(lab: Lab) -> None:
     status = json.loads((lab.rundir("ar1") / "agent.status.json").read_text())
     parents = {str(lab.topo.node(a).loopback) for a in lab.topo.ar_parents("ar1")}
     assert {p for p, up in status["peers"].items() if up} == parents
+
+
+def test_lab_dns_validates_keys_addresses_and_ptrs(lab: Lab) -> None:
+    """An AR asks the lab's Unbound: the MN's key, its A record and the PTR all carry AD."""
+    assert lab.dns is not None
+    resolver = str(lab.dns.resolver_address)
+    ex = lab.execs["ar1"]
+
+    def dig(*q: str) -> str:
+        return ex.check(["dig", f"@{resolver}", "+dnssec", "+tries=2", "+time=2", *q])
+
+    a = dig("mn1.example", "A")
+    assert "flags: qr rd ra ad" in a
+    addr = next(ln.split()[-1] for ln in a.splitlines()
+                if ln.startswith("mn1.example.") and " A " in ln.replace("\t", " "))
+    assert "flags: qr rd ra ad" in dig("_flatarch.mn1.example", "TLSA")
+    ptr = dig("-x", addr)
+    assert "flags: qr rd ra ad" in ptr and "mn1.example." in ptr
+    assert "flags: qr rd ra ad" in dig("_flatarch.ar1.isp.test", "TLSA")

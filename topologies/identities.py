@@ -1,0 +1,73 @@
+"""Provisioning of the lab's identities: one key pair per AR, HA and MN name.
+
+Private keys are written once, 0600, into the owning node's run directory (the lab's
+stand-in for a SIM or an AR's HSM); only the SPKI goes to the DNS plane.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agents.auth.keys import Suite
+
+from .dnsplane import HOME_TLD, ISP_ZONE, Identity, Roles
+from .model import Role, Topology
+
+NONCE_VALIDITY_S = 3600
+
+
+def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def key_path(node_dir: Path) -> Path:
+    return node_dir / "identity.pem"
+
+
+def provision(topo: Topology, labdir: Path) -> list[Identity]:
+    """Generate a P-256 key per AR, HA and MN; return what DNS must publish."""
+    out: list[Identity] = []
+    entities: list[tuple[str, Roles]] = [(n.name, "ar") for n in topo.by_role(Role.AR)]
+    entities += [(n.name, "ha") for n in topo.nodes.values() if n.service == "ha"]
+    entities += [(mn, "mn") for mn in topo.mobiles]
+    expires = int(time.time()) + NONCE_VALIDITY_S
+    ars = topo.by_role(Role.AR)
+    # Each MN starts out holding one address from an AR's pool, as after its first DHCP.
+    first_address = {
+        mn: ars[i % len(ars)].pool_gateway + 9 for i, mn in enumerate(topo.mobiles)
+    }
+    for node, role in entities:
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(key_path(labdir / node), key)
+        spki = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        name = fqdn(role, node)
+        authenticator = role in ("ar", "ha")
+        out.append(
+            Identity(
+                name=name, suite=Suite.P256, spki=spki, role=role,
+                nonce=secrets.token_bytes(16) if authenticator else None,
+                nonce_expires=expires if authenticator else None,
+                address=first_address.get(node),
+            )
+        )
+    return out
+
+
+def fqdn(role: str, node: str) -> str:
+    return f"{node}.{ISP_ZONE}" if role in ("ar", "ha") else f"{node}.{HOME_TLD}"
