@@ -68,13 +68,14 @@ class LabCli(CLI):  # type: ignore[misc]
             self._vtysh(name, "show bgp ipv4 unicast summary", "show bgp ipv4 unicast")
 
     def do_lping(self, line: str) -> None:
-        """lping SRC DST [COUNT]: ping from node SRC to node DST's address."""
+        """lping SRC DST [COUNT]: ping from SRC to DST (an AR's pool address, else loopback)."""
         parts = line.split()
         if len(parts) < 2 or not self._node(parts[0]) or not self._node(parts[1]):
             print("usage: lping SRC DST [COUNT]")
             return
         dst = self.lab.topo.nodes[parts[1]]
-        addr = dst.loopback or dst.interfaces[0].address
+        # An AR's pool address is reachable from outside the AS; loopbacks are internal.
+        addr = dst.pool_gateway if dst.pool else dst.loopback or dst.interfaces[0].address
         count = parts[2] if len(parts) > 2 else "3"
         subprocess.call(self.lab.execs[parts[0]].argv(["ping", "-c", count, str(addr)]))
 
