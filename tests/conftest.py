@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from topologies.daemons import proc_comm
 
 WATCHED = {
     "zebra", "bgpd", "ospfd", "staticd", "watchfrr", "exabgp", "named", "unbound",
@@ -21,13 +24,10 @@ WATCHED = {
 def _snapshot() -> dict[str, set[str]]:
     procs: set[str] = set()
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                comm = (p / "comm").read_text().strip()
-            except OSError:
-                continue
-            if comm in WATCHED:
-                procs.add(f"{comm}({p.name})")
+        # proc_comm skips zombies: exited children that init has not reaped yet.
+        comm = proc_comm(int(p.name)) if p.name.isdigit() else None
+        if comm in WATCHED:
+            procs.add(f"{comm}({p.name})")
     links = {
         ln.split(": ")[1].split("@")[0]
         for ln in subprocess.run(
@@ -47,10 +47,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _BEFORE.update(_snapshot())
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def _leaks() -> dict[str, list[str]]:
     after = _snapshot()
     leaks = {k: sorted(after[k] - _BEFORE.get(k, set())) for k in after}
-    leaks = {k: v for k, v in leaks.items() if v}
+    return {k: v for k, v in leaks.items() if v}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A process signalled by a teardown may need a moment to finish exiting.
+    deadline = time.monotonic() + 5.0
+    leaks = _leaks()
+    while leaks and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leaks = _leaks()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if leaks:
         msg = f"LEAK CHECK FAILED: the test run left lab state behind: {leaks}"

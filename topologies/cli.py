@@ -118,9 +118,30 @@ def _pid_alive(path: Path) -> int | None:
     return pid if pid is not None and proc_comm(pid) is not None else None
 
 
+def bench_dns(args: argparse.Namespace) -> int:
+    """Validated key-lookup latency through the lab's Unbound, cold and cached."""
+    _require_root()
+    topo = model.load(args.topology)
+    with Lab(topo) as lab:
+        if lab.dns is None:
+            raise LabError(f"topology {topo.name} has no dns service")
+        client = topo.by_role(model.Role.AR)[0].name
+        names = [lab.dns.identity_name("mn", m) for m in topo.mobiles]
+        names += [lab.dns.identity_name("ar", a.name) for a in topo.by_role(model.Role.AR)]
+        stderr_progress(f"resolving {len(names)} key names from {client}, {args.rounds} rounds")
+        res = lab.dns.bench_resolution(lab.execs[client], names, rounds=args.rounds)
+    for k, v in sorted(res.items()):
+        if isinstance(v, int | float):
+            print(f"{k:<26} {v:>12.2f}")
+    _write_json(args.json, res)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "dns":
+        return bench_dns(args)
     if args.what != "auth":
-        raise LabError(f"unknown benchmark {args.what!r} (auth)")
+        raise LabError(f"unknown benchmark {args.what!r} (auth, dns)")
     from agents.auth.bench import run_bench
 
     res = run_bench(progress=stderr_progress)
@@ -167,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json")
     sc.set_defaults(func=cmd_scenario)
     be = sub.add_parser("bench", help="micro-benchmarks")
-    be.add_argument("what")
+    be.add_argument("what", help="auth (no root) or dns (brings up the lab)")
     be.add_argument("--json")
+    be.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
+    be.add_argument("--rounds", type=int, default=20)
     be.set_defaults(func=cmd_bench)
     rp = sub.add_parser("report", help="run the evaluation and write evaluation.md")
     rp.add_argument("--out", default="results")
