@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import jinja2
 
@@ -30,13 +30,13 @@ from agents.auth.keys import Suite
 
 from .daemons import Daemon, LabError, NodeExec, wait_until
 from .model import Role, Topology
+from .render import render as render_template
 
 log = logging.getLogger(__name__)
 
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 ISP_ZONE = "isp.test"
 HOME_TLD = "example"
@@ -111,24 +111,9 @@ def _rec(owner: str, rtype: str, ttl: int, **fields: Any) -> dict[str, Any]:
     return {"owner": owner, "type": rtype, "ttl": ttl, **fields}
 
 
-def _fail(message: str) -> NoReturn:
-    raise jinja2.TemplateRuntimeError(message)
-
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(CONFIGS)),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_env.globals["fail"] = _fail
-
-
 def render(template: str, data: Mapping[str, Any]) -> str:
     try:
-        return _env.get_template(template).render(**data)
+        return render_template(template, data)
     except jinja2.TemplateError as exc:
         raise DnsPlaneError(f"{template}: {exc}") from exc
 

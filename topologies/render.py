@@ -7,8 +7,9 @@ and golden files stay readable; render_node() is the single place templates are 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jinja2
 
@@ -21,7 +22,13 @@ OSPF_DEAD = 3
 BGP_KEEPALIVE = 3
 BGP_HOLD = 9
 
-_env = jinja2.Environment(
+def _fail(message: str) -> NoReturn:
+    """Templates call fail() to reject data the model should never have produced."""
+    raise jinja2.TemplateRuntimeError(message)
+
+
+# The one template environment of the project: every config is rendered through it.
+ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(CONFIGS)),
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
@@ -29,10 +36,11 @@ _env = jinja2.Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
+ENV.globals["fail"] = _fail
 
 
-def render(template: str, data: dict[str, Any]) -> str:
-    return _env.get_template(template).render(**data)
+def render(template: str, data: Mapping[str, Any]) -> str:
+    return ENV.get_template(template).render(**data)
 
 
 def ip_data(topo: Topology, node: Node) -> dict[str, Any]:

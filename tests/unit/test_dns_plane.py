@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from agents.auth.keys import Suite, spki_of
 from topologies.daemons import ConfigCheckError
 from topologies.dnsplane import (
-    CONFIGS,
     DnsPlane,
     DnsPlaneError,
     DsRecord,
@@ -36,6 +35,7 @@ from topologies.dnsplane import (
     render,
 )
 from topologies.model import load
+from topologies.render import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "dns"
