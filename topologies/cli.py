@@ -48,7 +48,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             LabCli(lab)
             return 0
         stderr_progress(f"lab {topo.name} is up; Ctrl-C to stop it")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # A shell that backgrounds us may have set SIGINT to ignored; take both signals back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             signal.pause()
         except KeyboardInterrupt:
