@@ -73,8 +73,9 @@ class ArAgent:
 
     def _apply(self, best: dict[ipaddress.IPv4Network, Any], full: bool) -> None:
         """Worker thread: bring the kernel in line with the given best routes."""
+        paths: dict[ipaddress.IPv4Address, Any] = {}
         for p, route in best.items():
-            self.fib.sync(p, route)
+            self.fib.sync(p, route, paths)
         if full:
             for p in set(self.fib.installed) - set(best):
                 self.fib.sync(p, None)

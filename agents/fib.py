@@ -100,9 +100,25 @@ class KernelFib:
                 return None
         return Path(gw if gw else str(next_hop), int(oif))
 
-    def sync(self, prefix: Net, route: Route | None) -> None:
-        """Make the kernel match the RIB's best route for one prefix."""
-        path = None if route is None or self._skip(prefix) else self.resolve(route.next_hop)
+    def sync(
+        self,
+        prefix: Net,
+        route: Route | None,
+        paths: dict[ipaddress.IPv4Address, Path | None] | None = None,
+    ) -> None:
+        """Make the kernel match the RIB's best route for one prefix.
+
+        `paths` memoises next-hop resolution across one pass: many prefixes share a
+        next hop (one AR's loopback), and each resolution is a netlink round trip.
+        """
+        path: Path | None = None
+        if route is not None and not self._skip(prefix):
+            if paths is None:
+                path = self.resolve(route.next_hop)
+            else:
+                if route.next_hop not in paths:
+                    paths[route.next_hop] = self.resolve(route.next_hop)
+                path = paths[route.next_hop]
         current = self.installed.get(prefix)
         if route is None or path is None:
             if current is not None:

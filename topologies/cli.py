@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import health, model
-from .daemons import LabError
-from .lab import Lab, attach, stderr_progress, teardown_all
+from .daemons import LabError, proc_comm, read_pid
+from .lab import RUN_ROOT, Lab, attach, stderr_progress, teardown_all
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent / "figure2.yaml"
 
@@ -38,7 +38,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     topo = model.load(args.topology)
     with Lab(topo) as lab:
         if args.check:
-            h = lab.wait_healthy(ping=True)
+            h = lab.check_health()
             print(h.table())
             _write_json(args.json, h.as_json())
             return 0 if h.healthy else 1
@@ -79,21 +79,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     _require_root()
     state, execs = attach()
-    topo_nodes = state["nodes"]
-    rundir = Path(state.get("dir", "")) if state.get("dir") else None
-    from .lab import RUN_ROOT
-
-    base = rundir or RUN_ROOT / state["name"]
+    base = RUN_ROOT / state["name"]
     out: dict[str, Any] = {"lab": state["name"], "nodes": {}}
-    for name in topo_nodes:
+    for name, ex in execs.items():
         rd = base / name
-        kinds = [d["kind"] for d in state["daemons"] if d["node"] == name]
-        info: dict[str, Any] = {"daemons": {}}
-        for d in state["daemons"]:
-            if d["node"] == name:
-                pid = _pid_alive(Path(d["pid_file"]))
-                info["daemons"][d["kind"]] = pid is not None
-        ex = execs[name]
+        info: dict[str, Any] = {
+            "daemons": {
+                d["kind"]: _pid_alive(Path(d["pid_file"])) is not None
+                for d in state["daemons"] if d["node"] == name
+            }
+        }
+        kinds = info["daemons"]
         try:
             if "ospfd" in kinds:
                 info["ospf_full"] = health.ospf_full(ex, rd)
@@ -114,8 +110,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _pid_alive(path: Path) -> int | None:
-    from .daemons import proc_comm, read_pid
-
     pid = read_pid(path)
     return pid if pid is not None and proc_comm(pid) is not None else None
 

@@ -20,6 +20,7 @@ from typing import ClassVar
 log = logging.getLogger(__name__)
 
 FRR_DIR = Path("/usr/lib/frr")
+AGENT_COMMS = ("python", "python3")  # agents run as `python -m agents.<name>`
 
 
 class LabError(RuntimeError):
@@ -229,7 +230,7 @@ class FrrDaemon(Daemon):
         # FRR's -C exits 0 even on unknown commands; the complaint is on stderr.
         bad = [
             ln for ln in res.stderr.splitlines()
-            if "config line" in ln or "Error" in ln and "MPLS" not in ln
+            if "config line" in ln or ("Error" in ln and "MPLS" not in ln)
         ]
         return "; ".join(bad) or super().problems(res)
 
@@ -260,7 +261,7 @@ class ExaBgp(Daemon):
     """ExaBGP on an AR; its API process is the AR agent, which ExaBGP spawns."""
 
     kind = "exabgp"
-    comms = ("exabgp", "python", "python3")
+    comms = ("exabgp",)
 
     def __init__(self, node: str, rundir: Path, config: str, exabgp_bin: str):
         super().__init__(node, rundir, config)
@@ -293,5 +294,5 @@ class ExaBgp(Daemon):
         agent_pid = read_pid(self.rundir / "agent.pid")
         super().stop()
         if agent_pid is not None:
-            stop_pid(agent_pid, ("python", "python3", "flatarch-ar"), timeout=3.0)
+            stop_pid(agent_pid, AGENT_COMMS, timeout=3.0)
         (self.rundir / "agent.pid").unlink(missing_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,16 @@ class Health:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def healthy(self) -> bool:
+    def converged(self) -> bool:
         return (
             self.bgp_established == self.bgp_total
             and self.ospf_full == self.ospf_expected
-            and self.pools_ok == self.pools_total
-            and not self.core_leaks
             and not self.problems
         )
+
+    @property
+    def healthy(self) -> bool:
+        return self.converged and self.pools_ok == self.pools_total and not self.core_leaks
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -188,5 +189,3 @@ def progress_line(h: Health) -> str:
         f"BGP {h.bgp_established}/{h.bgp_total} established"
     )
 
-
-Progress = Callable[[str], None]

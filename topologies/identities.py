@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agents.auth.keys import Suite
+from agents.auth.keys import Suite, spki_of
 
 from .dnsplane import HOME_TLD, ISP_ZONE, Identity, Roles
 from .model import Role, Topology
@@ -53,9 +53,7 @@ def provision(topo: Topology, labdir: Path) -> list[Identity]:
     for node, role in entities:
         key = ec.generate_private_key(ec.SECP256R1())
         _write_private(key_path(labdir / node), key)
-        spki = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        spki = spki_of(key.public_key())
         name = fqdn(role, node)
         authenticator = role in ("ar", "ha")
         out.append(

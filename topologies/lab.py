@@ -24,6 +24,7 @@ from typing import Any
 
 from . import health, identities
 from .daemons import (
+    AGENT_COMMS,
     Bgpd,
     Daemon,
     DeadlineError,
@@ -210,42 +211,43 @@ class Lab:
         self.dns.start(self.execs[node], timeout=60)
         (self.dir / "resolv.conf").write_text(f"nameserver {self.dns.resolver_address}\n")
 
-    def wait_healthy(self, ping: bool = False) -> health.Health:
-        deadline = time.monotonic() + self.ready_timeout
-        last = ""
-        while True:
+    def wait_converged(self) -> health.Health:
+        """Poll toward the deadline until every OSPF adjacency is Full and BGP session up."""
+        last: list[health.Health] = []
+
+        def converged() -> bool:
             self._check_daemons()
             h = health.check(self.topo, self.execs, self.rundirs(), ping=False)
             line = health.progress_line(h)
-            if line != last:
+            if not last or line != health.progress_line(last[0]):
                 self.progress(f"waiting: {line}")
-                last = line
-            converged = (
-                h.bgp_established == h.bgp_total and h.ospf_full == h.ospf_expected
-                and not h.problems
-            )
-            if converged:
-                break
-            if time.monotonic() >= deadline:
-                raise DeadlineError(
-                    f"lab not converged after {self.ready_timeout:.0f}s: {line}; "
-                    f"problems: {h.problems}"
-                )
-            time.sleep(0.5)
-        if ping:
-            # Routes reach the ARs' kernels a moment after the sessions come up.
-            def pools_ok() -> bool:
-                self.health = health.check(self.topo, self.execs, self.rundirs(), ping=True)
-                return self.health.pools_ok == self.health.pools_total
+            last[:] = [h]
+            return h.converged
 
-            # A pool that never answers is reported by the health record, not raised.
-            with contextlib.suppress(DeadlineError):
-                wait_until(pools_ok, max(10.0, deadline - time.monotonic()),
-                           "every AR pool to answer the CN", 1.0)
-            assert self.health is not None
-            h = self.health
+        try:
+            wait_until(converged, self.ready_timeout, "OSPF and BGP to converge", 0.5)
+        except DeadlineError as exc:
+            h = last[0] if last else None
+            detail = f"{health.progress_line(h)}; problems: {h.problems}" if h else ""
+            raise DeadlineError(f"{exc}: {detail}") from None
         self.progress(f"lab {self.topo.name} converged in {time.monotonic() - self.started:.1f}s")
-        return h
+        self.health = last[0]
+        return self.health
+
+    def check_health(self, timeout: float = 30.0) -> health.Health:
+        """The full `up --check` record, pools included; the lab must have converged.
+
+        Routes reach the ARs' kernels a moment after the sessions come up, so pool
+        reachability is polled; a pool that never answers is reported, not raised.
+        """
+        def pools_ok() -> bool:
+            self.health = health.check(self.topo, self.execs, self.rundirs(), ping=True)
+            return self.health.pools_ok == self.health.pools_total
+
+        with contextlib.suppress(DeadlineError):
+            wait_until(pools_ok, timeout, "every AR pool to answer the CN", 1.0)
+        assert self.health is not None
+        return self.health
 
     def _check_daemons(self) -> None:
         dead = [f"{n}/{d.kind}" for n, ds in self.daemons.items() for d in ds if not d.alive()]
@@ -263,7 +265,7 @@ class Lab:
         self.build()
         self.start_daemons()
         self.start_dns()
-        self.health = self.wait_healthy(ping=False)
+        self.wait_converged()
 
     def rundirs(self) -> dict[str, Path]:
         return {n: self.rundir(n) for n in self.topo.nodes}
@@ -280,8 +282,7 @@ class Lab:
                 for n, ds in self.daemons.items() for d in ds
             ],
             "extra_pid_files": [
-                {"pid_file": str(self.rundir(n.name) / "agent.pid"),
-                 "comms": ["python", "python3"]}
+                {"pid_file": str(self.rundir(n.name) / "agent.pid"), "comms": list(AGENT_COMMS)}
                 for n in self.topo.by_role(Role.AR)
             ],
             "links": [
@@ -334,11 +335,6 @@ def teardown_dir(labdir: Path) -> list[str]:
     for d, exc in _parallel(stop_entry, [*state.get("daemons", []),
                                          *state.get("extra_pid_files", [])]):
         log.warning("stopping %s: %s", d.get("pid_file"), exc)
-    # Processes a lab started outside the daemon classes (pings, iperf3) record pid files here.
-    for pf in sorted(labdir.glob("*/*.proc.pid")):
-        pid = read_pid(pf)
-        if pid is not None and stop_pid(pid, (pf.name.split(".")[0],)):
-            done.append(f"stopped {pf.parent.name}/{pf.name} ({pid})")
     for name, pid in (state.get("nodes") or {}).items():
         if proc_comm(pid) in SHELL_COMMS and _in_other_netns(pid):
             stop_pid(pid, SHELL_COMMS, timeout=2.0)

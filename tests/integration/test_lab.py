@@ -34,7 +34,7 @@ def kernel_route(lab: Lab, node: str, prefix: str) -> dict[str, object] | None:
 
 
 def test_lab_is_healthy(lab: Lab) -> None:
-    h = lab.wait_healthy(ping=True)
+    h = lab.check_health()
     assert h.bgp_established == h.bgp_total == len(health.sessions(lab.topo))
     assert h.ospf_full == h.ospf_expected > 0
     assert h.pools_ok == h.pools_total == 8

@@ -144,7 +144,10 @@ def test_round_trip_and_remsk_over_udp(suite: Suite) -> None:
             rekeyed: list[object] = []
             session.on_rekey = rekeyed.append
             await lab.auth.remsk(session.session_id)
-            await asyncio.sleep(0.05)
+            # The peer applies the new MSK when its ACK goes out; poll, don't guess a delay.
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while rekeyed != [session] and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
             msk3 = session.export_msk()
             assert msk3 not in (msk1, msk2) and msk3 == lab.auth.export_msk(session.session_id)
             assert rekeyed == [session]
