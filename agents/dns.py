@@ -601,11 +601,11 @@ def _pct(values: Sequence[float], q: float) -> float:
     return round(ordered[idx], 3)
 
 
-def unbound_flush(conf: Path) -> Callable[[], None]:
-    """A flush callable for bench_resolution: empties Unbound's record, message and key caches."""
+def unbound_flush(conf: Path, zone: str = ".") -> Callable[[], None]:
+    """A flush callable: forget Unbound's cached records, keys and failures at or below zone."""
 
     def flush() -> None:
-        for cmd in (["flush_zone", "."], ["flush_negative"], ["flush_bogus"]):
+        for cmd in (["flush_zone", zone], ["flush_negative"], ["flush_bogus"]):
             res = subprocess.run(
                 ["unbound-control", "-c", str(conf), *cmd],
                 capture_output=True, text=True, timeout=10,

@@ -683,15 +683,12 @@ class DnsPlane:
 
     # -- operations for tests and experiments ---------------------------------------------
 
-    def unbound_control(self, *args: str) -> str:
-        """unbound-control through the unix socket (reachable from any network namespace)."""
-        return self._tool(["unbound-control", "-c", str(self.unbound.conf_path), *args])
-
     def flush(self, zone: str = ".") -> None:
         """Forget cached records, keys and failures at or below ``zone``."""
-        self.unbound_control("flush_zone", zone)
-        self.unbound_control("flush_bogus")
-        self.unbound_control("flush_negative")
+        try:
+            adns.unbound_flush(self.unbound.conf_path, zone)()
+        except adns.DnsError as exc:
+            raise DnsPlaneError(str(exc)) from exc
 
     def serve_verbatim(self, zone: str, text: str | None) -> None:
         """Serve ``zone`` from ``text`` as-is, unsigned by BIND (None: back to normal).
