@@ -1,8 +1,9 @@
 """The access-router agent: ExaBGP's API process on each AR.
 
-It originates the AR's pool, keeps the RIB of routes reflected to the AR and mirrors
-the best ones into the kernel FIB, re-resolving next hops when OSPF changes.
-stdout carries ExaBGP commands only; logs go to a file in the node's run directory.
+It originates the AR's pool, keeps the RIB of routes reflected to the AR and mirrors the
+best ones into the kernel FIB, and serves the one-message authentication: after a valid
+AUTH it re-routes the MN's addresses (agents/handoff.py). stdout carries ExaBGP commands
+only; logs go to a file in the node's run directory.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
 from . import exabgp_api as api
+from .auth import Authenticator, KeyStore, Limits, Peer, PublishedKey, Role
+from .dns import DnssecKeyResolver, ValidatingResolver, normalize
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
+from .handoff import ArInfo, EventLog, Mobility, read_mode
+from .nft import Nft, NftError, SourceFilter
+
+AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 
 log = logging.getLogger("agents.ar")
 
@@ -54,11 +63,78 @@ class ExaBgpChannel:
             fut.set_result(ok)
 
 
+@dataclass(frozen=True)
+class AgentConfig:
+    """agent.json, rendered by topologies/render.py from the topology."""
+
+    node: str
+    identity: str
+    key_path: Path
+    nonce_path: Path
+    resolver: str
+    resolver_port: int
+    auth_port: int
+    managed: ipaddress.IPv4Network
+    pool: ipaddress.IPv4Network
+    ars: dict[str, ArInfo]
+    escape_community: str  # lets a host route leave its cluster (configs/frr/bgpd.conf.j2)
+    overlay_dev: str  # the VXLAN device of the redirect mesh (configs/ip/node.batch.j2)
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        doc = json.loads(path.read_text())
+        return cls(
+            node=doc["node"], identity=doc["identity"], key_path=Path(doc["key"]),
+            nonce_path=Path(doc["nonce"]), resolver=doc["resolver"],
+            resolver_port=int(doc["resolver_port"]), auth_port=int(doc["auth_port"]),
+            managed=ipaddress.IPv4Network(doc["managed"]),
+            pool=ipaddress.IPv4Network(doc["pool"]),
+            ars={
+                n: ArInfo(n, a["fqdn"], ipaddress.IPv4Address(a["loopback"]),
+                          ipaddress.IPv4Network(a["pool"]), ipaddress.IPv4Network(a["cluster"]),
+                          ipaddress.IPv4Address(a["overlay"]))
+                for n, a in doc["ars"].items()
+            },
+            escape_community=doc["escape_community"],
+            overlay_dev=doc["overlay_dev"],
+        )
+
+
+class DnsChecker:
+    """Draft 2.2 steps 1-3 in one round trip: the forward name and every PTR at once."""
+
+    def __init__(self, resolver: ValidatingResolver) -> None:
+        self.dns = resolver
+
+    async def verify(self, mn: str, claimed: list[ipaddress.IPv4Address]
+                     ) -> tuple[list[ipaddress.IPv4Address], dict[ipaddress.IPv4Address, str]]:
+        forward, *ptrs = await asyncio.gather(
+            self.dns.addresses(mn), *(self.dns.ptr(a) for a in claimed), return_exceptions=True
+        )
+        if isinstance(forward, BaseException):
+            raise forward
+        assert isinstance(forward, list)
+        accepted: list[ipaddress.IPv4Address] = []
+        refused: dict[ipaddress.IPv4Address, str] = {}
+        for a, ptr in zip(claimed, ptrs, strict=True):
+            if a not in forward:
+                refused[a] = f"not among the validated addresses of {mn}"
+            elif isinstance(ptr, BaseException):
+                refused[a] = f"reverse lookup failed: {ptr}"
+            elif ptr != normalize(mn):
+                refused[a] = f"PTR names {ptr}, not {mn}"
+            else:
+                accepted.append(a)
+        return accepted, refused
+
+
 class ArAgent:
-    def __init__(self, node: str, rundir: Path, pool: ipaddress.IPv4Network) -> None:
+    def __init__(self, node: str, rundir: Path, pool: ipaddress.IPv4Network,
+                 config: AgentConfig | None = None) -> None:
         self.node = node
         self.rundir = rundir
         self.pool = pool
+        self.config = config
         self.rib = Rib()
         # pyroute2's synchronous API runs its own event loop, so every netlink call
         # lives on one worker thread; a single worker also keeps FIB changes in order.
@@ -70,6 +146,17 @@ class ArAgent:
         self.peers: dict[str, bool] = {}
         self.channel = ExaBgpChannel(sys.stdout)
         self._resync = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.mobility: Mobility | None = None
+        self.authenticator: Authenticator | None = None
+        self._sources: SourceFilter | None = None
+        self._peer: Peer | None = None
+        self._ar_keys: dict[str, tuple[PublishedKey, float]] = {}
+        self._ifnames: dict[int, str] = {}
+        self._overlay_index: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- FIB ----------------------------------------------------------------------------
 
     def _apply(self, best: dict[ipaddress.IPv4Network, Any], full: bool) -> None:
         """Worker thread: bring the kernel in line with the given best routes."""
@@ -79,13 +166,34 @@ class ArAgent:
         if full:
             for p in set(self.fib.installed) - set(best):
                 self.fib.sync(p, None)
-        self.write_status()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.write_status)
 
     def push(self, prefixes: set[ipaddress.IPv4Network] | None = None) -> None:
         """Snapshot best paths in the loop thread and hand them to the FIB worker."""
         full = prefixes is None
         todo = set(self.rib.prefixes()) if prefixes is None else prefixes
         self._fib_thread.submit(self._apply, {p: self.rib.best(p) for p in todo}, full)
+
+    async def _on_fib(self, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        stamps: list[float] = []
+
+        def timed() -> Any:
+            stamps.append(time.perf_counter())
+            try:
+                return fn(*args)
+            finally:
+                stamps.append(time.perf_counter())
+
+        try:
+            return await asyncio.wrap_future(self._fib_thread.submit(timed))
+        finally:
+            if len(stamps) == 2 and stamps[1] - t0 > 0.002:
+                log.info("fib job %s: queued %.1f ms, ran %.1f ms, back %.1f ms",
+                         getattr(fn, "__name__", fn), (stamps[0] - t0) * 1000,
+                         (stamps[1] - stamps[0]) * 1000,
+                         (time.perf_counter() - stamps[1]) * 1000)
 
     def _shutdown_fib(self) -> None:
         self.fib.flush()
@@ -98,10 +206,116 @@ class ArAgent:
             "peers": self.peers,
             "rib_prefixes": len(self.rib.prefixes()),
             "fib_routes": {str(p): str(r.next_hop) for p, (r, _) in self.fib.installed.items()},
+            "mobility": self.mobility.status() if self.mobility else {},
+            # Host routes as this AR hears them: every path's next hop and LOCAL_PREF.
+            "rib_host_routes": {
+                str(p): sorted([str(r.next_hop), r.local_pref] for r in self.rib.paths(p))
+                for p in self.rib.prefixes() if p.prefixlen == 32
+            },
+            "auth": dict(self.authenticator.stats) if self.authenticator else {},
         }
         tmp = self.rundir / "agent.status.json.tmp"
         tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
         tmp.replace(self.rundir / "agent.status.json")
+
+    # --- the handoff's kernel, BGP and AR-to-AR parts (handoff.Kernel / Bgp / Redirector) --
+
+    def _attach_now(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
+        """FIB thread, one job: the host route, then the source filter's entry."""
+        self.fib.add_access(address, ifindex)
+        if self._sources is not None:
+            ifname = self._ifnames.get(ifindex) or self.fib.ifname(ifindex)
+            self._ifnames[ifindex] = ifname
+            self._sources.allow(ifname, address)
+
+    def _detach_now(self, address: ipaddress.IPv4Address) -> None:
+        self.fib.del_access(address)
+        if self._sources is not None:
+            self._sources.revoke_address(address)
+
+    async def attach(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
+        await self._on_fib(self._attach_now, address, ifindex)
+
+    async def detach(self, address: ipaddress.IPv4Address) -> None:
+        await self._on_fib(self._detach_now, address)
+
+    def _redirect_now(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
+                      detach: bool) -> bool:
+        if self._overlay_index is None:
+            log.warning("no redirect overlay device: cannot redirect %s", address)
+            ok = False
+        else:
+            ok = self.fib.add_redirect(address, via, self._overlay_index)
+        if detach:
+            self._detach_now(address)
+        return ok
+
+    async def redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
+                       detach: bool) -> bool:
+        return bool(await self._on_fib(self._redirect_now, address, via, detach))
+
+    async def unredirect(self, address: ipaddress.IPv4Address) -> None:
+        await self._on_fib(self.fib.del_redirect, address)
+        self.push({IPv4Network((address, 32))})
+
+    def announce(self, prefix: ipaddress.IPv4Network, local_pref: int,
+                 escape: bool = False) -> None:
+        assert self.config is not None
+        communities = (self.config.escape_community,) if escape else ()
+        self._spawn(self.channel.send(api.announce(prefix, local_pref, communities)))
+
+    def withdraw(self, prefix: ipaddress.IPv4Network) -> None:
+        self._spawn(self.channel.send(api.withdraw(prefix)))
+
+    async def send_redirect(self, target: ArInfo,
+                            addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
+        """The one-message AUTH from this AR's key to the previous AR's, over the backbone."""
+        assert self._peer is not None and self.config is not None
+        key = await self._ar_key(target.fqdn)
+        session = await self._peer.authenticate(
+            (str(target.loopback), self.config.auth_port), target.fqdn,
+            [IPv4Network((a, 32)) for a in addresses], mobility=True, ar_key=key,
+            timeout=0.25, retries=3,
+        )
+        session.close()
+        return [p.network_address for p in session.rerouted
+                if isinstance(p.network_address, ipaddress.IPv4Address)]
+
+    async def _ar_key(self, fqdn: str) -> PublishedKey:
+        cached = self._ar_keys.get(fqdn)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        assert self._peer is not None
+        key = await self._key_resolver.resolve(fqdn)
+        self._ar_keys[fqdn] = (key, now + AR_KEY_TTL_S)
+        return key
+
+    async def keep_ar_keys_warm(self, keystore: KeyStore) -> None:
+        """Resolve every other AR's key and run the ECDH ahead of time, then keep them fresh:
+        a redirect or a redirect's verification then costs neither a DNS lookup nor an ECDH."""
+        assert self.config is not None and self.authenticator is not None
+        zero = bytes(16)
+        while True:
+            for ar in self.config.ars.values():
+                if ar.node == self.config.node:
+                    continue
+                try:
+                    key = await self._key_resolver.resolve(ar.fqdn)
+                except Exception as exc:  # noqa: BLE001 - retried on the next round
+                    log.info("warming key of %s: %s", ar.fqdn, exc)
+                    continue
+                self._ar_keys[ar.fqdn] = (key, time.monotonic() + AR_KEY_TTL_S)
+                self.authenticator.prime_key(key)
+                keystore.derive_msk(key, Role.PEER, zero, zero)
+            await asyncio.sleep(AR_KEY_TTL_S / 2)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- ExaBGP events ------------------------------------------------------------------
 
     def handle(self, event: api.Event) -> None:
         if isinstance(event, api.Ack):
@@ -109,20 +323,30 @@ class ArAgent:
         elif isinstance(event, api.PeerState):
             self.peers[event.peer] = event.up
             log.info("peer %s %s %s", event.peer, "up" if event.up else "down", event.reason)
-            self.push(self.rib.drop_peer(event.peer) if not event.up else set())
+            changed = self.rib.drop_peer(event.peer) if not event.up else set()
+            self.push(changed)
+            if self.mobility is not None:
+                self.mobility.on_rib_change(changed)
         elif isinstance(event, api.Update) and not event.eor:
-            self.push(self.rib.update(event.peer, event.announced, event.withdrawn))
+            changed = self.rib.update(event.peer, event.announced, event.withdrawn,
+                                      event.withdrawn_ids)
+            self.push(changed)
+            if self.mobility is not None:
+                self.mobility.on_rib_change(changed)
 
-    def watch_igp(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Thread: any route change not made by us may move a BGP next hop."""
+    def watch_kernel(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: any route change not made by us may move a BGP next hop; a vanished
+        link may be an MN's access link that the radio moved to another AR."""
         from pyroute2 import IPRoute
 
         with IPRoute() as mon:
             mon.bind()
             while True:
                 for msg in mon.get():
-                    if msg.get("event") in ("RTM_NEWROUTE", "RTM_DELROUTE", "RTM_NEWLINK",
-                                            "RTM_DELLINK"):
+                    event = msg.get("event")
+                    if event == "RTM_DELLINK" and self.mobility is not None:
+                        loop.call_soon_threadsafe(self.mobility.on_link_gone, int(msg["index"]))
+                    if event in ("RTM_NEWROUTE", "RTM_DELROUTE", "RTM_NEWLINK", "RTM_DELLINK"):
                         if msg.get("proto") == RTPROT_FLATARCH:
                             continue
                         loop.call_soon_threadsafe(self._resync.set)
@@ -135,16 +359,64 @@ class ArAgent:
             self._resync.clear()
             self.push(None)
 
+    async def housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.mobility is not None:
+                self.mobility.expire()
+            self.write_status()
+
+    # --- authentication service ---------------------------------------------------------
+
+    async def start_auth(self) -> None:
+        cfg = self.config
+        assert cfg is not None
+        keystore = KeyStore.from_pem(cfg.identity, cfg.key_path.read_bytes())
+        validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
+        self._key_resolver = DnssecKeyResolver(validating)
+        events = EventLog(self.rundir / "events.jsonl")
+        access = await self._on_fib(self.fib.index_of, f"{cfg.node}-acc")
+        self._overlay_index = await self._on_fib(self.fib.index_of, cfg.overlay_dev)
+        if access is None:
+            log.warning("no access interface %s-acc: no MN can attach here", cfg.node)
+        self.mobility = Mobility(
+            me=cfg.ars[cfg.node], ars=cfg.ars, managed=cfg.managed,
+            checker=DnsChecker(validating), kernel=self, bgp=self, rib=self.rib,
+            redirector=self.send_redirect, mode=lambda: read_mode(self.rundir / "mode"),
+            on_access_link=lambda ifindex: access is not None and ifindex == access,
+            events=events,
+        )
+        try:
+            self._sources = SourceFilter(Nft())
+        except NftError as exc:
+            log.error("source filtering unavailable: %s", exc)
+        self._peer = Peer(keystore, self._key_resolver)
+        self.authenticator = Authenticator(
+            cfg.identity, keystore, self._key_resolver, self.mobility.on_authenticated,
+            limits=Limits(nonce_lifetime_s=None), track_interface=True,
+            reply_on_arrival=lambda ifindex: access is not None and ifindex == access,
+        )
+        nonce_hex = cfg.nonce_path.read_text().split()[0]
+        self.authenticator.rotate_nonce(bytes.fromhex(nonce_hex))
+        await self.authenticator.start("0.0.0.0", cfg.auth_port)
+        self._spawn(self.keep_ar_keys_warm(keystore))
+
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         assert main is not None
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
         reader = asyncio.StreamReader(limit=1 << 24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        threading.Thread(target=self.watch_igp, args=(loop,), daemon=True).start()
+        threading.Thread(target=self.watch_kernel, args=(loop,), daemon=True).start()
         resync = asyncio.create_task(self.resync_loop())
+        chores = asyncio.create_task(self.housekeeping())
         announce = asyncio.create_task(self.channel.send(api.announce(self.pool)))
+        if self.config is not None:
+            try:
+                await self.start_auth()
+            except Exception:  # noqa: BLE001 - routing must go on without the auth service
+                log.exception("authentication service failed to start")
         self.push(set())
         try:
             while True:
@@ -164,7 +436,10 @@ class ArAgent:
                     self.handle(event)
         finally:
             resync.cancel()
+            chores.cancel()
             announce.cancel()
+            if self.authenticator is not None:
+                self.authenticator.close()
             self._fib_thread.submit(self._shutdown_fib).result(timeout=5)
             self._fib_thread.shutdown(wait=False)
 
@@ -174,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--rundir", required=True, type=Path)
     ap.add_argument("--pool", required=True, type=ipaddress.IPv4Network)
+    ap.add_argument("--config", type=Path, help="agent.json: identity, resolver, ARs")
     args = ap.parse_args(argv)
     logging.basicConfig(
         filename=str(args.rundir / "agent.log"),
@@ -183,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     pidfile = args.rundir / "agent.pid"
     pidfile.write_text(f"{os.getpid()}\n")
     try:
-        asyncio.run(ArAgent(args.node, args.rundir, args.pool).run())
+        config = AgentConfig.load(args.config) if args.config else None
+        asyncio.run(ArAgent(args.node, args.rundir, args.pool, config).run())
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:

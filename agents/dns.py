@@ -26,6 +26,7 @@ from typing import Any
 
 import dns.asyncquery
 import dns.edns
+import dns.entropy
 import dns.exception
 import dns.flags
 import dns.message
@@ -253,6 +254,37 @@ def _ede(msg: dns.message.Message) -> tuple[int, str] | None:
     return None
 
 
+class _UdpChannel(asyncio.DatagramProtocol):
+    """One connected UDP socket to the resolver, answers matched to queries by message id.
+
+    dnspython opens a socket per query; on the AR's handoff path that costs about a
+    millisecond per lookup. Answers are matched on id and question before being accepted.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) < 2:
+            return
+        fut = self.waiting.pop(int.from_bytes(data[:2], "big"), None)
+        if fut is not None and not fut.done():
+            fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.waiting.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
 class ValidatingResolver:
     """Asks one validating resolver (the lab's Unbound) and trusts only AD-flagged answers.
 
@@ -267,9 +299,33 @@ class ValidatingResolver:
         self.port = port
         self.timeout = timeout
         self.tries = max(1, tries)
+        self._channel: _UdpChannel | None = None
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"ValidatingResolver({self.address}@{self.port})"
+
+    async def _udp(self, q: dns.message.Message) -> dns.message.Message:
+        loop = asyncio.get_running_loop()
+        ch = self._channel
+        if ch is None or ch.transport is None or self._channel_loop is not loop:
+            _, ch = await loop.create_datagram_endpoint(
+                _UdpChannel, remote_addr=(self.address, self.port))
+            self._channel, self._channel_loop = ch, loop
+        while q.id in ch.waiting:
+            q.id = dns.entropy.random_16()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        ch.waiting[q.id] = fut
+        assert ch.transport is not None
+        ch.transport.sendto(q.to_wire())
+        try:
+            wire = await asyncio.wait_for(fut, self.timeout)
+        finally:
+            ch.waiting.pop(q.id, None)
+        r = dns.message.from_wire(wire)
+        if not q.is_response(r):
+            raise DnsError(f"answer from {self.address} does not match the question")
+        return r
 
     async def exchange(self, qname: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
         q = dns.message.make_query(qname, rdtype, want_dnssec=True, use_edns=0, payload=1232)
@@ -279,11 +335,11 @@ class ValidatingResolver:
         what = f"{normalize(qname)}/{dns.rdatatype.to_text(rdtype)}"
         for attempt in range(self.tries):
             try:
-                r = await dns.asyncquery.udp(q, self.address, self.timeout, self.port)
+                r = await self._udp(q)
                 if r.flags & dns.flags.TC:
                     r = await dns.asyncquery.tcp(q, self.address, self.timeout, self.port)
                 return r
-            except dns.exception.Timeout:
+            except (dns.exception.Timeout, TimeoutError):
                 log.debug("%s: timeout on try %d for %s", self, attempt + 1, what)
             except (OSError, dns.exception.DNSException) as exc:
                 raise DnsError(f"query {what} to {self.address}@{self.port} failed: {exc}") from exc

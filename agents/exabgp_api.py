@@ -34,6 +34,7 @@ class Route:
     prefix: ipaddress.IPv4Network
     next_hop: ipaddress.IPv4Address
     local_pref: int
+    path_id: str = ""  # ADD-PATH path identifier: a reflector sends every path, not just its best
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Update:
     announced: list[Route] = field(default_factory=list)
     withdrawn: list[ipaddress.IPv4Network] = field(default_factory=list)
     eor: bool = False
+    withdrawn_ids: list[str] = field(default_factory=list)  # path ids, parallel to withdrawn
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ def _net(nlri: Any) -> ipaddress.IPv4Network:
     if not isinstance(nlri, dict) or "nlri" not in nlri:
         raise ApiError(f"bad nlri entry {nlri!r}")
     return ipaddress.IPv4Network(str(nlri["nlri"]))
+
+
+def _path_id(nlri: Any) -> str:
+    return str(nlri.get("path-information", "")) if isinstance(nlri, dict) else ""
 
 
 def parse_line(line: str) -> Event | None:
@@ -93,14 +99,17 @@ def parse_line(line: str) -> Event | None:
     announced: list[Route] = []
     for nh, nlris in ((update.get("announce") or {}).get("ipv4 unicast") or {}).items():
         hop = ipaddress.IPv4Address(nh)
-        announced.extend(Route(_net(n), hop, lp) for n in nlris)
-    withdrawn = [_net(n) for n in ((update.get("withdraw") or {}).get("ipv4 unicast") or [])]
-    return Update(peer, announced, withdrawn)
+        announced.extend(Route(_net(n), hop, lp, _path_id(n)) for n in nlris)
+    gone = (update.get("withdraw") or {}).get("ipv4 unicast") or []
+    return Update(peer, announced, [_net(n) for n in gone],
+                  withdrawn_ids=[_path_id(n) for n in gone])
 
 
-def announce(prefix: ipaddress.IPv4Network, local_pref: int | None = None) -> str:
+def announce(prefix: ipaddress.IPv4Network, local_pref: int | None = None,
+             communities: tuple[str, ...] = ()) -> str:
     lp = f" local-preference {local_pref}" if local_pref is not None else ""
-    return f"announce route {prefix} next-hop self{lp}"
+    comm = f" community [{' '.join(communities)}]" if communities else ""
+    return f"announce route {prefix} next-hop self{lp}{comm}"
 
 
 def withdraw(prefix: ipaddress.IPv4Network) -> str:

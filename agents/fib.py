@@ -11,14 +11,17 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from .exabgp_api import Route
+from .netlink import RT_SCOPE_LINK, RT_TABLE_MAIN, RTN_UNICAST, Netlink, NetlinkError
 
 log = logging.getLogger(__name__)
 
 RTPROT_FLATARCH = 250  # our routes, so we never resolve through or delete another's
 METRIC = 200  # below zebra's routes (metric 20) should a prefix ever appear in both
+ACCESS_METRIC = 100  # an MN attached here beats any BGP route for its /32
+REDIRECT_METRIC = 150  # a fast redirect beats BGP until BGP itself points the same way
+
 
 Net = ipaddress.IPv4Network
 
@@ -35,31 +38,56 @@ def best(routes: Iterable[tuple[str, Route]]) -> Route | None:
     return ranked[0][1] if ranked else None
 
 
+def _host(address: ipaddress.IPv4Address) -> Net:
+    return ipaddress.IPv4Network((address, 32))
+
+
+def _gw(gateway: str | None) -> ipaddress.IPv4Address | None:
+    return ipaddress.IPv4Address(gateway) if gateway else None
+
+
+def _key(peer: str, path_id: str) -> str:
+    return f"{peer}#{path_id}" if path_id else peer
+
+
 class Rib:
     """Routes per (prefix, peer) as received from the route reflectors."""
 
     def __init__(self) -> None:
         self._by_prefix: dict[Net, dict[str, Route]] = {}
 
-    def update(self, peer: str, announced: list[Route], withdrawn: list[Net]) -> set[Net]:
+    def update(self, peer: str, announced: list[Route], withdrawn: list[Net],
+               withdrawn_ids: list[str] | None = None) -> set[Net]:
+        """Apply one UPDATE. With ADD-PATH a peer holds several paths per prefix, each
+        under its path id; without it the id is empty and a peer holds one path."""
         changed: set[Net] = set()
         for r in announced:
-            self._by_prefix.setdefault(r.prefix, {})[peer] = r
+            self._by_prefix.setdefault(r.prefix, {})[_key(peer, r.path_id)] = r
             changed.add(r.prefix)
-        for p in withdrawn:
+        ids = withdrawn_ids or [""] * len(withdrawn)
+        for p, pid in zip(withdrawn, ids, strict=True):
             paths = self._by_prefix.get(p)
-            if paths and paths.pop(peer, None) is not None:
+            if paths and paths.pop(_key(peer, pid), None) is not None:
                 changed.add(p)
                 if not paths:
                     del self._by_prefix[p]
         return changed
 
     def drop_peer(self, peer: str) -> set[Net]:
-        changed = {p for p, paths in self._by_prefix.items() if peer in paths}
-        return self.update(peer, [], list(changed))
+        changed: set[Net] = set()
+        for p, paths in list(self._by_prefix.items()):
+            for key in [k for k in paths if k.split("#", 1)[0] == peer]:
+                del paths[key]
+                changed.add(p)
+            if not paths:
+                del self._by_prefix[p]
+        return changed
 
     def best(self, prefix: Net) -> Route | None:
         return best(self._by_prefix.get(prefix, {}).items())
+
+    def paths(self, prefix: Net) -> list[Route]:
+        return list(self._by_prefix.get(prefix, {}).values())
 
     def prefixes(self) -> list[Net]:
         return list(self._by_prefix)
@@ -69,36 +97,31 @@ class KernelFib:
     """Installs best routes into the main table via pyroute2; skips what we must not own."""
 
     def __init__(self, skip: Callable[[Net], bool]) -> None:
-        from pyroute2 import IPRoute
-
-        self._ipr: Any = IPRoute()
+        self._nl = Netlink()
         self._skip = skip
         self.installed: dict[Net, tuple[Route, Path]] = {}
+        self.access: dict[ipaddress.IPv4Address, int] = {}
+        self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
 
     def close(self) -> None:
-        self._ipr.close()
+        self._nl.close()
 
     def resolve(self, next_hop: ipaddress.IPv4Address) -> Path | None:
         """The IGP path toward a BGP next hop, never through one of our own routes."""
         try:
-            res = self._ipr.route("get", dst=str(next_hop))
-        except Exception as exc:  # noqa: BLE001 - netlink says unreachable as an error
+            res = self._nl.route_get(next_hop)
+        except NetlinkError as exc:
             log.debug("no route to next hop %s: %s", next_hop, exc)
             return None
-        if not res:
+        if res is None or res.table != RT_TABLE_MAIN or res.rtype != RTN_UNICAST:
             return None
-        msg = res[0]
-        if msg.get_attr("RTA_TABLE") not in (None, 254) or msg["type"] != 1:
-            return None
-        oif = msg.get_attr("RTA_OIF")
-        gw = msg.get_attr("RTA_GATEWAY")
-        if oif is None:
+        if res.oif is None:
             return None
         # The route get result has no proto; check the covering entry is not ours.
         for nb in self.installed:
             if next_hop in nb:
                 return None
-        return Path(gw if gw else str(next_hop), int(oif))
+        return Path(str(res.gateway) if res.gateway else str(next_hop), res.oif)
 
     def sync(
         self,
@@ -127,27 +150,72 @@ class KernelFib:
         if current == (route, path):
             return
         try:
-            self._ipr.route(
-                "replace",
-                dst=str(prefix),
-                gateway=path.gateway,
-                oif=path.oif,
-                proto=RTPROT_FLATARCH,
+            self._nl.route_replace(
+                dst=prefix, gateway=_gw(path.gateway), oif=path.oif, proto=RTPROT_FLATARCH,
                 priority=METRIC,
             )
             self.installed[prefix] = (route, path)
-        except Exception as exc:  # noqa: BLE001 - keep the agent alive, log why
+        except NetlinkError as exc:  # keep the agent alive, log why
             log.warning("install %s via %s failed: %s", prefix, path, exc)
 
     def _delete(self, prefix: Net) -> None:
         self.installed.pop(prefix, None)
         try:
-            self._ipr.route(
-                "del", dst=str(prefix), proto=RTPROT_FLATARCH, priority=METRIC
-            )
-        except Exception as exc:  # noqa: BLE001
+            self._nl.route_delete(dst=prefix, proto=RTPROT_FLATARCH, priority=METRIC)
+        except NetlinkError as exc:
             log.debug("delete %s: %s", prefix, exc)
 
     def flush(self) -> None:
         for p in list(self.installed):
             self._delete(p)
+        for a in list(self.access):
+            self.del_access(a)
+        for a in list(self.redirected):
+            self.del_redirect(a)
+
+    # --- host routes of the handoff: MNs attached here, and fast redirects ---------------
+
+    def index_of(self, ifname: str) -> int | None:
+        return self._nl.link_index(ifname)
+
+    def ifname(self, ifindex: int) -> str:
+        name = self._nl.link_name(ifindex)
+        if name is None:
+            raise NetlinkError(0, f"no interface with index {ifindex}")
+        return name
+
+    def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
+        self._nl.route_replace(dst=_host(address), oif=ifindex, proto=RTPROT_FLATARCH,
+                               priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
+        self.access[address] = ifindex
+
+    def del_access(self, address: ipaddress.IPv4Address) -> None:
+        if self.access.pop(address, None) is None:
+            return
+        try:
+            # The kernel matches the scope on delete: say link, as when it was added.
+            self._nl.route_delete(dst=_host(address), proto=RTPROT_FLATARCH,
+                                  priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
+        except NetlinkError as exc:  # gone with its link already
+            log.warning("delete access route %s: %s", address, exc)
+
+    def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
+                     oif: int) -> bool:
+        """Tunnel ``address`` to the AR at overlay address ``via`` on the overlay device."""
+        try:
+            self._nl.route_replace(dst=_host(address), gateway=via, oif=oif,
+                                   proto=RTPROT_FLATARCH, priority=REDIRECT_METRIC)
+        except NetlinkError as exc:
+            log.warning("redirect %s via %s failed: %s", address, via, exc)
+            return False
+        self.redirected[address] = via
+        return True
+
+    def del_redirect(self, address: ipaddress.IPv4Address) -> None:
+        if self.redirected.pop(address, None) is None:
+            return
+        try:
+            self._nl.route_delete(dst=_host(address), proto=RTPROT_FLATARCH,
+                                  priority=REDIRECT_METRIC)
+        except NetlinkError as exc:
+            log.debug("delete redirect %s: %s", address, exc)

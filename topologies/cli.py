@@ -151,7 +151,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    raise LabError(f"scenario {args.name!r} is not implemented yet")
+    if args.name != "handoff":
+        raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff)")
+    _require_root()
+    from . import scenario
+
+    topo = model.load(args.topology)
+    modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
+    with Lab(topo) as lab:
+        result = scenario.HandoffScenario(
+            lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
+            out_dir=Path(args.out) if args.out else None,
+        ).run()
+    print(scenario.table(result))
+    _write_json(args.json, result)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -181,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("name")
     sc.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
     sc.add_argument("--mode", default="both", choices=["redirect", "draft", "both"])
+    sc.add_argument("--handoffs", type=int, default=20, help="handoffs per mode (at least)")
+    sc.add_argument("--period", type=float, default=2.0, help="seconds between handoffs")
+    sc.add_argument("--out", help="keep the raw files (ping, iperf3, agents' and bgpd's logs)")
     sc.add_argument("--json")
     sc.set_defaults(func=cmd_scenario)
     be = sub.add_parser("bench", help="micro-benchmarks")

@@ -135,6 +135,7 @@ class Daemon:
         self.node = node
         self.rundir = rundir
         self.config = config
+        self.started = False
 
     @property
     def conf_path(self) -> Path:
@@ -180,6 +181,7 @@ class Daemon:
 
     def start(self, ex: NodeExec) -> None:
         self.pid_path.unlink(missing_ok=True)
+        self.started = True
         res = ex.run(self.start_cmd(), env=self.env(), timeout=30)
         if res.returncode != 0:
             raise LabError(
@@ -296,3 +298,50 @@ class ExaBgp(Daemon):
         if agent_pid is not None:
             stop_pid(agent_pid, AGENT_COMMS, timeout=3.0)
         (self.rundir / "agent.pid").unlink(missing_ok=True)
+
+
+class MnAgentProcess(Daemon):
+    """The MN agent (agents/mn.py), started in the MN's namespace; it writes agent.pid."""
+
+    kind = "mnagent"
+    comms = AGENT_COMMS
+
+    def __init__(self, node: str, rundir: Path, config: str, python: str) -> None:
+        super().__init__(node, rundir, config)
+        self.python = python
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf_path(self) -> Path:
+        return self.rundir / "agent.json"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.rundir / "agent.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.rundir / "agent.stderr"
+
+    def _argv(self) -> list[str]:
+        return [self.python, "-m", "agents.mn", "--rundir", str(self.rundir),
+                "--config", str(self.conf_path), "--keys", str(self.rundir / "ar_keys.json")]
+
+    def check_cmd(self) -> list[str]:
+        return [*self._argv(), "--check"]
+
+    def start(self, ex: NodeExec) -> None:
+        self.pid_path.unlink(missing_ok=True)
+        self.started = True
+        with self.log_path.open("ab") as err:
+            self._proc = subprocess.Popen(
+                ex.argv(self._argv()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        super().stop()
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=3)
+            self._proc = None

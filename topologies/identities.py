@@ -38,6 +38,11 @@ def key_path(node_dir: Path) -> Path:
     return node_dir / "identity.pem"
 
 
+def nonce_path(node_dir: Path) -> Path:
+    """The published session nonce, so the authenticator serves the one DNS publishes."""
+    return node_dir / "identity.nonce"
+
+
 def provision(topo: Topology, labdir: Path) -> list[Identity]:
     """Generate a P-256 key per AR, HA and MN; return what DNS must publish."""
     out: list[Identity] = []
@@ -45,21 +50,20 @@ def provision(topo: Topology, labdir: Path) -> list[Identity]:
     entities += [(n.name, "ha") for n in topo.nodes.values() if n.service == "ha"]
     entities += [(mn, "mn") for mn in topo.mobiles]
     expires = int(time.time()) + NONCE_VALIDITY_S
-    ars = topo.by_role(Role.AR)
-    # Each MN starts out holding one address from an AR's pool, as after its first DHCP.
-    first_address = {
-        mn: ars[i % len(ars)].pool_gateway + 9 for i, mn in enumerate(topo.mobiles)
-    }
+    first_address = {mn: topo.mobile(mn).address for mn in topo.mobiles}
     for node, role in entities:
         key = ec.generate_private_key(ec.SECP256R1())
         _write_private(key_path(labdir / node), key)
         spki = spki_of(key.public_key())
         name = fqdn(role, node)
         authenticator = role in ("ar", "ha")
+        nonce = secrets.token_bytes(16) if authenticator else None
+        if nonce is not None:
+            nonce_path(labdir / node).write_text(f"{nonce.hex()} {expires}\n")
         out.append(
             Identity(
                 name=name, suite=Suite.P256, spki=spki, role=role,
-                nonce=secrets.token_bytes(16) if authenticator else None,
+                nonce=nonce,
                 nonce_expires=expires if authenticator else None,
                 address=first_address.get(node),
             )

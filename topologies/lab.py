@@ -30,6 +30,7 @@ from .daemons import (
     DeadlineError,
     ExaBgp,
     LabError,
+    MnAgentProcess,
     NodeExec,
     Ospfd,
     Zebra,
@@ -38,9 +39,10 @@ from .daemons import (
     stop_pid,
     wait_until,
 )
-from .dnsplane import DnsPlane
+from .dnsplane import DnsPlane, Identity
 from .model import Node, Role, Topology
-from .render import daemons_for, render_node
+from .radio import AIR, MnControl, Radio, access_ifname, air_ifname
+from .render import daemons_for, render_air, render_mobile, render_node
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Lab:
         self.configs: dict[str, dict[str, str]] = {}
         self.health: health.Health | None = None
         self.dns: DnsPlane | None = None
+        self.radio: Radio | None = None
         self.started = time.monotonic()
 
     # -- context manager -------------------------------------------------
@@ -122,6 +125,10 @@ class Lab:
             rd.mkdir(parents=True, exist_ok=True)
             self.configs[node.name] = cfg = render_node(self.topo, node, rd)
             (rd / "ip.batch").write_text(cfg["ip"])
+            if "nft" in cfg:
+                (rd / "ar.nft").write_text(cfg["nft"])
+                (rd / "overlay.bridge").write_text(cfg["bridge"])
+                (rd / "agent.json").write_text(cfg["agent"])
             ds: list[Daemon] = []
             for kind in daemons_for(node):
                 if kind == "exabgp":
@@ -139,6 +146,7 @@ class Lab:
             self.progress(
                 f"DNS plane: {len(idents)} identities, {len(self.dns.zone_names)} signed zones"
             )
+            self._prepare_mobiles(idents)
         checked = 0
         for ds in self.daemons.values():
             for d in ds:
@@ -146,6 +154,31 @@ class Lab:
                 d.dry_run()
                 checked += 1
         self.progress(f"dry-run passed for {checked} daemon configs")
+
+    def _prepare_mobiles(self, idents: list[Identity]) -> None:
+        """Each MN: its interface batch, its agent's config and the provisioned AR keys."""
+        ar_keys = {
+            i.name: {"suite": int(i.suite), "spki": i.spki.hex(),
+                     "nonce": i.nonce.hex() if i.nonce else "",
+                     "nonce_expires": i.nonce_expires or 0}
+            for i in idents if i.role == "ar"
+        }
+        for mn in self.topo.mobiles:
+            rd = self.rundir(mn)
+            rd.mkdir(parents=True, exist_ok=True)
+            cfg = render_mobile(self.topo, mn, rd)
+            (rd / "ip.batch").write_text(cfg["ip"])
+            (rd / "ar_keys.json").write_text(json.dumps(ar_keys, indent=1, sort_keys=True))
+            self.daemons[mn] = [MnAgentProcess(mn, rd, cfg["agent"], sys.executable)]
+        if self.topo.mobiles:
+            rd = self.rundir(AIR)
+            rd.mkdir(parents=True, exist_ok=True)
+            (rd / "ip.batch").write_text(render_air(self.topo))
+
+    @property
+    def mobiles(self) -> list[str]:
+        """The MNs this lab runs (only with a DNS plane: they authenticate against it)."""
+        return [mn for mn in self.topo.mobiles if mn in self.daemons]
 
     def build(self) -> None:
         from mininet.net import Mininet
@@ -162,12 +195,29 @@ class Lab:
             ia = next(i.name for i in a.interfaces if i.peer == b.name)
             ib = next(i.name for i in b.interfaces if i.peer == a.name)
             self.net.addLink(link.a, link.b, intfName1=ia, intfName2=ib)
-        for node in self.topo.nodes.values():
-            self.execs[node.name] = NodeExec(node.name, self.net.get(node.name).pid)
+        if self.mobiles:
+            # The radio: each AR's access link and each MN's one link end in the air node.
+            self.net.addHost(AIR, cls=MnNode, ip=None, inNamespace=True)
+            for ar in self.topo.by_role(Role.AR):
+                self.net.addLink(ar.name, AIR, intfName1=access_ifname(ar.name),
+                                 intfName2=air_ifname(ar.name))
+            for mn in self.mobiles:
+                self.net.addHost(mn, cls=MnNode, ip=None, inNamespace=True)
+                self.net.addLink(mn, AIR, intfName1=f"{mn}-eth0", intfName2=air_ifname(mn))
+        for name in [*self.topo.nodes, *self.mobiles, *([AIR] if self.mobiles else [])]:
+            self.execs[name] = NodeExec(name, self.net.get(name).pid)
         self._write_state()
         self.progress(f"built {len(self.topo.nodes)} nodes and {len(self.topo.links)} links")
         for node in self.topo.nodes.values():
             self._configure(node)
+        if not self.mobiles:
+            return
+        self.execs[AIR].check(["ip", "-batch", str(self.rundir(AIR) / "ip.batch")])
+        for mn in self.mobiles:
+            self.execs[mn].check(["ip", "-batch", str(self.rundir(mn) / "ip.batch")])
+        self.radio = Radio(self.execs[AIR].pid)
+        for mn in self.mobiles:
+            self.radio.place(mn, self.topo.mobile(mn).home)
 
     def _configure(self, node: Node) -> None:
         ex = self.execs[node.name]
@@ -177,8 +227,13 @@ class Lab:
                 ("net.ipv4.ip_forward", "1"),
                 ("net.ipv4.conf.all.rp_filter", "0"),
                 ("net.ipv4.conf.default.rp_filter", "0"),
+                # traceroute checks every path: no rate limit on the routers' ICMP errors
+                ("net.ipv4.icmp_ratelimit", "0"),
             ):
                 ex.check(["sysctl", "-q", "-w", f"{key}={val}"])
+        if node.role is Role.AR:
+            ex.check(["bridge", "-batch", str(self.rundir(node.name) / "overlay.bridge")])
+            ex.check(["nft", "-f", str(self.rundir(node.name) / "ar.nft")])
 
     def start_daemons(self) -> None:
         for kind in ("zebra", "ospfd", "bgpd", "exabgp"):
@@ -250,7 +305,8 @@ class Lab:
         return self.health
 
     def _check_daemons(self) -> None:
-        dead = [f"{n}/{d.kind}" for n, ds in self.daemons.items() for d in ds if not d.alive()]
+        dead = [f"{n}/{d.kind}" for n, ds in self.daemons.items() for d in ds
+                if d.started and not d.alive()]
         if dead:
             logs = []
             for n, ds in self.daemons.items():
@@ -266,6 +322,59 @@ class Lab:
         self.start_daemons()
         self.start_dns()
         self.wait_converged()
+        self.start_mobiles()
+
+    # -- mobile nodes ---------------------------------------------------------------------
+
+    def control(self, mn: str) -> MnControl:
+        return MnControl(self.rundir(mn) / "control.sock")
+
+    def start_mobiles(self) -> None:
+        """Start each MN's agent and authenticate it at its home AR (its first attachment)."""
+        if not self.mobiles:
+            return
+        self.progress(f"starting {len(self.mobiles)} MN agents; first authentication at home")
+        for mn in self.mobiles:
+            for d in self.daemons[mn]:
+                d.start(self.execs[mn])
+        for mn in self.mobiles:
+            self.control(mn).wait_ready()
+            home = self.topo.mobile(mn).home
+            # The home AR's agent may still be starting its authenticator: retry briefly.
+            answer: dict[str, Any] = {}
+
+            def authenticated(mn: str = mn, home: str = home,
+                              answer: dict[str, Any] = answer) -> bool:
+                answer.update(self.control(mn).request({"cmd": "attach", "ar": home}))
+                return bool(answer.get("ok"))
+
+            try:
+                wait_until(authenticated, 30, f"{mn} to authenticate at {home}", 0.5)
+            except DeadlineError as exc:
+                raise LabError(f"{exc}: {answer.get('error')}") from None
+            if answer.get("not_rerouted"):
+                raise LabError(f"{home} refused {mn}'s address: {answer}")
+
+    def handoff(self, mn: str, ar: str) -> dict[str, Any]:
+        """The lab primitive: move the MN's radio link to ``ar``, then let it authenticate.
+
+        Returns the radio's and the MN agent's wall-clock times and the AR's answer.
+        """
+        if self.radio is None or mn not in self.mobiles:
+            raise LabError(f"no mobile node {mn!r} in this lab")
+        if ar not in self.topo.nodes or self.topo.nodes[ar].role is not Role.AR:
+            raise LabError(f"{ar!r} is not an access router")
+        previous = self.radio.where.get(mn)
+        radio = self.radio.move(mn, ar)
+        answer = self.control(mn).request({"cmd": "attach", "ar": ar})
+        return {"mn": mn, "from": previous, "to": ar, **radio, **answer}
+
+    def set_mode(self, mode: str) -> None:
+        """Handoff mode of every AR agent: 'redirect' (default) or 'draft' (BGP only)."""
+        if mode not in ("redirect", "draft"):
+            raise LabError(f"unknown handoff mode {mode!r}")
+        for n in self.topo.by_role(Role.AR):
+            (self.rundir(n.name) / "mode").write_text(mode + "\n")
 
     def rundirs(self) -> dict[str, Path]:
         return {n: self.rundir(n) for n in self.topo.nodes}
@@ -286,7 +395,11 @@ class Lab:
                 for n in self.topo.by_role(Role.AR)
             ],
             "links": [
-                i.name for n in self.topo.nodes.values() for i in n.interfaces
+                *(i.name for n in self.topo.nodes.values() for i in n.interfaces),
+                *(f"{mn}-eth0" for mn in self.mobiles),
+                *(air_ifname(n) for n in [*self.mobiles, *(a.name for a in
+                                                          self.topo.by_role(Role.AR))]
+                  if self.mobiles),
             ],
         }
         (self.dir / STATE).write_text(json.dumps(state, indent=1))
@@ -296,7 +409,7 @@ class Lab:
     def stop(self) -> None:
         # Reverse start order, each kind in parallel: a daemon that is slow to exit
         # must not serialise the whole teardown.
-        for kind in ("exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
+        for kind in ("mnagent", "exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
             batch = [d for ds in self.daemons.values() for d in ds if d.kind == kind]
             if not batch:
                 continue
@@ -304,6 +417,9 @@ class Lab:
             for d, exc in _parallel(lambda d: d.stop(), batch):
                 log.warning("stopping %s/%s: %s", d.node, d.kind, exc)
             self.progress(f"stopped {kind} on {len(batch)} nodes ({time.monotonic() - t0:.1f}s)")
+        if self.radio is not None:
+            self.radio.close()
+            self.radio = None
         if self.net is not None:
             self.progress("removing namespaces and links")
             try:

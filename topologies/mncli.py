@@ -1,4 +1,4 @@
-"""Mininet CLI with lab commands: vtysh, routes, bgp, lping, health.
+"""Mininet CLI with lab commands: vtysh, routes, bgp, lping, health, handoff, mode.
 
 Mininet's own syntax still works (`ar1 ip route`); these add the FRR view of a node
 and pings by node name, resolved to the node's loopback or host address.
@@ -78,6 +78,32 @@ class LabCli(CLI):  # type: ignore[misc]
         addr = dst.pool_gateway if dst.pool else dst.loopback or dst.interfaces[0].address
         count = parts[2] if len(parts) > 2 else "3"
         subprocess.call(self.lab.execs[parts[0]].argv(["ping", "-c", count, str(addr)]))
+
+    def do_handoff(self, line: str) -> None:
+        """handoff MN AR: move the MN's radio link to AR; it authenticates there."""
+        parts = line.split()
+        if len(parts) != 2:
+            print(f"usage: handoff MN AR   (MNs: {' '.join(self.lab.mobiles)})")
+            return
+        try:
+            rec = self.lab.handoff(parts[0], parts[1])
+        except LabError as exc:
+            print(exc)
+            return
+        if not rec.get("ok"):
+            print(f"authentication failed: {rec.get('error')}")
+            return
+        print(f"{rec['mn']}: {rec['from']} -> {rec['to']}: authenticated in "
+              f"{rec['auth_ms']:.1f} ms; re-routed {', '.join(rec['rerouted']) or 'nothing'}"
+              + (f"; NOT re-routed {', '.join(rec['not_rerouted'])}"
+                 if rec["not_rerouted"] else ""))
+
+    def do_mode(self, line: str) -> None:
+        """mode redirect|draft: how ARs hand off (fast redirect, or BGP only as in the draft)."""
+        try:
+            self.lab.set_mode(line.strip())
+        except LabError as exc:
+            print(exc)
 
     def do_health(self, line: str) -> None:
         """health: the `flatarch up --check` table for the running lab."""

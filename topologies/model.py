@@ -87,6 +87,15 @@ class Cluster:
     ars: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Mobile:
+    """A mobile node: its home AR (whose pool gave its first address) and that address."""
+
+    name: str
+    home: str
+    address: IPv4Address
+
+
 @dataclass
 class Topology:
     name: str
@@ -98,6 +107,20 @@ class Topology:
     clusters: list[Cluster]
     cn_network: IPv4Network
     mobiles: list[str] = field(default_factory=list)  # MN names, for keys and home zones
+
+    def mobile(self, name: str) -> Mobile:
+        """Each MN starts out holding one address from an AR's pool, as after its first DHCP."""
+        if name not in self.mobiles:
+            raise TopologyError(f"no mobile node named {name!r}")
+        ars = self.by_role(Role.AR)
+        home = ars[self.mobiles.index(name) % len(ars)]
+        return Mobile(name, home.name, home.pool_gateway + 9)
+
+    def pool_owner(self, address: IPv4Address) -> Node | None:
+        for n in self.by_role(Role.AR):
+            if n.pool is not None and address in n.pool:
+                return n
+        return None
 
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes.values() if n.role is role]
@@ -326,6 +349,10 @@ def build(doc: dict[str, Any]) -> Topology:
         if not access.interfaces:
             raise TopologyError(f"{access.name} has no links")
     mobiles = _names(doc["mobiles"], "mobiles") if doc.get("mobiles") else []
+    if "air" in b.nodes or "air" in mobiles:
+        raise TopologyError("'air' is reserved: the lab's radio namespace has that name")
+    if mobiles and not any(n.service == "dns" for n in b.nodes.values()):
+        raise TopologyError("mobiles: mobile nodes authenticate through DNS; add services.dns")
     for mn in mobiles:
         if mn in b.nodes:
             raise TopologyError(f"mobiles: {mn!r} is already a node name")

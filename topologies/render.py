@@ -6,6 +6,8 @@ and golden files stay readable; render_node() is the single place templates are 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,19 @@ OSPF_HELLO = 1
 OSPF_DEAD = 3
 BGP_KEEPALIVE = 3
 BGP_HOLD = 9
+AUTH_PORT = 7411  # agents.auth.DEFAULT_PORT
+ACCESS_GATEWAY = "169.254.0.1"  # every AR's address on its access link: the MN's gateway
+ACCESS_MAC = "02:fa:00:00:00:01"  # and the same MAC everywhere: an anycast gateway
+ISP_ZONE = "isp.test"  # topologies.dnsplane.ISP_ZONE; the names of ARs and HAs
+HOME_TLD = "example"  # topologies.dnsplane.HOME_TLD; MNs' home zones
+UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
+BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
+OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": "169.254.1.0/24"}
+ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
+
+
+def escape_community(topo: Topology) -> str:
+    return f"{topo.asn}:{ESCAPE_TAG}"
 
 def _fail(message: str) -> NoReturn:
     """Templates call fail() to reject data the model should never have produced."""
@@ -43,15 +58,66 @@ def render(template: str, data: Mapping[str, Any]) -> str:
     return ENV.get_template(template).render(**data)
 
 
+def overlay_address(topo: Topology, ar: str) -> str:
+    """The AR's address in the redirect overlay (agents/fib.py routes redirects to it)."""
+    net = ipaddress.IPv4Network(str(OVERLAY["net"]))
+    index = [a.name for a in topo.by_role(Role.AR)].index(ar)
+    return str(net.network_address + index + 1)
+
+
+def overlay_mac(topo: Topology, ar: str) -> str:
+    index = [a.name for a in topo.by_role(Role.AR)].index(ar) + 1
+    return f"02:fa:01:00:{index >> 8:02x}:{index & 0xFF:02x}"
+
+
+def overlay_data(topo: Topology, node: Node) -> dict[str, Any] | None:
+    if node.role is not Role.AR:
+        return None
+    net = ipaddress.IPv4Network(str(OVERLAY["net"]))
+    return {
+        **OVERLAY,
+        "address": overlay_address(topo, node.name),
+        "prefixlen": net.prefixlen,
+        "mac": overlay_mac(topo, node.name),
+        "peers": [
+            {"address": overlay_address(topo, a.name), "mac": overlay_mac(topo, a.name),
+             "loopback": str(a.loopback)}
+            for a in topo.by_role(Role.AR) if a.name != node.name
+        ],
+    }
+
+
 def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
     return {
         "name": node.name,
         "loopback": str(node.loopback) if node.loopback else "",
-        "interfaces": [{"name": i.name, "cidr": i.cidr} for i in node.interfaces],
+        "interfaces": [
+            {"name": i.name, "cidr": i.cidr,
+             "mtu": BACKBONE_MTU if node.is_router and topo.nodes[i.peer].is_router else 0}
+            for i in node.interfaces
+        ],
+        "overlay": overlay_data(topo, node),
         "pool": str(node.pool) if node.pool else "",
         "pool_gateway": str(node.pool_gateway) if node.pool else "",
         "gateway": str(node.gateway) if node.gateway else "",
+        # The access link into the radio exists only in labs with mobile nodes.
+        "access": (
+            {"name": f"{node.name}-acc", "address": ACCESS_GATEWAY, "mac": ACCESS_MAC}
+            if node.role is Role.AR and topo.mobiles else None
+        ),
     }
+
+
+def air_data(topo: Topology) -> dict[str, Any]:
+    return {
+        "ars": [{"bridge": f"br-{a.name}", "port": f"air-{a.name}"}
+                for a in topo.by_role(Role.AR)],
+        "mobiles": [f"air-{mn}" for mn in topo.mobiles],
+    }
+
+
+def render_air(topo: Topology) -> str:
+    return render("ip/air.batch.j2", air_data(topo))
 
 
 def zebra_data(topo: Topology, node: Node) -> dict[str, Any]:
@@ -86,6 +152,8 @@ def _ibgp(topo: Topology, peer: str, **kw: Any) -> dict[str, Any]:
         "next_hop_self": False,
         "default_originate": False,
         "prefix_list_out": "",
+        "route_map_out": "",
+        "addpath_tx": False,
     }
     base.update(kw)
     return base
@@ -98,12 +166,13 @@ def _link_peer(topo: Topology, node: Node, peer: str) -> tuple[str, str]:
     return str(mine.address), str(theirs.address)
 
 
-def bgpd_data(topo: Topology, node: Node) -> dict[str, Any]:
+def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str, Any]:
     neighbors: list[dict[str, Any]] = []
     prefix_lists: list[dict[str, Any]] = []
     aggregates: list[str] = []
     networks: list[str] = []
     asn = topo.asn
+    escape = ""
     cluster_len = topo.clusters[0].prefix.prefixlen
     if node.role is Role.CORE:
         for core in topo.by_role(Role.CORE):
@@ -120,6 +189,7 @@ def bgpd_data(topo: Topology, node: Node) -> dict[str, Any]:
                     "address": peer_ip, "name": inet.name, "asn": topo.inet_asn,
                     "update_source": False, "rr_client": False, "next_hop_self": False,
                     "default_originate": False, "prefix_list_out": "TO-INTERNET",
+                    "route_map_out": "", "addpath_tx": False,
                 }
             )
         # Host routes and AR pools never leave the AS: only cluster aggregates do.
@@ -136,25 +206,26 @@ def bgpd_data(topo: Topology, node: Node) -> dict[str, Any]:
     elif node.role is Role.AGG:
         for core in topo.by_role(Role.CORE):
             if any(i.peer == core.name for i in node.interfaces):
-                neighbors.append(_ibgp(topo, core.name, prefix_list_out="TO-CORE"))
+                neighbors.append(_ibgp(topo, core.name, route_map_out="TO-CORE"))
         for ar in topo.agg_clients(node.name):
-            neighbors.append(_ibgp(topo, ar, rr_client=True))
+            # ADD-PATH: an AR sees every path of a host route, not only the reflector's best,
+            # so it knows when a competing /32 is really gone.
+            neighbors.append(_ibgp(topo, ar, rr_client=True, addpath_tx=True))
         served = [c.prefix for c in topo.agg_clusters(node.name)]
         aggregates = [str(p) for p in served]
-        # Draft 2.1: more-specifics inside our own aggregates stay in the cluster;
-        # those outside them (a borrowed address) go up to the core.
+        # Draft 2.1: more-specifics inside our own aggregates stay in the cluster; those
+        # outside them (a borrowed address) go up to the core. An AR tags a host route with
+        # the escape community when it must also replace a stale /32 outside the cluster.
         prefix_lists.append(
             {
-                "name": "TO-CORE",
+                "name": "OWN-MORE-SPECIFICS",
                 "entries": [
-                    *(
-                        {"action": "deny", "prefix": str(p), "ge": p.prefixlen + 1, "le": 32}
-                        for p in served
-                    ),
-                    {"action": "permit", "prefix": "0.0.0.0/0", "ge": 0, "le": 32},
+                    {"action": "permit", "prefix": str(p), "ge": p.prefixlen + 1, "le": 32}
+                    for p in served
                 ],
             }
         )
+        escape = escape_community(topo)
     elif node.role is Role.INET:
         asn = topo.inet_asn
         networks = [str(topo.cn_network)]
@@ -166,6 +237,7 @@ def bgpd_data(topo: Topology, node: Node) -> dict[str, Any]:
                         "address": peer_ip, "name": core.name, "asn": topo.asn,
                         "update_source": False, "rr_client": False, "next_hop_self": False,
                         "default_originate": True, "prefix_list_out": "",
+                        "route_map_out": "", "addpath_tx": False,
                     }
                 )
     else:
@@ -174,6 +246,8 @@ def bgpd_data(topo: Topology, node: Node) -> dict[str, Any]:
         "name": node.name,
         "role": str(node.role),
         "asn": asn,
+        "escape_community": escape if node.role is Role.AGG else "",
+        "updates_log": str(rundir / UPDATES_LOG),
         "router_id": str(node.loopback),
         "keepalive": BGP_KEEPALIVE,
         "holdtime": BGP_HOLD,
@@ -191,7 +265,75 @@ def agent_argv(topo: Topology, node: Node, rundir: Path) -> list[str]:
         "--node", node.name,
         "--rundir", str(rundir),
         "--pool", str(node.pool),
+        "--config", str(rundir / "agent.json"),
     ]
+
+
+def resolver_address(topo: Topology) -> str:
+    """Unbound listens on the dns host's own address (topologies/dnsplane.py)."""
+    try:
+        return str(topo.service("dns").interfaces[0].address)
+    except Exception:  # noqa: BLE001 - a topology without DNS: agents run without auth
+        return ""
+
+
+def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+    """The AR agent's view of the AS: its identity, the resolver, every AR's loopback."""
+    assert node.pool is not None
+    return {
+        "node": node.name,
+        "identity": f"{node.name}.{ISP_ZONE}",
+        "key": str(rundir / "identity.pem"),
+        "nonce": str(rundir / "identity.nonce"),
+        "resolver": resolver_address(topo),
+        "resolver_port": 53,
+        "auth_port": AUTH_PORT,
+        "managed": str(topo.managed),
+        "pool": str(node.pool),
+        "ars": {
+            ar.name: {"fqdn": f"{ar.name}.{ISP_ZONE}", "loopback": str(ar.loopback),
+                      "pool": str(ar.pool), "cluster": str(topo.cluster_of(ar.name).prefix),
+                      "overlay": overlay_address(topo, ar.name)}
+            for ar in topo.by_role(Role.AR)
+        },
+        "escape_community": escape_community(topo),
+        "overlay_dev": str(OVERLAY["dev"]),
+    }
+
+
+def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "backbone": [*(i.name for i in node.interfaces), str(OVERLAY["dev"])],
+        "auth_port": AUTH_PORT,
+        "open_ports": [],
+    }
+
+
+def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
+    mob = topo.mobile(mn)
+    return {
+        "name": mn,
+        "ifname": f"{mn}-eth0",
+        "address": str(mob.address),
+        "gateway": ACCESS_GATEWAY,
+        "home": mob.home,
+        "identity": f"{mn}.{HOME_TLD}",
+        "key": str(rundir / "identity.pem"),
+        "resolver": resolver_address(topo),
+        "resolver_port": 53,
+        "auth_port": AUTH_PORT,
+        "ars": {ar.name: f"{ar.name}.{ISP_ZONE}" for ar in topo.by_role(Role.AR)},
+    }
+
+
+def render_mobile(topo: Topology, mn: str, rundir: Path) -> dict[str, str]:
+    """A mobile node's files: its interface setup and its agent's configuration."""
+    data = mobile_data(topo, mn, rundir)
+    return {
+        "ip": render("ip/mobile.batch.j2", data),
+        "agent": json.dumps(data, indent=1, sort_keys=True) + "\n",
+    }
 
 
 def exabgp_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
@@ -221,10 +363,17 @@ def daemons_for(node: Node) -> list[str]:
 def render_node(topo: Topology, node: Node, rundir: Path) -> dict[str, str]:
     """Every config file of one node: {daemon kind or 'ip': text}."""
     out = {"ip": render("ip/node.batch.j2", ip_data(topo, node))}
+    if node.role is Role.AR:
+        out["nft"] = render("nft/ar.nft.j2", nft_data(topo, node))
+        out["bridge"] = render("ip/overlay.bridge.j2",
+                               {"name": node.name, "overlay": overlay_data(topo, node)})
+        out["agent"] = json.dumps(agent_data(topo, node, rundir), indent=1, sort_keys=True) + "\n"
     for kind in daemons_for(node):
         if kind == "exabgp":
             out[kind] = render("exabgp/exabgp.conf.j2", exabgp_data(topo, node, rundir))
+        elif kind == "bgpd":
+            out[kind] = render("frr/bgpd.conf.j2", bgpd_data(topo, node, rundir))
         else:
-            builder = {"zebra": zebra_data, "ospfd": ospfd_data, "bgpd": bgpd_data}[kind]
+            builder = {"zebra": zebra_data, "ospfd": ospfd_data}[kind]
             out[kind] = render(f"frr/{kind}.conf.j2", builder(topo, node))
     return out

@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -73,6 +74,8 @@ DEFAULT_PORT = 7411
 _BATCH = 64  # datagrams drained per readiness event before yielding to the loop
 _RECV_SIZE = 4096  # larger than any message, so oversized datagrams arrive whole
 _RCVBUF = 1 << 20
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_CMSG_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 ZERO_NONCE = bytes(NONCE_LEN)
 _NO_REPLY_TYPES = frozenset((MsgType.AUTH_REPLY, MsgType.REMSK_ACK, MsgType.FAILURE,
                              MsgType.COOKIE))
@@ -88,6 +91,8 @@ class AuthResult(NamedTuple):
     mobility: bool
     session_id: bytes
     source: tuple[str, int]
+    previous: str | None = None  # the authenticator the peer says it came from
+    ifindex: int = 0  # the interface the AUTH arrived on, when the service tracks it
 
 
 OnAuthenticated = Callable[
@@ -150,7 +155,9 @@ class Authenticator:
                  on_authenticated: OnAuthenticated | None = None, *,
                  limits: Limits | None = None, clock: Callable[[], float] = time.time,
                  on_nonce_rotated: Callable[[PublishedKey], None] | None = None,
-                 on_rekey: Callable[[bytes], None] | None = None) -> None:
+                 on_rekey: Callable[[bytes], None] | None = None,
+                 track_interface: bool = False,
+                 reply_on_arrival: Callable[[int], bool] | None = None) -> None:
         if normalize_name(identity_name) != keystore.name:
             raise ValueError(f"key store holds {keystore.name}, not {identity_name}")
         self.limits = limits = limits or Limits()
@@ -179,6 +186,13 @@ class Authenticator:
         self._outbox: list[tuple[bytes, tuple[str, int]]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_ts = 0
+        # An AR serves MNs that have no route yet: it must learn the access interface an AUTH
+        # came in on (IP_PKTINFO) and answer through it, whatever the routing table says.
+        self._track_if = track_interface
+        self._ifindex: dict[tuple[str, int], tuple[int, bytes]] = {}
+        # Which arrival interfaces to answer through regardless of routes: the access links.
+        # A backbone peer is answered by the routing table (its path back may differ).
+        self._reply_on_arrival = reply_on_arrival or (lambda _ifindex: True)
         self.stats: Counter[str] = Counter()
         self._log_second = 0
         self._log_count = 0
@@ -259,6 +273,8 @@ class Authenticator:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             sock.bind(sockaddr)
+            if self._track_if:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
             loop.add_reader(sock.fileno(), self._readable)
         except BaseException:
             sock.close()
@@ -285,7 +301,7 @@ class Authenticator:
         sock = self._sock
         if sock is None:
             return
-        recvfrom = sock.recvfrom
+        recvfrom = self._recv_pktinfo if self._track_if else sock.recvfrom
         handle = self._datagram
         # Replies produced while draining go out together at the end: on a VM each send that
         # wakes a sleeping receiver costs tens of microseconds, and a burst wakes it once.
@@ -302,12 +318,41 @@ class Authenticator:
                 handle(data, addr)
         finally:
             self._outbox = None
-            sendto = sock.sendto
+            sendto = self._send_on_interface if self._track_if else sock.sendto
             for data, addr in outbox:
                 try:
                     sendto(data, addr)
                 except OSError as exc:  # a full buffer or an unreachable peer: UDP may drop
                     log.debug("send to %s failed: %s", addr, exc)
+
+    def _recv_pktinfo(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        assert self._sock is not None
+        data, ancillary, _, addr = self._sock.recvmsg(size, _CMSG_SPACE)
+        for level, kind, payload in ancillary:
+            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= 4:
+                table = self._ifindex
+                if len(table) >= self.limits.sessions:
+                    table.clear()
+                # in_pktinfo: ifindex, then the route's local address, then the header's
+                # destination, which the reply must come from or a connected peer drops it.
+                table[addr] = (int.from_bytes(payload[:4], sys.byteorder), payload[8:12])
+        return data, addr
+
+    def _send_on_interface(self, data: bytes, addr: tuple[str, int]) -> int:
+        assert self._sock is not None
+        arrival = self._ifindex.get(addr)
+        if arrival is None:
+            return self._sock.sendto(data, addr)
+        ifindex, local = arrival
+        if not self._reply_on_arrival(ifindex):
+            ifindex = 0  # a backbone peer: the routing table picks the way back
+        info = ifindex.to_bytes(4, sys.byteorder) + local + bytes(4)
+        return self._sock.sendmsg([data], [(socket.IPPROTO_IP, _IP_PKTINFO, info)], 0, addr)
+
+    def interface_of(self, addr: tuple[str, int]) -> int:
+        """The interface the last datagram from ``addr`` arrived on (0: unknown)."""
+        arrival = self._ifindex.get(addr)
+        return arrival[0] if arrival is not None else 0
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         outbox = self._outbox
@@ -318,7 +363,10 @@ class Authenticator:
         if sock is None:
             return
         try:
-            sock.sendto(data, addr)
+            if self._track_if:
+                self._send_on_interface(data, addr)
+            else:
+                sock.sendto(data, addr)
         except OSError as exc:
             log.debug("send to %s failed: %s", addr, exc)
 
@@ -591,7 +639,8 @@ class Authenticator:
             self._replay.record(msg.peer_name, msg.timestamp_us)
         rnd = os.urandom(8 + NONCE_LEN)
         result = AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
-                            rnd[:8], (addr[0], addr[1]))
+                            rnd[:8], (addr[0], addr[1]), msg.previous,
+                            self.interface_of(addr))
         callback = self._callback
         rerouted: Iterable[AddressLike] = ()
         if callback is not None:

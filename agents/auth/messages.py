@@ -39,6 +39,7 @@ class MsgType(enum.IntEnum):
 
 FLAG_MOBILITY = 0x01
 FLAG_COOKIE = 0x02
+FLAG_PREVIOUS = 0x04  # AUTH names the authenticator the peer was attached to before
 SESSION_ID_LEN = 8
 COOKIE_LEN = 16
 MAX_ADDRESSES = 16
@@ -51,7 +52,7 @@ AddressLike = Prefix | IPv4Address | IPv6Address | str
 # Fixed-size parts; the variable parts are two names and an address list.
 AUTH_FIXED = 4 + 8 + NONCE_LEN + NONCE_LEN  # version type flags suite, timestamp, two nonces
 AUTH_MIN_LEN = AUTH_FIXED + 2 + 2 + 1 + TAG_LEN
-AUTH_MAX_LEN = (AUTH_FIXED + 2 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
+AUTH_MAX_LEN = (AUTH_FIXED + 3 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
                 + COOKIE_LEN + TAG_LEN)
 REPLY_FIXED = 3 + SESSION_ID_LEN + 2 * NONCE_LEN
 REPLY_MIN_LEN = REPLY_FIXED + 1 + TAG_LEN
@@ -203,6 +204,7 @@ class AuthMessage(NamedTuple):
     mobility: bool
     cookie: bytes | None
     mac: bytes
+    previous: str | None = None  # the peer's previous authenticator, a hint for redirects
 
     def body(self) -> bytes:
         """Every octet the MAC covers: the message without its trailing tag."""
@@ -219,10 +221,14 @@ class AuthMessage(NamedTuple):
                 raise ValueError(f"cookie must be {COOKIE_LEN} octets")
             flags |= FLAG_COOKIE
             tail = self.cookie
+        previous = b""
+        if self.previous is not None:
+            flags |= FLAG_PREVIOUS
+            previous = _encode_name(self.previous)
         return b"".join((
             struct.pack("!BBBBQ", VERSION, MsgType.AUTH, flags, self.suite, self.timestamp_us),
             self.peer_nonce, self.auth_nonce,
-            _encode_name(self.peer_name), _encode_name(self.auth_name),
+            _encode_name(self.peer_name), _encode_name(self.auth_name), previous,
             encode_addresses(self.addresses), tail,
         ))
 
@@ -237,7 +243,7 @@ class AuthMessage(NamedTuple):
         if n < AUTH_MIN_LEN or n > AUTH_MAX_LEN or data[0] != VERSION or data[1] != MsgType.AUTH:
             _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
         _, _, flags, suite, ts, n_p, n_a, n1 = _AUTH_HEAD.unpack_from(data)
-        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE):
+        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE | FLAG_PREVIOUS):
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
         if suite != Suite.P256 and suite != Suite.X25519:
             raise UnsupportedSuite(f"unknown suite {suite}")
@@ -254,6 +260,16 @@ class AuthMessage(NamedTuple):
             raise Truncated("authenticator name cut short")
         auth = _names.get(data[off + 1:off2]) or _decode_name(data[off + 1:off2],
                                                               "authenticator name")
+        previous = None
+        if flags & FLAG_PREVIOUS:
+            if off2 >= end:
+                raise Truncated("previous authenticator name missing")
+            off3 = off2 + 1 + data[off2]
+            if off3 > end:
+                raise Truncated("previous authenticator name cut short")
+            previous = _names.get(data[off2 + 1:off3]) or _decode_name(
+                data[off2 + 1:off3], "previous authenticator name")
+            off2 = off3
         cookie = None
         if flags & FLAG_COOKIE:
             end -= COOKIE_LEN
@@ -265,11 +281,13 @@ class AuthMessage(NamedTuple):
         if addrs is None:
             addrs = _decode_block(block)
         return cls(suite, ts, n_p, n_a, peer, auth, addrs, bool(flags & FLAG_MOBILITY), cookie,
-                   data[n - TAG_LEN:])
+                   data[n - TAG_LEN:], previous)
 
     def address_block(self, data: bytes) -> bytes:
         """The encoded address list inside ``data``, the datagram this message came from."""
         start = AUTH_FIXED + 2 + len(self.peer_name) + len(self.auth_name)
+        if self.previous is not None:
+            start += 1 + len(self.previous)
         end = len(data) - TAG_LEN - (COOKIE_LEN if self.cookie is not None else 0)
         return data[start:end]
 

@@ -222,7 +222,8 @@ class Peer:
                            addresses: Iterable[AddressLike] = (), *, mobility: bool = True,
                            timeout: float = 1.0, retries: int = 2,
                            ar_key: PublishedKey | None = None,
-                           local_addr: tuple[str, int] | None = None) -> PeerSession:
+                           local_addr: tuple[str, int] | None = None,
+                           previous: str | None = None) -> PeerSession:
         """Send one AUTH (retried on loss) and return the authenticated session.
 
         ``ar_key`` skips the DNS lookup when the AR's key arrived another way (draft 3).
@@ -240,14 +241,16 @@ class Peer:
             _PeerProtocol, remote_addr=ar_addr, local_addr=local_addr)
         try:
             return await self._exchange(protocol, transport, key, ar_addr, claimed, mobility,
-                                        timeout, retries)
+                                        timeout, retries,
+                                        normalize_name(previous) if previous else None)
         except BaseException:
             transport.close()
             raise
 
     async def _exchange(self, protocol: _PeerProtocol, transport: asyncio.DatagramTransport,
                         key: PublishedKey, ar_addr: tuple[str, int], claimed: tuple[Prefix, ...],
-                        mobility: bool, timeout: float, retries: int) -> PeerSession:
+                        mobility: bool, timeout: float, retries: int,
+                        previous: str | None = None) -> PeerSession:
         loop = asyncio.get_running_loop()
         name_len = len(self._ks.name)
         cookie: bytes | None = None
@@ -259,7 +262,8 @@ class Peer:
             n_a = (key.usable_nonce(self._clock()) if use_published else None) or ZERO_NONCE
             data, msk0, ctx0 = build_auth(self._ks, key, timestamp_us=self._next_ts(),
                                           peer_nonce=n_p, auth_nonce=n_a, addresses=claimed,
-                                          mobility=mobility, cookie=cookie)
+                                          mobility=mobility, cookie=cookie,
+                                          previous=previous)
             queue = protocol.expect(n_p)
             transport.sendto(data)
             deadline = loop.time() + timeout

@@ -46,7 +46,7 @@ prefixes: st.SearchStrategy[tuple[Prefix, ...]] = st.lists(
 auths = st.builds(AuthMessage, st.sampled_from([1, 2]), st.integers(0, 2**64 - 1), nonces,
                   nonces, names, names, prefixes, st.booleans(),
                   st.none() | st.binary(min_size=16, max_size=16),
-                  st.binary(min_size=16, max_size=16))
+                  st.binary(min_size=16, max_size=16), st.none() | names)
 replies = st.builds(AuthReply, st.booleans(), st.binary(min_size=8, max_size=8), nonces, nonces,
                     prefixes, st.binary(min_size=16, max_size=16))
 remsks = st.builds(Remsk, st.binary(min_size=8, max_size=8), st.integers(0, 2**64 - 1), nonces,
@@ -100,7 +100,7 @@ def test_specific_rejections() -> None:
     with pytest.raises(UnknownType):
         AuthMessage.unpack(good[:1] + b"\x03" + good[2:])
     with pytest.raises(MalformedMessage):  # undefined flag
-        AuthMessage.unpack(good[:2] + b"\x05" + good[3:])
+        AuthMessage.unpack(good[:2] + b"\x09" + good[3:])
     with pytest.raises(UnsupportedSuite):
         AuthMessage.unpack(good[:3] + b"\x09" + good[4:])
     with pytest.raises(Truncated):
@@ -111,6 +111,18 @@ def test_specific_rejections() -> None:
         AuthMessage.unpack(good[:-16] + b"\x00" + good[-16:])
     with pytest.raises(Truncated):  # cookie flag without a cookie
         AuthMessage.unpack(good[:2] + b"\x03" + good[3:])
+
+
+def test_previous_authenticator_round_trips_and_is_strict() -> None:
+    msg = _auth(previous="ar1.isp.test", cookie=b"\x07" * 16)
+    data = msg.pack()
+    assert data[2] == 0x07  # mobility, cookie and previous flags
+    back = AuthMessage.unpack(data)
+    assert back == msg
+    assert back.address_block(data) == data[-(16 + 16 + 7):-(16 + 16)]
+    plain = _auth().pack()
+    with pytest.raises(AuthError):  # flag set, but no name where it belongs
+        AuthMessage.unpack(plain[:2] + b"\x05" + plain[3:])
 
 
 @pytest.mark.parametrize("bad_name", [b"MN1.example.net", b"mn1.example.net.", b"mn1..net",

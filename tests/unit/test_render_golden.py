@@ -16,12 +16,18 @@ from topologies import model, render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab"
-NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns"]
+NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "mn1", "air"]
 
 
 def rendered(node: str) -> dict[str, str]:
     topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    out = render.render_node(topo, topo.node(node), Path("/run/flatarch/figure2") / node)
+    rundir = Path("/run/flatarch/figure2") / node
+    if node in topo.mobiles:
+        out = render.render_mobile(topo, node, rundir)
+    elif node == "air":
+        out = {"ip": render.render_air(topo)}
+    else:
+        out = render.render_node(topo, topo.node(node), rundir)
     # The agent's interpreter path depends on the checkout; golden files say PYTHON.
     return {k: v.replace(sys.executable, "PYTHON") for k, v in out.items()}
 
@@ -41,25 +47,32 @@ def test_golden(node: str, kind: str) -> None:
 
 
 def test_every_template_has_a_golden_file() -> None:
-    used = {"ip/node.batch.j2", "frr/zebra.conf.j2", "frr/ospfd.conf.j2",
-            "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2"}
+    used = {"ip/node.batch.j2", "ip/mobile.batch.j2", "ip/air.batch.j2", "frr/zebra.conf.j2",
+            "frr/ospfd.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2", "nft/ar.nft.j2",
+            "ip/overlay.bridge.j2"}
     lab_templates = {
         str(p.relative_to(render.CONFIGS))
-        for sub in ("ip", "frr", "exabgp") for p in (render.CONFIGS / sub).glob("*.j2")
+        for sub in ("ip", "frr", "exabgp", "nft") for p in (render.CONFIGS / sub).glob("*.j2")
     }
     assert lab_templates == used
     kinds = {k for _, k in CASES}
-    assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp"}
+    assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp", "nft", "agent", "bridge"}
 
 
 def test_agg_keeps_own_more_specifics_in_cluster() -> None:
     """Draft 2.1: the aggregation router filters only the more-specifics of its aggregates."""
     text = rendered("agg1")["bgpd"]
     assert "aggregate-address 10.64.0.0/16\n" in text  # no summary-only
-    assert "deny 10.64.0.0/16 ge 17 le 32" in text
-    assert "deny 10.67.0.0/16 ge 17 le 32" in text  # agg1 also serves cluster k4
-    assert "permit 0.0.0.0/0 le 32" in text
+    assert "OWN-MORE-SPECIFICS seq 5 permit 10.64.0.0/16 ge 17 le 32" in text
+    assert "OWN-MORE-SPECIFICS seq 10 permit 10.67.0.0/16 ge 17 le 32" in text  # also k4
+    # Host routes tagged with the escape community leave the cluster; others of our own
+    # aggregates are denied; everything else (a borrowed address) goes up.
+    assert ("route-map TO-CORE permit 5\n match community ESCAPE\nexit\n"
+            "route-map TO-CORE deny 10\n match ip address prefix-list OWN-MORE-SPECIFICS\n"
+            "exit\nroute-map TO-CORE permit 20\n") in text
+    assert "bgp community-list standard ESCAPE seq 5 permit 65000:911" in text
     assert "route-reflector-client" in text
+    assert text.count("addpath-tx-all-paths") == 4  # to each AR client, not to the cores
 
 
 def test_strict_undefined_catches_missing_data() -> None:

@@ -1,0 +1,368 @@
+"""The AR's handoff logic (draft 2.2): what to re-route after an authentication, and when to
+let go. Host routes get LOCAL_PREF = a 32-bit timestamp made strictly newest-wins; an AR that
+sees a newer route withdraws; the fast redirect asks the previous AR to forward at once.
+
+Pure decision logic: the kernel, BGP, DNS and the AR-to-AR messages are injected, so the
+unit tests drive it without root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .auth import AuthResult
+from .exabgp_api import Route
+
+log = logging.getLogger("agents.handoff")
+
+Mode = Literal["redirect", "draft"]
+MODES: tuple[Mode, ...] = ("redirect", "draft")
+LP_MAX = (1 << 32) - 1
+REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
+
+
+def host(address: IPv4Address) -> IPv4Network:
+    return IPv4Network((address, 32))
+
+
+@dataclass(frozen=True)
+class ArInfo:
+    node: str
+    fqdn: str
+    loopback: IPv4Address
+    pool: IPv4Network
+    cluster: IPv4Network  # the cluster's aggregate, inside which host routes stay (draft 2.1)
+    overlay: IPv4Address = IPv4Address(0)  # its address in the redirect tunnel mesh
+
+
+class AddressChecker(Protocol):
+    async def verify(self, mn: str, claimed: list[IPv4Address]
+                     ) -> tuple[list[IPv4Address], dict[IPv4Address, str]]:
+        """(accepted, {refused: reason}); draft 2.2 steps 1-3."""
+
+
+class Kernel(Protocol):
+    async def attach(self, address: IPv4Address, ifindex: int) -> None:
+        """Host route to the MN on its access interface, and allow it as a source there."""
+
+    async def detach(self, address: IPv4Address) -> None: ...
+
+    async def redirect(self, address: IPv4Address, via: IPv4Address, detach: bool) -> bool:
+        """Temporary host route tunnelled to another AR (``via``: its overlay address, the
+        tunnel itself riding the IGP); with ``detach``, drop the MN's access route and source
+        entry in the same step."""
+
+    async def unredirect(self, address: IPv4Address) -> None: ...
+
+
+class Bgp(Protocol):
+    def announce(self, prefix: IPv4Network, local_pref: int, escape: bool = False) -> None:
+        """``escape``: tag the route so that it leaves the cluster (community, bgpd.conf)."""
+
+    def withdraw(self, prefix: IPv4Network) -> None: ...
+
+
+class RibView(Protocol):
+    def paths(self, prefix: IPv4Network) -> list[Route]: ...
+
+    def best(self, prefix: IPv4Network) -> Route | None: ...
+
+
+Redirector = Callable[[ArInfo, list[IPv4Address]], Awaitable[list[IPv4Address]]]
+
+
+class EventLog:
+    """One JSON object per line, wall-clock stamped: the scenarios read these files."""
+
+    def __init__(self, path: Path | None, clock: Callable[[], float] = time.time) -> None:
+        self._path = path
+        self._clock = clock
+        self._fh = path.open("a", buffering=1) if path is not None else None
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, ev: str, **fields: Any) -> None:
+        rec = {"t": self._clock(), "ev": ev, **{k: _plain(v) for k, v in fields.items()}}
+        self.records.append(rec)
+        if len(self.records) > 10000:
+            del self.records[:5000]
+        if self._fh is not None:
+            self._fh.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, IPv4Address | IPv4Network):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
+
+
+@dataclass
+class Attachment:
+    mn: str
+    ifindex: int
+    since: float
+    stamp: int  # the LOCAL_PREF this attachment earned, announced or not (at home)
+
+
+@dataclass
+class Redirect:
+    target: ArInfo
+    deadline: float
+
+
+@dataclass
+class Mobility:
+    """Per-address state of one AR: attached here, announced by us, redirected elsewhere."""
+
+    me: ArInfo
+    ars: dict[str, ArInfo]
+    managed: IPv4Network
+    checker: AddressChecker
+    kernel: Kernel
+    bgp: Bgp
+    rib: RibView
+    redirector: Redirector
+    mode: Callable[[], Mode] = lambda: "redirect"
+    on_access_link: Callable[[int], bool] = lambda ifindex: ifindex > 0
+    events: EventLog = field(default_factory=lambda: EventLog(None))
+    clock: Callable[[], float] = time.time
+    attached: dict[IPv4Address, Attachment] = field(default_factory=dict)
+    announced: dict[IPv4Address, int] = field(default_factory=dict)
+    redirects: dict[IPv4Address, Redirect] = field(default_factory=dict)
+    superseded_by: dict[IPv4Address, str] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._by_fqdn = {a.fqdn: a for a in self.ars.values()}
+        self._by_loopback = {a.loopback: a for a in self.ars.values()}
+
+    # --- LOCAL_PREF ------------------------------------------------------------------------
+
+    def next_local_pref(self, address: IPv4Address) -> int:
+        """max(now, highest LOCAL_PREF seen for the /32 + 1): strictly newer than anything
+        this AR has heard of, even within one second or against a clock up to 1 s ahead."""
+        seen = [r.local_pref for r in self.rib.paths(host(address))]
+        if address in self.announced:
+            seen.append(self.announced[address])
+        lp = max(int(self.clock()), max(seen, default=0) + 1)
+        return min(lp, LP_MAX)
+
+    # --- the MN side: draft 2.2 -------------------------------------------------------------
+
+    async def on_authenticated(self, result: AuthResult) -> list[IPv4Address]:
+        peer_ar = self._by_fqdn.get(result.peer_name)
+        if peer_ar is not None:
+            return await self.on_redirect(peer_ar, result)
+        if not result.mobility:
+            return []
+        t_verified = self.clock()
+        claimed = [p.network_address for p in result.addresses
+                   if p.version == 4 and p.prefixlen == 32]
+        mode = self.mode()
+        self.events("verified", mn=result.peer_name, claimed=claimed, mode=mode,
+                    previous=result.previous, t_verified=t_verified)
+        refused: dict[IPv4Address, str] = {}
+        inside = []
+        for a in claimed:
+            if isinstance(a, IPv4Address) and a in self.managed:
+                inside.append(a)
+            else:
+                refused[a] = "outside the AS's managed range"
+        if not self.on_access_link(result.ifindex):
+            refused.update({a: "AUTH did not arrive on an access link" for a in inside})
+            inside = []
+        accepted: list[IPv4Address] = []
+        if inside:
+            try:
+                accepted, why = await self.checker.verify(result.peer_name, inside)
+                refused.update(why)
+            except Exception as exc:  # noqa: BLE001 - any DNS doubt refuses; never crash
+                refused.update({a: f"DNS: {exc}" for a in inside})
+                accepted = []
+        self.events("checked", mn=result.peer_name, accepted=accepted,
+                    refused={str(a): r for a, r in refused.items()})
+        for a in accepted:
+            await self._take(a, result, mode)
+        return accepted
+
+    async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
+        previous = self._previous_ar(a, result.previous)
+        if mode == "redirect" and previous is not None:
+            # First: the previous AR takes milliseconds to act on it, our route install less.
+            self._spawn(self._send_redirect(previous, a))
+        await self.kernel.attach(a, result.ifindex)
+        lp = self.next_local_pref(a)
+        self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp)
+        self.superseded_by.pop(a, None)
+        if a in self.redirects:  # the MN is back before BGP settled: forward locally again
+            self.redirects.pop(a)
+            await self.kernel.unredirect(a)
+        self.events("attached", mn=result.peer_name, addr=a, ifindex=result.ifindex)
+        home = a in self.me.pool
+        others = self._others(a)
+        if not home or others:
+            # Inside our own cluster's aggregate the /32 stays in the cluster, unless a stale
+            # /32 of another cluster must be beaten everywhere (the MN came back from afar).
+            escape = a in self.me.cluster and any(
+                a not in self._cluster_of(r.next_hop) for r in others)
+            self.announced[a] = lp
+            self.bgp.announce(host(a), lp, escape)
+            self.events("announced", addr=a, local_pref=lp, home=home, escape=escape)
+
+    def _previous_ar(self, a: IPv4Address, hint: str | None) -> ArInfo | None:
+        """Whom to redirect from: the MN's own hint, else our BGP table, else the pool owner."""
+        if hint is not None and hint in self._by_fqdn and hint != self.me.fqdn:
+            return self._by_fqdn[hint]
+        best = self.rib.best(host(a))
+        if best is not None:
+            ar = self._by_loopback.get(best.next_hop)
+            if ar is not None and ar != self.me:
+                return ar
+        for ar in self.ars.values():
+            if a in ar.pool and ar != self.me:
+                return ar
+        return None
+
+    async def _send_redirect(self, target: ArInfo, a: IPv4Address) -> None:
+        self.events("redirect_sent", addr=a, to=target.node)
+        try:
+            done = await self.redirector(target, [a])
+        except Exception as exc:  # noqa: BLE001 - the BGP path still converges without it
+            self.events("redirect_failed", addr=a, to=target.node, error=str(exc))
+            return
+        self.events("redirect_acked", addr=a, to=target.node, rerouted=done)
+
+    # --- the previous AR's side of the redirect ----------------------------------------------
+
+    async def on_redirect(self, peer: ArInfo, result: AuthResult) -> list[IPv4Address]:
+        self.events("redirect_received", by=peer.node, addrs=[p.network_address
+                                                             for p in result.addresses])
+        done: list[IPv4Address] = []
+        for p in result.addresses:
+            a = p.network_address
+            if p.version != 4 or p.prefixlen != 32 or not isinstance(a, IPv4Address):
+                continue
+            if not (a in self.attached or a in self.announced or a in self.me.pool):
+                self.events("redirect_refused", addr=a, by=peer.node, reason="not ours")
+                continue
+            # The access route (metric 100) would beat the redirect (150): both change at once.
+            att = self.attached.pop(a, None)
+            if await self.kernel.redirect(a, peer.overlay, detach=att is not None):
+                self.redirects[a] = Redirect(peer, self.clock() + REDIRECT_LIFETIME_S)
+                done.append(a)
+            self.superseded_by[a] = peer.fqdn
+            self.events("redirect_installed", addr=a, to=peer.node)
+            if att is not None:
+                self.events("detached", addr=a, mn=att.mn, reason=f"redirected to {peer.node}")
+            self._check(a)
+        return done
+
+    # --- reacting to BGP and to the access links ----------------------------------------------
+
+    def on_rib_change(self, prefixes: Iterable[IPv4Network]) -> None:
+        for p in prefixes:
+            if p.prefixlen == 32:
+                self._check(p.network_address)
+
+    def _cluster_of(self, loopback: IPv4Address) -> IPv4Network:
+        ar = self._by_loopback.get(loopback)
+        return ar.cluster if ar is not None else IPv4Network("0.0.0.0/32")
+
+    def _others(self, a: IPv4Address) -> list[Route]:
+        return [r for r in self.rib.paths(host(a)) if r.next_hop != self.me.loopback]
+
+    def _check(self, a: IPv4Address) -> None:
+        others = self._others(a)
+        mine = self.announced.get(a)
+        att = self.attached.get(a)
+        ref = mine if mine is not None else (att.stamp if att is not None else 0)
+        by = self.superseded_by.get(a)
+        newer = [r for r in others if r.local_pref > ref
+                 or (by is not None and self._by_loopback.get(r.next_hop, self.me).fqdn == by)]
+        if att is not None and newer:
+            # The MN authenticated elsewhere after us.
+            self._spawn(self._detach(a, "newer route elsewhere"))
+        if mine is not None:
+            if newer:
+                self.announced.pop(a)
+                self.bgp.withdraw(host(a))
+                self.events("withdrawn", addr=a, reason="newer route",
+                            newer_local_pref=max(r.local_pref for r in newer))
+            elif a in self.me.pool and a in self.attached and not others:
+                # Back home and the visitor's /32 is gone: the pool route covers it again.
+                self.announced.pop(a)
+                self.bgp.withdraw(host(a))
+                self.events("withdrawn", addr=a, reason="home again, pool covers it")
+        red = self.redirects.get(a)
+        if red is not None:
+            best = self.rib.best(host(a))
+            converged = best is not None and best.next_hop == red.target.loopback
+            # Return home: the target owns the pool, so no /32 of ours or theirs may remain.
+            home_target = a in red.target.pool and not others and mine is None
+            if converged or home_target:
+                self.redirects.pop(a)
+                self._spawn(self._unredirect(a, "bgp converged"))
+
+    async def _unredirect(self, a: IPv4Address, reason: str) -> None:
+        await self.kernel.unredirect(a)
+        self.events("redirect_removed", addr=a, reason=reason)
+
+    async def _detach(self, a: IPv4Address, reason: str) -> None:
+        att = self.attached.pop(a, None)
+        if att is None:
+            return
+        await self.kernel.detach(a)
+        self.events("detached", addr=a, mn=att.mn, reason=reason)
+
+    def on_link_gone(self, ifindex: int) -> None:
+        """The MN's access link left this AR (the radio moved): nothing can reach it here."""
+        for a, att in list(self.attached.items()):
+            if att.ifindex == ifindex:
+                self._spawn(self._detach(a, "access link gone"))
+
+    def expire(self) -> None:
+        now = self.clock()
+        for a, red in list(self.redirects.items()):
+            if red.deadline <= now:
+                self.redirects.pop(a)
+                self._spawn(self._unredirect(a, "lifetime expired"))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "attached": {str(a): att.mn for a, att in self.attached.items()},
+            "announced": {str(a): lp for a, lp in self.announced.items()},
+            "redirects": {str(a): r.target.node for a, r in self.redirects.items()},
+        }
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handoff task failed", exc_info=task.exception())
+
+
+def read_mode(path: Path) -> Mode:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return "redirect"
+    return "draft" if text == "draft" else "redirect"

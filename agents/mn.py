@@ -1,0 +1,219 @@
+"""The mobile node's agent: on each attachment it authenticates to the new AR with one UDP
+message (mobility flag set for the addresses it keeps) and reports what was re-routed.
+
+The radio (topologies/radio.py) tells it which AR it is now attached to over a Unix socket
+in its run directory, the way a cell's system information tells a UE its cell identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .auth import AuthError, KeyStore, Peer, PeerSession, PublishedKey, StaticDirectory, Suite
+from .dns import DnsError, DnssecKeyResolver, ValidatingResolver
+from .handoff import EventLog
+
+log = logging.getLogger("agents.mn")
+
+KEY_REFRESH_S = 20.0
+
+
+@dataclass(frozen=True)
+class MnConfig:
+    name: str
+    identity: str
+    key_path: Path
+    address: ipaddress.IPv4Address
+    resolver: str
+    resolver_port: int
+    auth_port: int
+    gateway: str
+    ars: dict[str, str]  # node -> DNS name
+
+    @classmethod
+    def load(cls, path: Path) -> MnConfig:
+        doc = json.loads(path.read_text())
+        return cls(doc["name"], doc["identity"], Path(doc["key"]),
+                   ipaddress.IPv4Address(doc["address"]), doc["resolver"],
+                   int(doc["resolver_port"]), int(doc["auth_port"]), doc["gateway"],
+                   dict(doc["ars"]))
+
+
+def load_key_list(path: Path) -> list[PublishedKey]:
+    """The operator's AR keys as provisioned with the MN (its SIM profile, in effect).
+
+    An MN cannot ask DNS for the key of an AR it is not yet authenticated at: its packets
+    are not forwarded until it is. DNSSEC refreshes the list whenever the MN is attached.
+    """
+    doc = json.loads(path.read_text())
+    return [
+        PublishedKey(name, Suite(int(k["suite"])), bytes.fromhex(k["spki"]),
+                     bytes.fromhex(k["nonce"]) if k.get("nonce") else None,
+                     int(k["nonce_expires"]) if k.get("nonce_expires") else None)
+        for name, k in doc.items()
+    ]
+
+
+class MnAgent:
+    def __init__(self, config: MnConfig, rundir: Path, keys: list[PublishedKey]) -> None:
+        self.config = config
+        self.rundir = rundir
+        self.directory = StaticDirectory(keys)
+        self.dns = DnssecKeyResolver(
+            ValidatingResolver(config.resolver, config.resolver_port, timeout=1.0))
+        keystore = KeyStore.from_pem(config.identity, config.key_path.read_bytes())
+        self.peer = Peer(keystore, self.directory)
+        self.events = EventLog(rundir / "events.jsonl")
+        self.current: str | None = None  # the AR node we are authenticated at
+        self.session: PeerSession | None = None
+        self._lock = asyncio.Lock()
+        self.handoffs = 0
+
+    async def attach(self, ar: str, previous: str | None = None) -> dict[str, Any]:
+        """Authenticate to ``ar`` (the radio just attached us there) and report timings."""
+        if ar not in self.config.ars:
+            raise ValueError(f"unknown AR {ar!r}")
+        async with self._lock:
+            fqdn = self.config.ars[ar]
+            prev = previous if previous is not None else self.current
+            prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
+            key = await self.directory.resolve(fqdn)
+            claimed = [ipaddress.IPv4Network((self.config.address, 32))]
+            t_sent = time.time()
+            try:
+                session = await self.peer.authenticate(
+                    (self.config.gateway, self.config.auth_port), fqdn, claimed,
+                    mobility=True, ar_key=key, timeout=0.3, retries=5,
+                    local_addr=(str(self.config.address), 0), previous=prev_fqdn,
+                )
+            except AuthError as exc:
+                self.events("auth_failed", ar=ar, error=str(exc), t_sent=t_sent)
+                return {"ok": False, "ar": ar, "error": f"{type(exc).__name__}: {exc}",
+                        "t_auth_sent": t_sent}
+            t_reply = time.time()
+            if self.session is not None:
+                self.session.close()
+            self.session = session
+            self.current = ar
+            self.handoffs += 1
+            rerouted = [str(p) for p in session.rerouted]
+            not_rerouted = [str(p) for p in session.not_rerouted]
+            record = {
+                "ok": True, "ar": ar, "previous": prev, "t_auth_sent": t_sent,
+                "t_reply": t_reply, "auth_ms": (t_reply - t_sent) * 1000,
+                "rerouted": rerouted, "not_rerouted": not_rerouted,
+            }
+            self.events("attached", **record)
+            if not_rerouted:
+                # Draft 4: these need the macro-mobility path (a Home Agent binding).
+                log.warning("not re-routed by %s: %s", ar, ", ".join(not_rerouted))
+            return record
+
+    async def refresh_keys(self) -> None:
+        """Keep the AR key list current through DNSSEC while we have a working attachment."""
+        while True:
+            if self.current is not None:
+                for fqdn in self.config.ars.values():
+                    try:
+                        self.directory.publish(await self.dns.resolve(fqdn))
+                    except (AuthError, DnsError, OSError) as exc:
+                        log.debug("key refresh for %s failed: %s", fqdn, exc)
+            await asyncio.sleep(KEY_REFRESH_S)
+
+    async def serve_control(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    req = json.loads(line)
+                    answer = await self.command(req)
+                except (ValueError, KeyError, TypeError) as exc:
+                    answer = {"ok": False, "error": f"bad request: {exc}"}
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def command(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "attach":
+            return await self.attach(str(req["ar"]), req.get("previous"))
+        if cmd == "status":
+            return {"ok": True, "ar": self.current, "address": str(self.config.address),
+                    "handoffs": self.handoffs}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+        sock_path = self.rundir / "control.sock"
+        sock_path.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(self.serve_control, path=str(sock_path))
+        refresher = asyncio.create_task(self.refresh_keys())
+        log.info("%s ready on %s", self.config.identity, sock_path)
+        try:
+            await server.serve_forever()
+        finally:
+            refresher.cancel()
+            server.close()
+            sock_path.unlink(missing_ok=True)
+            self.events.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="agents.mn", description=__doc__)
+    ap.add_argument("--rundir", required=True, type=Path)
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--keys", required=True, type=Path, help="provisioned AR keys (JSON)")
+    ap.add_argument("--check", action="store_true", help="load everything, then exit")
+    args = ap.parse_args(argv)
+    if args.check:
+        try:
+            cfg = MnConfig.load(args.config)
+            KeyStore.from_pem(cfg.identity, cfg.key_path.read_bytes())
+            keys = {k.name for k in load_key_list(args.keys)}
+        except (OSError, ValueError, KeyError, AuthError) as exc:
+            print(f"agents.mn: {exc}", file=sys.stderr)
+            return 1
+        missing = sorted(set(cfg.ars.values()) - keys)
+        if missing:
+            print(f"agents.mn: no provisioned key for {', '.join(missing)}", file=sys.stderr)
+            return 1
+        return 0
+    logging.basicConfig(
+        filename=str(args.rundir / "agent.log"), level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    pidfile = args.rundir / "agent.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        agent = MnAgent(MnConfig.load(args.config), args.rundir, load_key_list(args.keys))
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(agent.run())
+    except Exception as exc:  # noqa: BLE001 - the one place this process reports and exits
+        log.exception("mn agent failed")
+        print(f"agents.mn: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pidfile.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""nftables from inside an agent, through libnftables (no `nft` process per change).
+
+The AR's ruleset is rendered from a template at bring-up; at run time the agent only adds
+and deletes elements of its `mn_sources` set, which takes well under a millisecond here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import ipaddress
+import re
+import threading
+
+TABLE = "ip flatarch"
+SOURCES_SET = "mn_sources"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+class NftError(RuntimeError):
+    """libnftables refused a command; the message is nft's own."""
+
+
+class Nft:
+    """A libnftables context in the caller's network namespace."""
+
+    def __init__(self) -> None:
+        path = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as exc:
+            raise NftError(f"libnftables not available ({exc}); install nftables") from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        self._lib = lib
+        self._ctx = lib.nft_ctx_new(0)
+        if not self._ctx:
+            raise NftError("nft_ctx_new failed")
+        lib.nft_ctx_buffer_output(self._ctx)
+        lib.nft_ctx_buffer_error(self._ctx)
+        self._lock = threading.Lock()  # a context is not thread-safe
+
+    def run(self, command: str) -> str:
+        with self._lock:
+            if not self._ctx:
+                raise NftError("nft context closed")
+            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
+            out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
+            err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        if rc != 0:
+            raise NftError(f"nft {command!r}: {err.decode(errors='replace').strip()}")
+        return bytes(out).decode(errors="replace")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ctx:
+                self._lib.nft_ctx_free(self._ctx)
+                self._ctx = None
+
+
+def _element(ifname: str, address: ipaddress.IPv4Address) -> str:
+    if not _IFNAME.match(ifname):
+        raise NftError(f"bad interface name {ifname!r}")
+    return f'{{ "{ifname}" . {ipaddress.IPv4Address(address)} }}'
+
+
+class SourceFilter:
+    """Draft 2.3: an access interface accepts only the addresses authenticated on it."""
+
+    def __init__(self, nft: Nft) -> None:
+        self._nft = nft
+
+    def allow(self, ifname: str, address: ipaddress.IPv4Address) -> None:
+        self._nft.run(f"add element {TABLE} {SOURCES_SET} {_element(ifname, address)}")
+
+    def revoke(self, ifname: str, address: ipaddress.IPv4Address) -> None:
+        try:
+            self._nft.run(f"delete element {TABLE} {SOURCES_SET} {_element(ifname, address)}")
+        except NftError as exc:
+            if "No such file" not in str(exc) and "does not exist" not in str(exc):
+                raise
+
+    def revoke_address(self, address: ipaddress.IPv4Address) -> None:
+        """Drop every (interface, address) pair for ``address``, wherever it was allowed."""
+        for ifname, addr in self.elements():
+            if addr == address:
+                self.revoke(ifname, addr)
+
+    def elements(self) -> list[tuple[str, ipaddress.IPv4Address]]:
+        text = self._nft.run(f"list set {TABLE} {SOURCES_SET}")
+        return [
+            (m.group(1), ipaddress.IPv4Address(m.group(2)))
+            for m in re.finditer(r'"([^"]+)"\s*\.\s*(\d+\.\d+\.\d+\.\d+)', text)
+        ]

@@ -1,0 +1,122 @@
+"""A paced ICMP echo prober: one request every interval on an absolute schedule, and one
+line per reply in `ping -D` format (so topologies/measure.py parses both).
+
+iputils ping cannot hold 10 ms here: `-i 0.01` sends every 16 ms on this machine (any
+interval of 10 ms or more is stretched) and `-i 0.009` every 9 ms. A handoff measured in
+lost pings needs the stated interval, so the CN uses this instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
+PAYLOAD = 56
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return int(~total & 0xFFFF)
+
+
+def echo_request(ident: int, seq: int) -> bytes:
+    payload = bytes(PAYLOAD)
+    head = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq & 0xFFFF)
+    return struct.pack("!BBHHH", ICMP_ECHO, 0, checksum(head + payload), ident,
+                       seq & 0xFFFF) + payload
+
+
+def parse_reply(packet: bytes, ident: int) -> tuple[int, int] | None:
+    """(sequence, ttl) of an echo reply to us inside an IPv4 packet, else None."""
+    if len(packet) < 28:
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    if len(packet) < ihl + 8:
+        return None
+    kind, _, _, rid, seq = struct.unpack_from("!BBHHH", packet, ihl)
+    if kind != ICMP_ECHOREPLY or rid != ident:
+        return None
+    return seq, packet[8]
+
+
+class Prober:
+    def __init__(self, target: str, interval: float) -> None:
+        self.target = target
+        self.interval = interval
+        self.ident = os.getpid() & 0xFFFF
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.sent: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.transmitted = 0
+        self.received = 0
+
+    def receive(self) -> None:
+        out = sys.stdout
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.sock], [], [], 0.2)
+            if not ready:
+                continue
+            packet, (src, _) = self.sock.recvfrom(2048)
+            now = time.time()
+            got = parse_reply(packet, self.ident)
+            if got is None or src != self.target:
+                continue
+            seq, ttl = got
+            sent = self.sent.pop(seq, None)
+            if sent is None:
+                continue
+            self.received += 1
+            out.write(f"[{now:.6f}] {len(packet) - (packet[0] & 0x0F) * 4} bytes from {src}: "
+                      f"icmp_seq={seq} ttl={ttl} time={(now - sent) * 1000:.3f} ms\n")
+            out.flush()
+
+    def run(self) -> None:
+        sys.stdout.write(f"PROBE {self.target} every {self.interval * 1000:.1f} ms\n")
+        sys.stdout.flush()
+        rx = threading.Thread(target=self.receive, daemon=True)
+        rx.start()
+        start = time.monotonic()
+        seq = 0
+        while not self.stop.is_set():
+            seq += 1
+            due = start + (seq - 1) * self.interval
+            while (left := due - time.monotonic()) > 0:
+                time.sleep(left)
+            self.sent[seq & 0xFFFF] = time.time()
+            try:
+                self.sock.sendto(echo_request(self.ident, seq), (self.target, 0))
+                self.transmitted += 1
+            except OSError:
+                pass  # no route for a moment: the sequence number still counts as lost
+        rx.join(1.0)
+        sys.stdout.write(f"--- {self.transmitted} packets transmitted, "
+                         f"{self.received} received ---\n")
+        sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="agents.probe", description=__doc__)
+    ap.add_argument("target")
+    ap.add_argument("--interval", type=float, default=0.01)
+    args = ap.parse_args(argv)
+    prober = Prober(args.target, args.interval)
+    signal.signal(signal.SIGINT, lambda *_: prober.stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: prober.stop.set())
+    prober.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The AR's handoff decisions (agents/handoff.py) against fake kernel, BGP and DNS: what is
+re-routed or refused, strictly newest-wins LOCAL_PREF, withdrawal, return home, redirects."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from agents.auth import AuthResult, Suite
+from agents.exabgp_api import Route
+from agents.fib import Rib
+from agents.handoff import REDIRECT_LIFETIME_S, ArInfo, Mobility
+
+NOW = 1_800_000_000.25
+A = IPv4Address("10.64.0.10")  # from ar1's pool
+# ar1 and ar2 form cluster 10.64/16; ar3 is alone in 10.65/16 and owns no pool of 10.64.
+ARS = {
+    f"ar{i}": ArInfo(f"ar{i}", f"ar{i}.isp.test", IPv4Address(f"10.255.0.{i}"),
+                     IPv4Network(f"10.6{4 if i < 3 else 5}.{i - 1}.0/24"),
+                     IPv4Network(f"10.6{4 if i < 3 else 5}.0.0/16"),
+                     IPv4Address(f"169.254.1.{i}"))
+    for i in (1, 2, 3)
+}
+
+
+class FakeDns:
+    def __init__(self) -> None:
+        self.owned: dict[str, set[IPv4Address]] = {"mn1.example": {A}}
+        self.fail = False
+
+    async def verify(self, mn: str, claimed: list[IPv4Address]
+                     ) -> tuple[list[IPv4Address], dict[IPv4Address, str]]:
+        if self.fail:
+            raise RuntimeError("SERVFAIL (DNSSEC bogus)")
+        mine = self.owned.get(mn, set())
+        return [a for a in claimed if a in mine], {a: "PTR mismatch" for a in claimed
+                                                   if a not in mine}
+
+
+class FakeKernel:
+    def __init__(self) -> None:
+        self.access: dict[IPv4Address, int] = {}
+        self.redirects: dict[IPv4Address, IPv4Address] = {}
+
+    async def attach(self, address: IPv4Address, ifindex: int) -> None:
+        self.access[address] = ifindex
+
+    async def detach(self, address: IPv4Address) -> None:
+        self.access.pop(address, None)
+
+    async def redirect(self, address: IPv4Address, via: IPv4Address, detach: bool) -> bool:
+        self.redirects[address] = via
+        if detach:
+            self.access.pop(address, None)
+        return True
+
+    async def unredirect(self, address: IPv4Address) -> None:
+        self.redirects.pop(address, None)
+
+
+class FakeBgp:
+    def __init__(self) -> None:
+        self.announced: dict[IPv4Network, int] = {}
+        self.escaped: set[IPv4Network] = set()
+        self.log: list[tuple[str, IPv4Network, int | None]] = []
+
+    def announce(self, prefix: IPv4Network, local_pref: int, escape: bool = False) -> None:
+        self.announced[prefix] = local_pref
+        if escape:
+            self.escaped.add(prefix)
+        self.log.append(("announce", prefix, local_pref))
+
+    def withdraw(self, prefix: IPv4Network) -> None:
+        self.announced.pop(prefix, None)
+        self.log.append(("withdraw", prefix, None))
+
+
+class Harness:
+    def __init__(self, me: str, mode: str = "redirect") -> None:
+        self.dns = FakeDns()
+        self.kernel = FakeKernel()
+        self.bgp = FakeBgp()
+        self.rib = Rib()
+        self.redirected: list[tuple[str, list[IPv4Address]]] = []
+        self.now = NOW
+
+        async def redirector(target: ArInfo, addrs: list[IPv4Address]) -> list[IPv4Address]:
+            self.redirected.append((target.node, addrs))
+            return addrs
+
+        self.mob = Mobility(
+            me=ARS[me], ars=ARS, managed=IPv4Network("10.64.0.0/12"), checker=self.dns,
+            kernel=self.kernel, bgp=self.bgp, rib=self.rib, redirector=redirector,
+            mode=lambda: mode,  # type: ignore[arg-type, return-value]
+            on_access_link=lambda ifindex: ifindex == 7, clock=lambda: self.now,
+        )
+
+    def auth(self, *addrs: str, peer: str = "mn1.example", previous: str | None = None,
+             ifindex: int = 7) -> list[IPv4Address]:
+        result = AuthResult(peer, self.mob.me.fqdn, Suite.P256,
+                            tuple(IPv4Network(a) for a in addrs), True, b"s" * 8,
+                            ("10.64.0.10", 4000), previous, ifindex)
+
+        async def go() -> list[IPv4Address]:
+            out = await self.mob.on_authenticated(result)
+            await asyncio.sleep(0)  # let spawned redirects and detaches run
+            await asyncio.gather(*list(self.mob._tasks))
+            return out
+
+        return asyncio.run(go())
+
+    def route_from(self, ar: str, lp: int, prefix: str = "10.64.0.10/32") -> None:
+        net = IPv4Network(prefix)
+        changed = self.rib.update(f"rr-{ar}", [Route(net, ARS[ar].loopback, lp)], [])
+
+        async def go() -> None:
+            self.mob.on_rib_change(changed)
+            await asyncio.sleep(0)
+            await asyncio.gather(*list(self.mob._tasks))
+
+        asyncio.run(go())
+
+    def withdraw_from(self, ar: str, prefix: str = "10.64.0.10/32") -> None:
+        changed = self.rib.update(f"rr-{ar}", [], [IPv4Network(prefix)])
+
+        async def go() -> None:
+            self.mob.on_rib_change(changed)
+            await asyncio.gather(*list(self.mob._tasks))
+
+        asyncio.run(go())
+
+
+H32 = IPv4Network("10.64.0.10/32")
+
+
+def test_visited_ar_reroutes_announces_timestamp_and_redirects_the_previous_ar() -> None:
+    h = Harness("ar2")
+    assert h.auth("10.64.0.10/32") == [A]
+    assert h.kernel.access == {A: 7}
+    assert h.bgp.announced == {H32: int(NOW)}
+    # No hint and no /32 in BGP: the pool owner is the previous AR.
+    assert h.redirected == [("ar1", [A])]
+
+
+def test_draft_mode_sends_no_redirect_and_hint_picks_the_previous_ar() -> None:
+    h = Harness("ar3", mode="draft")
+    assert h.auth("10.64.0.10/32", previous="ar2.isp.test") == [A]
+    assert h.redirected == []
+    h2 = Harness("ar3")
+    h2.auth("10.64.0.10/32", previous="ar2.isp.test")
+    assert h2.redirected == [("ar2", [A])]
+
+
+def test_refusals_name_each_address_and_announce_nothing_for_them() -> None:
+    h = Harness("ar2")
+    # Outside the AS, owned by someone else, and a good one.
+    got = h.auth("192.0.2.7/32", "10.64.0.11/32", "10.64.0.10/32")
+    assert got == [A]
+    checked = next(r for r in h.mob.events.records if r["ev"] == "checked")
+    assert "outside" in checked["refused"]["192.0.2.7"]
+    assert "PTR" in checked["refused"]["10.64.0.11"]
+    assert list(h.bgp.announced) == [H32]
+
+
+def test_dns_failure_or_wrong_link_refuses_everything() -> None:
+    h = Harness("ar2")
+    h.dns.fail = True
+    assert h.auth("10.64.0.10/32") == []
+    assert h.bgp.announced == {} and h.kernel.access == {}
+    h2 = Harness("ar2")
+    assert h2.auth("10.64.0.10/32", ifindex=3) == []  # arrived over the backbone
+    assert h2.bgp.announced == {}
+
+
+def test_local_pref_is_strictly_newest_within_a_second_and_against_skew() -> None:
+    h = Harness("ar3")
+    h.route_from("ar2", int(NOW))  # same second
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced[H32] == int(NOW) + 1
+    h2 = Harness("ar3")
+    h2.route_from("ar2", int(NOW) + 1)  # ar2's clock runs a second ahead
+    h2.auth("10.64.0.10/32")
+    assert h2.bgp.announced[H32] == int(NOW) + 2
+
+
+def test_newer_route_elsewhere_withdraws_and_detaches() -> None:
+    h = Harness("ar2", mode="draft")
+    h.auth("10.64.0.10/32")
+    h.route_from("ar3", int(NOW))  # older or equal: keep serving
+    assert h.bgp.announced == {H32: int(NOW)} and A in h.kernel.access
+    h.route_from("ar3", int(NOW) + 1)
+    assert h.bgp.announced == {} and h.kernel.access == {}
+    assert ("withdraw", H32, None) in h.bgp.log
+
+
+def test_return_home_beats_the_visitor_then_withdraws_its_own_host_route() -> None:
+    h = Harness("ar1")
+    h.route_from("ar3", int(NOW) - 5)  # the MN is visiting ar3
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced == {H32: int(NOW)}  # beat the visitor's /32 ...
+    assert h.bgp.escaped == {H32}  # ... everywhere: it lives outside our cluster
+    h.withdraw_from("ar3")  # the visitor saw ours and let go
+    assert h.bgp.announced == {}  # the pool route covers the MN again
+    assert h.kernel.access == {A: 7}  # still attached here
+    # A stale reflection of the visitor's old route must not detach us.
+    h.route_from("ar3", int(NOW) - 5)
+    assert h.kernel.access == {A: 7}
+
+
+def test_intra_cluster_host_route_stays_in_the_cluster() -> None:
+    h = Harness("ar2")
+    h.route_from("ar1", int(NOW) - 3)
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced == {H32: int(NOW)} and h.bgp.escaped == set()
+
+
+def test_at_home_with_no_visitor_announces_nothing() -> None:
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced == {} and h.kernel.access == {A: 7}
+    assert h.redirected == []  # nobody else to ask
+
+
+def test_redirect_installs_temporary_route_until_bgp_points_the_same_way() -> None:
+    h = Harness("ar2")
+    h.auth("10.64.0.10/32")
+    redirect = AuthResult("ar3.isp.test", "ar2.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                          ("10.254.0.5", 7411), None, 3)
+
+    async def go() -> list[IPv4Address]:
+        out = await h.mob.on_authenticated(redirect)
+        await asyncio.gather(*list(h.mob._tasks))
+        return out
+
+    assert asyncio.run(go()) == [A]
+    assert h.kernel.redirects == {A: ARS["ar3"].overlay}  # tunnelled to ar3
+    assert h.kernel.access == {}  # the MN left: no more local delivery
+    # ar3's /32 arrives, even with a LOCAL_PREF that lost to a skewed clock: it is the one
+    # the redirect named, so ours goes and the redirect is no longer needed.
+    h.route_from("ar3", int(NOW) - 1)
+    assert h.kernel.redirects == {} and h.bgp.announced == {}
+
+
+def test_redirect_for_an_address_we_never_served_is_refused() -> None:
+    h = Harness("ar3")
+    redirect = AuthResult("ar2.isp.test", "ar3.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                          ("10.254.0.5", 7411), None, 3)
+    assert asyncio.run(h.mob.on_authenticated(redirect)) == []
+    assert h.kernel.redirects == {}
+
+
+def test_unremoved_redirect_expires() -> None:
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32")
+    redirect = AuthResult("ar2.isp.test", "ar1.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                          ("10.254.0.5", 7411), None, 3)
+
+    async def go() -> None:
+        await h.mob.on_authenticated(redirect)
+        h.now += REDIRECT_LIFETIME_S + 0.1
+        h.mob.expire()
+        await asyncio.gather(*list(h.mob._tasks))
+
+    asyncio.run(go())
+    assert h.kernel.redirects == {}
+    removed = [r for r in h.mob.events.records if r["ev"] == "redirect_removed"]
+    assert removed and removed[0]["reason"] == "lifetime expired"
+
+
+@pytest.mark.parametrize("peer", ["mn2.example", "ar9.isp.test"])
+def test_unknown_names_are_mns_and_pass_the_dns_checks(peer: str) -> None:
+    h = Harness("ar2")
+    assert h.auth("10.64.0.10/32", peer=peer) == []  # not theirs in DNS
+    assert h.kernel.redirects == {} and h.bgp.announced == {}
+
+

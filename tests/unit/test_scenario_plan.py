@@ -1,0 +1,41 @@
+"""The handoff scenario's walk and summary, from the topology alone (no lab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from topologies import model, scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_walk_covers_every_case_of_the_issue_and_ends_at_home() -> None:
+    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+    steps = scenario.walk(topo, "mn1")
+    assert [(s.to, s.kind, s.direct_link) for s in steps] == [
+        ("ar2", "intra-cluster", False),
+        ("ar3", "inter-cluster", True),  # across the direct AR-AR link (draft 2.2)
+        ("ar5", "inter-cluster", False),
+        ("ar1", "return-home", False),
+    ]
+
+
+def test_walk_on_a_topology_without_ar_links() -> None:
+    topo = model.load(ROOT / "topologies" / "three_by_five.yaml")
+    steps = scenario.walk(topo, "mn1")
+    kinds = [s.kind for s in steps]
+    assert kinds[0] == "intra-cluster" and kinds[-1] == "return-home"
+    assert "inter-cluster" in kinds
+
+
+def test_summary_rows_per_mode_and_kind() -> None:
+    rows = scenario.summarise([
+        {"mode": "redirect", "kind": "intra-cluster", "interruption_ms": v, "reroute_ms": 70.0,
+         "auth_ms": 5.0, "ping_lost": 1, "core_updates": 0, "path_optimal": True}
+        for v in (10.0, 20.0, 20.0, 30.0)
+    ])
+    intra = next(r for r in rows if r["kind"] == "intra-cluster")
+    assert intra["n"] == 4 and intra["interruption_ms_p50"] == 20.0
+    assert abs(intra["interruption_ms_p95"] - 28.5) < 1e-9
+    assert intra["core_updates_max"] == 0 and intra["path_optimal"] == 4
+    assert any(r["kind"] == "all" for r in rows)
