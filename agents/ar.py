@@ -139,6 +139,10 @@ class ArAgent:
         # pyroute2's synchronous API runs its own event loop, so every netlink call
         # lives on one worker thread; a single worker also keeps FIB changes in order.
         self._fib_thread = ThreadPoolExecutor(1, thread_name_prefix="fib")
+        # Handoff steps (access routes, redirects, source filter) get their own worker: they
+        # must not queue behind a burst of BGP route syncs. They touch other metrics than
+        # the BGP routes, so the two workers never undo each other's kernel state.
+        self._handoff_thread = ThreadPoolExecutor(1, thread_name_prefix="handoff")
         self.fib: KernelFib = self._fib_thread.submit(
             # Our own pool is local (blackhole + addresses); the default comes from OSPF.
             KernelFib, lambda p: p.prefixlen == 0 or p == pool
@@ -175,7 +179,11 @@ class ArAgent:
         todo = set(self.rib.prefixes()) if prefixes is None else prefixes
         self._fib_thread.submit(self._apply, {p: self.rib.best(p) for p in todo}, full)
 
-    async def _on_fib(self, fn: Any, *args: Any) -> Any:
+    async def _on_handoff(self, fn: Any, *args: Any) -> Any:
+        return await self._on_fib(fn, *args, worker=self._handoff_thread)
+
+    async def _on_fib(self, fn: Any, *args: Any,
+                      worker: ThreadPoolExecutor | None = None) -> Any:
         t0 = time.perf_counter()
         stamps: list[float] = []
 
@@ -187,7 +195,7 @@ class ArAgent:
                 stamps.append(time.perf_counter())
 
         try:
-            return await asyncio.wrap_future(self._fib_thread.submit(timed))
+            return await asyncio.wrap_future((worker or self._fib_thread).submit(timed))
         finally:
             if len(stamps) == 2 and stamps[1] - t0 > 0.002:
                 log.info("fib job %s: queued %.1f ms, ran %.1f ms, back %.1f ms",
@@ -234,10 +242,10 @@ class ArAgent:
             self._sources.revoke_address(address)
 
     async def attach(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
-        await self._on_fib(self._attach_now, address, ifindex)
+        await self._on_handoff(self._attach_now, address, ifindex)
 
     async def detach(self, address: ipaddress.IPv4Address) -> None:
-        await self._on_fib(self._detach_now, address)
+        await self._on_handoff(self._detach_now, address)
 
     def _redirect_now(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                       detach: bool) -> bool:
@@ -252,10 +260,10 @@ class ArAgent:
 
     async def redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                        detach: bool) -> bool:
-        return bool(await self._on_fib(self._redirect_now, address, via, detach))
+        return bool(await self._on_handoff(self._redirect_now, address, via, detach))
 
     async def unredirect(self, address: ipaddress.IPv4Address) -> None:
-        await self._on_fib(self.fib.del_redirect, address)
+        await self._on_handoff(self.fib.del_redirect, address)
         self.push({IPv4Network((address, 32))})
 
     def announce(self, prefix: ipaddress.IPv4Network, local_pref: int,
@@ -442,6 +450,7 @@ class ArAgent:
                 self.authenticator.close()
             self._fib_thread.submit(self._shutdown_fib).result(timeout=5)
             self._fib_thread.shutdown(wait=False)
+            self._handoff_thread.shutdown(wait=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,7 +116,8 @@ def test_published_key_with_nonce(server: FakeServer) -> None:
     key = run(resolver(server).published_key("AR1.isp.test."))
     assert key == PublishedKey("ar1.isp.test", Suite.P256, spki, bytes(range(16)), 1900000000)
     q = server.queries[0]
-    assert q.flags & dns.flags.AD and q.ednsflags & dns.flags.DO  # asks for validation
+    # AD asks for validation; no DO: the validator's AD bit is trusted, RRSIGs are not parsed
+    assert q.flags & dns.flags.AD and not q.ednsflags & dns.flags.DO and q.edns == 0
 
 
 def test_x25519_key_without_nonce(server: FakeServer) -> None:

@@ -39,3 +39,16 @@ def test_summary_rows_per_mode_and_kind() -> None:
     assert abs(intra["interruption_ms_p95"] - 28.5) < 1e-9
     assert intra["core_updates_max"] == 0 and intra["path_optimal"] == 4
     assert any(r["kind"] == "all" for r in rows)
+
+
+def test_plan_starts_with_an_unmeasured_round_and_gives_each_mode_whole_round_trips() -> None:
+    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+    sc = scenario.HandoffScenario.__new__(scenario.HandoffScenario)
+    sc.topo, sc.mn, sc.modes, sc.per_mode = topo, "mn1", ["redirect", "draft"], 6
+    sc.steps = scenario.walk(topo, "mn1")
+    plan = sc.plan()
+    assert [m for _, _, m in plan[:4]] == [False] * 4  # the warm-up round trip
+    measured = [(mode, s.to) for mode, s, m in plan if m]
+    assert len(measured) == 16  # 6 rounded up to two round trips of 4, per mode
+    assert [mode for mode, _ in measured] == ["redirect"] * 8 + ["draft"] * 8
+    assert measured[7][1] == measured[15][1] == "ar1"  # each mode ends at home
