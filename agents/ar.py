@@ -30,6 +30,7 @@ from .dns import DnssecKeyResolver, ValidatingResolver, normalize
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility, read_mode
 from .nft import Nft, NftError, SourceFilter
+from .paging import Pager, PagingError, Reinjector, open_tun
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 
@@ -79,6 +80,11 @@ class AgentConfig:
     ars: dict[str, ArInfo]
     escape_community: str  # lets a host route leave its cluster (configs/frr/bgpd.conf.j2)
     overlay_dev: str  # the VXLAN device of the redirect mesh (configs/ip/node.batch.j2)
+    paging_dev: str  # the TUN device where idle MNs' packets wait
+    tal: tuple[str, ...]  # our Tracking Area List, AR node names
+    paging_port: int
+    paging_buffer: int
+    paging_timeout_s: float
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -97,6 +103,11 @@ class AgentConfig:
             },
             escape_community=doc["escape_community"],
             overlay_dev=doc["overlay_dev"],
+            paging_dev=doc["paging_dev"],
+            tal=tuple(doc["tal"]),
+            paging_port=int(doc["paging"]["port"]),
+            paging_buffer=int(doc["paging"]["buffer"]),
+            paging_timeout_s=float(doc["paging"]["timeout_s"]),
         )
 
 
@@ -158,6 +169,10 @@ class ArAgent:
         self._ar_keys: dict[str, tuple[PublishedKey, float]] = {}
         self._ifnames: dict[int, str] = {}
         self._overlay_index: int | None = None
+        self._paging_index: int | None = None
+        self._tun_fd: int | None = None
+        self._reinjector: Reinjector | None = None
+        self._pager: Pager | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- FIB ----------------------------------------------------------------------------
@@ -262,6 +277,71 @@ class ArAgent:
                        detach: bool) -> bool:
         return bool(await self._on_handoff(self._redirect_now, address, via, detach))
 
+    def _park_now(self, address: ipaddress.IPv4Address) -> None:
+        if self._paging_index is None:
+            raise RuntimeError("no paging device")
+        self.fib.add_access(address, self._paging_index)  # replaces the access route
+        if self._sources is not None:
+            self._sources.revoke_address(address)
+
+    async def park(self, address: ipaddress.IPv4Address) -> None:
+        await self._on_handoff(self._park_now, address)
+
+    async def reinject(self, packets: list[bytes]) -> int:
+        if self._reinjector is None:
+            return 0
+        return int(await self._on_handoff(self._reinjector.send, packets))
+
+    def page_local(self, addresses: list[ipaddress.IPv4Address]) -> None:
+        if self._pager is not None and self.config is not None:
+            try:
+                self._pager.page(addresses, self.config.identity)
+            except OSError as exc:
+                log.warning("page on the access link failed: %s", exc)
+
+    async def send_page(self, target: ArInfo,
+                        addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
+        """Ask another AR of the Tracking Area to page: the same one-message AUTH, flag PAGE."""
+        assert self._peer is not None and self.config is not None
+        key = await self._ar_key(target.fqdn)
+        session = await self._peer.authenticate(
+            (str(target.loopback), self.config.auth_port), target.fqdn,
+            [IPv4Network((a, 32)) for a in addresses], mobility=True, ar_key=key,
+            timeout=0.25, retries=3, page=True,
+        )
+        session.close()
+        return [p.network_address for p in session.rerouted
+                if isinstance(p.network_address, ipaddress.IPv4Address)]
+
+    def _tun_readable(self) -> None:
+        fd = self._tun_fd
+        if fd is None or self.mobility is None:
+            return
+        for _ in range(256):
+            try:
+                packet = os.read(fd, 65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("paging device read: %s", exc)
+                return
+            self.mobility.on_buffered(packet)
+
+    async def start_paging(self, cfg: AgentConfig) -> None:
+        try:
+            self._tun_fd = open_tun(cfg.paging_dev)
+            index = await self._on_fib(self.fib.index_of, cfg.paging_dev)
+            if index is None:
+                raise PagingError(0, f"{cfg.paging_dev} did not appear")
+            await self._on_fib(self.fib.link_up, index)
+            self._paging_index = index
+            self._reinjector = Reinjector()
+            self._pager = Pager(f"{cfg.node}-acc", cfg.paging_port)
+        except (OSError, PagingError) as exc:
+            log.error("idle mode unavailable: %s", exc)
+            return
+        asyncio.get_running_loop().add_reader(self._tun_fd, self._tun_readable)
+
     async def unredirect(self, address: ipaddress.IPv4Address) -> None:
         await self._on_handoff(self.fib.del_redirect, address)
         self.push({IPv4Network((address, 32))})
@@ -305,18 +385,21 @@ class ArAgent:
         assert self.config is not None and self.authenticator is not None
         zero = bytes(16)
         while True:
+            failed = 0
             for ar in self.config.ars.values():
                 if ar.node == self.config.node:
                     continue
                 try:
                     key = await self._key_resolver.resolve(ar.fqdn)
                 except Exception as exc:  # noqa: BLE001 - retried on the next round
-                    log.info("warming key of %s: %s", ar.fqdn, exc)
+                    log.debug("warming key of %s: %s", ar.fqdn, exc)
+                    failed += 1
                     continue
                 self._ar_keys[ar.fqdn] = (key, time.monotonic() + AR_KEY_TTL_S)
                 self.authenticator.prime_key(key)
                 keystore.derive_msk(key, Role.PEER, zero, zero)
-            await asyncio.sleep(AR_KEY_TTL_S / 2)
+            # The DNS plane starts after the ARs: until every key resolves, retry soon.
+            await asyncio.sleep(1.0 if failed else AR_KEY_TTL_S / 2)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -392,8 +475,10 @@ class ArAgent:
             checker=DnsChecker(validating), kernel=self, bgp=self, rib=self.rib,
             redirector=self.send_redirect, mode=lambda: read_mode(self.rundir / "mode"),
             on_access_link=lambda ifindex: access is not None and ifindex == access,
-            events=events,
+            events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
+            paging_bound=cfg.paging_buffer, paging_timeout_s=cfg.paging_timeout_s,
         )
+        await self.start_paging(cfg)
         try:
             self._sources = SourceFilter(Nft())
         except NftError as exc:
@@ -403,6 +488,7 @@ class ArAgent:
             cfg.identity, keystore, self._key_resolver, self.mobility.on_authenticated,
             limits=Limits(nonce_lifetime_s=None), track_interface=True,
             reply_on_arrival=lambda ifindex: access is not None and ifindex == access,
+            tracking_area=[cfg.ars[n].fqdn for n in cfg.tal if n in cfg.ars],
         )
         nonce_hex = cfg.nonce_path.read_text().split()[0]
         self.authenticator.rotate_nonce(bytes.fromhex(nonce_hex))
@@ -448,6 +534,9 @@ class ArAgent:
             announce.cancel()
             if self.authenticator is not None:
                 self.authenticator.close()
+            if self._tun_fd is not None:
+                loop.remove_reader(self._tun_fd)
+                os.close(self._tun_fd)
             self._fib_thread.submit(self._shutdown_fib).result(timeout=5)
             self._fib_thread.shutdown(wait=False)
             self._handoff_thread.shutdown(wait=False)

@@ -178,6 +178,9 @@ class KernelFib:
     def index_of(self, ifname: str) -> int | None:
         return self._nl.link_index(ifname)
 
+    def link_up(self, ifindex: int) -> None:
+        self._nl.link_up(ifindex)
+
     def ifname(self, ifindex: int) -> str:
         name = self._nl.link_name(ifindex)
         if name is None:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from .auth import AuthResult
 from .exabgp_api import Route
+from .paging import Buffer, destination
 
 log = logging.getLogger("agents.handoff")
 
@@ -62,6 +63,12 @@ class Kernel(Protocol):
 
     async def unredirect(self, address: IPv4Address) -> None: ...
 
+    async def park(self, address: IPv4Address) -> None:
+        """Idle MN: route its packets into the paging buffer instead of the access link."""
+
+    async def reinject(self, packets: list[bytes]) -> int:
+        """Send buffered packets on along whatever route now holds; returns how many."""
+
 
 class Bgp(Protocol):
     def announce(self, prefix: IPv4Network, local_pref: int, escape: bool = False) -> None:
@@ -77,6 +84,19 @@ class RibView(Protocol):
 
 
 Redirector = Callable[[ArInfo, list[IPv4Address]], Awaitable[list[IPv4Address]]]
+Pager = Callable[[list[IPv4Address]], None]  # broadcast a page on our own access link
+
+
+@dataclass
+class Idle:
+    """An idle MN's address parked here (draft 4): packets wait in the buffer."""
+
+    mn: str
+    tal: tuple[str, ...]
+    buffer: Buffer
+    since: float
+    paging_since: float | None = None
+    pages: int = 0
 
 
 class EventLog:
@@ -145,6 +165,14 @@ class Mobility:
     announced: dict[IPv4Address, int] = field(default_factory=dict)
     redirects: dict[IPv4Address, Redirect] = field(default_factory=dict)
     superseded_by: dict[IPv4Address, str] = field(default_factory=dict)
+    # Idle mode (draft 4): our Tracking Area List, the pager and the AR-to-AR page sender.
+    tal: tuple[str, ...] = ()
+    pager: Pager | None = None
+    page_remote: Redirector | None = None
+    paging_bound: int = 256
+    paging_timeout_s: float = 3.0
+    idle: dict[IPv4Address, Idle] = field(default_factory=dict)
+    unbuffered_drops: int = 0
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -167,9 +195,13 @@ class Mobility:
     async def on_authenticated(self, result: AuthResult) -> list[IPv4Address]:
         peer_ar = self._by_fqdn.get(result.peer_name)
         if peer_ar is not None:
+            if result.page:
+                return self.on_page(peer_ar, result)
             return await self.on_redirect(peer_ar, result)
         if not result.mobility:
             return []
+        if result.idle:
+            return await self.go_idle(result)
         t_verified = self.clock()
         claimed = [p.network_address for p in result.addresses
                    if p.version == 4 and p.prefixlen == 32]
@@ -201,11 +233,13 @@ class Mobility:
         return accepted
 
     async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
-        previous = self._previous_ar(a, result.previous)
+        # A paged MN waking up where it went idle has nobody to redirect from.
+        previous = None if a in self.idle else self._previous_ar(a, result.previous)
         if mode == "redirect" and previous is not None:
             # First: the previous AR takes milliseconds to act on it, our route install less.
             self._spawn(self._send_redirect(previous, a))
         await self.kernel.attach(a, result.ifindex)
+        await self._wake(a, "paged MN authenticated here")
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp)
         self.superseded_by.pop(a, None)
@@ -257,18 +291,22 @@ class Mobility:
             a = p.network_address
             if p.version != 4 or p.prefixlen != 32 or not isinstance(a, IPv4Address):
                 continue
-            if not (a in self.attached or a in self.announced or a in self.me.pool):
+            if not (a in self.attached or a in self.announced or a in self.me.pool
+                    or a in self.idle):
                 self.events("redirect_refused", addr=a, by=peer.node, reason="not ours")
                 continue
             # The access route (metric 100) would beat the redirect (150): both change at once.
             att = self.attached.pop(a, None)
-            if await self.kernel.redirect(a, peer.overlay, detach=att is not None):
+            parked = a in self.idle
+            if await self.kernel.redirect(a, peer.overlay, detach=att is not None or parked):
                 self.redirects[a] = Redirect(peer, self.clock() + REDIRECT_LIFETIME_S)
                 done.append(a)
             self.superseded_by[a] = peer.fqdn
             self.events("redirect_installed", addr=a, to=peer.node)
             if att is not None:
                 self.events("detached", addr=a, mn=att.mn, reason=f"redirected to {peer.node}")
+            if parked:
+                await self._wake(a, f"redirected to {peer.node}")
             self._check(a)
         return done
 
@@ -297,6 +335,8 @@ class Mobility:
         if att is not None and newer:
             # The MN authenticated elsewhere after us.
             self._spawn(self._detach(a, "newer route elsewhere"))
+        if a in self.idle and newer:
+            self._spawn(self._unpark(a, "newer route elsewhere"))
         if mine is not None:
             if newer:
                 self.announced.pop(a)
@@ -329,6 +369,90 @@ class Mobility:
         await self.kernel.detach(a)
         self.events("detached", addr=a, mn=att.mn, reason=reason)
 
+    # --- idle mode (draft 4) ---------------------------------------------------------------
+
+    async def go_idle(self, result: AuthResult) -> list[IPv4Address]:
+        """The MN goes idle: keep its addresses routed here, into the paging buffer."""
+        parked: list[IPv4Address] = []
+        for p in result.addresses:
+            a = p.network_address
+            att = self.attached.get(a) if isinstance(a, IPv4Address) else None
+            if att is None or att.mn != result.peer_name or not isinstance(a, IPv4Address):
+                continue
+            await self.kernel.park(a)
+            self.attached.pop(a, None)
+            self.idle[a] = Idle(att.mn, self.tal, Buffer(self.paging_bound), self.clock())
+            parked.append(a)
+        self.events("idle", mn=result.peer_name, addrs=parked, tal=list(self.tal))
+        return parked
+
+    def on_buffered(self, packet: bytes) -> None:
+        """A packet came out of the paging device: buffer it, and page if not yet paging."""
+        a = destination(packet)
+        state = self.idle.get(a) if a is not None else None
+        if state is None or a is None:
+            self.unbuffered_drops += 1
+            return
+        state.buffer.add(packet)
+        if state.paging_since is None:
+            state.paging_since = self.clock()
+            state.pages += 1
+            self.events("page_start", addr=a, mn=state.mn, tal=list(state.tal))
+            if self.pager is not None and self.me.node in state.tal:
+                self.pager([a])
+            for node in state.tal:
+                ar = self.ars.get(node)
+                if ar is not None and ar != self.me and self.page_remote is not None:
+                    self._spawn(self._page_via(ar, a))
+            self._spawn(self._page_timeout(a, state.paging_since))
+
+    async def _page_via(self, ar: ArInfo, a: IPv4Address) -> None:
+        assert self.page_remote is not None
+        try:
+            await self.page_remote(ar, [a])
+            self.events("page_sent", addr=a, to=ar.node)
+        except Exception as exc:  # noqa: BLE001 - one AR not answering must not stop paging
+            self.events("page_failed", addr=a, to=ar.node, error=str(exc))
+
+    async def _page_timeout(self, a: IPv4Address, started: float) -> None:
+        await asyncio.sleep(self.paging_timeout_s)
+        state = self.idle.get(a)
+        if state is None or state.paging_since != started:
+            return
+        freed = len(state.buffer.drain())
+        state.buffer.dropped += freed
+        state.paging_since = None
+        self.events("page_timeout", addr=a, mn=state.mn, freed=freed,
+                    dropped=state.buffer.dropped)
+
+    def on_page(self, peer: ArInfo, result: AuthResult) -> list[IPv4Address]:
+        """Another AR of the MN's Tracking Area asks us to page it on our access link."""
+        addrs = [p.network_address for p in result.addresses
+                 if p.version == 4 and p.prefixlen == 32
+                 and isinstance(p.network_address, IPv4Address)]
+        if self.pager is not None and addrs:
+            self.pager(addrs)
+        self.events("page_broadcast", addrs=addrs, by=peer.node)
+        return addrs
+
+    async def _wake(self, a: IPv4Address, reason: str) -> None:
+        """The MN is reachable again: send its buffered packets on, in order."""
+        state = self.idle.pop(a, None)
+        if state is None:
+            return
+        packets = state.buffer.drain()
+        sent = await self.kernel.reinject(packets) if packets else 0
+        self.events("flushed", addr=a, mn=state.mn, reason=reason, buffered=len(packets),
+                    sent=sent, dropped=state.buffer.dropped, received=state.buffer.received,
+                    paging_ms=(self.clock() - state.paging_since) * 1000
+                    if state.paging_since is not None else None)
+
+    async def _unpark(self, a: IPv4Address, reason: str) -> None:
+        if a not in self.idle:
+            return
+        await self.kernel.detach(a)
+        await self._wake(a, reason)
+
     def on_link_gone(self, ifindex: int) -> None:
         """The MN's access link left this AR (the radio moved): nothing can reach it here."""
         for a, att in list(self.attached.items()):
@@ -347,6 +471,10 @@ class Mobility:
             "attached": {str(a): att.mn for a, att in self.attached.items()},
             "announced": {str(a): lp for a, lp in self.announced.items()},
             "redirects": {str(a): r.target.node for a, r in self.redirects.items()},
+            "idle": {str(a): {"mn": st.mn, "buffered": len(st.buffer.packets),
+                              "dropped": st.buffer.dropped,
+                              "paging": st.paging_since is not None}
+                     for a, st in self.idle.items()},
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

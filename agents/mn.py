@@ -24,6 +24,7 @@ from typing import Any
 from .auth import AuthError, KeyStore, Peer, PeerSession, PublishedKey, StaticDirectory, Suite
 from .dns import DnsError, DnssecKeyResolver, ValidatingResolver
 from .handoff import EventLog
+from .paging import parse_page
 
 log = logging.getLogger("agents.mn")
 
@@ -41,6 +42,7 @@ class MnConfig:
     auth_port: int
     gateway: str
     ars: dict[str, str]  # node -> DNS name
+    paging_port: int = 7412
 
     @classmethod
     def load(cls, path: Path) -> MnConfig:
@@ -48,7 +50,17 @@ class MnConfig:
         return cls(doc["name"], doc["identity"], Path(doc["key"]),
                    ipaddress.IPv4Address(doc["address"]), doc["resolver"],
                    int(doc["resolver_port"]), int(doc["auth_port"]), doc["gateway"],
-                   dict(doc["ars"]))
+                   dict(doc["ars"]), int(doc.get("paging_port", 7412)))
+
+
+class _PageListener(asyncio.DatagramProtocol):
+    """Pages broadcast by ARs on the access link (the radio's paging channel)."""
+
+    def __init__(self, on_page: Any) -> None:
+        self.on_page = on_page
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_page(data)
 
 
 def load_key_list(path: Path) -> list[PublishedKey]:
@@ -80,11 +92,28 @@ class MnAgent:
         self.session: PeerSession | None = None
         self._lock = asyncio.Lock()
         self.handoffs = 0
+        # Idle mode (draft 4): the Tracking Area List of the AR we went idle at, the cell we
+        # are in now (told by the radio), and whether we answer pages at all.
+        self.idle = False
+        self.tal: tuple[str, ...] = ()
+        self.cell: str | None = None
+        self.deaf = False
+        self._by_fqdn = {fqdn: node for node, fqdn in config.ars.items()}
+        self._page_tasks: set[asyncio.Task[dict[str, Any]]] = set()
 
     async def attach(self, ar: str, previous: str | None = None) -> dict[str, Any]:
-        """Authenticate to ``ar`` (the radio just attached us there) and report timings."""
+        """The radio attached us to ``ar``: authenticate there, unless we are idle and ``ar``
+        is in our Tracking Area List (draft 4: an idle MN moves without signalling)."""
         if ar not in self.config.ars:
             raise ValueError(f"unknown AR {ar!r}")
+        self.cell = ar
+        if self.idle and ar in self.tal:
+            self.events("idle_move", ar=ar)
+            return {"ok": True, "ar": ar, "idle": True, "authenticated": False}
+        return await self.authenticate(ar, previous)
+
+    async def authenticate(self, ar: str, previous: str | None = None, *,
+                           idle: bool = False) -> dict[str, Any]:
         async with self._lock:
             fqdn = self.config.ars[ar]
             prev = previous if previous is not None else self.current
@@ -96,7 +125,7 @@ class MnAgent:
                 session = await self.peer.authenticate(
                     (self.config.gateway, self.config.auth_port), fqdn, claimed,
                     mobility=True, ar_key=key, timeout=0.3, retries=5,
-                    local_addr=(str(self.config.address), 0), previous=prev_fqdn,
+                    local_addr=(str(self.config.address), 0), previous=prev_fqdn, idle=idle,
                 )
             except AuthError as exc:
                 self.events("auth_failed", ar=ar, error=str(exc), t_sent=t_sent)
@@ -106,16 +135,19 @@ class MnAgent:
             if self.session is not None:
                 self.session.close()
             self.session = session
-            self.current = ar
+            self.current = self.cell = ar
             self.handoffs += 1
+            self.idle = idle
+            self.tal = tuple(self._by_fqdn[n] for n in session.tal if n in self._by_fqdn)
             rerouted = [str(p) for p in session.rerouted]
             not_rerouted = [str(p) for p in session.not_rerouted]
             record = {
                 "ok": True, "ar": ar, "previous": prev, "t_auth_sent": t_sent,
                 "t_reply": t_reply, "auth_ms": (t_reply - t_sent) * 1000,
-                "rerouted": rerouted, "not_rerouted": not_rerouted,
+                "rerouted": rerouted, "not_rerouted": not_rerouted, "idle": idle,
+                "tal": list(self.tal), "authenticated": True,
             }
-            self.events("attached", **record)
+            self.events("idle" if idle else "attached", **record)
             if not_rerouted:
                 # Draft 4: these need the macro-mobility path (a Home Agent binding).
                 log.warning("not re-routed by %s: %s", ar, ", ".join(not_rerouted))
@@ -148,12 +180,36 @@ class MnAgent:
         finally:
             writer.close()
 
+    async def go_idle(self) -> dict[str, Any]:
+        """Tell the AR we are going idle (an AUTH with flag IDLE); it keeps our address."""
+        if self.current is None:
+            return {"ok": False, "error": "not attached"}
+        return await self.authenticate(self.current, self.current, idle=True)
+
+    def on_page(self, data: bytes) -> None:
+        page = parse_page(data)
+        if page is None or not self.idle or self.deaf:
+            return
+        addrs, by = page
+        if self.config.address not in addrs or self.cell is None:
+            return
+        self.events("paged", by=by, cell=self.cell)
+        task = asyncio.ensure_future(self.authenticate(self.cell, self.current))
+        self._page_tasks.add(task)
+        task.add_done_callback(self._page_tasks.discard)
+
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "attach":
             return await self.attach(str(req["ar"]), req.get("previous"))
+        if cmd == "idle":
+            return await self.go_idle()
+        if cmd == "deaf":  # the MN is switched off: it will not answer pages
+            self.deaf = bool(req.get("on", True))
+            return {"ok": True, "deaf": self.deaf}
         if cmd == "status":
-            return {"ok": True, "ar": self.current, "address": str(self.config.address),
+            return {"ok": True, "ar": self.current, "cell": self.cell, "idle": self.idle,
+                    "tal": list(self.tal), "address": str(self.config.address),
                     "handoffs": self.handoffs}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
@@ -166,11 +222,15 @@ class MnAgent:
         sock_path.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(self.serve_control, path=str(sock_path))
         refresher = asyncio.create_task(self.refresh_keys())
+        pages, _ = await loop.create_datagram_endpoint(
+            lambda: _PageListener(self.on_page), local_addr=("0.0.0.0", self.config.paging_port),
+            allow_broadcast=True)
         log.info("%s ready on %s", self.config.identity, sock_path)
         try:
             await server.serve_forever()
         finally:
             refresher.cancel()
+            pages.close()
             server.close()
             sock_path.unlink(missing_ok=True)
             self.events.close()

@@ -25,6 +25,7 @@ NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 IFLA_IFNAME = 3
+IFF_UP = 0x1
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -173,6 +174,10 @@ class Netlink:
             if kind == RTM_NEWLINK and len(payload) >= _IFINFOMSG.size:
                 return int(_IFINFOMSG.unpack_from(payload)[2])
         return None
+
+    def link_up(self, index: int) -> None:
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+        self._request(RTM_NEWLINK, NLM_F_ACK, body)
 
     def link_name(self, index: int) -> str | None:
         body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)

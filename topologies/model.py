@@ -66,6 +66,7 @@ class Node:
     pool: IPv4Network | None = None  # ARs only
     gateway: IPv4Address | None = None  # hosts: default gateway
     service: str | None = None  # hosts: "cn", "dns", "ha"
+    tal: tuple[str, ...] = ()  # ARs: the Tracking Area List given to MNs (draft 4)
 
     @property
     def is_router(self) -> bool:
@@ -348,6 +349,28 @@ def build(doc: dict[str, Any]) -> Topology:
     for access in (n for n in b.nodes.values() if n.role is Role.AR):
         if not access.interfaces:
             raise TopologyError(f"{access.name} has no links")
+    # Draft 4: a Tracking Area List per AR, the ARs an idle MN may roam without
+    # re-authenticating; by default the AR's own cluster.
+    tals_doc = doc.get("tracking_areas") or {}
+    if not isinstance(tals_doc, dict):
+        raise TopologyError("tracking_areas: expected a mapping of AR -> [ARs]")
+    for ar_name, members in tals_doc.items():
+        where = f"tracking_areas.{ar_name}"
+        if b.nodes.get(ar_name) is None or b.nodes[ar_name].role is not Role.AR:
+            raise TopologyError(f"{where}: {ar_name!r} is not an access router")
+        listed = _names(members, where)
+        for m in listed:
+            if b.nodes.get(m) is None or b.nodes[m].role is not Role.AR:
+                raise TopologyError(f"{where}: {m!r} is not an access router")
+        if ar_name not in listed:
+            raise TopologyError(f"{where}: an AR's list must include the AR itself")
+        if len(listed) > 8:
+            raise TopologyError(f"{where}: at most 8 ARs fit in an authentication reply")
+        b.nodes[ar_name].tal = tuple(listed)
+    for cl in clusters:
+        for ar in cl.ars:
+            if not b.nodes[ar].tal:
+                b.nodes[ar].tal = cl.ars[:8]
     mobiles = _names(doc["mobiles"], "mobiles") if doc.get("mobiles") else []
     if "air" in b.nodes or "air" in mobiles:
         raise TopologyError("'air' is reserved: the lab's radio namespace has that name")

@@ -31,6 +31,10 @@ HOME_TLD = "example"  # topologies.dnsplane.HOME_TLD; MNs' home zones
 UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
 BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
 OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": "169.254.1.0/24"}
+PAGING_DEV = "pg0"  # the TUN device where an idle MN's packets wait (agents/paging.py)
+PAGING_PORT = 7412  # pages are broadcast to MNs on this UDP port
+PAGING_BUFFER = 256  # packets buffered per idle MN; beyond it, new packets are dropped
+PAGING_TIMEOUT_S = 3.0  # an unanswered page ends, and its buffer is freed
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
 
 
@@ -298,6 +302,9 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
         },
         "escape_community": escape_community(topo),
         "overlay_dev": str(OVERLAY["dev"]),
+        "paging_dev": PAGING_DEV,
+        "tal": list(node.tal),
+        "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
     }
 
 
@@ -323,6 +330,7 @@ def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
         "resolver": resolver_address(topo),
         "resolver_port": 53,
         "auth_port": AUTH_PORT,
+        "paging_port": PAGING_PORT,
         "ars": {ar.name: f"{ar.name}.{ISP_ZONE}" for ar in topo.by_role(Role.AR)},
     }
 

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
@@ -55,6 +55,7 @@ from .messages import (
     Remsk,
     RemskAck,
     encode_addresses,
+    encode_names,
     request_echo,
     to_prefix,
 )
@@ -93,6 +94,8 @@ class AuthResult(NamedTuple):
     source: tuple[str, int]
     previous: str | None = None  # the authenticator the peer says it came from
     ifindex: int = 0  # the interface the AUTH arrived on, when the service tracks it
+    idle: bool = False  # the MN goes idle (draft 4)
+    page: bool = False  # an AR asks us to page the MN holding these addresses
 
 
 OnAuthenticated = Callable[
@@ -157,7 +160,8 @@ class Authenticator:
                  on_nonce_rotated: Callable[[PublishedKey], None] | None = None,
                  on_rekey: Callable[[bytes], None] | None = None,
                  track_interface: bool = False,
-                 reply_on_arrival: Callable[[int], bool] | None = None) -> None:
+                 reply_on_arrival: Callable[[int], bool] | None = None,
+                 tracking_area: Sequence[str] = ()) -> None:
         if normalize_name(identity_name) != keystore.name:
             raise ValueError(f"key store holds {keystore.name}, not {identity_name}")
         self.limits = limits = limits or Limits()
@@ -193,6 +197,9 @@ class Authenticator:
         # Which arrival interfaces to answer through regardless of routes: the access links.
         # A backbone peer is answered by the routing table (its path back may differ).
         self._reply_on_arrival = reply_on_arrival or (lambda _ifindex: True)
+        # Draft 4: the Tracking Area List an MN may roam while idle, sent in every reply that
+        # invoked mobility management.
+        self._tal_block = encode_names(tracking_area) if tracking_area else b""
         self.stats: Counter[str] = Counter()
         self._log_second = 0
         self._log_count = 0
@@ -640,7 +647,7 @@ class Authenticator:
         rnd = os.urandom(8 + NONCE_LEN)
         result = AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
                             rnd[:8], (addr[0], addr[1]), msg.previous,
-                            self.interface_of(addr))
+                            self.interface_of(addr), msg.idle, msg.page)
         callback = self._callback
         rerouted: Iterable[AddressLike] = ()
         if callback is not None:
@@ -684,7 +691,8 @@ class Authenticator:
         sid = result.session_id
         reply, msk1, ctx1 = seal_auth_reply(
             derived[0], derived[1], session_id=sid, peer_nonce=msg.peer_nonce,
-            fresh_nonce=fresh, address_block=block, mobility=invoked)
+            fresh_nonce=fresh, address_block=block, mobility=invoked,
+            tal_block=self._tal_block if invoked else b"")
         sessions = self._sessions
         sessions[sid] = _Session(sid, msg.peer_name, msk1, ctx1, result.source, now)
         if len(sessions) > self.limits.sessions:

@@ -40,6 +40,10 @@ class MsgType(enum.IntEnum):
 FLAG_MOBILITY = 0x01
 FLAG_COOKIE = 0x02
 FLAG_PREVIOUS = 0x04  # AUTH names the authenticator the peer was attached to before
+FLAG_IDLE = 0x08  # AUTH: the MN goes idle; keep its addresses and page it (draft 4)
+FLAG_PAGE = 0x10  # AUTH between ARs: page the MN holding these addresses on your access link
+FLAG_TAL = 0x02  # AUTH_REPLY: a Tracking Area List follows the address list
+MAX_TAL = 8
 SESSION_ID_LEN = 8
 COOKIE_LEN = 16
 MAX_ADDRESSES = 16
@@ -56,7 +60,8 @@ AUTH_MAX_LEN = (AUTH_FIXED + 3 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
                 + COOKIE_LEN + TAG_LEN)
 REPLY_FIXED = 3 + SESSION_ID_LEN + 2 * NONCE_LEN
 REPLY_MIN_LEN = REPLY_FIXED + 1 + TAG_LEN
-REPLY_MAX_LEN = REPLY_FIXED + 1 + MAX_ADDRESSES * 18 + TAG_LEN
+REPLY_MAX_LEN = (REPLY_FIXED + 1 + MAX_ADDRESSES * 18 + 1 + MAX_TAL * (1 + MAX_NAME_LEN)
+                 + TAG_LEN)
 REMSK_LEN = 3 + SESSION_ID_LEN + 8 + NONCE_LEN + TAG_LEN
 REMSK_ACK_LEN = 3 + SESSION_ID_LEN + 2 * NONCE_LEN + TAG_LEN
 FAILURE_LEN = 3 + NONCE_LEN
@@ -153,6 +158,52 @@ def _decode_block(block: bytes) -> tuple[Prefix, ...]:
     return addrs
 
 
+def _address_list_end(data: bytes, off: int, end: int) -> int:
+    """Where the address list starting at ``off`` ends (it is decoded strictly later)."""
+    if off >= end:
+        raise Truncated("address list missing")
+    count = data[off]
+    if count > MAX_ADDRESSES:
+        raise MalformedMessage(f"address count {count} exceeds {MAX_ADDRESSES}")
+    pos = off + 1
+    for _ in range(count):
+        if pos >= end:
+            raise Truncated("address list cut short")
+        pos += 6 if data[pos] == FAMILY_V4 else 18
+    if pos > end:
+        raise Truncated("address cut short")
+    return pos
+
+
+def encode_names(names: Iterable[str]) -> bytes:
+    items = [_encode_name(n) for n in names]
+    if len(items) > MAX_TAL:
+        raise ValueError(f"at most {MAX_TAL} names fit in a list")
+    return bytes((len(items),)) + b"".join(items)
+
+
+def _decode_names(block: bytes, what: str) -> tuple[str, ...]:
+    """A count octet then that many length-prefixed names, filling ``block`` exactly."""
+    if not block:
+        raise Truncated(f"{what} list missing")
+    count = block[0]
+    if count > MAX_TAL:
+        raise MalformedMessage(f"{what} count {count} exceeds {MAX_TAL}")
+    out: list[str] = []
+    off = 1
+    for _ in range(count):
+        if off >= len(block):
+            raise Truncated(f"{what} list cut short")
+        nxt = off + 1 + block[off]
+        if nxt > len(block):
+            raise Truncated(f"{what} name cut short")
+        out.append(_decode_name(block[off + 1:nxt], what))
+        off = nxt
+    if off != len(block):
+        raise MalformedMessage(f"{len(block) - off} unexpected octets after the {what} list")
+    return tuple(out)
+
+
 def _decode_name(raw: bytes, what: str) -> str:
     name = _names.get(raw)
     if name is None:
@@ -205,6 +256,8 @@ class AuthMessage(NamedTuple):
     cookie: bytes | None
     mac: bytes
     previous: str | None = None  # the peer's previous authenticator, a hint for redirects
+    idle: bool = False
+    page: bool = False
 
     def body(self) -> bytes:
         """Every octet the MAC covers: the message without its trailing tag."""
@@ -225,6 +278,7 @@ class AuthMessage(NamedTuple):
         if self.previous is not None:
             flags |= FLAG_PREVIOUS
             previous = _encode_name(self.previous)
+        flags |= (FLAG_IDLE if self.idle else 0) | (FLAG_PAGE if self.page else 0)
         return b"".join((
             struct.pack("!BBBBQ", VERSION, MsgType.AUTH, flags, self.suite, self.timestamp_us),
             self.peer_nonce, self.auth_nonce,
@@ -243,7 +297,7 @@ class AuthMessage(NamedTuple):
         if n < AUTH_MIN_LEN or n > AUTH_MAX_LEN or data[0] != VERSION or data[1] != MsgType.AUTH:
             _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
         _, _, flags, suite, ts, n_p, n_a, n1 = _AUTH_HEAD.unpack_from(data)
-        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE | FLAG_PREVIOUS):
+        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE | FLAG_PREVIOUS | FLAG_IDLE | FLAG_PAGE):
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
         if suite != Suite.P256 and suite != Suite.X25519:
             raise UnsupportedSuite(f"unknown suite {suite}")
@@ -281,7 +335,8 @@ class AuthMessage(NamedTuple):
         if addrs is None:
             addrs = _decode_block(block)
         return cls(suite, ts, n_p, n_a, peer, auth, addrs, bool(flags & FLAG_MOBILITY), cookie,
-                   data[n - TAG_LEN:], previous)
+                   data[n - TAG_LEN:], previous, bool(flags & FLAG_IDLE),
+                   bool(flags & FLAG_PAGE))
 
     def address_block(self, data: bytes) -> bytes:
         """The encoded address list inside ``data``, the datagram this message came from."""
@@ -301,16 +356,18 @@ class AuthReply(NamedTuple):
     auth_nonce: bytes
     rerouted: tuple[Prefix, ...]
     mac: bytes
+    tal: tuple[str, ...] = ()  # the Tracking Area List for idle mode (draft 4)
 
     def body(self) -> bytes:
         _check_nonce(self.peer_nonce, "peer nonce")
         _check_nonce(self.auth_nonce, "authenticator nonce")
         if len(self.session_id) != SESSION_ID_LEN:
             raise ValueError(f"session id must be {SESSION_ID_LEN} octets")
-        flags = FLAG_MOBILITY if self.mobility else 0
+        flags = (FLAG_MOBILITY if self.mobility else 0) | (FLAG_TAL if self.tal else 0)
         return b"".join((
             bytes((VERSION, MsgType.AUTH_REPLY, flags)), self.session_id,
             self.peer_nonce, self.auth_nonce, encode_addresses(self.rerouted),
+            encode_names(self.tal) if self.tal else b"",
         ))
 
     def pack(self) -> bytes:
@@ -322,14 +379,22 @@ class AuthReply(NamedTuple):
     def unpack(cls, data: bytes) -> AuthReply:
         _check_head(data, MsgType.AUTH_REPLY, REPLY_MIN_LEN, REPLY_MAX_LEN)
         _, _, flags, sid, n_p, n_a, _ = _REPLY_HEAD.unpack_from(data)
-        if flags & ~FLAG_MOBILITY:
+        if flags & ~(FLAG_MOBILITY | FLAG_TAL):
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
         end = len(data) - TAG_LEN
+        tal: tuple[str, ...] = ()
+        if flags & FLAG_TAL:
+            mid = _address_list_end(data, REPLY_FIXED, end)
+            tal = _decode_names(data[mid:end], "tracking area")
+            if not tal:
+                raise MalformedMessage("TAL flag set with an empty list")
+            end = mid
         block = data[REPLY_FIXED:end]
         addrs = _blocks.get(block)
         if addrs is None:
             addrs = _decode_block(block)
-        return cls(bool(flags), sid, n_p, n_a, addrs, data[end:])
+        return cls(bool(flags & FLAG_MOBILITY), sid, n_p, n_a, addrs, data[len(data) - TAG_LEN:],
+                   tal)
 
 
 class Remsk(NamedTuple):

@@ -102,6 +102,7 @@ class PeerSession:
         self.addresses = claimed
         self.rerouted = rerouted
         self.mobility = mobility  # True when the AR invoked mobility management
+        self.tal: tuple[str, ...] = ()  # the AR's Tracking Area List, for idle mode
         self.on_rekey: Callable[[PeerSession], None] | None = None
         self._last_ar_ts = 0
         self._remsk_in_flight = False
@@ -223,7 +224,8 @@ class Peer:
                            timeout: float = 1.0, retries: int = 2,
                            ar_key: PublishedKey | None = None,
                            local_addr: tuple[str, int] | None = None,
-                           previous: str | None = None) -> PeerSession:
+                           previous: str | None = None, idle: bool = False,
+                           page: bool = False) -> PeerSession:
         """Send one AUTH (retried on loss) and return the authenticated session.
 
         ``ar_key`` skips the DNS lookup when the AR's key arrived another way (draft 3).
@@ -242,7 +244,8 @@ class Peer:
         try:
             return await self._exchange(protocol, transport, key, ar_addr, claimed, mobility,
                                         timeout, retries,
-                                        normalize_name(previous) if previous else None)
+                                        normalize_name(previous) if previous else None,
+                                        idle, page)
         except BaseException:
             transport.close()
             raise
@@ -250,7 +253,8 @@ class Peer:
     async def _exchange(self, protocol: _PeerProtocol, transport: asyncio.DatagramTransport,
                         key: PublishedKey, ar_addr: tuple[str, int], claimed: tuple[Prefix, ...],
                         mobility: bool, timeout: float, retries: int,
-                        previous: str | None = None) -> PeerSession:
+                        previous: str | None = None, idle: bool = False,
+                        page: bool = False) -> PeerSession:
         loop = asyncio.get_running_loop()
         name_len = len(self._ks.name)
         cookie: bytes | None = None
@@ -263,7 +267,7 @@ class Peer:
             data, msk0, ctx0 = build_auth(self._ks, key, timestamp_us=self._next_ts(),
                                           peer_nonce=n_p, auth_nonce=n_a, addresses=claimed,
                                           mobility=mobility, cookie=cookie,
-                                          previous=previous)
+                                          previous=previous, idle=idle, page=page)
             queue = protocol.expect(n_p)
             transport.sendto(data)
             deadline = loop.time() + timeout
@@ -301,8 +305,10 @@ class Peer:
                     except AuthError as exc:
                         log.warning("ignoring bad reply from %s: %s", key.name, exc)
                         continue
-                    return PeerSession(self, protocol, keys, ar_addr, key.name, claimed,
-                                       reply.rerouted, reply.mobility)
+                    session = PeerSession(self, protocol, keys, ar_addr, key.name, claimed,
+                                          reply.rerouted, reply.mobility)
+                    session.tal = reply.tal
+                    return session
             finally:
                 protocol.waiters.pop(n_p, None)
             if retry_zero:

@@ -25,6 +25,7 @@ from .keys import PublishedKey
 from .keystore import KeyStore, Role
 from .messages import (
     FLAG_MOBILITY,
+    FLAG_TAL,
     VERSION,
     AuthMessage,
     AuthReply,
@@ -79,11 +80,13 @@ def _mac_alg(sender: Role) -> bytes:
 def build_auth(keystore: KeyStore, ar_key: PublishedKey, *, timestamp_us: int,
                peer_nonce: bytes, auth_nonce: bytes, addresses: Iterable[Prefix],
                mobility: bool, cookie: bytes | None = None,
-               previous: str | None = None) -> tuple[bytes, bytes, bytes]:
+               previous: str | None = None, idle: bool = False,
+               page: bool = False) -> tuple[bytes, bytes, bytes]:
     """Peer: the AUTH datagram, MSK0 and its KDF context (both needed to open the reply)."""
     msk0, ctx0 = keystore.derive_msk(ar_key, Role.PEER, peer_nonce, auth_nonce)
     body = AuthMessage(keystore.suite, timestamp_us, peer_nonce, auth_nonce, keystore.name,
-                       ar_key.name, tuple(addresses), mobility, cookie, b"", previous).body()
+                       ar_key.name, tuple(addresses), mobility, cookie, b"", previous, idle,
+                       page).body()
     return body + tag(kdf(msk0, ALG_MAC_P2A, ctx0), body), msk0, ctx0
 
 
@@ -95,12 +98,14 @@ def check_auth_mac(msk0: bytes, ctx0: bytes, data: bytes) -> None:
 
 def seal_auth_reply(msk0: bytes, ctx0: bytes, *, session_id: bytes, peer_nonce: bytes,
                     fresh_nonce: bytes, address_block: bytes,
-                    mobility: bool) -> tuple[bytes, bytes, bytes]:
-    """Authenticator: AUTH_REPLY from an already encoded address list; returns MSK1, ctx1."""
+                    mobility: bool, tal_block: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """Authenticator: AUTH_REPLY from an already encoded address list (and TAL); returns
+    MSK1, ctx1."""
     ctx1 = with_auth_nonce(ctx0, fresh_nonce)
     msk1 = kdf(msk0, ALG_REMSK, ctx1)
-    body = _REPLY_HEAD.pack(VERSION, MsgType.AUTH_REPLY, FLAG_MOBILITY if mobility else 0,
-                            session_id, peer_nonce, fresh_nonce) + address_block
+    flags = (FLAG_MOBILITY if mobility else 0) | (FLAG_TAL if tal_block else 0)
+    body = _REPLY_HEAD.pack(VERSION, MsgType.AUTH_REPLY, flags,
+                            session_id, peer_nonce, fresh_nonce) + address_block + tal_block
     return body + tag(kdf(msk1, ALG_MAC_A2P, ctx1), body), msk1, ctx1
 
 

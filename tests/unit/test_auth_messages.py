@@ -46,9 +46,11 @@ prefixes: st.SearchStrategy[tuple[Prefix, ...]] = st.lists(
 auths = st.builds(AuthMessage, st.sampled_from([1, 2]), st.integers(0, 2**64 - 1), nonces,
                   nonces, names, names, prefixes, st.booleans(),
                   st.none() | st.binary(min_size=16, max_size=16),
-                  st.binary(min_size=16, max_size=16), st.none() | names)
+                  st.binary(min_size=16, max_size=16), st.none() | names, st.booleans(),
+                  st.booleans())
 replies = st.builds(AuthReply, st.booleans(), st.binary(min_size=8, max_size=8), nonces, nonces,
-                    prefixes, st.binary(min_size=16, max_size=16))
+                    prefixes, st.binary(min_size=16, max_size=16),
+                    st.just(()) | st.lists(names, min_size=1, max_size=8).map(tuple))
 remsks = st.builds(Remsk, st.binary(min_size=8, max_size=8), st.integers(0, 2**64 - 1), nonces,
                    st.binary(min_size=16, max_size=16))
 acks = st.builds(RemskAck, st.binary(min_size=8, max_size=8), nonces, nonces,
@@ -100,7 +102,7 @@ def test_specific_rejections() -> None:
     with pytest.raises(UnknownType):
         AuthMessage.unpack(good[:1] + b"\x03" + good[2:])
     with pytest.raises(MalformedMessage):  # undefined flag
-        AuthMessage.unpack(good[:2] + b"\x09" + good[3:])
+        AuthMessage.unpack(good[:2] + b"\x21" + good[3:])
     with pytest.raises(UnsupportedSuite):
         AuthMessage.unpack(good[:3] + b"\x09" + good[4:])
     with pytest.raises(Truncated):
@@ -172,3 +174,26 @@ def test_address_normalisation() -> None:
     assert to_prefix(ipaddress.ip_address("192.0.2.5")) == ipaddress.ip_network("192.0.2.5/32")
     with pytest.raises(ValueError):
         to_prefix("192.0.2.5/24")
+
+
+def test_reply_tracking_area_list_round_trips_and_is_strict() -> None:
+    reply = AuthReply(True, b"s" * 8, b"\x01" * 16, b"\x02" * 16, (to_prefix("10.64.0.10"),),
+                      b"\x03" * 16, ("ar1.isp.test", "ar2.isp.test"))
+    data = reply.pack()
+    assert data[2] == 0x03  # mobility and TAL
+    assert AuthReply.unpack(data) == reply
+    plain = reply._replace(tal=()).pack()
+    assert AuthReply.unpack(plain).tal == ()
+    with pytest.raises(AuthError):  # TAL flag without a list
+        AuthReply.unpack(plain[:2] + b"\x03" + plain[3:])
+    with pytest.raises(AuthError):  # a list that claims one more name than it holds
+        body = data[:-16]
+        cut = body.rindex(b"\x02\x0c")  # count 2, then a 12-octet name
+        AuthReply.unpack(body[:cut] + b"\x03" + body[cut + 1:] + data[-16:])
+
+
+def test_idle_and_page_flags_round_trip() -> None:
+    for idle, page in ((True, False), (False, True)):
+        msg = _auth(idle=idle, page=page)
+        back = AuthMessage.unpack(msg.pack())
+        assert (back.idle, back.page) == (idle, page)

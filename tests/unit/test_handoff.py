@@ -43,6 +43,8 @@ class FakeKernel:
     def __init__(self) -> None:
         self.access: dict[IPv4Address, int] = {}
         self.redirects: dict[IPv4Address, IPv4Address] = {}
+        self.parked: set[IPv4Address] = set()
+        self.reinjected: list[bytes] = []
 
     async def attach(self, address: IPv4Address, ifindex: int) -> None:
         self.access[address] = ifindex
@@ -58,6 +60,14 @@ class FakeKernel:
 
     async def unredirect(self, address: IPv4Address) -> None:
         self.redirects.pop(address, None)
+
+    async def park(self, address: IPv4Address) -> None:
+        self.access[address] = -1  # the paging device
+        self.parked.add(address)
+
+    async def reinject(self, packets: list[bytes]) -> int:
+        self.reinjected.extend(packets)
+        return len(packets)
 
 
 class FakeBgp:
@@ -90,18 +100,27 @@ class Harness:
             self.redirected.append((target.node, addrs))
             return addrs
 
+        self.paged: list[list[IPv4Address]] = []
+        self.remote_pages: list[str] = []
+
+        async def page_remote(target: ArInfo, addrs: list[IPv4Address]) -> list[IPv4Address]:
+            self.remote_pages.append(target.node)
+            return addrs
+
         self.mob = Mobility(
             me=ARS[me], ars=ARS, managed=IPv4Network("10.64.0.0/12"), checker=self.dns,
             kernel=self.kernel, bgp=self.bgp, rib=self.rib, redirector=redirector,
             mode=lambda: mode,  # type: ignore[arg-type, return-value]
             on_access_link=lambda ifindex: ifindex == 7, clock=lambda: self.now,
+            tal=("ar1", "ar2", "ar3"), pager=self.paged.append, page_remote=page_remote,
+            paging_bound=3, paging_timeout_s=0.05,
         )
 
     def auth(self, *addrs: str, peer: str = "mn1.example", previous: str | None = None,
-             ifindex: int = 7) -> list[IPv4Address]:
+             ifindex: int = 7, idle: bool = False) -> list[IPv4Address]:
         result = AuthResult(peer, self.mob.me.fqdn, Suite.P256,
                             tuple(IPv4Network(a) for a in addrs), True, b"s" * 8,
-                            ("10.64.0.10", 4000), previous, ifindex)
+                            ("10.64.0.10", 4000), previous, ifindex, idle)
 
         async def go() -> list[IPv4Address]:
             out = await self.mob.on_authenticated(result)
@@ -276,3 +295,80 @@ def test_unknown_names_are_mns_and_pass_the_dns_checks(peer: str) -> None:
     assert h.kernel.redirects == {} and h.bgp.announced == {}
 
 
+
+
+def packet(seq: int, dst: str = "10.64.0.10") -> bytes:
+    head = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]) + bytes([198, 51, 100, 2])
+    return head + IPv4Address(dst).packed + seq.to_bytes(8, "big")
+
+
+def test_idle_mn_is_buffered_paged_in_its_tal_then_delivered_in_order() -> None:
+    h = Harness("ar1")
+    h.mob.paging_timeout_s = 30.0
+    h.auth("10.64.0.10/32")
+    assert h.auth("10.64.0.10/32", idle=True) == [A]
+    assert A in h.kernel.parked and A in h.mob.idle
+    # The MN answers the page at ar3: its redirect arrives here, the buffer follows it.
+    redirect = AuthResult("ar3.isp.test", "ar1.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                          ("10.254.0.5", 7411), None, 3)
+
+    async def go() -> None:
+        for seq in range(5):  # the bound is 3: two are dropped, the newest
+            h.mob.on_buffered(packet(seq))
+        assert h.paged == [[A]]  # our own access link, once
+        assert h.mob.idle[A].buffer.dropped == 2
+        await asyncio.sleep(0.01)
+        await h.mob.on_authenticated(redirect)
+        for task in list(h.mob._tasks):
+            task.cancel()
+
+    asyncio.run(go())
+    assert sorted(h.remote_pages) == ["ar2", "ar3"]  # the rest of the TAL was paged
+    assert [int.from_bytes(p[20:], "big") for p in h.kernel.reinjected] == [0, 1, 2]
+    assert A not in h.mob.idle and h.kernel.redirects == {A: ARS["ar3"].overlay}
+    flushed = next(r for r in h.mob.events.records if r["ev"] == "flushed")
+    assert flushed["buffered"] == 3 and flushed["dropped"] == 2
+
+
+def test_unanswered_page_times_out_and_frees_the_buffer() -> None:
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32")
+    h.auth("10.64.0.10/32", idle=True)
+
+    async def go() -> None:
+        h.mob.on_buffered(packet(1))
+        h.mob.on_buffered(packet(2))
+        await asyncio.gather(*list(h.mob._tasks))  # includes the 50 ms page timeout
+
+    asyncio.run(go())
+    state = h.mob.idle[A]
+    assert len(state.buffer.packets) == 0 and state.buffer.dropped == 2
+    assert state.paging_since is None  # the next packet pages again
+    assert any(r["ev"] == "page_timeout" for r in h.mob.events.records)
+
+
+def test_paged_mn_waking_where_it_went_idle_gets_its_packets_locally() -> None:
+    h = Harness("ar1")
+    h.mob.paging_timeout_s = 30.0
+    h.auth("10.64.0.10/32")
+    h.auth("10.64.0.10/32", idle=True)
+
+    async def go() -> None:
+        h.mob.on_buffered(packet(7))
+        result = AuthResult("mn1.example", "ar1.isp.test", Suite.P256, (H32,), True, b"s" * 8,
+                            ("10.64.0.10", 4000), None, 7)
+        await h.mob.on_authenticated(result)  # answered the page in the same cell
+        for task in list(h.mob._tasks):
+            task.cancel()
+
+    asyncio.run(go())
+    assert h.kernel.access == {A: 7} and [p[-1] for p in h.kernel.reinjected] == [7]
+    assert h.redirected == []  # nobody to redirect from
+
+
+def test_page_from_another_ar_is_broadcast_on_our_link() -> None:
+    h = Harness("ar2")
+    page = AuthResult("ar1.isp.test", "ar2.isp.test", Suite.P256, (H32,), True, b"p" * 8,
+                      ("10.254.0.5", 7411), None, 3, False, True)
+    assert asyncio.run(h.mob.on_authenticated(page)) == [A]
+    assert h.paged == [[A]] and h.kernel.redirects == {}

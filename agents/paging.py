@@ -1,0 +1,130 @@
+"""Idle mode on the AR (draft 4): a TUN device where an idle MN's packets wait, a bounded
+buffer per MN, the page broadcast on the access link, and re-injection in order.
+
+Packets for an idle MN are routed into the TUN device (`pg0`); the agent reads them, keeps
+at most `bound` per MN and drops the newest beyond it (tail drop: what is kept stays a
+contiguous, in-order prefix of the stream). When the MN authenticates again the buffer is
+written back through a raw socket, so the kernel routes it along whatever route now holds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+TUNSETIFF = 0x400454CA
+IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
+SO_BINDTODEVICE = 25
+PAGE_MAGIC = "fa-page-1"
+
+
+class PagingError(OSError):
+    """The TUN device or a paging socket could not be set up."""
+
+
+def open_tun(name: str) -> int:
+    """Create (or attach to) TUN device ``name``; returns its non-blocking fd."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        raise PagingError(exc.errno, f"/dev/net/tun: {exc.strerror}") from None
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    except OSError as exc:
+        os.close(fd)
+        raise PagingError(exc.errno, f"TUNSETIFF {name}: {exc.strerror}") from None
+    return fd
+
+
+def destination(packet: bytes) -> IPv4Address | None:
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    return IPv4Address(packet[16:20])
+
+
+@dataclass
+class Buffer:
+    """One idle MN's packets, bounded, tail-drop."""
+
+    bound: int
+    packets: deque[bytes] = field(default_factory=deque)
+    dropped: int = 0
+    received: int = 0
+
+    def add(self, packet: bytes) -> bool:
+        self.received += 1
+        if len(self.packets) >= self.bound:
+            self.dropped += 1
+            return False
+        self.packets.append(packet)
+        return True
+
+    def drain(self) -> list[bytes]:
+        out = list(self.packets)
+        self.packets.clear()
+        return out
+
+
+class Reinjector:
+    """Writes buffered packets back into the IP stack, as if they had just arrived."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def send(self, packets: list[bytes]) -> int:
+        sent = 0
+        for p in packets:
+            dst = destination(p)
+            if dst is None:
+                continue
+            try:
+                self._sock.sendto(p, (str(dst), 0))
+                sent += 1
+            except OSError:
+                pass  # no route at this instant: the packet is lost, as on a real link
+        return sent
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def page_payload(addresses: list[IPv4Address], by: str) -> bytes:
+    return json.dumps({"m": PAGE_MAGIC, "addrs": [str(a) for a in addresses],
+                       "by": by}).encode()
+
+
+def parse_page(data: bytes) -> tuple[list[IPv4Address], str] | None:
+    """The addresses a page is for and the AR that pages, or None for anything else."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("m") != PAGE_MAGIC:
+            return None
+        return [IPv4Address(a) for a in doc["addrs"]][:16], str(doc["by"])[:255]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class Pager:
+    """Broadcasts pages on the AR's access link (the radio's paging channel)."""
+
+    def __init__(self, ifname: str, port: int) -> None:
+        self.port = port
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        except OSError as exc:
+            self._sock.close()
+            raise PagingError(exc.errno, f"binding the pager to {ifname}: {exc}") from None
+
+    def page(self, addresses: list[IPv4Address], by: str) -> None:
+        self._sock.sendto(page_payload(addresses, by), ("255.255.255.255", self.port))
+
+    def close(self) -> None:
+        self._sock.close()
