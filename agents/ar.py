@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -30,7 +31,7 @@ from .dns import DnssecKeyResolver, ValidatingResolver, normalize
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility, read_mode
 from .nft import Nft, NftError, SourceFilter
-from .paging import Pager, PagingError, Reinjector, open_tun
+from .paging import Pager, PagingError, Reinjector, destination, open_tun
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 
@@ -280,17 +281,50 @@ class ArAgent:
     def _park_now(self, address: ipaddress.IPv4Address) -> None:
         if self._paging_index is None:
             raise RuntimeError("no paging device")
-        self.fib.add_access(address, self._paging_index)  # replaces the access route
-        if self._sources is not None:
-            self._sources.revoke_address(address)
+        self.fib.add_park(address, self._paging_index)
+        self._detach_now(address)
 
     async def park(self, address: ipaddress.IPv4Address) -> None:
         await self._on_handoff(self._park_now, address)
 
-    async def reinject(self, packets: list[bytes]) -> int:
-        if self._reinjector is None:
+    def _unpark_now(self, address: ipaddress.IPv4Address, device: str | None,
+                    late: deque[bytes] | None) -> None:
+        """Remove the paging route, then at once send on what the device still holds for
+        this MN (older than anything the new route now carries); others go back to the
+        loop, to be buffered as usual."""
+        self.fib.del_park(address)
+        fd, loop = self._tun_fd, self._loop
+        if fd is None or loop is None or self._reinjector is None:
+            return
+        mine: list[bytes] = []
+        while late:  # read by the loop since the wake-up began: older than the device's
+            mine.append(late.popleft())
+        while True:
+            try:
+                packet = os.read(fd, 65535)
+            except OSError:
+                break
+            if destination(packet) == address:
+                mine.append(packet)
+            elif self.mobility is not None:
+                loop.call_soon_threadsafe(self.mobility.on_buffered, packet)
+        if mine:
+            self._reinjector.send(mine, device)
+
+    async def unpark(self, address: ipaddress.IPv4Address, via: str | None = None,
+                     late: deque[bytes] | None = None) -> None:
+        await self._on_handoff(self._unpark_now, address, self._device(via), late)
+
+    def _device(self, via: str | None) -> str | None:
+        if self.config is None:
+            return None
+        return {"access": f"{self.config.node}-acc",
+                "overlay": self.config.overlay_dev}.get(via or "")
+
+    async def reinject(self, packets: list[bytes], via: str | None) -> int:
+        if self._reinjector is None or self.config is None:
             return 0
-        return int(await self._on_handoff(self._reinjector.send, packets))
+        return int(await self._on_handoff(self._reinjector.send, packets, self._device(via)))
 
     def page_local(self, addresses: list[ipaddress.IPv4Address]) -> None:
         if self._pager is not None and self.config is not None:
@@ -343,7 +377,10 @@ class ArAgent:
         asyncio.get_running_loop().add_reader(self._tun_fd, self._tun_readable)
 
     async def unredirect(self, address: ipaddress.IPv4Address) -> None:
-        await self._on_handoff(self.fib.del_redirect, address)
+        # On the FIB worker, behind the sync that installed the BGP route which made the
+        # redirect unnecessary: removing it first would leave a gap (at the pool owner, the
+        # pool's blackhole).
+        await self._on_fib(self.fib.del_redirect, address)
         self.push({IPv4Network((address, 32))})
 
     def announce(self, prefix: ipaddress.IPv4Network, local_pref: int,

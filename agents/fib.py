@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 RTPROT_FLATARCH = 250  # our routes, so we never resolve through or delete another's
 METRIC = 200  # below zebra's routes (metric 20) should a prefix ever appear in both
+PARK_METRIC = 90  # an idle MN's packets wait in the paging buffer, whatever else is there
 ACCESS_METRIC = 100  # an MN attached here beats any BGP route for its /32
 REDIRECT_METRIC = 150  # a fast redirect beats BGP until BGP itself points the same way
 
@@ -102,6 +103,7 @@ class KernelFib:
         self.installed: dict[Net, tuple[Route, Path]] = {}
         self.access: dict[ipaddress.IPv4Address, int] = {}
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
+        self.parked: dict[ipaddress.IPv4Address, int] = {}
 
     def close(self) -> None:
         self._nl.close()
@@ -172,6 +174,8 @@ class KernelFib:
             self.del_access(a)
         for a in list(self.redirected):
             self.del_redirect(a)
+        for a in list(self.parked):
+            self.del_park(a)
 
     # --- host routes of the handoff: MNs attached here, and fast redirects ---------------
 
@@ -201,6 +205,20 @@ class KernelFib:
                                   priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
         except NetlinkError as exc:  # gone with its link already
             log.warning("delete access route %s: %s", address, exc)
+
+    def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
+        self._nl.route_replace(dst=_host(address), oif=oif, proto=RTPROT_FLATARCH,
+                               priority=PARK_METRIC, scope=RT_SCOPE_LINK)
+        self.parked[address] = oif
+
+    def del_park(self, address: ipaddress.IPv4Address) -> None:
+        if self.parked.pop(address, None) is None:
+            return
+        try:
+            self._nl.route_delete(dst=_host(address), proto=RTPROT_FLATARCH,
+                                  priority=PARK_METRIC, scope=RT_SCOPE_LINK)
+        except NetlinkError as exc:
+            log.warning("delete paging route %s: %s", address, exc)
 
     def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                      oif: int) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -28,6 +29,7 @@ Mode = Literal["redirect", "draft"]
 MODES: tuple[Mode, ...] = ("redirect", "draft")
 LP_MAX = (1 << 32) - 1
 REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
+WITHDRAW_HOLD_S = 0.5  # a superseded /32 lingers this long: two reflector hops and margin
 
 
 def host(address: IPv4Address) -> IPv4Network:
@@ -64,10 +66,18 @@ class Kernel(Protocol):
     async def unredirect(self, address: IPv4Address) -> None: ...
 
     async def park(self, address: IPv4Address) -> None:
-        """Idle MN: route its packets into the paging buffer instead of the access link."""
+        """Idle MN: route its packets into the paging buffer (a route that beats every
+        other, including the access route), and drop its access route and source entry."""
 
-    async def reinject(self, packets: list[bytes]) -> int:
-        """Send buffered packets on along whatever route now holds; returns how many."""
+    async def unpark(self, address: IPv4Address, via: Via = None,
+                     late: deque[bytes] | None = None) -> None:
+        """Remove the paging route: what is beneath it (access, redirect, BGP) takes over.
+        Then, in order, ``late`` (read from the device since the wake-up began) and what the
+        device still holds for the MN follow through ``via`` at once."""
+
+    async def reinject(self, packets: list[bytes], via: Via) -> int:
+        """Send buffered packets on, through ``via`` (the access link, the redirect tunnel,
+        or None for the routing table); returns how many were sent."""
 
 
 class Bgp(Protocol):
@@ -85,6 +95,7 @@ class RibView(Protocol):
 
 Redirector = Callable[[ArInfo, list[IPv4Address]], Awaitable[list[IPv4Address]]]
 Pager = Callable[[list[IPv4Address]], None]  # broadcast a page on our own access link
+Via = Literal["access", "overlay"] | None
 
 
 @dataclass
@@ -143,6 +154,7 @@ class Attachment:
 class Redirect:
     target: ArInfo
     deadline: float
+    leaving: bool = False  # BGP converged here; removal is scheduled
 
 
 @dataclass
@@ -172,6 +184,9 @@ class Mobility:
     paging_bound: int = 256
     paging_timeout_s: float = 3.0
     idle: dict[IPv4Address, Idle] = field(default_factory=dict)
+    waking: dict[IPv4Address, tuple[Via, deque[bytes]]] = field(default_factory=dict)
+    withdraw_hold_s: float = WITHDRAW_HOLD_S
+    _withdrawing: set[IPv4Address] = field(default_factory=set)
     unbuffered_drops: int = 0
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -235,11 +250,12 @@ class Mobility:
     async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
         # A paged MN waking up where it went idle has nobody to redirect from.
         previous = None if a in self.idle else self._previous_ar(a, result.previous)
-        if mode == "redirect" and previous is not None:
-            # First: the previous AR takes milliseconds to act on it, our route install less.
-            self._spawn(self._send_redirect(previous, a))
         await self.kernel.attach(a, result.ifindex)
-        await self._wake(a, "paged MN authenticated here")
+        if mode == "redirect" and previous is not None:
+            # Only now: whatever the previous AR tunnels to us (in-flight packets, or a paged
+            # MN's whole buffer) must find the access route in place.
+            self._spawn(self._send_redirect(previous, a))
+        await self._wake(a, "paged MN authenticated here", "access")
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp)
         self.superseded_by.pop(a, None)
@@ -296,9 +312,10 @@ class Mobility:
                 self.events("redirect_refused", addr=a, by=peer.node, reason="not ours")
                 continue
             # The access route (metric 100) would beat the redirect (150): both change at once.
+            # A paging route (metric 90) stays until its buffer has gone through the tunnel.
             att = self.attached.pop(a, None)
             parked = a in self.idle
-            if await self.kernel.redirect(a, peer.overlay, detach=att is not None or parked):
+            if await self.kernel.redirect(a, peer.overlay, detach=att is not None):
                 self.redirects[a] = Redirect(peer, self.clock() + REDIRECT_LIFETIME_S)
                 done.append(a)
             self.superseded_by[a] = peer.fqdn
@@ -306,7 +323,7 @@ class Mobility:
             if att is not None:
                 self.events("detached", addr=a, mn=att.mn, reason=f"redirected to {peer.node}")
             if parked:
-                await self._wake(a, f"redirected to {peer.node}")
+                await self._wake(a, f"redirected to {peer.node}", "overlay")
             self._check(a)
         return done
 
@@ -338,11 +355,14 @@ class Mobility:
         if a in self.idle and newer:
             self._spawn(self._unpark(a, "newer route elsewhere"))
         if mine is not None:
-            if newer:
-                self.announced.pop(a)
-                self.bgp.withdraw(host(a))
-                self.events("withdrawn", addr=a, reason="newer route",
-                            newer_local_pref=max(r.local_pref for r in newer))
+            if newer and a not in self._withdrawing:
+                # Make before break: our /32 stays as a fallback a little longer, so that no
+                # router is left between our withdrawal and the newer route (we forward to
+                # the new AR meanwhile); it has lost to the newer LOCAL_PREF everywhere.
+                self._withdrawing.add(a)
+                self._spawn(self._withdraw_later(a, mine, max(r.local_pref for r in newer)))
+            elif newer:
+                pass
             elif a in self.me.pool and a in self.attached and not others:
                 # Back home and the visitor's /32 is gone: the pool route covers it again.
                 self.announced.pop(a)
@@ -354,9 +374,31 @@ class Mobility:
             converged = best is not None and best.next_hop == red.target.loopback
             # Return home: the target owns the pool, so no /32 of ours or theirs may remain.
             home_target = a in red.target.pool and not others and mine is None
-            if converged or home_target:
-                self.redirects.pop(a)
-                self._spawn(self._unredirect(a, "bgp converged"))
+            if (converged or home_target) and not red.leaving:
+                # Converged here is not converged upstream: a router that still sends to us
+                # would get the packet straight back by our new BGP route (a micro-loop).
+                # The tunnel stays for as long as the withdrawal hold, then goes.
+                red.leaving = True
+                self._spawn(self._unredirect_later(a, red))
+
+    async def _unredirect_later(self, a: IPv4Address, red: Redirect) -> None:
+        if self.withdraw_hold_s > 0:
+            await asyncio.sleep(self.withdraw_hold_s)
+        if self.redirects.get(a) is red:
+            self.redirects.pop(a)
+            await self._unredirect(a, "bgp converged")
+
+    async def _withdraw_later(self, a: IPv4Address, lp: int, newer_lp: int) -> None:
+        try:
+            if self.withdraw_hold_s > 0:
+                await asyncio.sleep(self.withdraw_hold_s)
+            if self.announced.get(a) == lp:  # not re-announced meanwhile (the MN came back)
+                self.announced.pop(a)
+                self.bgp.withdraw(host(a))
+                self.events("withdrawn", addr=a, reason="newer route",
+                            newer_local_pref=newer_lp)
+        finally:
+            self._withdrawing.discard(a)
 
     async def _unredirect(self, a: IPv4Address, reason: str) -> None:
         await self.kernel.unredirect(a)
@@ -389,6 +431,10 @@ class Mobility:
     def on_buffered(self, packet: bytes) -> None:
         """A packet came out of the paging device: buffer it, and page if not yet paging."""
         a = destination(packet)
+        if a is not None and a in self.waking:
+            # Read from the device after the buffer was handed on: it follows, in order.
+            self.waking[a][1].append(packet)
+            return
         state = self.idle.get(a) if a is not None else None
         if state is None or a is None:
             self.unbuffered_drops += 1
@@ -435,23 +481,33 @@ class Mobility:
         self.events("page_broadcast", addrs=addrs, by=peer.node)
         return addrs
 
-    async def _wake(self, a: IPv4Address, reason: str) -> None:
-        """The MN is reachable again: send its buffered packets on, in order."""
+    async def _wake(self, a: IPv4Address, reason: str, via: Via) -> None:
+        """The MN is reachable again: its buffer goes first, through ``via`` while the
+        paging route still holds new packets back; then the paging route goes, and what
+        the device still held follows. New packets take the new route after that."""
         state = self.idle.pop(a, None)
         if state is None:
             return
+        late: deque[bytes] = deque()
+        self.waking[a] = (via, late)
         packets = state.buffer.drain()
-        sent = await self.kernel.reinject(packets) if packets else 0
+        sent = await self.kernel.reinject(packets, via) if packets else 0
+        await self.kernel.unpark(a, via, late)
         self.events("flushed", addr=a, mn=state.mn, reason=reason, buffered=len(packets),
                     sent=sent, dropped=state.buffer.dropped, received=state.buffer.received,
                     paging_ms=(self.clock() - state.paging_since) * 1000
                     if state.paging_since is not None else None)
+        self._spawn(self._woken(a))
+
+    async def _woken(self, a: IPv4Address) -> None:
+        await asyncio.sleep(0.2)  # the device's queue is long drained by then
+        via, late = self.waking.pop(a, (None, deque()))
+        if late:
+            await self.kernel.reinject(list(late), via)
 
     async def _unpark(self, a: IPv4Address, reason: str) -> None:
-        if a not in self.idle:
-            return
-        await self.kernel.detach(a)
-        await self._wake(a, reason)
+        if a in self.idle:
+            await self._wake(a, reason, None)
 
     def on_link_gone(self, ifindex: int) -> None:
         """The MN's access link left this AR (the radio moved): nothing can reach it here."""

@@ -72,26 +72,39 @@ class Buffer:
 
 
 class Reinjector:
-    """Writes buffered packets back into the IP stack, as if they had just arrived."""
+    """Writes buffered packets back into the IP stack. Bound to a device, the route lookup
+    only considers routes through it, so the paging route that still holds newer packets
+    back is passed by; unbound, the routing table decides."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self._socks: dict[str | None, socket.socket] = {}
 
-    def send(self, packets: list[bytes]) -> int:
+    def _sock(self, device: str | None) -> socket.socket:
+        s = self._socks.get(device)
+        if s is None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            if device is not None:
+                s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
+            self._socks[device] = s
+        return s
+
+    def send(self, packets: list[bytes], device: str | None = None) -> int:
+        sock = self._sock(device)
         sent = 0
         for p in packets:
             dst = destination(p)
             if dst is None:
                 continue
             try:
-                self._sock.sendto(p, (str(dst), 0))
+                sock.sendto(p, (str(dst), 0))
                 sent += 1
             except OSError:
                 pass  # no route at this instant: the packet is lost, as on a real link
         return sent
 
     def close(self) -> None:
-        self._sock.close()
+        for s in self._socks.values():
+            s.close()
 
 
 def page_payload(addresses: list[IPv4Address], by: str) -> bytes:

@@ -151,12 +151,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    if args.name != "handoff":
-        raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff)")
+    if args.name not in ("handoff", "idle"):
+        raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff, "
+                       "idle)")
     _require_root()
     from . import scenario
 
     topo = model.load(args.topology)
+    if args.name == "idle":
+        from . import scenario_idle
+
+        with Lab(topo) as lab:
+            result = scenario_idle.IdleScenario(
+                lab, rounds=args.rounds, burst=args.burst,
+                out_dir=Path(args.out) if args.out else None,
+            ).run()
+        print(scenario_idle.table(result))
+        _write_json(args.json, result)
+        return 0
     modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
     with Lab(topo) as lab:
         result = scenario.HandoffScenario(
@@ -198,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--handoffs", type=int, default=20, help="handoffs per mode (at least)")
     sc.add_argument("--period", type=float, default=2.0, help="seconds between handoffs")
     sc.add_argument("--out", help="keep the raw files (ping, iperf3, agents' and bgpd's logs)")
+    sc.add_argument("--rounds", type=int, default=5, help="idle: pages to measure")
+    sc.add_argument("--burst", type=int, default=50, help="idle: packets sent to the idle MN")
     sc.add_argument("--json")
     sc.set_defaults(func=cmd_scenario)
     be = sub.add_parser("bench", help="micro-benchmarks")

@@ -119,8 +119,13 @@ def test_same_second_handoffs_keep_newest_wins(lab: Lab) -> None:
     """Two handoffs inside one second: LOCAL_PREF is max(now, highest seen + 1)."""
     wait_until(lambda: time.time() % 1.0 < 0.05, 2, "the start of a second", 0.005)
     move(lab, "mn1", "ar7")  # cluster k4 shares agg1 with k1: ar8 hears ar7's route at once
-    wait_until(lambda: f"{MN1}/32" in status(lab, "ar8")["rib_host_routes"], 2,
-               "ar8 to hear ar7's /32", 0.01)
+    ar7 = str(lab.topo.node("ar7").loopback)
+
+    def heard() -> bool:
+        paths = status(lab, "ar8")["rib_host_routes"].get(f"{MN1}/32", [])
+        return any(nh == ar7 for nh, _ in paths)
+
+    wait_until(heard, 2, "ar8 to hear ar7's /32", 0.01)
     move(lab, "mn1", "ar8")
     ann7 = [e for e in events(lab, "ar7") if e["ev"] == "announced"][-1]
     ann8 = [e for e in events(lab, "ar8") if e["ev"] == "announced"][-1]
@@ -216,3 +221,77 @@ def test_spoofed_source_is_dropped_at_the_access_router(lab: Lab) -> None:
     finally:
         mn1.check(["ip", "addr", "del", f"{MN2}/32", "dev", "mn1-eth0"])
     assert dropped() >= before + 3
+
+
+# --- idle mode (draft 4) --------------------------------------------------------------------
+
+def _stream(lab: Lab, first: int, count: int) -> None:
+    res = lab.execs["cn"].run([sys.executable, "-m", "agents.udpstream", "send", MN1,
+                               "--count", str(count), "--interval", "0.005",
+                               "--first", str(first)], timeout=30)
+    assert res.returncode == 0, res.stderr
+
+
+def _received(path: Path, first: int) -> list[int]:
+    from agents import udpstream
+
+    return [r.seq for r in udpstream.parse(path.read_text())
+            if r.kind == "recv" and r.seq >= first]
+
+
+@pytest.fixture()
+def receiver(lab: Lab) -> Iterator[Path]:
+    from topologies.scenario import background
+
+    out = lab.dir / "idle-recv.txt"
+    with background(lab.execs["mn1"], [sys.executable, "-m", "agents.udpstream", "recv"], out):
+        wait_until(lambda: out.exists() and "listening" in out.read_text(), 10, "receiver")
+        yield out
+
+
+def test_idle_mn_is_paged_two_ars_away_and_gets_its_packets_in_order(
+        lab: Lab, receiver: Path) -> None:
+    ctl = lab.control("mn1")
+    answer = ctl.request({"cmd": "idle"})
+    assert answer["ok"] and answer["tal"] == ["ar1", "ar2", "ar3"]
+    assert lab.handoff("mn1", "ar2")["authenticated"] is False  # idle: no signalling
+    assert lab.handoff("mn1", "ar3")["authenticated"] is False
+    bound = json.loads((lab.rundir("ar1") / "agent.json").read_text())["paging"]["buffer"]
+    count = 40
+    assert count < bound
+    _stream(lab, 1000, count)
+    wait_until(lambda: len(_received(receiver, 1000)) >= count, 10, "every packet", 0.05)
+    seqs = _received(receiver, 1000)
+    assert seqs == list(range(1000, 1000 + count))  # nothing lost, nothing reordered
+    flushed = [e for e in events(lab, "ar1") if e["ev"] == "flushed"][-1]
+    assert flushed["buffered"] >= 1 and flushed["dropped"] == 0
+    assert flushed["reason"] == "redirected to ar3"
+    assert ctl.request({"cmd": "status"})["ar"] == "ar3"
+    move(lab, "mn1", "ar1")
+    settle_at(lab, "ar1")
+
+
+def test_unanswered_page_ends_and_frees_its_buffer(lab: Lab, receiver: Path) -> None:
+    ctl = lab.control("mn1")
+    assert ctl.request({"cmd": "idle"})["ok"]
+    ctl.request({"cmd": "deaf", "on": True})  # switched off: it will not answer
+    try:
+        _stream(lab, 2000, 10)
+
+        def timed_out() -> bool:
+            return any(e["ev"] == "page_timeout" for e in events(lab, "ar1")
+                       if e["t"] > time.time() - 30)
+
+        wait_until(timed_out, 10, "the page to time out", 0.1)
+
+        def freed() -> bool:  # the status file is rewritten every half second
+            idle = status(lab, "ar1")["mobility"]["idle"][MN1]
+            return bool(idle["buffered"] == 0 and idle["dropped"] >= 10 and not idle["paging"])
+
+        wait_until(freed, 5, "ar1 to report the buffer freed", 0.1)
+        assert _received(receiver, 2000) == []
+    finally:
+        ctl.request({"cmd": "deaf", "on": False})
+    _stream(lab, 3000, 1)  # a new packet pages again, and this time it is answered
+    wait_until(lambda: _received(receiver, 3000) == [3000], 10, "the MN to wake", 0.05)
+    settle_at(lab, "ar1")

@@ -45,6 +45,7 @@ class FakeKernel:
         self.redirects: dict[IPv4Address, IPv4Address] = {}
         self.parked: set[IPv4Address] = set()
         self.reinjected: list[bytes] = []
+        self.vias: list[str | None] = []
 
     async def attach(self, address: IPv4Address, ifindex: int) -> None:
         self.access[address] = ifindex
@@ -62,11 +63,16 @@ class FakeKernel:
         self.redirects.pop(address, None)
 
     async def park(self, address: IPv4Address) -> None:
-        self.access[address] = -1  # the paging device
+        self.access.pop(address, None)
         self.parked.add(address)
 
-    async def reinject(self, packets: list[bytes]) -> int:
+    async def unpark(self, address: IPv4Address, via: str | None = None,
+                     late: object = None) -> None:
+        self.parked.discard(address)
+
+    async def reinject(self, packets: list[bytes], via: str | None) -> int:
         self.reinjected.extend(packets)
+        self.vias.append(via)
         return len(packets)
 
 
@@ -113,7 +119,7 @@ class Harness:
             mode=lambda: mode,  # type: ignore[arg-type, return-value]
             on_access_link=lambda ifindex: ifindex == 7, clock=lambda: self.now,
             tal=("ar1", "ar2", "ar3"), pager=self.paged.append, page_remote=page_remote,
-            paging_bound=3, paging_timeout_s=0.05,
+            paging_bound=3, paging_timeout_s=0.05, withdraw_hold_s=0.0,
         )
 
     def auth(self, *addrs: str, peer: str = "mn1.example", previous: str | None = None,
@@ -325,6 +331,7 @@ def test_idle_mn_is_buffered_paged_in_its_tal_then_delivered_in_order() -> None:
     asyncio.run(go())
     assert sorted(h.remote_pages) == ["ar2", "ar3"]  # the rest of the TAL was paged
     assert [int.from_bytes(p[20:], "big") for p in h.kernel.reinjected] == [0, 1, 2]
+    assert h.kernel.vias == ["overlay"] and A not in h.kernel.parked  # tunnel, then unpark
     assert A not in h.mob.idle and h.kernel.redirects == {A: ARS["ar3"].overlay}
     flushed = next(r for r in h.mob.events.records if r["ev"] == "flushed")
     assert flushed["buffered"] == 3 and flushed["dropped"] == 2
@@ -363,6 +370,7 @@ def test_paged_mn_waking_where_it_went_idle_gets_its_packets_locally() -> None:
 
     asyncio.run(go())
     assert h.kernel.access == {A: 7} and [p[-1] for p in h.kernel.reinjected] == [7]
+    assert h.kernel.vias == ["access"]
     assert h.redirected == []  # nobody to redirect from
 
 
