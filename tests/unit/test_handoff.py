@@ -119,7 +119,7 @@ class Harness:
             mode=lambda: mode,  # type: ignore[arg-type, return-value]
             on_access_link=lambda ifindex: ifindex == 7, clock=lambda: self.now,
             tal=("ar1", "ar2", "ar3"), pager=self.paged.append, page_remote=page_remote,
-            paging_bound=3, paging_timeout_s=0.05, withdraw_hold_s=0.0,
+            paging_bound=3, paging_timeout_s=0.05, redirect_hold_s=0.0,
         )
 
     def auth(self, *addrs: str, peer: str = "mn1.example", previous: str | None = None,
