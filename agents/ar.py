@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import exabgp_api as api
+from . import netlink
 from .auth import Authenticator, KeyStore, Limits, Peer, PublishedKey, Role
 from .dns import DnssecKeyResolver, ValidatingResolver, normalize
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
@@ -464,20 +465,20 @@ class ArAgent:
 
     def watch_kernel(self, loop: asyncio.AbstractEventLoop) -> None:
         """Thread: any route change not made by us may move a BGP next hop; a vanished
-        link may be an MN's access link that the radio moved to another AR."""
-        from pyroute2 import IPRoute
-
-        with IPRoute() as mon:
-            mon.bind()
-            while True:
-                for msg in mon.get():
-                    event = msg.get("event")
-                    if event == "RTM_DELLINK" and self.mobility is not None:
-                        loop.call_soon_threadsafe(self.mobility.on_link_gone, int(msg["index"]))
-                    if event in ("RTM_NEWROUTE", "RTM_DELROUTE", "RTM_NEWLINK", "RTM_DELLINK"):
-                        if msg.get("proto") == RTPROT_FLATARCH:
-                            continue
-                        loop.call_soon_threadsafe(self._resync.set)
+        link may be an MN's access link. A raw netlink socket, reading only the header and
+        the route's protocol: parsing every message in Python would hold the interpreter
+        lock against the handoff path while our own FIB changes stream by."""
+        for kind, payload in netlink.monitor(netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE):
+            if kind == netlink.RTM_DELLINK and self.mobility is not None:
+                index = netlink.link_index_of(payload)
+                if index is not None:
+                    loop.call_soon_threadsafe(self.mobility.on_link_gone, index)
+            if kind in (netlink.RTM_NEWROUTE, netlink.RTM_DELROUTE):
+                if netlink.route_proto(payload) == RTPROT_FLATARCH:
+                    continue
+            elif kind not in (netlink.RTM_NEWLINK, netlink.RTM_DELLINK):
+                continue
+            loop.call_soon_threadsafe(self._resync.set)
 
     async def resync_loop(self) -> None:
         while True:

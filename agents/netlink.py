@@ -14,12 +14,14 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
-RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTMGRP_LINK, RTMGRP_IPV4_ROUTE = 0x1, 0x40
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
@@ -192,3 +194,37 @@ class Netlink:
                 name = parse_attrs(payload[_IFINFOMSG.size:]).get(IFLA_IFNAME, b"")
                 return name.rstrip(b"\0").decode()
         return None
+
+
+def route_proto(payload: bytes) -> int | None:
+    """The protocol octet of an rtmsg, without parsing its attributes."""
+    return payload[5] if len(payload) >= _RTMSG.size else None
+
+
+def link_index_of(payload: bytes) -> int | None:
+    return int(_IFINFOMSG.unpack_from(payload)[2]) if len(payload) >= _IFINFOMSG.size else None
+
+
+def monitor(groups: int) -> Iterator[tuple[int, bytes]]:
+    """Yield (message type, payload) for every notification of ``groups``, forever."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sock.bind((0, groups))
+    try:
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # overrun: the caller resyncs on any event
+                    yield RTM_NEWLINK, b""
+                    continue
+                raise
+            off = 0
+            while off + _NLMSGHDR.size <= len(data):
+                length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, off)
+                if length < _NLMSGHDR.size:
+                    break
+                yield kind, data[off + _NLMSGHDR.size:off + length]
+                off += _align(length)
+    finally:
+        sock.close()

@@ -78,11 +78,15 @@ class SourceFilter:
 
     def __init__(self, nft: Nft) -> None:
         self._nft = nft
+        # What we added, so a revocation needs no listing of the set (a handoff step).
+        self._allowed: dict[ipaddress.IPv4Address, set[str]] = {}
 
     def allow(self, ifname: str, address: ipaddress.IPv4Address) -> None:
         self._nft.run(f"add element {TABLE} {SOURCES_SET} {_element(ifname, address)}")
+        self._allowed.setdefault(address, set()).add(ifname)
 
     def revoke(self, ifname: str, address: ipaddress.IPv4Address) -> None:
+        self._allowed.get(address, set()).discard(ifname)
         try:
             self._nft.run(f"delete element {TABLE} {SOURCES_SET} {_element(ifname, address)}")
         except NftError as exc:
@@ -90,10 +94,9 @@ class SourceFilter:
                 raise
 
     def revoke_address(self, address: ipaddress.IPv4Address) -> None:
-        """Drop every (interface, address) pair for ``address``, wherever it was allowed."""
-        for ifname, addr in self.elements():
-            if addr == address:
-                self.revoke(ifname, addr)
+        """Drop every (interface, address) pair this filter allowed for ``address``."""
+        for ifname in sorted(self._allowed.pop(address, set())):
+            self.revoke(ifname, address)
 
     def elements(self) -> list[tuple[str, ipaddress.IPv4Address]]:
         text = self._nft.run(f"list set {TABLE} {SOURCES_SET}")

@@ -184,10 +184,7 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
                 neighbors.append(_ibgp(topo, core.name, next_hop_self=True))
         for agg in topo.by_role(Role.AGG):
             if any(i.peer == agg.name for i in node.interfaces):
-                # ADD-PATH down to the aggregation routers too: an AR must see a competing
-                # /32 of another cluster even while the cores prefer ours (draft 2.2).
-                neighbors.append(_ibgp(topo, agg.name, rr_client=True, next_hop_self=True,
-                                       addpath_tx=True))
+                neighbors.append(_ibgp(topo, agg.name, rr_client=True, next_hop_self=True))
         inet = topo.by_role(Role.INET)[0]
         if any(i.peer == inet.name for i in node.interfaces):
             _, peer_ip = _link_peer(topo, node, inet.name)
