@@ -249,11 +249,16 @@ class Mobility:
     async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
         # A paged MN waking up where it went idle has nobody to redirect from.
         previous = None if a in self.idle else self._previous_ar(a, result.previous)
+        redirect = previous if mode == "redirect" else None
+        if redirect is not None and not result.page:
+            # First: the previous AR takes milliseconds to act on it, our route install less,
+            # and every millisecond here is a millisecond of outage.
+            self._spawn(self._send_redirect(redirect, a))
         await self.kernel.attach(a, result.ifindex)
-        if mode == "redirect" and previous is not None:
-            # Only now: whatever the previous AR tunnels to us (in-flight packets, or a paged
-            # MN's whole buffer) must find the access route in place.
-            self._spawn(self._send_redirect(previous, a))
+        if redirect is not None and result.page:
+            # An MN answering a page: the previous AR holds its buffer and sends it the
+            # moment the redirect arrives, so our access route must be there first.
+            self._spawn(self._send_redirect(redirect, a))
         await self._wake(a, "paged MN authenticated here", "access")
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp)

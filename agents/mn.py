@@ -113,7 +113,8 @@ class MnAgent:
         return await self.authenticate(ar, previous)
 
     async def authenticate(self, ar: str, previous: str | None = None, *,
-                           idle: bool = False) -> dict[str, Any]:
+                           idle: bool = False, page: bool = False) -> dict[str, Any]:
+        """One AUTH to ``ar``; ``idle``: we go idle there; ``page``: we answer a page."""
         async with self._lock:
             fqdn = self.config.ars[ar]
             prev = previous if previous is not None else self.current
@@ -126,6 +127,7 @@ class MnAgent:
                     (self.config.gateway, self.config.auth_port), fqdn, claimed,
                     mobility=True, ar_key=key, timeout=0.3, retries=5,
                     local_addr=(str(self.config.address), 0), previous=prev_fqdn, idle=idle,
+                    page=page,
                 )
             except AuthError as exc:
                 self.events("auth_failed", ar=ar, error=str(exc), t_sent=t_sent)
@@ -194,7 +196,7 @@ class MnAgent:
         if self.config.address not in addrs or self.cell is None:
             return
         self.events("paged", by=by, cell=self.cell)
-        task = asyncio.ensure_future(self.authenticate(self.cell, self.current))
+        task = asyncio.ensure_future(self.authenticate(self.cell, self.current, page=True))
         self._page_tasks.add(task)
         task.add_done_callback(self._page_tasks.discard)
 

@@ -1,4 +1,4 @@
-"""Mininet CLI with lab commands: vtysh, routes, bgp, lping, health, handoff, mode.
+"""Mininet CLI with lab commands: vtysh, routes, bgp, lping, health, handoff, idle, mode.
 
 Mininet's own syntax still works (`ar1 ip route`); these add the FRR view of a node
 and pings by node name, resolved to the node's loopback or host address.
@@ -97,6 +97,24 @@ class LabCli(CLI):  # type: ignore[misc]
               f"{rec['auth_ms']:.1f} ms; re-routed {', '.join(rec['rerouted']) or 'nothing'}"
               + (f"; NOT re-routed {', '.join(rec['not_rerouted'])}"
                  if rec["not_rerouted"] else ""))
+
+    def do_idle(self, line: str) -> None:
+        """idle MN: the MN goes idle at its AR; it may then move inside its Tracking Area
+        List without signalling, and is paged when a packet arrives for it."""
+        mn = line.strip()
+        if mn not in self.lab.mobiles:
+            print(f"usage: idle MN   (MNs: {' '.join(self.lab.mobiles)})")
+            return
+        try:
+            answer = self.lab.control(mn).request({"cmd": "idle"})
+        except LabError as exc:
+            print(exc)
+            return
+        if answer.get("ok"):
+            print(f"{mn} is idle at {answer['ar']}; Tracking Area List: "
+                  f"{' '.join(answer.get('tal') or [])}")
+        else:
+            print(f"{mn} could not go idle: {answer.get('error')}")
 
     def do_mode(self, line: str) -> None:
         """mode redirect|draft: how ARs hand off (fast redirect, or BGP only as in the draft)."""
