@@ -343,17 +343,18 @@ class Lab:
             # The home AR's agent may still be starting its authenticator: retry briefly.
             answer: dict[str, Any] = {}
 
+            # A refusal right after bring-up (a DNS answer not yet cached) is retried too.
             def authenticated(mn: str = mn, home: str = home,
                               answer: dict[str, Any] = answer) -> bool:
+                answer.clear()
                 answer.update(self.control(mn).request({"cmd": "attach", "ar": home}))
-                return bool(answer.get("ok"))
+                return bool(answer.get("ok")) and not answer.get("not_rerouted")
 
             try:
                 wait_until(authenticated, 30, f"{mn} to authenticate at {home}", 0.5)
             except DeadlineError as exc:
-                raise LabError(f"{exc}: {answer.get('error')}") from None
-            if answer.get("not_rerouted"):
-                raise LabError(f"{home} refused {mn}'s address: {answer}")
+                why = answer.get("error") or f"not re-routed: {answer.get('not_rerouted')}"
+                raise LabError(f"{exc}: {why}") from None
 
     def handoff(self, mn: str, ar: str) -> dict[str, Any]:
         """The lab primitive: move the MN's radio link to ``ar``, then let it authenticate.

@@ -295,3 +295,17 @@ def test_unanswered_page_ends_and_frees_its_buffer(lab: Lab, receiver: Path) -> 
     _stream(lab, 3000, 1)  # a new packet pages again, and this time it is answered
     wait_until(lambda: _received(receiver, 3000) == [3000], 10, "the MN to wake", 0.05)
     settle_at(lab, "ar1")
+
+
+def test_idle_mn_leaving_its_tal_authenticates_at_the_first_ar_outside(lab: Lab) -> None:
+    ctl = lab.control("mn1")
+    assert ctl.request({"cmd": "idle"})["ok"]  # at ar1: the list is ar1, ar2, ar3
+    assert lab.handoff("mn1", "ar2")["authenticated"] is False
+    rec = lab.handoff("mn1", "ar5")  # outside the list
+    assert rec["authenticated"] is True and rec["rerouted"] == [f"{MN1}/32"]
+    assert ctl.request({"cmd": "status"})["idle"] is False
+    settle_at(lab, "ar5")
+    wait_until(lambda: MN1 not in status(lab, "ar1")["mobility"]["idle"], 5,
+               "the last AR to let go", 0.1)
+    move(lab, "mn1", "ar1")
+    settle_at(lab, "ar1")
