@@ -176,6 +176,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             out_dir=Path(args.out) if args.out else None,
         ).run()
     print(scenario.table(result))
+    if not args.out and result.get("plots"):
+        print("plots were drawn in the lab's run directory, now removed; keep them with --out",
+              file=sys.stderr)
     _write_json(args.json, result)
     return 0
 

@@ -168,6 +168,7 @@ class HandoffScenario:
         self.progress = progress or lab.progress
         self.steps = walk(self.topo, self.mn)
         self.dir = out_dir or lab.dir / "scenario-handoff"
+        self.plot_files: list[str] = []
         self.dir.mkdir(parents=True, exist_ok=True)
         self._owner = self._address_owner()
         self._adjacency = self._graph()
@@ -348,10 +349,13 @@ class HandoffScenario:
             })
         iperf = self._iperf()
         measured = [h for h in out if not h["warmup"]]
+        for h, rec in zip(out, records, strict=True):
+            h["t_attach"] = rec["t_attach"]
+        self.plot_files = self._plots(replies, out)
         return {"scenario": "handoff", "topology": self.topo.name, "mn": self.mn,
                 "modes": self.modes, "period_s": self.period_s, "handoffs": measured,
                 "warmup_handoffs": [h for h in out if h["warmup"]],
-                "iperf": iperf, "summary": summarise(measured),
+                "iperf": iperf, "summary": summarise(measured), "plots": self.plot_files,
                 "first_contact": summarise([{**h, "mode": "warm-up"} for h in out
                                             if h["warmup"]])}
 
@@ -407,6 +411,21 @@ class HandoffScenario:
                 if key and key not in marks and t0 - 0.05 <= t <= t1:
                     marks[key] = round((t - t0) * 1000, 3)
         return marks
+
+    def _plots(self, replies: list[measure.PingReply],
+               handoffs: list[dict[str, Any]]) -> list[str]:
+        """PNG files beside the raw data; a missing matplotlib costs the plots, not the run."""
+        try:
+            from . import plots
+        except ImportError as exc:
+            log.warning("no plots: %s", exc)
+            return []
+        timeline = measure.ping_timeline(replies, PING_INTERVAL_S)
+        return [
+            str(plots.handoff_timeline(timeline, handoffs, self.dir / "handoff-timeline.png")),
+            str(plots.interruption_cdf([h for h in handoffs if not h["warmup"]],
+                                       self.dir / "interruption-cdf.png")),
+        ]
 
     def _iperf(self) -> dict[str, Any]:
         try:

@@ -52,3 +52,16 @@ def test_plan_starts_with_an_unmeasured_round_and_gives_each_mode_whole_round_tr
     assert len(measured) == 16  # 6 rounded up to two round trips of 4, per mode
     assert [mode for mode, _ in measured] == ["redirect"] * 8 + ["draft"] * 8
     assert measured[7][1] == measured[15][1] == "ar1"  # each mode ends at home
+
+
+def test_plots_are_drawn_from_the_measurements(tmp_path: Path) -> None:
+    from topologies import plots
+
+    handoffs = [{"mode": m, "interruption_ms": v, "t_attach": 100.0 + i, "warmup": False}
+                for i, (m, v) in enumerate([("redirect", 10.0), ("redirect", 20.0),
+                                            ("draft", 80.0), ("draft", 90.0)])]
+    timeline = [(100.0 + i * 0.01, None if i % 50 == 0 else 0.2) for i in range(500)]
+    a = plots.handoff_timeline(timeline, handoffs, tmp_path / "t.png")
+    b = plots.interruption_cdf(handoffs, tmp_path / "c.png")
+    for f in (a, b):
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000
