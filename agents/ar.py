@@ -28,7 +28,7 @@ from typing import Any
 from . import exabgp_api as api
 from . import netlink
 from .auth import Authenticator, KeyStore, Limits, Peer, PublishedKey, Role
-from .dns import DnssecKeyResolver, ValidatingResolver, normalize
+from .dns import DnssecKeyResolver, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility, read_mode
 from .nft import Nft, NftError, SourceFilter
@@ -111,34 +111,6 @@ class AgentConfig:
             paging_buffer=int(doc["paging"]["buffer"]),
             paging_timeout_s=float(doc["paging"]["timeout_s"]),
         )
-
-
-class DnsChecker:
-    """Draft 2.2 steps 1-3 in one round trip: the forward name and every PTR at once."""
-
-    def __init__(self, resolver: ValidatingResolver) -> None:
-        self.dns = resolver
-
-    async def verify(self, mn: str, claimed: list[ipaddress.IPv4Address]
-                     ) -> tuple[list[ipaddress.IPv4Address], dict[ipaddress.IPv4Address, str]]:
-        forward, *ptrs = await asyncio.gather(
-            self.dns.addresses(mn), *(self.dns.ptr(a) for a in claimed), return_exceptions=True
-        )
-        if isinstance(forward, BaseException):
-            raise forward
-        assert isinstance(forward, list)
-        accepted: list[ipaddress.IPv4Address] = []
-        refused: dict[ipaddress.IPv4Address, str] = {}
-        for a, ptr in zip(claimed, ptrs, strict=True):
-            if a not in forward:
-                refused[a] = f"not among the validated addresses of {mn}"
-            elif isinstance(ptr, BaseException):
-                refused[a] = f"reverse lookup failed: {ptr}"
-            elif ptr != normalize(mn):
-                refused[a] = f"PTR names {ptr}, not {mn}"
-            else:
-                accepted.append(a)
-        return accepted, refused
 
 
 class ArAgent:
@@ -336,17 +308,8 @@ class ArAgent:
 
     async def send_page(self, target: ArInfo,
                         addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
-        """Ask another AR of the Tracking Area to page: the same one-message AUTH, flag PAGE."""
-        assert self._peer is not None and self.config is not None
-        key = await self._ar_key(target.fqdn)
-        session = await self._peer.authenticate(
-            (str(target.loopback), self.config.auth_port), target.fqdn,
-            [IPv4Network((a, 32)) for a in addresses], mobility=True, ar_key=key,
-            timeout=0.25, retries=3, page=True,
-        )
-        session.close()
-        return [p.network_address for p in session.rerouted
-                if isinstance(p.network_address, ipaddress.IPv4Address)]
+        """Ask another AR of the Tracking Area to page: the same one-message AUTH, flag G."""
+        return await self._ar_auth(target, addresses, page=True)
 
     def _tun_readable(self) -> None:
         fd = self._tun_fd
@@ -396,12 +359,16 @@ class ArAgent:
     async def send_redirect(self, target: ArInfo,
                             addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
         """The one-message AUTH from this AR's key to the previous AR's, over the backbone."""
+        return await self._ar_auth(target, addresses, page=False)
+
+    async def _ar_auth(self, target: ArInfo, addresses: list[ipaddress.IPv4Address], *,
+                       page: bool) -> list[ipaddress.IPv4Address]:
         assert self._peer is not None and self.config is not None
         key = await self._ar_key(target.fqdn)
         session = await self._peer.authenticate(
             (str(target.loopback), self.config.auth_port), target.fqdn,
             [IPv4Network((a, 32)) for a in addresses], mobility=True, ar_key=key,
-            timeout=0.25, retries=3,
+            timeout=0.25, retries=3, page=page,
         )
         session.close()
         return [p.network_address for p in session.rerouted
@@ -464,15 +431,11 @@ class ArAgent:
                 self.mobility.on_rib_change(changed)
 
     def watch_kernel(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Thread: any route change not made by us may move a BGP next hop; a vanished
-        link may be an MN's access link. A raw netlink socket, reading only the header and
-        the route's protocol: parsing every message in Python would hold the interpreter
-        lock against the handoff path while our own FIB changes stream by."""
+        """Thread: any route or link change not made by us may move a BGP next hop. A raw
+        netlink socket, reading only the header and the route's protocol: parsing every
+        message in Python would hold the interpreter lock against the handoff path while
+        our own FIB changes stream by."""
         for kind, payload in netlink.monitor(netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE):
-            if kind == netlink.RTM_DELLINK and self.mobility is not None:
-                index = netlink.link_index_of(payload)
-                if index is not None:
-                    loop.call_soon_threadsafe(self.mobility.on_link_gone, index)
             if kind in (netlink.RTM_NEWROUTE, netlink.RTM_DELROUTE):
                 if netlink.route_proto(payload) == RTPROT_FLATARCH:
                     continue
@@ -510,7 +473,7 @@ class ArAgent:
             log.warning("no access interface %s-acc: no MN can attach here", cfg.node)
         self.mobility = Mobility(
             me=cfg.ars[cfg.node], ars=cfg.ars, managed=cfg.managed,
-            checker=DnsChecker(validating), kernel=self, bgp=self, rib=self.rib,
+            checker=validating, kernel=self, bgp=self, rib=self.rib,
             redirector=self.send_redirect, mode=lambda: read_mode(self.rundir / "mode"),
             on_access_link=lambda ifindex: access is not None and ifindex == access,
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,

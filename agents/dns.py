@@ -474,6 +474,30 @@ class ValidatingResolver:
                 verified.append(addr)
         return verified
 
+    async def verify(self, name: str, claimed: list[IPv4Address]
+                     ) -> tuple[list[IPv4Address], dict[IPv4Address, str]]:
+        """Draft 2.2 steps 1-3 for an MN's claimed addresses, in one round trip: the forward
+        name and every PTR at once. Returns (accepted, {refused: reason}); a forward lookup
+        that cannot be validated raises, so nothing is re-routed on doubt."""
+        forward, *ptrs = await asyncio.gather(
+            self.addresses(name), *(self.ptr(a) for a in claimed), return_exceptions=True
+        )
+        if isinstance(forward, BaseException):
+            raise forward
+        assert isinstance(forward, list)
+        accepted: list[IPv4Address] = []
+        refused: dict[IPv4Address, str] = {}
+        for a, owner in zip(claimed, ptrs, strict=True):
+            if a not in forward:
+                refused[a] = f"not among the validated addresses of {name}"
+            elif isinstance(owner, BaseException):
+                refused[a] = f"reverse lookup failed: {owner}"
+            elif owner != normalize(name):
+                refused[a] = f"PTR names {owner}, not {name}"
+            else:
+                accepted.append(a)
+        return accepted, refused
+
     async def zone_of(self, name: str) -> str:
         """The zone holding ``name``, from the validated SOA at or above it."""
         qname = normalize(name) + "."

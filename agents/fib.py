@@ -39,7 +39,7 @@ def best(routes: Iterable[tuple[str, Route]]) -> Route | None:
     return ranked[0][1] if ranked else None
 
 
-def _host(address: ipaddress.IPv4Address) -> Net:
+def host(address: ipaddress.IPv4Address) -> Net:
     return ipaddress.IPv4Network((address, 32))
 
 
@@ -192,7 +192,7 @@ class KernelFib:
         return name
 
     def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
-        self._nl.route_replace(dst=_host(address), oif=ifindex, proto=RTPROT_FLATARCH,
+        self._nl.route_replace(dst=host(address), oif=ifindex, proto=RTPROT_FLATARCH,
                                priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
         self.access[address] = ifindex
 
@@ -201,13 +201,13 @@ class KernelFib:
             return
         try:
             # The kernel matches the scope on delete: say link, as when it was added.
-            self._nl.route_delete(dst=_host(address), proto=RTPROT_FLATARCH,
+            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
                                   priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
         except NetlinkError as exc:  # gone with its link already
             log.warning("delete access route %s: %s", address, exc)
 
     def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
-        self._nl.route_replace(dst=_host(address), oif=oif, proto=RTPROT_FLATARCH,
+        self._nl.route_replace(dst=host(address), oif=oif, proto=RTPROT_FLATARCH,
                                priority=PARK_METRIC, scope=RT_SCOPE_LINK)
         self.parked[address] = oif
 
@@ -215,7 +215,7 @@ class KernelFib:
         if self.parked.pop(address, None) is None:
             return
         try:
-            self._nl.route_delete(dst=_host(address), proto=RTPROT_FLATARCH,
+            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
                                   priority=PARK_METRIC, scope=RT_SCOPE_LINK)
         except NetlinkError as exc:
             log.warning("delete paging route %s: %s", address, exc)
@@ -224,7 +224,7 @@ class KernelFib:
                      oif: int) -> bool:
         """Tunnel ``address`` to the AR at overlay address ``via`` on the overlay device."""
         try:
-            self._nl.route_replace(dst=_host(address), gateway=via, oif=oif,
+            self._nl.route_replace(dst=host(address), gateway=via, oif=oif,
                                    proto=RTPROT_FLATARCH, priority=REDIRECT_METRIC)
         except NetlinkError as exc:
             log.warning("redirect %s via %s failed: %s", address, via, exc)
@@ -236,7 +236,7 @@ class KernelFib:
         if self.redirected.pop(address, None) is None:
             return
         try:
-            self._nl.route_delete(dst=_host(address), proto=RTPROT_FLATARCH,
+            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
                                   priority=REDIRECT_METRIC)
         except NetlinkError as exc:
             log.debug("delete redirect %s: %s", address, exc)

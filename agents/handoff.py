@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from .auth import AuthResult
 from .exabgp_api import Route
+from .fib import host
 from .paging import Buffer, destination
 
 log = logging.getLogger("agents.handoff")
@@ -30,10 +31,6 @@ MODES: tuple[Mode, ...] = ("redirect", "draft")
 LP_MAX = (1 << 32) - 1
 REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
 REDIRECT_HOLD_S = 0.5  # a redirect outlives local BGP convergence by this much (micro-loops)
-
-
-def host(address: IPv4Address) -> IPv4Network:
-    return IPv4Network((address, 32))
 
 
 @dataclass(frozen=True)
@@ -485,27 +482,19 @@ class Mobility:
         packets = state.buffer.drain()
         sent = await self.kernel.reinject(packets, via) if packets else 0
         await self.kernel.unpark(a, via, late)
+        # The paging route is gone and the device drained: whatever the loop read in the
+        # meantime is the last of it.
+        self.waking.pop(a, None)
+        if late:
+            sent += await self.kernel.reinject(list(late), via)
         self.events("flushed", addr=a, mn=state.mn, reason=reason, buffered=len(packets),
                     sent=sent, dropped=state.buffer.dropped, received=state.buffer.received,
                     paging_ms=(self.clock() - state.paging_since) * 1000
                     if state.paging_since is not None else None)
-        self._spawn(self._woken(a))
-
-    async def _woken(self, a: IPv4Address) -> None:
-        await asyncio.sleep(0.2)  # the device's queue is long drained by then
-        via, late = self.waking.pop(a, (None, deque()))
-        if late:
-            await self.kernel.reinject(list(late), via)
 
     async def _unpark(self, a: IPv4Address, reason: str) -> None:
         if a in self.idle:
             await self._wake(a, reason, None)
-
-    def on_link_gone(self, ifindex: int) -> None:
-        """The MN's access link left this AR (the radio moved): nothing can reach it here."""
-        for a, att in list(self.attached.items()):
-            if att.ifindex == ifindex:
-                self._spawn(self._detach(a, "access link gone"))
 
     def expire(self) -> None:
         now = self.clock()

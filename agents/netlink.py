@@ -163,46 +163,38 @@ class Netlink:
         routes = [parse_route(p) for k, p in answers if k == RTM_NEWROUTE]
         return routes[0] if routes else None
 
-    def link_index(self, name: str) -> int | None:
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += attr(IFLA_IFNAME, name.encode() + b"\0")
+    def _get_link(self, index: int, name: str | None) -> bytes | None:
+        """The RTM_NEWLINK payload for an interface, by index or by name; None if absent."""
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+        if name is not None:
+            body += attr(IFLA_IFNAME, name.encode() + b"\0")
         try:
             answers = self._request(RTM_GETLINK, 0, body)
         except NetlinkError as exc:
             if exc.errno in (errno.ENODEV, errno.ENOENT):
                 return None
             raise
-        for kind, payload in answers:
-            if kind == RTM_NEWLINK and len(payload) >= _IFINFOMSG.size:
-                return int(_IFINFOMSG.unpack_from(payload)[2])
-        return None
+        return next((p for k, p in answers if k == RTM_NEWLINK and len(p) >= _IFINFOMSG.size),
+                    None)
+
+    def link_index(self, name: str) -> int | None:
+        payload = self._get_link(0, name)
+        return int(_IFINFOMSG.unpack_from(payload)[2]) if payload is not None else None
+
+    def link_name(self, index: int) -> str | None:
+        payload = self._get_link(index, None)
+        if payload is None:
+            return None
+        return parse_attrs(payload[_IFINFOMSG.size:]).get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
 
     def link_up(self, index: int) -> None:
         body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
         self._request(RTM_NEWLINK, NLM_F_ACK, body)
 
-    def link_name(self, index: int) -> str | None:
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)
-        try:
-            answers = self._request(RTM_GETLINK, 0, body)
-        except NetlinkError as exc:
-            if exc.errno in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
-        for kind, payload in answers:
-            if kind == RTM_NEWLINK and len(payload) >= _IFINFOMSG.size:
-                name = parse_attrs(payload[_IFINFOMSG.size:]).get(IFLA_IFNAME, b"")
-                return name.rstrip(b"\0").decode()
-        return None
-
 
 def route_proto(payload: bytes) -> int | None:
     """The protocol octet of an rtmsg, without parsing its attributes."""
     return payload[5] if len(payload) >= _RTMSG.size else None
-
-
-def link_index_of(payload: bytes) -> int | None:
-    return int(_IFINFOMSG.unpack_from(payload)[2]) if len(payload) >= _IFINFOMSG.size else None
 
 
 def monitor(groups: int) -> Iterator[tuple[int, bytes]]:

@@ -97,10 +97,3 @@ class SourceFilter:
         """Drop every (interface, address) pair this filter allowed for ``address``."""
         for ifname in sorted(self._allowed.pop(address, set())):
             self.revoke(ifname, address)
-
-    def elements(self) -> list[tuple[str, ipaddress.IPv4Address]]:
-        text = self._nft.run(f"list set {TABLE} {SOURCES_SET}")
-        return [
-            (m.group(1), ipaddress.IPv4Address(m.group(2)))
-            for m in re.finditer(r'"([^"]+)"\s*\.\s*(\d+\.\d+\.\d+\.\d+)', text)
-        ]

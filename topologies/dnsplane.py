@@ -29,7 +29,7 @@ from agents import dns as adns
 from agents.auth.keys import Suite
 
 from .daemons import Daemon, LabError, NodeExec, wait_until
-from .model import Role, Topology
+from .model import HOME_TLD, ISP_ZONE, Role, Topology
 from .render import render as render_template
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,6 @@ IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 
 
-ISP_ZONE = "isp.test"
-HOME_TLD = "example"
 NS_NAME = f"ns.{ISP_ZONE}"
 NAMED_PORT = 5300  # Unbound owns port 53 on the same address
 RESOLVER_PORT = 53

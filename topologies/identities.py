@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agents.auth.keys import Suite, spki_of
 
-from .dnsplane import HOME_TLD, ISP_ZONE, Identity, Roles
-from .model import Role, Topology
+from .dnsplane import Identity, Roles
+from .model import Role, Topology, fqdn
 
 NONCE_VALIDITY_S = 3600
 
@@ -70,6 +70,3 @@ def provision(topo: Topology, labdir: Path) -> list[Identity]:
         )
     return out
 
-
-def fqdn(role: str, node: str) -> str:
-    return f"{node}.{ISP_ZONE}" if role in ("ar", "ha") else f"{node}.{HOME_TLD}"

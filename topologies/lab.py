@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -86,6 +87,7 @@ class Lab:
         self.health: health.Health | None = None
         self.dns: DnsPlane | None = None
         self.radio: Radio | None = None
+        self._bg_started = 0
         self.started = time.monotonic()
 
     # -- context manager -------------------------------------------------
@@ -370,6 +372,28 @@ class Lab:
         answer = self.control(mn).request({"cmd": "attach", "ar": ar})
         return {"mn": mn, "from": previous, "to": ar, **radio, **answer}
 
+    @contextlib.contextmanager
+    def background(self, node: str, cmd: Sequence[str], out: Path) -> Iterator[Background]:
+        """Run ``cmd`` in ``node`` for the duration of the block (a probe, a traffic source)."""
+        bgdir = self.dir / "background"
+        bgdir.mkdir(exist_ok=True)
+        self._bg_started += 1
+        pid_file = bgdir / f"{node}-{Path(cmd[0]).name}-{self._bg_started}.pid"
+        self._track(pid_file, (Path(cmd[0]).name, *AGENT_COMMS))
+        bg = Background(self.execs[node], cmd, out, pid_file)
+        try:
+            yield bg
+        finally:
+            bg.interrupt()
+
+    def _track(self, pid_file: Path, comms: Sequence[str]) -> None:
+        path = self.dir / STATE
+        state = json.loads(path.read_text())
+        state["extra_pid_files"].append({"pid_file": str(pid_file), "comms": list(comms)})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(path)
+
     def set_mode(self, mode: str) -> None:
         """Handoff mode of every AR agent: 'redirect' (default) or 'draft' (BGP only)."""
         if mode not in ("redirect", "draft"):
@@ -429,6 +453,40 @@ class Lab:
                 log.warning("mininet stop: %s", exc)
             self.net = None
         teardown_dir(self.dir)
+
+
+class Background:
+    """A command running in a lab node until stopped; stdout to a file. It has a pid file
+    that the lab's state names, so `flatarch down` stops it even after a crash."""
+
+    def __init__(self, ex: NodeExec, cmd: Sequence[str], out: Path, pid_file: Path) -> None:
+        self.out = out
+        self.pid_file = pid_file
+        self._fh = out.open("wb")
+        self.proc = subprocess.Popen(ex.argv(cmd), stdin=subprocess.DEVNULL, stdout=self._fh,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        # mnexec execs the command in place: the pid is the command's own.
+        pid_file.write_text(f"{self.proc.pid}\n")
+
+    def interrupt(self, timeout: float = 5.0) -> int | None:
+        """SIGINT (ping prints its summary), then SIGKILL if it lingers."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(2)
+        self._fh.close()
+        self.pid_file.unlink(missing_ok=True)
+        return self.proc.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.interrupt()
 
 
 def teardown_dir(labdir: Path) -> list[str]:

@@ -22,6 +22,15 @@ IPv4Address = ipaddress.IPv4Address
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,8}$")
 
 
+ISP_ZONE = "isp.test"  # ARs and HAs are named <node>.isp.test (the ISP's zone)
+HOME_TLD = "example"  # MNs are named <mn>.example (their home zones)
+
+
+def fqdn(role: str, node: str) -> str:
+    """The DNS name of a lab identity: its key, its address records, its AUTH name."""
+    return f"{node}.{ISP_ZONE}" if role in ("ar", "ha") else f"{node}.{HOME_TLD}"
+
+
 class TopologyError(ValueError):
     """The topology description is invalid; the message names the offending field."""
 

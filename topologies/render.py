@@ -15,7 +15,9 @@ from typing import Any, NoReturn
 
 import jinja2
 
-from .model import Node, Role, Topology
+from agents.auth import DEFAULT_PORT as AUTH_PORT
+
+from .model import Node, Role, Topology, fqdn
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -23,11 +25,8 @@ OSPF_HELLO = 1
 OSPF_DEAD = 3
 BGP_KEEPALIVE = 3
 BGP_HOLD = 9
-AUTH_PORT = 7411  # agents.auth.DEFAULT_PORT
 ACCESS_GATEWAY = "169.254.0.1"  # every AR's address on its access link: the MN's gateway
 ACCESS_MAC = "02:fa:00:00:00:01"  # and the same MAC everywhere: an anycast gateway
-ISP_ZONE = "isp.test"  # topologies.dnsplane.ISP_ZONE; the names of ARs and HAs
-HOME_TLD = "example"  # topologies.dnsplane.HOME_TLD; MNs' home zones
 UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
 BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
 OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": "169.254.1.0/24"}
@@ -286,7 +285,7 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
     assert node.pool is not None
     return {
         "node": node.name,
-        "identity": f"{node.name}.{ISP_ZONE}",
+        "identity": fqdn("ar", node.name),
         "key": str(rundir / "identity.pem"),
         "nonce": str(rundir / "identity.nonce"),
         "resolver": resolver_address(topo),
@@ -295,7 +294,7 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
         "managed": str(topo.managed),
         "pool": str(node.pool),
         "ars": {
-            ar.name: {"fqdn": f"{ar.name}.{ISP_ZONE}", "loopback": str(ar.loopback),
+            ar.name: {"fqdn": fqdn("ar", ar.name), "loopback": str(ar.loopback),
                       "pool": str(ar.pool), "cluster": str(topo.cluster_of(ar.name).prefix),
                       "overlay": overlay_address(topo, ar.name)}
             for ar in topo.by_role(Role.AR)
@@ -325,13 +324,13 @@ def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
         "address": str(mob.address),
         "gateway": ACCESS_GATEWAY,
         "home": mob.home,
-        "identity": f"{mn}.{HOME_TLD}",
+        "identity": fqdn("mn", mn),
         "key": str(rundir / "identity.pem"),
         "resolver": resolver_address(topo),
         "resolver_port": 53,
         "auth_port": AUTH_PORT,
         "paging_port": PAGING_PORT,
-        "ars": {ar.name: f"{ar.name}.{ISP_ZONE}" for ar in topo.by_role(Role.AR)},
+        "ars": {ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
     }
 
 

@@ -9,11 +9,9 @@ import contextlib
 import json
 import logging
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -93,44 +91,6 @@ def walk(topo: Topology, mn: str) -> list[Step]:
     return steps
 
 
-class Background:
-    """A command running in a lab node until stopped; stdout to a file. Stopped by its pid."""
-
-    def __init__(self, ex: NodeExec, cmd: Sequence[str], out: Path) -> None:
-        self.out = out
-        self._fh = out.open("wb")
-        self.proc = subprocess.Popen(ex.argv(cmd), stdin=subprocess.DEVNULL, stdout=self._fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def interrupt(self, timeout: float = 5.0) -> int | None:
-        """SIGINT (ping prints its summary), then SIGKILL if it lingers."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(2)
-        self._fh.close()
-        return self.proc.returncode
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return self.interrupt()
-
-
-@contextlib.contextmanager
-def background(ex: NodeExec, cmd: Sequence[str], out: Path) -> Iterator[Background]:
-    bg = Background(ex, cmd, out)
-    try:
-        yield bg
-    finally:
-        bg.interrupt()
-
-
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -140,7 +100,7 @@ def _pct(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
+def read_events(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     with contextlib.suppress(OSError):
         for line in path.read_text().splitlines():
@@ -214,7 +174,8 @@ class HandoffScenario:
         lab = self.lab
         plan = self.plan()
         duration = len(plan) * self.period_s + 4.0
-        cn = lab.execs[self.topo.service("cn").name]
+        cn_name = self.topo.service("cn").name
+        cn = lab.execs[cn_name]
         mnx = lab.execs[self.mn]
         namespaces = {r: lab.execs[r].pid for r in self.routers}
         self.progress(f"handoff scenario: {len(plan)} handoffs of {self.mn} "
@@ -225,22 +186,22 @@ class HandoffScenario:
             # Every route, not only the managed range: the IGP routes toward the new AR's
             # loopback tell which next hops count as "forwarding by the new route".
             watcher = stack.enter_context(RouteWatcher(namespaces, IPv4Network("0.0.0.0/0")))
-            stack.enter_context(background(
-                mnx, ["iperf3", "-s", "-1", "-p", "5201", "-J", "-i", "0.1"],
+            stack.enter_context(lab.background(
+                self.mn, ["iperf3", "-s", "-1", "-p", "5201", "-J", "-i", "0.1"],
                 self.dir / "iperf-server.json"))
             wait_until(lambda: self._listening(mnx), 10, "iperf3 server on the MN")
             # Our paced prober, not iputils ping: `ping -i 0.01` sends every 16 ms here.
-            ping = stack.enter_context(background(
-                cn, [sys.executable, "-m", "agents.probe", str(self.address),
+            ping = stack.enter_context(lab.background(
+                cn_name, [sys.executable, "-m", "agents.probe", str(self.address),
                      "--interval", str(PING_INTERVAL_S)], self.dir / "ping.txt"))
-            iperf = stack.enter_context(background(
-                cn, ["iperf3", "-c", str(self.address), "-p", "5201", "-t", f"{duration:.0f}",
+            iperf = stack.enter_context(lab.background(
+                cn_name, ["iperf3", "-c", str(self.address), "-p", "5201", "-t", f"{duration:.0f}",
                      "-i", "0.1", "-b", IPERF_RATE, "-J", "--get-server-output"],
                 self.dir / "iperf.json"))
             t_next = time.time() + 1.5
             for i, (mode, step, measured) in enumerate(plan):
                 lab.set_mode(mode)
-                _wait_for_clock(t_next)
+                wait_for_clock(t_next)
                 rec = lab.handoff(self.mn, step.to)
                 if not rec.get("ok"):
                     raise LabError(f"handoff {i + 1} to {step.to} failed: {rec.get('error')}")
@@ -259,7 +220,7 @@ class HandoffScenario:
                 )
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
             t_end = time.time() + 0.5
-            _wait_for_clock(t_end)
+            wait_for_clock(t_end)
             events = watcher.events()
             ping.interrupt()
             iperf.wait(duration + 15)
@@ -312,7 +273,7 @@ class HandoffScenario:
             if logfile.exists():
                 rx[r.name] = measure.parse_bgpd_log(logfile.read_text(errors="replace"))
         cores = [n.name for n in self.topo.by_role(Role.CORE)]
-        ar_events = {a.name: _read_events(self.dir / f"{a.name}.events.jsonl")
+        ar_events = {a.name: read_events(self.dir / f"{a.name}.events.jsonl")
                      for a in self.topo.by_role(Role.AR)}
         out: list[dict[str, Any]] = []
         for i, rec in enumerate(records):
@@ -440,7 +401,7 @@ class HandoffScenario:
                     "error": str(exc)}
 
 
-def _wait_for_clock(t: float) -> None:
+def wait_for_clock(t: float) -> None:
     """Pace the walk: wait until wall-clock time t (a schedule, not a guess at readiness)."""
     while (left := t - time.time()) > 0:
         time.sleep(min(left, 0.05))

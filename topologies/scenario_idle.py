@@ -21,7 +21,7 @@ from .daemons import DeadlineError, LabError, wait_until
 from .lab import Lab
 from .model import Role
 from .render import UPDATES_LOG
-from .scenario import background
+from .scenario import read_events, wait_for_clock
 
 STREAM_PORT = 9000
 Progress = Callable[[str], None]
@@ -51,13 +51,7 @@ class IdleScenario:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _events(self, node: str) -> list[dict[str, Any]]:
-        path = self.lab.rundir(node) / "events.jsonl"
-        out = []
-        with contextlib.suppress(OSError):
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    out.append(json.loads(line))
-        return out
+        return read_events(self.lab.rundir(node) / "events.jsonl")
 
     def _status(self) -> dict[str, Any]:
         return self.lab.control(self.mn).request({"cmd": "status"})
@@ -80,7 +74,7 @@ class IdleScenario:
         pages: list[dict[str, Any]] = []
         moves: list[list[str]] = []
         recv_file = self.dir / "recv.txt"
-        with background(lab.execs[self.mn], [sys.executable, "-m", "agents.udpstream", "recv",
+        with lab.background(self.mn, [sys.executable, "-m", "agents.udpstream", "recv",
                                               "--port", str(STREAM_PORT)], recv_file):
             wait_until(lambda: recv_file.exists() and "listening" in recv_file.read_text(),
                        10, "the MN's receiver")
@@ -114,15 +108,15 @@ class IdleScenario:
                     f"paging {p['paging_ms']} ms, first packet {p['first_packet_ms']} ms, "
                     f"{p['buffered_delivered']} buffered delivered, {p['dropped']} dropped")
             t_idle_end = time.time() + 0.5
-            self._pause(t_idle_end)
+            wait_for_clock(t_idle_end)
             # The same moves, always connected: every move authenticates.
             t_conn_phase = time.time()
             for walk_done in moves:
                 for ar in walk_done[1:]:
                     lab.handoff(self.mn, ar)
-                    self._pause(time.time() + 0.4)
+                    wait_for_clock(time.time() + 0.4)
             t_conn_end = time.time() + 0.5
-            self._pause(t_conn_end)
+            wait_for_clock(t_conn_end)
         signalling = {
             "idle": self._signalling(t_idle_phase, t_idle_end, ars),
             "connected": self._signalling(t_conn_phase, t_conn_end, ars),
@@ -139,11 +133,6 @@ class IdleScenario:
         doc = json.loads((self.lab.rundir(self.topo.by_role(Role.AR)[0].name)
                           / "agent.json").read_text())
         return int(doc["paging"]["buffer"])
-
-    @staticmethod
-    def _pause(until: float) -> None:
-        while (left := until - time.time()) > 0:
-            time.sleep(min(left, 0.05))
 
     @staticmethod
     def _received(recv_file: Path, first: int) -> int:

@@ -241,10 +241,8 @@ def _received(path: Path, first: int) -> list[int]:
 
 @pytest.fixture()
 def receiver(lab: Lab) -> Iterator[Path]:
-    from topologies.scenario import background
-
     out = lab.dir / "idle-recv.txt"
-    with background(lab.execs["mn1"], [sys.executable, "-m", "agents.udpstream", "recv"], out):
+    with lab.background("mn1", [sys.executable, "-m", "agents.udpstream", "recv"], out):
         wait_until(lambda: out.exists() and "listening" in out.read_text(), 10, "receiver")
         yield out
 
