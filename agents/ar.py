@@ -27,14 +27,17 @@ from typing import Any
 
 from . import exabgp_api as api
 from . import netlink
-from .auth import Authenticator, KeyStore, Limits, Peer, PublishedKey, Role
-from .dns import DnssecKeyResolver, ValidatingResolver
+from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
+from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig
+from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility, read_mode
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
+LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
+PTR_TTL = 5
 
 log = logging.getLogger("agents.ar")
 
@@ -87,6 +90,7 @@ class AgentConfig:
     paging_port: int
     paging_buffer: int
     paging_timeout_s: float
+    dhcp: dict[str, Any] | None = None  # lease_s, remote_renewals, first, last, home_agent..
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -110,6 +114,7 @@ class AgentConfig:
             paging_port=int(doc["paging"]["port"]),
             paging_buffer=int(doc["paging"]["buffer"]),
             paging_timeout_s=float(doc["paging"]["timeout_s"]),
+            dhcp=doc.get("dhcp"),
         )
 
 
@@ -148,6 +153,12 @@ class ArAgent:
         self._reinjector: Reinjector | None = None
         self._pager: Pager | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.dhcp: DhcpServer | None = None
+        self._dhcp_service: DhcpService | None = None
+        self._ptr: DnsUpdater | None = None
+        self._access_name = f"{node}-acc"
+        # Who authenticated on the access link, from which source: DHCP serves only them.
+        self._on_link: dict[str, tuple[int, ipaddress.IPv4Address, float]] = {}
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -210,6 +221,7 @@ class ArAgent:
                 for p in self.rib.prefixes() if p.prefixlen == 32
             },
             "auth": dict(self.authenticator.stats) if self.authenticator else {},
+            "dhcp": self.dhcp.status() if self.dhcp else {},
         }
         tmp = self.rundir / "agent.status.json.tmp"
         tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
@@ -456,6 +468,8 @@ class ArAgent:
             await asyncio.sleep(0.5)
             if self.mobility is not None:
                 self.mobility.expire()
+            if self.dhcp is not None:
+                self.dhcp.expire()
             self.write_status()
 
     # --- authentication service ---------------------------------------------------------
@@ -486,7 +500,7 @@ class ArAgent:
             log.error("source filtering unavailable: %s", exc)
         self._peer = Peer(keystore, self._key_resolver)
         self.authenticator = Authenticator(
-            cfg.identity, keystore, self._key_resolver, self.mobility.on_authenticated,
+            cfg.identity, keystore, self._key_resolver, self._on_authenticated,
             limits=Limits(nonce_lifetime_s=None), track_interface=True,
             reply_on_arrival=lambda ifindex: access is not None and ifindex == access,
             tracking_area=[cfg.ars[n].fqdn for n in cfg.tal if n in cfg.ars],
@@ -495,6 +509,91 @@ class ArAgent:
         self.authenticator.rotate_nonce(bytes.fromhex(nonce_hex))
         await self.authenticator.start("0.0.0.0", cfg.auth_port)
         self._spawn(self.keep_ar_keys_warm(keystore))
+        if cfg.dhcp is not None and access is not None:
+            await self.start_dhcp(cfg, cfg.dhcp, access, validating)
+
+    async def _on_authenticated(self, result: AuthResult) -> list[ipaddress.IPv4Address]:
+        assert self.mobility is not None
+        if result.ifindex and self.mobility.on_access_link(result.ifindex):
+            self._on_link[result.peer_name] = (
+                result.ifindex, ipaddress.IPv4Address(result.source[0]), time.time())
+        return await self.mobility.on_authenticated(result)
+
+    # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
+
+    async def start_dhcp(self, cfg: AgentConfig, d: dict[str, Any], access: int,
+                         validating: ValidatingResolver) -> None:
+        me = cfg.ars[cfg.node]
+        server = ServerConfig(
+            server_id=me.loopback, pool=cfg.pool, first=int(d["first"]), last=int(d["last"]),
+            lease_s=int(d["lease_s"]), remote_renewals=int(d["remote_renewals"]),
+            router=ipaddress.IPv4Address("169.254.0.1"),
+            dns=ipaddress.IPv4Address(cfg.resolver), home_agent=d.get("home_agent") or None,
+            circuit_id=f"{me.fqdn}/{self._access_name}".encode("ascii"))
+        try:
+            self._ptr = DnsUpdater(d["primary"], int(d["primary_port"]),
+                                   TsigKey.load(Path(d["tsig"])), validating)
+        except DnsError as exc:
+            log.error("no PTR updates: %s", exc)
+        self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access)
+        self._dhcp_service = DhcpService(self.dhcp)
+        await self._dhcp_service.start()
+        log.info("DHCP serving %s..%s of %s, leases %d s", server.addresses()[0],
+                 server.addresses()[-1], cfg.pool, server.lease_s)
+
+    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
+        now = time.time()
+        for mn, (idx, source, at) in self._on_link.items():
+            if idx == ifindex and now - at < LINK_AUTH_S and \
+                    netlink.arp_lookup(source, self._access_name) == chaddr:
+                return mn
+        return None
+
+    def identity_of_source(self, address: ipaddress.IPv4Address, ifindex: int) -> str | None:
+        att = self.mobility.attached.get(address) if self.mobility else None
+        return att.mn if att is not None and att.ifindex == ifindex else None
+
+    def owner_of(self, address: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:
+        assert self.config is not None
+        return next((a.loopback for a in self.config.ars.values() if address in a.pool), None)
+
+    def bound(self, lease: Lease, ifindex: int, renewal: bool) -> None:
+        if self.mobility is None:
+            return
+        self.mobility.events("dhcp_bound", mn=lease.mn, addr=lease.address, renewal=renewal,
+                             remote=not ifindex, remote_renewals=lease.remote_renewals)
+        if ifindex and self.mobility.on_access_link(ifindex):
+            self._spawn(self.mobility.assigned(lease.address, lease.mn, ifindex))
+        if not renewal and self._ptr is not None:
+            self._spawn(self._set_ptr(lease.address, lease.mn))
+
+    def ended(self, lease: Lease, reason: str) -> None:
+        if self.mobility is not None:
+            self.mobility.reclaim(lease.address, reason)
+        if self._ptr is not None:
+            self._spawn(self._set_ptr(lease.address, None))
+
+    def relayed(self, address: ipaddress.IPv4Address, kind: str, expires: float | None) -> None:
+        if self.mobility is None:
+            return
+        self.mobility.events("dhcp_relayed", addr=address, kind=kind)
+        if kind == "ack":
+            self.mobility.visitor_lease(address, expires)
+        else:
+            self._spawn(self.mobility.lease_gone(address, f"relayed {kind}"))
+
+    async def _set_ptr(self, address: ipaddress.IPv4Address, mn: str | None) -> None:
+        assert self._ptr is not None and self.mobility is not None
+        zone = ".".join(reversed(str(address).split(".")[:3])) + ".in-addr.arpa"
+        try:
+            if mn is None:
+                await self._ptr.delete_ptr(address, zone)
+            else:
+                await self._ptr.set_ptr(address, mn, PTR_TTL, zone)
+            self.mobility.events("ptr_set" if mn else "ptr_deleted", addr=address, mn=mn)
+        except DnsError as exc:
+            log.warning("PTR %s -> %s: %s", address, mn, exc)
+            self.mobility.events("ptr_failed", addr=address, error=str(exc))
 
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -535,6 +634,8 @@ class ArAgent:
             announce.cancel()
             if self.authenticator is not None:
                 self.authenticator.close()
+            if self._dhcp_service is not None:
+                self._dhcp_service.close()
             if self._tun_fd is not None:
                 loop.remove_reader(self._tun_fd)
                 os.close(self._tun_fd)

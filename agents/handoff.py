@@ -184,6 +184,11 @@ class Mobility:
     waking: dict[IPv4Address, tuple[Via, deque[bytes]]] = field(default_factory=dict)
     redirect_hold_s: float = REDIRECT_HOLD_S
     unbuffered_drops: int = 0
+    # Address management (draft 2.3): our pool's addresses whose lease ended while another
+    # AR still routes them (we out-announce, then withdraw), and the lease ends of visitors.
+    reclaiming: dict[IPv4Address, float] = field(default_factory=dict)
+    visitor_leases: dict[IPv4Address, float] = field(default_factory=dict)
+    reclaim_timeout_s: float = 5.0
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -369,6 +374,8 @@ class Mobility:
                 self.announced.pop(a)
                 self.bgp.withdraw(host(a))
                 self.events("withdrawn", addr=a, reason="home again, pool covers it")
+            elif a in self.reclaiming and not others:
+                self._end_reclaim(a, "reclaimed, pool covers it")
         red = self.redirects.get(a)
         if red is not None:
             best = self.rib.best(host(a))
@@ -502,12 +509,74 @@ class Mobility:
             if red.deadline <= now:
                 self.redirects.pop(a)
                 self._spawn(self._unredirect(a, "lifetime expired"))
+        for a, until in list(self.reclaiming.items()):
+            if until <= now:
+                self._end_reclaim(a, "reclaim timed out")
+        for a, until in list(self.visitor_leases.items()):
+            if until <= now:
+                self.visitor_leases.pop(a)
+                self._spawn(self.lease_gone(a, "lease expired"))
+
+    # --- address management (draft 2.3) -------------------------------------------------------
+
+    async def assigned(self, a: IPv4Address, mn: str, ifindex: int) -> None:
+        """Our DHCP server bound a lease from our pool to ``mn`` on our access link."""
+        att = self.attached.get(a)
+        if att is not None and att.mn == mn and att.ifindex == ifindex:
+            return
+        self.reclaiming.pop(a, None)
+        await self.kernel.attach(a, ifindex)
+        self.attached[a] = Attachment(mn, ifindex, self.clock(), self.next_local_pref(a))
+        self.events("assigned", mn=mn, addr=a, ifindex=ifindex)
+
+    def reclaim(self, a: IPv4Address, reason: str) -> None:
+        """The lease of an address from our pool ended: no host route may remain anywhere.
+
+        A visitor AR's /32 is beaten the way a newer attachment beats it: we announce the /32
+        with a newer LOCAL_PREF, every AR that routes it withdraws and detaches (``_check``),
+        and once no other path is left ours goes too, leaving only the pool's aggregate.
+        """
+        if a in self.attached:
+            self._spawn(self._detach(a, reason))
+        others = self._others(a)
+        self.events("lease_ended", addr=a, reason=reason, others=len(others))
+        if not others and a not in self.announced:
+            return
+        lp = self.next_local_pref(a)
+        self.announced[a] = lp
+        self.reclaiming[a] = self.clock() + self.reclaim_timeout_s
+        escape = any(a not in self._cluster_of(r.next_hop) for r in others)
+        self.bgp.announce(host(a), lp, escape)
+        self.events("reclaim_announced", addr=a, local_pref=lp, escape=escape)
+
+    def _end_reclaim(self, a: IPv4Address, reason: str) -> None:
+        self.reclaiming.pop(a, None)
+        if self.announced.pop(a, None) is not None:
+            self.bgp.withdraw(host(a))
+            self.events("withdrawn", addr=a, reason=reason)
+
+    def visitor_lease(self, a: IPv4Address, expires: float | None) -> None:
+        """As the MN's current AR we relayed a renewal ACK for ``a``: it lives until then."""
+        if expires is not None and a not in self.me.pool:
+            self.visitor_leases[a] = expires
+
+    async def lease_gone(self, a: IPv4Address, reason: str) -> None:
+        """As the MN's current AR: its lease on ``a`` ended (a release or NAK we relayed, or
+        expiry). Withdraw at once rather than wait for the owner's reclaim to reach us."""
+        self.visitor_leases.pop(a, None)
+        if a in self.me.pool:
+            return  # our own lease: the server's end of lease reclaims it
+        if self.announced.pop(a, None) is not None:
+            self.bgp.withdraw(host(a))
+            self.events("withdrawn", addr=a, reason=reason)
+        await self._detach(a, reason)
 
     def status(self) -> dict[str, Any]:
         return {
             "attached": {str(a): att.mn for a, att in self.attached.items()},
             "announced": {str(a): lp for a, lp in self.announced.items()},
             "redirects": {str(a): r.target.node for a, r in self.redirects.items()},
+            "reclaiming": [str(a) for a in self.reclaiming],
             "idle": {str(a): {"mn": st.mn, "buffered": len(st.buffer.packets),
                               "dropped": st.buffer.dropped,
                               "paging": st.paging_since is not None}

@@ -15,20 +15,32 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .addresses import AddressError, AddressManager
 from .auth import AuthError, KeyStore, Peer, PeerSession, PublishedKey, StaticDirectory, Suite
-from .dns import DnsError, DnssecKeyResolver, ValidatingResolver
+from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
 from .paging import parse_page
 
 log = logging.getLogger("agents.mn")
 
 KEY_REFRESH_S = 20.0
+TIDY_S = 1.0  # how often unused older addresses are looked for and released
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    link_local: ipaddress.IPv4Address
+    tsig: Path
+    primary: str
+    primary_port: int
+    hook: Path
 
 
 @dataclass(frozen=True)
@@ -36,21 +48,29 @@ class MnConfig:
     name: str
     identity: str
     key_path: Path
-    address: ipaddress.IPv4Address
+    address: ipaddress.IPv4Address | None  # provisioned; None: addresses come from DHCP
     resolver: str
     resolver_port: int
     auth_port: int
     gateway: str
     ars: dict[str, str]  # node -> DNS name
     paging_port: int = 7412
+    ifname: str = "eth0"
+    dhcp: DhcpSettings | None = None
 
     @classmethod
     def load(cls, path: Path) -> MnConfig:
         doc = json.loads(path.read_text())
-        return cls(doc["name"], doc["identity"], Path(doc["key"]),
-                   ipaddress.IPv4Address(doc["address"]), doc["resolver"],
+        d = doc.get("dhcp")
+        dhcp = DhcpSettings(ipaddress.IPv4Address(d["link_local"]), Path(d["tsig"]),
+                            d["primary"], int(d["primary_port"]), Path(d["hook"])) if d else None
+        address = ipaddress.IPv4Address(doc["address"]) if doc.get("address") else None
+        if (address is None) == (dhcp is None):
+            raise ValueError("an MN has either a provisioned address or DHCP settings")
+        return cls(doc["name"], doc["identity"], Path(doc["key"]), address, doc["resolver"],
                    int(doc["resolver_port"]), int(doc["auth_port"]), doc["gateway"],
-                   dict(doc["ars"]), int(doc.get("paging_port", 7412)))
+                   dict(doc["ars"]), int(doc.get("paging_port", 7412)),
+                   doc.get("ifname", "eth0"), dhcp)
 
 
 class _PageListener(asyncio.DatagramProtocol):
@@ -100,6 +120,26 @@ class MnAgent:
         self.deaf = False
         self._by_fqdn = {fqdn: node for node, fqdn in config.ars.items()}
         self._page_tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self.addresses: AddressManager | None = None
+        if config.dhcp is not None:
+            updater = DnsUpdater(config.dhcp.primary, config.dhcp.primary_port,
+                                 TsigKey.load(config.dhcp.tsig))
+            self.addresses = AddressManager(
+                config.identity, config.ifname, config.gateway, config.dhcp.link_local,
+                config.dhcp.hook, rundir / "control.sock", rundir, updater, self.events)
+
+    def held(self) -> list[ipaddress.IPv4Address]:
+        """The addresses we hold, newest first: provisioned, or leased."""
+        if self.addresses is not None:
+            return self.addresses.addresses()
+        assert self.config.address is not None
+        return [self.config.address]
+
+    def _source(self) -> ipaddress.IPv4Address:
+        if self.addresses is not None:
+            return self.addresses.source()
+        assert self.config.address is not None
+        return self.config.address
 
     async def attach(self, ar: str, previous: str | None = None) -> dict[str, Any]:
         """The radio attached us to ``ar``: authenticate there, unless we are idle and ``ar``
@@ -110,7 +150,15 @@ class MnAgent:
         if self.idle and ar in self.tal:
             self.events("idle_move", ar=ar)
             return {"ok": True, "ar": ar, "idle": True, "authenticated": False}
-        return await self.authenticate(ar, previous)
+        record = await self.authenticate(ar, previous)
+        if record.get("ok") and self.addresses is not None and not self.held():
+            # First attachment (draft 2.3): authenticated, now an address by ordinary DHCP.
+            try:
+                address = await self.addresses.acquire()
+            except AddressError as exc:
+                return {**record, "ok": False, "error": f"DHCP: {exc}"}
+            record = {**record, "address": str(address), "t_bound": time.time()}
+        return record
 
     async def authenticate(self, ar: str, previous: str | None = None, *,
                            idle: bool = False, page: bool = False) -> dict[str, Any]:
@@ -120,13 +168,15 @@ class MnAgent:
             prev = previous if previous is not None else self.current
             prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
             key = await self.directory.resolve(fqdn)
-            claimed = [ipaddress.IPv4Network((self.config.address, 32))]
+            claimed = [ipaddress.IPv4Network((a, 32)) for a in self.held()]
             t_sent = time.time()
             try:
+                # With nothing to claim (before our first lease) this is a plain
+                # authentication: the AR then serves us DHCP.
                 session = await self.peer.authenticate(
                     (self.config.gateway, self.config.auth_port), fqdn, claimed,
-                    mobility=True, ar_key=key, timeout=0.3, retries=5,
-                    local_addr=(str(self.config.address), 0), previous=prev_fqdn, idle=idle,
+                    mobility=bool(claimed), ar_key=key, timeout=0.3, retries=5,
+                    local_addr=(str(self._source()), 0), previous=prev_fqdn, idle=idle,
                     page=page,
                 )
             except AuthError as exc:
@@ -193,7 +243,7 @@ class MnAgent:
         if page is None or not self.idle or self.deaf:
             return
         addrs, by = page
-        if self.config.address not in addrs or self.cell is None:
+        if not set(self.held()) & set(addrs) or self.cell is None:
             return
         self.events("paged", by=by, cell=self.cell)
         task = asyncio.ensure_future(self.authenticate(self.cell, self.current, page=True))
@@ -210,10 +260,48 @@ class MnAgent:
             self.deaf = bool(req.get("on", True))
             return {"ok": True, "deaf": self.deaf}
         if cmd == "status":
+            held = [str(a) for a in self.held()]
             return {"ok": True, "ar": self.current, "cell": self.cell, "idle": self.idle,
-                    "tal": list(self.tal), "address": str(self.config.address),
-                    "handoffs": self.handoffs}
+                    "tal": list(self.tal), "address": held[0] if held else None,
+                    "addresses": held, "handoffs": self.handoffs,
+                    "dhcp": self.addresses.status() if self.addresses else None}
+        if self.addresses is None:
+            return {"ok": False, "error": f"{cmd!r}: this MN has a provisioned address"}
+        if cmd == "dhcp":
+            return await self.addresses.on_event(int(req["serial"]), str(req["event"]),
+                                                 dict(req.get("env") or {}))
+        try:
+            if cmd == "rotate":  # a fresh address from the AR we are on (draft 2.3)
+                if self.current is None:
+                    return {"ok": False, "error": "not attached"}
+                address = await self.addresses.acquire()
+                return {"ok": True, "address": str(address),
+                        "addresses": [str(a) for a in self.held()]}
+            if cmd == "release":
+                async with self._lock:
+                    await self.addresses.release(ipaddress.IPv4Address(req["address"]))
+                return {"ok": True, "addresses": [str(a) for a in self.held()]}
+            if cmd == "in_use":
+                return {"ok": True, "in_use": {str(a): n for a, n in
+                                               self.addresses.in_use().items()}}
+        except AddressError as exc:
+            return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def tidy_loop(self) -> None:
+        """Release, now and then, every older address no connection uses (draft 2.3)."""
+        assert self.addresses is not None
+        while True:
+            await asyncio.sleep(TIDY_S)
+            if self.idle or self.current is None:
+                continue
+            try:
+                async with self._lock:
+                    gone = await self.addresses.tidy()
+                if gone:
+                    log.info("released unused %s", ", ".join(map(str, gone)))
+            except (AddressError, OSError, subprocess.SubprocessError) as exc:
+                log.warning("tidy: %s", exc)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -224,6 +312,7 @@ class MnAgent:
         sock_path.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(self.serve_control, path=str(sock_path))
         refresher = asyncio.create_task(self.refresh_keys())
+        tidy = asyncio.create_task(self.tidy_loop()) if self.addresses else None
         pages, _ = await loop.create_datagram_endpoint(
             lambda: _PageListener(self.on_page), local_addr=("0.0.0.0", self.config.paging_port),
             allow_broadcast=True)
@@ -232,6 +321,10 @@ class MnAgent:
             await server.serve_forever()
         finally:
             refresher.cancel()
+            if tidy is not None:
+                tidy.cancel()
+            if self.addresses is not None:
+                await self.addresses.close()
             pages.close()
             server.close()
             sock_path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
@@ -220,3 +221,24 @@ def monitor(groups: int) -> Iterator[tuple[int, bytes]]:
                 off += _align(length)
     finally:
         sock.close()
+
+
+def arp_lookup(address: ipaddress.IPv4Address, ifname: str,
+               table: str = "/proc/net/arp") -> bytes | None:
+    """The link-layer address the kernel resolved for ``address`` on ``ifname``, if any.
+
+    /proc/net/arp is this namespace's ARP table; an incomplete entry has flags 0x0.
+    """
+    try:
+        lines = Path(table).read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        cols = line.split()
+        if len(cols) >= 6 and cols[0] == str(address) and cols[5] == ifname \
+                and int(cols[2], 16) != 0:
+            try:
+                return bytes.fromhex(cols[3].replace(":", ""))
+            except ValueError:
+                return None
+    return None

@@ -41,9 +41,9 @@ from .daemons import (
     wait_until,
 )
 from .dnsplane import DnsPlane, Identity
-from .model import Node, Role, Topology
+from .model import Node, Role, Topology, fqdn
 from .radio import AIR, MnControl, Radio, access_ifname, air_ifname
-from .render import daemons_for, render_air, render_mobile, render_node
+from .render import TSIG_FILE, daemons_for, render_air, render_mobile, render_node
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,13 @@ class Lab:
                 f"DNS plane: {len(idents)} identities, {len(self.dns.zone_names)} signed zones"
             )
             self._prepare_mobiles(idents)
+            # Agents that update DNS get their own TSIG key: ARs their pools' PTRs (draft
+            # 2.3), DHCP MNs their forward names.
+            for name, role in [*((n.name, "ar") for n in self.topo.by_role(Role.AR)),
+                               *((mn, "mn") for mn in self.topo.dhcp_mobiles)]:
+                dest = self.rundir(name) / TSIG_FILE
+                shutil.copyfile(self.dns.tsig_path(fqdn(role, name)), dest)
+                dest.chmod(0o600)
         checked = 0
         for ds in self.daemons.values():
             for d in ds:
@@ -171,6 +178,9 @@ class Lab:
             cfg = render_mobile(self.topo, mn, rd)
             (rd / "ip.batch").write_text(cfg["ip"])
             (rd / "ar_keys.json").write_text(json.dumps(ar_keys, indent=1, sort_keys=True))
+            if "hook" in cfg:
+                (rd / "udhcpc.hook").write_text(cfg["hook"])
+                (rd / "udhcpc.hook").chmod(0o755)
             self.daemons[mn] = [MnAgentProcess(mn, rd, cfg["agent"], sys.executable)]
         if self.topo.mobiles:
             rd = self.rundir(AIR)

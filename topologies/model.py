@@ -99,11 +99,24 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Mobile:
-    """A mobile node: its home AR (whose pool gave its first address) and that address."""
+    """A mobile node: its home AR and the address that AR's pool gave it, provisioned; or,
+    for an MN that gets its addresses by DHCP (draft 2.3), no address until it asks."""
 
     name: str
     home: str
-    address: IPv4Address
+    address: IPv4Address | None
+    dhcp: bool = False
+
+
+@dataclass(frozen=True)
+class DhcpPolicy:
+    """The ARs' DHCP service (draft 2.3): lease length, the renewals an AR accepts for its
+    addresses through another AR's relay before it refuses, and the range leases come from."""
+
+    lease_s: int = 60
+    remote_renewals: int = 2
+    first: int = 100  # host offsets into each AR pool
+    last: int = 199
 
 
 @dataclass
@@ -117,13 +130,18 @@ class Topology:
     clusters: list[Cluster]
     cn_network: IPv4Network
     mobiles: list[str] = field(default_factory=list)  # MN names, for keys and home zones
+    dhcp_mobiles: list[str] = field(default_factory=list)  # the MNs that use DHCP
+    dhcp: DhcpPolicy = field(default_factory=DhcpPolicy)
 
     def mobile(self, name: str) -> Mobile:
-        """Each MN starts out holding one address from an AR's pool, as after its first DHCP."""
+        """A provisioned MN starts out holding one address from its home AR's pool; a DHCP
+        MN starts with none and asks its home AR first."""
         if name not in self.mobiles:
             raise TopologyError(f"no mobile node named {name!r}")
         ars = self.by_role(Role.AR)
         home = ars[self.mobiles.index(name) % len(ars)]
+        if name in self.dhcp_mobiles:
+            return Mobile(name, home.name, None, dhcp=True)
         return Mobile(name, home.name, home.pool_gateway + 9)
 
     def pool_owner(self, address: IPv4Address) -> Node | None:
@@ -390,6 +408,27 @@ def build(doc: dict[str, Any]) -> Topology:
             raise TopologyError(f"mobiles: {mn!r} is already a node name")
     if len(set(mobiles)) != len(mobiles):
         raise TopologyError("mobiles: a name is listed twice")
+    dhcp_doc = doc.get("dhcp") or {}
+    if not isinstance(dhcp_doc, dict):
+        raise TopologyError("dhcp: expected a mapping")
+    dhcp_mobiles = _names(dhcp_doc["mobiles"], "dhcp.mobiles") if dhcp_doc.get("mobiles") else []
+    for mn in dhcp_mobiles:
+        if mn not in mobiles:
+            raise TopologyError(f"dhcp.mobiles: {mn!r} is not listed under mobiles")
+    unknown = set(dhcp_doc) - {"mobiles", "lease_s", "remote_renewals", "first", "last"}
+    if unknown:
+        raise TopologyError(f"dhcp: unknown keys {sorted(unknown)}")
+    try:
+        policy = DhcpPolicy(**{k: int(v) for k, v in dhcp_doc.items() if k != "mobiles"})
+    except (TypeError, ValueError) as exc:
+        raise TopologyError(f"dhcp: {exc}") from None
+    if policy.lease_s < 10 or policy.remote_renewals < 0:
+        raise TopologyError("dhcp: lease_s must be at least 10 s, remote_renewals at least 0")
+    if not 10 <= policy.first <= policy.last <= 254:
+        raise TopologyError("dhcp: first..last must lie in 10..254 (below 10: gateway, MNs)")
+    for node in b.nodes.values():
+        if dhcp_mobiles and node.pool is not None and policy.last >= node.pool.num_addresses - 1:
+            raise TopologyError(f"dhcp: last {policy.last} lies outside the pool {node.pool}")
     return Topology(
         name=name,
         asn=asn,
@@ -400,6 +439,8 @@ def build(doc: dict[str, Any]) -> Topology:
         clusters=clusters,
         cn_network=cn_net,
         mobiles=mobiles,
+        dhcp_mobiles=dhcp_mobiles,
+        dhcp=policy,
     )
 
 

@@ -34,6 +34,13 @@ PAGING_DEV = "pg0"  # the TUN device where an idle MN's packets wait (agents/pag
 PAGING_PORT = 7412  # pages are broadcast to MNs on this UDP port
 PAGING_BUFFER = 256  # packets buffered per idle MN; beyond it, new packets are dropped
 PAGING_TIMEOUT_S = 3.0  # an unanswered page ends, and its buffer is freed
+# DHCP (draft 2.3): requests from the access link to any server are marked and routed to
+# the AR itself, so it serves its own and relays the rest (agents/dhcpd.py).
+DHCP_MARK = 0x43
+DHCP_TABLE = 67
+NAMED_PORT = 5300  # the primary's port for signed updates (topologies/dnsplane.py)
+TSIG_FILE = "tsig.json"  # an agent's own TSIG key, copied in by the lab
+MN_LINK_LOCAL = "169.254.2.0/24"  # MNs' RFC 3927 addresses, to authenticate before DHCP
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
 
 
@@ -105,7 +112,8 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         "gateway": str(node.gateway) if node.gateway else "",
         # The access link into the radio exists only in labs with mobile nodes.
         "access": (
-            {"name": f"{node.name}-acc", "address": ACCESS_GATEWAY, "mac": ACCESS_MAC}
+            {"name": f"{node.name}-acc", "address": ACCESS_GATEWAY, "mac": ACCESS_MAC,
+             "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE}
             if node.role is Role.AR and topo.mobiles else None
         ),
     }
@@ -304,7 +312,22 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
         "paging_dev": PAGING_DEV,
         "tal": list(node.tal),
         "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
+        "dhcp": {
+            "lease_s": topo.dhcp.lease_s, "remote_renewals": topo.dhcp.remote_renewals,
+            "first": topo.dhcp.first, "last": topo.dhcp.last,
+            "home_agent": home_agent_name(topo),
+            "tsig": str(rundir / TSIG_FILE), "primary": resolver_address(topo),
+            "primary_port": NAMED_PORT,
+        },
     }
+
+
+def home_agent_name(topo: Topology) -> str:
+    """The Home Agent every MN is assigned (DHCP option 224, draft 5 item 5), if any."""
+    try:
+        return fqdn("ha", topo.service("ha").name)
+    except Exception:  # noqa: BLE001 - a topology without an HA
+        return ""
 
 
 def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
@@ -313,15 +336,27 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
         "backbone": [*(i.name for i in node.interfaces), str(OVERLAY["dev"])],
         "auth_port": AUTH_PORT,
         "open_ports": [],
+        "access": f"{node.name}-acc",
+        "dhcp_mark": f"{DHCP_MARK:#x}",
     }
 
 
 def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
     mob = topo.mobile(mn)
+    link_local = ipaddress.IPv4Network(MN_LINK_LOCAL).network_address + 10 + \
+        topo.mobiles.index(mn)
     return {
         "name": mn,
         "ifname": f"{mn}-eth0",
-        "address": str(mob.address),
+        "address": str(mob.address) if mob.address else "",
+        "dhcp": {
+            "link_local": str(link_local),
+            "tsig": str(rundir / TSIG_FILE),
+            "primary": resolver_address(topo),
+            "primary_port": NAMED_PORT,
+            "hook": str(rundir / "udhcpc.hook"),
+            "python": sys.executable,
+        } if mob.dhcp else None,
         "gateway": ACCESS_GATEWAY,
         "home": mob.home,
         "identity": fqdn("mn", mn),
@@ -337,10 +372,13 @@ def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
 def render_mobile(topo: Topology, mn: str, rundir: Path) -> dict[str, str]:
     """A mobile node's files: its interface setup and its agent's configuration."""
     data = mobile_data(topo, mn, rundir)
-    return {
+    out = {
         "ip": render("ip/mobile.batch.j2", data),
         "agent": json.dumps(data, indent=1, sort_keys=True) + "\n",
     }
+    if data["dhcp"]:
+        out["hook"] = render("dhcp/udhcpc.hook.j2", data)
+    return out
 
 
 def exabgp_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:

@@ -241,7 +241,8 @@ def test_duplicate_identity_and_narrow_pools_are_rejected(tmp_path: Path) -> Non
         plane(ids=[ident, inner])
     doc = (ROOT / "topologies" / "figure2.yaml").read_text()
     narrow = tmp_path / "narrow.yaml"
-    narrow.write_text(doc.replace("pool_prefixlen: 24", "pool_prefixlen: 26"))
+    narrow.write_text(doc.replace("pool_prefixlen: 24", "pool_prefixlen: 26")
+                      .replace("  mobiles: [mn3]\n", ""))
     with pytest.raises(DnsPlaneError, match="/24 or shorter"):
         DnsPlane(load(narrow), RUNDIR, [])
 

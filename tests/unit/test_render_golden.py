@@ -16,7 +16,7 @@ from topologies import model, render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab"
-NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "mn1", "air"]
+NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "mn1", "mn3", "air"]
 
 
 def rendered(node: str) -> dict[str, str]:
@@ -49,14 +49,15 @@ def test_golden(node: str, kind: str) -> None:
 def test_every_template_has_a_golden_file() -> None:
     used = {"ip/node.batch.j2", "ip/mobile.batch.j2", "ip/air.batch.j2", "frr/zebra.conf.j2",
             "frr/ospfd.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2", "nft/ar.nft.j2",
-            "ip/overlay.bridge.j2"}
+            "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2"}
     lab_templates = {
         str(p.relative_to(render.CONFIGS))
-        for sub in ("ip", "frr", "exabgp", "nft") for p in (render.CONFIGS / sub).glob("*.j2")
+        for sub in ("ip", "frr", "exabgp", "nft", "dhcp") for p in (render.CONFIGS / sub).glob("*.j2")
     }
     assert lab_templates == used
     kinds = {k for _, k in CASES}
-    assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp", "nft", "agent", "bridge"}
+    assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp", "nft", "agent", "bridge",
+                     "hook"}
 
 
 def test_agg_keeps_own_more_specifics_in_cluster() -> None:

@@ -1,0 +1,305 @@
+"""The MN's addresses (draft 2.3): one standard DHCP client (busybox udhcpc) per address,
+every held address registered in the MN's home DNS newest first, the kernel's socket table
+to see which addresses connections use, and release of the ones none uses.
+
+A new address comes from the AR the MN is on (rotation); an old one is renewed by its own
+client, unicast to the AR that assigned it, which the current AR relays (agents/dhcpd.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ipaddress
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from .dhcpd import make_client_id
+from .dns import DnsError, DnsUpdater
+from .handoff import EventLog
+
+log = logging.getLogger(__name__)
+
+ADDRESS_TTL = 5  # the MN's A records: short, so a rotation shows in DNS within seconds
+_PR_SET_PDEATHSIG = 1
+# Socket states that hold no connection: a listener, or one already closed.
+_IDLE_STATES = {"LISTEN", "UNCONN", "TIME-WAIT", "CLOSE", "CLOSE-WAIT"}
+
+
+class AddressError(Exception):
+    """An address operation failed; the message says which and why."""
+
+
+def _die_with_parent() -> None:
+    # A udhcpc must not outlive the agent that owns its address.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def parse_ss(text: str) -> dict[IPv4Address, int]:
+    """Connections per local IPv4 address, from ``ss -tuanH`` output."""
+    out: dict[IPv4Address, int] = {}
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 6:
+            continue
+        state, local = cols[1], cols[4]
+        if state in _IDLE_STATES:
+            continue
+        host = local.rsplit(":", 1)[0].split("%", 1)[0]
+        try:
+            a = IPv4Address(host)
+        except ValueError:
+            continue
+        out[a] = out.get(a, 0) + 1
+    return out
+
+
+def socket_table() -> dict[IPv4Address, int]:
+    res = subprocess.run(["ss", "-tuanH"], capture_output=True, text=True, timeout=5)
+    if res.returncode != 0:
+        raise AddressError(f"ss: {res.stderr.strip()}")
+    return parse_ss(res.stdout)
+
+
+@dataclass
+class Held:
+    """One lease and the udhcpc process that holds it."""
+
+    serial: int
+    proc: asyncio.subprocess.Process
+    address: IPv4Address | None = None
+    server: IPv4Address | None = None
+    bound_at: float = 0.0  # when this address was first bound: the recency order
+    expires: float = 0.0
+    renewals: int = 0
+    naks: int = 0
+    bound: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Runner = Callable[[list[str]], Awaitable[None]]
+
+
+async def run_ip(argv: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise AddressError(f"ip {' '.join(argv)}: {err.decode().strip()}")
+
+
+@dataclass
+class AddressManager:
+    name: str  # the MN's DNS name
+    ifname: str
+    gateway: str
+    link_local: IPv4Address
+    hook: Path
+    control: Path  # the agent's control socket, which the hook talks to
+    rundir: Path
+    updater: DnsUpdater | None
+    events: EventLog
+    ip: Runner = run_ip
+    sockets: Callable[[], dict[IPv4Address, int]] = socket_table
+    held: dict[int, Held] = field(default_factory=dict)
+    home_agent: str | None = None
+    dns_errors: int = 0
+    _serial: int = 0
+
+    # --- what the rest of the agent asks -------------------------------------------------------
+
+    def addresses(self) -> list[IPv4Address]:
+        """Every address we hold, the most recently allocated first (draft 2.3)."""
+        bound = [h for h in self.held.values() if h.address is not None]
+        return [h.address for h in sorted(bound, key=lambda h: -h.bound_at)
+                if h.address is not None]
+
+    def source(self) -> IPv4Address:
+        held = self.addresses()
+        return held[0] if held else self.link_local
+
+    async def acquire(self, timeout: float = 15.0) -> IPv4Address:
+        """Start one more DHCP client and wait until it holds an address."""
+        self._serial += 1
+        serial = self._serial
+        cid = make_client_id(self.name, serial)
+        argv = [
+            "busybox", "udhcpc", "-f", "-i", self.ifname,
+            "-C", "-x", f"0x3d:{cid.hex()}",  # our identifier names the MN and the lease
+            "-O", "224",  # the Home Agent's name (agents/dhcp.py OPT_HOME_AGENT)
+            "-s", str(self.hook), "-t", "5", "-T", "1", "-A", "2",
+            "-p", str(self.rundir / f"udhcpc-{serial}.pid"),
+        ]
+        log_file = (self.rundir / f"udhcpc-{serial}.log").open("ab")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FLATARCH_MN_SOCK": str(self.control),
+               "FLATARCH_LEASE_SERIAL": str(serial)}
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+            preexec_fn=_die_with_parent)
+        log_file.close()
+        held = self.held[serial] = Held(serial, proc)
+        self.events("dhcp_started", serial=serial, pid=proc.pid)
+        try:
+            await asyncio.wait_for(held.bound.wait(), timeout)
+        except TimeoutError:
+            await self._stop(held)
+            self.held.pop(serial, None)
+            raise AddressError(f"no DHCP lease within {timeout:.0f} s "
+                               f"(see {self.rundir}/udhcpc-{serial}.log)") from None
+        assert held.address is not None
+        return held.address
+
+    async def release(self, address: IPv4Address) -> None:
+        """Give ``address`` back: out of DNS first, then DHCPRELEASE, then off the interface."""
+        held = next((h for h in self.held.values() if h.address == address), None)
+        if held is None:
+            raise AddressError(f"{address} is not held")
+        rest = [a for a in self.addresses() if a != address]
+        await self._register(rest)
+        held.bound.clear()
+        if held.proc.returncode is None:
+            held.proc.send_signal(signal.SIGUSR2)  # udhcpc: release the lease
+            try:
+                # The release ends in a deconfig event, which takes the address off.
+                await asyncio.wait_for(self._until_unbound(held), 5.0)
+            except TimeoutError:
+                log.warning("udhcpc %d did not confirm the release of %s", held.serial, address)
+        await self._stop(held)
+        self.held.pop(held.serial, None)
+        if held.address is not None:
+            await self._unconfigure(held.address)
+        self.events("released", addr=address, serial=held.serial)
+
+    async def _until_unbound(self, held: Held) -> None:
+        while held.address is not None:
+            await asyncio.sleep(0.02)
+
+    def in_use(self) -> dict[IPv4Address, int]:
+        table = self.sockets()
+        return {a: table.get(a, 0) for a in self.addresses()}
+
+    async def tidy(self) -> list[IPv4Address]:
+        """Release every address but the newest that no connection uses."""
+        held = self.addresses()
+        if len(held) < 2:
+            return []
+        use = self.in_use()
+        gone = [a for a in held[1:] if use.get(a, 0) == 0]
+        for a in gone:
+            await self.release(a)
+        return gone
+
+    # --- udhcpc events (through agents/dhcp_hook.py) -------------------------------------------
+
+    async def on_event(self, serial: int, event: str, env: dict[str, str]) -> dict[str, Any]:
+        held = self.held.get(serial)
+        if held is None:
+            return {"ok": False, "error": f"no DHCP client {serial}"}
+        if event in ("bound", "renew"):
+            try:
+                address = ipaddress.IPv4Address(env["ip"])
+                server = ipaddress.IPv4Address(env["serverid"]) if env.get("serverid") else None
+                lease = int(env.get("lease") or 0)
+            except (KeyError, ValueError) as exc:
+                return {"ok": False, "error": f"{event}: bad lease variables: {exc}"}
+            if env.get("opt224"):
+                try:
+                    self.home_agent = bytes.fromhex(env["opt224"]).decode("ascii")
+                except (ValueError, UnicodeDecodeError):
+                    log.warning("unusable Home Agent option %r", env["opt224"])
+            fresh = held.address != address
+            if fresh and held.address is not None:
+                await self._unconfigure(held.address)
+            held.address, held.server = address, server
+            held.expires = time.time() + lease
+            if fresh:
+                held.bound_at = time.time()
+                await self._configure(address)
+                await self._register(self.addresses())
+            else:
+                held.renewals += 1
+            self.events("dhcp_" + event, serial=serial, addr=address, server=server,
+                        lease=lease, home_agent=self.home_agent)
+            held.bound.set()
+        elif event == "deconfig":
+            if held.address is not None:
+                lost = held.address
+                held.address = None
+                await self._register(self.addresses())
+                await self._unconfigure(lost)
+                self.events("dhcp_deconfig", serial=serial, addr=lost)
+        elif event == "nak":
+            held.naks += 1
+            self.events("dhcp_nak", serial=serial, addr=held.address, message=env.get("message"))
+        elif event == "leasefail":
+            self.events("dhcp_leasefail", serial=serial)
+        return {"ok": True}
+
+    # --- the interface and DNS ------------------------------------------------------------------
+
+    async def _configure(self, address: IPv4Address) -> None:
+        await self.ip(["addr", "replace", f"{address}/32", "dev", self.ifname])
+        await self._default_route()
+
+    async def _unconfigure(self, address: IPv4Address) -> None:
+        try:
+            await self.ip(["addr", "del", f"{address}/32", "dev", self.ifname])
+        except AddressError as exc:
+            log.info("%s", exc)
+        await self._default_route()
+
+    async def _default_route(self) -> None:
+        # New connections leave from the newest address; older ones keep theirs.
+        held = self.addresses()
+        if held:
+            await self.ip(["route", "replace", "default", "via", self.gateway, "dev",
+                           self.ifname, "src", str(held[0])])
+        else:
+            with contextlib.suppress(AddressError):
+                await self.ip(["route", "del", "default"])
+
+    async def _register(self, addresses: list[IPv4Address]) -> None:
+        if self.updater is None:
+            return
+        try:
+            await self.updater.set_addresses(self.name, addresses, ADDRESS_TTL, zone=self.name)
+            self.events("dns_registered", addrs=addresses)
+        except DnsError as exc:
+            # The lease stands; the next change registers the whole set again.
+            self.dns_errors += 1
+            log.warning("registering %s in DNS: %s", addresses, exc)
+            self.events("dns_failed", addrs=addresses, error=str(exc))
+
+    async def _stop(self, held: Held) -> None:
+        if held.proc.returncode is None:
+            held.proc.terminate()
+            try:
+                await asyncio.wait_for(held.proc.wait(), 3.0)
+            except TimeoutError:
+                held.proc.kill()
+                await held.proc.wait()
+        (self.rundir / f"udhcpc-{held.serial}.pid").unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        for held in list(self.held.values()):
+            await self._stop(held)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "addresses": [str(a) for a in self.addresses()],
+            "home_agent": self.home_agent,
+            "leases": [{"serial": h.serial, "address": str(h.address) if h.address else None,
+                        "server": str(h.server) if h.server else None,
+                        "expires": round(h.expires, 3), "renewals": h.renewals,
+                        "naks": h.naks, "pid": h.proc.pid}
+                       for h in self.held.values()],
+            "dns_errors": self.dns_errors,
+        }
