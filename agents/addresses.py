@@ -13,12 +13,14 @@ import contextlib
 import ctypes
 import ipaddress
 import logging
+import os
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,13 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def parse_ss(text: str) -> dict[IPv4Address, int]:
-    """Connections per local IPv4 address, from ``ss -tuanH`` output."""
+_PID_RE = re.compile(r"pid=(\d+)")
+
+
+def parse_ss(text: str, exclude_pids: frozenset[int] = frozenset()) -> dict[IPv4Address, int]:
+    """Connections per local IPv4 address, from ``ss -tuanpH`` output, leaving out sockets
+    of ``exclude_pids`` (the agent's own resolver and AUTH sockets are not connections
+    an application holds)."""
     out: dict[IPv4Address, int] = {}
     for line in text.splitlines():
         cols = line.split()
@@ -54,9 +61,20 @@ def parse_ss(text: str) -> dict[IPv4Address, int]:
         state, local = cols[1], cols[4]
         if state in _IDLE_STATES:
             continue
+        owners = {int(p) for p in _PID_RE.findall(" ".join(cols[6:]))}
+        if owners and owners <= exclude_pids:
+            continue
         host = local.rsplit(":", 1)[0].split("%", 1)[0]
         try:
-            a = IPv4Address(host)
+            if host.startswith("[") and host.endswith("]"):
+                # An IPv4 connection to a dual-stack socket (iperf3 -s, for one) shows as
+                # [::ffff:a.b.c.d]: it uses the IPv4 address as much as any other.
+                mapped = IPv6Address(host[1:-1]).ipv4_mapped
+                if mapped is None:
+                    continue
+                a = mapped
+            else:
+                a = IPv4Address(host)
         except ValueError:
             continue
         out[a] = out.get(a, 0) + 1
@@ -64,10 +82,11 @@ def parse_ss(text: str) -> dict[IPv4Address, int]:
 
 
 def socket_table() -> dict[IPv4Address, int]:
-    res = subprocess.run(["ss", "-tuanH"], capture_output=True, text=True, timeout=5)
+    """This namespace's connections per local address, the agent's own excepted."""
+    res = subprocess.run(["ss", "-tuanpH"], capture_output=True, text=True, timeout=5)
     if res.returncode != 0:
         raise AddressError(f"ss: {res.stderr.strip()}")
-    return parse_ss(res.stdout)
+    return parse_ss(res.stdout, frozenset({os.getpid()}))
 
 
 @dataclass
@@ -221,7 +240,7 @@ class AddressManager:
             held.address, held.server = address, server
             held.expires = time.time() + lease
             if fresh:
-                held.bound_at = time.time()
+                held.bound_at = time.monotonic()  # the order, immune to clock steps
                 await self._configure(address)
                 await self._register(self.addresses())
             else:
@@ -233,8 +252,11 @@ class AddressManager:
             if held.address is not None:
                 lost = held.address
                 held.address = None
-                await self._register(self.addresses())
+                # The lease is gone (NAK, expiry): the address no longer routes, so DNS is
+                # updated from what remains, or at the next lease, which rewrites the set.
                 await self._unconfigure(lost)
+                if self.addresses():
+                    await self._register(self.addresses())
                 self.events("dhcp_deconfig", serial=serial, addr=lost)
         elif event == "nak":
             held.naks += 1

@@ -25,7 +25,7 @@ OPT_REQUESTED_IP, OPT_LEASE_TIME, OPT_MESSAGE_TYPE, OPT_SERVER_ID = 50, 51, 53, 
 OPT_PARAM_REQUEST, OPT_MESSAGE, OPT_T1, OPT_T2, OPT_CLIENT_ID = 55, 56, 58, 59, 61
 OPT_RELAY_AGENT = 82
 # Site-specific range (RFC 2132 §2: 224-254): the DNS name of the MN's Home Agent (draft 5,
-# item 5). Documented in docs/handoff.md; any code in the range would do.
+# item 5). Documented in docs/protocol.md; any code in the range would do.
 OPT_HOME_AGENT = 224
 RAI_CIRCUIT_ID, RAI_REMOTE_ID = 1, 2
 

@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
@@ -178,6 +178,9 @@ class DhcpServer:
     # --- the local server --------------------------------------------------------------------
 
     def _from_client(self, msg: DhcpMessage, dst: IPv4Address, ifindex: int) -> list[Send]:
+        if msg.giaddr != ZERO:
+            # Only relays set giaddr; from a client it would aim our reply at anyone.
+            raise DhcpPolicyError("a client request with giaddr set")
         foreign = msg.server_id if msg.server_id not in (None, self.config.server_id) else None
         if dst not in (BROADCAST, self.config.server_id, self.config.router) and dst != ZERO:
             # A unicast renewal or release for another AR's server, caught on its way.
@@ -320,7 +323,13 @@ class DhcpServer:
 
     def _to_client(self, msg: DhcpMessage, out: DhcpMessage, ifindex: int) -> Send:
         if msg.giaddr != ZERO:
-            return Send(out.pack(), msg.giaddr, SERVER_PORT, source=self.config.server_id)
+            try:
+                data = out.pack()
+            except ValueError:
+                # RFC 3046 §2: a server unable to echo the whole option answers without it.
+                self._count("option82_not_echoed")
+                data = replace(out, relay=None).pack()
+            return Send(data, msg.giaddr, SERVER_PORT, source=self.config.server_id)
         # Broadcast on the access link, whatever the flag: an MN runs one standard client
         # per address, and only a broadcast reaches all of them (each matches its xid).
         return Send(out.pack(), BROADCAST, CLIENT_PORT, ifindex, self.config.router)
@@ -348,16 +357,21 @@ class DhcpServer:
         out = DhcpMessage(BOOTREQUEST, msg.xid, msg.chaddr, msg.message_type, msg.ciaddr,
                           msg.yiaddr, msg.siaddr, self.config.server_id, msg.hops + 1,
                           msg.secs, msg.flags, dict(msg.options), rai)
+        try:
+            data = out.pack()
+        except ValueError as exc:  # a request near 1500 octets has no room for option 82
+            raise DhcpPolicyError(f"relay for {address}: {exc}") from None
         self._relays[msg.xid] = _Pending(ifindex, mn, address, msg.message_type, self.clock())
         self._count("relayed_" + msg.message_type.name.lower())
         if msg.message_type == MessageType.RELEASE:
             self.hooks.relayed(address, "release", None)
-        return [Send(out.pack(), server, SERVER_PORT, source=self.config.server_id)]
+        return [Send(data, server, SERVER_PORT, source=self.config.server_id)]
 
     def _relay_reply(self, msg: DhcpMessage) -> list[Send]:
-        pending = self._relays.pop(msg.xid, None)
-        if pending is None or msg.giaddr != self.config.server_id:
+        pending = self._relays.get(msg.xid) if msg.giaddr == self.config.server_id else None
+        if pending is None:
             raise DhcpPolicyError(f"a relayed reply (xid {msg.xid:#x}) we did not ask for")
+        del self._relays[msg.xid]
         # RFC 3046 §2.1.1: strip option 82 before the reply goes to the client.
         out = DhcpMessage(BOOTREPLY, msg.xid, msg.chaddr, msg.message_type, msg.ciaddr,
                           msg.yiaddr, msg.siaddr, ZERO, msg.hops, msg.secs, msg.flags,

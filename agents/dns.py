@@ -320,6 +320,13 @@ class ValidatingResolver:
         ch.transport.sendto(q.to_wire())
         try:
             wire = await asyncio.wait_for(fut, self.timeout)
+        except (TimeoutError, OSError):
+            # The socket's source may be gone (an MN released the address it was bound
+            # from): the next query opens a fresh one with a current source.
+            if self._channel is ch and ch.transport is not None:
+                ch.transport.close()
+            self._channel = None
+            raise
         finally:
             ch.waiting.pop(q.id, None)
         r = dns.message.from_wire(wire)

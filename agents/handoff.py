@@ -538,6 +538,7 @@ class Mobility:
         """
         if a in self.attached:
             self._spawn(self._detach(a, reason))
+        self.superseded_by.pop(a, None)  # our reclaim is the newest claim now
         others = self._others(a)
         self.events("lease_ended", addr=a, reason=reason, others=len(others))
         if not others and a not in self.announced:

@@ -151,9 +151,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    if args.name not in ("handoff", "idle"):
+    if args.name not in ("handoff", "idle", "addresses"):
         raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff, "
-                       "idle)")
+                       "idle, addresses)")
     _require_root()
     from . import scenario
 
@@ -167,6 +167,15 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                 out_dir=Path(args.out) if args.out else None,
             ).run()
         print(scenario_idle.table(result))
+        _write_json(args.json, result)
+        return 0
+    if args.name == "addresses":
+        from . import scenario_addresses
+
+        with Lab(topo) as lab:
+            result = scenario_addresses.AddressesScenario(
+                lab, out_dir=Path(args.out) if args.out else None).run()
+        print(scenario_addresses.table(result))
         _write_json(args.json, result)
         return 0
     modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]

@@ -68,3 +68,43 @@ def interruption_cdf(handoffs: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def host_routes(series: list[dict[str, Any]], phases: list[dict[str, Any]],
+                path: Path) -> Path:
+    """Host routes over time: the AS-wide total as a step line, each router's count faint,
+    and a marker per scenario phase (the addresses scenario)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    per: dict[str, list[tuple[float, int]]] = {}
+    now: dict[str, int] = {}
+    total: list[tuple[float, int]] = []
+    for row in series:
+        per.setdefault(row["router"], []).append((row["t"], row["count"]))
+        now[row["router"]] = row["count"]
+        total.append((row["t"], sum(now.values())))
+    end = max([t for t, _ in total] + [p["t"] for p in phases] + [1.0])
+    for pts in per.values():
+        xs = [t for t, _ in pts] + [end]
+        ys = [n for _, n in pts] + [pts[-1][1]]
+        ax.step(xs, ys, where="post", color="grey", alpha=0.25, linewidth=0.8)
+    if total:
+        ax.step([t for t, _ in total] + [end], [n for _, n in total] + [total[-1][1]],
+                where="post", color="tab:blue", linewidth=1.8, label="all routers")
+    top = max([n for _, n in total] + [1])
+    # Phases are numbered on the plot and named in the caption: their names would overlap.
+    for i, p in enumerate(phases, 1):
+        ax.axvline(p["t"], color="tab:orange", alpha=0.4, linewidth=0.8)
+        ax.text(p["t"], top * (1.05 + 0.08 * (i % 3)), str(i), fontsize=7, ha="center",
+                color="tab:orange")
+    caption = "   ".join(f"{i}: {p['phase']}" for i, p in enumerate(phases, 1))
+    fig.text(0.01, 0.01, caption, fontsize=6.5, wrap=True)
+    ax.set_ylim(0, top * 1.3)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("/32 host routes (not on an access link)")
+    ax.set_title("Routing state through attach, moves, rotation, release and the renewal limit")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

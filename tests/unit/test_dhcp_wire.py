@@ -3,8 +3,9 @@ rejection of malformed datagrams, and a real DISCOVER from Debian's busybox udhc
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from agents.dhcp import (
     BOOTREPLY,
     BOOTREQUEST,
     MAGIC,
+    OPT_CLIENT_ID,
     OPT_HOME_AGENT,
     OPT_LEASE_TIME,
     OPT_SERVER_ID,
@@ -20,6 +22,15 @@ from agents.dhcp import (
     DhcpMessage,
     MessageType,
     RelayAgentInfo,
+)
+from agents.dhcpd import (
+    BROADCAST,
+    ZERO,
+    DhcpServer,
+    Lease,
+    ServerConfig,
+    client_identity,
+    make_client_id,
 )
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "udhcpc-discover.bin"
@@ -82,3 +93,195 @@ def test_bad_option_values_are_the_parsers_error() -> None:
     blank = replace(ack(), options={OPT_HOME_AGENT: b"ha isp"})
     with pytest.raises(DhcpError, match="home agent"):
         DhcpMessage.unpack(blank.pack())
+
+
+# --- the DHCP test vectors of docs/protocol.md ----------------------------------------------
+# ``python -m tests.unit.test_dhcp_wire`` prints the fenced blocks pasted into the document;
+# the tests below read them back, rebuild every message octet by octet from the layout the
+# document gives, and check that our server and relay produce exactly those octets.
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+VECTOR_MN, VECTOR_SERIAL = "mn3.example", 1
+VECTOR_CHADDR = bytes.fromhex("02fa00000003")
+# What busybox udhcpc 1.35 adds to every request (tests/data/udhcpc-discover.bin): maximum
+# message size 576, its parameter request list with -O 224, and its vendor class.
+UDHCPC_OPTIONS = {57: bytes.fromhex("0240"), 55: bytes.fromhex("0103060c0f1c2ae0"),
+                  60: b"udhcp 1.35.0"}
+OWNER = ServerConfig(
+    server_id=IPv4Address("10.255.0.1"), pool=IPv4Network("10.64.0.0/24"), first=100, last=199,
+    lease_s=60, remote_renewals=2, router=IPv4Address("169.254.0.1"),
+    dns=IPv4Address("10.253.0.2"), home_agent="ha.isp.test",
+    circuit_id=b"ar1.isp.test/ar1-acc")
+RELAY = replace(OWNER, server_id=IPv4Address("10.255.0.2"), pool=IPv4Network("10.64.1.0/24"),
+                circuit_id=b"ar2.isp.test/ar2-acc")
+ACCESS = 7
+
+
+class VectorHooks:
+    """The one MN of the vectors: authenticated on the access link, holding the address."""
+
+    def __init__(self, held: IPv4Address | None = None) -> None:
+        self.held = held
+
+    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
+        return VECTOR_MN if chaddr == VECTOR_CHADDR and ifindex == ACCESS else None
+
+    def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
+        return VECTOR_MN if address == self.held and ifindex == ACCESS else None
+
+    def owner_of(self, address: IPv4Address) -> IPv4Address | None:
+        return OWNER.server_id if address in OWNER.pool else None
+
+    def bound(self, lease: Lease, ifindex: int, renewal: bool) -> None:
+        pass
+
+    def ended(self, lease: Lease, reason: str) -> None:
+        pass
+
+    def relayed(self, address: IPv4Address, kind: str, expires: float | None) -> None:
+        pass
+
+
+def _server(config: ServerConfig, held: IPv4Address | None = None) -> DhcpServer:
+    return DhcpServer(config, VectorHooks(held), lambda ifindex: ifindex == ACCESS,
+                      clock=lambda: 1_800_000_000.0)
+
+
+def _client(kind: MessageType, xid: int, ciaddr: IPv4Address = ZERO) -> DhcpMessage:
+    cid = make_client_id(VECTOR_MN, VECTOR_SERIAL)
+    return DhcpMessage(BOOTREQUEST, xid, VECTOR_CHADDR, kind, ciaddr=ciaddr,
+                       options={**UDHCPC_OPTIONS, OPT_CLIENT_ID: cid})
+
+
+def compute_dhcp_vectors() -> dict[str, list[tuple[str, str]]]:
+    """Every input and output of the two vectors, in document order."""
+    discover = _client(MessageType.DISCOVER, 0x5D3E1A07)
+    [offer] = _server(OWNER).handle(discover.pack(), ZERO, BROADCAST, ACCESS)
+    yiaddr = DhcpMessage.unpack(offer.data).yiaddr
+    renewal = _client(MessageType.REQUEST, 0x5D3E1A08, ciaddr=yiaddr)
+    [relayed] = _server(RELAY, held=yiaddr).handle(renewal.pack(), yiaddr, OWNER.server_id,
+                                                   ACCESS)
+    cid = make_client_id(VECTOR_MN, VECTOR_SERIAL).hex()
+    return {
+        "offer": [
+            ("server_id", str(OWNER.server_id)), ("pool", str(OWNER.pool)),
+            ("first", str(OWNER.first)), ("last", str(OWNER.last)),
+            ("lease_s", str(OWNER.lease_s)), ("router", str(OWNER.router)),
+            ("dns", str(OWNER.dns)), ("home_agent", str(OWNER.home_agent)),
+            ("client_id", cid), ("chaddr", VECTOR_CHADDR.hex()), ("xid", f"{discover.xid:08x}"),
+            ("discover", discover.pack().hex()),
+            ("yiaddr", str(yiaddr)), ("offer", offer.data.hex()),
+        ],
+        "relayed_request": [
+            ("relay_server_id", str(RELAY.server_id)),
+            ("circuit_id", RELAY.circuit_id.decode("ascii")), ("remote_id", VECTOR_MN),
+            ("owner_server_id", str(OWNER.server_id)),
+            ("client_id", cid), ("chaddr", VECTOR_CHADDR.hex()), ("xid", f"{renewal.xid:08x}"),
+            ("ciaddr", str(yiaddr)), ("client_request", renewal.pack().hex()),
+            ("relayed_request", relayed.data.hex()),
+        ],
+    }
+
+
+def render_dhcp_vectors() -> str:
+    return "".join(
+        f"```dhcp-vector {name}\n" + "".join(f"{k} = {v}\n" for k, v in items) + "```\n\n"
+        for name, items in compute_dhcp_vectors().items()).rstrip("\n") + "\n"
+
+
+def load_dhcp_vectors() -> dict[str, dict[str, str]]:
+    blocks = re.findall(r"^```dhcp-vector (\w+)\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    return {name: dict(line.split(" = ", 1) for line in body.strip().splitlines())
+            for name, body in blocks}
+
+
+DHCP_VECTORS = load_dhcp_vectors()
+
+
+def hand_packed(op: int, xid: int, hops: int, addrs: tuple[str, str, str, str], chaddr: bytes,
+                options: list[tuple[int, bytes]]) -> bytes:
+    """The layout the document gives, without agents.dhcp: RFC 2131's fixed fields, the
+    magic cookie, the options in the order listed, END, zeros up to 300 octets."""
+    head = bytes([op, 1, len(chaddr), hops]) + xid.to_bytes(4, "big") + bytes(4)
+    head += b"".join(IPv4Address(a).packed for a in addrs)
+    head += chaddr.ljust(16, b"\0") + bytes(64 + 128)
+    opts = b"".join(bytes([code, len(value)]) + value for code, value in options)
+    return (head + bytes.fromhex("63825363") + opts + b"\xff").ljust(300, b"\0")
+
+
+def test_document_has_the_dhcp_vectors() -> None:
+    assert set(DHCP_VECTORS) == {"offer", "relayed_request"}
+    for name, items in compute_dhcp_vectors().items():
+        assert DHCP_VECTORS[name] == dict(items), f"regenerate the {name} vector"
+
+
+def test_offer_vector_octet_by_octet() -> None:
+    vec = DHCP_VECTORS["offer"]
+    xid, chaddr = int(vec["xid"], 16), bytes.fromhex(vec["chaddr"])
+    cid = bytes.fromhex(vec["client_id"])
+    assert cid == b"\x00" + f"{VECTOR_MN}#{VECTOR_SERIAL}".encode()
+    udhcpc = [(57, UDHCPC_OPTIONS[57]), (55, UDHCPC_OPTIONS[55]), (60, UDHCPC_OPTIONS[60])]
+    zero = "0.0.0.0"
+    assert bytes.fromhex(vec["discover"]) == hand_packed(
+        1, xid, 0, (zero, zero, zero, zero), chaddr, [(53, b"\x01"), *sorted(udhcpc),
+                                                      (61, cid)])
+    lease = int(vec["lease_s"])
+    ip = IPv4Address
+    expected = hand_packed(2, xid, 0, (zero, vec["yiaddr"], zero, zero), chaddr, [
+        (53, b"\x02"), (1, ip("255.255.255.255").packed), (3, ip(vec["router"]).packed),
+        (6, ip(vec["dns"]).packed), (51, lease.to_bytes(4, "big")),
+        (54, ip(vec["server_id"]).packed), (58, (lease // 2).to_bytes(4, "big")),
+        (59, (lease * 7 // 8).to_bytes(4, "big")), (224, vec["home_agent"].encode("ascii"))])
+    data = bytes.fromhex(vec["offer"])
+    assert data == expected
+    msg = DhcpMessage.unpack(data)
+    assert msg.pack() == data
+    assert msg.message_type is MessageType.OFFER and msg.op == BOOTREPLY
+    assert msg.yiaddr == IPv4Address(vec["yiaddr"]) in IPv4Network(vec["pool"])
+    assert int(msg.yiaddr) - int(IPv4Network(vec["pool"]).network_address) == int(vec["first"])
+    assert msg.server_id == IPv4Address(vec["server_id"]) and msg.lease_time == lease
+    assert msg.home_agent == vec["home_agent"] and msg.relay is None
+
+
+def test_relayed_request_vector_octet_by_octet() -> None:
+    vec = DHCP_VECTORS["relayed_request"]
+    xid, chaddr = int(vec["xid"], 16), bytes.fromhex(vec["chaddr"])
+    cid = bytes.fromhex(vec["client_id"])
+    client_opts = [(53, b"\x03"), *sorted(UDHCPC_OPTIONS.items()), (61, cid)]
+    zero = "0.0.0.0"
+    assert bytes.fromhex(vec["client_request"]) == hand_packed(
+        1, xid, 0, (vec["ciaddr"], zero, zero, zero), chaddr, client_opts)
+    circuit, remote = vec["circuit_id"].encode("ascii"), vec["remote_id"].encode("ascii")
+    rai = bytes([1, len(circuit)]) + circuit + bytes([2, len(remote)]) + remote
+    expected = hand_packed(1, xid, 1, (vec["ciaddr"], zero, zero, vec["relay_server_id"]),
+                           chaddr, [*client_opts, (82, rai)])  # option 82 last: RFC 3046
+    data = bytes.fromhex(vec["relayed_request"])
+    assert data == expected
+    msg = DhcpMessage.unpack(data)
+    assert msg.pack() == data
+    assert msg.message_type is MessageType.REQUEST and msg.op == BOOTREQUEST
+    assert (msg.hops, msg.giaddr, msg.ciaddr) == (1, IPv4Address(vec["relay_server_id"]),
+                                                  IPv4Address(vec["ciaddr"]))
+    assert msg.relay == RelayAgentInfo(circuit, remote)
+    assert client_identity(msg.options[OPT_CLIENT_ID]) == vec["remote_id"]
+
+
+def test_the_owner_acks_the_documented_relayed_request_to_the_relay() -> None:
+    vec = DHCP_VECTORS["relayed_request"]
+    owner = _server(OWNER)
+    address = IPv4Address(vec["ciaddr"])
+    cid = bytes.fromhex(vec["client_id"])
+    owner.leases[cid] = Lease(address, cid, vec["remote_id"], bytes.fromhex(vec["chaddr"]),
+                              expires=1_800_000_010.0, bound=True)
+    [reply] = owner.handle(bytes.fromhex(vec["relayed_request"]),
+                           IPv4Address(vec["relay_server_id"]),
+                           IPv4Address(vec["owner_server_id"]), 3)
+    assert (reply.dest, reply.port) == (IPv4Address(vec["relay_server_id"]), 67)
+    ack = DhcpMessage.unpack(reply.data)
+    assert ack.message_type is MessageType.ACK and ack.yiaddr == address
+    assert ack.relay is not None and ack.relay.remote_id == vec["remote_id"].encode()
+    assert owner.leases[cid].remote_renewals == 1
+
+
+if __name__ == "__main__":
+    print(render_dhcp_vectors(), end="")

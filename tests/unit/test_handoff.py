@@ -4,6 +4,7 @@ re-routed or refused, strictly newest-wins LOCAL_PREF, withdrawal, return home, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -380,3 +381,129 @@ def test_page_from_another_ar_is_broadcast_on_our_link() -> None:
                       ("10.254.0.5", 7411), None, 3, False, True)
     assert asyncio.run(h.mob.on_authenticated(page)) == [A]
     assert h.paged == [[A]] and h.kernel.redirects == {}
+
+
+# --- address management (draft 2.3): lease ends reclaim the /32 --------------------------
+
+
+def run(h: Harness, step: Callable[[], Awaitable[object] | None]) -> None:
+    """One step inside a loop, then everything it spawned (detaches, withdrawals)."""
+
+    async def go() -> None:
+        out = step()
+        if out is not None:
+            await out
+        await asyncio.sleep(0)
+        await asyncio.gather(*list(h.mob._tasks))
+
+    asyncio.run(go())
+
+
+def test_reclaim_out_announces_the_visitor_then_withdraws_when_it_has_gone() -> None:
+    # The MN leased A from ar1, moved to ar3 (another cluster), and its lease ended at ar1.
+    ar3 = Harness("ar3")
+    ar3.auth("10.64.0.10/32")
+    assert ar3.bgp.announced == {H32: int(NOW)} and ar3.kernel.access == {A: 7}
+    ar1 = Harness("ar1")
+    ar1.route_from("ar3", ar3.bgp.announced[H32])
+    run(ar1, lambda: ar1.mob.reclaim(A, "remote renewal limit"))
+    # Strictly newer than the visitor's, in the same second, and beyond our cluster.
+    lp = int(NOW) + 1
+    assert ar1.bgp.announced == {H32: lp} and ar1.bgp.escaped == {H32}
+    assert A in ar1.mob.reclaiming
+    # At ar3 the reclaim is a newer route like any other: it withdraws and detaches.
+    ar3.route_from("ar1", lp)
+    assert ar3.bgp.announced == {} and ar3.kernel.access == {}
+    ar1.withdraw_from("ar3")
+    assert ar1.bgp.announced == {} and ar1.mob.reclaiming == {}  # the pool route covers A
+    assert ar1.bgp.log == [("announce", H32, lp), ("withdraw", H32, None)]
+    withdrawn = [r for r in ar1.mob.events.records if r["ev"] == "withdrawn"]
+    assert [r["reason"] for r in withdrawn] == ["reclaimed, pool covers it"]
+
+
+def test_reclaim_is_not_undone_by_the_ar_that_redirected_us_earlier() -> None:
+    # ar3 redirected A from ar1 when the MN arrived; ar1's reclaim must still beat ar3's /32.
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32")
+    redirect = AuthResult("ar3.isp.test", "ar1.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                          ("10.254.0.5", 7411), None, 3)
+    run(h, lambda: h.mob.on_authenticated(redirect))
+    h.route_from("ar3", int(NOW))
+    run(h, lambda: h.mob.reclaim(A, "expired"))
+    assert h.bgp.announced == {H32: int(NOW) + 1}
+    h.route_from("ar3", int(NOW))  # ar3's route reflected again before it withdraws
+    assert h.bgp.announced == {H32: int(NOW) + 1} and A in h.mob.reclaiming
+
+
+def test_reclaim_with_no_other_path_leaves_bgp_alone_but_detaches() -> None:
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32")  # at home: attached, nothing announced
+    assert h.kernel.access == {A: 7} and h.bgp.log == []
+    run(h, lambda: h.mob.reclaim(A, "expired"))
+    assert h.bgp.log == [] and h.mob.reclaiming == {} and h.mob.announced == {}
+    assert h.kernel.access == {} and A not in h.mob.attached
+    ended = next(r for r in h.mob.events.records if r["ev"] == "lease_ended")
+    assert ended["reason"] == "expired" and ended["others"] == 0
+
+
+def test_reclaim_that_the_visitor_never_answers_times_out() -> None:
+    h = Harness("ar1")
+    h.route_from("ar2", int(NOW) - 5)
+    run(h, lambda: h.mob.reclaim(A, "release"))
+    assert h.bgp.announced == {H32: int(NOW)} and h.bgp.escaped == set()  # same cluster
+    h.now += h.mob.reclaim_timeout_s - 0.1
+    run(h, h.mob.expire)
+    assert A in h.mob.reclaiming
+    h.now += 0.1
+    run(h, h.mob.expire)
+    assert h.bgp.announced == {} and h.mob.reclaiming == {}
+    assert h.bgp.log[-1] == ("withdraw", H32, None)
+
+
+def test_a_new_lease_of_the_address_ends_the_reclaim_and_attaches() -> None:
+    h = Harness("ar1")
+    h.route_from("ar3", int(NOW) - 5)
+    run(h, lambda: h.mob.reclaim(A, "expired"))
+    run(h, lambda: h.mob.assigned(A, "mn2.example", 7))
+    assert h.kernel.access == {A: 7} and h.mob.attached[A].mn == "mn2.example"
+    assert h.mob.reclaiming == {}
+    h.withdraw_from("ar3")  # home again: the pool route covers it, the MN stays attached
+    assert h.bgp.announced == {} and h.kernel.access == {A: 7}
+
+
+def test_lease_gone_withdraws_and_detaches_a_visitor_but_not_our_own() -> None:
+    h = Harness("ar3")
+    h.auth("10.64.0.10/32")
+    h.mob.visitor_lease(A, NOW + 60)
+    run(h, lambda: h.mob.lease_gone(A, "relayed nak"))
+    assert h.bgp.announced == {} and h.kernel.access == {} and h.mob.visitor_leases == {}
+    assert h.bgp.log[-1] == ("withdraw", H32, None)
+    detached = next(r for r in h.mob.events.records if r["ev"] == "detached")
+    assert detached["reason"] == "relayed nak"
+
+    home = Harness("ar1")
+    home.auth("10.64.0.10/32")
+    run(home, lambda: home.mob.lease_gone(A, "relayed release"))
+    # Our own pool's address: the DHCP server's end of lease reclaims it, not this.
+    assert home.kernel.access == {A: 7} and A in home.mob.attached
+
+
+def test_visitor_lease_expiry_ends_the_visit() -> None:
+    h = Harness("ar3")
+    h.auth("10.64.0.10/32")
+    h.mob.visitor_lease(A, NOW + 20)
+    h.mob.visitor_lease(IPv4Address("10.65.2.5"), NOW + 20)  # our own pool: not a visitor
+    h.mob.visitor_lease(IPv4Address("10.64.1.5"), None)  # an ACK without a lease time
+    assert h.mob.visitor_leases == {A: NOW + 20}
+    h.now += 19
+    run(h, h.mob.expire)
+    assert h.kernel.access == {A: 7} and h.bgp.announced == {H32: int(NOW)}
+    h.mob.visitor_lease(A, h.now + 20)  # a relayed renewal ACK pushes the end out
+    h.now += 19
+    run(h, h.mob.expire)
+    assert h.kernel.access == {A: 7}
+    h.now += 1
+    run(h, h.mob.expire)
+    assert h.kernel.access == {} and h.bgp.announced == {} and h.mob.visitor_leases == {}
+    withdrawn = next(r for r in h.mob.events.records if r["ev"] == "withdrawn")
+    assert withdrawn["reason"] == "lease expired"

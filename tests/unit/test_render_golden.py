@@ -52,7 +52,8 @@ def test_every_template_has_a_golden_file() -> None:
             "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2"}
     lab_templates = {
         str(p.relative_to(render.CONFIGS))
-        for sub in ("ip", "frr", "exabgp", "nft", "dhcp") for p in (render.CONFIGS / sub).glob("*.j2")
+        for sub in ("ip", "frr", "exabgp", "nft", "dhcp")
+        for p in (render.CONFIGS / sub).glob("*.j2")
     }
     assert lab_templates == used
     kinds = {k for _, k in CASES}

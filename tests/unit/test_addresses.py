@@ -1,0 +1,328 @@
+"""The MN's address manager (agents/addresses.py) without root: the socket table from `ss`,
+udhcpc's events turned into interface addresses, the default route's source and DNS records
+newest first, and the release of older addresses no connection uses."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+
+from agents import addresses as addresses_module
+from agents.addresses import ADDRESS_TTL, AddressError, AddressManager, Held, parse_ss
+from agents.dns import DnsError, DnsUpdater
+from agents.handoff import EventLog
+
+MN = "mn3.example"
+IF = "mn3-eth0"
+GW = "169.254.0.1"
+A = IPv4Address("10.64.0.100")  # leased first, from ar1
+B = IPv4Address("10.64.1.100")  # then from ar2
+C = IPv4Address("10.64.2.100")  # the newest, from ar3
+T0 = 1_800_000_000.0
+
+SS = """\
+udp   UNCONN    0      0          127.0.0.53%lo:53             0.0.0.0:*
+udp   UNCONN    0      0      10.64.0.100%mn3-eth0:68          0.0.0.0:*
+udp   ESTAB     0      0            10.64.1.100:40112    198.51.100.2:7000
+tcp   LISTEN    0      4096             0.0.0.0:22             0.0.0.0:*
+tcp   LISTEN    0      5            10.64.2.100:8080           0.0.0.0:*
+tcp   ESTAB     0      0            10.64.0.100:5201     198.51.100.2:43210
+tcp   ESTAB     0      36           10.64.0.100:5202     198.51.100.2:43212
+tcp   TIME-WAIT 0      0            10.64.2.100:40000    198.51.100.2:80
+tcp   SYN-SENT  0      1            10.64.2.100:40002    198.51.100.2:80
+tcp   ESTAB     0      0      [::ffff:10.64.1.100]:5201 [::ffff:198.51.100.2]:43999
+tcp   LISTEN    0      4096                    [::]:22                [::]:*
+tcp   ESTAB     0      0          [2001:db8::10]:22     [2001:db8::2]:50000
+tcp   ESTAB     0      0        [fe80::1]%mn3-eth0:22   [fe80::2]%mn3-eth0:50001
+"""
+
+
+def test_parse_ss_counts_connections_per_ipv4_address() -> None:
+    assert parse_ss(SS) == {
+        A: 2,  # two established TCP connections
+        # A connected UDP socket, and an IPv4 connection to a dual-stack listener (iperf3 -s).
+        B: 2,
+        C: 1,  # a connection being opened; the listener and TIME-WAIT do not hold the address
+    }
+    assert parse_ss("") == {}
+    assert parse_ss("garbage\ntcp ESTAB 0 0\n") == {}
+
+
+class FakeUpdater:
+    def __init__(self) -> None:
+        self.sets: list[list[IPv4Address]] = []
+        self.fail = False
+
+    async def set_addresses(self, name: str, addresses: Sequence[IPv4Address], ttl: int,
+                            zone: str | None = None) -> None:
+        assert (name, ttl, zone) == (MN, ADDRESS_TTL, MN)
+        if self.fail:
+            raise DnsError("REFUSED")
+        self.sets.append(list(addresses))
+
+
+class FakeUdhcpc:
+    """A udhcpc process: SIGUSR2 releases the lease, which udhcpc reports as deconfig."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.signals: list[int] = []
+        self.manager: AddressManager | None = None
+        self.serial = 0
+        self.confirms = True
+        self._tasks: list[asyncio.Task[object]] = []
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if sig == signal.SIGUSR2 and self.confirms and self.manager is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self.manager.on_event(self.serial, "deconfig", {})))
+
+    def terminate(self) -> None:
+        self.signals.append(signal.SIGTERM)
+        self.returncode = -signal.SIGTERM
+
+    def kill(self) -> None:
+        self.signals.append(signal.SIGKILL)
+        self.returncode = -signal.SIGKILL
+
+    async def wait(self) -> int | None:
+        return self.returncode
+
+
+class Mn:
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = T0
+        # Recency is the clock at binding: give the module a clock we move.
+        monkeypatch.setattr(addresses_module, "time", SimpleNamespace(time=lambda: self.now,
+                                                                  monotonic=lambda: self.now))
+        self.ip_calls: list[list[str]] = []
+        self.table: dict[IPv4Address, int] = {}
+        self.dns = FakeUpdater()
+        self.procs: dict[int, FakeUdhcpc] = {}
+        self.mgr = AddressManager(
+            name=MN, ifname=IF, gateway=GW, link_local=IPv4Address("169.254.7.3"),
+            hook=tmp / "udhcpc.hook", control=tmp / "mn.sock", rundir=tmp,
+            updater=cast(DnsUpdater, self.dns), events=EventLog(None), ip=self.ip,
+            sockets=lambda: dict(self.table))
+
+    async def ip(self, argv: list[str]) -> None:
+        self.ip_calls.append(argv)
+
+    def start(self, serial: int) -> FakeUdhcpc:
+        """What acquire() does before udhcpc reports: a client process per lease."""
+        proc = FakeUdhcpc(4000 + serial)
+        proc.manager, proc.serial = self.mgr, serial
+        self.procs[serial] = proc
+        self.mgr.held[serial] = Held(serial, cast(asyncio.subprocess.Process, proc))
+        return proc
+
+    async def lease(self, serial: int, address: IPv4Address, server: str,
+                    event: str = "bound", **extra: str) -> dict[str, object]:
+        env = {"ip": str(address), "serverid": server, "lease": "20", "router": GW, **extra}
+        return await self.mgr.on_event(serial, event, env)
+
+    def events(self, name: str) -> list[dict[str, object]]:
+        return [r for r in self.mgr.events.records if r["ev"] == name]
+
+
+def addr(address: IPv4Address) -> list[str]:
+    return ["addr", "replace", f"{address}/32", "dev", IF]
+
+
+def route(newest: IPv4Address) -> list[str]:
+    return ["route", "replace", "default", "via", GW, "dev", IF, "src", str(newest)]
+
+
+def test_bound_configures_the_address_and_registers_newest_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        mn.start(1)
+        ha = "ha.isp.test".encode("ascii").hex()  # udhcpc exports unknown options in hex
+        assert await mn.lease(1, A, "10.255.0.1", opt224=ha) == {"ok": True}
+        assert mn.ip_calls == [addr(A), route(A)]
+        assert mn.dns.sets == [[A]]
+        held = mn.mgr.held[1]
+        assert held.address == A and held.server == IPv4Address("10.255.0.1")
+        assert held.expires == T0 + 20 and held.bound.is_set()
+        assert mn.mgr.home_agent == "ha.isp.test"
+
+        mn.now += 5
+        mn.start(2)
+        await mn.lease(2, B, "10.255.0.2")
+        # New connections leave from the newest address; the older one stays configured.
+        assert mn.ip_calls[2:] == [addr(B), route(B)]
+        assert mn.dns.sets[-1] == [B, A]
+        assert mn.mgr.addresses() == [B, A] and mn.mgr.source() == B
+        assert mn.mgr.home_agent == "ha.isp.test"  # kept when a lease does not carry it
+
+    asyncio.run(go())
+    bound = mn.events("dhcp_bound")
+    assert [(r["addr"], r["home_agent"]) for r in bound] == [
+        (str(A), "ha.isp.test"), (str(B), "ha.isp.test")]
+    status = mn.mgr.status()
+    assert status["addresses"] == [str(B), str(A)]
+    assert [(lease["serial"], lease["pid"]) for lease in status["leases"]] == [(1, 4001),
+                                                                              (2, 4002)]
+
+
+def test_renewal_counts_without_touching_interface_or_dns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        mn.start(1)
+        await mn.lease(1, A, "10.255.0.1")
+        mn.now += 10
+        calls, sets = list(mn.ip_calls), list(mn.dns.sets)
+        await mn.lease(1, A, "10.255.0.1", event="renew")
+        assert mn.mgr.held[1].renewals == 1 and mn.mgr.held[1].expires == T0 + 30
+        assert mn.mgr.held[1].bound_at == T0  # a renewal does not make an address newer
+        assert mn.ip_calls == calls and mn.dns.sets == sets
+
+    asyncio.run(go())
+
+
+def test_deconfig_removes_the_address_and_moves_the_default_route(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        for serial, address in ((1, A), (2, B)):
+            mn.start(serial)
+            await mn.lease(serial, address, "10.255.0.1")
+            mn.now += 1
+        del mn.ip_calls[:]
+        assert await mn.mgr.on_event(2, "deconfig", {}) == {"ok": True}
+        assert mn.ip_calls == [["addr", "del", f"{B}/32", "dev", IF], route(A)]
+        assert mn.dns.sets[-1] == [A] and mn.mgr.addresses() == [A]
+        assert mn.mgr.held[2].address is None  # the client lives on, looking for a lease
+        # The last address going leaves no default route; DNS waits for the next lease.
+        sets = len(mn.dns.sets)
+        await mn.mgr.on_event(1, "deconfig", {})
+        assert mn.ip_calls[2:] == [["addr", "del", f"{A}/32", "dev", IF],
+                                   ["route", "del", "default"]]
+        assert len(mn.dns.sets) == sets and mn.mgr.source() == IPv4Address("169.254.7.3")
+        await mn.mgr.on_event(1, "deconfig", {})  # udhcpc also says so at start: no-op
+        assert len(mn.ip_calls) == 4
+
+    asyncio.run(go())
+    assert [r["addr"] for r in mn.events("dhcp_deconfig")] == [str(B), str(A)]
+
+
+def test_nak_counts_and_bad_events_are_answered_not_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        assert (await mn.lease(9, A, "10.255.0.1"))["ok"] is False  # no such client
+        mn.start(1)
+        for env in ({"serverid": "10.255.0.1"}, {"ip": "10.64.0.300"},
+                    {"ip": str(A), "lease": "forever"}):
+            got = await mn.mgr.on_event(1, "bound", env)
+            assert got["ok"] is False and "bad lease variables" in str(got["error"])
+        assert mn.ip_calls == [] and mn.dns.sets == [] and mn.mgr.addresses() == []
+        await mn.lease(1, A, "10.255.0.1", opt224="zz")  # unusable HA option: ignored
+        assert mn.mgr.home_agent is None and mn.mgr.addresses() == [A]
+        await mn.mgr.on_event(1, "nak", {"message": "remote renewal limit 2 reached"})
+        assert mn.mgr.held[1].naks == 1
+
+    asyncio.run(go())
+    assert mn.events("dhcp_nak")[0]["message"] == "remote renewal limit 2 reached"
+
+
+def test_dns_failure_keeps_the_lease_and_is_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+    mn.dns.fail = True
+
+    async def go() -> None:
+        mn.start(1)
+        assert await mn.lease(1, A, "10.255.0.1") == {"ok": True}
+
+    asyncio.run(go())
+    assert mn.mgr.addresses() == [A] and mn.ip_calls == [addr(A), route(A)]
+    assert mn.mgr.dns_errors == 1 and mn.events("dns_failed")
+
+
+def test_tidy_releases_only_older_addresses_no_connection_uses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> list[IPv4Address]:
+        for serial, address in ((1, A), (2, B), (3, C)):
+            mn.start(serial)
+            await mn.lease(serial, address, "10.255.0.1")
+            mn.now += 1
+        mn.table.update(parse_ss(
+            "tcp ESTAB 0 0 10.64.0.100:5201 198.51.100.2:43210\n"
+            "tcp LISTEN 0 5 10.64.1.100:8080 0.0.0.0:*\n"))
+        assert mn.mgr.in_use() == {C: 0, B: 0, A: 1}
+        del mn.ip_calls[:]
+        return await mn.mgr.tidy()
+
+    # C is the newest, A carries a connection: only B goes, and DNS loses it first.
+    assert asyncio.run(go()) == [B]
+    assert mn.mgr.addresses() == [C, A] and sorted(mn.mgr.held) == [1, 3]
+    assert mn.dns.sets[-2:] == [[C, A], [C, A]]  # before the release, and after deconfig
+    assert mn.ip_calls == [["addr", "del", f"{B}/32", "dev", IF], route(C)]
+    assert mn.procs[2].signals == [signal.SIGUSR2, signal.SIGTERM]
+    assert mn.procs[1].signals == [] and mn.procs[3].signals == []
+    assert [r["addr"] for r in mn.events("released")] == [str(B)]
+
+
+def test_tidy_keeps_a_single_address_and_release_needs_a_held_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        mn.start(1)
+        await mn.lease(1, A, "10.255.0.1")
+        assert await mn.mgr.tidy() == []  # unused, but the only one
+        with pytest.raises(AddressError, match="not held"):
+            await mn.mgr.release(B)
+
+    asyncio.run(go())
+    assert mn.mgr.addresses() == [A] and mn.procs[1].signals == []
+
+
+def test_release_of_an_exited_client_still_takes_the_address_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        for serial, address in ((1, A), (2, B)):
+            mn.start(serial)
+            await mn.lease(serial, address, "10.255.0.1")
+            mn.now += 1
+        mn.procs[1].returncode = 1  # udhcpc died: nobody will report the deconfig
+        del mn.ip_calls[:]
+        await mn.mgr.release(A)
+
+    asyncio.run(go())
+    assert mn.procs[1].signals == []
+    assert mn.ip_calls == [["addr", "del", f"{A}/32", "dev", IF], route(B)]
+    assert mn.mgr.addresses() == [B] and mn.dns.sets[-1] == [B] and 1 not in mn.mgr.held
+
+
+def test_parse_ss_leaves_out_the_agents_own_sockets() -> None:
+    # `ss -tuanpH` as socket_table() runs it: the owners follow the peer column.
+    text = (
+        'udp ESTAB 0 0 10.64.0.100:40001 10.253.0.2:53 users:(("python3",pid=700,fd=9))\n'
+        'tcp ESTAB 0 0 10.64.0.100:5201 198.51.100.2:43210 users:(("iperf3",pid=812,fd=5))\n'
+        'tcp ESTAB 0 0 10.64.1.100:7411 10.255.0.2:7411 users:(("python3",pid=700,fd=11))\n'
+        # A socket the agent shares with a child it started still belongs to the child.
+        'tcp ESTAB 0 0 10.64.1.100:22 198.51.100.2:50000 '
+        'users:(("python3",pid=700,fd=12),("sshd",pid=900,fd=3))\n')
+    assert parse_ss(text, frozenset({700})) == {A: 1, B: 1}
+    assert parse_ss(text) == {A: 2, B: 2}

@@ -1,0 +1,311 @@
+"""`flatarch scenario addresses`: a DHCP MN through attach, moves, a relayed renewal, rotation
+with a long-lived TCP connection, release, and the remote-renewal limit (draft 2.3), with
+every router's host routes counted from netlink over the whole run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from . import measure
+from .daemons import LabError, wait_until
+from .lab import Lab, Progress
+from .model import Role, fqdn
+from .routewatch import RouteWatcher
+from .scenario import read_events
+
+LONG_PORT, SHORT_PORT = 5201, 5202
+IPERF_RATE = "2M"
+
+
+def counted(ev: measure.RouteEvent) -> bool:
+    """A host route that is routing state for mobility: a /32 not on an access link.
+
+    The route an AR keeps on its access link to an MN attached there exists in any design;
+    the ones learned through BGP (and redirect tunnels) are what the draft warns about."""
+    if ev.dst.prefixlen != 32:
+        return False
+    return not all(h.startswith("dev:") and h.endswith("-acc") for h in ev.nexthops)
+
+
+def host_route_series(events: list[measure.RouteEvent], t0: float,
+                      routers: list[str]) -> list[dict[str, Any]]:
+    """[{t, router, count}]: every router at t=0, then each change of its /32 count."""
+    present: dict[str, dict[tuple[str, int], bool]] = {r: {} for r in routers}
+    counts = {r: 0 for r in routers}
+    out: list[dict[str, Any]] = []
+    for ev in sorted(events, key=lambda e: e.ts):
+        if ev.node not in present:
+            continue
+        table = present[ev.node]
+        key = (str(ev.dst), ev.metric)
+        if ev.kind == "add":
+            table[key] = counted(ev)
+        else:
+            table.pop(key, None)
+        n = len({k[0] for k, c in table.items() if c})
+        if n != counts[ev.node] or ev.ts <= t0:
+            counts[ev.node] = n
+            out.append({"t": round(max(ev.ts - t0, 0.0), 3), "router": ev.node, "count": n})
+    # One row per router at t=0 whatever the dump held, so every series has a start.
+    seen = {(row["router"]) for row in out if row["t"] == 0.0}
+    out += [{"t": 0.0, "router": r, "count": 0} for r in routers if r not in seen]
+    return sorted(out, key=lambda row: (row["t"], row["router"]))
+
+
+def totals(series: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """The AS-wide host-route count after each change."""
+    now: dict[str, int] = {}
+    out: list[tuple[float, int]] = []
+    for row in series:
+        now[row["router"]] = row["count"]
+        out.append((row["t"], sum(now.values())))
+    return out
+
+
+class AddressesScenario:
+    def __init__(self, lab: Lab, *, mn: str | None = None, progress: Progress | None = None,
+                 out_dir: Path | None = None) -> None:
+        self.lab = lab
+        self.topo = lab.topo
+        dhcp_mns = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
+        if not dhcp_mns:
+            raise LabError("the addresses scenario needs an MN listed under dhcp.mobiles")
+        self.mn = mn or dhcp_mns[0]
+        if self.mn not in dhcp_mns:
+            raise LabError(f"{self.mn} does not use DHCP (dhcp.mobiles in the topology)")
+        self.progress = progress or lab.progress
+        self.dir = out_dir or lab.dir / "scenario-addresses"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.home = self.topo.mobile(self.mn).home
+        self.cn = self.topo.service("cn")
+        self.cn_address = str(self.cn.interfaces[0].address)
+        self.phases: list[dict[str, Any]] = []
+        self.t0 = 0.0
+        self.plot_files: list[str] = []
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _mn(self, req: dict[str, Any]) -> dict[str, Any]:
+        answer = self.lab.control(self.mn).request(req, timeout=30)
+        if not answer.get("ok"):
+            raise LabError(f"{self.mn} {req.get('cmd')}: {answer.get('error')}")
+        return answer
+
+    def _phase(self, what: str, **fields: Any) -> None:
+        t = time.time() - self.t0
+        self.phases.append({"t": round(t, 3), "phase": what, **fields})
+        detail = " ".join(f"{k}={v}" for k, v in fields.items())
+        self.progress(f"  {t:6.1f}s {what} {detail}")
+
+    def _status(self, ar: str) -> dict[str, Any]:
+        return dict(json.loads((self.lab.rundir(ar) / "agent.status.json").read_text()))
+
+    def _neighbours(self, ar: str) -> tuple[str, str]:
+        """An AR in the same cluster as ``ar`` and one in another cluster."""
+        cl = self.topo.cluster_of(ar)
+        same = next(a for a in cl.ars if a != ar)
+        other = next(c for c in self.topo.clusters if ar not in c.ars and same not in c.ars)
+        return same, other.ars[0]
+
+    def _move(self, ar: str) -> dict[str, Any]:
+        rec = self.lab.handoff(self.mn, ar)
+        if not rec.get("ok") or rec.get("not_rerouted"):
+            raise LabError(f"handoff of {self.mn} to {ar}: {rec.get('error') or rec}")
+        return rec
+
+    def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> float:
+        t = time.monotonic()
+        wait_until(pred, timeout, what, 0.2)
+        return time.monotonic() - t
+
+    def _no_host_routes(self, watcher: RouteWatcher, routers: list[str], base: int) -> bool:
+        series = host_route_series(watcher.events(), self.t0, routers)
+        tot = totals(series)
+        return bool(tot) and tot[-1][1] <= base
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        lab, topo = self.lab, self.topo
+        routers = [n.name for n in topo.routers]
+        lease = topo.dhcp.lease_s
+        limit = topo.dhcp.remote_renewals
+        owner_of = {ar.name: ar for ar in topo.by_role(Role.AR)}
+        intra, inter = self._neighbours(self.home)
+        inter_peer = next(a for a in topo.cluster_of(inter).ars if a != inter)
+        self.progress(f"addresses scenario: {self.mn} from {self.home} -> {intra} -> {inter}, "
+                      f"rotation, release, then {inter_peer} until the remote-renewal limit "
+                      f"({limit} renewals of {lease} s leases)")
+        with contextlib.ExitStack() as stack:
+            watcher = stack.enter_context(RouteWatcher(
+                {r: lab.execs[r].pid for r in routers}, topo.managed))
+            self.t0 = watcher.started_at or time.time()
+            base = totals(host_route_series(watcher.events(), self.t0, routers))[-1][1]
+            a1 = IPv4Address(self._mn({"cmd": "status"})["address"])
+            self._phase("attached at home", ar=self.home, address=str(a1))
+            if lab.radio is not None and lab.radio.where.get(self.mn) != self.home:
+                self._move(self.home)
+            stack.enter_context(lab.background(
+                self.cn.name, ["iperf3", "-s", "-p", str(LONG_PORT), "-J", "-i", "0.1"],
+                self.dir / "iperf-server.json"))
+            stack.enter_context(lab.background(
+                self.cn.name, ["iperf3", "-s", "-p", str(SHORT_PORT), "-J"],
+                self.dir / "iperf-short-server.json"))
+            cn = lab.execs[self.cn.name]
+            wait_until(lambda: f":{SHORT_PORT}" in cn.run(["ss", "-ltn"]).stdout and
+                       f":{LONG_PORT}" in cn.run(["ss", "-ltn"]).stdout, 10, "iperf3 servers")
+            long_s = 30.0
+            iperf = stack.enter_context(lab.background(
+                self.mn, ["iperf3", "-c", self.cn_address, "-p", str(LONG_PORT),
+                          "-t", f"{long_s:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J",
+                          "--get-server-output"], self.dir / "iperf-long.json"))
+            self._phase("long-lived TCP started", source=str(a1))
+            self._settle(1.5)
+            self._move(intra)
+            self._phase("moved, intra-cluster", ar=intra)
+            self._settle(2.0)
+            self._move(inter)
+            self._phase("moved, inter-cluster", ar=inter)
+            # The old address is renewed through the new AR, option 82 naming the MN.
+            home_status: dict[str, Any] = {}
+
+            def relayed() -> bool:
+                home_status.clear()
+                home_status.update(self._status(self.home))
+                return any(r.get("remote_id") == self._identity()
+                           for r in home_status.get("dhcp", {}).get("option82_seen", []))
+
+            waited = self._wait(relayed, lease + 10, "a relayed renewal at the owning AR")
+            seen82 = [r for r in home_status["dhcp"]["option82_seen"]
+                      if r.get("remote_id") == self._identity()]
+            self._phase("renewal relayed with option 82", owner=self.home,
+                        remote_id=seen82[-1]["remote_id"], circuit_id=seen82[-1]["circuit_id"],
+                        waited_s=round(waited, 1))
+            rot = self._mn({"cmd": "rotate"})
+            a2 = IPv4Address(rot["address"])
+            self._phase("rotated", new=str(a2), held=rot["addresses"])
+            new_src = self._short_connection()
+            in_use = self._mn({"cmd": "in_use"})["in_use"]
+            self._phase("new connection", source=new_src, in_use=in_use)
+            iperf.wait(long_s + 15)
+            self._phase("long-lived TCP ended")
+            self._wait(lambda: str(a1) not in self._mn({"cmd": "status"})["addresses"], 10,
+                       f"{a1} released")
+            self._phase("old address released", address=str(a1))
+            self._wait(lambda: self._no_host_routes(watcher, routers, base), 15,
+                       "host routes back to the pool-only baseline")
+            self._phase("host routes back to baseline")
+            # The limit: the rotated address, renewed from a neighbour, is refused in the end.
+            self._move(inter_peer)
+            self._phase("moved, intra-cluster", ar=inter_peer, holding=str(a2))
+            events_path = lab.rundir(self.mn) / "events.jsonl"
+
+            def nak() -> bool:
+                return any(e.get("ev") == "dhcp_nak" and e.get("addr") == str(a2)
+                           for e in read_events(events_path))
+
+            waited = self._wait(nak, lease * (limit + 2) + 10, f"NAK for {a2}")
+            nak_ev = next(e for e in read_events(events_path)
+                          if e.get("ev") == "dhcp_nak" and e.get("addr") == str(a2))
+            self._phase("renewal refused (NAK)", address=str(a2), message=nak_ev.get("message"),
+                        waited_s=round(waited, 1))
+            self._wait(lambda: str(a2) not in self._mn({"cmd": "status"})["addresses"]
+                       and bool(self._mn({"cmd": "status"})["addresses"]), 15,
+                       "a fresh lease after the NAK")
+            a3 = self._mn({"cmd": "status"})["address"]
+            self._phase("fresh lease", address=a3, owner=inter_peer)
+            self._wait(lambda: self._no_host_routes(watcher, routers, base), 15,
+                       "host routes back to the pool-only baseline")
+            self._phase("host routes back to baseline")
+            self._settle(1.0)
+            events = watcher.events()
+        for r in [*routers, self.mn]:
+            src = lab.rundir(r) / "events.jsonl"
+            if src.exists():
+                shutil.copyfile(src, self.dir / f"{r}.events.jsonl")
+        return self.analyse(events, routers, base, a1, a2, new_src, owner_of)
+
+    def _identity(self) -> str:
+        return fqdn("mn", self.mn)
+
+    def _settle(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        wait_until(lambda: time.monotonic() >= deadline, seconds + 1, "a pause", 0.05)
+
+    def _short_connection(self) -> str:
+        """A new TCP connection from the MN, as an application would open one: its source."""
+        res = self.lab.execs[self.mn].run(
+            ["iperf3", "-c", self.cn_address, "-p", str(SHORT_PORT), "-t", "1", "-J"],
+            timeout=20)
+        try:
+            doc = json.loads(res.stdout)
+            return str(doc["start"]["connected"][0]["local_host"])
+        except (ValueError, KeyError, IndexError) as exc:
+            raise LabError(f"short iperf3 from {self.mn}: {exc}: {res.stderr[-200:]}") from None
+
+    def analyse(self, events: list[measure.RouteEvent], routers: list[str], base: int,
+                a1: IPv4Address, a2: IPv4Address, new_src: str,
+                owner_of: dict[str, Any]) -> dict[str, Any]:
+        series = host_route_series(events, self.t0, routers)
+        tot = totals(series)
+        try:
+            iperf = measure.iperf_summary(json.loads((self.dir / "iperf-long.json").read_text()))
+        except (OSError, ValueError, measure.MeasureError) as exc:
+            iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+        phases = {p["phase"]: p for p in self.phases}
+        from . import plots
+
+        self.plot_files = [str(plots.host_routes(series, self.phases,
+                                                 self.dir / "host-routes.png"))]
+        return {
+            "scenario": "addresses",
+            "topology": self.topo.name,
+            "mn": self.mn,
+            "dhcp_client": "udhcpc",
+            "lease_s": self.topo.dhcp.lease_s,
+            "remote_renewals_limit": self.topo.dhcp.remote_renewals,
+            "addresses": {"first": str(a1), "rotated": str(a2)},
+            "option82_seen": "renewal relayed with option 82" in phases,
+            "option82": {k: v for k, v in phases.get("renewal relayed with option 82", {}).items()
+                         if k in ("owner", "remote_id", "circuit_id")},
+            "renew_limit_nak": "renewal refused (NAK)" in phases,
+            "new_connection_source": new_src,
+            "new_connection_used_new_address": new_src == str(a2),
+            "old_tcp_survived_rotation": bool(iperf.get("survived")),
+            "iperf": iperf,
+            "phases": self.phases,
+            "host_routes": series,
+            "host_routes_total": [{"t": t, "count": n} for t, n in tot],
+            "host_routes_baseline": base,
+            "host_routes_peak": max((n for _, n in tot), default=0),
+            "host_routes_end": tot[-1][1] if tot else 0,
+            "routers": len(routers),
+            "plots": self.plot_files,
+        }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{'t (s)':>7}  phase"]
+    lines.append("-" * 72)
+    for p in result["phases"]:
+        extra = " ".join(f"{k}={v}" for k, v in p.items() if k not in ("t", "phase"))
+        lines.append(f"{p['t']:7.1f}  {p['phase']}  {extra}")
+    lines.append("")
+    lines.append(
+        f"host routes (all {result['routers']} routers): baseline "
+        f"{result['host_routes_baseline']}, peak {result['host_routes_peak']}, "
+        f"end {result['host_routes_end']}")
+    lines.append(
+        f"option 82 seen at the owner: {result['option82_seen']}; remote-renewal NAK: "
+        f"{result['renew_limit_nak']}; old TCP survived rotation: "
+        f"{result['old_tcp_survived_rotation']}; new connection from "
+        f"{result['new_connection_source']}")
+    return "\n".join(lines)
