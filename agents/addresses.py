@@ -131,6 +131,9 @@ class AddressManager:
     held: dict[int, Held] = field(default_factory=dict)
     home_agent: str | None = None
     dns_errors: int = 0
+    care_of: IPv4Address | None = None  # outside the AS (draft 2.4)
+    care_of_gateway: str | None = None
+    _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
     _serial: int = 0
 
     # --- what the rest of the agent asks -------------------------------------------------------
@@ -218,7 +221,75 @@ class AddressManager:
 
     # --- udhcpc events (through agents/dhcp_hook.py) -------------------------------------------
 
+    # --- outside the AS (draft 2.4): a care-of address, and home leases held still ------------
+
+    def pause(self) -> None:
+        """Stop the home leases' clients: outside the AS no AR relays their renewals, and
+        their rebinding broadcasts would meet the visited network's server."""
+        for h in self.held.values():
+            if h.proc.returncode is None:
+                h.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for h in self.held.values():
+            if h.proc.returncode is None:
+                h.proc.send_signal(signal.SIGCONT)
+
+    async def acquire_care_of(self, timeout: float = 10.0) -> IPv4Address:
+        """A care-of address from the visited network's DHCP server, by a one-shot client."""
+        self._care_of_bound.clear()
+        argv = ["busybox", "udhcpc", "-f", "-q", "-n", "-i", self.ifname, "-s", str(self.hook),
+                "-t", "5", "-T", "1"]
+        log_file = (self.rundir / "udhcpc-care-of.log").open("ab")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FLATARCH_MN_SOCK": str(self.control),
+               "FLATARCH_LEASE_SERIAL": "0"}
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+            preexec_fn=_die_with_parent)
+        log_file.close()
+        try:
+            await asyncio.wait_for(self._care_of_bound.wait(), timeout)
+        except TimeoutError:
+            raise AddressError(f"no care-of address within {timeout:.0f} s") from None
+        finally:
+            if proc.returncode is None:
+                try:
+                    await asyncio.wait_for(proc.wait(), 3.0)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        assert self.care_of is not None
+        return self.care_of
+
+    async def drop_care_of(self) -> None:
+        if self.care_of is not None:
+            try:
+                await self.ip(["addr", "del", f"{self.care_of}/32", "dev", self.ifname])
+            except AddressError as exc:
+                log.info("%s", exc)
+            self.care_of = None
+        await self._default_route()
+
+    async def _on_care_of(self, event: str, env: dict[str, str]) -> dict[str, Any]:
+        if event != "bound":
+            return {"ok": True}
+        try:
+            address = ipaddress.IPv4Address(env["ip"])
+            gateway = str(ipaddress.IPv4Address(env["router"].split()[0]))
+        except (KeyError, ValueError, IndexError) as exc:
+            return {"ok": False, "error": f"care-of lease: {exc}"}
+        self.care_of, self.care_of_gateway = address, gateway
+        await self.ip(["addr", "replace", f"{address}/32", "dev", self.ifname])
+        await self.ip(["route", "replace", f"{gateway}/32", "dev", self.ifname, "scope", "link"])
+        await self.ip(["route", "replace", "default", "via", gateway, "dev", self.ifname,
+                       "src", str(address)])
+        self.events("care_of", addr=address, gateway=gateway)
+        self._care_of_bound.set()
+        return {"ok": True}
+
     async def on_event(self, serial: int, event: str, env: dict[str, str]) -> dict[str, Any]:
+        if serial == 0:
+            return await self._on_care_of(event, env)
         held = self.held.get(serial)
         if held is None:
             return {"ok": False, "error": f"no DHCP client {serial}"}
@@ -279,8 +350,11 @@ class AddressManager:
         await self._default_route()
 
     async def _default_route(self) -> None:
-        # New connections leave from the newest address; older ones keep theirs.
+        # New connections leave from the newest address; older ones keep theirs. Away from
+        # the AS the care-of address owns the default route.
         held = self.addresses()
+        if self.care_of is not None:
+            return
         if held:
             await self.ip(["route", "replace", "default", "via", self.gateway, "dev",
                            self.ifname, "src", str(held[0])])
@@ -302,6 +376,7 @@ class AddressManager:
 
     async def _stop(self, held: Held) -> None:
         if held.proc.returncode is None:
+            held.proc.send_signal(signal.SIGCONT)  # a paused client would not act on TERM
             held.proc.terminate()
             try:
                 await asyncio.wait_for(held.proc.wait(), 3.0)
@@ -324,4 +399,5 @@ class AddressManager:
                         "naks": h.naks, "pid": h.proc.pid}
                        for h in self.held.values()],
             "dns_errors": self.dns_errors,
+            "care_of": str(self.care_of) if self.care_of else None,
         }

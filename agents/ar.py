@@ -31,7 +31,7 @@ from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKe
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
-from .handoff import ArInfo, EventLog, Mobility, read_mode
+from .handoff import ArInfo, EventLog, Mobility, Mode, read_mode
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
 
@@ -481,23 +481,17 @@ class ArAgent:
         validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
         self._key_resolver = DnssecKeyResolver(validating)
         events = EventLog(self.rundir / "events.jsonl")
-        access = await self._on_fib(self.fib.index_of, f"{cfg.node}-acc")
-        self._overlay_index = await self._on_fib(self.fib.index_of, cfg.overlay_dev)
-        if access is None:
-            log.warning("no access interface %s-acc: no MN can attach here", cfg.node)
+        access = await self._access_index(cfg)
         self.mobility = Mobility(
             me=cfg.ars[cfg.node], ars=cfg.ars, managed=cfg.managed,
             checker=validating, kernel=self, bgp=self, rib=self.rib,
-            redirector=self.send_redirect, mode=lambda: read_mode(self.rundir / "mode"),
-            on_access_link=lambda ifindex: access is not None and ifindex == access,
+            redirector=self.send_redirect, mode=self._mode,
+            on_access_link=lambda ifindex: self._serves(access, ifindex),
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
             paging_bound=cfg.paging_buffer, paging_timeout_s=cfg.paging_timeout_s,
         )
         await self.start_paging(cfg)
-        try:
-            self._sources = SourceFilter(Nft())
-        except NftError as exc:
-            log.error("source filtering unavailable: %s", exc)
+        self._start_filter()
         self._peer = Peer(keystore, self._key_resolver)
         self.authenticator = Authenticator(
             cfg.identity, keystore, self._key_resolver, self._on_authenticated,
@@ -511,6 +505,28 @@ class ArAgent:
         self._spawn(self.keep_ar_keys_warm(keystore))
         if cfg.dhcp is not None and access is not None:
             await self.start_dhcp(cfg, cfg.dhcp, access, validating)
+
+    # The parts a Home Agent (agents/ha.py) does differently: it has no access link, no
+    # paging, no source filter and no redirect; MNs reach it from anywhere.
+
+    async def _access_index(self, cfg: AgentConfig) -> int | None:
+        access: int | None = await self._on_fib(self.fib.index_of, f"{cfg.node}-acc")
+        self._overlay_index = await self._on_fib(self.fib.index_of, cfg.overlay_dev)
+        if access is None:
+            log.warning("no access interface %s-acc: no MN can attach here", cfg.node)
+        return access
+
+    def _serves(self, access: int | None, ifindex: int) -> bool:
+        return access is not None and ifindex == access
+
+    def _mode(self) -> Mode:
+        return read_mode(self.rundir / "mode")
+
+    def _start_filter(self) -> None:
+        try:
+            self._sources = SourceFilter(Nft())
+        except NftError as exc:
+            log.error("source filtering unavailable: %s", exc)
 
     async def _on_authenticated(self, result: AuthResult) -> list[ipaddress.IPv4Address]:
         assert self.mobility is not None
@@ -605,7 +621,9 @@ class ArAgent:
         threading.Thread(target=self.watch_kernel, args=(loop,), daemon=True).start()
         resync = asyncio.create_task(self.resync_loop())
         chores = asyncio.create_task(self.housekeeping())
-        announce = asyncio.create_task(self.channel.send(api.announce(self.pool)))
+        # A Home Agent originates nothing of its own: it has no pool.
+        announce = asyncio.create_task(self.channel.send(api.announce(self.pool))
+                                       if self.pool.prefixlen < 32 else asyncio.sleep(0))
         if self.config is not None:
             try:
                 await self.start_auth()

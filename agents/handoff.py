@@ -561,6 +561,17 @@ class Mobility:
         if expires is not None and a not in self.me.pool:
             self.visitor_leases[a] = expires
 
+    async def deregister(self, a: IPv4Address, mn: str) -> bool:
+        """A Home Agent's binding ends at the MN's word: withdraw and detach (draft 2.4)."""
+        att = self.attached.get(a)
+        if att is None or att.mn != mn:
+            return False
+        if self.announced.pop(a, None) is not None:
+            self.bgp.withdraw(host(a))
+            self.events("withdrawn", addr=a, reason="deregistered")
+        await self._detach(a, "deregistered")
+        return True
+
     async def lease_gone(self, a: IPv4Address, reason: str) -> None:
         """As the MN's current AR: its lease on ``a`` ended (a release or NAK we relayed, or
         expiry). Withdraw at once rather than wait for the owner's reclaim to reach us."""

@@ -22,10 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .addresses import AddressError, AddressManager
-from .auth import AuthError, KeyStore, Peer, PeerSession, PublishedKey, StaticDirectory, Suite
+from .addresses import AddressError, AddressManager, run_ip
+from .auth import (
+    AuthError,
+    KeyStore,
+    Peer,
+    PeerSession,
+    PublishedKey,
+    Role,
+    StaticDirectory,
+    Suite,
+)
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
+from .macro import HaTunnel, MacroSettings, detect_tunnel
 from .paging import parse_page
 
 log = logging.getLogger("agents.mn")
@@ -57,6 +67,7 @@ class MnConfig:
     paging_port: int = 7412
     ifname: str = "eth0"
     dhcp: DhcpSettings | None = None
+    macro: MacroSettings | None = None
 
     @classmethod
     def load(cls, path: Path) -> MnConfig:
@@ -70,7 +81,8 @@ class MnConfig:
         return cls(doc["name"], doc["identity"], Path(doc["key"]), address, doc["resolver"],
                    int(doc["resolver_port"]), int(doc["auth_port"]), doc["gateway"],
                    dict(doc["ars"]), int(doc.get("paging_port", 7412)),
-                   doc.get("ifname", "eth0"), dhcp)
+                   doc.get("ifname", "eth0"), dhcp,
+                   MacroSettings.from_doc(doc["macro"]) if doc.get("macro") else None)
 
 
 class _PageListener(asyncio.DatagramProtocol):
@@ -105,7 +117,8 @@ class MnAgent:
         self.directory = StaticDirectory(keys)
         self.dns = DnssecKeyResolver(
             ValidatingResolver(config.resolver, config.resolver_port, timeout=1.0))
-        keystore = KeyStore.from_pem(config.identity, config.key_path.read_bytes())
+        keystore = self.keystore = KeyStore.from_pem(config.identity,
+                                                     config.key_path.read_bytes())
         self.peer = Peer(keystore, self.directory)
         self.events = EventLog(rundir / "events.jsonl")
         self.current: str | None = None  # the AR node we are authenticated at
@@ -121,6 +134,12 @@ class MnAgent:
         self._by_fqdn = {fqdn: node for node, fqdn in config.ars.items()}
         self._page_tasks: set[asyncio.Task[dict[str, Any]]] = set()
         self.addresses: AddressManager | None = None
+        # Macro-mobility (draft 2.4): our Home Agent (name from DHCP), its address and key,
+        # resolved and its shared secret derived while we are still inside the AS.
+        self.ha: tuple[str, ipaddress.IPv4Address, PublishedKey] | None = None
+        self.away: str | None = None  # the visited network we are in
+        self.tunnel = (HaTunnel(config.macro, detect_tunnel(), run_ip)
+                       if config.macro is not None else None)
         if config.dhcp is not None:
             updater = DnsUpdater(config.dhcp.primary, config.dhcp.primary_port,
                                  TsigKey.load(config.dhcp.tsig))
@@ -150,6 +169,8 @@ class MnAgent:
         if self.idle and ar in self.tal:
             self.events("idle_move", ar=ar)
             return {"ok": True, "ar": ar, "idle": True, "authenticated": False}
+        if self.away is not None:
+            await self._come_back()
         record = await self.authenticate(ar, previous)
         if record.get("ok") and self.addresses is not None and not self.held():
             # First attachment (draft 2.3): authenticated, now an address by ordinary DHCP.
@@ -158,7 +179,105 @@ class MnAgent:
             except AddressError as exc:
                 return {**record, "ok": False, "error": f"DHCP: {exc}"}
             record = {**record, "address": str(address), "t_bound": time.time()}
+            self._spawn(self.prepare_ha())
         return record
+
+    # --- macro-mobility (draft 2.4) ---------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._page_tasks.add(task)
+        task.add_done_callback(self._page_tasks.discard)
+
+    async def prepare_ha(self) -> dict[str, Any]:
+        """Resolve our Home Agent's key and address through DNSSEC and derive the shared
+        secret now: outside the AS there is no validating resolver to ask (draft 2.4)."""
+        name = self.addresses.home_agent if self.addresses else None
+        if not name:
+            return {"ok": False, "error": "no Home Agent named by DHCP (option 224)"}
+        try:
+            key = await self.dns.resolve(name)
+            addrs = await self.dns.dns.addresses(name)
+        except (AuthError, DnsError, OSError) as exc:
+            self.events("ha_prepare_failed", ha=name, error=str(exc))
+            return {"ok": False, "error": f"{name}: {exc}"}
+        if not addrs:
+            return {"ok": False, "error": f"{name} has no address"}
+        self.directory.publish(key)
+        self.keystore.derive_msk(key, Role.PEER, bytes(16), bytes(16))
+        self.ha = (name, addrs[0], key)
+        self.events("ha_ready", ha=name, address=addrs[0])
+        return {"ok": True, "ha": name, "address": str(addrs[0])}
+
+    async def leave(self, node: str) -> dict[str, Any]:
+        """We are in a visited network outside the AS: a care-of address by DHCP there, then
+        a Binding Update to our Home Agent for every address no AR re-routes (draft 4)."""
+        if self.addresses is None or self.tunnel is None:
+            return {"ok": False, "error": "this MN has no Home Agent service"}
+        if self.ha is None:
+            return {"ok": False, "error": "Home Agent not prepared (no DHCP option 224 yet)"}
+        async with self._lock:
+            name, ha_addr, key = self.ha
+            homes = self.held()
+            self.addresses.pause()
+            t_moved = time.time()
+            try:
+                coa = await self.addresses.acquire_care_of()
+            except AddressError as exc:
+                return {"ok": False, "ar": node, "error": f"care-of: {exc}"}
+            t_coa = time.time()
+            claimed = [ipaddress.IPv4Network((a, 32)) for a in homes]
+            try:
+                session = await self.peer.authenticate(
+                    (str(ha_addr), self.config.auth_port), name, claimed, mobility=True,
+                    ar_key=key, timeout=0.3, retries=5, local_addr=(str(coa), 0))
+            except AuthError as exc:
+                self.events("bu_failed", ha=name, error=str(exc))
+                return {"ok": False, "ar": node, "error": f"{type(exc).__name__}: {exc}",
+                        "care_of": str(coa)}
+            t_reply = time.time()
+            bound = [p.network_address for p in session.rerouted]
+            await self.tunnel.open(coa, ha_addr, [a for a in bound
+                                                  if isinstance(a, ipaddress.IPv4Address)])
+            session.close()
+            self.away, self.current, self.cell = node, None, node
+            record = {
+                "ok": True, "ar": node, "care_of": str(coa), "ha": name,
+                "tunnel": self.tunnel.kind, "t_auth_sent": t_coa, "t_reply": t_reply,
+                "auth_ms": (t_reply - t_coa) * 1000, "care_of_ms": (t_coa - t_moved) * 1000,
+                "rerouted": [str(p) for p in session.rerouted],
+                "not_rerouted": [str(p) for p in session.not_rerouted],
+                "authenticated": True,
+            }
+            self.events("binding_update", **record)
+            return record
+
+    async def _come_back(self) -> None:
+        """Back in the AS: the tunnel and the care-of address go, the home leases resume."""
+        assert self.addresses is not None and self.tunnel is not None
+        await self.tunnel.close()
+        await self.addresses.drop_care_of()
+        self.addresses.resume()
+        self.events("returned", outside=self.away)
+        self.away = None
+
+    async def deregister(self) -> dict[str, Any]:
+        """Tell the Home Agent to drop our binding: the AUTH without the mobility flag."""
+        if self.ha is None or self.addresses is None or self.addresses.care_of is None:
+            return {"ok": False, "error": "not away from the AS"}
+        name, ha_addr, key = self.ha
+        claimed = [ipaddress.IPv4Network((a, 32)) for a in self.held()]
+        try:
+            session = await self.peer.authenticate(
+                (str(ha_addr), self.config.auth_port), name, claimed, mobility=False,
+                ar_key=key, timeout=0.3, retries=5,
+                local_addr=(str(self.addresses.care_of), 0))
+        except AuthError as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        session.close()
+        if self.tunnel is not None:
+            await self.tunnel.close()
+        return {"ok": True, "deregistered": [str(p) for p in session.rerouted]}
 
     async def authenticate(self, ar: str, previous: str | None = None, *,
                            idle: bool = False, page: bool = False) -> dict[str, Any]:
@@ -253,7 +372,15 @@ class MnAgent:
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "attach":
-            return await self.attach(str(req["ar"]), req.get("previous"))
+            where = str(req["ar"])
+            if self.config.macro is not None and where == self.config.macro.outside:
+                self.cell = where
+                return await self.leave(where)
+            return await self.attach(where, req.get("previous"))
+        if cmd == "prepare_ha":
+            return await self.prepare_ha()
+        if cmd == "deregister":
+            return await self.deregister()
         if cmd == "idle":
             return await self.go_idle()
         if cmd == "deaf":  # the MN is switched off: it will not answer pages
@@ -263,7 +390,8 @@ class MnAgent:
             held = [str(a) for a in self.held()]
             return {"ok": True, "ar": self.current, "cell": self.cell, "idle": self.idle,
                     "tal": list(self.tal), "address": held[0] if held else None,
-                    "addresses": held, "handoffs": self.handoffs,
+                    "addresses": held, "handoffs": self.handoffs, "away": self.away,
+                    "ha": self.ha[0] if self.ha else None,
                     "dhcp": self.addresses.status() if self.addresses else None}
         if self.addresses is None:
             return {"ok": False, "error": f"{cmd!r}: this MN has a provisioned address"}
@@ -323,6 +451,8 @@ class MnAgent:
             refresher.cancel()
             if tidy is not None:
                 tidy.cancel()
+            if self.tunnel is not None:
+                await self.tunnel.close()
             if self.addresses is not None:
                 await self.addresses.close()
             pages.close()

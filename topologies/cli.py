@@ -151,9 +151,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    if args.name not in ("handoff", "idle", "addresses"):
+    if args.name not in ("handoff", "idle", "addresses", "macro"):
         raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff, "
-                       "idle, addresses)")
+                       "idle, addresses, macro)")
     _require_root()
     from . import scenario
 
@@ -167,6 +167,15 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                 out_dir=Path(args.out) if args.out else None,
             ).run()
         print(scenario_idle.table(result))
+        _write_json(args.json, result)
+        return 0
+    if args.name == "macro":
+        from . import scenario_macro
+
+        with Lab(topo) as lab:
+            result = scenario_macro.MacroScenario(
+                lab, rounds=args.rounds, out_dir=Path(args.out) if args.out else None).run()
+        print(scenario_macro.table(result))
         _write_json(args.json, result)
         return 0
     if args.name == "addresses":
@@ -222,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--handoffs", type=int, default=20, help="handoffs per mode (at least)")
     sc.add_argument("--period", type=float, default=2.0, help="seconds between handoffs")
     sc.add_argument("--out", help="keep the raw files (ping, iperf3, agents' and bgpd's logs)")
-    sc.add_argument("--rounds", type=int, default=5, help="idle: pages to measure")
+    sc.add_argument("--rounds", type=int, default=5,
+                    help="idle: pages to measure; macro: leave-and-return rounds")
     sc.add_argument("--burst", type=int, default=50, help="idle: packets sent to the idle MN")
     sc.add_argument("--json")
     sc.set_defaults(func=cmd_scenario)

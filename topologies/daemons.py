@@ -345,3 +345,18 @@ class MnAgentProcess(Daemon):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=3)
             self._proc = None
+
+
+class Dnsmasq(Daemon):
+    """dnsmasq as the visited network's DHCP server (no DNS): a standard server, so the MN's
+    care-of address comes the way it would in any operator's network (draft 2.4)."""
+
+    kind = "dnsmasq"
+    comms = ("dnsmasq",)
+
+    def check_cmd(self) -> list[str]:
+        return ["dnsmasq", "--test", f"--conf-file={self.conf_path}"]
+
+    def start_cmd(self) -> list[str]:
+        # It daemonizes and writes the pid file named in its configuration.
+        return ["dnsmasq", f"--conf-file={self.conf_path}"]

@@ -123,6 +123,8 @@ def sessions(topo: Topology) -> set[frozenset[str]]:
         for ar in cl.ars:
             for agg in cl.aggs:
                 out.add(frozenset((ar, agg)))
+    for ha in (n for n in topo.nodes.values() if n.service == "ha"):
+        out.update(frozenset((c, ha.name)) for c in cores)  # the Home Agent (draft 2.4)
     return out
 
 
@@ -140,10 +142,13 @@ def check(
         addr_owner[str(n.loopback)] = n.name
         for i in n.interfaces:
             addr_owner[str(i.address)] = n.name
+    for n in topo.nodes.values():
+        if n.service == "ha":
+            addr_owner[str(n.interfaces[0].address)] = n.name
     up: dict[frozenset[str], list[bool]] = {}
     for node in topo.routers:
         ex, rd = execs[node.name], rundirs[node.name]
-        kinds = daemons_for(node)
+        kinds = daemons_for(node, topo)
         try:
             if "ospfd" in kinds:
                 h.ospf_expected += len(topo.ospf_neighbors(node.name))

@@ -29,6 +29,7 @@ from .daemons import (
     Bgpd,
     Daemon,
     DeadlineError,
+    Dnsmasq,
     ExaBgp,
     LabError,
     MnAgentProcess,
@@ -43,7 +44,7 @@ from .daemons import (
 from .dnsplane import DnsPlane, Identity
 from .model import Node, Role, Topology, fqdn
 from .radio import AIR, MnControl, Radio, access_ifname, air_ifname
-from .render import TSIG_FILE, daemons_for, render_air, render_mobile, render_node
+from .render import TSIG_FILE, cells, daemons_for, render_air, render_mobile, render_node
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ RUN_ROOT = Path(os.environ.get("FLATARCH_RUN", "/run/flatarch"))
 STATE = "state.json"
 SHELL_COMMS = ("bash", "mnexec", "sh")
 # Every process kind a lab may run, so teardown from state alone can find them.
-DAEMON_CLASSES: dict[str, type[Daemon]] = {"zebra": Zebra, "ospfd": Ospfd, "bgpd": Bgpd}
+DAEMON_CLASSES: dict[str, type[Daemon]] = {"zebra": Zebra, "ospfd": Ospfd, "bgpd": Bgpd,
+                                            "dnsmasq": Dnsmasq}
 
 Progress = Callable[[str], None]
 
@@ -130,9 +132,10 @@ class Lab:
             if "nft" in cfg:
                 (rd / "ar.nft").write_text(cfg["nft"])
                 (rd / "overlay.bridge").write_text(cfg["bridge"])
+            if "agent" in cfg:
                 (rd / "agent.json").write_text(cfg["agent"])
             ds: list[Daemon] = []
-            for kind in daemons_for(node):
+            for kind in daemons_for(node, self.topo):
                 if kind == "exabgp":
                     ds.append(ExaBgp(node.name, rd, cfg[kind], exa))
                 else:
@@ -210,9 +213,9 @@ class Lab:
         if self.mobiles:
             # The radio: each AR's access link and each MN's one link end in the air node.
             self.net.addHost(AIR, cls=MnNode, ip=None, inNamespace=True)
-            for ar in self.topo.by_role(Role.AR):
-                self.net.addLink(ar.name, AIR, intfName1=access_ifname(ar.name),
-                                 intfName2=air_ifname(ar.name))
+            for cell in cells(self.topo):
+                self.net.addLink(cell, AIR, intfName1=access_ifname(cell),
+                                 intfName2=air_ifname(cell))
             for mn in self.mobiles:
                 self.net.addHost(mn, cls=MnNode, ip=None, inNamespace=True)
                 self.net.addLink(mn, AIR, intfName1=f"{mn}-eth0", intfName2=air_ifname(mn))
@@ -243,12 +246,17 @@ class Lab:
                 ("net.ipv4.icmp_ratelimit", "0"),
             ):
                 ex.check(["sysctl", "-q", "-w", f"{key}={val}"])
+        if node.service == "ha":
+            # The Home Agent forwards between its tunnels and the AS (draft 2.4).
+            for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+                        "net.ipv4.conf.default.rp_filter"):
+                ex.check(["sysctl", "-q", "-w", f"{key}={int(key.endswith('forward'))}"])
         if node.role is Role.AR:
             ex.check(["bridge", "-batch", str(self.rundir(node.name) / "overlay.bridge")])
             ex.check(["nft", "-f", str(self.rundir(node.name) / "ar.nft")])
 
     def start_daemons(self) -> None:
-        for kind in ("zebra", "ospfd", "bgpd", "exabgp"):
+        for kind in ("zebra", "ospfd", "bgpd", "exabgp", "dnsmasq"):
             batch = [
                 (name, d) for name, ds in self.daemons.items() for d in ds if d.kind == kind
             ]
@@ -375,8 +383,8 @@ class Lab:
         """
         if self.radio is None or mn not in self.mobiles:
             raise LabError(f"no mobile node {mn!r} in this lab")
-        if ar not in self.topo.nodes or self.topo.nodes[ar].role is not Role.AR:
-            raise LabError(f"{ar!r} is not an access router")
+        if ar not in cells(self.topo):
+            raise LabError(f"{ar!r} is not an access router or the visited network")
         previous = self.radio.where.get(mn)
         radio = self.radio.move(mn, ar)
         answer = self.control(mn).request({"cmd": "attach", "ar": ar})
@@ -432,8 +440,7 @@ class Lab:
             "links": [
                 *(i.name for n in self.topo.nodes.values() for i in n.interfaces),
                 *(f"{mn}-eth0" for mn in self.mobiles),
-                *(air_ifname(n) for n in [*self.mobiles, *(a.name for a in
-                                                          self.topo.by_role(Role.AR))]
+                *(air_ifname(n) for n in [*self.mobiles, *cells(self.topo)]
                   if self.mobiles),
             ],
         }
@@ -444,7 +451,7 @@ class Lab:
     def stop(self) -> None:
         # Reverse start order, each kind in parallel: a daemon that is slow to exit
         # must not serialise the whole teardown.
-        for kind in ("mnagent", "exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
+        for kind in ("mnagent", "dnsmasq", "exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
             batch = [d for ds in self.daemons.values() for d in ds if d.kind == kind]
             if not batch:
                 continue

@@ -74,7 +74,7 @@ class Node:
     cluster: str | None = None  # ARs only
     pool: IPv4Network | None = None  # ARs only
     gateway: IPv4Address | None = None  # hosts: default gateway
-    service: str | None = None  # hosts: "cn", "dns", "ha"
+    service: str | None = None  # hosts: "cn", "dns", "ha", "pgw"
     tal: tuple[str, ...] = ()  # ARs: the Tracking Area List given to MNs (draft 4)
 
     @property
@@ -132,6 +132,13 @@ class Topology:
     mobiles: list[str] = field(default_factory=list)  # MN names, for keys and home zones
     dhcp_mobiles: list[str] = field(default_factory=list)  # the MNs that use DHCP
     dhcp: DhcpPolicy = field(default_factory=DhcpPolicy)
+    # Draft 2.4: an access network outside the AS, on the Internet router (a visited
+    # operator's network), where an MN gets a care-of address and calls its Home Agent.
+    outside_net: IPv4Network | None = None
+
+    @property
+    def outside_gateway(self) -> IPv4Address | None:
+        return self.outside_net.network_address + 1 if self.outside_net else None
 
     def mobile(self, name: str) -> Mobile:
         """A provisioned MN starts out holding one address from its home AR's pool; a DHCP
@@ -328,6 +335,12 @@ def build(doc: dict[str, Any]) -> Topology:
     inet_name = _name(_req(inet, "router", "internet"), "internet.router")
     b.add(inet_name, Role.INET)
     cn_net = _net(_req(inet, "cn_subnet", "internet"), "internet.cn_subnet")
+    outside_net = (_net(inet["outside_subnet"], "internet.outside_subnet")
+                   if inet.get("outside_subnet") else None)
+    if outside_net is not None and (outside_net.overlaps(cn_net) or outside_net.overlaps(managed)
+                                    or outside_net.prefixlen > 28):
+        raise TopologyError("internet.outside_subnet must be a /28 or wider, apart from the "
+                            "CN subnet and the managed range")
 
     # Link order fixes the address plan: edge, core mesh, uplinks, access, extras, services.
     for core in _names(_req(inet, "links", "internet"), "internet.links"):
@@ -359,8 +372,8 @@ def build(doc: dict[str, Any]) -> Topology:
     b.add(cn, Role.HOST, service="cn")
     b.link(inet_name, cn, ospf=False, net=cn_net)
     for svc, sdoc in (doc.get("services") or {}).items():
-        if svc not in ("dns", "ha"):
-            raise TopologyError(f"services: unknown service {svc!r} (dns, ha)")
+        if svc not in ("dns", "ha", "pgw"):  # pgw: the anchored baseline's anchor (Figure 1)
+            raise TopologyError(f"services: unknown service {svc!r} (dns, ha, pgw)")
         host = _name(sdoc.get("name", svc), f"services.{svc}.name")
         attach = _name(_req(sdoc, "attach", f"services.{svc}"), f"services.{svc}.attach")
         if attach not in cores:
@@ -441,6 +454,7 @@ def build(doc: dict[str, Any]) -> Topology:
         mobiles=mobiles,
         dhcp_mobiles=dhcp_mobiles,
         dhcp=policy,
+        outside_net=outside_net,
     )
 
 

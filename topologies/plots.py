@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MODE_COLOURS = {"redirect": "tab:blue", "draft": "tab:orange"}
+MODE_COLOURS = {"redirect": "tab:blue", "draft": "tab:orange", "anchored": "tab:red"}
 
 
 def _pyplot() -> Any:
@@ -105,6 +105,114 @@ def host_routes(series: list[dict[str, Any]], phases: list[dict[str, Any]],
     ax.set_title("Routing state through attach, moves, rotation, release and the renewal limit")
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- the evaluation: flat against the anchored baseline (topologies/scenario_baseline.py) ----
+
+
+def path_stretch(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Router hops CN -> MN at every AR, flat and anchored, against the shortest path; the
+    anchored count includes the routers its tunnel crosses, which its traceroute cannot see."""
+    plt = _pyplot()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    names = [f"{r['ar']}\n(d={r['anchor_distance']})" for r in rows]
+    xs = list(range(len(rows)))
+    w = 0.27
+    ax.bar([x - w for x in xs], [r["shortest_hops"] for r in rows], w, color="grey",
+           label="shortest path")
+    ax.bar(xs, [r["flat_hops"] for r in rows], w, color=MODE_COLOURS["draft"], label="flat")
+    ax.bar([x + w for x in xs], [r["anchored_hops"] for r in rows], w,
+           color=MODE_COLOURS["anchored"], label="anchored (incl. tunnel)")
+    ax.set_xticks(xs, names, fontsize=8)
+    ax.set_ylabel("hops CN → MN")
+    ax.set_title("Path length with the MN at each AR (d: hops from the anchor)")
+    ax.legend(fontsize="small")
+    ax2.plot(xs, [r["flat_rtt_ms"] for r in rows], "o-", color=MODE_COLOURS["draft"],
+             label="flat")
+    ax2.plot(xs, [r["anchored_rtt_ms"] for r in rows], "s-", color=MODE_COLOURS["anchored"],
+             label="anchored")
+    ax2.set_xticks(xs, names, fontsize=8)
+    ax2.set_ylabel("mean RTT CN → MN (ms)")
+    ax2.set_ylim(bottom=0)
+    ax2.set_title("RTT (20 pings) with the MN at each AR")
+    ax2.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def messages_per_handoff(flat: dict[str, float], anchored: dict[str, float],
+                         path: Path) -> Path:
+    """Control messages per handoff, stacked by interface."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"]
+    for x, parts in ((0, flat), (1, anchored)):
+        bottom = 0.0
+        for i, (name, value) in enumerate(parts.items()):
+            v = float(value or 0.0)
+            ax.bar(x, v, 0.5, bottom=bottom, color=colours[(i + 3 * x) % len(colours)],
+                   edgecolor="white")
+            if v:
+                ax.text(x, bottom + v / 2, f"{name} {v:.1f}", ha="center", va="center",
+                        fontsize=8, color="white")
+            bottom += v
+        ax.text(x, bottom, f"{bottom:.1f}", ha="center", va="bottom")
+    ax.set_xticks([0, 1], ["flat", "anchored"])
+    ax.set_ylabel("messages per handoff (mean)")
+    ax.set_title("Control messages per handoff")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def failure_timeline(failures: list[dict[str, Any]], path: Path) -> Path:
+    """Every session's probe stream around each failure: replies as dots, lost as red ticks."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(failures), 1, figsize=(11, 2.2 * len(failures)),
+                             squeeze=False)
+    for ax, ev in zip(axes[:, 0], failures, strict=True):
+        for row, s in enumerate(ev["sessions"]):
+            got = [t for t, rtt in s["timeline"] if rtt is not None]
+            lost = [t for t, rtt in s["timeline"] if rtt is None]
+            ax.plot(got, [row] * len(got), "|", color="tab:green", markersize=6)
+            ax.plot(lost, [row] * len(lost), "|", color="red", markersize=6)
+        ax.axvline(0, color="black", linewidth=1)
+        ax.set_yticks(range(len(ev["sessions"])), [s["mn"] for s in ev["sessions"]])
+        ax.set_ylim(-0.7, len(ev["sessions"]) - 0.3)
+        ax.set_title(f"{ev['arch']}: {ev['event']} — {ev['survived']}/{ev['total']} sessions "
+                     "survive", fontsize=9)
+    axes[-1, 0].set_xlabel("time since the failure (s); green: reply, red: lost probe")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def state_growth(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Forwarding state as MNs leave home: the busiest node and the AS total, both modes."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ks = [r["mns_away"] for r in rows]
+    ax.plot(ks, [r["flat_max"] for r in rows], "o-", color=MODE_COLOURS["draft"],
+            label="flat: busiest router (host routes)")
+    ax.plot(ks, [r["flat_total"] for r in rows], "o--", color=MODE_COLOURS["draft"],
+            alpha=0.6, label="flat: all routers")
+    ax.plot(ks, [r["anchored_max"] for r in rows], "s-", color=MODE_COLOURS["anchored"],
+            label="anchored: busiest node (bearers)")
+    ax.plot(ks, [r["anchored_total"] for r in rows], "s--", color=MODE_COLOURS["anchored"],
+            alpha=0.6, label="anchored: all nodes")
+    ax.set_xticks(ks)
+    ax.set_xlabel(f"MNs away from their home cluster (of {rows[0]['mns_total'] if rows else 0})")
+    ax.set_ylabel("per-MN forwarding entries")
+    ax.set_title("State as MNs move")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

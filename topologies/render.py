@@ -41,6 +41,8 @@ DHCP_TABLE = 67
 NAMED_PORT = 5300  # the primary's port for signed updates (topologies/dnsplane.py)
 TSIG_FILE = "tsig.json"  # an agent's own TSIG key, copied in by the lab
 MN_LINK_LOCAL = "169.254.2.0/24"  # MNs' RFC 3927 addresses, to authenticate before DHCP
+OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
+OUTSIDE_LEASE_S = 600
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
 
 
@@ -116,13 +118,43 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
              "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE}
             if node.role is Role.AR and topo.mobiles else None
         ),
+        # The visited network's access link, on the Internet router (draft 2.4).
+        "outside": (
+            {"name": f"{node.name}-acc",
+             "cidr": f"{topo.outside_gateway}/{topo.outside_net.prefixlen}"}
+            if node.role is Role.INET and has_outside(topo) and topo.outside_net else None
+        ),
+    }
+
+
+def has_outside(topo: Topology) -> bool:
+    """An outside access network exists only with mobile nodes to visit it."""
+    return topo.outside_net is not None and bool(topo.mobiles)
+
+
+def cells(topo: Topology) -> list[str]:
+    """Every node with an access link into the radio: the ARs, then the visited network."""
+    out = [a.name for a in topo.by_role(Role.AR)]
+    if has_outside(topo):
+        out.append(topo.by_role(Role.INET)[0].name)
+    return out
+
+
+def dnsmasq_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+    net = topo.outside_net
+    assert net is not None
+    return {
+        "name": node.name, "ifname": f"{node.name}-acc", "rundir": str(rundir),
+        "first": str(net.network_address + OUTSIDE_FIRST),
+        "last": str(net.network_address + min(OUTSIDE_LAST, net.num_addresses - 2)),
+        "netmask": str(net.netmask), "gateway": str(topo.outside_gateway),
+        "lease_s": OUTSIDE_LEASE_S,
     }
 
 
 def air_data(topo: Topology) -> dict[str, Any]:
     return {
-        "ars": [{"bridge": f"br-{a.name}", "port": f"air-{a.name}"}
-                for a in topo.by_role(Role.AR)],
+        "ars": [{"bridge": f"br-{a}", "port": f"air-{a}"} for a in cells(topo)],
         "mobiles": [f"air-{mn}" for mn in topo.mobiles],
     }
 
@@ -192,6 +224,10 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
         for agg in topo.by_role(Role.AGG):
             if any(i.peer == agg.name for i in node.interfaces):
                 neighbors.append(_ibgp(topo, agg.name, rr_client=True, next_hop_self=True))
+        for ha in (n for n in topo.nodes.values() if n.service == "ha"):
+            # The Home Agent is a client of every core reflector (draft 2.4, Figure 3).
+            neighbors.append(_ibgp(topo, ha.name, address=str(ha.interfaces[0].address),
+                                   rr_client=True))
         inet = topo.by_role(Role.INET)[0]
         if any(i.peer == inet.name for i in node.interfaces):
             _, peer_ip = _link_peer(topo, node, inet.name)
@@ -203,13 +239,18 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
                     "route_map_out": "", "addpath_tx": False,
                 }
             )
-        # Host routes and AR pools never leave the AS: only cluster aggregates do.
+        # Host routes and AR pools never leave the AS: only cluster aggregates do, and the
+        # Home Agent's subnet, which MNs outside the AS must reach (draft 2.4).
+        ha_nets = [str(n.interfaces[0].network) for n in topo.nodes.values()
+                   if n.service == "ha"]
+        networks = ha_nets
         prefix_lists.append(
             {
                 "name": "TO-INTERNET",
                 "entries": [
                     {"action": "permit", "prefix": str(topo.managed), "ge": 0,
                      "le": cluster_len},
+                    *({"action": "permit", "prefix": n, "ge": 0, "le": 0} for n in ha_nets),
                     {"action": "deny", "prefix": "0.0.0.0/0", "ge": 0, "le": 32},
                 ],
             }
@@ -240,6 +281,8 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
     elif node.role is Role.INET:
         asn = topo.inet_asn
         networks = [str(topo.cn_network)]
+        if has_outside(topo) and topo.outside_net is not None:
+            networks.append(str(topo.outside_net))
         for core in topo.by_role(Role.CORE):
             if any(i.peer == core.name for i in node.interfaces):
                 _, peer_ip = _link_peer(topo, node, core.name)
@@ -270,6 +313,9 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
 
 
 def agent_argv(topo: Topology, node: Node, rundir: Path) -> list[str]:
+    if node.service == "ha":
+        return [sys.executable, "-m", "agents.ha", "--node", node.name, "--rundir", str(rundir),
+                "--config", str(rundir / "agent.json")]
     assert node.pool is not None
     return [
         sys.executable, "-m", "agents.ar",
@@ -322,6 +368,42 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
     }
 
 
+HA_TUNNEL = {"vni": 4343, "port": 4790, "mtu": 1450, "ha_mac": "02:fa:03:00:00:01",
+             "mn_mac": "02:fa:03:00:00:02", "ha_inner": "169.254.3.1"}
+
+
+def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+    """The Home Agent's agent.json: an AR agent's view (agents/ha.py reuses agents/ar.py)
+    with no pool, no access link, and the tunnel to care-of addresses instead."""
+    me = str(node.interfaces[0].address)
+    none = "0.0.0.0/32"
+    return {
+        "node": node.name,
+        "identity": fqdn("ha", node.name),
+        "key": str(rundir / "identity.pem"),
+        "nonce": str(rundir / "identity.nonce"),
+        "resolver": resolver_address(topo),
+        "resolver_port": 53,
+        "auth_port": AUTH_PORT,
+        "managed": str(topo.managed),
+        "pool": none,
+        "ars": {
+            **{ar.name: {"fqdn": fqdn("ar", ar.name), "loopback": str(ar.loopback),
+                         "pool": str(ar.pool), "cluster": str(topo.cluster_of(ar.name).prefix),
+                         "overlay": overlay_address(topo, ar.name)}
+               for ar in topo.by_role(Role.AR)},
+            node.name: {"fqdn": fqdn("ha", node.name), "loopback": me, "pool": none,
+                        "cluster": none, "overlay": "0.0.0.0"},
+        },
+        "escape_community": escape_community(topo),
+        "overlay_dev": "",
+        "paging_dev": "",
+        "tal": [],
+        "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
+        "tunnel": {**HA_TUNNEL, "local": me},
+    }
+
+
 def home_agent_name(topo: Topology) -> str:
     """The Home Agent every MN is assigned (DHCP option 224, draft 5 item 5), if any."""
     try:
@@ -356,7 +438,14 @@ def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
             "primary_port": NAMED_PORT,
             "hook": str(rundir / "udhcpc.hook"),
             "python": sys.executable,
+            # Run as a file with -S -I: stdlib only, no site-packages scan, so the event
+            # reaches the agent in milliseconds rather than an interpreter start-up.
+            "hook_script": str(Path(__file__).resolve().parents[1] / "agents" / "dhcp_hook.py"),
         } if mob.dhcp else None,
+        # Macro-mobility (draft 2.4): the visited network and the HA tunnel's constants;
+        # the Home Agent's name itself comes by DHCP (option 224).
+        "macro": {"outside": cells(topo)[-1], **HA_TUNNEL} if mob.dhcp and has_outside(topo)
+        else None,
         "gateway": ACCESS_GATEWAY,
         "home": mob.home,
         "identity": fqdn("mn", mn),
@@ -382,6 +471,15 @@ def render_mobile(topo: Topology, mn: str, rundir: Path) -> dict[str, str]:
 
 
 def exabgp_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+    if node.service == "ha":
+        # The Home Agent has no loopback: its one address is its BGP identity, and its
+        # peers are the core route reflectors (Figure 3).
+        return {
+            "name": node.name, "router_id": str(node.interfaces[0].address), "asn": topo.asn,
+            "holdtime": BGP_HOLD, "agent_argv": " ".join(agent_argv(topo, node, rundir)),
+            "neighbors": [{"address": str(c.loopback), "name": c.name}
+                          for c in topo.by_role(Role.CORE)],
+        }
     return {
         "name": node.name,
         "router_id": str(node.loopback),
@@ -394,12 +492,13 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
     }
 
 
-def daemons_for(node: Node) -> list[str]:
+def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
     """Which daemons run in a node, in start order."""
     if node.role is Role.HOST:
-        return []
+        # The Home Agent speaks iBGP through ExaBGP, its agent the API process (draft 2.4).
+        return ["exabgp"] if node.service == "ha" else []
     if node.role is Role.INET:
-        return ["zebra", "bgpd"]
+        return ["zebra", "bgpd", *(["dnsmasq"] if topo and has_outside(topo) else [])]
     if node.role is Role.AR:
         return ["zebra", "ospfd", "exabgp"]
     return ["zebra", "ospfd", "bgpd"]
@@ -413,9 +512,14 @@ def render_node(topo: Topology, node: Node, rundir: Path) -> dict[str, str]:
         out["bridge"] = render("ip/overlay.bridge.j2",
                                {"name": node.name, "overlay": overlay_data(topo, node)})
         out["agent"] = json.dumps(agent_data(topo, node, rundir), indent=1, sort_keys=True) + "\n"
-    for kind in daemons_for(node):
+    if node.service == "ha":
+        out["agent"] = json.dumps(ha_agent_data(topo, node, rundir), indent=1,
+                                  sort_keys=True) + "\n"
+    for kind in daemons_for(node, topo):
         if kind == "exabgp":
             out[kind] = render("exabgp/exabgp.conf.j2", exabgp_data(topo, node, rundir))
+        elif kind == "dnsmasq":
+            out[kind] = render("dnsmasq/outside.conf.j2", dnsmasq_data(topo, node, rundir))
         elif kind == "bgpd":
             out[kind] = render("frr/bgpd.conf.j2", bgpd_data(topo, node, rundir))
         else:

@@ -91,6 +91,27 @@ def walk(topo: Topology, mn: str) -> list[Step]:
     return steps
 
 
+def address_owner(topo: Topology) -> dict[IPv4Address, str]:
+    """Which node each interface, loopback and pool gateway address belongs to."""
+    owner: dict[IPv4Address, str] = {}
+    for n in topo.nodes.values():
+        for i in n.interfaces:
+            owner[i.address] = n.name
+        if n.loopback is not None:
+            owner[n.loopback] = n.name
+        if n.pool is not None:
+            owner[n.pool_gateway] = n.name
+    return owner
+
+
+def graph(topo: Topology) -> dict[str, set[str]]:
+    adj: dict[str, set[str]] = {n: set() for n in topo.nodes}
+    for lk in topo.links:
+        adj[lk.a].add(lk.b)
+        adj[lk.b].add(lk.a)
+    return adj
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -130,28 +151,10 @@ class HandoffScenario:
         self.dir = out_dir or lab.dir / "scenario-handoff"
         self.plot_files: list[str] = []
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._owner = self._address_owner()
-        self._adjacency = self._graph()
+        self._owner = address_owner(self.topo)
+        self._adjacency = graph(self.topo)
 
     # --- topology helpers -------------------------------------------------------------------
-
-    def _address_owner(self) -> dict[IPv4Address, str]:
-        owner: dict[IPv4Address, str] = {}
-        for n in self.topo.nodes.values():
-            for i in n.interfaces:
-                owner[i.address] = n.name
-            if n.loopback is not None:
-                owner[n.loopback] = n.name
-            if n.pool is not None:
-                owner[n.pool_gateway] = n.name
-        return owner
-
-    def _graph(self) -> dict[str, set[str]]:
-        adj: dict[str, set[str]] = {n: set() for n in self.topo.nodes}
-        for lk in self.topo.links:
-            adj[lk.a].add(lk.b)
-            adj[lk.b].add(lk.a)
-        return adj
 
     @property
     def routers(self) -> list[str]:

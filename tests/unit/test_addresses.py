@@ -276,7 +276,7 @@ def test_tidy_releases_only_older_addresses_no_connection_uses(
     assert mn.mgr.addresses() == [C, A] and sorted(mn.mgr.held) == [1, 3]
     assert mn.dns.sets[-2:] == [[C, A], [C, A]]  # before the release, and after deconfig
     assert mn.ip_calls == [["addr", "del", f"{B}/32", "dev", IF], route(C)]
-    assert mn.procs[2].signals == [signal.SIGUSR2, signal.SIGTERM]
+    assert mn.procs[2].signals == [signal.SIGUSR2, signal.SIGCONT, signal.SIGTERM]
     assert mn.procs[1].signals == [] and mn.procs[3].signals == []
     assert [r["addr"] for r in mn.events("released")] == [str(B)]
 

@@ -16,7 +16,7 @@ from topologies import model, render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab"
-NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "mn1", "mn3", "air"]
+NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "ha", "mn1", "mn3", "air"]
 
 
 def rendered(node: str) -> dict[str, str]:
@@ -29,7 +29,8 @@ def rendered(node: str) -> dict[str, str]:
     else:
         out = render.render_node(topo, topo.node(node), rundir)
     # The agent's interpreter path depends on the checkout; golden files say PYTHON.
-    return {k: v.replace(sys.executable, "PYTHON") for k, v in out.items()}
+    return {k: v.replace(sys.executable, "PYTHON").replace(str(ROOT), "ROOT")
+            for k, v in out.items()}
 
 
 CASES = [(n, k) for n in NODES for k in rendered(n)]
@@ -49,16 +50,16 @@ def test_golden(node: str, kind: str) -> None:
 def test_every_template_has_a_golden_file() -> None:
     used = {"ip/node.batch.j2", "ip/mobile.batch.j2", "ip/air.batch.j2", "frr/zebra.conf.j2",
             "frr/ospfd.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2", "nft/ar.nft.j2",
-            "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2"}
+            "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2", "dnsmasq/outside.conf.j2"}
     lab_templates = {
         str(p.relative_to(render.CONFIGS))
-        for sub in ("ip", "frr", "exabgp", "nft", "dhcp")
+        for sub in ("ip", "frr", "exabgp", "nft", "dhcp", "dnsmasq")
         for p in (render.CONFIGS / sub).glob("*.j2")
     }
     assert lab_templates == used
     kinds = {k for _, k in CASES}
     assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp", "nft", "agent", "bridge",
-                     "hook"}
+                     "hook", "dnsmasq"}
 
 
 def test_agg_keeps_own_more_specifics_in_cluster() -> None:

@@ -1,0 +1,194 @@
+"""The Home Agent (draft 2.4): the AR agent's BGP speaker, RIB, authentication service and
+Mobility (agents/ar.py, agents/handoff.py) reused as they are. What differs is where an
+MN's addresses go: into a tunnel to the care-of address its Binding Update came from.
+
+A Binding Update is the one-message AUTH with the mobility flag, sent from the care-of
+address; the same message without the flag de-registers the addresses it lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ar import AgentConfig, ArAgent
+from .auth import AuthResult
+from .handoff import Mode
+from .macro import TunnelError, detect_tunnel
+from .macro import ip_sync as _ip
+
+log = logging.getLogger("agents.ha")
+
+IPv4Address = ipaddress.IPv4Address
+NO_POOL = ipaddress.IPv4Network("0.0.0.0/32")
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    """The HA side of the MN tunnel (configs: topologies/render.py HA_TUNNEL)."""
+
+    local: IPv4Address
+    vni: int
+    port: int
+    mtu: int
+    ha_mac: str
+    mn_mac: str
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> TunnelConfig:
+        return cls(IPv4Address(doc["local"]), int(doc["vni"]), int(doc["port"]),
+                   int(doc["mtu"]), str(doc["ha_mac"]), str(doc["mn_mac"]))
+
+
+class HaAgent(ArAgent):
+    def __init__(self, node: str, rundir: Path, config: AgentConfig,
+                 tunnel: TunnelConfig) -> None:
+        super().__init__(node, rundir, NO_POOL, config)
+        self.tunnel = tunnel
+        self.kind = detect_tunnel()
+        self.care_of: dict[IPv4Address, IPv4Address] = {}  # home address -> care-of address
+        self._devices: dict[IPv4Address, str] = {}  # care-of address -> tunnel device
+        self._serial = 0
+        log.info("tunnels to care-of addresses: %s", self.kind)
+
+    # --- what a Home Agent does differently from an AR ---------------------------------------
+
+    async def _access_index(self, cfg: AgentConfig) -> int | None:
+        return None
+
+    def _serves(self, access: int | None, ifindex: int) -> bool:
+        return True  # Binding Updates come from anywhere in the Internet
+
+    def _mode(self) -> Mode:
+        return "draft"  # nothing to redirect from: the AS's routing converges on our /32
+
+    def _start_filter(self) -> None:
+        return None
+
+    async def start_paging(self, cfg: AgentConfig) -> None:
+        return None
+
+    async def _on_authenticated(self, result: AuthResult) -> list[IPv4Address]:
+        assert self.mobility is not None
+        claimed = [p.network_address for p in result.addresses
+                   if p.version == 4 and p.prefixlen == 32]
+        homes = [a for a in claimed if isinstance(a, IPv4Address)]
+        if not result.mobility:
+            done = [a for a in homes if await self.mobility.deregister(a, result.peer_name)]
+            self.mobility.events("deregistered", mn=result.peer_name, addrs=done)
+            return done
+        coa = IPv4Address(result.source[0])
+        self.mobility.events("binding_update", mn=result.peer_name, care_of=coa, addrs=homes,
+                             tunnel=self.kind)
+        for a in homes:
+            self.care_of[a] = coa
+        return await self.mobility.on_authenticated(result)
+
+    # --- the tunnel, on the handoff worker (handoff.Kernel) --------------------------------------
+
+    def _device_for(self, coa: IPv4Address) -> str:
+        dev = self._devices.get(coa)
+        if dev is not None:
+            return dev
+        self._serial += 1
+        dev = f"hat{self._serial}"
+        t = self.tunnel
+        if self.kind == "ipip":
+            _ip("link", "add", dev, "type", "ipip", "local", str(t.local), "remote", str(coa))
+        else:
+            _ip("link", "add", dev, "type", "vxlan", "id", str(t.vni), "local", str(t.local),
+                "remote", str(coa), "dstport", str(t.port), "nolearning")
+            _ip("link", "set", dev, "address", t.ha_mac)
+        _ip("link", "set", dev, "mtu", str(t.mtu), "up")
+        self._devices[coa] = dev
+        return dev
+
+    def _attach_now(self, address: IPv4Address, ifindex: int) -> None:
+        coa = self.care_of.get(address)
+        if coa is None:
+            raise TunnelError(f"no care-of address for {address}")
+        dev = self._device_for(coa)
+        index = self.fib.index_of(dev)
+        if index is None:
+            raise TunnelError(f"{dev} vanished")
+        self.fib.add_access(address, index)
+        if self.kind == "vxlan":
+            # Frames to the MN carry its tunnel MAC; no ARP runs over the tunnel.
+            _ip("neigh", "replace", str(address), "lladdr", self.tunnel.mn_mac, "dev", dev,
+                "nud", "permanent")
+        self._prune()
+
+    def _detach_now(self, address: IPv4Address) -> None:
+        self.fib.del_access(address)
+        self.care_of.pop(address, None)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Remove tunnels no home address uses any more."""
+        used = set(self.care_of.values())
+        for coa, dev in list(self._devices.items()):
+            if coa not in used:
+                try:
+                    _ip("link", "del", dev)
+                except TunnelError as exc:
+                    log.warning("%s", exc)
+                del self._devices[coa]
+
+    def write_status(self) -> None:
+        super().write_status()
+        path = self.rundir / "agent.status.json"
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        doc["tunnel"] = {"kind": self.kind,
+                         "care_of": {str(a): str(c) for a, c in self.care_of.items()},
+                         "devices": {str(c): d for c, d in self._devices.items()}}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            for dev in list(self._devices.values()):
+                try:
+                    _ip("link", "del", dev)
+                except TunnelError as exc:
+                    log.warning("%s", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="agents.ha", description=__doc__)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--rundir", required=True, type=Path)
+    ap.add_argument("--config", required=True, type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        filename=str(args.rundir / "agent.log"), level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    pidfile = args.rundir / "agent.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        config = AgentConfig.load(args.config)
+        tunnel = TunnelConfig.from_doc(json.loads(args.config.read_text())["tunnel"])
+        asyncio.run(HaAgent(args.node, args.rundir, config, tunnel).run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        pidfile.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The MN's end of the Home Agent tunnel (draft 2.4): a point-to-point tunnel from its
+care-of address to the HA, and source routing that sends its home addresses' packets into
+it (reverse tunnelling), while the care-of address itself uses the visited network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+IPv4Address = ipaddress.IPv4Address
+TABLE = 200  # the home addresses' routing table while away
+RULE_PREF = 200
+DEVICE = "faha0"
+
+
+@dataclass(frozen=True)
+class MacroSettings:
+    outside: str  # the node of the visited network (its radio cell)
+    vni: int
+    port: int
+    mtu: int
+    ha_mac: str
+    mn_mac: str
+    ha_inner: str
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> MacroSettings:
+        return cls(str(doc["outside"]), int(doc["vni"]), int(doc["port"]), int(doc["mtu"]),
+                   str(doc["ha_mac"]), str(doc["mn_mac"]), str(doc["ha_inner"]))
+
+
+Runner = Callable[[list[str]], Awaitable[None]]
+
+
+class TunnelError(Exception):
+    """A tunnel between an MN's care-of address and its Home Agent could not be changed."""
+
+
+def ip_sync(*argv: str) -> None:
+    res = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        raise TunnelError(f"ip {' '.join(argv)}: {res.stderr.strip()}")
+
+
+def detect_tunnel(probe: str = "fa-ipip-probe") -> str:
+    """'ipip' where the kernel has it, else 'vxlan' (point-to-point), the documented fallback.
+
+    The MN and the HA make the same test, so both ends agree without negotiating."""
+    try:
+        ip_sync("link", "add", probe, "type", "ipip", "local", "127.0.0.1", "remote", "127.0.0.2")
+    except TunnelError:
+        return "vxlan"
+    ip_sync("link", "del", probe)
+    return "ipip"
+
+
+@dataclass
+class HaTunnel:
+    settings: MacroSettings
+    kind: str  # "ipip" or "vxlan", as agents.ha.detect_tunnel finds it
+    ip: Runner
+    homes: list[IPv4Address] = field(default_factory=list)
+    up: bool = False
+
+    async def open(self, care_of: IPv4Address, ha: IPv4Address,
+                   homes: list[IPv4Address]) -> None:
+        s = self.settings
+        if self.up:
+            await self.close()
+        if self.kind == "ipip":
+            await self.ip(["link", "add", DEVICE, "type", "ipip", "local", str(care_of),
+                           "remote", str(ha)])
+        else:
+            await self.ip(["link", "add", DEVICE, "type", "vxlan", "id", str(s.vni), "local",
+                           str(care_of), "remote", str(ha), "dstport", str(s.port),
+                           "nolearning"])
+            await self.ip(["link", "set", DEVICE, "address", s.mn_mac])
+        self.up = True
+        await self.ip(["link", "set", DEVICE, "mtu", str(s.mtu), "up"])
+        if self.kind == "ipip":
+            await self.ip(["route", "replace", "default", "dev", DEVICE, "table", str(TABLE)])
+        else:
+            await self.ip(["neigh", "replace", s.ha_inner, "lladdr", s.ha_mac, "dev", DEVICE,
+                           "nud", "permanent"])
+            await self.ip(["route", "replace", "default", "via", s.ha_inner, "dev", DEVICE,
+                           "onlink", "table", str(TABLE)])
+        for a in homes:
+            await self.ip(["rule", "add", "from", str(a), "lookup", str(TABLE),
+                           "pref", str(RULE_PREF)])
+        self.homes = list(homes)
+
+    async def close(self) -> None:
+        for a in self.homes:
+            try:
+                await self.ip(["rule", "del", "from", str(a), "lookup", str(TABLE),
+                               "pref", str(RULE_PREF)])
+            except Exception as exc:  # noqa: BLE001 - the rest must still go
+                log.info("rule for %s: %s", a, exc)
+        self.homes = []
+        if self.up:
+            try:
+                await self.ip(["link", "del", DEVICE])
+            except Exception as exc:  # noqa: BLE001
+                log.info("tunnel: %s", exc)
+        self.up = False

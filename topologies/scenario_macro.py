@@ -1,0 +1,209 @@
+"""`flatarch scenario macro`: a DHCP MN with a TCP stream leaves the AS for the visited
+network, binds to its Home Agent with the one-message protocol, and comes back (draft 2.4).
+Measured: the interruption both ways, the path while away and after return, stale routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from . import measure
+from .daemons import LabError, wait_until
+from .lab import Lab, Progress
+from .routewatch import RouteWatcher
+from .scenario import PING_INTERVAL_S, address_owner, graph, wait_for_clock
+from .scenario_addresses import counted
+
+IPERF_RATE = "10M"
+AWAY_S = 4.0  # within one lease (the home leases are not renewed while away)
+HOME_S = 4.0
+
+
+class MacroScenario:
+    def __init__(self, lab: Lab, *, rounds: int = 3, mn: str | None = None,
+                 progress: Progress | None = None, out_dir: Path | None = None) -> None:
+        self.lab = lab
+        self.topo = lab.topo
+        candidates = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
+        if not candidates or self.topo.outside_net is None:
+            raise LabError("the macro scenario needs a DHCP MN (dhcp.mobiles) and "
+                           "internet.outside_subnet in the topology")
+        self.mn = mn or candidates[0]
+        self.rounds = rounds
+        self.progress = progress or lab.progress
+        self.dir = out_dir or lab.dir / "scenario-macro"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.home = self.topo.mobile(self.mn).home
+        self.outside = next(n.name for n in self.topo.nodes.values() if n.role.value == "inet")
+        self.ha = next(n for n in self.topo.nodes.values() if n.service == "ha")
+        self.cn = self.topo.service("cn")
+        self._owner = address_owner(self.topo)
+        self._adjacency = graph(self.topo)
+
+    def _mn(self, req: dict[str, Any]) -> dict[str, Any]:
+        answer = self.lab.control(self.mn).request(req, timeout=30)
+        if not answer.get("ok"):
+            raise LabError(f"{self.mn} {req.get('cmd')}: {answer.get('error')}")
+        return answer
+
+    def _path(self, address: IPv4Address) -> list[str | None]:
+        out = self.lab.execs[self.cn.name].run(
+            ["traceroute", "-n", "-q", "1", "-w", "1", "-m", "14", str(address)], timeout=30)
+        names: list[str | None] = []
+        for h in measure.parse_traceroute(out.stdout):
+            names.append(None if h is None else self.mn if h == address
+                         else self._owner.get(h, str(h)))
+        return names
+
+    def run(self) -> dict[str, Any]:
+        lab = self.lab
+        if self._mn({"cmd": "status"}).get("ha") is None:
+            self._mn({"cmd": "prepare_ha"})
+        address = IPv4Address(self._mn({"cmd": "status"})["address"])
+        routers = [n.name for n in self.topo.routers]
+        moves = [(self.outside, "leave"), (self.home, "return")] * self.rounds
+        duration = len(moves) * max(AWAY_S, HOME_S) + 6.0
+        self.progress(f"macro scenario: {self.mn} ({address}) leaves {self.home} for the "
+                      f"visited network on {self.outside} and returns, {self.rounds} times; "
+                      f"Home Agent {self.ha.name}")
+        records: list[dict[str, Any]] = []
+        with contextlib.ExitStack() as stack:
+            watcher = stack.enter_context(RouteWatcher(
+                {r: lab.execs[r].pid for r in routers}, self.topo.managed))
+            stack.enter_context(lab.background(
+                self.mn, ["iperf3", "-s", "-1", "-p", "5201", "-J", "-i", "0.1"],
+                self.dir / "iperf-server.json"))
+            mnx = lab.execs[self.mn]
+            wait_until(lambda: ":5201" in mnx.run(["ss", "-ltn"]).stdout, 10,
+                       "iperf3 server on the MN")
+            ping = stack.enter_context(lab.background(
+                self.cn.name, [sys.executable, "-m", "agents.probe", str(address),
+                               "--interval", str(PING_INTERVAL_S)], self.dir / "ping.txt"))
+            iperf = stack.enter_context(lab.background(
+                self.cn.name, ["iperf3", "-c", str(address), "-p", "5201", "-t",
+                               f"{duration:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J",
+                               "--get-server-output"], self.dir / "iperf.json"))
+            t_next = time.time() + 1.5
+            for i, (where, direction) in enumerate(moves):
+                wait_for_clock(t_next)
+                rec = lab.handoff(self.mn, where)
+                if not rec.get("ok") or rec.get("not_rerouted"):
+                    raise LabError(f"{direction} to {where}: {rec.get('error') or rec}")
+                rec["direction"] = direction
+                hold = AWAY_S if direction == "leave" else HOME_S
+                # The path once the move has settled, well inside the stay.
+                t_path = time.time() + 1.0
+                wait_for_clock(t_path)
+                rec["traceroute"] = self._path(address)
+                records.append(rec)
+                self.progress(f"  {i + 1:2d}/{len(moves)} {direction:6s} -> {where}: "
+                              f"auth {rec['auth_ms']:.1f} ms"
+                              + (f", care-of {rec['care_of_ms']:.1f} ms, {rec['tunnel']}"
+                                 if direction == "leave" else ""))
+                t_next = float(rec["t_attach"]) + hold
+            t_end = max(t_next, time.time() + 1.0)
+            wait_for_clock(t_end)
+            events = watcher.events()
+            ping.interrupt()
+            iperf.wait(duration + 15)
+        for r in [*routers, self.mn, self.ha.name]:
+            src = lab.rundir(r) / "events.jsonl"
+            if src.exists():
+                shutil.copyfile(src, self.dir / f"{r}.events.jsonl")
+        return self.analyse(records, events, address, t_end)
+
+    def _stale(self, events: list[measure.RouteEvent], address: IPv4Address) -> list[str]:
+        """Routers still holding a host route for the MN's address, off an access link."""
+        prefix = IPv4Network((address, 32))
+        present: dict[tuple[str, int], measure.RouteEvent] = {}
+        for ev in sorted(events, key=lambda e: e.ts):
+            if ev.dst != prefix:
+                continue
+            key = (ev.node, ev.metric)
+            if ev.kind == "add":
+                present[key] = ev
+            else:
+                present.pop(key, None)
+        return sorted({n for (n, _), ev in present.items() if counted(ev)})
+
+    def analyse(self, records: list[dict[str, Any]], events: list[measure.RouteEvent],
+                address: IPv4Address, t_end: float) -> dict[str, Any]:
+        replies = measure.parse_ping((self.dir / "ping.txt").read_text(errors="replace"))
+        moves: list[dict[str, Any]] = []
+        for i, rec in enumerate(records):
+            w0 = float(rec["t_attach"]) - 0.3
+            w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
+            interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
+            path = [h for h in rec["traceroute"] if h is not None]
+            via_ha = self.ha.name in path
+            routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
+            optimal = (rec["direction"] == "return" and bool(path) and path[-1] == self.mn
+                       and None not in rec["traceroute"] and not via_ha
+                       and measure.is_shortest_path(routers, self._adjacency, self.cn.name,
+                                                    rec["to"]))
+            moves.append({
+                "direction": rec["direction"], "from": rec["from"], "to": rec["to"],
+                "interruption_ms": round(interruption, 3), "ping_lost": lost,
+                "auth_ms": round(float(rec["auth_ms"]), 3),
+                "care_of_ms": round(float(rec.get("care_of_ms", 0.0)), 3),
+                "path": rec["traceroute"], "path_via_ha": via_ha,
+                "path_optimal": optimal if rec["direction"] == "return" else None,
+            })
+        try:
+            iperf = measure.iperf_summary(json.loads((self.dir / "iperf.json").read_text()))
+        except (OSError, ValueError, measure.MeasureError) as exc:
+            iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+        stale = self._stale(events, address)
+        ha_status = json.loads((self.lab.rundir(self.ha.name) / "agent.status.json").read_text())
+        tunnel = next((r.get("tunnel") for r in records if r.get("tunnel")), None)
+
+        def p95(kind: str) -> float:
+            vals = sorted(m["interruption_ms"] for m in moves if m["direction"] == kind)
+            return vals[min(len(vals) - 1, round(0.95 * (len(vals) - 1)))] if vals else 0.0
+
+        return {
+            "scenario": "macro",
+            "topology": self.topo.name,
+            "mn": self.mn, "address": str(address), "home": self.home,
+            "outside": self.outside, "home_agent": self.ha.name,
+            "tunnel": tunnel,
+            "moves": moves,
+            "interruption_ms_p95": {"leave": p95("leave"), "return": p95("return")},
+            "away_paths_via_ha": all(m["path_via_ha"] for m in moves
+                                     if m["direction"] == "leave"),
+            "return_paths_optimal": all(m["path_optimal"] for m in moves
+                                        if m["direction"] == "return"),
+            "iperf": iperf,
+            "stale_routes_end": len(stale),
+            "stale_routers": stale,
+            "ha_bindings_end": len(ha_status.get("mobility", {}).get("attached", {})),
+        }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{'#':>2} {'direction':9} {'to':6} {'interr ms':>9} {'lost':>4} {'auth ms':>8} "
+             f"{'care-of ms':>10}  path"]
+    lines.append("-" * 100)
+    for i, m in enumerate(result["moves"], 1):
+        path = " ".join(h or "*" for h in m["path"])
+        lines.append(f"{i:2d} {m['direction']:9} {m['to']:6} {m['interruption_ms']:9.1f} "
+                     f"{m['ping_lost']:4d} {m['auth_ms']:8.1f} {m['care_of_ms']:10.1f}  {path}")
+    ip = result["iperf"]
+    lines.append("")
+    lines.append(f"tunnel {result['tunnel']}; p95 interruption leave "
+                 f"{result['interruption_ms_p95']['leave']:.1f} ms, return "
+                 f"{result['interruption_ms_p95']['return']:.1f} ms; away via HA: "
+                 f"{result['away_paths_via_ha']}; return optimal: "
+                 f"{result['return_paths_optimal']}")
+    lines.append(f"iperf3 TCP CN->MN: survived={ip.get('survived')} "
+                 f"max_stall={ip.get('max_stall_ms', 0):.0f} ms; stale routes at the end: "
+                 f"{result['stale_routes_end']}; HA bindings at the end: "
+                 f"{result['ha_bindings_end']}")
+    return "\n".join(lines)
