@@ -180,7 +180,7 @@ class MnAgent:
                 return {**record, "ok": False, "error": f"DHCP: {exc}"}
             record = {**record, "address": str(address), "t_bound": time.time()}
             self._spawn(self.prepare_ha())
-        return record
+        return await self.bind_not_rerouted(record)
 
     # --- macro-mobility (draft 2.4) ---------------------------------------------------------
 
@@ -217,7 +217,7 @@ class MnAgent:
         if self.ha is None:
             return {"ok": False, "error": "Home Agent not prepared (no DHCP option 224 yet)"}
         async with self._lock:
-            name, ha_addr, key = self.ha
+            name = self.ha[0]
             homes = self.held()
             self.addresses.pause()
             t_moved = time.time()
@@ -226,20 +226,12 @@ class MnAgent:
             except AddressError as exc:
                 return {"ok": False, "ar": node, "error": f"care-of: {exc}"}
             t_coa = time.time()
-            claimed = [ipaddress.IPv4Network((a, 32)) for a in homes]
             try:
-                session = await self.peer.authenticate(
-                    (str(ha_addr), self.config.auth_port), name, claimed, mobility=True,
-                    ar_key=key, timeout=0.3, retries=5, local_addr=(str(coa), 0))
+                session = await self._bind(homes, coa)
             except AuthError as exc:
-                self.events("bu_failed", ha=name, error=str(exc))
                 return {"ok": False, "ar": node, "error": f"{type(exc).__name__}: {exc}",
                         "care_of": str(coa)}
             t_reply = time.time()
-            bound = [p.network_address for p in session.rerouted]
-            await self.tunnel.open(coa, ha_addr, [a for a in bound
-                                                  if isinstance(a, ipaddress.IPv4Address)])
-            session.close()
             self.away, self.current, self.cell = node, None, node
             record = {
                 "ok": True, "ar": node, "care_of": str(coa), "ha": name,
@@ -251,6 +243,45 @@ class MnAgent:
             }
             self.events("binding_update", **record)
             return record
+
+    async def _bind(self, homes: list[ipaddress.IPv4Address],
+                    care_of: ipaddress.IPv4Address) -> PeerSession:
+        """The Binding Update: one AUTH to the HA from ``care_of``, then our tunnel end."""
+        assert self.ha is not None and self.tunnel is not None
+        name, ha_addr, key = self.ha
+        claimed = [ipaddress.IPv4Network((a, 32)) for a in homes]
+        try:
+            session = await self.peer.authenticate(
+                (str(ha_addr), self.config.auth_port), name, claimed, mobility=True,
+                ar_key=key, timeout=0.3, retries=5, local_addr=(str(care_of), 0))
+        except AuthError as exc:
+            self.events("bu_failed", ha=name, error=str(exc))
+            raise
+        bound = [p.network_address for p in session.rerouted]
+        await self.tunnel.open(care_of, ha_addr, [a for a in bound
+                                                  if isinstance(a, ipaddress.IPv4Address)])
+        session.close()
+        return session
+
+    async def bind_not_rerouted(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Draft 4 inside the AS: the AR re-routed some of our addresses, not all; the rest
+        we bind at the Home Agent, with a re-routed one as the care-of address."""
+        if self.tunnel is None or self.ha is None or not record.get("not_rerouted"):
+            if self.tunnel is not None and self.tunnel.up and record.get("ok"):
+                await self.tunnel.close()  # every address is routed by the AS again
+            return record
+        rest = [ipaddress.IPv4Network(p).network_address for p in record["not_rerouted"]]
+        routed = [ipaddress.IPv4Network(p).network_address for p in record["rerouted"]]
+        if not routed:
+            return {**record, "ha_bound": [], "ha_error": "no re-routed address to use"}
+        async with self._lock:
+            try:
+                session = await self._bind(rest, routed[0])
+            except AuthError as exc:
+                return {**record, "ha_bound": [], "ha_error": f"{type(exc).__name__}: {exc}"}
+        bound = [str(p) for p in session.rerouted]
+        self.events("binding_update", care_of=routed[0], rerouted=bound, inside=True)
+        return {**record, "ha_bound": bound, "care_of": str(routed[0])}
 
     async def _come_back(self) -> None:
         """Back in the AS: the tunnel and the care-of address go, the home leases resume."""

@@ -116,6 +116,36 @@ class LabCli(CLI):  # type: ignore[misc]
         else:
             print(f"{mn} could not go idle: {answer.get('error')}")
 
+    def do_addr(self, line: str) -> None:
+        """addr MN [rotate | release ADDRESS | in_use]: a DHCP MN's addresses (draft 2.3):
+        list them newest first, take a fresh one where the MN is, give one back, or show
+        how many connections use each."""
+        parts = line.split()
+        if not parts or parts[0] not in self.lab.mobiles or len(parts) > 3:
+            print(f"usage: addr MN [rotate | release ADDRESS | in_use]   "
+                  f"(MNs: {' '.join(self.lab.mobiles)})")
+            return
+        mn, *rest = parts
+        req: dict[str, str] = {"cmd": rest[0] if rest else "status"}
+        if rest[:1] == ["release"]:
+            if len(rest) != 2:
+                print("usage: addr MN release ADDRESS")
+                return
+            req["address"] = rest[1]
+        try:
+            answer = self.lab.control(mn).request(req, timeout=30)
+        except LabError as exc:
+            print(exc)
+            return
+        if not answer.get("ok"):
+            print(f"{mn}: {answer.get('error')}")
+        elif "in_use" in answer:
+            for a, n in answer["in_use"].items():
+                print(f"{a}: {n} connection(s)")
+        else:
+            print(f"{mn}: {', '.join(answer.get('addresses') or []) or 'no address'} "
+                  "(newest first)")
+
     def do_mode(self, line: str) -> None:
         """mode redirect|draft: how ARs hand off (fast redirect, or BGP only as in the draft)."""
         try:

@@ -1,0 +1,81 @@
+"""The MN's macro-mobility choices (draft 4): which addresses go to the Home Agent, from
+which care-of address, and when the tunnel goes; the AUTH itself is faked here."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from agents.macro import HaTunnel, MacroSettings
+from agents.mn import MnAgent
+
+A1, A2 = ipaddress.IPv4Address("10.65.0.100"), ipaddress.IPv4Address("10.66.0.101")
+SETTINGS = MacroSettings("inet", 4343, 4790, 1450, "02:fa:03:00:00:01", "02:fa:03:00:00:02",
+                         "169.254.3.1")
+
+
+class Session:
+    def __init__(self, rerouted: list[ipaddress.IPv4Network]) -> None:
+        self.rerouted = rerouted
+        self.not_rerouted: list[ipaddress.IPv4Network] = []
+
+
+def agent() -> tuple[MnAgent, list[tuple[list[ipaddress.IPv4Address], Any]], list[list[str]]]:
+    mn = object.__new__(MnAgent)  # no keys, sockets or files: only the decision is tested
+    binds: list[tuple[list[ipaddress.IPv4Address], Any]] = []
+    ip_calls: list[list[str]] = []
+
+    async def ip(argv: list[str]) -> None:
+        ip_calls.append(argv)
+
+    async def bind(homes: list[ipaddress.IPv4Address], care_of: Any) -> Session:
+        binds.append((homes, care_of))
+        return Session([ipaddress.IPv4Network((a, 32)) for a in homes])
+
+    mn.tunnel = HaTunnel(SETTINGS, "vxlan", ip)
+    mn.ha = ("ha.isp.test", ipaddress.IPv4Address("10.253.0.6"), None)  # type: ignore[assignment]
+    mn._lock = asyncio.Lock()
+    mn.events = lambda *a, **k: None  # type: ignore[assignment,method-assign]
+    mn._bind = bind  # type: ignore[method-assign]
+    return mn, binds, ip_calls
+
+
+def test_addresses_an_ar_did_not_reroute_are_bound_from_a_rerouted_one() -> None:
+    mn, binds, _ = agent()
+    record = {"ok": True, "rerouted": [f"{A2}/32"], "not_rerouted": [f"{A1}/32"]}
+    out = asyncio.run(mn.bind_not_rerouted(record))
+    assert binds == [([A1], A2)]
+    assert out["ha_bound"] == [f"{A1}/32"] and out["care_of"] == str(A2)
+
+
+def test_nothing_is_bound_when_the_ar_rerouted_everything_and_the_tunnel_goes() -> None:
+    mn, binds, ip_calls = agent()
+    mn.tunnel.up = True
+    record = {"ok": True, "rerouted": [f"{A1}/32"], "not_rerouted": []}
+    assert asyncio.run(mn.bind_not_rerouted(record)) == record
+    assert binds == [] and not mn.tunnel.up
+    assert ["link", "del", "faha0"] in ip_calls
+
+
+def test_with_no_rerouted_address_there_is_no_care_of_address() -> None:
+    mn, binds, _ = agent()
+    record = {"ok": True, "rerouted": [], "not_rerouted": [f"{A1}/32"]}
+    out = asyncio.run(mn.bind_not_rerouted(record))
+    assert binds == [] and out["ha_bound"] == [] and "no re-routed" in out["ha_error"]
+
+
+def test_the_tunnel_routes_only_the_bound_home_addresses() -> None:
+    calls: list[list[str]] = []
+
+    async def ip(argv: list[str]) -> None:
+        calls.append(argv)
+
+    t = HaTunnel(SETTINGS, "vxlan", ip)
+    asyncio.run(t.open(A2, ipaddress.IPv4Address("10.253.0.6"), [A1]))
+    assert ["link", "add", "faha0", "type", "vxlan", "id", "4343", "local", str(A2), "remote",
+            "10.253.0.6", "dstport", "4790", "nolearning"] in calls
+    assert ["rule", "add", "from", str(A1), "lookup", "200", "pref", "200"] in calls
+    assert not any(c[:3] == ["rule", "add", "from"] and c[3] == str(A2) for c in calls)
+    asyncio.run(t.close())
+    assert calls[-1] == ["link", "del", "faha0"] and not t.up
