@@ -308,7 +308,9 @@ class MnAgent:
         session.close()
         if self.tunnel is not None:
             await self.tunnel.close()
-        return {"ok": True, "deregistered": [str(p) for p in session.rerouted]}
+        # An AUTH_REPLY lists addresses only when flag M was set: the authenticated reply is
+        # the acknowledgement; the HA's routing shows the effect.
+        return {"ok": True, "deregistered": [str(p) for p in claimed]}
 
     async def authenticate(self, ar: str, previous: str | None = None, *,
                            idle: bool = False, page: bool = False) -> dict[str, Any]:

@@ -60,6 +60,17 @@ def host_route_series(events: list[measure.RouteEvent], t0: float,
     return sorted(out, key=lambda row: (row["t"], row["router"]))
 
 
+def by_phase(tot: list[tuple[float, int]], phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The AS-wide host-route count at the end of each phase (just before the next)."""
+    out = []
+    for i, p in enumerate(phases):
+        end = phases[i + 1]["t"] if i + 1 < len(phases) else float("inf")
+        before = [n for t, n in tot if t < end]
+        out.append({"phase": p["phase"], "t": p["t"], "host_routes": before[-1] if before
+                    else 0})
+    return out
+
+
 def totals(series: list[dict[str, Any]]) -> list[tuple[float, int]]:
     """The AS-wide host-route count after each change."""
     now: dict[str, int] = {}
@@ -284,6 +295,7 @@ class AddressesScenario:
             "phases": self.phases,
             "host_routes": series,
             "host_routes_total": [{"t": t, "count": n} for t, n in tot],
+            "host_routes_by_phase": by_phase(tot, self.phases),
             "host_routes_baseline": base,
             "host_routes_peak": max((n for _, n in tot), default=0),
             "host_routes_end": tot[-1][1] if tot else 0,

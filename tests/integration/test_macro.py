@@ -85,6 +85,22 @@ def test_leaving_binds_at_the_home_agent_and_returning_withdraws_it(lab: Lab) ->
     assert "hat" not in lab.execs["ha"].check(["ip", "-o", "link"])
 
 
+def test_an_explicit_deregistration_ends_the_binding(lab: Lab) -> None:
+    home = mn(lab, "status")["address"]
+    assert lab.handoff(MN, "inet")["ok"]
+    wait_until(lambda: home in ha_status(lab)["mobility"]["attached"], 10, "the binding")
+    assert mn(lab, "deregister")["deregistered"] == [f"{home}/32"]
+    wait_until(lambda: ha_status(lab)["mobility"]["attached"] == {}
+               and ha_status(lab)["tunnel"]["devices"] == {}, 10, "the HA to drop it")
+    wait_until(lambda: not any(r.get("gateway") == str(lab.topo.service("ha").interfaces[0]
+                                                      .address)
+                               for r in host_route(lab, "core2", home)), 10,
+               "core2 to forget the HA's /32")
+    back = lab.handoff(MN, "ar3")
+    assert back["ok"] and back["rerouted"] == [f"{home}/32"], back
+    wait_until(lambda: reaches(lab, home), 10, "the MN reachable at home again")
+
+
 FORGED = r'''
 import asyncio, json
 from pathlib import Path
