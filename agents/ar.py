@@ -669,16 +669,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", required=True, type=ipaddress.IPv4Network)
     ap.add_argument("--config", type=Path, help="agent.json: identity, resolver, ARs")
     args = ap.parse_args(argv)
+    return run_agent(args.rundir, lambda: ArAgent(
+        args.node, args.rundir, args.pool,
+        AgentConfig.load(args.config) if args.config else None))
+
+
+def run_agent(rundir: Path, make: Any) -> int:
+    """ExaBGP's API process: log to the node's file, keep a pid file while running."""
     logging.basicConfig(
-        filename=str(args.rundir / "agent.log"),
+        filename=str(rundir / "agent.log"),
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    pidfile = args.rundir / "agent.pid"
+    pidfile = rundir / "agent.pid"
     pidfile.write_text(f"{os.getpid()}\n")
     try:
-        config = AgentConfig.load(args.config) if args.config else None
-        asyncio.run(ArAgent(args.node, args.rundir, args.pool, config).run())
+        asyncio.run(make().run())
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:

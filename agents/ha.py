@@ -9,17 +9,15 @@ address; the same message without the flag de-registers the addresses it lists.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ar import AgentConfig, ArAgent
+from .ar import AgentConfig, ArAgent, run_agent
 from .auth import AuthResult
 from .handoff import Mode
 from .macro import TunnelError, detect_tunnel
@@ -173,21 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rundir", required=True, type=Path)
     ap.add_argument("--config", required=True, type=Path)
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        filename=str(args.rundir / "agent.log"), level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    pidfile = args.rundir / "agent.pid"
-    pidfile.write_text(f"{os.getpid()}\n")
-    try:
-        config = AgentConfig.load(args.config)
+
+    def make() -> HaAgent:
         tunnel = TunnelConfig.from_doc(json.loads(args.config.read_text())["tunnel"])
-        asyncio.run(HaAgent(args.node, args.rundir, config, tunnel).run())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
-    finally:
-        pidfile.unlink(missing_ok=True)
-    return 0
+        return HaAgent(args.node, args.rundir, AgentConfig.load(args.config), tunnel)
+
+    return run_agent(args.rundir, make)
 
 
 if __name__ == "__main__":

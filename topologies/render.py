@@ -334,19 +334,17 @@ def resolver_address(topo: Topology) -> str:
         return ""
 
 
-def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
-    """The AR agent's view of the AS: its identity, the resolver, every AR's loopback."""
-    assert node.pool is not None
+def _agent_view(topo: Topology, role: str, node: Node, rundir: Path) -> dict[str, Any]:
+    """What every BGP-speaking agent (AR or HA) knows: its identity, the resolver, the ARs."""
     return {
         "node": node.name,
-        "identity": fqdn("ar", node.name),
+        "identity": fqdn(role, node.name),
         "key": str(rundir / "identity.pem"),
         "nonce": str(rundir / "identity.nonce"),
         "resolver": resolver_address(topo),
         "resolver_port": 53,
         "auth_port": AUTH_PORT,
         "managed": str(topo.managed),
-        "pool": str(node.pool),
         "ars": {
             ar.name: {"fqdn": fqdn("ar", ar.name), "loopback": str(ar.loopback),
                       "pool": str(ar.pool), "cluster": str(topo.cluster_of(ar.name).prefix),
@@ -354,10 +352,19 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
             for ar in topo.by_role(Role.AR)
         },
         "escape_community": escape_community(topo),
+        "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
+    }
+
+
+def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+    """The AR agent's view of the AS: its identity, the resolver, every AR's loopback."""
+    assert node.pool is not None
+    return {
+        **_agent_view(topo, "ar", node, rundir),
+        "pool": str(node.pool),
         "overlay_dev": str(OVERLAY["dev"]),
         "paging_dev": PAGING_DEV,
         "tal": list(node.tal),
-        "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
         "dhcp": {
             "lease_s": topo.dhcp.lease_s, "remote_renewals": topo.dhcp.remote_renewals,
             "first": topo.dhcp.first, "last": topo.dhcp.last,
@@ -377,31 +384,11 @@ def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
     with no pool, no access link, and the tunnel to care-of addresses instead."""
     me = str(node.interfaces[0].address)
     none = "0.0.0.0/32"
-    return {
-        "node": node.name,
-        "identity": fqdn("ha", node.name),
-        "key": str(rundir / "identity.pem"),
-        "nonce": str(rundir / "identity.nonce"),
-        "resolver": resolver_address(topo),
-        "resolver_port": 53,
-        "auth_port": AUTH_PORT,
-        "managed": str(topo.managed),
-        "pool": none,
-        "ars": {
-            **{ar.name: {"fqdn": fqdn("ar", ar.name), "loopback": str(ar.loopback),
-                         "pool": str(ar.pool), "cluster": str(topo.cluster_of(ar.name).prefix),
-                         "overlay": overlay_address(topo, ar.name)}
-               for ar in topo.by_role(Role.AR)},
-            node.name: {"fqdn": fqdn("ha", node.name), "loopback": me, "pool": none,
-                        "cluster": none, "overlay": "0.0.0.0"},
-        },
-        "escape_community": escape_community(topo),
-        "overlay_dev": "",
-        "paging_dev": "",
-        "tal": [],
-        "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
-        "tunnel": {**HA_TUNNEL, "local": me},
-    }
+    view = _agent_view(topo, "ha", node, rundir)
+    view["ars"][node.name] = {"fqdn": fqdn("ha", node.name), "loopback": me, "pool": none,
+                              "cluster": none, "overlay": "0.0.0.0"}
+    return {**view, "pool": none, "overlay_dev": "", "paging_dev": "", "tal": [],
+            "tunnel": {**HA_TUNNEL, "local": me}}
 
 
 def home_agent_name(topo: Topology) -> str:
