@@ -208,7 +208,12 @@ class ArAgent:
         self.fib.close()
 
     def write_status(self) -> None:
-        status = {
+        tmp = self.rundir / "agent.status.json.tmp"
+        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        tmp.replace(self.rundir / "agent.status.json")
+
+    def status(self) -> dict[str, Any]:
+        return {
             "node": self.node,
             "time": time.time(),
             "peers": self.peers,
@@ -223,9 +228,6 @@ class ArAgent:
             "auth": dict(self.authenticator.stats) if self.authenticator else {},
             "dhcp": self.dhcp.status() if self.dhcp else {},
         }
-        tmp = self.rundir / "agent.status.json.tmp"
-        tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
-        tmp.replace(self.rundir / "agent.status.json")
 
     # --- the handoff's kernel, BGP and AR-to-AR parts (handoff.Kernel / Bgp / Redirector) --
 

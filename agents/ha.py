@@ -140,19 +140,11 @@ class HaAgent(ArAgent):
                     log.warning("%s", exc)
                 del self._devices[coa]
 
-    def write_status(self) -> None:
-        super().write_status()
-        path = self.rundir / "agent.status.json"
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        doc["tunnel"] = {"kind": self.kind,
-                         "care_of": {str(a): str(c) for a, c in self.care_of.items()},
-                         "devices": {str(c): d for c, d in self._devices.items()}}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-        tmp.replace(path)
+    def status(self) -> dict[str, Any]:
+        return {**super().status(),
+                "tunnel": {"kind": self.kind,
+                           "care_of": {str(a): str(c) for a, c in self.care_of.items()},
+                           "devices": {str(c): d for c, d in self._devices.items()}}}
 
     async def run(self) -> None:
         try:

@@ -151,13 +151,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    if args.name not in ("handoff", "idle", "addresses", "macro"):
+    if args.name not in ("handoff", "idle", "addresses", "macro", "baseline"):
         raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff, "
-                       "idle, addresses, macro)")
+                       "idle, addresses, macro, baseline)")
     _require_root()
     from . import scenario
 
     topo = model.load(args.topology)
+    if args.name == "baseline":
+        from . import scenario_baseline
+
+        with Lab(topo) as lab:
+            result = scenario_baseline.BaselineScenario(
+                lab, per_mode=args.handoffs, period_s=args.period,
+                home_rtt_ms=args.home_rtt_ms, out_dir=Path(args.out) if args.out else None,
+            ).run()
+        print(scenario_baseline.table(result))
+        _write_json(args.json, result)
+        return 0
     if args.name == "idle":
         from . import scenario_idle
 
@@ -202,7 +213,23 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    raise LabError("report is not implemented yet (needs the handoff and baseline scenarios)")
+    """The flat and anchored evaluation in one run, written as evaluation.md with plots."""
+    _require_root()
+    from . import report, scenario_baseline
+
+    topo = model.load(args.topology)
+    out = Path(args.out)
+    raw = out / "raw"
+    with Lab(topo) as lab:
+        result = scenario_baseline.BaselineScenario(
+            lab, per_mode=args.handoffs, period_s=args.period, home_rtt_ms=args.home_rtt_ms,
+            out_dir=raw).run()
+    md = Path(args.markdown) if args.markdown else out / "evaluation.md"
+    prefix = os.path.relpath(out, md.parent) + "/" if md.parent.resolve() != out.resolve() else ""
+    path = report.write_report(result, out, raw=raw, prefix=prefix, markdown=md)
+    print(scenario_baseline.table(result))
+    print(f"wrote {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--rounds", type=int, default=5,
                     help="idle: pages to measure; macro: leave-and-return rounds")
     sc.add_argument("--burst", type=int, default=50, help="idle: packets sent to the idle MN")
+    sc.add_argument("--home-rtt-ms", type=float, default=30.0,
+                    help="baseline: round trip to the home network's HSS (emulated)")
     sc.add_argument("--json")
     sc.set_defaults(func=cmd_scenario)
     be = sub.add_parser("bench", help="micro-benchmarks")
@@ -244,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.set_defaults(func=cmd_bench)
     rp = sub.add_parser("report", help="run the evaluation and write evaluation.md")
     rp.add_argument("--out", default="results")
+    rp.add_argument("--markdown", help="where evaluation.md goes (default: in --out)")
+    rp.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
+    rp.add_argument("--handoffs", type=int, default=12, help="measured handoffs per mode")
+    rp.add_argument("--period", type=float, default=2.0, help="seconds between handoffs")
+    rp.add_argument("--home-rtt-ms", type=float, default=30.0,
+                    help="round trip to the home network's HSS (emulated)")
     rp.set_defaults(func=cmd_report)
     return ap
 

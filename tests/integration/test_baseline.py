@@ -1,0 +1,80 @@
+"""The anchored baseline (draft Figure 1) in the Figure-2 lab with the real daemons: traffic to
+an anchored address flows through the anchor, a handoff switches the anchor's bearer after an
+HSS round trip and traffic resumes, and the anchor's failure takes the session with it.
+One lab and one anchored plane for the module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from topologies import baseline, measure, model
+from topologies.baseline import AnchoredPlane
+from topologies.daemons import wait_until
+from topologies.lab import Lab
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def plane() -> Iterator[AnchoredPlane]:
+    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+    with Lab(topo, ready_timeout=120) as lab, AnchoredPlane(lab, home_rtt_ms=20) as running:
+        running.attach_all()
+        yield running
+
+
+def address(plane: AnchoredPlane, mn: str = "mn1") -> str:
+    return str(baseline.anchored_address(plane.topo, mn))
+
+
+def reaches(plane: AnchoredPlane, dst: str) -> bool:
+    return plane.lab.execs["cn"].run(["ping", "-c", "1", "-W", "1", dst]).returncode == 0
+
+
+def hops(plane: AnchoredPlane, dst: str) -> list[str]:
+    out = plane.lab.execs["cn"].run(["traceroute", "-I", "-n", "-q", "1", "-w", "1", "-m",
+                                     "10", dst], timeout=30).stdout
+    return [str(h) for h in measure.parse_traceroute(out) if h is not None]
+
+
+def test_traffic_flows_through_the_anchor(plane: AnchoredPlane) -> None:
+    topo = plane.topo
+    pgw = topo.node("pgw").interfaces[0].address
+    home = topo.node(topo.mobile("mn1").home)
+    assert plane.bearers()[address(plane)] == baseline.tunnel_address(topo, home.name)
+    assert reaches(plane, address(plane))
+    path = hops(plane, address(plane))
+    assert str(pgw) in path, path
+    assert path[-1] == address(plane)
+    # The flat address of the same MN does not detour through the anchor.
+    flat = str(topo.mobile("mn1").address)
+    assert str(pgw) not in hops(plane, flat)
+
+
+def test_handoff_switches_the_bearer(plane: AnchoredPlane) -> None:
+    topo = plane.topo
+    rec = plane.handoff("mn1", "ar3")
+    assert rec["ok"] and rec["cell"] == "ar3", rec
+    assert plane.bearers()[address(plane)] == baseline.tunnel_address(topo, "ar3")
+    proc = plane.procedures()[-1]
+    assert proc["ok"] and proc["previous"] == "ar1" and proc["home_round_trips"] == 1
+    assert float(proc["hss_ms"]) >= 20.0  # the emulated home distance
+    assert proc["s6a"] == 2
+    wait_until(lambda: reaches(plane, address(plane)), 5, "ping to resume after the handoff")
+    # The uplink goes up the tunnel from the new AR: the eNB's policy route.
+    rule = plane.lab.execs["ar3"].check(["ip", "rule", "show", "priority",
+                                         str(baseline.UPLINK_RULE_PRIORITY)])
+    assert str(baseline.ANCHOR_POOL) in rule
+
+
+def test_anchor_failure_breaks_the_session(plane: AnchoredPlane) -> None:
+    assert reaches(plane, address(plane, "mn2"))
+    plane.kill_anchor()
+    assert not reaches(plane, address(plane, "mn2"))
+    assert not reaches(plane, address(plane))
+    # The flat plane does not depend on the anchor.
+    assert reaches(plane, str(plane.topo.mobile("mn2").address))

@@ -1,0 +1,332 @@
+"""The anchored baseline (draft Figure 1) switched on inside a running flat lab: a fixed anchor
+(P-GW) on the `pgw` service node, a VXLAN tunnel to every AR (S-GW/eNB collapsed into the AR),
+an MME co-located with the anchor and an HSS at an emulated home-network distance.
+
+The flat plane keeps running; each MN gets a second, anchored address from the anchor's pool,
+so both architectures are measured on one topology, one lab, one run (docs/baseline.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from agents import epc
+
+from .daemons import DeadlineError, LabError, wait_until
+from .lab import Background, Lab
+from .model import Node, Role, Topology
+from .radio import MnControl, access_ifname
+from .render import render
+
+ANCHOR_POOL = IPv4Network("100.64.0.0/24")  # the anchor's session addresses (RFC 6598 space)
+TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,
+                          "net": "169.254.4.0/24"}
+UPLINK_TABLE = 152
+UPLINK_RULE_PRIORITY = 150
+DEFAULT_HOME_RTT_MS = 30.0
+
+Progress = Callable[[str], None]
+
+
+class BaselineError(LabError):
+    """The anchored plane could not be set up or did not behave."""
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+def anchor_node(topo: Topology) -> Node:
+    try:
+        return topo.service("pgw")
+    except Exception:  # noqa: BLE001 - TopologyError: say what to add
+        raise BaselineError(f"topology {topo.name} has no pgw service node; add "
+                            "'services: pgw: {name: pgw, attach: <core>}'") from None
+
+
+def anchored_address(topo: Topology, mn: str) -> IPv4Address:
+    if mn not in topo.mobiles:
+        raise BaselineError(f"no mobile node {mn!r}")
+    return ANCHOR_POOL.network_address + 10 + topo.mobiles.index(mn)
+
+
+def _tunnel_net() -> IPv4Network:
+    return IPv4Network(str(TUNNEL["net"]))
+
+
+def tunnel_address(topo: Topology, node: str) -> str:
+    """The anchor is .1 in the tunnel subnet; AR number i is .2+i."""
+    if node == anchor_node(topo).name:
+        return str(_tunnel_net().network_address + 1)
+    ars = [a.name for a in topo.by_role(Role.AR)]
+    return str(_tunnel_net().network_address + 2 + ars.index(node))
+
+
+def tunnel_mac(topo: Topology, node: str) -> str:
+    if node == anchor_node(topo).name:
+        return "02:fa:04:00:00:01"
+    index = [a.name for a in topo.by_role(Role.AR)].index(node) + 1
+    return f"02:fa:04:01:{index >> 8:02x}:{index & 0xFF:02x}"
+
+
+def _anchor_underlay(topo: Topology) -> str:
+    return str(anchor_node(topo).interfaces[0].address)
+
+
+def _tunnel_common(topo: Topology, node: str) -> dict[str, Any]:
+    return {"name": node, "dev": TUNNEL["dev"], "vni": TUNNEL["vni"], "port": TUNNEL["port"],
+            "mtu": TUNNEL["mtu"], "address": tunnel_address(topo, node),
+            "prefixlen": _tunnel_net().prefixlen, "mac": tunnel_mac(topo, node)}
+
+
+def pgw_data(topo: Topology) -> dict[str, Any]:
+    pgw = anchor_node(topo).name
+    return {
+        **_tunnel_common(topo, pgw),
+        "underlay": _anchor_underlay(topo),
+        "ars": [{"name": a.name, "address": tunnel_address(topo, a.name),
+                 "mac": tunnel_mac(topo, a.name), "underlay": str(a.loopback)}
+                for a in topo.by_role(Role.AR)],
+    }
+
+
+def enb_data(topo: Topology, ar: Node) -> dict[str, Any]:
+    pgw = anchor_node(topo).name
+    return {
+        **_tunnel_common(topo, ar.name),
+        "underlay": str(ar.loopback),
+        "anchor": {"name": pgw, "address": tunnel_address(topo, pgw),
+                   "mac": tunnel_mac(topo, pgw), "underlay": _anchor_underlay(topo)},
+        "pool": str(ANCHOR_POOL),
+        "access": access_ifname(ar.name),
+        "table": UPLINK_TABLE,
+        "rule_priority": UPLINK_RULE_PRIORITY,
+    }
+
+
+def routes_data(topo: Topology) -> dict[str, dict[str, Any]]:
+    """Static routes for the anchored pool: the Internet router sends it to the anchor's core
+    router, which sends it to the anchor (the pool is never announced in the AS's BGP)."""
+    pgw = anchor_node(topo)
+    core = pgw.interfaces[0].peer
+    inet = topo.by_role(Role.INET)[0]
+    if not any(i.peer == core for i in inet.interfaces):
+        raise BaselineError(f"the anchor's router {core} has no link to {inet.name}")
+    core_side = next(i for i in topo.nodes[core].interfaces if i.peer == inet.name)
+    return {
+        inet.name: {"name": inet.name,
+                    "routes": [{"prefix": str(ANCHOR_POOL), "via": str(core_side.address)}]},
+        core: {"name": core,
+               "routes": [{"prefix": str(ANCHOR_POOL), "via": str(pgw.interfaces[0].address)}]},
+    }
+
+
+def ue_data(topo: Topology, mn: str) -> dict[str, Any]:
+    return {"name": mn, "ifname": f"{mn}-eth0", "address": str(anchored_address(topo, mn))}
+
+
+def render_baseline(topo: Topology) -> dict[str, dict[str, str]]:
+    """Every baseline-mode file, per node: {node: {kind: text}}; kinds are the templates'."""
+    pgw = anchor_node(topo).name
+    out: dict[str, dict[str, str]] = {
+        pgw: {"ip": render("baseline/pgw.batch.j2", pgw_data(topo)),
+              "bridge": render("baseline/pgw.bridge.j2", pgw_data(topo))},
+    }
+    for ar in topo.by_role(Role.AR):
+        data = enb_data(topo, ar)
+        out[ar.name] = {"ip": render("baseline/enb.batch.j2", data),
+                        "nft": render("baseline/enb.nft.j2", data)}
+    for node, data in routes_data(topo).items():
+        out.setdefault(node, {})["ip"] = render("baseline/routes.batch.j2", data)
+    for mn in topo.mobiles:
+        out[mn] = {"ip": render("baseline/ue.batch.j2", ue_data(topo, mn))}
+    return out
+
+
+def mme_config(topo: Topology, events: Path) -> dict[str, Any]:
+    return {
+        "port": epc.MME_PORT,
+        "hss": "127.0.0.1",  # the HSS process runs beside the MME; its delay is the distance
+        "hss_port": epc.HSS_PORT,
+        "tunnel_dev": TUNNEL["dev"],
+        "cells": {a.name: {"endpoint": tunnel_address(topo, a.name), "enb": str(a.loopback)}
+                  for a in topo.by_role(Role.AR)},
+        "subscribers": {mn: str(anchored_address(topo, mn)) for mn in topo.mobiles},
+        "events": str(events),
+    }
+
+
+# --------------------------------------------------------------------------- the plane
+
+
+class AnchoredPlane:
+    """Turns the baseline mode on in a running lab; every process it starts is a lab
+    background process (pid file, stopped with the lab or by `flatarch down`)."""
+
+    def __init__(self, lab: Lab, *, home_rtt_ms: float = DEFAULT_HOME_RTT_MS,
+                 progress: Progress | None = None) -> None:
+        self.lab = lab
+        self.topo = lab.topo
+        self.pgw = anchor_node(self.topo).name
+        self.home_rtt_ms = home_rtt_ms
+        self.progress = progress or lab.progress
+        self.dir = lab.dir / "baseline"
+        self.procs: dict[str, Background] = {}
+        self.killed = False
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> AnchoredPlane:
+        try:
+            self.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def path(self, node: str, name: str) -> Path:
+        return self.dir / f"{node}.{name}"
+
+    def start(self) -> None:
+        lab, topo = self.lab, self.topo
+        if not lab.mobiles:
+            raise BaselineError("the baseline needs a topology with mobile nodes")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        files = render_baseline(topo)
+        for node, kinds in files.items():
+            for kind, text in kinds.items():
+                self.path(node, f"{kind}.batch").write_text(text)
+        self.progress(f"baseline: anchor {self.pgw}, tunnels to "
+                      f"{len(topo.by_role(Role.AR))} ARs, home RTT {self.home_rtt_ms:g} ms")
+        pgw = lab.execs[self.pgw]
+        # The anchor forwards between its tunnel and its uplink; a host has neither by default.
+        for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0", "net.ipv4.icmp_ratelimit=0"):
+            pgw.check(["sysctl", "-q", "-w", key])
+        for node, kinds in files.items():
+            ex = lab.execs[node]
+            ex.check(["ip", "-batch", str(self.path(node, "ip.batch"))])
+            if "bridge" in kinds:
+                ex.check(["bridge", "-batch", str(self.path(node, "bridge.batch"))])
+            if "nft" in kinds:
+                ex.check(["nft", "-f", str(self.path(node, "nft.batch"))])
+        keys = {mn: os.urandom(16).hex() for mn in lab.mobiles}
+        self._write(self.pgw, "hss.json", {"port": epc.HSS_PORT, "delay_ms": self.home_rtt_ms,
+                                           "subscribers": keys})
+        self._spawn(self.pgw, "hss")
+        self._write(self.pgw, "mme.json", mme_config(topo, self.path(self.pgw, "mme.events")))
+        self._spawn(self.pgw, "mme")
+        for ar in topo.by_role(Role.AR):
+            self._write(ar.name, "enb.json", {"cell": ar.name, "mme": _anchor_underlay(topo),
+                                             "mme_port": epc.MME_PORT})
+            self._spawn(ar.name, "enb")
+        for mn in lab.mobiles:
+            self._write(mn, "ue.json", {
+                "imsi": mn, "key": keys[mn], "address": str(anchored_address(topo, mn)),
+                "enb": "169.254.0.1", "enb_port": epc.ENB_PORT,
+                "control": str(self.path(mn, "ue.sock")),
+                "timeout_s": max(1.0, 3 * self.home_rtt_ms / 1000.0 + 0.5)})
+            self._spawn(mn, "ue")
+        for mn in lab.mobiles:
+            MnControl(self.path(mn, "ue.sock")).wait_ready()
+        self._wait_listening()
+
+    def _write(self, node: str, name: str, doc: dict[str, Any]) -> None:
+        self.path(node, name).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+    def _spawn(self, node: str, role: str) -> None:
+        cmd = [sys.executable, "-m", "agents.anchor", role,
+               "--config", str(self.path(node, f"{role}.json")),
+               "--events", str(self.path(node, f"{role}.events"))]
+        self.procs[f"{node}/{role}"] = self._stack.enter_context(
+            self.lab.background(node, cmd, self.path(node, f"{role}.log")))
+
+    def _wait_listening(self) -> None:
+        want = {self.pgw: [f":{epc.MME_PORT}", f":{epc.HSS_PORT}"],
+                **{a.name: [f":{epc.ENB_PORT}"] for a in self.topo.by_role(Role.AR)}}
+
+        def up() -> bool:
+            for node, ports in want.items():
+                out = self.lab.execs[node].run(["ss", "-lun"]).stdout
+                if not all(p + " " in out or p + "\t" in out for p in ports):
+                    return False
+            return True
+
+        try:
+            wait_until(up, 20, "the MME, HSS and eNB relays to listen", 0.2)
+        except DeadlineError as exc:
+            dead = [k for k, p in self.procs.items() if p.proc.poll() is not None]
+            raise BaselineError(f"{exc}; exited: {dead}") from None
+
+    # --- the procedures -----------------------------------------------------------------------
+
+    def attach(self, mn: str) -> dict[str, Any]:
+        """The UE attaches at whatever cell its radio is in now (initial attach or handoff)."""
+        answer = MnControl(self.path(mn, "ue.sock")).request({"cmd": "attach"}, timeout=20)
+        if not answer.get("ok"):
+            raise BaselineError(f"{mn}: anchored attach failed: {answer.get('error')}")
+        return answer
+
+    def attach_all(self) -> None:
+        for mn in self.lab.mobiles:
+            self.attach(mn)
+
+    def handoff(self, mn: str, ar: str) -> dict[str, Any]:
+        """The radio moves; the UE attaches through the new AR's eNB; the MME authenticates it
+        with the HSS and switches the anchor's bearer to the new AR."""
+        radio = self.lab.radio
+        if radio is None:
+            raise BaselineError("the lab has no radio")
+        previous = radio.where.get(mn)
+        moved = radio.move(mn, ar)
+        answer = self.attach(mn)
+        return {"mn": mn, "from": previous, "to": ar, **moved, **answer}
+
+    def procedures(self) -> list[dict[str, Any]]:
+        return [e for e in read_jsonl(self.path(self.pgw, "mme.events"))
+                if e.get("ev") == "procedure"]
+
+    def bearers(self) -> dict[str, str]:
+        """The anchor's per-MN state now: anchored address -> tunnel endpoint."""
+        out = self.lab.execs[self.pgw].run(["ip", "-j", "-4", "route", "show", "dev",
+                                            str(TUNNEL["dev"])]).stdout
+        routes: list[dict[str, Any]] = json.loads(out or "[]")
+        got: dict[str, str] = {}
+        for r in routes:
+            dst = str(r.get("dst", ""))
+            with contextlib.suppress(ValueError):
+                if "/" not in dst and ipaddress.IPv4Address(dst) in ANCHOR_POOL:
+                    got[dst] = str(r.get("gateway", ""))
+        return got
+
+    def kill_anchor(self) -> float:
+        """The anchor node fails: its processes die and its link goes down, so every bearer
+        it held is gone with it (no standby anchor: that is Figure 1's single point)."""
+        for key in (f"{self.pgw}/mme", f"{self.pgw}/hss"):
+            proc = self.procs.get(key)
+            if proc is not None:
+                proc.proc.kill()
+        t = time.time()
+        self.lab.execs[self.pgw].check(
+            ["ip", "link", "set", anchor_node(self.topo).interfaces[0].name, "down"])
+        self.killed = True
+        return t
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+    return out

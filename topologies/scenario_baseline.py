@@ -1,0 +1,543 @@
+"""`flatarch scenario baseline`: the flat architecture and the anchored baseline (draft
+Figure 1) measured side by side in one lab and one run, on the same walk and the same traffic:
+handoff interruption, path stretch, messages and home round trips, failures, state per node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from . import measure
+from .baseline import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
+from .daemons import DeadlineError, LabError, NodeExec, wait_until
+from .lab import Background, Lab
+from .model import Role
+from .scenario import (
+    IPERF_RATE,
+    PING_INTERVAL_S,
+    HandoffScenario,
+    _pct,
+    wait_for_clock,
+    walk,
+)
+
+Progress = Callable[[str], None]
+FAIL_OBSERVE_S = 8.0  # how long after a failure a session may take to come back
+FAIL_LEAD_S = 1.5  # probe stream before the failure
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+class BaselineScenario:
+    def __init__(self, lab: Lab, *, per_mode: int = 8, period_s: float = 2.0,
+                 home_rtt_ms: float = 30.0, flat_modes: tuple[str, ...] = ("redirect", "draft"),
+                 progress: Progress | None = None, out_dir: Path | None = None) -> None:
+        self.lab = lab
+        self.topo = lab.topo
+        if not lab.mobiles:
+            raise LabError("the baseline scenario needs a topology with mobile nodes")
+        self.mn = lab.mobiles[0]
+        self.per_mode = per_mode
+        self.period_s = period_s
+        self.home_rtt_ms = home_rtt_ms
+        self.flat_modes = flat_modes
+        self.progress = progress or lab.progress
+        self.dir = out_dir or lab.dir / "scenario-baseline"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cn = self.topo.service("cn").name
+        self.pgw = anchor_node(self.topo).name
+        self.adj: dict[str, set[str]] = {n: set() for n in self.topo.nodes}
+        for lk in self.topo.links:
+            self.adj[lk.a].add(lk.b)
+            self.adj[lk.b].add(lk.a)
+        self.owner: dict[IPv4Address, str] = {}
+        for n in self.topo.nodes.values():
+            for i in n.interfaces:
+                self.owner[i.address] = n.name
+            if n.loopback is not None:
+                self.owner[n.loopback] = n.name
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        t0 = time.time()
+        dns0 = self._unbound_stats()
+        flat = HandoffScenario(self.lab, mn=self.mn, modes=self.flat_modes,
+                               per_mode=self.per_mode, period_s=self.period_s,
+                               progress=self.progress, out_dir=self.dir / "flat").run()
+        dns1 = self._unbound_stats()
+        with AnchoredPlane(self.lab, home_rtt_ms=self.home_rtt_ms,
+                           progress=self.progress) as plane:
+            plane.attach_all()
+            anchored = self._anchored_walk(plane)
+            stretch = self._stretch(plane)
+            state = self._state(plane)
+            failures = self._failures(plane)
+            procedures = plane.procedures()
+        return self.analyse(flat, dns0, dns1, anchored, procedures, stretch, state, failures,
+                            time.time() - t0)
+
+    def _unbound_stats(self) -> dict[str, float]:
+        dns = self.lab.dns
+        if dns is None:
+            return {}
+        res = self.lab.execs[self.topo.service("dns").name].run(
+            ["unbound-control", "-c", str(dns.unbound.conf_path), "stats_noreset"])
+        out: dict[str, float] = {}
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key in ("total.num.queries", "total.num.cachemiss", "total.num.cachehits"):
+                with contextlib.suppress(ValueError):
+                    out[key] = float(value)
+        return out
+
+    # --- anchored walk --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _traffic(self, address: IPv4Address, tag: str, duration: float,
+                 port: int) -> Iterator[tuple[Background, Background]]:
+        """The flat scenario's traffic exactly: the 10 ms paced prober and a paced iperf3."""
+        lab = self.lab
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(lab.background(
+                self.mn, ["iperf3", "-s", "-1", "-p", str(port), "-J"],
+                self.dir / f"{tag}-iperf-server.json"))
+            wait_until(lambda: f":{port}" in lab.execs[self.mn].run(["ss", "-ltn"]).stdout,
+                       10, "iperf3 server on the MN")
+            ping = stack.enter_context(lab.background(
+                self.cn, [sys.executable, "-m", "agents.probe", str(address), "--interval",
+                          str(PING_INTERVAL_S)], self.dir / f"{tag}-ping.txt"))
+            iperf = stack.enter_context(lab.background(
+                self.cn, ["iperf3", "-c", str(address), "-p", str(port), "-t",
+                          f"{duration:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J"],
+                self.dir / f"{tag}-iperf.json"))
+            yield ping, iperf
+
+    def _anchored_walk(self, plane: AnchoredPlane) -> dict[str, Any]:
+        steps = walk(self.topo, self.mn)
+        rounds = -(-self.per_mode // len(steps))
+        plan = [(s, False) for s in steps] + [(s, True) for _ in range(rounds) for s in steps]
+        duration = len(plan) * self.period_s + 4.0
+        address = anchored_address(self.topo, self.mn)
+        self.progress(f"anchored walk: {len(plan)} handoffs of {self.mn} through the anchor "
+                      f"{self.pgw}, one every {self.period_s:.1f}s")
+        records: list[dict[str, Any]] = []
+        with self._traffic(address, "anchored", duration, 5202) as (ping, iperf):
+            t_next = time.time() + 1.5
+            for i, (step, measured) in enumerate(plan):
+                wait_for_clock(t_next)
+                rec = plane.handoff(self.mn, step.to)
+                rec.update(kind=step.kind, warmup=not measured, mode="anchored")
+                records.append(rec)
+                self.progress(f"  {i + 1:2d}/{len(plan)} {'anchored' if measured else 'warm-up':8s}"
+                              f" {rec['from']}->{step.to} ({step.kind}) attach "
+                              f"{rec['attach_ms']:.1f} ms")
+                t_next = max(t_next + self.period_s, time.time() + 0.3)
+            t_end = time.time() + 0.5
+            wait_for_clock(t_end)
+            ping.interrupt()
+            iperf.wait(duration + 15)
+        replies = measure.parse_ping((self.dir / "anchored-ping.txt").read_text(errors="replace"))
+        procs = {(p["imsi"], p["seq"]): p for p in plane.procedures()}
+        out: list[dict[str, Any]] = []
+        for i, rec in enumerate(records):
+            w0 = float(rec["t_attach"]) - 0.3
+            w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
+            interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
+            proc = next((p for (imsi, _), p in procs.items() if imsi == self.mn
+                         and float(rec["t_sent"]) - 0.01 <= float(p["t_start"])
+                         <= float(rec["t_accept"])), {})
+            out.append({
+                "mn": self.mn, "from": rec["from"], "to": rec["to"], "mode": "anchored",
+                "kind": rec["kind"], "warmup": rec["warmup"], "t_attach": rec["t_attach"],
+                "attach_ms": rec["attach_ms"], "attempts": rec["attempts"],
+                "interruption_ms": round(interruption, 3), "ping_lost": lost,
+                "hss_ms": proc.get("hss_ms"), "bearer_ms": proc.get("bearer_ms"),
+                "messages": {"air": int(rec["air_tx"]) + int(rec["air_rx"]),
+                             "s1": int(proc.get("s1", 0)), "s6a": int(proc.get("s6a", 0))},
+                "home_round_trips": int(proc.get("home_round_trips", 0)),
+            })
+        try:
+            iperf_res = measure.iperf_summary(
+                json.loads((self.dir / "anchored-iperf.json").read_text()))
+        except (OSError, ValueError, measure.MeasureError) as exc:
+            iperf_res = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
+                         "error": str(exc)}
+        timeline = measure.ping_timeline(replies, PING_INTERVAL_S)
+        return {"handoffs": [h for h in out if not h["warmup"]],
+                "warmup_handoffs": [h for h in out if h["warmup"]],
+                "iperf": iperf_res, "timeline": timeline}
+
+    # --- path stretch ---------------------------------------------------------------------------
+
+    def _trace(self, ex: NodeExec, dst: str) -> list[str | None]:
+        # ICMP echo probes: the MN answers every one (UDP probes meet its ICMP rate limit).
+        out = ex.run(["traceroute", "-I", "-n", "-q", "1", "-w", "1", "-m", "12", dst],
+                     timeout=30).stdout
+        names: list[str | None] = []
+        for h in measure.parse_traceroute(out):
+            names.append(None if h is None else self.owner.get(h, str(h)))
+        return names
+
+    def _rtt(self, dst: str) -> float:
+        out = self.lab.execs[self.cn].run(["ping", "-n", "-q", "-c", "20", "-i", "0.02", "-W",
+                                           "1", dst], timeout=20).stdout
+        for line in out.splitlines():
+            if "min/avg/max" in line:
+                return float(line.split("=")[1].split("/")[1])
+        return float("nan")
+
+    def _flat_address(self, mn: str) -> IPv4Address:
+        out = self.lab.execs[mn].run(["ip", "-j", "-4", "addr", "show", "dev",
+                                      f"{mn}-eth0"]).stdout
+        for link in json.loads(out or "[]"):
+            for a in link.get("addr_info", []):
+                addr = IPv4Address(a["local"])
+                if addr in self.topo.managed:
+                    return addr
+        raise LabError(f"{mn} holds no address in {self.topo.managed}")
+
+    def _settle_flat(self, mn: str, ar: str) -> None:
+        dst = str(self._flat_address(mn))
+
+        def via_ar() -> bool:
+            path = self._trace(self.lab.execs[self.cn], dst)
+            return len(path) >= 2 and path[-1] == dst and path[-2] == ar
+
+        with contextlib.suppress(DeadlineError):
+            wait_until(via_ar, 10, f"the flat path to {mn} through {ar}", 0.2)
+
+    def _move_both(self, plane: AnchoredPlane, mn: str, ar: str) -> None:
+        """Flat handoff (radio move and authentication) and the anchored attach at that AR."""
+        if self.lab.radio is not None and self.lab.radio.where.get(mn) != ar:
+            rec = self.lab.handoff(mn, ar)
+            if not rec.get("ok"):
+                raise LabError(f"flat handoff of {mn} to {ar} failed: {rec.get('error')}")
+        plane.attach(mn)
+        self._settle_flat(mn, ar)
+
+    def _stretch(self, plane: AnchoredPlane) -> list[dict[str, Any]]:
+        self.progress("path stretch: the MN at every AR, both addresses traced and pinged")
+        pgw = self.lab.execs[self.pgw]
+        cn = self.lab.execs[self.cn]
+        rows: list[dict[str, Any]] = []
+        ars = sorted(self.topo.by_role(Role.AR),
+                     key=lambda a: (measure.bfs_distance(self.adj, self.pgw, a.name) or 0, a.name))
+        home = self.topo.mobile(self.mn).home
+        for ar in ars:
+            self._move_both(plane, self.mn, ar.name)
+            flat_addr = str(self._flat_address(self.mn))
+            anch_addr = str(anchored_address(self.topo, self.mn))
+            flat_path = self._trace(cn, flat_addr)
+            anch_path = self._trace(cn, anch_addr)
+            underlay = self._trace(pgw, str(ar.loopback))
+            shortest = (measure.bfs_distance(self.adj, self.cn, ar.name) or 0) + 1
+            hidden = max(0, len(underlay) - 1)  # routers inside the tunnel, invisible inside it
+            rows.append({
+                "ar": ar.name,
+                "anchor_distance": measure.bfs_distance(self.adj, self.pgw, ar.name),
+                "shortest_hops": shortest,
+                "flat_hops": len(flat_path), "flat_path": flat_path,
+                "anchored_hops": len(anch_path) + hidden, "anchored_path": anch_path,
+                "tunnel_path": underlay,
+                "flat_rtt_ms": round(self._rtt(flat_addr), 3),
+                "anchored_rtt_ms": round(self._rtt(anch_addr), 3),
+                "flat_stretch": round(len(flat_path) / shortest, 3),
+                "anchored_stretch": round((len(anch_path) + hidden) / shortest, 3),
+            })
+            self.progress(f"  {ar.name}: hops flat {rows[-1]['flat_hops']} anchored "
+                          f"{rows[-1]['anchored_hops']} (shortest {shortest}); RTT flat "
+                          f"{rows[-1]['flat_rtt_ms']:.3f} anchored "
+                          f"{rows[-1]['anchored_rtt_ms']:.3f} ms")
+        self._move_both(plane, self.mn, home)  # back home for the phases that follow
+        return rows
+
+    # --- state per node -------------------------------------------------------------------------
+
+    def _host_routes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.topo.routers:
+            text = self.lab.execs[r.name].run(["ip", "-j", "-4", "route", "show"]).stdout
+            n = 0
+            for route in json.loads(text or "[]"):
+                dst = str(route.get("dst", ""))
+                with contextlib.suppress(ValueError):
+                    if "/" not in dst and dst != "default" and IPv4Address(dst) in \
+                            self.topo.managed:
+                        n += 1
+            out[r.name] = n
+        return out
+
+    def _anchored_state(self, plane: AnchoredPlane) -> dict[str, int]:
+        out = {self.pgw: len(plane.bearers())}
+        for ar in self.topo.by_role(Role.AR):
+            text = self.lab.execs[ar.name].run(["ip", "-j", "-4", "neigh", "show", "dev",
+                                                f"{ar.name}-acc"]).stdout
+            # Live entries only: a STALE one is what a departed MN leaves until it ages out.
+            out[ar.name] = sum(1 for n in json.loads(text or "[]")
+                               if IPv4Address(str(n.get("dst", "0.0.0.0"))) in ANCHOR_POOL
+                               and set(n.get("state", [])) & {"REACHABLE", "DELAY", "PROBE",
+                                                              "PERMANENT"})
+        return out
+
+    def _stable(self, fn: Callable[[], dict[str, int]]) -> dict[str, int]:
+        last: list[dict[str, int]] = []
+
+        def same() -> bool:
+            now = fn()
+            done = bool(last) and now == last[0]
+            last[:] = [now]
+            return done
+
+        with contextlib.suppress(DeadlineError):
+            wait_until(same, 10, "routing state to settle", 0.5)
+        return last[0]
+
+    def _state(self, plane: AnchoredPlane) -> list[dict[str, Any]]:
+        """k MNs away from home, k = 0..N: flat host routes per router; anchored bearers at
+        the anchor and neighbour entries at the ARs, for the same placement."""
+        self.progress("state per node: MNs moved one by one into another cluster")
+        mobiles = self.lab.mobiles
+        rows: list[dict[str, Any]] = []
+        for k in range(len(mobiles) + 1):
+            if k:
+                mn = mobiles[k - 1]
+                home = self.topo.cluster_of(self.topo.mobile(mn).home)
+                far = next(c for c in reversed(self.topo.clusters) if c.name != home.name)
+                self._move_both(plane, mn, far.ars[0])
+            # Every MN sends once so each AR's neighbour table shows whom it serves.
+            for mn in mobiles:
+                self.lab.execs[self.cn].run(["ping", "-c", "1", "-W", "1",
+                                             str(anchored_address(self.topo, mn))])
+            flat = self._stable(self._host_routes)
+            anch = self._anchored_state(plane)
+            rows.append({"mns_away": k, "mns_total": len(mobiles),
+                         "flat": flat, "anchored": anch,
+                         "flat_total": sum(flat.values()), "flat_max": max(flat.values()),
+                         "anchored_total": sum(anch.values()),
+                         "anchored_max": max(anch.values()),
+                         "flat_max_node": max(flat, key=lambda n: flat[n]),
+                         "anchored_max_node": max(anch, key=lambda n: anch[n])})
+            self.progress(f"  {k} away: flat host routes total {rows[-1]['flat_total']} (max "
+                          f"{rows[-1]['flat_max']} at {rows[-1]['flat_max_node']}); anchored "
+                          f"state total {rows[-1]['anchored_total']} (max "
+                          f"{rows[-1]['anchored_max']} at {rows[-1]['anchored_max_node']})")
+        for mn in mobiles:
+            self._move_both(plane, mn, self.topo.mobile(mn).home)
+        return rows
+
+    # --- failures -------------------------------------------------------------------------------
+
+    def _sessions(self, addresses: dict[str, IPv4Address], tag: str,
+                  act: Callable[[], float], observe_s: float = FAIL_OBSERVE_S
+                  ) -> dict[str, Any]:
+        """One probe stream per MN; `act` breaks something and returns when it did."""
+        with contextlib.ExitStack() as stack:
+            for mn, addr in addresses.items():
+                stack.enter_context(self.lab.background(
+                    self.cn, [sys.executable, "-m", "agents.probe", str(addr), "--interval",
+                              str(PING_INTERVAL_S)], self.dir / f"fail-{tag}-{mn}.txt"))
+            wait_for_clock(time.time() + FAIL_LEAD_S)
+            t_fail = act()
+            t_end = t_fail + observe_s
+            wait_for_clock(t_end)
+        sessions: list[dict[str, Any]] = []
+        for mn, addr in addresses.items():
+            replies = measure.parse_ping(
+                (self.dir / f"fail-{tag}-{mn}.txt").read_text(errors="replace"))
+            after = [r for r in replies if r.send_ts > t_fail]
+            survived = bool(after) and after[-1].send_ts > t_end - 1.0
+            gap = None
+            if replies and survived:
+                gap, _ = measure.ping_window(replies, t_fail - 0.05, t_end - 1.0,
+                                             PING_INTERVAL_S)
+            sessions.append({"mn": mn, "address": str(addr), "survived": survived,
+                             "recovery_ms": round(gap, 3) if gap is not None else None,
+                             "timeline": [(round(t - t_fail, 3), rtt) for t, rtt in
+                                          measure.ping_timeline(replies, PING_INTERVAL_S)]})
+        return {"t_fail": t_fail, "observe_s": observe_s, "sessions": sessions,
+                "survived": sum(1 for s in sessions if s["survived"]),
+                "total": len(sessions)}
+
+    def _links_down(self, node: str) -> float:
+        ex = self.lab.execs[node]
+        names = [i["ifname"] for i in json.loads(ex.check(["ip", "-j", "link", "show"]) or "[]")
+                 if i["ifname"] != "lo"]
+        t = time.time()
+        for name in names:
+            ex.run(["ip", "link", "set", name, "down"])
+        return t
+
+    def _failures(self, plane: AnchoredPlane) -> list[dict[str, Any]]:
+        mobiles = self.lab.mobiles
+        radio = self.lab.radio
+        assert radio is not None
+        out: list[dict[str, Any]] = []
+        self.progress(f"failure: the anchor {self.pgw} fails with {len(mobiles)} sessions")
+        rec = self._sessions({mn: anchored_address(self.topo, mn) for mn in mobiles},
+                             "anchor", plane.kill_anchor)
+        out.append({"arch": "anchored", "event": f"anchor {self.pgw} down", **rec})
+        flat_addrs = {mn: self._flat_address(mn) for mn in mobiles}
+        serving = {mn: radio.where[mn] for mn in mobiles}
+        # The aggregation router that serves the most sessions' clusters.
+        aggs = [a.name for a in self.topo.by_role(Role.AGG)]
+        agg = max(aggs, key=lambda a: sum(1 for mn in mobiles
+                                          if a in self.topo.ar_parents(serving[mn])))
+        self.progress(f"failure: route reflector {agg} fails")
+        rec = self._sessions(flat_addrs, "agg", lambda: self._links_down(agg))
+        out.append({"arch": "flat", "event": f"aggregation RR {agg} down", **rec})
+        # Then, without repairing it, the AR that serves the most sessions; its MNs move to a
+        # sibling AR at once (radio-loss detection is not modelled: 0 s).
+        ar = max(sorted(set(serving.values())),
+                 key=lambda a: sum(1 for mn in mobiles if serving[mn] == a))
+        sibling = next(a for a in self.topo.cluster_of(ar).ars if a != ar)
+        self.progress(f"failure: access router {ar} fails; its MNs move to {sibling}")
+
+        def kill_ar() -> float:
+            t = self._links_down(ar)
+            for mn in mobiles:
+                if serving[mn] == ar:
+                    self.lab.handoff(mn, sibling)
+            return t
+
+        rec = self._sessions(flat_addrs, "ar", kill_ar)
+        out.append({"arch": "flat", "event": f"access router {ar} down (MNs re-attach at "
+                    f"{sibling})", **rec})
+        return out
+
+    # --- analysis -------------------------------------------------------------------------------
+
+    def analyse(self, flat: dict[str, Any], dns0: dict[str, float], dns1: dict[str, float],
+                anchored: dict[str, Any], procedures: list[dict[str, Any]],
+                stretch: list[dict[str, Any]], state: list[dict[str, Any]],
+                failures: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+        fh = flat["handoffs"]
+        n_flat_all = len(fh) + len(flat.get("warmup_handoffs", []))
+        misses = dns1.get("total.num.cachemiss", 0.0) - dns0.get("total.num.cachemiss", 0.0)
+        queries = dns1.get("total.num.queries", 0.0) - dns0.get("total.num.queries", 0.0)
+        flat_msgs = {
+            "air": 2.0,  # one AUTH and its answer (draft 3)
+            "dns_queries": round(queries / n_flat_all, 3) if n_flat_all else None,
+            "bgp_updates": round(_mean([float(sum(h.get("updates", {}).values()))
+                                        for h in fh]), 3),
+            "ar_to_ar": round(_mean([2.0 if "redirect_sent" in h.get("timeline_ms", {})
+                                     else 0.0 for h in fh]), 3),
+        }
+        flat_home = round(misses / n_flat_all, 3) if n_flat_all else None
+        ah = anchored["handoffs"]
+        anch_msgs = {k: round(_mean([float(h["messages"][k]) for h in ah]), 3)
+                     for k in ("air", "s1", "s6a")}
+        flat_fail = [f for f in failures if f["arch"] == "flat"]
+        anch_fail = [f for f in failures if f["arch"] == "anchored"]
+
+        def survived_all(events: list[dict[str, Any]]) -> int:
+            if not events:
+                return 0
+            mns = {s["mn"] for s in events[0]["sessions"]}
+            for ev in events:
+                mns &= {s["mn"] for s in ev["sessions"] if s["survived"]}
+            return len(mns)
+
+        def recovery(events: list[dict[str, Any]]) -> float | None:
+            gaps = [s["recovery_ms"] for ev in events for s in ev["sessions"]
+                    if s["recovery_ms"] is not None and s["survived"]]
+            return max(gaps) if gaps else None
+
+        per_mode = {m: [h["interruption_ms"] for h in fh if h["mode"] == m]
+                    for m in self.flat_modes}
+        flat_all = [h["interruption_ms"] for h in fh]
+        summary = {
+            "flat": {
+                "modes": list(self.flat_modes),
+                "handoffs": len(fh),
+                "interruption_ms_p50": _pct(flat_all, 0.5),
+                "interruption_ms_p95": _pct(flat_all, 0.95),
+                "interruption_ms_p95_by_mode": {m: _pct(v, 0.95) for m, v in per_mode.items()},
+                "interruption_ms_p50_by_mode": {m: _pct(v, 0.5) for m, v in per_mode.items()},
+                "path_stretch_mean": round(_mean([r["flat_stretch"] for r in stretch]), 3),
+                "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in stretch]), 3),
+                "home_round_trips_per_handoff": flat_home,
+                "messages_per_handoff": flat_msgs,
+                "sessions_survived_failure": survived_all(flat_fail),
+                "sessions_total": len(self.lab.mobiles),
+                "recovery_ms_max": recovery(flat_fail),
+                "state_max_per_node": max((r["flat_max"] for r in state), default=0),
+                "iperf": flat["iperf"],
+            },
+            "anchored": {
+                "handoffs": len(ah),
+                "interruption_ms_p50": _pct([h["interruption_ms"] for h in ah], 0.5),
+                "interruption_ms_p95": _pct([h["interruption_ms"] for h in ah], 0.95),
+                "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in stretch]), 3),
+                "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in stretch]), 3),
+                "home_round_trips_per_handoff": round(_mean([float(h["home_round_trips"])
+                                                             for h in ah]), 3),
+                "messages_per_handoff": anch_msgs,
+                "sessions_survived_failure": survived_all(anch_fail),
+                "sessions_total": len(self.lab.mobiles),
+                "recovery_ms_max": recovery(anch_fail),
+                "state_max_per_node": max((r["anchored_max"] for r in state), default=0),
+                "attach_ms_p50": _pct([float(h["attach_ms"]) for h in ah], 0.5),
+                "hss_ms_p50": _pct([float(h["hss_ms"]) for h in ah if h["hss_ms"] is not None],
+                                   0.5),
+                "iperf": anchored["iperf"],
+            },
+        }
+        self._keep_flat_plots()
+        return {
+            "scenario": "baseline", "topology": self.topo.name, "mn": self.mn,
+            "anchor": self.pgw, "home_rtt_ms": self.home_rtt_ms, "period_s": self.period_s,
+            "per_mode": self.per_mode, "elapsed_s": round(elapsed, 1),
+            **summary,
+            "handoffs": {"flat": fh, "anchored": ah},
+            "warmup": {"flat": flat.get("warmup_handoffs", []),
+                       "anchored": anchored["warmup_handoffs"]},
+            "flat_summary": flat.get("summary", []),
+            "dns": {"before": dns0, "after": dns1, "flat_handoffs_incl_warmup": n_flat_all},
+            "stretch": stretch, "state": state, "failures": failures,
+            "timelines": {"anchored": anchored["timeline"]},
+            "procedures": procedures,
+        }
+
+    def _keep_flat_plots(self) -> None:
+        for name in ("handoff-timeline.png", "interruption-cdf.png"):
+            src = self.dir / "flat" / name
+            if src.exists():
+                shutil.copyfile(src, self.dir / f"flat-{name}")
+
+
+def table(result: dict[str, Any]) -> str:
+    f, a = result["flat"], result["anchored"]
+    rows = [
+        ("handoffs measured", f["handoffs"], a["handoffs"]),
+        ("interruption p50 (ms)", f["interruption_ms_p50"], a["interruption_ms_p50"]),
+        ("interruption p95 (ms)", f["interruption_ms_p95"], a["interruption_ms_p95"]),
+        ("path stretch (mean)", f["path_stretch_mean"], a["path_stretch_mean"]),
+        ("CN->MN RTT (ms, mean)", f["rtt_ms_mean"], a["rtt_ms_mean"]),
+        ("home round trips / handoff", f["home_round_trips_per_handoff"],
+         a["home_round_trips_per_handoff"]),
+        ("sessions surviving failures", f"{f['sessions_survived_failure']}/"
+         f"{f['sessions_total']}", f"{a['sessions_survived_failure']}/{a['sessions_total']}"),
+        ("max state on one node", f["state_max_per_node"], a["state_max_per_node"]),
+    ]
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
+    lines = [f"{'measure':30s} {'flat':>14s} {'anchored':>14s}", "-" * 60]
+    lines += [f"{name:30s} {cell(x):>14s} {cell(y):>14s}" for name, x, y in rows]
+    by_mode = f.get("interruption_ms_p95_by_mode", {})
+    if by_mode:
+        lines.append("flat p95 by mode: " + ", ".join(f"{m} {v:.1f} ms"
+                                                      for m, v in by_mode.items()))
+    return "\n".join(lines)
