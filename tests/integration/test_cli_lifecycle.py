@@ -34,7 +34,7 @@ def test_up_check_second_topology(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     h = json.loads(out.read_text())
     assert h["healthy"] is True
-    assert h["nodes"] == 23
+    assert h["nodes"] == 24  # with the anchored baseline's pgw node
     assert h["bgp_sessions"]["established"] == h["bgp_sessions"]["total"] > 30
     assert h["ospf_full"] is True
     assert h["pools_reachable"] == {"ok": 15, "total": 15}
