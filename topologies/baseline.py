@@ -26,6 +26,7 @@ from .lab import Background, Lab
 from .model import Node, Role, Topology
 from .radio import MnControl, access_ifname
 from .render import render
+from .scenario import read_events
 
 ANCHOR_POOL = IPv4Network("100.64.0.0/24")  # the anchor's session addresses (RFC 6598 space)
 TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,
@@ -293,7 +294,7 @@ class AnchoredPlane:
         return {"mn": mn, "from": previous, "to": ar, **moved, **answer}
 
     def procedures(self) -> list[dict[str, Any]]:
-        return [e for e in read_jsonl(self.path(self.pgw, "mme.events"))
+        return [e for e in read_events(self.path(self.pgw, "mme.events"))
                 if e.get("ev") == "procedure"]
 
     def bearers(self) -> dict[str, str]:
@@ -323,10 +324,3 @@ class AnchoredPlane:
         return t
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-    return out

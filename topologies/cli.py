@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,61 +151,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_scenario(args: argparse.Namespace) -> int:
-    if args.name not in ("handoff", "idle", "addresses", "macro", "baseline"):
-        raise LabError(f"scenario {args.name!r} is not implemented yet (available: handoff, "
-                       "idle, addresses, macro, baseline)")
-    _require_root()
-    from . import scenario
-
-    topo = model.load(args.topology)
-    if args.name == "baseline":
-        from . import scenario_baseline
-
-        with Lab(topo) as lab:
-            result = scenario_baseline.BaselineScenario(
-                lab, per_mode=args.handoffs, period_s=args.period,
-                home_rtt_ms=args.home_rtt_ms, out_dir=Path(args.out) if args.out else None,
-            ).run()
-        print(scenario_baseline.table(result))
-        _write_json(args.json, result)
-        return 0
-    if args.name == "idle":
-        from . import scenario_idle
-
-        with Lab(topo) as lab:
-            result = scenario_idle.IdleScenario(
-                lab, rounds=args.rounds, burst=args.burst,
-                out_dir=Path(args.out) if args.out else None,
-            ).run()
-        print(scenario_idle.table(result))
-        _write_json(args.json, result)
-        return 0
-    if args.name == "macro":
-        from . import scenario_macro
-
-        with Lab(topo) as lab:
-            result = scenario_macro.MacroScenario(
-                lab, rounds=args.rounds, out_dir=Path(args.out) if args.out else None).run()
-        print(scenario_macro.table(result))
-        _write_json(args.json, result)
-        return 0
-    if args.name == "addresses":
-        from . import scenario_addresses
-
-        with Lab(topo) as lab:
-            result = scenario_addresses.AddressesScenario(
-                lab, out_dir=Path(args.out) if args.out else None).run()
-        print(scenario_addresses.table(result))
-        _write_json(args.json, result)
-        return 0
+def _scenario_runner(name: str, args: argparse.Namespace, lab: Lab
+                     ) -> tuple[Any, Callable[[dict[str, Any]], str]]:
+    """The scenario object for ``name``, built from the command line, and its table."""
+    out = Path(args.out) if args.out else None
+    if name == "baseline":
+        from . import scenario_baseline as sb
+        return sb.BaselineScenario(lab, per_mode=args.handoffs, period_s=args.period,
+                                   home_rtt_ms=args.home_rtt_ms, out_dir=out), sb.table
+    if name == "idle":
+        from . import scenario_idle as si
+        return si.IdleScenario(lab, rounds=args.rounds, burst=args.burst, out_dir=out), si.table
+    if name == "macro":
+        from . import scenario_macro as sm
+        return sm.MacroScenario(lab, rounds=args.rounds, out_dir=out), sm.table
+    if name == "addresses":
+        from . import scenario_addresses as sa
+        return sa.AddressesScenario(lab, out_dir=out), sa.table
+    from . import scenario as sh
     modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
+    return sh.HandoffScenario(lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
+                              out_dir=out), sh.table
+
+
+SCENARIOS = ("handoff", "idle", "addresses", "macro", "baseline")
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    if args.name not in SCENARIOS:
+        raise LabError(f"scenario {args.name!r} is not implemented yet (available: "
+                       f"{', '.join(SCENARIOS)})")
+    _require_root()
+    topo = model.load(args.topology)
     with Lab(topo) as lab:
-        result = scenario.HandoffScenario(
-            lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
-            out_dir=Path(args.out) if args.out else None,
-        ).run()
-    print(scenario.table(result))
+        runner, table = _scenario_runner(args.name, args, lab)
+        result = runner.run()
+    print(table(result))
     if not args.out and result.get("plots"):
         print("plots were drawn in the lab's run directory, now removed; keep them with --out",
               file=sys.stderr)
@@ -252,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json")
     st.set_defaults(func=cmd_status)
     sc = sub.add_parser("scenario", help="run a scripted experiment")
-    sc.add_argument("name")
+    sc.add_argument("name", metavar="NAME", help=f"one of: {', '.join(SCENARIOS)}")
     sc.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
     sc.add_argument("--mode", default="both", choices=["redirect", "draft", "both"])
     sc.add_argument("--handoffs", type=int, default=20, help="handoffs per mode (at least)")
