@@ -107,6 +107,16 @@ class Held:
 Runner = Callable[[list[str]], Awaitable[None]]
 
 
+async def run_ip_batch(commands: list[list[str]]) -> None:
+    """Several iproute2 commands in one process: one start-up instead of one each."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "-batch", "-", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate("".join(" ".join(c) + "\n" for c in commands).encode())
+    if proc.returncode != 0:
+        raise AddressError(f"ip -batch: {err.decode().strip()}")
+
+
 async def run_ip(argv: list[str]) -> None:
     proc = await asyncio.create_subprocess_exec(
         "ip", *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -127,6 +137,7 @@ class AddressManager:
     updater: DnsUpdater | None
     events: EventLog
     ip: Runner = run_ip
+    ip_batch: Callable[[list[list[str]]], Awaitable[None]] = run_ip_batch
     sockets: Callable[[], dict[IPv4Address, int]] = socket_table
     held: dict[int, Held] = field(default_factory=dict)
     home_agent: str | None = None
@@ -279,10 +290,13 @@ class AddressManager:
         except (KeyError, ValueError, IndexError) as exc:
             return {"ok": False, "error": f"care-of lease: {exc}"}
         self.care_of, self.care_of_gateway = address, gateway
-        await self.ip(["addr", "replace", f"{address}/32", "dev", self.ifname])
-        await self.ip(["route", "replace", f"{gateway}/32", "dev", self.ifname, "scope", "link"])
-        await self.ip(["route", "replace", "default", "via", gateway, "dev", self.ifname,
-                       "src", str(address)])
+        # One process for the three changes: the MN is out of reach until they are done.
+        await self.ip_batch([
+            ["addr", "replace", f"{address}/32", "dev", self.ifname],
+            ["route", "replace", f"{gateway}/32", "dev", self.ifname, "scope", "link"],
+            ["route", "replace", "default", "via", gateway, "dev", self.ifname,
+             "src", str(address)],
+        ])
         self.events("care_of", addr=address, gateway=gateway)
         self._care_of_bound.set()
         return {"ok": True}

@@ -20,7 +20,7 @@ from typing import Any
 from .ar import AgentConfig, ArAgent, run_agent
 from .auth import AuthResult
 from .handoff import Mode
-from .macro import TunnelError, detect_tunnel
+from .macro import TunnelError, detect_tunnel, ip_batch_sync
 from .macro import ip_sync as _ip
 
 log = logging.getLogger("agents.ha")
@@ -92,36 +92,37 @@ class HaAgent(ArAgent):
 
     # --- the tunnel, on the handoff worker (handoff.Kernel) --------------------------------------
 
-    def _device_for(self, coa: IPv4Address) -> str:
-        dev = self._devices.get(coa)
-        if dev is not None:
-            return dev
-        self._serial += 1
-        dev = f"hat{self._serial}"
-        t = self.tunnel
-        if self.kind == "ipip":
-            _ip("link", "add", dev, "type", "ipip", "local", str(t.local), "remote", str(coa))
-        else:
-            _ip("link", "add", dev, "type", "vxlan", "id", str(t.vni), "local", str(t.local),
-                "remote", str(coa), "dstport", str(t.port), "nolearning")
-            _ip("link", "set", dev, "address", t.ha_mac)
-        _ip("link", "set", dev, "mtu", str(t.mtu), "up")
-        self._devices[coa] = dev
-        return dev
-
     def _attach_now(self, address: IPv4Address, ifindex: int) -> None:
         coa = self.care_of.get(address)
         if coa is None:
             raise TunnelError(f"no care-of address for {address}")
-        dev = self._device_for(coa)
+        # One ip process for the device and the neighbour entry: our /32 is announced only
+        # after this returns, so every process start here delays the Binding Update.
+        dev = self._devices.get(coa)
+        cmds: list[list[str]] = []
+        if dev is None:
+            self._serial += 1
+            dev = f"hat{self._serial}"
+            t = self.tunnel
+            if self.kind == "ipip":
+                cmds.append(["link", "add", dev, "type", "ipip", "local", str(t.local),
+                             "remote", str(coa)])
+            else:
+                cmds += [["link", "add", dev, "type", "vxlan", "id", str(t.vni), "local",
+                          str(t.local), "remote", str(coa), "dstport", str(t.port),
+                          "nolearning"],
+                         ["link", "set", dev, "address", t.ha_mac]]
+            cmds.append(["link", "set", dev, "mtu", str(t.mtu), "up"])
+        if self.kind == "vxlan":
+            # Frames to the MN carry its tunnel MAC; no ARP runs over the tunnel.
+            cmds.append(["neigh", "replace", str(address), "lladdr", self.tunnel.mn_mac,
+                         "dev", dev, "nud", "permanent"])
+        ip_batch_sync(cmds)
+        self._devices[coa] = dev
         index = self.fib.index_of(dev)
         if index is None:
             raise TunnelError(f"{dev} vanished")
         self.fib.add_access(address, index)
-        if self.kind == "vxlan":
-            # Frames to the MN carry its tunnel MAC; no ARP runs over the tunnel.
-            _ip("neigh", "replace", str(address), "lladdr", self.tunnel.mn_mac, "dev", dev,
-                "nud", "permanent")
         self._prune()
 
     def _detach_now(self, address: IPv4Address) -> None:

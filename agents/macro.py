@@ -36,11 +36,17 @@ class MacroSettings:
                    str(doc["ha_mac"]), str(doc["mn_mac"]), str(doc["ha_inner"]))
 
 
-Runner = Callable[[list[str]], Awaitable[None]]
-
-
 class TunnelError(Exception):
     """A tunnel between an MN's care-of address and its Home Agent could not be changed."""
+
+
+def ip_batch_sync(commands: list[list[str]]) -> None:
+    """Several iproute2 commands in one process (the HA's handoff worker runs this)."""
+    res = subprocess.run(["ip", "-batch", "-"], input="".join(" ".join(c) + "\n"
+                                                              for c in commands),
+                         capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        raise TunnelError(f"ip -batch: {res.stderr.strip()}")
 
 
 def ip_sync(*argv: str) -> None:
@@ -61,11 +67,14 @@ def detect_tunnel(probe: str = "fa-ipip-probe") -> str:
     return "ipip"
 
 
+Batch = Callable[[list[list[str]]], Awaitable[None]]
+
+
 @dataclass
 class HaTunnel:
     settings: MacroSettings
-    kind: str  # "ipip" or "vxlan", as agents.ha.detect_tunnel finds it
-    ip: Runner
+    kind: str  # "ipip" or "vxlan", as detect_tunnel finds it
+    ip_batch: Batch  # runs iproute2 commands, in order, in one process
     homes: list[IPv4Address] = field(default_factory=list)
     up: bool = False
 
@@ -74,39 +83,35 @@ class HaTunnel:
         s = self.settings
         if self.up:
             await self.close()
+        # One batch: packets from the HA are dropped until our end exists.
         if self.kind == "ipip":
-            await self.ip(["link", "add", DEVICE, "type", "ipip", "local", str(care_of),
-                           "remote", str(ha)])
+            cmds = [["link", "add", DEVICE, "type", "ipip", "local", str(care_of),
+                     "remote", str(ha)],
+                    ["link", "set", DEVICE, "mtu", str(s.mtu), "up"],
+                    ["route", "replace", "default", "dev", DEVICE, "table", str(TABLE)]]
         else:
-            await self.ip(["link", "add", DEVICE, "type", "vxlan", "id", str(s.vni), "local",
-                           str(care_of), "remote", str(ha), "dstport", str(s.port),
-                           "nolearning"])
-            await self.ip(["link", "set", DEVICE, "address", s.mn_mac])
+            cmds = [["link", "add", DEVICE, "type", "vxlan", "id", str(s.vni), "local",
+                     str(care_of), "remote", str(ha), "dstport", str(s.port), "nolearning"],
+                    ["link", "set", DEVICE, "address", s.mn_mac],
+                    ["link", "set", DEVICE, "mtu", str(s.mtu), "up"],
+                    ["neigh", "replace", s.ha_inner, "lladdr", s.ha_mac, "dev", DEVICE,
+                     "nud", "permanent"],
+                    ["route", "replace", "default", "via", s.ha_inner, "dev", DEVICE,
+                     "onlink", "table", str(TABLE)]]
+        cmds += [["rule", "add", "from", str(a), "lookup", str(TABLE), "pref", str(RULE_PREF)]
+                 for a in homes]
         self.up = True
-        await self.ip(["link", "set", DEVICE, "mtu", str(s.mtu), "up"])
-        if self.kind == "ipip":
-            await self.ip(["route", "replace", "default", "dev", DEVICE, "table", str(TABLE)])
-        else:
-            await self.ip(["neigh", "replace", s.ha_inner, "lladdr", s.ha_mac, "dev", DEVICE,
-                           "nud", "permanent"])
-            await self.ip(["route", "replace", "default", "via", s.ha_inner, "dev", DEVICE,
-                           "onlink", "table", str(TABLE)])
-        for a in homes:
-            await self.ip(["rule", "add", "from", str(a), "lookup", str(TABLE),
-                           "pref", str(RULE_PREF)])
         self.homes = list(homes)
+        await self.ip_batch(cmds)
 
     async def close(self) -> None:
-        for a in self.homes:
-            try:
-                await self.ip(["rule", "del", "from", str(a), "lookup", str(TABLE),
-                               "pref", str(RULE_PREF)])
-            except Exception as exc:  # noqa: BLE001 - the rest must still go
-                log.info("rule for %s: %s", a, exc)
-        self.homes = []
+        cmds = [["rule", "del", "from", str(a), "lookup", str(TABLE), "pref", str(RULE_PREF)]
+                for a in self.homes]
         if self.up:
+            cmds.append(["link", "del", DEVICE])
+        self.homes, self.up = [], False
+        if cmds:
             try:
-                await self.ip(["link", "del", DEVICE])
-            except Exception as exc:  # noqa: BLE001
-                log.info("tunnel: %s", exc)
-        self.up = False
+                await self.ip_batch(cmds)
+            except Exception as exc:  # noqa: BLE001 - a half-built tunnel must still go
+                log.info("closing the tunnel: %s", exc)

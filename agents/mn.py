@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .addresses import AddressError, AddressManager, run_ip
+from .addresses import AddressError, AddressManager, run_ip_batch
 from .auth import (
     AuthError,
     KeyStore,
@@ -138,7 +138,7 @@ class MnAgent:
         # resolved and its shared secret derived while we are still inside the AS.
         self.ha: tuple[str, ipaddress.IPv4Address, PublishedKey] | None = None
         self.away: str | None = None  # the visited network we are in
-        self.tunnel = (HaTunnel(config.macro, detect_tunnel(), run_ip)
+        self.tunnel = (HaTunnel(config.macro, detect_tunnel(), run_ip_batch)
                        if config.macro is not None else None)
         if config.dhcp is not None:
             updater = DnsUpdater(config.dhcp.primary, config.dhcp.primary_port,

@@ -26,8 +26,8 @@ def agent() -> tuple[MnAgent, list[tuple[list[ipaddress.IPv4Address], Any]], lis
     binds: list[tuple[list[ipaddress.IPv4Address], Any]] = []
     ip_calls: list[list[str]] = []
 
-    async def ip(argv: list[str]) -> None:
-        ip_calls.append(argv)
+    async def ip(cmds: list[list[str]]) -> None:
+        ip_calls.extend(cmds)
 
     async def bind(homes: list[ipaddress.IPv4Address], care_of: Any) -> Session:
         binds.append((homes, care_of))
@@ -68,8 +68,8 @@ def test_with_no_rerouted_address_there_is_no_care_of_address() -> None:
 def test_the_tunnel_routes_only_the_bound_home_addresses() -> None:
     calls: list[list[str]] = []
 
-    async def ip(argv: list[str]) -> None:
-        calls.append(argv)
+    async def ip(cmds: list[list[str]]) -> None:
+        calls.extend(cmds)
 
     t = HaTunnel(SETTINGS, "vxlan", ip)
     asyncio.run(t.open(A2, ipaddress.IPv4Address("10.253.0.6"), [A1]))
