@@ -333,33 +333,35 @@ class Ue:
                 return msg
         return None
 
+    def _step(self, msg: Message, wanted: Kind, air: dict[str, int]) -> Message | None:
+        """Send one NAS message and wait for ``wanted`` or a reject with the same seq."""
+        self.sock.sendto(epc.encode(msg), self.enb)
+        air["tx"] += 1
+        answer = self._await({wanted, Kind.ATTACH_REJECT}, msg.seq,
+                             time.time() + self.timeout_s)
+        if answer is not None:
+            air["rx"] += 1
+        return answer
+
     def attach(self) -> dict[str, Any]:
         t0 = time.time()
         air = {"tx": 0, "rx": 0}
         for attempt in range(1, self.attempts + 1):
             self.seq = (self.seq + 1) & 0xFFFFFFFF
             seq = self.seq
-            self.sock.sendto(epc.encode(Message(Kind.ATTACH_REQUEST, seq, imsi=self.imsi)),
-                             self.enb)
-            air["tx"] += 1
             t_sent = time.time()
-            challenge = self._await({Kind.AUTH_REQUEST, Kind.ATTACH_REJECT}, seq,
-                                    t_sent + self.timeout_s)
+            challenge = self._step(Message(Kind.ATTACH_REQUEST, seq, imsi=self.imsi),
+                                   Kind.AUTH_REQUEST, air)
             if challenge is None:
                 continue
-            air["rx"] += 1
             if challenge.kind is Kind.ATTACH_REJECT:
                 return {"ok": False, "error": f"rejected, cause {challenge.cause}", **air}
             res = epc.response(self.key, challenge.rand)
-            self.sock.sendto(epc.encode(Message(Kind.AUTH_RESPONSE, seq, imsi=self.imsi,
-                                                res=res)), self.enb)
-            air["tx"] += 1
             t_challenge = time.time()
-            done = self._await({Kind.ATTACH_ACCEPT, Kind.ATTACH_REJECT}, seq,
-                               t_challenge + self.timeout_s)
+            done = self._step(Message(Kind.AUTH_RESPONSE, seq, imsi=self.imsi, res=res),
+                              Kind.ATTACH_ACCEPT, air)
             if done is None:
                 continue
-            air["rx"] += 1
             if done.kind is Kind.ATTACH_REJECT:
                 return {"ok": False, "error": f"rejected, cause {done.cause}", **air}
             t_done = time.time()

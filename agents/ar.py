@@ -561,11 +561,13 @@ class ArAgent:
 
     def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
         now = time.time()
-        for mn, (idx, source, at) in self._on_link.items():
-            if idx == ifindex and now - at < LINK_AUTH_S and \
-                    netlink.arp_lookup(source, self._access_name) == chaddr:
-                return mn
-        return None
+        recent = {source: mn for mn, (idx, source, at) in self._on_link.items()
+                  if idx == ifindex and now - at < LINK_AUTH_S}
+        if not recent:
+            return None
+        # One read of the ARP table for all candidates, not one per authenticated MN.
+        macs = netlink.arp_table(self._access_name)
+        return next((mn for source, mn in recent.items() if macs.get(source) == chaddr), None)
 
     def identity_of_source(self, address: ipaddress.IPv4Address, ifindex: int) -> str | None:
         att = self.mobility.attached.get(address) if self.mobility else None

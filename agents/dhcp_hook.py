@@ -6,10 +6,10 @@ udhcpc runs the script with the event name as its argument and the lease in its 
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
+
+from agents import control
 
 # The variables udhcpc 1.35 exports that the MN agent uses; opt224 is the Home Agent option.
 FIELDS = ("ip", "subnet", "router", "serverid", "lease", "dns", "opt224", "message")
@@ -29,20 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     req = {"cmd": "dhcp", "event": args[0], "serial": int(serial),
            "env": {k: os.environ[k] for k in FIELDS if k in os.environ}}
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(15)
-            s.connect(sock_path)
-            s.sendall(json.dumps(req).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-    except OSError as exc:
-        print(f"agents.dhcp_hook: MN agent at {sock_path}: {exc}", file=sys.stderr)
+        answer = control.request(sock_path, req, timeout=15)
+    except control.ControlError as exc:
+        print(f"agents.dhcp_hook: MN {exc}", file=sys.stderr)
         return 1
-    answer = json.loads(buf or b"{}")
     if not answer.get("ok"):
         print(f"agents.dhcp_hook: {args[0]}: {answer.get('error')}", file=sys.stderr)
         return 1

@@ -132,7 +132,7 @@ class MnAgent:
         self.cell: str | None = None
         self.deaf = False
         self._by_fqdn = {fqdn: node for node, fqdn in config.ars.items()}
-        self._page_tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
         self.addresses: AddressManager | None = None
         # Macro-mobility (draft 2.4): our Home Agent (name from DHCP), its address and key,
         # resolved and its shared secret derived while we are still inside the AS.
@@ -186,8 +186,8 @@ class MnAgent:
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
-        self._page_tasks.add(task)
-        task.add_done_callback(self._page_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def prepare_ha(self) -> dict[str, Any]:
         """Resolve our Home Agent's key and address through DNSSEC and derive the shared
@@ -398,9 +398,7 @@ class MnAgent:
         if not set(self.held()) & set(addrs) or self.cell is None:
             return
         self.events("paged", by=by, cell=self.cell)
-        task = asyncio.ensure_future(self.authenticate(self.cell, self.current, page=True))
-        self._page_tasks.add(task)
-        task.add_done_callback(self._page_tasks.discard)
+        self._spawn(self.authenticate(self.cell, self.current, page=True))
 
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")

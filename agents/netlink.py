@@ -223,22 +223,22 @@ def monitor(groups: int) -> Iterator[tuple[int, bytes]]:
         sock.close()
 
 
-def arp_lookup(address: ipaddress.IPv4Address, ifname: str,
-               table: str = "/proc/net/arp") -> bytes | None:
-    """The link-layer address the kernel resolved for ``address`` on ``ifname``, if any.
+def arp_table(ifname: str, table: str = "/proc/net/arp") -> dict[ipaddress.IPv4Address, bytes]:
+    """The link-layer addresses the kernel resolved on ``ifname``: address -> MAC.
 
     /proc/net/arp is this namespace's ARP table; an incomplete entry has flags 0x0.
     """
     try:
         lines = Path(table).read_text().splitlines()[1:]
     except OSError:
-        return None
+        return {}
+    out: dict[ipaddress.IPv4Address, bytes] = {}
     for line in lines:
         cols = line.split()
-        if len(cols) >= 6 and cols[0] == str(address) and cols[5] == ifname \
-                and int(cols[2], 16) != 0:
-            try:
-                return bytes.fromhex(cols[3].replace(":", ""))
-            except ValueError:
-                return None
-    return None
+        if len(cols) < 6 or cols[5] != ifname or int(cols[2], 16) == 0:
+            continue
+        try:
+            out[ipaddress.IPv4Address(cols[0])] = bytes.fromhex(cols[3].replace(":", ""))
+        except ValueError:
+            continue
+    return out

@@ -18,6 +18,7 @@ from topologies.daemons import proc_comm
 WATCHED = {
     "zebra", "bgpd", "ospfd", "staticd", "watchfrr", "exabgp", "named", "unbound",
     "mnexec", "iperf3", "kea-dhcp4", "dnsmasq", "udhcpc", "dhclient", "tcpdump",
+    "busybox",  # the MNs' udhcpc runs as busybox
 }
 
 

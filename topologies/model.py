@@ -140,6 +140,14 @@ class Topology:
     def outside_gateway(self) -> IPv4Address | None:
         return self.outside_net.network_address + 1 if self.outside_net else None
 
+    @property
+    def outside_cell(self) -> str | None:
+        """The node whose access link is the visited network: the Internet router, with
+        mobile nodes to visit it."""
+        if self.outside_net is None or not self.mobiles:
+            return None
+        return self.by_role(Role.INET)[0].name
+
     def mobile(self, name: str) -> Mobile:
         """A provisioned MN starts out holding one address from its home AR's pool; a DHCP
         MN starts with none and asks its home AR first."""

@@ -21,6 +21,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path,
+          rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out, write the PNG and free the figure: every plot here ends this way."""
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def handoff_timeline(timeline: list[tuple[float, float | None]],
                      handoffs: list[dict[str, Any]], path: Path) -> Path:
     """RTT of every probe (lost ones at the bottom, in red) and a line per handoff."""
@@ -44,10 +53,7 @@ def handoff_timeline(timeline: list[tuple[float, float | None]],
     ax.set_ylabel("CN → MN probe RTT (ms)")
     ax.set_title("Probe stream (one every 10 ms) across the handoffs")
     ax.legend(loc="upper right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def interruption_cdf(handoffs: list[dict[str, Any]], path: Path) -> Path:
@@ -64,10 +70,7 @@ def interruption_cdf(handoffs: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def host_routes(series: list[dict[str, Any]], phases: list[dict[str, Any]],
@@ -104,10 +107,7 @@ def host_routes(series: list[dict[str, Any]], phases: list[dict[str, Any]],
     ax.set_ylabel("/32 host routes (not on an access link)")
     ax.set_title("Routing state through attach, moves, rotation, release and the renewal limit")
     ax.legend(loc="upper right", fontsize="small")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, rect=(0, 0.07, 1, 1))
 
 
 # --- the evaluation: flat against the anchored baseline (topologies/scenario_baseline.py) ----
@@ -139,10 +139,7 @@ def path_stretch(rows: list[dict[str, Any]], path: Path) -> Path:
     ax2.set_ylim(bottom=0)
     ax2.set_title("RTT (20 pings) with the MN at each AR")
     ax2.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def messages_per_handoff(flat: dict[str, float], anchored: dict[str, float],
@@ -165,10 +162,7 @@ def messages_per_handoff(flat: dict[str, float], anchored: dict[str, float],
     ax.set_xticks([0, 1], ["flat", "anchored"])
     ax.set_ylabel("messages per handoff (mean)")
     ax.set_title("Control messages per handoff")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def failure_timeline(failures: list[dict[str, Any]], path: Path) -> Path:
@@ -188,10 +182,7 @@ def failure_timeline(failures: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{ev['arch']}: {ev['event']} — {ev['survived']}/{ev['total']} sessions "
                      "survive", fontsize=9)
     axes[-1, 0].set_xlabel("time since the failure (s); green: reply, red: lost probe")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def state_growth(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -212,7 +203,4 @@ def state_growth(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("per-MN forwarding entries")
     ax.set_title("State as MNs move")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

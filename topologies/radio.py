@@ -12,11 +12,11 @@ its neighbour entry across ARs.
 from __future__ import annotations
 
 import contextlib
-import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from agents import control
 
 from .daemons import DeadlineError, LabError, wait_until
 
@@ -104,20 +104,7 @@ class MnControl:
             raise LabError(str(exc)) from None
 
     def request(self, req: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            try:
-                s.connect(str(self.path))
-                s.sendall(json.dumps(req).encode() + b"\n")
-                buf = b""
-                while not buf.endswith(b"\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-            except OSError as exc:
-                raise LabError(f"MN agent at {self.path}: {exc}") from None
-        if not buf:
-            raise LabError(f"MN agent at {self.path} closed without answering")
-        answer: dict[str, Any] = json.loads(buf)
-        return answer
+        try:
+            return control.request(self.path, req, timeout)
+        except control.ControlError as exc:
+            raise LabError(f"MN {exc}") from None

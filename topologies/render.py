@@ -122,21 +122,16 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         "outside": (
             {"name": f"{node.name}-acc",
              "cidr": f"{topo.outside_gateway}/{topo.outside_net.prefixlen}"}
-            if node.role is Role.INET and has_outside(topo) and topo.outside_net else None
+            if node.name == topo.outside_cell and topo.outside_net else None
         ),
     }
-
-
-def has_outside(topo: Topology) -> bool:
-    """An outside access network exists only with mobile nodes to visit it."""
-    return topo.outside_net is not None and bool(topo.mobiles)
 
 
 def cells(topo: Topology) -> list[str]:
     """Every node with an access link into the radio: the ARs, then the visited network."""
     out = [a.name for a in topo.by_role(Role.AR)]
-    if has_outside(topo):
-        out.append(topo.by_role(Role.INET)[0].name)
+    if topo.outside_cell is not None:
+        out.append(topo.outside_cell)
     return out
 
 
@@ -281,7 +276,7 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
     elif node.role is Role.INET:
         asn = topo.inet_asn
         networks = [str(topo.cn_network)]
-        if has_outside(topo) and topo.outside_net is not None:
+        if topo.outside_cell is not None and topo.outside_net is not None:
             networks.append(str(topo.outside_net))
         for core in topo.by_role(Role.CORE):
             if any(i.peer == core.name for i in node.interfaces):
@@ -425,14 +420,15 @@ def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
             "primary_port": NAMED_PORT,
             "hook": str(rundir / "udhcpc.hook"),
             "python": sys.executable,
-            # Run as a file with -S -I: stdlib only, no site-packages scan, so the event
-            # reaches the agent in milliseconds rather than an interpreter start-up.
-            "hook_script": str(Path(__file__).resolve().parents[1] / "agents" / "dhcp_hook.py"),
+            # The hook imports only the standard library and agents.control: run with -S
+            # (no site-packages scan) from the checkout, the event reaches the agent in
+            # milliseconds rather than a full interpreter start-up.
+            "root": str(Path(__file__).resolve().parents[1]),
         } if mob.dhcp else None,
         # Macro-mobility (draft 2.4): the visited network and the HA tunnel's constants;
         # the Home Agent's name itself comes by DHCP (option 224).
-        "macro": {"outside": cells(topo)[-1], **HA_TUNNEL} if mob.dhcp and has_outside(topo)
-        else None,
+        "macro": {"outside": topo.outside_cell, **HA_TUNNEL}
+        if mob.dhcp and topo.outside_cell else None,
         "gateway": ACCESS_GATEWAY,
         "home": mob.home,
         "identity": fqdn("mn", mn),
@@ -485,7 +481,7 @@ def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
         # The Home Agent speaks iBGP through ExaBGP, its agent the API process (draft 2.4).
         return ["exabgp"] if node.service == "ha" else []
     if node.role is Role.INET:
-        return ["zebra", "bgpd", *(["dnsmasq"] if topo and has_outside(topo) else [])]
+        return ["zebra", "bgpd", *(["dnsmasq"] if topo and topo.outside_cell else [])]
     if node.role is Role.AR:
         return ["zebra", "ospfd", "exabgp"]
     return ["zebra", "ospfd", "bgpd"]

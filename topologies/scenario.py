@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from . import measure
 from .daemons import LabError, NodeExec, wait_until
@@ -130,27 +130,46 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-class HandoffScenario:
+class Scenario:
+    """What every scenario starts from: a running lab, the MN it moves (a provisioned one,
+    or with ``dhcp_mn`` one that gets its addresses by DHCP), a directory for its raw files
+    and progress lines."""
+
+    name: ClassVar[str]
+    dhcp_mn: ClassVar[bool] = False
+
+    def __init__(self, lab: Lab, mn: str | None, progress: Progress | None,
+                 out_dir: Path | None) -> None:
+        kind = "an MN listed under dhcp.mobiles" if self.dhcp_mn else "a provisioned MN"
+        pool = [m for m in lab.mobiles if (m in lab.topo.dhcp_mobiles) == self.dhcp_mn]
+        if not pool:
+            raise LabError(f"the {self.name} scenario needs a topology with {kind}")
+        if mn is not None and mn not in pool:
+            raise LabError(f"the {self.name} scenario needs {kind}; {mn!r} is not one")
+        self.lab = lab
+        self.topo = lab.topo
+        self.mn = mn or pool[0]
+        self.progress = progress or lab.progress
+        self.dir = out_dir or lab.dir / f"scenario-{self.name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+
+class HandoffScenario(Scenario):
     """Runs the walk in each mode inside one lab and measures every handoff."""
+
+    name = "handoff"
 
     def __init__(self, lab: Lab, *, mn: str | None = None, modes: Sequence[str] = ("redirect",
                  "draft"), per_mode: int = 20, period_s: float = 2.0,
                  progress: Progress | None = None, out_dir: Path | None = None) -> None:
-        self.lab = lab
-        self.topo = lab.topo
-        if not lab.mobiles:
-            raise LabError("the handoff scenario needs a topology with mobile nodes")
-        self.mn = mn or lab.mobiles[0]
+        super().__init__(lab, mn, progress, out_dir)
         self.address = self.topo.mobile(self.mn).address
         self.prefix = IPv4Network((self.address, 32))
         self.modes = list(modes)
         self.per_mode = per_mode
         self.period_s = period_s
-        self.progress = progress or lab.progress
         self.steps = walk(self.topo, self.mn)
-        self.dir = out_dir or lab.dir / "scenario-handoff"
         self.plot_files: list[str] = []
-        self.dir.mkdir(parents=True, exist_ok=True)
         self._owner = address_owner(self.topo)
         self._adjacency = graph(self.topo)
 

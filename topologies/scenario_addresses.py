@@ -19,7 +19,7 @@ from .daemons import LabError, wait_until
 from .lab import Lab, Progress
 from .model import Role, fqdn
 from .routewatch import RouteWatcher
-from .scenario import read_events
+from .scenario import Scenario, read_events, wait_for_clock
 
 LONG_PORT, SHORT_PORT = 5201, 5202
 IPERF_RATE = "2M"
@@ -81,20 +81,13 @@ def totals(series: list[dict[str, Any]]) -> list[tuple[float, int]]:
     return out
 
 
-class AddressesScenario:
+class AddressesScenario(Scenario):
+    name = "addresses"
+    dhcp_mn = True
+
     def __init__(self, lab: Lab, *, mn: str | None = None, progress: Progress | None = None,
                  out_dir: Path | None = None) -> None:
-        self.lab = lab
-        self.topo = lab.topo
-        dhcp_mns = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
-        if not dhcp_mns:
-            raise LabError("the addresses scenario needs an MN listed under dhcp.mobiles")
-        self.mn = mn or dhcp_mns[0]
-        if self.mn not in dhcp_mns:
-            raise LabError(f"{self.mn} does not use DHCP (dhcp.mobiles in the topology)")
-        self.progress = progress or lab.progress
-        self.dir = out_dir or lab.dir / "scenario-addresses"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(lab, mn, progress, out_dir)
         self.home = self.topo.mobile(self.mn).home
         self.cn = self.topo.service("cn")
         self.cn_address = str(self.cn.interfaces[0].address)
@@ -179,10 +172,10 @@ class AddressesScenario:
                           "-t", f"{long_s:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J",
                           "--get-server-output"], self.dir / "iperf-long.json"))
             self._phase("long-lived TCP started", source=str(a1))
-            self._settle(1.5)
+            wait_for_clock(time.time() + 1.5)  # the timeline's pause
             self._move(intra)
             self._phase("moved, intra-cluster", ar=intra)
-            self._settle(2.0)
+            wait_for_clock(time.time() + 2.0)  # the timeline's pause
             self._move(inter)
             self._phase("moved, inter-cluster", ar=inter)
             # The old address is renewed through the new AR, option 82 naming the MN.
@@ -228,15 +221,19 @@ class AddressesScenario:
                           if e.get("ev") == "dhcp_nak" and e.get("addr") == str(a2))
             self._phase("renewal refused (NAK)", address=str(a2), message=nak_ev.get("message"),
                         waited_s=round(waited, 1))
-            self._wait(lambda: str(a2) not in self._mn({"cmd": "status"})["addresses"]
-                       and bool(self._mn({"cmd": "status"})["addresses"]), 15,
-                       "a fresh lease after the NAK")
-            a3 = self._mn({"cmd": "status"})["address"]
+            held: list[str] = []
+
+            def fresh() -> bool:
+                held[:] = self._mn({"cmd": "status"})["addresses"]
+                return bool(held) and str(a2) not in held
+
+            self._wait(fresh, 15, "a fresh lease after the NAK")
+            a3 = held[0]
             self._phase("fresh lease", address=a3, owner=inter_peer)
             self._wait(lambda: self._no_host_routes(watcher, routers, base), 15,
                        "host routes back to the pool-only baseline")
             self._phase("host routes back to baseline")
-            self._settle(1.0)
+            wait_for_clock(time.time() + 1.0)  # the timeline's pause
             events = watcher.events()
         for r in [*routers, self.mn]:
             src = lab.rundir(r) / "events.jsonl"
@@ -246,10 +243,6 @@ class AddressesScenario:
 
     def _identity(self) -> str:
         return fqdn("mn", self.mn)
-
-    def _settle(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        wait_until(lambda: time.monotonic() >= deadline, seconds + 1, "a pause", 0.05)
 
     def _short_connection(self) -> str:
         """A new TCP connection from the MN, as an application would open one: its source."""

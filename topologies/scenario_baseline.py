@@ -24,6 +24,7 @@ from .scenario import (
     IPERF_RATE,
     PING_INTERVAL_S,
     HandoffScenario,
+    Scenario,
     _pct,
     wait_for_clock,
     walk,
@@ -38,22 +39,17 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-class BaselineScenario:
+class BaselineScenario(Scenario):
+    name = "baseline"
+
     def __init__(self, lab: Lab, *, per_mode: int = 8, period_s: float = 2.0,
                  home_rtt_ms: float = 30.0, flat_modes: tuple[str, ...] = ("redirect", "draft"),
                  progress: Progress | None = None, out_dir: Path | None = None) -> None:
-        self.lab = lab
-        self.topo = lab.topo
-        if not lab.mobiles:
-            raise LabError("the baseline scenario needs a topology with mobile nodes")
-        self.mn = lab.mobiles[0]
+        super().__init__(lab, None, progress, out_dir)
         self.per_mode = per_mode
         self.period_s = period_s
         self.home_rtt_ms = home_rtt_ms
         self.flat_modes = flat_modes
-        self.progress = progress or lab.progress
-        self.dir = out_dir or lab.dir / "scenario-baseline"
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.cn = self.topo.service("cn").name
         self.pgw = anchor_node(self.topo).name
         self.adj: dict[str, set[str]] = {n: set() for n in self.topo.nodes}

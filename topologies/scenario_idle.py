@@ -21,7 +21,7 @@ from .daemons import DeadlineError, LabError, wait_until
 from .lab import Lab
 from .model import Role
 from .render import UPDATES_LOG
-from .scenario import read_events, wait_for_clock
+from .scenario import Scenario, read_events, wait_for_clock
 
 STREAM_PORT = 9000
 Progress = Callable[[str], None]
@@ -32,23 +32,18 @@ def two_away(tal: tuple[str, ...], here: str) -> list[str]:
     return [a for a in tal if a != here][:2]
 
 
-class IdleScenario:
+class IdleScenario(Scenario):
+    name = "idle"
+
     def __init__(self, lab: Lab, *, mn: str | None = None, rounds: int = 5, burst: int = 50,
                  interval_s: float = 0.01, out_dir: Path | None = None,
                  progress: Progress | None = None) -> None:
-        if not lab.mobiles:
-            raise LabError("the idle scenario needs a topology with mobile nodes")
-        self.lab = lab
-        self.topo = lab.topo
-        self.mn = mn or lab.mobiles[0]
+        super().__init__(lab, mn, progress, out_dir)
         self.address = self.topo.mobile(self.mn).address
         self.prefix = IPv4Network((self.address, 32))
         self.rounds = rounds
         self.burst = burst
         self.interval_s = interval_s
-        self.progress = progress or lab.progress
-        self.dir = out_dir or lab.dir / "scenario-idle"
-        self.dir.mkdir(parents=True, exist_ok=True)
 
     def _events(self, node: str) -> list[dict[str, Any]]:
         return read_events(self.lab.rundir(node) / "events.jsonl")

@@ -18,7 +18,7 @@ from . import measure
 from .daemons import LabError, wait_until
 from .lab import Lab, Progress
 from .routewatch import RouteWatcher
-from .scenario import PING_INTERVAL_S, address_owner, graph, wait_for_clock
+from .scenario import PING_INTERVAL_S, Scenario, address_owner, graph, wait_for_clock
 from .scenario_addresses import counted
 
 IPERF_RATE = "10M"
@@ -26,22 +26,18 @@ AWAY_S = 4.0  # within one lease (the home leases are not renewed while away)
 HOME_S = 4.0
 
 
-class MacroScenario:
+class MacroScenario(Scenario):
+    name = "macro"
+    dhcp_mn = True
+
     def __init__(self, lab: Lab, *, rounds: int = 3, mn: str | None = None,
                  progress: Progress | None = None, out_dir: Path | None = None) -> None:
-        self.lab = lab
-        self.topo = lab.topo
-        candidates = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
-        if not candidates or self.topo.outside_net is None:
-            raise LabError("the macro scenario needs a DHCP MN (dhcp.mobiles) and "
-                           "internet.outside_subnet in the topology")
-        self.mn = mn or candidates[0]
+        super().__init__(lab, mn, progress, out_dir)
+        if self.topo.outside_cell is None:
+            raise LabError("the macro scenario needs internet.outside_subnet in the topology")
+        self.outside = self.topo.outside_cell
         self.rounds = rounds
-        self.progress = progress or lab.progress
-        self.dir = out_dir or lab.dir / "scenario-macro"
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.home = self.topo.mobile(self.mn).home
-        self.outside = next(n.name for n in self.topo.nodes.values() if n.role.value == "inet")
         self.ha = next(n for n in self.topo.nodes.values() if n.service == "ha")
         self.cn = self.topo.service("cn")
         self._owner = address_owner(self.topo)
@@ -64,9 +60,10 @@ class MacroScenario:
 
     def run(self) -> dict[str, Any]:
         lab = self.lab
-        if self._mn({"cmd": "status"}).get("ha") is None:
+        status = self._mn({"cmd": "status"})
+        if status.get("ha") is None:
             self._mn({"cmd": "prepare_ha"})
-        address = IPv4Address(self._mn({"cmd": "status"})["address"])
+        address = IPv4Address(status["address"])
         routers = [n.name for n in self.topo.routers]
         moves = [(self.outside, "leave"), (self.home, "return")] * self.rounds
         duration = len(moves) * max(AWAY_S, HOME_S) + 6.0

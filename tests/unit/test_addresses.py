@@ -130,6 +130,13 @@ class Mn:
         env = {"ip": str(address), "serverid": server, "lease": "20", "router": GW, **extra}
         return await self.mgr.on_event(serial, event, env)
 
+    async def hold(self, *addresses: IPv4Address) -> None:
+        """One client per address, bound in this order, a second apart."""
+        for serial, address in enumerate(addresses, 1):
+            self.start(serial)
+            await self.lease(serial, address, "10.255.0.1")
+            self.now += 1
+
     def events(self, name: str) -> list[dict[str, object]]:
         return [r for r in self.mgr.events.records if r["ev"] == name]
 
@@ -198,10 +205,7 @@ def test_deconfig_removes_the_address_and_moves_the_default_route(
     mn = Mn(tmp_path, monkeypatch)
 
     async def go() -> None:
-        for serial, address in ((1, A), (2, B)):
-            mn.start(serial)
-            await mn.lease(serial, address, "10.255.0.1")
-            mn.now += 1
+        await mn.hold(A, B)
         del mn.ip_calls[:]
         assert await mn.mgr.on_event(2, "deconfig", {}) == {"ok": True}
         assert mn.ip_calls == [["addr", "del", f"{B}/32", "dev", IF], route(A)]
@@ -260,10 +264,7 @@ def test_tidy_releases_only_older_addresses_no_connection_uses(
     mn = Mn(tmp_path, monkeypatch)
 
     async def go() -> list[IPv4Address]:
-        for serial, address in ((1, A), (2, B), (3, C)):
-            mn.start(serial)
-            await mn.lease(serial, address, "10.255.0.1")
-            mn.now += 1
+        await mn.hold(A, B, C)
         mn.table.update(parse_ss(
             "tcp ESTAB 0 0 10.64.0.100:5201 198.51.100.2:43210\n"
             "tcp LISTEN 0 5 10.64.1.100:8080 0.0.0.0:*\n"))
@@ -301,10 +302,7 @@ def test_release_of_an_exited_client_still_takes_the_address_off(
     mn = Mn(tmp_path, monkeypatch)
 
     async def go() -> None:
-        for serial, address in ((1, A), (2, B)):
-            mn.start(serial)
-            await mn.lease(serial, address, "10.255.0.1")
-            mn.now += 1
+        await mn.hold(A, B)
         mn.procs[1].returncode = 1  # udhcpc died: nobody will report the deconfig
         del mn.ip_calls[:]
         await mn.mgr.release(A)

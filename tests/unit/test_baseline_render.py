@@ -7,12 +7,12 @@ Regenerate after an intended change with
 
 from __future__ import annotations
 
-import os
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from tests.golden import check_golden
 from topologies import baseline, model, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +32,7 @@ CASES = [(n, k) for n in NODES for k in RENDERED[n]]
 def test_golden(node: str, kind: str) -> None:
     text = RENDERED[node][kind]
     path = GOLDEN / node / f"{kind}.conf"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{path} differs from the rendered config"
+    check_golden(path, text)
 
 
 def test_every_baseline_template_is_covered() -> None:

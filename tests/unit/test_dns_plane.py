@@ -8,7 +8,6 @@ Regenerate the golden files after an intended change with
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from agents.auth.keys import Suite, spki_of
+from tests.golden import check_golden
 from topologies.daemons import ConfigCheckError
 from topologies.dnsplane import (
     DnsPlane,
@@ -85,11 +85,7 @@ FILES = sorted(rendered())
 def test_golden(rel: str) -> None:
     text = rendered()[rel]
     path = GOLDEN / "figure2" / rel
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{path} differs from the rendered file"
+    check_golden(path, text)
 
 
 def test_every_dns_template_is_covered() -> None:

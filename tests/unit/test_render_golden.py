@@ -6,12 +6,12 @@ and review the diff. The nodes chosen cover every role and every template.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.golden import check_golden
 from topologies import model, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,11 +40,7 @@ CASES = [(n, k) for n in NODES for k in rendered(n)]
 def test_golden(node: str, kind: str) -> None:
     text = rendered(node)[kind]
     path = GOLDEN / node / f"{kind}.conf"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{path} differs from the rendered config"
+    check_golden(path, text)
 
 
 def test_every_template_has_a_golden_file() -> None:
