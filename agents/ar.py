@@ -71,7 +71,7 @@ class ExaBgpChannel:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """agent.json, rendered by topologies/render.py from the topology."""
+    """agent.json, rendered by topologies/render/configs.py from the topology."""
 
     node: str
     identity: str

@@ -31,7 +31,7 @@ NO_POOL = ipaddress.IPv4Network("0.0.0.0/32")
 
 @dataclass(frozen=True)
 class TunnelConfig:
-    """The HA side of the MN tunnel (configs: topologies/render.py HA_TUNNEL)."""
+    """The HA side of the MN tunnel (configs: topologies/render/configs.py HA_TUNNEL)."""
 
     local: IPv4Address
     vni: int

@@ -1,7 +1,7 @@
 """The mobile node's agent: on each attachment it authenticates to the new AR with one UDP
 message (mobility flag set for the addresses it keeps) and reports what was re-routed.
 
-The radio (topologies/radio.py) tells it which AR it is now attached to over a Unix socket
+The radio (topologies/lab/radio.py) tells it which AR it is now attached to over a Unix socket
 in its run directory, the way a cell's system information tells a UE its cell identity.
 """
 

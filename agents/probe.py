@@ -1,5 +1,5 @@
 """A paced ICMP echo prober: one request every interval on an absolute schedule, and one
-line per reply in `ping -D` format (so topologies/measure.py parses both).
+line per reply in `ping -D` format (so topologies/analysis/measure.py parses both).
 
 iputils ping cannot hold 10 ms here: `-i 0.01` sends every 16 ms on this machine (any
 interval of 10 ms or more is stretched) and `-i 0.009` every 9 ms. A handoff measured in

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from topologies.daemons import proc_comm
+from topologies.lab.daemons import proc_comm
 
 WATCHED = {
     "zebra", "bgpd", "ospfd", "staticd", "watchfrr", "exabgp", "named", "unbound",
@@ -42,6 +42,7 @@ def _snapshot() -> dict[str, set[str]]:
 
 
 _BEFORE: dict[str, set[str]] = {}
+_RAN_ROOT: list[str] = []  # integration tests that ran: only they can leave lab state behind
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -54,7 +55,15 @@ def _leaks() -> dict[str, list[str]]:
     return {k: v for k, v in leaks.items() if v}
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "root" in item.keywords and is_root():
+        _RAN_ROOT.append(item.nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _RAN_ROOT:
+        # A unit-only run starts no lab; another lab on the machine is not its leak.
+        return
     # A process signalled by a teardown may need a moment to finish exiting.
     deadline = time.monotonic() + 5.0
     leaks = _leaks()

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from topologies import baseline, measure, model
-from topologies.baseline import AnchoredPlane
-from topologies.daemons import wait_until
-from topologies.lab import Lab
+from topologies import model
+from topologies.analysis import measure
+from topologies.lab import anchored as baseline
+from topologies.lab.anchored import AnchoredPlane
+from topologies.lab.daemons import wait_until
+from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]

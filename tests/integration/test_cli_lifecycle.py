@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from topologies.daemons import wait_until
-from topologies.lab import RUN_ROOT
+from topologies.lab.daemons import wait_until
+from topologies.lab.lab import RUN_ROOT
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,8 +25,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from agents.auth.keys import Suite, spki_of
-from topologies.daemons import NodeExec, proc_comm, wait_until
-from topologies.dnsplane import RECORD_TTL, DnsPlane, Identity
+from topologies.lab.daemons import NodeExec, proc_comm, wait_until
+from topologies.lab.dnsplane import RECORD_TTL, DnsPlane, Identity
 from topologies.model import Role, load
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(90)]

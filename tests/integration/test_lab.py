@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from topologies import health, model
-from topologies.daemons import wait_until
-from topologies.lab import Lab
+from topologies import model
+from topologies.lab import health
+from topologies.lab.daemons import wait_until
+from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from topologies import model
-from topologies.daemons import wait_until
-from topologies.lab import Lab
+from topologies.lab.daemons import wait_until
+from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from topologies.daemons import wait_until
-from topologies.measure import RouteEvent, final_state, settled_at
-from topologies.routewatch import RouteWatcher, _Namespace, _netlink_sockets_in
+from topologies.analysis.measure import RouteEvent, final_state, settled_at
+from topologies.lab.daemons import wait_until
+from topologies.scenarios.routewatch import RouteWatcher, _Namespace, _netlink_sockets_in
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.golden import check_golden
-from topologies import baseline, model, render
+from topologies import model
+from topologies.lab import anchored as baseline
+from topologies.render import configs as render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "baseline"

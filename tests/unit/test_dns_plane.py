@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from agents.auth.keys import Suite, spki_of
 from tests.golden import check_golden
-from topologies.daemons import ConfigCheckError
-from topologies.dnsplane import (
+from topologies.lab.daemons import ConfigCheckError
+from topologies.lab.dnsplane import (
     DnsPlane,
     DnsPlaneError,
     DsRecord,
@@ -35,7 +35,7 @@ from topologies.dnsplane import (
     render,
 )
 from topologies.model import load
-from topologies.render import CONFIGS
+from topologies.render.configs import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "dns"

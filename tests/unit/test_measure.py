@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from topologies.measure import (
+from topologies.analysis.measure import (
     BgpRx,
     MeasureError,
     PingReply,

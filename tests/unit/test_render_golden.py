@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.golden import check_golden
-from topologies import model, render
+from topologies import model
+from topologies.render import configs as render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab"

@@ -1,4 +1,4 @@
-"""The evaluation writer (topologies/report.py) on a canned result: every number it prints
+"""The evaluation writer (topologies/analysis/report.py) on a canned result: every number it prints
 comes from the result, the losses of the flat architecture are named, the plots are drawn."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from topologies import report
+from topologies.analysis import report
 
 MACHINE = {"date": "2030-01-02 03:04 UTC", "uname": "Linux box 6.1.0 x86_64", "kernel": "6.1.0",
            "cpus": 2, "cpu_model": "Test CPU", "python": "3.11.2"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from topologies import model, scenario
+from topologies import model
+from topologies.scenarios import handoff as scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def test_plan_starts_with_an_unmeasured_round_and_gives_each_mode_whole_round_tr
 
 
 def test_plots_are_drawn_from_the_measurements(tmp_path: Path) -> None:
-    from topologies import plots
+    from topologies.analysis import plots
 
     handoffs = [{"mode": m, "interruption_ms": v, "t_attach": 100.0 + i, "warmup": False}
                 for i, (m, v) in enumerate([("redirect", 10.0), ("redirect", 20.0),

@@ -16,10 +16,9 @@ from typing import Any, NoReturn
 import jinja2
 
 from agents.auth import DEFAULT_PORT as AUTH_PORT
+from topologies.model import Node, Role, Topology, fqdn
 
-from .model import Node, Role, Topology, fqdn
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 OSPF_HELLO = 1
 OSPF_DEAD = 3
@@ -38,7 +37,7 @@ PAGING_TIMEOUT_S = 3.0  # an unanswered page ends, and its buffer is freed
 # the AR itself, so it serves its own and relays the rest (agents/dhcpd.py).
 DHCP_MARK = 0x43
 DHCP_TABLE = 67
-NAMED_PORT = 5300  # the primary's port for signed updates (topologies/dnsplane.py)
+NAMED_PORT = 5300  # the primary's port for signed updates (topologies/lab/dnsplane.py)
 TSIG_FILE = "tsig.json"  # an agent's own TSIG key, copied in by the lab
 MN_LINK_LOCAL = "169.254.2.0/24"  # MNs' RFC 3927 addresses, to authenticate before DHCP
 OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
@@ -322,7 +321,7 @@ def agent_argv(topo: Topology, node: Node, rundir: Path) -> list[str]:
 
 
 def resolver_address(topo: Topology) -> str:
-    """Unbound listens on the dns host's own address (topologies/dnsplane.py)."""
+    """Unbound listens on the dns host's own address (topologies/lab/dnsplane.py)."""
     try:
         return str(topo.service("dns").interfaces[0].address)
     except Exception:  # noqa: BLE001 - a topology without DNS: agents run without auth
@@ -423,7 +422,7 @@ def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
             # The hook imports only the standard library and agents.control: run with -S
             # (no site-packages scan) from the checkout, the event reaches the agent in
             # milliseconds rather than a full interpreter start-up.
-            "root": str(Path(__file__).resolve().parents[1]),
+            "root": str(Path(__file__).resolve().parents[2]),
         } if mob.dhcp else None,
         # Macro-mobility (draft 2.4): the visited network and the HA tunnel's constants;
         # the Home Agent's name itself comes by DHCP (option 224).

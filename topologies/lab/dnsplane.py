@@ -27,10 +27,9 @@ import jinja2
 
 from agents import dns as adns
 from agents.auth.keys import Suite
-
-from .daemons import Daemon, LabError, NodeExec, wait_until
-from .model import HOME_TLD, ISP_ZONE, Role, Topology
-from .render import render as render_template
+from topologies.lab.daemons import Daemon, LabError, NodeExec, wait_until
+from topologies.model import HOME_TLD, ISP_ZONE, Role, Topology
+from topologies.render.configs import render as render_template
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import control
-
-from .daemons import DeadlineError, LabError, wait_until
+from topologies.lab.daemons import DeadlineError, LabError, wait_until
 
 AIR = "air"  # the radio namespace's node name; reserved in topologies
 

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from types import TracebackType
 from typing import Literal
 
-from .measure import RouteEvent
+from topologies.analysis.measure import RouteEvent
 
 log = logging.getLogger(__name__)
 

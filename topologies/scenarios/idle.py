@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from agents import udpstream
-
-from . import measure
-from .daemons import DeadlineError, LabError, wait_until
-from .lab import Lab
-from .model import Role
-from .render import UPDATES_LOG
-from .scenario import Scenario, read_events, wait_for_clock
+from topologies.analysis import measure
+from topologies.lab.daemons import DeadlineError, LabError, wait_until
+from topologies.lab.lab import Lab
+from topologies.model import Role
+from topologies.render.configs import UPDATES_LOG
+from topologies.scenarios.handoff import Scenario, read_events, wait_for_clock
 
 STREAM_PORT = 9000
 Progress = Callable[[str], None]

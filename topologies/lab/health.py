@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .daemons import LabError, NodeExec, vtysh
-from .model import Role, Topology
-from .render import daemons_for
+from topologies.lab.daemons import LabError, NodeExec, vtysh
+from topologies.model import Role, Topology
+from topologies.render.configs import daemons_for
 
 
 @dataclass

@@ -9,6 +9,7 @@ link, even after an exception. `teardown_all()` does the same from state files a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -23,8 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import health, identities
-from .daemons import (
+from topologies.lab import health
+from topologies.lab.daemons import (
     AGENT_COMMS,
     Bgpd,
     Daemon,
@@ -41,15 +42,26 @@ from .daemons import (
     stop_pid,
     wait_until,
 )
-from .dnsplane import DnsPlane, Identity
-from .model import Node, Role, Topology, fqdn
-from .radio import AIR, MnControl, Radio, access_ifname, air_ifname
-from .render import TSIG_FILE, cells, daemons_for, render_air, render_mobile, render_node
+from topologies.lab.dnsplane import DnsPlane, Identity
+from topologies.lab.radio import AIR, MnControl, Radio, access_ifname, air_ifname
+from topologies.model import Node, Role, Topology, fqdn
+from topologies.render import identities
+from topologies.render.configs import (
+    TSIG_FILE,
+    cells,
+    daemons_for,
+    render_air,
+    render_mobile,
+    render_node,
+)
 
 log = logging.getLogger(__name__)
 
 RUN_ROOT = Path(os.environ.get("FLATARCH_RUN", "/run/flatarch"))
 STATE = "state.json"
+# One lab at a time per machine: node and link names are global in the root namespace while
+# Mininet makes the links, so a second lab would collide with the first half-way through.
+LOCK = "lab.lock"
 SHELL_COMMS = ("bash", "mnexec", "sh")
 # Every process kind a lab may run, so teardown from state alone can find them.
 DAEMON_CLASSES: dict[str, type[Daemon]] = {"zebra": Zebra, "ospfd": Ospfd, "bgpd": Bgpd,
@@ -90,6 +102,7 @@ class Lab:
         self.dns: DnsPlane | None = None
         self.radio: Radio | None = None
         self._bg_started = 0
+        self._lock: Any = None
         self.started = time.monotonic()
 
     # -- context manager -------------------------------------------------
@@ -115,8 +128,32 @@ class Lab:
     def rundir(self, node: str) -> Path:
         return self.dir / node
 
+    def _take_lock(self) -> None:
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        fh = (RUN_ROOT / LOCK).open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise LabError(f"another lab is running on this machine ({holder}); one lab at a "
+                           "time: stop it (flatarch down) or wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"lab {self.topo.name}, pid {os.getpid()}\n")
+        fh.flush()
+        self._lock = fh
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.truncate(0)
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
     def prepare(self) -> None:
         """Render every config and dry-run it; nothing is started yet."""
+        self._take_lock()
         if (self.dir / STATE).exists():
             raise LabError(
                 f"a lab named {self.topo.name!r} is already running (or crashed); "
@@ -449,6 +486,9 @@ class Lab:
     # -- teardown -----------------------------------------------------------
 
     def stop(self) -> None:
+        if self._lock is None:
+            # We never owned the machine's lab: whatever runs under this name is another's.
+            return
         # Reverse start order, each kind in parallel: a daemon that is slow to exit
         # must not serialise the whole teardown.
         for kind in ("mnagent", "dnsmasq", "exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
@@ -470,6 +510,7 @@ class Lab:
                 log.warning("mininet stop: %s", exc)
             self.net = None
         teardown_dir(self.dir)
+        self._release_lock()
 
 
 class Background:

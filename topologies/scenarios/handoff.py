@@ -17,12 +17,12 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import measure
-from .daemons import LabError, NodeExec, wait_until
-from .lab import Lab
-from .model import Role, Topology
-from .render import UPDATES_LOG
-from .routewatch import RouteWatcher
+from topologies.analysis import measure
+from topologies.lab.daemons import LabError, NodeExec, wait_until
+from topologies.lab.lab import Lab
+from topologies.model import Role, Topology
+from topologies.render.configs import UPDATES_LOG
+from topologies.scenarios.routewatch import RouteWatcher
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +399,7 @@ class HandoffScenario(Scenario):
                handoffs: list[dict[str, Any]]) -> list[str]:
         """PNG files beside the raw data; a missing matplotlib costs the plots, not the run."""
         try:
-            from . import plots
+            from topologies.analysis import plots
         except ImportError as exc:
             log.warning("no plots: %s", exc)
             return []

@@ -57,7 +57,7 @@ def _table(head: list[str], rows: list[list[Any]], nd: int = 1) -> str:
 
 def write_plots(result: dict[str, Any], out: Path, raw: Path | None = None) -> dict[str, str]:
     """The PNGs beside evaluation.md: {role: file name}. matplotlib only draws."""
-    from . import plots
+    from topologies.analysis import plots
 
     files: dict[str, str] = {}
     hs = result["handoffs"]

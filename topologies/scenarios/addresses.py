@@ -14,12 +14,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from . import measure
-from .daemons import LabError, wait_until
-from .lab import Lab, Progress
-from .model import Role, fqdn
-from .routewatch import RouteWatcher
-from .scenario import Scenario, read_events, wait_for_clock
+from topologies.analysis import measure
+from topologies.lab.daemons import LabError, wait_until
+from topologies.lab.lab import Lab, Progress
+from topologies.model import Role, fqdn
+from topologies.scenarios.handoff import Scenario, read_events, wait_for_clock
+from topologies.scenarios.routewatch import RouteWatcher
 
 LONG_PORT, SHORT_PORT = 5201, 5202
 IPERF_RATE = "2M"
@@ -265,7 +265,7 @@ class AddressesScenario(Scenario):
         except (OSError, ValueError, measure.MeasureError) as exc:
             iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
         phases = {p["phase"]: p for p in self.phases}
-        from . import plots
+        from topologies.analysis import plots
 
         self.plot_files = [str(plots.host_routes(series, self.phases,
                                                  self.dir / "host-routes.png"))]

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from mininet.cli import CLI
 
-from . import health
-from .daemons import LabError, vtysh
+from topologies.lab import health
+from topologies.lab.daemons import LabError, vtysh
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from topologies.lab.lab import Lab
 
 
 class LabCli(CLI):  # type: ignore[misc]

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from agents import epc
-
-from .daemons import DeadlineError, LabError, wait_until
-from .lab import Background, Lab
-from .model import Node, Role, Topology
-from .radio import MnControl, access_ifname
-from .render import render
-from .scenario import read_events
+from topologies.lab.daemons import DeadlineError, LabError, wait_until
+from topologies.lab.lab import Background, Lab
+from topologies.lab.radio import MnControl, access_ifname
+from topologies.model import Node, Role, Topology
+from topologies.render.configs import render
+from topologies.scenarios.handoff import read_events
 
 ANCHOR_POOL = IPv4Network("100.64.0.0/24")  # the anchor's session addresses (RFC 6598 space)
 TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,

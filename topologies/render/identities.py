@@ -15,9 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agents.auth.keys import Suite, spki_of
-
-from .dnsplane import Identity, Roles
-from .model import Role, Topology, fqdn
+from topologies.lab.dnsplane import Identity, Roles
+from topologies.model import Role, Topology, fqdn
 
 NONCE_VALIDITY_S = 3600
 

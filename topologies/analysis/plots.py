@@ -110,7 +110,7 @@ def host_routes(series: list[dict[str, Any]], phases: list[dict[str, Any]],
     return _save(plt, fig, path, rect=(0, 0.07, 1, 1))
 
 
-# --- the evaluation: flat against the anchored baseline (topologies/scenario_baseline.py) ----
+# --- the evaluation: flat against the anchored baseline (topologies/scenarios/baseline.py) ----
 
 
 def path_stretch(rows: list[dict[str, Any]], path: Path) -> Path:

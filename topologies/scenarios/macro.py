@@ -14,12 +14,18 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from . import measure
-from .daemons import LabError, wait_until
-from .lab import Lab, Progress
-from .routewatch import RouteWatcher
-from .scenario import PING_INTERVAL_S, Scenario, address_owner, graph, wait_for_clock
-from .scenario_addresses import counted
+from topologies.analysis import measure
+from topologies.lab.daemons import LabError, wait_until
+from topologies.lab.lab import Lab, Progress
+from topologies.scenarios.addresses import counted
+from topologies.scenarios.handoff import (
+    PING_INTERVAL_S,
+    Scenario,
+    address_owner,
+    graph,
+    wait_for_clock,
+)
+from topologies.scenarios.routewatch import RouteWatcher
 
 IPERF_RATE = "10M"
 AWAY_S = 4.0  # within one lease (the home leases are not renewed while away)

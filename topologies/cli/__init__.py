@@ -17,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import health, model
-from .daemons import LabError, proc_comm, read_pid
-from .lab import RUN_ROOT, Lab, attach, stderr_progress, teardown_all
+from topologies import model
+from topologies.lab import health
+from topologies.lab.daemons import LabError, proc_comm, read_pid
+from topologies.lab.lab import RUN_ROOT, Lab, attach, stderr_progress, teardown_all
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parent / "figure2.yaml"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "figure2.yaml"
 
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
@@ -44,7 +45,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             _write_json(args.json, h.as_json())
             return 0 if h.healthy else 1
         if args.cli:
-            from .mncli import LabCli
+            from topologies.lab.mncli import LabCli
 
             LabCli(lab)
             return 0
@@ -156,19 +157,19 @@ def _scenario_runner(name: str, args: argparse.Namespace, lab: Lab
     """The scenario object for ``name``, built from the command line, and its table."""
     out = Path(args.out) if args.out else None
     if name == "baseline":
-        from . import scenario_baseline as sb
+        from topologies.scenarios import baseline as sb
         return sb.BaselineScenario(lab, per_mode=args.handoffs, period_s=args.period,
                                    home_rtt_ms=args.home_rtt_ms, out_dir=out), sb.table
     if name == "idle":
-        from . import scenario_idle as si
+        from topologies.scenarios import idle as si
         return si.IdleScenario(lab, rounds=args.rounds, burst=args.burst, out_dir=out), si.table
     if name == "macro":
-        from . import scenario_macro as sm
+        from topologies.scenarios import macro as sm
         return sm.MacroScenario(lab, rounds=args.rounds, out_dir=out), sm.table
     if name == "addresses":
-        from . import scenario_addresses as sa
+        from topologies.scenarios import addresses as sa
         return sa.AddressesScenario(lab, out_dir=out), sa.table
-    from . import scenario as sh
+    from topologies.scenarios import handoff as sh
     modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
     return sh.HandoffScenario(lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
                               out_dir=out), sh.table
@@ -197,7 +198,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """The flat and anchored evaluation in one run, written as evaluation.md with plots."""
     _require_root()
-    from . import report, scenario_baseline
+    from topologies.analysis import report
+    from topologies.scenarios import baseline as scenario_baseline
 
     topo = model.load(args.topology)
     out = Path(args.out)
@@ -281,6 +283,3 @@ def main(argv: list[str] | None = None) -> int:
         print("flatarch: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

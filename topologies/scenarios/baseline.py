@@ -15,12 +15,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from . import measure
-from .baseline import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
-from .daemons import DeadlineError, LabError, NodeExec, wait_until
-from .lab import Background, Lab
-from .model import Role
-from .scenario import (
+from topologies.analysis import measure
+from topologies.lab.anchored import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
+from topologies.lab.daemons import DeadlineError, LabError, NodeExec, wait_until
+from topologies.lab.lab import Background, Lab
+from topologies.model import Role
+from topologies.scenarios.handoff import (
     IPERF_RATE,
     PING_INTERVAL_S,
     HandoffScenario,
