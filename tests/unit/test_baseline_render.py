@@ -54,7 +54,7 @@ def test_plan_is_consistent(name: str) -> None:
     assert len({baseline.tunnel_mac(t, n) for n in nodes}) == len(nodes)
     pool = baseline.ANCHOR_POOL
     assert not pool.overlaps(t.managed) and not pool.overlaps(t.cn_network)
-    assert not pool.overlaps(IPv4Network(render.MN_LINK_LOCAL))
+    assert not pool.overlaps(t.plan.block("mn-link-local").network)
     assert not IPv4Network(str(baseline.TUNNEL["net"])).overlaps(
         IPv4Network(str(render.OVERLAY["net"])))
     addrs = {baseline.anchored_address(t, mn) for mn in t.mobiles}

@@ -24,12 +24,14 @@ from topologies.lab.daemons import DeadlineError, LabError, wait_until
 from topologies.lab.lab import Background, Lab
 from topologies.lab.radio import MnControl, access_ifname
 from topologies.model import Node, Role, Topology
+from topologies.model.plan import Allocator, Block
+from topologies.model.topology import LAB_BLOCKS_V4
 from topologies.render.configs import render
 from topologies.scenarios.handoff import read_events
 
-ANCHOR_POOL = IPv4Network("100.64.0.0/24")  # the anchor's session addresses (RFC 6598 space)
+ANCHOR_POOL = IPv4Network(LAB_BLOCKS_V4["anchored"])  # session addresses (RFC 6598 space)
 TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,
-                          "net": "169.254.4.0/24"}
+                          "net": LAB_BLOCKS_V4["anchored-tunnel"]}
 UPLINK_TABLE = 152
 UPLINK_RULE_PRIORITY = 150
 DEFAULT_HOME_RTT_MS = 30.0
@@ -55,7 +57,9 @@ def anchor_node(topo: Topology) -> Node:
 def anchored_address(topo: Topology, mn: str) -> IPv4Address:
     if mn not in topo.mobiles:
         raise BaselineError(f"no mobile node {mn!r}")
-    return ANCHOR_POOL.network_address + 10 + topo.mobiles.index(mn)
+    address = topo.mobile(mn).anchored
+    assert address is not None  # the plan gives every MN one
+    return address
 
 
 def _tunnel_net() -> IPv4Network:
@@ -64,10 +68,11 @@ def _tunnel_net() -> IPv4Network:
 
 def tunnel_address(topo: Topology, node: str) -> str:
     """The anchor is .1 in the tunnel subnet; AR number i is .2+i."""
+    block = Allocator(Block("anchored-tunnel", _tunnel_net()))
     if node == anchor_node(topo).name:
-        return str(_tunnel_net().network_address + 1)
+        return str(block.host(1, node))
     ars = [a.name for a in topo.by_role(Role.AR)]
-    return str(_tunnel_net().network_address + 2 + ars.index(node))
+    return str(block.host(2 + ars.index(node), f"the anchored tunnel address of {node}"))
 
 
 def tunnel_mac(topo: Topology, node: str) -> str:

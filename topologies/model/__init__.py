@@ -3,6 +3,7 @@
 Everything later reads the Topology built here; nothing here starts a process.
 """
 
+from .errors import TopologyError
 from .topology import (
     HOME_TLD,
     ISP_ZONE,
@@ -14,7 +15,6 @@ from .topology import (
     Node,
     Role,
     Topology,
-    TopologyError,
     build,
     fqdn,
     load,

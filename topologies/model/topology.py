@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from .errors import TopologyError
+from .plan import AddressPlan, Allocator
+
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
 
@@ -29,10 +32,6 @@ HOME_TLD = "example"  # MNs are named <mn>.example (their home zones)
 def fqdn(role: str, node: str) -> str:
     """The DNS name of a lab identity: its key, its address records, its AUTH name."""
     return f"{node}.{ISP_ZONE}" if role in ("ar", "ha") else f"{node}.{HOME_TLD}"
-
-
-class TopologyError(ValueError):
-    """The topology description is invalid; the message names the offending field."""
 
 
 class Role(enum.StrEnum):
@@ -106,6 +105,10 @@ class Mobile:
     home: str
     address: IPv4Address | None
     dhcp: bool = False
+    # RFC 3927 address to authenticate with before DHCP, and the anchored baseline's address:
+    # both from the plan, unique per MN.
+    link_local: IPv4Address | None = None
+    anchored: IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class Topology:
     # Draft 2.4: an access network outside the AS, on the Internet router (a visited
     # operator's network), where an MN gets a care-of address and calls its Home Agent.
     outside_net: IPv4Network | None = None
+    plan: AddressPlan = field(default_factory=lambda: AddressPlan(4))
+    mobile_nodes: dict[str, Mobile] = field(default_factory=dict)
+    overlay: dict[str, IPv4Address] = field(default_factory=dict)  # AR -> redirect mesh address
 
     @property
     def outside_gateway(self) -> IPv4Address | None:
@@ -151,13 +157,10 @@ class Topology:
     def mobile(self, name: str) -> Mobile:
         """A provisioned MN starts out holding one address from its home AR's pool; a DHCP
         MN starts with none and asks its home AR first."""
-        if name not in self.mobiles:
-            raise TopologyError(f"no mobile node named {name!r}")
-        ars = self.by_role(Role.AR)
-        home = ars[self.mobiles.index(name) % len(ars)]
-        if name in self.dhcp_mobiles:
-            return Mobile(name, home.name, None, dhcp=True)
-        return Mobile(name, home.name, home.pool_gateway + 9)
+        try:
+            return self.mobile_nodes[name]
+        except KeyError:
+            raise TopologyError(f"no mobile node named {name!r}") from None
 
     def pool_owner(self, address: IPv4Address) -> Node | None:
         for n in self.by_role(Role.AR):
@@ -237,21 +240,24 @@ def _names(value: Any, where: str) -> list[str]:
 
 
 class _Builder:
-    """Allocates addresses in declaration order so a plan is stable across runs."""
+    """Allocates addresses from the plan in declaration order, so a plan is stable across
+    runs and running out names the block."""
 
-    def __init__(self, loopbacks: IPv4Network, links: IPv4Network, services: IPv4Network):
+    def __init__(self, plan: AddressPlan):
         self.nodes: dict[str, Node] = {}
         self.links: list[Link] = []
-        self._lo = loopbacks.hosts()
-        self._p2p = links.subnets(new_prefix=31)
-        self._svc = services.subnets(new_prefix=30)
+        self._lo = plan.allocator("addressing.loopbacks")
+        self._p2p = plan.allocator("addressing.links")
+        self._svc = plan.allocator("addressing.services")
+        self._loopbacks = 0
 
     def add(self, name: str, role: Role, **kw: Any) -> Node:
         if name in self.nodes:
             raise TopologyError(f"node {name!r} declared twice")
-        lo = next(self._lo, None) if role is not Role.HOST else None
-        if role is not Role.HOST and lo is None:
-            raise TopologyError("addressing.loopbacks is too small for the routers")
+        lo: IPv4Address | None = None
+        if role is not Role.HOST:
+            self._loopbacks += 1
+            lo = _v4(self._lo.host(self._loopbacks, f"the loopback of {name}"))
         node = Node(name=name, role=role, loopback=lo, **kw)
         self.nodes[name] = node
         return node
@@ -265,9 +271,7 @@ class _Builder:
         if any({a, b} == {lk.a, lk.b} for lk in self.links):
             raise TopologyError(f"link {a}-{b} declared twice")
         if net is None:
-            net = next(self._p2p, None)
-            if net is None:
-                raise TopologyError("addressing.links is too small for the links")
+            net = _v4net(self._p2p.subnet(31, f"link {a}-{b}"))
             a_ip, b_ip = net.network_address, net.network_address + 1
         else:
             a_ip, b_ip = net.network_address + 1, net.network_address + 2
@@ -277,11 +281,76 @@ class _Builder:
             ifname = f"{me}-eth{len(node.interfaces)}"
             node.interfaces.append(Interface(ifname, ip, net, peer))
 
-    def service_net(self) -> IPv4Network:
-        net = next(self._svc, None)
-        if net is None:
-            raise TopologyError("addressing.services is too small")
-        return net
+    def service_net(self, host: str) -> IPv4Network:
+        return _v4net(self._svc.subnet(30, f"the attachment of {host}"))
+
+
+def _v4(a: object) -> IPv4Address:
+    assert isinstance(a, IPv4Address)
+    return a
+
+
+def _v4net(n: object) -> IPv4Network:
+    assert isinstance(n, IPv4Network)
+    return n
+
+
+# Fixed blocks of every lab, beside the YAML's ranges; the plan checks them against each
+# other and against the YAML so that a topology cannot reuse them by accident.
+LAB_BLOCKS_V4 = {
+    "access": "169.254.0.0/24",  # the anycast gateway on every AR's access link
+    "overlay": "169.254.1.0/24",  # the redirect mesh between ARs, one address per AR
+    "ha-tunnel": "169.254.3.0/24",  # inside the MN-HA tunnel
+    "anchored-tunnel": "169.254.4.0/24",  # the anchored baseline's bearer tunnel, per AR
+    "mn-link-local": "169.254.64.0/18",  # an MN's RFC 3927 address before DHCP, per MN
+    "anchored": "100.64.0.0/16",  # the anchored baseline's session addresses, per MN
+}
+MN_OFFSET = 10  # provisioned MN addresses start here in their home pool (below: the AR's own)
+
+
+def _plan(addr: dict[str, Any], inet: dict[str, Any]) -> AddressPlan:
+    plan = AddressPlan(4)
+    for key in ("loopbacks", "links", "services", "managed"):
+        plan.declare(f"addressing.{key}", _req(addr, key, "addressing"))
+    plan.declare("internet.cn_subnet", _req(inet, "cn_subnet", "internet"))
+    if inet.get("outside_subnet"):
+        plan.declare("internet.outside_subnet", inet["outside_subnet"])
+    for name, net in LAB_BLOCKS_V4.items():
+        plan.declare(name, net)
+    return plan
+
+
+def _mobiles(b: _Builder, plan: AddressPlan, ars: list[Node], mobiles: list[str],
+             dhcp_mobiles: list[str], policy: DhcpPolicy) -> dict[str, Mobile]:
+    """Home ARs round-robin in declaration order; each provisioned MN gets the next free host
+    of its home pool outside the DHCP range, so no two MNs ever share an address."""
+    if mobiles and not ars:
+        raise TopologyError("mobiles: the topology has no access router to home them")
+    link_local = plan.allocator("mn-link-local")
+    anchored = plan.allocator("anchored")
+    pools: dict[str, Allocator] = {}
+    used: dict[str, int] = {}
+    out: dict[str, Mobile] = {}
+    for i, mn in enumerate(mobiles):
+        home = ars[i % len(ars)]
+        assert home.pool is not None
+        address: IPv4Address | None = None
+        if mn not in dhcp_mobiles:
+            alloc = pools.setdefault(home.name, plan.allocator(f"pool of {home.name}"))
+            offset = used.get(home.name, MN_OFFSET - 1) + 1
+            if policy.first <= offset <= policy.last:
+                offset = policy.last + 1  # the DHCP range is the ARs' own to lease
+            used[home.name] = offset
+            if offset >= home.pool.num_addresses - 1:
+                raise TopologyError(
+                    f"pool of {home.name} {home.pool} ran out: no address left for {mn} "
+                    f"(provisioned MNs take .{MN_OFFSET} up, outside the DHCP range "
+                    f".{policy.first}-.{policy.last}); use a longer pool or fewer MNs per AR")
+            address = _v4(alloc.host(offset, mn))
+        out[mn] = Mobile(mn, home.name, address, dhcp=mn in dhcp_mobiles,
+                         link_local=_v4(link_local.host(MN_OFFSET + i, mn)),
+                         anchored=_v4(anchored.host(MN_OFFSET + i, mn)))
+    return out
 
 
 def build(doc: dict[str, Any]) -> Topology:
@@ -293,18 +362,20 @@ def build(doc: dict[str, Any]) -> Topology:
         raise TopologyError(f"name: {name!r} must be lowercase, 1-32 chars")
     asn = int(_req(doc, "asn", "topology"))
     addr = _req(doc, "addressing", "topology")
-    managed = _net(_req(addr, "managed", "addressing"), "addressing.managed")
+    if not isinstance(addr, dict):
+        raise TopologyError("addressing: expected a mapping")
+    inet = _req(doc, "internet", "topology")
+    if not isinstance(inet, dict):
+        raise TopologyError("internet: expected a mapping")
+    plan = _plan(addr, inet)
+    managed = _v4net(plan.block("addressing.managed").network)
     cluster_len = int(addr.get("cluster_prefixlen", 16))
     pool_len = int(addr.get("pool_prefixlen", 24))
     if not managed.prefixlen <= cluster_len < pool_len <= 30:
         raise TopologyError(
             "addressing: need managed prefixlen <= cluster_prefixlen < pool_prefixlen <= 30"
         )
-    b = _Builder(
-        _net(_req(addr, "loopbacks", "addressing"), "addressing.loopbacks"),
-        _net(_req(addr, "links", "addressing"), "addressing.links"),
-        _net(_req(addr, "services", "addressing"), "addressing.services"),
-    )
+    b = _Builder(plan)
 
     cores = _names(_req(doc, "core", "topology"), "core")
     for c in cores:
@@ -318,7 +389,7 @@ def build(doc: dict[str, Any]) -> Topology:
     clusters_doc = _req(doc, "clusters", "topology")
     if not isinstance(clusters_doc, list) or not clusters_doc:
         raise TopologyError("clusters: expected a non-empty list")
-    cluster_nets = managed.subnets(new_prefix=cluster_len)
+    cluster_nets = plan.allocator("addressing.managed")
     clusters: list[Cluster] = []
     for i, cdoc in enumerate(clusters_doc):
         where = f"clusters[{i}]"
@@ -328,27 +399,21 @@ def build(doc: dict[str, Any]) -> Topology:
             if agg not in aggs_doc:
                 raise TopologyError(f"{where}.aggs: {agg!r} is not an aggregation router")
         cars = _names(_req(cdoc, "ars", where), f"{where}.ars")
-        prefix = next(cluster_nets, None)
-        if prefix is None:
-            raise TopologyError("addressing.managed is too small for the clusters")
-        pools = prefix.subnets(new_prefix=pool_len)
+        prefix = _v4net(cluster_nets.subnet(cluster_len, f"cluster {cname}"))
+        pools = Allocator(plan.declare(f"cluster {cname}", prefix, inside="addressing.managed"))
         for ar in cars:
-            pool = next(pools, None)
-            if pool is None:
-                raise TopologyError(f"{where}: cluster_prefixlen too long for {len(cars)} ARs")
-            b.add(ar, Role.AR, cluster=cname, pool=pool)
+            pool = plan.declare(f"pool of {ar}", pools.subnet(pool_len, f"the pool of {ar}"),
+                                inside=f"cluster {cname}")
+            b.add(ar, Role.AR, cluster=cname, pool=_v4net(pool.network))
         clusters.append(Cluster(cname, prefix, tuple(caggs), tuple(cars)))
 
-    inet = _req(doc, "internet", "topology")
     inet_name = _name(_req(inet, "router", "internet"), "internet.router")
     b.add(inet_name, Role.INET)
-    cn_net = _net(_req(inet, "cn_subnet", "internet"), "internet.cn_subnet")
-    outside_net = (_net(inet["outside_subnet"], "internet.outside_subnet")
+    cn_net = _v4net(plan.block("internet.cn_subnet").network)
+    outside_net = (_v4net(plan.block("internet.outside_subnet").network)
                    if inet.get("outside_subnet") else None)
-    if outside_net is not None and (outside_net.overlaps(cn_net) or outside_net.overlaps(managed)
-                                    or outside_net.prefixlen > 28):
-        raise TopologyError("internet.outside_subnet must be a /28 or wider, apart from the "
-                            "CN subnet and the managed range")
+    if outside_net is not None and outside_net.prefixlen > 28:
+        raise TopologyError("internet.outside_subnet must be a /28 or wider")
 
     # Link order fixes the address plan: edge, core mesh, uplinks, access, extras, services.
     for core in _names(_req(inet, "links", "internet"), "internet.links"):
@@ -387,7 +452,7 @@ def build(doc: dict[str, Any]) -> Topology:
         if attach not in cores:
             raise TopologyError(f"services.{svc}.attach: {attach!r} is not a core router")
         b.add(host, Role.HOST, service=svc)
-        b.link(attach, host, ospf=True, net=b.service_net())
+        b.link(attach, host, ospf=True, net=b.service_net(host))
 
     for node in b.nodes.values():
         if node.role is Role.HOST:
@@ -450,7 +515,13 @@ def build(doc: dict[str, Any]) -> Topology:
     for node in b.nodes.values():
         if dhcp_mobiles and node.pool is not None and policy.last >= node.pool.num_addresses - 1:
             raise TopologyError(f"dhcp: last {policy.last} lies outside the pool {node.pool}")
+    ars = [n for n in b.nodes.values() if n.role is Role.AR]
+    overlay = plan.allocator("overlay")
     return Topology(
+        plan=plan,
+        mobile_nodes=_mobiles(b, plan, ars, mobiles, dhcp_mobiles, policy),
+        overlay={a.name: _v4(overlay.host(i + 1, f"the overlay address of {a.name}"))
+                 for i, a in enumerate(ars)},
         name=name,
         asn=asn,
         inet_asn=int(inet.get("asn", 64999)),

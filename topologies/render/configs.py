@@ -17,6 +17,7 @@ import jinja2
 
 from agents.auth import DEFAULT_PORT as AUTH_PORT
 from topologies.model import Node, Role, Topology, fqdn
+from topologies.model.topology import LAB_BLOCKS_V4
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -28,7 +29,7 @@ ACCESS_GATEWAY = "169.254.0.1"  # every AR's address on its access link: the MN'
 ACCESS_MAC = "02:fa:00:00:00:01"  # and the same MAC everywhere: an anycast gateway
 UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
 BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
-OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": "169.254.1.0/24"}
+OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": LAB_BLOCKS_V4["overlay"]}
 PAGING_DEV = "pg0"  # the TUN device where an idle MN's packets wait (agents/paging.py)
 PAGING_PORT = 7412  # pages are broadcast to MNs on this UDP port
 PAGING_BUFFER = 256  # packets buffered per idle MN; beyond it, new packets are dropped
@@ -39,7 +40,6 @@ DHCP_MARK = 0x43
 DHCP_TABLE = 67
 NAMED_PORT = 5300  # the primary's port for signed updates (topologies/lab/dnsplane.py)
 TSIG_FILE = "tsig.json"  # an agent's own TSIG key, copied in by the lab
-MN_LINK_LOCAL = "169.254.2.0/24"  # MNs' RFC 3927 addresses, to authenticate before DHCP
 OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
 OUTSIDE_LEASE_S = 600
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
@@ -71,9 +71,7 @@ def render(template: str, data: Mapping[str, Any]) -> str:
 
 def overlay_address(topo: Topology, ar: str) -> str:
     """The AR's address in the redirect overlay (agents/fib.py routes redirects to it)."""
-    net = ipaddress.IPv4Network(str(OVERLAY["net"]))
-    index = [a.name for a in topo.by_role(Role.AR)].index(ar)
-    return str(net.network_address + index + 1)
+    return str(topo.overlay[ar])
 
 
 def overlay_mac(topo: Topology, ar: str) -> str:
@@ -370,7 +368,8 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
 
 
 HA_TUNNEL = {"vni": 4343, "port": 4790, "mtu": 1450, "ha_mac": "02:fa:03:00:00:01",
-             "mn_mac": "02:fa:03:00:00:02", "ha_inner": "169.254.3.1"}
+             "mn_mac": "02:fa:03:00:00:02",
+             "ha_inner": str(ipaddress.IPv4Network(LAB_BLOCKS_V4["ha-tunnel"]).network_address + 1)}
 
 
 def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
@@ -406,14 +405,12 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
 
 def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
     mob = topo.mobile(mn)
-    link_local = ipaddress.IPv4Network(MN_LINK_LOCAL).network_address + 10 + \
-        topo.mobiles.index(mn)
     return {
         "name": mn,
         "ifname": f"{mn}-eth0",
         "address": str(mob.address) if mob.address else "",
         "dhcp": {
-            "link_local": str(link_local),
+            "link_local": str(mob.link_local),
             "tsig": str(rundir / TSIG_FILE),
             "primary": resolver_address(topo),
             "primary_port": NAMED_PORT,

@@ -1,0 +1,138 @@
+"""The address plan: every block declared once, overlaps and exhaustion refused at load with
+a reason that names the blocks, and a unique address for every MN whatever the counts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from topologies import model
+from topologies.model import TopologyError
+from topologies.model.plan import AddressPlan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def doc(name: str = "figure2.yaml") -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "topologies" / name).read_text()))
+
+
+def with_mobiles(d: dict[str, Any], n: int) -> dict[str, Any]:
+    d = copy.deepcopy(d)
+    d["mobiles"] = [f"m{i}" for i in range(n)]
+    d["dhcp"] = {"mobiles": [], "lease_s": 20}
+    return d
+
+
+def all_addresses(t: model.Topology) -> list[str]:
+    out = [str(n.loopback) for n in t.routers]
+    out += [str(i.address) for n in t.nodes.values() for i in n.interfaces]
+    out += [str(n.pool_gateway) for n in t.by_role(model.Role.AR)]
+    for mn in t.mobiles:
+        m = t.mobile(mn)
+        out += [str(a) for a in (m.address, m.link_local, m.anchored) if a is not None]
+    out += [str(a) for a in t.overlay.values()]
+    return out
+
+
+def test_overlapping_ranges_are_refused_with_both_names() -> None:
+    d = doc()
+    d["addressing"]["services"] = "10.254.1.0/24"  # inside addressing.links
+    with pytest.raises(TopologyError, match=r"addressing.services 10.254.1.0/24 overlaps "
+                                            r"addressing.links 10.254.0.0/22"):
+        model.build(d)
+
+
+def test_cn_subnet_inside_the_managed_range_is_refused() -> None:
+    d = doc()
+    d["internet"]["cn_subnet"] = "10.70.0.0/24"
+    with pytest.raises(TopologyError, match="internet.cn_subnet .* overlaps addressing.managed"):
+        model.build(d)
+
+
+def test_a_range_on_a_lab_block_is_refused() -> None:
+    d = doc()
+    d["internet"]["outside_subnet"] = "169.254.64.0/24"
+    with pytest.raises(TopologyError,
+                       match="mn-link-local 169.254.64.0/18 overlaps internet.outside_subnet"):
+        model.build(d)
+
+
+def test_host_bits_are_refused() -> None:
+    d = doc()
+    d["addressing"]["links"] = "10.254.0.1/22"
+    with pytest.raises(TopologyError, match="addressing.links: 10.254.0.1/22 has host bits"):
+        model.build(d)
+
+
+def test_exhausted_links_name_the_block() -> None:
+    d = doc()
+    d["addressing"]["links"] = "10.254.0.0/28"  # 8 links, figure2 has many more
+    with pytest.raises(TopologyError, match=r"addressing.links 10.254.0.0/28 ran out: no /31 "
+                                            r"left for link .* after 8"):
+        model.build(d)
+
+
+def test_exhausted_clusters_name_the_block() -> None:
+    d = doc()
+    d["addressing"]["managed"] = "10.64.0.0/15"  # two /16 clusters, figure2 has four
+    with pytest.raises(TopologyError, match=r"addressing.managed 10.64.0.0/15 ran out: no /16 "
+                                            r"left for cluster k3"):
+        model.build(d)
+
+
+def test_a_full_pool_names_the_ar_and_its_range() -> None:
+    # 8 ARs with /24 pools hold 145 provisioned MNs each outside the DHCP range .100-.199.
+    model.build(with_mobiles(doc(), 8 * 145))
+    with pytest.raises(TopologyError, match=r"pool of ar1 10.64.0.0/24 ran out: no address "
+                                            r"left for m1160"):
+        model.build(with_mobiles(doc(), 8 * 145 + 1))
+
+
+def test_a_thousand_mobiles_get_distinct_addresses_and_none_collides() -> None:
+    t = model.build(with_mobiles(doc(), 1000))
+    mns = [t.mobile(m) for m in t.mobiles]
+    assert len({m.address for m in mns}) == 1000
+    assert len({m.link_local for m in mns}) == 1000
+    assert len({m.anchored for m in mns}) == 1000
+    addrs = all_addresses(t)
+    assert len(addrs) == len(set(addrs))
+    for m in mns:
+        assert m.address is not None and m.address in t.node(m.home).pool  # type: ignore[operator]
+        off = int(m.address) - int(t.node(m.home).pool.network_address)  # type: ignore[union-attr]
+        assert not t.dhcp.first <= off <= t.dhcp.last, "inside the DHCP range"
+
+
+def test_more_mobiles_than_ars_in_uneven_clusters() -> None:
+    t = model.load(ROOT / "topologies" / "uneven.yaml")
+    assert [len(c.ars) for c in t.clusters] == [1, 3, 7]
+    assert len(t.mobiles) == 12 and len(t.by_role(model.Role.AR)) == 11
+    assert t.mobile("mn1").address != t.mobile("mn12").address  # both homed on ar1
+    assert t.mobile("mn1").home == t.mobile("mn12").home == "ar1"
+    addrs = all_addresses(t)
+    assert len(addrs) == len(set(addrs))
+
+
+def test_the_first_mobiles_keep_their_addresses() -> None:
+    # The figures of earlier runs name these addresses: the plan keeps them.
+    t = model.load(ROOT / "topologies" / "figure2.yaml")
+    assert str(t.mobile("mn1").address) == "10.64.0.10"
+    assert str(t.mobile("mn2").address) == "10.64.1.10"
+    assert t.mobile("mn3").address is None and t.mobile("mn3").dhcp
+
+
+def test_plan_is_generic_over_the_family() -> None:
+    # IPv6 is a second instance of the same plan (nibble-boundary rules come with it).
+    plan = AddressPlan(6)
+    plan.declare("managed", "2001:db8:100::/40")
+    plan.declare("cluster k1", "2001:db8:100::/44", inside="managed")
+    pools = plan.allocator("cluster k1")
+    assert str(pools.subnet(56, "ar1")) == "2001:db8:100::/56"
+    with pytest.raises(TopologyError, match="overlaps managed"):
+        plan.declare("links", "2001:db8:100:ff::/64")
+    with pytest.raises(TopologyError, match="is not an IPv6 network"):
+        plan.declare("cn", "198.51.100.0/24")
