@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,23 @@ from typing import Any
 from . import exabgp_api as api
 from . import netlink
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
+from .contract import (
+    ACCESS_GATEWAY,
+    ArAgentConfig,
+    Command,
+    Layout,
+    Mode,
+    ServiceState,
+    access_ifname,
+)
+from .contract import (
+    DhcpServer as DhcpSettings,
+)
+from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
-from .handoff import ArInfo, EventLog, Mobility, Mode, read_mode
+from .handoff import ArInfo, EventLog, Mobility
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
 
@@ -69,62 +81,23 @@ class ExaBgpChannel:
             fut.set_result(ok)
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    """agent.json, rendered by topologies/render/configs.py from the topology."""
-
-    node: str
-    identity: str
-    key_path: Path
-    nonce_path: Path
-    resolver: str
-    resolver_port: int
-    auth_port: int
-    managed: ipaddress.IPv4Network
-    pool: ipaddress.IPv4Network
-    ars: dict[str, ArInfo]
-    escape_community: str  # lets a host route leave its cluster (configs/frr/bgpd.conf.j2)
-    overlay_dev: str  # the VXLAN device of the redirect mesh (configs/ip/node.batch.j2)
-    paging_dev: str  # the TUN device where idle MNs' packets wait
-    tal: tuple[str, ...]  # our Tracking Area List, AR node names
-    paging_port: int
-    paging_buffer: int
-    paging_timeout_s: float
-    dhcp: dict[str, Any] | None = None  # lease_s, remote_renewals, first, last, home_agent..
-
-    @classmethod
-    def load(cls, path: Path) -> AgentConfig:
-        doc = json.loads(path.read_text())
-        return cls(
-            node=doc["node"], identity=doc["identity"], key_path=Path(doc["key"]),
-            nonce_path=Path(doc["nonce"]), resolver=doc["resolver"],
-            resolver_port=int(doc["resolver_port"]), auth_port=int(doc["auth_port"]),
-            managed=ipaddress.IPv4Network(doc["managed"]),
-            pool=ipaddress.IPv4Network(doc["pool"]),
-            ars={
-                n: ArInfo(n, a["fqdn"], ipaddress.IPv4Address(a["loopback"]),
-                          ipaddress.IPv4Network(a["pool"]), ipaddress.IPv4Network(a["cluster"]),
-                          ipaddress.IPv4Address(a["overlay"]))
-                for n, a in doc["ars"].items()
-            },
-            escape_community=doc["escape_community"],
-            overlay_dev=doc["overlay_dev"],
-            paging_dev=doc["paging_dev"],
-            tal=tuple(doc["tal"]),
-            paging_port=int(doc["paging"]["port"]),
-            paging_buffer=int(doc["paging"]["buffer"]),
-            paging_timeout_s=float(doc["paging"]["timeout_s"]),
-            dhcp=doc.get("dhcp"),
-        )
-
-
 class ArAgent:
     def __init__(self, node: str, rundir: Path, pool: ipaddress.IPv4Network,
-                 config: AgentConfig | None = None) -> None:
+                 config: ArAgentConfig | None = None) -> None:
         self.node = node
         self.rundir = rundir
         self.pool = pool
         self.config = config
+        self.ars: dict[str, ArInfo] = {
+            n: ArInfo(n, e.fqdn, e.loopback, e.pool, e.cluster, e.overlay)
+            for n, e in (config.ars.items() if config else ())}
+        self.mode = config.mode if config else Mode.REDIRECT
+        # What health reads: a service that failed to start makes the lab unhealthy.
+        self.services: dict[str, str] = {
+            "auth": ServiceState.STARTING if config else ServiceState.OFF,
+            "dhcp": ServiceState.STARTING if config and config.dhcp else ServiceState.OFF,
+            "netlink": ServiceState.STARTING,
+        }
         self.rib = Rib()
         # pyroute2's synchronous API runs its own event loop, so every netlink call
         # lives on one worker thread; a single worker also keeps FIB changes in order.
@@ -156,7 +129,7 @@ class ArAgent:
         self.dhcp: DhcpServer | None = None
         self._dhcp_service: DhcpService | None = None
         self._ptr: DnsUpdater | None = None
-        self._access_name = f"{node}-acc"
+        self._access_name = access_ifname(node)
         # Who authenticated on the access link, from which source: DHCP serves only them.
         self._on_link: dict[str, tuple[int, ipaddress.IPv4Address, float]] = {}
 
@@ -227,6 +200,8 @@ class ArAgent:
             },
             "auth": dict(self.authenticator.stats) if self.authenticator else {},
             "dhcp": self.dhcp.status() if self.dhcp else {},
+            "mode": str(self.mode),
+            "services": dict(self.services),
         }
 
     # --- the handoff's kernel, BGP and AR-to-AR parts (handoff.Kernel / Bgp / Redirector) --
@@ -305,7 +280,7 @@ class ArAgent:
     def _device(self, via: str | None) -> str | None:
         if self.config is None:
             return None
-        return {"access": f"{self.config.node}-acc",
+        return {"access": access_ifname(self.config.node),
                 "overlay": self.config.overlay_dev}.get(via or "")
 
     async def reinject(self, packets: list[bytes], via: str | None) -> int:
@@ -339,7 +314,7 @@ class ArAgent:
                 return
             self.mobility.on_buffered(packet)
 
-    async def start_paging(self, cfg: AgentConfig) -> None:
+    async def start_paging(self, cfg: ArAgentConfig) -> None:
         try:
             self._tun_fd = open_tun(cfg.paging_dev)
             index = await self._on_fib(self.fib.index_of, cfg.paging_dev)
@@ -348,7 +323,7 @@ class ArAgent:
             await self._on_fib(self.fib.link_up, index)
             self._paging_index = index
             self._reinjector = Reinjector()
-            self._pager = Pager(f"{cfg.node}-acc", cfg.paging_port)
+            self._pager = Pager(access_ifname(cfg.node), cfg.paging.port)
         except (OSError, PagingError) as exc:
             log.error("idle mode unavailable: %s", exc)
             return
@@ -405,7 +380,7 @@ class ArAgent:
         zero = bytes(16)
         while True:
             failed = 0
-            for ar in self.config.ars.values():
+            for ar in self.ars.values():
                 if ar.node == self.config.node:
                     continue
                 try:
@@ -444,6 +419,19 @@ class ArAgent:
             if self.mobility is not None:
                 self.mobility.on_rib_change(changed)
 
+    def _watch_kernel_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        def state(value: str) -> None:
+            self.services["netlink"] = value
+            loop.call_soon_threadsafe(self.write_status)
+
+        try:
+            loop.call_soon_threadsafe(state, ServiceState.UP)
+            self.watch_kernel(loop)
+            loop.call_soon_threadsafe(state, f"{ServiceState.FAILED}: the monitor ended")
+        except Exception as exc:  # noqa: BLE001 - a dead monitor is reported, not raised
+            log.exception("netlink monitor failed")
+            loop.call_soon_threadsafe(state, f"{ServiceState.FAILED}: {exc}")
+
     def watch_kernel(self, loop: asyncio.AbstractEventLoop) -> None:
         """Thread: any route or link change not made by us may move a BGP next hop. A raw
         netlink socket, reading only the header and the route's protocol: parsing every
@@ -479,18 +467,18 @@ class ArAgent:
     async def start_auth(self) -> None:
         cfg = self.config
         assert cfg is not None
-        keystore = KeyStore.from_pem(cfg.identity, cfg.key_path.read_bytes())
+        keystore = KeyStore.from_pem(cfg.identity, cfg.key.read_bytes())
         validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
         self._key_resolver = DnssecKeyResolver(validating)
-        events = EventLog(self.rundir / "events.jsonl")
+        events = EventLog(self.rundir / Layout.EVENTS)
         access = await self._access_index(cfg)
         self.mobility = Mobility(
-            me=cfg.ars[cfg.node], ars=cfg.ars, managed=cfg.managed,
+            me=self.ars[cfg.node], ars=self.ars, managed=cfg.managed,
             checker=validating, kernel=self, bgp=self, rib=self.rib,
             redirector=self.send_redirect, mode=self._mode,
             on_access_link=lambda ifindex: self._serves(access, ifindex),
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
-            paging_bound=cfg.paging_buffer, paging_timeout_s=cfg.paging_timeout_s,
+            paging_bound=cfg.paging.buffer, paging_timeout_s=cfg.paging.timeout_s,
         )
         await self.start_paging(cfg)
         self._start_filter()
@@ -499,30 +487,54 @@ class ArAgent:
             cfg.identity, keystore, self._key_resolver, self._on_authenticated,
             limits=Limits(nonce_lifetime_s=None), track_interface=True,
             reply_on_arrival=lambda ifindex: access is not None and ifindex == access,
-            tracking_area=[cfg.ars[n].fqdn for n in cfg.tal if n in cfg.ars],
+            tracking_area=[self.ars[n].fqdn for n in cfg.tal if n in self.ars],
         )
-        nonce_hex = cfg.nonce_path.read_text().split()[0]
+        nonce_hex = cfg.nonce.read_text().split()[0]
         self.authenticator.rotate_nonce(bytes.fromhex(nonce_hex))
         await self.authenticator.start("0.0.0.0", cfg.auth_port)
+        self.services["auth"] = ServiceState.UP
         self._spawn(self.keep_ar_keys_warm(keystore))
-        if cfg.dhcp is not None and access is not None:
-            await self.start_dhcp(cfg, cfg.dhcp, access, validating)
+        if cfg.dhcp is not None:
+            if access is None:
+                self.services["dhcp"] = f"{ServiceState.FAILED}: no access interface"
+                return
+            try:
+                await self.start_dhcp(cfg, cfg.dhcp, access, validating)
+            except (OSError, DnsError) as exc:
+                log.error("DHCP service failed to start: %s", exc)
+                self.services["dhcp"] = f"{ServiceState.FAILED}: {exc}"
+            else:
+                self.services["dhcp"] = ServiceState.UP
 
     # The parts a Home Agent (agents/ha.py) does differently: it has no access link, no
     # paging, no source filter and no redirect; MNs reach it from anywhere.
 
-    async def _access_index(self, cfg: AgentConfig) -> int | None:
-        access: int | None = await self._on_fib(self.fib.index_of, f"{cfg.node}-acc")
+    async def _access_index(self, cfg: ArAgentConfig) -> int | None:
+        access: int | None = await self._on_fib(self.fib.index_of, access_ifname(cfg.node))
         self._overlay_index = await self._on_fib(self.fib.index_of, cfg.overlay_dev)
         if access is None:
-            log.warning("no access interface %s-acc: no MN can attach here", cfg.node)
+            log.warning("no access interface %s: no MN can attach here", access_ifname(cfg.node))
         return access
 
     def _serves(self, access: int | None, ifindex: int) -> bool:
         return access is not None and ifindex == access
 
     def _mode(self) -> Mode:
-        return read_mode(self.rundir / "mode")
+        return self.mode
+
+    async def command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The AR's control socket: the lab sets the handoff mode and reads the status."""
+        cmd = req.get("cmd")
+        if cmd == Command.MODE:
+            try:
+                self.mode = Mode(str(req.get("mode")))
+            except ValueError:
+                return {"ok": False, "error": f"unknown mode {req.get('mode')!r}"}
+            log.info("handoff mode: %s", self.mode)
+            return {"ok": True, "mode": str(self.mode)}
+        if cmd == Command.STATUS:
+            return {"ok": True, **self.status()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _start_filter(self) -> None:
         try:
@@ -539,18 +551,17 @@ class ArAgent:
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
 
-    async def start_dhcp(self, cfg: AgentConfig, d: dict[str, Any], access: int,
+    async def start_dhcp(self, cfg: ArAgentConfig, d: DhcpSettings, access: int,
                          validating: ValidatingResolver) -> None:
-        me = cfg.ars[cfg.node]
+        me = self.ars[cfg.node]
         server = ServerConfig(
-            server_id=me.loopback, pool=cfg.pool, first=int(d["first"]), last=int(d["last"]),
-            lease_s=int(d["lease_s"]), remote_renewals=int(d["remote_renewals"]),
-            router=ipaddress.IPv4Address("169.254.0.1"),
-            dns=ipaddress.IPv4Address(cfg.resolver), home_agent=d.get("home_agent") or None,
+            server_id=me.loopback, pool=cfg.pool, first=d.first, last=d.last,
+            lease_s=d.lease_s, remote_renewals=d.remote_renewals,
+            router=ipaddress.IPv4Address(ACCESS_GATEWAY),
+            dns=ipaddress.IPv4Address(cfg.resolver), home_agent=d.home_agent or None,
             circuit_id=f"{me.fqdn}/{self._access_name}".encode("ascii"))
         try:
-            self._ptr = DnsUpdater(d["primary"], int(d["primary_port"]),
-                                   TsigKey.load(Path(d["tsig"])), validating)
+            self._ptr = DnsUpdater(d.primary, d.primary_port, TsigKey.load(d.tsig), validating)
         except DnsError as exc:
             log.error("no PTR updates: %s", exc)
         self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access)
@@ -574,8 +585,7 @@ class ArAgent:
         return att.mn if att is not None and att.ifindex == ifindex else None
 
     def owner_of(self, address: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:
-        assert self.config is not None
-        return next((a.loopback for a in self.config.ars.values() if address in a.pool), None)
+        return next((a.loopback for a in self.ars.values() if address in a.pool), None)
 
     def bound(self, lease: Lease, ifindex: int, renewal: bool) -> None:
         if self.mobility is None:
@@ -622,7 +632,8 @@ class ArAgent:
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
         reader = asyncio.StreamReader(limit=1 << 24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        threading.Thread(target=self.watch_kernel, args=(loop,), daemon=True).start()
+        threading.Thread(target=self._watch_kernel_thread, args=(loop,), daemon=True).start()
+        control = await start_control(self.rundir / Layout.CONTROL, self.command)
         resync = asyncio.create_task(self.resync_loop())
         chores = asyncio.create_task(self.housekeeping())
         # A Home Agent originates nothing of its own: it has no pool.
@@ -631,8 +642,10 @@ class ArAgent:
         if self.config is not None:
             try:
                 await self.start_auth()
-            except Exception:  # noqa: BLE001 - routing must go on without the auth service
+            except Exception as exc:  # noqa: BLE001 - routing must go on without the auth service
                 log.exception("authentication service failed to start")
+                self.services["auth"] = f"{ServiceState.FAILED}: {exc}"
+            self.write_status()
         self.push(set())
         try:
             while True:
@@ -651,6 +664,8 @@ class ArAgent:
                 if event is not None:
                     self.handle(event)
         finally:
+            control.close()
+            (self.rundir / Layout.CONTROL).unlink(missing_ok=True)
             resync.cancel()
             chores.cancel()
             announce.cancel()
@@ -675,17 +690,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     return run_agent(args.rundir, lambda: ArAgent(
         args.node, args.rundir, args.pool,
-        AgentConfig.load(args.config) if args.config else None))
+        ArAgentConfig.load(args.config) if args.config else None))
 
 
 def run_agent(rundir: Path, make: Any) -> int:
     """ExaBGP's API process: log to the node's file, keep a pid file while running."""
     logging.basicConfig(
-        filename=str(rundir / "agent.log"),
+        filename=str(rundir / Layout.AGENT_LOG),
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    pidfile = rundir / "agent.pid"
+    pidfile = rundir / Layout.AGENT_PID
     pidfile.write_text(f"{os.getpid()}\n")
     try:
         asyncio.run(make().run())

@@ -1,15 +1,20 @@
-"""The MN agent's control protocol, client side: one JSON request per line on a Unix
-socket, one JSON answer per line. The lab's radio and the udhcpc event script both use it.
+"""The agents' control protocol: one JSON request per line on a Unix socket, one JSON
+answer per line. The MN and AR agents serve it; the lab's radio, the lab itself and the
+udhcpc event script are its clients.
 
 Standard library only: the event script imports it with site-packages skipped (-S).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class ControlError(OSError):
@@ -39,3 +44,28 @@ def request(path: Path | str, req: dict[str, Any], timeout: float = 10.0) -> dic
     if not isinstance(answer, dict):
         raise ControlError(f"agent at {path} answered {type(answer).__name__}, not an object")
     return answer
+
+
+async def start_control(path: Path, handler: Handler) -> asyncio.AbstractServer:
+    """Serve ``handler`` on a Unix socket at ``path``; a bad request gets an error answer,
+    never an exception in the agent."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        raise TypeError(f"expected an object, got {type(req).__name__}")
+                    answer = await handler(req)
+                except (ValueError, KeyError, TypeError) as exc:
+                    answer = {"ok": False, "error": f"bad request: {exc}"}
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    path.unlink(missing_ok=True)
+    return await asyncio.start_unix_server(serve, path=str(path))

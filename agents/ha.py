@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ar import AgentConfig, ArAgent, run_agent
+from .ar import ArAgent, run_agent
 from .auth import AuthResult
-from .handoff import Mode
+from .contract import ArAgentConfig, ContractError, HaTunnel, Mode
 from .macro import TunnelError, detect_tunnel, ip_batch_sync
 from .macro import ip_sync as _ip
 
@@ -29,26 +27,9 @@ IPv4Address = ipaddress.IPv4Address
 NO_POOL = ipaddress.IPv4Network("0.0.0.0/32")
 
 
-@dataclass(frozen=True)
-class TunnelConfig:
-    """The HA side of the MN tunnel (configs: topologies/render/configs.py HA_TUNNEL)."""
-
-    local: IPv4Address
-    vni: int
-    port: int
-    mtu: int
-    ha_mac: str
-    mn_mac: str
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> TunnelConfig:
-        return cls(IPv4Address(doc["local"]), int(doc["vni"]), int(doc["port"]),
-                   int(doc["mtu"]), str(doc["ha_mac"]), str(doc["mn_mac"]))
-
-
 class HaAgent(ArAgent):
-    def __init__(self, node: str, rundir: Path, config: AgentConfig,
-                 tunnel: TunnelConfig) -> None:
+    def __init__(self, node: str, rundir: Path, config: ArAgentConfig,
+                 tunnel: HaTunnel) -> None:
         super().__init__(node, rundir, NO_POOL, config)
         self.tunnel = tunnel
         self.kind = detect_tunnel()
@@ -59,19 +40,19 @@ class HaAgent(ArAgent):
 
     # --- what a Home Agent does differently from an AR ---------------------------------------
 
-    async def _access_index(self, cfg: AgentConfig) -> int | None:
+    async def _access_index(self, cfg: ArAgentConfig) -> int | None:
         return None
 
     def _serves(self, access: int | None, ifindex: int) -> bool:
         return True  # Binding Updates come from anywhere in the Internet
 
     def _mode(self) -> Mode:
-        return "draft"  # nothing to redirect from: the AS's routing converges on our /32
+        return Mode.DRAFT  # nothing to redirect from: the AS's routing converges on our /32
 
     def _start_filter(self) -> None:
         return None
 
-    async def start_paging(self, cfg: AgentConfig) -> None:
+    async def start_paging(self, cfg: ArAgentConfig) -> None:
         return None
 
     async def _on_authenticated(self, result: AuthResult) -> list[IPv4Address]:
@@ -166,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def make() -> HaAgent:
-        tunnel = TunnelConfig.from_doc(json.loads(args.config.read_text())["tunnel"])
-        return HaAgent(args.node, args.rundir, AgentConfig.load(args.config), tunnel)
+        config = ArAgentConfig.load(args.config)
+        if config.tunnel is None:
+            raise ContractError(f"{args.config}: tunnel: missing (a Home Agent needs it)")
+        return HaAgent(args.node, args.rundir, config, config.tunnel)
 
     return run_agent(args.rundir, make)
 

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .auth import AuthResult
+from .contract import Mode
 from .exabgp_api import Route
 from .fib import host
 from .paging import Buffer, destination
 
 log = logging.getLogger("agents.handoff")
 
-Mode = Literal["redirect", "draft"]
-MODES: tuple[Mode, ...] = ("redirect", "draft")
 LP_MAX = (1 << 32) - 1
 REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
 REDIRECT_HOLD_S = 0.5  # a redirect outlives local BGP convergence by this much (micro-loops)
@@ -166,7 +165,7 @@ class Mobility:
     bgp: Bgp
     rib: RibView
     redirector: Redirector
-    mode: Callable[[], Mode] = lambda: "redirect"
+    mode: Callable[[], Mode] = lambda: Mode.REDIRECT
     on_access_link: Callable[[int], bool] = lambda ifindex: ifindex > 0
     events: EventLog = field(default_factory=lambda: EventLog(None))
     clock: Callable[[], float] = time.time
@@ -251,7 +250,7 @@ class Mobility:
     async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
         # A paged MN waking up where it went idle has nobody to redirect from.
         previous = None if a in self.idle else self._previous_ar(a, result.previous)
-        redirect = previous if mode == "redirect" else None
+        redirect = previous if mode == Mode.REDIRECT else None
         if redirect is not None and not result.page:
             # First: the previous AR takes milliseconds to act on it, our route install less,
             # and every millisecond here is a millisecond of outage.
@@ -604,11 +603,3 @@ class Mobility:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("handoff task failed", exc_info=task.exception())
-
-
-def read_mode(path: Path) -> Mode:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return "redirect"
-    return "draft" if text == "draft" else "redirect"

@@ -10,7 +10,8 @@ import logging
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+from .contract import MnMacro
 
 log = logging.getLogger(__name__)
 
@@ -18,22 +19,6 @@ IPv4Address = ipaddress.IPv4Address
 TABLE = 200  # the home addresses' routing table while away
 RULE_PREF = 200
 DEVICE = "faha0"
-
-
-@dataclass(frozen=True)
-class MacroSettings:
-    outside: str  # the node of the visited network (its radio cell)
-    vni: int
-    port: int
-    mtu: int
-    ha_mac: str
-    mn_mac: str
-    ha_inner: str
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> MacroSettings:
-        return cls(str(doc["outside"]), int(doc["vni"]), int(doc["port"]), int(doc["mtu"]),
-                   str(doc["ha_mac"]), str(doc["mn_mac"]), str(doc["ha_inner"]))
 
 
 class TunnelError(Exception):
@@ -72,7 +57,7 @@ Batch = Callable[[list[list[str]]], Awaitable[None]]
 
 @dataclass
 class HaTunnel:
-    settings: MacroSettings
+    settings: MnMacro
     kind: str  # "ipip" or "vxlan", as detect_tunnel finds it
     ip_batch: Batch  # runs iproute2 commands, in order, in one process
     homes: list[IPv4Address] = field(default_factory=list)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,56 +33,17 @@ from .auth import (
     StaticDirectory,
     Suite,
 )
+from .contract import Command, Layout, MnAgentConfig
+from .control import start_control
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
-from .macro import HaTunnel, MacroSettings, detect_tunnel
+from .macro import HaTunnel, detect_tunnel
 from .paging import parse_page
 
 log = logging.getLogger("agents.mn")
 
 KEY_REFRESH_S = 20.0
 TIDY_S = 1.0  # how often unused older addresses are looked for and released
-
-
-@dataclass(frozen=True)
-class DhcpSettings:
-    link_local: ipaddress.IPv4Address
-    tsig: Path
-    primary: str
-    primary_port: int
-    hook: Path
-
-
-@dataclass(frozen=True)
-class MnConfig:
-    name: str
-    identity: str
-    key_path: Path
-    address: ipaddress.IPv4Address | None  # provisioned; None: addresses come from DHCP
-    resolver: str
-    resolver_port: int
-    auth_port: int
-    gateway: str
-    ars: dict[str, str]  # node -> DNS name
-    paging_port: int = 7412
-    ifname: str = "eth0"
-    dhcp: DhcpSettings | None = None
-    macro: MacroSettings | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> MnConfig:
-        doc = json.loads(path.read_text())
-        d = doc.get("dhcp")
-        dhcp = DhcpSettings(ipaddress.IPv4Address(d["link_local"]), Path(d["tsig"]),
-                            d["primary"], int(d["primary_port"]), Path(d["hook"])) if d else None
-        address = ipaddress.IPv4Address(doc["address"]) if doc.get("address") else None
-        if (address is None) == (dhcp is None):
-            raise ValueError("an MN has either a provisioned address or DHCP settings")
-        return cls(doc["name"], doc["identity"], Path(doc["key"]), address, doc["resolver"],
-                   int(doc["resolver_port"]), int(doc["auth_port"]), doc["gateway"],
-                   dict(doc["ars"]), int(doc.get("paging_port", 7412)),
-                   doc.get("ifname", "eth0"), dhcp,
-                   MacroSettings.from_doc(doc["macro"]) if doc.get("macro") else None)
 
 
 class _PageListener(asyncio.DatagramProtocol):
@@ -111,16 +72,16 @@ def load_key_list(path: Path) -> list[PublishedKey]:
 
 
 class MnAgent:
-    def __init__(self, config: MnConfig, rundir: Path, keys: list[PublishedKey]) -> None:
+    def __init__(self, config: MnAgentConfig, rundir: Path, keys: list[PublishedKey]) -> None:
         self.config = config
         self.rundir = rundir
         self.directory = StaticDirectory(keys)
         self.dns = DnssecKeyResolver(
             ValidatingResolver(config.resolver, config.resolver_port, timeout=1.0))
         keystore = self.keystore = KeyStore.from_pem(config.identity,
-                                                     config.key_path.read_bytes())
+                                                     config.key.read_bytes())
         self.peer = Peer(keystore, self.directory)
-        self.events = EventLog(rundir / "events.jsonl")
+        self.events = EventLog(rundir / Layout.EVENTS)
         self.current: str | None = None  # the AR node we are authenticated at
         self.session: PeerSession | None = None
         self._lock = asyncio.Lock()
@@ -145,7 +106,7 @@ class MnAgent:
                                  TsigKey.load(config.dhcp.tsig))
             self.addresses = AddressManager(
                 config.identity, config.ifname, config.gateway, config.dhcp.link_local,
-                config.dhcp.hook, rundir / "control.sock", rundir, updater, self.events)
+                config.dhcp.hook, rundir / Layout.CONTROL, rundir, updater, self.events)
 
     def held(self) -> list[ipaddress.IPv4Address]:
         """The addresses we hold, newest first: provisioned, or leased."""
@@ -368,22 +329,6 @@ class MnAgent:
                         log.debug("key refresh for %s failed: %s", fqdn, exc)
             await asyncio.sleep(KEY_REFRESH_S)
 
-    async def serve_control(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    answer = await self.command(req)
-                except (ValueError, KeyError, TypeError) as exc:
-                    answer = {"ok": False, "error": f"bad request: {exc}"}
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
     async def go_idle(self) -> dict[str, Any]:
         """Tell the AR we are going idle (an AUTH with flag IDLE); it keeps our address."""
         if self.current is None:
@@ -401,51 +346,76 @@ class MnAgent:
         self._spawn(self.authenticate(self.cell, self.current, page=True))
 
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req.get("cmd")
-        if cmd == "attach":
-            where = str(req["ar"])
-            if self.config.macro is not None and where == self.config.macro.outside:
-                self.cell = where
-                return await self.leave(where)
-            return await self.attach(where, req.get("previous"))
-        if cmd == "prepare_ha":
-            return await self.prepare_ha()
-        if cmd == "deregister":
-            return await self.deregister()
-        if cmd == "idle":
-            return await self.go_idle()
-        if cmd == "deaf":  # the MN is switched off: it will not answer pages
-            self.deaf = bool(req.get("on", True))
-            return {"ok": True, "deaf": self.deaf}
-        if cmd == "status":
-            held = [str(a) for a in self.held()]
-            return {"ok": True, "ar": self.current, "cell": self.cell, "idle": self.idle,
-                    "tal": list(self.tal), "address": held[0] if held else None,
-                    "addresses": held, "handoffs": self.handoffs, "away": self.away,
-                    "ha": self.ha[0] if self.ha else None,
-                    "dhcp": self.addresses.status() if self.addresses else None}
-        if self.addresses is None:
-            return {"ok": False, "error": f"{cmd!r}: this MN has a provisioned address"}
-        if cmd == "dhcp":
-            return await self.addresses.on_event(int(req["serial"]), str(req["event"]),
-                                                 dict(req.get("env") or {}))
+        """The control socket's one dispatch: the radio, the lab and the udhcpc hook."""
         try:
-            if cmd == "rotate":  # a fresh address from the AR we are on (draft 2.3)
-                if self.current is None:
-                    return {"ok": False, "error": "not attached"}
-                address = await self.addresses.acquire()
-                return {"ok": True, "address": str(address),
-                        "addresses": [str(a) for a in self.held()]}
-            if cmd == "release":
-                async with self._lock:
-                    await self.addresses.release(ipaddress.IPv4Address(req["address"]))
-                return {"ok": True, "addresses": [str(a) for a in self.held()]}
-            if cmd == "in_use":
-                return {"ok": True, "in_use": {str(a): n for a, n in
-                                               self.addresses.in_use().items()}}
+            handler = self._commands[Command(str(req.get("cmd")))]
+        except (ValueError, KeyError):
+            return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
+        try:
+            answer: dict[str, Any] = await handler(req)
+            return answer
         except AddressError as exc:
             return {"ok": False, "error": str(exc)}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    @property
+    def _commands(self) -> dict[Command, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
+        return {
+            Command.ATTACH: self._cmd_attach,
+            Command.PREPARE_HA: lambda req: self.prepare_ha(),
+            Command.DEREGISTER: lambda req: self.deregister(),
+            Command.IDLE: lambda req: self.go_idle(),
+            Command.DEAF: self._cmd_deaf,
+            Command.STATUS: self._cmd_status,
+            Command.DHCP: self._cmd_dhcp,
+            Command.ROTATE: self._cmd_rotate,
+            Command.RELEASE: self._cmd_release,
+            Command.IN_USE: self._cmd_in_use,
+        }
+
+    async def _cmd_attach(self, req: dict[str, Any]) -> dict[str, Any]:
+        where = str(req["ar"])
+        if self.config.macro is not None and where == self.config.macro.outside:
+            self.cell = where
+            return await self.leave(where)
+        return await self.attach(where, req.get("previous"))
+
+    async def _cmd_deaf(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.deaf = bool(req.get("on", True))  # the MN is switched off: it answers no page
+        return {"ok": True, "deaf": self.deaf}
+
+    async def _cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        held = [str(a) for a in self.held()]
+        return {"ok": True, "ar": self.current, "cell": self.cell, "idle": self.idle,
+                "tal": list(self.tal), "address": held[0] if held else None,
+                "addresses": held, "handoffs": self.handoffs, "away": self.away,
+                "ha": self.ha[0] if self.ha else None,
+                "dhcp": self.addresses.status() if self.addresses else None}
+
+    def _dhcp_mn(self, req: dict[str, Any]) -> AddressManager:
+        if self.addresses is None:
+            raise AddressError(f"{req.get('cmd')!r}: this MN has a provisioned address")
+        return self.addresses
+
+    async def _cmd_dhcp(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self._dhcp_mn(req).on_event(int(req["serial"]), str(req["event"]),
+                                                 dict(req.get("env") or {}))
+
+    async def _cmd_rotate(self, req: dict[str, Any]) -> dict[str, Any]:
+        addresses = self._dhcp_mn(req)  # a fresh address from the AR we are on (draft 2.3)
+        if self.current is None:
+            return {"ok": False, "error": "not attached"}
+        address = await addresses.acquire()
+        return {"ok": True, "address": str(address), "addresses": [str(a) for a in self.held()]}
+
+    async def _cmd_release(self, req: dict[str, Any]) -> dict[str, Any]:
+        addresses = self._dhcp_mn(req)
+        async with self._lock:
+            await addresses.release(ipaddress.IPv4Address(req["address"]))
+        return {"ok": True, "addresses": [str(a) for a in self.held()]}
+
+    async def _cmd_in_use(self, req: dict[str, Any]) -> dict[str, Any]:
+        in_use = self._dhcp_mn(req).in_use()
+        return {"ok": True, "in_use": {str(a): n for a, n in in_use.items()}}
 
     async def tidy_loop(self) -> None:
         """Release, now and then, every older address no connection uses (draft 2.3)."""
@@ -467,9 +437,8 @@ class MnAgent:
         main = asyncio.current_task()
         assert main is not None
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
-        sock_path = self.rundir / "control.sock"
-        sock_path.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(self.serve_control, path=str(sock_path))
+        sock_path = self.rundir / Layout.CONTROL
+        server = await start_control(sock_path, self.command)
         refresher = asyncio.create_task(self.refresh_keys())
         tidy = asyncio.create_task(self.tidy_loop()) if self.addresses else None
         pages, _ = await loop.create_datagram_endpoint(
@@ -501,8 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.check:
         try:
-            cfg = MnConfig.load(args.config)
-            KeyStore.from_pem(cfg.identity, cfg.key_path.read_bytes())
+            cfg = MnAgentConfig.load(args.config)
+            KeyStore.from_pem(cfg.identity, cfg.key.read_bytes())
             keys = {k.name for k in load_key_list(args.keys)}
         except (OSError, ValueError, KeyError, AuthError) as exc:
             print(f"agents.mn: {exc}", file=sys.stderr)
@@ -513,13 +482,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     logging.basicConfig(
-        filename=str(args.rundir / "agent.log"), level=logging.INFO,
+        filename=str(args.rundir / Layout.AGENT_LOG), level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    pidfile = args.rundir / "agent.pid"
+    pidfile = args.rundir / Layout.AGENT_PID
     pidfile.write_text(f"{os.getpid()}\n")
     try:
-        agent = MnAgent(MnConfig.load(args.config), args.rundir, load_key_list(args.keys))
+        agent = MnAgent(MnAgentConfig.load(args.config), args.rundir, load_key_list(args.keys))
         with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(agent.run())
     except Exception as exc:  # noqa: BLE001 - the one place this process reports and exits

@@ -7,12 +7,13 @@ import asyncio
 import ipaddress
 from typing import Any
 
-from agents.macro import HaTunnel, MacroSettings
+from agents.contract import MnMacro
+from agents.macro import HaTunnel
 from agents.mn import MnAgent
 
 A1, A2 = ipaddress.IPv4Address("10.65.0.100"), ipaddress.IPv4Address("10.66.0.101")
-SETTINGS = MacroSettings("inet", 4343, 4790, 1450, "02:fa:03:00:00:01", "02:fa:03:00:00:02",
-                         "169.254.3.1")
+SETTINGS = MnMacro(vni=4343, port=4790, mtu=1450, ha_mac="02:fa:03:00:00:01",
+                   mn_mac="02:fa:03:00:00:02", ha_inner="169.254.3.1", outside="inet")
 
 
 class Session:

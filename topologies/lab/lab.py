@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from agents import control
+from agents.contract import Command, Layout, Mode
 from topologies.lab import health
 from topologies.lab.daemons import (
     AGENT_COMMS,
@@ -47,7 +49,6 @@ from topologies.lab.radio import AIR, MnControl, Radio, access_ifname, air_ifnam
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.render import identities
 from topologies.render.configs import (
-    TSIG_FILE,
     cells,
     daemons_for,
     render_air,
@@ -193,7 +194,7 @@ class Lab:
             # 2.3), DHCP MNs their forward names.
             for name, role in [*((n.name, "ar") for n in self.topo.by_role(Role.AR)),
                                *((mn, "mn") for mn in self.topo.dhcp_mobiles)]:
-                dest = self.rundir(name) / TSIG_FILE
+                dest = self.rundir(name) / Layout.TSIG
                 shutil.copyfile(self.dns.tsig_path(fqdn(role, name)), dest)
                 dest.chmod(0o600)
         checked = 0
@@ -450,11 +451,20 @@ class Lab:
         tmp.replace(path)
 
     def set_mode(self, mode: str) -> None:
-        """Handoff mode of every AR agent: 'redirect' (default) or 'draft' (BGP only)."""
-        if mode not in ("redirect", "draft"):
-            raise LabError(f"unknown handoff mode {mode!r}")
+        """Handoff mode of every AR agent: 'redirect' (default) or 'draft' (BGP only), set
+        through each agent's control socket."""
+        try:
+            wanted = Mode(mode)
+        except ValueError:
+            raise LabError(f"unknown handoff mode {mode!r} (redirect, draft)") from None
         for n in self.topo.by_role(Role.AR):
-            (self.rundir(n.name) / "mode").write_text(mode + "\n")
+            sock = self.rundir(n.name) / Layout.CONTROL
+            try:
+                answer = control.request(sock, {"cmd": Command.MODE, "mode": wanted})
+            except control.ControlError as exc:
+                raise LabError(f"{n.name}: cannot set the handoff mode: {exc}") from None
+            if not answer.get("ok"):
+                raise LabError(f"{n.name}: mode {wanted}: {answer.get('error')}")
 
     def rundirs(self) -> dict[str, Path]:
         return {n: self.rundir(n) for n in self.topo.nodes}

@@ -6,6 +6,7 @@ and golden files stay readable; render_node() is the single place templates are 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import sys
@@ -15,7 +16,17 @@ from typing import Any, NoReturn
 
 import jinja2
 
-from agents.auth import DEFAULT_PORT as AUTH_PORT
+from agents import contract
+from agents.contract import (
+    ACCESS_GATEWAY,
+    ACCESS_MAC,
+    AUTH_PORT,
+    NAMED_PORT,
+    PAGING_PORT,
+    RESOLVER_PORT,
+    Layout,
+    access_ifname,
+)
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.model.topology import LAB_BLOCKS_V4
 
@@ -25,21 +36,16 @@ OSPF_HELLO = 1
 OSPF_DEAD = 3
 BGP_KEEPALIVE = 3
 BGP_HOLD = 9
-ACCESS_GATEWAY = "169.254.0.1"  # every AR's address on its access link: the MN's gateway
-ACCESS_MAC = "02:fa:00:00:00:01"  # and the same MAC everywhere: an anycast gateway
 UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
 BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
 OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": LAB_BLOCKS_V4["overlay"]}
 PAGING_DEV = "pg0"  # the TUN device where an idle MN's packets wait (agents/paging.py)
-PAGING_PORT = 7412  # pages are broadcast to MNs on this UDP port
 PAGING_BUFFER = 256  # packets buffered per idle MN; beyond it, new packets are dropped
 PAGING_TIMEOUT_S = 3.0  # an unanswered page ends, and its buffer is freed
 # DHCP (draft 2.3): requests from the access link to any server are marked and routed to
 # the AR itself, so it serves its own and relays the rest (agents/dhcpd.py).
 DHCP_MARK = 0x43
 DHCP_TABLE = 67
-NAMED_PORT = 5300  # the primary's port for signed updates (topologies/lab/dnsplane.py)
-TSIG_FILE = "tsig.json"  # an agent's own TSIG key, copied in by the lab
 OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
 OUTSIDE_LEASE_S = 600
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
@@ -111,13 +117,13 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         "gateway": str(node.gateway) if node.gateway else "",
         # The access link into the radio exists only in labs with mobile nodes.
         "access": (
-            {"name": f"{node.name}-acc", "address": ACCESS_GATEWAY, "mac": ACCESS_MAC,
+            {"name": access_ifname(node.name), "address": ACCESS_GATEWAY, "mac": ACCESS_MAC,
              "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE}
             if node.role is Role.AR and topo.mobiles else None
         ),
         # The visited network's access link, on the Internet router (draft 2.4).
         "outside": (
-            {"name": f"{node.name}-acc",
+            {"name": access_ifname(node.name),
              "cidr": f"{topo.outside_gateway}/{topo.outside_net.prefixlen}"}
             if node.name == topo.outside_cell and topo.outside_net else None
         ),
@@ -136,7 +142,7 @@ def dnsmasq_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
     net = topo.outside_net
     assert net is not None
     return {
-        "name": node.name, "ifname": f"{node.name}-acc", "rundir": str(rundir),
+        "name": node.name, "ifname": access_ifname(node.name), "rundir": str(rundir),
         "first": str(net.network_address + OUTSIDE_FIRST),
         "last": str(net.network_address + min(OUTSIDE_LAST, net.num_addresses - 2)),
         "netmask": str(net.netmask), "gateway": str(topo.outside_gateway),
@@ -326,62 +332,64 @@ def resolver_address(topo: Topology) -> str:
         return ""
 
 
-def _agent_view(topo: Topology, role: str, node: Node, rundir: Path) -> dict[str, Any]:
-    """What every BGP-speaking agent (AR or HA) knows: its identity, the resolver, the ARs."""
+def _ars(topo: Topology) -> dict[str, contract.ArEntry]:
     return {
-        "node": node.name,
-        "identity": fqdn(role, node.name),
-        "key": str(rundir / "identity.pem"),
-        "nonce": str(rundir / "identity.nonce"),
-        "resolver": resolver_address(topo),
-        "resolver_port": 53,
-        "auth_port": AUTH_PORT,
-        "managed": str(topo.managed),
-        "ars": {
-            ar.name: {"fqdn": fqdn("ar", ar.name), "loopback": str(ar.loopback),
-                      "pool": str(ar.pool), "cluster": str(topo.cluster_of(ar.name).prefix),
-                      "overlay": overlay_address(topo, ar.name)}
-            for ar in topo.by_role(Role.AR)
-        },
-        "escape_community": escape_community(topo),
-        "paging": {"port": PAGING_PORT, "buffer": PAGING_BUFFER, "timeout_s": PAGING_TIMEOUT_S},
+        ar.name: contract.ArEntry(
+            fqdn=fqdn("ar", ar.name), loopback=_v4(ar.loopback), pool=_v4net(ar.pool),
+            cluster=topo.cluster_of(ar.name).prefix, overlay=topo.overlay[ar.name])
+        for ar in topo.by_role(Role.AR)
     }
 
 
-def agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+def _v4(a: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address:
+    assert a is not None
+    return a
+
+
+def _v4net(n: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network:
+    assert n is not None
+    return n
+
+
+def _paging() -> contract.Paging:
+    return contract.Paging(port=PAGING_PORT, buffer=PAGING_BUFFER, timeout_s=PAGING_TIMEOUT_S)
+
+
+def agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConfig:
     """The AR agent's view of the AS: its identity, the resolver, every AR's loopback."""
-    assert node.pool is not None
-    return {
-        **_agent_view(topo, "ar", node, rundir),
-        "pool": str(node.pool),
-        "overlay_dev": str(OVERLAY["dev"]),
-        "paging_dev": PAGING_DEV,
-        "tal": list(node.tal),
-        "dhcp": {
-            "lease_s": topo.dhcp.lease_s, "remote_renewals": topo.dhcp.remote_renewals,
-            "first": topo.dhcp.first, "last": topo.dhcp.last,
-            "home_agent": home_agent_name(topo),
-            "tsig": str(rundir / TSIG_FILE), "primary": resolver_address(topo),
-            "primary_port": NAMED_PORT,
-        },
-    }
+    return contract.ArAgentConfig(
+        node=node.name, identity=fqdn("ar", node.name), key=rundir / Layout.KEY,
+        nonce=rundir / Layout.NONCE, resolver=resolver_address(topo),
+        resolver_port=RESOLVER_PORT, auth_port=AUTH_PORT, managed=topo.managed,
+        pool=_v4net(node.pool), ars=_ars(topo), escape_community=escape_community(topo),
+        overlay_dev=str(OVERLAY["dev"]), paging_dev=PAGING_DEV, tal=tuple(node.tal),
+        paging=_paging(),
+        dhcp=contract.DhcpServer(
+            lease_s=topo.dhcp.lease_s, remote_renewals=topo.dhcp.remote_renewals,
+            first=topo.dhcp.first, last=topo.dhcp.last, home_agent=home_agent_name(topo),
+            tsig=rundir / Layout.TSIG, primary=resolver_address(topo), primary_port=NAMED_PORT),
+    )
 
 
-HA_TUNNEL = {"vni": 4343, "port": 4790, "mtu": 1450, "ha_mac": "02:fa:03:00:00:01",
-             "mn_mac": "02:fa:03:00:00:02",
-             "ha_inner": str(ipaddress.IPv4Network(LAB_BLOCKS_V4["ha-tunnel"]).network_address + 1)}
+HA_TUNNEL = contract.HaTunnel(
+    vni=4343, port=4790, mtu=1450, ha_mac="02:fa:03:00:00:01", mn_mac="02:fa:03:00:00:02",
+    ha_inner=str(ipaddress.IPv4Network(LAB_BLOCKS_V4["ha-tunnel"]).network_address + 1))
 
 
-def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConfig:
     """The Home Agent's agent.json: an AR agent's view (agents/ha.py reuses agents/ar.py)
     with no pool, no access link, and the tunnel to care-of addresses instead."""
-    me = str(node.interfaces[0].address)
-    none = "0.0.0.0/32"
-    view = _agent_view(topo, "ha", node, rundir)
-    view["ars"][node.name] = {"fqdn": fqdn("ha", node.name), "loopback": me, "pool": none,
-                              "cluster": none, "overlay": "0.0.0.0"}
-    return {**view, "pool": none, "overlay_dev": "", "paging_dev": "", "tal": [],
-            "tunnel": {**HA_TUNNEL, "local": me}}
+    me = node.interfaces[0].address
+    none = ipaddress.IPv4Network("0.0.0.0/32")
+    ars = _ars(topo)
+    ars[node.name] = contract.ArEntry(fqdn=fqdn("ha", node.name), loopback=me, pool=none,
+                                      cluster=none, overlay=ipaddress.IPv4Address(0))
+    return contract.ArAgentConfig(
+        node=node.name, identity=fqdn("ha", node.name), key=rundir / Layout.KEY,
+        nonce=rundir / Layout.NONCE, resolver=resolver_address(topo),
+        resolver_port=RESOLVER_PORT, auth_port=AUTH_PORT, managed=topo.managed, pool=none,
+        ars=ars, escape_community=escape_community(topo), overlay_dev="", paging_dev="",
+        tal=(), paging=_paging(), tunnel=dataclasses.replace(HA_TUNNEL, local=str(me)))
 
 
 def home_agent_name(topo: Topology) -> str:
@@ -398,52 +406,47 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
         "backbone": [*(i.name for i in node.interfaces), str(OVERLAY["dev"])],
         "auth_port": AUTH_PORT,
         "open_ports": [],
-        "access": f"{node.name}-acc",
+        "access": access_ifname(node.name),
         "dhcp_mark": f"{DHCP_MARK:#x}",
     }
 
 
-def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
+def mobile_config(topo: Topology, mn: str, rundir: Path) -> contract.MnAgentConfig:
     mob = topo.mobile(mn)
-    return {
-        "name": mn,
-        "ifname": f"{mn}-eth0",
-        "address": str(mob.address) if mob.address else "",
-        "dhcp": {
-            "link_local": str(mob.link_local),
-            "tsig": str(rundir / TSIG_FILE),
-            "primary": resolver_address(topo),
-            "primary_port": NAMED_PORT,
-            "hook": str(rundir / "udhcpc.hook"),
-            "python": sys.executable,
+    assert mob.link_local is not None
+    return contract.MnAgentConfig(
+        name=mn, ifname=f"{mn}-eth0", address=mob.address,
+        dhcp=contract.MnDhcp(
+            link_local=mob.link_local, tsig=rundir / Layout.TSIG,
+            primary=resolver_address(topo), primary_port=NAMED_PORT,
+            hook=rundir / Layout.UDHCPC_HOOK, python=sys.executable,
             # The hook imports only the standard library and agents.control: run with -S
             # (no site-packages scan) from the checkout, the event reaches the agent in
             # milliseconds rather than a full interpreter start-up.
-            "root": str(Path(__file__).resolve().parents[2]),
-        } if mob.dhcp else None,
+            root=str(Path(__file__).resolve().parents[2]),
+        ) if mob.dhcp else None,
         # Macro-mobility (draft 2.4): the visited network and the HA tunnel's constants;
         # the Home Agent's name itself comes by DHCP (option 224).
-        "macro": {"outside": topo.outside_cell, **HA_TUNNEL}
+        macro=contract.MnMacro(outside=topo.outside_cell, **dataclasses.asdict(HA_TUNNEL))
         if mob.dhcp and topo.outside_cell else None,
-        "gateway": ACCESS_GATEWAY,
-        "home": mob.home,
-        "identity": fqdn("mn", mn),
-        "key": str(rundir / "identity.pem"),
-        "resolver": resolver_address(topo),
-        "resolver_port": 53,
-        "auth_port": AUTH_PORT,
-        "paging_port": PAGING_PORT,
-        "ars": {ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
-    }
+        gateway=ACCESS_GATEWAY, home=mob.home, identity=fqdn("mn", mn),
+        key=rundir / Layout.KEY, resolver=resolver_address(topo), resolver_port=RESOLVER_PORT,
+        auth_port=AUTH_PORT, paging_port=PAGING_PORT,
+        ars={ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
+    )
+
+
+def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
+    """The MN's configuration as plain data, for its interface and hook templates."""
+    data: dict[str, Any] = json.loads(mobile_config(topo, mn, rundir).to_json())
+    return data
 
 
 def render_mobile(topo: Topology, mn: str, rundir: Path) -> dict[str, str]:
     """A mobile node's files: its interface setup and its agent's configuration."""
+    config = mobile_config(topo, mn, rundir)
     data = mobile_data(topo, mn, rundir)
-    out = {
-        "ip": render("ip/mobile.batch.j2", data),
-        "agent": json.dumps(data, indent=1, sort_keys=True) + "\n",
-    }
+    out = {"ip": render("ip/mobile.batch.j2", data), "agent": config.to_json()}
     if data["dhcp"]:
         out["hook"] = render("dhcp/udhcpc.hook.j2", data)
     return out
@@ -490,10 +493,9 @@ def render_node(topo: Topology, node: Node, rundir: Path) -> dict[str, str]:
         out["nft"] = render("nft/ar.nft.j2", nft_data(topo, node))
         out["bridge"] = render("ip/overlay.bridge.j2",
                                {"name": node.name, "overlay": overlay_data(topo, node)})
-        out["agent"] = json.dumps(agent_data(topo, node, rundir), indent=1, sort_keys=True) + "\n"
+        out["agent"] = agent_data(topo, node, rundir).to_json()
     if node.service == "ha":
-        out["agent"] = json.dumps(ha_agent_data(topo, node, rundir), indent=1,
-                                  sort_keys=True) + "\n"
+        out["agent"] = ha_agent_data(topo, node, rundir).to_json()
     for kind in daemons_for(node, topo):
         if kind == "exabgp":
             out[kind] = render("exabgp/exabgp.conf.j2", exabgp_data(topo, node, rundir))
