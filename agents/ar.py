@@ -685,12 +685,37 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="agents.ar", description=__doc__)
     ap.add_argument("--node", required=True)
     ap.add_argument("--rundir", required=True, type=Path)
-    ap.add_argument("--pool", required=True, type=ipaddress.IPv4Network)
+    ap.add_argument("--pool", type=ipaddress.IPv4Network, help="default: the config's pool")
     ap.add_argument("--config", type=Path, help="agent.json: identity, resolver, ARs")
+    ap.add_argument("--check", action="store_true", help="load the config and key, then exit")
     args = ap.parse_args(argv)
-    return run_agent(args.rundir, lambda: ArAgent(
-        args.node, args.rundir, args.pool,
-        ArAgentConfig.load(args.config) if args.config else None))
+    if args.check:
+        return check_config(args.config)
+    if args.pool is None and args.config is None:
+        ap.error("give --pool or --config")
+
+    def make() -> ArAgent:
+        config = ArAgentConfig.load(args.config) if args.config else None
+        pool = args.pool or (config.pool if config else None)
+        assert pool is not None
+        return ArAgent(args.node, args.rundir, pool, config)
+
+    return run_agent(args.rundir, make)
+
+
+def check_config(path: Path | None) -> int:
+    """The agent's dry-run: its agent.json against the contract, and its key, loaded as the
+    agent would; a problem is one line on stderr and exit 1."""
+    if path is None:
+        print("agents: --check needs --config", file=sys.stderr)
+        return 1
+    try:
+        config = ArAgentConfig.load(path)
+        KeyStore.from_pem(config.identity, config.key.read_bytes())
+    except (OSError, ValueError) as exc:  # ContractError is a ValueError
+        print(f"agents: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_agent(rundir: Path, make: Any) -> int:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .ar import ArAgent, run_agent
+from .ar import ArAgent, check_config, run_agent
 from .auth import AuthResult
 from .contract import ArAgentConfig, ContractError, HaTunnel, Mode
 from .macro import TunnelError, detect_tunnel, ip_batch_sync
@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--rundir", required=True, type=Path)
     ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--check", action="store_true", help="load the config and key, then exit")
     args = ap.parse_args(argv)
+    if args.check:
+        return check_config(args.config)
 
     def make() -> HaAgent:
         config = ArAgentConfig.load(args.config)

@@ -134,7 +134,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsLab]:
             ex.check(["ip", "link", "set", "lo", "up"])
         started = True
         t0 = time.monotonic()
-        plane.start(dns_ex, timeout=30)
+        plane.start(dns_ex)
         print(f"\nDNS plane up in {time.monotonic() - t0:.2f}s ({len(plane.zone_names)} zones)")
         yield DnsLab(plane, dns_ex, cli_ex, ids, tmp)
     finally:

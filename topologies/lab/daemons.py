@@ -1,7 +1,9 @@
-"""One class per daemon: render target, config dry-run, start in a node, readiness, stop.
+"""One class per daemon: its config, pid path, dry-run, start, readiness, the kinds it must
+start after, and a stop that signals only the process we started (checked by identity).
 
-Every daemon writes its own pid file under the node's run directory; stop() reads it,
-checks the process is still the one we started (by command name) and signals only it.
+Every daemon writes its pid file under the node's run directory. A pid alone proves nothing
+(pids are recycled), so a stop also checks the process's start time where we know it and,
+where the daemon wrote the pid file itself, that its command line names our run directory.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+
+from agents import control
+from agents.contract import Command, Layout
 
 log = logging.getLogger(__name__)
 
 FRR_DIR = Path("/usr/lib/frr")
-AGENT_COMMS = ("python", "python3")  # agents run as `python -m agents.<name>`
 
 
 class LabError(RuntimeError):
@@ -61,35 +66,96 @@ def proc_comm(pid: int) -> str | None:
     return head.partition("(")[2]
 
 
-def read_pid(path: Path) -> int | None:
+@dataclass(frozen=True)
+class Identity:
+    """Who a pid is: its start time in clock ticks since boot (field 22 of /proc/PID/stat,
+    unique per pid for the life of the machine) and its command line."""
+
+    pid: int
+    start: int
+    cmdline: str
+
+
+def identity(pid: int) -> Identity | None:
+    """The live process behind pid; None when it is gone or a zombie."""
     try:
-        text = path.read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    rest = stat.rpartition(")")[2].split()  # comm may hold spaces and parentheses
+    if not rest or rest[0] == "Z":
+        return None
+    return Identity(pid, int(rest[19]), raw.replace(b"\0", b" ").decode(errors="replace"))
 
 
-def stop_pid(pid: int, comms: Sequence[str], timeout: float = 5.0) -> bool:
-    """SIGTERM then SIGKILL one process, only if its comm is one we expect.
+def read_pid(path: Path) -> int | None:
+    text = read_pid_record(path)
+    return text[0] if text else None
 
-    Returns True when a process was signalled. A recycled pid whose comm differs is
-    left alone: we stop only what we started.
+
+def read_pid_record(path: Path) -> tuple[int, int | None] | None:
+    """(pid, start) from a pid file: "PID" as daemons write it, or "PID START" as we do."""
+    try:
+        fields = path.read_text().split()
+    except OSError:
+        return None
+    if not fields or not fields[0].isdigit():
+        return None
+    start = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return int(fields[0]), start
+
+
+def write_pid(path: Path, pid: int) -> None:
+    """A pid file that records the start time too, so a recycled pid is never mistaken."""
+    ident = identity(pid)
+    path.write_text(f"{pid} {ident.start}\n" if ident else f"{pid}\n")
+
+
+def is_ours(pid: int, *, start: int | None = None, marker: str | None = None) -> bool:
+    """Whether pid is still the process we started: same start time when we recorded it,
+    and the marker (our run directory, a shell's name) in its command line when given."""
+    ident = identity(pid)
+    if ident is None or (start is None and marker is None):
+        return False
+    if start is not None and ident.start != start:
+        return False
+    return marker is None or marker in ident.cmdline
+
+
+def stop_pid(pid: int, *, start: int | None = None, marker: str | None = None,
+             timeout: float = 5.0) -> bool:
+    """SIGTERM then SIGKILL one process, only if it is the one we started.
+
+    Returns True when a process was signalled. A recycled pid (another start time, or a
+    command line without our marker) is left alone: we stop only what we started.
     """
-    comm = proc_comm(pid)
-    if comm is None or not any(comm.startswith(c[:15]) for c in comms):
+    ident = identity(pid)
+    if ident is None or not is_ours(pid, start=start, marker=marker):
         return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+
+    def gone() -> bool:
+        now = identity(pid)
+        return now is None or now.start != ident.start
+
     try:
-        wait_until(lambda: proc_comm(pid) != comm, timeout, f"pid {pid} ({comm}) to exit", 0.05)
+        wait_until(gone, timeout, f"pid {pid} to exit", 0.05)
     except DeadlineError:
-        log.warning("pid %d (%s) ignored SIGTERM; sending SIGKILL", pid, comm)
+        log.warning("pid %d ignored SIGTERM; sending SIGKILL", pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: proc_comm(pid) != comm, 2.0, f"pid {pid} to die", 0.05)
+        wait_until(gone, 2.0, f"pid {pid} to die", 0.05)
     return True
+
+
+def stop_pid_file(path: Path, marker: str | None = None, timeout: float = 5.0) -> bool:
+    """Stop what a pid file names, by its recorded start time and/or the marker."""
+    rec = read_pid_record(path)
+    return rec is not None and stop_pid(rec[0], start=rec[1], marker=marker, timeout=timeout)
 
 
 class NodeExec:
@@ -125,10 +191,16 @@ class NodeExec:
 
 
 class Daemon:
-    """A daemon in one node: its files live in that node's run directory."""
+    """A daemon in one node: its files live in that node's run directory.
+
+    ``after`` names the kinds that must be ready before this kind starts (an absent kind is
+    ignored); ``spawned_by`` marks a process another daemon starts (ExaBGP's API process):
+    the lab waits for it after its parent and stops it right after its parent."""
 
     kind: ClassVar[str]
-    comms: ClassVar[tuple[str, ...]]
+    after: ClassVar[tuple[str, ...]] = ()
+    spawned_by: ClassVar[str | None] = None
+    ready_timeout: ClassVar[float] = 30.0
     owner: ClassVar[str | None] = None  # user that must own the run directory
 
     def __init__(self, node: str, rundir: Path, config: str):
@@ -148,6 +220,11 @@ class Daemon:
     @property
     def log_path(self) -> Path:
         return self.rundir / f"{self.kind}.log"
+
+    @property
+    def marker(self) -> str:
+        """What every process of ours names on its command line: the node's run directory."""
+        return str(self.rundir)
 
     def write(self) -> None:
         self.rundir.mkdir(parents=True, exist_ok=True)
@@ -188,20 +265,79 @@ class Daemon:
                 f"{self.node}/{self.kind} failed to start: {(res.stderr or res.stdout).strip()}"
             )
 
+    def ready(self, ex: NodeExec) -> bool:
+        """Polled after start until true (or the kind's ready_timeout): alive, by default."""
+        return self.alive()
+
     def pid(self) -> int | None:
-        pid = read_pid(self.pid_path)
-        if pid is None or proc_comm(pid) is None:
+        rec = read_pid_record(self.pid_path)
+        if rec is None or not is_ours(rec[0], start=rec[1], marker=self.marker):
             return None
-        return pid
+        return rec[0]
 
     def alive(self) -> bool:
         return self.pid() is not None
 
     def stop(self) -> None:
-        pid = read_pid(self.pid_path)
-        if pid is not None:
-            stop_pid(pid, self.comms)
+        stop_pid_file(self.pid_path, self.marker)
         self.pid_path.unlink(missing_ok=True)
+
+
+def start_order(kinds: Iterable[str], classes: Mapping[str, type[Daemon]]) -> list[str]:
+    """The kinds present, each after the kinds it declares (``after``), ties in the order
+    given; a cycle is a LabError naming it."""
+    present = list(dict.fromkeys(kinds))
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(kind: str) -> None:
+        if kind in order:
+            return
+        if kind in visiting:
+            raise LabError(f"daemon order has a cycle: {' -> '.join([*visiting, kind])}")
+        visiting.append(kind)
+        cls = classes[kind]
+        for dep in (*cls.after, *((cls.spawned_by,) if cls.spawned_by else ())):
+            if dep in present:
+                visit(dep)
+        visiting.pop()
+        order.append(kind)
+
+    for kind in present:
+        visit(kind)
+    return order
+
+
+def start_batch(batch: Sequence[tuple[Daemon, NodeExec]]) -> None:
+    """Start daemons of one kind, then poll each toward its deadline until it is ready."""
+    if not batch:
+        return
+    for d, ex in batch:
+        d.start(ex)
+    pending = list(batch)
+
+    def ready() -> bool:
+        pending[:] = [(d, ex) for d, ex in pending if not d.ready(ex)]
+        return not pending
+
+    try:
+        wait_until(ready, max(d.ready_timeout for d, _ in batch),
+                   f"{batch[0][0].kind} to be ready", 0.1)
+    except DeadlineError as exc:
+        names = ", ".join(f"{d.node}/{d.kind}" for d, _ in pending[:5])
+        raise DeadlineError(f"{exc}: not ready: {names}") from None
+
+
+def stop_order(order: Sequence[str], classes: Mapping[str, type[Daemon]]) -> list[str]:
+    """The reverse of the start order, except that a spawned process is stopped right after
+    its parent (ExaBGP would respawn an API process stopped before it)."""
+    out: list[str] = []
+    for kind in reversed(order):
+        if classes[kind].spawned_by in order:
+            continue
+        out.append(kind)
+        out += [k for k in reversed(order) if classes[k].spawned_by == kind]
+    return out
 
 
 class FrrDaemon(Daemon):
@@ -239,17 +375,20 @@ class FrrDaemon(Daemon):
 
 class Zebra(FrrDaemon):
     kind = "zebra"
-    comms = ("zebra",)
+
+    def ready(self, ex: NodeExec) -> bool:
+        # ospfd and bgpd need zebra's API socket before they can register.
+        return self.alive() and (self.rundir / "zserv.api").exists()
 
 
 class Ospfd(FrrDaemon):
     kind = "ospfd"
-    comms = ("ospfd",)
+    after = ("zebra",)
 
 
 class Bgpd(FrrDaemon):
     kind = "bgpd"
-    comms = ("bgpd",)
+    after = ("zebra", "ospfd")
 
 
 def vtysh(ex: NodeExec, rundir: Path, *commands: str, timeout: float = 10.0) -> str:
@@ -260,10 +399,10 @@ def vtysh(ex: NodeExec, rundir: Path, *commands: str, timeout: float = 10.0) -> 
 
 
 class ExaBgp(Daemon):
-    """ExaBGP on an AR; its API process is the AR agent, which ExaBGP spawns."""
+    """ExaBGP on an AR or the HA; its API process is the agent (AgentProcess)."""
 
     kind = "exabgp"
-    comms = ("exabgp",)
+    after = ("zebra", "ospfd", "bgpd")
 
     def __init__(self, node: str, rundir: Path, config: str, exabgp_bin: str):
         super().__init__(node, rundir, config)
@@ -291,20 +430,55 @@ class ExaBgp(Daemon):
     def start_cmd(self) -> list[str]:
         return [self.exabgp_bin, "server", str(self.conf_path)]
 
-    def stop(self) -> None:
-        # The agent exits on its own when ExaBGP closes its stdin; stop it by pid anyway.
-        agent_pid = read_pid(self.rundir / "agent.pid")
-        super().stop()
-        if agent_pid is not None:
-            stop_pid(agent_pid, AGENT_COMMS, timeout=3.0)
-        (self.rundir / "agent.pid").unlink(missing_ok=True)
+
+class AgentProcess(Daemon):
+    """The AR agent or the HA agent: ExaBGP's API process, so ExaBGP starts it; we check
+    its configuration against the contract before anything starts, wait until its control
+    socket answers, and stop it by pid after ExaBGP."""
+
+    kind = "agent"
+    spawned_by = "exabgp"
+    after = ("exabgp",)
+
+    def __init__(self, node: str, rundir: Path, config: str, module: str, python: str):
+        super().__init__(node, rundir, config)
+        self.module = module  # agents.ar or agents.ha
+        self.python = python
+
+    @property
+    def conf_path(self) -> Path:
+        return self.rundir / Layout.AGENT_CONFIG
+
+    @property
+    def pid_path(self) -> Path:
+        return self.rundir / Layout.AGENT_PID
+
+    @property
+    def log_path(self) -> Path:
+        return self.rundir / Layout.AGENT_LOG
+
+    def check_cmd(self) -> list[str]:
+        return [self.python, "-m", self.module, "--check", "--node", self.node,
+                "--rundir", str(self.rundir), "--config", str(self.conf_path)]
+
+    def start(self, ex: NodeExec) -> None:
+        self.started = True  # ExaBGP runs us
+
+    def ready(self, ex: NodeExec) -> bool:
+        if not self.alive():
+            return False
+        try:
+            return bool(control.request(self.rundir / Layout.CONTROL,
+                                        {"cmd": Command.STATUS}, timeout=2).get("ok"))
+        except control.ControlError:
+            return False
 
 
 class MnAgentProcess(Daemon):
     """The MN agent (agents/mn.py), started in the MN's namespace; it writes agent.pid."""
 
     kind = "mnagent"
-    comms = AGENT_COMMS
+    after = ("unbound",)
 
     def __init__(self, node: str, rundir: Path, config: str, python: str) -> None:
         super().__init__(node, rundir, config)
@@ -313,19 +487,19 @@ class MnAgentProcess(Daemon):
 
     @property
     def conf_path(self) -> Path:
-        return self.rundir / "agent.json"
+        return self.rundir / Layout.AGENT_CONFIG
 
     @property
     def pid_path(self) -> Path:
-        return self.rundir / "agent.pid"
+        return self.rundir / Layout.AGENT_PID
 
     @property
     def log_path(self) -> Path:
-        return self.rundir / "agent.stderr"
+        return self.rundir / Layout.AGENT_STDERR
 
     def _argv(self) -> list[str]:
         return [self.python, "-m", "agents.mn", "--rundir", str(self.rundir),
-                "--config", str(self.conf_path), "--keys", str(self.rundir / "ar_keys.json")]
+                "--config", str(self.conf_path), "--keys", str(self.rundir / Layout.AR_KEYS)]
 
     def check_cmd(self) -> list[str]:
         return [*self._argv(), "--check"]
@@ -338,6 +512,16 @@ class MnAgentProcess(Daemon):
                 ex.argv(self._argv()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, start_new_session=True,
             )
+
+    def ready(self, ex: NodeExec) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise LabError(f"{self.node}/mnagent exited ({self._proc.returncode}): "
+                           f"{self.log_path.read_text(errors='replace')[-400:]}")
+        try:
+            return bool(control.request(self.rundir / Layout.CONTROL,
+                                        {"cmd": Command.STATUS}, timeout=2).get("ok"))
+        except control.ControlError:
+            return False
 
     def stop(self) -> None:
         super().stop()
@@ -352,7 +536,7 @@ class Dnsmasq(Daemon):
     care-of address comes the way it would in any operator's network (draft 2.4)."""
 
     kind = "dnsmasq"
-    comms = ("dnsmasq",)
+    after = ("zebra",)
 
     def check_cmd(self) -> list[str]:
         return ["dnsmasq", "--test", f"--conf-file={self.conf_path}"]

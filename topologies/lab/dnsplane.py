@@ -18,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ import jinja2
 
 from agents import dns as adns
 from agents.auth.keys import Suite
-from topologies.lab.daemons import Daemon, LabError, NodeExec, wait_until
+from topologies.lab.daemons import Daemon, LabError, NodeExec, start_batch
 from topologies.model import HOME_TLD, ISP_ZONE, Role, Topology
 from topologies.render.configs import render as render_template
 
@@ -129,21 +129,22 @@ def _check_name(name: str, where: str) -> str:
 class Named(Daemon):
     """BIND 9, authoritative only; daemonizes and writes the pid file named.conf names.
 
-    start() returns only once every zone in ``signed_zones`` is served with signatures, so
-    that Unbound, started next, never primes its trust anchor against a half-signed tree.
+    Ready once every zone in ``signed_zones`` is served with signatures, so that Unbound,
+    started next, never primes its trust anchor against a half-signed tree.
     """
 
     kind = "named"
-    comms = ("named",)
+    # After the routing plane, so that zone signing overlaps OSPF and BGP convergence.
+    after = ("zebra", "ospfd", "bgpd", "exabgp", "dnsmasq")
+    ready_timeout = 60.0
 
     def __init__(
         self, node: str, rundir: Path, config: str, signed_zones: Sequence[str] = (),
-        port: int = NAMED_PORT, timeout: float = 30.0,
+        port: int = NAMED_PORT,
     ):
         super().__init__(node, rundir, config)
         self.signed_zones = list(signed_zones)
         self.port = port
-        self.timeout = timeout
 
     def serving_signed(self, ex: NodeExec) -> set[str]:
         """Zones whose SOA this BIND already serves with an RRSIG."""
@@ -161,16 +162,10 @@ class Named(Daemon):
                 seen.add(f[0].lower())
         return seen
 
-    def start(self, ex: NodeExec) -> None:
-        super().start(ex)
-        want = set(self.signed_zones)
-
-        def signed() -> bool:
-            if not self.alive():
-                raise LabError(f"{self.node}/named exited during start-up: {self.log_tail()}")
-            return self.serving_signed(ex) >= want
-
-        wait_until(signed, self.timeout, f"{self.node}/named to serve {len(want)} zones signed")
+    def ready(self, ex: NodeExec) -> bool:
+        if not self.alive():
+            raise LabError(f"{self.node}/named exited during start-up: {self.log_tail()}")
+        return self.serving_signed(ex) >= set(self.signed_zones)
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -188,10 +183,19 @@ class Named(Daemon):
 
 
 class Unbound(Daemon):
-    """Unbound, the validating recursive resolver every lab node asks."""
+    """Unbound, the validating recursive resolver every lab node asks; ready once it
+    validates every lab zone (``validates``, set by the plane that knows the zones)."""
 
     kind = "unbound"
-    comms = ("unbound",)
+    after = ("named",)
+    ready_timeout = 60.0
+
+    def __init__(self, node: str, rundir: Path, config: str) -> None:
+        super().__init__(node, rundir, config)
+        self.validates: Callable[[NodeExec], bool] = lambda ex: True
+
+    def ready(self, ex: NodeExec) -> bool:
+        return self.alive() and self.validates(ex)
 
     def check_cmd(self) -> list[str]:
         return ["unbound-checkconf", str(self.conf_path)]
@@ -607,6 +611,7 @@ class DnsPlane:
         signed = [z for z in self._zones if z not in self._served]
         self._named = Named(self.node.name, self.rundir, files.pop("named.conf"), signed)
         self._unbound = Unbound(self.node.name, self.rundir, files.pop("unbound.conf"))
+        self._unbound.validates = lambda ex: self.validated_zones(ex) == set(self._zones)
         for rel, text in files.items():
             (self.rundir / rel).write_text(text)
         for d in (self._named, self._unbound):
@@ -668,11 +673,10 @@ class DnsPlane:
             return False
         return self.validated_zones(ex) == want
 
-    def start(self, ex: NodeExec, timeout: float = 30.0) -> None:
-        """Start both daemons in order and wait until every zone validates."""
+    def start(self, ex: NodeExec) -> None:
+        """Start both daemons in order, each until ready (a lab starts them itself)."""
         for d in self.daemons():
-            d.start(ex)
-        wait_until(lambda: self.ready(ex), timeout, "Unbound to validate every lab zone")
+            start_batch([(d, ex)])
 
     def stop(self) -> None:
         for d in reversed(self.daemons()):
@@ -706,7 +710,7 @@ class DnsPlane:
     def restart_named(self, ex: NodeExec) -> None:
         """Restart BIND with the current named.conf; returns once its zones are served."""
         self.named.stop()
-        self.named.start(ex)
+        start_batch([(self.named, ex)])
 
     def validation_failures(self, name: str) -> list[str]:
         """Unbound's logged reasons for failing to validate ``name`` (val-log-level 2)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.contract import Layout, ServiceState
 from topologies.lab.daemons import LabError, NodeExec, vtysh
 from topologies.model import Role, Topology
 from topologies.render.configs import daemons_for
@@ -165,6 +166,7 @@ def check(
                 ]
         except (LabError, subprocess.TimeoutExpired) as exc:
             h.problems.append(f"{node.name}: {exc}")
+    h.problems += agent_problems(topo, rundirs)
     expected = sessions(topo)
     h.bgp_total = len(expected)
     h.bgp_established = sum(1 for s in expected if up.get(s) and all(up[s]))
@@ -174,6 +176,23 @@ def check(
         h.pools_total = len(ars)
         h.pools_ok = sum(ping_many(cn, [str(a.pool_gateway) for a in ars]).values())
     return h
+
+
+def agent_problems(topo: Topology, rundirs: dict[str, Path]) -> list[str]:
+    """Services an AR or HA agent reports as failed (authentication, DHCP, the netlink
+    monitor): a lab whose agent cannot authenticate is not healthy, whatever BGP says."""
+    out: list[str] = []
+    for node in topo.nodes.values():
+        if "agent" not in daemons_for(node, topo):
+            continue
+        try:
+            status = json.loads((rundirs[node.name] / Layout.AGENT_STATUS).read_text())
+        except (OSError, ValueError):
+            continue  # not written yet: the agent is still starting
+        for service, state in sorted((status.get("services") or {}).items()):
+            if str(state).startswith(ServiceState.FAILED):
+                out.append(f"{node.name}: {service} service {state}")
+    return out
 
 
 def ping_many(ex: NodeExec, targets: list[str], count: int = 2) -> dict[str, bool]:

@@ -28,7 +28,7 @@ from agents import control
 from agents.contract import Command, Layout, Mode
 from topologies.lab import health
 from topologies.lab.daemons import (
-    AGENT_COMMS,
+    AgentProcess,
     Bgpd,
     Daemon,
     DeadlineError,
@@ -39,12 +39,16 @@ from topologies.lab.daemons import (
     NodeExec,
     Ospfd,
     Zebra,
-    proc_comm,
-    read_pid,
+    is_ours,
+    start_batch,
+    start_order,
+    stop_order,
     stop_pid,
+    stop_pid_file,
     wait_until,
+    write_pid,
 )
-from topologies.lab.dnsplane import DnsPlane, Identity
+from topologies.lab.dnsplane import DnsPlane, Identity, Named, Unbound
 from topologies.lab.radio import AIR, MnControl, Radio, access_ifname, air_ifname
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.render import identities
@@ -63,10 +67,17 @@ STATE = "state.json"
 # One lab at a time per machine: node and link names are global in the root namespace while
 # Mininet makes the links, so a second lab would collide with the first half-way through.
 LOCK = "lab.lock"
-SHELL_COMMS = ("bash", "mnexec", "sh")
-# Every process kind a lab may run, so teardown from state alone can find them.
-DAEMON_CLASSES: dict[str, type[Daemon]] = {"zebra": Zebra, "ospfd": Ospfd, "bgpd": Bgpd,
-                                            "dnsmasq": Dnsmasq}
+# Every daemon kind a lab may run, in the order the lab lists them; each declares what it
+# starts after (topologies/lab/daemons.py), and the lab sorts them once.
+DAEMON_CLASSES: dict[str, type[Daemon]] = {
+    c.kind: c for c in (Zebra, Ospfd, Bgpd, ExaBgp, AgentProcess, Dnsmasq, Named, Unbound,
+                        MnAgentProcess)
+}
+
+
+def shell_marker(node: str) -> str:
+    """What a Mininet node's shell names on its command line (bash ... -is mininet:NODE)."""
+    return f"mininet:{node}"
 
 Progress = Callable[[str], None]
 
@@ -170,12 +181,13 @@ class Lab:
             if "nft" in cfg:
                 (rd / "ar.nft").write_text(cfg["nft"])
                 (rd / "overlay.bridge").write_text(cfg["bridge"])
-            if "agent" in cfg:
-                (rd / "agent.json").write_text(cfg["agent"])
             ds: list[Daemon] = []
             for kind in daemons_for(node, self.topo):
                 if kind == "exabgp":
                     ds.append(ExaBgp(node.name, rd, cfg[kind], exa))
+                elif kind == "agent":
+                    module = "agents.ha" if node.service == "ha" else "agents.ar"
+                    ds.append(AgentProcess(node.name, rd, cfg[kind], module, sys.executable))
                 else:
                     ds.append(DAEMON_CLASSES[kind](node.name, rd, cfg[kind]))
             self.daemons[node.name] = ds
@@ -293,36 +305,18 @@ class Lab:
             ex.check(["bridge", "-batch", str(self.rundir(node.name) / "overlay.bridge")])
             ex.check(["nft", "-f", str(self.rundir(node.name) / "ar.nft")])
 
-    def start_daemons(self) -> None:
-        for kind in ("zebra", "ospfd", "bgpd", "exabgp", "dnsmasq"):
-            batch = [
-                (name, d) for name, ds in self.daemons.items() for d in ds if d.kind == kind
-            ]
-            if not batch:
-                continue
+    def start_daemons(self, daemons: dict[str, list[Daemon]] | None = None) -> None:
+        """Start ``daemons`` (default: the lab's own) kind by kind in their declared order,
+        each kind until ready; daemons added later (the anchored plane) come this way too."""
+        todo = self.daemons if daemons is None else daemons
+        present = [d.kind for ds in todo.values() for d in ds]
+        for kind in start_order(present, DAEMON_CLASSES):
+            batch = [(d, self.execs[name]) for name, ds in todo.items() for d in ds
+                     if d.kind == kind]
             self.progress(f"starting {kind} on {len(batch)} nodes")
-            for name, d in batch:
-                d.start(self.execs[name])
-            wait_until(
-                lambda b=batch: all(d.alive() for _, d in b),  # type: ignore[misc]
-                30, f"{kind} pid files",
-            )
-            if kind == "zebra":
-                # ospfd and bgpd need zebra's API socket before they can register.
-                wait_until(
-                    lambda b=batch: all(  # type: ignore[misc]
-                        (d.rundir / "zserv.api").exists() for _, d in b
-                    ),
-                    30, "zebra API sockets",
-                )
-
-    def start_dns(self) -> None:
-        if self.dns is None:
-            return
-        node = self.topo.service("dns").name
-        self.progress("starting named and unbound; waiting until every zone validates")
-        self.dns.start(self.execs[node], timeout=60)
-        (self.dir / "resolv.conf").write_text(f"nameserver {self.dns.resolver_address}\n")
+            start_batch(batch)
+        if self.dns is not None:
+            (self.dir / "resolv.conf").write_text(f"nameserver {self.dns.resolver_address}\n")
 
     def wait_converged(self) -> health.Health:
         """Poll toward the deadline until every OSPF adjacency is Full and BGP session up."""
@@ -372,31 +366,29 @@ class Lab:
                     if f"{n}/{d.kind}" in dead[:2] and d.log_path.exists():
                         logs.append(f"{d.log_path}: ...{d.log_path.read_text()[-400:]}")
             raise LabError(f"daemons died: {', '.join(dead)}\n" + "\n".join(logs))
+        failed = health.agent_problems(self.topo, self.rundirs())
+        if failed:
+            raise LabError("agent services failed: " + "; ".join(failed))
 
     def start(self) -> None:
         self.started = time.monotonic()
         self.prepare()
         self.build()
         self.start_daemons()
-        self.start_dns()
         self.wait_converged()
-        self.start_mobiles()
+        self.attach_mobiles()
 
     # -- mobile nodes ---------------------------------------------------------------------
 
     def control(self, mn: str) -> MnControl:
         return MnControl(self.rundir(mn) / "control.sock")
 
-    def start_mobiles(self) -> None:
-        """Start each MN's agent and authenticate it at its home AR (its first attachment)."""
+    def attach_mobiles(self) -> None:
+        """Authenticate each MN at its home AR (its first attachment)."""
         if not self.mobiles:
             return
-        self.progress(f"starting {len(self.mobiles)} MN agents; first authentication at home")
+        self.progress(f"first authentication of {len(self.mobiles)} MNs at home")
         for mn in self.mobiles:
-            for d in self.daemons[mn]:
-                d.start(self.execs[mn])
-        for mn in self.mobiles:
-            self.control(mn).wait_ready()
             home = self.topo.mobile(mn).home
             # The home AR's agent may still be starting its authenticator: retry briefly.
             answer: dict[str, Any] = {}
@@ -435,17 +427,19 @@ class Lab:
         bgdir.mkdir(exist_ok=True)
         self._bg_started += 1
         pid_file = bgdir / f"{node}-{Path(cmd[0]).name}-{self._bg_started}.pid"
-        self._track(pid_file, (Path(cmd[0]).name, *AGENT_COMMS))
+        self._track(pid_file)
         bg = Background(self.execs[node], cmd, out, pid_file)
         try:
             yield bg
         finally:
             bg.interrupt()
 
-    def _track(self, pid_file: Path, comms: Sequence[str]) -> None:
+    def _track(self, pid_file: Path, marker: str | None = None) -> None:
+        """Name a pid file in the lab's state, so `flatarch down` stops it after a crash: by
+        the start time the file records, and the marker where one is given."""
         path = self.dir / STATE
         state = json.loads(path.read_text())
-        state["extra_pid_files"].append({"pid_file": str(pid_file), "comms": list(comms)})
+        state["extra_pid_files"].append({"pid_file": str(pid_file), "marker": marker})
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(path)
@@ -466,6 +460,10 @@ class Lab:
             if not answer.get("ok"):
                 raise LabError(f"{n.name}: mode {wanted}: {answer.get('error')}")
 
+    def _stop_order(self) -> list[str]:
+        present = [d.kind for ds in self.daemons.values() for d in ds]
+        return stop_order(start_order(present, DAEMON_CLASSES), DAEMON_CLASSES)
+
     def rundirs(self) -> dict[str, Path]:
         return {n: self.rundir(n) for n in self.topo.nodes}
 
@@ -477,13 +475,12 @@ class Lab:
             "owner_pid": os.getpid(),
             "nodes": {n: ex.pid for n, ex in self.execs.items()},
             "daemons": [
-                {"node": n, "kind": d.kind, "pid_file": str(d.pid_path), "comms": list(d.comms)}
+                {"node": n, "kind": d.kind, "pid_file": str(d.pid_path), "marker": d.marker}
                 for n, ds in self.daemons.items() for d in ds
             ],
-            "extra_pid_files": [
-                {"pid_file": str(self.rundir(n.name) / "agent.pid"), "comms": list(AGENT_COMMS)}
-                for n in self.topo.by_role(Role.AR)
-            ],
+            # The lab's stop order, kept so that `flatarch down` keeps to it after a crash.
+            "stop_order": self._stop_order(),
+            "extra_pid_files": [],
             "links": [
                 *(i.name for n in self.topo.nodes.values() for i in n.interfaces),
                 *(f"{mn}-eth0" for mn in self.mobiles),
@@ -501,7 +498,7 @@ class Lab:
             return
         # Reverse start order, each kind in parallel: a daemon that is slow to exit
         # must not serialise the whole teardown.
-        for kind in ("mnagent", "dnsmasq", "exabgp", "bgpd", "ospfd", "zebra", "unbound", "named"):
+        for kind in self._stop_order():
             batch = [d for ds in self.daemons.values() for d in ds if d.kind == kind]
             if not batch:
                 continue
@@ -534,7 +531,7 @@ class Background:
         self.proc = subprocess.Popen(ex.argv(cmd), stdin=subprocess.DEVNULL, stdout=self._fh,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         # mnexec execs the command in place: the pid is the command's own.
-        pid_file.write_text(f"{self.proc.pid}\n")
+        write_pid(pid_file, self.proc.pid)
 
     def interrupt(self, timeout: float = 5.0) -> int | None:
         """SIGINT (ping prints its summary), then SIGKILL if it lingers."""
@@ -571,16 +568,20 @@ def teardown_dir(labdir: Path) -> list[str]:
         except (OSError, json.JSONDecodeError):
             state = {}
     def stop_entry(d: dict[str, Any]) -> None:
-        pid = read_pid(Path(d["pid_file"]))
-        if pid is not None and stop_pid(pid, d["comms"]):
-            done.append(f"stopped {d.get('node', '')}/{d.get('kind', 'agent')} ({pid})")
+        if stop_pid_file(Path(d["pid_file"]), d.get("marker")):
+            done.append(f"stopped {d.get('node', '')}/{d.get('kind', 'process')}")
 
-    for d, exc in _parallel(stop_entry, [*state.get("daemons", []),
+    daemons = state.get("daemons", [])
+    order = state.get("stop_order") or sorted({d["kind"] for d in daemons})
+    for kind in order:
+        for d, exc in _parallel(stop_entry, [d for d in daemons if d["kind"] == kind]):
+            log.warning("stopping %s: %s", d.get("pid_file"), exc)
+    for d, exc in _parallel(stop_entry, [*(d for d in daemons if d["kind"] not in order),
                                          *state.get("extra_pid_files", [])]):
         log.warning("stopping %s: %s", d.get("pid_file"), exc)
     for name, pid in (state.get("nodes") or {}).items():
-        if proc_comm(pid) in SHELL_COMMS and _in_other_netns(pid):
-            stop_pid(pid, SHELL_COMMS, timeout=2.0)
+        if is_ours(pid, marker=shell_marker(name)) and _in_other_netns(pid):
+            stop_pid(pid, marker=shell_marker(name), timeout=2.0)
             done.append(f"removed node {name}")
     for ifname in state.get("links", []):
         if Path(f"/sys/class/net/{ifname}").exists():
@@ -636,7 +637,7 @@ def attach(name: str | None = None) -> tuple[dict[str, Any], dict[str, NodeExec]
         raise LabError(f"several labs running: {', '.join(p.name for p in labs)}")
     state = json.loads((labs[0] / STATE).read_text())
     execs = {n: NodeExec(n, pid) for n, pid in state["nodes"].items()}
-    dead = [n for n, ex in execs.items() if proc_comm(ex.pid) not in SHELL_COMMS]
+    dead = [n for n, ex in execs.items() if not is_ours(ex.pid, marker=shell_marker(n))]
     if dead:
         raise LabError(f"lab {state['name']} has dead nodes ({', '.join(dead[:5])}); "
                        "run 'flatarch down'")

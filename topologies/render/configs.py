@@ -478,11 +478,11 @@ def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
     """Which daemons run in a node, in start order."""
     if node.role is Role.HOST:
         # The Home Agent speaks iBGP through ExaBGP, its agent the API process (draft 2.4).
-        return ["exabgp"] if node.service == "ha" else []
+        return ["exabgp", "agent"] if node.service == "ha" else []
     if node.role is Role.INET:
         return ["zebra", "bgpd", *(["dnsmasq"] if topo and topo.outside_cell else [])]
     if node.role is Role.AR:
-        return ["zebra", "ospfd", "exabgp"]
+        return ["zebra", "ospfd", "exabgp", "agent"]
     return ["zebra", "ospfd", "bgpd"]
 
 
@@ -497,6 +497,8 @@ def render_node(topo: Topology, node: Node, rundir: Path) -> dict[str, str]:
     if node.service == "ha":
         out["agent"] = ha_agent_data(topo, node, rundir).to_json()
     for kind in daemons_for(node, topo):
+        if kind == "agent":
+            continue  # agent.json, above
         if kind == "exabgp":
             out[kind] = render("exabgp/exabgp.conf.j2", exabgp_data(topo, node, rundir))
         elif kind == "dnsmasq":
