@@ -430,12 +430,42 @@ async def _serve(protocol: asyncio.DatagramProtocol, port: int) -> None:
         transport.close()
 
 
+# What each role reads from its configuration, with the type it must have: the dry-run.
+REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "hss": {"port": int, "delay_ms": (int, float), "subscribers": dict},
+    "mme": {"port": int, "cells": dict, "subscribers": dict, "hss": str, "hss_port": int},
+    "enb": {"cell": str, "mme": str, "mme_port": int},
+    "ue": {"imsi": str, "key": str, "address": str, "enb": str, "control": str},
+}
+
+
+def check_config(role: str, path: str) -> int:
+    """The role's configuration has every field it reads, each of the right type."""
+    try:
+        conf = _load(path)
+    except (OSError, ValueError) as exc:
+        print(f"agents.anchor: {path}: {exc}", file=sys.stderr)
+        return 1
+    for key, tp in REQUIRED[role].items():
+        if key not in conf:
+            print(f"agents.anchor: {path}: {key}: missing", file=sys.stderr)
+            return 1
+        if isinstance(conf[key], bool) or not isinstance(conf[key], tp):
+            print(f"agents.anchor: {path}: {key}: wrong type {type(conf[key]).__name__}",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="agents.anchor", description=__doc__)
     ap.add_argument("role", choices=["mme", "hss", "enb", "ue"])
     ap.add_argument("--config", required=True)
     ap.add_argument("--events")
+    ap.add_argument("--check", action="store_true", help="validate the config, then exit")
     args = ap.parse_args(argv)
+    if args.check:
+        return check_config(args.role, args.config)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format=f"{args.role} %(levelname)s %(message)s")
     conf = _load(args.config)

@@ -55,6 +55,23 @@ class Layout:
     UDHCPC_HOOK = "udhcpc.hook"
 
 
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """An events.jsonl as written (one JSON object per line); a torn last line is skipped."""
+    out: list[dict[str, Any]] = []
+    try:
+        text = path.read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 # --- names: events the agents log, commands their control sockets take -------------------
 
 

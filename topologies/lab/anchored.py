@@ -12,22 +12,32 @@ import contextlib
 import ipaddress
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agents import epc
-from topologies.lab.daemons import DeadlineError, LabError, wait_until
-from topologies.lab.lab import Background, Lab
+from agents.contract import ACCESS_GATEWAY, read_events
+from agents.control import ControlError, request
+from topologies.lab.daemons import (
+    Daemon,
+    LabError,
+    NodeExec,
+    start_order,
+    stop_order,
+    write_pid,
+)
+from topologies.lab.lab import Lab
 from topologies.lab.radio import MnControl, access_ifname
 from topologies.model import Node, Role, Topology
 from topologies.model.plan import Allocator, Block
 from topologies.model.topology import LAB_BLOCKS_V4
 from topologies.render.configs import render
-from topologies.scenarios.handoff import read_events
 
 ANCHOR_POOL = IPv4Network(LAB_BLOCKS_V4["anchored"])  # session addresses (RFC 6598 space)
 TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,
@@ -172,6 +182,110 @@ def mme_config(topo: Topology, events: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the plane
 
 
+class AnchorRole(Daemon):
+    """One process of the anchored plane (agents/anchor.py): the HSS and MME on the anchor,
+    an eNB relay per AR, a UE per MN. It runs in the foreground under the lab, with a pid
+    file that records its start time."""
+
+    kind: ClassVar[str]
+    port: ClassVar[int | None] = None  # the UDP port it listens on, for readiness
+
+    def __init__(self, node: str, plane_dir: Path, config: dict[str, Any]) -> None:
+        super().__init__(node, plane_dir, json.dumps(config, indent=1, sort_keys=True) + "\n")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def file(self, name: str) -> Path:
+        return self.rundir / f"{self.node}.{name}"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.file(f"{self.kind}.json")
+
+    @property
+    def pid_path(self) -> Path:
+        return self.file(f"{self.kind}.pid")
+
+    @property
+    def log_path(self) -> Path:
+        return self.file(f"{self.kind}.log")
+
+    @property
+    def marker(self) -> str:
+        return str(self.conf_path)  # the plane's files are not per node: the config is
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "agents.anchor", self.kind, "--config",
+                str(self.conf_path), "--events", str(self.file(f"{self.kind}.events"))]
+
+    def check_cmd(self) -> list[str]:
+        return [*self._argv(), "--check"]
+
+    def start(self, ex: NodeExec) -> None:
+        self.started = True
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(ex.argv(self._argv()), stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+        # mnexec execs the command in place: the pid is the command's own.
+        write_pid(self.pid_path, self._proc.pid)
+
+    def ready(self, ex: NodeExec) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise BaselineError(f"{self.node}/{self.kind} exited: "
+                                f"{self.log_path.read_text(errors='replace')[-400:]}")
+        if self.port is None:
+            return self.alive()
+        out = ex.run(["ss", "-lun"]).stdout
+        return any(f":{self.port}" + sep in out for sep in (" ", "\t"))
+
+    def kill(self) -> None:
+        """The anchor fails: SIGKILL, no goodbye (by pid, checked as for a stop)."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=3)
+            self._proc = None
+
+
+class Hss(AnchorRole):
+    kind = "hss"
+    port = epc.HSS_PORT
+
+
+class Mme(AnchorRole):
+    kind = "mme"
+    after = ("hss",)
+    port = epc.MME_PORT
+
+
+class Enb(AnchorRole):
+    kind = "enb"
+    after = ("mme",)
+    port = epc.ENB_PORT
+
+
+class Ue(AnchorRole):
+    kind = "ue"
+    after = ("enb",)
+
+    def ready(self, ex: NodeExec) -> bool:
+        super().ready(ex)
+        try:
+            request(self.file("ue.sock"), {"cmd": "status"}, timeout=2)
+        except ControlError:
+            return False
+        return True
+
+
+ROLES: dict[str, type[Daemon]] = {c.kind: c for c in (Hss, Mme, Enb, Ue)}
+
+
 class AnchoredPlane:
     """Turns the baseline mode on in a running lab; every process it starts is a lab
     background process (pid file, stopped with the lab or by `flatarch down`)."""
@@ -184,7 +298,7 @@ class AnchoredPlane:
         self.home_rtt_ms = home_rtt_ms
         self.progress = progress or lab.progress
         self.dir = lab.dir / "baseline"
-        self.procs: dict[str, Background] = {}
+        self.roles: dict[str, list[Daemon]] = {}
         self.killed = False
         self._stack = contextlib.ExitStack()
 
@@ -226,52 +340,42 @@ class AnchoredPlane:
             if "nft" in kinds:
                 ex.check(["nft", "-f", str(self.path(node, "nft.batch"))])
         keys = {mn: os.urandom(16).hex() for mn in lab.mobiles}
-        self._write(self.pgw, "hss.json", {"port": epc.HSS_PORT, "delay_ms": self.home_rtt_ms,
-                                           "subscribers": keys})
-        self._spawn(self.pgw, "hss")
-        self._write(self.pgw, "mme.json", mme_config(topo, self.path(self.pgw, "mme.events")))
-        self._spawn(self.pgw, "mme")
+        roles: dict[str, list[Daemon]] = {self.pgw: [
+            Hss(self.pgw, self.dir, {"port": epc.HSS_PORT, "delay_ms": self.home_rtt_ms,
+                                     "subscribers": keys}),
+            Mme(self.pgw, self.dir, mme_config(topo, self.path(self.pgw, "mme.events"))),
+        ]}
         for ar in topo.by_role(Role.AR):
-            self._write(ar.name, "enb.json", {"cell": ar.name, "mme": _anchor_underlay(topo),
-                                             "mme_port": epc.MME_PORT})
-            self._spawn(ar.name, "enb")
+            roles[ar.name] = [Enb(ar.name, self.dir, {
+                "cell": ar.name, "mme": _anchor_underlay(topo), "mme_port": epc.MME_PORT})]
         for mn in lab.mobiles:
-            self._write(mn, "ue.json", {
+            roles[mn] = [Ue(mn, self.dir, {
                 "imsi": mn, "key": keys[mn], "address": str(anchored_address(topo, mn)),
-                "enb": "169.254.0.1", "enb_port": epc.ENB_PORT,
+                "enb": ACCESS_GATEWAY, "enb_port": epc.ENB_PORT,
                 "control": str(self.path(mn, "ue.sock")),
-                "timeout_s": max(1.0, 3 * self.home_rtt_ms / 1000.0 + 0.5)})
-            self._spawn(mn, "ue")
-        for mn in lab.mobiles:
-            MnControl(self.path(mn, "ue.sock")).wait_ready()
-        self._wait_listening()
+                "timeout_s": max(1.0, 3 * self.home_rtt_ms / 1000.0 + 0.5)})]
+        # The same path as the lab's own daemons: dry-run every config, then start in the
+        # declared order, each role until ready; stopped with the plane, or by `down`.
+        for ds in roles.values():
+            for d in ds:
+                d.write()
+                d.dry_run()
+                self.lab._track(d.pid_path, d.marker)
+        self._stack.callback(self._stop_roles)
+        self.roles = roles
+        self.lab.start_daemons(roles, classes=ROLES)
 
-    def _write(self, node: str, name: str, doc: dict[str, Any]) -> None:
-        self.path(node, name).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    def _stop_roles(self) -> None:
+        for kind in stop_order(start_order(ROLES, ROLES), ROLES):
+            for ds in self.roles.values():
+                for d in ds:
+                    if d.kind == kind:
+                        d.stop()
 
-    def _spawn(self, node: str, role: str) -> None:
-        cmd = [sys.executable, "-m", "agents.anchor", role,
-               "--config", str(self.path(node, f"{role}.json")),
-               "--events", str(self.path(node, f"{role}.events"))]
-        self.procs[f"{node}/{role}"] = self._stack.enter_context(
-            self.lab.background(node, cmd, self.path(node, f"{role}.log")))
-
-    def _wait_listening(self) -> None:
-        want = {self.pgw: [f":{epc.MME_PORT}", f":{epc.HSS_PORT}"],
-                **{a.name: [f":{epc.ENB_PORT}"] for a in self.topo.by_role(Role.AR)}}
-
-        def up() -> bool:
-            for node, ports in want.items():
-                out = self.lab.execs[node].run(["ss", "-lun"]).stdout
-                if not all(p + " " in out or p + "\t" in out for p in ports):
-                    return False
-            return True
-
-        try:
-            wait_until(up, 20, "the MME, HSS and eNB relays to listen", 0.2)
-        except DeadlineError as exc:
-            dead = [k for k, p in self.procs.items() if p.proc.poll() is not None]
-            raise BaselineError(f"{exc}; exited: {dead}") from None
+    def role(self, node: str, kind: str) -> AnchorRole:
+        d = next(d for d in self.roles.get(node, []) if d.kind == kind)
+        assert isinstance(d, AnchorRole)
+        return d
 
     # --- the procedures -----------------------------------------------------------------------
 
@@ -317,10 +421,8 @@ class AnchoredPlane:
     def kill_anchor(self) -> float:
         """The anchor node fails: its processes die and its link goes down, so every bearer
         it held is gone with it (no standby anchor: that is Figure 1's single point)."""
-        for key in (f"{self.pgw}/mme", f"{self.pgw}/hss"):
-            proc = self.procs.get(key)
-            if proc is not None:
-                proc.proc.kill()
+        for kind in ("mme", "hss"):
+            self.role(self.pgw, kind).kill()
         t = time.time()
         self.lab.execs[self.pgw].check(
             ["ip", "link", "set", anchor_node(self.topo).interfaces[0].name, "down"])

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -305,12 +305,13 @@ class Lab:
             ex.check(["bridge", "-batch", str(self.rundir(node.name) / "overlay.bridge")])
             ex.check(["nft", "-f", str(self.rundir(node.name) / "ar.nft")])
 
-    def start_daemons(self, daemons: dict[str, list[Daemon]] | None = None) -> None:
+    def start_daemons(self, daemons: dict[str, list[Daemon]] | None = None,
+                      classes: Mapping[str, type[Daemon]] = DAEMON_CLASSES) -> None:
         """Start ``daemons`` (default: the lab's own) kind by kind in their declared order,
         each kind until ready; daemons added later (the anchored plane) come this way too."""
         todo = self.daemons if daemons is None else daemons
         present = [d.kind for ds in todo.values() for d in ds]
-        for kind in start_order(present, DAEMON_CLASSES):
+        for kind in start_order(present, classes):
             batch = [(d, self.execs[name]) for name, ds in todo.items() for d in ds
                      if d.kind == kind]
             self.progress(f"starting {kind} on {len(batch)} nodes")
