@@ -26,8 +26,8 @@ RESOLVER_PORT = 53
 ACCESS_GATEWAY = "169.254.0.1"  # every AR's address on its access link: the MN's gateway
 ACCESS_MAC = "02:fa:00:00:00:01"  # and the same MAC everywhere: an anycast gateway
 REDIRECT_METRIC = 150  # a fast redirect beats BGP until BGP itself points the same way
-NFT_TABLE = "flatarch"  # the AR's nftables table (configs/nft/ar.nft.j2)
-NFT_SOURCES_SET = "sources"  # its set of (access interface . MN address) allowed as sources
+NFT_TABLE = "flatarch"  # the AR's nftables table, family ip (configs/nft/ar.nft.j2)
+NFT_SOURCES_SET = "mn_sources"  # its set of (access interface . MN address) allowed
 
 
 def access_ifname(node: str) -> str:

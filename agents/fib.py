@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .contract import REDIRECT_METRIC
 from .exabgp_api import Route
 from .netlink import RT_SCOPE_LINK, RT_TABLE_MAIN, RTN_UNICAST, Netlink, NetlinkError
 
@@ -21,7 +22,6 @@ RTPROT_FLATARCH = 250  # our routes, so we never resolve through or delete anoth
 METRIC = 200  # below zebra's routes (metric 20) should a prefix ever appear in both
 PARK_METRIC = 90  # an idle MN's packets wait in the paging buffer, whatever else is there
 ACCESS_METRIC = 100  # an MN attached here beats any BGP route for its /32
-REDIRECT_METRIC = 150  # a fast redirect beats BGP until BGP itself points the same way
 
 
 Net = ipaddress.IPv4Network

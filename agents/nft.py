@@ -12,8 +12,10 @@ import ipaddress
 import re
 import threading
 
-TABLE = "ip flatarch"
-SOURCES_SET = "mn_sources"
+from .contract import NFT_SOURCES_SET, NFT_TABLE
+
+TABLE = f"ip {NFT_TABLE}"
+SOURCES_SET = NFT_SOURCES_SET
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 

@@ -27,6 +27,7 @@ import jinja2
 
 from agents import dns as adns
 from agents.auth.keys import Suite
+from agents.contract import NAMED_PORT
 from topologies.lab.daemons import Daemon, LabError, NodeExec, start_batch
 from topologies.model import HOME_TLD, ISP_ZONE, Role, Topology
 from topologies.render.configs import render as render_template
@@ -38,7 +39,6 @@ IPv4Network = ipaddress.IPv4Network
 
 
 NS_NAME = f"ns.{ISP_ZONE}"
-NAMED_PORT = 5300  # Unbound owns port 53 on the same address
 RESOLVER_PORT = 53
 INFRA_TTL = 60  # SOA, NS, DS, DNSKEY, glue
 RECORD_TTL = 5  # keys, nonces, addresses, PTRs: short so rollovers show within seconds
