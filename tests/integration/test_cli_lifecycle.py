@@ -70,3 +70,27 @@ def test_down_after_crashed_up_and_twice(tmp_path: Path) -> None:
     second = run("down")
     assert second.returncode == 0 and second.stdout.strip() == ""
     assert not RUN_ROOT.joinpath("threebyfive").exists()
+
+
+def test_up_check_more_mobiles_than_ars_in_uneven_clusters(tmp_path: Path) -> None:
+    # 12 MNs on 11 ARs (clusters of 1, 3 and 7, one single-homed): each MN its own address,
+    # each first-authenticated at its home AR, every session up and every pool reachable.
+    out = tmp_path / "health.json"
+    res = run("up", "--topology", str(ROOT / "topologies" / "uneven.yaml"), "--check",
+              "--json", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    h = json.loads(out.read_text())
+    assert h["healthy"] is True and h["problems"] == []
+    assert h["pools_reachable"] == {"ok": 11, "total": 11}
+    assert "first authentication of 12 MNs" in res.stderr
+
+
+def test_overlapping_pools_are_refused_at_load_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (ROOT / "topologies" / "three_by_five.yaml").read_text()
+    bad.write_text(text.replace("services: 10.253.0.0/24", "services: 10.254.2.0/24"))
+    res = run("up", "--topology", str(bad), "--check")
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert lines == [f"flatarch: {bad}: addressing.services 10.254.2.0/24 overlaps "
+                     "addressing.links 10.254.0.0/22"]

@@ -39,49 +39,27 @@ def all_addresses(t: model.Topology) -> list[str]:
     return out
 
 
-def test_overlapping_ranges_are_refused_with_both_names() -> None:
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    # inside another range: both blocks named
+    ("addressing", "services", "10.254.1.0/24",
+     r"addressing.services 10.254.1.0/24 overlaps addressing.links 10.254.0.0/22"),
+    ("internet", "cn_subnet", "10.70.0.0/24",
+     r"internet.cn_subnet .* overlaps addressing.managed"),
+    # on one of the lab's own blocks
+    ("internet", "outside_subnet", "169.254.64.0/24",
+     r"mn-link-local 169.254.64.0/18 overlaps internet.outside_subnet"),
+    ("addressing", "links", "10.254.0.1/22", r"addressing.links: 10.254.0.1/22 has host bits"),
+    # too small: the block that ran out, and for what
+    ("addressing", "links", "10.254.0.0/28",
+     r"addressing.links 10.254.0.0/28 ran out: no /31 left for link .* after 8"),
+    ("addressing", "managed", "10.64.0.0/15",
+     r"addressing.managed 10.64.0.0/15 ran out: no /16 left for cluster k3"),
+])
+def test_a_bad_plan_is_refused_naming_the_blocks(section: str, key: str, value: str,
+                                                 message: str) -> None:
     d = doc()
-    d["addressing"]["services"] = "10.254.1.0/24"  # inside addressing.links
-    with pytest.raises(TopologyError, match=r"addressing.services 10.254.1.0/24 overlaps "
-                                            r"addressing.links 10.254.0.0/22"):
-        model.build(d)
-
-
-def test_cn_subnet_inside_the_managed_range_is_refused() -> None:
-    d = doc()
-    d["internet"]["cn_subnet"] = "10.70.0.0/24"
-    with pytest.raises(TopologyError, match="internet.cn_subnet .* overlaps addressing.managed"):
-        model.build(d)
-
-
-def test_a_range_on_a_lab_block_is_refused() -> None:
-    d = doc()
-    d["internet"]["outside_subnet"] = "169.254.64.0/24"
-    with pytest.raises(TopologyError,
-                       match="mn-link-local 169.254.64.0/18 overlaps internet.outside_subnet"):
-        model.build(d)
-
-
-def test_host_bits_are_refused() -> None:
-    d = doc()
-    d["addressing"]["links"] = "10.254.0.1/22"
-    with pytest.raises(TopologyError, match="addressing.links: 10.254.0.1/22 has host bits"):
-        model.build(d)
-
-
-def test_exhausted_links_name_the_block() -> None:
-    d = doc()
-    d["addressing"]["links"] = "10.254.0.0/28"  # 8 links, figure2 has many more
-    with pytest.raises(TopologyError, match=r"addressing.links 10.254.0.0/28 ran out: no /31 "
-                                            r"left for link .* after 8"):
-        model.build(d)
-
-
-def test_exhausted_clusters_name_the_block() -> None:
-    d = doc()
-    d["addressing"]["managed"] = "10.64.0.0/15"  # two /16 clusters, figure2 has four
-    with pytest.raises(TopologyError, match=r"addressing.managed 10.64.0.0/15 ran out: no /16 "
-                                            r"left for cluster k3"):
+    d[section][key] = value
+    with pytest.raises(TopologyError, match=message):
         model.build(d)
 
 

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,11 +25,11 @@ from agents.contract import ACCESS_GATEWAY, read_events
 from agents.control import ControlError, request
 from topologies.lab.daemons import (
     Daemon,
+    ForegroundDaemon,
     LabError,
     NodeExec,
     start_order,
     stop_order,
-    write_pid,
 )
 from topologies.lab.lab import Lab
 from topologies.lab.radio import MnControl, access_ifname
@@ -182,17 +181,15 @@ def mme_config(topo: Topology, events: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the plane
 
 
-class AnchorRole(Daemon):
+class AnchorRole(ForegroundDaemon):
     """One process of the anchored plane (agents/anchor.py): the HSS and MME on the anchor,
-    an eNB relay per AR, a UE per MN. It runs in the foreground under the lab, with a pid
-    file that records its start time."""
+    an eNB relay per AR, a UE per MN."""
 
     kind: ClassVar[str]
     port: ClassVar[int | None] = None  # the UDP port it listens on, for readiness
 
     def __init__(self, node: str, plane_dir: Path, config: dict[str, Any]) -> None:
         super().__init__(node, plane_dir, json.dumps(config, indent=1, sort_keys=True) + "\n")
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def file(self, name: str) -> Path:
         return self.rundir / f"{self.node}.{name}"
@@ -213,26 +210,15 @@ class AnchorRole(Daemon):
     def marker(self) -> str:
         return str(self.conf_path)  # the plane's files are not per node: the config is
 
-    def _argv(self) -> list[str]:
+    def argv(self) -> list[str]:
         return [sys.executable, "-m", "agents.anchor", self.kind, "--config",
                 str(self.conf_path), "--events", str(self.file(f"{self.kind}.events"))]
 
     def check_cmd(self) -> list[str]:
-        return [*self._argv(), "--check"]
-
-    def start(self, ex: NodeExec) -> None:
-        self.started = True
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(ex.argv(self._argv()), stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-        # mnexec execs the command in place: the pid is the command's own.
-        write_pid(self.pid_path, self._proc.pid)
+        return [*self.argv(), "--check"]
 
     def ready(self, ex: NodeExec) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise BaselineError(f"{self.node}/{self.kind} exited: "
-                                f"{self.log_path.read_text(errors='replace')[-400:]}")
+        self.exited()
         if self.port is None:
             return self.alive()
         out = ex.run(["ss", "-lun"]).stdout
@@ -244,13 +230,6 @@ class AnchorRole(Daemon):
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        super().stop()
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=3)
-            self._proc = None
 
 
 class Hss(AnchorRole):

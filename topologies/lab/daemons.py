@@ -431,9 +431,65 @@ class ExaBgp(Daemon):
         return [self.exabgp_bin, "server", str(self.conf_path)]
 
 
-class AgentProcess(Daemon):
-    """The AR agent or the HA agent: ExaBGP's API process, so ExaBGP starts it; we check
-    its configuration against the contract before anything starts, wait until its control
+def answers(sock: Path) -> bool:
+    """Whether an agent's control socket answers a status request: the agents' readiness."""
+    try:
+        return bool(control.request(sock, {"cmd": Command.STATUS}, timeout=2).get("ok"))
+    except control.ControlError:
+        return False
+
+
+class ForegroundDaemon(Daemon):
+    """A process that does not daemonize: the lab runs it under its own session, with a pid
+    file that records its start time, and a start-up failure is reported with its log."""
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def __init__(self, node: str, rundir: Path, config: str) -> None:
+        super().__init__(node, rundir, config)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ex: NodeExec) -> None:
+        self.pid_path.unlink(missing_ok=True)
+        self.started = True
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(ex.argv(self.argv()), stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+        # mnexec execs the command in place: the pid is the command's own.
+        write_pid(self.pid_path, self._proc.pid)
+
+    def exited(self) -> None:
+        """Raise, with the tail of its log, if the process has already exited."""
+        if self._proc is not None and self._proc.poll() is not None:
+            raise LabError(f"{self.node}/{self.kind} exited ({self._proc.returncode}): "
+                           f"{self.log_path.read_text(errors='replace')[-400:]}")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=3)
+            self._proc = None
+
+
+class AgentFiles(Daemon):
+    """The files every agent's run directory holds under the contract's names."""
+
+    @property
+    def conf_path(self) -> Path:
+        return self.rundir / Layout.AGENT_CONFIG
+
+    @property
+    def pid_path(self) -> Path:
+        return self.rundir / Layout.AGENT_PID
+
+
+class AgentProcess(AgentFiles):
+    """The AR agent or the HA agent: ExaBGP's API process, so ExaBGP starts it (and writes
+    no start time: our run directory on its command line identifies it); we check its
+    configuration against the contract before anything starts, wait until its control
     socket answers, and stop it by pid after ExaBGP."""
 
     kind = "agent"
@@ -444,14 +500,6 @@ class AgentProcess(Daemon):
         super().__init__(node, rundir, config)
         self.module = module  # agents.ar or agents.ha
         self.python = python
-
-    @property
-    def conf_path(self) -> Path:
-        return self.rundir / Layout.AGENT_CONFIG
-
-    @property
-    def pid_path(self) -> Path:
-        return self.rundir / Layout.AGENT_PID
 
     @property
     def log_path(self) -> Path:
@@ -465,17 +513,11 @@ class AgentProcess(Daemon):
         self.started = True  # ExaBGP runs us
 
     def ready(self, ex: NodeExec) -> bool:
-        if not self.alive():
-            return False
-        try:
-            return bool(control.request(self.rundir / Layout.CONTROL,
-                                        {"cmd": Command.STATUS}, timeout=2).get("ok"))
-        except control.ControlError:
-            return False
+        return self.alive() and answers(self.rundir / Layout.CONTROL)
 
 
-class MnAgentProcess(Daemon):
-    """The MN agent (agents/mn.py), started in the MN's namespace; it writes agent.pid."""
+class MnAgentProcess(AgentFiles, ForegroundDaemon):
+    """The MN agent (agents/mn.py), started in the MN's namespace."""
 
     kind = "mnagent"
     after = ("unbound",)
@@ -483,52 +525,21 @@ class MnAgentProcess(Daemon):
     def __init__(self, node: str, rundir: Path, config: str, python: str) -> None:
         super().__init__(node, rundir, config)
         self.python = python
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def conf_path(self) -> Path:
-        return self.rundir / Layout.AGENT_CONFIG
-
-    @property
-    def pid_path(self) -> Path:
-        return self.rundir / Layout.AGENT_PID
 
     @property
     def log_path(self) -> Path:
         return self.rundir / Layout.AGENT_STDERR
 
-    def _argv(self) -> list[str]:
+    def argv(self) -> list[str]:
         return [self.python, "-m", "agents.mn", "--rundir", str(self.rundir),
                 "--config", str(self.conf_path), "--keys", str(self.rundir / Layout.AR_KEYS)]
 
     def check_cmd(self) -> list[str]:
-        return [*self._argv(), "--check"]
-
-    def start(self, ex: NodeExec) -> None:
-        self.pid_path.unlink(missing_ok=True)
-        self.started = True
-        with self.log_path.open("ab") as err:
-            self._proc = subprocess.Popen(
-                ex.argv(self._argv()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err, start_new_session=True,
-            )
+        return [*self.argv(), "--check"]
 
     def ready(self, ex: NodeExec) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise LabError(f"{self.node}/mnagent exited ({self._proc.returncode}): "
-                           f"{self.log_path.read_text(errors='replace')[-400:]}")
-        try:
-            return bool(control.request(self.rundir / Layout.CONTROL,
-                                        {"cmd": Command.STATUS}, timeout=2).get("ok"))
-        except control.ControlError:
-            return False
-
-    def stop(self) -> None:
-        super().stop()
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=3)
-            self._proc = None
+        self.exited()
+        return answers(self.rundir / Layout.CONTROL)
 
 
 class Dnsmasq(Daemon):

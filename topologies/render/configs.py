@@ -355,15 +355,21 @@ def _paging() -> contract.Paging:
     return contract.Paging(port=PAGING_PORT, buffer=PAGING_BUFFER, timeout_s=PAGING_TIMEOUT_S)
 
 
+def _agent_view(topo: Topology, role: str, node: Node, rundir: Path) -> dict[str, Any]:
+    """What every BGP-speaking agent (AR or HA) knows: its identity, the resolver, the AS."""
+    return {
+        "node": node.name, "identity": fqdn(role, node.name), "key": rundir / Layout.KEY,
+        "nonce": rundir / Layout.NONCE, "resolver": resolver_address(topo),
+        "resolver_port": RESOLVER_PORT, "auth_port": AUTH_PORT, "managed": topo.managed,
+        "escape_community": escape_community(topo), "paging": _paging(),
+    }
+
+
 def agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConfig:
     """The AR agent's view of the AS: its identity, the resolver, every AR's loopback."""
     return contract.ArAgentConfig(
-        node=node.name, identity=fqdn("ar", node.name), key=rundir / Layout.KEY,
-        nonce=rundir / Layout.NONCE, resolver=resolver_address(topo),
-        resolver_port=RESOLVER_PORT, auth_port=AUTH_PORT, managed=topo.managed,
-        pool=_v4net(node.pool), ars=_ars(topo), escape_community=escape_community(topo),
+        **_agent_view(topo, "ar", node, rundir), pool=_v4net(node.pool), ars=_ars(topo),
         overlay_dev=str(OVERLAY["dev"]), paging_dev=PAGING_DEV, tal=tuple(node.tal),
-        paging=_paging(),
         dhcp=contract.DhcpServer(
             lease_s=topo.dhcp.lease_s, remote_renewals=topo.dhcp.remote_renewals,
             first=topo.dhcp.first, last=topo.dhcp.last, home_agent=home_agent_name(topo),
@@ -385,11 +391,8 @@ def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentC
     ars[node.name] = contract.ArEntry(fqdn=fqdn("ha", node.name), loopback=me, pool=none,
                                       cluster=none, overlay=ipaddress.IPv4Address(0))
     return contract.ArAgentConfig(
-        node=node.name, identity=fqdn("ha", node.name), key=rundir / Layout.KEY,
-        nonce=rundir / Layout.NONCE, resolver=resolver_address(topo),
-        resolver_port=RESOLVER_PORT, auth_port=AUTH_PORT, managed=topo.managed, pool=none,
-        ars=ars, escape_community=escape_community(topo), overlay_dev="", paging_dev="",
-        tal=(), paging=_paging(), tunnel=dataclasses.replace(HA_TUNNEL, local=str(me)))
+        **_agent_view(topo, "ha", node, rundir), pool=none, ars=ars, overlay_dev="",
+        paging_dev="", tal=(), tunnel=dataclasses.replace(HA_TUNNEL, local=str(me)))
 
 
 def home_agent_name(topo: Topology) -> str:
