@@ -114,3 +114,38 @@ def test_plan_is_generic_over_the_family() -> None:
         plan.declare("links", "2001:db8:100:ff::/64")
     with pytest.raises(TopologyError, match="is not an IPv6 network"):
         plan.declare("cn", "198.51.100.0/24")
+
+
+def with_ipv6(d: dict[str, Any], **v6: Any) -> dict[str, Any]:
+    d = copy.deepcopy(d)
+    d["addressing"]["ipv6"] = {"managed": "2001:db8:100::/40", **v6}
+    return d
+
+
+def test_ipv6_plan_gives_true_prefixes_on_nibble_boundaries() -> None:
+    t = model.build(with_mobiles(with_ipv6(doc()), 1000))
+    assert t.plan6 is not None
+    assert [str(c.prefix6) for c in t.clusters] == [
+        "2001:db8:100::/44", "2001:db8:110::/44", "2001:db8:120::/44", "2001:db8:130::/44"]
+    ar1, ar2 = t.node("ar1"), t.node("ar2")
+    assert str(ar1.pool6) == "2001:db8:100::/56" and str(ar2.pool6) == "2001:db8:100:100::/56"
+    prefixes = [t.mobile(m).prefix6 for m in t.mobiles]
+    assert len(set(prefixes)) == 1000
+    assert all(p is not None and p.prefixlen == 64 for p in prefixes)
+    m0 = t.mobile("m0")
+    assert str(m0.prefix6) == "2001:db8:100:1::/64"  # the first /64 of ar1's pool is ar1's
+    assert m0.prefix6 is not None and ar1.pool6 is not None
+    assert m0.prefix6.subnet_of(ar1.pool6)
+
+
+@pytest.mark.parametrize(("v6", "message"), [
+    ({"pool_prefixlen": 58}, r"pool_prefixlen: /58 is not on a nibble boundary"),
+    ({"managed": "2001:db8:100::/42"}, r"managed: /42 is not on a nibble boundary"),
+    ({"mn_prefixlen": 72}, r"need managed <= cluster_prefixlen < .* <= mn_prefixlen <= 64"),
+    ({"managed": "10.96.0.0/12"}, r"is not an IPv6 network"),
+    ({"poolsize": 56}, r"unknown key 'poolsize'"),
+    ({"cluster_prefixlen": 40}, r"ran out: no /40 left for cluster k2"),
+])
+def test_a_bad_ipv6_plan_is_refused_with_the_reason(v6: dict[str, Any], message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        model.build(with_ipv6(doc(), **v6))

@@ -77,6 +77,7 @@ class AddressPlan:
 
     version: int
     blocks: list[Block] = field(default_factory=list)  # the top level
+    mn_prefixlen: int = 32  # what each MN is given: a /32 in IPv4, a true prefix in IPv6
     _all: dict[str, Block] = field(default_factory=dict)
     _children: dict[str, list[Block]] = field(default_factory=dict)
 

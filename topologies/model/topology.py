@@ -6,6 +6,7 @@ cluster, draft 2.1) is derived here, once, so every later stage reads plain data
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import re
@@ -20,6 +21,7 @@ from .plan import AddressPlan, Allocator
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
+IPv6Network = ipaddress.IPv6Network
 
 # Interface names are "<node>-eth<N>" and must fit IFNAMSIZ (15) with room for N.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,8}$")
@@ -72,6 +74,7 @@ class Node:
     interfaces: list[Interface] = field(default_factory=list)
     cluster: str | None = None  # ARs only
     pool: IPv4Network | None = None  # ARs only
+    pool6: IPv6Network | None = None  # ARs only, when the plan has IPv6 (draft 2.3)
     gateway: IPv4Address | None = None  # hosts: default gateway
     service: str | None = None  # hosts: "cn", "dns", "ha", "pgw"
     tal: tuple[str, ...] = ()  # ARs: the Tracking Area List given to MNs (draft 4)
@@ -94,6 +97,7 @@ class Cluster:
     prefix: IPv4Network
     aggs: tuple[str, ...]
     ars: tuple[str, ...]
+    prefix6: IPv6Network | None = None  # the cluster's IPv6 aggregate
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class Mobile:
     # both from the plan, unique per MN.
     link_local: IPv4Address | None = None
     anchored: IPv4Address | None = None
+    prefix6: IPv6Network | None = None  # a true prefix for the MN (draft 2.3), from its home pool
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class Topology:
     plan: AddressPlan = field(default_factory=lambda: AddressPlan(4))
     mobile_nodes: dict[str, Mobile] = field(default_factory=dict)
     overlay: dict[str, IPv4Address] = field(default_factory=dict)  # AR -> redirect mesh address
+    plan6: AddressPlan | None = None  # the IPv6 instance of the plan, when the YAML gives one
 
     @property
     def outside_gateway(self) -> IPv4Address | None:
@@ -318,6 +324,70 @@ def _plan(addr: dict[str, Any], inet: dict[str, Any]) -> AddressPlan:
     for name, net in LAB_BLOCKS_V4.items():
         plan.declare(name, net)
     return plan
+
+
+V6_KEYS = {"managed", "cluster_prefixlen", "pool_prefixlen", "mn_prefixlen"}
+
+
+def _plan6(doc: Any, clusters: list[Cluster], nodes: dict[str, Node]) -> AddressPlan | None:
+    """The IPv6 instance of the plan (draft 2.3): a managed range, an aggregate per cluster,
+    a pool per AR and a prefix length per MN, every one on a nibble boundary so that the
+    reverse zones under ip6.arpa fall on label boundaries."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise TopologyError("addressing.ipv6: expected a mapping")
+    unknown = sorted(set(doc) - V6_KEYS)
+    if unknown:
+        raise TopologyError(f"addressing.ipv6: unknown key {unknown[0]!r}")
+    plan = AddressPlan(6)
+    managed = plan.declare("addressing.ipv6.managed", _req(doc, "managed", "addressing.ipv6"))
+    lengths = {"managed": managed.network.prefixlen}
+    for key, default in (("cluster_prefixlen", 44), ("pool_prefixlen", 56), ("mn_prefixlen", 64)):
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TopologyError(f"addressing.ipv6.{key}: expected an integer, got {value!r}")
+        lengths[key] = value
+    for key, length in lengths.items():
+        if length % 4:
+            raise TopologyError(
+                f"addressing.ipv6.{key}: /{length} is not on a nibble boundary (a multiple of "
+                "4): reverse lookups under ip6.arpa need whole nibbles (draft 2.3)")
+    cluster_len, pool_len, mn_len = (lengths["cluster_prefixlen"], lengths["pool_prefixlen"],
+                                     lengths["mn_prefixlen"])
+    if not lengths["managed"] <= cluster_len < pool_len <= mn_len <= 64:
+        raise TopologyError("addressing.ipv6: need managed <= cluster_prefixlen < "
+                            "pool_prefixlen <= mn_prefixlen <= 64")
+    cluster_nets = plan.allocator("addressing.ipv6.managed")
+    for i, cl in enumerate(clusters):
+        net = cluster_nets.subnet(cluster_len, f"cluster {cl.name}")
+        block = plan.declare(f"ipv6 cluster {cl.name}", net, inside="addressing.ipv6.managed")
+        assert isinstance(block.network, IPv6Network)
+        clusters[i] = dataclasses.replace(cl, prefix6=block.network)
+        pools = Allocator(block)
+        for ar in cl.ars:
+            pool = plan.declare(f"ipv6 pool of {ar}", pools.subnet(pool_len, ar),
+                                inside=f"ipv6 cluster {cl.name}")
+            assert isinstance(pool.network, IPv6Network)
+            nodes[ar].pool6 = pool.network
+    plan.mn_prefixlen = mn_len
+    return plan
+
+
+def _mobile_prefixes(plan6: AddressPlan, nodes: dict[str, Node],
+                     mobiles: dict[str, Mobile]) -> dict[str, Mobile]:
+    """Each MN a true prefix of its home AR's IPv6 pool, the first ones after the AR's own."""
+    pools: dict[str, Allocator] = {}
+    out: dict[str, Mobile] = {}
+    for name, m in mobiles.items():
+        alloc = pools.get(m.home)
+        if alloc is None:
+            alloc = pools[m.home] = plan6.allocator(f"ipv6 pool of {m.home}")
+            alloc.subnet(plan6.mn_prefixlen, f"the AR {m.home} itself")  # the AR's own
+        prefix = alloc.subnet(plan6.mn_prefixlen, name)
+        assert isinstance(prefix, IPv6Network)
+        out[name] = dataclasses.replace(m, prefix6=prefix)
+    return out
 
 
 def _mobiles(b: _Builder, plan: AddressPlan, ars: list[Node], mobiles: list[str],
@@ -517,9 +587,14 @@ def build(doc: dict[str, Any]) -> Topology:
             raise TopologyError(f"dhcp: last {policy.last} lies outside the pool {node.pool}")
     ars = [n for n in b.nodes.values() if n.role is Role.AR]
     overlay = plan.allocator("overlay")
+    plan6 = _plan6(addr.get("ipv6"), clusters, b.nodes)
+    mobile_nodes = _mobiles(b, plan, ars, mobiles, dhcp_mobiles, policy)
+    if plan6 is not None:
+        mobile_nodes = _mobile_prefixes(plan6, b.nodes, mobile_nodes)
     return Topology(
         plan=plan,
-        mobile_nodes=_mobiles(b, plan, ars, mobiles, dhcp_mobiles, policy),
+        plan6=plan6,
+        mobile_nodes=mobile_nodes,
         overlay={a.name: _v4(overlay.host(i + 1, f"the overlay address of {a.name}"))
                  for i, a in enumerate(ars)},
         name=name,
