@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from agents.auth.keys import Suite, spki_of
 from topologies.lab.daemons import NodeExec, proc_comm, wait_until
-from topologies.lab.dnsplane import RECORD_TTL, DnsPlane, Identity
+from topologies.lab.dnsplane import RECORD_TTL, DnsPlane
 from topologies.model import Role, load
+from topologies.render.identities import Identity
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(90)]
 ROOT = Path(__file__).resolve().parents[2]

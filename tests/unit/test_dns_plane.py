@@ -27,7 +27,6 @@ from topologies.lab.dnsplane import (
     DnsPlane,
     DnsPlaneError,
     DsRecord,
-    Identity,
     Named,
     Unbound,
     fake_ds,
@@ -36,6 +35,7 @@ from topologies.lab.dnsplane import (
 )
 from topologies.model import load
 from topologies.render.configs import CONFIGS
+from topologies.render.identities import Identity
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "dns"

@@ -21,16 +21,16 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 
 from agents import dns as adns
-from agents.auth.keys import Suite
 from agents.contract import NAMED_PORT
 from topologies.lab.daemons import Daemon, LabError, NodeExec, start_batch
 from topologies.model import HOME_TLD, ISP_ZONE, Role, Topology
 from topologies.render.configs import render as render_template
+from topologies.render.identities import Identity
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +47,10 @@ TSIG_ALGORITHM = "hmac-sha256"
 POLICY = "flatarch"
 DNSSEC_ALGORITHM = "ECDSAP256SHA256"
 
-Roles = Literal["ar", "ha", "mn"]
 
 
 class DnsPlaneError(LabError):
     """The DNS plane cannot be built from this input, or its tools failed."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A named entity whose bare public key the DNS publishes (draft 3)."""
-
-    name: str  # FQDN without trailing dot
-    suite: Suite
-    spki: bytes  # DER SubjectPublicKeyInfo
-    role: Roles
-    nonce: bytes | None = None  # authenticators' session nonce (draft 5, item 1)
-    nonce_expires: int | None = None
-    address: IPv4Address | None = None  # MNs' initial A record; ARs/HAs default from topo
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,33 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agents.auth.keys import Suite, spki_of
-from topologies.lab.dnsplane import Identity, Roles
 from topologies.model import Role, Topology, fqdn
 
 NONCE_VALIDITY_S = 3600
 
+Roles = Literal["ar", "ha", "mn"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A named entity whose bare public key the DNS publishes (draft 3)."""
+
+    name: str  # FQDN without trailing dot
+    suite: Suite
+    spki: bytes  # DER SubjectPublicKeyInfo
+    role: Roles
+    nonce: bytes | None = None  # authenticators' session nonce (draft 5, item 1)
+    nonce_expires: int | None = None
+    address: IPv4Address | None = None  # MNs' initial A record; ARs/HAs default from topo
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
