@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from . import population as populations
 from .errors import TopologyError
 from .plan import AddressPlan, Allocator
 
@@ -147,6 +148,10 @@ class Topology:
     mobile_nodes: dict[str, Mobile] = field(default_factory=dict)
     overlay: dict[str, IPv4Address] = field(default_factory=dict)  # AR -> redirect mesh address
     plan6: AddressPlan | None = None  # the IPv6 instance of the plan, when the YAML gives one
+    # MNs described in bulk (`population:`): addressed by the same plan, run by the
+    # population runtime rather than one agent process each.
+    population: populations.Population | None = None
+    population_nodes: dict[str, Mobile] = field(default_factory=dict)
 
     @property
     def outside_gateway(self) -> IPv4Address | None:
@@ -374,53 +379,90 @@ def _plan6(doc: Any, clusters: list[Cluster], nodes: dict[str, Node]) -> Address
     return plan
 
 
-def _mobile_prefixes(plan6: AddressPlan, nodes: dict[str, Node],
-                     mobiles: dict[str, Mobile]) -> dict[str, Mobile]:
-    """Each MN a true prefix of its home AR's IPv6 pool, the first ones after the AR's own."""
+def _mobile_prefixes(plan6: AddressPlan, nodes: dict[str, Node], mobiles: dict[str, Mobile],
+                     after: dict[str, Mobile] | None = None) -> dict[str, Mobile]:
+    """Each MN a true prefix of its home AR's IPv6 pool, the first ones after the AR's own
+    (and after those of the MNs in ``after``)."""
+    taken: dict[str, int] = {}
+    for m in (after or {}).values():
+        taken[m.home] = taken.get(m.home, 0) + 1
     pools: dict[str, Allocator] = {}
     out: dict[str, Mobile] = {}
     for name, m in mobiles.items():
         alloc = pools.get(m.home)
         if alloc is None:
             alloc = pools[m.home] = plan6.allocator(f"ipv6 pool of {m.home}")
-            alloc.subnet(plan6.mn_prefixlen, f"the AR {m.home} itself")  # the AR's own
+            for _ in range(1 + taken.get(m.home, 0)):  # the AR's own, then those taken
+                alloc.subnet(plan6.mn_prefixlen, f"the AR {m.home} and its named MNs")
         prefix = alloc.subnet(plan6.mn_prefixlen, name)
         assert isinstance(prefix, IPv6Network)
         out[name] = dataclasses.replace(m, prefix6=prefix)
     return out
 
 
-def _mobiles(b: _Builder, plan: AddressPlan, ars: list[Node], mobiles: list[str],
-             dhcp_mobiles: list[str], policy: DhcpPolicy) -> dict[str, Mobile]:
-    """Home ARs round-robin in declaration order; each provisioned MN gets the next free host
-    of its home pool outside the DHCP range, so no two MNs ever share an address."""
-    if mobiles and not ars:
-        raise TopologyError("mobiles: the topology has no access router to home them")
-    link_local = plan.allocator("mn-link-local")
-    anchored = plan.allocator("anchored")
-    pools: dict[str, Allocator] = {}
-    used: dict[str, int] = {}
-    out: dict[str, Mobile] = {}
-    for i, mn in enumerate(mobiles):
-        home = ars[i % len(ars)]
+class _MobileAddresses:
+    """Hands each MN its addresses: a provisioned MN the next free host of its home pool
+    outside the DHCP range, so no two MNs ever share an address; every MN a link-local and
+    an anchored address of its own. Named mobiles and a population draw from the same."""
+
+    def __init__(self, plan: AddressPlan, policy: DhcpPolicy) -> None:
+        self.plan = plan
+        self.policy = policy
+        self.link_local = plan.allocator("mn-link-local")
+        self.anchored = plan.allocator("anchored")
+        self.pools: dict[str, Allocator] = {}
+        self.used: dict[str, int] = {}
+        self.count = 0
+
+    def add(self, mn: str, home: Node, dhcp: bool) -> Mobile:
         assert home.pool is not None
+        policy = self.policy
         address: IPv4Address | None = None
-        if mn not in dhcp_mobiles:
-            alloc = pools.setdefault(home.name, plan.allocator(f"pool of {home.name}"))
-            offset = used.get(home.name, MN_OFFSET - 1) + 1
+        if not dhcp:
+            alloc = self.pools.setdefault(home.name, self.plan.allocator(f"pool of {home.name}"))
+            offset = self.used.get(home.name, MN_OFFSET - 1) + 1
             if policy.first <= offset <= policy.last:
                 offset = policy.last + 1  # the DHCP range is the ARs' own to lease
-            used[home.name] = offset
+            self.used[home.name] = offset
             if offset >= home.pool.num_addresses - 1:
                 raise TopologyError(
                     f"pool of {home.name} {home.pool} ran out: no address left for {mn} "
                     f"(provisioned MNs take .{MN_OFFSET} up, outside the DHCP range "
                     f".{policy.first}-.{policy.last}); use a longer pool or fewer MNs per AR")
             address = _v4(alloc.host(offset, mn))
-        out[mn] = Mobile(mn, home.name, address, dhcp=mn in dhcp_mobiles,
-                         link_local=_v4(link_local.host(MN_OFFSET + i, mn)),
-                         anchored=_v4(anchored.host(MN_OFFSET + i, mn)))
-    return out
+        k = MN_OFFSET + self.count
+        self.count += 1
+        return Mobile(mn, home.name, address, dhcp=dhcp,
+                      link_local=_v4(self.link_local.host(k, mn)),
+                      anchored=_v4(self.anchored.host(k, mn)))
+
+
+def _mobiles(alloc: _MobileAddresses, ars: list[Node], mobiles: list[str],
+             dhcp_mobiles: list[str]) -> dict[str, Mobile]:
+    """Named mobiles: homed round-robin over the ARs in declaration order."""
+    if mobiles and not ars:
+        raise TopologyError("mobiles: the topology has no access router to home them")
+    return {mn: alloc.add(mn, ars[i % len(ars)], mn in dhcp_mobiles)
+            for i, mn in enumerate(mobiles)}
+
+
+def _population(alloc: _MobileAddresses, doc: Any, b: _Builder, clusters: list[Cluster],
+                taken: set[str]) -> tuple[populations.Population | None, dict[str, Mobile]]:
+    ars = [n.name for n in b.nodes.values() if n.role is Role.AR]
+    members = {c.name: list(c.ars) for c in clusters}
+    pop = populations.parse(doc, ars, members)
+    if pop is None:
+        return None, {}
+    if not ars:
+        raise TopologyError("population: the topology has no access router to home it")
+    clash = next((n for n in pop.names() if n in taken), None)
+    if clash is not None:
+        raise TopologyError(f"population: {clash!r} is already a node or mobile name "
+                            "(set population.prefix)")
+    dhcp = populations.dhcp_members(pop)
+    return pop, {mn: alloc.add(mn, b.nodes[home], mn in dhcp)
+                 for mn, home in zip(pop.names(), populations.homes(pop, ars, members),
+                                     strict=True)}
 
 
 def build(doc: dict[str, Any]) -> Topology:
@@ -588,13 +630,19 @@ def build(doc: dict[str, Any]) -> Topology:
     ars = [n for n in b.nodes.values() if n.role is Role.AR]
     overlay = plan.allocator("overlay")
     plan6 = _plan6(addr.get("ipv6"), clusters, b.nodes)
-    mobile_nodes = _mobiles(b, plan, ars, mobiles, dhcp_mobiles, policy)
+    addresses = _MobileAddresses(plan, policy)
+    mobile_nodes = _mobiles(addresses, ars, mobiles, dhcp_mobiles)
+    pop, pop_nodes = _population(addresses, doc.get("population"), b, clusters,
+                                 {*b.nodes, *mobiles})
     if plan6 is not None:
         mobile_nodes = _mobile_prefixes(plan6, b.nodes, mobile_nodes)
+        pop_nodes = _mobile_prefixes(plan6, b.nodes, pop_nodes, after=mobile_nodes)
     return Topology(
         plan=plan,
         plan6=plan6,
         mobile_nodes=mobile_nodes,
+        population=pop,
+        population_nodes=pop_nodes,
         overlay={a.name: _v4(overlay.host(i + 1, f"the overlay address of {a.name}"))
                  for i, a in enumerate(ars)},
         name=name,
