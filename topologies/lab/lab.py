@@ -167,10 +167,11 @@ class Lab:
         """Render every config and dry-run it; nothing is started yet."""
         self._take_lock()
         if (self.dir / STATE).exists():
-            raise LabError(
-                f"a lab named {self.topo.name!r} is already running (or crashed); "
-                "run 'flatarch down' first"
-            )
+            # We hold the machine's lab lock, so whoever wrote this state is gone: a crash.
+            self.progress(f"a crashed lab named {self.topo.name!r} left state behind; "
+                          "cleaning it up first")
+            for line in teardown_dir(self.dir):
+                log.info("%s", line)
         self.dir.mkdir(parents=True, exist_ok=True)
         exa = exabgp_bin()
         for node in self.topo.nodes.values():
