@@ -25,7 +25,7 @@ from topologies.lab.lab import Background, Lab
 from topologies.lab.radio import MnControl, access_ifname
 from topologies.model import Node, Role, Topology
 from topologies.render.configs import render
-from topologies.scenarios.handoff import read_events
+from topologies.scenarios.base import read_events
 
 ANCHOR_POOL = IPv4Network("100.64.0.0/24")  # the anchor's session addresses (RFC 6598 space)
 TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,
