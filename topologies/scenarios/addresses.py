@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -20,13 +19,12 @@ from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Lab, Progress
 from topologies.model import Topology, fqdn
 from topologies.scenarios import traffic
-from topologies.scenarios.base import RunDir, Scenario, read_events, wait_for_clock
+from topologies.scenarios.base import ROUTES, RunDir, Scenario, read_events, wait_for_clock
 from topologies.scenarios.registry import register
 from topologies.scenarios.routewatch import RouteWatcher
 
 LONG_PORT, SHORT_PORT = 5201, 5202
 IPERF_RATE = "2M"
-ROUTES = "routes.jsonl"
 
 
 def counted(ev: measure.RouteEvent) -> bool:
@@ -158,11 +156,8 @@ class AddressesScenario(Scenario):
                       f"rotation, release, then {inter_peer} until the remote-renewal limit "
                       f"({limit} renewals of {lease} s leases)")
         with contextlib.ExitStack() as stack:
-            watcher = stack.enter_context(RouteWatcher(
-                {r: lab.execs[r].pid for r in routers}, topo.managed))
-            stack.callback(self._keep_logs, routers)
-            stack.callback(lambda: (self.dir / ROUTES).write_text(
-                measure.dump_route_events(watcher.events())))
+            watcher = self.watch_routes(stack, topo.managed)
+            stack.callback(self.keep_files, [*routers, self.mn], ["events.jsonl"])
             self.t0 = watcher.started_at or time.time()
             base = totals(host_route_series(watcher.events(), self.t0, routers))[-1][1]
             a1 = str(IPv4Address(self._mn({"cmd": "status"})["address"]))
@@ -245,12 +240,6 @@ class AddressesScenario(Scenario):
             self._phase("host routes back to baseline")
             wait_for_clock(time.time() + 1.0)  # the timeline's pause
             self.note(t_end=time.time())
-
-    def _keep_logs(self, routers: list[str]) -> None:
-        for r in [*routers, self.mn]:
-            src = self.lab.rundir(r) / "events.jsonl"
-            if src.exists():
-                shutil.copyfile(src, self.dir / f"{r}.events.jsonl")
 
     def _identity(self) -> str:
         return fqdn("mn", self.mn)

@@ -16,20 +16,22 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from topologies import model
-from topologies.analysis.measure import MeasureError
+from topologies.analysis.measure import MeasureError, dump_route_events
 from topologies.lab.daemons import LabError
 from topologies.lab.lab import Lab
 from topologies.model import Role, Topology
+from topologies.scenarios.routewatch import RouteWatcher
 
 Progress = Callable[[str], None]
 
 RUN_FILE = "run.json"
 TOPOLOGY_FILE = "topology.yaml"
+ROUTES = "routes.jsonl"  # every watched router's kernel route changes over the run
 TOPOLOGIES = Path(__file__).resolve().parents[1]  # the shipped topologies/*.yaml
 
 
@@ -101,6 +103,19 @@ def address_owner(topo: Topology, pools: bool = True) -> dict[IPv4Address, str]:
         if pools and n.pool is not None:
             owner[n.pool_gateway] = n.name
     return owner
+
+
+def provisioned_address(topo: Topology, mn: str) -> IPv4Address:
+    address = topo.mobile(mn).address
+    if address is None:
+        raise LabError(f"{mn} has no provisioned address")
+    return address
+
+
+def add_walk_arguments(parser: argparse.ArgumentParser) -> None:
+    """--handoffs and --period, for the scenarios that walk the MN across the ARs."""
+    parser.add_argument("--handoffs", type=int, default=20, help="handoffs per mode (at least)")
+    parser.add_argument("--period", type=float, default=2.0, help="seconds between handoffs")
 
 
 def graph(topo: Topology) -> dict[str, set[str]]:
@@ -253,6 +268,26 @@ class Scenario:
         return json.dumps(result.get("summary", {}), indent=1, default=str)
 
     # --- the run -----------------------------------------------------------------------------
+
+    def watch_routes(self, stack: contextlib.ExitStack[Any],
+                     within: IPv4Network | str) -> RouteWatcher:
+        """A RouteWatcher on every router for the block of ``stack``; whatever happens in
+        it, the events end up in routes.jsonl."""
+        watcher = stack.enter_context(RouteWatcher(
+            {r.name: self.lab.execs[r.name].pid for r in self.topo.routers}, within))
+        stack.callback(lambda: (self.dir / ROUTES).write_text(
+            dump_route_events(watcher.events())))
+        return watcher
+
+    def keep_files(self, nodes: Iterable[str], names: Iterable[str]) -> None:
+        """Copy the nodes' run-directory files (event logs, bgpd logs, status) into the run
+        directory as <node>.<name>, the only place the analysis looks."""
+        wanted = list(names)
+        for node in nodes:
+            for name in wanted:
+                src = self.lab.rundir(node) / name
+                if src.exists():
+                    shutil.copyfile(src, self.dir / f"{node}.{name}")
 
     def note(self, **fields: Any) -> None:
         """Values the measurement learned (times, addresses), kept in run.json `measured`

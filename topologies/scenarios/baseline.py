@@ -27,6 +27,7 @@ from topologies.scenarios.base import (
     Progress,
     RunDir,
     Scenario,
+    add_walk_arguments,
     address_owner,
     graph,
     read_jsonl,
@@ -68,10 +69,7 @@ class BaselineScenario(Scenario):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--handoffs", type=int, default=20,
-                            help="handoffs per mode (at least)")
-        parser.add_argument("--period", type=float, default=2.0,
-                            help="seconds between handoffs")
+        add_walk_arguments(parser)
         parser.add_argument("--home-rtt-ms", type=float, default=30.0,
                             help="round trip to the home network's HSS (emulated)")
 
@@ -161,11 +159,7 @@ class BaselineScenario(Scenario):
                 eta.step(f"{'anchored' if measured else 'warm-up':8s} {rec['from']}->{step.to}"
                          f" ({step.kind}) attach {rec['attach_ms']:.1f} ms")
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
-            t_end = time.time() + 0.5
-            wait_for_clock(t_end)
-            self.note(anchored_t_end=t_end)
-            ping.interrupt()
-            iperf.wait(duration + 15)
+            self.note(anchored_t_end=traffic.end_walk(ping, iperf, duration))
         eta.done()
 
     # --- path stretch ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
@@ -24,12 +23,15 @@ from topologies.model import Role, Topology
 from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
+    ROUTES,
     Progress,
     RunDir,
     Scenario,
     Step,
+    add_walk_arguments,
     address_owner,
     graph,
+    provisioned_address,
     read_events,
     read_jsonl,
     wait_for_clock,
@@ -48,7 +50,6 @@ REDIRECT_METRIC = 150  # agents.fib.REDIRECT_METRIC: a temporary redirect does n
 SETTLE_QUIET_S = 0.4
 SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
-ROUTES = "routes.jsonl"  # every router's kernel route changes over the run
 
 
 @register
@@ -62,10 +63,7 @@ class HandoffScenario(Scenario):
                  "draft"), per_mode: int = 20, period_s: float = 2.0,
                  progress: Progress | None = None, out_dir: Path | None = None) -> None:
         super().__init__(lab, mn, progress, out_dir)
-        address = self.topo.mobile(self.mn).address
-        if address is None:
-            raise LabError(f"{self.mn} has no provisioned address")
-        self.address = address
+        self.address = provisioned_address(self.topo, self.mn)
         self.prefix = IPv4Network((self.address, 32))
         self.modes = list(modes)
         self.per_mode = per_mode
@@ -76,10 +74,7 @@ class HandoffScenario(Scenario):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--mode", default="both", choices=["redirect", "draft", "both"])
-        parser.add_argument("--handoffs", type=int, default=20,
-                            help="handoffs per mode (at least)")
-        parser.add_argument("--period", type=float, default=2.0,
-                            help="seconds between handoffs")
+        add_walk_arguments(parser)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
@@ -116,7 +111,6 @@ class HandoffScenario(Scenario):
         duration = len(plan) * self.period_s + 4.0
         cn_name = self.topo.service("cn").name
         cn = lab.execs[cn_name]
-        namespaces = {r: lab.execs[r].pid for r in self.routers}
         self.progress(f"handoff scenario: {len(plan)} handoffs of {self.mn} "
                       f"({', '.join(self.modes)}), one every {self.period_s:.1f}s, "
                       f"~{duration:.0f}s of traffic")
@@ -125,11 +119,9 @@ class HandoffScenario(Scenario):
         with contextlib.ExitStack() as stack:
             # Every route, not only the managed range: the IGP routes toward the new AR's
             # loopback tell which next hops count as "forwarding by the new route".
-            watcher = stack.enter_context(RouteWatcher(namespaces, IPv4Network("0.0.0.0/0")))
-            # Whatever happens below, the route events and the logs so far are kept.
-            stack.callback(self._keep_logs)
-            stack.callback(lambda: (self.dir / ROUTES).write_text(
-                measure.dump_route_events(watcher.events())))
+            watcher = self.watch_routes(stack, "0.0.0.0/0")
+            # Whatever happens below, the logs so far are kept (the route events too).
+            stack.callback(self.keep_files, self.routers, ("events.jsonl", UPDATES_LOG))
             stack.enter_context(traffic.iperf_server(lab, self.mn,
                                                      self.dir / "iperf-server.json"))
             ping = stack.enter_context(traffic.probe(lab, cn_name, self.address,
@@ -157,20 +149,8 @@ class HandoffScenario(Scenario):
                     f"{t_trace - t_settle:.1f}s, traceroute {time.monotonic() - t_trace:.1f}s"
                 )
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
-            t_end = time.time() + 0.5
-            wait_for_clock(t_end)
-            self.note(t_end=t_end)
-            ping.interrupt()
-            iperf.wait(duration + 15)
+            self.note(t_end=traffic.end_walk(ping, iperf, duration))
         eta.done()
-
-    def _keep_logs(self) -> None:
-        """The agents' event logs and bgpd's UPDATE logs, beside the scenario's own files."""
-        for r in self.topo.routers:
-            for name in ("events.jsonl", UPDATES_LOG):
-                src = self.lab.rundir(r.name) / name
-                if src.exists():
-                    shutil.copyfile(src, self.dir / f"{r.name}.{name}")
 
     def _settle(self, watcher: RouteWatcher, t0: float) -> None:
         """Wait until no route for the MN's /32 changed for a while (BGP has converged)."""

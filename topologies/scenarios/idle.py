@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
@@ -26,6 +25,7 @@ from topologies.scenarios.base import (
     Progress,
     RunDir,
     Scenario,
+    provisioned_address,
     read_events,
     read_jsonl,
     wait_for_clock,
@@ -57,10 +57,7 @@ class IdleScenario(Scenario):
                  interval_s: float = 0.01, out_dir: Path | None = None,
                  progress: Progress | None = None) -> None:
         super().__init__(lab, mn, progress, out_dir)
-        address = self.topo.mobile(self.mn).address
-        if address is None:
-            raise LabError(f"{self.mn} has no provisioned address")
-        self.address = address
+        self.address = provisioned_address(self.topo, self.mn)
         self.prefix = IPv4Network((self.address, 32))
         self.rounds = rounds
         self.burst = burst
@@ -97,7 +94,9 @@ class IdleScenario(Scenario):
         recv_file = self.dir / "recv.txt"
         eta = Eta(self.rounds, self.progress)
         with contextlib.ExitStack() as stack:
-            stack.callback(self._keep_logs)
+            # Every AR's and the MN's event log and the routers' bgpd UPDATE logs.
+            stack.callback(self.keep_files, [self.mn, *(r.name for r in self.topo.routers)],
+                           ("events.jsonl", UPDATES_LOG))
             stack.enter_context(traffic.udp_receiver(lab, self.mn, STREAM_PORT, recv_file))
             t_idle_phase = time.time()
             self.note(t_idle_phase=t_idle_phase)
@@ -148,14 +147,6 @@ class IdleScenario(Scenario):
             wait_for_clock(t_conn_end)
             self.note(t_conn_end=t_conn_end)
         eta.done()
-
-    def _keep_logs(self) -> None:
-        """Every AR's and the MN's event log and the routers' bgpd UPDATE logs."""
-        for node in {self.mn, *(r.name for r in self.topo.routers)}:
-            for name in ("events.jsonl", UPDATES_LOG):
-                src = self.lab.rundir(node) / name
-                if src.exists():
-                    shutil.copyfile(src, self.dir / f"{node}.{name}")
 
     def _bound(self) -> int:
         doc = json.loads((self.lab.rundir(self.topo.by_role(Role.AR)[0].name)

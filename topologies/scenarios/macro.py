@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -22,6 +21,7 @@ from topologies.model import Topology
 from topologies.scenarios import traffic
 from topologies.scenarios.addresses import counted
 from topologies.scenarios.base import (
+    ROUTES,
     RunDir,
     Scenario,
     address_owner,
@@ -32,14 +32,12 @@ from topologies.scenarios.base import (
 )
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
-from topologies.scenarios.routewatch import RouteWatcher
 
 PING_INTERVAL_S = traffic.PING_INTERVAL_S
 IPERF_RATE = "10M"
 AWAY_S = 4.0  # within one lease (the home leases are not renewed while away)
 HOME_S = 4.0
 RECORDS = "moves.jsonl"
-ROUTES = "routes.jsonl"
 
 
 def _ha(topo: Topology) -> str:
@@ -97,11 +95,10 @@ class MacroScenario(Scenario):
         records: list[dict[str, Any]] = []
         eta = Eta(len(moves), self.progress)
         with contextlib.ExitStack() as stack:
-            watcher = stack.enter_context(RouteWatcher(
-                {r: lab.execs[r].pid for r in routers}, self.topo.managed))
-            stack.callback(self._keep_logs, routers)
-            stack.callback(lambda: (self.dir / ROUTES).write_text(
-                measure.dump_route_events(watcher.events())))
+            self.watch_routes(stack, self.topo.managed)
+            stack.callback(self.keep_files, [*routers, self.mn, self.ha.name],
+                           ["events.jsonl"])
+            stack.callback(self.keep_files, [self.ha.name], ["agent.status.json"])
             stack.enter_context(traffic.iperf_server(lab, self.mn,
                                                      self.dir / "iperf-server.json"))
             ping = stack.enter_context(traffic.probe(lab, self.cn.name, address,
@@ -134,15 +131,6 @@ class MacroScenario(Scenario):
             ping.interrupt()
             iperf.wait(duration + 15)
         eta.done()
-
-    def _keep_logs(self, routers: list[str]) -> None:
-        for r in [*routers, self.mn, self.ha.name]:
-            src = self.lab.rundir(r) / "events.jsonl"
-            if src.exists():
-                shutil.copyfile(src, self.dir / f"{r}.events.jsonl")
-        status = self.lab.rundir(self.ha.name) / "agent.status.json"
-        if status.exists():
-            shutil.copyfile(status, self.dir / f"{self.ha.name}.agent.status.json")
 
     @classmethod
     def analyse(cls, out_dir: Path) -> dict[str, Any]:

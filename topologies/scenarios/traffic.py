@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from topologies.analysis import measure
 from topologies.lab.daemons import LabError, NodeExec, wait_until
 from topologies.lab.lab import Background, Lab
+from topologies.scenarios.base import wait_for_clock
 
 PING_INTERVAL_S = 0.01
 IPERF_PORT = 5201
@@ -64,6 +66,17 @@ def udp_receiver(lab: Lab, node: str, port: int, out: Path) -> Iterator[Backgrou
         wait_until(lambda: out.exists() and "listening" in out.read_text(), 10,
                    f"the UDP receiver on {node}")
         yield bg
+
+
+def end_walk(ping: Background, iperf: Background, duration_s: float,
+             lead_s: float = 0.5) -> float:
+    """The end of a walk's window, ``lead_s`` after its last handoff: wait for it, stop the
+    probe (SIGINT, so it writes its last lines) and let iperf3 finish its test."""
+    t_end = time.time() + lead_s
+    wait_for_clock(t_end)
+    ping.interrupt()
+    iperf.wait(duration_s + 15)
+    return t_end
 
 
 def udp_send(lab: Lab, node: str, address: IPv4Address | str, port: int, count: int,
