@@ -37,6 +37,8 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _RTA = struct.Struct("=HH")
+# The headers, for other decoders of the same messages (topologies/scenarios/routewatch.py).
+NLMSGHDR, RTMSG, IFINFOMSG = _NLMSGHDR, _RTMSG, _IFINFOMSG
 
 
 class NetlinkError(OSError):

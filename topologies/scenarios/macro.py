@@ -89,10 +89,10 @@ class MacroScenario(Scenario):
         routers = [n.name for n in self.topo.routers]
         moves = [(self.outside, "leave"), (self.home, "return")] * self.rounds
         duration = len(moves) * max(AWAY_S, HOME_S) + 6.0
+        records: list[dict[str, Any]] = []
         self.progress(f"macro scenario: {self.mn} ({address}) leaves {self.home} for the "
                       f"visited network on {self.outside} and returns, {self.rounds} times; "
                       f"Home Agent {self.ha.name}")
-        records: list[dict[str, Any]] = []
         eta = Eta(len(moves), self.progress)
         with contextlib.ExitStack() as stack:
             self.watch_routes(stack, self.topo.managed)

@@ -24,10 +24,12 @@ from typing import Literal
 
 from agents.netlink import (
     IFF_UP,
+    IFINFOMSG,
     IFLA_IFNAME,
     NETLINK_ROUTE,
     NLMSG_DONE,
     NLMSG_ERROR,
+    NLMSGHDR,
     RT_TABLE_MAIN,
     RTA_DST,
     RTA_GATEWAY,
@@ -42,6 +44,7 @@ from agents.netlink import (
     RTM_NEWROUTE,
     RTMGRP_IPV4_ROUTE,
     RTMGRP_LINK,
+    RTMSG,
     RTN_UNICAST,
     NetlinkError,
     messages,
@@ -69,10 +72,8 @@ RTM_F_CLONED = 0x200
 # re-dump this much later, and whatever the re-dump finds is stamped at the link change.
 RESYNC_DELAY_S = 0.05
 
-_NLMSGHDR = struct.Struct("=IHHII")
-_RTMSG = struct.Struct("=BBBBBBBBI")
+_NLMSGHDR, _RTMSG, _IFINFOMSG = NLMSGHDR, RTMSG, IFINFOMSG
 _RTNEXTHOP = struct.Struct("=HBBi")
-_IFINFOMSG = struct.Struct("=BxHiII")
 _U32 = struct.Struct("=I")
 _I32 = struct.Struct("=i")
 
