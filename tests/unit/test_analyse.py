@@ -256,3 +256,53 @@ def test_route_events_parser_fuzz() -> None:
         with contextlib.suppress(MeasureError):
             for ev in measure.parse_route_events("".join(b)):
                 assert isinstance(ev, RouteEvent)
+
+
+# --- idle: the same, from an idle run's files -----------------------------------------------
+
+
+def canned_idle_run(d: Path) -> None:
+    """One page: mn1 idle at ar1, moved to ar2 then ar3; the CN's burst of 3 from t=10.0
+    starts a page at ar1 at 10.01, mn1's AUTH at 10.03 from ar3, the buffer flushed."""
+    from topologies.scenarios.idle import PAGES
+
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "topologies" / "figure2.yaml", d / TOPOLOGY_FILE)
+    (d / RUN_FILE).write_text(json.dumps({
+        "scenario": "idle", "params": {"mn": "mn1", "rounds": 1, "burst": 3,
+                                       "interval_s": 0.01},
+        "measured": {"buffer_bound": 64, "t_idle_phase": 9.0, "t_idle_end": 11.0,
+                     "t_conn_phase": 11.0, "t_conn_end": 13.0}}))
+    (d / PAGES).write_text(json.dumps({"idle_at": "ar1", "moved_to": ["ar2", "ar3"],
+                                       "first": 1}) + "\n")
+    (d / "send-1.txt").write_text("sent 1 10.000\nsent 2 10.010\nsent 3 10.020\n")
+    (d / "recv.txt").write_text("listening\nrecv 1 10.050\nrecv 2 10.051\nrecv 3 10.052\n")
+    ev = [{"ev": "page_start", "t": 10.01, "tal": ["ar1", "ar2", "ar3"]},
+          {"ev": "page_broadcast", "t": 10.011},
+          {"ev": "flushed", "t": 10.049, "sent": 3, "dropped": 0, "paging_ms": 39.0}]
+    (d / "ar1.events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    mn = [{"ev": "idle", "t": 9.5}, {"ev": "attached", "t": 10.04, "t_auth_sent": 10.03,
+                                     "ar": "ar3"},
+          {"ev": "attached", "t": 11.5, "t_auth_sent": 11.49, "ar": "ar2"}]
+    (d / "mn1.events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in mn))
+
+
+def test_idle_analyse_from_its_files(tmp_path: Path) -> None:
+    from topologies.scenarios.idle import IdleScenario
+
+    d = tmp_path / "idle"
+    canned_idle_run(d)
+    res = IdleScenario.analyse(d)
+    (page,) = res["pages"]
+    assert page["paging_ms"] == pytest.approx(20.0) and page["answered_at"] == "ar3"
+    assert page["first_packet_ms"] == pytest.approx(50.0)
+    assert (page["buffered_delivered"], page["dropped"], page["in_order"]) == (3, 0, True)
+    # Idle: mn1's idle and attach (2 each), the page on ar1's own link and one broadcast
+    # request and reply; connected: one attach.
+    assert res["signalling_detail"]["idle"]["mn_auth"] == 4
+    assert res["signalling_detail"]["idle"]["page_broadcast"] == 2
+    assert res["signalling"] == {"idle": 8, "connected": 2}
+    assert res["buffer_bound"] == 64
+    out = tmp_path / "b.json"
+    assert cli.main(["analyse", str(d), "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
