@@ -306,3 +306,48 @@ def test_idle_analyse_from_its_files(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     assert cli.main(["analyse", str(d), "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+
+
+# --- macro: the same, from a macro run's files -----------------------------------------------
+
+
+def test_macro_analyse_from_its_files(tmp_path: Path) -> None:
+    """mn3 leaves for the visited network (7 probes lost, path via the HA) and returns
+    (3 lost, shortest path); one stale host route is left on agg1."""
+    from topologies.scenarios.macro import RECORDS as MOVES
+    from topologies.scenarios.macro import MacroScenario
+
+    d = tmp_path / "macro"
+    d.mkdir()
+    shutil.copyfile(ROOT / "topologies" / "figure2.yaml", d / TOPOLOGY_FILE)
+    addr = "10.64.1.20"
+    (d / RUN_FILE).write_text(json.dumps({
+        "scenario": "macro", "params": {"mn": "mn3", "rounds": 1},
+        "measured": {"address": addr, "t_end": T0 + 9.0}}))
+    moves = [{"direction": "leave", "from": "ar1", "to": "inet", "t_attach": T0 + 1.0,
+              "auth_ms": 8.0, "care_of_ms": 12.5, "tunnel": "ipip",
+              "traceroute": ["inet", "core2", "ha", "inet", "mn3"]},
+             {"direction": "return", "from": "inet", "to": "ar1", "t_attach": T0 + 5.0,
+              "auth_ms": 6.0, "traceroute": ["inet", "core1", "agg1", "ar1", "mn3"]}]
+    (d / MOVES).write_text("".join(json.dumps(m) + "\n" for m in moves))
+    host = IPv4Network(f"{addr}/32")
+    (d / ROUTES).write_text(measure.dump_route_events([
+        RouteEvent(T0 + 5.1, "agg1", "add", host, 20, 186, frozenset({"10.254.0.9"})),
+        RouteEvent(T0 + 5.1, "ar1", "add", host, 0, 186, frozenset({"dev:ar1-acc"})),
+        RouteEvent(T0 + 9.5, "agg2", "add", host, 20, 186, frozenset({"10.254.0.1"}))]))
+    (d / "ping.txt").write_text(_ping(T0, T0 + 9.2, [(T0 + 1.0, T0 + 1.07),
+                                                     (T0 + 5.0, T0 + 5.03)]))
+    (d / "iperf.json").write_text(json.dumps(_iperf(9.0)))
+    (d / "ha.agent.status.json").write_text(json.dumps({"mobility": {"attached": {}}}))
+    res = MacroScenario.analyse(d)
+    leave, ret = res["moves"]
+    assert (leave["ping_lost"], leave["interruption_ms"]) == (7, pytest.approx(80.0))
+    assert (ret["ping_lost"], ret["interruption_ms"]) == (3, pytest.approx(40.0))
+    assert leave["path_via_ha"] and ret["path_optimal"] and not ret["path_via_ha"]
+    assert res["interruption_ms_p95"] == {"leave": 80.0, "return": 40.0}
+    # agg1's route counts; ar1's is on its access link; agg2's came after the window.
+    assert res["stale_routers"] == ["agg1"] and res["ha_bindings_end"] == 0
+    assert res["tunnel"] == "ipip" and res["iperf"]["survived"] is True
+    out = tmp_path / "b.json"
+    assert cli.main(["analyse", str(d), "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
