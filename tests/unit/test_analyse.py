@@ -351,3 +351,42 @@ def test_macro_analyse_from_its_files(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     assert cli.main(["analyse", str(d), "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+
+
+# --- addresses: the same, from an addresses run's files ------------------------------------
+
+
+def test_addresses_analyse_from_its_files(tmp_path: Path) -> None:
+    """Host routes over the run: agg1 learns mn3's /32 at 2 s, loses it at 6 s; the access
+    route on ar3 does not count; the phases and addresses come from run.json."""
+    from topologies.scenarios.addresses import AddressesScenario
+
+    d = tmp_path / "addresses"
+    d.mkdir()
+    shutil.copyfile(ROOT / "topologies" / "figure2.yaml", d / TOPOLOGY_FILE)
+    phases = [{"t": 0.0, "phase": "attached at home", "ar": "ar1", "address": "10.64.1.20"},
+              {"t": 1.5, "phase": "moved, inter-cluster", "ar": "ar3"},
+              {"t": 3.0, "phase": "renewal relayed with option 82", "owner": "ar1",
+               "remote_id": "mn3.mn.example.", "circuit_id": "ar3-acc", "waited_s": 1.0},
+              {"t": 5.0, "phase": "rotated", "new": "10.64.3.20"},
+              {"t": 8.0, "phase": "renewal refused (NAK)", "address": "10.64.3.20"}]
+    (d / RUN_FILE).write_text(json.dumps({
+        "scenario": "addresses", "params": {"mn": "mn3"},
+        "measured": {"t0": T0, "base": 0, "a1": "10.64.1.20", "a2": "10.64.3.20",
+                     "new_src": "10.64.3.20", "t_end": T0 + 9.0, "phases": phases}}))
+    host = IPv4Network("10.64.1.20/32")
+    (d / ROUTES).write_text(measure.dump_route_events([
+        RouteEvent(T0 + 2.0, "agg1", "add", host, 20, 186, frozenset({"10.254.0.9"})),
+        RouteEvent(T0 + 2.0, "ar3", "add", host, 0, 186, frozenset({"dev:ar3-acc"})),
+        RouteEvent(T0 + 6.0, "agg1", "del", host, 20, 186, frozenset({"10.254.0.9"}))]))
+    (d / "iperf-long.json").write_text(json.dumps(_iperf(9.0)))
+    res = AddressesScenario.analyse(d)
+    assert res["host_routes_peak"] == 1 and res["host_routes_end"] == 0
+    assert {"t": 2.0, "router": "agg1", "count": 1} in res["host_routes"]
+    assert res["option82_seen"] and res["renew_limit_nak"]
+    assert res["option82"] == {"owner": "ar1", "remote_id": "mn3.mn.example.",
+                               "circuit_id": "ar3-acc"}
+    assert res["new_connection_used_new_address"] and res["old_tcp_survived_rotation"]
+    out = tmp_path / "b.json"
+    assert cli.main(["analyse", str(d), "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
