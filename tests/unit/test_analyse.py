@@ -204,6 +204,8 @@ def test_a_failed_measurement_still_names_the_directory(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "handoff 3 to ar5 failed" in err and str(d) in err
     assert (d / "ping.txt").read_text() == "half a run\n"
+    run = json.loads((d / RUN_FILE).read_text())
+    assert not run["complete"] and "handoff 3 to ar5 failed" in run["measured"]["error"]
 
 
 # --- routes.jsonl -------------------------------------------------------------------------

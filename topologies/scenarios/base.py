@@ -301,7 +301,11 @@ class Scenario:
         if src is not None:
             shutil.copyfile(src, self.dir / TOPOLOGY_FILE)
         self._write_run(complete=False)
-        self.measure()
+        try:
+            self.measure()
+        except BaseException as exc:  # recorded, not handled: the caller still sees it
+            self.note(error=f"{type(exc).__name__}: {exc}")
+            raise
         self._write_run(complete=True)
         return self.dir
 
