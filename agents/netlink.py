@@ -37,6 +37,8 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _RTA = struct.Struct("=HH")
+# The headers, for other decoders of the same messages (topologies/scenarios/routewatch.py).
+NLMSGHDR, RTMSG, IFINFOMSG = _NLMSGHDR, _RTMSG, _IFINFOMSG
 
 
 class NetlinkError(OSError):
@@ -62,6 +64,18 @@ def parse_attrs(buf: bytes) -> dict[int, bytes]:
         out[kind & 0x3FFF] = buf[off + _RTA.size:off + length]
         off += _align(length)
     return out
+
+
+def messages(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, seq, payload) of each netlink message in one datagram; a truncated
+    tail (a header that claims more than the datagram holds) ends the iteration."""
+    off = 0
+    while off + _NLMSGHDR.size <= len(buf):
+        length, mtype, flags, seq, _ = _NLMSGHDR.unpack_from(buf, off)
+        if length < _NLMSGHDR.size or off + length > len(buf):
+            return
+        yield mtype, flags, seq, buf[off + _NLMSGHDR.size:off + length]
+        off += _align(length)
 
 
 def route_message(*, dst: ipaddress.IPv4Network, oif: int | None = None,

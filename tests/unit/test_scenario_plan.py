@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from topologies import model
+from topologies.scenarios import base
 from topologies.scenarios import handoff as scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_walk_covers_every_case_of_the_issue_and_ends_at_home() -> None:
     topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    steps = scenario.walk(topo, "mn1")
+    steps = base.walk(topo, "mn1")
     assert [(s.to, s.kind, s.direct_link) for s in steps] == [
         ("ar2", "intra-cluster", False),
         ("ar3", "inter-cluster", True),  # across the direct AR-AR link (draft 2.2)
@@ -23,7 +24,7 @@ def test_walk_covers_every_case_of_the_issue_and_ends_at_home() -> None:
 
 def test_walk_on_a_topology_without_ar_links() -> None:
     topo = model.load(ROOT / "topologies" / "three_by_five.yaml")
-    steps = scenario.walk(topo, "mn1")
+    steps = base.walk(topo, "mn1")
     kinds = [s.kind for s in steps]
     assert kinds[0] == "intra-cluster" and kinds[-1] == "return-home"
     assert "inter-cluster" in kinds
@@ -46,7 +47,7 @@ def test_plan_starts_with_an_unmeasured_round_and_gives_each_mode_whole_round_tr
     topo = model.load(ROOT / "topologies" / "figure2.yaml")
     sc = scenario.HandoffScenario.__new__(scenario.HandoffScenario)
     sc.topo, sc.mn, sc.modes, sc.per_mode = topo, "mn1", ["redirect", "draft"], 6
-    sc.steps = scenario.walk(topo, "mn1")
+    sc.steps = base.walk(topo, "mn1")
     plan = sc.plan()
     assert [m for _, _, m in plan[:4]] == [False] * 4  # the warm-up round trip
     measured = [(mode, s.to) for mode, s, m in plan if m]

@@ -1,11 +1,13 @@
 """Pure analysis of what the lab's tools print: ping, iperf3, bgpd debug log, traceroute.
 
 Also replays the kernel route events recorded by routewatch to find when a node's route
-settled. No root, no I/O: every function takes text or records and returns numbers.
+settled, and writes/reads those events as routes.jsonl. No root, no I/O: every function
+takes text or records and returns numbers or text.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any, Literal
+
+from topologies.analysis import stats
 
 
 class MeasureError(ValueError):
@@ -163,8 +167,8 @@ def _intervals(doc: Mapping[str, Any]) -> list[dict[str, float]]:
 
 def _resolution(ivs: list[dict[str, float]]) -> float:
     # The median, so that iperf3's short final interval does not count.
-    secs = sorted(iv["seconds"] for iv in ivs)
-    return secs[len(secs) // 2] if secs else float("inf")
+    secs = [iv["seconds"] for iv in ivs]
+    return stats.median(secs) if secs else float("inf")
 
 
 def iperf_summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -407,3 +411,43 @@ def settled_at(
     if settled is None:  # unreachable: replaying to t_end ends in the final state
         raise MeasureError(f"{node} {dst}: replay did not reach its final state")
     return settled
+
+
+# --------------------------------------------------------------------------- routes.jsonl
+
+def dump_route_events(events: Iterable[RouteEvent]) -> str:
+    """RouteEvents as JSON lines (routes.jsonl), in order; floats keep every digit."""
+    lines = []
+    for e in events:
+        lines.append(json.dumps({"ts": e.ts, "node": e.node, "kind": e.kind, "dst": str(e.dst),
+                                 "metric": e.metric, "proto": e.proto,
+                                 "nexthops": sorted(e.nexthops)}, sort_keys=True))
+    return "".join(line + "\n" for line in lines)
+
+
+def parse_route_events(text: str) -> list[RouteEvent]:
+    """The inverse of dump_route_events, strictly: any malformed line is a MeasureError."""
+    out: list[RouteEvent] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise TypeError("not an object")
+            kind = row["kind"]
+            if kind not in ("add", "del"):
+                raise ValueError(f"kind {kind!r}")
+            ts, metric, proto = row["ts"], row["metric"], row["proto"]
+            hops = row["nexthops"]
+            if not isinstance(ts, int | float) or isinstance(ts, bool) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in (metric, proto)):
+                raise TypeError("ts, metric or proto of the wrong type")
+            if not isinstance(row["node"], str) or not isinstance(hops, list) or not all(
+                    isinstance(h, str) for h in hops):
+                raise TypeError("node or nexthops of the wrong type")
+            out.append(RouteEvent(float(ts), row["node"], kind, _net(str(row["dst"])),
+                                  metric, proto, frozenset(hops)))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MeasureError(f"routes line {n}: {exc}") from None
+    return out

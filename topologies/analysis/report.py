@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from topologies.analysis.stats import percentile
+
 
 def machine_info() -> dict[str, Any]:
     cpu = ""
@@ -217,8 +219,9 @@ def render_markdown(result: dict[str, Any], machine: dict[str, Any], files: dict
     akinds = sorted({h["kind"] for h in result["handoffs"]["anchored"]})
     for kind in [*akinds, "all"]:
         hs = [h for h in result["handoffs"]["anchored"] if kind == "all" or h["kind"] == kind]
-        vals = sorted(float(h["interruption_ms"]) for h in hs)
-        mode_rows.append(["anchored", kind, len(hs), _pctl(vals, 0.5), _pctl(vals, 0.95),
+        vals = [float(h["interruption_ms"]) for h in hs]
+        mode_rows.append(["anchored", kind, len(hs), percentile(vals, 0.5),
+                          percentile(vals, 0.95),
                           sum(int(h["ping_lost"]) for h in hs)])
     add(_table(["mode", "kind", "n", "p50 (ms)", "p95 (ms)", "probes lost"], mode_rows) + "\n")
     add(_img(files, "cdf", "interruption CDF, flat modes and anchored", prefix))
@@ -293,14 +296,6 @@ def render_markdown(result: dict[str, Any], machine: dict[str, Any], files: dict
         "- Nothing was tuned for either side: both use the same walk, traffic, period and "
         "netlink client for route changes.\n")
     return "\n".join(lines) + "\n"
-
-
-def _pctl(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def write_report(result: dict[str, Any], out: Path, machine: dict[str, Any] | None = None,

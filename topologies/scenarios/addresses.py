@@ -5,20 +5,22 @@ every router's host routes counted from netlink over the whole run.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from topologies.analysis import measure
 from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Lab, Progress
-from topologies.model import Role, fqdn
-from topologies.scenarios.handoff import Scenario, read_events, wait_for_clock
+from topologies.model import Topology, fqdn
+from topologies.scenarios import traffic
+from topologies.scenarios.base import ROUTES, RunDir, Scenario, read_events, wait_for_clock
+from topologies.scenarios.registry import register
 from topologies.scenarios.routewatch import RouteWatcher
 
 LONG_PORT, SHORT_PORT = 5201, 5202
@@ -81,8 +83,10 @@ def totals(series: list[dict[str, Any]]) -> list[tuple[float, int]]:
     return out
 
 
+@register
 class AddressesScenario(Scenario):
     name = "addresses"
+    help = "a DHCP MN through moves, a relayed renewal, rotation, release, the renewal limit"
     dhcp_mn = True
 
     def __init__(self, lab: Lab, *, mn: str | None = None, progress: Progress | None = None,
@@ -93,7 +97,10 @@ class AddressesScenario(Scenario):
         self.cn_address = str(self.cn.interfaces[0].address)
         self.phases: list[dict[str, Any]] = []
         self.t0 = 0.0
-        self.plot_files: list[str] = []
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        return cls(lab, out_dir=out_dir)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -106,6 +113,7 @@ class AddressesScenario(Scenario):
     def _phase(self, what: str, **fields: Any) -> None:
         t = time.time() - self.t0
         self.phases.append({"t": round(t, 3), "phase": what, **fields})
+        self.note(phases=self.phases)
         detail = " ".join(f"{k}={v}" for k, v in fields.items())
         self.progress(f"  {t:6.1f}s {what} {detail}")
 
@@ -137,40 +145,35 @@ class AddressesScenario(Scenario):
 
     # --- the run ------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def measure(self) -> None:
         lab, topo = self.lab, self.topo
         routers = [n.name for n in topo.routers]
         lease = topo.dhcp.lease_s
         limit = topo.dhcp.remote_renewals
-        owner_of = {ar.name: ar for ar in topo.by_role(Role.AR)}
         intra, inter = self._neighbours(self.home)
         inter_peer = next(a for a in topo.cluster_of(inter).ars if a != inter)
         self.progress(f"addresses scenario: {self.mn} from {self.home} -> {intra} -> {inter}, "
                       f"rotation, release, then {inter_peer} until the remote-renewal limit "
                       f"({limit} renewals of {lease} s leases)")
         with contextlib.ExitStack() as stack:
-            watcher = stack.enter_context(RouteWatcher(
-                {r: lab.execs[r].pid for r in routers}, topo.managed))
+            watcher = self.watch_routes(stack, topo.managed)
+            stack.callback(self.keep_files, [*routers, self.mn], ["events.jsonl"])
             self.t0 = watcher.started_at or time.time()
             base = totals(host_route_series(watcher.events(), self.t0, routers))[-1][1]
-            a1 = IPv4Address(self._mn({"cmd": "status"})["address"])
+            a1 = str(IPv4Address(self._mn({"cmd": "status"})["address"]))
+            self.note(t0=self.t0, base=base, a1=a1)
             self._phase("attached at home", ar=self.home, address=str(a1))
             if lab.radio is not None and lab.radio.where.get(self.mn) != self.home:
                 self._move(self.home)
-            stack.enter_context(lab.background(
-                self.cn.name, ["iperf3", "-s", "-p", str(LONG_PORT), "-J", "-i", "0.1"],
-                self.dir / "iperf-server.json"))
-            stack.enter_context(lab.background(
-                self.cn.name, ["iperf3", "-s", "-p", str(SHORT_PORT), "-J"],
-                self.dir / "iperf-short-server.json"))
-            cn = lab.execs[self.cn.name]
-            wait_until(lambda: f":{SHORT_PORT}" in cn.run(["ss", "-ltn"]).stdout and
-                       f":{LONG_PORT}" in cn.run(["ss", "-ltn"]).stdout, 10, "iperf3 servers")
+            stack.enter_context(traffic.iperf_server(
+                lab, self.cn.name, self.dir / "iperf-server.json", LONG_PORT, once=False))
+            stack.enter_context(traffic.iperf_server(
+                lab, self.cn.name, self.dir / "iperf-short-server.json", SHORT_PORT,
+                once=False, interval_s=None))
             long_s = 30.0
-            iperf = stack.enter_context(lab.background(
-                self.mn, ["iperf3", "-c", self.cn_address, "-p", str(LONG_PORT),
-                          "-t", f"{long_s:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J",
-                          "--get-server-output"], self.dir / "iperf-long.json"))
+            iperf = stack.enter_context(traffic.iperf_client(
+                lab, self.mn, self.cn_address, self.dir / "iperf-long.json", long_s, IPERF_RATE,
+                LONG_PORT))
             self._phase("long-lived TCP started", source=str(a1))
             wait_for_clock(time.time() + 1.5)  # the timeline's pause
             self._move(intra)
@@ -194,9 +197,11 @@ class AddressesScenario(Scenario):
                         remote_id=seen82[-1]["remote_id"], circuit_id=seen82[-1]["circuit_id"],
                         waited_s=round(waited, 1))
             rot = self._mn({"cmd": "rotate"})
-            a2 = IPv4Address(rot["address"])
+            a2 = str(IPv4Address(rot["address"]))
+            self.note(a2=a2)
             self._phase("rotated", new=str(a2), held=rot["addresses"])
             new_src = self._short_connection()
+            self.note(new_src=new_src)
             in_use = self._mn({"cmd": "in_use"})["in_use"]
             self._phase("new connection", source=new_src, in_use=in_use)
             iperf.wait(long_s + 15)
@@ -234,12 +239,7 @@ class AddressesScenario(Scenario):
                        "host routes back to the pool-only baseline")
             self._phase("host routes back to baseline")
             wait_for_clock(time.time() + 1.0)  # the timeline's pause
-            events = watcher.events()
-        for r in [*routers, self.mn]:
-            src = lab.rundir(r) / "events.jsonl"
-            if src.exists():
-                shutil.copyfile(src, self.dir / f"{r}.events.jsonl")
-        return self.analyse(events, routers, base, a1, a2, new_src, owner_of)
+            self.note(t_end=time.time())
 
     def _identity(self) -> str:
         return fqdn("mn", self.mn)
@@ -255,46 +255,68 @@ class AddressesScenario(Scenario):
         except (ValueError, KeyError, IndexError) as exc:
             raise LabError(f"short iperf3 from {self.mn}: {exc}: {res.stderr[-200:]}") from None
 
-    def analyse(self, events: list[measure.RouteEvent], routers: list[str], base: int,
-                a1: IPv4Address, a2: IPv4Address, new_src: str,
-                owner_of: dict[str, Any]) -> dict[str, Any]:
-        series = host_route_series(events, self.t0, routers)
-        tot = totals(series)
+    @classmethod
+    def analyse(cls, out_dir: Path) -> dict[str, Any]:
+        run = RunDir.open(out_dir)
+        m = run.measured
+        missing = [k for k in ("t0", "base", "a1", "a2", "new_src", "t_end") if k not in m]
+        if missing:
+            raise measure.MeasureError(f"{out_dir}: the measurement did not finish "
+                                       f"(no {', '.join(missing)})")
         try:
-            iperf = measure.iperf_summary(json.loads((self.dir / "iperf-long.json").read_text()))
-        except (OSError, ValueError, measure.MeasureError) as exc:
-            iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
-        phases = {p["phase"]: p for p in self.phases}
-        from topologies.analysis import plots
+            events = measure.parse_route_events((out_dir / ROUTES).read_text())
+        except OSError as exc:
+            raise measure.MeasureError(f"{out_dir}: no route events: {exc}") from None
+        events = [e for e in events if e.ts <= float(m["t_end"])]
+        return analyse_addresses(run.topo, str(run.params["mn"]), out_dir, events,
+                                 list(m.get("phases", [])), float(m["t0"]), int(m["base"]),
+                                 str(m["a1"]), str(m["a2"]), str(m["new_src"]))
 
-        self.plot_files = [str(plots.host_routes(series, self.phases,
-                                                 self.dir / "host-routes.png"))]
-        return {
-            "scenario": "addresses",
-            "topology": self.topo.name,
-            "mn": self.mn,
-            "dhcp_client": "udhcpc",
-            "lease_s": self.topo.dhcp.lease_s,
-            "remote_renewals_limit": self.topo.dhcp.remote_renewals,
-            "addresses": {"first": str(a1), "rotated": str(a2)},
-            "option82_seen": "renewal relayed with option 82" in phases,
-            "option82": {k: v for k, v in phases.get("renewal relayed with option 82", {}).items()
-                         if k in ("owner", "remote_id", "circuit_id")},
-            "renew_limit_nak": "renewal refused (NAK)" in phases,
-            "new_connection_source": new_src,
-            "new_connection_used_new_address": new_src == str(a2),
-            "old_tcp_survived_rotation": bool(iperf.get("survived")),
-            "iperf": iperf,
-            "phases": self.phases,
-            "host_routes": series,
-            "host_routes_total": [{"t": t, "count": n} for t, n in tot],
-            "host_routes_by_phase": by_phase(tot, self.phases),
-            "host_routes_baseline": base,
-            "host_routes_peak": max((n for _, n in tot), default=0),
-            "host_routes_end": tot[-1][1] if tot else 0,
-            "routers": len(routers),
-            "plots": self.plot_files,
-        }
+    @staticmethod
+    def table(result: dict[str, Any]) -> str:
+        return table(result)
+
+
+def analyse_addresses(topo: Topology, mn: str, out_dir: Path,
+                      events: list[measure.RouteEvent], phase_list: list[dict[str, Any]],
+                      t0: float, base: int, a1: str, a2: str, new_src: str) -> dict[str, Any]:
+    routers = [n.name for n in topo.routers]
+    series = host_route_series(events, t0, routers)
+    tot = totals(series)
+    try:
+        iperf = measure.iperf_summary(json.loads((out_dir / "iperf-long.json").read_text()))
+    except (OSError, ValueError, measure.MeasureError) as exc:
+        iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+    phases = {p["phase"]: p for p in phase_list}
+    from topologies.analysis import plots
+
+    plot_files = [str(plots.host_routes(series, phase_list, out_dir / "host-routes.png"))]
+    return {
+        "scenario": "addresses",
+        "topology": topo.name,
+        "mn": mn,
+        "dhcp_client": "udhcpc",
+        "lease_s": topo.dhcp.lease_s,
+        "remote_renewals_limit": topo.dhcp.remote_renewals,
+        "addresses": {"first": str(a1), "rotated": str(a2)},
+        "option82_seen": "renewal relayed with option 82" in phases,
+        "option82": {k: v for k, v in phases.get("renewal relayed with option 82", {}).items()
+                     if k in ("owner", "remote_id", "circuit_id")},
+        "renew_limit_nak": "renewal refused (NAK)" in phases,
+        "new_connection_source": new_src,
+        "new_connection_used_new_address": new_src == str(a2),
+        "old_tcp_survived_rotation": bool(iperf.get("survived")),
+        "iperf": iperf,
+        "phases": phase_list,
+        "host_routes": series,
+        "host_routes_total": [{"t": t, "count": n} for t, n in tot],
+        "host_routes_by_phase": by_phase(tot, phase_list),
+        "host_routes_baseline": base,
+        "host_routes_peak": max((n for _, n in tot), default=0),
+        "host_routes_end": tot[-1][1] if tot else 0,
+        "routers": len(routers),
+        "plots": plot_files,
+    }
 
 
 def table(result: dict[str, Any]) -> str:

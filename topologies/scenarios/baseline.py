@@ -5,42 +5,54 @@ handoff interruption, path stretch, messages and home round trips, failures, sta
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from topologies.analysis import measure
+from topologies.analysis.stats import mean as _mean
+from topologies.analysis.stats import percentile
 from topologies.lab.anchored import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
 from topologies.lab.daemons import DeadlineError, LabError, NodeExec, wait_until
 from topologies.lab.lab import Background, Lab
 from topologies.model import Role
-from topologies.scenarios.handoff import (
-    IPERF_RATE,
-    PING_INTERVAL_S,
-    HandoffScenario,
+from topologies.scenarios import traffic
+from topologies.scenarios.base import (
+    Progress,
+    RunDir,
     Scenario,
-    _pct,
+    add_walk_arguments,
+    address_owner,
+    graph,
+    read_jsonl,
     wait_for_clock,
     walk,
+    write_jsonl,
 )
+from topologies.scenarios.handoff import IPERF_RATE, PING_INTERVAL_S, HandoffScenario
+from topologies.scenarios.progress import Eta
+from topologies.scenarios.registry import register
 
-Progress = Callable[[str], None]
 FAIL_OBSERVE_S = 8.0  # how long after a failure a session may take to come back
 FAIL_LEAD_S = 1.5  # probe stream before the failure
+FLAT_DIR = "flat"  # the flat walk: a handoff scenario's own run directory
+ANCHORED_RECORDS = "anchored-handoffs.jsonl"
+PROCEDURES = "procedures.json"
+STRETCH = "stretch.json"
+STATE = "state.json"
+FAILURES = "failures.json"  # per failure: what broke, when, and each session's probe file
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
+@register
 class BaselineScenario(Scenario):
     name = "baseline"
+    help = "the flat architecture and the anchored baseline side by side in one run"
 
     def __init__(self, lab: Lab, *, per_mode: int = 8, period_s: float = 2.0,
                  home_rtt_ms: float = 30.0, flat_modes: tuple[str, ...] = ("redirect", "draft"),
@@ -52,36 +64,48 @@ class BaselineScenario(Scenario):
         self.flat_modes = flat_modes
         self.cn = self.topo.service("cn").name
         self.pgw = anchor_node(self.topo).name
-        self.adj: dict[str, set[str]] = {n: set() for n in self.topo.nodes}
-        for lk in self.topo.links:
-            self.adj[lk.a].add(lk.b)
-            self.adj[lk.b].add(lk.a)
-        self.owner: dict[IPv4Address, str] = {}
-        for n in self.topo.nodes.values():
-            for i in n.interfaces:
-                self.owner[i.address] = n.name
-            if n.loopback is not None:
-                self.owner[n.loopback] = n.name
+        self.adj = graph(self.topo)
+        self.owner = address_owner(self.topo, pools=False)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_walk_arguments(parser)
+        parser.add_argument("--home-rtt-ms", type=float, default=30.0,
+                            help="round trip to the home network's HSS (emulated)")
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        return cls(lab, per_mode=args.handoffs, period_s=args.period,
+                   home_rtt_ms=args.home_rtt_ms, out_dir=out_dir)
+
+    def params(self) -> dict[str, Any]:
+        return {"mn": self.mn, "per_mode": self.per_mode, "period_s": self.period_s,
+                "home_rtt_ms": self.home_rtt_ms, "flat_modes": list(self.flat_modes),
+                "mobiles": list(self.lab.mobiles)}
 
     # --- the run ------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def measure(self) -> None:
         t0 = time.time()
-        dns0 = self._unbound_stats()
+        self.note(dns_before=self._unbound_stats())
         flat = HandoffScenario(self.lab, mn=self.mn, modes=self.flat_modes,
                                per_mode=self.per_mode, period_s=self.period_s,
-                               progress=self.progress, out_dir=self.dir / "flat").run()
-        dns1 = self._unbound_stats()
+                               progress=self.progress, out_dir=self.dir / FLAT_DIR)
+        flat.topology_file = self.topology_file
+        flat.record()
+        self.note(dns_after=self._unbound_stats())
         with AnchoredPlane(self.lab, home_rtt_ms=self.home_rtt_ms,
                            progress=self.progress) as plane:
-            plane.attach_all()
-            anchored = self._anchored_walk(plane)
-            stretch = self._stretch(plane)
-            state = self._state(plane)
-            failures = self._failures(plane)
-            procedures = plane.procedures()
-        return self.analyse(flat, dns0, dns1, anchored, procedures, stretch, state, failures,
-                            time.time() - t0)
+            try:
+                plane.attach_all()
+                self._anchored_walk(plane)
+                (self.dir / STRETCH).write_text(json.dumps(self._stretch(plane), indent=1))
+                (self.dir / STATE).write_text(json.dumps(self._state(plane), indent=1))
+                (self.dir / FAILURES).write_text(json.dumps(self._failures(plane), indent=1))
+            finally:
+                (self.dir / PROCEDURES).write_text(json.dumps(plane.procedures(), indent=1,
+                                                              default=str))
+        self.note(elapsed_s=time.time() - t0)
 
     def _unbound_stats(self) -> dict[str, float]:
         dns = self.lab.dns
@@ -105,21 +129,16 @@ class BaselineScenario(Scenario):
         """The flat scenario's traffic exactly: the 10 ms paced prober and a paced iperf3."""
         lab = self.lab
         with contextlib.ExitStack() as stack:
-            stack.enter_context(lab.background(
-                self.mn, ["iperf3", "-s", "-1", "-p", str(port), "-J"],
-                self.dir / f"{tag}-iperf-server.json"))
-            wait_until(lambda: f":{port}" in lab.execs[self.mn].run(["ss", "-ltn"]).stdout,
-                       10, "iperf3 server on the MN")
-            ping = stack.enter_context(lab.background(
-                self.cn, [sys.executable, "-m", "agents.probe", str(address), "--interval",
-                          str(PING_INTERVAL_S)], self.dir / f"{tag}-ping.txt"))
-            iperf = stack.enter_context(lab.background(
-                self.cn, ["iperf3", "-c", str(address), "-p", str(port), "-t",
-                          f"{duration:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J"],
-                self.dir / f"{tag}-iperf.json"))
+            stack.enter_context(traffic.iperf_server(
+                lab, self.mn, self.dir / f"{tag}-iperf-server.json", port, interval_s=None))
+            ping = stack.enter_context(traffic.probe(lab, self.cn, address,
+                                                     self.dir / f"{tag}-ping.txt"))
+            iperf = stack.enter_context(traffic.iperf_client(
+                lab, self.cn, address, self.dir / f"{tag}-iperf.json", duration, IPERF_RATE,
+                port, server_output=False))
             yield ping, iperf
 
-    def _anchored_walk(self, plane: AnchoredPlane) -> dict[str, Any]:
+    def _anchored_walk(self, plane: AnchoredPlane) -> None:
         steps = walk(self.topo, self.mn)
         rounds = -(-self.per_mode // len(steps))
         plan = [(s, False) for s in steps] + [(s, True) for _ in range(rounds) for s in steps]
@@ -128,62 +147,25 @@ class BaselineScenario(Scenario):
         self.progress(f"anchored walk: {len(plan)} handoffs of {self.mn} through the anchor "
                       f"{self.pgw}, one every {self.period_s:.1f}s")
         records: list[dict[str, Any]] = []
+        eta = Eta(len(plan), self.progress)
         with self._traffic(address, "anchored", duration, 5202) as (ping, iperf):
             t_next = time.time() + 1.5
-            for i, (step, measured) in enumerate(plan):
+            for step, measured in plan:
                 wait_for_clock(t_next)
                 rec = plane.handoff(self.mn, step.to)
                 rec.update(kind=step.kind, warmup=not measured, mode="anchored")
                 records.append(rec)
-                self.progress(f"  {i + 1:2d}/{len(plan)} {'anchored' if measured else 'warm-up':8s}"
-                              f" {rec['from']}->{step.to} ({step.kind}) attach "
-                              f"{rec['attach_ms']:.1f} ms")
+                write_jsonl(self.dir / ANCHORED_RECORDS, records)
+                eta.step(f"{'anchored' if measured else 'warm-up':8s} {rec['from']}->{step.to}"
+                         f" ({step.kind}) attach {rec['attach_ms']:.1f} ms")
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
-            t_end = time.time() + 0.5
-            wait_for_clock(t_end)
-            ping.interrupt()
-            iperf.wait(duration + 15)
-        replies = measure.parse_ping((self.dir / "anchored-ping.txt").read_text(errors="replace"))
-        procs = {(p["imsi"], p["seq"]): p for p in plane.procedures()}
-        out: list[dict[str, Any]] = []
-        for i, rec in enumerate(records):
-            w0 = float(rec["t_attach"]) - 0.3
-            w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
-            interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
-            proc = next((p for (imsi, _), p in procs.items() if imsi == self.mn
-                         and float(rec["t_sent"]) - 0.01 <= float(p["t_start"])
-                         <= float(rec["t_accept"])), {})
-            out.append({
-                "mn": self.mn, "from": rec["from"], "to": rec["to"], "mode": "anchored",
-                "kind": rec["kind"], "warmup": rec["warmup"], "t_attach": rec["t_attach"],
-                "attach_ms": rec["attach_ms"], "attempts": rec["attempts"],
-                "interruption_ms": round(interruption, 3), "ping_lost": lost,
-                "hss_ms": proc.get("hss_ms"), "bearer_ms": proc.get("bearer_ms"),
-                "messages": {"air": int(rec["air_tx"]) + int(rec["air_rx"]),
-                             "s1": int(proc.get("s1", 0)), "s6a": int(proc.get("s6a", 0))},
-                "home_round_trips": int(proc.get("home_round_trips", 0)),
-            })
-        try:
-            iperf_res = measure.iperf_summary(
-                json.loads((self.dir / "anchored-iperf.json").read_text()))
-        except (OSError, ValueError, measure.MeasureError) as exc:
-            iperf_res = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
-                         "error": str(exc)}
-        timeline = measure.ping_timeline(replies, PING_INTERVAL_S)
-        return {"handoffs": [h for h in out if not h["warmup"]],
-                "warmup_handoffs": [h for h in out if h["warmup"]],
-                "iperf": iperf_res, "timeline": timeline}
+            self.note(anchored_t_end=traffic.end_walk(ping, iperf, duration))
+        eta.done()
 
     # --- path stretch ---------------------------------------------------------------------------
 
     def _trace(self, ex: NodeExec, dst: str) -> list[str | None]:
-        # ICMP echo probes: the MN answers every one (UDP probes meet its ICMP rate limit).
-        out = ex.run(["traceroute", "-I", "-n", "-q", "1", "-w", "1", "-m", "12", dst],
-                     timeout=30).stdout
-        names: list[str | None] = []
-        for h in measure.parse_traceroute(out):
-            names.append(None if h is None else self.owner.get(h, str(h)))
-        return names
+        return traffic.trace(ex, dst, self.owner, icmp=True, timeout=30)
 
     def _rtt(self, dst: str) -> float:
         out = self.lab.execs[self.cn].run(["ping", "-n", "-q", "-c", "20", "-i", "0.02", "-W",
@@ -337,33 +319,18 @@ class BaselineScenario(Scenario):
     def _sessions(self, addresses: dict[str, IPv4Address], tag: str,
                   act: Callable[[], float], observe_s: float = FAIL_OBSERVE_S
                   ) -> dict[str, Any]:
-        """One probe stream per MN; `act` breaks something and returns when it did."""
+        """One probe stream per MN; `act` breaks something and returns when it did. The
+        streams go to fail-<tag>-<mn>.txt; this returns what the analysis needs besides."""
         with contextlib.ExitStack() as stack:
             for mn, addr in addresses.items():
-                stack.enter_context(self.lab.background(
-                    self.cn, [sys.executable, "-m", "agents.probe", str(addr), "--interval",
-                              str(PING_INTERVAL_S)], self.dir / f"fail-{tag}-{mn}.txt"))
+                stack.enter_context(traffic.probe(self.lab, self.cn, addr,
+                                                  self.dir / f"fail-{tag}-{mn}.txt"))
             wait_for_clock(time.time() + FAIL_LEAD_S)
             t_fail = act()
             t_end = t_fail + observe_s
             wait_for_clock(t_end)
-        sessions: list[dict[str, Any]] = []
-        for mn, addr in addresses.items():
-            replies = measure.parse_ping(
-                (self.dir / f"fail-{tag}-{mn}.txt").read_text(errors="replace"))
-            after = [r for r in replies if r.send_ts > t_fail]
-            survived = bool(after) and after[-1].send_ts > t_end - 1.0
-            gap = None
-            if replies and survived:
-                gap, _ = measure.ping_window(replies, t_fail - 0.05, t_end - 1.0,
-                                             PING_INTERVAL_S)
-            sessions.append({"mn": mn, "address": str(addr), "survived": survived,
-                             "recovery_ms": round(gap, 3) if gap is not None else None,
-                             "timeline": [(round(t - t_fail, 3), rtt) for t, rtt in
-                                          measure.ping_timeline(replies, PING_INTERVAL_S)]})
-        return {"t_fail": t_fail, "observe_s": observe_s, "sessions": sessions,
-                "survived": sum(1 for s in sessions if s["survived"]),
-                "total": len(sessions)}
+        return {"tag": tag, "t_fail": t_fail, "observe_s": observe_s,
+                "addresses": {mn: str(a) for mn, a in addresses.items()}}
 
     def _links_down(self, node: str) -> float:
         ex = self.lab.execs[node]
@@ -413,103 +380,192 @@ class BaselineScenario(Scenario):
 
     # --- analysis -------------------------------------------------------------------------------
 
-    def analyse(self, flat: dict[str, Any], dns0: dict[str, float], dns1: dict[str, float],
-                anchored: dict[str, Any], procedures: list[dict[str, Any]],
-                stretch: list[dict[str, Any]], state: list[dict[str, Any]],
-                failures: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
-        fh = flat["handoffs"]
-        n_flat_all = len(fh) + len(flat.get("warmup_handoffs", []))
-        misses = dns1.get("total.num.cachemiss", 0.0) - dns0.get("total.num.cachemiss", 0.0)
-        queries = dns1.get("total.num.queries", 0.0) - dns0.get("total.num.queries", 0.0)
-        flat_msgs = {
-            "air": 2.0,  # one AUTH and its answer (draft 3)
-            "dns_queries": round(queries / n_flat_all, 3) if n_flat_all else None,
-            "bgp_updates": round(_mean([float(sum(h.get("updates", {}).values()))
-                                        for h in fh]), 3),
-            "ar_to_ar": round(_mean([2.0 if "redirect_sent" in h.get("timeline_ms", {})
-                                     else 0.0 for h in fh]), 3),
-        }
-        flat_home = round(misses / n_flat_all, 3) if n_flat_all else None
-        ah = anchored["handoffs"]
-        anch_msgs = {k: round(_mean([float(h["messages"][k]) for h in ah]), 3)
-                     for k in ("air", "s1", "s6a")}
-        flat_fail = [f for f in failures if f["arch"] == "flat"]
-        anch_fail = [f for f in failures if f["arch"] == "anchored"]
-
-        def survived_all(events: list[dict[str, Any]]) -> int:
-            if not events:
-                return 0
-            mns = {s["mn"] for s in events[0]["sessions"]}
-            for ev in events:
-                mns &= {s["mn"] for s in ev["sessions"] if s["survived"]}
-            return len(mns)
-
-        def recovery(events: list[dict[str, Any]]) -> float | None:
-            gaps = [s["recovery_ms"] for ev in events for s in ev["sessions"]
-                    if s["recovery_ms"] is not None and s["survived"]]
-            return max(gaps) if gaps else None
-
-        per_mode = {m: [h["interruption_ms"] for h in fh if h["mode"] == m]
-                    for m in self.flat_modes}
-        flat_all = [h["interruption_ms"] for h in fh]
-        summary = {
-            "flat": {
-                "modes": list(self.flat_modes),
-                "handoffs": len(fh),
-                "interruption_ms_p50": _pct(flat_all, 0.5),
-                "interruption_ms_p95": _pct(flat_all, 0.95),
-                "interruption_ms_p95_by_mode": {m: _pct(v, 0.95) for m, v in per_mode.items()},
-                "interruption_ms_p50_by_mode": {m: _pct(v, 0.5) for m, v in per_mode.items()},
-                "path_stretch_mean": round(_mean([r["flat_stretch"] for r in stretch]), 3),
-                "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in stretch]), 3),
-                "home_round_trips_per_handoff": flat_home,
-                "messages_per_handoff": flat_msgs,
-                "sessions_survived_failure": survived_all(flat_fail),
-                "sessions_total": len(self.lab.mobiles),
-                "recovery_ms_max": recovery(flat_fail),
-                "state_max_per_node": max((r["flat_max"] for r in state), default=0),
-                "iperf": flat["iperf"],
-            },
-            "anchored": {
-                "handoffs": len(ah),
-                "interruption_ms_p50": _pct([h["interruption_ms"] for h in ah], 0.5),
-                "interruption_ms_p95": _pct([h["interruption_ms"] for h in ah], 0.95),
-                "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in stretch]), 3),
-                "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in stretch]), 3),
-                "home_round_trips_per_handoff": round(_mean([float(h["home_round_trips"])
-                                                             for h in ah]), 3),
-                "messages_per_handoff": anch_msgs,
-                "sessions_survived_failure": survived_all(anch_fail),
-                "sessions_total": len(self.lab.mobiles),
-                "recovery_ms_max": recovery(anch_fail),
-                "state_max_per_node": max((r["anchored_max"] for r in state), default=0),
-                "attach_ms_p50": _pct([float(h["attach_ms"]) for h in ah], 0.5),
-                "hss_ms_p50": _pct([float(h["hss_ms"]) for h in ah if h["hss_ms"] is not None],
-                                   0.5),
-                "iperf": anchored["iperf"],
-            },
-        }
-        self._keep_flat_plots()
-        return {
-            "scenario": "baseline", "topology": self.topo.name, "mn": self.mn,
-            "anchor": self.pgw, "home_rtt_ms": self.home_rtt_ms, "period_s": self.period_s,
-            "per_mode": self.per_mode, "elapsed_s": round(elapsed, 1),
-            **summary,
-            "handoffs": {"flat": fh, "anchored": ah},
-            "warmup": {"flat": flat.get("warmup_handoffs", []),
-                       "anchored": anchored["warmup_handoffs"]},
-            "flat_summary": flat.get("summary", []),
-            "dns": {"before": dns0, "after": dns1, "flat_handoffs_incl_warmup": n_flat_all},
-            "stretch": stretch, "state": state, "failures": failures,
-            "timelines": {"anchored": anchored["timeline"]},
-            "procedures": procedures,
-        }
-
-    def _keep_flat_plots(self) -> None:
+    @classmethod
+    def analyse(cls, out_dir: Path) -> dict[str, Any]:
+        run = RunDir.open(out_dir)
+        p, m = run.params, run.measured
+        missing = [k for k in ("dns_before", "dns_after", "anchored_t_end", "elapsed_s")
+                   if k not in m]
+        missing += [f for f in (STRETCH, STATE, FAILURES, PROCEDURES)
+                    if not (out_dir / f).exists()]
+        if missing:
+            raise measure.MeasureError(f"{out_dir}: the measurement did not finish "
+                                       f"(no {', '.join(missing)})")
+        flat = HandoffScenario.analyse(out_dir / FLAT_DIR)
+        procedures = json.loads((out_dir / PROCEDURES).read_text())
+        anchored = anchored_walk(out_dir, str(p["mn"]), read_jsonl(out_dir / ANCHORED_RECORDS),
+                                 procedures, float(m["anchored_t_end"]))
+        failures = [failure_sessions(out_dir, f)
+                    for f in json.loads((out_dir / FAILURES).read_text())]
         for name in ("handoff-timeline.png", "interruption-cdf.png"):
-            src = self.dir / "flat" / name
+            src = out_dir / FLAT_DIR / name
             if src.exists():
-                shutil.copyfile(src, self.dir / f"flat-{name}")
+                shutil.copyfile(src, out_dir / f"flat-{name}")
+        return summarise(
+            topo_name=run.topo.name, mn=str(p["mn"]), pgw=anchor_node(run.topo).name,
+            home_rtt_ms=float(p["home_rtt_ms"]), period_s=float(p["period_s"]),
+            per_mode=int(p["per_mode"]), flat_modes=list(p["flat_modes"]),
+            mobiles=list(p["mobiles"]), flat=flat, dns0=dict(m["dns_before"]),
+            dns1=dict(m["dns_after"]), anchored=anchored, procedures=procedures,
+            stretch=json.loads((out_dir / STRETCH).read_text()),
+            state=json.loads((out_dir / STATE).read_text()), failures=failures,
+            elapsed=float(m["elapsed_s"]))
+
+    @staticmethod
+    def table(result: dict[str, Any]) -> str:
+        return table(result)
+
+
+def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
+                  procedures: list[dict[str, Any]], t_end: float) -> dict[str, Any]:
+    """The anchored walk's handoffs, from its probe file, records and the EPC's procedures."""
+    replies = measure.parse_ping((out_dir / "anchored-ping.txt").read_text(errors="replace"))
+    procs = {(p["imsi"], p["seq"]): p for p in procedures}
+    out: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        w0 = float(rec["t_attach"]) - 0.3
+        w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
+        interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
+        proc = next((p for (imsi, _), p in procs.items() if imsi == mn
+                     and float(rec["t_sent"]) - 0.01 <= float(p["t_start"])
+                     <= float(rec["t_accept"])), {})
+        out.append({
+            "mn": mn, "from": rec["from"], "to": rec["to"], "mode": "anchored",
+            "kind": rec["kind"], "warmup": rec["warmup"], "t_attach": rec["t_attach"],
+            "attach_ms": rec["attach_ms"], "attempts": rec["attempts"],
+            "interruption_ms": round(interruption, 3), "ping_lost": lost,
+            "hss_ms": proc.get("hss_ms"), "bearer_ms": proc.get("bearer_ms"),
+            "messages": {"air": int(rec["air_tx"]) + int(rec["air_rx"]),
+                         "s1": int(proc.get("s1", 0)), "s6a": int(proc.get("s6a", 0))},
+            "home_round_trips": int(proc.get("home_round_trips", 0)),
+        })
+    try:
+        iperf_res = measure.iperf_summary(
+            json.loads((out_dir / "anchored-iperf.json").read_text()))
+    except (OSError, ValueError, measure.MeasureError) as exc:
+        iperf_res = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
+                     "error": str(exc)}
+    timeline = measure.ping_timeline(replies, PING_INTERVAL_S)
+    return {"handoffs": [h for h in out if not h["warmup"]],
+            "warmup_handoffs": [h for h in out if h["warmup"]],
+            "iperf": iperf_res, "timeline": timeline}
+
+
+def failure_sessions(out_dir: Path, failure: dict[str, Any]) -> dict[str, Any]:
+    """One failure's sessions from their probe files: survived, and how long the gap."""
+    t_fail, observe_s = float(failure["t_fail"]), float(failure["observe_s"])
+    t_end = t_fail + observe_s
+    sessions: list[dict[str, Any]] = []
+    for mn, addr in failure["addresses"].items():
+        replies = measure.parse_ping(
+            (out_dir / f"fail-{failure['tag']}-{mn}.txt").read_text(errors="replace"))
+        after = [r for r in replies if r.send_ts > t_fail]
+        survived = bool(after) and after[-1].send_ts > t_end - 1.0
+        gap = None
+        if replies and survived:
+            gap, _ = measure.ping_window(replies, t_fail - 0.05, t_end - 1.0, PING_INTERVAL_S)
+        sessions.append({"mn": mn, "address": str(addr), "survived": survived,
+                         "recovery_ms": round(gap, 3) if gap is not None else None,
+                         "timeline": [(round(t - t_fail, 3), rtt) for t, rtt in
+                                      measure.ping_timeline(replies, PING_INTERVAL_S)]})
+    return {"arch": failure["arch"], "event": failure["event"], "t_fail": t_fail,
+            "observe_s": observe_s, "sessions": sessions,
+            "survived": sum(1 for s in sessions if s["survived"]), "total": len(sessions)}
+
+
+def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, period_s: float,
+              per_mode: int, flat_modes: list[str], mobiles: list[str], flat: dict[str, Any],
+              dns0: dict[str, float], dns1: dict[str, float], anchored: dict[str, Any],
+              procedures: list[dict[str, Any]], stretch: list[dict[str, Any]],
+              state: list[dict[str, Any]], failures: list[dict[str, Any]],
+              elapsed: float) -> dict[str, Any]:
+    """The baseline's result: both architectures' figures side by side, with the raw
+    records they came from."""
+    fh = flat["handoffs"]
+    n_flat_all = len(fh) + len(flat.get("warmup_handoffs", []))
+    misses = dns1.get("total.num.cachemiss", 0.0) - dns0.get("total.num.cachemiss", 0.0)
+    queries = dns1.get("total.num.queries", 0.0) - dns0.get("total.num.queries", 0.0)
+    flat_msgs = {
+        "air": 2.0,  # one AUTH and its answer (draft 3)
+        "dns_queries": round(queries / n_flat_all, 3) if n_flat_all else None,
+        "bgp_updates": round(_mean([float(sum(h.get("updates", {}).values()))
+                                    for h in fh]), 3),
+        "ar_to_ar": round(_mean([2.0 if "redirect_sent" in h.get("timeline_ms", {})
+                                 else 0.0 for h in fh]), 3),
+    }
+    flat_home = round(misses / n_flat_all, 3) if n_flat_all else None
+    ah = anchored["handoffs"]
+    anch_msgs = {k: round(_mean([float(h["messages"][k]) for h in ah]), 3)
+                 for k in ("air", "s1", "s6a")}
+    flat_fail = [f for f in failures if f["arch"] == "flat"]
+    anch_fail = [f for f in failures if f["arch"] == "anchored"]
+
+    def survived_all(events: list[dict[str, Any]]) -> int:
+        if not events:
+            return 0
+        mns = {s["mn"] for s in events[0]["sessions"]}
+        for ev in events:
+            mns &= {s["mn"] for s in ev["sessions"] if s["survived"]}
+        return len(mns)
+
+    def recovery(events: list[dict[str, Any]]) -> float | None:
+        gaps = [s["recovery_ms"] for ev in events for s in ev["sessions"]
+                if s["recovery_ms"] is not None and s["survived"]]
+        return max(gaps) if gaps else None
+
+    by_mode = {m: [h["interruption_ms"] for h in fh if h["mode"] == m] for m in flat_modes}
+    flat_all = [h["interruption_ms"] for h in fh]
+    summary = {
+        "flat": {
+            "modes": list(flat_modes),
+            "handoffs": len(fh),
+            "interruption_ms_p50": percentile(flat_all, 0.5),
+            "interruption_ms_p95": percentile(flat_all, 0.95),
+            "interruption_ms_p95_by_mode": {m: percentile(v, 0.95) for m, v in by_mode.items()},
+            "interruption_ms_p50_by_mode": {m: percentile(v, 0.5) for m, v in by_mode.items()},
+            "path_stretch_mean": round(_mean([r["flat_stretch"] for r in stretch]), 3),
+            "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in stretch]), 3),
+            "home_round_trips_per_handoff": flat_home,
+            "messages_per_handoff": flat_msgs,
+            "sessions_survived_failure": survived_all(flat_fail),
+            "sessions_total": len(mobiles),
+            "recovery_ms_max": recovery(flat_fail),
+            "state_max_per_node": max((r["flat_max"] for r in state), default=0),
+            "iperf": flat["iperf"],
+        },
+        "anchored": {
+            "handoffs": len(ah),
+            "interruption_ms_p50": percentile([h["interruption_ms"] for h in ah], 0.5),
+            "interruption_ms_p95": percentile([h["interruption_ms"] for h in ah], 0.95),
+            "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in stretch]), 3),
+            "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in stretch]), 3),
+            "home_round_trips_per_handoff": round(_mean([float(h["home_round_trips"])
+                                                         for h in ah]), 3),
+            "messages_per_handoff": anch_msgs,
+            "sessions_survived_failure": survived_all(anch_fail),
+            "sessions_total": len(mobiles),
+            "recovery_ms_max": recovery(anch_fail),
+            "state_max_per_node": max((r["anchored_max"] for r in state), default=0),
+            "attach_ms_p50": percentile([float(h["attach_ms"]) for h in ah], 0.5),
+            "hss_ms_p50": percentile([float(h["hss_ms"]) for h in ah if h["hss_ms"] is not None],
+                               0.5),
+            "iperf": anchored["iperf"],
+        },
+    }
+    return {
+        "scenario": "baseline", "topology": topo_name, "mn": mn,
+        "anchor": pgw, "home_rtt_ms": home_rtt_ms, "period_s": period_s,
+        "per_mode": per_mode, "elapsed_s": round(elapsed, 1),
+        **summary,
+        "handoffs": {"flat": fh, "anchored": ah},
+        "warmup": {"flat": flat.get("warmup_handoffs", []),
+                   "anchored": anchored["warmup_handoffs"]},
+        "flat_summary": flat.get("summary", []),
+        "dns": {"before": dns0, "after": dns1, "flat_handoffs_incl_warmup": n_flat_all},
+        "stretch": stretch, "state": state, "failures": failures,
+        "timelines": {"anchored": anchored["timeline"]},
+        "procedures": procedures,
+    }
 
 
 def table(result: dict[str, Any]) -> str:

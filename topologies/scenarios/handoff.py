@@ -5,173 +5,86 @@ streams TCP to it; every handoff is measured from the MN's, the ARs' and the rou
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
-import shutil
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Self
 
+from agents.contract import REDIRECT_METRIC  # a temporary redirect does not count
 from topologies.analysis import measure
-from topologies.lab.daemons import LabError, NodeExec, wait_until
+from topologies.analysis.stats import percentile
+from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Lab
 from topologies.model import Role, Topology
 from topologies.render.configs import UPDATES_LOG
+from topologies.scenarios import traffic
+from topologies.scenarios.base import (
+    ROUTES,
+    Progress,
+    RunDir,
+    Scenario,
+    Step,
+    add_walk_arguments,
+    address_owner,
+    graph,
+    provisioned_address,
+    read_events,
+    read_jsonl,
+    wait_for_clock,
+    walk,
+    write_jsonl,
+)
+from topologies.scenarios.progress import Eta
+from topologies.scenarios.registry import register
 from topologies.scenarios.routewatch import RouteWatcher
 
 log = logging.getLogger(__name__)
 
-PING_INTERVAL_S = 0.01
-IPERF_RATE = "20M"  # paced: a full-rate stream would starve the daemons of the 2-core VM
-REDIRECT_METRIC = 150  # agents.fib.REDIRECT_METRIC: a temporary redirect does not count
+PING_INTERVAL_S = traffic.PING_INTERVAL_S
+IPERF_RATE = traffic.IPERF_RATE
 SETTLE_QUIET_S = 0.4
 SETTLE_TIMEOUT_S = 6.0
-
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Step:
-    to: str
-    kind: str  # intra-cluster | inter-cluster | return-home
-    direct_link: bool = False  # the new AR and the previous one share a link (draft 2.2)
+RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
 
 
-def walk(topo: Topology, mn: str) -> list[Step]:
-    """One round trip from the MN's home AR covering every case the issue names: another AR
-    of the home cluster, across a direct AR-AR link into another cluster, a third cluster,
-    and home again. Falls back gracefully on topologies without an AR-AR link."""
-    home = topo.mobile(mn).home
-    cluster = topo.cluster_of(home)
-    ar_links = [
-        (lk.a, lk.b) for lk in topo.links
-        if topo.nodes[lk.a].role is Role.AR and topo.nodes[lk.b].role is Role.AR
-        and topo.cluster_of(lk.a) != topo.cluster_of(lk.b)
-    ]
-    bridge: tuple[str, str] | None = None
-    for a, b in ar_links:
-        if a in cluster.ars and a != home:
-            bridge = (a, b)
-        elif b in cluster.ars and b != home:
-            bridge = (b, a)
-        if bridge:
-            break
-    sibling = bridge[0] if bridge else next((a for a in cluster.ars if a != home), None)
-    order: list[str] = []
-    if sibling:
-        order.append(sibling)
-    if bridge:
-        order.append(bridge[1])
-    used = {topo.cluster_of(a).name for a in [home, *order]}
-    third = next((c for c in topo.clusters if c.name not in used), None)
-    if third is not None:
-        order.append(third.ars[0])
-    elif not bridge:
-        other = next((c for c in topo.clusters if c.name != cluster.name), None)
-        if other is not None:
-            order.append(other.ars[0])
-    order.append(home)
-    steps: list[Step] = []
-    prev = home
-    for ar in order:
-        if ar == home:
-            kind = "return-home"
-        elif topo.cluster_of(ar) == topo.cluster_of(prev):
-            kind = "intra-cluster"
-        else:
-            kind = "inter-cluster"
-        linked = any({lk.a, lk.b} == {prev, ar} for lk in topo.links)
-        steps.append(Step(ar, kind, linked))
-        prev = ar
-    return steps
-
-
-def address_owner(topo: Topology) -> dict[IPv4Address, str]:
-    """Which node each interface, loopback and pool gateway address belongs to."""
-    owner: dict[IPv4Address, str] = {}
-    for n in topo.nodes.values():
-        for i in n.interfaces:
-            owner[i.address] = n.name
-        if n.loopback is not None:
-            owner[n.loopback] = n.name
-        if n.pool is not None:
-            owner[n.pool_gateway] = n.name
-    return owner
-
-
-def graph(topo: Topology) -> dict[str, set[str]]:
-    adj: dict[str, set[str]] = {n: set() for n in topo.nodes}
-    for lk in topo.links:
-        adj[lk.a].add(lk.b)
-        adj[lk.b].add(lk.a)
-    return adj
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-    return out
-
-
-class Scenario:
-    """What every scenario starts from: a running lab, the MN it moves (a provisioned one,
-    or with ``dhcp_mn`` one that gets its addresses by DHCP), a directory for its raw files
-    and progress lines."""
-
-    name: ClassVar[str]
-    dhcp_mn: ClassVar[bool] = False
-
-    def __init__(self, lab: Lab, mn: str | None, progress: Progress | None,
-                 out_dir: Path | None) -> None:
-        kind = "an MN listed under dhcp.mobiles" if self.dhcp_mn else "a provisioned MN"
-        pool = [m for m in lab.mobiles if (m in lab.topo.dhcp_mobiles) == self.dhcp_mn]
-        if not pool:
-            raise LabError(f"the {self.name} scenario needs a topology with {kind}")
-        if mn is not None and mn not in pool:
-            raise LabError(f"the {self.name} scenario needs {kind}; {mn!r} is not one")
-        self.lab = lab
-        self.topo = lab.topo
-        self.mn = mn or pool[0]
-        self.progress = progress or lab.progress
-        self.dir = out_dir or lab.dir / f"scenario-{self.name}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-
+@register
 class HandoffScenario(Scenario):
     """Runs the walk in each mode inside one lab and measures every handoff."""
 
     name = "handoff"
+    help = "an MN walks across ARs under ping and TCP; every handoff measured"
 
     def __init__(self, lab: Lab, *, mn: str | None = None, modes: Sequence[str] = ("redirect",
                  "draft"), per_mode: int = 20, period_s: float = 2.0,
                  progress: Progress | None = None, out_dir: Path | None = None) -> None:
         super().__init__(lab, mn, progress, out_dir)
-        self.address = self.topo.mobile(self.mn).address
+        self.address = provisioned_address(self.topo, self.mn)
         self.prefix = IPv4Network((self.address, 32))
         self.modes = list(modes)
         self.per_mode = per_mode
         self.period_s = period_s
         self.steps = walk(self.topo, self.mn)
-        self.plot_files: list[str] = []
         self._owner = address_owner(self.topo)
-        self._adjacency = graph(self.topo)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--mode", default="both", choices=["redirect", "draft", "both"])
+        add_walk_arguments(parser)
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
+        return cls(lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
+                   out_dir=out_dir)
+
+    def params(self) -> dict[str, Any]:
+        return {"mn": self.mn, "modes": self.modes, "per_mode": self.per_mode,
+                "period_s": self.period_s}
 
     # --- topology helpers -------------------------------------------------------------------
 
@@ -192,34 +105,29 @@ class HandoffScenario(Scenario):
             out += [(mode, s, True) for _ in range(rounds) for s in self.steps]
         return out
 
-    def run(self) -> dict[str, Any]:
+    def measure(self) -> None:
         lab = self.lab
         plan = self.plan()
         duration = len(plan) * self.period_s + 4.0
         cn_name = self.topo.service("cn").name
         cn = lab.execs[cn_name]
-        mnx = lab.execs[self.mn]
-        namespaces = {r: lab.execs[r].pid for r in self.routers}
         self.progress(f"handoff scenario: {len(plan)} handoffs of {self.mn} "
                       f"({', '.join(self.modes)}), one every {self.period_s:.1f}s, "
                       f"~{duration:.0f}s of traffic")
         records: list[dict[str, Any]] = []
+        eta = Eta(len(plan), self.progress)
         with contextlib.ExitStack() as stack:
             # Every route, not only the managed range: the IGP routes toward the new AR's
             # loopback tell which next hops count as "forwarding by the new route".
-            watcher = stack.enter_context(RouteWatcher(namespaces, IPv4Network("0.0.0.0/0")))
-            stack.enter_context(lab.background(
-                self.mn, ["iperf3", "-s", "-1", "-p", "5201", "-J", "-i", "0.1"],
-                self.dir / "iperf-server.json"))
-            wait_until(lambda: self._listening(mnx), 10, "iperf3 server on the MN")
-            # Our paced prober, not iputils ping: `ping -i 0.01` sends every 16 ms here.
-            ping = stack.enter_context(lab.background(
-                cn_name, [sys.executable, "-m", "agents.probe", str(self.address),
-                     "--interval", str(PING_INTERVAL_S)], self.dir / "ping.txt"))
-            iperf = stack.enter_context(lab.background(
-                cn_name, ["iperf3", "-c", str(self.address), "-p", "5201", "-t", f"{duration:.0f}",
-                     "-i", "0.1", "-b", IPERF_RATE, "-J", "--get-server-output"],
-                self.dir / "iperf.json"))
+            watcher = self.watch_routes(stack, "0.0.0.0/0")
+            # Whatever happens below, the logs so far are kept (the route events too).
+            stack.callback(self.keep_files, self.routers, ("events.jsonl", UPDATES_LOG))
+            stack.enter_context(traffic.iperf_server(lab, self.mn,
+                                                     self.dir / "iperf-server.json"))
+            ping = stack.enter_context(traffic.probe(lab, cn_name, self.address,
+                                                     self.dir / "ping.txt"))
+            iperf = stack.enter_context(traffic.iperf_client(
+                lab, cn_name, self.address, self.dir / "iperf.json", duration))
             t_next = time.time() + 1.5
             for i, (mode, step, measured) in enumerate(plan):
                 lab.set_mode(mode)
@@ -232,33 +140,17 @@ class HandoffScenario(Scenario):
                 t_settle = time.monotonic()
                 self._settle(watcher, rec["t_attach"])
                 t_trace = time.monotonic()
-                rec["traceroute"] = self._traceroute(cn)
+                rec["traceroute"] = traffic.trace(cn, self.address, self._owner, target=self.mn)
                 records.append(rec)
-                self.progress(
-                    f"  {i + 1:2d}/{len(plan)} {mode if measured else 'warm-up':8s} "
-                    f"{rec['from']}->{step.to} "
+                write_jsonl(self.dir / RECORDS, records)
+                eta.step(
+                    f"{mode if measured else 'warm-up':8s} {rec['from']}->{step.to} "
                     f"({step.kind}) auth {rec['auth_ms']:.1f} ms; settled in "
                     f"{t_trace - t_settle:.1f}s, traceroute {time.monotonic() - t_trace:.1f}s"
                 )
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
-            t_end = time.time() + 0.5
-            wait_for_clock(t_end)
-            events = watcher.events()
-            ping.interrupt()
-            iperf.wait(duration + 15)
-        self._keep_logs()
-        return self.analyse(records, events, t_end)
-
-    def _keep_logs(self) -> None:
-        """The agents' event logs and bgpd's UPDATE logs, beside the scenario's own files."""
-        for r in self.topo.routers:
-            for name in ("events.jsonl", UPDATES_LOG):
-                src = self.lab.rundir(r.name) / name
-                if src.exists():
-                    shutil.copyfile(src, self.dir / f"{r.name}.{name}")
-
-    def _listening(self, ex: NodeExec) -> bool:
-        return ":5201" in ex.run(["ss", "-ltn"]).stdout
+            self.note(t_end=traffic.end_walk(ping, iperf, duration))
+        eta.done()
 
     def _settle(self, watcher: RouteWatcher, t0: float) -> None:
         """Wait until no route for the MN's /32 changed for a while (BGP has converged)."""
@@ -270,21 +162,46 @@ class HandoffScenario(Scenario):
         with contextlib.suppress(LabError):
             wait_until(quiet, SETTLE_TIMEOUT_S, "routes to settle", 0.05)
 
-    def _traceroute(self, cn: NodeExec) -> list[str | None]:
-        out = cn.run(["traceroute", "-n", "-q", "1", "-w", "1", "-m", "12",
-                      str(self.address)], timeout=20).stdout
-        hops = measure.parse_traceroute(out)
-        names: list[str | None] = []
-        for h in hops:
-            if h is None:
-                names.append(None)
-            elif h == self.address:
-                names.append(self.mn)
-            else:
-                names.append(self._owner.get(h, str(h)))
-        return names
-
     # --- analysis -------------------------------------------------------------------------
+
+    @classmethod
+    def analyse(cls, out_dir: Path) -> dict[str, Any]:
+        run = RunDir.open(out_dir)
+        p = run.params
+        if "t_end" not in run.measured:
+            raise measure.MeasureError(f"{out_dir}: the measurement did not finish (no t_end)")
+        return HandoffAnalysis(run.topo, str(p["mn"]), list(p["modes"]), float(p["period_s"]),
+                               out_dir).result(float(run.measured["t_end"]))
+
+    @staticmethod
+    def table(result: dict[str, Any]) -> str:
+        return table(result)
+
+
+class HandoffAnalysis:
+    """The handoff scenario's numbers, from its run directory alone."""
+
+    def __init__(self, topo: Topology, mn: str, modes: list[str], period_s: float,
+                 out_dir: Path) -> None:
+        self.topo = topo
+        self.mn = mn
+        self.modes = modes
+        self.period_s = period_s
+        self.dir = out_dir
+        self.prefix = IPv4Network((topo.mobile(mn).address, 32))
+        self._adjacency = graph(topo)
+
+    @property
+    def routers(self) -> list[str]:
+        return [n.name for n in self.topo.routers]
+
+    def result(self, t_end: float) -> dict[str, Any]:
+        records = read_jsonl(self.dir / RECORDS)
+        try:
+            events = measure.parse_route_events((self.dir / ROUTES).read_text())
+        except OSError as exc:
+            raise measure.MeasureError(f"{self.dir}: no route events: {exc}") from None
+        return self.analyse(records, events, t_end)
 
     def analyse(self, records: list[dict[str, Any]], events: list[measure.RouteEvent],
                 t_end: float) -> dict[str, Any]:
@@ -334,11 +251,11 @@ class HandoffScenario(Scenario):
         measured = [h for h in out if not h["warmup"]]
         for h, rec in zip(out, records, strict=True):
             h["t_attach"] = rec["t_attach"]
-        self.plot_files = self._plots(replies, out)
+        plot_files = self._plots(replies, out)
         return {"scenario": "handoff", "topology": self.topo.name, "mn": self.mn,
                 "modes": self.modes, "period_s": self.period_s, "handoffs": measured,
                 "warmup_handoffs": [h for h in out if h["warmup"]],
-                "iperf": iperf, "summary": summarise(measured), "plots": self.plot_files,
+                "iperf": iperf, "summary": summarise(measured), "plots": plot_files,
                 "first_contact": summarise([{**h, "mode": "warm-up"} for h in out
                                             if h["warmup"]])}
 
@@ -423,12 +340,6 @@ class HandoffScenario(Scenario):
                     "error": str(exc)}
 
 
-def wait_for_clock(t: float) -> None:
-    """Pace the walk: wait until wall-clock time t (a schedule, not a guess at readiness)."""
-    while (left := t - time.time()) > 0:
-        time.sleep(min(left, 0.05))
-
-
 def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     keys = sorted({(h["mode"], h["kind"]) for h in handoffs})
@@ -436,12 +347,12 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         hs = [h for h in handoffs if h["mode"] == mode and (kind == "all" or h["kind"] == kind)]
         rows.append({
             "mode": mode, "kind": kind, "n": len(hs),
-            "interruption_ms_p50": _pct([h["interruption_ms"] for h in hs], 0.5),
-            "interruption_ms_p95": _pct([h["interruption_ms"] for h in hs], 0.95),
-            "reroute_ms_p50": _pct([h["reroute_ms"] for h in hs], 0.5),
-            "reroute_ms_p95": _pct([h["reroute_ms"] for h in hs], 0.95),
-            "auth_ms_p50": _pct([h["auth_ms"] for h in hs], 0.5),
-            "auth_ms_p95": _pct([h["auth_ms"] for h in hs], 0.95),
+            "interruption_ms_p50": percentile([h["interruption_ms"] for h in hs], 0.5),
+            "interruption_ms_p95": percentile([h["interruption_ms"] for h in hs], 0.95),
+            "reroute_ms_p50": percentile([h["reroute_ms"] for h in hs], 0.5),
+            "reroute_ms_p95": percentile([h["reroute_ms"] for h in hs], 0.95),
+            "auth_ms_p50": percentile([h["auth_ms"] for h in hs], 0.5),
+            "auth_ms_p95": percentile([h["auth_ms"] for h in hs], 0.95),
             "ping_lost": sum(h["ping_lost"] for h in hs),
             "core_updates_max": max((h["core_updates"] for h in hs), default=0),
             "path_optimal": sum(1 for h in hs if h["path_optimal"]),

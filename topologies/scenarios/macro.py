@@ -5,35 +5,49 @@ Measured: the interruption both ways, the path while away and after return, stal
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
-import shutil
-import sys
 import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from topologies.analysis import measure
-from topologies.lab.daemons import LabError, wait_until
+from topologies.analysis.stats import percentile
+from topologies.lab.daemons import LabError
 from topologies.lab.lab import Lab, Progress
+from topologies.model import Topology
+from topologies.scenarios import traffic
 from topologies.scenarios.addresses import counted
-from topologies.scenarios.handoff import (
-    PING_INTERVAL_S,
+from topologies.scenarios.base import (
+    ROUTES,
+    RunDir,
     Scenario,
     address_owner,
     graph,
+    read_jsonl,
     wait_for_clock,
+    write_jsonl,
 )
-from topologies.scenarios.routewatch import RouteWatcher
+from topologies.scenarios.progress import Eta
+from topologies.scenarios.registry import register
 
+PING_INTERVAL_S = traffic.PING_INTERVAL_S
 IPERF_RATE = "10M"
 AWAY_S = 4.0  # within one lease (the home leases are not renewed while away)
 HOME_S = 4.0
+RECORDS = "moves.jsonl"
 
 
+def _ha(topo: Topology) -> str:
+    return next(n.name for n in topo.nodes.values() if n.service == "ha")
+
+
+@register
 class MacroScenario(Scenario):
     name = "macro"
+    help = "a DHCP MN leaves for the visited network, binds to its Home Agent, returns"
     dhcp_mn = True
 
     def __init__(self, lab: Lab, *, rounds: int = 3, mn: str | None = None,
@@ -44,10 +58,20 @@ class MacroScenario(Scenario):
         self.outside = self.topo.outside_cell
         self.rounds = rounds
         self.home = self.topo.mobile(self.mn).home
-        self.ha = next(n for n in self.topo.nodes.values() if n.service == "ha")
+        self.ha = self.topo.node(_ha(self.topo))
         self.cn = self.topo.service("cn")
         self._owner = address_owner(self.topo)
-        self._adjacency = graph(self.topo)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--rounds", type=int, default=5, help="leave-and-return rounds")
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        return cls(lab, rounds=args.rounds, out_dir=out_dir)
+
+    def params(self) -> dict[str, Any]:
+        return {"mn": self.mn, "rounds": self.rounds}
 
     def _mn(self, req: dict[str, Any]) -> dict[str, Any]:
         answer = self.lab.control(self.mn).request(req, timeout=30)
@@ -55,46 +79,34 @@ class MacroScenario(Scenario):
             raise LabError(f"{self.mn} {req.get('cmd')}: {answer.get('error')}")
         return answer
 
-    def _path(self, address: IPv4Address) -> list[str | None]:
-        out = self.lab.execs[self.cn.name].run(
-            ["traceroute", "-n", "-q", "1", "-w", "1", "-m", "14", str(address)], timeout=30)
-        names: list[str | None] = []
-        for h in measure.parse_traceroute(out.stdout):
-            names.append(None if h is None else self.mn if h == address
-                         else self._owner.get(h, str(h)))
-        return names
-
-    def run(self) -> dict[str, Any]:
+    def measure(self) -> None:
         lab = self.lab
         status = self._mn({"cmd": "status"})
         if status.get("ha") is None:
             self._mn({"cmd": "prepare_ha"})
         address = IPv4Address(status["address"])
+        self.note(address=str(address))
         routers = [n.name for n in self.topo.routers]
         moves = [(self.outside, "leave"), (self.home, "return")] * self.rounds
         duration = len(moves) * max(AWAY_S, HOME_S) + 6.0
+        records: list[dict[str, Any]] = []
         self.progress(f"macro scenario: {self.mn} ({address}) leaves {self.home} for the "
                       f"visited network on {self.outside} and returns, {self.rounds} times; "
                       f"Home Agent {self.ha.name}")
-        records: list[dict[str, Any]] = []
+        eta = Eta(len(moves), self.progress)
         with contextlib.ExitStack() as stack:
-            watcher = stack.enter_context(RouteWatcher(
-                {r: lab.execs[r].pid for r in routers}, self.topo.managed))
-            stack.enter_context(lab.background(
-                self.mn, ["iperf3", "-s", "-1", "-p", "5201", "-J", "-i", "0.1"],
-                self.dir / "iperf-server.json"))
-            mnx = lab.execs[self.mn]
-            wait_until(lambda: ":5201" in mnx.run(["ss", "-ltn"]).stdout, 10,
-                       "iperf3 server on the MN")
-            ping = stack.enter_context(lab.background(
-                self.cn.name, [sys.executable, "-m", "agents.probe", str(address),
-                               "--interval", str(PING_INTERVAL_S)], self.dir / "ping.txt"))
-            iperf = stack.enter_context(lab.background(
-                self.cn.name, ["iperf3", "-c", str(address), "-p", "5201", "-t",
-                               f"{duration:.0f}", "-i", "0.1", "-b", IPERF_RATE, "-J",
-                               "--get-server-output"], self.dir / "iperf.json"))
+            self.watch_routes(stack, self.topo.managed)
+            stack.callback(self.keep_files, [*routers, self.mn, self.ha.name],
+                           ["events.jsonl"])
+            stack.callback(self.keep_files, [self.ha.name], ["agent.status.json"])
+            stack.enter_context(traffic.iperf_server(lab, self.mn,
+                                                     self.dir / "iperf-server.json"))
+            ping = stack.enter_context(traffic.probe(lab, self.cn.name, address,
+                                                     self.dir / "ping.txt"))
+            iperf = stack.enter_context(traffic.iperf_client(
+                lab, self.cn.name, address, self.dir / "iperf.json", duration, IPERF_RATE))
             t_next = time.time() + 1.5
-            for i, (where, direction) in enumerate(moves):
+            for where, direction in moves:
                 wait_for_clock(t_next)
                 rec = lab.handoff(self.mn, where)
                 if not rec.get("ok") or rec.get("not_rerouted"):
@@ -104,90 +116,112 @@ class MacroScenario(Scenario):
                 # The path once the move has settled, well inside the stay.
                 t_path = time.time() + 1.0
                 wait_for_clock(t_path)
-                rec["traceroute"] = self._path(address)
+                rec["traceroute"] = traffic.trace(lab.execs[self.cn.name], address,
+                                                  self._owner, target=self.mn, max_hops=14,
+                                                  timeout=30)
                 records.append(rec)
-                self.progress(f"  {i + 1:2d}/{len(moves)} {direction:6s} -> {where}: "
-                              f"auth {rec['auth_ms']:.1f} ms"
-                              + (f", care-of {rec['care_of_ms']:.1f} ms, {rec['tunnel']}"
-                                 if direction == "leave" else ""))
+                write_jsonl(self.dir / RECORDS, records)
+                eta.step(f"{direction:6s} -> {where}: auth {rec['auth_ms']:.1f} ms"
+                         + (f", care-of {rec['care_of_ms']:.1f} ms, {rec['tunnel']}"
+                            if direction == "leave" else ""))
                 t_next = float(rec["t_attach"]) + hold
             t_end = max(t_next, time.time() + 1.0)
             wait_for_clock(t_end)
-            events = watcher.events()
+            self.note(t_end=t_end)
             ping.interrupt()
             iperf.wait(duration + 15)
-        for r in [*routers, self.mn, self.ha.name]:
-            src = lab.rundir(r) / "events.jsonl"
-            if src.exists():
-                shutil.copyfile(src, self.dir / f"{r}.events.jsonl")
-        return self.analyse(records, events, address, t_end)
+        eta.done()
 
-    def _stale(self, events: list[measure.RouteEvent], address: IPv4Address) -> list[str]:
-        """Routers still holding a host route for the MN's address, off an access link."""
-        prefix = IPv4Network((address, 32))
-        present: dict[tuple[str, int], measure.RouteEvent] = {}
-        for ev in sorted(events, key=lambda e: e.ts):
-            if ev.dst != prefix:
-                continue
-            key = (ev.node, ev.metric)
-            if ev.kind == "add":
-                present[key] = ev
-            else:
-                present.pop(key, None)
-        return sorted({n for (n, _), ev in present.items() if counted(ev)})
-
-    def analyse(self, records: list[dict[str, Any]], events: list[measure.RouteEvent],
-                address: IPv4Address, t_end: float) -> dict[str, Any]:
-        replies = measure.parse_ping((self.dir / "ping.txt").read_text(errors="replace"))
-        moves: list[dict[str, Any]] = []
-        for i, rec in enumerate(records):
-            w0 = float(rec["t_attach"]) - 0.3
-            w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
-            interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
-            path = [h for h in rec["traceroute"] if h is not None]
-            via_ha = self.ha.name in path
-            routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
-            optimal = (rec["direction"] == "return" and bool(path) and path[-1] == self.mn
-                       and None not in rec["traceroute"] and not via_ha
-                       and measure.is_shortest_path(routers, self._adjacency, self.cn.name,
-                                                    rec["to"]))
-            moves.append({
-                "direction": rec["direction"], "from": rec["from"], "to": rec["to"],
-                "interruption_ms": round(interruption, 3), "ping_lost": lost,
-                "auth_ms": round(float(rec["auth_ms"]), 3),
-                "care_of_ms": round(float(rec.get("care_of_ms", 0.0)), 3),
-                "path": rec["traceroute"], "path_via_ha": via_ha,
-                "path_optimal": optimal if rec["direction"] == "return" else None,
-            })
+    @classmethod
+    def analyse(cls, out_dir: Path) -> dict[str, Any]:
+        run = RunDir.open(out_dir)
+        m = run.measured
+        if "t_end" not in m:
+            raise measure.MeasureError(f"{out_dir}: the measurement did not finish (no t_end)")
         try:
-            iperf = measure.iperf_summary(json.loads((self.dir / "iperf.json").read_text()))
-        except (OSError, ValueError, measure.MeasureError) as exc:
-            iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
-        stale = self._stale(events, address)
-        ha_status = json.loads((self.lab.rundir(self.ha.name) / "agent.status.json").read_text())
-        tunnel = next((r.get("tunnel") for r in records if r.get("tunnel")), None)
+            events = measure.parse_route_events((out_dir / ROUTES).read_text())
+        except OSError as exc:
+            raise measure.MeasureError(f"{out_dir}: no route events: {exc}") from None
+        return analyse_moves(run.topo, str(run.params["mn"]), out_dir,
+                             read_jsonl(out_dir / RECORDS), events, IPv4Address(m["address"]),
+                             float(m["t_end"]))
 
-        def p95(kind: str) -> float:
-            vals = sorted(m["interruption_ms"] for m in moves if m["direction"] == kind)
-            return vals[min(len(vals) - 1, round(0.95 * (len(vals) - 1)))] if vals else 0.0
+    @staticmethod
+    def table(result: dict[str, Any]) -> str:
+        return table(result)
 
-        return {
-            "scenario": "macro",
-            "topology": self.topo.name,
-            "mn": self.mn, "address": str(address), "home": self.home,
-            "outside": self.outside, "home_agent": self.ha.name,
-            "tunnel": tunnel,
-            "moves": moves,
-            "interruption_ms_p95": {"leave": p95("leave"), "return": p95("return")},
-            "away_paths_via_ha": all(m["path_via_ha"] for m in moves
-                                     if m["direction"] == "leave"),
-            "return_paths_optimal": all(m["path_optimal"] for m in moves
-                                        if m["direction"] == "return"),
-            "iperf": iperf,
-            "stale_routes_end": len(stale),
-            "stale_routers": stale,
-            "ha_bindings_end": len(ha_status.get("mobility", {}).get("attached", {})),
-        }
+
+def stale(events: list[measure.RouteEvent], address: IPv4Address) -> list[str]:
+    """Routers still holding a host route for the MN's address, off an access link."""
+    prefix = IPv4Network((address, 32))
+    present: dict[tuple[str, int], measure.RouteEvent] = {}
+    for ev in sorted(events, key=lambda e: e.ts):
+        if ev.dst != prefix:
+            continue
+        key = (ev.node, ev.metric)
+        if ev.kind == "add":
+            present[key] = ev
+        else:
+            present.pop(key, None)
+    return sorted({n for (n, _), ev in present.items() if counted(ev)})
+
+
+def analyse_moves(topo: Topology, mn: str, out_dir: Path, records: list[dict[str, Any]],
+                  events: list[measure.RouteEvent], address: IPv4Address,
+                  t_end: float) -> dict[str, Any]:
+    ha = _ha(topo)
+    cn = topo.service("cn").name
+    home = topo.mobile(mn).home
+    adjacency = graph(topo)
+    replies = measure.parse_ping((out_dir / "ping.txt").read_text(errors="replace"))
+    moves: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        w0 = float(rec["t_attach"]) - 0.3
+        w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
+        interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
+        path = [h for h in rec["traceroute"] if h is not None]
+        via_ha = ha in path
+        routers = [h for h in path if h in topo.nodes and topo.nodes[h].is_router]
+        optimal = (rec["direction"] == "return" and bool(path) and path[-1] == mn
+                   and None not in rec["traceroute"] and not via_ha
+                   and measure.is_shortest_path(routers, adjacency, cn, rec["to"]))
+        moves.append({
+            "direction": rec["direction"], "from": rec["from"], "to": rec["to"],
+            "interruption_ms": round(interruption, 3), "ping_lost": lost,
+            "auth_ms": round(float(rec["auth_ms"]), 3),
+            "care_of_ms": round(float(rec.get("care_of_ms", 0.0)), 3),
+            "path": rec["traceroute"], "path_via_ha": via_ha,
+            "path_optimal": optimal if rec["direction"] == "return" else None,
+        })
+    try:
+        iperf = measure.iperf_summary(json.loads((out_dir / "iperf.json").read_text()))
+    except (OSError, ValueError, measure.MeasureError) as exc:
+        iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+    left = stale([e for e in events if e.ts <= t_end], address)
+    ha_status = json.loads((out_dir / f"{ha}.agent.status.json").read_text())
+    tunnel = next((r.get("tunnel") for r in records if r.get("tunnel")), None)
+
+    def p95(kind: str) -> float:
+        vals = [m["interruption_ms"] for m in moves if m["direction"] == kind]
+        return percentile(vals, 0.95) if vals else 0.0
+
+    return {
+        "scenario": "macro",
+        "topology": topo.name,
+        "mn": mn, "address": str(address), "home": home,
+        "outside": topo.outside_cell, "home_agent": ha,
+        "tunnel": tunnel,
+        "moves": moves,
+        "interruption_ms_p95": {"leave": p95("leave"), "return": p95("return")},
+        "away_paths_via_ha": all(m["path_via_ha"] for m in moves
+                                 if m["direction"] == "leave"),
+        "return_paths_optimal": all(m["path_optimal"] for m in moves
+                                    if m["direction"] == "return"),
+        "iperf": iperf,
+        "stale_routes_end": len(left),
+        "stale_routers": left,
+        "ha_bindings_end": len(ha_status.get("mobility", {}).get("attached", {})),
+    }
 
 
 def table(result: dict[str, Any]) -> str:

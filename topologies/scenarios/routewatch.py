@@ -16,37 +16,53 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_network
 from types import TracebackType
 from typing import Literal
 
+from agents.netlink import (
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_IFNAME,
+    NETLINK_ROUTE,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    RT_TABLE_MAIN,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTA_PRIORITY,
+    RTA_TABLE,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_LINK,
+    RTMSG,
+    RTN_UNICAST,
+    NetlinkError,
+    messages,
+    parse_attrs,
+)
 from topologies.analysis.measure import RouteEvent
 
 log = logging.getLogger(__name__)
 
+
 CLONE_NEWNET = 0x40000000
-NETLINK_ROUTE = 0
 SO_RCVBUFFORCE = 33
 RCVBUF = 8 << 20  # a full BGP reconvergence in one node must not overflow the socket
 
-RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV4_ROUTE = 0x40
-
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_DELADDR = 21
-RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY = 1, 4, 5, 6
-RTA_MULTIPATH, RTA_TABLE, RTA_VIA, RTA_NH_ID = 9, 15, 18, 30
-IFLA_IFNAME = 3
-IFF_UP = 0x1
-RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
+RTA_MULTIPATH, RTA_VIA, RTA_NH_ID = 9, 18, 30
 RTN_NAMES = {6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
 RTNH_F_DEAD = 0x1
 RTM_F_CLONED = 0x200
@@ -56,11 +72,8 @@ RTM_F_CLONED = 0x200
 # re-dump this much later, and whatever the re-dump finds is stamped at the link change.
 RESYNC_DELAY_S = 0.05
 
-_NLMSGHDR = struct.Struct("=IHHII")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_RTATTR = struct.Struct("=HH")
+_NLMSGHDR, _RTMSG, _IFINFOMSG = NLMSGHDR, RTMSG, IFINFOMSG
 _RTNEXTHOP = struct.Struct("=HBBi")
-_IFINFOMSG = struct.Struct("=BxHiII")
 _U32 = struct.Struct("=I")
 _I32 = struct.Struct("=i")
 
@@ -71,26 +84,10 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-def _messages(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
-    """(type, flags, seq, payload) of each netlink message in one datagram."""
-    off = 0
-    while off + _NLMSGHDR.size <= len(buf):
-        length, mtype, flags, seq, _ = _NLMSGHDR.unpack_from(buf, off)
-        if length < _NLMSGHDR.size or off + length > len(buf):
-            return
-        yield mtype, flags, seq, buf[off + _NLMSGHDR.size:off + length]
-        off += _align(length)
-
-
 def _attrs(buf: bytes, off: int = 0) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while off + _RTATTR.size <= len(buf):
-        length, atype = _RTATTR.unpack_from(buf, off)
-        if length < _RTATTR.size or off + length > len(buf):
-            break
-        out[atype & 0x3FFF] = buf[off + _RTATTR.size:off + length]  # drop NESTED/BYTEORDER
-        off += _align(length)
-    return out
+    """agents.netlink's strict attribute parser; a malformed attribute is a NetlinkError,
+    and the caller drops that message."""
+    return parse_attrs(buf[off:])
 
 
 def _u32(b: bytes) -> int:
@@ -115,6 +112,14 @@ class _Route:
 
 def _parse_route(payload: bytes, ifname: Callable[[int], str]) -> _Route | None:
     """A main-table IPv4 route from an rtmsg, or None for anything else."""
+    try:
+        return _decode_route(payload, ifname)
+    except NetlinkError as exc:
+        log.warning("routewatch: malformed route message dropped: %s", exc)
+        return None
+
+
+def _decode_route(payload: bytes, ifname: Callable[[int], str]) -> _Route | None:
     if len(payload) < _RTMSG.size:
         return None
     family, dst_len, _src, _tos, table, proto, _scope, rtype, flags = _RTMSG.unpack_from(payload)
@@ -230,7 +235,7 @@ class _Namespace:
                       + body)
         out: list[tuple[int, bytes]] = []
         while True:
-            for t, _flags, seq, payload in _messages(self.req.recv(1 << 20)):
+            for t, _flags, seq, payload in messages(self.req.recv(1 << 20)):
                 if seq != self.seq:
                     continue  # a late answer to an earlier, timed-out request
                 if t == NLMSG_DONE:
@@ -249,7 +254,11 @@ class _Namespace:
         if len(payload) < _IFINFOMSG.size:
             return None
         _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-        a = _attrs(payload, _IFINFOMSG.size)
+        try:
+            a = _attrs(payload, _IFINFOMSG.size)
+        except NetlinkError as exc:
+            log.warning("routewatch: %s: malformed link message dropped: %s", self.name, exc)
+            return None
         old = self.links.get(index)
         name = a[IFLA_IFNAME].split(b"\0", 1)[0].decode() if IFLA_IFNAME in a else None
         if name is None and old is None:
@@ -466,7 +475,7 @@ class RouteWatcher:
             return
         ts = time.time()
         new: list[RouteEvent] = []
-        for mtype, _flags, _seq, payload in _messages(buf):
+        for mtype, _flags, _seq, payload in messages(buf):
             if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
                 r = _parse_route(payload, ns.ifname)
                 if r is None or not r.dst.subnet_of(self.within):
