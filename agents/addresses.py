@@ -51,6 +51,7 @@ _IDLE_STATES = {"LISTEN", "UNCONN", "TIME-WAIT", "CLOSE", "CLOSE-WAIT"}
 # deleting the PTR it set. While the PTR stays, the RELEASE is sent again, this many times.
 RELEASE_RESENDS = 2
 RELEASE_CONFIRM_S = 1.0  # how long one RELEASE is given to show at the owner
+UDHCPC_MIN_LEASE = 30  # busybox udhcpc takes a shorter lease as this long, and renews at half
 _SIOCGIFHWADDR = 0x8927
 
 
@@ -165,6 +166,7 @@ class Held:
     renewals: int = 0
     naks: int = 0
     bound: asyncio.Event = field(default_factory=asyncio.Event)
+    renew_timer: asyncio.TimerHandle | None = None  # our T1, where udhcpc's would be late
 
 
 Runner = Callable[[list[str]], Awaitable[None]]
@@ -446,6 +448,7 @@ class AddressManager:
                 await self._unconfigure(held.address)
             held.address, held.server = address, server
             held.expires = time.time() + lease
+            self._pace_renewal(held, lease)
             if fresh:
                 held.bound_at = time.monotonic()  # the order, immune to clock steps
                 await self._configure(address)
@@ -456,6 +459,7 @@ class AddressManager:
                         lease=lease, home_agent=self.home_agent)
             held.bound.set()
         elif event == "deconfig":
+            self._pace_renewal(held, 0)
             if held.address is not None:
                 lost = held.address
                 held.address = None
@@ -471,6 +475,24 @@ class AddressManager:
         elif event == "leasefail":
             self.events("dhcp_leasefail", serial=serial)
         return {"ok": True}
+
+    def _pace_renewal(self, held: Held, lease: int) -> None:
+        """Renew at the server's T1, half its lease (RFC 2131 4.4.5), not at udhcpc's: udhcpc
+        stretches a lease under 30 s to 30 s, so it would renew a 20-s lease 5 s before the
+        owner ends it, leaving no room for a stay outside the AS or a lost REQUEST."""
+        if held.renew_timer is not None:
+            held.renew_timer.cancel()
+            held.renew_timer = None
+        if 0 < lease < UDHCPC_MIN_LEASE:
+            held.renew_timer = asyncio.get_running_loop().call_later(
+                lease / 2, self._renew, held)
+
+    def _renew(self, held: Held) -> None:
+        held.renew_timer = None
+        if held.proc.returncode is None and held.address is not None:
+            # udhcpc: renew now. A paused client (outside the AS) renews once resumed.
+            held.proc.send_signal(signal.SIGUSR1)
+            self.events("dhcp_renew_requested", serial=held.serial, addr=held.address)
 
     # --- the interface and DNS ------------------------------------------------------------------
 
@@ -511,6 +533,7 @@ class AddressManager:
             self.events("dns_failed", addrs=addresses, error=str(exc))
 
     async def _stop(self, held: Held) -> None:
+        self._pace_renewal(held, 0)
         if held.proc.returncode is None:
             held.proc.send_signal(signal.SIGCONT)  # a paused client would not act on TERM
             held.proc.terminate()

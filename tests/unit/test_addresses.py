@@ -418,3 +418,29 @@ def test_the_release_sent_again_is_one_the_owner_ends_the_lease_on() -> None:
     # From the MN's newest address: the released one is off its interface by then.
     assert ar1.server.handle(data, IPv4Address("10.64.0.101"), AR1, 7) == []
     assert ar1.hooks.ended_calls == [(address, "mn3.example", "release")]
+
+
+def test_renewal_is_asked_at_the_servers_t1_for_leases_udhcpc_would_stretch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        mn.start(1)
+        mn.start(2)
+        mn.start(3)
+        await mn.lease(1, A, "10.255.0.1", lease="1")  # udhcpc would renew at 15 s
+        await mn.lease(2, B, "10.255.0.1", lease="1")
+        await mn.lease(3, C, "10.255.0.1", lease="3600")  # udhcpc's own T1 is the server's
+        assert mn.mgr.held[3].renew_timer is None
+        await mn.mgr.on_event(2, "deconfig", {})  # a lease gone is not renewed
+        await asyncio.sleep(0.7)
+        assert mn.procs[1].signals == [signal.SIGUSR1] and mn.mgr.held[1].renew_timer is None
+        await mn.lease(1, A, "10.255.0.1", event="renew", lease="1")  # the next T1
+        assert mn.mgr.held[1].renew_timer is not None
+        await mn.mgr.close()  # stopping the client ends its timer
+        await asyncio.sleep(0.7)
+        assert mn.procs[1].signals == [signal.SIGUSR1, signal.SIGCONT, signal.SIGTERM]
+        assert mn.procs[2].signals == [signal.SIGCONT, signal.SIGTERM]
+
+    asyncio.run(go())
+    assert [r["addr"] for r in mn.events("dhcp_renew_requested")] == [str(A)]
