@@ -223,7 +223,7 @@ def test_spoofed_source_is_dropped_at_the_access_router(lab: Lab) -> None:
         return int(next(o["counter"]["packets"] for o in doc["nftables"] if "counter" in o))
 
     before = dropped()
-    assert reaches(lab, MN1)  # the real address passes
+    wait_until(lambda: reaches(lab, MN1), 10, "the real address to pass")
     mn1.check(["ip", "addr", "add", f"{MN2}/32", "dev", "mn1-eth0"])  # mn2's address
     try:
         res = mn1.run(["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", MN2,
