@@ -547,6 +547,7 @@ class AddressManager:
     async def close(self) -> None:
         for task in list(self._confirming):
             task.cancel()
+        await self.settled()
         for held in list(self.held.values()):
             await self._stop(held)
 
