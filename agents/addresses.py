@@ -1,6 +1,7 @@
 """The MN's addresses (draft 2.3): one standard DHCP client (busybox udhcpc) per address,
 every held address registered in the MN's home DNS newest first, the kernel's socket table
-to see which addresses connections use, and release of the ones none uses.
+to see which addresses connections use, and release of the ones none uses, sent again while
+the owner shows no end of the lease (a DHCPRELEASE is never acknowledged).
 
 A new address comes from the AR the MN is on (rotation); an old one is renewed by its own
 client, unicast to the AR that assigned it, which the current AR relays (agents/dhcpd.py).
@@ -11,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import ipaddress
 import logging
 import os
 import re
+import secrets
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +29,15 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
-from .dhcpd import make_client_id
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.reversename
+
+from .dhcp import BOOTREQUEST, OPT_CLIENT_ID, OPT_SERVER_ID, DhcpMessage, MessageType
+from .dhcpd import CLIENT_PORT, SERVER_PORT, make_client_id
 from .dns import DnsError, DnsUpdater
 from .handoff import EventLog
 
@@ -34,10 +47,61 @@ ADDRESS_TTL = 5  # the MN's A records: short, so a rotation shows in DNS within 
 _PR_SET_PDEATHSIG = 1
 # Socket states that hold no connection: a listener, or one already closed.
 _IDLE_STATES = {"LISTEN", "UNCONN", "TIME-WAIT", "CLOSE", "CLOSE-WAIT"}
+# A DHCPRELEASE is never answered (RFC 2131 4.4.6); the owner shows that it ended the lease by
+# deleting the PTR it set. While the PTR stays, the RELEASE is sent again, this many times.
+RELEASE_RESENDS = 2
+RELEASE_CONFIRM_S = 1.0  # how long one RELEASE is given to show at the owner
+UDHCPC_MIN_LEASE = 30  # busybox udhcpc takes a shorter lease as this long, and renews at half
+_SIOCGIFHWADDR = 0x8927
 
 
 class AddressError(Exception):
     """An address operation failed; the message says which and why."""
+
+
+def release_message(chaddr: bytes, client_id: bytes, address: IPv4Address,
+                    server: IPv4Address) -> bytes:
+    """The DHCPRELEASE udhcpc sends (RFC 2131 4.4.6): ciaddr, the client identifier and the
+    server identifier, from a fresh transaction ID."""
+    return DhcpMessage(BOOTREQUEST, secrets.randbits(32), chaddr, MessageType.RELEASE,
+                       ciaddr=address, options={OPT_CLIENT_ID: client_id,
+                                                OPT_SERVER_ID: server.packed}).pack()
+
+
+def hardware_address(ifname: str) -> bytes:
+    """The interface's MAC, asked of this network namespace (sysfs may show another's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        info = fcntl.ioctl(s.fileno(), _SIOCGIFHWADDR, struct.pack("256s", ifname.encode()))
+    return info[18:24]
+
+
+def send_release(ifname: str, source: IPv4Address, data: bytes, server: IPv4Address) -> None:
+    """One RELEASE to the server, as udhcpc sends it: UDP from port 68 out of ``ifname``. The
+    released address is off the interface by now, so it leaves from ``source``; the AR takes
+    every DHCP datagram from its access link (configs/nft/ar.nft.j2), whatever the source."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        # udhcpc's clients may hold port 68 open (SO_REUSEADDR) while they renew.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        s.bind((str(source), CLIENT_PORT))
+        s.sendto(data, (str(server), SERVER_PORT))
+
+
+async def ptr_at_primary(updater: DnsUpdater, address: IPv4Address) -> bool | None:
+    """Whether the primary still has a PTR for ``address``: the owner deletes it when the lease
+    ends. Asked of the primary, not a resolver, whose cache would answer for seconds after.
+    None when the primary gives no usable answer."""
+    query = dns.message.make_query(dns.reversename.from_address(str(address)),
+                                   dns.rdatatype.PTR)
+    try:
+        answer = await dns.asyncquery.udp(query, updater.server, 1.0, updater.port)
+    except (dns.exception.DNSException, OSError):
+        return None
+    if answer.rcode() == dns.rcode.NXDOMAIN:
+        return False
+    if answer.rcode() != dns.rcode.NOERROR:
+        return None
+    return any(rrset.rdtype == dns.rdatatype.PTR for rrset in answer.answer)
 
 
 def _die_with_parent() -> None:
@@ -102,6 +166,7 @@ class Held:
     renewals: int = 0
     naks: int = 0
     bound: asyncio.Event = field(default_factory=asyncio.Event)
+    renew_timer: asyncio.TimerHandle | None = None  # our T1, where udhcpc's would be late
 
 
 Runner = Callable[[list[str]], Awaitable[None]]
@@ -144,7 +209,13 @@ class AddressManager:
     dns_errors: int = 0
     care_of: IPv4Address | None = None  # outside the AS (draft 2.4)
     care_of_gateway: str | None = None
+    # How the owner's end of a lease is seen, and how a RELEASE is sent again (tests replace
+    # them); by default the PTR at the primary, and a datagram like udhcpc's.
+    ptr_held: Callable[[IPv4Address], Awaitable[bool | None]] | None = None
+    resend: Callable[[Held, IPv4Address], None] | None = None
+    confirm_interval: float = 0.1
     _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
+    _confirming: set[asyncio.Task[None]] = field(default_factory=set)
     _serial: int = 0
 
     # --- what the rest of the agent asks -------------------------------------------------------
@@ -191,7 +262,8 @@ class AddressManager:
         return held.address
 
     async def release(self, address: IPv4Address) -> None:
-        """Give ``address`` back: out of DNS first, then DHCPRELEASE, then off the interface."""
+        """Give ``address`` back: out of DNS first, then DHCPRELEASE, then off the interface;
+        then, in the background, the owner's confirmation (``_confirm_release``)."""
         held = next((h for h in self.held.values() if h.address == address), None)
         if held is None:
             raise AddressError(f"{address} is not held")
@@ -210,6 +282,58 @@ class AddressManager:
         if held.address is not None:
             await self._unconfigure(held.address)
         self.events("released", addr=address, serial=held.serial)
+        # Not under the caller's lock: a handoff must not wait on an owner that is slow to
+        # show the end of a lease.
+        task = asyncio.get_running_loop().create_task(self._confirm_release(held, address))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirm_release(self, held: Held, address: IPv4Address) -> None:
+        """Wait toward a deadline for the owner to end the lease, and send the RELEASE again
+        while it has not: one lost on the way (a radio, a relay, a client not in a state to
+        send it) would leave the lease to run out at the owner, which reclaims it only then."""
+        check = self.ptr_held
+        if check is None and self.updater is not None:
+            updater = self.updater
+
+            async def check_primary(a: IPv4Address) -> bool | None:
+                return await ptr_at_primary(updater, a)
+
+            check = check_primary
+        if check is None or held.server is None:
+            return  # nothing shows the owner's side: its expiry ends the lease
+        loop = asyncio.get_running_loop()
+        for resent in range(RELEASE_RESENDS + 1):
+            if resent:
+                try:
+                    (self.resend or self._resend)(held, address)
+                    self.events("release_resent", addr=address, serial=held.serial, n=resent)
+                except OSError as exc:
+                    log.warning("sending the RELEASE of %s again: %s", address, exc)
+            deadline = loop.time() + RELEASE_CONFIRM_S
+            while True:
+                if await check(address) is False:
+                    self.events("release_confirmed", addr=address, serial=held.serial,
+                                resent=resent)
+                    return
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(self.confirm_interval)
+        log.warning("the owner %s did not end the lease of %s; it reclaims it at expiry",
+                    held.server, address)
+        self.events("release_unconfirmed", addr=address, serial=held.serial,
+                    resent=RELEASE_RESENDS)
+
+    def _resend(self, held: Held, address: IPv4Address) -> None:
+        assert held.server is not None
+        data = release_message(hardware_address(self.ifname),
+                               make_client_id(self.name, held.serial), address, held.server)
+        send_release(self.ifname, self.source(), data, held.server)
+
+    async def settled(self) -> None:
+        """Wait until every release has been confirmed or given up on."""
+        while self._confirming:
+            await asyncio.gather(*self._confirming, return_exceptions=True)
 
     async def _until_unbound(self, held: Held) -> None:
         while held.address is not None:
@@ -324,6 +448,7 @@ class AddressManager:
                 await self._unconfigure(held.address)
             held.address, held.server = address, server
             held.expires = time.time() + lease
+            self._pace_renewal(held, lease)
             if fresh:
                 held.bound_at = time.monotonic()  # the order, immune to clock steps
                 await self._configure(address)
@@ -334,6 +459,7 @@ class AddressManager:
                         lease=lease, home_agent=self.home_agent)
             held.bound.set()
         elif event == "deconfig":
+            self._pace_renewal(held, 0)
             if held.address is not None:
                 lost = held.address
                 held.address = None
@@ -349,6 +475,24 @@ class AddressManager:
         elif event == "leasefail":
             self.events("dhcp_leasefail", serial=serial)
         return {"ok": True}
+
+    def _pace_renewal(self, held: Held, lease: int) -> None:
+        """Renew at the server's T1, half its lease (RFC 2131 4.4.5), not at udhcpc's: udhcpc
+        stretches a lease under 30 s to 30 s, so it would renew a 20-s lease 5 s before the
+        owner ends it, leaving no room for a stay outside the AS or a lost REQUEST."""
+        if held.renew_timer is not None:
+            held.renew_timer.cancel()
+            held.renew_timer = None
+        if 0 < lease < UDHCPC_MIN_LEASE:
+            held.renew_timer = asyncio.get_running_loop().call_later(
+                lease / 2, self._renew, held)
+
+    def _renew(self, held: Held) -> None:
+        held.renew_timer = None
+        if held.proc.returncode is None and held.address is not None:
+            # udhcpc: renew now. A paused client (outside the AS) renews once resumed.
+            held.proc.send_signal(signal.SIGUSR1)
+            self.events("dhcp_renew_requested", serial=held.serial, addr=held.address)
 
     # --- the interface and DNS ------------------------------------------------------------------
 
@@ -389,6 +533,7 @@ class AddressManager:
             self.events("dns_failed", addrs=addresses, error=str(exc))
 
     async def _stop(self, held: Held) -> None:
+        self._pace_renewal(held, 0)
         if held.proc.returncode is None:
             held.proc.send_signal(signal.SIGCONT)  # a paused client would not act on TERM
             held.proc.terminate()
@@ -400,6 +545,9 @@ class AddressManager:
         (self.rundir / f"udhcpc-{held.serial}.pid").unlink(missing_ok=True)
 
     async def close(self) -> None:
+        for task in list(self._confirming):
+            task.cancel()
+        await self.settled()
         for held in list(self.held.values()):
             await self._stop(held)
 

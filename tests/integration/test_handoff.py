@@ -115,21 +115,32 @@ def test_redirect_is_installed_then_removed_after_bgp_converges(lab: Lab) -> Non
     settle_at(lab, "ar1")
 
 
+SAME_SECOND_TRIES = 5  # a busy machine can stretch the pair of moves over a second boundary
+
+
 def test_same_second_handoffs_keep_newest_wins(lab: Lab) -> None:
     """Two handoffs inside one second: LOCAL_PREF is max(now, highest seen + 1)."""
-    wait_until(lambda: time.time() % 1.0 < 0.05, 2, "the start of a second", 0.005)
-    move(lab, "mn1", "ar7")  # cluster k4 shares agg1 with k1: ar8 hears ar7's route at once
     ar7 = str(lab.topo.node("ar7").loopback)
 
     def heard() -> bool:
         paths = status(lab, "ar8")["rib_host_routes"].get(f"{MN1}/32", [])
         return any(nh == ar7 for nh, _ in paths)
 
-    wait_until(heard, 2, "ar8 to hear ar7's /32", 0.01)
-    move(lab, "mn1", "ar8")
-    ann7 = [e for e in events(lab, "ar7") if e["ev"] == "announced"][-1]
-    ann8 = [e for e in events(lab, "ar8") if e["ev"] == "announced"][-1]
-    assert int(ann8["t"]) == int(ann7["t"]), "both announcements fell in one second"
+    for _ in range(SAME_SECOND_TRIES):
+        wait_until(lambda: time.time() % 1.0 < 0.05, 2, "the start of a second", 0.005)
+        move(lab, "mn1", "ar7")  # cluster k4 shares agg1 with k1: ar8 hears ar7's route at once
+        wait_until(heard, 10, "ar8 to hear ar7's /32", 0.01)
+        move(lab, "mn1", "ar8")
+        ann7 = [e for e in events(lab, "ar7") if e["ev"] == "announced"][-1]
+        ann8 = [e for e in events(lab, "ar8") if e["ev"] == "announced"][-1]
+        assert ann8["local_pref"] > ann7["local_pref"]  # newest wins, whatever the timing
+        if int(ann8["t"]) == int(ann7["t"]):
+            break
+        # The moves straddled a second: not the case under test. Home, and again.
+        move(lab, "mn1", "ar1")
+        settle_at(lab, "ar1")
+    else:
+        pytest.fail(f"no two announcements within one second in {SAME_SECOND_TRIES} tries")
     assert ann8["local_pref"] == ann7["local_pref"] + 1
     settle_at(lab, "ar8")
     # Every router that holds the /32 forwards toward ar8, none toward ar7.
@@ -212,7 +223,7 @@ def test_spoofed_source_is_dropped_at_the_access_router(lab: Lab) -> None:
         return int(next(o["counter"]["packets"] for o in doc["nftables"] if "counter" in o))
 
     before = dropped()
-    assert reaches(lab, MN1)  # the real address passes
+    wait_until(lambda: reaches(lab, MN1), 10, "the real address to pass")
     mn1.check(["ip", "addr", "add", f"{MN2}/32", "dev", "mn1-eth0"])  # mn2's address
     try:
         res = mn1.run(["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", MN2,

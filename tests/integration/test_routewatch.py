@@ -116,7 +116,8 @@ def test_sockets_are_bound_to_the_namespace(nodes: tuple[Node, Node]) -> None:
         ns.close()
 
 
-def test_events_per_namespace(nodes: tuple[Node, Node], watcher: RouteWatcher) -> None:
+def test_events_per_namespace(nodes: tuple[Node, Node], watcher: RouteWatcher,
+                              caplog: pytest.LogCaptureFixture) -> None:
     n1, n2 = nodes
     n1.ip("route", "add", "10.99.9.9/32", "dev", "v0", "metric", "7", "proto", "static")
     n1.ip("route", "add", "10.98.0.1/32", "dev", "v0")
@@ -174,9 +175,9 @@ def test_events_per_namespace(nodes: tuple[Node, Node], watcher: RouteWatcher) -
     assert final_state(seen, "n2", "10.99.1.1/32", t_end) == frozenset({"192.0.2.2"})
     assert settled_at(seen, "n1", "10.99.1.1/32", before, t_end) == ev.ts
 
-    t_stop = time.monotonic()
     watcher.stop()
-    assert time.monotonic() - t_stop < 2.0
+    # The loop thread ended (stop() says so when its join gives up), not a guess at how fast.
+    assert "did not stop" not in caplog.text
     assert watcher.watching == []
     assert len(watcher.events()) == len(seen)  # the record outlives the sockets
 

@@ -1,12 +1,13 @@
 """The MN's address manager (agents/addresses.py) without root: the socket table from `ss`,
 udhcpc's events turned into interface addresses, the default route's source and DNS records
-newest first, and the release of older addresses no connection uses."""
+newest first, and the release of older addresses no connection uses, sent again while the
+owner shows no end of the lease."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,16 @@ from typing import cast
 import pytest
 
 from agents import addresses as addresses_module
-from agents.addresses import ADDRESS_TTL, AddressError, AddressManager, Held, parse_ss
+from agents.addresses import (
+    ADDRESS_TTL,
+    RELEASE_RESENDS,
+    AddressError,
+    AddressManager,
+    Held,
+    parse_ss,
+    release_message,
+)
+from agents.dhcp import DhcpMessage
 from agents.dns import DnsError, DnsUpdater
 from agents.handoff import EventLog
 
@@ -78,10 +88,13 @@ class FakeUdhcpc:
         self.manager: AddressManager | None = None
         self.serial = 0
         self.confirms = True
+        self.on_release: Callable[[], None] | None = None  # udhcpc's RELEASE on the wire
         self._tasks: list[asyncio.Task[object]] = []
 
     def send_signal(self, sig: int) -> None:
         self.signals.append(sig)
+        if sig == signal.SIGUSR2 and self.on_release is not None:
+            self.on_release()
         if sig == signal.SIGUSR2 and self.confirms and self.manager is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(
                 self.manager.on_event(self.serial, "deconfig", {})))
@@ -108,11 +121,29 @@ class Mn:
         self.table: dict[IPv4Address, int] = {}
         self.dns = FakeUpdater()
         self.procs: dict[int, FakeUdhcpc] = {}
+        # The owner's PTR for each address it still leases; a RELEASE that arrives deletes it.
+        self.ptrs: set[IPv4Address] = set()
+        self.lost = 0  # how many RELEASEs, udhcpc's first, never reach the owner
+        self.resent: list[IPv4Address] = []
         self.mgr = AddressManager(
             name=MN, ifname=IF, gateway=GW, link_local=IPv4Address("169.254.7.3"),
             hook=tmp / "udhcpc.hook", control=tmp / "mn.sock", rundir=tmp,
             updater=cast(DnsUpdater, self.dns), events=EventLog(None), ip=self.ip,
-            sockets=lambda: dict(self.table))
+            sockets=lambda: dict(self.table), ptr_held=self.ptr_held, resend=self.resend,
+            confirm_interval=0.0)
+
+    async def ptr_held(self, address: IPv4Address) -> bool | None:
+        return address in self.ptrs
+
+    def resend(self, held: Held, address: IPv4Address) -> None:
+        self.resent.append(address)
+        self.arrives(address)
+
+    def arrives(self, address: IPv4Address) -> None:
+        if self.lost:
+            self.lost -= 1
+        else:
+            self.ptrs.discard(address)
 
     async def ip(self, argv: list[str]) -> None:
         self.ip_calls.append(argv)
@@ -324,3 +355,92 @@ def test_parse_ss_leaves_out_the_agents_own_sockets() -> None:
         'users:(("python3",pid=700,fd=12),("sshd",pid=900,fd=3))\n')
     assert parse_ss(text, frozenset({700})) == {A: 1, B: 1}
     assert parse_ss(text) == {A: 2, B: 2}
+
+
+def release_with(mn: Mn, lost: int) -> None:
+    """Release A while B stays, ``lost`` RELEASEs going missing on the way to the owner."""
+
+    async def go() -> None:
+        await mn.hold(A, B)
+        mn.ptrs.update({A, B})
+        mn.lost = lost
+        mn.procs[1].on_release = lambda: mn.arrives(A)
+        await mn.mgr.release(A)
+        await mn.mgr.settled()
+
+    asyncio.run(go())
+
+
+def test_a_release_the_owner_shows_is_not_sent_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+    release_with(mn, lost=0)
+    assert mn.resent == [] and mn.ptrs == {B}
+    assert [(r["addr"], r["resent"]) for r in mn.events("release_confirmed")] == [(str(A), 0)]
+
+
+def test_a_lost_release_is_sent_again_until_the_owner_ends_the_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(addresses_module, "RELEASE_CONFIRM_S", 0.01)
+    mn = Mn(tmp_path, monkeypatch)
+    release_with(mn, lost=2)  # udhcpc's RELEASE and our first copy go missing
+    assert mn.resent == [A, A] and mn.ptrs == {B}
+    assert [r["n"] for r in mn.events("release_resent")] == [1, 2]
+    assert [(r["addr"], r["resent"]) for r in mn.events("release_confirmed")] == [(str(A), 2)]
+    assert mn.mgr.addresses() == [B]  # the address was off the interface all along
+
+
+def test_resending_is_bounded_and_a_send_error_is_not_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(addresses_module, "RELEASE_CONFIRM_S", 0.01)
+    mn = Mn(tmp_path, monkeypatch)
+    sent = mn.resend
+
+    def flaky(held: Held, address: IPv4Address) -> None:
+        sent(held, address)
+        raise OSError("Network is unreachable")
+
+    mn.mgr.resend = flaky
+    release_with(mn, lost=10)  # the owner is out of reach: its expiry ends the lease
+    assert mn.resent == [A] * RELEASE_RESENDS and mn.ptrs == {A, B}
+    assert mn.events("release_confirmed") == [] and mn.events("release_resent") == []
+    assert [r["addr"] for r in mn.events("release_unconfirmed")] == [str(A)]
+
+
+def test_the_release_sent_again_is_one_the_owner_ends_the_lease_on() -> None:
+    from tests.unit.test_dhcpd import AR1, CHADDR, CID, Ar, Clock, bind
+
+    ar1 = Ar(AR1, "ar1", Clock())
+    address = bind(ar1)
+    data = release_message(CHADDR, CID, address, AR1)
+    msg = DhcpMessage.unpack(data)
+    assert (msg.ciaddr, msg.server_id) == (address, AR1)
+    # From the MN's newest address: the released one is off its interface by then.
+    assert ar1.server.handle(data, IPv4Address("10.64.0.101"), AR1, 7) == []
+    assert ar1.hooks.ended_calls == [(address, "mn3.example", "release")]
+
+
+def test_renewal_is_asked_at_the_servers_t1_for_leases_udhcpc_would_stretch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mn = Mn(tmp_path, monkeypatch)
+
+    async def go() -> None:
+        mn.start(1)
+        mn.start(2)
+        mn.start(3)
+        await mn.lease(1, A, "10.255.0.1", lease="1")  # udhcpc would renew at 15 s
+        await mn.lease(2, B, "10.255.0.1", lease="1")
+        await mn.lease(3, C, "10.255.0.1", lease="3600")  # udhcpc's own T1 is the server's
+        assert mn.mgr.held[3].renew_timer is None
+        await mn.mgr.on_event(2, "deconfig", {})  # a lease gone is not renewed
+        await asyncio.sleep(0.7)
+        assert mn.procs[1].signals == [signal.SIGUSR1] and mn.mgr.held[1].renew_timer is None
+        await mn.lease(1, A, "10.255.0.1", event="renew", lease="1")  # the next T1
+        assert mn.mgr.held[1].renew_timer is not None
+        await mn.mgr.close()  # stopping the client ends its timer
+        await asyncio.sleep(0.7)
+        assert mn.procs[1].signals == [signal.SIGUSR1, signal.SIGCONT, signal.SIGTERM]
+        assert mn.procs[2].signals == [signal.SIGCONT, signal.SIGTERM]
+
+    asyncio.run(go())
+    assert [r["addr"] for r in mn.events("dhcp_renew_requested")] == [str(A)]

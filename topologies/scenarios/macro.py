@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from topologies.analysis import measure
 from topologies.analysis.stats import percentile
-from topologies.lab.daemons import LabError
+from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Lab, Progress
 from topologies.model import Topology
 from topologies.scenarios import traffic
@@ -30,8 +30,10 @@ from topologies.scenarios.base import (
     wait_for_clock,
     write_jsonl,
 )
+from topologies.scenarios.handoff import SETTLE_QUIET_S
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
+from topologies.scenarios.routewatch import RouteWatcher
 
 PING_INTERVAL_S = traffic.PING_INTERVAL_S
 IPERF_RATE = "10M"
@@ -79,6 +81,27 @@ class MacroScenario(Scenario):
             raise LabError(f"{self.mn} {req.get('cmd')}: {answer.get('error')}")
         return answer
 
+    def _settled_path(self, watcher: RouteWatcher, address: IPv4Address,
+                      t_by: float) -> list[str | None]:
+        """The path once the move has settled (no route for the /32 changed for a while),
+        from a traceroute that reached the MN: one probe a hop is lost now and then on a busy
+        machine. Tried again until ``t_by``, the end of the stay; the last try counts."""
+        prefix = IPv4Network((address, 32))
+        t0 = time.time()
+
+        def quiet() -> bool:
+            last = max((e.ts for e in watcher.events() if e.dst == prefix and e.ts >= t0 - 1.0),
+                       default=t0 - 1.0)
+            return time.time() - last >= SETTLE_QUIET_S
+
+        with contextlib.suppress(LabError):
+            wait_until(quiet, max(0.5, t_by - time.time()), "routes to settle", 0.05)
+        while True:
+            path = traffic.trace(self.lab.execs[self.cn.name], address, self._owner,
+                                 target=self.mn, max_hops=14, timeout=30)
+            if (path and path[-1] == self.mn and None not in path) or time.time() >= t_by:
+                return path
+
     def measure(self) -> None:
         lab = self.lab
         status = self._mn({"cmd": "status"})
@@ -95,7 +118,7 @@ class MacroScenario(Scenario):
                       f"Home Agent {self.ha.name}")
         eta = Eta(len(moves), self.progress)
         with contextlib.ExitStack() as stack:
-            self.watch_routes(stack, self.topo.managed)
+            watcher = self.watch_routes(stack, self.topo.managed)
             stack.callback(self.keep_files, [*routers, self.mn, self.ha.name],
                            ["events.jsonl"])
             stack.callback(self.keep_files, [self.ha.name], ["agent.status.json"])
@@ -113,12 +136,8 @@ class MacroScenario(Scenario):
                     raise LabError(f"{direction} to {where}: {rec.get('error') or rec}")
                 rec["direction"] = direction
                 hold = AWAY_S if direction == "leave" else HOME_S
-                # The path once the move has settled, well inside the stay.
-                t_path = time.time() + 1.0
-                wait_for_clock(t_path)
-                rec["traceroute"] = traffic.trace(lab.execs[self.cn.name], address,
-                                                  self._owner, target=self.mn, max_hops=14,
-                                                  timeout=30)
+                rec["traceroute"] = self._settled_path(watcher, address,
+                                                       float(rec["t_attach"]) + hold)
                 records.append(rec)
                 write_jsonl(self.dir / RECORDS, records)
                 eta.step(f"{direction:6s} -> {where}: auth {rec['auth_ms']:.1f} ms"
