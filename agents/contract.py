@@ -130,6 +130,10 @@ class Event(enum.StrEnum):
     DHCP_DECONFIG = "dhcp_deconfig"
     DHCP_NAK = "dhcp_nak"
     DHCP_LEASEFAIL = "dhcp_leasefail"
+    DHCP_RENEW_REQUESTED = "dhcp_renew_requested"
+    RELEASE_CONFIRMED = "release_confirmed"  # the MN saw its RELEASE take effect
+    RELEASE_RESENT = "release_resent"
+    RELEASE_UNCONFIRMED = "release_unconfirmed"
     DNS_REGISTERED = "dns_registered"
     DNS_FAILED = "dns_failed"
 
