@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from topologies import model
+from topologies.cli import capture as cli_capture
 from topologies.lab import health
 from topologies.lab.daemons import LabError, proc_comm, read_pid
 from topologies.lab.lab import RUN_ROOT, Lab, attach, stderr_progress, teardown_all
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--home-rtt-ms", type=float, default=30.0,
                     help="round trip to the home network's HSS (emulated)")
     rp.set_defaults(func=cmd_report)
+    cli_capture.add_parser(sub)
     return ap
 
 
