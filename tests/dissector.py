@@ -24,6 +24,7 @@ FIELDS = (
     "flatarch.addr", "flatarch.tal", "flatarch.session_id", "flatarch.peer_nonce",
     "flatarch.auth_nonce", "flatarch.nonce", "flatarch.echo", "flatarch.cookie", "flatarch.tag",
     "flatarch.malformed", "_ws.expert.message",
+    "flatarch.dhcp.home_agent", "flatarch.dhcp.malformed", "flatarch.dhcp.remote_id",
 )
 
 Frame = dict[str, list[str]]

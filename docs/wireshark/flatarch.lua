@@ -401,3 +401,48 @@ function page.dissector(tvb, pinfo, root)
 end
 
 udp:add(PAGING_PORT, page)
+
+-- DHCP option 224 (docs/protocol.md 14.3): the DNS name of the MN's Home Agent. Wireshark's
+-- DHCP dissector hands us the option's value; option 82 it decodes itself.
+local OPT_HOME_AGENT = 224
+local ha = Proto("flatarch_dhcp", "flatarch DHCP Home Agent option")
+local pf_ha = ProtoField.string("flatarch.dhcp.home_agent", "Home Agent")
+local ef_ha = ProtoExpert.new("flatarch.dhcp.malformed", "Malformed Home Agent option",
+                              expert.group.MALFORMED, expert.severity.ERROR)
+ha.fields = { pf_ha }
+ha.experts = { ef_ha }
+
+function ha.dissector(tvb, pinfo, tree)
+    local n = tvb:len()
+    if n == 0 then
+        tree:add_proto_expert_info(ef_ha, "empty Home Agent name")
+        return 0
+    end
+    local item = tree:add(pf_ha, tvb())
+    -- What agents/dhcp.py refuses: non-ASCII octets and blanks (Python's isspace()).
+    if tvb:raw():find("[%s\28-\31\128-\255]") then
+        item:add_tvb_expert_info(ef_ha, tvb(), "Home Agent name is not ASCII or has blanks")
+    end
+    return n
+end
+
+local dhcp_options = DissectorTable.get("dhcp.option")
+if dhcp_options ~= nil then dhcp_options:add(OPT_HOME_AGENT, ha) end
+
+-- Option 82's Agent Remote ID is the MN's DNS name (docs/protocol.md 14.4); Wireshark shows it
+-- as octets, so a post-dissector repeats it as text.
+local relay = Proto("flatarch_relay", "flatarch DHCP relay remote ID")
+local pf_remote = ProtoField.string("flatarch.dhcp.remote_id", "MN (Agent Remote ID)")
+relay.fields = { pf_remote }
+local remote_id = Field.new("dhcp.option.agent_information_option.agent_remote_id")
+
+function relay.dissector(tvb, pinfo, tree)
+    for _, fi in ipairs({ remote_id() }) do
+        local r = fi.range
+        if r ~= nil and r:len() > 0 then
+            tree:add(relay, r):add(pf_remote, r)
+        end
+    end
+end
+
+register_postdissector(relay)

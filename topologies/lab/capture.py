@@ -75,7 +75,7 @@ class Capture:
     """tcpdump in ``ex``'s node for the duration of the block, pcap to ``out``.
 
     ``out`` is a path or an open binary file (for example stdout); tcpdump writes to it
-    directly (`-U -w -`: one flush per packet, so a pipe reader sees packets at once).
+    directly (`--immediate-mode -U -w -`: a pipe reader sees each packet at once).
     Entering returns once tcpdump listens, so nothing sent after it is missed.
     """
 
@@ -113,7 +113,9 @@ class Capture:
         self.stop()
 
     def command(self) -> list[str]:
-        cmd = ["tcpdump", "-n", "-U", "-i", self.spec.iface, "-w", "-"]
+        # Immediate mode: packets reach us (and a pipe's reader) at once, not once a kernel
+        # block fills or a second passes; a stop right after a packet still has it.
+        cmd = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", self.spec.iface, "-w", "-"]
         return [*cmd, self.bpf] if self.bpf else cmd
 
     def start(self) -> None:
