@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.auth import DEFAULT_PORT
+from agents.auth.messages import AuthMessage, to_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 DISSECTOR = ROOT / "docs" / "wireshark" / "flatarch.lua"
@@ -84,6 +85,13 @@ def handoff_record(answer: dict[str, Any], new_events: list[dict[str, Any]],
             "redirect_received": last(old_events, "redirect_received")}
 
 
+def auth_len(peer: str, auth: str, addresses: list[str], previous: str | None = None) -> int:
+    """The length of an AUTH with these names and host addresses, as messages.py packs it."""
+    return len(AuthMessage(1, 0, bytes(16), bytes(16), peer, auth,
+                           tuple(to_prefix(a) for a in addresses), True, None, bytes(16),
+                           previous).pack())
+
+
 def check_handoff(frames: list[Frame], logged: dict[str, Any]) -> None:
     """The MN's AUTH at the new AR and its reply, the new AR's redirect AUTH to the previous
     AR and that AR's reply, each decoded to what the agents logged."""
@@ -98,16 +106,19 @@ def check_handoff(frames: list[Frame], logged: dict[str, Any]) -> None:
     assert verified["mn"] == mn and verified["previous"] == old
     assert auth["flatarch.flags.set"] == ["M,P"] and auth["flatarch.previous"] == [old]
     assert auth["flatarch.addr"] == [f"{a}/32" for a in verified["claimed"]]
+    assert auth["flatarch.length"] == [str(auth_len(mn, new, verified["claimed"], old))]
     reply = next(f for f in frames if f["flatarch.type_name"] == ["AUTH_REPLY"]
                  and f["flatarch.peer_nonce"] == auth["flatarch.peer_nonce"])
     assert reply["ip.dst"] == auth["ip.src"] and reply["udp.srcport"] == [str(DEFAULT_PORT)]
     assert reply["flatarch.flags.set"][0].split(",")[0] == "M"
     assert reply["flatarch.addr"] == [str(ipaddress.ip_network(p)) for p in logged["rerouted"]]
+    assert new in reply["flatarch.tal"]  # an AR's Tracking Area List holds the AR itself
     redirect = frames[names.index((["AUTH"], [new], [old]))]
     assert redirect["flatarch.flags.set"] == ["M"]
     assert redirect["flatarch.addr"] == [f"{acked['addr']}/32"]
     assert redirect["flatarch.addr"] == [f"{a}/32" for a in logged["redirect_received"]["addrs"]]
     assert redirect["ip.dst"] == [logged["previous_loopback"]]
+    assert redirect["flatarch.length"] == [str(auth_len(new, old, [acked["addr"]]))]
     assert redirect["udp.dstport"] == [str(DEFAULT_PORT)]
     back = next(f for f in frames if f["flatarch.type_name"] == ["AUTH_REPLY"]
                 and f["flatarch.peer_nonce"] == redirect["flatarch.peer_nonce"])

@@ -1,9 +1,11 @@
-"""The Wireshark dissector (docs/wireshark/flatarch.lua) run by tshark: every message type and
-flag decodes to what agents/auth/messages.py reads, and anything it rejects is flagged malformed.
+"""The Wireshark dissector (docs/wireshark/flatarch.lua) run by tshark: a real handoff's capture
+decodes to what the agents logged, every message type and flag decodes to what
+agents/auth/messages.py reads, and anything messages.py rejects is flagged malformed.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -12,7 +14,15 @@ import pytest
 
 from agents.auth import messages as m
 from agents.auth.errors import AuthError
-from tests.dissector import DISSECTOR, TSHARK_MISSING, Frame, decode, have_tshark, write_datagrams
+from tests.dissector import (
+    DISSECTOR,
+    TSHARK_MISSING,
+    Frame,
+    check_handoff,
+    decode,
+    have_tshark,
+    write_datagrams,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -195,3 +205,31 @@ def test_dissector_accepts_exactly_what_the_parser_accepts(tmp_path: Path) -> No
     for frame, data in zip(frames, cases, strict=True):
         check_frame(frame, data)
     assert 50 < sum(map(accepted, cases)) < len(cases) - 50  # both verdicts exercised
+
+
+@needs_tshark
+def test_dhcp_home_agent_option_and_relay_remote_id(tmp_path: Path) -> None:
+    """Option 224 (the Home Agent's name) and option 82's remote ID (the MN's name) as text,
+    from the DHCP test vectors of docs/protocol.md section 14.6."""
+    text = DOC.read_text()
+    offer, relayed = (bytes.fromhex(re.search(rf"^{k} = ([0-9a-f]+)$", text, re.M)[1])  # type: ignore[index]
+                      for k in ("offer", "relayed_request"))
+    blank = offer.replace(b"\xe0\x0bha.isp.test", b"\xe0\x0bha isp.test")
+    assert blank != offer
+    pcap = tmp_path / "dhcp.pcap"
+    write_datagrams(pcap, [offer, blank], sport=67, dport=68)
+    write_datagrams(tmp_path / "relay.pcap", [relayed], sport=67, dport=67)
+    frames = decode(pcap, "dhcp") + decode(tmp_path / "relay.pcap", "dhcp")
+    assert [f["flatarch.dhcp.home_agent"] for f in frames] == [["ha.isp.test"],
+                                                               ["ha isp.test"], []]
+    assert [bool(f["flatarch.dhcp.malformed"]) for f in frames] == [False, True, False]
+    assert frames[2]["flatarch.dhcp.remote_id"] == ["mn3.example"]
+
+
+@needs_tshark
+def test_real_handoff_capture_decodes_to_what_the_agents_logged() -> None:
+    """tests/data/handoff.pcap: mn1 moved from ar1 to ar2 in the figure-2 lab, captured at ar2
+    by `flatarch capture`; handoff.json holds what the MN and both ARs logged for it."""
+    assert (DATA / "handoff.pcap").stat().st_size < 8192
+    logged = json.loads((DATA / "handoff.json").read_text())
+    check_handoff(decode(DATA / "handoff.pcap"), logged)
