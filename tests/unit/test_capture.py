@@ -19,6 +19,7 @@ from topologies.lab.capture import (
     track_pid_file,
 )
 from topologies.lab.daemons import NodeExec, proc_comm, read_pid
+from topologies.lab.lab import teardown_dir
 
 # Behaves like `tcpdump -U -w -` as far as Capture can tell: it says it listens, writes its
 # output and ends on SIGINT with its counts on stderr.
@@ -45,8 +46,10 @@ while True:
 class FakeNode(NodeExec):
     """Runs the stand-in where the lab would run tcpdump inside the node."""
 
+    python = sys.executable
+
     def argv(self, cmd: Sequence[str]) -> list[str]:
-        return [sys.executable, "-c", FAKE_TCPDUMP, *cmd]
+        return [self.python, "-c", FAKE_TCPDUMP, *cmd]
 
 
 @pytest.fixture
@@ -101,3 +104,18 @@ def test_capture_ending_by_itself_is_seen(labdir: Path) -> None:
                  labdir / "o.pcap") as cap:
         assert cap.wait(10)
     assert cap.stop() == 0
+
+
+def test_teardown_stops_a_capture_left_running(labdir: Path, tmp_path: Path) -> None:
+    """`flatarch down` from the state alone stops a tcpdump whose starter died."""
+    node = FakeNode("ar1", 1)
+    node.python = str(tmp_path / "tcpdump")  # the process's name, which teardown checks
+    Path(node.python).symlink_to(sys.executable)
+    cap = Capture(node, labdir, CaptureSpec("ar1"), tmp_path / "o.pcap")
+    cap.start()
+    pid = read_pid(cap.pid_file)
+    assert pid is not None and proc_comm(pid) == "tcpdump"
+    done = teardown_dir(labdir)
+    assert any(f"({pid})" in line for line in done), done
+    assert cap.wait(5) and not labdir.exists()
+    cap.stop()
