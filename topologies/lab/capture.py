@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from topologies.lab.daemons import LabError, NodeExec, wait_until
+from topologies.lab.lab import STATE
 
 if TYPE_CHECKING:
     from topologies.lab.lab import Lab
@@ -59,8 +60,9 @@ def parse_specs(text: str) -> list[CaptureSpec]:
 
 
 def track_pid_file(labdir: Path, pid_file: Path, comms: Sequence[str]) -> None:
-    """Name a pid file in the lab's state, so that teardown stops its process."""
-    path = labdir / "state.json"
+    """Name a pid file in the lab's state, so that teardown stops its process (what
+    `Lab._track` does inside the lab's own process, for a process started from another)."""
+    path = labdir / STATE
     try:
         state = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
