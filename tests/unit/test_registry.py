@@ -91,8 +91,8 @@ def test_analyse_of_a_directory_that_is_no_run_fails_in_one_line(
 
 def test_every_verb_is_a_module() -> None:
     names = [m.__name__.rsplit(".", 1)[1] for m in cli.verbs()]
-    assert names[:8] == ["up", "exec_", "down", "status", "scenario", "bench", "report",
-                         "analyse"]
+    assert names[:9] == ["up", "exec_", "capture", "down", "status", "scenario", "bench",
+                         "report", "analyse"]
     with pytest.raises(SystemExit) as exc:
         cli.build_parser().parse_args(["nosuchverb"])
     assert exc.value.code == 2

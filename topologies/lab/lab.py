@@ -40,6 +40,7 @@ from topologies.lab.daemons import (
     Ospfd,
     Zebra,
     is_ours,
+    read_pid_record,
     start_batch,
     start_order,
     stop_order,
@@ -437,14 +438,7 @@ class Lab:
             bg.interrupt()
 
     def _track(self, pid_file: Path, marker: str | None = None) -> None:
-        """Name a pid file in the lab's state, so `flatarch down` stops it after a crash: by
-        the start time the file records, and the marker where one is given."""
-        path = self.dir / STATE
-        state = json.loads(path.read_text())
-        state["extra_pid_files"].append({"pid_file": str(pid_file), "marker": marker})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(path)
+        track_pid_file(self.dir, pid_file, marker)
 
     def set_mode(self, mode: str) -> None:
         """Handoff mode of every AR agent: 'redirect' (default) or 'draft' (BGP only), set
@@ -556,6 +550,21 @@ class Background:
             return self.interrupt()
 
 
+def track_pid_file(labdir: Path, pid_file: Path, marker: str | None = None) -> None:
+    """Name a pid file in a lab's state, so `flatarch down` stops its process after a crash:
+    by the start time the file records, and the marker where one is given. A process started
+    from another terminal (`flatarch capture`) is tracked the same way."""
+    path = labdir / STATE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabError(f"cannot read the lab's state {path}: {exc}") from None
+    state["extra_pid_files"].append({"pid_file": str(pid_file), "marker": marker})
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(path)
+
+
 def teardown_dir(labdir: Path) -> list[str]:
     """Stop whatever a lab's state file names, delete its links, remove its directory.
 
@@ -570,8 +579,10 @@ def teardown_dir(labdir: Path) -> list[str]:
         except (OSError, json.JSONDecodeError):
             state = {}
     def stop_entry(d: dict[str, Any]) -> None:
-        if stop_pid_file(Path(d["pid_file"]), d.get("marker")):
-            done.append(f"stopped {d.get('node', '')}/{d.get('kind', 'process')}")
+        rec = read_pid_record(Path(d["pid_file"]))
+        if rec is not None and stop_pid_file(Path(d["pid_file"]), d.get("marker")):
+            what = f"{d['node']}/{d['kind']}" if "node" in d else Path(d["pid_file"]).stem
+            done.append(f"stopped {what} ({rec[0]})")
 
     daemons = state.get("daemons", [])
     order = state.get("stop_order") or sorted({d["kind"] for d in daemons})
