@@ -1,8 +1,9 @@
 """Fuzz target ``dhcp``: the AR's DHCP server and relay (agents/dhcpd.py) and the wire format
 under it (agents/dhcp.py). Each case is a fresh server whose one authenticated MN holds a bound
-lease; random requests and replies (every message type, client identifiers of the victim, of
-someone else and malformed, option 82, long and split options, giaddr and hops) arrive from
-the access link or the backbone, then their mutants.
+lease and a visitor address it renews through this AR; random requests and replies (every
+message type, client identifiers of the victim, of someone else and malformed, option 82, long
+and split options, giaddr and hops, the owner's answers to a relayed renewal) arrive from the
+access link or the backbone, then their mutants.
 
 Findings: an exception out of ``DhcpServer.handle`` (it must count and drop bad input) or out
 of ``DhcpMessage.unpack`` other than DhcpError; a parsed message that does not re-pack; and,
@@ -56,6 +57,8 @@ VICTIM_MAC = bytes.fromhex("02fa00000003")
 ATTACKER_MAC = bytes.fromhex("02fa000000ee")
 VICTIM_CID = make_client_id(VICTIM, 1)
 MUTANTS = 15
+# An address of AR2's pool that the victim holds while attached here: this AR is its relay.
+VISITOR_ADDRESS = POOLS[AR2][100]
 
 
 class _Hooks:
@@ -71,7 +74,8 @@ class _Hooks:
         return VICTIM if (chaddr, ifindex) == (VICTIM_MAC, ACCESS) else None
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
-        return VICTIM if ifindex == ACCESS and address == self.victim_address else None
+        held = (self.victim_address, VISITOR_ADDRESS)
+        return VICTIM if ifindex == ACCESS and address in held else None
 
     def owner_of(self, address: IPv4Address) -> IPv4Address | None:
         return next((sid for sid, pool in POOLS.items() if address in pool), None)
@@ -226,6 +230,22 @@ def _judge(tally: Tally, data: bytes, chaddr: bytes | None, sends: list[Send],
         tally.rejected += 1
 
 
+def _relay_renewal(server: DhcpServer, xid: int) -> None:
+    """The victim renews its visitor address through this AR: the relay now waits for ``xid``."""
+    renew = DhcpMessage(BOOTREQUEST, xid, VICTIM_MAC, MessageType.REQUEST,
+                        ciaddr=VISITOR_ADDRESS, options={OPT_CLIENT_ID: VICTIM_CID})
+    server.handle(renew.pack(), VISITOR_ADDRESS, AR2, ACCESS)
+
+
+def _owner_reply(rng: random.Random, xid: int) -> DhcpMessage:
+    """What AR2, the owner, answers through the relay: an ACK or NAK with option 82 echoed."""
+    return DhcpMessage(
+        BOOTREPLY, xid, VICTIM_MAC, rng.choice((MessageType.ACK, MessageType.NAK)),
+        ciaddr=VISITOR_ADDRESS, yiaddr=VISITOR_ADDRESS, giaddr=AR1,
+        options={OPT_SERVER_ID: AR2.packed, OPT_LEASE_TIME: struct.pack("!I", 3600)},
+        relay=RelayAgentInfo(b"ar1.isp.test/ar1-acc", VICTIM.encode()))
+
+
 def run(tally: Tally, count: int, seed: int) -> None:
     rng = random.Random(seed)
     now = [1_800_000_000.0]
@@ -235,15 +255,19 @@ def run(tally: Tally, count: int, seed: int) -> None:
         assert hooks.victim_address is not None
         msg = _message(rng, hooks.victim_address)
         plausible = rng.random() < 0.35
+        relay_reply = not plausible and rng.random() < 0.2
         if plausible:
             msg = _plausible(rng, msg, hooks.victim_address)
+        elif relay_reply:
+            msg = _owner_reply(rng, msg.xid)
         try:
             base = msg.pack()
         except ValueError:
             continue  # drawn options too long for one frame
         donors = (donors + [base])[-32:]
-        from_access = plausible or rng.random() < 0.7
-        src = rng.choice((ZERO, hooks.victim_address, AR2, IPv4Address(rng.getrandbits(32))))
+        from_access = plausible or (not relay_reply and rng.random() < 0.7)
+        src = AR2 if relay_reply else rng.choice(
+            (ZERO, hooks.victim_address, AR2, IPv4Address(rng.getrandbits(32))))
         dst = rng.choice((BROADCAST, BROADCAST, AR1, ROUTER) if plausible
                          else (BROADCAST, BROADCAST, AR1, AR2, ROUTER, ZERO))
         ifindex = ACCESS if from_access else BACKBONE
@@ -254,6 +278,8 @@ def run(tally: Tally, count: int, seed: int) -> None:
             if i % 4 == 0:  # offers (30 s) and relay marks (10 s) expire; the lease does not
                 now[0] += rng.choice((1.0, 11.0, 31.0))
                 server.expire()
+            if relay_reply:  # each input finds the relay waiting, as the real answer would
+                _relay_renewal(server, msg.xid)
             hooks.reset()
             ok, sends = tally.run(data, lambda: server.handle(data, src, dst, ifindex), ())  # noqa: B023
             # The wire format alone, outside the timed call: pack and unpack must agree.
