@@ -32,11 +32,11 @@ class Tally:
     examples: list[str] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)
     costs_ns: array[int] = field(default_factory=lambda: array("Q"))
+    slowest: tuple[int, bytes | str] = (0, b"")  # the costliest input: is the max the input's?
 
     def note(self, kind: str, data: bytes | str, detail: str) -> None:
         if len(self.examples) < MAX_EXAMPLES:
-            shown = data.hex() if isinstance(data, bytes) else repr(data)
-            self.examples.append(f"{kind}: {detail}: {shown[:600]}")
+            self.examples.append(f"{kind}: {detail}: {_shown(data)}")
 
     def count(self, what: str, n: int = 1) -> None:
         self.extra[what] = self.extra.get(what, 0) + n
@@ -56,16 +56,21 @@ class Tally:
         try:
             out = fn()
         except expected:
-            self.costs_ns.append(time.perf_counter_ns() - start)
+            self._cost(time.perf_counter_ns() - start, data)
             self.rejected += 1
             return False, None
         except Exception as exc:  # the oracle: anything untyped is a finding
-            self.costs_ns.append(time.perf_counter_ns() - start)
+            self._cost(time.perf_counter_ns() - start, data)
             self.uncaught += 1
             self.note("uncaught", data, repr(exc)[:200])
             return False, None
-        self.costs_ns.append(time.perf_counter_ns() - start)
+        self._cost(time.perf_counter_ns() - start, data)
         return True, out
+
+    def _cost(self, ns: int, data: bytes | str) -> None:
+        self.costs_ns.append(ns)
+        if ns > self.slowest[0]:
+            self.slowest = (ns, data)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +87,12 @@ class Tally:
                 "accepted": self.accepted, "rejected": self.rejected,
                 "p50_us": pct(0.50), "p99_us": pct(0.99),
                 "max_us": round(costs[-1] / 1000, 1) if n else 0.0,
-                "seconds": round(self.seconds, 2), **self.extra, "examples": self.examples}
+                "seconds": round(self.seconds, 2), **self.extra, "examples": self.examples,
+                "slowest_input": _shown(self.slowest[1])}
+
+
+def _shown(data: bytes | str) -> str:
+    return (data.hex() if isinstance(data, bytes) else repr(data))[:600]
 
 
 def mutate(rng: random.Random, data: bytes, rounds: int = 3,
