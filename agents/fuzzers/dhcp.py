@@ -196,13 +196,15 @@ def _names_victim(data: bytes) -> bool:
 def _judge(tally: Tally, data: bytes, chaddr: bytes | None, sends: list[Send],
            hooks: _Hooks, from_access: bool) -> None:
     acted = bool(sends or hooks.bound_calls or hooks.ended_calls or hooks.relayed_calls)
+    if not acted:
+        tally.rejected += 1
+        return
     if not from_access:
-        if acted:
-            tally.count("backbone_acted")
+        tally.count("backbone_acted")
         return
     if chaddr == VICTIM_MAC or chaddr is None:
         # The victim itself, or bytes the parser refused; the victim may do what it likes.
-        tally.accepted += acted
+        tally.accepted += 1
         return
     victim_touched = any(lease.mn == VICTIM for lease, _, _ in hooks.bound_calls) or any(
         lease.mn == VICTIM for lease, _ in hooks.ended_calls) or bool(hooks.relayed_calls)
