@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOPOLOGY ?= topologies/figure2.yaml
 FUZZ_COUNT ?= 1000000
+FUZZ_JSON ?= results-fuzz.json
 # Debian packages the lab runs: mnexec, FRR, BIND, Unbound, traffic and capture tools.
 DEBS := mininet frr bind9 bind9-utils bind9-dnsutils unbound iperf3 iputils-ping \
         tcpdump nftables iproute2 traceroute procps kmod python3-venv busybox \
@@ -48,7 +49,7 @@ bench: deps
 	$(VENV)/bin/flatarch bench auth --json results-bench-auth.json
 
 fuzz: deps
-	$(PY) -m agents.auth.fuzz --count $(FUZZ_COUNT)
+	$(PY) -m agents.fuzz --count $(FUZZ_COUNT) --json $(FUZZ_JSON)
 
 lint: deps
 	$(VENV)/bin/ruff check topologies agents tests

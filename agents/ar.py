@@ -649,13 +649,17 @@ class ArAgent:
         self.push(set())
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await reader.readline()
+                except ValueError as exc:  # longer than the reader's limit; the rest is dropped
+                    log.warning("ignoring line: %s", exc)
+                    continue
                 if not line:
                     log.info("exabgp closed our stdin; exiting")
                     return
                 try:
                     event = api.parse_line(line.decode(errors="replace"))
-                except (api.ApiError, ValueError) as exc:
+                except Exception as exc:  # noqa: BLE001 - one bad line must not end routing
                     log.warning("ignoring line: %s", exc)
                     continue
                 if isinstance(event, api.Shutdown):

@@ -207,7 +207,7 @@ class DhcpServer:
         if kind == MessageType.REQUEST:
             return self._request(msg, cid, mn, ifindex, held, remote=None)
         if kind in (MessageType.RELEASE, MessageType.DECLINE):
-            self._release(cid, mn, kind.name.lower())
+            self._release(cid, mn, kind.name.lower(), msg.chaddr)
             return []
         raise DhcpPolicyError(f"{kind.name} is not served")
 
@@ -249,6 +249,9 @@ class DhcpServer:
         lease = self.leases.get(cid)
         if remote is None and (lease is None or not lease.bound):
             self._authenticated(msg, mn, ifindex)
+        elif remote is None and lease is not None and msg.chaddr != lease.chaddr:
+            # Found by the fuzz campaign: the name and serial alone renewed (and re-homed) a lease.
+            raise DhcpPolicyError("renewal from a station other than the lease holder")
         if lease is None or held != lease.address or lease.mn != mn:
             return [self._nak(msg, "no such lease", ifindex, remote)]
         renewal = lease.bound
@@ -266,10 +269,12 @@ class DhcpServer:
         self.hooks.bound(lease, ifindex, renewal)
         return [self._reply(msg, MessageType.ACK, lease, ifindex, remote)]
 
-    def _release(self, cid: bytes, mn: str, why: str) -> None:
+    def _release(self, cid: bytes, mn: str, why: str, chaddr: bytes | None = None) -> None:
         lease = self.leases.get(cid)
         if lease is None or lease.mn != mn:
             raise DhcpPolicyError(f"{why} for a lease {mn} does not hold")
+        if chaddr is not None and chaddr != lease.chaddr:  # from the access link: the holder only
+            raise DhcpPolicyError(f"{why} from a station other than the lease holder")
         del self.leases[cid]
         self._count(why)
         if lease.bound:
@@ -345,8 +350,12 @@ class DhcpServer:
         if address is None:
             raise DhcpPolicyError("a remote request names no address")
         mn = self.hooks.identity_of_source(address, ifindex)
+        cid_mn = client_identity(msg.options.get(OPT_CLIENT_ID))
+        if mn is not None and cid_mn != mn:
+            # Found by the fuzz campaign: anyone on the link could relay for the attached MN's
+            # address, and the owner's NAK for the wrong identifier then detached that MN.
+            raise DhcpPolicyError(f"relay for {address}: the client identifier is not its MN's")
         if mn is None:
-            cid_mn = client_identity(msg.options.get(OPT_CLIENT_ID))
             who = self.hooks.identity_on_link(msg.chaddr, ifindex)
             if cid_mn is None or who != cid_mn:
                 raise DhcpPolicyError(f"relay for {address}: no MN attached here holds it")

@@ -39,10 +39,9 @@ import dns.rdtypes.ANY.TXT
 import dns.rrset
 import dns.tsig
 import dns.update
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-from agents.auth.errors import AuthError, KeyResolutionError
+from agents.auth import keys as auth_keys
+from agents.auth.errors import AuthError, KeyMismatch, KeyResolutionError
 from agents.auth.keys import PublishedKey, Suite
 
 log = logging.getLogger(__name__)
@@ -144,15 +143,15 @@ def normalize(name: str) -> str:
 
 def suite_of_spki(spki: bytes) -> Suite:
     """The cipher suite a DER SubjectPublicKeyInfo belongs to (its algorithm OID decides)."""
+    # The auth library's parser, so that the resolver and the key store fail the same way.
     try:
-        public = serialization.load_der_public_key(spki)
-    except (ValueError, TypeError) as exc:
-        raise DnsRecordError(f"TLSA data is not a DER SubjectPublicKeyInfo: {exc}") from None
-    if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
-        return Suite.P256
-    if isinstance(public, x25519.X25519PublicKey):
-        return Suite.X25519
-    raise DnsRecordError(f"TLSA key type {type(public).__name__} is not a flatarch suite")
+        suite = auth_keys.suite_of_spki(spki)
+        # Canonical DER and a valid point, before any cache holds the key.
+        auth_keys.load_public_key(suite, spki)
+        return suite
+    except KeyMismatch as exc:
+        raise DnsRecordError(
+            f"TLSA data is not a DER SubjectPublicKeyInfo of a flatarch suite: {exc}") from None
 
 
 def parse_key_tlsa(owner: str, rrset: dns.rrset.RRset) -> bytes:
@@ -329,6 +328,10 @@ class ValidatingResolver:
             raise
         finally:
             ch.waiting.pop(q.id, None)
+        return self._answer(q, wire)
+
+    def _answer(self, q: dns.message.Message, wire: bytes) -> dns.message.Message:
+        """The parsed answer to ``q``; the fuzz campaign feeds hostile wire through here."""
         r = dns.message.from_wire(wire)
         if not q.is_response(r):
             raise DnsError(f"answer from {self.address} does not match the question")

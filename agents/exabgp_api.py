@@ -54,18 +54,74 @@ class Shutdown:
 Event = Ack | PeerState | Update | Shutdown
 
 
+_U32 = 1 << 32
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    """A JSON object field; missing (None) reads as empty, any other type is an ApiError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ApiError(f"{what} is a {type(value).__name__}, not a list")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(f"{what} is a {type(value).__name__}, not a string")
+    return value
+
+
 def _net(nlri: Any) -> ipaddress.IPv4Network:
-    if not isinstance(nlri, dict) or "nlri" not in nlri:
-        raise ApiError(f"bad nlri entry {nlri!r}")
-    return ipaddress.IPv4Network(str(nlri["nlri"]))
+    if not isinstance(nlri, dict) or not isinstance(nlri.get("nlri"), str):
+        raise ApiError(f"bad nlri entry: a {type(nlri).__name__} without a string nlri")
+    try:
+        return ipaddress.IPv4Network(nlri["nlri"])
+    except ValueError as exc:
+        raise ApiError(f"bad nlri prefix: {exc}") from None
+
+
+def _hop(text: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(_text(text, "next hop"))
+    except ValueError as exc:
+        raise ApiError(f"bad next hop: {exc}") from None
 
 
 def _path_id(nlri: Any) -> str:
-    return str(nlri.get("path-information", "")) if isinstance(nlri, dict) else ""
+    value = nlri.get("path-information", "") if isinstance(nlri, dict) else ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ApiError(f"path-information is a {type(value).__name__}")
+    return str(value)
+
+
+def _local_pref(value: Any) -> int:
+    if value is None:
+        return 100
+    if isinstance(value, str) and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _U32:
+        shown = repr(value)[:20] if isinstance(value, str | int) else type(value).__name__
+        raise ApiError(f"bad local-preference {shown}")
+    return value
 
 
 def parse_line(line: str) -> Event | None:
-    """One line from ExaBGP; None for messages we do not act on (open, keepalive...)."""
+    """One line from ExaBGP; None for messages we do not act on (open, keepalive...).
+
+    Raises only ApiError: ExaBGP's stdout is trusted as a process but its JSON carries what
+    BGP peers sent, so every field's type is checked, not assumed.
+    """
     text = line.strip()
     if not text:
         return None
@@ -77,30 +133,35 @@ def parse_line(line: str) -> Event | None:
         raise ApiError(f"unexpected line from exabgp: {text[:80]!r}")
     try:
         msg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(f"bad JSON from exabgp: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
+        raise ApiError(f"bad JSON from exabgp: {str(exc)[:80]}") from None
+    msg = _obj(msg, "message")
     kind = msg.get("type")
     if kind == "notification" and msg.get("notification") == "shutdown":
         return Shutdown()
-    neighbor = msg.get("neighbor") or {}
-    peer = str((neighbor.get("address") or {}).get("peer", ""))
+    if kind not in ("state", "update"):
+        return None
+    neighbor = _obj(msg.get("neighbor"), "neighbor")
+    peer = _text(_obj(neighbor.get("address"), "neighbor address").get("peer"), "peer")
     if kind == "state":
         state = neighbor.get("state")
         if state in ("up", "down"):
-            return PeerState(peer, state == "up", str(neighbor.get("reason", "")))
+            reason = neighbor.get("reason")
+            return PeerState(peer, state == "up", reason if isinstance(reason, str) else "")
         return None
-    if kind != "update":
-        return None
-    update = ((neighbor.get("message") or {}).get("update")) or {}
+    update = _obj(_obj(neighbor.get("message"), "neighbor message").get("update"), "update")
     if "eor" in update or not update:
         return Update(peer, eor=True)
-    attrs = update.get("attribute") or {}
-    lp = int(attrs.get("local-preference", 100))
+    attrs = _obj(update.get("attribute"), "attribute")
+    lp = _local_pref(attrs.get("local-preference"))
     announced: list[Route] = []
-    for nh, nlris in ((update.get("announce") or {}).get("ipv4 unicast") or {}).items():
-        hop = ipaddress.IPv4Address(nh)
-        announced.extend(Route(_net(n), hop, lp, _path_id(n)) for n in nlris)
-    gone = (update.get("withdraw") or {}).get("ipv4 unicast") or []
+    families = _obj(update.get("announce"), "announce")
+    for nh, nlris in _obj(families.get("ipv4 unicast"), "announce ipv4 unicast").items():
+        hop = _hop(nh)
+        announced.extend(Route(_net(n), hop, lp, _path_id(n))
+                         for n in _list(nlris, "announced nlris"))
+    gone = _list(_obj(update.get("withdraw"), "withdraw").get("ipv4 unicast"),
+                 "withdrawn nlris")
     return Update(peer, announced, [_net(n) for n in gone],
                   withdrawn_ids=[_path_id(n) for n in gone])
 

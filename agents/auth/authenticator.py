@@ -630,7 +630,13 @@ class Authenticator:
                               f"{msg.suite}")
         now = self._clock()
         self._remember_key(key, now)
-        derived = self._ks.derive_msk(key, Role.AUTHENTICATOR, msg.peer_nonce, msg.auth_nonce)
+        try:
+            derived = self._ks.derive_msk(key, Role.AUTHENTICATOR, msg.peer_nonce,
+                                          msg.auth_nonce)
+        except AuthError:
+            # A key that does not load must not stay cached: the next AUTH resolves again.
+            self._keys.pop(key.name, None)
+            raise
         out = self._complete(msg, data, addr, derived, now, True)
         if out is None or isinstance(out, bytes):
             return out

@@ -14,6 +14,7 @@ import os
 import random
 import sys
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class FuzzReport:
     parsed: int = 0
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
+    costs_ns: array[int] = field(default_factory=lambda: array("Q"), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -249,6 +251,14 @@ def _check(world: _World, data: bytes, may_accept: bool) -> None:
         report.rejected += 1
 
 
+def _timed_check(world: _World, data: bytes, may_accept: bool) -> None:
+    start = time.perf_counter_ns()
+    try:
+        _check(world, data, may_accept)
+    finally:
+        world.report.costs_ns.append(time.perf_counter_ns() - start)
+
+
 def run_campaign(count: int, *, seed: int | None = None,
                  progress: Callable[[str], None] | None = None) -> FuzzReport:
     """Feed at least ``count`` inputs (exactly ``count`` unless hypothesis stops early)."""
@@ -270,9 +280,9 @@ def run_campaign(count: int, *, seed: int | None = None,
         except (ValueError, AuthError):
             return  # the drawn fields cannot be encoded: nothing to send
         budget = min(BATCH, remaining)
-        _check(world, base, genuine)
+        _timed_check(world, base, genuine)
         if budget > 1:
-            _check(world, base, False)  # the same bytes again: a replay
+            _timed_check(world, base, False)  # the same bytes again: a replay
         rng = random.Random(mseed)
         for _ in range(budget - 2):
             mutant = _mutate(rng, base)
@@ -280,7 +290,7 @@ def run_campaign(count: int, *, seed: int | None = None,
                 continue
             # Forget replay marks so that the MAC, not the timestamp, must stop the mutant.
             world.auth.reset_replay_state()
-            _check(world, mutant, False)
+            _timed_check(world, mutant, False)
         if progress is not None and time.perf_counter() > next_progress[0]:
             next_progress[0] += 10.0
             progress(f"{report.inputs} inputs, {report.crashes} crashes, "
@@ -324,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.json:
         with open(args.json, "w") as out:
-            json.dump(asdict(report), out, indent=2)
+            fields = asdict(report)
+            del fields["costs_ns"]
+            json.dump(fields, out, indent=2)
     return 0 if report.ok else 1
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
@@ -146,16 +147,38 @@ def spki_of(public: PublicKey) -> bytes:
     )
 
 
+def parse_spki(spki: bytes) -> object:
+    """Parse DER SPKI octets from the network; any failure is a KeyMismatch, never a crash.
+
+    ``cryptography`` raises UnsupportedAlgorithm for unknown key types, unknown curve OIDs and
+    custom explicit curve parameters, besides ValueError for bad DER; a resolver may serve any
+    of these, so every failure of the parser must become the typed error.
+    """
+    try:
+        return serialization.load_der_public_key(spki)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyMismatch(f"published SPKI does not parse: {exc}") from None
+    except Exception as exc:  # the parser is a C/Rust binding: no other failure may escape
+        raise KeyMismatch(f"published SPKI does not parse: {type(exc).__name__}") from None
+
+
+def suite_of_spki(spki: bytes) -> Suite:
+    """The suite a published SPKI belongs to, by its algorithm; KeyMismatch for any other."""
+    public = parse_spki(spki)
+    if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
+        return Suite.P256
+    if isinstance(public, x25519.X25519PublicKey):
+        return Suite.X25519
+    raise KeyMismatch(f"key type {type(public).__name__} is not a flatarch suite")
+
+
 def load_public_key(suite: Suite, spki: bytes) -> PublicKey:
     """Parse and validate a published SPKI for ``suite``; raise KeyMismatch if it does not fit.
 
     The SPKI must be the canonical DER encoding, so that one key has exactly one spelling and
     a cache keyed by SPKI bytes cannot be fooled by re-encodings.
     """
-    try:
-        public = serialization.load_der_public_key(spki)
-    except (ValueError, TypeError) as exc:
-        raise KeyMismatch(f"published SPKI does not parse: {exc}") from None
+    public = parse_spki(spki)
     if suite is Suite.P256:
         if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
             public.curve, ec.SECP256R1
@@ -166,6 +189,10 @@ def load_public_key(suite: Suite, spki: bytes) -> PublicKey:
             raise KeyMismatch("published key is not an X25519 key")
     else:  # pragma: no cover - Suite is closed
         raise KeyMismatch(f"unknown suite {suite!r}")
-    if spki_of(public) != spki:
+    try:
+        canonical = spki_of(public)
+    except Exception as exc:  # re-encoding a key the parser accepted must not crash either
+        raise KeyMismatch(f"published SPKI does not re-encode: {type(exc).__name__}") from None
+    if canonical != spki:
         raise KeyMismatch("published SPKI is not in canonical DER form")
     return public
