@@ -221,9 +221,9 @@ class LookupSlots:
 
     Each slot is held by one (prefix, zone) pair. While slots are free anyone takes one;
     when all are taken, a newcomer whose prefix (or zone) holds fewer slots than the
-    largest holder takes that holder's oldest slot, which is cancelled. So a flood from
-    many sources, or naming many dead zones, can never hold every slot against a quiet
-    prefix or zone.
+    largest holder takes that holder's oldest slot, which is cancelled (by zone only where
+    no prefix's share shrinks below the newcomer's). So a flood from many sources, or
+    naming many dead zones, can never hold every slot against a quiet prefix or zone.
     """
 
     __slots__ = ("capacity", "_order", "_by_prefix", "_by_zone")
@@ -247,8 +247,9 @@ class LookupSlots:
         """Take a slot for ``token``; False if none is free and no holder may be preempted.
         ``cancel`` is called if the slot is later taken away."""
         if len(self._order) >= self.capacity:
-            victim = (self._victim(self._by_prefix, prefix)
-                      or self._victim(self._by_zone, zone))
+            victim = self._victim(self._by_prefix, prefix)
+            if victim is None:
+                victim = self._zone_victim(prefix, zone)
             if victim is None:
                 return False
             _, _, cancel_victim = self._order[victim]
@@ -267,6 +268,18 @@ class LookupSlots:
         if len(groups.get(mine, ())) + 1 >= len(biggest):
             return None  # equal shares already: preempting would only trade places
         return next(iter(biggest))
+
+    def _zone_victim(self, prefix: str, zone: str) -> int | None:
+        """A slot of the largest zone whose taking leaves no prefix with a smaller share."""
+        if self._victim(self._by_zone, zone) is None:
+            return None
+        biggest = max(self._by_zone.values(), key=len)
+        mine = len(self._by_prefix.get(prefix, ()))
+        for token in biggest:
+            theirs = self._order[token][0]
+            if theirs == prefix or len(self._by_prefix[theirs]) > mine:
+                return token
+        return None
 
     def release(self, token: int) -> None:
         held = self._order.pop(token, None)

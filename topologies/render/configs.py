@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import jinja2
 
 from agents.auth import DEFAULT_PORT as AUTH_PORT
+from agents.auth.prefilter import prefilter_data
 from topologies.model import Node, Role, Topology, fqdn
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -401,6 +402,7 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
         "open_ports": [],
         "access": f"{node.name}-acc",
         "dhcp_mark": f"{DHCP_MARK:#x}",
+        "auth_filter": prefilter_data(),
     }
 
 
