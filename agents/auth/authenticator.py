@@ -95,6 +95,20 @@ _NO_REPLY_TYPES = frozenset((MsgType.AUTH_REPLY, MsgType.REMSK_ACK, MsgType.FAIL
                              MsgType.COOKIE))
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a lookup failed by silence rather than by an answer. Resolvers wrap their own
+    timeouts (agents/dns.py: DnsTimeout inside KeyResolutionError), so the chain is read by
+    class name rather than by importing every resolver's error types here."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or type(seen).__name__.endswith("Timeout"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class AuthResult(NamedTuple):
     """What the AR agent learns from one successful authentication."""
 
@@ -704,7 +718,7 @@ class Authenticator:
             if exc is None:
                 self._negative.clear(name)
                 self._negative.clear(zone)
-            elif isinstance(exc, TimeoutError):
+            elif _timed_out(exc):
                 self._negative.strike(zone, now)  # the zone's servers do not answer
             else:
                 self._negative.strike(name, now)  # only this name: its zone may be fine

@@ -135,11 +135,24 @@ def bench_dns(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_flood(args: argparse.Namespace) -> int:
+    """Legitimate AUTH success and latency under floods at the AR (issue 19)."""
+    _require_root()
+    from topologies.lab.floodbench import FloodConfig, format_table, run_flood_bench
+
+    res = run_flood_bench(FloodConfig(pps=args.pps, sources=args.sources), stderr_progress)
+    print(format_table(res))
+    _write_json(args.json, res)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dns":
         return bench_dns(args)
+    if args.what == "flood":
+        return bench_flood(args)
     if args.what != "auth":
-        raise LabError(f"unknown benchmark {args.what!r} (auth, dns)")
+        raise LabError(f"unknown benchmark {args.what!r} (auth, dns, flood)")
     from agents.auth.bench import run_bench
 
     res = run_bench(progress=stderr_progress)
@@ -250,10 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json")
     sc.set_defaults(func=cmd_scenario)
     be = sub.add_parser("bench", help="micro-benchmarks")
-    be.add_argument("what", help="auth (no root) or dns (brings up the lab)")
+    be.add_argument("what", help="auth (no root), dns (brings up the lab) or flood (root)")
     be.add_argument("--json")
     be.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
     be.add_argument("--rounds", type=int, default=20)
+    be.add_argument("--pps", type=int, default=100_000, help="flood: packets per second")
+    be.add_argument("--sources", type=int, default=8000, help="flood: spoofed sources")
     be.set_defaults(func=cmd_bench)
     rp = sub.add_parser("report", help="run the evaluation and write evaluation.md")
     rp.add_argument("--out", default="results")
