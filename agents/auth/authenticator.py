@@ -152,6 +152,7 @@ class Limits:
     nonce_lifetime_s: float | None = 3600.0  # None: never rotate the published nonce
     accept_zero_nonce: bool = True
     log_per_s: int = 50  # rejection log lines per second before they are summarised
+    failure_per_s: float | None = 100.0  # FAILUREs sent per second, all sources together
 
 
 class _Session(SessionKeys):
@@ -208,6 +209,8 @@ class Authenticator:
         self._limiter = (RateLimiter(limits.per_source_rate, limits.per_source_burst)
                          if limits.per_source_rate is not None else None)
         self._load = LoadMonitor(limits.load_threshold_per_s)
+        self._failure_budget = (RateLimiter(limits.failure_per_s, 2 * limits.failure_per_s, 1)
+                                if limits.failure_per_s is not None else None)
         self._cookies = CookieJar(limits.cookie_rotate_s)
         self._spent = SpentCookies(limits.cookie_rotate_s)
         self._slots = LookupSlots(limits.max_pending)
@@ -513,6 +516,8 @@ class Authenticator:
             if out is None:
                 return
             if isinstance(out, bytes):
+                if not self._may_answer(out):
+                    return
                 outbox = self._outbox
                 if outbox is not None:
                     outbox.append((out, addr))
@@ -530,13 +535,23 @@ class Authenticator:
     async def _send_later(self, out: Coroutine[Any, Any, _Reply], addr: tuple[str, int]) -> None:
         try:
             reply = await out
-            if reply is not None:
+            if reply is not None and self._may_answer(reply):
                 self._send(reply, addr)
         finally:
             pinned = self._pinned
             pinned[addr] -= 1
             if pinned[addr] <= 0:
                 del pinned[addr]
+
+    def _may_answer(self, reply: bytes) -> bool:
+        """FAILUREs go out within one budget for the whole service, as ICMP errors do: each
+        one to a spoofed source on the access link costs a neighbour resolution, and enough
+        of those evict the neighbours of the MNs that are really there."""
+        budget = self._failure_budget
+        if budget is None or reply[1] != MsgType.FAILURE or budget.allow("", self._clock()):
+            return True
+        self.stats["failure_suppressed"] += 1
+        return False
 
     async def handle(self, data: bytes, addr: tuple[str, int]) -> bytes | None:
         """Process one datagram as the service would and return the reply it would send."""

@@ -280,3 +280,41 @@ def test_a_name_published_late_succeeds_after_its_backoff() -> None:
         fx.auth.close()
 
     asyncio.run(main())
+
+
+def test_failures_share_one_budget_over_udp() -> None:
+    """A spoofed flood of bad AUTHs gets at most the service-wide FAILURE budget back."""
+    async def main() -> None:
+        fx = Fixture(failure_per_s=1.0)
+        addr = await fx.auth.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Sink(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, _addr: tuple[str, int]) -> None:
+                got.put_nowait(data)
+
+        transports = []
+        try:
+            for _ in range(10):  # ten sources, each well inside its own rate
+                transport, _ = await loop.create_datagram_endpoint(Sink, remote_addr=addr)
+                transports.append(transport)
+                transport.sendto(b"\x01\x01" + os.urandom(70))
+            deadline = loop.time() + 5.0
+            def rejected() -> int:
+                return sum(fx.auth.stats.values()) - fx.auth.stats["failure_suppressed"]
+
+            while rejected() < 10 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert rejected() == 10
+            assert fx.auth.stats["failure_suppressed"] >= 7
+            answered = 10 - fx.auth.stats["failure_suppressed"]
+            while got.qsize() < answered and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert got.qsize() == answered
+        finally:
+            for transport in transports:
+                transport.close()
+            fx.auth.close()
+
+    asyncio.run(main())

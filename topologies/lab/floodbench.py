@@ -122,9 +122,6 @@ class FloodBench:
             path = self.dir / f"{ns}.batch"
             path.write_text("\n".join(batch) + "\n")
             _run(["ip", "-n", ns, "-batch", str(path)])
-        # Replies to spoofed sources go unanswered on the link; room for their neighbours.
-        for key, value in (("gc_thresh1", 4096), ("gc_thresh2", 16384), ("gc_thresh3", 32768)):
-            _run(self._ns(self.ar_ns, "sysctl", "-qw", f"net.ipv4.neigh.default.{key}={value}"))
         nft = render("nft/ar.nft.j2", {
             "name": "flood-bench", "backbone": [], "auth_port": DEFAULT_PORT,
             "open_ports": [], "access": "acc", "dhcp_mark": "0x43",
