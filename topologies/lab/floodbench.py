@@ -65,7 +65,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def _machine_lock() -> Iterator[None]:
+def machine_lock() -> Iterator[None]:
     """The lab's own lock: the bench refuses to run beside a lab, as a second lab would."""
     RUN_ROOT.mkdir(parents=True, exist_ok=True)
     fh = (RUN_ROOT / LOCK).open("a+")
@@ -232,23 +232,28 @@ class FloodBench:
 
     def _wait_flooding(self, replay: subprocess.Popen[bytes]) -> bool:
         """Until the AR's pre-filter counts the flood (tcpreplay first loads the capture)."""
+        base = self.counters()
+
         def seen() -> bool:
             if replay.poll() is not None:
                 return True
-            out = _run(self._ns(self.ar_ns, "nft", "-j", "list", "counters", "table", "ip",
-                                "flatarch"))
-            total = 0
-            for item in json.loads(out).get("nftables", []):
-                counter = item.get("counter")
-                if counter and counter.get("name") in ("auth_malformed", "auth_flood"):
-                    total += int(counter.get("packets", 0))
-            return total > self.cfg.sources
+            now = self.counters()
+            dropped = sum(now.get(k, 0) - base.get(k, 0) for k in ("auth_malformed",
+                                                                     "auth_flood"))
+            return dropped > self.cfg.sources
 
         try:
             wait_until(seen, 20.0, "the flood to reach the AR", 0.05)
         except LabError:
             return False
         return replay.poll() is None
+
+    def counters(self) -> dict[str, int]:
+        """The AR pre-filter's packet counters, by name."""
+        out = _run(self._ns(self.ar_ns, "nft", "-j", "list", "counters", "table", "ip",
+                            "flatarch"))
+        return {c["counter"]["name"]: int(c["counter"]["packets"])
+                for c in json.loads(out).get("nftables", []) if "counter" in c}
 
     def _replay_rate(self, name: str) -> float | None:
         text = self._log_tail(name)
@@ -281,7 +286,7 @@ def run_flood_bench(cfg: FloodConfig, progress: Progress | None = None) -> dict[
     """Every phase in one run; the JSON of issue 19 plus the AR's counters."""
     if shutil.which("tcpreplay") is None:
         raise LabError("tcpreplay is not installed (make deps)")
-    with _machine_lock():
+    with machine_lock():
         bench = FloodBench(cfg, progress)
         try:
             bench.setup()
@@ -317,4 +322,5 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FloodBench", "FloodConfig", "PREFIX", "format_table", "run_flood_bench"]
+__all__ = ["FloodBench", "FloodConfig", "PREFIX", "format_table", "machine_lock",
+           "run_flood_bench"]
