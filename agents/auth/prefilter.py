@@ -29,8 +29,8 @@ class PrefilterRates:
     Python service must absorb. A /24 carries many MNs, so it gets more.
     """
 
-    host_per_s: int = 4
-    host_burst: int = 8
+    host_per_s: int = 2
+    host_burst: int = 6
     net_per_s: int = 400
     net_burst: int = 800
     table_size: int = 65536

@@ -31,7 +31,7 @@ PREFIX = "fa-flood-"
 AR_IP = "10.192.0.1"
 RESOLVER_IP = "10.192.0.53"  # on the air side, where every DNS query is dropped
 NET_LEN = 10  # 10.192.0.0/10 is on-link: legitimate, attacker and spoofed sources alike
-LEGIT_SOURCES = [f"10.200.1.{i}" for i in range(1, 21)]
+LEGIT_SOURCES = [f"10.200.1.{i}" for i in range(1, 41)]  # each well inside its meter
 COOKIE_SOURCES = [f"10.201.{i}.1" for i in range(100)]  # 100 real sources, each its own /24
 PYTHON_COMMS = ("python", "python3")
 
