@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import selectors
 import signal
 import socket
 import struct
@@ -162,11 +163,14 @@ def cookie_attack(ar: str, sources: list[str], pps: float, duration_s: float,
         sock.bind((src, 0))
         sock.setblocking(False)
         socks.append(sock)
+    selector = selectors.DefaultSelector()
+    for k, sock in enumerate(socks):
+        selector.register(sock, selectors.EVENT_READ, k)
     cookies: list[bytes | None] = [None] * len(socks)
     sent = got_cookies = 0
     start = time.monotonic()
     deadline = start + duration_s
-    i = 0
+    i = random.randrange(1 << 40)  # names no earlier run struck into the negative cache
     try:
         while (now := time.monotonic()) < deadline:
             due = int((now - start) * pps)
@@ -177,22 +181,23 @@ def cookie_attack(ar: str, sources: list[str], pps: float, duration_s: float,
                                     (ar, DEFAULT_PORT))
                 sent += 1
                 i += 1
-            for k, sock in enumerate(socks):
+            for ready, _ in selector.select(0.002):  # paces the attack as well
+                k = ready.data
                 while True:
                     try:
-                        data = sock.recv(2048)
+                        data = socks[k].recv(2048)
                     except OSError:
                         break
                     if len(data) > 1 and data[1] == MsgType.COOKIE:
                         try:
                             cookies[k] = CookieReply.unpack(data).cookie
-                            got_cookies += 1
-                            if started is not None and got_cookies == len(socks) // 2:
-                                started.write_text(f"{time.time()}\n")  # the AR is loaded
                         except AuthError:
-                            pass
-            time.sleep(0.002)  # pacing the attack, not waiting for an event
+                            continue
+                        got_cookies += 1
+                        if started is not None and got_cookies == len(socks) // 2:
+                            started.write_text(f"{time.time()}\n")  # the AR is loaded
     finally:
+        selector.close()
         for sock in socks:
             sock.close()
     elapsed = time.monotonic() - start

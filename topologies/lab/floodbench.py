@@ -32,7 +32,9 @@ AR_IP = "10.192.0.1"
 RESOLVER_IP = "10.192.0.53"  # on the air side, where every DNS query is dropped
 NET_LEN = 10  # 10.192.0.0/10 is on-link: legitimate, attacker and spoofed sources alike
 LEGIT_SOURCES = [f"10.200.1.{i}" for i in range(1, 41)]  # each well inside its meter
-COOKIE_SOURCES = [f"10.201.{i}.1" for i in range(100)]  # 100 real sources, each its own /24
+# Real sources of the cookie-reuse attack, each in its own /24: the issue's 100, and 1,000
+# that each stay below the pre-filter's meter so that every datagram reaches the service.
+COOKIE_SOURCES = [f"10.{201 + i // 256}.{i % 256}.1" for i in range(1000)]
 PYTHON_COMMS = ("python", "python3")
 
 Progress = Callable[[str], None]
@@ -262,24 +264,25 @@ class FloodBench:
             return None
         return int(m.group(1)) / float(m.group(2))
 
-    def cookie_reuse(self) -> dict[str, Any]:
-        self.say(f"cookie_reuse: {len(COOKIE_SOURCES)} sources at {self.cfg.cookie_pps:g} pps")
-        out = self.dir / "cookie-attack.json"
-        started = self.dir / "cookie-attack.started"
+    def cookie_reuse(self, sources: int) -> dict[str, Any]:
+        srcs = COOKIE_SOURCES[:sources]
+        self.say(f"cookie_reuse: {sources} sources at {self.cfg.cookie_pps:g} pps")
+        name = f"cookie-attack-{sources}"
+        out = self.dir / f"{name}.json"
+        started = self.dir / f"{name}.started"
         attack = self._spawn(self.air_ns, self._python(
-            "cookie-attack", "--ar", AR_IP, "--sources", ",".join(COOKIE_SOURCES),
+            "cookie-attack", "--ar", AR_IP, "--sources", ",".join(srcs),
             "--pps", str(self.cfg.cookie_pps), "--duration", str(self.cfg.duration_s + 8),
-            "--started", str(started), "--out", str(out)),
-            "cookie-attack")
+            "--started", str(started), "--out", str(out)), name)
         # Measure once the attack has the AR under load: it hands out cookies only then.
         wait_until(lambda: attack.poll() is not None or started.exists(), 20.0,
                    "the cookie-reuse attack to load the AR", 0.05)
-        client = self._client("cookie_reuse")
-        result = self._client_result(client, "cookie_reuse")
+        client = self._client(f"cookie_reuse-{sources}")
+        result = self._client_result(client, f"cookie_reuse-{sources}")
         attack.wait(self.cfg.duration_s + 30.0)
         raw = json.loads(out.read_text()) if out.exists() else {}
         return {"kind": "cookie_reuse", "pps": round(raw.get("pps", 0.0)),
-                "sources": len(COOKIE_SOURCES), **result}
+                "sources": sources, **result}
 
 
 def run_flood_bench(cfg: FloodConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -297,7 +300,8 @@ def run_flood_bench(cfg: FloodConfig, progress: Progress | None = None) -> dict[
             if cfg.top_speed:
                 out["attacks"].append(bench.replay_flood("garbage", None))
                 out["attacks"].append(bench.replay_flood("forged_mac", None))
-            out["attacks"].append(bench.cookie_reuse())
+            out["attacks"].append(bench.cookie_reuse(100))
+            out["attacks"].append(bench.cookie_reuse(1000))
             out["ar_stats"] = bench.stop_ar()
             out["setup"] = {
                 "key_resolution": "legitimate MNs' keys known to the AR (no DNS); other "
