@@ -275,14 +275,16 @@ class FloodBench:
             "--pps", str(self.cfg.cookie_pps), "--duration", str(self.cfg.duration_s + 8),
             "--started", str(started), "--out", str(out)), name)
         # Measure once the attack has the AR under load: it hands out cookies only then.
-        wait_until(lambda: attack.poll() is not None or started.exists(), 20.0,
-                   "the cookie-reuse attack to load the AR", 0.05)
+        with contextlib.suppress(LabError):  # never under load: attack_loaded is false
+            wait_until(lambda: attack.poll() is not None or started.exists(), 20.0,
+                       "the cookie-reuse attack to load the AR", 0.05)
         client = self._client(f"cookie_reuse-{sources}")
         result = self._client_result(client, f"cookie_reuse-{sources}")
         attack.wait(self.cfg.duration_s + 30.0)
         raw = json.loads(out.read_text()) if out.exists() else {}
         return {"kind": "cookie_reuse", "pps": round(raw.get("pps", 0.0)),
-                "sources": sources, **result}
+                "sources": sources, **result, "attack_loaded": started.exists(),
+                "attacker_cookies": raw.get("cookies", 0)}
 
 
 def run_flood_bench(cfg: FloodConfig, progress: Progress | None = None) -> dict[str, Any]:
