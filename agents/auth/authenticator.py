@@ -109,6 +109,11 @@ def _timed_out(exc: BaseException) -> bool:
     return False
 
 
+def _source_key(addr: tuple[str, int]) -> str:
+    # Negative-cache key of a source host; a space never occurs in a name or a zone.
+    return f"source {addr[0]}"
+
+
 class AuthResult(NamedTuple):
     """What the AR agent learns from one successful authentication."""
 
@@ -680,18 +685,21 @@ class Authenticator:
         if not cached:
             name = msg.peer_name
             negative = self._negative
-            if negative.blocked(name, now) or negative.blocked(claimed_zone(name), now):
+            if (negative.blocked(name, now) or negative.blocked(claimed_zone(name), now)
+                    or negative.blocked(_source_key(addr), now)):
                 self.stats["negative_cached"] += 1
-                raise KeyResolutionError(f"{name} or its zone did not answer lately")
+                raise KeyResolutionError(f"{name}, its zone or this source's lookups did not "
+                                         "answer lately")
         # A cookie buys one expensive step: a second use counts as no cookie at all.
-        if (cookie is None or not self._spent.spend(cookie, now)) and self._cookie_needed(now):
+        verified = cookie is not None and self._spent.spend(cookie, now)
+        if not verified and self._cookie_needed(now):
             self.stats["cookie_sent"] += 1
             return CookieReply(msg.peer_nonce, self._cookies.make(addr[0], addr[1], now)).pack()
         if entry is not None and cached:
             derived = self._ks.derive_msk(entry[0], Role.AUTHENTICATOR, msg.peer_nonce,
                                           msg.auth_nonce)
             return self._complete(msg, data, addr, derived, now, False)
-        return self._resolve_then_complete(msg, data, addr)
+        return self._resolve_then_complete(msg, data, addr, verified)
 
     def _cookie_needed(self, now: float) -> bool:
         mode = self.limits.cookie
@@ -701,8 +709,13 @@ class Authenticator:
             return False
         return self._load.under_load(now, self._pending, self.limits.max_pending)
 
-    def _lookup(self, name: str, addr: tuple[str, int]) -> asyncio.Task[PublishedKey]:
-        """The lookup of ``name`` in flight, or a new one in a fairly shared slot."""
+    def _lookup(self, name: str, addr: tuple[str, int],
+                verified: bool) -> asyncio.Task[PublishedKey]:
+        """The lookup of ``name`` in flight, or a new one in a fairly shared slot.
+
+        ``verified``: the AUTH carried a fresh cookie, so its source is return-routable; such
+        a source whose lookup times out is penalised too, which a spoofer cannot arrange
+        for somebody else's address."""
         task = self._inflight.get(name)
         if task is not None:
             return task
@@ -712,8 +725,7 @@ class Authenticator:
         if not self._slots.acquire(token, source_prefix(addr[0]), zone,
                                    lambda: cancel[0].cancel()):
             raise RateLimited("every key-lookup slot is held by a smaller share")
-        task = asyncio.get_running_loop().create_task(
-            asyncio.wait_for(self._resolver.resolve(name), self.limits.resolve_timeout_s))
+        task = asyncio.get_running_loop().create_task(self._resolve_within(name))
         cancel.append(task)
         self._inflight[name] = task
         self._pending = len(self._slots)
@@ -735,16 +747,24 @@ class Authenticator:
                 self._negative.clear(zone)
             elif _timed_out(exc):
                 self._negative.strike(zone, now)  # the zone's servers do not answer
+                if verified:
+                    self._negative.strike(_source_key(addr), now)
             else:
                 self._negative.strike(name, now)  # only this name: its zone may be fine
 
         task.add_done_callback(done)
         return task
 
+    async def _resolve_within(self, name: str) -> PublishedKey:
+        # The resolver's coroutine is made only once the task runs: a lookup preempted
+        # before its first step leaves no coroutine that was never awaited.
+        return await asyncio.wait_for(self._resolver.resolve(name),
+                                      self.limits.resolve_timeout_s)
+
     async def _resolve_then_complete(self, msg: AuthMessage, data: bytes,
-                                     addr: tuple[str, int]) -> _Reply:
+                                     addr: tuple[str, int], verified: bool = False) -> _Reply:
         name = msg.peer_name
-        task = self._lookup(name, addr)
+        task = self._lookup(name, addr, verified)
         try:
             key = await asyncio.shield(task)
         except AuthError:

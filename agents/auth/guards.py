@@ -221,8 +221,9 @@ class LookupSlots:
 
     Each slot is held by one (prefix, zone) pair. While slots are free anyone takes one;
     when all are taken, a newcomer whose prefix (or zone) holds fewer slots than the
-    largest holder takes that holder's oldest slot, which is cancelled (by zone only where
-    no prefix's share shrinks below the newcomer's). So a flood from many sources, or
+    largest holder (even none against one) takes that holder's oldest slot, which is
+    cancelled (by zone only where no prefix's share shrinks below the newcomer's). So a
+    flood from many sources, or
     naming many dead zones, can never hold every slot against a quiet prefix or zone.
     """
 
@@ -265,8 +266,8 @@ class LookupSlots:
         if not groups:
             return None
         biggest = max(groups.values(), key=len)
-        if len(groups.get(mine, ())) + 1 >= len(biggest):
-            return None  # equal shares already: preempting would only trade places
+        if len(groups.get(mine, ())) >= len(biggest):
+            return None  # no smaller than the largest: taking would only trade places
         return next(iter(biggest))
 
     def _zone_victim(self, prefix: str, zone: str) -> int | None:

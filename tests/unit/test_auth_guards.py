@@ -318,3 +318,24 @@ def test_failures_share_one_budget_over_udp() -> None:
             fx.auth.close()
 
     asyncio.run(main())
+
+
+def test_a_return_routable_source_whose_lookups_time_out_is_penalised() -> None:
+    async def main() -> None:
+        fx = Fixture(cookie="always", negative_base_s=10.0)
+        attacker, spoofed = ("198.51.100.7", 5000), ("198.51.100.8", 5000)
+        first = await fx.auth.handle(fx.msg("a.dead1.test"), attacker)
+        assert first is not None and kind(first) == MsgType.COOKIE
+        reply = await fx.auth.handle(fx.msg("a.dead1.test", first[-16:]), attacker)
+        assert kind(reply) == MsgType.FAILURE  # timed out
+        # A fresh dead zone from the same source: refused at once, before any cookie round.
+        assert kind(await fx.auth.handle(fx.msg("b.dead2.test"), attacker)) == MsgType.FAILURE
+        assert fx.resolver.calls == ["a.dead1.test"]
+        # Without a cookie nobody is proven to own a source: no source penalty then.
+        fx.auth.limits = Limits(**{**fx.auth.limits.__dict__, "cookie": "never"})
+        assert kind(await fx.auth.handle(fx.msg("c.dead3.test"), spoofed)) == MsgType.FAILURE
+        assert fx.auth._negative.blocked("source 198.51.100.8", fx.clock()) == 0.0
+        assert fx.auth._negative.blocked("source 198.51.100.7", fx.clock()) > 0.0
+        fx.auth.close()
+
+    asyncio.run(main())
