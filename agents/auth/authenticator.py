@@ -157,7 +157,7 @@ class Limits:
     nonce_lifetime_s: float | None = 3600.0  # None: never rotate the published nonce
     accept_zero_nonce: bool = True
     log_per_s: int = 50  # rejection log lines per second before they are summarised
-    failure_per_s: float | None = 100.0  # FAILUREs sent per second, all sources together
+    failure_per_s: float | None = 20.0  # FAILUREs sent per second, all sources together
 
 
 class _Session(SessionKeys):
