@@ -61,3 +61,4 @@ down: deps
 clean:
 	-$(VENV)/bin/flatarch down 2>/dev/null
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+DEBS += tcpreplay

@@ -19,6 +19,7 @@ WATCHED = {
     "zebra", "bgpd", "ospfd", "staticd", "watchfrr", "exabgp", "named", "unbound",
     "mnexec", "iperf3", "kea-dhcp4", "dnsmasq", "udhcpc", "dhclient", "tcpdump",
     "busybox",  # the MNs' udhcpc runs as busybox
+    "tcpreplay",  # the flood bench's sender
 }
 
 

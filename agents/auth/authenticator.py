@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
@@ -37,7 +37,17 @@ from .errors import (
     UnsupportedSuite,
     WrongAuthenticator,
 )
-from .guards import CookieJar, LoadMonitor, RateLimiter, ReplayGuard
+from .guards import (
+    CookieJar,
+    LoadMonitor,
+    LookupSlots,
+    NegativeCache,
+    RateLimiter,
+    ReplayGuard,
+    SpentCookies,
+    claimed_zone,
+    source_prefix,
+)
 from .kdf import NONCE_LEN
 from .keys import KeyChangeSource, KeyResolver, PublishedKey, Suite, normalize_name
 from .keystore import KeyStore, Role
@@ -74,12 +84,34 @@ log = logging.getLogger("flatarch.auth")
 DEFAULT_PORT = 7411
 _BATCH = 64  # datagrams drained per readiness event before yielding to the loop
 _RECV_SIZE = 4096  # larger than any message, so oversized datagrams arrive whole
-_RCVBUF = 1 << 20
+# A flood that the pre-filter lets through arrives in bursts; a deep buffer absorbs them
+# rather than dropping a legitimate AUTH queued behind (SO_RCVBUFFORCE passes rmem_max).
+_RCVBUF = 4 << 20
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the module lacks the name
 _CMSG_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 ZERO_NONCE = bytes(NONCE_LEN)
 _NO_REPLY_TYPES = frozenset((MsgType.AUTH_REPLY, MsgType.REMSK_ACK, MsgType.FAILURE,
                              MsgType.COOKIE))
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a lookup failed by silence rather than by an answer. Resolvers wrap their own
+    timeouts (agents/dns.py: DnsTimeout inside KeyResolutionError), so the chain is read by
+    class name rather than by importing every resolver's error types here."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or type(seen).__name__.endswith("Timeout"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _source_key(addr: tuple[str, int]) -> str:
+    # Negative-cache key of a source host; a space never occurs in a name or a zone.
+    return f"source {addr[0]}"
 
 
 class AuthResult(NamedTuple):
@@ -115,12 +147,17 @@ class Limits:
     cookie_rotate_s: float = 120.0
     replay_window_s: float = 30.0  # also the clock-skew tolerance
     resolve_timeout_s: float = 2.0
+    # A name whose lookup failed, or a zone whose lookup timed out, is refused without a
+    # lookup for this long, doubling on each further failure up to negative_max_s.
+    negative_base_s: float = 2.0
+    negative_max_s: float = 60.0
     key_cache_ttl_s: float = 60.0
     key_cache_size: int = 65536
     sessions: int = 65536
     nonce_lifetime_s: float | None = 3600.0  # None: never rotate the published nonce
     accept_zero_nonce: bool = True
     log_per_s: int = 50  # rejection log lines per second before they are summarised
+    failure_per_s: float | None = 20.0  # FAILUREs sent per second, all sources together
 
 
 class _Session(SessionKeys):
@@ -177,7 +214,15 @@ class Authenticator:
         self._limiter = (RateLimiter(limits.per_source_rate, limits.per_source_burst)
                          if limits.per_source_rate is not None else None)
         self._load = LoadMonitor(limits.load_threshold_per_s)
+        self._failure_budget = (RateLimiter(limits.failure_per_s, 2 * limits.failure_per_s, 1)
+                                if limits.failure_per_s is not None else None)
         self._cookies = CookieJar(limits.cookie_rotate_s)
+        self._spent = SpentCookies(limits.cookie_rotate_s)
+        self._slots = LookupSlots(limits.max_pending)
+        self._negative = NegativeCache(limits.negative_base_s, limits.negative_max_s)
+        # One lookup per name at a time: later AUTHs for the name wait on it, slot-free.
+        self._inflight: dict[str, asyncio.Task[PublishedKey]] = {}
+        self._slot_token = 0
         self._replay = ReplayGuard(limits.replay_window_s)
         self._window_us = int(limits.replay_window_s * 1_000_000)
         # Both tables are plain dicts bounded first-in first-out: the hot path pays one dict
@@ -185,7 +230,7 @@ class Authenticator:
         self._keys: dict[str, tuple[PublishedKey, float]] = {}
         self._sessions: dict[bytes, _Session] = {}
         self._pending = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._sock: socket.socket | None = None
         self._outbox: list[tuple[bytes, tuple[str, int]]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,7 +238,11 @@ class Authenticator:
         # An AR serves MNs that have no route yet: it must learn the access interface an AUTH
         # came in on (IP_PKTINFO) and answer through it, whatever the routing table says.
         self._track_if = track_interface
-        self._ifindex: dict[tuple[str, int], tuple[int, bytes]] = {}
+        # Bounded least-recently-used, filled only by datagrams that passed the cheap checks;
+        # a peer with an answer still to come is pinned and never evicted.
+        self._ifindex: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
+        self._arrival: tuple[int, bytes] | None = None  # of the datagram being handled
+        self._pinned: Counter[tuple[str, int]] = Counter()
         # Which arrival interfaces to answer through regardless of routes: the access links.
         # A backbone peer is answered by the routing table (its path back may differ).
         self._reply_on_arrival = reply_on_arrival or (lambda _ifindex: True)
@@ -277,8 +326,11 @@ class Authenticator:
         sock = socket.socket(family, socket.SOCK_DGRAM, proto)
         try:
             sock.setblocking(False)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+            except OSError:  # not CAP_NET_ADMIN: as much as rmem_max allows
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             sock.bind(sockaddr)
             if self._track_if:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
@@ -325,6 +377,7 @@ class Authenticator:
                 handle(data, addr)
         finally:
             self._outbox = None
+            self._arrival = None
             sendto = self._send_on_interface if self._track_if else sock.sendto
             for data, addr in outbox:
                 try:
@@ -335,15 +388,29 @@ class Authenticator:
     def _recv_pktinfo(self, size: int) -> tuple[bytes, tuple[str, int]]:
         assert self._sock is not None
         data, ancillary, _, addr = self._sock.recvmsg(size, _CMSG_SPACE)
+        self._arrival = None
         for level, kind, payload in ancillary:
-            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= 4:
-                table = self._ifindex
-                if len(table) >= self.limits.sessions:
-                    table.clear()
+            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= 12:
                 # in_pktinfo: ifindex, then the route's local address, then the header's
                 # destination, which the reply must come from or a connected peer drops it.
-                table[addr] = (int.from_bytes(payload[:4], sys.byteorder), payload[8:12])
+                # It is kept only once the datagram passes the cheap checks (_note_arrival).
+                self._arrival = (int.from_bytes(payload[:4], sys.byteorder), payload[8:12])
         return data, addr
+
+    def _note_arrival(self, addr: tuple[str, int]) -> None:
+        arrival = self._arrival
+        if arrival is None:
+            return
+        table = self._ifindex
+        table[addr] = arrival
+        table.move_to_end(addr)
+        pinned = self._pinned
+        for _ in range(len(table) - self.limits.sessions):
+            oldest = next(iter(table))
+            if oldest in pinned:
+                table.move_to_end(oldest)  # its AUTH is still being answered
+            else:
+                del table[oldest]
 
     def _send_on_interface(self, data: bytes, addr: tuple[str, int]) -> int:
         assert self._sock is not None
@@ -454,6 +521,8 @@ class Authenticator:
             if out is None:
                 return
             if isinstance(out, bytes):
+                if not self._may_answer(out):
+                    return
                 outbox = self._outbox
                 if outbox is not None:
                     outbox.append((out, addr))
@@ -462,15 +531,32 @@ class Authenticator:
                 return
             out = self._guarded(out, data, addr)
             task = asyncio.get_running_loop().create_task(self._send_later(out, addr))
+            self._pinned[addr] += 1
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         except Exception:  # the service must survive anything a datagram can cause
             log.exception("internal error handling a datagram from %s", addr)
 
     async def _send_later(self, out: Coroutine[Any, Any, _Reply], addr: tuple[str, int]) -> None:
-        reply = await out
-        if reply is not None:
-            self._send(reply, addr)
+        try:
+            reply = await out
+            if reply is not None and self._may_answer(reply):
+                self._send(reply, addr)
+        finally:
+            pinned = self._pinned
+            pinned[addr] -= 1
+            if pinned[addr] <= 0:
+                del pinned[addr]
+
+    def _may_answer(self, reply: bytes) -> bool:
+        """FAILUREs go out within one budget for the whole service, as ICMP errors do: each
+        one to a spoofed source on the access link costs a neighbour resolution, and enough
+        of those evict the neighbours of the MNs that are really there."""
+        budget = self._failure_budget
+        if budget is None or reply[1] != MsgType.FAILURE or budget.allow("", self._clock()):
+            return True
+        self.stats["failure_suppressed"] += 1
+        return False
 
     async def handle(self, data: bytes, addr: tuple[str, int]) -> bytes | None:
         """Process one datagram as the service would and return the reply it would send."""
@@ -524,16 +610,21 @@ class Authenticator:
 
     def _dispatch(self, data: bytes, addr: tuple[str, int]) -> _Outcome:
         n = len(data)
+        bad: AuthError | None = None
         if n < MIN_DATAGRAM:
-            raise Truncated(f"{n} octets is shorter than any message")
-        if n > MAX_DATAGRAM:
-            raise Oversized(f"{n} octets is longer than any message")
-        if data[0] != VERSION:
-            raise BadVersion(f"version {data[0]} is not {VERSION}")
+            bad = Truncated(f"{n} octets is shorter than any message")
+        elif n > MAX_DATAGRAM:
+            bad = Oversized(f"{n} octets is longer than any message")
+        elif data[0] != VERSION:
+            bad = BadVersion(f"version {data[0]} is not {VERSION}")
         now = self._clock()
         limiter = self._limiter
+        # Even a malformed datagram is answered only inside its source's rate, or a spoofed
+        # flood would turn the AR into a reflector.
         if limiter is not None and not limiter.allow(addr[0], now):
             raise RateLimited(f"source {addr[0]} over its rate")
+        if bad is not None:
+            raise bad
         kind = data[1]
         if kind == MsgType.AUTH:
             return self._on_auth(data, addr, now)
@@ -560,6 +651,7 @@ class Authenticator:
         cookie = msg.cookie
         if cookie is not None and not self._cookies.check(cookie, addr[0], addr[1], now):
             raise BadCookie(f"cookie does not match {addr[0]} port {addr[1]}")
+        self._note_arrival(addr)
         return msg
 
     def verify(self, data: bytes, source: tuple[str, int]) -> AuthResult:
@@ -589,16 +681,25 @@ class Authenticator:
                 return self._complete(msg, data, addr, derived, now, False)
         # From here on the request costs a DNS lookup, an ECDH, or both.
         self._load.note(now)
-        if cookie is None and self._cookie_needed(now):
+        cached = entry is not None and entry[1] > now
+        if not cached:
+            name = msg.peer_name
+            negative = self._negative
+            if (negative.blocked(name, now) or negative.blocked(claimed_zone(name), now)
+                    or negative.blocked(_source_key(addr), now)):
+                self.stats["negative_cached"] += 1
+                raise KeyResolutionError(f"{name}, its zone or this source's lookups did not "
+                                         "answer lately")
+        # A cookie buys one expensive step: a second use counts as no cookie at all.
+        verified = cookie is not None and self._spent.spend(cookie, now)
+        if not verified and self._cookie_needed(now):
             self.stats["cookie_sent"] += 1
             return CookieReply(msg.peer_nonce, self._cookies.make(addr[0], addr[1], now)).pack()
-        if entry is not None and entry[1] > now:
+        if entry is not None and cached:
             derived = self._ks.derive_msk(entry[0], Role.AUTHENTICATOR, msg.peer_nonce,
                                           msg.auth_nonce)
             return self._complete(msg, data, addr, derived, now, False)
-        if self._pending >= self.limits.max_pending:
-            raise RateLimited("too many key resolutions in flight")
-        return self._resolve_then_complete(msg, data, addr)
+        return self._resolve_then_complete(msg, data, addr, verified)
 
     def _cookie_needed(self, now: float) -> bool:
         mode = self.limits.cookie
@@ -608,21 +709,74 @@ class Authenticator:
             return False
         return self._load.under_load(now, self._pending, self.limits.max_pending)
 
+    def _lookup(self, name: str, addr: tuple[str, int],
+                verified: bool) -> asyncio.Task[PublishedKey]:
+        """The lookup of ``name`` in flight, or a new one in a fairly shared slot.
+
+        ``verified``: the AUTH carried a fresh cookie, so its source is return-routable; such
+        a source whose lookup times out is penalised too, which a spoofer cannot arrange
+        for somebody else's address."""
+        task = self._inflight.get(name)
+        if task is not None:
+            return task
+        self._slot_token = token = self._slot_token + 1
+        zone = claimed_zone(name)
+        cancel: list[asyncio.Task[PublishedKey]] = []
+        if not self._slots.acquire(token, source_prefix(addr[0]), zone,
+                                   lambda: cancel[0].cancel()):
+            raise RateLimited("every key-lookup slot is held by a smaller share")
+        task = asyncio.get_running_loop().create_task(self._resolve_within(name))
+        cancel.append(task)
+        self._inflight[name] = task
+        self._pending = len(self._slots)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[PublishedKey]) -> None:
+            self._tasks.discard(task)
+            self._slots.release(token)
+            self._pending = len(self._slots)
+            if self._inflight.get(name) is task:
+                del self._inflight[name]
+            if task.cancelled():
+                self.stats["lookup_preempted"] += 1
+                return
+            exc = task.exception()
+            now = self._clock()
+            if exc is None:
+                self._negative.clear(name)
+                self._negative.clear(zone)
+            elif _timed_out(exc):
+                self._negative.strike(zone, now)  # the zone's servers do not answer
+                if verified:
+                    self._negative.strike(_source_key(addr), now)
+            else:
+                self._negative.strike(name, now)  # only this name: its zone may be fine
+
+        task.add_done_callback(done)
+        return task
+
+    async def _resolve_within(self, name: str) -> PublishedKey:
+        # The resolver's coroutine is made only once the task runs: a lookup preempted
+        # before its first step leaves no coroutine that was never awaited.
+        return await asyncio.wait_for(self._resolver.resolve(name),
+                                      self.limits.resolve_timeout_s)
+
     async def _resolve_then_complete(self, msg: AuthMessage, data: bytes,
-                                     addr: tuple[str, int]) -> _Reply:
+                                     addr: tuple[str, int], verified: bool = False) -> _Reply:
         name = msg.peer_name
-        self._pending += 1
+        task = self._lookup(name, addr, verified)
         try:
-            key = await asyncio.wait_for(self._resolver.resolve(name),
-                                         self.limits.resolve_timeout_s)
+            key = await asyncio.shield(task)
         except AuthError:
             raise
         except TimeoutError:
             raise KeyResolutionError(f"resolving {name} timed out") from None
+        except asyncio.CancelledError:
+            if task.cancelled():  # preempted by a smaller share, not our own cancellation
+                raise RateLimited(f"lookup of {name} gave its slot to a smaller share") from None
+            raise
         except Exception as exc:
             raise KeyResolutionError(f"resolver failed for {name}: {exc!r}") from None
-        finally:
-            self._pending -= 1
         if key.name != name:
             raise KeyMismatch(f"resolver answered {key.name} for {name}")
         if key.suite != msg.suite:
@@ -714,6 +868,7 @@ class Authenticator:
         if session is None:
             raise UnknownSession(f"REMSK for unknown session {data[3:11].hex()}")
         msg, used_prev = open_remsk(session, Role.AUTHENTICATOR, data)
+        self._note_arrival(addr)
         now_us = int(now * 1_000_000)
         if abs(msg.timestamp_us - now_us) > self._window_us:
             raise StaleMessage("REMSK timestamp outside the window")

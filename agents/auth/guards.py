@@ -1,4 +1,5 @@
-"""Cheap admission checks run before any DNS lookup or ECDH: rate limits, load, cookies,
+"""Cheap admission checks run before any DNS lookup or ECDH: rate limits, load, cookies
+(each buys one lookup), fairly shared lookup slots, a negative cache for dead zones,
 and the timestamp replay guard.
 """
 
@@ -9,6 +10,7 @@ import hmac
 import os
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .errors import Replay, StaleMessage
 from .kdf import tag
@@ -162,3 +164,168 @@ class CookieJar:
         material = self._material(host, port)
         ok = hmac.compare_digest(cookie, tag(self._current, material))
         return hmac.compare_digest(cookie, tag(self._previous, material)) or ok
+
+
+class SpentCookies:
+    """Cookies that already bought an expensive lookup: each one buys exactly one.
+
+    A cookie stays valid for up to two rotation periods, so a spent mark is kept that long.
+    The table is bounded oldest-first; an evicted mark is older than the newest
+    ``capacity`` ones, so at worst a very old cookie buys one more lookup.
+    """
+
+    __slots__ = ("lifetime_s", "capacity", "_spent")
+
+    def __init__(self, rotate_s: float = 120.0, capacity: int = 65536) -> None:
+        self.lifetime_s = 2.0 * rotate_s
+        self.capacity = capacity
+        self._spent: OrderedDict[bytes, float] = OrderedDict()
+
+    def spend(self, cookie: bytes, now: float) -> bool:
+        """Mark ``cookie`` spent; False if it was spent already (and still could be valid)."""
+        spent = self._spent
+        while spent:
+            oldest, expires = next(iter(spent.items()))
+            if expires > now and len(spent) < self.capacity:
+                break
+            del spent[oldest]
+        if cookie in spent:
+            return False
+        spent[cookie] = now + self.lifetime_s
+        return True
+
+    def __len__(self) -> int:
+        return len(self._spent)
+
+
+def source_prefix(host: str) -> str:
+    """The share group of a source address: its /24 (IPv4) or /56 (IPv6)."""
+    if ":" in host:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        except OSError:
+            return host
+        return packed[:7].hex() + "::/56"
+    head, _, _ = host.rpartition(".")
+    return head + ".0/24" if head else host
+
+
+def claimed_zone(name: str) -> str:
+    """The zone a peer name claims to live in: the name without its first label."""
+    _, dot, parent = name.partition(".")
+    return parent if dot else name
+
+
+class LookupSlots:
+    """Key-lookup slots shared fairly between source prefixes and claimed zones.
+
+    Each slot is held by one (prefix, zone) pair. While slots are free anyone takes one;
+    when all are taken, a newcomer whose prefix (or zone) holds fewer slots than the
+    largest holder (even none against one) takes that holder's oldest slot, which is
+    cancelled (by zone only where no prefix's share shrinks below the newcomer's). So a
+    flood from many sources, or
+    naming many dead zones, can never hold every slot against a quiet prefix or zone.
+    """
+
+    __slots__ = ("capacity", "_order", "_by_prefix", "_by_zone")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # Insertion order is age: the oldest slot of a group is its first.
+        self._order: dict[int, tuple[str, str, Callable[[], object]]] = {}
+        self._by_prefix: dict[str, dict[int, None]] = {}
+        self._by_zone: dict[str, dict[int, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def held(self, prefix: str | None = None, zone: str | None = None) -> int:
+        if prefix is not None:
+            return len(self._by_prefix.get(prefix, ()))
+        return len(self._by_zone.get(zone or "", ()))
+
+    def acquire(self, token: int, prefix: str, zone: str, cancel: Callable[[], object]) -> bool:
+        """Take a slot for ``token``; False if none is free and no holder may be preempted.
+        ``cancel`` is called if the slot is later taken away."""
+        if len(self._order) >= self.capacity:
+            victim = self._victim(self._by_prefix, prefix)
+            if victim is None:
+                victim = self._zone_victim(prefix, zone)
+            if victim is None:
+                return False
+            _, _, cancel_victim = self._order[victim]
+            self.release(victim)
+            cancel_victim()
+        self._order[token] = (prefix, zone, cancel)
+        self._by_prefix.setdefault(prefix, {})[token] = None
+        self._by_zone.setdefault(zone, {})[token] = None
+        return True
+
+    @staticmethod
+    def _victim(groups: dict[str, dict[int, None]], mine: str) -> int | None:
+        if not groups:
+            return None
+        biggest = max(groups.values(), key=len)
+        if len(groups.get(mine, ())) >= len(biggest):
+            return None  # no smaller than the largest: taking would only trade places
+        return next(iter(biggest))
+
+    def _zone_victim(self, prefix: str, zone: str) -> int | None:
+        """A slot of the largest zone whose taking leaves no prefix with a smaller share."""
+        if self._victim(self._by_zone, zone) is None:
+            return None
+        biggest = max(self._by_zone.values(), key=len)
+        mine = len(self._by_prefix.get(prefix, ()))
+        for token in biggest:
+            theirs = self._order[token][0]
+            if theirs == prefix or len(self._by_prefix[theirs]) > mine:
+                return token
+        return None
+
+    def release(self, token: int) -> None:
+        held = self._order.pop(token, None)
+        if held is None:
+            return
+        prefix, zone, _ = held
+        for groups, key in ((self._by_prefix, prefix), (self._by_zone, zone)):
+            group = groups[key]
+            del group[token]
+            if not group:
+                del groups[key]
+
+
+class NegativeCache:
+    """Names and zones that did not answer, refused without a lookup until their backoff
+    ends; each further failure doubles the backoff (up to ``max_s``), a success clears it."""
+
+    __slots__ = ("base_s", "max_s", "capacity", "_until")
+
+    def __init__(self, base_s: float = 2.0, max_s: float = 60.0,
+                 capacity: int = 65536) -> None:
+        self.base_s = base_s
+        self.max_s = max_s
+        self.capacity = capacity
+        self._until: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def blocked(self, key: str, now: float) -> float:
+        """Seconds left of ``key``'s backoff (0.0: not penalised)."""
+        entry = self._until.get(key)
+        if entry is None or entry[0] <= now:
+            return 0.0
+        return entry[0] - now
+
+    def strike(self, key: str, now: float) -> float:
+        """Record a failure of ``key``; returns the backoff it now serves."""
+        until = self._until
+        _, strikes = until.pop(key, (0.0, 0))
+        backoff = min(self.max_s, self.base_s * (1 << min(strikes, 30)))
+        until[key] = (now + backoff, strikes + 1)
+        while len(until) > self.capacity:
+            until.popitem(last=False)
+        return backoff
+
+    def clear(self, key: str) -> None:
+        self._until.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._until)

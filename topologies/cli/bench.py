@@ -1,9 +1,11 @@
-"""`flatarch bench auth|dns`: the authentication micro-benchmarks (no root) and the validated
-key lookup through the lab's Unbound (brings the lab up)."""
+"""`flatarch bench auth|dns|flood`: the authentication micro-benchmarks (no root), the
+validated key lookup through the lab's Unbound (brings the lab up), and authentication under
+floods at the AR (namespaces of its own). Each prints a table and writes JSON."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from topologies import model
 from topologies.cli.common import add_topology, require_root, write_json
@@ -15,10 +17,13 @@ ORDER = 60
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     be = sub.add_parser("bench", help="micro-benchmarks")
-    be.add_argument("what", help="auth (no root) or dns (brings up the lab)")
+    be.add_argument("what", choices=sorted(BENCHES), help="auth (no root), dns (brings up the "
+                    "lab) or flood (root, namespaces of its own)")
     be.add_argument("--json")
     add_topology(be)
-    be.add_argument("--rounds", type=int, default=20)
+    be.add_argument("--rounds", type=int, default=20, help="dns: lookups per name")
+    be.add_argument("--pps", type=int, default=100_000, help="flood: packets per second")
+    be.add_argument("--sources", type=int, default=8000, help="flood: spoofed sources")
     be.set_defaults(func=run)
 
 
@@ -41,11 +46,18 @@ def bench_dns(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.what == "dns":
-        return bench_dns(args)
-    if args.what != "auth":
-        raise LabError(f"unknown benchmark {args.what!r} (auth, dns)")
+def bench_flood(args: argparse.Namespace) -> int:
+    """Legitimate AUTH success and latency under floods at the AR (issue 19)."""
+    require_root()
+    from topologies.lab.floodbench import FloodConfig, format_table, run_flood_bench
+
+    res = run_flood_bench(FloodConfig(pps=args.pps, sources=args.sources), stderr_progress)
+    print(format_table(res))
+    write_json(args.json, res)
+    return 0
+
+
+def bench_auth(args: argparse.Namespace) -> int:
     from agents.auth.bench import run_bench
 
     res = run_bench(progress=stderr_progress)
@@ -56,3 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'cold / openssl ECDH':<26} {res['cold_per_s'] / ref:>12.2f}")
     write_json(args.json, res)
     return 0
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], int]] = {
+    "auth": bench_auth, "dns": bench_dns, "flood": bench_flood,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    return BENCHES[args.what](args)

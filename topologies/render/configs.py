@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import jinja2
 
 from agents import contract
+from agents.auth.prefilter import prefilter_data
 from agents.contract import (
     ACCESS_GATEWAY,
     ACCESS_MAC,
@@ -411,6 +412,7 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
         "open_ports": [],
         "access": access_ifname(node.name),
         "dhcp_mark": f"{DHCP_MARK:#x}",
+        "auth_filter": prefilter_data(),
     }
 
 
