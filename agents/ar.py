@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,12 +29,14 @@ from typing import Any
 from . import exabgp_api as api
 from . import netlink
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
+from .auth.errors import AuthError
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility, Mode, read_mode
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
+from .relayauth import ALG_RELAY, RelayAuth
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
@@ -156,6 +159,7 @@ class ArAgent:
         self.dhcp: DhcpServer | None = None
         self._dhcp_service: DhcpService | None = None
         self._ptr: DnsUpdater | None = None
+        self._keystore: KeyStore | None = None  # for the relay keys shared with other ARs
         self._access_name = f"{node}-acc"
         # Who authenticated on the access link, from which source: DHCP serves only them.
         self._on_link: dict[str, tuple[int, ipaddress.IPv4Address, float]] = {}
@@ -479,7 +483,7 @@ class ArAgent:
     async def start_auth(self) -> None:
         cfg = self.config
         assert cfg is not None
-        keystore = KeyStore.from_pem(cfg.identity, cfg.key_path.read_bytes())
+        keystore = self._keystore = KeyStore.from_pem(cfg.identity, cfg.key_path.read_bytes())
         validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
         self._key_resolver = DnssecKeyResolver(validating)
         events = EventLog(self.rundir / "events.jsonl")
@@ -553,11 +557,39 @@ class ArAgent:
                                    TsigKey.load(Path(d["tsig"])), validating)
         except DnsError as exc:
             log.error("no PTR updates: %s", exc)
-        self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access)
+        # Relayed messages only from and to the other ARs, authenticated (docs/protocol.md
+        # §14.7), and only over the backbone links.
+        relay_auth = RelayAuth(me.loopback, {a.loopback: a.fqdn for a in cfg.ars.values()
+                                             if a.node != cfg.node}, self._relay_key)
+        self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access,
+                               relay_auth=relay_auth, backbone=self._on_backbone)
         self._dhcp_service = DhcpService(self.dhcp)
         await self._dhcp_service.start()
         log.info("DHCP serving %s..%s of %s, leases %d s", server.addresses()[0],
                  server.addresses()[-1], cfg.pool, server.lease_s)
+
+    def _relay_key(self, fqdn: str) -> bytes | None:
+        """The DHCP relay key shared with the AR ``fqdn``, once its published key is known
+        (keep_ar_keys_warm): it stays valid while that AR publishes the same key."""
+        known = self._ar_keys.get(fqdn)
+        if known is None or self._keystore is None:
+            return None
+        try:
+            return self._keystore.pair_key(known[0], ALG_RELAY)
+        except (AuthError, ValueError) as exc:
+            log.warning("no relay key with %s: %s", fqdn, exc)
+            return None
+
+    def _on_backbone(self, ifindex: int) -> bool:
+        """A backbone link (``<node>-eth<n>``): not the access link, the overlay, the paging
+        device or the loopback, where no other AR's relay traffic belongs."""
+        name = self._ifnames.get(ifindex)
+        if name is None:
+            try:
+                name = self._ifnames[ifindex] = socket.if_indextoname(ifindex)
+            except OSError:
+                return False
+        return name.startswith(f"{self.node}-eth")
 
     def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
         now = time.time()
