@@ -144,6 +144,9 @@ class AddressManager:
     dns_errors: int = 0
     care_of: IPv4Address | None = None  # outside the AS (draft 2.4)
     care_of_gateway: str | None = None
+    # The client identifier's proof for a lease serial, from our session at the AR we are on
+    # (agents/linkproof.py): the AR serves only a station that proves the session.
+    link_proof: Callable[[int], bytes | None] | None = None
     _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
     _serial: int = 0
 
@@ -163,7 +166,8 @@ class AddressManager:
         """Start one more DHCP client and wait until it holds an address."""
         self._serial += 1
         serial = self._serial
-        cid = make_client_id(self.name, serial)
+        cid = make_client_id(self.name, serial,
+                             self.link_proof(serial) if self.link_proof is not None else None)
         argv = [
             "busybox", "udhcpc", "-f", "-i", self.ifname,
             "-C", "-x", f"0x3d:{cid.hex()}",  # our identifier names the MN and the lease

@@ -29,11 +29,12 @@ from typing import Any
 from . import exabgp_api as api
 from . import netlink
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
-from .auth.errors import AuthError
-from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig
+from .auth.errors import AuthError, UnknownSession
+from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility, Mode, read_mode
+from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
 from .relayauth import ALG_RELAY, RelayAuth
@@ -161,8 +162,9 @@ class ArAgent:
         self._ptr: DnsUpdater | None = None
         self._keystore: KeyStore | None = None  # for the relay keys shared with other ARs
         self._access_name = f"{node}-acc"
-        # Who authenticated on the access link, from which source: DHCP serves only them.
-        self._on_link: dict[str, tuple[int, ipaddress.IPv4Address, float]] = {}
+        # Who authenticated on the access link with which session: DHCP serves only a
+        # station that proves that session in its client identifier (agents/linkproof.py).
+        self._on_link = LinkBindings(self._session_msk, LINK_AUTH_S)
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -537,8 +539,7 @@ class ArAgent:
     async def _on_authenticated(self, result: AuthResult) -> list[ipaddress.IPv4Address]:
         assert self.mobility is not None
         if result.ifindex and self.mobility.on_access_link(result.ifindex):
-            self._on_link[result.peer_name] = (
-                result.ifindex, ipaddress.IPv4Address(result.source[0]), time.time())
+            self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
         return await self.mobility.on_authenticated(result)
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
@@ -591,15 +592,20 @@ class ArAgent:
                 return False
         return name.startswith(f"{self.node}-eth")
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
-        now = time.time()
-        recent = {source: mn for mn, (idx, source, at) in self._on_link.items()
-                  if idx == ifindex and now - at < LINK_AUTH_S}
-        if not recent:
+    def _session_msk(self, session_id: bytes) -> bytes | None:
+        if self.authenticator is None:
             return None
-        # One read of the ARP table for all candidates, not one per authenticated MN.
-        macs = netlink.arp_table(self._access_name)
-        return next((mn for source, mn in recent.items() if macs.get(source) == chaddr), None)
+        try:
+            return self.authenticator.export_msk(session_id)
+        except UnknownSession:
+            return None
+
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
+        # Not the AUTH's source address or its ARP entry: anyone can deliver a captured AUTH
+        # (issue 19 defect 8). Only the session's MSK proves the station (docs/addresses.md).
+        parts = client_parts(client_id)
+        return self._on_link.identity(chaddr, ifindex, *parts) if parts is not None else None
 
     def identity_of_source(self, address: ipaddress.IPv4Address, ifindex: int) -> str | None:
         att = self.mobility.attached.get(address) if self.mobility else None

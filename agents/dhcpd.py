@@ -36,6 +36,7 @@ from .dhcp import (
     MessageType,
     RelayAgentInfo,
 )
+from .linkproof import PROOF_LEN
 from .relayauth import RelayAuth, RelayAuthError
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,36 @@ class DhcpPolicyError(Exception):
     """A request the server will not serve; the message says why (it is logged, not sent)."""
 
 
-def client_identity(client_id: bytes | None) -> str | None:
-    """The MN's DNS name from a client identifier of type 0 (RFC 2132 §9.14: not a hardware
-    address) spelled ``<name>#<serial>``: one identifier per lease, so one MN holds several."""
+def client_parts(client_id: bytes | None) -> tuple[str, int, bytes | None] | None:
+    """(name, serial, proof) from a client identifier of type 0 (RFC 2132 §9.14: not a
+    hardware address) spelled ``<name>#<serial>`` or ``<name>#<serial>#<proof>``, the proof
+    16 lowercase hex digits (agents/linkproof.py): one identifier per lease."""
     if not client_id or client_id[0] != 0:
         return None
     try:
         text = client_id[1:].decode("ascii")
     except UnicodeDecodeError:
         return None
-    name, sep, serial = text.partition("#")
-    if not sep or not name or not serial.isdigit():
+    name, sep, rest = text.partition("#")
+    serial, sep2, proof = rest.partition("#")
+    if not sep or not name or not serial.isdigit() or not serial.isascii():
         return None
-    return name.lower().rstrip(".")
+    if not sep2:
+        return name.lower().rstrip("."), int(serial), None
+    if len(proof) != 2 * PROOF_LEN or proof.strip("0123456789abcdef"):
+        return None
+    return name.lower().rstrip("."), int(serial), bytes.fromhex(proof)
 
 
-def make_client_id(name: str, serial: int) -> bytes:
-    return b"\x00" + f"{name.lower().rstrip('.')}#{serial}".encode("ascii")
+def client_identity(client_id: bytes | None) -> str | None:
+    """The MN's DNS name that a client identifier names (``client_parts``)."""
+    parts = client_parts(client_id)
+    return parts[0] if parts is not None else None
+
+
+def make_client_id(name: str, serial: int, proof: bytes | None = None) -> bytes:
+    tail = f"#{proof.hex()}" if proof is not None else ""
+    return b"\x00" + f"{name.lower().rstrip('.')}#{serial}{tail}".encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -113,8 +127,10 @@ class Send:
 class Hooks(Protocol):
     """What the server needs from its AR, and what it tells the AR."""
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
-        """The MN that authenticated on ``ifindex`` from the station ``chaddr``, if any."""
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
+        """The MN that authenticated on ``ifindex`` from the station ``chaddr`` and whose
+        session the client identifier's proof verifies with (agents/linkproof.py), if any."""
         ...
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
@@ -234,7 +250,7 @@ class DhcpServer:
         raise DhcpPolicyError(f"{kind.name} is not served")
 
     def _authenticated(self, msg: DhcpMessage, mn: str, ifindex: int) -> None:
-        who = self.hooks.identity_on_link(msg.chaddr, ifindex)
+        who = self.hooks.identity_on_link(msg.chaddr, ifindex, msg.options.get(OPT_CLIENT_ID))
         if who is None:
             raise DhcpPolicyError(
                 f"{msg.chaddr.hex(':')} has not authenticated on this link (draft 2.3: "
@@ -374,7 +390,8 @@ class DhcpServer:
         mn = self.hooks.identity_of_source(address, ifindex)
         if mn is None:
             cid_mn = client_identity(msg.options.get(OPT_CLIENT_ID))
-            who = self.hooks.identity_on_link(msg.chaddr, ifindex)
+            who = self.hooks.identity_on_link(msg.chaddr, ifindex,
+                                              msg.options.get(OPT_CLIENT_ID))
             if cid_mn is None or who != cid_mn:
                 raise DhcpPolicyError(f"relay for {address}: no MN attached here holds it")
             mn = who

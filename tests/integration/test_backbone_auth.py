@@ -27,9 +27,8 @@ from topologies.render.configs import daemons_for
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
-MN = "mn3"  # the figure-2 MN that uses DHCP; its home and lease owner is ar3
+MN = "mn3"  # the figure-2 MN that uses DHCP
 NAME = "mn3.example"
-OWNER = "ar3"
 ATTACKER = "dns"  # a host inside the AS, on the backbone, that is not an AR
 
 
@@ -55,8 +54,15 @@ def counter(lab: Lab, ar: str, name: str) -> int:
     return int(dhcp_status(lab, ar)["counters"].get(name, 0))
 
 
+def owner_of(lab: Lab, address: str) -> str:
+    """The AR whose pool holds ``address``: the lease's owner."""
+    return next(n.name for n in lab.topo.by_role(model.Role.AR)
+                if n.pool is not None and IPv4Address(address) in n.pool)
+
+
 def victim_lease(lab: Lab, address: str) -> dict[str, Any]:
-    [lease] = [x for x in dhcp_status(lab, OWNER)["leases"] if x["address"] == address]
+    owner = owner_of(lab, address)
+    [lease] = [x for x in dhcp_status(lab, owner)["leases"] if x["address"] == address]
     return dict(lease)
 
 
@@ -121,14 +127,16 @@ def test_forged_relayed_release_and_requests_from_a_host_that_is_no_ar_change_no
     address = mn(lab, "status")["address"]
     wait_until(lambda: ptr_ok(lab, address), 20, "the victim's PTR")
     before = victim_lease(lab, address)
+    owner_ar = owner_of(lab, address)
     assert before["bound"] and before["mn"] == NAME and before["remote_renewals"] == 0
-    owner = lab.topo.node(OWNER).loopback
-    other_ar = lab.topo.node("ar5").loopback
+    owner = lab.topo.node(owner_ar).loopback
+    other_ar = next(n.loopback for n in lab.topo.by_role(model.Role.AR) if n.name != owner_ar)
     cn = lab.topo.service(ATTACKER).interfaces[0].address
     assert owner is not None and other_ar is not None
     victim = IPv4Address(address)
-    release_counter = counter(lab, OWNER, "release")
-    refused = counter(lab, OWNER, "relay_refused")
+    release_counter = counter(lab, owner_ar, "release")
+    refused = counter(lab, owner_ar, "relay_refused")
+    unsigned = counter(lab, owner_ar, "relay_refused_unsigned")
 
     # From the attacker's own address, giaddr naming itself or a real AR: one RELEASE and
     # three REQUESTs each (three would use up the remote-renewal limit of 2).
@@ -141,7 +149,8 @@ def test_forged_relayed_release_and_requests_from_a_host_that_is_no_ar_change_no
     out = lab.dir / "test-backbone-auth.sender.log"
     with lab.background(ATTACKER, [sys.executable, "-c", SENDER, str(owner), str(stop),
                                    *packets], out) as sender:
-        wait_until(lambda: counter(lab, OWNER, "relay_refused") >= refused + len(packets), 20,
+        wait_until(lambda: counter(lab, owner_ar, "relay_refused") >= refused + len(packets),
+                   20,
                    "the owner refusing every forged datagram")
         # Spoofed from another AR's loopback: it passes the source check, not the
         # authenticator.
@@ -151,32 +160,37 @@ def test_forged_relayed_release_and_requests_from_a_host_that_is_no_ar_change_no
         res = lab.execs[ATTACKER].run([sys.executable, "-c", SPOOFER, str(other_ar),
                                        str(owner), *spoofed])
         assert res.returncode == 0, res.stderr
-        wait_until(lambda: counter(lab, OWNER, "relay_refused_unsigned") >= len(spoofed), 20,
+        wait_until(lambda: counter(lab, owner_ar, "relay_refused_unsigned")
+                   >= unsigned + len(spoofed), 20,
                    "the owner refusing the spoofed, unsigned datagrams")
         stop.touch()
         assert sender.wait(10) == 0
     assert "replies 0" in out.read_text(), out.read_text()  # nothing to the forged giaddr
-    counters = dhcp_status(lab, OWNER)["counters"]
+    counters = dhcp_status(lab, owner_ar)["counters"]
     assert counters.get("relay_refused_not_an_ar", 0) >= len(packets)
     # Nothing changed: the lease, its renewal count, its PTR, and the MN still holds it.
-    assert counter(lab, OWNER, "release") == release_counter
+    assert counter(lab, owner_ar, "release") == release_counter
     after = victim_lease(lab, address)
     assert after["bound"] and after["remote_renewals"] == 0 and after["mn"] == NAME
     assert ptr_ok(lab, address)
     assert address in mn(lab, "status")["addresses"]
     assert all(e.get("remote_id") != NAME or e.get("giaddr") != str(cn)
-               for e in dhcp_status(lab, OWNER)["option82_seen"])
+               for e in dhcp_status(lab, owner_ar)["option82_seen"])
 
 
 def test_a_genuine_relayed_renewal_still_goes_through(lab: Lab) -> None:
     address = mn(lab, "status")["address"]
-    start = counter(lab, OWNER, "renew_remote")
-    rec = lab.handoff(MN, "ar5")
+    owner_ar = owner_of(lab, address)
+    far = next(n.name for n in lab.topo.by_role(model.Role.AR)
+               if n.name != owner_ar and not set(lab.topo.ar_parents(n.name))
+               & set(lab.topo.ar_parents(owner_ar)))  # another cluster
+    start = counter(lab, owner_ar, "renew_remote")
+    rec = lab.handoff(MN, far)
     assert rec["ok"] and rec["rerouted"] == [f"{address}/32"], rec
     # The MN renews at T1 through ar5; the owner takes it only with ar5's authenticator.
-    wait_until(lambda: counter(lab, OWNER, "renew_remote") > start,
+    wait_until(lambda: counter(lab, owner_ar, "renew_remote") > start,
                lab.topo.dhcp.lease_s + 15, "a relayed renewal acknowledged by the owner", 0.5)
-    assert counter(lab, "ar5", "relay_refused") == 0
+    assert counter(lab, far, "relay_refused") == 0
     assert victim_lease(lab, address)["remote_renewals"] >= 1
 
 

@@ -35,8 +35,10 @@ from agents.dhcpd import (
     Lease,
     ServerConfig,
     client_identity,
+    client_parts,
     make_client_id,
 )
+from agents.linkproof import link_key, link_proof, proves
 from agents.relayauth import ALG_RELAY, RelayAuth
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "udhcpc-discover.bin"
@@ -108,6 +110,7 @@ def test_bad_option_values_are_the_parsers_error() -> None:
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 VECTOR_MN, VECTOR_SERIAL = "mn3.example", 1
+VECTOR_MSK = bytes(range(0x40, 0x60))  # the MN's session MSK at the AR (§14.2's proof)
 VECTOR_CHADDR = bytes.fromhex("02fa00000003")
 # What busybox udhcpc 1.35 adds to every request (tests/data/udhcpc-discover.bin): maximum
 # message size 576, its parameter request list with -O 224, and its vendor class.
@@ -145,8 +148,13 @@ class VectorHooks:
     def __init__(self, held: IPv4Address | None = None) -> None:
         self.held = held
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
-        return VECTOR_MN if chaddr == VECTOR_CHADDR and ifindex == ACCESS else None
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
+        parts = client_parts(client_id)
+        if parts is None or parts[0] != VECTOR_MN or parts[2] is None or ifindex != ACCESS:
+            return None
+        ok = proves(link_key(VECTOR_MSK), chaddr, parts[0], parts[1], parts[2])
+        return VECTOR_MN if ok else None
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
         return VECTOR_MN if address == self.held and ifindex == ACCESS else None
@@ -175,9 +183,14 @@ def _server(config: ServerConfig, held: IPv4Address | None = None) -> DhcpServer
 
 
 def _client(kind: MessageType, xid: int, ciaddr: IPv4Address = ZERO) -> DhcpMessage:
-    cid = make_client_id(VECTOR_MN, VECTOR_SERIAL)
+    cid = _vector_cid()
     return DhcpMessage(BOOTREQUEST, xid, VECTOR_CHADDR, kind, ciaddr=ciaddr,
                        options={**UDHCPC_OPTIONS, OPT_CLIENT_ID: cid})
+
+
+def _vector_cid() -> bytes:
+    proof = link_proof(link_key(VECTOR_MSK), VECTOR_CHADDR, VECTOR_MN, VECTOR_SERIAL)
+    return make_client_id(VECTOR_MN, VECTOR_SERIAL, proof)
 
 
 def compute_dhcp_vectors() -> dict[str, list[tuple[str, str]]]:
@@ -188,13 +201,14 @@ def compute_dhcp_vectors() -> dict[str, list[tuple[str, str]]]:
     renewal = _client(MessageType.REQUEST, 0x5D3E1A08, ciaddr=yiaddr)
     [relayed] = _server(RELAY, held=yiaddr).handle(renewal.pack(), yiaddr, OWNER.server_id,
                                                    ACCESS)
-    cid = make_client_id(VECTOR_MN, VECTOR_SERIAL).hex()
+    cid = _vector_cid().hex()
     return {
         "offer": [
             ("server_id", str(OWNER.server_id)), ("pool", str(OWNER.pool)),
             ("first", str(OWNER.first)), ("last", str(OWNER.last)),
             ("lease_s", str(OWNER.lease_s)), ("router", str(OWNER.router)),
             ("dns", str(OWNER.dns)), ("home_agent", str(OWNER.home_agent)),
+            ("msk", VECTOR_MSK.hex()),
             ("client_id", cid), ("chaddr", VECTOR_CHADDR.hex()), ("xid", f"{discover.xid:08x}"),
             ("discover", discover.pack().hex()),
             ("yiaddr", str(yiaddr)), ("offer", offer.data.hex()),
@@ -251,7 +265,11 @@ def test_offer_vector_octet_by_octet() -> None:
     vec = DHCP_VECTORS["offer"]
     xid, chaddr = int(vec["xid"], 16), bytes.fromhex(vec["chaddr"])
     cid = bytes.fromhex(vec["client_id"])
-    assert cid == b"\x00" + f"{VECTOR_MN}#{VECTOR_SERIAL}".encode()
+    # The proof of §14.2, from the MSK, computed as a third party would.
+    k = hmac.new(bytes.fromhex(vec["msk"]), b"FLATARCH-v1 DHCP link", hashlib.sha256).digest()
+    text = f"{VECTOR_MN}#{VECTOR_SERIAL}"
+    proof = hmac.new(k, chaddr + text.encode(), hashlib.sha256).digest()[:8]
+    assert cid == b"\x00" + f"{text}#{proof.hex()}".encode()
     udhcpc = [(57, UDHCPC_OPTIONS[57]), (55, UDHCPC_OPTIONS[55]), (60, UDHCPC_OPTIONS[60])]
     zero = "0.0.0.0"
     assert bytes.fromhex(vec["discover"]) == hand_packed(

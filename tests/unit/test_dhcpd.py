@@ -68,7 +68,8 @@ class FakeHooks:
         self.ended_calls: list[tuple[IPv4Address, str, str]] = []
         self.relayed_calls: list[tuple[IPv4Address, str, float | None]] = []
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
         return self.on_link.get((chaddr, ifindex))
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
