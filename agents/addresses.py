@@ -147,6 +147,7 @@ class AddressManager:
     # The client identifier's proof for a lease serial, from our session at the AR we are on
     # (agents/linkproof.py): the AR serves only a station that proves the session.
     link_proof: Callable[[int], bytes | None] | None = None
+    _restarts: set[asyncio.Task[None]] = field(default_factory=set)
     _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
     _serial: int = 0
 
@@ -347,12 +348,30 @@ class AddressManager:
                 if self.addresses():
                     await self._register(self.addresses())
                 self.events("dhcp_deconfig", serial=serial, addr=lost)
+                if self.link_proof is not None and held.bound.is_set():
+                    self._restart(held)
         elif event == "nak":
             held.naks += 1
             self.events("dhcp_nak", serial=serial, addr=held.address, message=env.get("message"))
         elif event == "leasefail":
             self.events("dhcp_leasefail", serial=serial)
         return {"ok": True}
+
+    def _restart(self, held: Held) -> None:
+        """A lease lost, not released (NAK, expiry): udhcpc would start over with its client
+        identifier's proof, made for a session that may be gone (issue 19 defect 8); a fresh
+        client proves the session we have now."""
+        async def again() -> None:
+            await self._stop(held)
+            self.held.pop(held.serial, None)
+            try:
+                await self.acquire()
+            except AddressError as exc:
+                log.warning("no fresh lease after losing lease %d: %s", held.serial, exc)
+
+        task = asyncio.ensure_future(again())
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     # --- the interface and DNS ------------------------------------------------------------------
 
