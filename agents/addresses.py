@@ -214,6 +214,10 @@ class AddressManager:
     ptr_held: Callable[[IPv4Address], Awaitable[bool | None]] | None = None
     resend: Callable[[Held, IPv4Address], None] | None = None
     confirm_interval: float = 0.1
+    # The client identifier's proof for a lease serial, from our session at the AR we are on
+    # (agents/linkproof.py): the AR serves only a station that proves the session.
+    link_proof: Callable[[int], bytes | None] | None = None
+    _restarts: set[asyncio.Task[None]] = field(default_factory=set)
     _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
     _confirming: set[asyncio.Task[None]] = field(default_factory=set)
     _serial: int = 0
@@ -234,7 +238,8 @@ class AddressManager:
         """Start one more DHCP client and wait until it holds an address."""
         self._serial += 1
         serial = self._serial
-        cid = make_client_id(self.name, serial)
+        cid = make_client_id(self.name, serial,
+                             self.link_proof(serial) if self.link_proof is not None else None)
         argv = [
             "busybox", "udhcpc", "-f", "-i", self.ifname,
             "-C", "-x", f"0x3d:{cid.hex()}",  # our identifier names the MN and the lease
@@ -469,6 +474,8 @@ class AddressManager:
                 if self.addresses():
                     await self._register(self.addresses())
                 self.events("dhcp_deconfig", serial=serial, addr=lost)
+                if self.link_proof is not None and held.bound.is_set():
+                    self._restart(held)
         elif event == "nak":
             held.naks += 1
             self.events("dhcp_nak", serial=serial, addr=held.address, message=env.get("message"))
@@ -493,6 +500,21 @@ class AddressManager:
             # udhcpc: renew now. A paused client (outside the AS) renews once resumed.
             held.proc.send_signal(signal.SIGUSR1)
             self.events("dhcp_renew_requested", serial=held.serial, addr=held.address)
+    def _restart(self, held: Held) -> None:
+        """A lease lost, not released (NAK, expiry): udhcpc would start over with its client
+        identifier's proof, made for a session that may be gone (issue 19 defect 8); a fresh
+        client proves the session we have now."""
+        async def again() -> None:
+            await self._stop(held)
+            self.held.pop(held.serial, None)
+            try:
+                await self.acquire()
+            except AddressError as exc:
+                log.warning("no fresh lease after losing lease %d: %s", held.serial, exc)
+
+        task = asyncio.ensure_future(again())
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     # --- the interface and DNS ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 from . import exabgp_api as api
 from . import netlink
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
+from .auth.errors import AuthError, UnknownSession
 from .contract import (
     ACCESS_GATEWAY,
     ArAgentConfig,
@@ -40,12 +42,14 @@ from .contract import (
     DhcpServer as DhcpSettings,
 )
 from .control import start_control
-from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig
+from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, KernelFib, Rib
 from .handoff import ArInfo, EventLog, Mobility
+from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
+from .relayauth import ALG_RELAY, RelayAuth
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
@@ -129,9 +133,11 @@ class ArAgent:
         self.dhcp: DhcpServer | None = None
         self._dhcp_service: DhcpService | None = None
         self._ptr: DnsUpdater | None = None
+        self._keystore: KeyStore | None = None  # for the relay keys shared with other ARs
         self._access_name = access_ifname(node)
-        # Who authenticated on the access link, from which source: DHCP serves only them.
-        self._on_link: dict[str, tuple[int, ipaddress.IPv4Address, float]] = {}
+        # Who authenticated on the access link with which session: DHCP serves only a
+        # station that proves that session in its client identifier (agents/linkproof.py).
+        self._on_link = LinkBindings(self._session_msk, LINK_AUTH_S)
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -467,7 +473,7 @@ class ArAgent:
     async def start_auth(self) -> None:
         cfg = self.config
         assert cfg is not None
-        keystore = KeyStore.from_pem(cfg.identity, cfg.key.read_bytes())
+        keystore = self._keystore = KeyStore.from_pem(cfg.identity, cfg.key.read_bytes())
         validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
         self._key_resolver = DnssecKeyResolver(validating)
         events = EventLog(self.rundir / Layout.EVENTS)
@@ -545,8 +551,7 @@ class ArAgent:
     async def _on_authenticated(self, result: AuthResult) -> list[ipaddress.IPv4Address]:
         assert self.mobility is not None
         if result.ifindex and self.mobility.on_access_link(result.ifindex):
-            self._on_link[result.peer_name] = (
-                result.ifindex, ipaddress.IPv4Address(result.source[0]), time.time())
+            self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
         return await self.mobility.on_authenticated(result)
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
@@ -564,21 +569,54 @@ class ArAgent:
             self._ptr = DnsUpdater(d.primary, d.primary_port, TsigKey.load(d.tsig), validating)
         except DnsError as exc:
             log.error("no PTR updates: %s", exc)
-        self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access)
+        # Relayed messages only from and to the other ARs, authenticated (docs/protocol.md
+        # §14.7), and only over the backbone links.
+        relay_auth = RelayAuth(me.loopback, {a.loopback: a.fqdn for a in self.ars.values()
+                                             if a.node != cfg.node}, self._relay_key)
+        self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access,
+                               relay_auth=relay_auth, backbone=self._on_backbone)
         self._dhcp_service = DhcpService(self.dhcp)
         await self._dhcp_service.start()
         log.info("DHCP serving %s..%s of %s, leases %d s", server.addresses()[0],
                  server.addresses()[-1], cfg.pool, server.lease_s)
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
-        now = time.time()
-        recent = {source: mn for mn, (idx, source, at) in self._on_link.items()
-                  if idx == ifindex and now - at < LINK_AUTH_S}
-        if not recent:
+    def _relay_key(self, fqdn: str) -> bytes | None:
+        """The DHCP relay key shared with the AR ``fqdn``, once its published key is known
+        (keep_ar_keys_warm): it stays valid while that AR publishes the same key."""
+        known = self._ar_keys.get(fqdn)
+        if known is None or self._keystore is None:
             return None
-        # One read of the ARP table for all candidates, not one per authenticated MN.
-        macs = netlink.arp_table(self._access_name)
-        return next((mn for source, mn in recent.items() if macs.get(source) == chaddr), None)
+        try:
+            return self._keystore.pair_key(known[0], ALG_RELAY)
+        except (AuthError, ValueError) as exc:
+            log.warning("no relay key with %s: %s", fqdn, exc)
+            return None
+
+    def _on_backbone(self, ifindex: int) -> bool:
+        """A backbone link (``<node>-eth<n>``): not the access link, the overlay, the paging
+        device or the loopback, where no other AR's relay traffic belongs."""
+        name = self._ifnames.get(ifindex)
+        if name is None:
+            try:
+                name = self._ifnames[ifindex] = socket.if_indextoname(ifindex)
+            except OSError:
+                return False
+        return name.startswith(f"{self.node}-eth")
+
+    def _session_msk(self, session_id: bytes) -> bytes | None:
+        if self.authenticator is None:
+            return None
+        try:
+            return self.authenticator.export_msk(session_id)
+        except UnknownSession:
+            return None
+
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
+        # Not the AUTH's source address or its ARP entry: anyone can deliver a captured AUTH
+        # (issue 19 defect 8). Only the session's MSK proves the station (docs/addresses.md).
+        parts = client_parts(client_id)
+        return self._on_link.identity(chaddr, ifindex, *parts) if parts is not None else None
 
     def identity_of_source(self, address: ipaddress.IPv4Address, ifindex: int) -> str | None:
         att = self.mobility.attached.get(address) if self.mobility else None

@@ -28,6 +28,7 @@ OPT_RELAY_AGENT = 82
 # item 5). Documented in docs/protocol.md; any code in the range would do.
 OPT_HOME_AGENT = 224
 RAI_CIRCUIT_ID, RAI_REMOTE_ID = 1, 2
+RAI_AUTH = 8  # RFC 4030's relay agent authentication; agents/relayauth.py checks it
 
 
 class DhcpError(ValueError):
@@ -51,10 +52,12 @@ class RelayAgentInfo:
 
     circuit_id: bytes = b""
     remote_id: bytes = b""
+    auth: bytes = b""  # sub-option 8's value, last (RFC 4030 §4); agents/relayauth.py
 
     def pack(self) -> bytes:
         out = b""
-        for code, value in ((RAI_CIRCUIT_ID, self.circuit_id), (RAI_REMOTE_ID, self.remote_id)):
+        for code, value in ((RAI_CIRCUIT_ID, self.circuit_id), (RAI_REMOTE_ID, self.remote_id),
+                            (RAI_AUTH, self.auth)):
             if value:
                 if len(value) > 255:
                     raise ValueError("relay agent sub-option longer than 255 octets")
@@ -65,7 +68,8 @@ class RelayAgentInfo:
     def unpack(cls, data: bytes) -> RelayAgentInfo:
         # Other sub-options (RFC 3046 §2.0) are parsed for shape, then ignored.
         subs = _tlv(data, "relay agent sub-option", allow_pad=False)
-        return cls(subs.get(RAI_CIRCUIT_ID, b""), subs.get(RAI_REMOTE_ID, b""))
+        return cls(subs.get(RAI_CIRCUIT_ID, b""), subs.get(RAI_REMOTE_ID, b""),
+                   subs.get(RAI_AUTH, b""))
 
 
 def _tlv(data: bytes, what: str, *, allow_pad: bool) -> dict[int, bytes]:

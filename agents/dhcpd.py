@@ -36,6 +36,8 @@ from .dhcp import (
     MessageType,
     RelayAgentInfo,
 )
+from .linkproof import PROOF_LEN
+from .relayauth import RelayAuth, RelayAuthError
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +52,36 @@ class DhcpPolicyError(Exception):
     """A request the server will not serve; the message says why (it is logged, not sent)."""
 
 
-def client_identity(client_id: bytes | None) -> str | None:
-    """The MN's DNS name from a client identifier of type 0 (RFC 2132 §9.14: not a hardware
-    address) spelled ``<name>#<serial>``: one identifier per lease, so one MN holds several."""
+def client_parts(client_id: bytes | None) -> tuple[str, int, bytes | None] | None:
+    """(name, serial, proof) from a client identifier of type 0 (RFC 2132 §9.14: not a
+    hardware address) spelled ``<name>#<serial>`` or ``<name>#<serial>#<proof>``, the proof
+    16 lowercase hex digits (agents/linkproof.py): one identifier per lease."""
     if not client_id or client_id[0] != 0:
         return None
     try:
         text = client_id[1:].decode("ascii")
     except UnicodeDecodeError:
         return None
-    name, sep, serial = text.partition("#")
-    if not sep or not name or not serial.isdigit():
+    name, sep, rest = text.partition("#")
+    serial, sep2, proof = rest.partition("#")
+    if not sep or not name or not serial.isdigit() or not serial.isascii():
         return None
-    return name.lower().rstrip(".")
+    if not sep2:
+        return name.lower().rstrip("."), int(serial), None
+    if len(proof) != 2 * PROOF_LEN or proof.strip("0123456789abcdef"):
+        return None
+    return name.lower().rstrip("."), int(serial), bytes.fromhex(proof)
 
 
-def make_client_id(name: str, serial: int) -> bytes:
-    return b"\x00" + f"{name.lower().rstrip('.')}#{serial}".encode("ascii")
+def client_identity(client_id: bytes | None) -> str | None:
+    """The MN's DNS name that a client identifier names (``client_parts``)."""
+    parts = client_parts(client_id)
+    return parts[0] if parts is not None else None
+
+
+def make_client_id(name: str, serial: int, proof: bytes | None = None) -> bytes:
+    tail = f"#{proof.hex()}" if proof is not None else ""
+    return b"\x00" + f"{name.lower().rstrip('.')}#{serial}{tail}".encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -112,8 +127,10 @@ class Send:
 class Hooks(Protocol):
     """What the server needs from its AR, and what it tells the AR."""
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
-        """The MN that authenticated on ``ifindex`` from the station ``chaddr``, if any."""
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
+        """The MN that authenticated on ``ifindex`` from the station ``chaddr`` and whose
+        session the client identifier's proof verifies with (agents/linkproof.py), if any."""
         ...
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
@@ -140,6 +157,7 @@ class _Pending:
     address: IPv4Address
     kind: MessageType
     at: float
+    server: IPv4Address  # the owner we relayed to: the only AR whose reply we take
 
 
 @dataclass
@@ -151,6 +169,10 @@ class DhcpServer:
     leases: dict[bytes, Lease] = field(default_factory=dict)  # by client identifier
     counters: dict[str, int] = field(default_factory=dict)
     relay_log: list[dict[str, object]] = field(default_factory=list)  # option 82 seen
+    # Relayed messages from and to other ARs (issue 19 defect 3): without it none are taken
+    # or sent. ``backbone`` says which interfaces another AR's messages may arrive on.
+    relay_auth: RelayAuth | None = None
+    backbone: Callable[[int], bool] | None = None
     _relays: dict[int, _Pending] = field(default_factory=dict)  # by xid
 
     def _count(self, what: str) -> None:
@@ -167,13 +189,29 @@ class DhcpServer:
                 if msg.op != BOOTREQUEST:
                     raise DhcpPolicyError("a reply from the access side")
                 return self._from_client(msg, dst, ifindex)
+            self._from_another_ar(data, msg, src, ifindex)
             if msg.op == BOOTREPLY:
-                return self._relay_reply(msg)
+                return self._relay_reply(msg, src)
             return self._relayed_request(msg, src)
+        except RelayAuthError as exc:
+            # Forged, replayed or from a host that is not an AR: nothing of it is used.
+            self._count("relay_refused")
+            self._count("relay_refused_" + exc.reason)
+            log.info("refused relayed DHCP datagram from %s (if %d): %s", src, ifindex, exc)
+            return []
         except (DhcpError, DhcpPolicyError) as exc:
             self._count("refused")
             log.info("dropped DHCP datagram from %s (if %d): %s", src, ifindex, exc)
             return []
+
+    def _from_another_ar(self, data: bytes, msg: DhcpMessage, src: IPv4Address,
+                         ifindex: int) -> None:
+        """Raises RelayAuthError unless another AR sent ``data`` over the backbone."""
+        if self.relay_auth is None:
+            raise RelayAuthError("not_an_ar", "this server takes no relayed messages")
+        if self.backbone is not None and not self.backbone(ifindex):
+            raise RelayAuthError("wrong_interface", f"interface {ifindex} is not the backbone")
+        self.relay_auth.verify(data, msg, src)
 
     # --- the local server --------------------------------------------------------------------
 
@@ -212,7 +250,7 @@ class DhcpServer:
         raise DhcpPolicyError(f"{kind.name} is not served")
 
     def _authenticated(self, msg: DhcpMessage, mn: str, ifindex: int) -> None:
-        who = self.hooks.identity_on_link(msg.chaddr, ifindex)
+        who = self.hooks.identity_on_link(msg.chaddr, ifindex, msg.options.get(OPT_CLIENT_ID))
         if who is None:
             raise DhcpPolicyError(
                 f"{msg.chaddr.hex(':')} has not authenticated on this link (draft 2.3: "
@@ -328,12 +366,15 @@ class DhcpServer:
 
     def _to_client(self, msg: DhcpMessage, out: DhcpMessage, ifindex: int) -> Send:
         if msg.giaddr != ZERO:
+            if self.relay_auth is None:
+                raise DhcpPolicyError("a relayed request, and no relay authentication")
             try:
-                data = out.pack()
+                data = self.relay_auth.sign(out, msg.giaddr)
             except ValueError:
-                # RFC 3046 §2: a server unable to echo the whole option answers without it.
+                # RFC 3046 §2: a server unable to echo the whole option answers without it;
+                # the authentication sub-option still goes (§14.7).
                 self._count("option82_not_echoed")
-                data = replace(out, relay=None).pack()
+                data = self.relay_auth.sign(replace(out, relay=RelayAgentInfo()), msg.giaddr)
             return Send(data, msg.giaddr, SERVER_PORT, source=self.config.server_id)
         # Broadcast on the access link, whatever the flag: an MN runs one standard client
         # per address, and only a broadcast reaches all of them (each matches its xid).
@@ -346,6 +387,8 @@ class DhcpServer:
             raise DhcpPolicyError(f"{msg.message_type.name} to a remote server is not relayed")
         if msg.hops >= MAX_HOPS:
             raise DhcpPolicyError("too many relay hops")
+        if self.relay_auth is None or server not in self.relay_auth.peers:
+            raise DhcpPolicyError(f"relay to {server}: not another AR's server identifier")
         address = msg.ciaddr if msg.ciaddr != ZERO else msg.requested_ip
         if address is None:
             raise DhcpPolicyError("a remote request names no address")
@@ -356,7 +399,8 @@ class DhcpServer:
             # address, and the owner's NAK for the wrong identifier then detached that MN.
             raise DhcpPolicyError(f"relay for {address}: the client identifier is not its MN's")
         if mn is None:
-            who = self.hooks.identity_on_link(msg.chaddr, ifindex)
+            who = self.hooks.identity_on_link(msg.chaddr, ifindex,
+                                              msg.options.get(OPT_CLIENT_ID))
             if cid_mn is None or who != cid_mn:
                 raise DhcpPolicyError(f"relay for {address}: no MN attached here holds it")
             mn = who
@@ -367,19 +411,22 @@ class DhcpServer:
                           msg.yiaddr, msg.siaddr, self.config.server_id, msg.hops + 1,
                           msg.secs, msg.flags, dict(msg.options), rai)
         try:
-            data = out.pack()
+            data = self.relay_auth.sign(out, server)
         except ValueError as exc:  # a request near 1500 octets has no room for option 82
             raise DhcpPolicyError(f"relay for {address}: {exc}") from None
-        self._relays[msg.xid] = _Pending(ifindex, mn, address, msg.message_type, self.clock())
+        except RelayAuthError as exc:
+            raise DhcpPolicyError(f"relay for {address}: {exc}") from None
+        self._relays[msg.xid] = _Pending(ifindex, mn, address, msg.message_type, self.clock(),
+                                         server)
         self._count("relayed_" + msg.message_type.name.lower())
         if msg.message_type == MessageType.RELEASE:
             self.hooks.relayed(address, "release", None)
         return [Send(data, server, SERVER_PORT, source=self.config.server_id)]
 
-    def _relay_reply(self, msg: DhcpMessage) -> list[Send]:
+    def _relay_reply(self, msg: DhcpMessage, src: IPv4Address) -> list[Send]:
         pending = self._relays.get(msg.xid) if msg.giaddr == self.config.server_id else None
-        if pending is None:
-            raise DhcpPolicyError(f"a relayed reply (xid {msg.xid:#x}) we did not ask for")
+        if pending is None or pending.server != src:
+            raise DhcpPolicyError(f"a relayed reply (xid {msg.xid:#x}) we did not ask {src} for")
         del self._relays[msg.xid]
         # RFC 3046 §2.1.1: strip option 82 before the reply goes to the client.
         out = DhcpMessage(BOOTREPLY, msg.xid, msg.chaddr, msg.message_type, msg.ciaddr,

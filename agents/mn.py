@@ -37,6 +37,7 @@ from .contract import Command, Layout, MnAgentConfig
 from .control import start_control
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
+from .linkproof import link_key, link_proof
 from .macro import HaTunnel, detect_tunnel
 from .paging import parse_page
 
@@ -106,7 +107,17 @@ class MnAgent:
                                  TsigKey.load(config.dhcp.tsig))
             self.addresses = AddressManager(
                 config.identity, config.ifname, config.gateway, config.dhcp.link_local,
-                config.dhcp.hook, rundir / Layout.CONTROL, rundir, updater, self.events)
+                config.dhcp.hook, rundir / Layout.CONTROL, rundir, updater, self.events,
+                link_proof=self._link_proof)
+
+    def _link_proof(self, serial: int) -> bytes | None:
+        """Lease ``serial``'s client identifier proof: our hardware address under the MSK of
+        the session with the AR we are on (issue 19 defect 8, docs/addresses.md)."""
+        if self.session is None:
+            return None
+        mac = Path(f"/sys/class/net/{self.config.ifname}/address").read_text().strip()
+        return link_proof(link_key(self.session.export_msk()),
+                          bytes.fromhex(mac.replace(":", "")), self.config.identity, serial)
 
     def held(self) -> list[ipaddress.IPv4Address]:
         """The addresses we hold, newest first: provisioned, or leased."""

@@ -194,6 +194,14 @@ class KeyStore:
         self.hits += 1
         return self._msk(entry, role, peer_nonce, auth_nonce)
 
+    def pair_key(self, remote: PublishedKey, alg_id: bytes) -> bytes:
+        """A long-term key only this identity and ``remote`` can derive, the same at both
+        ends: KDF(LTSS, label, ctx) with the two names in sorted order and no nonces (used by
+        agents/relayauth.py; docs/protocol.md §14.7)."""
+        entry = self._ltss_entry(remote)
+        low, high = sorted((self._prefix, entry[2]), key=lambda p: p[1:])
+        return kdf(entry[1], alg_id, low + high + self._supp)
+
     def has_ltss(self, remote: PublishedKey) -> bool:
         """True when an MSK for ``remote`` can be derived without an ECDH."""
         entry = self._ltss.get(remote.name)

@@ -105,7 +105,8 @@ def test_secrets_stay_inside() -> None:
         pickle.dumps(ks)
     public = {a for a in dir(ks) if not a.startswith("_")}
     assert public == {"name", "suite", "spki", "published_key", "derive_msk",
-                      "derive_msk_if_cached", "has_ltss", "forget", "clear", "cache_stats",
+                      "derive_msk_if_cached", "pair_key", "has_ltss", "forget", "clear",
+                      "cache_stats",
                       "generate", "from_private_bytes", "from_pem", "ecdh_count", "hits",
                       "misses", "evictions"}
     assert "ar.example" in repr(ks)

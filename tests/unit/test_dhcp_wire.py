@@ -3,13 +3,18 @@ rejection of malformed datagrams, and a real DISCOVER from Debian's busybox udhc
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from agents.auth.keys import Suite
+from agents.auth.keystore import KeyStore
 from agents.dhcp import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -30,8 +35,11 @@ from agents.dhcpd import (
     Lease,
     ServerConfig,
     client_identity,
+    client_parts,
     make_client_id,
 )
+from agents.linkproof import link_key, link_proof, proves
+from agents.relayauth import ALG_RELAY, RelayAuth
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "udhcpc-discover.bin"
 
@@ -102,6 +110,7 @@ def test_bad_option_values_are_the_parsers_error() -> None:
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 VECTOR_MN, VECTOR_SERIAL = "mn3.example", 1
+VECTOR_MSK = bytes(range(0x40, 0x60))  # the MN's session MSK at the AR (§14.2's proof)
 VECTOR_CHADDR = bytes.fromhex("02fa00000003")
 # What busybox udhcpc 1.35 adds to every request (tests/data/udhcpc-discover.bin): maximum
 # message size 576, its parameter request list with -O 224, and its vendor class.
@@ -115,6 +124,22 @@ OWNER = ServerConfig(
 RELAY = replace(OWNER, server_id=IPv4Address("10.255.0.2"), pool=IPv4Network("10.64.1.0/24"),
                 circuit_id=b"ar2.isp.test/ar2-acc")
 ACCESS = 7
+# The two ARs' identities for the relay authenticator (docs/protocol.md §14.7): P-256 keys
+# from fixed scalars, as in the authentication vectors.
+OWNER_NAME, RELAY_NAME = "ar1.isp.test", "ar2.isp.test"
+VECTOR_NOW = 1_800_000_000.0
+
+
+def _private(name: str) -> bytes:
+    return hashlib.sha256(f"flatarch relay vector {name}".encode()).digest()
+
+
+def _keystore(name: str) -> KeyStore:
+    return KeyStore.from_private_bytes(name, Suite.P256, _private(name))
+
+
+def _pair_key(me: str, other: str) -> bytes:
+    return _keystore(me).pair_key(_keystore(other).published_key(), ALG_RELAY)
 
 
 class VectorHooks:
@@ -123,8 +148,13 @@ class VectorHooks:
     def __init__(self, held: IPv4Address | None = None) -> None:
         self.held = held
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
-        return VECTOR_MN if chaddr == VECTOR_CHADDR and ifindex == ACCESS else None
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
+        parts = client_parts(client_id)
+        if parts is None or parts[0] != VECTOR_MN or parts[2] is None or ifindex != ACCESS:
+            return None
+        ok = proves(link_key(VECTOR_MSK), chaddr, parts[0], parts[1], parts[2])
+        return VECTOR_MN if ok else None
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
         return VECTOR_MN if address == self.held and ifindex == ACCESS else None
@@ -143,14 +173,24 @@ class VectorHooks:
 
 
 def _server(config: ServerConfig, held: IPv4Address | None = None) -> DhcpServer:
+    me, other = ((OWNER_NAME, RELAY) if config.server_id == OWNER.server_id
+                 else (RELAY_NAME, OWNER))
+    peer = RELAY_NAME if me == OWNER_NAME else OWNER_NAME
+    auth = RelayAuth(config.server_id, {other.server_id: peer},
+                     lambda name: _pair_key(me, name), clock=lambda: VECTOR_NOW)
     return DhcpServer(config, VectorHooks(held), lambda ifindex: ifindex == ACCESS,
-                      clock=lambda: 1_800_000_000.0)
+                      clock=lambda: VECTOR_NOW, relay_auth=auth)
 
 
 def _client(kind: MessageType, xid: int, ciaddr: IPv4Address = ZERO) -> DhcpMessage:
-    cid = make_client_id(VECTOR_MN, VECTOR_SERIAL)
+    cid = _vector_cid()
     return DhcpMessage(BOOTREQUEST, xid, VECTOR_CHADDR, kind, ciaddr=ciaddr,
                        options={**UDHCPC_OPTIONS, OPT_CLIENT_ID: cid})
+
+
+def _vector_cid() -> bytes:
+    proof = link_proof(link_key(VECTOR_MSK), VECTOR_CHADDR, VECTOR_MN, VECTOR_SERIAL)
+    return make_client_id(VECTOR_MN, VECTOR_SERIAL, proof)
 
 
 def compute_dhcp_vectors() -> dict[str, list[tuple[str, str]]]:
@@ -161,13 +201,14 @@ def compute_dhcp_vectors() -> dict[str, list[tuple[str, str]]]:
     renewal = _client(MessageType.REQUEST, 0x5D3E1A08, ciaddr=yiaddr)
     [relayed] = _server(RELAY, held=yiaddr).handle(renewal.pack(), yiaddr, OWNER.server_id,
                                                    ACCESS)
-    cid = make_client_id(VECTOR_MN, VECTOR_SERIAL).hex()
+    cid = _vector_cid().hex()
     return {
         "offer": [
             ("server_id", str(OWNER.server_id)), ("pool", str(OWNER.pool)),
             ("first", str(OWNER.first)), ("last", str(OWNER.last)),
             ("lease_s", str(OWNER.lease_s)), ("router", str(OWNER.router)),
             ("dns", str(OWNER.dns)), ("home_agent", str(OWNER.home_agent)),
+            ("msk", VECTOR_MSK.hex()),
             ("client_id", cid), ("chaddr", VECTOR_CHADDR.hex()), ("xid", f"{discover.xid:08x}"),
             ("discover", discover.pack().hex()),
             ("yiaddr", str(yiaddr)), ("offer", offer.data.hex()),
@@ -178,6 +219,11 @@ def compute_dhcp_vectors() -> dict[str, list[tuple[str, str]]]:
             ("owner_server_id", str(OWNER.server_id)),
             ("client_id", cid), ("chaddr", VECTOR_CHADDR.hex()), ("xid", f"{renewal.xid:08x}"),
             ("ciaddr", str(yiaddr)), ("client_request", renewal.pack().hex()),
+            ("relay_name", RELAY_NAME), ("owner_name", OWNER_NAME),
+            ("relay_private", _private(RELAY_NAME).hex()),
+            ("owner_private", _private(OWNER_NAME).hex()),
+            ("pair_key", _pair_key(RELAY_NAME, OWNER_NAME).hex()),
+            ("counter", str(int(VECTOR_NOW * 1e9))),
             ("relayed_request", relayed.data.hex()),
         ],
     }
@@ -219,7 +265,11 @@ def test_offer_vector_octet_by_octet() -> None:
     vec = DHCP_VECTORS["offer"]
     xid, chaddr = int(vec["xid"], 16), bytes.fromhex(vec["chaddr"])
     cid = bytes.fromhex(vec["client_id"])
-    assert cid == b"\x00" + f"{VECTOR_MN}#{VECTOR_SERIAL}".encode()
+    # The proof of §14.2, from the MSK, computed as a third party would.
+    k = hmac.new(bytes.fromhex(vec["msk"]), b"FLATARCH-v1 DHCP link", hashlib.sha256).digest()
+    text = f"{VECTOR_MN}#{VECTOR_SERIAL}"
+    proof = hmac.new(k, chaddr + text.encode(), hashlib.sha256).digest()[:8]
+    assert cid == b"\x00" + f"{text}#{proof.hex()}".encode()
     udhcpc = [(57, UDHCPC_OPTIONS[57]), (55, UDHCPC_OPTIONS[55]), (60, UDHCPC_OPTIONS[60])]
     zero = "0.0.0.0"
     assert bytes.fromhex(vec["discover"]) == hand_packed(
@@ -252,9 +302,17 @@ def test_relayed_request_vector_octet_by_octet() -> None:
     assert bytes.fromhex(vec["client_request"]) == hand_packed(
         1, xid, 0, (vec["ciaddr"], zero, zero, zero), chaddr, client_opts)
     circuit, remote = vec["circuit_id"].encode("ascii"), vec["remote_id"].encode("ascii")
+    # Sub-option 8 (§14.7): algorithm 2, RDM 0, the counter, then HMAC-SHA-256 over the whole
+    # datagram with these 32 octets zero.
+    head = bytes([2, 0]) + int(vec["counter"]).to_bytes(8, "big")
     rai = bytes([1, len(circuit)]) + circuit + bytes([2, len(remote)]) + remote
-    expected = hand_packed(1, xid, 1, (vec["ciaddr"], zero, zero, vec["relay_server_id"]),
-                           chaddr, [*client_opts, (82, rai)])  # option 82 last: RFC 3046
+    rai += bytes([8, 42]) + head + bytes(32)
+    zeroed = hand_packed(1, xid, 1, (vec["ciaddr"], zero, zero, vec["relay_server_id"]),
+                         chaddr, [*client_opts, (82, rai)])  # option 82 last: RFC 3046
+    key = bytes.fromhex(vec["pair_key"])
+    mac = hmac.new(key, zeroed, hashlib.sha256).digest()
+    at = zeroed.index(bytes([8, 42]) + head) + 12
+    expected = zeroed[:at] + mac + zeroed[at + 32:]
     data = bytes.fromhex(vec["relayed_request"])
     assert data == expected
     msg = DhcpMessage.unpack(data)
@@ -262,8 +320,24 @@ def test_relayed_request_vector_octet_by_octet() -> None:
     assert msg.message_type is MessageType.REQUEST and msg.op == BOOTREQUEST
     assert (msg.hops, msg.giaddr, msg.ciaddr) == (1, IPv4Address(vec["relay_server_id"]),
                                                   IPv4Address(vec["ciaddr"]))
-    assert msg.relay == RelayAgentInfo(circuit, remote)
+    assert msg.relay == RelayAgentInfo(circuit, remote, head + mac)
     assert client_identity(msg.options[OPT_CLIENT_ID]) == vec["remote_id"]
+
+
+def test_relay_pair_key_vector_from_the_documented_derivation() -> None:
+    """LTSS = ECDH of the two ARs' keys; the key = KDF(LTSS, label, both names sorted)."""
+    vec = DHCP_VECTORS["relayed_request"]
+    relay = ec.derive_private_key(int(vec["relay_private"], 16), ec.SECP256R1())
+    owner = ec.derive_private_key(int(vec["owner_private"], 16), ec.SECP256R1())
+    ltss = relay.exchange(ec.ECDH(), owner.public_key())
+    assert ltss == owner.exchange(ec.ECDH(), relay.public_key())
+    names = sorted((vec["relay_name"], vec["owner_name"]))
+    label = b"FLATARCH-v1 DHCP relay"
+    other_info = bytes([len(label)]) + label + b"".join(
+        bytes([len(n)]) + n.encode("ascii") for n in names) + bytes([1]) + (256).to_bytes(2, "big")
+    key = hashlib.sha256(b"\x00\x00\x00\x01" + ltss + other_info).digest()
+    assert key.hex() == vec["pair_key"]
+    assert _pair_key(OWNER_NAME, RELAY_NAME) == key  # the same from the other end
 
 
 def test_the_owner_acks_the_documented_relayed_request_to_the_relay() -> None:

@@ -5,6 +5,7 @@ release and expiry, and malformed or unsolicited datagrams counted and dropped."
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -39,6 +40,7 @@ from agents.dhcpd import (
     client_identity,
     make_client_id,
 )
+from agents.relayauth import RelayAuth
 
 ACCESS, BACKBONE = 7, 3
 NOW = 1_800_000_000.0
@@ -52,6 +54,8 @@ MN = "mn3.example"
 CHADDR = bytes.fromhex("02fa00000003")
 CID = make_client_id(MN, 1)
 LEASE_S, REMOTE_RENEWALS = 20, 2
+NAMES = {AR1: "ar1.isp.test", AR2: "ar2.isp.test"}
+PAIR_KEY = bytes(range(32))  # what KeyStore.pair_key gives the two ARs (tests/unit/test_relayauth)
 
 
 class FakeHooks:
@@ -64,7 +68,8 @@ class FakeHooks:
         self.ended_calls: list[tuple[IPv4Address, str, str]] = []
         self.relayed_calls: list[tuple[IPv4Address, str, float | None]] = []
 
-    def identity_on_link(self, chaddr: bytes, ifindex: int) -> str | None:
+    def identity_on_link(self, chaddr: bytes, ifindex: int,
+                         client_id: bytes | None) -> str | None:
         return self.on_link.get((chaddr, ifindex))
 
     def identity_of_source(self, address: IPv4Address, ifindex: int) -> str | None:
@@ -105,8 +110,16 @@ class Ar:
 
     def __init__(self, sid: IPv4Address, name: str, clock: Clock, last: int = 199) -> None:
         self.hooks = FakeHooks()
+        self.relay_auth = RelayAuth(sid, {a: n for a, n in NAMES.items() if a != sid},
+                                    lambda peer: PAIR_KEY, clock=clock)
         self.server = DhcpServer(config(sid, name, last), self.hooks,
-                                 lambda ifindex: ifindex == ACCESS, clock=clock)
+                                 lambda ifindex: ifindex == ACCESS, clock=clock,
+                                 relay_auth=self.relay_auth,
+                                 backbone=lambda ifindex: ifindex == BACKBONE)
+
+    def sign(self, msg: DhcpMessage, to: IPv4Address) -> bytes:
+        """``msg`` as this AR would send it to the AR ``to``: authenticated."""
+        return self.relay_auth.sign(msg, to)
 
     def from_client(self, msg: DhcpMessage, dst: IPv4Address = BROADCAST,
                     src: IPv4Address = ZERO) -> list[Send]:
@@ -303,7 +316,9 @@ def test_remote_renewal_is_relayed_with_option_82_and_nakked_past_the_limit() ->
         assert (up.dest, up.port, up.source, up.ifindex) == (AR1, SERVER_PORT, AR2, None)
         relayed = DhcpMessage.unpack(up.data)
         # RFC 3046 at the relay: giaddr is our server ID, one more hop, the MN's DNS name.
-        assert relayed.relay == RelayAgentInfo(b"ar2.isp.test/ar2-acc", MN.encode())
+        assert relayed.relay is not None and relayed.relay.auth  # docs/protocol.md §14.7
+        assert (relayed.relay.circuit_id, relayed.relay.remote_id) == (
+            b"ar2.isp.test/ar2-acc", MN.encode())
         assert (relayed.giaddr, relayed.hops, relayed.ciaddr, relayed.xid) == (
             AR2, 1, address, xid)
         assert relayed.options[OPT_CLIENT_ID] == CID
@@ -311,7 +326,10 @@ def test_remote_renewal_is_relayed_with_option_82_and_nakked_past_the_limit() ->
         down = ar1.from_backbone(up.data, AR2)
         reply_send, reply = only(down)
         assert (reply_send.dest, reply_send.port, reply_send.source) == (AR2, SERVER_PORT, AR1)
-        assert reply.giaddr == AR2 and reply.relay == relayed.relay  # echoed, RFC 3046 §2.2
+        assert reply.giaddr == AR2 and reply.relay is not None  # echoed, RFC 3046 §2.2
+        assert (reply.relay.circuit_id, reply.relay.remote_id) == (
+            relayed.relay.circuit_id, relayed.relay.remote_id)
+        assert reply.relay.auth != relayed.relay.auth  # the owner's own authenticator
 
         to_mn, forwarded = only(ar2.from_backbone(reply_send.data, AR1))
         assert_to_client(to_mn)
@@ -352,12 +370,13 @@ def test_rebinding_broadcast_is_relayed_to_the_pool_owner() -> None:
 
 
 def test_relayed_request_whose_remote_id_is_not_the_holder_is_nakked() -> None:
-    _, ar1, _, address = two_ars()
+    _, ar1, ar2, address = two_ars()
     theft = request(MessageType.REQUEST, 0x7001, ciaddr=address, giaddr=AR2, hops=1,
                     relay=RelayAgentInfo(b"ar2.isp.test/ar2-acc", b"mn2.example"))
-    send, nak = only(ar1.from_backbone(theft.pack(), AR2))
+    send, nak = only(ar1.from_backbone(ar2.sign(theft, AR1), AR2))
     assert (send.dest, send.port) == (AR2, SERVER_PORT)
-    assert nak.message_type is MessageType.NAK and nak.relay == theft.relay
+    assert nak.message_type is MessageType.NAK and nak.relay is not None
+    assert nak.relay.remote_id == b"mn2.example"
     assert ar1.server.counters["remote_id_mismatch"] == 1
     lease = ar1.server.leases[CID]
     assert lease.bound and lease.remote_renewals == 0 and lease.expires == NOW + LEASE_S
@@ -392,11 +411,12 @@ def test_a_reply_we_did_not_ask_for_is_dropped() -> None:
     up = renew_through(ar2, address, 0xA001)
     reply = only(ar1.from_backbone(up.data, AR2))[0]
     assert len(ar2.from_backbone(reply.data, AR1)) == 1
-    assert ar2.from_backbone(reply.data, AR1) == []  # the same reply again
+    assert ar2.from_backbone(reply.data, AR1) == []  # the same reply again: a replay
     unknown = DhcpMessage(BOOTREPLY, 0xA002, CHADDR, MessageType.ACK, yiaddr=address,
                           giaddr=AR2, options={OPT_SERVER_ID: AR1.packed})
-    assert ar2.from_backbone(unknown.pack(), AR1) == []
-    assert ar2.server.counters["refused"] == 2
+    assert ar2.from_backbone(ar1.sign(unknown, AR2), AR1) == []
+    assert ar2.server.counters["relay_refused_replay"] == 1
+    assert ar2.server.counters["refused"] == 1
     assert [kind for _, kind, _ in ar2.hooks.relayed_calls] == ["ack"]
 
 
@@ -427,12 +447,17 @@ def _rai_runs_past(a: IPv4Address) -> bytes:
     return _with_raw_option(_relayed(a), bytes([82, 4, 2, 9]) + b"mn")
 
 
+def _signed_by_ar2(msg: DhcpMessage) -> bytes:
+    return RelayAuth(AR2, {AR1: NAMES[AR1]}, lambda peer: PAIR_KEY,
+                     clock=lambda: NOW).sign(msg, AR1)
+
+
 def _rai_without_remote_id(a: IPv4Address) -> bytes:
-    return _with_raw_option(_relayed(a), bytes([82, 4, 1, 2]) + b"ar")
+    return _signed_by_ar2(replace(_relayed(a), relay=RelayAgentInfo(b"ar")))
 
 
 def _rai_not_ascii(a: IPv4Address) -> bytes:
-    return _with_raw_option(_relayed(a), bytes([82, 4, 2, 2]) + "é".encode())
+    return _signed_by_ar2(replace(_relayed(a), relay=RelayAgentInfo(b"", "é".encode())))
 
 
 def _no_rai(a: IPv4Address) -> bytes:
@@ -449,7 +474,9 @@ def test_malformed_relayed_requests_are_counted_and_change_nothing(
     _, ar1, _, address = two_ars()
     before = dict(vars(ar1.server.leases[CID]))
     assert ar1.from_backbone(make(address), AR2) == []
-    assert ar1.server.counters["refused"] == 1
+    # Refused by the parser or the policy, or (no option 82 at all) as unauthenticated.
+    counters = ar1.server.counters
+    assert counters.get("refused", 0) + counters.get("relay_refused", 0) == 1
     assert vars(ar1.server.leases[CID]) == before
     assert ar1.hooks.ended_calls == [] and len(ar1.hooks.bound_calls) == 1
 
@@ -478,18 +505,12 @@ def test_a_request_too_big_for_option_82_is_refused_not_raised() -> None:
     assert ar2.server._relays == {} and ar2.hooks.quiet()
 
 
-def test_option_82_too_long_to_echo_is_answered_without_it() -> None:
-    # Two option 82 instances (RFC 3396): each fits, together they exceed one option, so the
-    # reply cannot carry it whole; RFC 3046 then has the server answer without it.
+def test_option_82_split_in_two_is_refused_as_unauthenticated() -> None:
+    # Two option 82 instances (RFC 3396) put the authenticator somewhere other than the last
+    # sub-option of the last option (docs/protocol.md §14.7): refused, nothing changes.
     _, ar1, ar2, address = two_ars()
     up = renew_through(ar2, address, 0xE001)
-    rai = RelayAgentInfo(b"ar2.isp.test/ar2-acc", MN.encode()).pack()
-    tail = bytes([82, len(rai)]) + rai + b"\xff"  # ar2's option 82, last, then the end
-    assert up.data.endswith(tail)
-    data = (up.data[:-len(tail)] + bytes([82, 252, 1, 250]) + b"c" * 250
-            + bytes([82, 13, 2, 11]) + MN.encode() + b"\xff")
-    send, ack = only(ar1.from_backbone(data, AR2))
-    assert (send.dest, ack.message_type, ack.relay) == (AR2, MessageType.ACK, None)
-    assert ar1.server.counters["option82_not_echoed"] == 1
-    assert ar1.server.leases[CID].remote_renewals == 1
-    assert only(ar2.from_backbone(send.data, AR1))[1].message_type is MessageType.ACK
+    data = up.data.rstrip(b"\0")[:-1] + bytes([82, 13, 2, 11]) + MN.encode() + b"\xff"
+    assert ar1.from_backbone(data, AR2) == []
+    assert ar1.server.counters["relay_refused_malformed"] == 1
+    assert ar1.server.leases[CID].remote_renewals == 0

@@ -18,6 +18,7 @@ from topologies.render import configs as render
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab"
 NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "ha", "mn1", "mn3", "air"]
+BGP_SECRET = bytes(range(32))  # a fixed test secret: a lab makes its own (render/bgpkeys.py)
 
 
 def rendered(node: str) -> dict[str, str]:
@@ -28,7 +29,7 @@ def rendered(node: str) -> dict[str, str]:
     elif node == "air":
         out = {"ip": render.render_air(topo)}
     else:
-        out = render.render_node(topo, topo.node(node), rundir)
+        out = render.render_node(topo, topo.node(node), rundir, BGP_SECRET)
     # The agent's interpreter path depends on the checkout; golden files say PYTHON.
     return {k: v.replace(sys.executable, "PYTHON").replace(str(ROOT), "ROOT")
             for k, v in out.items()}

@@ -53,6 +53,7 @@ from topologies.lab.dnsplane import DnsPlane, Identity, Named, Unbound
 from topologies.lab.radio import AIR, MnControl, Radio, access_ifname, air_ifname
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.render import identities
+from topologies.render.bgpkeys import new_lab_secret
 from topologies.render.configs import (
     cells,
     daemons_for,
@@ -174,11 +175,12 @@ class Lab:
             for line in teardown_dir(self.dir):
                 log.info("%s", line)
         self.dir.mkdir(parents=True, exist_ok=True)
+        secret = new_lab_secret(self.dir)  # this run's TCP-MD5 keys come from it, never committed
         exa = exabgp_bin()
         for node in self.topo.nodes.values():
             rd = self.rundir(node.name)
             rd.mkdir(parents=True, exist_ok=True)
-            self.configs[node.name] = cfg = render_node(self.topo, node, rd)
+            self.configs[node.name] = cfg = render_node(self.topo, node, rd, secret)
             (rd / "ip.batch").write_text(cfg["ip"])
             if "nft" in cfg:
                 (rd / "ar.nft").write_text(cfg["nft"])

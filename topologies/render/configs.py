@@ -30,6 +30,7 @@ from agents.contract import (
 )
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.model.topology import LAB_BLOCKS_V4
+from topologies.render.bgpkeys import session_key
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -208,7 +209,8 @@ def _link_peer(topo: Topology, node: Node, peer: str) -> tuple[str, str]:
     return str(mine.address), str(theirs.address)
 
 
-def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str, Any]:
+def bgpd_data(topo: Topology, node: Node, rundir: Path = Path("."),
+              secret: bytes | None = None) -> dict[str, Any]:
     neighbors: list[dict[str, Any]] = []
     prefix_lists: list[dict[str, Any]] = []
     aggregates: list[str] = []
@@ -295,6 +297,7 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
                 )
     else:
         raise ValueError(f"{node.name}: role {node.role} runs no bgpd")
+    _passwords(node, {"neighbors": neighbors}, secret)
     return {
         "name": node.name,
         "role": str(node.role),
@@ -309,6 +312,13 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path(".")) -> dict[str,
         "aggregates": aggregates,
         "networks": networks,
     }
+
+
+def _passwords(node: Node, data: dict[str, Any], secret: bytes | None) -> dict[str, Any]:
+    """TCP-MD5 on every session (issue 19 defect 10); no secret: unauthenticated sessions."""
+    for nb in data["neighbors"]:
+        nb["password"] = session_key(secret, node.name, nb["name"]) if secret else ""
+    return data
 
 
 def agent_argv(topo: Topology, node: Node, rundir: Path) -> list[str]:
@@ -457,17 +467,18 @@ def render_mobile(topo: Topology, mn: str, rundir: Path) -> dict[str, str]:
     return out
 
 
-def exabgp_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
+def exabgp_data(topo: Topology, node: Node, rundir: Path,
+                secret: bytes | None = None) -> dict[str, Any]:
     if node.service == "ha":
         # The Home Agent has no loopback: its one address is its BGP identity, and its
         # peers are the core route reflectors (Figure 3).
-        return {
+        return _passwords(node, {
             "name": node.name, "router_id": str(node.interfaces[0].address), "asn": topo.asn,
             "holdtime": BGP_HOLD, "agent_argv": " ".join(agent_argv(topo, node, rundir)),
             "neighbors": [{"address": str(c.loopback), "name": c.name}
                           for c in topo.by_role(Role.CORE)],
-        }
-    return {
+        }, secret)
+    return _passwords(node, {
         "name": node.name,
         "router_id": str(node.loopback),
         "asn": topo.asn,
@@ -476,7 +487,7 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path) -> dict[str, Any]:
         "neighbors": [
             {"address": str(topo.nodes[a].loopback), "name": a} for a in topo.ar_parents(node.name)
         ],
-    }
+    }, secret)
 
 
 def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
@@ -491,8 +502,10 @@ def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
     return ["zebra", "ospfd", "bgpd"]
 
 
-def render_node(topo: Topology, node: Node, rundir: Path) -> dict[str, str]:
-    """Every config file of one node: {daemon kind or 'ip': text}."""
+def render_node(topo: Topology, node: Node, rundir: Path,
+                bgp_secret: bytes | None = None) -> dict[str, str]:
+    """Every config file of one node: {daemon kind or 'ip': text}; ``bgp_secret``: the lab's
+    secret each BGP session's TCP-MD5 key comes from (topologies/render/bgpkeys.py)."""
     out = {"ip": render("ip/node.batch.j2", ip_data(topo, node))}
     if node.role is Role.AR:
         out["nft"] = render("nft/ar.nft.j2", nft_data(topo, node))
@@ -505,11 +518,12 @@ def render_node(topo: Topology, node: Node, rundir: Path) -> dict[str, str]:
         if kind == "agent":
             continue  # agent.json, above
         if kind == "exabgp":
-            out[kind] = render("exabgp/exabgp.conf.j2", exabgp_data(topo, node, rundir))
+            out[kind] = render("exabgp/exabgp.conf.j2",
+                               exabgp_data(topo, node, rundir, bgp_secret))
         elif kind == "dnsmasq":
             out[kind] = render("dnsmasq/outside.conf.j2", dnsmasq_data(topo, node, rundir))
         elif kind == "bgpd":
-            out[kind] = render("frr/bgpd.conf.j2", bgpd_data(topo, node, rundir))
+            out[kind] = render("frr/bgpd.conf.j2", bgpd_data(topo, node, rundir, bgp_secret))
         else:
             builder = {"zebra": zebra_data, "ospfd": ospfd_data}[kind]
             out[kind] = render(f"frr/{kind}.conf.j2", builder(topo, node))
