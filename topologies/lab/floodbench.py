@@ -39,6 +39,11 @@ COOKIE_SOURCES = [f"10.{201 + i // 256}.{i % 256}.1" for i in range(1000)]
 Progress = Callable[[str], None]
 
 
+def blackhole_nft(port: int = 53) -> str:
+    """The rules of a resolver that never answers (configs/bench/dns-blackhole.nft.j2)."""
+    return render("bench/dns-blackhole.nft.j2", {"port": port})
+
+
 @dataclass(frozen=True)
 class FloodConfig:
     pps: int = 100_000
@@ -129,9 +134,7 @@ class FloodBench:
             "auth_filter": prefilter_data()})
         (self.dir / "ar.nft").write_text(nft)
         _run(self._ns(self.ar_ns, "nft", "-f", str(self.dir / "ar.nft")))
-        (self.dir / "blackhole.nft").write_text(
-            "table ip blackhole {\n  chain input {\n    type filter hook input priority 0;\n"
-            "    udp dport 53 drop\n  }\n}\n")
+        (self.dir / "blackhole.nft").write_text(blackhole_nft())
         _run(self._ns(self.air_ns, "nft", "-f", str(self.dir / "blackhole.nft")))
         link = json.loads(_run(["ip", "-n", self.ar_ns, "-j", "link", "show", "acc"]))
         self.ar_mac = bytes.fromhex(link[0]["address"].replace(":", ""))

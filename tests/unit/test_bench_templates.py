@@ -1,0 +1,16 @@
+"""Templates the benches render (configs/bench/): each has its golden file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.golden import check_golden
+from topologies.lab.floodbench import blackhole_nft
+from topologies.render import configs as render
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "bench"
+
+
+def test_every_bench_template_has_a_golden_file() -> None:
+    assert {p.name for p in (render.CONFIGS / "bench").glob("*.j2")} == {"dns-blackhole.nft.j2"}
+    check_golden(GOLDEN / "dns-blackhole.nft", blackhole_nft())
