@@ -557,14 +557,19 @@ def track_pid_file(labdir: Path, pid_file: Path, marker: str | None = None) -> N
     by the start time the file records, and the marker where one is given. A process started
     from another terminal (`flatarch capture`) is tracked the same way."""
     path = labdir / STATE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabError(f"cannot read the lab's state {path}: {exc}") from None
-    state["extra_pid_files"].append({"pid_file": str(pid_file), "marker": marker})
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(path)
+    if not path.exists():
+        raise LabError(f"cannot read the lab's state {path}: no such file")
+    # The lab and `flatarch capture` in another terminal both add entries: one at a time.
+    with (labdir / "state.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LabError(f"cannot read the lab's state {path}: {exc}") from None
+        state["extra_pid_files"].append({"pid_file": str(pid_file), "marker": marker})
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(path)
 
 
 def teardown_dir(labdir: Path) -> list[str]:
