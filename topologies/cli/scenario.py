@@ -14,6 +14,7 @@ from typing import Any
 from topologies import model
 from topologies.analysis.measure import MeasureError
 from topologies.cli.common import add_topology, require_root, write_json
+from topologies.lab.capture import capture_all, parse_specs
 from topologies.lab.daemons import LabError
 from topologies.lab.lab import Lab
 from topologies.scenarios import registry
@@ -35,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--out", help="the run directory: raw files, run.json, plots "
                        f"(default: a new one under ./{RUNS}/ or /var/tmp/flatarch/)")
         p.add_argument("--json")
+        p.add_argument("--capture", metavar="NODE[:IFACE],...",
+                       help="write a pcap per capture point into the run directory's pcap/")
         cls.add_arguments(p)
     sc.set_defaults(func=run)
 
@@ -67,7 +70,8 @@ def measure_then_analyse(cls: type[Scenario], args: argparse.Namespace,
         with Lab(topo) as lab:
             sc = cls.from_args(lab, args, out)
             sc.topology_file = Path(args.topology)
-            sc.record()
+            with capture_all(lab, parse_specs(args.capture or ""), out / "pcap"):
+                sc.record()
     except LabError as exc:
         raise LabError(f"{exc} (the raw files so far are in {out})") from None
     try:

@@ -175,7 +175,8 @@ class Capture:
 def capture_all(lab: Lab, specs: Sequence[CaptureSpec], out_dir: Path,
                 bpf: str | None = None) -> Iterator[list[Path]]:
     """One pcap per capture point in ``out_dir`` (NODE.pcap or NODE-IFACE.pcap) for the block."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if specs:
+        out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{s.stem}.pcap" for s in specs]
     with contextlib.ExitStack() as stack:
         for spec, path in zip(specs, paths, strict=True):
