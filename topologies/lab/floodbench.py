@@ -83,10 +83,12 @@ def machine_lock() -> Iterator[None]:
         fh.truncate()
         fh.write(f"flood bench, pid {os.getpid()}\n")
         fh.flush()
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fh.truncate(0)  # only the holder clears the holder's line
     finally:
-        with contextlib.suppress(OSError):
-            fh.truncate(0)
         fh.close()
 
 
@@ -104,6 +106,7 @@ class FloodBench:
         self.logs: list[IO[bytes]] = []
         self.next_mn = 0
         self.ar_mac = b""
+        self.ar_proc: subprocess.Popen[bytes] | None = None
 
     # -- namespaces ------------------------------------------------------
 
@@ -175,6 +178,8 @@ class FloodBench:
             raise LabError(f"authenticator exited: {self._log_tail('ar')}")
 
     def stop_ar(self) -> dict[str, int]:
+        if self.ar_proc is None:
+            raise LabError("the authenticator was never started")
         stop_pid(self.ar_proc.pid, PYTHON_COMMS)
         self.ar_proc.wait(10.0)
         path = self.dir / "ar" / "stats.json"
