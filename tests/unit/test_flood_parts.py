@@ -78,3 +78,17 @@ def test_prefilter_sizes_are_the_wire_formats() -> None:
     assert (auth["min"], auth["max"]) == (AUTH_MIN_LEN + UDP_HEADER, AUTH_MAX_LEN + UDP_HEADER)
     garbage = list(payloads("garbage", 200))
     assert min(map(len, garbage)) >= 1 and max(map(len, garbage)) <= 1400
+
+
+def test_table_and_json_shape_when_nothing_succeeds() -> None:
+    import json
+
+    from topologies.lab.floodbench import _percentile, format_table
+
+    assert _percentile([], 0.95) is None
+    assert _percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    res = {"baseline": {"success": 1.0, "p50_ms": 2.0, "p95_ms": 3.0},
+           "attacks": [{"kind": "garbage", "pps": 100000, "sources": 8000, "success": 0.0,
+                        "p50_ms": None, "p95_ms": None}]}
+    json.loads(json.dumps(res, allow_nan=False))
+    assert format_table(res).splitlines()[2].split()[-3:] == ["0.0%", "-", "-"]
