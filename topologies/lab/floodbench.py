@@ -62,12 +62,12 @@ def _run(cmd: Sequence[str], timeout: float = 20.0) -> str:
     return res.stdout
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None  # JSON has no NaN: no success, no latency
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
+    return round(ordered[k], 2)
 
 
 @contextlib.contextmanager
@@ -87,10 +87,12 @@ def machine_lock() -> Iterator[None]:
         fh.truncate()
         fh.write(f"flood bench, pid {os.getpid()}\n")
         fh.flush()
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fh.truncate(0)  # only the holder clears the holder's line
     finally:
-        with contextlib.suppress(OSError):
-            fh.truncate(0)
         fh.close()
 
 
@@ -108,6 +110,7 @@ class FloodBench:
         self.logs: list[IO[bytes]] = []
         self.next_mn = 0
         self.ar_mac = b""
+        self.ar_proc: subprocess.Popen[bytes] | None = None
 
     # -- namespaces ------------------------------------------------------
 
@@ -177,6 +180,8 @@ class FloodBench:
             raise LabError(f"authenticator exited: {self._log_tail('ar')}")
 
     def stop_ar(self) -> dict[str, int]:
+        if self.ar_proc is None:
+            raise LabError("the authenticator was never started")
         starts = dict(self.pids)
         stop_pid(self.ar_proc.pid, start=starts.get(self.ar_proc.pid))
         self.ar_proc.wait(10.0)
@@ -206,8 +211,7 @@ class FloodBench:
         raw: dict[str, Any] = json.loads(path.read_text())
         lat = raw["latencies_ms"]
         return {"success": raw["ok"] / raw["attempts"] if raw["attempts"] else 0.0,
-                "p50_ms": round(_percentile(lat, 0.50), 2),
-                "p95_ms": round(_percentile(lat, 0.95), 2),
+                "p50_ms": _percentile(lat, 0.50), "p95_ms": _percentile(lat, 0.95),
                 "attempts": raw["attempts"], "failures": raw["failures"]}
 
     # -- phases ----------------------------------------------------------
@@ -325,9 +329,12 @@ def format_table(res: dict[str, Any]) -> str:
     rows += [(a["kind"], f"{a['pps']:,}", str(a["sources"]), a) for a in res["attacks"]]
     lines = [f"{'phase':<14} {'pps':>9} {'sources':>8} {'success':>8} {'p50 ms':>8} "
              f"{'p95 ms':>8}"]
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for kind, pps, sources, r in rows:
         lines.append(f"{kind:<14} {pps:>9} {sources:>8} {r['success']:>8.1%} "
-                     f"{r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f}")
+                     f"{ms(r['p50_ms']):>8} {ms(r['p95_ms']):>8}")
     return "\n".join(lines)
 
 
