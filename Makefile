@@ -9,6 +9,7 @@ FUZZ_COUNT ?= 1000000
 DEBS := mininet frr bind9 bind9-utils bind9-dnsutils unbound iperf3 iputils-ping \
         tcpdump nftables iproute2 traceroute procps kmod python3-venv busybox \
         isc-dhcp-client dnsmasq-base
+DEBS += iptables
 
 .PHONY: deps debs testbed test unit integration bench fuzz lint clean down
 
