@@ -138,8 +138,17 @@ def bench_dns(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dns":
         return bench_dns(args)
+    if args.what == "links":
+        from topologies.lab import linkbench
+
+        _require_root()
+        res = linkbench.run(args.delay_ms, [args.pps] if args.pps else linkbench.POINTS_PPS,
+                            progress=stderr_progress)
+        print(linkbench.table(res))
+        _write_json(args.json, res)
+        return 0
     if args.what != "auth":
-        raise LabError(f"unknown benchmark {args.what!r} (auth, dns)")
+        raise LabError(f"unknown benchmark {args.what!r} (auth, dns, links)")
     from agents.auth.bench import run_bench
 
     res = run_bench(progress=stderr_progress)
@@ -254,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json")
     be.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
     be.add_argument("--rounds", type=int, default=20)
+    be.add_argument("--delay-ms", type=float, default=10.0, help="links: configured delay")
+    be.add_argument("--pps", type=int, help="links: one rate instead of 100, 1,000, 10,000")
     be.set_defaults(func=cmd_bench)
     rp = sub.add_parser("report", help="run the evaluation and write evaluation.md")
     rp.add_argument("--out", default="results")

@@ -122,8 +122,10 @@ class Applied:
 
 
 def apply(attrs: Mapping[tuple[str, str], LinkAttributes], execs: Mapping[str, NodeExec],
-          labdir: Path, progress: Callable[[str], None]) -> Applied:
-    """Lay the attributes on the interfaces; return the delay line to start (not started)."""
+          labdir: Path, progress: Callable[[str], None],
+          netns: Mapping[str, str] | None = None) -> Applied:
+    """Lay the attributes on the interfaces; return the delay line to start (not started).
+    ``netns`` names each node's namespace by path (default: its shell's, under /proc)."""
     if not attrs:
         return Applied()
     first = next(iter(sorted(attrs)))[0]
@@ -141,7 +143,8 @@ def apply(attrs: Mapping[tuple[str, str], LinkAttributes], execs: Mapping[str, N
             (rd / "links.iptables").write_text(render_iptables(nd))
             execs[node].check([IPTABLES_RESTORE, "--noflush", str(rd / "links.iptables")])
     applied = Applied(mechanism, None, sorted(data))
-    entries = delayline_links(data, {n: f"/proc/{execs[n].pid}/ns/net" for n in data})
+    paths = netns or {n: f"/proc/{execs[n].pid}/ns/net" for n in data}
+    entries = delayline_links(data, paths)
     if entries:
         d = DelayLineDaemon(first, labdir / "delayline", json.dumps({"links": entries},
                                                                      indent=1))
