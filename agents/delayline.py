@@ -281,10 +281,12 @@ def open_queue(ln: LinkDelay) -> socket.socket:
     sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
     _request(sock, NFQNL_MSG_CONFIG, ln.queue,
              _attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, 0)), 1)
+    # The copy mode last: until it is set the kernel drops rather than queues, so no packet
+    # can arrive while we still read acknowledgements (and be skipped, never released).
     _request(sock, NFQNL_MSG_CONFIG, ln.queue,
-             _attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)), 2)
+             _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", QUEUE_MAXLEN)), 2)
     _request(sock, NFQNL_MSG_CONFIG, ln.queue,
-             _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", QUEUE_MAXLEN)), 3)
+             _attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)), 3)
     sock.setblocking(False)
     return sock
 
