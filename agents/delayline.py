@@ -38,6 +38,10 @@ QUEUE_MAXLEN = 20_000  # packets held per queue: 2 s at 10,000 pps
 # packets due within this lead are released in the same pass rather than after one more
 # sleep, so the median lands on the configured delay instead of a sleep late.
 LEAD_S = 60e-6
+# An emulated wire must not wait for a CPU behind the lab's daemons: on a loaded 2-core VM a
+# normal-priority wake-up comes milliseconds late at p99 (docs/links.md). FIFO priority, low
+# enough that the kernel's interrupts and its real-time throttling still come first.
+RT_PRIORITY = 10
 
 # --- nfnetlink_queue, as the kernel's uapi headers define it -------------------------------
 NETLINK_NETFILTER = 12
@@ -391,7 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     except NetlinkError as exc:
         print(f"delayline: {exc}", file=sys.stderr)
         return 1
-    log.info("holding %d link directions", len(links))
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+        sched = f"SCHED_FIFO {RT_PRIORITY}"
+    except OSError as exc:
+        sched = f"normal priority ({exc.strerror})"
+    log.info("holding %d link directions, %s", len(links), sched)
     line.run()
     (args.rundir / READY_FILE).unlink(missing_ok=True)
     return 0
