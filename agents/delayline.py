@@ -41,7 +41,7 @@ LEAD_S = 60e-6
 # An emulated wire must not wait for a CPU behind the lab's daemons: on a loaded 2-core VM a
 # normal-priority wake-up comes milliseconds late at p99 (docs/links.md). FIFO priority, low
 # enough that the kernel's interrupts and its real-time throttling still come first.
-RT_PRIORITY = 10
+RT_PRIORITY = 20  # above the link probe (10)
 
 # --- nfnetlink_queue, as the kernel's uapi headers define it -------------------------------
 NETLINK_NETFILTER = 12
