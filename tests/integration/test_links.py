@@ -50,6 +50,9 @@ def test_the_mechanism_is_detected_and_recorded(lab: Lab) -> None:
 
 
 def test_ping_rtt_is_twice_the_path_delay(lab: Lab) -> None:
+    # Right after bring-up the MN's host route may still be on its way to the CN's side.
+    wait_until(lambda: lab.execs["cn"].run(["ping", "-c", "1", "-W", "1", MN1]).returncode
+               == 0, 30, "the CN to reach mn1")
     out = lab.execs["cn"].run(["ping", "-n", "-c", "60", "-i", "0.05", MN1], timeout=30)
     got = list(rtts(out.stdout).values())
     assert len(got) >= 55, out.stdout[-500:]

@@ -1,6 +1,11 @@
 """`flatarch bench links`: configured against measured one-way delay, jitter, loss and rate
-of one shaped veth link between two namespaces of its own (fa-links-a, fa-links-b), through
-the mechanism `up` would choose (topologies/lab/shaping.py), and the delay line's CPU.
+of one shaped link in namespaces of its own (fa-links-a → fa-links-m → fa-links-b, shaped on
+m's egress toward b), through the mechanism `up` would choose (topologies/lab/shaping.py),
+and the delay line's CPU.
+
+The shaped link is a router's, as in a lab: traffic is forwarded through it. A sender on the
+shaped interface itself would measure its own socket's limits instead (TCP Small Queues
+hold a socket to about 1 ms of data below it; netem orphans its packets to escape that).
 
 Each phase builds the pair afresh and removes it after, even after an exception; the bench
 holds the machine's lab lock, so it never runs beside a lab.
@@ -27,9 +32,9 @@ from topologies.lab.daemons import LabError, NodeExec, start_batch, wait_until
 from topologies.model.links import LinkAttributes
 
 PREFIX = "fa-links-"
-A, B = f"{PREFIX}a", f"{PREFIX}b"
-DEV_A, DEV_B = "fla0", "flb0"
-ADDR_A, ADDR_B = "10.77.0.1", "10.77.0.2"
+A, M, B = f"{PREFIX}a", f"{PREFIX}m", f"{PREFIX}b"
+DEV_A, DEV_MA, DEV_MB, DEV_B = "fla0", "flm0", "flm1", "flb0"
+ADDR_A, ADDR_MA, ADDR_MB, ADDR_B = "10.77.0.1", "10.77.0.2", "10.77.0.5", "10.77.0.6"
 POINTS_PPS = (100, 1000, 10000)
 LOSS_PACKETS = 100_000
 Progress = Callable[[str], None]
@@ -81,36 +86,42 @@ def _run(cmd: list[str]) -> None:
 
 
 def remove_pair() -> None:
-    for ns in (A, B):
+    for ns in (A, M, B):
         if Path(f"/run/netns/{ns}").exists():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
 class Pair:
-    """Two namespaces joined by one veth; attributes laid on a's end (a → b)."""
+    """a → m → b over two veths, m forwarding; attributes laid on m's end toward b."""
 
     def __init__(self, workdir: Path, progress: Progress) -> None:
         self.workdir = workdir
         self.progress = progress
-        self.a, self.b = NetnsExec(A), NetnsExec(B)
+        self.a, self.m, self.b = NetnsExec(A), NetnsExec(M), NetnsExec(B)
         self.applied = shaping.Applied()
 
     def build(self) -> None:
         remove_pair()
-        for ns in (A, B):
+        for ns in (A, M, B):
             _run(["ip", "netns", "add", ns])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _run(["ip", "-n", A, "link", "add", DEV_A, "type", "veth", "peer", "name", DEV_B,
+        _run(["ip", "-n", A, "link", "add", DEV_A, "type", "veth", "peer", "name", DEV_MA,
+              "netns", M])
+        _run(["ip", "-n", M, "link", "add", DEV_MB, "type", "veth", "peer", "name", DEV_B,
               "netns", B])
-        for ns, dev, addr in ((A, DEV_A, ADDR_A), (B, DEV_B, ADDR_B)):
+        for ns, dev, addr in ((A, DEV_A, ADDR_A), (M, DEV_MA, ADDR_MA), (M, DEV_MB, ADDR_MB),
+                              (B, DEV_B, ADDR_B)):
             _run(["ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev])
             _run(["ip", "-n", ns, "link", "set", dev, "up"])
+        _run(["ip", "-n", A, "route", "add", "default", "via", ADDR_MA])
+        _run(["ip", "-n", B, "route", "add", "default", "via", ADDR_MB])
+        _run(["ip", "netns", "exec", M, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
 
     def shape(self, attrs: LinkAttributes) -> None:
-        self.applied = shaping.apply({(A, DEV_A): attrs}, {A: self.a}, self.workdir,
-                                     self.progress, netns={A: f"/run/netns/{A}"})
+        self.applied = shaping.apply({(M, DEV_MB): attrs}, {M: self.m}, self.workdir,
+                                     self.progress, netns={M: f"/run/netns/{M}"})
         if self.applied.daemon is not None:
-            start_batch([(self.applied.daemon, self.a)])
+            start_batch([(self.applied.daemon, self.m)])
 
     def close(self) -> None:
         if self.applied.daemon is not None:
