@@ -5,6 +5,9 @@ at all for a topology without attributes."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,37 @@ def test_daemon_dry_run_and_argv(tmp_path: Path) -> None:
     d.write()
     with pytest.raises(ConfigCheckError, match="delay_ms"):
         d.dry_run()
+
+
+class FakeExec(shaping.NodeExec):
+    """Records commands instead of running them; netem 'exists' when told so."""
+
+    def __init__(self, name: str, netem: bool) -> None:
+        super().__init__(name, os.getpid())  # a namespace that exists
+        self.netem = netem
+        self.cmds: list[list[str]] = []
+
+    def run(self, cmd: Sequence[str], timeout: float = 15.0,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        self.cmds.append(list(cmd))
+        ok = self.netem or "netem" not in cmd
+        return subprocess.CompletedProcess(list(cmd), 0 if ok else 2, "", "")
+
+
+@pytest.mark.parametrize("netem", [True, False], ids=["netem", "fallback"])
+def test_apply_detects_records_and_builds_the_delay_line(tmp_path: Path, netem: bool) -> None:
+    execs = {n: FakeExec(n, netem) for n in ("agg1", "ar2", "cn", "core1", "inet")}
+    said: list[str] = []
+    applied = shaping.apply(ATTRS, execs, tmp_path, said.append)
+    assert applied.mechanism == ("netem" if netem else "nfqueue")
+    assert f"shaped by {applied.mechanism}" in said[0]
+    restores = [c for ex in execs.values() for c in ex.cmds if c[0] == shaping.IPTABLES_RESTORE]
+    if netem:
+        assert applied.daemon is None and restores == []
+        assert (tmp_path / "agg1" / "links.tc").read_text().count("netem") == 1
+    else:
+        assert applied.daemon is not None and len(restores) == 4  # inet: rate only
+        cfg = json.loads(applied.daemon.conf_path.read_text())
+        assert {e["netns"] for e in cfg["links"]} == {f"/proc/{os.getpid()}/ns/net"}
+        assert not (tmp_path / "agg1" / "links.tc").exists()  # delay only: no qdisc
+    assert applied.record()["mechanism"] == applied.mechanism
