@@ -12,6 +12,7 @@ DEBS := mininet frr bind9 bind9-utils bind9-dnsutils unbound iperf3 iputils-ping
         isc-dhcp-client dnsmasq-base
 # tshark decodes captures with docs/wireshark/flatarch.lua (tests/unit/test_dissector.py).
 DEBS += tshark
+DEBS += iptables
 
 .PHONY: deps debs testbed test unit integration bench fuzz lint clean down
 

@@ -18,11 +18,13 @@ ORDER = 60
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     be = sub.add_parser("bench", help="micro-benchmarks")
     be.add_argument("what", choices=sorted(BENCHES), help="auth (no root), dns (brings up the "
-                    "lab) or flood (root, namespaces of its own)")
+                    "lab), flood or links (root, namespaces of their own)")
     be.add_argument("--json")
     add_topology(be)
     be.add_argument("--rounds", type=int, default=20, help="dns: lookups per name")
-    be.add_argument("--pps", type=int, default=100_000, help="flood: packets per second")
+    be.add_argument("--pps", type=int, help="flood: packets per second (default 100,000); "
+                    "links: one rate instead of 100, 1,000 and 10,000")
+    be.add_argument("--delay-ms", type=float, default=10.0, help="links: configured delay")
     be.add_argument("--sources", type=int, default=8000, help="flood: spoofed sources")
     be.set_defaults(func=run)
 
@@ -51,8 +53,21 @@ def bench_flood(args: argparse.Namespace) -> int:
     require_root()
     from topologies.lab.floodbench import FloodConfig, format_table, run_flood_bench
 
-    res = run_flood_bench(FloodConfig(pps=args.pps, sources=args.sources), stderr_progress)
+    res = run_flood_bench(FloodConfig(pps=args.pps or 100_000, sources=args.sources),
+                          stderr_progress)
     print(format_table(res))
+    write_json(args.json, res)
+    return 0
+
+
+def bench_links(args: argparse.Namespace) -> int:
+    """Configured against measured delay, jitter, loss and rate of an emulated link."""
+    require_root()
+    from topologies.lab import linkbench
+
+    res = linkbench.run(args.delay_ms, [args.pps] if args.pps else linkbench.POINTS_PPS,
+                        progress=stderr_progress)
+    print(linkbench.table(res))
     write_json(args.json, res)
     return 0
 
@@ -71,7 +86,7 @@ def bench_auth(args: argparse.Namespace) -> int:
 
 
 BENCHES: dict[str, Callable[[argparse.Namespace], int]] = {
-    "auth": bench_auth, "dns": bench_dns, "flood": bench_flood,
+    "auth": bench_auth, "dns": bench_dns, "flood": bench_flood, "links": bench_links,
 }
 
 

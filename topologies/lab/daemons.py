@@ -375,6 +375,7 @@ class FrrDaemon(Daemon):
 
 class Zebra(FrrDaemon):
     kind = "zebra"
+    after = ("delayline",)  # links hold their delay before the first hello
 
     def ready(self, ex: NodeExec) -> bool:
         # ospfd and bgpd need zebra's API socket before they can register.

@@ -26,7 +26,7 @@ from typing import Any
 
 from agents import control
 from agents.contract import Command, Layout, Mode
-from topologies.lab import health
+from topologies.lab import health, shaping
 from topologies.lab.daemons import (
     AgentProcess,
     Bgpd,
@@ -73,7 +73,7 @@ LOCK = "lab.lock"
 # starts after (topologies/lab/daemons.py), and the lab sorts them once.
 DAEMON_CLASSES: dict[str, type[Daemon]] = {
     c.kind: c for c in (Zebra, Ospfd, Bgpd, ExaBgp, AgentProcess, Dnsmasq, Named, Unbound,
-                        MnAgentProcess)
+                        MnAgentProcess, shaping.DelayLineDaemon)
 }
 
 
@@ -118,6 +118,7 @@ class Lab:
         self._bg_started = 0
         self._lock: Any = None
         self.started = time.monotonic()
+        self.shaping = shaping.Applied()  # the links' delay, loss and rate (shaping.py)
 
     # -- context manager -------------------------------------------------
 
@@ -279,6 +280,11 @@ class Lab:
         self.progress(f"built {len(self.topo.nodes)} nodes and {len(self.topo.links)} links")
         for node in self.topo.nodes.values():
             self._configure(node)
+        self.shaping = shaping.apply(self.topo.link_attrs, self.execs, self.dir, self.progress)
+        if self.shaping.daemon is not None:
+            d = self.shaping.daemon
+            self.daemons[d.node] = [d, *self.daemons.get(d.node, [])]
+            self._write_state()  # so that `flatarch down` stops the delay line after a crash
         if not self.mobiles:
             return
         self.execs[AIR].check(["ip", "-batch", str(self.rundir(AIR) / "ip.batch")])
@@ -479,6 +485,7 @@ class Lab:
             # The lab's stop order, kept so that `flatarch down` keeps to it after a crash.
             "stop_order": self._stop_order(),
             "extra_pid_files": [],
+            "shaping": self.shaping.record(),
             "links": [
                 *(i.name for n in self.topo.nodes.values() for i in n.interfaces),
                 *(f"{mn}-eth0" for mn in self.mobiles),

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from . import links as linkattrs
 from . import population as populations
 from .errors import TopologyError
 from .plan import AddressPlan, Allocator
@@ -152,6 +153,18 @@ class Topology:
     # population runtime rather than one agent process each.
     population: populations.Population | None = None
     population_nodes: dict[str, Mobile] = field(default_factory=dict)
+    # (node, interface) of a sending end -> what that direction of its link does (links.py)
+    link_attrs: dict[tuple[str, str], linkattrs.LinkAttributes] = field(default_factory=dict)
+
+    def link_profile(self) -> dict[str, dict[str, float]]:
+        """The configured links as plain data, "a-b" -> attributes, for scenario JSON."""
+        out: dict[str, dict[str, float]] = {}
+        for lk in self.links:
+            ia = next(i.name for i in self.nodes[lk.a].interfaces if i.peer == lk.b)
+            attrs = self.link_attrs.get((lk.a, ia))
+            if attrs is not None:
+                out[f"{lk.a}-{lk.b}"] = attrs.as_dict()
+        return out
 
     @property
     def outside_gateway(self) -> IPv4Address | None:
@@ -544,13 +557,16 @@ def build(doc: dict[str, Any]) -> Topology:
         for ar in cl.ars:
             for agg in cl.aggs:
                 b.link(agg, ar)
-    for i, pair in enumerate(doc.get("links", []) or []):
+    for i, entry in enumerate(doc.get("links", []) or []):
+        pair, mapping = linkattrs.link_between(entry, f"links[{i}]")
         names = _names(pair, f"links[{i}]")
         if len(names) != 2:
             raise TopologyError(f"links[{i}]: a link joins exactly two nodes")
         for n in names:
             if b.nodes.get(n) is None or b.nodes[n].role in (Role.INET, Role.HOST):
                 raise TopologyError(f"links[{i}]: {n!r} is not an AS router")
+        if mapping is not None and any({*names} == {lk.a, lk.b} for lk in b.links):
+            continue  # attributes for a link the structure already made
         b.link(names[0], names[1])
 
     cn = _name(_req(inet, "cn", "internet"), "internet.cn")
@@ -637,6 +653,13 @@ def build(doc: dict[str, Any]) -> Topology:
     if plan6 is not None:
         mobile_nodes = _mobile_prefixes(plan6, b.nodes, mobile_nodes)
         pop_nodes = _mobile_prefixes(plan6, b.nodes, pop_nodes, after=mobile_nodes)
+    role_of = {n.name: (n.service, n.role.value) if n.service else (n.role.value,)
+               for n in b.nodes.values()}
+    spec = linkattrs.parse(doc, {r for names in role_of.values() for r in names})
+    link_attrs = linkattrs.resolve(spec, (
+        (lk.a, next(i.name for i in b.nodes[lk.a].interfaces if i.peer == lk.b),
+         lk.b, next(i.name for i in b.nodes[lk.b].interfaces if i.peer == lk.a))
+        for lk in b.links), role_of)
     return Topology(
         plan=plan,
         plan6=plan6,
@@ -657,6 +680,7 @@ def build(doc: dict[str, Any]) -> Topology:
         dhcp_mobiles=dhcp_mobiles,
         dhcp=policy,
         outside_net=outside_net,
+        link_attrs=link_attrs,
     )
 
 

@@ -1,0 +1,93 @@
+"""Link attributes in the topology YAML: per link, per role pair, per named profile and per
+service attachment; what wins over what; every bad value named with its path, at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from topologies import model
+from topologies.model import TopologyError
+from topologies.model.links import LinkAttributes
+
+TOPO = Path(__file__).resolve().parents[2] / "topologies"
+
+
+def doc() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((TOPO / "figure2.yaml").read_text())
+    return loaded
+
+
+def attrs_of(t: model.Topology, a: str, b: str) -> LinkAttributes | None:
+    ia = next(i.name for i in t.nodes[a].interfaces if i.peer == b)
+    return t.link_attrs.get((a, ia))
+
+
+def test_no_attributes_means_an_empty_map() -> None:
+    t = model.build(doc())
+    assert t.link_attrs == {} and t.link_profile() == {}
+
+
+def test_every_layer_and_what_wins() -> None:
+    d = doc()
+    d["profiles"] = {"metro": {"delay_ms": 2, "jitter_ms": 0.5}, "far": {"delay_ms": 20}}
+    d["link_profiles"] = {"agg-core": {"distance": "metro"}, "ar-agg": {"delay_ms": 1},
+                          "inet-cn": {"delay_ms": 10, "rate_mbit": 100}}
+    d["links"][2] = {"between": ["ar2", "ar3"], "delay_ms": 0.5, "loss_pct": 1}
+    d["links"].append({"between": ["agg1", "ar1"], "distance": "far"})  # an existing link
+    d["services"]["dns"]["link"] = {"delay_ms": 20}
+    t = model.build(d)
+    assert attrs_of(t, "core1", "agg1") == LinkAttributes(delay_ms=2.0, jitter_ms=0.5)
+    # both directions carry the same attributes
+    assert attrs_of(t, "agg1", "core1") == attrs_of(t, "core1", "agg1")
+    assert attrs_of(t, "agg2", "ar1") == LinkAttributes(delay_ms=1.0)
+    assert attrs_of(t, "agg1", "ar1") == LinkAttributes(delay_ms=20.0)  # the link's own
+    assert attrs_of(t, "ar2", "ar3") == LinkAttributes(delay_ms=0.5, loss_pct=1.0)
+    assert attrs_of(t, "dns", "core1") == LinkAttributes(delay_ms=20.0)
+    assert attrs_of(t, "cn", "inet") == LinkAttributes(delay_ms=10.0, rate_mbit=100.0)
+    assert attrs_of(t, "core1", "core2") is None
+    assert sum(1 for lk in t.links if {lk.a, lk.b} == {"agg1", "ar1"}) == 1
+    prof = t.link_profile()
+    assert prof["core1-dns"] == {"delay_ms": 20.0}
+    assert prof["agg1-ar1"] == {"delay_ms": 20.0}
+    assert "core1-core2" not in prof
+
+
+def test_a_service_name_is_a_role_and_more_specific_than_host() -> None:
+    d = doc()
+    d["link_profiles"] = {"core-host": {"delay_ms": 1}, "core-ha": {"delay_ms": 20}}
+    t = model.build(d)
+    assert attrs_of(t, "ha", "core2") == LinkAttributes(delay_ms=20.0)
+    assert attrs_of(t, "dns", "core1") == LinkAttributes(delay_ms=1.0)
+
+
+def test_bad_values_are_named_all_at_once() -> None:
+    d = doc()
+    d["profiles"] = {"metro": {"delay_ms": "two"}}
+    d["link_profiles"] = {"agg-core": {"distance": "suburb"}, "agg-moon": {"delay_ms": 1},
+                          "ar-agg": {"jitter_ms": 3, "delay_ms": 1}}
+    d["links"][0] = {"between": ["agg1", "agg2"], "loss_pct": 100, "colour": "red"}
+    d["services"]["ha"]["link"] = {"rate_mbit": 0, "delay_ms": True}
+    with pytest.raises(TopologyError) as err:
+        model.build(d)
+    msg = str(err.value)
+    for words in ("profiles.metro.delay_ms: expected a number",
+                  "link_profiles.agg-core.distance: unknown profile 'suburb'",
+                  "link_profiles.agg-moon: expected ROLE-ROLE",
+                  "link_profiles.ar-agg.jitter_ms: 3 exceeds delay_ms 1",
+                  "links[0].loss_pct: 100 would cut the link",
+                  "links[0].colour: unknown key",
+                  "services.ha.link.rate_mbit: expected a number in [0.001",
+                  "services.ha.link.delay_ms: expected a number"):
+        assert words in msg, (words, msg)
+
+
+@pytest.mark.parametrize("entry", [{"delay_ms": 1}, {"between": "ar2"}])
+def test_mapping_entry_needs_between(entry: dict[str, Any]) -> None:
+    d = doc()
+    d["links"][2] = entry
+    with pytest.raises(TopologyError, match=r"links\[2\]"):
+        model.build(d)
