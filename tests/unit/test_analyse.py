@@ -22,6 +22,7 @@ from topologies.analysis import measure
 from topologies.analysis.measure import MeasureError, RouteEvent
 from topologies.cli import scenario as cli_scenario
 from topologies.lab.daemons import LabError
+from topologies.lab.shaping import Applied
 from topologies.scenarios import registry
 from topologies.scenarios.base import RUN_FILE, TOPOLOGY_FILE, Scenario
 from topologies.scenarios.handoff import RECORDS, ROUTES, HandoffScenario
@@ -123,6 +124,7 @@ class _FakeLab:
 
     def __init__(self, topo: Any) -> None:
         self.topo = topo
+        self.shaping = Applied()  # no link attributes: nothing laid on the links
         self.torn_down = False
 
     def __enter__(self) -> _FakeLab:
@@ -144,7 +146,7 @@ class FailingScenario(Scenario):
     @classmethod
     def from_args(cls, lab: Any, args: argparse.Namespace, out_dir: Path) -> Self:
         sc = cls(out_dir)
-        sc.topo = lab.topo
+        sc.lab, sc.topo = lab, lab.topo
         return sc
 
     def measure(self) -> None:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         name = RunDir.open(out).meta["scenario"]
         cls = registry.get(name)
-        result = cls.analyse(out)
+        result = cls.analysed(out)
     except (MeasureError, OSError, KeyError, ValueError) as exc:
         raise LabError(f"cannot analyse {out}: {exc}") from None
     print(cls.table(result))

@@ -75,7 +75,7 @@ def measure_then_analyse(cls: type[Scenario], args: argparse.Namespace,
     except LabError as exc:
         raise LabError(f"{exc} (the raw files so far are in {out})") from None
     try:
-        return cls.analyse(out)
+        return cls.analysed(out)
     except (MeasureError, OSError, KeyError, ValueError) as exc:
         raise LabError(f"the analysis failed: {exc}; the raw files are kept in {out} "
                        f"(`flatarch analyse {out}` re-runs it)") from None

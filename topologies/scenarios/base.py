@@ -36,6 +36,8 @@ ROUTES = "routes.jsonl"  # every watched router's kernel route changes over the 
 TOPOLOGIES = Path(__file__).resolve().parents[1]  # the shipped topologies/*.yaml
 
 
+PROBE_INTERVAL_S = 0.01  # the paced prober toward an MN: interruptions resolve to this
+
 @dataclass(frozen=True)
 class Step:
     to: str
@@ -292,7 +294,10 @@ class Scenario:
         src = self.topology_file or topology_source(self.topo)
         if src is not None:
             shutil.copyfile(src, self.dir / TOPOLOGY_FILE)
-        self._write_run(complete=False)
+        # What every record of every scenario names: the links it ran over and the probe
+        # interval (the contract), known before anything is measured.
+        self.note(link_profile=self.topo.link_profile(), shaping=self.lab.shaping.record(),
+                  probe_interval_ms=PROBE_INTERVAL_S * 1000.0)
         try:
             self.measure()
         except BaseException as exc:  # recorded, not handled: the caller still sees it
@@ -304,7 +309,18 @@ class Scenario:
     def run(self) -> dict[str, Any]:
         """Measure, then analyse what was written: the whole scenario in one call."""
         self.record()
-        return type(self).analyse(self.dir)
+        return type(self).analysed(self.dir)
+
+    @classmethod
+    def analysed(cls, out_dir: Path) -> dict[str, Any]:
+        """The scenario's analysis of a run directory, with what every result names: the link
+        profile and shaping it ran with, and the probe interval."""
+        result = cls.analyse(out_dir)
+        measured = RunDir.open(out_dir).measured
+        for key in ("link_profile", "shaping", "probe_interval_ms"):
+            if key in measured:  # runs kept before these were recorded have none
+                result.setdefault(key, measured[key])
+        return result
 
     def _write_run(self, complete: bool) -> None:
         doc = {"scenario": self.name, "topology": self.topo.name,

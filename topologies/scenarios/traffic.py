@@ -15,9 +15,9 @@ from pathlib import Path
 from topologies.analysis import measure
 from topologies.lab.daemons import LabError, NodeExec, wait_until
 from topologies.lab.lab import Background, Lab
-from topologies.scenarios.base import wait_for_clock
+from topologies.scenarios.base import PROBE_INTERVAL_S, wait_for_clock
 
-PING_INTERVAL_S = 0.01
+PING_INTERVAL_S = PROBE_INTERVAL_S
 IPERF_PORT = 5201
 IPERF_RATE = "20M"  # paced: a full-rate stream would starve the daemons of the 2-core VM
 IPERF_INTERVAL_S = 0.1
