@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -118,7 +119,7 @@ class RelayAuth:
     clock: Callable[[], float] = time.time
     window_s: float = WINDOW_S
     _last: int = 0
-    _seen: dict[IPv4Address, set[int]] = field(default_factory=dict)
+    _seen: dict[IPv4Address, tuple[deque[int], set[int]]] = field(default_factory=dict)
 
     def _key(self, peer: IPv4Address) -> bytes:
         name = self.peers.get(peer)
@@ -162,11 +163,15 @@ class RelayAuth:
         now = self.clock()
         if abs(now - counter / 1e9) > self.window_s:
             raise RelayAuthError("stale", f"counter {counter} from {src} is outside the window")
-        seen = self._seen.setdefault(src, set())
+        order, seen = self._seen.setdefault(src, (deque(), set()))
         if counter in seen:
             raise RelayAuthError("replay", f"counter {counter} from {src} seen before")
-        # Forget by the counter's own time: a forgotten counter is then refused as stale.
-        seen.difference_update([c for c in seen if c / 1e9 < now - self.window_s])
+        # Forget by the counter's own time: a forgotten counter is then refused as stale. A
+        # peer's counters arrive nearly in order, so the oldest are at the left.
+        oldest = (now - self.window_s) * 1e9
+        while order and order[0] < oldest:
+            seen.discard(order.popleft())
         if len(seen) >= SEEN_MAX:
             raise RelayAuthError("replay", f"{src} sent {SEEN_MAX} messages in the window")
         seen.add(counter)
+        order.append(counter)

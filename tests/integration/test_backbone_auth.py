@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agents.dhcp import OPT_CLIENT_ID, OPT_SERVER_ID, DhcpMessage, MessageType, RelayAgentInfo
-from agents.dhcpd import make_client_id
+from agents.dhcpd import client_parts, make_client_id
 from topologies import model
 from topologies.lab.daemons import vtysh, wait_until
 from topologies.lab.health import bgp_peers
@@ -72,6 +72,51 @@ def ptr_ok(lab: Lab, address: str) -> bool:
                                str(lab.dns.resolver_address), "check", NAME, address],
                                timeout=20)
     return res.returncode == 0
+
+
+# Runs in a station on the access link: broadcasts each DHCP datagram (hex) from port 68.
+STATION = r"""
+import socket, sys
+ifname, *packets = sys.argv[1:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+s.bind(("0.0.0.0", 68))
+for p in packets:
+    s.sendto(bytes.fromhex(p), ("255.255.255.255", 67))
+print("sent", flush=True)
+"""
+
+
+def test_a_station_copying_the_mns_client_identifier_gets_no_lease(lab: Lab) -> None:
+    """Issue 19 defect 8: another station on the MN's link, even one that delivered the MN's
+    AUTH or copies its client identifier, cannot lease in the MN's name."""
+    wait_until(lambda: bool(mn(lab, "status").get("address")), 30, "mn3's first lease")
+    status = mn(lab, "status")
+    home = owner_of(lab, status["address"])
+    mn(lab, "attach", ar=home)  # authenticate afresh where it is: the MN is on the link now
+    assert lab.radio is not None
+    if lab.radio.where.get("mn1") != home:  # the other station, authenticated as itself
+        assert lab.handoff("mn1", home)["ok"]
+    pid = status["dhcp"]["leases"][0]["pid"]
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    copied = bytes.fromhex(argv[argv.index(b"-x") + 1].decode().split(":", 1)[1])
+    parts = client_parts(copied)
+    assert parts is not None and parts[0] == NAME and parts[2] is not None  # it has a proof
+    mac = lab.execs["mn1"].check(["cat", "/sys/class/net/mn1-eth0/address"]).strip()
+    chaddr = bytes.fromhex(mac.replace(":", ""))
+    before = dhcp_status(lab, home)
+    packets = [DhcpMessage(1, 0x77000001 + i, chaddr, MessageType.DISCOVER,
+                           options={OPT_CLIENT_ID: cid}).pack().hex()
+               for i, cid in enumerate((copied, make_client_id(NAME, 9)))]
+    res = lab.execs["mn1"].run([sys.executable, "-c", STATION, "mn1-eth0", *packets])
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: counter(lab, home, "refused") >= before["counters"].get("refused", 0)
+               + len(packets), 20, "the AR refusing both DISCOVERs")
+    after = dhcp_status(lab, home)
+    assert after["counters"].get("offer", 0) == before["counters"].get("offer", 0)
+    assert {x["address"] for x in after["leases"] if x["mn"] == NAME} == {
+        x["address"] for x in before["leases"] if x["mn"] == NAME}
 
 
 # Runs in the attacker's namespace: sends each datagram (hex) to the owner's port 67 from

@@ -4,12 +4,18 @@ but never gets a lease in its name; the MN itself, proving its session, does."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
 
 from agents.dhcp import OPT_CLIENT_ID, DhcpMessage, MessageType
 from agents.dhcpd import BROADCAST, ZERO, DhcpServer, client_parts, make_client_id
 from agents.linkproof import PROOF_LEN, LinkBindings, link_key, link_proof, proves
+from tests.unit.test_addresses import A, Mn
 from tests.unit.test_dhcpd import ACCESS, AR1, CHADDR, MN, NOW, Clock, FakeHooks, config
 
 ATTACKER_MAC = bytes.fromhex("02fa000000ee")
@@ -120,3 +126,34 @@ def test_client_identifiers_with_and_without_a_proof_parse_strictly() -> None:
         raw = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
         parts = client_parts(b"\x00" + raw)
         assert parts is None or isinstance(parts[1], int)
+
+
+def test_a_lost_lease_restarts_its_client_with_a_fresh_proof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """udhcpc starts over after a NAK with the identifier it was started with; that proof
+    belongs to the session of the AR where it started, so the MN starts a fresh client."""
+    mn = Mn(tmp_path, monkeypatch)
+    mn.mgr.link_proof = lambda serial: bytes(PROOF_LEN)
+    acquired: list[int] = []
+
+    async def acquire(timeout: float = 15.0) -> IPv4Address:
+        acquired.append(len(mn.mgr.held))
+        return A
+
+    monkeypatch.setattr(mn.mgr, "acquire", acquire)
+
+    async def go() -> None:
+        mn.start(1)
+        await mn.lease(1, A, "10.255.0.1")
+        await mn.mgr.on_event(1, "nak", {"message": "remote renewal limit 2 reached"})
+        await mn.mgr.on_event(1, "deconfig", {})
+        await asyncio.gather(*mn.mgr._restarts)
+        assert mn.procs[1].returncode is not None and 1 not in mn.mgr.held
+        assert acquired == [0]
+        # A release is not a loss: no new client.
+        mn.start(2)
+        await mn.lease(2, A, "10.255.0.1")
+        await mn.mgr.release(A)
+        assert acquired == [0] and not mn.mgr._restarts
+
+    asyncio.run(go())

@@ -193,3 +193,18 @@ def test_the_pair_key_is_the_same_at_both_ends_and_only_there(suite: Suite) -> N
     assert ab != a.pair_key(c.published_key(), ALG_RELAY)
     assert ab != b.pair_key(c.published_key(), ALG_RELAY)
     assert len(ab) == 32
+
+
+def test_counters_are_forgotten_once_older_than_the_window() -> None:
+    clock = Clock()
+    sender = RelayAuth(AR2, {AR1: NAMES[AR1]}, lambda peer: bytes(32), clock=clock)
+    receiver = RelayAuth(AR1, {AR2: NAMES[AR2]}, lambda peer: bytes(32), clock=clock)
+    msg = forged_renewal(IPv4Address("10.64.0.100"), AR2, 0xFA01)
+    for _ in range(10):
+        data = sender.sign(msg, AR1)
+        receiver.verify(data, DhcpMessage.unpack(data), AR2)
+    clock.now += WINDOW_S + 1
+    data = sender.sign(msg, AR1)
+    receiver.verify(data, DhcpMessage.unpack(data), AR2)
+    order, seen = receiver._seen[AR2]
+    assert len(seen) == len(order) == 1
