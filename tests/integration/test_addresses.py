@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.labs import events, figure2_lab, mn_request, status
 from topologies import model
 from topologies.lab.daemons import wait_until
 from topologies.lab.lab import Lab
@@ -26,25 +27,15 @@ NAME = "mn3.example"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    assert MN in topo.dhcp_mobiles
-    with Lab(topo, ready_timeout=120) as running:
-        yield running
+    yield from figure2_lab(mode=None)
 
 
 def mn(lab: Lab, cmd: str, **args: Any) -> dict[str, Any]:
-    answer = lab.control(MN).request({"cmd": cmd, **args}, timeout=30)
-    assert answer.get("ok"), answer
-    return answer
+    return mn_request(lab, MN, cmd, **args)
 
 
 def ar_status(lab: Lab, ar: str) -> dict[str, Any]:
-    return dict(json.loads((lab.rundir(ar) / "agent.status.json").read_text()))
-
-
-def events(lab: Lab, node: str) -> list[dict[str, Any]]:
-    path = lab.rundir(node) / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return status(lab, ar)
 
 
 def mn_events(lab: Lab) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ import pytest
 
 from agents.dhcp import OPT_CLIENT_ID, OPT_SERVER_ID, DhcpMessage, MessageType, RelayAgentInfo
 from agents.dhcpd import client_parts, make_client_id
+from tests.integration.labs import figure2_lab, mn_request
 from topologies import model
 from topologies.lab.daemons import vtysh, wait_until
 from topologies.lab.health import bgp_peers
@@ -34,16 +35,11 @@ ATTACKER = "dns"  # a host inside the AS, on the backbone, that is not an AR
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    assert MN in topo.dhcp_mobiles
-    with Lab(topo, ready_timeout=120) as running:
-        yield running
+    yield from figure2_lab(mode=None)
 
 
 def mn(lab: Lab, cmd: str, **args: Any) -> dict[str, Any]:
-    answer = lab.control(MN).request({"cmd": cmd, **args}, timeout=30)
-    assert answer.get("ok"), answer
-    return answer
+    return mn_request(lab, MN, cmd, **args)
 
 
 def dhcp_status(lab: Lab, ar: str) -> dict[str, Any]:

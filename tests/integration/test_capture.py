@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.dissector import TSHARK_MISSING, check_handoff, decode, handoff_record, have_tshark
+from tests.integration.labs import events, figure2_lab
 from topologies import model
 from topologies.lab.capture import CAPTURE_DIR
 from topologies.lab.daemons import proc_comm, read_pid, wait_until
@@ -33,15 +34,7 @@ DATA = ROOT / "tests" / "data"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    with Lab(topo, ready_timeout=120) as running:
-        running.set_mode("redirect")
-        yield running
-
-
-def events(lab: Lab, node: str) -> list[dict[str, Any]]:
-    path = lab.rundir(node) / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    yield from figure2_lab()
 
 
 def capture(args: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:

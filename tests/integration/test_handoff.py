@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.labs import events, figure2_lab, status
 from topologies import model
 from topologies.lab.daemons import wait_until
 from topologies.lab.lab import Lab
@@ -27,19 +28,7 @@ MN2 = "10.64.1.10"  # mn2's address, from ar2's pool
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    with Lab(topo, ready_timeout=120) as running:
-        running.set_mode("redirect")
-        yield running
-
-
-def status(lab: Lab, ar: str) -> dict[str, Any]:
-    return dict(json.loads((lab.rundir(ar) / "agent.status.json").read_text()))
-
-
-def events(lab: Lab, ar: str) -> list[dict[str, Any]]:
-    path = lab.rundir(ar) / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    yield from figure2_lab()
 
 
 def host_routes(lab: Lab, node: str, address: str) -> list[dict[str, Any]]:

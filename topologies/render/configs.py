@@ -202,6 +202,12 @@ def _ibgp(topo: Topology, peer: str, **kw: Any) -> dict[str, Any]:
     return base
 
 
+def _ebgp(topo: Topology, node: Node, peer: str, asn: int, **kw: Any) -> dict[str, Any]:
+    """The eBGP session between the AS's edge and the Internet router, over their link."""
+    _, peer_ip = _link_peer(topo, node, peer)
+    return _ibgp(topo, peer, address=peer_ip, asn=asn, update_source=False, **kw)
+
+
 def _link_peer(topo: Topology, node: Node, peer: str) -> tuple[str, str]:
     """(my address, peer address) on the direct link between node and peer."""
     mine = next(i for i in node.interfaces if i.peer == peer)
@@ -231,15 +237,8 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path("."),
                                    rr_client=True))
         inet = topo.by_role(Role.INET)[0]
         if any(i.peer == inet.name for i in node.interfaces):
-            _, peer_ip = _link_peer(topo, node, inet.name)
-            neighbors.append(
-                {
-                    "address": peer_ip, "name": inet.name, "asn": topo.inet_asn,
-                    "update_source": False, "rr_client": False, "next_hop_self": False,
-                    "default_originate": False, "prefix_list_out": "TO-INTERNET",
-                    "route_map_out": "", "addpath_tx": False,
-                }
-            )
+            neighbors.append(_ebgp(topo, node, inet.name, topo.inet_asn,
+                                   prefix_list_out="TO-INTERNET"))
         # Host routes and AR pools never leave the AS: only cluster aggregates do, and the
         # Home Agent's subnet, which MNs outside the AS must reach (draft 2.4).
         ha_nets = [str(n.interfaces[0].network) for n in topo.nodes.values()
@@ -286,15 +285,8 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path("."),
             networks.append(str(topo.outside_net))
         for core in topo.by_role(Role.CORE):
             if any(i.peer == core.name for i in node.interfaces):
-                _, peer_ip = _link_peer(topo, node, core.name)
-                neighbors.append(
-                    {
-                        "address": peer_ip, "name": core.name, "asn": topo.asn,
-                        "update_source": False, "rr_client": False, "next_hop_self": False,
-                        "default_originate": True, "prefix_list_out": "",
-                        "route_map_out": "", "addpath_tx": False,
-                    }
-                )
+                neighbors.append(_ebgp(topo, node, core.name, topo.asn,
+                                       default_originate=True))
     else:
         raise ValueError(f"{node.name}: role {node.role} runs no bgpd")
     _passwords(node, {"neighbors": neighbors}, secret)

@@ -1,0 +1,40 @@
+"""What the integration modules share: the Figure-2 lab of a module, and reading a node's
+agent state (its status snapshot, its event log, its control socket)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agents.contract import Layout, read_events
+from topologies import model
+from topologies.lab.lab import Lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def figure2_lab(mode: str | None = "redirect") -> Iterator[Lab]:
+    """The body of a module-scoped lab fixture: Figure 2, converged, every MN attached."""
+    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+    with Lab(topo, ready_timeout=120) as running:
+        if mode is not None:
+            running.set_mode(mode)
+        yield running
+
+
+def status(lab: Lab, node: str) -> dict[str, Any]:
+    """An agent's status snapshot (rewritten every 0.5 s: read it only through a wait)."""
+    return dict(json.loads((lab.rundir(node) / Layout.AGENT_STATUS).read_text()))
+
+
+def events(lab: Lab, node: str) -> list[dict[str, Any]]:
+    return read_events(lab.rundir(node) / Layout.EVENTS)
+
+
+def mn_request(lab: Lab, mn: str, cmd: str, **args: Any) -> dict[str, Any]:
+    """A command to an MN agent's control socket that must succeed."""
+    answer = lab.control(mn).request({"cmd": cmd, **args}, timeout=30)
+    assert answer.get("ok"), answer
+    return answer
