@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 from topologies import model
+from topologies.analysis.stats import percentile
 from topologies.cli.common import add_topology, require_root, write_json
 from topologies.lab.daemons import LabError
 from topologies.lab.lab import Lab, stderr_progress
@@ -29,6 +31,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     be.set_defaults(func=run)
 
 
+def summarise_latency(res: dict[str, Any]) -> dict[str, Any]:
+    """p50 and p95 of each list of samples (``<what>_ms``), by the one percentile."""
+    out = dict(res)
+    for key in ("cold_ms", "cached_ms"):
+        if key in res:
+            out[f"{key}_p50"] = round(percentile(res[key], 0.5), 3)
+            out[f"{key}_p95"] = round(percentile(res[key], 0.95), 3)
+    return out
+
+
 def bench_dns(args: argparse.Namespace) -> int:
     """Validated key-lookup latency through the lab's Unbound, cold and cached."""
     require_root()
@@ -40,7 +52,8 @@ def bench_dns(args: argparse.Namespace) -> int:
         names = [lab.dns.identity_name("mn", m) for m in topo.mobiles]
         names += [lab.dns.identity_name("ar", a.name) for a in topo.by_role(model.Role.AR)]
         stderr_progress(f"resolving {len(names)} key names from {client}, {args.rounds} rounds")
-        res = lab.dns.bench_resolution(lab.execs[client], names, rounds=args.rounds)
+        res = summarise_latency(lab.dns.bench_resolution(lab.execs[client], names,
+                                                         rounds=args.rounds))
     for k, v in sorted(res.items()):
         if isinstance(v, int | float):
             print(f"{k:<26} {v:>12.2f}")
