@@ -44,6 +44,7 @@ from agents.dhcpd import (
     client_identity,
     make_client_id,
 )
+from agents.relayauth import RelayAuth, RelayAuthError
 
 from .common import Tally, mutate
 
@@ -57,6 +58,7 @@ VICTIM_MAC = bytes.fromhex("02fa00000003")
 ATTACKER_MAC = bytes.fromhex("02fa000000ee")
 VICTIM_CID = make_client_id(VICTIM, 1)
 MUTANTS = 15
+PAIR_KEY = bytes(range(32))  # the AR1-AR2 relay key of the fuzzed pair
 # An address of AR2's pool that the victim holds while attached here: this AR is its relay.
 VISITOR_ADDRESS = POOLS[AR2][100]
 
@@ -103,7 +105,12 @@ def _server(now: list[float]) -> tuple[DhcpServer, _Hooks]:
     config = ServerConfig(server_id=AR1, pool=POOLS[AR1], first=100, last=103, lease_s=3600,
                           remote_renewals=2, router=ROUTER, dns=IPv4Address("10.253.0.2"),
                           home_agent="ha.isp.test", circuit_id=b"ar1.isp.test/ar1-acc")
-    server = DhcpServer(config, hooks, lambda ifindex: ifindex == ACCESS, clock=lambda: now[0])
+    # The relay authenticator as an AR runs it (docs/protocol.md §14.7): AR2 is the one peer,
+    # with a pair key that the fuzzer's own AR2 signs with, so genuine relay traffic exists.
+    relay_auth = RelayAuth(AR1, {AR2: "ar2.isp.test"}, lambda name: PAIR_KEY,
+                           clock=lambda: now[0])
+    server = DhcpServer(config, hooks, lambda ifindex: ifindex == ACCESS, clock=lambda: now[0],
+                        relay_auth=relay_auth, backbone=lambda ifindex: ifindex == BACKBONE)
     # The victim's own exchange, so that there is a bound lease to attack.
     discover = DhcpMessage(BOOTREQUEST, 1, VICTIM_MAC, MessageType.DISCOVER,
                            options={OPT_CLIENT_ID: VICTIM_CID})
@@ -197,13 +204,19 @@ def _names_victim(data: bytes) -> bool:
 
 
 def _judge(tally: Tally, data: bytes, chaddr: bytes | None, sends: list[Send],
-           hooks: _Hooks, from_access: bool) -> None:
+           hooks: _Hooks, from_access: bool, genuine: bytes | None = None) -> None:
     acted = bool(sends or hooks.bound_calls or hooks.ended_calls or hooks.relayed_calls)
     if not acted:
         tally.rejected += 1
         return
     if not from_access:
-        tally.count("backbone_acted")
+        # From the backbone only what AR2 really signed may act: anything else the server
+        # acted on got past the relay authenticator.
+        if data == genuine:
+            tally.accepted += 1
+            tally.count("backbone_genuine_acted")
+        else:
+            tally.forgery(data, "a backbone datagram not signed by the peer AR was acted on")
         return
     if chaddr == VICTIM_MAC or chaddr is None:
         # The victim itself, or bytes the parser refused; the victim may do what it likes.
@@ -265,12 +278,17 @@ def run(tally: Tally, count: int, seed: int) -> None:
             msg = _plausible(rng, msg, hooks.victim_address)
         elif relay_reply:
             msg = _owner_reply(rng, msg.xid)
+        from_access = plausible or (not relay_reply and rng.random() < 0.7)
         try:
             base = msg.pack()
-        except ValueError:
-            continue  # drawn options too long for one frame
+            if not from_access and rng.random() < 0.6:
+                # Signed by the peer as it would be (then mutated below): the interesting
+                # backbone inputs are near-genuine ones.
+                base = RelayAuth(AR2, {AR1: "ar1.isp.test"}, lambda name: PAIR_KEY,
+                                 clock=lambda: now[0]).sign(msg, AR1)
+        except (ValueError, RelayAuthError):
+            continue  # drawn options too long for one frame, or no option 82 room
         donors = (donors + [base])[-32:]
-        from_access = plausible or (not relay_reply and rng.random() < 0.7)
         src = AR2 if relay_reply else rng.choice(
             (ZERO, hooks.victim_address, AR2, IPv4Address(rng.getrandbits(32))))
         dst = rng.choice((BROADCAST, BROADCAST, AR1, ROUTER) if plausible
@@ -299,4 +317,5 @@ def run(tally: Tally, count: int, seed: int) -> None:
                 parsed_chaddr: bytes | None = DhcpMessage.unpack(data).chaddr
             except DhcpError:
                 parsed_chaddr = None
-            _judge(tally, data, parsed_chaddr, sends, hooks, from_access)
+            _judge(tally, data, parsed_chaddr, sends, hooks, from_access,
+                   genuine=base if src == AR2 else None)
