@@ -101,7 +101,15 @@ def test_a_station_copying_the_mns_client_identifier_gets_no_lease(lab: Lab) -> 
     assert parts is not None and parts[0] == NAME and parts[2] is not None  # it has a proof
     mac = lab.execs["mn1"].check(["cat", "/sys/class/net/mn1-eth0/address"]).strip()
     chaddr = bytes.fromhex(mac.replace(":", ""))
-    before = dhcp_status(lab, home)
+    # agent.status.json is a snapshot rewritten every 0.5 s: read it once it shows the lease.
+    seen: dict[str, Any] = {}
+
+    def shows_lease() -> bool:
+        seen.update(dhcp_status(lab, home))
+        return any(x["mn"] == NAME for x in seen.get("leases", []))
+
+    wait_until(shows_lease, 10, f"{home}'s status to show mn3's lease")
+    before = dict(seen)
     packets = [DhcpMessage(1, 0x77000001 + i, chaddr, MessageType.DISCOVER,
                            options={OPT_CLIENT_ID: cid}).pack().hex()
                for i, cid in enumerate((copied, make_client_id(NAME, 9)))]
