@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Protocol
 
 import dns.dnssec
 import dns.exception
@@ -185,10 +187,12 @@ class Stapled:
 
 
 def parse_trust_anchor(text: str) -> list[dns.rdtypes.ANY.DS.DS]:
-    """``". DS <tag> <alg> <digest type> <hex>"`` lines (the lab's trust-anchor.ds)."""
+    """``". [IN] DS <tag> <alg> <digest type> <hex>"`` lines (the lab's trust-anchor.ds)."""
     out: list[dns.rdtypes.ANY.DS.DS] = []
     for line in text.splitlines():
         fields = line.split()
+        if len(fields) > 2 and fields[1].upper() == "IN":
+            del fields[1]
         if not fields:
             continue
         if len(fields) < 6 or fields[0] != "." or fields[1].upper() != "DS":
@@ -421,6 +425,8 @@ class Bundle:
     data: bytes
     refresh_at: float  # rebuild before this: the first signature expiry minus a margin
     records: tuple[tuple[str, str], ...]  # (owner, type) stapled, for logs and tests
+    addresses: frozenset[IPv4Address] = frozenset()  # the stapled A set
+    expires: float = 0.0  # the first signature expiry: never sent after it
 
 
 async def fetch_bundle(resolver: ValidatingResolver, name: str, *,
@@ -448,8 +454,11 @@ async def fetch_bundle(resolver: ValidatingResolver, name: str, *,
         ds = await _signed(resolver, zone.to_text(), DS)
         rrsets += ds
         zone = next(rd.signer for rd in ds[1])
+    a_set = frozenset(IPv4Address(rd.address) for rs in leaf[0][:1] for rd in rs)
+    expiries = [rd.expiration for rs in rrsets if rs.rdtype == RRSIG for rd in rs]
     return Bundle(encode_bundle(rrsets), _refresh_at(rrsets, clock()),
-                  tuple((rs.name.to_text(), dns.rdatatype.to_text(rs.rdtype)) for rs in rrsets))
+                  tuple((rs.name.to_text(), dns.rdatatype.to_text(rs.rdtype)) for rs in rrsets),
+                  a_set, float(min(expiries, default=0)))
 
 
 def _refresh_at(rrsets: Sequence[dns.rrset.RRset], now: float) -> float:
@@ -459,8 +468,173 @@ def _refresh_at(rrsets: Sequence[dns.rrset.RRset], now: float) -> float:
     return max(first - min(REFRESH_MARGIN_S, (first - now) / 2), now + 5.0)
 
 
+def load_verifier(path: Path | None) -> StapleVerifier | None:
+    """The AR's verifier from the lab's trust-anchor file; None (stapling refused, every
+    stapled AUTH falls back to the lookups) when there is none or it does not parse."""
+    if path is None:
+        return None
+    try:
+        return StapleVerifier(path.read_text())
+    except (OSError, ValueError, dns.exception.DNSException) as exc:
+        log.error("no trust anchor for stapled proofs from %s: %s", path, exc)
+        return None
+
+
+# --- the MN: keep a current bundle, built outside the handoff path -----------------------------
+
+
+Events = Callable[..., None]
+
+
+class StapleKeeper:
+    """The MN's bundle: rebuilt when the addresses it holds differ from the stapled A set
+    (after its own DNS update, once the resolver sees it) and before a signature expires.
+    A handoff uses what is there and never waits for a fetch: that is the point."""
+
+    def __init__(self, resolver: ValidatingResolver, name: str, events: Events, *,
+                 clock: Callable[[], float] = time.time, retry_s: float = 1.0) -> None:
+        self._resolver = resolver
+        self._name = normalize(name)
+        self._events = events
+        self._clock = clock
+        self._retry_s = retry_s
+        self.bundle: Bundle | None = None
+        self._failed_at = float("-inf")
+
+    def current(self, held: Iterable[IPv4Address] = ()) -> bytes | None:
+        """The bundle to staple now, or None (none yet, expired, or not covering ``held``)."""
+        b = self.bundle
+        if b is None or self._clock() >= b.expires or not set(held) <= b.addresses:
+            return None
+        return b.data
+
+    def stale(self, held: Iterable[IPv4Address]) -> bool:
+        b = self.bundle
+        return b is None or self._clock() >= b.refresh_at or set(held) != b.addresses
+
+    async def refresh(self, held: Sequence[IPv4Address], force: bool = False) -> bool:
+        """Rebuild if stale (or ``force``); False when the build failed (retried later)."""
+        now = self._clock()
+        if not force and (not self.stale(held) or now - self._failed_at < self._retry_s):
+            return True
+        try:
+            bundle = await fetch_bundle(self._resolver, self._name, clock=self._clock)
+        except (DnsError, StapleError, ValueError, OSError) as exc:
+            self._failed_at = now
+            self._events("staple_failed", mn=self._name, error=f"{type(exc).__name__}: {exc}")
+            return False
+        changed = self.bundle is None or bundle.data != self.bundle.data
+        self.bundle = bundle
+        if changed:
+            self._events("staple_built", mn=self._name, size=len(bundle.data),
+                         addrs=sorted(str(a) for a in bundle.addresses),
+                         refresh_at=bundle.refresh_at, expires=bundle.expires)
+        return True
+
+
+# --- the AR: validate what arrives, fall back to the lookups when it does not validate -----
+
+
+class _Lookups(Protocol):
+    async def resolve(self, name: str) -> PublishedKey: ...
+
+
+class StapleService:
+    """The AR's resolver for stapled AUTHs and its address checker (handoff.AddressChecker).
+
+    ``resolve_stapled`` is what agents/auth/authenticator.py calls for an AUTH with flag S;
+    ``offer`` hands the bundle of an authenticated AUTH to the next ``verify`` for that MN.
+    A bundle that does not validate is never trusted: the event says why, and the lookups
+    (``keys``, ``checker``) answer instead. PTRs are always looked up (draft 2.2)."""
+
+    def __init__(self, keys: _Lookups, checker: ValidatingResolver,
+                 verifier: StapleVerifier | None, events: Events, cache: int = 1024,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._keys = keys
+        self._checker = checker
+        self.verifier = verifier
+        self._events = events
+        self._offered: dict[str, bytes] = {}
+        self._done: dict[bytes, Stapled] = {}  # one validation serves key and addresses
+        self._cache = cache
+        self.stats = {"stapled": 0, "refused": 0, "lookup": 0}
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        subscribe = getattr(self._keys, "subscribe", None)
+        if subscribe is not None:
+            subscribe(callback)
+
+    async def resolve(self, name: str) -> PublishedKey:
+        return await self._keys.resolve(name)
+
+    def _validate(self, name: str, staple: bytes) -> Stapled | None:
+        hit = self._done.get(staple)
+        if hit is not None and hit.name == normalize(name) and self._clock() < hit.expires:
+            return hit
+        try:
+            if self.verifier is None:
+                raise StapleIncomplete("this AR has no trust anchor configured")
+            got = self.verifier.verify(name, staple)
+        except StapleError as exc:
+            self.stats["refused"] += 1
+            self._events("staple_refused", mn=normalize(name), size=len(staple),
+                         error=type(exc).__name__, reason=str(exc), fallback="lookup")
+            return None
+        if len(self._done) >= self._cache:
+            self._done.clear()
+        self._done[staple] = got
+        self._events("staple_validated", mn=got.name, size=len(staple), zones=list(got.zones),
+                     expires=got.expires,
+                     addrs=[str(a) for a in got.addresses] if got.addresses else [])
+        return got
+
+    async def resolve_stapled(self, name: str, staple: bytes) -> PublishedKey:
+        got = self._validate(name, staple)
+        if got is None:
+            return await self._keys.resolve(name)
+        return got.key
+
+    def offer(self, name: str, staple: bytes | None) -> None:
+        if staple is None:
+            self._offered.pop(name, None)
+        else:
+            self._offered[name] = staple
+
+    async def verify(self, name: str, claimed: list[IPv4Address]
+                     ) -> tuple[list[IPv4Address], dict[IPv4Address, str]]:
+        """ValidatingResolver.verify, with the forward set from the bundle when it validates
+        and covers every claimed address; otherwise the lookups, as without a staple."""
+        staple = self._offered.pop(normalize(name), None)
+        got = self._validate(name, staple) if staple is not None else None
+        if got is not None and (got.addresses is None or not set(claimed) <= set(got.addresses)):
+            self._events("staple_refused", mn=got.name, size=len(staple or b""),
+                         error="StapleStale", fallback="lookup",
+                         reason="a claimed address is not in the stapled address set")
+            got = None
+        if got is None or got.addresses is None:
+            self.stats["lookup"] += 1
+            return await self._checker.verify(name, claimed)
+        self.stats["stapled"] += 1
+        forward = got.addresses
+        ptrs = await asyncio.gather(*(self._checker.ptr(a) for a in claimed),
+                                    return_exceptions=True)
+        accepted: list[IPv4Address] = []
+        refused: dict[IPv4Address, str] = {}
+        for a, owner in zip(claimed, ptrs, strict=True):
+            if a not in forward:
+                refused[a] = f"not among the stapled addresses of {name}"
+            elif isinstance(owner, BaseException):
+                refused[a] = f"reverse lookup failed: {owner}"
+            elif owner != normalize(name):
+                refused[a] = f"PTR names {owner}, not {name}"
+            else:
+                accepted.append(a)
+        return accepted, refused
+
+
 __all__ = [
     "Bundle", "DnsError", "StapleBogus", "StapleError", "StapleExpired", "StapleIncomplete",
-    "StapleMalformed", "StapleVerifier", "StapleWrongName", "Stapled", "encode_bundle",
-    "fetch_bundle", "parse_bundle", "parse_trust_anchor",
+    "StapleKeeper", "StapleMalformed", "StapleService", "StapleVerifier", "StapleWrongName",
+    "Stapled", "encode_bundle", "fetch_bundle", "parse_bundle", "parse_trust_anchor",
 ]

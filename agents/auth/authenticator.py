@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from .errors import (
     AuthError,
@@ -96,6 +96,14 @@ class AuthResult(NamedTuple):
     ifindex: int = 0  # the interface the AUTH arrived on, when the service tracks it
     idle: bool = False  # the MN goes idle (draft 4)
     page: bool = False  # an AR asks us to page the MN holding these addresses
+    staple: bytes | None = None  # flag S: the MN's DNSSEC bundle (agents/staple.py)
+
+
+@runtime_checkable
+class StapleAware(Protocol):
+    """A KeyResolver that can take a peer's key from a stapled bundle (agents/staple.py)."""
+
+    async def resolve_stapled(self, name: str, staple: bytes) -> PublishedKey: ...
 
 
 OnAuthenticated = Callable[
@@ -613,8 +621,11 @@ class Authenticator:
         name = msg.peer_name
         self._pending += 1
         try:
-            key = await asyncio.wait_for(self._resolver.resolve(name),
-                                         self.limits.resolve_timeout_s)
+            # A stapled AUTH offers its DNSSEC proof to a resolver that can check it offline.
+            resolving = (self._resolver.resolve_stapled(name, msg.staple)
+                         if msg.staple is not None and isinstance(self._resolver, StapleAware)
+                         else self._resolver.resolve(name))
+            key = await asyncio.wait_for(resolving, self.limits.resolve_timeout_s)
         except AuthError:
             raise
         except TimeoutError:
@@ -647,7 +658,7 @@ class Authenticator:
         rnd = os.urandom(8 + NONCE_LEN)
         result = AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
                             rnd[:8], (addr[0], addr[1]), msg.previous,
-                            self.interface_of(addr), msg.idle, msg.page)
+                            self.interface_of(addr), msg.idle, msg.page, msg.staple)
         callback = self._callback
         rerouted: Iterable[AddressLike] = ()
         if callback is not None:

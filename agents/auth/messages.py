@@ -60,8 +60,11 @@ AddressLike = Prefix | IPv4Address | IPv6Address | str
 # Fixed-size parts; the variable parts are two names and an address list.
 AUTH_FIXED = 4 + 8 + NONCE_LEN + NONCE_LEN  # version type flags suite, timestamp, two nonces
 AUTH_MIN_LEN = AUTH_FIXED + 2 + 2 + 1 + TAG_LEN
-AUTH_MAX_LEN = (AUTH_FIXED + 3 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
-                + COOKIE_LEN + TAG_LEN + 3 + MAX_STAPLE_LEN)
+AUTH_MAX_PLAIN = (AUTH_FIXED + 3 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
+                  + COOKIE_LEN + TAG_LEN)
+# With a staple, the AUTH must still be one unfragmented IPv4 datagram on a 1,500-octet link.
+AUTH_MAX_STAPLED = 1500 - 20 - 8
+AUTH_MAX_LEN = max(AUTH_MAX_PLAIN, AUTH_MAX_STAPLED)
 REPLY_FIXED = 3 + SESSION_ID_LEN + 2 * NONCE_LEN
 REPLY_MIN_LEN = REPLY_FIXED + 1 + TAG_LEN
 REPLY_MAX_LEN = (REPLY_FIXED + 1 + MAX_ADDRESSES * 18 + 1 + MAX_TAL * (1 + MAX_NAME_LEN)
@@ -287,12 +290,16 @@ class AuthMessage(NamedTuple):
         if self.staple is not None:
             flags |= FLAG_STAPLED
             previous += encode_staple(self.staple)
-        return b"".join((
+        body = b"".join((
             struct.pack("!BBBBQ", VERSION, MsgType.AUTH, flags, self.suite, self.timestamp_us),
             self.peer_nonce, self.auth_nonce,
             _encode_name(self.peer_name), _encode_name(self.auth_name), previous,
             encode_addresses(self.addresses), tail,
         ))
+        if len(body) + TAG_LEN > AUTH_MAX_LEN:
+            raise ValueError(f"AUTH of {len(body) + TAG_LEN} octets exceeds one datagram "
+                             f"({AUTH_MAX_LEN})")
+        return body
 
     def pack(self) -> bytes:
         if len(self.mac) != TAG_LEN:
@@ -302,6 +309,9 @@ class AuthMessage(NamedTuple):
     @classmethod
     def unpack(cls, data: bytes) -> AuthMessage:
         n = len(data)
+        if n > AUTH_MAX_PLAIN and not data[2] & FLAG_STAPLED:
+            raise Oversized(f"AUTH of {n} octets without a staple is longer than "
+                            f"{AUTH_MAX_PLAIN}")
         if n < AUTH_MIN_LEN or n > AUTH_MAX_LEN or data[0] != VERSION or data[1] != MsgType.AUTH:
             _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
         _, _, flags, suite, ts, n_p, n_a, n1 = _AUTH_HEAD.unpack_from(data)

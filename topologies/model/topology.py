@@ -6,6 +6,7 @@ cluster, draft 2.1) is derived here, once, so every later stage reads plain data
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import re
@@ -109,6 +110,7 @@ class Mobile:
     # both from the plan, unique per MN.
     link_local: IPv4Address | None = None
     anchored: IPv4Address | None = None
+    dns: str = "lookup"  # DNS_MODES: the AR looks the MN up, or the MN staples its proof
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,26 @@ def _mobiles(b: _Builder, plan: AddressPlan, ars: list[Node], mobiles: list[str]
     return out
 
 
+DNS_MODES = ("lookup", "stapled")
+
+
+def _dns_modes(value: Any, mobiles: list[str]) -> dict[str, str]:
+    """``dns: stapled`` for the whole lab, or ``dns: {default: lookup, mn2: stapled}``."""
+    doc = {"default": value or "lookup"} if value is None or isinstance(value, str) else value
+    if not isinstance(doc, dict):
+        raise TopologyError("dns: expected lookup, stapled, or a mapping of MN -> mode")
+    default = doc.get("default") or "lookup"
+    out: dict[str, str] = {}
+    for key, mode in doc.items():
+        if mode not in DNS_MODES:
+            raise TopologyError(f"dns.{key}: {mode!r} is not one of {', '.join(DNS_MODES)}")
+        if key != "default" and key not in mobiles:
+            raise TopologyError(f"dns.{key}: not listed under mobiles")
+    for mn in mobiles:
+        out[mn] = str(doc.get(mn, default))
+    return out
+
+
 def build(doc: dict[str, Any]) -> Topology:
     """Validate a parsed YAML document and derive the full addressing plan."""
     if not isinstance(doc, dict):
@@ -519,7 +541,9 @@ def build(doc: dict[str, Any]) -> Topology:
     overlay = plan.allocator("overlay")
     return Topology(
         plan=plan,
-        mobile_nodes=_mobiles(b, plan, ars, mobiles, dhcp_mobiles, policy),
+        mobile_nodes={mn: dataclasses.replace(m, dns=_dns_modes(doc.get("dns"), mobiles)[mn])
+                      for mn, m in _mobiles(b, plan, ars, mobiles, dhcp_mobiles,
+                                            policy).items()},
         overlay={a.name: _v4(overlay.host(i + 1, f"the overlay address of {a.name}"))
                  for i, a in enumerate(ars)},
         name=name,
