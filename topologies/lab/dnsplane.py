@@ -46,6 +46,12 @@ NEGATIVE_TTL = 5
 TSIG_ALGORITHM = "hmac-sha256"
 POLICY = "flatarch"
 DNSSEC_ALGORITHM = "ECDSAP256SHA256"
+# Issue 17: RRSIGs live two hours and are renewed with 30 minutes left, so an old but validly
+# signed stapled answer is worthless after at most two hours (docs/dns.md, "Stapled proofs").
+SIGNATURES_VALIDITY = "PT2H"
+SIGNATURES_REFRESH = "PT30M"
+SIGNATURES_JITTER = "PT10M"  # spreads expirations (BIND's default, 12 h, exceeds the validity)
+QUERY_LOG = "named.queries.log"  # every query reaching BIND (topologies/analysis/dnscount.py)
 
 Roles = Literal["ar", "ha", "mn"]
 
@@ -443,6 +449,7 @@ class DnsPlane:
             "keys": str(self.rundir / "named" / "keys"),
             "named_pid": str(self.rundir / "named.pid"),
             "named_log": str(self.rundir / "named.log"),
+            "named_queries": str(self.rundir / QUERY_LOG),
             "unbound_dir": str(self.rundir / "unbound"),
             "unbound_pid": str(self.rundir / "unbound.pid"),
             "unbound_log": str(self.rundir / "unbound.log"),
@@ -503,13 +510,17 @@ class DnsPlane:
         return {
             "policy": {"name": POLICY, "algorithm": DNSSEC_ALGORITHM.lower(),
                        "dnskey_ttl": INFRA_TTL, "max_zone_ttl": INFRA_TTL,
-                       "propagation_delay": 60},
+                       "propagation_delay": 60,
+                       "signatures_validity": SIGNATURES_VALIDITY,
+                       "signatures_refresh": SIGNATURES_REFRESH,
+                       "signatures_jitter": SIGNATURES_JITTER},
             "tsig": [{"name": n + ".", "algorithm": TSIG_ALGORITHM, "secret": tsig[n]}
                      for n in self.tsig_names],
             "named": {
                 "directory": p["named_dir"],
                 "pid_file": p["named_pid"],
                 "log_file": p["named_log"],
+                "query_log": p["named_queries"],
                 "session_keyfile": f"{p['named_dir']}/session.key",
                 "port": NAMED_PORT,
                 "listen": ["127.0.0.1", str(self.address)],
@@ -563,8 +574,8 @@ class DnsPlane:
     def _keygen(self, zone: _Zone, keydir: Path) -> DsRecord:
         keydir.mkdir(parents=True, exist_ok=True)
         base = ["dnssec-keygen", "-q", "-a", DNSSEC_ALGORITHM, "-K", str(keydir)]
+        # One key, KSK-flagged, that the policy's csk adopts: it signs everything.
         ksk = self._tool([*base, "-f", "KSK", zone.name]).strip()
-        self._tool([*base, zone.name])
         # SHA-256 digest only (-2): what the parent publishes and Unbound trusts.
         out = self._tool(["dnssec-dsfromkey", "-2", str(keydir / f"{ksk}.key")]).split()
         try:
