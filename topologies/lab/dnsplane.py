@@ -51,9 +51,17 @@ DNSSEC_ALGORITHM = "ECDSAP256SHA256"
 SIGNATURES_VALIDITY = "PT2H"
 SIGNATURES_REFRESH = "PT30M"
 SIGNATURES_JITTER = "PT10M"  # spreads expirations (BIND's default, 12 h, exceeds the validity)
+POLICY_FILE = "policy.conf"
 QUERY_LOG = "named.queries.log"  # every query reaching BIND (topologies/analysis/dnscount.py)
 
 Roles = Literal["ar", "ha", "mn"]
+
+
+def _policy() -> dict[str, Any]:
+    return {"name": POLICY, "algorithm": DNSSEC_ALGORITHM.lower(),
+            "dnskey_ttl": INFRA_TTL, "max_zone_ttl": INFRA_TTL, "propagation_delay": 60,
+            "signatures_validity": SIGNATURES_VALIDITY, "signatures_refresh": SIGNATURES_REFRESH,
+            "signatures_jitter": SIGNATURES_JITTER}
 
 
 class DnsPlaneError(LabError):
@@ -508,12 +516,7 @@ class DnsPlane:
             })
         anchor = ds["."]
         return {
-            "policy": {"name": POLICY, "algorithm": DNSSEC_ALGORITHM.lower(),
-                       "dnskey_ttl": INFRA_TTL, "max_zone_ttl": INFRA_TTL,
-                       "propagation_delay": 60,
-                       "signatures_validity": SIGNATURES_VALIDITY,
-                       "signatures_refresh": SIGNATURES_REFRESH,
-                       "signatures_jitter": SIGNATURES_JITTER},
+            "policy": _policy(),
             "tsig": [{"name": n + ".", "algorithm": TSIG_ALGORITHM, "secret": tsig[n]}
                      for n in self.tsig_names],
             "named": {
@@ -553,6 +556,7 @@ class DnsPlane:
         m = self.model(ds, tsig)
         out = {
             "named.conf": render("bind/named.conf.j2", m),
+            POLICY_FILE: render("bind/policy.conf.j2", m),
             "unbound.conf": render("unbound/unbound.conf.j2", m),
         }
         for z in m["zones"]:
@@ -573,9 +577,11 @@ class DnsPlane:
 
     def _keygen(self, zone: _Zone, keydir: Path) -> DsRecord:
         keydir.mkdir(parents=True, exist_ok=True)
-        base = ["dnssec-keygen", "-q", "-a", DNSSEC_ALGORITHM, "-K", str(keydir)]
-        # One key, KSK-flagged, that the policy's csk adopts: it signs everything.
-        ksk = self._tool([*base, "-f", "KSK", zone.name]).strip()
+        # The policy's one combined signing key, with its role in a .state file, so that
+        # named adopts it rather than retiring it and making its own.
+        policy = self.rundir / POLICY_FILE
+        ksk = self._tool(["dnssec-keygen", "-q", "-k", POLICY, "-l", str(policy),
+                          "-K", str(keydir), zone.name]).split()[-1]
         # SHA-256 digest only (-2): what the parent publishes and Unbound trusts.
         out = self._tool(["dnssec-dsfromkey", "-2", str(keydir / f"{ksk}.key")]).split()
         try:
@@ -601,6 +607,8 @@ class DnsPlane:
             (self.rundir / sub).mkdir()
         self._served.clear()
         keys = self.rundir / "named" / "keys"
+        (self.rundir / POLICY_FILE).write_text(render("bind/policy.conf.j2",
+                                                      {"policy": _policy()}))
         self._ds = {z.name: self._keygen(z, keys / z.label) for z in self._zones.values()}
         for name in self.tsig_names:
             path = self.tsig_path(name)
