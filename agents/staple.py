@@ -6,15 +6,18 @@ anchor; docs/protocol.md 6.8 is the layout, docs/dns.md "Stapled proofs" the fre
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import dns.dnssec
 import dns.exception
@@ -633,8 +636,67 @@ class StapleService:
         return accepted, refused
 
 
+# --- command line, for lab nodes and the integration tests ----------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="agents.staple", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fetch", help="build NAME's bundle through the validating resolver")
+    f.add_argument("--resolver", required=True)
+    f.add_argument("--port", type=int, default=53)
+    f.add_argument("name")
+    a = sub.add_parser("auth", help="one AUTH as the MN of --config, with the given staple")
+    a.add_argument("--config", required=True, type=Path, help="the MN's agent.json")
+    a.add_argument("--keys", required=True, type=Path, help="the MN's ar_keys.json")
+    a.add_argument("--ar", required=True, help="AR node name")
+    a.add_argument("--staple", default="", help="hex; empty: no staple")
+    return ap
+
+
+async def _cli(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cmd == "fetch":
+        b = await fetch_bundle(ValidatingResolver(args.resolver, args.port), args.name)
+        return {"name": normalize(args.name), "size": len(b.data), "bundle": b.data.hex(),
+                "records": [list(r) for r in b.records], "expires": b.expires,
+                "addrs": sorted(str(x) for x in b.addresses)}
+    # Imported here: the AR never needs the MN's agent to validate.
+    from .auth import KeyStore, Peer, StaticDirectory
+    from .contract import MnAgentConfig
+    from .mn import load_key_list
+
+    cfg = MnAgentConfig.load(args.config)
+    if cfg.address is None:
+        raise ValueError("the probe needs an MN with a provisioned address")
+    peer = Peer(KeyStore.from_pem(cfg.identity, cfg.key.read_bytes()),
+                StaticDirectory(load_key_list(args.keys)))
+    fqdn = cfg.ars[args.ar]
+    staple = bytes.fromhex(args.staple) if args.staple else None
+    t0 = time.time()
+    session = await peer.authenticate(
+        (cfg.gateway, cfg.auth_port), fqdn, [f"{cfg.address}/32"], timeout=0.5, retries=3,
+        local_addr=(str(cfg.address), 0), staple=staple)
+    session.close()
+    return {"ok": True, "rerouted": [str(x) for x in session.rerouted], "t_sent": t0,
+            "auth_ms": (time.time() - t0) * 1000}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        print(json.dumps(asyncio.run(_cli(args))))
+    except (AuthError, DnsError, StapleError, OSError, ValueError) as exc:
+        print(f"agents.staple: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 __all__ = [
     "Bundle", "DnsError", "StapleBogus", "StapleError", "StapleExpired", "StapleIncomplete",
     "StapleKeeper", "StapleMalformed", "StapleService", "StapleVerifier", "StapleWrongName",
     "Stapled", "encode_bundle", "fetch_bundle", "parse_bundle", "parse_trust_anchor",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
