@@ -343,7 +343,7 @@ class ValidatingResolver:
         # stapled bundle (agents/staple.py) asks for the RRSIGs, to carry them.
         q = dns.message.make_query(qname, rdtype, want_dnssec=dnssec, use_edns=0, payload=1232)
         q.flags |= dns.flags.AD
-        what = f"{normalize(qname)}/{dns.rdatatype.to_text(rdtype)}"
+        what = f"{normalize(qname) if qname.strip('.') else '.'}/{dns.rdatatype.to_text(rdtype)}"
         for attempt in range(self.tries):
             try:
                 r = await self._udp(q)

@@ -24,6 +24,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdataset
@@ -38,7 +39,10 @@ from agents.auth.keys import PublishedKey
 from agents.auth.messages import MAX_STAPLE_LEN
 
 from .dns import (
+    DnsBogus,
     DnsError,
+    DnsNotValidated,
+    DnsRcodeError,
     DnsRecordError,
     ValidatingResolver,
     addrs_owner,
@@ -409,9 +413,16 @@ class StapleVerifier:
 async def _signed(resolver: ValidatingResolver, qname: str, rdtype: dns.rdatatype.RdataType,
                   optional: bool = False) -> list[dns.rrset.RRset]:
     """The validated RRset and its RRSIG set, as the resolver answered them (AD required)."""
-    q = normalize(qname) + "."
+    q = normalize(qname) + "." if qname.strip(".") else "."
+    what = f"{q}/{dns.rdatatype.to_text(rdtype)}"
     r = await resolver.exchange(q, rdtype, dnssec=True)
-    resolver._check(q, rdtype, r)  # noqa: SLF001 - the same rules as every validated lookup
+    # The rules of ValidatingResolver.lookup: a proven answer (AD) or nothing.
+    if r.rcode() == dns.rcode.SERVFAIL:
+        raise DnsBogus(f"resolver answered SERVFAIL for {what}")
+    if r.rcode() != dns.rcode.NOERROR:
+        raise DnsRcodeError(f"resolver answered {dns.rcode.to_text(r.rcode())} for {what}")
+    if not r.flags & dns.flags.AD:
+        raise DnsNotValidated(f"answer for {what} lacks the AD bit")
     owner = dns.name.from_text(q)
     data = [rs for rs in r.answer if rs.name == owner and rs.rdtype == rdtype]
     sigs = [rs for rs in r.answer if rs.name == owner and rs.rdtype == RRSIG

@@ -5,12 +5,15 @@ and the test vectors of docs/protocol.md 6.8.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import struct
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import dns.flags
+import dns.message
 import dns.name
 import dns.rdatatype
 import dns.rrset
@@ -24,10 +27,12 @@ from agents.staple import (
     StapleError,
     StapleExpired,
     StapleIncomplete,
+    StapleKeeper,
     StapleMalformed,
     StapleVerifier,
     StapleWrongName,
     encode_bundle,
+    fetch_bundle,
     parse_bundle,
 )
 from agents.staple_fuzz import run_campaign
@@ -212,3 +217,45 @@ def test_document_vectors_match_and_validate() -> None:
     assert got.key.spki.hex() == doc["mn_spki"]
     assert AuthMessage.unpack(bytes.fromhex(doc["auth"])).staple == bytes.fromhex(doc["bundle"])
     assert [IPv4Address(a) for a in doc["addresses"].split()] == list(ADDRESSES)
+
+
+class _FakeResolver:
+    """Answers like the lab's Unbound with DO set: data, its RRSIGs and the AD bit."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.rrsets = tree.leaf() + tree.chain(signed_keys=True)
+        self.asked: list[tuple[str, str]] = []
+
+    async def exchange(self, qname: str, rdtype: dns.rdatatype.RdataType,
+                       dnssec: bool = False) -> dns.message.Message:
+        assert dnssec
+        self.asked.append((qname, dns.rdatatype.to_text(rdtype)))
+        q = dns.message.make_query(qname, rdtype, want_dnssec=True)
+        r = dns.message.make_response(q)
+        r.flags |= dns.flags.AD
+        owner = dns.name.from_text(qname)
+        for rs in self.rrsets:
+            if rs.name == owner and rdtype in (rs.rdtype, rs.covers):
+                r.answer.append(rs)
+        return r
+
+
+def test_fetch_bundle_builds_what_the_verifier_accepts() -> None:
+    tree = Tree.make()
+    fake = _FakeResolver(tree)
+    bundle = asyncio.run(fetch_bundle(fake, MN_NAME, clock=lambda: NOW))  # type: ignore[arg-type]
+    assert ("." , "DNSKEY") in fake.asked and ("mn1.example.", "DS") in fake.asked
+    assert bundle.addresses == frozenset(ADDRESSES) and bundle.expires == EXPIRATION
+    assert NOW < bundle.refresh_at < EXPIRATION
+    # The single-key DNSKEY sets go without their self-signatures: 1,197 octets.
+    assert len(bundle.data) == len(tree.bundle())
+    got = verifier(tree).verify(MN_NAME, bundle.data)
+    assert got.addresses == ADDRESSES
+    events: list[tuple[str, dict[str, object]]] = []
+    keeper = StapleKeeper(fake, MN_NAME, lambda ev, **kw: events.append((ev, kw)),  # type: ignore[arg-type]
+                          clock=lambda: NOW)
+    assert keeper.current() is None
+    assert asyncio.run(keeper.refresh(list(ADDRESSES)))
+    assert keeper.current(ADDRESSES) == bundle.data and events[0][0] == "staple_built"
+    assert keeper.current([IPv4Address("10.9.9.9")]) is None  # does not cover that address
+    assert keeper.stale([ADDRESSES[0]]) and not keeper.stale(ADDRESSES)
