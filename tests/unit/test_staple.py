@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.auth.keys import PublishedKey, Suite
 from agents.auth.messages import AuthMessage
 from agents.staple import (
     StapleBogus,
@@ -29,6 +30,7 @@ from agents.staple import (
     StapleIncomplete,
     StapleKeeper,
     StapleMalformed,
+    StapleService,
     StapleVerifier,
     StapleWrongName,
     encode_bundle,
@@ -259,3 +261,67 @@ def test_fetch_bundle_builds_what_the_verifier_accepts() -> None:
     assert keeper.current(ADDRESSES) == bundle.data and events[0][0] == "staple_built"
     assert keeper.current([IPv4Address("10.9.9.9")]) is None  # does not cover that address
     assert keeper.stale([ADDRESSES[0]]) and not keeper.stale(ADDRESSES)
+
+
+class _Lookups:
+    """The AR's lookup path, counted: what the fallback would ask the DNS."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.calls: list[str] = []
+
+    async def resolve(self, name: str) -> PublishedKey:
+        self.calls.append(f"key {name}")
+        return PublishedKey(name, Suite.P256, spki(self.tree.mn_key))
+
+    async def verify(self, name: str, claimed: list[IPv4Address]
+                     ) -> tuple[list[IPv4Address], dict[IPv4Address, str]]:
+        self.calls.append(f"verify {name}")
+        return list(claimed), {}
+
+    async def ptr(self, address: IPv4Address) -> str:
+        self.calls.append(f"ptr {address}")
+        return MN_NAME
+
+
+def _service(tree: Tree, anchor: bool = True
+             ) -> tuple[StapleService, _Lookups, list[tuple[str, dict[str, object]]]]:
+    lookups = _Lookups(tree)
+    events: list[tuple[str, dict[str, object]]] = []
+    svc = StapleService(lookups, lookups, verifier(tree) if anchor else None,  # type: ignore[arg-type]
+                        lambda ev, **kw: events.append((ev, kw)), clock=lambda: NOW)
+    return svc, lookups, events
+
+
+def test_ar_takes_key_and_addresses_from_a_valid_bundle_and_only_ptrs_from_dns() -> None:
+    tree = Tree.make()
+    svc, lookups, events = _service(tree)
+    bundle = tree.bundle()
+    key = asyncio.run(svc.resolve_stapled(MN_NAME, bundle))
+    assert key.spki == spki(tree.mn_key)
+    svc.offer(MN_NAME, bundle)
+    accepted, refused = asyncio.run(svc.verify(MN_NAME, [ADDRESSES[1]]))
+    assert accepted == [ADDRESSES[1]] and refused == {}
+    assert lookups.calls == [f"ptr {ADDRESSES[1]}"]  # no key, no forward lookup
+    assert [e for e, _ in events] == ["staple_validated"]  # one validation served both
+
+
+def test_ar_refuses_bad_bundles_with_an_event_and_falls_back_to_lookups() -> None:
+    tree = Tree.make()
+    svc, lookups, events = _service(tree)
+    bad = bytearray(tree.bundle())
+    bad[_rrsig_offsets(bytes(bad))[0] + 10] ^= 1
+    asyncio.run(svc.resolve_stapled(MN_NAME, bytes(bad)))
+    svc.offer(MN_NAME, bytes(bad))
+    asyncio.run(svc.verify(MN_NAME, [ADDRESSES[0]]))
+    assert lookups.calls == [f"key {MN_NAME}", f"verify {MN_NAME}"]
+    assert [(e, kw["error"], kw["fallback"]) for e, kw in events] == [
+        ("staple_refused", "StapleBogus", "lookup")] * 2
+    # A valid bundle that does not cover a claimed address: the lookups decide.
+    svc.offer(MN_NAME, tree.bundle())
+    asyncio.run(svc.verify(MN_NAME, [IPv4Address("10.64.9.9")]))
+    assert lookups.calls[-1] == f"verify {MN_NAME}" and events[-1][1]["error"] == "StapleStale"
+    # No trust anchor configured: every bundle is refused, nothing breaks.
+    svc2, lookups2, events2 = _service(tree, anchor=False)
+    asyncio.run(svc2.resolve_stapled(MN_NAME, tree.bundle()))
+    assert lookups2.calls == [f"key {MN_NAME}"] and events2[0][1]["error"] == "StapleIncomplete"
