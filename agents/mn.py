@@ -39,7 +39,7 @@ from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingRes
 from .handoff import EventLog
 from .macro import HaTunnel, detect_tunnel
 from .paging import parse_page
-from .staple import StapleKeeper
+from .staple import StapleKeeper, fits_auth
 
 log = logging.getLogger("agents.mn")
 
@@ -289,6 +289,11 @@ class MnAgent:
             claimed = [ipaddress.IPv4Network((a, 32)) for a in self.held()]
             staple = (self.staples.current(self.held()) if self.dns_mode is DnsMode.STAPLED
                       else None)
+            if staple is not None and not fits_auth(staple, self.config.identity, fqdn,
+                                                    prev_fqdn, len(claimed)):
+                self.events("staple_failed", mn=self.config.identity, size=len(staple),
+                            error="the AUTH would not fit one datagram; sent without")
+                staple = None
             t_sent = time.time()
             try:
                 # With nothing to claim (before our first lease) this is a plain

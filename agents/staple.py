@@ -35,8 +35,9 @@ import dns.rdtypes.ANY.RRSIG
 import dns.rrset
 
 from agents.auth.errors import AuthError
+from agents.auth.kdf import TAG_LEN
 from agents.auth.keys import PublishedKey
-from agents.auth.messages import MAX_STAPLE_LEN
+from agents.auth.messages import AUTH_FIXED, AUTH_MAX_STAPLED, COOKIE_LEN, MAX_STAPLE_LEN
 
 from .dns import (
     DnsBogus,
@@ -492,6 +493,15 @@ def load_verifier(path: Path | None) -> StapleVerifier | None:
     except (OSError, ValueError, dns.exception.DNSException) as exc:
         log.error("no trust anchor for stapled proofs from %s: %s", path, exc)
         return None
+
+
+def fits_auth(staple: bytes, peer: str, auth: str, previous: str | None,
+              addresses: int) -> bool:
+    """Whether an AUTH with this staple (and a cookie, should one be asked) fits one
+    datagram (messages.AUTH_MAX_STAPLED), for IPv4 host addresses."""
+    size = (AUTH_FIXED + 2 + len(peer) + len(auth) + (1 + len(previous) if previous else 0)
+            + 3 + len(staple) + 1 + 6 * addresses + COOKIE_LEN + TAG_LEN)
+    return len(staple) <= MAX_STAPLE_LEN and size <= AUTH_MAX_STAPLED
 
 
 # --- the MN: keep a current bundle, built outside the handoff path -----------------------------

@@ -35,6 +35,7 @@ from agents.staple import (
     StapleWrongName,
     encode_bundle,
     fetch_bundle,
+    fits_auth,
     parse_bundle,
 )
 from agents.staple_fuzz import run_campaign
@@ -325,3 +326,12 @@ def test_ar_refuses_bad_bundles_with_an_event_and_falls_back_to_lookups() -> Non
     svc2, lookups2, events2 = _service(tree, anchor=False)
     asyncio.run(svc2.resolve_stapled(MN_NAME, tree.bundle()))
     assert lookups2.calls == [f"key {MN_NAME}"] and events2[0][1]["error"] == "StapleIncomplete"
+
+
+def test_fits_auth_matches_the_encoder() -> None:
+    values = dict(compute())
+    bundle = bytes.fromhex(values["bundle"])
+    auth = bytes.fromhex(values["auth"])  # no previous name, no cookie, two addresses
+    assert fits_auth(bundle, MN_NAME, "ar1.isp.test", None, 2)
+    assert len(auth) + 16 <= 1472
+    assert not fits_auth(bundle + bytes(200), MN_NAME, "ar1.isp.test", "ar2.isp.test", 2)
