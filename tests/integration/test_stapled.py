@@ -267,7 +267,7 @@ def test_measure_auth_time_and_sizes(lab: Lab) -> None:
         auth_ms: list[float] = []
         trips: list[tuple[float, float]] = []
         for i in range(rounds):
-            rec = lab.handoff("mn1", "ar2" if i % 2 == 0 else "ar1")
+            rec = lab.handoff("mn1", "ar1" if i % 2 == 0 else "ar2")
             assert rec["ok"] and rec["rerouted"] == [f"{MN1}/32"], rec
             assert (rec["staple_size"] > 0) == (mode == "stapled")
             auth_ms.append(rec["auth_ms"])
