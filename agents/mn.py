@@ -33,7 +33,7 @@ from .auth import (
     StaticDirectory,
     Suite,
 )
-from .contract import Command, DnsMode, Layout, MnAgentConfig
+from .contract import Command, DnsMode, Event, Layout, MnAgentConfig
 from .control import start_control
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
@@ -291,7 +291,7 @@ class MnAgent:
                       else None)
             if staple is not None and not fits_auth(staple, self.config.identity, fqdn,
                                                     prev_fqdn, len(claimed)):
-                self.events("staple_failed", mn=self.config.identity, size=len(staple),
+                self.events(Event.STAPLE_FAILED, mn=self.config.identity, size=len(staple),
                             error="the AUTH would not fit one datagram; sent without")
                 staple = None
             t_sent = time.time()

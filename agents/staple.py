@@ -39,6 +39,7 @@ from agents.auth.kdf import TAG_LEN
 from agents.auth.keys import PublishedKey
 from agents.auth.messages import AUTH_FIXED, AUTH_MAX_STAPLED, COOKIE_LEN, MAX_STAPLE_LEN
 
+from .contract import Event
 from .dns import (
     DnsBogus,
     DnsError,
@@ -545,12 +546,12 @@ class StapleKeeper:
             bundle = await fetch_bundle(self._resolver, self._name, clock=self._clock)
         except (DnsError, StapleError, ValueError, OSError) as exc:
             self._failed_at = now
-            self._events("staple_failed", mn=self._name, error=f"{type(exc).__name__}: {exc}")
+            self._events(Event.STAPLE_FAILED, mn=self._name, error=f"{type(exc).__name__}: {exc}")
             return False
         changed = self.bundle is None or bundle.data != self.bundle.data
         self.bundle = bundle
         if changed:
-            self._events("staple_built", mn=self._name, size=len(bundle.data),
+            self._events(Event.STAPLE_BUILT, mn=self._name, size=len(bundle.data),
                          addrs=sorted(str(a) for a in bundle.addresses),
                          refresh_at=bundle.refresh_at, expires=bundle.expires)
         return True
@@ -602,13 +603,13 @@ class StapleService:
             got = self.verifier.verify(name, staple)
         except StapleError as exc:
             self.stats["refused"] += 1
-            self._events("staple_refused", mn=normalize(name), size=len(staple),
+            self._events(Event.STAPLE_REFUSED, mn=normalize(name), size=len(staple),
                          error=type(exc).__name__, reason=str(exc), fallback="lookup")
             return None
         if len(self._done) >= self._cache:
             self._done.clear()
         self._done[staple] = got
-        self._events("staple_validated", mn=got.name, size=len(staple), zones=list(got.zones),
+        self._events(Event.STAPLE_VALIDATED, mn=got.name, size=len(staple), zones=list(got.zones),
                      expires=got.expires,
                      addrs=[str(a) for a in got.addresses] if got.addresses else [])
         return got
@@ -632,7 +633,7 @@ class StapleService:
         staple = self._offered.pop(normalize(name), None)
         got = self._validate(name, staple) if staple is not None else None
         if got is not None and (got.addresses is None or not set(claimed) <= set(got.addresses)):
-            self._events("staple_refused", mn=got.name, size=len(staple or b""),
+            self._events(Event.STAPLE_REFUSED, mn=got.name, size=len(staple or b""),
                          error="StapleStale", fallback="lookup",
                          reason="a claimed address is not in the stapled address set")
             got = None
