@@ -322,6 +322,10 @@ class StapleVerifier:
                keys: dict[dns.name.Name, dns.rdataset.Rdataset], now: float) -> float:
         """Validate ``rrset`` under ``keys``; return when its signature expires."""
         sigs = self._sigs(rrsets, rrset)
+        if any(rd.labels < len(rrset.name) - 1 for rd in sigs):
+            # A wildcard expansion is only proven with the NSEC that no closer name exists,
+            # which a bundle does not carry.
+            raise StapleMalformed(f"{rrset.name}: a wildcard-expanded answer in a bundle")
         windows = [(rd.inception, rd.expiration) for rd in sigs]
         live = [(i, e) for i, e in windows if i <= now < e]
         if not live:

@@ -335,3 +335,17 @@ def test_fits_auth_matches_the_encoder() -> None:
     assert fits_auth(bundle, MN_NAME, "ar1.isp.test", None, 2)
     assert len(auth) + 16 <= 1472
     assert not fits_auth(bundle + bytes(200), MN_NAME, "ar1.isp.test", "ar2.isp.test", 2)
+
+
+def test_wildcard_expanded_answers_are_refused() -> None:
+    tree = Tree.make()
+    leaf = tree.leaf()
+    a = leaf[0]
+    # An RRSIG claiming one label fewer than its owner: a wildcard expansion.
+    sig = dns.dnssec.sign(a, tree.home.key, tree.home.name, tree.home.dnskey,
+                          inception=tree.home.inception, expiration=tree.home.expiration)
+    sigs = dns.rrset.RRset(a.name, a.rdclass, dns.rdatatype.RRSIG, dns.rdatatype.A)
+    sigs.update_ttl(a.ttl)
+    sigs.add(sig.replace(labels=sig.labels - 1))
+    with pytest.raises(StapleMalformed, match="wildcard"):
+        verifier(tree).verify(MN_NAME, encode_bundle([a, sigs, *leaf[2:]] + tree.chain()))
