@@ -538,10 +538,11 @@ def build(doc: dict[str, Any]) -> Topology:
         if dhcp_mobiles and node.pool is not None and policy.last >= node.pool.num_addresses - 1:
             raise TopologyError(f"dhcp: last {policy.last} lies outside the pool {node.pool}")
     ars = [n for n in b.nodes.values() if n.role is Role.AR]
+    dns_modes = _dns_modes(doc.get("dns"), mobiles)  # issue 17: lookup or stapled, per MN
     overlay = plan.allocator("overlay")
     return Topology(
         plan=plan,
-        mobile_nodes={mn: dataclasses.replace(m, dns=_dns_modes(doc.get("dns"), mobiles)[mn])
+        mobile_nodes={mn: dataclasses.replace(m, dns=dns_modes[mn])
                       for mn, m in _mobiles(b, plan, ars, mobiles, dhcp_mobiles,
                                             policy).items()},
         overlay={a.name: _v4(overlay.host(i + 1, f"the overlay address of {a.name}"))
