@@ -162,8 +162,16 @@ def test_stapled_handoff_makes_no_home_round_trip_and_lookup_does(lab: Lab) -> N
     plane(lab).flush(ZONE)  # the lookup's answers must come from the home server
     looked = lab.handoff("mn1", "ar1")
     assert looked["ok"] and looked["staple_size"] == 0, looked
-    wait_until(lambda: home_round_trips(query_log(lab), ZONE, looked["t_auth_sent"],
-                                        looked["t_reply"]) > 0, 10, "the lookup in BIND's log")
+    assert looked["rerouted"] == [f"{MN1}/32"], looked
+    try:
+        wait_until(lambda: home_round_trips(query_log(lab), ZONE, looked["t_auth_sent"],
+                                            looked["t_reply"]) > 0, 10,
+                   "the lookup in BIND's log")
+    except Exception:
+        print("query log tail:", query_log(lab)[-3000:])
+        print("ar1 checked:", events_since(lab, "ar1", looked["t_auth_sent"], "checked"))
+        print("window:", looked["t_auth_sent"], looked["t_reply"])
+        raise
     # The log now runs past the stapled handoff: its count is final.
     assert home_round_trips(query_log(lab), ZONE, stapled["t_auth_sent"],
                             stapled["t_reply"]) == 0
