@@ -100,16 +100,19 @@ class StapleBogus(StapleError):
 
 def encode_bundle(rrsets: Iterable[dns.rrset.RRset]) -> bytes:
     """The RRsets (data and their RRSIG sets) as uncompressed DNS wire format, in order."""
-    out = bytearray()
-    for rrset in rrsets:
-        for rd in rrset:
-            rdata = rd.to_wire()
-            owner = rrset.name.to_wire()
-            assert owner is not None  # without a file, to_wire returns the octets
-            out += owner + _RR_FIXED.pack(rrset.rdtype, rrset.rdclass, rrset.ttl,
-                                                         len(rdata)) + rdata
+    out = b"".join(_rrset_wire(rrset) for rrset in rrsets)
     if len(out) > MAX_STAPLE_LEN:
         raise ValueError(f"bundle of {len(out)} octets exceeds {MAX_STAPLE_LEN}")
+    return bytes(out)
+
+
+def _rrset_wire(rrset: dns.rrset.RRset) -> bytes:
+    owner = rrset.name.to_wire()
+    assert owner is not None  # without a file, to_wire returns the octets
+    out = bytearray()
+    for rd in rrset:
+        rdata = rd.to_wire()
+        out += owner + _RR_FIXED.pack(rrset.rdtype, rrset.rdclass, rrset.ttl, len(rdata)) + rdata
     return bytes(out)
 
 
@@ -222,8 +225,10 @@ class StapleVerifier:
                  cache_max: int = 256) -> None:
         self._anchor = parse_trust_anchor(trust_anchor)
         self._clock = clock
-        # zone -> (its trusted keys, cached until, the chain's signature expiry above it)
-        self._cache: dict[dns.name.Name, tuple[dns.rdataset.Rdataset, float, float]] = {}
+        # zone -> (its trusted keys, cached until, the chain's signature expiry above it,
+        #          the octets of its link that were validated)
+        self._cache: dict[dns.name.Name,
+                          tuple[dns.rdataset.Rdataset, float, float, bytes]] = {}
         self._cache_max = cache_max
         self.stats = {"validated": 0, "refused": 0, "cached_zone_keys": 0}
 
@@ -343,34 +348,47 @@ class StapleVerifier:
                               f"{exc}") from None
         return float(max(e for _, e in live))
 
+    @staticmethod
+    def _link(rrsets: dict[RRsetKey, dns.rrset.RRset], zone: dns.name.Name) -> bytes:
+        """Every octet of one zone's link in the chain: its DS and DNSKEY sets and their
+        signatures. A cached validation is reused only for these exact octets."""
+        return b"".join(_rrset_wire(rrsets[k]) for k in (
+            (zone, DS, dns.rdatatype.NONE), (zone, RRSIG, DS), (zone, DNSKEY, dns.rdatatype.NONE),
+            (zone, RRSIG, DNSKEY)) if k in rrsets)
+
     def _trusted_keys(self, rrsets: dict[RRsetKey, dns.rrset.RRset],
                       chain: Sequence[dns.name.Name], now: float
                       ) -> tuple[dns.rdataset.Rdataset, float]:
-        """Walk down from the root (or the lowest cached ancestor) to the MN's zone."""
+        """Walk down from the root to the MN's zone. A parent zone's link that is octet for
+        octet one validated before (within its TTL) reuses that validation's keys; anything
+        else in the bundle, a flipped bit included, is validated again."""
         expires = float("inf")  # of the signatures: when the bundle stops being valid
         until = float("inf")  # of the cached keys: that, and their TTL
-        start = len(chain) - 1
         trusted: dns.rdataset.Rdataset | None = None
-        for i in range(1, len(chain)):  # chain[0], the MN's own zone, is never cached
-            hit = self._cache.get(chain[i])
-            if hit is not None and hit[1] > now:
-                trusted, until, expires = hit
-                start = i
-                break
-        if trusted is None:
-            ds_set: list[dns.rdtypes.ANY.DS.DS] = list(self._anchor)
-            trusted, expires = self._zone_keys(rrsets, dns.name.root, ds_set, now, expires)
-            until = min(expires, now + trusted.ttl)
-            self._remember(dns.name.root, trusted, until, expires)
-        for i in range(start - 1, -1, -1):
-            zone, parent = chain[i], chain[i + 1]
-            ds = rrsets[(zone, DS, dns.rdatatype.NONE)]
-            expires = min(expires, self._check(rrsets, ds, {parent: trusted}, now))
-            ds_list = [rd for rd in ds if isinstance(rd, dns.rdtypes.ANY.DS.DS)]
-            trusted, expires = self._zone_keys(rrsets, zone, ds_list, now, expires)
-            until = min(until, expires, now + trusted.ttl, now + ds.ttl)
+        for i in range(len(chain) - 1, -1, -1):
+            zone = chain[i]
+            link = self._link(rrsets, zone)
+            hit = self._cache.get(zone) if i > 0 else None  # the MN's own zone: never cached
+            if hit is not None and hit[1] > now and hit[3] == link:
+                trusted, expires = hit[0], min(expires, hit[2])
+                until = min(until, hit[1])
+                continue
+            if trusted is None:
+                if zone != dns.name.root:
+                    raise StapleIncomplete("the chain does not reach the root")
+                trusted, expires = self._zone_keys(rrsets, zone, list(self._anchor), now,
+                                                   expires)
+                until = min(until, expires, now + trusted.ttl)
+            else:
+                parent = chain[i + 1]
+                ds = rrsets[(zone, DS, dns.rdatatype.NONE)]
+                expires = min(expires, self._check(rrsets, ds, {parent: trusted}, now))
+                ds_list = [rd for rd in ds if isinstance(rd, dns.rdtypes.ANY.DS.DS)]
+                trusted, expires = self._zone_keys(rrsets, zone, ds_list, now, expires)
+                until = min(until, expires, now + trusted.ttl, now + ds.ttl)
             if i > 0:
-                self._remember(zone, trusted, until, expires)
+                self._remember(zone, trusted, until, expires, link)
+        assert trusted is not None
         return trusted, expires
 
     def _zone_keys(self, rrsets: dict[RRsetKey, dns.rrset.RRset], zone: dns.name.Name,
@@ -406,10 +424,10 @@ class StapleVerifier:
         return matching, expires
 
     def _remember(self, zone: dns.name.Name, keys: dns.rdataset.Rdataset, until: float,
-                  expires: float) -> None:
+                  expires: float, link: bytes) -> None:
         if len(self._cache) >= self._cache_max:
             self._cache.clear()
-        self._cache[zone] = (keys, until, expires)
+        self._cache[zone] = (keys, until, expires, link)
         self.stats["cached_zone_keys"] = len(self._cache)
 
 
