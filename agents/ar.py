@@ -50,6 +50,7 @@ from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
 from .relayauth import ALG_RELAY, RelayAuth
+from .staple import StapleService, load_verifier
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
@@ -119,6 +120,7 @@ class ArAgent:
         self._resync = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.mobility: Mobility | None = None
+        self.staples: StapleService | None = None
         self.authenticator: Authenticator | None = None
         self._sources: SourceFilter | None = None
         self._peer: Peer | None = None
@@ -477,10 +479,13 @@ class ArAgent:
         validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
         self._key_resolver = DnssecKeyResolver(validating)
         events = EventLog(self.rundir / Layout.EVENTS)
+        # Stapled AUTHs (issue 17): validated offline, else the same lookups as without.
+        self.staples = StapleService(self._key_resolver, validating,
+                                     load_verifier(cfg.trust_anchor), events)
         access = await self._access_index(cfg)
         self.mobility = Mobility(
             me=self.ars[cfg.node], ars=self.ars, managed=cfg.managed,
-            checker=validating, kernel=self, bgp=self, rib=self.rib,
+            checker=self.staples, kernel=self, bgp=self, rib=self.rib,
             redirector=self.send_redirect, mode=self._mode,
             on_access_link=lambda ifindex: self._serves(access, ifindex),
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
@@ -490,7 +495,7 @@ class ArAgent:
         self._start_filter()
         self._peer = Peer(keystore, self._key_resolver)
         self.authenticator = Authenticator(
-            cfg.identity, keystore, self._key_resolver, self._on_authenticated,
+            cfg.identity, keystore, self.staples, self._on_authenticated,
             limits=Limits(nonce_lifetime_s=None), track_interface=True,
             reply_on_arrival=lambda ifindex: access is not None and ifindex == access,
             tracking_area=[self.ars[n].fqdn for n in cfg.tal if n in self.ars],
@@ -552,6 +557,8 @@ class ArAgent:
         assert self.mobility is not None
         if result.ifindex and self.mobility.on_access_link(result.ifindex):
             self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
+        if self.staples is not None:
+            self.staples.offer(result.peer_name, result.staple)
         return await self.mobility.on_authenticated(result)
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------

@@ -53,6 +53,7 @@ class Layout:
     TSIG = "tsig.json"
     AR_KEYS = "ar_keys.json"
     UDHCPC_HOOK = "udhcpc.hook"
+    TRUST_ANCHOR = "trust-anchor.ds"  # the lab root's DS, for stapled bundles (agents/staple.py)
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -136,6 +137,11 @@ class Event(enum.StrEnum):
     RELEASE_UNCONFIRMED = "release_unconfirmed"
     DNS_REGISTERED = "dns_registered"
     DNS_FAILED = "dns_failed"
+    # Stapled DNSSEC proofs (agents/staple.py): the MN builds them, the AR validates them
+    STAPLE_BUILT = "staple_built"
+    STAPLE_FAILED = "staple_failed"  # MN: no bundle could be built; its AUTH goes without
+    STAPLE_VALIDATED = "staple_validated"
+    STAPLE_REFUSED = "staple_refused"  # AR: typed reason; it falls back to the lookups
 
 
 class Command(enum.StrEnum):
@@ -152,6 +158,7 @@ class Command(enum.StrEnum):
     ROTATE = "rotate"
     RELEASE = "release"
     IN_USE = "in_use"
+    DNS_MODE = "dns_mode"  # {"cmd": "dns_mode", "mode": "lookup"|"stapled"}
     # AR agent
     MODE = "mode"
 
@@ -161,6 +168,14 @@ class Mode(enum.StrEnum):
 
     REDIRECT = "redirect"
     DRAFT = "draft"
+
+
+class DnsMode(enum.StrEnum):
+    """How an AR learns an MN's key and addresses: by looking them up in the MN's home zone
+    (the draft), or from the DNSSEC proof the MN staples to its AUTH (issue 17)."""
+
+    LOOKUP = "lookup"
+    STAPLED = "stapled"
 
 
 class ServiceState(enum.StrEnum):
@@ -368,6 +383,7 @@ class ArAgentConfig(Config):
     mode: Mode = Mode.REDIRECT
     dhcp: DhcpServer | None = None
     tunnel: HaTunnel | None = None  # the HA only
+    trust_anchor: Path | None = None  # root DS (Layout.TRUST_ANCHOR); None: stapling refused
 
 
 @dataclass(frozen=True)
@@ -404,6 +420,7 @@ class MnAgentConfig(Config):
     ars: dict[str, str]  # AR node -> its DNS name
     dhcp: MnDhcp | None = None
     macro: MnMacro | None = None
+    dns_mode: DnsMode = DnsMode.LOOKUP
 
     def __post_init__(self) -> None:
         if (self.address is None) == (self.dhcp is None):

@@ -337,14 +337,16 @@ class ValidatingResolver:
             raise DnsError(f"answer from {self.address} does not match the question")
         return r
 
-    async def exchange(self, qname: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
+    async def exchange(self, qname: str, rdtype: dns.rdatatype.RdataType,
+                       dnssec: bool = False) -> dns.message.Message:
         # AD in a query asks the resolver to report validation (RFC 6840 5.7) even without
         # DO; CD stays clear so that the resolver itself rejects bogus data. No DO: we trust
         # the validator's AD bit, never check signatures ourselves, and parsing the RRSIGs
-        # costs a millisecond an answer that the AR's handoff path would pay.
-        q = dns.message.make_query(qname, rdtype, want_dnssec=False, use_edns=0, payload=1232)
+        # costs a millisecond an answer that the AR's handoff path would pay. Only the MN's
+        # stapled bundle (agents/staple.py) asks for the RRSIGs, to carry them.
+        q = dns.message.make_query(qname, rdtype, want_dnssec=dnssec, use_edns=0, payload=1232)
         q.flags |= dns.flags.AD
-        what = f"{normalize(qname)}/{dns.rdatatype.to_text(rdtype)}"
+        what = f"{normalize(qname) if qname.strip('.') else '.'}/{dns.rdatatype.to_text(rdtype)}"
         for attempt in range(self.tries):
             try:
                 r = await self._udp(q)

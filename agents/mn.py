@@ -33,18 +33,20 @@ from .auth import (
     StaticDirectory,
     Suite,
 )
-from .contract import Command, Layout, MnAgentConfig
+from .contract import Command, DnsMode, Event, Layout, MnAgentConfig
 from .control import start_control
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
 from .linkproof import link_key, link_proof
 from .macro import HaTunnel, detect_tunnel
 from .paging import parse_page
+from .staple import StapleKeeper, fits_auth
 
 log = logging.getLogger("agents.mn")
 
 KEY_REFRESH_S = 20.0
 TIDY_S = 1.0  # how often unused older addresses are looked for and released
+STAPLE_CHECK_S = 1.0  # how often the stapled bundle is compared with what we hold
 
 
 class _PageListener(asyncio.DatagramProtocol):
@@ -83,6 +85,9 @@ class MnAgent:
                                                      config.key.read_bytes())
         self.peer = Peer(keystore, self.directory)
         self.events = EventLog(rundir / Layout.EVENTS)
+        # Issue 17: in stapled mode every AUTH carries our DNSSEC proof, kept current here.
+        self.dns_mode = config.dns_mode
+        self.staples = StapleKeeper(self.dns.dns, config.identity, self.events)
         self.current: str | None = None  # the AR node we are authenticated at
         self.session: PeerSession | None = None
         self._lock = asyncio.Lock()
@@ -293,6 +298,13 @@ class MnAgent:
             prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
             key = await self.directory.resolve(fqdn)
             claimed = [ipaddress.IPv4Network((a, 32)) for a in self.held()]
+            staple = (self.staples.current(self.held()) if self.dns_mode is DnsMode.STAPLED
+                      else None)
+            if staple is not None and not fits_auth(staple, self.config.identity, fqdn,
+                                                    prev_fqdn, len(claimed)):
+                self.events(Event.STAPLE_FAILED, mn=self.config.identity, size=len(staple),
+                            error="the AUTH would not fit one datagram; sent without")
+                staple = None
             t_sent = time.time()
             try:
                 # With nothing to claim (before our first lease) this is a plain
@@ -301,7 +313,7 @@ class MnAgent:
                     (self.config.gateway, self.config.auth_port), fqdn, claimed,
                     mobility=bool(claimed), ar_key=key, timeout=0.3, retries=5,
                     local_addr=(str(self._source()), 0), previous=prev_fqdn, idle=idle,
-                    page=page,
+                    page=page, staple=staple,
                 )
             except AuthError as exc:
                 self.events("auth_failed", ar=ar, error=str(exc), t_sent=t_sent)
@@ -322,6 +334,7 @@ class MnAgent:
                 "t_reply": t_reply, "auth_ms": (t_reply - t_sent) * 1000,
                 "rerouted": rerouted, "not_rerouted": not_rerouted, "idle": idle,
                 "tal": list(self.tal), "authenticated": True,
+                "dns_mode": str(self.dns_mode), "staple_size": len(staple) if staple else 0,
             }
             self.events("idle" if idle else "attached", **record)
             if not_rerouted:
@@ -381,6 +394,7 @@ class MnAgent:
             Command.ROTATE: self._cmd_rotate,
             Command.RELEASE: self._cmd_release,
             Command.IN_USE: self._cmd_in_use,
+            Command.DNS_MODE: self._cmd_dns_mode,
         }
 
     async def _cmd_attach(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -428,6 +442,23 @@ class MnAgent:
         in_use = self._dhcp_mn(req).in_use()
         return {"ok": True, "in_use": {str(a): n for a, n in in_use.items()}}
 
+    async def _cmd_dns_mode(self, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            mode = DnsMode(str(req.get("mode")))
+        except ValueError:
+            return {"ok": False, "error": f"dns mode {req.get('mode')!r} is not lookup|stapled"}
+        self.dns_mode = mode
+        built = mode is not DnsMode.STAPLED or await self.staples.refresh(self.held())
+        return {"ok": built, "dns_mode": str(mode),
+                "staple_size": len(self.staples.current(self.held()) or b"")}
+
+    async def staple_loop(self) -> None:
+        """Keep the stapled bundle current while in stapled mode (agents/staple.py)."""
+        while True:
+            if self.dns_mode is DnsMode.STAPLED:
+                await self.staples.refresh(self.held())
+            await asyncio.sleep(STAPLE_CHECK_S)
+
     async def tidy_loop(self) -> None:
         """Release, now and then, every older address no connection uses (draft 2.3)."""
         assert self.addresses is not None
@@ -451,6 +482,7 @@ class MnAgent:
         sock_path = self.rundir / Layout.CONTROL
         server = await start_control(sock_path, self.command)
         refresher = asyncio.create_task(self.refresh_keys())
+        stapler = asyncio.create_task(self.staple_loop())
         tidy = asyncio.create_task(self.tidy_loop()) if self.addresses else None
         pages, _ = await loop.create_datagram_endpoint(
             lambda: _PageListener(self.on_page), local_addr=("0.0.0.0", self.config.paging_port),
@@ -460,6 +492,7 @@ class MnAgent:
             await server.serve_forever()
         finally:
             refresher.cancel()
+            stapler.cancel()
             if tidy is not None:
                 tidy.cancel()
             if self.tunnel is not None:

@@ -24,6 +24,7 @@ FIELDS = (
     "flatarch.timestamp", "flatarch.peer_name", "flatarch.auth_name", "flatarch.previous",
     "flatarch.addr", "flatarch.tal", "flatarch.session_id", "flatarch.peer_nonce",
     "flatarch.auth_nonce", "flatarch.nonce", "flatarch.echo", "flatarch.cookie", "flatarch.tag",
+    "flatarch.staple",
     "flatarch.malformed", "_ws.expert.message",
     "flatarch.dhcp.home_agent", "flatarch.dhcp.malformed", "flatarch.dhcp.remote_id",
 )

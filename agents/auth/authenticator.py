@@ -17,7 +17,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from .errors import (
     AuthError,
@@ -128,6 +128,14 @@ class AuthResult(NamedTuple):
     ifindex: int = 0  # the interface the AUTH arrived on, when the service tracks it
     idle: bool = False  # the MN goes idle (draft 4)
     page: bool = False  # an AR asks us to page the MN holding these addresses
+    staple: bytes | None = None  # flag S: the MN's DNSSEC bundle (agents/staple.py)
+
+
+@runtime_checkable
+class StapleAware(Protocol):
+    """A KeyResolver that can take a peer's key from a stapled bundle (agents/staple.py)."""
+
+    async def resolve_stapled(self, name: str, staple: bytes) -> PublishedKey: ...
 
 
 OnAuthenticated = Callable[
@@ -709,8 +717,8 @@ class Authenticator:
             return False
         return self._load.under_load(now, self._pending, self.limits.max_pending)
 
-    def _lookup(self, name: str, addr: tuple[str, int],
-                verified: bool) -> asyncio.Task[PublishedKey]:
+    def _lookup(self, name: str, addr: tuple[str, int], verified: bool,
+                staple: bytes | None = None) -> asyncio.Task[PublishedKey]:
         """The lookup of ``name`` in flight, or a new one in a fairly shared slot.
 
         ``verified``: the AUTH carried a fresh cookie, so its source is return-routable; such
@@ -725,7 +733,7 @@ class Authenticator:
         if not self._slots.acquire(token, source_prefix(addr[0]), zone,
                                    lambda: cancel[0].cancel()):
             raise RateLimited("every key-lookup slot is held by a smaller share")
-        task = asyncio.get_running_loop().create_task(self._resolve_within(name))
+        task = asyncio.get_running_loop().create_task(self._resolve_within(name, staple))
         cancel.append(task)
         self._inflight[name] = task
         self._pending = len(self._slots)
@@ -755,16 +763,19 @@ class Authenticator:
         task.add_done_callback(done)
         return task
 
-    async def _resolve_within(self, name: str) -> PublishedKey:
+    async def _resolve_within(self, name: str, staple: bytes | None = None) -> PublishedKey:
         # The resolver's coroutine is made only once the task runs: a lookup preempted
-        # before its first step leaves no coroutine that was never awaited.
-        return await asyncio.wait_for(self._resolver.resolve(name),
-                                      self.limits.resolve_timeout_s)
+        # before its first step leaves no coroutine that was never awaited. A stapled AUTH
+        # offers its DNSSEC proof to a resolver that can check it offline.
+        resolving = (self._resolver.resolve_stapled(name, staple)
+                     if staple is not None and isinstance(self._resolver, StapleAware)
+                     else self._resolver.resolve(name))
+        return await asyncio.wait_for(resolving, self.limits.resolve_timeout_s)
 
     async def _resolve_then_complete(self, msg: AuthMessage, data: bytes,
                                      addr: tuple[str, int], verified: bool = False) -> _Reply:
         name = msg.peer_name
-        task = self._lookup(name, addr, verified)
+        task = self._lookup(name, addr, verified, msg.staple)
         try:
             key = await asyncio.shield(task)
         except AuthError:
@@ -807,7 +818,7 @@ class Authenticator:
         rnd = os.urandom(8 + NONCE_LEN)
         result = AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
                             rnd[:8], (addr[0], addr[1]), msg.previous,
-                            self.interface_of(addr), msg.idle, msg.page)
+                            self.interface_of(addr), msg.idle, msg.page, msg.staple)
         callback = self._callback
         rerouted: Iterable[AddressLike] = ()
         if callback is not None:

@@ -43,6 +43,10 @@ FLAG_PREVIOUS = 0x04  # AUTH names the authenticator the peer was attached to be
 FLAG_IDLE = 0x08  # AUTH: the MN goes idle; keep its addresses and page it (draft 4)
 FLAG_PAGE = 0x10  # AUTH between ARs: page the MN holding these addresses on your access link
 FLAG_TAL = 0x02  # AUTH_REPLY: a Tracking Area List follows the address list
+# AUTH, beyond the draft: a stapled DNSSEC bundle (agents/staple.py, docs/protocol.md 6.9).
+FLAG_STAPLED = 0x80
+STAPLE_VERSION = 1
+MAX_STAPLE_LEN = 1400  # what fits in one 1,500-octet datagram beside the rest of an AUTH
 MAX_TAL = 8
 SESSION_ID_LEN = 8
 COOKIE_LEN = 16
@@ -56,8 +60,11 @@ AddressLike = Prefix | IPv4Address | IPv6Address | str
 # Fixed-size parts; the variable parts are two names and an address list.
 AUTH_FIXED = 4 + 8 + NONCE_LEN + NONCE_LEN  # version type flags suite, timestamp, two nonces
 AUTH_MIN_LEN = AUTH_FIXED + 2 + 2 + 1 + TAG_LEN
-AUTH_MAX_LEN = (AUTH_FIXED + 3 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
-                + COOKIE_LEN + TAG_LEN)
+AUTH_MAX_PLAIN = (AUTH_FIXED + 3 * (1 + MAX_NAME_LEN) + 1 + MAX_ADDRESSES * 18
+                  + COOKIE_LEN + TAG_LEN)
+# With a staple, the AUTH must still be one unfragmented IPv4 datagram on a 1,500-octet link.
+AUTH_MAX_STAPLED = 1500 - 20 - 8
+AUTH_MAX_LEN = max(AUTH_MAX_PLAIN, AUTH_MAX_STAPLED)
 REPLY_FIXED = 3 + SESSION_ID_LEN + 2 * NONCE_LEN
 REPLY_MIN_LEN = REPLY_FIXED + 1 + TAG_LEN
 REPLY_MAX_LEN = (REPLY_FIXED + 1 + MAX_ADDRESSES * 18 + 1 + MAX_TAL * (1 + MAX_NAME_LEN)
@@ -258,6 +265,7 @@ class AuthMessage(NamedTuple):
     previous: str | None = None  # the peer's previous authenticator, a hint for redirects
     idle: bool = False
     page: bool = False
+    staple: bytes | None = None  # flag S: the DNSSEC bundle, DNS wire format (section 6.9)
 
     def body(self) -> bytes:
         """Every octet the MAC covers: the message without its trailing tag."""
@@ -279,12 +287,19 @@ class AuthMessage(NamedTuple):
             flags |= FLAG_PREVIOUS
             previous = _encode_name(self.previous)
         flags |= (FLAG_IDLE if self.idle else 0) | (FLAG_PAGE if self.page else 0)
-        return b"".join((
+        if self.staple is not None:
+            flags |= FLAG_STAPLED
+            previous += encode_staple(self.staple)
+        body = b"".join((
             struct.pack("!BBBBQ", VERSION, MsgType.AUTH, flags, self.suite, self.timestamp_us),
             self.peer_nonce, self.auth_nonce,
             _encode_name(self.peer_name), _encode_name(self.auth_name), previous,
             encode_addresses(self.addresses), tail,
         ))
+        if len(body) + TAG_LEN > AUTH_MAX_LEN:
+            raise ValueError(f"AUTH of {len(body) + TAG_LEN} octets exceeds one datagram "
+                             f"({AUTH_MAX_LEN})")
+        return body
 
     def pack(self) -> bytes:
         if len(self.mac) != TAG_LEN:
@@ -294,10 +309,14 @@ class AuthMessage(NamedTuple):
     @classmethod
     def unpack(cls, data: bytes) -> AuthMessage:
         n = len(data)
+        if n > AUTH_MAX_PLAIN and not data[2] & FLAG_STAPLED:
+            raise Oversized(f"AUTH of {n} octets without a staple is longer than "
+                            f"{AUTH_MAX_PLAIN}")
         if n < AUTH_MIN_LEN or n > AUTH_MAX_LEN or data[0] != VERSION or data[1] != MsgType.AUTH:
             _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
         _, _, flags, suite, ts, n_p, n_a, n1 = _AUTH_HEAD.unpack_from(data)
-        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE | FLAG_PREVIOUS | FLAG_IDLE | FLAG_PAGE):
+        if flags & ~(FLAG_MOBILITY | FLAG_COOKIE | FLAG_PREVIOUS | FLAG_IDLE | FLAG_PAGE
+                     | FLAG_STAPLED):
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
         if suite != Suite.P256 and suite != Suite.X25519:
             raise UnsupportedSuite(f"unknown suite {suite}")
@@ -324,6 +343,9 @@ class AuthMessage(NamedTuple):
             previous = _names.get(data[off2 + 1:off3]) or _decode_name(
                 data[off2 + 1:off3], "previous authenticator name")
             off2 = off3
+        staple = None
+        if flags & FLAG_STAPLED:
+            staple, off2 = _decode_staple(data, off2, end)
         cookie = None
         if flags & FLAG_COOKIE:
             end -= COOKIE_LEN
@@ -336,15 +358,38 @@ class AuthMessage(NamedTuple):
             addrs = _decode_block(block)
         return cls(suite, ts, n_p, n_a, peer, auth, addrs, bool(flags & FLAG_MOBILITY), cookie,
                    data[n - TAG_LEN:], previous, bool(flags & FLAG_IDLE),
-                   bool(flags & FLAG_PAGE))
+                   bool(flags & FLAG_PAGE), staple)
 
     def address_block(self, data: bytes) -> bytes:
         """The encoded address list inside ``data``, the datagram this message came from."""
         start = AUTH_FIXED + 2 + len(self.peer_name) + len(self.auth_name)
         if self.previous is not None:
             start += 1 + len(self.previous)
+        if self.staple is not None:
+            start += 3 + len(self.staple)
         end = len(data) - TAG_LEN - (COOKIE_LEN if self.cookie is not None else 0)
         return data[start:end]
+
+
+def encode_staple(staple: bytes) -> bytes:
+    """Flag S's field: staple version, a 16-bit length, then the bundle's octets."""
+    if not 0 < len(staple) <= MAX_STAPLE_LEN:
+        raise ValueError(f"a staple is 1 to {MAX_STAPLE_LEN} octets, not {len(staple)}")
+    return struct.pack("!BH", STAPLE_VERSION, len(staple)) + staple
+
+
+def _decode_staple(data: bytes, off: int, end: int) -> tuple[bytes, int]:
+    """The staple at ``off`` (its DNS content is parsed by agents/staple.py) and its end."""
+    if off + 3 > end:
+        raise Truncated("staple header cut short")
+    version, length = struct.unpack_from("!BH", data, off)
+    if version != STAPLE_VERSION:
+        raise BadVersion(f"staple version {version} is not {STAPLE_VERSION}")
+    if not 0 < length <= MAX_STAPLE_LEN:
+        raise MalformedMessage(f"staple length {length} is not 1 to {MAX_STAPLE_LEN}")
+    if off + 3 + length >= end:
+        raise Truncated("staple cut short")
+    return data[off + 3:off + 3 + length], off + 3 + length
 
 
 class AuthReply(NamedTuple):

@@ -225,7 +225,7 @@ class Peer:
                            ar_key: PublishedKey | None = None,
                            local_addr: tuple[str, int] | None = None,
                            previous: str | None = None, idle: bool = False,
-                           page: bool = False) -> PeerSession:
+                           page: bool = False, staple: bytes | None = None) -> PeerSession:
         """Send one AUTH (retried on loss) and return the authenticated session.
 
         ``ar_key`` skips the DNS lookup when the AR's key arrived another way (draft 3).
@@ -245,7 +245,7 @@ class Peer:
             return await self._exchange(protocol, transport, key, ar_addr, claimed, mobility,
                                         timeout, retries,
                                         normalize_name(previous) if previous else None,
-                                        idle, page)
+                                        idle, page, staple)
         except BaseException:
             transport.close()
             raise
@@ -254,7 +254,7 @@ class Peer:
                         key: PublishedKey, ar_addr: tuple[str, int], claimed: tuple[Prefix, ...],
                         mobility: bool, timeout: float, retries: int,
                         previous: str | None = None, idle: bool = False,
-                        page: bool = False) -> PeerSession:
+                        page: bool = False, staple: bytes | None = None) -> PeerSession:
         loop = asyncio.get_running_loop()
         name_len = len(self._ks.name)
         cookie: bytes | None = None
@@ -267,7 +267,8 @@ class Peer:
             data, msk0, ctx0 = build_auth(self._ks, key, timestamp_us=self._next_ts(),
                                           peer_nonce=n_p, auth_nonce=n_a, addresses=claimed,
                                           mobility=mobility, cookie=cookie,
-                                          previous=previous, idle=idle, page=page)
+                                          previous=previous, idle=idle, page=page,
+                                          staple=staple)
             queue = protocol.expect(n_p)
             transport.sendto(data)
             deadline = loop.time() + timeout

@@ -17,7 +17,10 @@ local MAX_TAL = 8
 local MAX_NAME_LEN = 253
 local AUTH_FIXED = 44
 local AUTH_MIN_LEN = 65
-local AUTH_MAX_LEN = 1127
+local AUTH_MAX_PLAIN = 1127
+local AUTH_MAX_LEN = 1472
+local STAPLE_VERSION = 1
+local MAX_STAPLE_LEN = 1400
 local REPLY_FIXED = 43
 local REPLY_MIN_LEN = 60
 local REPLY_MAX_LEN = 2381
@@ -34,9 +37,9 @@ local TYPE_NAMES = {
 local SUITES = { [1] = "P256", [2] = "X25519" }
 
 -- AUTH flags, and the AUTH_REPLY's (M is the same bit in both).
-local F_M, F_C, F_P, F_I, F_G = 0x01, 0x02, 0x04, 0x08, 0x10
+local F_M, F_C, F_P, F_I, F_G, F_S = 0x01, 0x02, 0x04, 0x08, 0x10, 0x80
 local F_T = 0x02
-local AUTH_FLAGS = F_M + F_C + F_P + F_I + F_G
+local AUTH_FLAGS = F_M + F_C + F_P + F_I + F_G + F_S
 local REPLY_FLAGS = F_M + F_T
 
 local proto = Proto("flatarch", "flatarch one-message authentication")
@@ -52,6 +55,10 @@ local pf = {
     flag_p = ProtoField.bool("flatarch.flags.p", "P: previous authenticator named", 8, nil, F_P),
     flag_i = ProtoField.bool("flatarch.flags.i", "I: the MN goes idle", 8, nil, F_I),
     flag_g = ProtoField.bool("flatarch.flags.g", "G: page", 8, nil, F_G),
+    flag_s = ProtoField.bool("flatarch.flags.s", "S: stapled DNSSEC bundle", 8, nil, F_S),
+    staple_version = ProtoField.uint8("flatarch.staple.version", "Staple version"),
+    staple_len = ProtoField.uint16("flatarch.staple.length", "Staple length"),
+    staple = ProtoField.bytes("flatarch.staple", "Stapled DNSSEC bundle (DNS wire format)"),
     flag_t = ProtoField.bool("flatarch.flags.t", "T: Tracking Area List follows", 8, nil, F_T),
     flags_text = ProtoField.string("flatarch.flags.set", "Flags set"),
     suite = ProtoField.uint8("flatarch.suite", "Suite", base.DEC, SUITES),
@@ -243,7 +250,10 @@ local function dissect_auth(tvb, tree, info)
     local n = tvb:len()
     local flags = flags_field(tvb, tree, AUTH_FLAGS, {
         { F_M, pf.flag_m, "M" }, { F_C, pf.flag_c, "C" }, { F_P, pf.flag_p, "P" },
-        { F_I, pf.flag_i, "I" }, { F_G, pf.flag_g, "G" } }, info)
+        { F_I, pf.flag_i, "I" }, { F_G, pf.flag_g, "G" }, { F_S, pf.flag_s, "S" } }, info)
+    if n > AUTH_MAX_PLAIN and not has(flags, F_S) then
+        reject("AUTH of " .. n .. " octets without a staple exceeds " .. AUTH_MAX_PLAIN, 0, n)
+    end
     tree:add(pf.suite, tvb(3, 1))
     local suite = tvb(3, 1):uint()
     if not SUITES[suite] then reject("unknown suite " .. suite, 3, 1) end
@@ -260,6 +270,22 @@ local function dissect_auth(tvb, tree, info)
         local prev
         prev, off = name_at(tvb, tree, pf.previous, off, stop, "previous authenticator name")
         info[#info + 1] = "previous " .. prev
+    end
+    if has(flags, F_S) then
+        -- docs/protocol.md 6.9: version, a 16-bit length, the bundle (parsed by the AR).
+        if off + 3 > stop then reject("staple header cut short", off, stop - off) end
+        local version, length = tvb(off, 1):uint(), tvb(off + 1, 2):uint()
+        local st = tree:add(tvb(off, math.min(3 + length, stop - off)), "Staple")
+        st:add(pf.staple_version, tvb(off, 1))
+        if version ~= STAPLE_VERSION then reject("staple version " .. version, off, 1) end
+        st:add(pf.staple_len, tvb(off + 1, 2))
+        if length == 0 or length > MAX_STAPLE_LEN then
+            reject("staple length " .. length .. " is not 1 to " .. MAX_STAPLE_LEN, off + 1, 2)
+        end
+        if off + 3 + length >= stop then reject("staple cut short", off, stop - off) end
+        st:add(pf.staple, tvb(off + 3, length))
+        info[#info + 1] = "staple " .. length .. " octets"
+        off = off + 3 + length
     end
     if has(flags, F_C) then stop = stop - COOKIE_LEN end
     if off >= stop then reject("address list missing", off, n - off) end

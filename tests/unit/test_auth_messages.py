@@ -47,7 +47,7 @@ auths = st.builds(AuthMessage, st.sampled_from([1, 2]), st.integers(0, 2**64 - 1
                   nonces, names, names, prefixes, st.booleans(),
                   st.none() | st.binary(min_size=16, max_size=16),
                   st.binary(min_size=16, max_size=16), st.none() | names, st.booleans(),
-                  st.booleans())
+                  st.booleans(), st.none() | st.binary(min_size=1, max_size=300))
 replies = st.builds(AuthReply, st.booleans(), st.binary(min_size=8, max_size=8), nonces, nonces,
                     prefixes, st.binary(min_size=16, max_size=16),
                     st.just(()) | st.lists(names, min_size=1, max_size=8).map(tuple))
@@ -197,3 +197,25 @@ def test_idle_and_page_flags_round_trip() -> None:
         msg = _auth(idle=idle, page=page)
         back = AuthMessage.unpack(msg.pack())
         assert (back.idle, back.page) == (idle, page)
+
+
+def test_staple_round_trips_and_is_strict() -> None:
+    msg = _auth(previous="ar1.isp.test", staple=b"\xab" * 40)
+    data = msg.pack()
+    assert data[2] == 0x85  # mobility, previous and stapled flags
+    back = AuthMessage.unpack(data)
+    assert back == msg and back.staple == b"\xab" * 40
+    assert AuthMessage.unpack(data).address_block(data) == _auth().address_block(_auth().pack())
+    head = 44 + 1 + len(msg.peer_name) + 1 + len(msg.auth_name) + 1 + len("ar1.isp.test")
+    assert data[head:head + 3] == b"\x01\x00\x28"
+    with pytest.raises(BadVersion):  # unknown staple version
+        AuthMessage.unpack(data[:head] + b"\x02" + data[head + 1:])
+    with pytest.raises(MalformedMessage):  # zero length
+        AuthMessage.unpack(data[:head + 1] + b"\x00\x00" + data[head + 3:])
+    with pytest.raises(Truncated):  # a length running into the tag
+        AuthMessage.unpack(data[:head + 1] + b"\x05\x00" + data[head + 3:])
+    plain = _auth().pack()
+    with pytest.raises(AuthError):  # flag set, nothing there
+        AuthMessage.unpack(plain[:2] + b"\x81" + plain[3:])
+    with pytest.raises(ValueError):
+        _auth(staple=b"").pack()

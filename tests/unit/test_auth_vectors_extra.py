@@ -58,7 +58,8 @@ def test_document_states_the_sizes_the_code_sends_and_accepts() -> None:
     rows = dict(re.findall(r"^\| \d \| (\w+) \| [^|]+ \| ([\d,–]+) \|$", TEXT, re.M))
     assert rows["AUTH"] == f"{messages.AUTH_MIN_LEN}–{messages.AUTH_MAX_LEN:,}"
     assert rows["AUTH_REPLY"] == f"{messages.REPLY_MIN_LEN}–{messages.REPLY_MAX_LEN:,}"
-    assert (messages.AUTH_MAX_LEN, messages.REPLY_MAX_LEN) == (1127, 2381)
+    assert (messages.AUTH_MAX_LEN, messages.REPLY_MAX_LEN) == (1472, 2381)  # 1,472 with S
+    assert messages.AUTH_MAX_PLAIN == 1127 and "without flag S, an AUTH of more than 1,127" in TEXT
     assert rows["REMSK"] == str(messages.REMSK_LEN)
     assert rows["REMSK_ACK"] == str(messages.REMSK_ACK_LEN)
     assert f"(AUTH {messages.AUTH_MAX_LEN:,},\n  AUTH_REPLY {messages.REPLY_MAX_LEN:,})" in TEXT

@@ -55,6 +55,7 @@ def crafted() -> list[bytes]:
         auth._replace(peer_name="ar2.isp.test", auth_name="ar1.isp.test", page=True,
                       addresses=(v4, v6), suite=2).pack(),
         auth._replace(idle=True, mobility=False, addresses=()).pack(),
+        auth._replace(staple=bytes(range(200)) * 6, cookie=b"\x5a" * 16).pack(),  # flag S
         m.AuthReply(True, sid, nonce, nonce[::-1], (v4,), tag,
                     ("ar1.isp.test", "ar2.isp.test", "ar3.isp.test")).pack(),
         m.AuthReply(False, sid, nonce, nonce, (), tag).pack(),
@@ -72,13 +73,14 @@ def expected(data: bytes) -> dict[str, list[str]]:
     if isinstance(msg, m.AuthMessage):
         flags = [f for f, on in (("M", msg.mobility), ("C", msg.cookie is not None),
                                  ("P", msg.previous is not None), ("I", msg.idle),
-                                 ("G", msg.page)) if on]
+                                 ("G", msg.page), ("S", msg.staple is not None)) if on]
         out |= {"flatarch.peer_name": [msg.peer_name], "flatarch.auth_name": [msg.auth_name],
                 "flatarch.previous": [msg.previous] if msg.previous else [],
                 "flatarch.addr": [str(p) for p in msg.addresses],
                 "flatarch.timestamp": [str(msg.timestamp_us)],
                 "flatarch.peer_nonce": [msg.peer_nonce.hex()],
                 "flatarch.cookie": [msg.cookie.hex()] if msg.cookie else [],
+                "flatarch.staple": [msg.staple.hex()] if msg.staple else [],
                 "flatarch.tag": [msg.mac.hex()]}
     elif isinstance(msg, m.AuthReply):
         flags = [f for f, on in (("M", msg.mobility), ("T", bool(msg.tal))) if on]
@@ -143,7 +145,8 @@ def test_dissector_sizes_are_the_parser_s() -> None:
     """The Lua file's size constants are messages.py's (the document's sizes may lag)."""
     lua = dict(re.findall(r"^local ([A-Z_]+) = (\d+)$", DISSECTOR.read_text(), re.M))
     want = {"AUTH_FIXED": m.AUTH_FIXED, "AUTH_MIN_LEN": m.AUTH_MIN_LEN,
-            "AUTH_MAX_LEN": m.AUTH_MAX_LEN, "REPLY_FIXED": m.REPLY_FIXED,
+            "AUTH_MAX_LEN": m.AUTH_MAX_LEN, "AUTH_MAX_PLAIN": m.AUTH_MAX_PLAIN,
+            "STAPLE_VERSION": m.STAPLE_VERSION, "MAX_STAPLE_LEN": m.MAX_STAPLE_LEN, "REPLY_FIXED": m.REPLY_FIXED,
             "REPLY_MIN_LEN": m.REPLY_MIN_LEN, "REPLY_MAX_LEN": m.REPLY_MAX_LEN,
             "REMSK_LEN": m.REMSK_LEN, "REMSK_ACK_LEN": m.REMSK_ACK_LEN,
             "FAILURE_LEN": m.FAILURE_LEN, "COOKIE_REPLY_LEN": m.COOKIE_REPLY_LEN,
@@ -164,7 +167,7 @@ def test_every_message_type_and_flag_decodes_as_the_agents_read_it(tmp_path: Pat
         assert accepted(data)
         check_frame(frame, data)
     flags = {f for fr in frames for s in fr["flatarch.flags.set"] for f in s.split(",")}
-    assert flags == {"M", "C", "P", "I", "G", "T"}
+    assert flags == {"M", "C", "P", "I", "G", "S", "T"}
 
 
 @needs_tshark

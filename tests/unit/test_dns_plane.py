@@ -91,7 +91,8 @@ def test_golden(rel: str) -> None:
 def test_every_dns_template_is_covered() -> None:
     templates = {str(p.relative_to(CONFIGS)) for sub in ("bind", "unbound")
                  for p in (CONFIGS / sub).glob("*.j2")}
-    assert templates == {"bind/named.conf.j2", "bind/zone.db.j2", "unbound/unbound.conf.j2"}
+    assert templates == {"bind/named.conf.j2", "bind/policy.conf.j2", "bind/zone.db.j2",
+                         "unbound/unbound.conf.j2"}
     assert {"named.conf", "unbound.conf", "named/root.db"} <= set(FILES)
 
 

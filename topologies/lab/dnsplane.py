@@ -46,7 +46,21 @@ NEGATIVE_TTL = 5
 TSIG_ALGORITHM = "hmac-sha256"
 POLICY = "flatarch"
 DNSSEC_ALGORITHM = "ECDSAP256SHA256"
+# Issue 17: RRSIGs live two hours and are renewed with 30 minutes left, so an old but validly
+# signed stapled answer is worthless after at most two hours (docs/dns.md, "Stapled proofs").
+SIGNATURES_VALIDITY = "PT2H"
+SIGNATURES_REFRESH = "PT30M"
+SIGNATURES_JITTER = "PT10M"  # spreads expirations (BIND's default, 12 h, exceeds the validity)
+POLICY_FILE = "policy.conf"
+QUERY_LOG = "named.queries.log"  # every query reaching BIND (topologies/analysis/dnscount.py)
 
+
+
+def _policy() -> dict[str, Any]:
+    return {"name": POLICY, "algorithm": DNSSEC_ALGORITHM.lower(),
+            "dnskey_ttl": INFRA_TTL, "max_zone_ttl": INFRA_TTL, "propagation_delay": 60,
+            "signatures_validity": SIGNATURES_VALIDITY, "signatures_refresh": SIGNATURES_REFRESH,
+            "signatures_jitter": SIGNATURES_JITTER}
 
 
 class DnsPlaneError(LabError):
@@ -429,6 +443,7 @@ class DnsPlane:
             "keys": str(self.rundir / "named" / "keys"),
             "named_pid": str(self.rundir / "named.pid"),
             "named_log": str(self.rundir / "named.log"),
+            "named_queries": str(self.rundir / QUERY_LOG),
             "unbound_dir": str(self.rundir / "unbound"),
             "unbound_pid": str(self.rundir / "unbound.pid"),
             "unbound_log": str(self.rundir / "unbound.log"),
@@ -487,15 +502,14 @@ class DnsPlane:
             })
         anchor = ds["."]
         return {
-            "policy": {"name": POLICY, "algorithm": DNSSEC_ALGORITHM.lower(),
-                       "dnskey_ttl": INFRA_TTL, "max_zone_ttl": INFRA_TTL,
-                       "propagation_delay": 60},
+            "policy": _policy(),
             "tsig": [{"name": n + ".", "algorithm": TSIG_ALGORITHM, "secret": tsig[n]}
                      for n in self.tsig_names],
             "named": {
                 "directory": p["named_dir"],
                 "pid_file": p["named_pid"],
                 "log_file": p["named_log"],
+                "query_log": p["named_queries"],
                 "session_keyfile": f"{p['named_dir']}/session.key",
                 "port": NAMED_PORT,
                 "listen": ["127.0.0.1", str(self.address)],
@@ -528,6 +542,7 @@ class DnsPlane:
         m = self.model(ds, tsig)
         out = {
             "named.conf": render("bind/named.conf.j2", m),
+            POLICY_FILE: render("bind/policy.conf.j2", m),
             "unbound.conf": render("unbound/unbound.conf.j2", m),
         }
         for z in m["zones"]:
@@ -548,9 +563,11 @@ class DnsPlane:
 
     def _keygen(self, zone: _Zone, keydir: Path) -> DsRecord:
         keydir.mkdir(parents=True, exist_ok=True)
-        base = ["dnssec-keygen", "-q", "-a", DNSSEC_ALGORITHM, "-K", str(keydir)]
-        ksk = self._tool([*base, "-f", "KSK", zone.name]).strip()
-        self._tool([*base, zone.name])
+        # The policy's one combined signing key, with its role in a .state file, so that
+        # named adopts it rather than retiring it and making its own.
+        policy = self.rundir / POLICY_FILE
+        ksk = self._tool(["dnssec-keygen", "-q", "-k", POLICY, "-l", str(policy),
+                          "-K", str(keydir), zone.name]).split()[-1]
         # SHA-256 digest only (-2): what the parent publishes and Unbound trusts.
         out = self._tool(["dnssec-dsfromkey", "-2", str(keydir / f"{ksk}.key")]).split()
         try:
@@ -576,6 +593,8 @@ class DnsPlane:
             (self.rundir / sub).mkdir()
         self._served.clear()
         keys = self.rundir / "named" / "keys"
+        (self.rundir / POLICY_FILE).write_text(render("bind/policy.conf.j2",
+                                                      {"policy": _policy()}))
         self._ds = {z.name: self._keygen(z, keys / z.label) for z in self._zones.values()}
         for name in self.tsig_names:
             path = self.tsig_path(name)

@@ -214,6 +214,11 @@ class Lab:
                 dest = self.rundir(name) / Layout.TSIG
                 shutil.copyfile(self.dns.tsig_path(fqdn(role, name)), dest)
                 dest.chmod(0o600)
+            # The root's DS, against which ARs validate stapled proofs offline (issue 17).
+            for node in (n for n in self.topo.nodes.values()
+                         if n.role is Role.AR or n.service == "ha"):
+                shutil.copyfile(self.dns.rundir / "trust-anchor.ds",
+                                self.rundir(node.name) / Layout.TRUST_ANCHOR)
         checked = 0
         for ds in self.daemons.values():
             for d in ds:

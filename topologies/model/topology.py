@@ -116,6 +116,7 @@ class Mobile:
     link_local: IPv4Address | None = None
     anchored: IPv4Address | None = None
     prefix6: IPv6Network | None = None  # a true prefix for the MN (draft 2.3), from its home pool
+    dns: str = "lookup"  # DNS_MODES: the AR looks the MN up, or the MN staples its proof
 
 
 @dataclass(frozen=True)
@@ -478,6 +479,26 @@ def _population(alloc: _MobileAddresses, doc: Any, b: _Builder, clusters: list[C
                                      strict=True)}
 
 
+DNS_MODES = ("lookup", "stapled")
+
+
+def _dns_modes(value: Any, mobiles: list[str]) -> dict[str, str]:
+    """``dns: stapled`` for the whole lab, or ``dns: {default: lookup, mn2: stapled}``."""
+    doc = {"default": value or "lookup"} if value is None or isinstance(value, str) else value
+    if not isinstance(doc, dict):
+        raise TopologyError("dns: expected lookup, stapled, or a mapping of MN -> mode")
+    default = doc.get("default") or "lookup"
+    out: dict[str, str] = {}
+    for key, mode in doc.items():
+        if mode not in DNS_MODES:
+            raise TopologyError(f"dns.{key}: {mode!r} is not one of {', '.join(DNS_MODES)}")
+        if key != "default" and key not in mobiles:
+            raise TopologyError(f"dns.{key}: not listed under mobiles")
+    for mn in mobiles:
+        out[mn] = str(doc.get(mn, default))
+    return out
+
+
 def build(doc: dict[str, Any]) -> Topology:
     """Validate a parsed YAML document and derive the full addressing plan."""
     if not isinstance(doc, dict):
@@ -644,10 +665,12 @@ def build(doc: dict[str, Any]) -> Topology:
         if dhcp_mobiles and node.pool is not None and policy.last >= node.pool.num_addresses - 1:
             raise TopologyError(f"dhcp: last {policy.last} lies outside the pool {node.pool}")
     ars = [n for n in b.nodes.values() if n.role is Role.AR]
+    dns_modes = _dns_modes(doc.get("dns"), mobiles)  # issue 17: lookup or stapled, per MN
     overlay = plan.allocator("overlay")
     plan6 = _plan6(addr.get("ipv6"), clusters, b.nodes)
     addresses = _MobileAddresses(plan, policy)
-    mobile_nodes = _mobiles(addresses, ars, mobiles, dhcp_mobiles)
+    mobile_nodes = {mn: dataclasses.replace(m, dns=dns_modes[mn])
+                    for mn, m in _mobiles(addresses, ars, mobiles, dhcp_mobiles).items()}
     pop, pop_nodes = _population(addresses, doc.get("population"), b, clusters,
                                  {*b.nodes, *mobiles})
     if plan6 is not None:

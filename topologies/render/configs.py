@@ -365,6 +365,7 @@ def _agent_view(topo: Topology, role: str, node: Node, rundir: Path) -> dict[str
         "nonce": rundir / Layout.NONCE, "resolver": resolver_address(topo),
         "resolver_port": RESOLVER_PORT, "auth_port": AUTH_PORT, "managed": topo.managed,
         "escape_community": escape_community(topo), "paging": _paging(),
+        "trust_anchor": rundir / Layout.TRUST_ANCHOR,
     }
 
 
@@ -440,6 +441,7 @@ def mobile_config(topo: Topology, mn: str, rundir: Path) -> contract.MnAgentConf
         key=rundir / Layout.KEY, resolver=resolver_address(topo), resolver_port=RESOLVER_PORT,
         auth_port=AUTH_PORT, paging_port=PAGING_PORT,
         ars={ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
+        dns_mode=contract.DnsMode(mob.dns),
     )
 
 
