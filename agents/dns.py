@@ -284,6 +284,25 @@ class _UdpChannel(asyncio.DatagramProtocol):
         self.transport = None
 
 
+def judge_claims(name: str, claimed: Sequence[IPv4Address], forward: Sequence[IPv4Address],
+                 ptrs: Sequence[object], source: str) -> tuple[list[IPv4Address],
+                                                             dict[IPv4Address, str]]:
+    """Draft 2.2 steps 2-3 on the answers: an address is accepted when the MN's forward set
+    (``source``: validated by lookup, or stapled) holds it and its PTR names the MN."""
+    accepted: list[IPv4Address] = []
+    refused: dict[IPv4Address, str] = {}
+    for a, owner in zip(claimed, ptrs, strict=True):
+        if a not in forward:
+            refused[a] = f"not among the {source} addresses of {name}"
+        elif isinstance(owner, BaseException):
+            refused[a] = f"reverse lookup failed: {owner}"
+        elif owner != normalize(name):
+            refused[a] = f"PTR names {owner}, not {name}"
+        else:
+            accepted.append(a)
+    return accepted, refused
+
+
 class ValidatingResolver:
     """Asks one validating resolver (the lab's Unbound) and trusts only AD-flagged answers.
 
@@ -497,18 +516,7 @@ class ValidatingResolver:
         if isinstance(forward, BaseException):
             raise forward
         assert isinstance(forward, list)
-        accepted: list[IPv4Address] = []
-        refused: dict[IPv4Address, str] = {}
-        for a, owner in zip(claimed, ptrs, strict=True):
-            if a not in forward:
-                refused[a] = f"not among the validated addresses of {name}"
-            elif isinstance(owner, BaseException):
-                refused[a] = f"reverse lookup failed: {owner}"
-            elif owner != normalize(name):
-                refused[a] = f"PTR names {owner}, not {name}"
-            else:
-                accepted.append(a)
-        return accepted, refused
+        return judge_claims(name, claimed, forward, ptrs, "validated")
 
     async def zone_of(self, name: str) -> str:
         """The zone holding ``name``, from the validated SOA at or above it."""

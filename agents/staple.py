@@ -48,6 +48,7 @@ from .dns import (
     DnsRecordError,
     ValidatingResolver,
     addrs_owner,
+    judge_claims,
     key_owner,
     normalize,
     order_addresses,
@@ -666,18 +667,7 @@ class StapleService:
         forward = got.addresses
         ptrs = await asyncio.gather(*(self._checker.ptr(a) for a in claimed),
                                     return_exceptions=True)
-        accepted: list[IPv4Address] = []
-        refused: dict[IPv4Address, str] = {}
-        for a, owner in zip(claimed, ptrs, strict=True):
-            if a not in forward:
-                refused[a] = f"not among the stapled addresses of {name}"
-            elif isinstance(owner, BaseException):
-                refused[a] = f"reverse lookup failed: {owner}"
-            elif owner != normalize(name):
-                refused[a] = f"PTR names {owner}, not {name}"
-            else:
-                accepted.append(a)
-        return accepted, refused
+        return judge_claims(name, claimed, forward, ptrs, "stapled")
 
 
 # --- command line, for lab nodes and the integration tests ----------------------------------
