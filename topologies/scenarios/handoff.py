@@ -17,10 +17,12 @@ from typing import Any, Self
 
 from agents.contract import REDIRECT_METRIC  # a temporary redirect does not count
 from topologies.analysis import measure
+from topologies.analysis.dnscount import home_round_trips
 from topologies.analysis.stats import percentile
 from topologies.lab.daemons import LabError, wait_until
+from topologies.lab.dnsplane import QUERY_LOG
 from topologies.lab.lab import Lab
-from topologies.model import Role, Topology
+from topologies.model import Role, Topology, fqdn
 from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
@@ -61,8 +63,10 @@ class HandoffScenario(Scenario):
 
     def __init__(self, lab: Lab, *, mn: str | None = None, modes: Sequence[str] = ("redirect",
                  "draft"), per_mode: int = 20, period_s: float = 2.0,
-                 progress: Progress | None = None, out_dir: Path | None = None) -> None:
+                 progress: Progress | None = None, out_dir: Path | None = None,
+                 dns_modes: Sequence[str] = ("lookup",)) -> None:
         super().__init__(lab, mn, progress, out_dir)
+        self.dns_modes = list(dns_modes)
         self.address = provisioned_address(self.topo, self.mn)
         self.prefix = IPv4Network((self.address, 32))
         self.modes = list(modes)
@@ -74,17 +78,21 @@ class HandoffScenario(Scenario):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--mode", default="both", choices=["redirect", "draft", "both"])
+        parser.add_argument("--dns", default="lookup", choices=["lookup", "stapled", "both"],
+                            help="the AR looks the MN up in its home zone, or the MN staples "
+                            "its DNSSEC proof into the AUTH (issue 17); both: one walk each")
         add_walk_arguments(parser)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
+        dns_modes = ["lookup", "stapled"] if args.dns == "both" else [args.dns]
         return cls(lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
-                   out_dir=out_dir)
+                   out_dir=out_dir, dns_modes=dns_modes)
 
     def params(self) -> dict[str, Any]:
         return {"mn": self.mn, "modes": self.modes, "per_mode": self.per_mode,
-                "period_s": self.period_s}
+                "period_s": self.period_s, "dns_modes": self.dns_modes}
 
     # --- topology helpers -------------------------------------------------------------------
 
@@ -107,7 +115,9 @@ class HandoffScenario(Scenario):
 
     def measure(self) -> None:
         lab = self.lab
-        plan = self.plan()
+        # The whole plan once per DNS mode: no figure mixes modes.
+        plan = [(dns, mode, step, measured) for dns in self.dns_modes
+                for mode, step, measured in self.plan()]
         duration = len(plan) * self.period_s + 4.0
         cn_name = self.topo.service("cn").name
         cn = lab.execs[cn_name]
@@ -122,6 +132,8 @@ class HandoffScenario(Scenario):
             watcher = self.watch_routes(stack, "0.0.0.0/0")
             # Whatever happens below, the logs so far are kept (the route events too).
             stack.callback(self.keep_files, self.routers, ("events.jsonl", UPDATES_LOG))
+            # Every query that reached the home zones' server: the exact home round trips.
+            stack.callback(self.keep_files, [self.topo.service("dns").name], (QUERY_LOG,))
             stack.enter_context(traffic.iperf_server(lab, self.mn,
                                                      self.dir / "iperf-server.json"))
             ping = stack.enter_context(traffic.probe(lab, cn_name, self.address,
@@ -129,14 +141,18 @@ class HandoffScenario(Scenario):
             iperf = stack.enter_context(traffic.iperf_client(
                 lab, cn_name, self.address, self.dir / "iperf.json", duration))
             t_next = time.time() + 1.5
-            for i, (mode, step, measured) in enumerate(plan):
+            dns_now: str | None = None
+            for i, (dns, mode, step, measured) in enumerate(plan):
+                if dns != dns_now:
+                    self._dns_mode(dns)
+                    dns_now = dns
                 lab.set_mode(mode)
                 wait_for_clock(t_next)
                 rec = lab.handoff(self.mn, step.to)
                 if not rec.get("ok"):
                     raise LabError(f"handoff {i + 1} to {step.to} failed: {rec.get('error')}")
                 rec.update(mode=mode, kind=step.kind, direct_link=step.direct_link,
-                           warmup=not measured)
+                           warmup=not measured, dns_mode=dns)
                 t_settle = time.monotonic()
                 self._settle(watcher, rec["t_attach"])
                 t_trace = time.monotonic()
@@ -151,6 +167,13 @@ class HandoffScenario(Scenario):
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
             self.note(t_end=traffic.end_walk(ping, iperf, duration))
         eta.done()
+
+    def _dns_mode(self, dns: str) -> None:
+        answer = self.lab.control(self.mn).request({"cmd": "dns_mode", "mode": dns}, timeout=30)
+        if not answer.get("ok"):
+            raise LabError(f"{self.mn}: DNS mode {dns}: {answer.get('error')}")
+        self.progress(f"  {self.mn} now in DNS mode {dns} (staple {answer.get('staple_size')} "
+                      "octets)")
 
     def _settle(self, watcher: RouteWatcher, t0: float) -> None:
         """Wait until no route for the MN's /32 changed for a while (BGP has converged)."""
@@ -212,6 +235,8 @@ class HandoffAnalysis:
             if logfile.exists():
                 rx[r.name] = measure.parse_bgpd_log(logfile.read_text(errors="replace"))
         cores = [n.name for n in self.topo.by_role(Role.CORE)]
+        queries_path = self.dir / f"{self.topo.service('dns').name}.{QUERY_LOG}"
+        queries = queries_path.read_text(errors="replace") if queries_path.exists() else None
         ar_events = {a.name: read_events(self.dir / f"{a.name}.events.jsonl")
                      for a in self.topo.by_role(Role.AR)}
         out: list[dict[str, Any]] = []
@@ -246,6 +271,12 @@ class HandoffAnalysis:
                 "settled_ms": {r: round((t - t_auth) * 1000, 3) for r, t in settled.items()},
                 "timeline_ms": self._timeline(rec, ar_events, t_auth, w1),
                 "warmup": bool(rec.get("warmup")),
+                "dns_mode": rec.get("dns_mode", "lookup"),
+                # Queries that reached the MN's home zone between the AUTH and its answer;
+                # None where the run kept no query log.
+                "home_round_trips": None if queries is None else home_round_trips(
+                    queries, fqdn("mn", self.mn), t_auth,
+                    float(rec.get("t_reply", t_auth + float(rec["auth_ms"]) / 1000))),
             })
         iperf = self._iperf()
         measured = [h for h in out if not h["warmup"]]
@@ -341,12 +372,21 @@ class HandoffAnalysis:
 
 
 def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per handoff mode, DNS mode and kind, then per handoff and DNS mode over all
+    kinds: no row mixes modes."""
     rows: list[dict[str, Any]] = []
-    keys = sorted({(h["mode"], h["kind"]) for h in handoffs})
-    for mode, kind in [*keys, *((m, "all") for m in sorted({h["mode"] for h in handoffs}))]:
-        hs = [h for h in handoffs if h["mode"] == mode and (kind == "all" or h["kind"] == kind)]
+    dns = {h.get("dns_mode", "lookup") for h in handoffs}
+    keys = sorted({(h["mode"], h.get("dns_mode", "lookup"), h["kind"]) for h in handoffs})
+    alls = sorted({(h["mode"], h.get("dns_mode", "lookup"), "all") for h in handoffs})
+    for mode, dns_mode, kind in [*keys, *alls]:
+        hs = [h for h in handoffs if h["mode"] == mode
+              and h.get("dns_mode", "lookup") == dns_mode
+              and (kind == "all" or h["kind"] == kind)]
+        trips = [h["home_round_trips"] for h in hs if h.get("home_round_trips") is not None]
         rows.append({
-            "mode": mode, "kind": kind, "n": len(hs),
+            "mode": mode if len(dns) == 1 else f"{mode}/{dns_mode}", "dns_mode": dns_mode,
+            "kind": kind, "n": len(hs),
+            "home_round_trips_mean": round(sum(trips) / len(trips), 3) if trips else None,
             "interruption_ms_p50": percentile([h["interruption_ms"] for h in hs], 0.5),
             "interruption_ms_p95": percentile([h["interruption_ms"] for h in hs], 0.95),
             "reroute_ms_p50": percentile([h["reroute_ms"] for h in hs], 0.5),
@@ -361,17 +401,18 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = (f"{'mode':9s} {'kind':14s} {'n':>3s} {'interr p50/p95 ms':>18s} "
+    head = (f"{'mode':16s} {'kind':14s} {'n':>3s} {'interr p50/p95 ms':>18s} "
             f"{'reroute p50/p95 ms':>19s} {'auth p50/p95':>13s} {'lost':>5s} "
-            f"{'core upd':>8s} {'optimal':>8s}")
+            f"{'core upd':>8s} {'optimal':>8s} {'home rt':>7s}")
     lines = [head, "-" * len(head)]
     for r in result["summary"]:
         lines.append(
-            f"{r['mode']:9s} {r['kind']:14s} {r['n']:3d} "
+            f"{r['mode']:16s} {r['kind']:14s} {r['n']:3d} "
             f"{r['interruption_ms_p50']:8.1f}/{r['interruption_ms_p95']:<9.1f} "
             f"{r['reroute_ms_p50']:8.1f}/{r['reroute_ms_p95']:<10.1f} "
             f"{r['auth_ms_p50']:6.1f}/{r['auth_ms_p95']:<6.1f} {r['ping_lost']:5d} "
-            f"{r['core_updates_max']:8d} {r['path_optimal']:4d}/{r['n']:<3d}"
+            f"{r['core_updates_max']:8d} {r['path_optimal']:4d}/{r['n']:<3d} "
+            f"{'-' if r.get('home_round_trips_mean') is None else r['home_round_trips_mean']:>7}"
         )
     ip = result["iperf"]
     stall = ip.get("max_stall_ms")
