@@ -272,10 +272,11 @@ class HandoffAnalysis:
                 "timeline_ms": self._timeline(rec, ar_events, t_auth, w1),
                 "warmup": bool(rec.get("warmup")),
                 "dns_mode": rec.get("dns_mode", "lookup"),
-                # Queries that reached the MN's home zone between the AUTH and its answer;
-                # None where the run kept no query log.
+                # Queries that reached the MN's home zone from the radio's attach to the AR's
+                # answer (the AR may ask before the MN stamps its send); None where the run
+                # kept no query log.
                 "home_round_trips": None if queries is None else home_round_trips(
-                    queries, fqdn("mn", self.mn), t_auth,
+                    queries, fqdn("mn", self.mn), float(rec["t_attach"]),
                     float(rec.get("t_reply", t_auth + float(rec["auth_ms"]) / 1000))),
             })
         iperf = self._iperf()
