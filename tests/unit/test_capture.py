@@ -112,9 +112,11 @@ def test_teardown_stops_a_capture_left_running(labdir: Path, tmp_path: Path) -> 
     Path(node.python).symlink_to(sys.executable)
     cap = Capture(node, labdir, CaptureSpec("ar1"), tmp_path / "o.pcap")
     cap.start()
-    pid = read_pid(cap.pid_file)
-    assert pid is not None and proc_comm(pid) == "tcpdump"
-    done = teardown_dir(labdir)
-    assert any(f"({pid})" in line for line in done), done
-    assert cap.wait(5) and not labdir.exists()
-    cap.stop()
+    try:
+        pid = read_pid(cap.pid_file)
+        assert pid is not None and proc_comm(pid) == "tcpdump"
+        done = teardown_dir(labdir)
+        assert any(f"({pid})" in line for line in done), done
+        assert cap.wait(5) and not labdir.exists()
+    finally:
+        cap.stop()  # a failed assertion must not leave the stand-in running
