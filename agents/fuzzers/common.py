@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..stats import percentile
+
 T = TypeVar("T")
 MAX_EXAMPLES = 20
 # Values that make length, count and type fields interesting.
@@ -77,16 +79,16 @@ class Tally:
         return self.uncaught == 0 and self.forgeries == 0
 
     def summary(self) -> dict[str, Any]:
-        costs = sorted(self.costs_ns)
+        costs = self.costs_ns
         n = len(costs)
 
         def pct(p: float) -> float:
-            return round(costs[min(n - 1, int(p * n))] / 1000, 1) if n else 0.0
+            return round(percentile(costs, p) / 1000, 1) if n else 0.0
 
         return {"inputs": self.inputs, "uncaught": self.uncaught, "forgeries": self.forgeries,
                 "accepted": self.accepted, "rejected": self.rejected,
                 "p50_us": pct(0.50), "p99_us": pct(0.99),
-                "max_us": round(costs[-1] / 1000, 1) if n else 0.0,
+                "max_us": round(max(costs) / 1000, 1) if n else 0.0,
                 "seconds": round(self.seconds, 2), **self.extra, "examples": self.examples,
                 "slowest_input": _shown(self.slowest[1])}
 

@@ -10,14 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from topologies.lab.floodbench import FloodBench, FloodConfig, machine_lock
+from topologies.lab.floodbench import FloodBench, FloodConfig
+from topologies.lab.lab import machine_lock
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[FloodBench]:
-    with machine_lock():
+    with machine_lock("flood bench test"):
         running = FloodBench(FloodConfig(pps=20_000, sources=2000, duration_s=3.0,
                                          legit_rate=10.0))
         try:

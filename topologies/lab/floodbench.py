@@ -8,7 +8,6 @@ cookie-reuse attacker and tcpreplay sending spoofed floods. Everything is remove
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -16,15 +15,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from agents.auth import DEFAULT_PORT, flood
 from agents.auth.prefilter import prefilter_data
+from agents.stats import percentile
 from topologies.lab.daemons import LabError, identity, stop_pid, wait_until, write_pid
-from topologies.lab.lab import LOCK, RUN_ROOT
+from topologies.lab.lab import machine_lock
 from topologies.render.configs import render
 
 PREFIX = "fa-flood-"
@@ -63,37 +63,8 @@ def _run(cmd: Sequence[str], timeout: float = 20.0) -> str:
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None  # JSON has no NaN: no success, no latency
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return round(ordered[k], 2)
-
-
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    """The lab's own lock: the bench refuses to run beside a lab, as a second lab would."""
-    RUN_ROOT.mkdir(parents=True, exist_ok=True)
-    fh = (RUN_ROOT / LOCK).open("a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise LabError(f"a lab is running on this machine ({holder}); the flood bench "
-                           "needs it to itself") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"flood bench, pid {os.getpid()}\n")
-        fh.flush()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fh.truncate(0)  # only the holder clears the holder's line
-    finally:
-        fh.close()
+    """The one percentile (agents/stats.py), None rather than NaN: JSON has no NaN."""
+    return round(percentile(values, q), 2) if values else None
 
 
 class FloodBench:
@@ -298,7 +269,7 @@ def run_flood_bench(cfg: FloodConfig, progress: Progress | None = None) -> dict[
     """Every phase in one run; the JSON of issue 19 plus the AR's counters."""
     if shutil.which("tcpreplay") is None:
         raise LabError("tcpreplay is not installed (make deps)")
-    with machine_lock():
+    with machine_lock("flood bench"):
         bench = FloodBench(cfg, progress)
         try:
             bench.setup()
@@ -338,5 +309,5 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FloodBench", "FloodConfig", "PREFIX", "format_table", "machine_lock",
+__all__ = ["FloodBench", "FloodConfig", "PREFIX", "format_table",
            "run_flood_bench"]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from agents import control
 from agents.contract import Command, Layout, Mode
@@ -96,6 +96,42 @@ def exabgp_bin() -> str:
     return found
 
 
+def take_machine_lock(holder: str) -> IO[str]:
+    """The machine's lab lock (one lab or bench at a time), held until released; the file
+    names its holder, so that a refusal says who has it."""
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    fh = (RUN_ROOT / LOCK).open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        other = fh.read().strip() or "another process"
+        fh.close()
+        raise LabError(f"another lab is running on this machine ({other}); one at a time: "
+                       "stop it (flatarch down) or wait for it to finish") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{holder}, pid {os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def release_machine_lock(fh: IO[str]) -> None:
+    with contextlib.suppress(OSError):
+        fh.truncate(0)  # only the holder clears the holder's line
+    fh.close()  # closing the file releases the flock
+
+
+@contextlib.contextmanager
+def machine_lock(holder: str) -> Iterator[None]:
+    """The machine's lab lock for a block: the benches that build namespaces take it."""
+    fh = take_machine_lock(holder)
+    try:
+        yield
+    finally:
+        release_machine_lock(fh)
+
+
 class Lab:
     def __init__(
         self,
@@ -144,26 +180,11 @@ class Lab:
         return self.dir / node
 
     def _take_lock(self) -> None:
-        RUN_ROOT.mkdir(parents=True, exist_ok=True)
-        fh = (RUN_ROOT / LOCK).open("a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise LabError(f"another lab is running on this machine ({holder}); one lab at a "
-                           "time: stop it (flatarch down) or wait for it to finish") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"lab {self.topo.name}, pid {os.getpid()}\n")
-        fh.flush()
-        self._lock = fh
+        self._lock = take_machine_lock(f"lab {self.topo.name}")
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            self._lock.truncate(0)
-            self._lock.close()  # closing the file releases the flock
+            release_machine_lock(self._lock)
             self._lock = None
 
     def prepare(self) -> None:

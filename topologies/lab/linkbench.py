@@ -14,7 +14,6 @@ holds the machine's lab lock, so it never runs beside a lab.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 
 from topologies.lab import shaping
 from topologies.lab.daemons import LabError, NodeExec, start_batch, wait_until
+from topologies.lab.lab import machine_lock
 from topologies.model.links import LinkAttributes
 
 PREFIX = "fa-links-"
@@ -191,25 +191,6 @@ def pair(workdir: Path, progress: Progress) -> Iterator[Pair]:
         p.close()
 
 
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    """The lab's own lock: one lab (or bench) on the machine at a time."""
-    from topologies.lab.lab import LOCK, RUN_ROOT
-
-    RUN_ROOT.mkdir(parents=True, exist_ok=True)
-    with (RUN_ROOT / LOCK).open("a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError("another lab is running on this machine; the link bench needs "
-                           "it to itself (flatarch down, or wait)") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"bench links, pid {os.getpid()}\n")
-        fh.flush()
-        yield
-
-
 def run(delay_ms: float = 10.0, pps: Sequence[int] = POINTS_PPS, seconds: float = 5.0,
         loss_pct: float = 1.0, rate_mbit: float = 50.0, tcp_seconds: float = 5.0,
         progress: Progress = lambda _: None) -> dict[str, Any]:
@@ -219,7 +200,7 @@ def run(delay_ms: float = 10.0, pps: Sequence[int] = POINTS_PPS, seconds: float 
     workdir = RUN_ROOT / "fa-links"
     out: dict[str, Any] = {"mechanism": None, "points": []}
     hz = os.sysconf("SC_CLK_TCK")
-    with machine_lock():
+    with machine_lock("bench links"):
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             with pair(workdir, progress) as p:
