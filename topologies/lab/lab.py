@@ -24,8 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from agents import control
-from agents.contract import Command, Layout, Mode
+from agents import control, epc
+from agents.contract import AUTH_PORT, NAMED_PORT, PAGING_PORT, Command, Layout, Mode
 from topologies.lab import health, shaping
 from topologies.lab.daemons import (
     AgentProcess,
@@ -75,6 +75,11 @@ DAEMON_CLASSES: dict[str, type[Daemon]] = {
     c.kind: c for c in (Zebra, Ospfd, Bgpd, ExaBgp, AgentProcess, Dnsmasq, Named, Unbound,
                         MnAgentProcess, shaping.DelayLineDaemon)
 }
+
+
+# Every fixed port a lab daemon listens on, kept out of each namespace's ephemeral range.
+LISTEN_PORTS = (AUTH_PORT, PAGING_PORT, NAMED_PORT, epc.ENB_PORT, epc.MME_PORT, epc.HSS_PORT,
+                epc.GTPU_PORT)
 
 
 def shell_marker(node: str) -> str:
@@ -304,6 +309,8 @@ class Lab:
             self.execs[name] = NodeExec(name, self.net.get(name).pid)
         self._write_state()
         self.progress(f"built {len(self.topo.nodes)} nodes and {len(self.topo.links)} links")
+        for name in self.execs:
+            self._reserve_ports(name)
         for node in self.topo.nodes.values():
             self._configure(node)
         self.shaping = shaping.apply(self.topo.link_attrs, self.execs, self.dir, self.progress)
@@ -319,6 +326,13 @@ class Lab:
         self.radio = Radio(self.execs[AIR].pid)
         for mn in self.mobiles:
             self.radio.place(mn, self.topo.mobile(mn).home)
+
+    def _reserve_ports(self, name: str) -> None:
+        # ENB_PORT (36412, S1-AP's own) lies in Linux's ephemeral range: without the
+        # reserve, any client socket in the namespace (ExaBGP, the agent's resolver) could
+        # take it first and the eNB's bind fails, one lab in a few dozen.
+        ports = ",".join(str(p) for p in sorted(LISTEN_PORTS))
+        self.execs[name].check(["sysctl", "-q", "-w", f"net.ipv4.ip_local_reserved_ports={ports}"])
 
     def _configure(self, node: Node) -> None:
         ex = self.execs[node.name]
