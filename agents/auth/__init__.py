@@ -4,28 +4,9 @@ Public surface: suites and published keys, the key store (secure environment), t
 authenticator UDP service, the peer client, and the typed errors.
 """
 
+from . import errors
 from .authenticator import DEFAULT_PORT, Authenticator, AuthResult, Limits, OnAuthenticated
-from .errors import (
-    AuthError,
-    AuthRejected,
-    AuthTimeout,
-    BadCookie,
-    BadMac,
-    BadNonce,
-    BadVersion,
-    KeyMismatch,
-    KeyResolutionError,
-    MalformedMessage,
-    Oversized,
-    RateLimited,
-    Replay,
-    StaleMessage,
-    Truncated,
-    UnknownSession,
-    UnknownType,
-    UnsupportedSuite,
-    WrongAuthenticator,
-)
+from .errors import *  # noqa: F403 - every typed error is public, as errors.__all__ lists
 from .keys import (
     KeyChangeSource,
     KeyResolver,
@@ -40,11 +21,9 @@ from .messages import AddressLike, MsgType, Prefix
 from .peer import Peer, PeerSession
 
 __all__ = [
-    "DEFAULT_PORT", "AddressLike", "AuthError", "AuthRejected", "AuthResult", "AuthTimeout",
-    "Authenticator", "BadCookie", "BadMac", "BadNonce", "BadVersion",
-    "KeyChangeSource", "KeyMismatch", "KeyResolutionError", "KeyResolver", "KeyStore", "Limits",
-    "MalformedMessage", "MsgType", "OnAuthenticated", "Oversized", "Peer", "PeerSession",
-    "Prefix", "PublishedKey", "RateLimited", "Replay", "Role", "StaleMessage",
-    "StaticDirectory", "Suite", "Truncated", "UnknownSession", "UnknownType",
-    "UnsupportedSuite", "WrongAuthenticator", "load_public_key", "normalize_name",
+    "DEFAULT_PORT", "AddressLike", "AuthResult", "Authenticator", "KeyChangeSource",
+    "KeyResolver", "KeyStore", "Limits", "MsgType", "OnAuthenticated", "Peer", "PeerSession",
+    "Prefix", "PublishedKey", "Role", "StaticDirectory", "Suite", "load_public_key",
+    "normalize_name",
 ]
+__all__ += errors.__all__

@@ -81,3 +81,11 @@ class AuthTimeout(AuthError):
 
 class AuthRejected(AuthError):
     """The other side answered with the generic (unauthenticated) failure message."""
+
+
+__all__ = [
+    "AuthError", "AuthRejected", "AuthTimeout", "BadCookie", "BadMac", "BadNonce", "BadVersion",
+    "KeyMismatch", "KeyResolutionError", "MalformedMessage", "Oversized", "RateLimited",
+    "Replay", "StaleMessage", "Truncated", "UnknownSession", "UnknownType", "UnsupportedSuite",
+    "WrongAuthenticator",
+]
