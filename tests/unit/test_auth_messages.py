@@ -5,21 +5,15 @@ hypothesis fuzz that the parser only ever raises typed errors.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.auth import (
-    AuthError,
-    BadVersion,
-    MalformedMessage,
-    Oversized,
-    Truncated,
-    UnknownType,
-    UnsupportedSuite,
-)
+from agents.auth import errors
+from agents.auth.errors import AuthError, MalformedMessage, Truncated
 from agents.auth.messages import (
     AUTH_MAX_LEN,
     AuthMessage,
@@ -95,24 +89,20 @@ def _auth(**changes: Any) -> AuthMessage:
     return base._replace(**changes)
 
 
-def test_specific_rejections() -> None:
-    good = _auth().pack()
-    with pytest.raises(BadVersion):
-        AuthMessage.unpack(b"\x02" + good[1:])
-    with pytest.raises(UnknownType):
-        AuthMessage.unpack(good[:1] + b"\x03" + good[2:])
-    with pytest.raises(MalformedMessage):  # undefined flag
-        AuthMessage.unpack(good[:2] + b"\x21" + good[3:])
-    with pytest.raises(UnsupportedSuite):
-        AuthMessage.unpack(good[:3] + b"\x09" + good[4:])
-    with pytest.raises(Truncated):
-        AuthMessage.unpack(good[:20])
-    with pytest.raises(Oversized):
-        AuthMessage.unpack(good + bytes(AUTH_MAX_LEN))
-    with pytest.raises(MalformedMessage):  # trailing octet before the MAC
-        AuthMessage.unpack(good[:-16] + b"\x00" + good[-16:])
-    with pytest.raises(Truncated):  # cookie flag without a cookie
-        AuthMessage.unpack(good[:2] + b"\x03" + good[3:])
+@pytest.mark.parametrize("edit, error", [
+    (lambda good: b"\x02" + good[1:], errors.BadVersion),
+    (lambda good: good[:1] + b"\x03" + good[2:], errors.UnknownType),
+    (lambda good: good[:2] + b"\x21" + good[3:], MalformedMessage),  # undefined flag
+    (lambda good: good[:3] + b"\x09" + good[4:], errors.UnsupportedSuite),
+    (lambda good: good[:20], Truncated),
+    (lambda good: good + bytes(AUTH_MAX_LEN), errors.Oversized),
+    # A trailing octet before the MAC; the cookie flag without a cookie.
+    (lambda good: good[:-16] + b"\x00" + good[-16:], MalformedMessage),
+    (lambda good: good[:2] + b"\x03" + good[3:], Truncated),
+])
+def test_specific_rejections(edit: Callable[[bytes], bytes], error: type[AuthError]) -> None:
+    with pytest.raises(error):
+        AuthMessage.unpack(edit(_auth().pack()))
 
 
 def test_previous_authenticator_round_trips_and_is_strict() -> None:
@@ -208,7 +198,7 @@ def test_staple_round_trips_and_is_strict() -> None:
     assert AuthMessage.unpack(data).address_block(data) == _auth().address_block(_auth().pack())
     head = 44 + 1 + len(msg.peer_name) + 1 + len(msg.auth_name) + 1 + len("ar1.isp.test")
     assert data[head:head + 3] == b"\x01\x00\x28"
-    with pytest.raises(BadVersion):  # unknown staple version
+    with pytest.raises(errors.BadVersion):  # unknown staple version
         AuthMessage.unpack(data[:head] + b"\x02" + data[head + 1:])
     with pytest.raises(MalformedMessage):  # zero length
         AuthMessage.unpack(data[:head + 1] + b"\x00\x00" + data[head + 3:])
