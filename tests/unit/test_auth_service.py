@@ -28,16 +28,9 @@ from agents.auth import (
     Role,
     StaticDirectory,
     Suite,
+    protocol,
 )
 from agents.auth.messages import MsgType, to_prefix
-from agents.auth.protocol import (
-    answer_remsk,
-    build_auth,
-    build_remsk,
-    open_auth_reply,
-    open_remsk,
-    open_remsk_ack,
-)
 
 AR = "ar1.example.net"
 MN = "mn1.example.net"
@@ -87,10 +80,10 @@ class Lab:
             self.ts = max(int(self.clock() * 1e6), self.ts + 1)
             ts = self.ts
         key = ar_key or self.auth.published_key()
-        data, _, _ = build_auth(ks or self.mn_ks, key, timestamp_us=ts,
-                                peer_nonce=os.urandom(16),
-                                auth_nonce=(key.nonce or bytes(16)) if nonce is None else nonce,
-                                addresses=addresses, mobility=True, cookie=cookie)
+        data, _, _ = protocol.build_auth(
+            ks or self.mn_ks, key, timestamp_us=ts, peer_nonce=os.urandom(16),
+            auth_nonce=(key.nonce or bytes(16)) if nonce is None else nonce,
+            addresses=addresses, mobility=True, cookie=cookie)
         return data
 
     def handle(self, data: bytes, src: tuple[str, int] = SRC) -> bytes | None:
@@ -121,78 +114,80 @@ def kind(reply: bytes | None) -> int | None:
     return None if reply is None else reply[1]
 
 
+def serve(body: Callable[[Lab, tuple[str, int]], Awaitable[None]],
+          lab: Callable[[], Lab] = Lab) -> None:
+    """Run ``body`` against a fresh lab's authenticator listening on 127.0.0.1, closed after."""
+    async def main() -> None:
+        built = lab()
+        addr = await built.auth.start("127.0.0.1", 0)
+        try:
+            await body(built, addr)
+        finally:
+            built.auth.close()
+
+    asyncio.run(main())
+
+
 # --- end to end over UDP ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("suite", list(Suite))
 def test_round_trip_and_remsk_over_udp(suite: Suite) -> None:
-    async def main() -> None:
-        lab = Lab(suite, clock=None)
-        addr = await lab.auth.start("127.0.0.1", 0)
-        try:
-            session = await lab.peer.authenticate(addr, AR, ["10.1.0.7", "2001:db8:7::/64"])
-            assert session.rerouted == ADDRS and session.mobility
-            assert session.not_rerouted == ()
-            (result,) = lab.results
-            assert (result.peer_name, result.auth_name, result.suite) == (MN, AR, suite)
-            assert result.addresses == ADDRS and result.mobility
-            assert result.session_id == session.session_id
-            msk1 = session.export_msk()
-            assert msk1 == lab.auth.export_msk(session.session_id)
-            await session.remsk()
-            msk2 = session.export_msk()
-            assert msk2 != msk1 and msk2 == lab.auth.export_msk(session.session_id)
-            rekeyed: list[object] = []
-            session.on_rekey = rekeyed.append
-            await lab.auth.remsk(session.session_id)
-            # The peer applies the new MSK when its ACK goes out; poll, don't guess a delay.
-            deadline = asyncio.get_running_loop().time() + 2.0
-            while rekeyed != [session] and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.005)
-            msk3 = session.export_msk()
-            assert msk3 not in (msk1, msk2) and msk3 == lab.auth.export_msk(session.session_id)
-            assert rekeyed == [session]
-            # A second authentication is warm: the LTSS is cached on both sides.
-            ecdh = lab.ar_ks.ecdh_count, lab.mn_ks.ecdh_count
-            again = await lab.peer.authenticate(addr, AR, ["10.1.0.7"])
-            assert (lab.ar_ks.ecdh_count, lab.mn_ks.ecdh_count) == ecdh
-            assert again.session_id != session.session_id
-            session.close()
-            again.close()
-        finally:
-            lab.auth.close()
+    async def body(lab: Lab, addr: tuple[str, int]) -> None:
+        session = await lab.peer.authenticate(addr, AR, ["10.1.0.7", "2001:db8:7::/64"])
+        assert session.rerouted == ADDRS and session.mobility
+        assert session.not_rerouted == ()
+        (result,) = lab.results
+        assert (result.peer_name, result.auth_name, result.suite) == (MN, AR, suite)
+        assert result.addresses == ADDRS and result.mobility
+        assert result.session_id == session.session_id
+        msk1 = session.export_msk()
+        assert msk1 == lab.auth.export_msk(session.session_id)
+        await session.remsk()
+        msk2 = session.export_msk()
+        assert msk2 != msk1 and msk2 == lab.auth.export_msk(session.session_id)
+        rekeyed: list[object] = []
+        session.on_rekey = rekeyed.append
+        await lab.auth.remsk(session.session_id)
+        # The peer applies the new MSK when its ACK goes out; poll, don't guess a delay.
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while rekeyed != [session] and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        msk3 = session.export_msk()
+        assert msk3 not in (msk1, msk2) and msk3 == lab.auth.export_msk(session.session_id)
+        assert rekeyed == [session]
+        # A second authentication is warm: the LTSS is cached on both sides.
+        ecdh = lab.ar_ks.ecdh_count, lab.mn_ks.ecdh_count
+        again = await lab.peer.authenticate(addr, AR, ["10.1.0.7"])
+        assert (lab.ar_ks.ecdh_count, lab.mn_ks.ecdh_count) == ecdh
+        assert again.session_id != session.session_id
+        session.close()
+        again.close()
 
-    asyncio.run(main())
+    serve(body, lambda: Lab(suite, clock=None))
 
 
 def test_mobility_flag_and_rerouted_subset() -> None:
-    async def main() -> None:
-        seen: list[AuthResult] = []
+    seen: list[AuthResult] = []
 
-        async def callback(result: AuthResult) -> list[str]:
-            seen.append(result)
-            await asyncio.sleep(0)
-            return ["2001:db8:7::/64", "10.99.0.1"]  # one claimed, one never claimed
+    async def callback(result: AuthResult) -> list[str]:
+        seen.append(result)
+        await asyncio.sleep(0)
+        return ["2001:db8:7::/64", "10.99.0.1"]  # one claimed, one never claimed
 
-        lab = Lab(callback=callback)
-        addr = await lab.auth.start("127.0.0.1", 0)
-        try:
-            s1 = await lab.peer.authenticate(addr, AR, ADDRS)
-            assert s1.rerouted == (ADDRS[1],) and s1.not_rerouted == (ADDRS[0],)
-            s2 = await lab.peer.authenticate(addr, AR, ADDRS, mobility=False)
-            assert s2.rerouted == () and not s2.mobility
-            assert [r.mobility for r in seen] == [True, False]
-            s1.close()
-            s2.close()
-        finally:
-            lab.auth.close()
+    async def body(lab: Lab, addr: tuple[str, int]) -> None:
+        s1 = await lab.peer.authenticate(addr, AR, ADDRS)
+        assert s1.rerouted == (ADDRS[1],) and s1.not_rerouted == (ADDRS[0],)
+        s2 = await lab.peer.authenticate(addr, AR, ADDRS, mobility=False)
+        assert s2.rerouted == () and not s2.mobility
+        assert [r.mobility for r in seen] == [True, False]
+        s1.close()
+        s2.close()
 
-    asyncio.run(main())
+    serve(body, lambda: Lab(callback=callback))
 
 
 def test_service_survives_garbage_over_udp() -> None:
-    async def main() -> None:
-        lab = Lab()
-        addr = await lab.auth.start("127.0.0.1", 0)
+    async def body(lab: Lab, addr: tuple[str, int]) -> None:
         transport, client = await RawClient.open(addr)
         good = lab.auth_msg()
         junk = [
@@ -225,15 +220,12 @@ def test_service_survives_garbage_over_udp() -> None:
             session.close()
         finally:
             transport.close()
-            lab.auth.close()
 
-    asyncio.run(main())
+    serve(body)
 
 
 def test_rate_limit_drops_silently() -> None:
-    async def main() -> None:
-        lab = Lab(limits=Limits(per_source_rate=0.001, per_source_burst=2))
-        addr = await lab.auth.start("127.0.0.1", 0)
+    async def body(lab: Lab, addr: tuple[str, int]) -> None:
         transport, client = await RawClient.open(addr)
         try:
             for _ in range(5):
@@ -243,43 +235,36 @@ def test_rate_limit_drops_silently() -> None:
             assert lab.auth.stats["RateLimited"] == 3
         finally:
             transport.close()
-            lab.auth.close()
 
-    asyncio.run(main())
+    serve(body, lambda: Lab(limits=Limits(per_source_rate=0.001, per_source_burst=2)))
 
 
 def test_cookie_round_is_transparent_to_the_peer() -> None:
-    async def main() -> None:
-        lab = Lab(limits=Limits(per_source_rate=None, cookie="always"))
-        addr = await lab.auth.start("127.0.0.1", 0)
-        try:
-            s1 = await lab.peer.authenticate(addr, AR, ADDRS)
-            assert lab.auth.stats["cookie_sent"] == 1
-            s2 = await lab.peer.authenticate(addr, AR, ADDRS)  # warm: no challenge
-            assert lab.auth.stats["cookie_sent"] == 1
-            assert lab.auth.stats["accepted"] == 2
-            s1.close()
-            s2.close()
-        finally:
-            lab.auth.close()
+    async def body(lab: Lab, addr: tuple[str, int]) -> None:
+        s1 = await lab.peer.authenticate(addr, AR, ADDRS)
+        assert lab.auth.stats["cookie_sent"] == 1
+        s2 = await lab.peer.authenticate(addr, AR, ADDRS)  # warm: no challenge
+        assert lab.auth.stats["cookie_sent"] == 1
+        assert lab.auth.stats["accepted"] == 2
+        s1.close()
+        s2.close()
 
-    asyncio.run(main())
+    serve(body, lambda: Lab(limits=Limits(per_source_rate=None, cookie="always")))
 
 
 def test_peer_falls_back_to_zero_nonce_on_stale_record() -> None:
-    async def main() -> None:
+    def stale_record() -> Lab:
         lab = Lab()
         stale = PublishedKey(AR, Suite.P256, lab.ar_ks.spki, os.urandom(16))
         lab.directory.publish(stale)  # DNS still carries a nonce the AR has rotated out
-        addr = await lab.auth.start("127.0.0.1", 0)
-        try:
-            session = await lab.peer.authenticate(addr, AR, ADDRS)
-            assert lab.auth.stats["BadNonce"] == 1 and lab.auth.stats["accepted"] == 1
-            session.close()
-        finally:
-            lab.auth.close()
+        return lab
 
-    asyncio.run(main())
+    async def body(lab: Lab, addr: tuple[str, int]) -> None:
+        session = await lab.peer.authenticate(addr, AR, ADDRS)
+        assert lab.auth.stats["BadNonce"] == 1 and lab.auth.stats["accepted"] == 1
+        session.close()
+
+    serve(body, stale_record)
 
 
 def test_peer_sees_rejection_and_timeout() -> None:
@@ -447,37 +432,38 @@ def test_remsk_replay_and_lost_ack() -> None:
     lab = Lab(clock=clock)
     key = lab.auth.published_key()
     n_p = os.urandom(16)
-    data, msk0, ctx0 = build_auth(lab.mn_ks, key, timestamp_us=int(NOW * 1e6),
-                                  peer_nonce=n_p, auth_nonce=key.nonce or bytes(16),
-                                  addresses=(), mobility=False)
+    data, msk0, ctx0 = protocol.build_auth(lab.mn_ks, key, timestamp_us=int(NOW * 1e6),
+                                           peer_nonce=n_p, auth_nonce=key.nonce or bytes(16),
+                                           addresses=(), mobility=False)
     reply = lab.handle(data)
     assert reply is not None
-    _, keys = open_auth_reply(reply, msk0, ctx0, peer_nonce=n_p, peer_name_len=len(MN))
+    _, keys = protocol.open_auth_reply(reply, msk0, ctx0, peer_nonce=n_p, peer_name_len=len(MN))
     sid = keys.session_id
     # First REMSK: its ACK is "lost", so the peer stays on MSK1.
-    first = build_remsk(keys, Role.PEER, timestamp_us=int(NOW * 1e6) + 1, nonce=os.urandom(16))
+    first = protocol.build_remsk(keys, Role.PEER, timestamp_us=int(NOW * 1e6) + 1,
+                                 nonce=os.urandom(16))
     assert kind(lab.handle(first)) == MsgType.REMSK_ACK
     assert lab.auth.export_msk(sid) != keys.msk
     assert kind(lab.handle(first)) == MsgType.FAILURE  # replayed REMSK
     assert lab.auth.stats["Replay"] == 1
     nonce = os.urandom(16)
-    retry = build_remsk(keys, Role.PEER, timestamp_us=int(NOW * 1e6) + 2, nonce=nonce)
+    retry = protocol.build_remsk(keys, Role.PEER, timestamp_us=int(NOW * 1e6) + 2, nonce=nonce)
     ack = lab.handle(retry)
     assert ack is not None
-    open_remsk_ack(keys, Role.PEER, ack, nonce)
+    protocol.open_remsk_ack(keys, Role.PEER, ack, nonce)
     assert keys.msk == lab.auth.export_msk(sid)
     # A REMSK from the authenticator, verified on the peer side and answered.
     session = lab.auth._sessions[sid]
     a_nonce = os.urandom(16)
-    from_auth = build_remsk(session, Role.AUTHENTICATOR, timestamp_us=int(NOW * 1e6) + 3,
-                            nonce=a_nonce)
-    msg, used_prev = open_remsk(keys, Role.PEER, from_auth)
-    peer_ack = answer_remsk(keys, Role.PEER, msg, used_prev, os.urandom(16))
-    open_remsk_ack(session, Role.AUTHENTICATOR, peer_ack, a_nonce)
+    from_auth = protocol.build_remsk(session, Role.AUTHENTICATOR,
+                                     timestamp_us=int(NOW * 1e6) + 3, nonce=a_nonce)
+    msg, used_prev = protocol.open_remsk(keys, Role.PEER, from_auth)
+    peer_ack = protocol.answer_remsk(keys, Role.PEER, msg, used_prev, os.urandom(16))
+    protocol.open_remsk_ack(session, Role.AUTHENTICATOR, peer_ack, a_nonce)
     assert keys.msk == session.msk
     # A REMSK reflected back at its sender does not verify (direction-bound MAC keys).
     with pytest.raises(Exception, match="REMSK does not verify"):
-        open_remsk(session, Role.AUTHENTICATOR, from_auth)
+        protocol.open_remsk(session, Role.AUTHENTICATOR, from_auth)
 
 
 def test_peer_rejects_mismatched_authenticator_key() -> None:
