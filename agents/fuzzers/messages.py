@@ -13,6 +13,7 @@ import ipaddress
 import random
 from collections.abc import Callable
 
+from agents.auth import protocol
 from agents.auth.errors import AuthError
 from agents.auth.keys import Suite
 from agents.auth.keystore import KeyStore, Role
@@ -25,17 +26,7 @@ from agents.auth.messages import (
     encode_names,
     unpack_any,
 )
-from agents.auth.protocol import (
-    SessionKeys,
-    answer_remsk,
-    build_auth,
-    build_remsk,
-    check_auth_mac,
-    open_auth_reply,
-    open_remsk,
-    open_remsk_ack,
-    seal_auth_reply,
-)
+from agents.auth.protocol import SessionKeys
 
 from .common import Tally, mutate
 
@@ -78,7 +69,7 @@ class _Keys:
 def _auth(rng: random.Random, keys: _Keys) -> tuple[bytes, bytes, bytes]:
     peer = keys.peers[rng.choice(NAMES)]
     nonce = bytes(16) if rng.random() < 0.3 else rng.randbytes(16)
-    data, msk0, ctx0 = build_auth(
+    data, msk0, ctx0 = protocol.build_auth(
         peer, keys.ar_key, timestamp_us=rng.getrandbits(rng.choice((8, 51, 64))),
         peer_nonce=rng.randbytes(16), auth_nonce=nonce, addresses=_prefixes(rng),
         mobility=rng.random() < 0.5,
@@ -97,16 +88,16 @@ def _case(rng: random.Random, keys: _Keys) -> tuple[bytes, Verify | None]:
     data, msk0, ctx0 = _auth(rng, keys)
     name_len = data[44]
     if kind == MsgType.AUTH:
-        return data, lambda d: check_auth_mac(msk0, ctx0, d)
+        return data, lambda d: protocol.check_auth_mac(msk0, ctx0, d)
     if kind == MsgType.AUTH_REPLY:
         n_p = data[12:28]
         tal = tuple(rng.choice(NAMES) for _ in range(rng.choice((0, 0, 1, 3, 8))))
-        reply, _, _ = seal_auth_reply(
+        reply, _, _ = protocol.seal_auth_reply(
             msk0, ctx0, session_id=rng.randbytes(8), peer_nonce=n_p,
             fresh_nonce=rng.randbytes(16), address_block=encode_addresses(_prefixes(rng)),
             mobility=rng.random() < 0.5, tal_block=encode_names(tal) if tal else b"")
-        return reply, lambda d: open_auth_reply(d, msk0, ctx0, peer_nonce=n_p,
-                                                peer_name_len=name_len)
+        return reply, lambda d: protocol.open_auth_reply(d, msk0, ctx0, peer_nonce=n_p,
+                                                         peer_name_len=name_len)
     if kind in (MsgType.REMSK, MsgType.REMSK_ACK):
         sid = rng.randbytes(8)
         sender = rng.choice((Role.PEER, Role.AUTHENTICATOR))
@@ -116,12 +107,13 @@ def _case(rng: random.Random, keys: _Keys) -> tuple[bytes, Verify | None]:
             return SessionKeys(sid, name_len, msk0, ctx0)
 
         nonce = rng.randbytes(16)
-        remsk = build_remsk(fresh(), sender, timestamp_us=rng.getrandbits(60), nonce=nonce)
+        remsk = protocol.build_remsk(fresh(), sender, timestamp_us=rng.getrandbits(60),
+                                     nonce=nonce)
         if kind == MsgType.REMSK:
-            return remsk, lambda d: open_remsk(fresh(), receiver, d)
-        msg, prev = open_remsk(fresh(), receiver, remsk)
-        ack = answer_remsk(fresh(), receiver, msg, prev, rng.randbytes(16))
-        return ack, lambda d: open_remsk_ack(fresh(), sender, d, nonce)
+            return remsk, lambda d: protocol.open_remsk(fresh(), receiver, d)
+        msg, prev = protocol.open_remsk(fresh(), receiver, remsk)
+        ack = protocol.answer_remsk(fresh(), receiver, msg, prev, rng.randbytes(16))
+        return ack, lambda d: protocol.open_remsk_ack(fresh(), sender, d, nonce)
     if kind == MsgType.FAILURE:
         return Failure(rng.randbytes(16)).pack(), None
     if kind == MsgType.COOKIE:
