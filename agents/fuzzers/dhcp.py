@@ -19,6 +19,7 @@ import struct
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
+from agents import dhcpd
 from agents.dhcp import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -33,17 +34,7 @@ from agents.dhcp import (
     MessageType,
     RelayAgentInfo,
 )
-from agents.dhcpd import (
-    BROADCAST,
-    SERVER_PORT,
-    ZERO,
-    DhcpServer,
-    Lease,
-    Send,
-    ServerConfig,
-    client_identity,
-    make_client_id,
-)
+from agents.dhcpd import BROADCAST, ZERO, DhcpServer, Lease, make_client_id
 from agents.relayauth import RelayAuth, RelayAuthError
 
 from .common import Tally, mutate
@@ -102,9 +93,10 @@ class _Hooks:
 
 def _server(now: list[float]) -> tuple[DhcpServer, _Hooks]:
     hooks = _Hooks()
-    config = ServerConfig(server_id=AR1, pool=POOLS[AR1], first=100, last=103, lease_s=3600,
-                          remote_renewals=2, router=ROUTER, dns=IPv4Address("10.253.0.2"),
-                          home_agent="ha.isp.test", circuit_id=b"ar1.isp.test/ar1-acc")
+    config = dhcpd.ServerConfig(server_id=AR1, pool=POOLS[AR1], first=100, last=103,
+                                lease_s=3600, remote_renewals=2, router=ROUTER,
+                                dns=IPv4Address("10.253.0.2"), home_agent="ha.isp.test",
+                                circuit_id=b"ar1.isp.test/ar1-acc")
     # The relay authenticator as an AR runs it (docs/protocol.md §14.7): AR2 is the one peer,
     # with a pair key that the fuzzer's own AR2 signs with, so genuine relay traffic exists.
     relay_auth = RelayAuth(AR1, {AR2: "ar2.isp.test"}, lambda name: PAIR_KEY,
@@ -198,12 +190,13 @@ def _wire(tally: Tally, data: bytes) -> None:
 
 def _names_victim(data: bytes) -> bool:
     try:
-        return client_identity(DhcpMessage.unpack(data).options.get(OPT_CLIENT_ID)) == VICTIM
+        cid = DhcpMessage.unpack(data).options.get(OPT_CLIENT_ID)
+        return dhcpd.client_identity(cid) == VICTIM
     except DhcpError:
         return False
 
 
-def _judge(tally: Tally, data: bytes, chaddr: bytes | None, sends: list[Send],
+def _judge(tally: Tally, data: bytes, chaddr: bytes | None, sends: list[dhcpd.Send],
            hooks: _Hooks, from_access: bool, genuine: bytes | None = None) -> None:
     acted = bool(sends or hooks.bound_calls or hooks.ended_calls or hooks.relayed_calls)
     if not acted:
@@ -234,7 +227,7 @@ def _judge(tally: Tally, data: bytes, chaddr: bytes | None, sends: list[Send],
             continue
         if out.message_type in (MessageType.OFFER, MessageType.ACK) or out.op == BOOTREQUEST:
             granted = True
-    relayed = [s for s in sends if s.port == SERVER_PORT]
+    relayed = [s for s in sends if s.port == dhcpd.SERVER_PORT]
     if (relayed and len(relayed) == len(sends) and not hooks.bound_calls
             and not hooks.ended_calls and _names_victim(data)):
         # A relay cannot tell the station holding an attached MN's address from another that
