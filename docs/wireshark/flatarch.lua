@@ -337,36 +337,36 @@ local function dissect_reply(tvb, tree, info)
     tree:add(pf.tag, tvb(n - TAG_LEN, TAG_LEN))
 end
 
-local function dissect_remsk(tvb, tree, _)
-    exact(tvb, REMSK_LEN, "REMSK")
-    no_flags(tvb, tree)
-    tree:add(pf.session_id, tvb(3, SESSION_ID_LEN))
-    timestamp(tvb, tree, 11)
-    tree:add(pf.nonce, tvb(19, NONCE_LEN))
-    tree:add(pf.tag, tvb(35, TAG_LEN))
+-- A fixed-size, flag-less message: its fields in order after the 3-octet header, each
+-- {field, octets}; TIMESTAMP stands for the 8-octet timestamp and its decoded time.
+local TIMESTAMP = {}
+
+local function fixed(what, len, fields)
+    return function(tvb, tree, _)
+        exact(tvb, len, what)
+        no_flags(tvb, tree)
+        local off = 3
+        for _, f in ipairs(fields) do
+            local field, octets = f[1], f[2]
+            if field == TIMESTAMP then
+                timestamp(tvb, tree, off)
+            else
+                tree:add(field, tvb(off, octets))
+            end
+            off = off + octets
+        end
+    end
 end
 
-local function dissect_ack(tvb, tree, _)
-    exact(tvb, REMSK_ACK_LEN, "REMSK_ACK")
-    no_flags(tvb, tree)
-    tree:add(pf.session_id, tvb(3, SESSION_ID_LEN))
-    tree:add(pf.echo, tvb(11, NONCE_LEN))
-    tree:add(pf.nonce, tvb(27, NONCE_LEN))
-    tree:add(pf.tag, tvb(43, TAG_LEN))
-end
-
-local function dissect_failure(tvb, tree, _)
-    exact(tvb, FAILURE_LEN, "FAILURE")
-    no_flags(tvb, tree)
-    tree:add(pf.echo, tvb(3, NONCE_LEN))
-end
-
-local function dissect_cookie(tvb, tree, _)
-    exact(tvb, COOKIE_REPLY_LEN, "COOKIE")
-    no_flags(tvb, tree)
-    tree:add(pf.echo, tvb(3, NONCE_LEN))
-    tree:add(pf.cookie, tvb(19, COOKIE_LEN))
-end
+local dissect_remsk = fixed("REMSK", REMSK_LEN, {
+    { pf.session_id, SESSION_ID_LEN }, { TIMESTAMP, 8 }, { pf.nonce, NONCE_LEN },
+    { pf.tag, TAG_LEN } })
+local dissect_ack = fixed("REMSK_ACK", REMSK_ACK_LEN, {
+    { pf.session_id, SESSION_ID_LEN }, { pf.echo, NONCE_LEN }, { pf.nonce, NONCE_LEN },
+    { pf.tag, TAG_LEN } })
+local dissect_failure = fixed("FAILURE", FAILURE_LEN, { { pf.echo, NONCE_LEN } })
+local dissect_cookie = fixed("COOKIE", COOKIE_REPLY_LEN,
+                             { { pf.echo, NONCE_LEN }, { pf.cookie, COOKIE_LEN } })
 
 local BODY = {
     [T_AUTH] = dissect_auth, [T_REPLY] = dissect_reply, [T_REMSK] = dissect_remsk,
