@@ -14,11 +14,11 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from topologies.lab.daemons import LabError, NodeExec, wait_until, write_pid
 from topologies.lab.lab import track_pid_file
+from topologies.lab.lifetime import StartStop
 
 if TYPE_CHECKING:
     from topologies.lab.lab import Lab
@@ -57,7 +57,7 @@ def parse_specs(text: str) -> list[CaptureSpec]:
     return [CaptureSpec.parse(part) for part in text.split(",") if part.strip()]
 
 
-class Capture:
+class Capture(StartStop):
     """tcpdump in ``ex``'s node for the duration of the block, pcap to ``out``.
 
     ``out`` is a path or an open binary file (for example stdout); tcpdump writes to it
@@ -85,18 +85,6 @@ class Capture:
         if spec.node not in lab.execs:
             raise CaptureError(f"no node {spec.node!r} in lab {lab.topo.name}")
         return cls(lab.execs[spec.node], lab.dir, spec, out, bpf)
-
-    def __enter__(self) -> Capture:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def command(self) -> list[str]:
         # Immediate mode: packets reach us (and a pipe's reader) at once, not once a kernel

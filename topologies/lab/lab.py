@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from agents import control, epc
@@ -50,6 +49,7 @@ from topologies.lab.daemons import (
     write_pid,
 )
 from topologies.lab.dnsplane import DnsPlane, Identity, Named, Unbound
+from topologies.lab.lifetime import StartStop
 from topologies.lab.radio import AIR, MnControl, Radio, access_ifname, air_ifname
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.render import identities
@@ -137,7 +137,7 @@ def machine_lock(holder: str) -> Iterator[None]:
         release_machine_lock(fh)
 
 
-class Lab:
+class Lab(StartStop):
     def __init__(
         self,
         topo: Topology,
@@ -160,24 +160,6 @@ class Lab:
         self._lock: Any = None
         self.started = time.monotonic()
         self.shaping = shaping.Applied()  # the links' delay, loss and rate (shaping.py)
-
-    # -- context manager -------------------------------------------------
-
-    def __enter__(self) -> Lab:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- bring-up --------------------------------------------------------
 
