@@ -34,16 +34,12 @@ def mn(lab: Lab, cmd: str, **args: Any) -> dict[str, Any]:
     return mn_request(lab, MN, cmd, **args)
 
 
-def ar_status(lab: Lab, ar: str) -> dict[str, Any]:
-    return status(lab, ar)
-
-
 def mn_events(lab: Lab) -> list[dict[str, Any]]:
     return events(lab, MN)
 
 
 def counters(lab: Lab, ar: str) -> dict[str, int]:
-    return dict(ar_status(lab, ar)["dhcp"]["counters"])
+    return dict(status(lab, ar)["dhcp"]["counters"])
 
 
 def lease_end(lab: Lab, ar: str, address: str) -> str | None:
@@ -90,7 +86,7 @@ def test_standard_client_gets_an_address_with_validated_records(lab: Lab) -> Non
     # The MN registered its forward name, the AR the PTR; both validate.
     wait_until(lambda: forward(lab) == [str(address)], 20, "mn3's A record")
     wait_until(lambda: ptr_ok(lab, str(address)), 20, "the PTR of mn3's address")
-    wait_until(lambda: str(address) in ar_status(lab, "ar3")["mobility"]["attached"], 10,
+    wait_until(lambda: str(address) in status(lab, "ar3")["mobility"]["attached"], 10,
                "ar3's status to show mn3 attached")
 
 
