@@ -107,6 +107,24 @@ def spki(private: object) -> bytes:
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def derived(vec: dict[str, str], step: int, parent: bytes, msk_label: bytes,
+            nonces: tuple[bytes, bytes], mac_label: bytes,
+            mac_name: str) -> tuple[bytes, bytes, bytes]:
+    """ctx<step> from the nonces, msk<step> from ``parent`` and the MAC key from that MSK,
+    each checked against the document as it is derived."""
+    context = ctx(vec, *nonces)
+    assert context == h(vec, f"ctx{step}")
+    msk = kdf(parent, msk_label, context)
+    assert msk == h(vec, f"msk{step}")
+    mac = kdf(msk, mac_label, context)
+    assert mac == h(vec, mac_name)
+    return context, msk, mac
+
+
+def assert_tagged(vec: dict[str, str], name: str, key: bytes, body: bytes) -> None:
+    assert body + tag(key, body) == h(vec, name)
+
+
 def test_document_has_both_suites() -> None:
     assert set(VECTORS) == {"p256", "x25519"}
 
@@ -120,40 +138,25 @@ def test_vector_rederived_independently(name: str) -> None:
     assert ltss == h(vec, "ltss")
 
     n_p, n_a = h(vec, "peer_nonce"), h(vec, "auth_nonce_published")
-    ctx0 = ctx(vec, n_p, n_a)
-    assert ctx0 == h(vec, "ctx0")
-    msk0 = kdf(ltss, LABEL_MSK, ctx0)
-    assert msk0 == h(vec, "msk0")
-    k_auth = kdf(msk0, LABEL_P2A, ctx0)
-    assert k_auth == h(vec, "k_auth_mac")
+    ctx0, msk0, k_auth = derived(vec, 0, ltss, LABEL_MSK, (n_p, n_a), LABEL_P2A, "k_auth_mac")
     body = (struct.pack("!BBBBQ", 1, 1, 0x01, int(vec["suite"]), int(vec["timestamp_us"]))
             + n_p + n_a + name_field(vec["peer_name"]) + name_field(vec["auth_name"])
             + address_list(vec["addresses"]))
-    assert body + tag(k_auth, body) == h(vec, "auth_message")
+    assert_tagged(vec, "auth_message", k_auth, body)
 
     fresh, sid = h(vec, "fresh_auth_nonce"), h(vec, "session_id")
-    ctx1 = ctx(vec, n_p, fresh)
-    assert ctx1 == h(vec, "ctx1")
-    msk1 = kdf(msk0, LABEL_REMSK, ctx1)
-    assert msk1 == h(vec, "msk1")
-    k_reply = kdf(msk1, LABEL_A2P, ctx1)
-    assert k_reply == h(vec, "k_reply_mac")
-    body = b"\x01\x02\x01" + sid + n_p + fresh + address_list(vec["addresses"])
-    assert body + tag(k_reply, body) == h(vec, "auth_reply")
+    ctx1, msk1, k_reply = derived(vec, 1, msk0, LABEL_REMSK, (n_p, fresh), LABEL_A2P,
+                                  "k_reply_mac")
+    assert_tagged(vec, "auth_reply", k_reply,
+                  b"\x01\x02\x01" + sid + n_p + fresh + address_list(vec["addresses"]))
 
     r_p, r_a = h(vec, "remsk_peer_nonce"), h(vec, "remsk_auth_nonce")
     k_remsk = kdf(msk1, LABEL_P2A, ctx1)
     assert k_remsk == h(vec, "k_remsk_mac")
-    body = b"\x01\x03\x00" + sid + int(vec["remsk_timestamp_us"]).to_bytes(8, "big") + r_p
-    assert body + tag(k_remsk, body) == h(vec, "remsk")
-    ctx2 = ctx(vec, r_p, r_a)
-    assert ctx2 == h(vec, "ctx2")
-    msk2 = kdf(msk1, LABEL_REMSK, ctx2)
-    assert msk2 == h(vec, "msk2")
-    k_ack = kdf(msk2, LABEL_A2P, ctx2)
-    assert k_ack == h(vec, "k_ack_mac")
-    body = b"\x01\x04\x00" + sid + r_p + r_a
-    assert body + tag(k_ack, body) == h(vec, "remsk_ack")
+    ts = int(vec["remsk_timestamp_us"]).to_bytes(8, "big")
+    assert_tagged(vec, "remsk", k_remsk, b"\x01\x03\x00" + sid + ts + r_p)
+    _, _, k_ack = derived(vec, 2, msk1, LABEL_REMSK, (r_p, r_a), LABEL_A2P, "k_ack_mac")
+    assert_tagged(vec, "remsk_ack", k_ack, b"\x01\x04\x00" + sid + r_p + r_a)
 
     assert b"\x01\x05\x00" + n_p == h(vec, "failure")
     assert b"\x01\x06\x00" + n_p + h(vec, "cookie") == h(vec, "cookie_reply")
