@@ -318,8 +318,7 @@ def test_tidy_keeps_a_single_address_and_release_needs_a_held_one(
     mn = Mn(tmp_path, monkeypatch)
 
     async def go() -> None:
-        mn.start(1)
-        await mn.lease(1, A, "10.255.0.1")
+        await mn.hold(A)
         assert await mn.mgr.tidy() == []  # unused, but the only one
         with pytest.raises(AddressError, match="not held"):
             await mn.mgr.release(B)
