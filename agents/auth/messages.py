@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import (
     BadVersion,
@@ -235,6 +235,13 @@ def _check_nonce(value: bytes, what: str) -> None:
         raise ValueError(f"{what} must be {NONCE_LEN} octets")
 
 
+def _sealed(mac: bytes, body: Callable[[], bytes]) -> bytes:
+    """A message's octets: its body, then its MAC (a MAC of the wrong size is refused first)."""
+    if len(mac) != TAG_LEN:
+        raise ValueError(f"MAC must be {TAG_LEN} octets")
+    return body() + mac
+
+
 def _check_head(data: bytes, want: MsgType, min_len: int, max_len: int) -> None:
     n = len(data)
     if n < 3:
@@ -247,6 +254,16 @@ def _check_head(data: bytes, want: MsgType, min_len: int, max_len: int) -> None:
         raise Truncated(f"{want.name} of {n} octets is shorter than the minimum {min_len}")
     if n > max_len:
         raise Oversized(f"{want.name} of {n} octets is longer than the maximum {max_len}")
+
+
+def _unpack_fixed(data: bytes, want: MsgType, length: int,
+                  layout: struct.Struct) -> tuple[Any, ...]:
+    """The fields after the header of a fixed-size message that defines no flags."""
+    _check_head(data, want, length, length)
+    _, _, flags, *fields = layout.unpack(data)
+    if flags:
+        raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+    return tuple(fields)
 
 
 class AuthMessage(NamedTuple):
@@ -302,9 +319,7 @@ class AuthMessage(NamedTuple):
         return body
 
     def pack(self) -> bytes:
-        if len(self.mac) != TAG_LEN:
-            raise ValueError(f"MAC must be {TAG_LEN} octets")
-        return self.body() + self.mac
+        return _sealed(self.mac, self.body)
 
     @classmethod
     def unpack(cls, data: bytes) -> AuthMessage:
@@ -416,9 +431,7 @@ class AuthReply(NamedTuple):
         ))
 
     def pack(self) -> bytes:
-        if len(self.mac) != TAG_LEN:
-            raise ValueError(f"MAC must be {TAG_LEN} octets")
-        return self.body() + self.mac
+        return _sealed(self.mac, self.body)
 
     @classmethod
     def unpack(cls, data: bytes) -> AuthReply:
@@ -460,17 +473,11 @@ class Remsk(NamedTuple):
                            self.timestamp_us, self.nonce)
 
     def pack(self) -> bytes:
-        if len(self.mac) != TAG_LEN:
-            raise ValueError(f"MAC must be {TAG_LEN} octets")
-        return self.body() + self.mac
+        return _sealed(self.mac, self.body)
 
     @classmethod
     def unpack(cls, data: bytes) -> Remsk:
-        _check_head(data, MsgType.REMSK, REMSK_LEN, REMSK_LEN)
-        _, _, flags, sid, ts, nonce, mac = _REMSK.unpack(data)
-        if flags:
-            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
-        return cls(sid, ts, nonce, mac)
+        return cls(*_unpack_fixed(data, MsgType.REMSK, REMSK_LEN, _REMSK))
 
 
 class RemskAck(NamedTuple):
@@ -490,17 +497,11 @@ class RemskAck(NamedTuple):
                          self.echo_nonce, self.nonce))
 
     def pack(self) -> bytes:
-        if len(self.mac) != TAG_LEN:
-            raise ValueError(f"MAC must be {TAG_LEN} octets")
-        return self.body() + self.mac
+        return _sealed(self.mac, self.body)
 
     @classmethod
     def unpack(cls, data: bytes) -> RemskAck:
-        _check_head(data, MsgType.REMSK_ACK, REMSK_ACK_LEN, REMSK_ACK_LEN)
-        _, _, flags, sid, echo, nonce, mac = _REMSK_ACK.unpack(data)
-        if flags:
-            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
-        return cls(sid, echo, nonce, mac)
+        return cls(*_unpack_fixed(data, MsgType.REMSK_ACK, REMSK_ACK_LEN, _REMSK_ACK))
 
 
 class Failure(NamedTuple):
@@ -514,11 +515,7 @@ class Failure(NamedTuple):
 
     @classmethod
     def unpack(cls, data: bytes) -> Failure:
-        _check_head(data, MsgType.FAILURE, FAILURE_LEN, FAILURE_LEN)
-        _, _, flags, echo = _FAILURE.unpack(data)
-        if flags:
-            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
-        return cls(echo)
+        return cls(*_unpack_fixed(data, MsgType.FAILURE, FAILURE_LEN, _FAILURE))
 
 
 class CookieReply(NamedTuple):
@@ -535,11 +532,7 @@ class CookieReply(NamedTuple):
 
     @classmethod
     def unpack(cls, data: bytes) -> CookieReply:
-        _check_head(data, MsgType.COOKIE, COOKIE_REPLY_LEN, COOKIE_REPLY_LEN)
-        _, _, flags, echo, cookie = _COOKIE.unpack(data)
-        if flags:
-            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
-        return cls(echo, cookie)
+        return cls(*_unpack_fixed(data, MsgType.COOKIE, COOKIE_REPLY_LEN, _COOKIE))
 
 
 Message = AuthMessage | AuthReply | Remsk | RemskAck | Failure | CookieReply
