@@ -192,33 +192,33 @@ class KernelFib:
         return name
 
     def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
-        self._nl.route_replace(dst=host(address), oif=ifindex, proto=RTPROT_FLATARCH,
-                               priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
-        self.access[address] = ifindex
+        self._add_link_route(self.access, address, ifindex, ACCESS_METRIC)
 
     def del_access(self, address: ipaddress.IPv4Address) -> None:
-        if self.access.pop(address, None) is None:
+        self._del_link_route(self.access, address, ACCESS_METRIC, "access")
+
+    def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
+        self._add_link_route(self.parked, address, oif, PARK_METRIC)
+
+    def del_park(self, address: ipaddress.IPv4Address) -> None:
+        self._del_link_route(self.parked, address, PARK_METRIC, "paging")
+
+    def _add_link_route(self, table: dict[ipaddress.IPv4Address, int],
+                        address: ipaddress.IPv4Address, oif: int, metric: int) -> None:
+        self._nl.route_replace(dst=host(address), oif=oif, proto=RTPROT_FLATARCH,
+                               priority=metric, scope=RT_SCOPE_LINK)
+        table[address] = oif
+
+    def _del_link_route(self, table: dict[ipaddress.IPv4Address, int],
+                        address: ipaddress.IPv4Address, metric: int, what: str) -> None:
+        if table.pop(address, None) is None:
             return
         try:
             # The kernel matches the scope on delete: say link, as when it was added.
             self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
-                                  priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
+                                  priority=metric, scope=RT_SCOPE_LINK)
         except NetlinkError as exc:  # gone with its link already
-            log.warning("delete access route %s: %s", address, exc)
-
-    def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
-        self._nl.route_replace(dst=host(address), oif=oif, proto=RTPROT_FLATARCH,
-                               priority=PARK_METRIC, scope=RT_SCOPE_LINK)
-        self.parked[address] = oif
-
-    def del_park(self, address: ipaddress.IPv4Address) -> None:
-        if self.parked.pop(address, None) is None:
-            return
-        try:
-            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
-                                  priority=PARK_METRIC, scope=RT_SCOPE_LINK)
-        except NetlinkError as exc:
-            log.warning("delete paging route %s: %s", address, exc)
+            log.warning("delete %s route %s: %s", what, address, exc)
 
     def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                      oif: int) -> bool:
