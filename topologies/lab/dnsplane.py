@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 
@@ -287,23 +287,16 @@ class DnsPlane:
 
     # -- addresses ------------------------------------------------------------------------
 
+    resolver_port: ClassVar[int] = RESOLVER_PORT
+    update_port: ClassVar[int] = NAMED_PORT
+
     @property
     def resolver_address(self) -> IPv4Address:
-        """Where lab nodes send queries: Unbound on the dns host's interface, port 53."""
+        """Where lab nodes send queries (Unbound, port 53) and signed dynamic updates (BIND,
+        ``update_port``): both listen on the dns host's interface."""
         return self.address
 
-    @property
-    def resolver_port(self) -> int:
-        return RESOLVER_PORT
-
-    @property
-    def update_address(self) -> IPv4Address:
-        """Where signed dynamic updates go: BIND on the dns host's interface."""
-        return self.address
-
-    @property
-    def update_port(self) -> int:
-        return NAMED_PORT
+    update_address = resolver_address
 
     # -- zone layout ----------------------------------------------------------------------
 
