@@ -1,5 +1,5 @@
-"""What the integration modules share: the Figure-2 lab of a module, and reading a node's
-agent state (its status snapshot, its event log, its control socket)."""
+"""What the integration modules share: the Figure-2 lab of a module, reading a node's agent
+state (its status snapshot, its event log, its control socket), and zone surgery."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import dns.rdatatype
+import dns.zone
 
 from agents.contract import Layout, read_events
 from topologies import model
@@ -38,3 +41,15 @@ def mn_request(lab: Lab, mn: str, cmd: str, **args: Any) -> dict[str, Any]:
     answer = lab.control(mn).request({"cmd": cmd, **args}, timeout=30)
     assert answer.get("ok"), answer
     return answer
+
+
+DNSSEC_TYPES = frozenset({dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.DNSKEY,
+                          dns.rdatatype.CDS, dns.rdatatype.CDNSKEY})
+
+
+def strip_dnssec(zone: dns.zone.Zone) -> None:
+    """Remove every DNSSEC record from ``zone``: what an unsigned copy of it would serve."""
+    for node in zone.nodes.values():
+        for rds in list(node.rdatasets):
+            if rds.rdtype in DNSSEC_TYPES:
+                node.rdatasets.remove(rds)

@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from agents.auth.keys import Suite, spki_of
+from tests.integration.labs import strip_dnssec
 from topologies.analysis.stats import percentile
 from topologies.lab.daemons import NodeExec, proc_comm, wait_until
 from topologies.lab.dnsplane import RECORD_TTL, DnsPlane
@@ -268,12 +269,7 @@ def _snapshot_zone(lab: DnsLab, zone: str) -> dns.zone.Zone:
 
 def _tampered(zone: dns.zone.Zone, how: str, evil_spki: bytes) -> str:
     if how == "unsigned":
-        dnssec = {dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.DNSKEY,
-                  dns.rdatatype.CDS, dns.rdatatype.CDNSKEY}
-        for node in zone.nodes.values():
-            for rds in list(node.rdatasets):
-                if rds.rdtype in dnssec:
-                    node.rdatasets.remove(rds)
+        strip_dnssec(zone)
     else:
         # The signatures stay; the data they cover does not (an attacker's key, a new address).
         assert zone.origin is not None

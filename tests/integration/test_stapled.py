@@ -30,6 +30,7 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 
 from agents.contract import read_events
 from agents.staple import RRSIG, encode_bundle, parse_bundle
+from tests.integration.labs import strip_dnssec
 from topologies import model
 from topologies.analysis.dnscount import home_round_trips
 from topologies.lab.daemons import wait_until
@@ -210,12 +211,7 @@ def test_tampered_bundles_are_refused_and_the_ar_falls_back(lab: Lab) -> None:
 
 def _unsigned(text: str) -> str:
     zone = dns.zone.from_text(text, origin=ZONE + ".", relativize=False)
-    dnssec = {dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.DNSKEY,
-              dns.rdatatype.CDS, dns.rdatatype.CDNSKEY}
-    for node in zone.nodes.values():
-        for rds in list(node.rdatasets):
-            if rds.rdtype in dnssec:
-                node.rdatasets.remove(rds)
+    strip_dnssec(zone)
     return zone.to_text(relativize=False)
 
 
