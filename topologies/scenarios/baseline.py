@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Self
@@ -23,7 +24,7 @@ from topologies.analysis.stats import percentile
 from topologies.lab.anchored import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
 from topologies.lab.daemons import DeadlineError, LabError, NodeExec, wait_until
 from topologies.lab.lab import Background, Lab
-from topologies.model import Role
+from topologies.model import Role, Topology
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
     Progress,
@@ -259,6 +260,14 @@ class BaselineScenario(Scenario):
                 "anchored_rtt_ms": round(self._rtt(anch_addr), 3),
                 "flat_stretch": round(len(flat_path) / shortest, 3),
                 "anchored_stretch": round((len(anch_path) + hidden) / shortest, 3),
+                # What the links' delays alone make of each path's round trip.
+                "flat_expected_rtt_ms": round(2 * path_delay_ms(self.topo,
+                                                                [self.cn, *flat_path]), 3),
+                "anchored_expected_rtt_ms": round(2 * (
+                    path_delay_ms(self.topo, [self.cn, *anch_path[:anch_path.index(self.pgw)
+                                                                  + 1]])
+                    + path_delay_ms(self.topo, [self.pgw, *underlay])), 3)
+                if self.pgw in anch_path else None,
             })
             self.progress(f"  {ar.name}: hops flat {rows[-1]['flat_hops']} anchored "
                           f"{rows[-1]['anchored_hops']} (shortest {shortest}); RTT flat "
@@ -448,6 +457,18 @@ class BaselineScenario(Scenario):
         return table(result)
 
 
+def path_delay_ms(topo: Topology, hops: Sequence[str | None]) -> float:
+    """The one-way delay the links add along a traced path: each pair of consecutive hops
+    that are nodes joined by a link (a '*' or an address breaks the chain, adding 0)."""
+    total = 0.0
+    for a, b in itertools.pairwise(hops):
+        if a in topo.nodes and b in topo.nodes:
+            iface = next((i.name for i in topo.nodes[a].interfaces if i.peer == b), None)
+            attrs = topo.link_attrs.get((a, iface)) if iface else None
+            total += (attrs.delay_ms or 0.0) if attrs else 0.0
+    return total
+
+
 def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
                   procedures: list[dict[str, Any]], t_end: float,
                   interval_s: float = PING_INTERVAL_S) -> dict[str, Any]:
@@ -515,7 +536,7 @@ def flat_summary(walk: dict[str, Any], dns: dict[str, dict[str, float]],
     queries = dns["after"].get("total.num.queries", 0.0) - \
         dns["before"].get("total.num.queries", 0.0)
     trips = [float(h["home_round_trips"]) for h in fh if h.get("home_round_trips") is not None]
-    staples = [float(h["staple_size"]) for h in fh if h.get("staple_size")]
+    sizes = [float(h["auth_size"]) for h in fh if h.get("auth_size")]
 
     def p(key: str, q: float) -> float:
         return percentile([float(h[key]) for h in fh], q)
@@ -528,8 +549,8 @@ def flat_summary(walk: dict[str, Any], dns: dict[str, dict[str, float]],
         "auth_ms_p50": p("auth_ms", 0.5), "auth_ms_p95": p("auth_ms", 0.95),
         # Exact: the queries that reached the home zones' server, per handoff (dnscount.py).
         "home_round_trips_per_handoff": round(_mean(trips), 3) if trips else None,
-        "staple_size": {"min": min(staples), "p50": percentile(staples, 0.5),
-                        "max": max(staples)} if staples else None,
+        "auth_size": {"min": min(sizes), "p50": percentile(sizes, 0.5),
+                      "max": max(sizes)} if sizes else None,
         "messages_per_handoff": {
             "air": 2.0,  # one AUTH and its answer (draft 3)
             # Unbound's counter over the walk, first contacts included: an upper bound.

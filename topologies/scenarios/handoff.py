@@ -285,6 +285,7 @@ class HandoffAnalysis:
                 "warmup": bool(rec.get("warmup")),
                 "dns_mode": rec.get("dns_mode", "lookup"),
                 "staple_size": rec.get("staple_size"),
+                "auth_size": rec.get("auth_size"),
                 # Queries that reached the MN's home zone from the radio's attach to the AR's
                 # answer (the AR may ask before the MN stamps its send); None where the run
                 # kept no query log.
