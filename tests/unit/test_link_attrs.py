@@ -71,17 +71,22 @@ def test_bad_values_are_named_all_at_once() -> None:
                           "ar-agg": {"jitter_ms": 3, "delay_ms": 1}}
     d["links"][0] = {"between": ["agg1", "agg2"], "loss_pct": 100, "colour": "red"}
     d["services"]["ha"]["link"] = {"rate_mbit": 0, "delay_ms": True}
+    assert_named(d, ("profiles.metro.delay_ms: expected a number",
+                     "link_profiles.agg-core.distance: unknown profile 'suburb'",
+                     "link_profiles.agg-moon: expected ROLE-ROLE",
+                     "link_profiles.ar-agg.jitter_ms: 3 exceeds delay_ms 1",
+                     "links[0].loss_pct: 100 would cut the link",
+                     "links[0].colour: unknown key",
+                     "services.ha.link.rate_mbit: expected a number in [0.001",
+                     "services.ha.link.delay_ms: expected a number"))
+
+
+def assert_named(d: dict[str, Any], expected: tuple[str, ...]) -> None:
+    """The document is refused, every one of ``expected`` named in the one error."""
     with pytest.raises(TopologyError) as err:
         model.build(d)
     msg = str(err.value)
-    for words in ("profiles.metro.delay_ms: expected a number",
-                  "link_profiles.agg-core.distance: unknown profile 'suburb'",
-                  "link_profiles.agg-moon: expected ROLE-ROLE",
-                  "link_profiles.ar-agg.jitter_ms: 3 exceeds delay_ms 1",
-                  "links[0].loss_pct: 100 would cut the link",
-                  "links[0].colour: unknown key",
-                  "services.ha.link.rate_mbit: expected a number in [0.001",
-                  "services.ha.link.delay_ms: expected a number"):
+    for words in expected:
         assert words in msg, (words, msg)
 
 
@@ -106,14 +111,10 @@ def test_home_distance_from_a_profile_and_recorded() -> None:
 def test_bad_home_values_are_named() -> None:
     d = doc()
     d["home"] = {"delay_ms": -1, "rate_mbit": 10, "loss_pct": 1, "distance": "moon"}
-    with pytest.raises(TopologyError) as err:
-        model.build(d)
-    msg = str(err.value)
-    for words in ("home.delay_ms: expected a number in [0, 10000], got -1",
-                  "home.rate_mbit: the home network's distance takes delay_ms and jitter_ms",
-                  "home.loss_pct: the home network's distance takes",
-                  "home.distance: unknown profile 'moon'"):
-        assert words in msg, (words, msg)
+    assert_named(d, ("home.delay_ms: expected a number in [0, 10000], got -1",
+                     "home.rate_mbit: the home network's distance takes delay_ms and jitter_ms",
+                     "home.loss_pct: the home network's distance takes",
+                     "home.distance: unknown profile 'moon'"))
 
 
 def test_a_distance_set_is_laid_over_the_links() -> None:
