@@ -100,6 +100,7 @@ class BaselineScenario(Scenario):
 
     def measure(self) -> None:
         t0 = time.time()
+        self.note(probe_interval_ms=self.probe_interval_ms)  # the walks'; failures probe at 10
         dns: dict[str, dict[str, dict[str, float]]] = {}
         for key, (mode, dns_mode) in FLAT_CONFIGS.items():
             self.progress(f"{key}: the flat walk in mode {mode}, DNS {dns_mode}")
