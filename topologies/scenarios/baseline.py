@@ -218,8 +218,12 @@ class BaselineScenario(Scenario):
         dst = str(self._flat_address(mn))
 
         def via_ar() -> bool:
+            # Through the AR on a shortest path: in redirect mode the previous AR relays to
+            # the new one until BGP has converged, and that detour is not the path.
             path = self._trace(self.lab.execs[self.cn], dst)
-            return len(path) >= 2 and path[-1] == dst and path[-2] == ar
+            routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
+            return len(path) >= 2 and path[-1] == dst and path[-2] == ar and \
+                measure.is_shortest_path(routers, self.adj, self.cn, ar)
 
         with contextlib.suppress(DeadlineError):
             wait_until(via_ar, 10, f"the flat path to {mn} through {ar}", 0.2)
