@@ -107,6 +107,7 @@ def test_markdown_carries_both_runs_side_by_side() -> None:
     assert "| regional | flat_draft (draft, lookup) | 77.70 |" in md
     assert "1001 / 1002 / 1003" in md
     assert "the home network 40 ms RTT away" in md
+    assert "**zero**: RTT above the links' own, largest over the ARs: flat 0.111 ms" in md
     assert "mn1 lost" in md and "mn1 121" in md
     assert "![interruption CDF (zero)](zero-cdf.png)" in md
     assert "*(interruption CDF (regional): not drawn)*" in md

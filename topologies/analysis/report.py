@@ -263,7 +263,9 @@ def render_markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any],
         "ICMP traceroute; stretch is hops over the shortest CN→MN path; `d` is the AR's "
         "distance from the anchor in hops.\n")
     for n in names:
-        add(f"**{n}**\n")
+        add(f"**{n}**: RTT above the links' own, largest over the ARs: "
+            + ", ".join(f"{arch} {_f(_excess(results[n]['stretch'], arch), 3)} ms"
+                        for arch in ("flat", "anchored")) + "\n")
         add(_table(["AR", "d", "flat hops", "anchored hops", "flat RTT (ms)",
                     "flat expected (ms)", "anchored RTT (ms)", "anchored expected (ms)"],
                    [[r["ar"], r["anchor_distance"], r["flat_hops"], r["anchored_hops"],
@@ -392,6 +394,13 @@ def render_markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any],
         "- Nothing was tuned for either side: all use the same walk, traffic, period and "
         "netlink client for route changes.\n")
     return "\n".join(lines) + "\n"
+
+
+def _excess(stretch: list[dict[str, Any]], arch: str) -> float | None:
+    """The largest measured RTT less the expected one, over the ARs."""
+    diffs = [float(r[f"{arch}_rtt_ms"]) - float(r[f"{arch}_expected_rtt_ms"]) for r in stretch
+             if r.get(f"{arch}_expected_rtt_ms") is not None]
+    return max(diffs) if diffs else None
 
 
 def _mean_or_none(values: list[float]) -> float | None:
