@@ -162,13 +162,15 @@ def losses(result: dict[str, Any]) -> list[str]:
             continue
         name = _config(result, col)
         if worse(b["interruption_ms_p95"], a["interruption_ms_p95"]):
-            why = ("without the redirect, the new path exists only once BGP has carried the "
-                   "host route through the route reflectors (FRR holds each batch 50 ms); "
-                   if b.get("mode") == "draft" else "")
+            why = ("Without the redirect, the new path exists only once BGP has carried the "
+                   "host route through the route reflectors (FRR holds each batch 50 ms). "
+                   if b.get("mode") == "draft" else
+                   "The redirect covers the wait for BGP, but its detour through the previous "
+                   "AR and the AUTH's own round trip remain. ")
             out.append(
                 f"**Handoff interruption, {name}**: p95 {_f(b['interruption_ms_p95'])} ms "
-                f"against the anchored {_f(a['interruption_ms_p95'])} ms. {why.capitalize()}"
-                "the anchor repairs the path with one local route change after a single "
+                f"against the anchored {_f(a['interruption_ms_p95'])} ms. {why}"
+                "The anchor repairs the path with one local route change after a single "
                 "round trip to the HSS, which grows with the home distance (here "
                 f"{_f(result['home_rtt_ms'], 0)} ms RTT).")
         if worse(b["home_round_trips_per_handoff"], a["home_round_trips_per_handoff"]):
