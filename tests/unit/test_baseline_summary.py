@@ -41,3 +41,16 @@ def test_flat_summary_of_one_configuration() -> None:
     assert s["messages_per_handoff"] == {"air": 2.0, "dns_queries": 3.0, "bgp_updates": 2.0,
                                          "ar_to_ar": 2.0}
     assert s["interruption_ms_p95"] > s["interruption_ms_p50"] >= 10.0
+
+
+def test_probe_interval_is_a_bounded_parameter() -> None:
+    import argparse
+
+    import pytest
+
+    from topologies.scenarios.handoff import positive_ms
+
+    assert positive_ms("1") == 1.0 and positive_ms("0.5") == 0.5
+    for bad in ("0", "-1", "2000", "fast"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_ms(bad)
