@@ -3,14 +3,17 @@ configuration's summary, which never mixes modes and counts home round trips exa
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from topologies import model
 from topologies.model.links import with_distance
 from topologies.scenarios.baseline import flat_summary, path_delay_ms
+from topologies.scenarios.handoff import positive_ms
 
 FIG2 = Path(__file__).resolve().parents[2] / "topologies" / "figure2.yaml"
 
@@ -44,12 +47,6 @@ def test_flat_summary_of_one_configuration() -> None:
 
 
 def test_probe_interval_is_a_bounded_parameter() -> None:
-    import argparse
-
-    import pytest
-
-    from topologies.scenarios.handoff import positive_ms
-
     assert positive_ms("1") == 1.0 and positive_ms("0.5") == 0.5
     for bad in ("0", "-1", "2000", "fast"):
         with pytest.raises(argparse.ArgumentTypeError):
