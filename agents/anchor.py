@@ -1,5 +1,5 @@
 """The anchored baseline's processes (draft Figure 1): `mme` (with the P-GW's bearer switch),
-`hss` (a home subscriber server with an emulated home-network distance), `enb` (the S1
+`hss` (the home subscriber server; its distance is the lab's home link), `enb` (the S1
 relay on an AR) and `ue` (the MN's side, driven over a control socket). docs/baseline.md.
 """
 
@@ -47,12 +47,12 @@ def _load(path: str) -> dict[str, Any]:
 
 
 class Hss(asyncio.DatagramProtocol):
-    """Answers AUTH_INFO_REQUEST with a fresh vector after `delay_ms`: the round trip to the
-    home network, emulated in the application because the kernel here has no netem."""
+    """Answers AUTH_INFO_REQUEST with a fresh vector at once: the round trip to the home
+    network is in the packet path (the topology's `home:` distance, topologies/lab/shaping.py),
+    not in this process."""
 
-    def __init__(self, keys: dict[str, bytes], delay_s: float, events: EventLog) -> None:
+    def __init__(self, keys: dict[str, bytes], events: EventLog) -> None:
         self.keys = keys
-        self.delay_s = delay_s
         self.events = events
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -74,7 +74,7 @@ class Hss(asyncio.DatagramProtocol):
         rand = os.urandom(epc.RAND_LEN)
         answer = epc.encode(Message(Kind.AUTH_INFO_ANSWER, msg.seq, imsi=msg.imsi, rand=rand,
                                     res=epc.response(key, rand)))
-        asyncio.get_running_loop().call_later(self.delay_s, self._send, answer, addr, msg)
+        self._send(answer, addr, msg)
 
     def _send(self, answer: bytes, addr: tuple[str, int], msg: Message) -> None:
         if self.transport is not None:
@@ -432,7 +432,7 @@ async def _serve(protocol: asyncio.DatagramProtocol, port: int) -> None:
 
 # What each role reads from its configuration, with the type it must have: the dry-run.
 REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "hss": {"port": int, "delay_ms": (int, float), "subscribers": dict},
+    "hss": {"port": int, "subscribers": dict},
     "mme": {"port": int, "cells": dict, "subscribers": dict, "hss": str, "hss_port": int},
     "enb": {"cell": str, "mme": str, "mme_port": int},
     "ue": {"imsi": str, "key": str, "address": str, "enb": str, "control": str},
@@ -473,8 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     events("start", role=args.role, pid=os.getpid())
     if args.role == "hss":
         keys = {k: bytes.fromhex(v) for k, v in conf["subscribers"].items()}
-        asyncio.run(_serve(Hss(keys, float(conf["delay_ms"]) / 1000.0, events),
-                           int(conf["port"])))
+        asyncio.run(_serve(Hss(keys, events), int(conf["port"])))
     elif args.role == "mme":
         bearers = Bearers(str(conf["tunnel_dev"])) if conf.get("tunnel_dev") else None
         asyncio.run(_serve(Mme(conf, events, bearers), int(conf["port"])))

@@ -40,7 +40,7 @@ from .handoff import EventLog
 from .linkproof import link_key, link_proof
 from .macro import HaTunnel, detect_tunnel
 from .paging import parse_page
-from .staple import StapleKeeper, fits_auth
+from .staple import StapleKeeper, auth_size, fits_auth
 
 log = logging.getLogger("agents.mn")
 
@@ -335,6 +335,8 @@ class MnAgent:
                 "rerouted": rerouted, "not_rerouted": not_rerouted, "idle": idle,
                 "tal": list(self.tal), "authenticated": True,
                 "dns_mode": str(self.dns_mode), "staple_size": len(staple) if staple else 0,
+                "auth_size": auth_size(staple, self.config.identity, fqdn, prev_fqdn,
+                                       len(claimed)),
             }
             self.events("idle" if idle else "attached", **record)
             if not_rerouted:

@@ -523,9 +523,17 @@ def fits_auth(staple: bytes, peer: str, auth: str, previous: str | None,
               addresses: int) -> bool:
     """Whether an AUTH with this staple (and a cookie, should one be asked) fits one
     datagram (messages.AUTH_MAX_STAPLED), for IPv4 host addresses."""
-    size = (AUTH_FIXED + 2 + len(peer) + len(auth) + (1 + len(previous) if previous else 0)
-            + 3 + len(staple) + 1 + 6 * addresses + COOKIE_LEN + TAG_LEN)
+    size = auth_size(staple, peer, auth, previous, addresses, cookie=True)
     return len(staple) <= MAX_STAPLE_LEN and size <= AUTH_MAX_STAPLED
+
+
+def auth_size(staple: bytes | None, peer: str, auth: str, previous: str | None,
+              addresses: int, *, cookie: bool = False) -> int:
+    """The octets of such an AUTH (docs/protocol.md): the stapled field only with a staple,
+    the cookie only when the AR asked for one; IPv4 host addresses."""
+    return (AUTH_FIXED + 2 + len(peer) + len(auth) + (1 + len(previous) if previous else 0)
+            + (3 + len(staple) if staple is not None else 0) + 1 + 6 * addresses
+            + (COOKIE_LEN if cookie else 0) + TAG_LEN)
 
 
 # --- the MN: keep a current bundle, built outside the handoff path -----------------------------

@@ -1,14 +1,17 @@
 """The anchored baseline (draft Figure 1) in the Figure-2 lab with the real daemons: traffic to
 an anchored address flows through the anchor, a handoff switches the anchor's bearer after an
-HSS round trip and traffic resumes, and the anchor's failure takes the session with it.
+HSS round trip and traffic resumes, and the anchor's failure takes the session with it. The
+home network (the HSS, the MNs' home zones' server) sits 20 ms RTT away in the packet path.
 One lab and one anchored plane for the module."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from topologies import model
 from topologies.analysis import measure
@@ -19,12 +22,15 @@ from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
+HOME_DELAY_MS = 10.0  # one-way: the home network 20 ms RTT away
 
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[AnchoredPlane]:
-    topo = model.load(ROOT / "topologies" / "figure2.yaml")
-    with Lab(topo, ready_timeout=120) as lab, AnchoredPlane(lab, home_rtt_ms=20) as running:
+    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
+    doc["home"] = {"delay_ms": HOME_DELAY_MS}
+    topo = model.build(doc)
+    with Lab(topo, ready_timeout=120) as lab, AnchoredPlane(lab) as running:
         running.attach_all()
         yield running
 
@@ -68,13 +74,34 @@ def test_handoff_switches_the_bearer(plane: AnchoredPlane) -> None:
     assert plane.bearers()[address(plane)] == baseline.tunnel_address(topo, "ar3")
     proc = plane.procedures()[-1]
     assert proc["ok"] and proc["previous"] == "ar1" and proc["home_round_trips"] == 1
-    assert float(proc["hss_ms"]) >= 20.0  # the emulated home distance
+    assert float(proc["hss_ms"]) >= 2 * HOME_DELAY_MS  # the home link, both ways
     assert proc["s6a"] == 2
     wait_until(lambda: reaches(plane, address(plane)), 5, "ping to resume after the handoff")
     # The uplink goes up the tunnel from the new AR: the eNB's policy route.
     rule = plane.lab.execs["ar3"].check(["ip", "rule", "show", "priority",
                                          str(baseline.UPLINK_RULE_PRIORITY)])
     assert str(baseline.ANCHOR_POOL) in rule
+
+
+def query_ms(plane: AnchoredPlane, server: str, name: str) -> int:
+    """dig's own query time from the DNS node to BIND (port 5300), no resolver cache."""
+    out = plane.lab.execs["dns"].check(["dig", "+tries=1", "+time=2", "-p", "5300",
+                                        f"@{server}", name, "SOA"])
+    match = re.search(r"Query time: (\d+) msec", out)
+    assert match, out
+    return int(match.group(1))
+
+
+def test_the_home_zones_server_is_at_the_home_distance(plane: AnchoredPlane) -> None:
+    # Where Unbound asks for the home zones (the DNS node's own address) the home link's
+    # delay is in the path, both ways (the ISP's own zones, asked on 127.0.0.1, are not).
+    dns = str(plane.topo.node("dns").interfaces[0].address)
+    assert query_ms(plane, dns, "mn1.example.") >= 2 * HOME_DELAY_MS
+    assert plane.lab.dns is not None
+    conf = plane.lab.dns.unbound.conf_path.read_text()
+    assert f'name: "mn1.example."\n    stub-addr: {dns}@5300' in conf
+    assert 'name: "isp.test."\n    stub-addr: 127.0.0.1@5300' in conf
+    assert plane.lab.shaping.record()["home"]["nodes"] == ["dns", "pgw"]
 
 
 def test_anchor_failure_breaks_the_session(plane: AnchoredPlane) -> None:

@@ -21,7 +21,7 @@ async def _procedure(tmp: Path, responses: list[bytes | None]) -> list[dict[str,
     loop = asyncio.get_running_loop()
     events = anchor.EventLog(str(tmp / "mme.events"))
     hss_t, _ = await loop.create_datagram_endpoint(
-        lambda: anchor.Hss({"mn1": KEY}, 0.02, anchor.EventLog(None)),
+        lambda: anchor.Hss({"mn1": KEY}, anchor.EventLog(None)),
         local_addr=("127.0.0.1", 0))
     hss_port = hss_t.get_extra_info("sockname")[1]
     conf = {"cells": {"ar1": {"endpoint": "169.254.4.2", "enb": "127.0.0.1"},
@@ -63,7 +63,7 @@ def test_handoff_costs_one_home_round_trip(tmp_path: Path) -> None:
                        {"reply": "ATTACH_ACCEPT", "cell": "ar3"}]
     procs = [e for e in out if e.get("ev") == "procedure"]
     assert [p["home_round_trips"] for p in procs] == [1, 1]
-    assert all(float(str(p["hss_ms"])) >= 20.0 for p in procs)  # the emulated home distance
+    assert all(float(str(p["hss_ms"])) >= 0.0 for p in procs)  # the distance is the link's
     assert [p["s6a"] for p in procs] == [2, 2]
     # First attach: ATTACH, challenge, response, accept on S1; the handoff adds the release.
     assert [p["s1"] for p in procs] == [4, 5]

@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from ipaddress import IPv4Address
@@ -34,6 +35,7 @@ from topologies.lab.dnsplane import (
     render,
 )
 from topologies.model import load
+from topologies.model.links import LinkAttributes
 from topologies.render.configs import CONFIGS
 from topologies.render.identities import Identity
 
@@ -292,3 +294,16 @@ def test_prepare_generates_keys_and_passes_dry_runs(tmp_path: Path) -> None:
     named.write()
     with pytest.raises(ConfigCheckError):
         named.dry_run()
+
+
+def test_a_home_distance_moves_only_the_home_zones_stubs() -> None:
+    topo = load(ROOT / "topologies" / "figure2.yaml")
+    far = dataclasses.replace(topo, home_link=LinkAttributes(delay_ms=20.0))
+    pl = DnsPlane(far, RUNDIR, identities())
+    conf = pl.render_all({z: fake_ds(z) for z in pl.zone_names},
+                         {n: fake_tsig(n) for n in pl.tsig_names})["unbound.conf"]
+    # The home zones are asked where the delay line holds the flow; the rest stays local.
+    assert 'name: "mn1.example."\n    stub-addr: 10.253.0.2@5300' in conf
+    assert 'name: "isp.test."\n    stub-addr: 127.0.0.1@5300' in conf
+    assert 'name: "example."\n    stub-addr: 127.0.0.1@5300' in conf
+    assert "10.253.0.2@5300" not in rendered()["unbound.conf"]  # no distance: no change

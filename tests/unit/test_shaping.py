@@ -101,3 +101,49 @@ def test_apply_detects_records_and_builds_the_delay_line(tmp_path: Path, netem: 
         assert {e["netns"] for e in cfg["links"]} == {f"/proc/{os.getpid()}/ns/net"}
         assert not (tmp_path / "agg1" / "links.tc").exists()  # delay only: no qdisc
     assert applied.record()["mechanism"] == applied.mechanism
+
+
+HOME = shaping.HomeDistance(LinkAttributes(delay_ms=20.0, jitter_ms=1.0), {
+    "dns": [shaping.HomeFlow("udp", 5300, "10.253.0.2"), shaping.HomeFlow("tcp", 5300,
+                                                                          "10.253.0.2")],
+    "pgw": [shaping.HomeFlow("udp", 3868)]})
+
+
+def test_home_rules_golden_and_their_queues_follow_the_links() -> None:
+    data = shaping.home_data(HOME, first_queue=4)
+    text = "".join(f"## {node} iptables\n{shaping.render_home_iptables(d)}"
+                   for node, d in data.items())
+    check_golden(GOLDEN / "home.txt", text)
+    entries = shaping.delayline_links(data, {"dns": "/proc/1/ns/net", "pgw": "/proc/2/ns/net"})
+    assert [(e["name"], e["queue"], e["delay_ms"]) for e in entries] == [
+        ("dns/lo", 4, 20.0), ("pgw/lo", 5, 20.0)]
+    assert len(delayline.parse_config({"links": entries})) == 2
+
+
+def test_the_home_distance_comes_from_the_topology() -> None:
+    import yaml
+
+    from topologies import model
+    from topologies.model.links import with_distance
+
+    root = Path(__file__).resolve().parents[2] / "topologies" / "figure2.yaml"
+    doc = yaml.safe_load(root.read_text())
+    assert shaping.home_distance(model.build(doc)) is None  # nothing laid, nothing changed
+    home = shaping.home_distance(model.build(with_distance(doc, "regional")))
+    assert home is not None and home.attrs.delay_ms == 20.0
+    assert {n: [(f.proto, f.port) for f in fs] for n, fs in home.flows.items()} == {
+        "dns": [("udp", 5300), ("tcp", 5300)], "pgw": [("udp", 3868)]}
+
+
+@pytest.mark.parametrize("netem", [True, False], ids=["netem", "fallback"])
+def test_apply_holds_the_home_flows_in_the_delay_line_on_either_kernel(
+        tmp_path: Path, netem: bool) -> None:
+    execs = {n: FakeExec(n, netem) for n in ("dns", "pgw")}
+    said: list[str] = []
+    applied = shaping.apply({}, execs, tmp_path, said.append, home=HOME)
+    assert applied.mechanism == "nfqueue" and applied.daemon is not None
+    assert "the home network 40 ms RTT away (dns, pgw)" in said[0]
+    assert applied.record()["home"] == {"delay_ms": 20.0, "jitter_ms": 1.0,
+                                        "nodes": ["dns", "pgw"]}
+    assert (tmp_path / "dns" / "home.iptables").read_text().count("NFQUEUE") == 4
+    assert not (tmp_path / "dns" / "links.tc").exists()

@@ -33,6 +33,7 @@ from agents.staple import (
     StapleService,
     StapleVerifier,
     StapleWrongName,
+    auth_size,
     encode_bundle,
     fetch_bundle,
     fits_auth,
@@ -349,6 +350,7 @@ def test_fits_auth_matches_the_encoder() -> None:
     bundle = bytes.fromhex(values["bundle"])
     auth = bytes.fromhex(values["auth"])  # no previous name, no cookie, two addresses
     assert fits_auth(bundle, MN_NAME, "ar1.isp.test", None, 2)
+    assert auth_size(bundle, MN_NAME, "ar1.isp.test", None, 2) == len(auth)
     assert len(auth) + 16 <= 1472
     assert not fits_auth(bundle + bytes(200), MN_NAME, "ar1.isp.test", "ar2.isp.test", 2)
 

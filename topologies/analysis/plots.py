@@ -51,7 +51,7 @@ def handoff_timeline(timeline: list[tuple[float, float | None]],
         seen.add(mode)
     ax.set_xlabel("time since the first probe (s)")
     ax.set_ylabel("CN → MN probe RTT (ms)")
-    ax.set_title("Probe stream (one every 10 ms) across the handoffs")
+    ax.set_title("Probe stream across the handoffs")
     ax.legend(loc="upper right", fontsize="small")
     return _save(plt, fig, path)
 
@@ -65,7 +65,7 @@ def interruption_cdf(handoffs: list[dict[str, Any]], path: Path) -> Path:
         n = len(values)
         ax.step(values, [(i + 1) / n for i in range(n)], where="post",
                 color=MODE_COLOURS.get(mode, "grey"), label=f"{mode} (n={n})")
-    ax.set_xlabel("interruption (ms): longest gap in the 10 ms probe stream")
+    ax.set_xlabel("interruption (ms): longest gap in the probe stream")
     ax.set_ylabel("fraction of handoffs")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)

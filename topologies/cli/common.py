@@ -35,3 +35,32 @@ def require_root() -> None:
 
 def add_topology(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
+
+
+def add_distance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--distance", metavar="NAME",
+                        help="lay the topology's named distance set (its `distances:`) over "
+                        "its links and home network")
+
+
+def distance_topology(topology: str, distance: str | None, out: Path) -> Path:
+    """The topology file to run: ``topology`` itself, or with ``distance`` laid over it, a
+    plain topology written into ``out`` (so the run keeps what it ran on)."""
+    if not distance:
+        return Path(topology)
+    import yaml
+
+    from topologies.model.errors import TopologyError
+    from topologies.model.links import with_distance
+
+    try:
+        doc = yaml.safe_load(Path(topology).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise TopologyError(f"{topology}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise TopologyError(f"{topology}: topology must be a mapping")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{Path(topology).stem}-{distance}.yaml"
+    path.write_text(f"# {topology} with its distance set {distance!r} laid over it\n"
+                    + yaml.safe_dump(with_distance(doc, distance), sort_keys=False))
+    return path

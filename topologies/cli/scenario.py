@@ -13,7 +13,13 @@ from typing import Any
 
 from topologies import model
 from topologies.analysis.measure import MeasureError
-from topologies.cli.common import add_topology, require_root, write_json
+from topologies.cli.common import (
+    add_distance,
+    add_topology,
+    distance_topology,
+    require_root,
+    write_json,
+)
 from topologies.lab.capture import capture_all, parse_specs
 from topologies.lab.daemons import LabError
 from topologies.lab.lab import Lab
@@ -33,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, cls in scenarios.items():
         p = names.add_parser(name, help=cls.help)
         add_topology(p)
+        add_distance(p)
         p.add_argument("--out", help="the run directory: raw files, run.json, plots "
                        f"(default: a new one under ./{RUNS}/ or /var/tmp/flatarch/)")
         p.add_argument("--json")
@@ -63,13 +70,14 @@ def measure_then_analyse(cls: type[Scenario], args: argparse.Namespace,
                          out: Path) -> dict[str, Any]:
     """The scenario's measurement inside the lab, its analysis after the lab is down."""
     require_root()
-    topo = model.load(args.topology)
+    topo_file = distance_topology(args.topology, getattr(args, "distance", None), out)
+    topo = model.load(topo_file)
     out.mkdir(parents=True, exist_ok=True)
     print(f"flatarch: run directory {out}", file=sys.stderr)
     try:
         with Lab(topo) as lab:
             sc = cls.from_args(lab, args, out)
-            sc.topology_file = Path(args.topology)
+            sc.topology_file = topo_file
             with capture_all(lab, parse_specs(args.capture or ""), out / "pcap"):
                 sc.record()
     except LabError as exc:

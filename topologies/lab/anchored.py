@@ -1,6 +1,7 @@
 """The anchored baseline (draft Figure 1) switched on inside a running flat lab: a fixed anchor
 (P-GW) on the `pgw` service node, a VXLAN tunnel to every AR (S-GW/eNB collapsed into the AR),
-an MME co-located with the anchor and an HSS at an emulated home-network distance.
+an MME co-located with the anchor and an HSS at the home network's distance (the
+topology's `home:` link, laid on the MME-HSS flow by topologies/lab/shaping.py).
 
 The flat plane keeps running; each MN gets a second, anchored address from the anchor's pool,
 so both architectures are measured on one topology, one lab, one run (docs/baseline.md).
@@ -43,7 +44,6 @@ TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mt
                           "net": LAB_BLOCKS_V4["anchored-tunnel"]}
 UPLINK_TABLE = 152
 UPLINK_RULE_PRIORITY = 150
-DEFAULT_HOME_RTT_MS = 30.0
 
 Progress = Callable[[str], None]
 
@@ -168,7 +168,8 @@ def render_baseline(topo: Topology) -> dict[str, dict[str, str]]:
 def mme_config(topo: Topology, events: Path) -> dict[str, Any]:
     return {
         "port": epc.MME_PORT,
-        "hss": "127.0.0.1",  # the HSS process runs beside the MME; its delay is the distance
+        # The HSS runs beside the MME; the home distance is laid on this flow (shaping.py).
+        "hss": "127.0.0.1",
         "hss_port": epc.HSS_PORT,
         "tunnel_dev": TUNNEL["dev"],
         "cells": {a.name: {"endpoint": tunnel_address(topo, a.name), "enb": str(a.loopback)}
@@ -269,12 +270,11 @@ class AnchoredPlane:
     """Turns the baseline mode on in a running lab; every process it starts is a lab
     background process (pid file, stopped with the lab or by `flatarch down`)."""
 
-    def __init__(self, lab: Lab, *, home_rtt_ms: float = DEFAULT_HOME_RTT_MS,
-                 progress: Progress | None = None) -> None:
+    def __init__(self, lab: Lab, *, progress: Progress | None = None) -> None:
         self.lab = lab
         self.topo = lab.topo
         self.pgw = anchor_node(self.topo).name
-        self.home_rtt_ms = home_rtt_ms
+        self.home_rtt_ms = self.topo.home_rtt_ms  # in the links, not in the HSS
         self.progress = progress or lab.progress
         self.dir = lab.dir / "baseline"
         self.roles: dict[str, list[Daemon]] = {}
@@ -320,8 +320,7 @@ class AnchoredPlane:
                 ex.check(["nft", "-f", str(self.path(node, "nft.batch"))])
         keys = {mn: os.urandom(16).hex() for mn in lab.mobiles}
         roles: dict[str, list[Daemon]] = {self.pgw: [
-            Hss(self.pgw, self.dir, {"port": epc.HSS_PORT, "delay_ms": self.home_rtt_ms,
-                                     "subscribers": keys}),
+            Hss(self.pgw, self.dir, {"port": epc.HSS_PORT, "subscribers": keys}),
             Mme(self.pgw, self.dir, mme_config(topo, self.path(self.pgw, "mme.events"))),
         ]}
         for ar in topo.by_role(Role.AR):

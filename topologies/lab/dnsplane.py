@@ -525,10 +525,16 @@ class DnsPlane:
                 "nodefault": sorted({z for z in self._zones
                                      if z in ("test.",) or z.count(".") == 3
                                      and z.endswith(".in-addr.arpa.")}),
-                "stubs": [{"name": z, "address": f"127.0.0.1@{NAMED_PORT}"}
-                          for z in self._zones],
+                # With a home distance, the home zones' server is asked on this node's own
+                # address, whose flow the delay line holds (topologies/lab/shaping.py).
+                "stubs": [{"name": z, "address": f"{self._stub_address(zone)}@{NAMED_PORT}"}
+                          for z, zone in self._zones.items()],
             },
         }
+
+    def _stub_address(self, zone: _Zone) -> str:
+        far = zone.kind == "home" and self.topo.home_link.delayed
+        return str(self.address) if far else "127.0.0.1"
 
     def render_all(self, ds: Mapping[str, DsRecord], tsig: Mapping[str, str]) -> dict[str, str]:
         """Every rendered file, keyed by path relative to the run directory."""

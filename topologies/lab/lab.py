@@ -295,7 +295,8 @@ class Lab(StartStop):
             self._reserve_ports(name)
         for node in self.topo.nodes.values():
             self._configure(node)
-        self.shaping = shaping.apply(self.topo.link_attrs, self.execs, self.dir, self.progress)
+        self.shaping = shaping.apply(self.topo.link_attrs, self.execs, self.dir, self.progress,
+                                     home=shaping.home_distance(self.topo))
         if self.shaping.daemon is not None:
             d = self.shaping.daemon
             self.daemons[d.node] = [d, *self.daemons.get(d.node, [])]

@@ -1,6 +1,8 @@
 """Link attributes (delay, jitter, loss, rate) from the topology YAML: per link (the mapping
 form of a `links:` entry), per role pair (`link_profiles:`), per named profile (`profiles:`,
-used as `distance: NAME`) and per service attachment (`services.X.link`).
+used as `distance: NAME`) and per service attachment (`services.X.link`); the home network's
+distance (`home:`) and named distance sets (`distances:`, laid over a document by
+`with_distance`).
 
 Every bad value is named with its path, all of them at once, in one TopologyError.
 """
@@ -111,6 +113,7 @@ class LinkSpec:
     profiles: dict[str, LinkAttributes]
     role_pairs: dict[frozenset[str], LinkAttributes]
     per_link: dict[frozenset[str], LinkAttributes]  # explicit links and service attachments
+    home: LinkAttributes = LinkAttributes()  # between the ISP and the MNs' home network
 
 
 def parse(doc: Mapping[str, Any], roles: Iterable[str]) -> LinkSpec:
@@ -152,8 +155,59 @@ def parse(doc: Mapping[str, Any], roles: Iterable[str]) -> LinkSpec:
                 host, attach = str(sdoc.get("name", svc)), str(sdoc.get("attach"))
                 per_link[frozenset((host, attach))] = _attrs(
                     sdoc["link"], f"services.{svc}.link", profiles, errs)
+    home = _home(doc.get("home"), profiles, errs)
     errs.raise_any()
-    return LinkSpec(profiles, role_pairs, per_link)
+    return LinkSpec(profiles, role_pairs, per_link, home)
+
+
+HOME_ATTRS = ("delay_ms", "jitter_ms")
+
+
+def _home(raw: Any, profiles: Mapping[str, LinkAttributes], errs: _Errors) -> LinkAttributes:
+    """`home:`: how far the MNs' home network (their home zones' server, the anchored
+    baseline's HSS) is from the ISP. Delay and jitter only: the home servers share nodes
+    with the ISP's own, so their packets are told apart by flow, not by interface."""
+    if raw is None:
+        return LinkAttributes()
+    out = _attrs(raw, "home", profiles, errs)
+    for key in ("loss_pct", "rate_mbit"):
+        if getattr(out, key) is not None:
+            errs.add(f"home.{key}: the home network's distance takes "
+                     f"{' and '.join(HOME_ATTRS)} only")
+    return out
+
+
+DISTANCE_KEYS = ("link_profiles", "home")
+
+
+def with_distance(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The document with its named distance set `distances.NAME` laid over it: the set's
+    `link_profiles` over the document's (pair by pair) and its `home`. The result is a
+    plain topology document again (no `distances:` left), so a run can keep it as is."""
+    sets = doc.get("distances") or {}
+    if not isinstance(sets, dict):
+        raise TopologyError("distances: expected a mapping of name -> {link_profiles, home}")
+    if name not in sets:
+        known = ", ".join(sorted(str(k) for k in sets)) or "none defined"
+        raise TopologyError(f"distance {name!r}: no such set under distances: ({known})")
+    chosen = sets[name]
+    where = f"distances.{name}"
+    if not isinstance(chosen, dict):
+        raise TopologyError(f"{where}: expected a mapping with {' and/or '.join(DISTANCE_KEYS)}")
+    unknown = sorted(str(k) for k in chosen if k not in DISTANCE_KEYS)
+    if unknown:
+        raise TopologyError(f"{where}.{unknown[0]}: unknown key "
+                            f"(expected {' or '.join(DISTANCE_KEYS)})")
+    pairs = chosen.get("link_profiles") or {}
+    if not isinstance(pairs, dict):
+        raise TopologyError(f"{where}.link_profiles: expected a mapping of ROLE-ROLE -> "
+                            "attributes")
+    out = {k: v for k, v in doc.items() if k != "distances"}
+    out["link_profiles"] = {**(doc.get("link_profiles") or {}), **pairs}
+    if "home" in chosen:
+        out["home"] = chosen["home"]
+    out["distance"] = name
+    return out
 
 
 def resolve(spec: LinkSpec, links: Iterable[tuple[str, str, str, str]],

@@ -156,16 +156,28 @@ class Topology:
     population_nodes: dict[str, Mobile] = field(default_factory=dict)
     # (node, interface) of a sending end -> what that direction of its link does (links.py)
     link_attrs: dict[tuple[str, str], linkattrs.LinkAttributes] = field(default_factory=dict)
+    # How far the MNs' home network is (`home:`, one-way) and the distance set laid over the
+    # YAML (`distances:`, links.with_distance), if any.
+    home_link: linkattrs.LinkAttributes = field(default_factory=linkattrs.LinkAttributes)
+    distance: str | None = None
 
     def link_profile(self) -> dict[str, dict[str, float]]:
-        """The configured links as plain data, "a-b" -> attributes, for scenario JSON."""
+        """The configured links as plain data, "a-b" -> attributes, for scenario JSON; the
+        home network's distance as "home"."""
         out: dict[str, dict[str, float]] = {}
         for lk in self.links:
             ia = next(i.name for i in self.nodes[lk.a].interfaces if i.peer == lk.b)
             attrs = self.link_attrs.get((lk.a, ia))
             if attrs is not None:
                 out[f"{lk.a}-{lk.b}"] = attrs.as_dict()
+        if not self.home_link.empty:
+            out["home"] = self.home_link.as_dict()
         return out
+
+    @property
+    def home_rtt_ms(self) -> float:
+        """The round trip to the home network the links add (twice the one-way delay)."""
+        return 2.0 * (self.home_link.delay_ms or 0.0)
 
     @property
     def outside_gateway(self) -> IPv4Address | None:
@@ -704,7 +716,15 @@ def build(doc: dict[str, Any]) -> Topology:
         dhcp=policy,
         outside_net=outside_net,
         link_attrs=link_attrs,
+        home_link=spec.home,
+        distance=_distance_name(doc.get("distance")),
     )
+
+
+def _distance_name(raw: Any) -> str | None:
+    if raw is None or (isinstance(raw, str) and raw):
+        return raw
+    raise TopologyError(f"distance: expected the name of a distances: set, got {raw!r}")
 
 
 def load(path: str | Path) -> Topology:

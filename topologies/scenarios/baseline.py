@@ -1,16 +1,19 @@
 """`flatarch scenario baseline`: the flat architecture and the anchored baseline (draft
 Figure 1) measured side by side in one lab and one run, on the same walk and the same traffic:
 handoff interruption, path stretch, messages and home round trips, failures, state per node.
+The flat design is measured twice, each walk in one configuration: `flat` at its best
+(redirect, stapled DNS proof) and `flat_draft` exactly as the draft has it (BGP only, lookup).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Self
@@ -21,7 +24,7 @@ from topologies.analysis.stats import percentile
 from topologies.lab.anchored import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
 from topologies.lab.daemons import DeadlineError, LabError, NodeExec, wait_until
 from topologies.lab.lab import Background, Lab
-from topologies.model import Role
+from topologies.model import Role, Topology
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
     Progress,
@@ -35,13 +38,23 @@ from topologies.scenarios.base import (
     walk,
     write_jsonl,
 )
-from topologies.scenarios.handoff import IPERF_RATE, PING_INTERVAL_S, HandoffScenario
+from topologies.scenarios.handoff import (
+    IPERF_RATE,
+    PING_INTERVAL_S,
+    WALK_PROBE_INTERVAL_MS,
+    HandoffScenario,
+    add_probe_interval,
+)
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
 FAIL_OBSERVE_S = 8.0  # how long after a failure a session may take to come back
 FAIL_LEAD_S = 1.5  # probe stream before the failure
-FLAT_DIR = "flat"  # the flat walk: a handoff scenario's own run directory
+# Each flat configuration's walk, a handoff scenario in its own run directory of that name:
+# (handoff mode, DNS mode). `flat` is the flat design at its best, `flat_draft` the draft's.
+FLAT_CONFIGS: dict[str, tuple[str, str]] = {"flat": ("redirect", "stapled"),
+                                            "flat_draft": ("draft", "lookup")}
+BEST = "flat"  # the configuration the path, state and failure phases run in
 ANCHORED_RECORDS = "anchored-handoffs.jsonl"
 PROCEDURES = "procedures.json"
 STRETCH = "stretch.json"
@@ -55,13 +68,12 @@ class BaselineScenario(Scenario):
     help = "the flat architecture and the anchored baseline side by side in one run"
 
     def __init__(self, lab: Lab, *, per_mode: int = 8, period_s: float = 2.0,
-                 home_rtt_ms: float = 30.0, flat_modes: tuple[str, ...] = ("redirect", "draft"),
+                 probe_interval_ms: float = WALK_PROBE_INTERVAL_MS,
                  progress: Progress | None = None, out_dir: Path | None = None) -> None:
         super().__init__(lab, None, progress, out_dir)
         self.per_mode = per_mode
         self.period_s = period_s
-        self.home_rtt_ms = home_rtt_ms
-        self.flat_modes = flat_modes
+        self.probe_interval_ms = probe_interval_ms
         self.cn = self.topo.service("cn").name
         self.pgw = anchor_node(self.topo).name
         self.adj = graph(self.topo)
@@ -70,32 +82,39 @@ class BaselineScenario(Scenario):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         add_walk_arguments(parser)
-        parser.add_argument("--home-rtt-ms", type=float, default=30.0,
-                            help="round trip to the home network's HSS (emulated)")
+        add_probe_interval(parser)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         return cls(lab, per_mode=args.handoffs, period_s=args.period,
-                   home_rtt_ms=args.home_rtt_ms, out_dir=out_dir)
+                   probe_interval_ms=args.probe_interval_ms, out_dir=out_dir)
 
     def params(self) -> dict[str, Any]:
         return {"mn": self.mn, "per_mode": self.per_mode, "period_s": self.period_s,
-                "home_rtt_ms": self.home_rtt_ms, "flat_modes": list(self.flat_modes),
+                "home_rtt_ms": self.topo.home_rtt_ms, "distance": self.topo.distance,
+                "flat_configs": {k: list(v) for k, v in FLAT_CONFIGS.items()},
+                "probe_interval_ms": self.probe_interval_ms,
                 "mobiles": list(self.lab.mobiles)}
 
     # --- the run ------------------------------------------------------------------------------
 
     def measure(self) -> None:
         t0 = time.time()
-        self.note(dns_before=self._unbound_stats())
-        flat = HandoffScenario(self.lab, mn=self.mn, modes=self.flat_modes,
-                               per_mode=self.per_mode, period_s=self.period_s,
-                               progress=self.progress, out_dir=self.dir / FLAT_DIR)
-        flat.topology_file = self.topology_file
-        flat.record()
-        self.note(dns_after=self._unbound_stats())
-        with AnchoredPlane(self.lab, home_rtt_ms=self.home_rtt_ms,
-                           progress=self.progress) as plane:
+        self.note(probe_interval_ms=self.probe_interval_ms)  # the walks'; failures probe at 10
+        dns: dict[str, dict[str, dict[str, float]]] = {}
+        for key, (mode, dns_mode) in FLAT_CONFIGS.items():
+            self.progress(f"{key}: the flat walk in mode {mode}, DNS {dns_mode}")
+            before = self._unbound_stats()
+            flat = HandoffScenario(self.lab, mn=self.mn, modes=(mode,), dns_modes=(dns_mode,),
+                                   per_mode=self.per_mode, period_s=self.period_s,
+                                   probe_interval_ms=self.probe_interval_ms,
+                                   progress=self.progress, out_dir=self.dir / key)
+            flat.topology_file = self.topology_file
+            flat.record()
+            dns[key] = {"before": before, "after": self._unbound_stats()}
+            self.note(dns=dns)
+        self._configure_best(flat)
+        with AnchoredPlane(self.lab, progress=self.progress) as plane:
             try:
                 plane.attach_all()
                 self._anchored_walk(plane)
@@ -106,6 +125,15 @@ class BaselineScenario(Scenario):
                 (self.dir / PROCEDURES).write_text(json.dumps(plane.procedures(), indent=1,
                                                               default=str))
         self.note(elapsed_s=time.time() - t0)
+
+    def _configure_best(self, walk: HandoffScenario) -> None:
+        """The lab in `flat`'s configuration for the phases after the walks (path, state,
+        failures): redirect mode, and every MN stapling its proof."""
+        mode, dns_mode = FLAT_CONFIGS[BEST]
+        self.lab.set_mode(mode)
+        for mn in self.lab.mobiles:
+            walk.set_dns_mode(mn, dns_mode)
+        self.note(phases_config=BEST)
 
     def _unbound_stats(self) -> dict[str, float]:
         dns = self.lab.dns
@@ -126,13 +154,14 @@ class BaselineScenario(Scenario):
     @contextlib.contextmanager
     def _traffic(self, address: IPv4Address, tag: str, duration: float,
                  port: int) -> Iterator[tuple[Background, Background]]:
-        """The flat scenario's traffic exactly: the 10 ms paced prober and a paced iperf3."""
+        """The flat walks' traffic exactly: the paced prober and a paced iperf3."""
         lab = self.lab
         with contextlib.ExitStack() as stack:
             stack.enter_context(traffic.iperf_server(
                 lab, self.mn, self.dir / f"{tag}-iperf-server.json", port, interval_s=None))
             ping = stack.enter_context(traffic.probe(lab, self.cn, address,
-                                                     self.dir / f"{tag}-ping.txt"))
+                                                     self.dir / f"{tag}-ping.txt",
+                                                     self.probe_interval_ms / 1000.0))
             iperf = stack.enter_context(traffic.iperf_client(
                 lab, self.cn, address, self.dir / f"{tag}-iperf.json", duration, IPERF_RATE,
                 port, server_output=False))
@@ -189,8 +218,12 @@ class BaselineScenario(Scenario):
         dst = str(self._flat_address(mn))
 
         def via_ar() -> bool:
+            # Through the AR on a shortest path: in redirect mode the previous AR relays to
+            # the new one until BGP has converged, and that detour is not the path.
             path = self._trace(self.lab.execs[self.cn], dst)
-            return len(path) >= 2 and path[-1] == dst and path[-2] == ar
+            routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
+            return len(path) >= 2 and path[-1] == dst and path[-2] == ar and \
+                measure.is_shortest_path(routers, self.adj, self.cn, ar)
 
         with contextlib.suppress(DeadlineError):
             wait_until(via_ar, 10, f"the flat path to {mn} through {ar}", 0.2)
@@ -232,6 +265,14 @@ class BaselineScenario(Scenario):
                 "anchored_rtt_ms": round(self._rtt(anch_addr), 3),
                 "flat_stretch": round(len(flat_path) / shortest, 3),
                 "anchored_stretch": round((len(anch_path) + hidden) / shortest, 3),
+                # What the links' delays alone make of each path's round trip.
+                "flat_expected_rtt_ms": round(2 * path_delay_ms(self.topo,
+                                                                [self.cn, *flat_path]), 3),
+                "anchored_expected_rtt_ms": round(2 * (
+                    path_delay_ms(self.topo, [self.cn, *anch_path[:anch_path.index(self.pgw)
+                                                                  + 1]])
+                    + path_delay_ms(self.topo, [self.pgw, *underlay])), 3)
+                if self.pgw in anch_path else None,
             })
             self.progress(f"  {ar.name}: hops flat {rows[-1]['flat_hops']} anchored "
                           f"{rows[-1]['anchored_hops']} (shortest {shortest}); RTT flat "
@@ -384,30 +425,35 @@ class BaselineScenario(Scenario):
     def analyse(cls, out_dir: Path) -> dict[str, Any]:
         run = RunDir.open(out_dir)
         p, m = run.params, run.measured
-        missing = [k for k in ("dns_before", "dns_after", "anchored_t_end", "elapsed_s")
-                   if k not in m]
+        if "flat_configs" not in p:
+            raise measure.MeasureError(f"{out_dir}: a run kept before the flat / flat_draft "
+                                       "split; re-run `flatarch scenario baseline`")
+        missing = [k for k in ("dns", "anchored_t_end", "elapsed_s") if k not in m]
         missing += [f for f in (STRETCH, STATE, FAILURES, PROCEDURES)
                     if not (out_dir / f).exists()]
         if missing:
             raise measure.MeasureError(f"{out_dir}: the measurement did not finish "
                                        f"(no {', '.join(missing)})")
-        flat = HandoffScenario.analyse(out_dir / FLAT_DIR)
+        flats = {key: HandoffScenario.analyse(out_dir / key) for key in p["flat_configs"]}
+        interval_s = float(p["probe_interval_ms"]) / 1000.0
         procedures = json.loads((out_dir / PROCEDURES).read_text())
         anchored = anchored_walk(out_dir, str(p["mn"]), read_jsonl(out_dir / ANCHORED_RECORDS),
-                                 procedures, float(m["anchored_t_end"]))
+                                 procedures, float(m["anchored_t_end"]), interval_s)
         failures = [failure_sessions(out_dir, f)
                     for f in json.loads((out_dir / FAILURES).read_text())]
-        for name in ("handoff-timeline.png", "interruption-cdf.png"):
-            src = out_dir / FLAT_DIR / name
-            if src.exists():
-                shutil.copyfile(src, out_dir / f"flat-{name}")
+        for key in flats:
+            for name in ("handoff-timeline.png", "interruption-cdf.png"):
+                src = out_dir / key / name
+                if src.exists():
+                    shutil.copyfile(src, out_dir / f"{key}-{name}")
         return summarise(
             topo_name=run.topo.name, mn=str(p["mn"]), pgw=anchor_node(run.topo).name,
-            home_rtt_ms=float(p["home_rtt_ms"]), period_s=float(p["period_s"]),
-            per_mode=int(p["per_mode"]), flat_modes=list(p["flat_modes"]),
-            mobiles=list(p["mobiles"]), flat=flat, dns0=dict(m["dns_before"]),
-            dns1=dict(m["dns_after"]), anchored=anchored, procedures=procedures,
-            stretch=json.loads((out_dir / STRETCH).read_text()),
+            home_rtt_ms=float(p["home_rtt_ms"]), distance=p.get("distance"),
+            period_s=float(p["period_s"]), per_mode=int(p["per_mode"]),
+            probe_interval_ms=float(p["probe_interval_ms"]),
+            configs={k: (str(v[0]), str(v[1])) for k, v in p["flat_configs"].items()},
+            mobiles=list(p["mobiles"]), flats=flats, dns=dict(m["dns"]), anchored=anchored,
+            procedures=procedures, stretch=json.loads((out_dir / STRETCH).read_text()),
             state=json.loads((out_dir / STATE).read_text()), failures=failures,
             elapsed=float(m["elapsed_s"]))
 
@@ -416,8 +462,21 @@ class BaselineScenario(Scenario):
         return table(result)
 
 
+def path_delay_ms(topo: Topology, hops: Sequence[str | None]) -> float:
+    """The one-way delay the links add along a traced path: each pair of consecutive hops
+    that are nodes joined by a link (a '*' or an address breaks the chain, adding 0)."""
+    total = 0.0
+    for a, b in itertools.pairwise(hops):
+        if a in topo.nodes and b in topo.nodes:
+            iface = next((i.name for i in topo.nodes[a].interfaces if i.peer == b), None)
+            attrs = topo.link_attrs.get((a, iface)) if iface else None
+            total += (attrs.delay_ms or 0.0) if attrs else 0.0
+    return total
+
+
 def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
-                  procedures: list[dict[str, Any]], t_end: float) -> dict[str, Any]:
+                  procedures: list[dict[str, Any]], t_end: float,
+                  interval_s: float = PING_INTERVAL_S) -> dict[str, Any]:
     """The anchored walk's handoffs, from its probe file, records and the EPC's procedures."""
     replies = measure.parse_ping((out_dir / "anchored-ping.txt").read_text(errors="replace"))
     procs = {(p["imsi"], p["seq"]): p for p in procedures}
@@ -425,7 +484,7 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
     for i, rec in enumerate(records):
         w0 = float(rec["t_attach"]) - 0.3
         w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
-        interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
+        interruption, lost = measure.ping_window(replies, w0, w1, interval_s)
         proc = next((p for (imsi, _), p in procs.items() if imsi == mn
                      and float(rec["t_sent"]) - 0.01 <= float(p["t_start"])
                      <= float(rec["t_accept"])), {})
@@ -445,7 +504,7 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
     except (OSError, ValueError, measure.MeasureError) as exc:
         iperf_res = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
                      "error": str(exc)}
-    timeline = measure.ping_timeline(replies, PING_INTERVAL_S)
+    timeline = measure.ping_timeline(replies, interval_s)
     return {"handoffs": [h for h in out if not h["warmup"]],
             "warmup_handoffs": [h for h in out if h["warmup"]],
             "iperf": iperf_res, "timeline": timeline}
@@ -473,30 +532,56 @@ def failure_sessions(out_dir: Path, failure: dict[str, Any]) -> dict[str, Any]:
             "survived": sum(1 for s in sessions if s["survived"]), "total": len(sessions)}
 
 
-def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, period_s: float,
-              per_mode: int, flat_modes: list[str], mobiles: list[str], flat: dict[str, Any],
-              dns0: dict[str, float], dns1: dict[str, float], anchored: dict[str, Any],
+def flat_summary(walk: dict[str, Any], dns: dict[str, dict[str, float]],
+                 mode: str, dns_mode: str) -> dict[str, Any]:
+    """One flat configuration's walk, in the fields the anchored side has too: every handoff
+    of it ran in that one mode and DNS mode."""
+    fh = walk["handoffs"]
+    n_all = len(fh) + len(walk.get("warmup_handoffs", []))
+    queries = dns["after"].get("total.num.queries", 0.0) - \
+        dns["before"].get("total.num.queries", 0.0)
+    trips = [float(h["home_round_trips"]) for h in fh if h.get("home_round_trips") is not None]
+    sizes = [float(h["auth_size"]) for h in fh if h.get("auth_size")]
+
+    def p(key: str, q: float) -> float:
+        return percentile([float(h[key]) for h in fh], q)
+
+    return {
+        "mode": mode, "dns_mode": dns_mode, "handoffs": len(fh),
+        "interruption_ms_p50": p("interruption_ms", 0.5),
+        "interruption_ms_p95": p("interruption_ms", 0.95),
+        "reroute_ms_p50": p("reroute_ms", 0.5), "reroute_ms_p95": p("reroute_ms", 0.95),
+        "auth_ms_p50": p("auth_ms", 0.5), "auth_ms_p95": p("auth_ms", 0.95),
+        # Exact: the queries that reached the home zones' server, per handoff (dnscount.py).
+        "home_round_trips_per_handoff": round(_mean(trips), 3) if trips else None,
+        "auth_size": {"min": min(sizes), "p50": percentile(sizes, 0.5),
+                      "max": max(sizes)} if sizes else None,
+        "messages_per_handoff": {
+            "air": 2.0,  # one AUTH and its answer (draft 3)
+            # Unbound's counter over the walk, first contacts included: an upper bound.
+            "dns_queries": round(queries / n_all, 3) if n_all else None,
+            "bgp_updates": round(_mean([float(sum(h.get("updates", {}).values()))
+                                        for h in fh]), 3),
+            "ar_to_ar": round(_mean([2.0 if "redirect_sent" in h.get("timeline_ms", {})
+                                     else 0.0 for h in fh]), 3),
+        },
+        "path_optimal": sum(1 for h in fh if h["path_optimal"]),
+        "iperf": walk["iperf"],
+    }
+
+
+def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance: str | None,
+              period_s: float, per_mode: int, probe_interval_ms: float,
+              configs: dict[str, tuple[str, str]], mobiles: list[str],
+              flats: dict[str, dict[str, Any]], dns: dict[str, Any], anchored: dict[str, Any],
               procedures: list[dict[str, Any]], stretch: list[dict[str, Any]],
               state: list[dict[str, Any]], failures: list[dict[str, Any]],
               elapsed: float) -> dict[str, Any]:
-    """The baseline's result: both architectures' figures side by side, with the raw
-    records they came from."""
-    fh = flat["handoffs"]
-    n_flat_all = len(fh) + len(flat.get("warmup_handoffs", []))
-    misses = dns1.get("total.num.cachemiss", 0.0) - dns0.get("total.num.cachemiss", 0.0)
-    queries = dns1.get("total.num.queries", 0.0) - dns0.get("total.num.queries", 0.0)
-    flat_msgs = {
-        "air": 2.0,  # one AUTH and its answer (draft 3)
-        "dns_queries": round(queries / n_flat_all, 3) if n_flat_all else None,
-        "bgp_updates": round(_mean([float(sum(h.get("updates", {}).values()))
-                                    for h in fh]), 3),
-        "ar_to_ar": round(_mean([2.0 if "redirect_sent" in h.get("timeline_ms", {})
-                                 else 0.0 for h in fh]), 3),
-    }
-    flat_home = round(misses / n_flat_all, 3) if n_flat_all else None
+    """The baseline's result: `flat`, `flat_draft` and `anchored` side by side, each with the
+    same fields, with the raw records they came from. The path, state and failure phases
+    ran once, in `flat`'s configuration: `flat_draft` names them under `not_measured`
+    rather than borrowing them."""
     ah = anchored["handoffs"]
-    anch_msgs = {k: round(_mean([float(h["messages"][k]) for h in ah]), 3)
-                 for k in ("air", "s1", "s6a")}
     flat_fail = [f for f in failures if f["arch"] == "flat"]
     anch_fail = [f for f in failures if f["arch"] == "anchored"]
 
@@ -513,83 +598,94 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, period_s
                 if s["recovery_ms"] is not None and s["survived"]]
         return max(gaps) if gaps else None
 
-    by_mode = {m: [h["interruption_ms"] for h in fh if h["mode"] == m] for m in flat_modes}
-    flat_all = [h["interruption_ms"] for h in fh]
-    summary = {
-        "flat": {
-            "modes": list(flat_modes),
-            "handoffs": len(fh),
-            "interruption_ms_p50": percentile(flat_all, 0.5),
-            "interruption_ms_p95": percentile(flat_all, 0.95),
-            "interruption_ms_p95_by_mode": {m: percentile(v, 0.95) for m, v in by_mode.items()},
-            "interruption_ms_p50_by_mode": {m: percentile(v, 0.5) for m, v in by_mode.items()},
-            "path_stretch_mean": round(_mean([r["flat_stretch"] for r in stretch]), 3),
-            "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in stretch]), 3),
-            "home_round_trips_per_handoff": flat_home,
-            "messages_per_handoff": flat_msgs,
-            "sessions_survived_failure": survived_all(flat_fail),
-            "sessions_total": len(mobiles),
-            "recovery_ms_max": recovery(flat_fail),
-            "state_max_per_node": max((r["flat_max"] for r in state), default=0),
-            "iperf": flat["iperf"],
-        },
-        "anchored": {
-            "handoffs": len(ah),
-            "interruption_ms_p50": percentile([h["interruption_ms"] for h in ah], 0.5),
-            "interruption_ms_p95": percentile([h["interruption_ms"] for h in ah], 0.95),
-            "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in stretch]), 3),
-            "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in stretch]), 3),
-            "home_round_trips_per_handoff": round(_mean([float(h["home_round_trips"])
-                                                         for h in ah]), 3),
-            "messages_per_handoff": anch_msgs,
-            "sessions_survived_failure": survived_all(anch_fail),
-            "sessions_total": len(mobiles),
-            "recovery_ms_max": recovery(anch_fail),
-            "state_max_per_node": max((r["anchored_max"] for r in state), default=0),
-            "attach_ms_p50": percentile([float(h["attach_ms"]) for h in ah], 0.5),
-            "hss_ms_p50": percentile([float(h["hss_ms"]) for h in ah if h["hss_ms"] is not None],
-                               0.5),
-            "iperf": anchored["iperf"],
-        },
+    phases = {
+        "path_stretch_mean": round(_mean([r["flat_stretch"] for r in stretch]), 3),
+        "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in stretch]), 3),
+        "sessions_survived_failure": survived_all(flat_fail),
+        "recovery_ms_max": recovery(flat_fail),
+        "state_max_per_node": max((r["flat_max"] for r in state), default=0),
+    }
+    blocks: dict[str, dict[str, Any]] = {}
+    for key, (mode, dns_mode) in configs.items():
+        block = {**flat_summary(flats[key], dns[key], mode, dns_mode),
+                 "sessions_total": len(mobiles)}
+        if key == BEST:
+            block.update(phases)
+        else:
+            block.update({k: None for k in phases})
+            block["not_measured"] = {k: f"measured once, in {BEST}'s configuration"
+                                     for k in phases}
+        blocks[key] = block
+    ap = [float(h["interruption_ms"]) for h in ah]
+    blocks["anchored"] = {
+        "mode": "anchored", "handoffs": len(ah),
+        "interruption_ms_p50": percentile(ap, 0.5),
+        "interruption_ms_p95": percentile(ap, 0.95),
+        "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in stretch]), 3),
+        "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in stretch]), 3),
+        "home_round_trips_per_handoff": round(_mean([float(h["home_round_trips"])
+                                                     for h in ah]), 3),
+        "messages_per_handoff": {k: round(_mean([float(h["messages"][k]) for h in ah]), 3)
+                                 for k in ("air", "s1", "s6a")},
+        "sessions_survived_failure": survived_all(anch_fail),
+        "sessions_total": len(mobiles),
+        "recovery_ms_max": recovery(anch_fail),
+        "state_max_per_node": max((r["anchored_max"] for r in state), default=0),
+        "attach_ms_p50": percentile([float(h["attach_ms"]) for h in ah], 0.5),
+        "attach_ms_p95": percentile([float(h["attach_ms"]) for h in ah], 0.95),
+        "hss_ms_p50": percentile([float(h["hss_ms"]) for h in ah if h["hss_ms"] is not None],
+                                 0.5),
+        "iperf": anchored["iperf"],
     }
     return {
         "scenario": "baseline", "topology": topo_name, "mn": mn,
-        "anchor": pgw, "home_rtt_ms": home_rtt_ms, "period_s": period_s,
-        "per_mode": per_mode, "elapsed_s": round(elapsed, 1),
-        **summary,
-        "handoffs": {"flat": fh, "anchored": ah},
-        "warmup": {"flat": flat.get("warmup_handoffs", []),
+        "anchor": pgw, "home_rtt_ms": home_rtt_ms, "distance": distance, "period_s": period_s,
+        "per_mode": per_mode, "probe_interval_ms": probe_interval_ms,
+        "elapsed_s": round(elapsed, 1),
+        "configs": {k: {"mode": m, "dns_mode": d} for k, (m, d) in configs.items()},
+        **blocks,
+        "handoffs": {**{k: flats[k]["handoffs"] for k in configs}, "anchored": ah},
+        "warmup": {**{k: flats[k].get("warmup_handoffs", []) for k in configs},
                    "anchored": anchored["warmup_handoffs"]},
-        "flat_summary": flat.get("summary", []),
-        "dns": {"before": dns0, "after": dns1, "flat_handoffs_incl_warmup": n_flat_all},
+        "flat_summary": [row for k in configs for row in flats[k].get("summary", [])],
+        "dns": dns,
         "stretch": stretch, "state": state, "failures": failures,
         "timelines": {"anchored": anchored["timeline"]},
         "procedures": procedures,
     }
 
 
+COLUMNS = ("flat", "flat_draft", "anchored")
+
+
 def table(result: dict[str, Any]) -> str:
-    f, a = result["flat"], result["anchored"]
-    rows = [
-        ("handoffs measured", f["handoffs"], a["handoffs"]),
-        ("interruption p50 (ms)", f["interruption_ms_p50"], a["interruption_ms_p50"]),
-        ("interruption p95 (ms)", f["interruption_ms_p95"], a["interruption_ms_p95"]),
-        ("path stretch (mean)", f["path_stretch_mean"], a["path_stretch_mean"]),
-        ("CN->MN RTT (ms, mean)", f["rtt_ms_mean"], a["rtt_ms_mean"]),
-        ("home round trips / handoff", f["home_round_trips_per_handoff"],
-         a["home_round_trips_per_handoff"]),
-        ("sessions surviving failures", f"{f['sessions_survived_failure']}/"
-         f"{f['sessions_total']}", f"{a['sessions_survived_failure']}/{a['sessions_total']}"),
-        ("max state on one node", f["state_max_per_node"], a["state_max_per_node"]),
+    cols = [c for c in COLUMNS if c in result]
+    rows: list[tuple[str, list[Any]]] = [
+        ("handoffs measured", [result[c]["handoffs"] for c in cols]),
+        ("interruption p50 (ms)", [result[c]["interruption_ms_p50"] for c in cols]),
+        ("interruption p95 (ms)", [result[c]["interruption_ms_p95"] for c in cols]),
+        ("reroute p95 (ms)", [result[c].get("reroute_ms_p95") for c in cols]),
+        ("path stretch (mean)", [result[c]["path_stretch_mean"] for c in cols]),
+        ("CN->MN RTT (ms, mean)", [result[c]["rtt_ms_mean"] for c in cols]),
+        ("home round trips / handoff",
+         [result[c]["home_round_trips_per_handoff"] for c in cols]),
+        ("sessions surviving failures",
+         [None if result[c]["sessions_survived_failure"] is None else
+          f"{result[c]['sessions_survived_failure']}/{result[c]['sessions_total']}"
+          for c in cols]),
+        ("max state on one node", [result[c]["state_max_per_node"] for c in cols]),
     ]
+
     def cell(v: Any) -> str:
+        if v is None:
+            return "-"
         if isinstance(v, float):
             return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
-    lines = [f"{'measure':30s} {'flat':>14s} {'anchored':>14s}", "-" * 60]
-    lines += [f"{name:30s} {cell(x):>14s} {cell(y):>14s}" for name, x, y in rows]
-    by_mode = f.get("interruption_ms_p95_by_mode", {})
-    if by_mode:
-        lines.append("flat p95 by mode: " + ", ".join(f"{m} {v:.1f} ms"
-                                                      for m, v in by_mode.items()))
+    lines = [f"{'measure':30s} " + " ".join(f"{c:>14s}" for c in cols), "-" * (31 + 15 * len(cols))]
+    lines += [f"{name:30s} " + " ".join(f"{cell(v):>14s}" for v in vals) for name, vals in rows]
+    lines.append(f"home network {result['home_rtt_ms']:g} ms RTT away; probe every "
+                 f"{result['probe_interval_ms']:g} ms; "
+                 + "; ".join(f"{k}: {v['mode']}, DNS {v['dns_mode']}"
+                             for k, v in result["configs"].items()))
     return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""`flatarch scenario handoff`: an MN walks across ARs while the CN pings it every 10 ms and
-streams TCP to it; every handoff is measured from the MN's, the ARs' and the routers' clocks
-(one kernel, so one clock) and reported per mode, as a table and as JSON.
+"""`flatarch scenario handoff`: an MN walks across ARs while the CN probes it (every 1 ms by
+default, `--probe-interval-ms`) and streams TCP to it; every handoff is measured from the
+MN's, the ARs' and the routers' clocks (one kernel, so one clock) and reported per mode, as a
+table and as JSON.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 PING_INTERVAL_S = traffic.PING_INTERVAL_S
 IPERF_RATE = traffic.IPERF_RATE
 SETTLE_QUIET_S = 0.4
+WALK_PROBE_INTERVAL_MS = 1.0  # the walking MN's probe: interruption resolved to 1 ms
 SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
 
@@ -64,9 +66,11 @@ class HandoffScenario(Scenario):
     def __init__(self, lab: Lab, *, mn: str | None = None, modes: Sequence[str] = ("redirect",
                  "draft"), per_mode: int = 20, period_s: float = 2.0,
                  progress: Progress | None = None, out_dir: Path | None = None,
-                 dns_modes: Sequence[str] = ("lookup",)) -> None:
+                 dns_modes: Sequence[str] = ("lookup",),
+                 probe_interval_ms: float = WALK_PROBE_INTERVAL_MS) -> None:
         super().__init__(lab, mn, progress, out_dir)
         self.dns_modes = list(dns_modes)
+        self.probe_interval_ms = probe_interval_ms
         self.address = provisioned_address(self.topo, self.mn)
         self.prefix = IPv4Network((self.address, 32))
         self.modes = list(modes)
@@ -82,17 +86,20 @@ class HandoffScenario(Scenario):
                             help="the AR looks the MN up in its home zone, or the MN staples "
                             "its DNSSEC proof into the AUTH (issue 17); both: one walk each")
         add_walk_arguments(parser)
+        add_probe_interval(parser)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         modes = ["redirect", "draft"] if args.mode == "both" else [args.mode]
         dns_modes = ["lookup", "stapled"] if args.dns == "both" else [args.dns]
         return cls(lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
-                   out_dir=out_dir, dns_modes=dns_modes)
+                   out_dir=out_dir, dns_modes=dns_modes,
+                   probe_interval_ms=args.probe_interval_ms)
 
     def params(self) -> dict[str, Any]:
         return {"mn": self.mn, "modes": self.modes, "per_mode": self.per_mode,
-                "period_s": self.period_s, "dns_modes": self.dns_modes}
+                "period_s": self.period_s, "dns_modes": self.dns_modes,
+                "probe_interval_ms": self.probe_interval_ms}
 
     # --- topology helpers -------------------------------------------------------------------
 
@@ -126,6 +133,7 @@ class HandoffScenario(Scenario):
                       f"~{duration:.0f}s of traffic")
         records: list[dict[str, Any]] = []
         eta = Eta(len(plan), self.progress)
+        self.note(probe_interval_ms=self.probe_interval_ms)
         with contextlib.ExitStack() as stack:
             # Every route, not only the managed range: the IGP routes toward the new AR's
             # loopback tell which next hops count as "forwarding by the new route".
@@ -137,14 +145,15 @@ class HandoffScenario(Scenario):
             stack.enter_context(traffic.iperf_server(lab, self.mn,
                                                      self.dir / "iperf-server.json"))
             ping = stack.enter_context(traffic.probe(lab, cn_name, self.address,
-                                                     self.dir / "ping.txt"))
+                                                     self.dir / "ping.txt",
+                                                     self.probe_interval_ms / 1000.0))
             iperf = stack.enter_context(traffic.iperf_client(
                 lab, cn_name, self.address, self.dir / "iperf.json", duration))
             t_next = time.time() + 1.5
             dns_now: str | None = None
             for i, (dns, mode, step, measured) in enumerate(plan):
                 if dns != dns_now:
-                    self._dns_mode(dns)
+                    self.set_dns_mode(self.mn, dns)
                     dns_now = dns
                 lab.set_mode(mode)
                 wait_for_clock(t_next)
@@ -168,11 +177,11 @@ class HandoffScenario(Scenario):
             self.note(t_end=traffic.end_walk(ping, iperf, duration))
         eta.done()
 
-    def _dns_mode(self, dns: str) -> None:
-        answer = self.lab.control(self.mn).request({"cmd": "dns_mode", "mode": dns}, timeout=30)
+    def set_dns_mode(self, mn: str, dns: str) -> None:
+        answer = self.lab.control(mn).request({"cmd": "dns_mode", "mode": dns}, timeout=30)
         if not answer.get("ok"):
-            raise LabError(f"{self.mn}: DNS mode {dns}: {answer.get('error')}")
-        self.progress(f"  {self.mn} now in DNS mode {dns} (staple {answer.get('staple_size')} "
+            raise LabError(f"{mn}: DNS mode {dns}: {answer.get('error')}")
+        self.progress(f"  {mn} now in DNS mode {dns} (staple {answer.get('staple_size')} "
                       "octets)")
 
     def _settle(self, watcher: RouteWatcher, t0: float) -> None:
@@ -193,8 +202,10 @@ class HandoffScenario(Scenario):
         p = run.params
         if "t_end" not in run.measured:
             raise measure.MeasureError(f"{out_dir}: the measurement did not finish (no t_end)")
+        # Runs kept before the interval was a parameter probed every 10 ms.
+        interval_s = float(p.get("probe_interval_ms", PING_INTERVAL_S * 1000)) / 1000.0
         return HandoffAnalysis(run.topo, str(p["mn"]), list(p["modes"]), float(p["period_s"]),
-                               out_dir).result(float(run.measured["t_end"]))
+                               out_dir, interval_s).result(float(run.measured["t_end"]))
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
@@ -205,8 +216,9 @@ class HandoffAnalysis:
     """The handoff scenario's numbers, from its run directory alone."""
 
     def __init__(self, topo: Topology, mn: str, modes: list[str], period_s: float,
-                 out_dir: Path) -> None:
+                 out_dir: Path, interval_s: float = PING_INTERVAL_S) -> None:
         self.topo = topo
+        self.interval_s = interval_s
         self.mn = mn
         self.modes = modes
         self.period_s = period_s
@@ -244,7 +256,7 @@ class HandoffAnalysis:
             t_auth = float(rec["t_auth_sent"])
             w0 = float(rec["t_attach"]) - 0.3
             w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
-            interruption, lost = measure.ping_window(replies, w0, w1, PING_INTERVAL_S)
+            interruption, lost = measure.ping_window(replies, w0, w1, self.interval_s)
             path = [h for h in rec["traceroute"] if h is not None]
             routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
             optimal = (
@@ -272,6 +284,8 @@ class HandoffAnalysis:
                 "timeline_ms": self._timeline(rec, ar_events, t_auth, w1),
                 "warmup": bool(rec.get("warmup")),
                 "dns_mode": rec.get("dns_mode", "lookup"),
+                "staple_size": rec.get("staple_size"),
+                "auth_size": rec.get("auth_size"),
                 # Queries that reached the MN's home zone from the radio's attach to the AR's
                 # answer (the AR may ask before the MN stamps its send); None where the run
                 # kept no query log.
@@ -285,7 +299,8 @@ class HandoffAnalysis:
             h["t_attach"] = rec["t_attach"]
         plot_files = self._plots(replies, out)
         return {"scenario": "handoff", "topology": self.topo.name, "mn": self.mn,
-                "modes": self.modes, "period_s": self.period_s, "handoffs": measured,
+                "modes": self.modes, "period_s": self.period_s,
+                "probe_interval_ms": round(self.interval_s * 1000.0, 3), "handoffs": measured,
                 "warmup_handoffs": [h for h in out if h["warmup"]],
                 "iperf": iperf, "summary": summarise(measured), "plots": plot_files,
                 "first_contact": summarise([{**h, "mode": "warm-up"} for h in out
@@ -352,7 +367,7 @@ class HandoffAnalysis:
         except ImportError as exc:
             log.warning("no plots: %s", exc)
             return []
-        timeline = measure.ping_timeline(replies, PING_INTERVAL_S)
+        timeline = measure.ping_timeline(replies, self.interval_s)
         return [
             str(plots.handoff_timeline(timeline, handoffs, self.dir / "handoff-timeline.png")),
             str(plots.interruption_cdf([h for h in handoffs if not h["warmup"]],
@@ -370,6 +385,22 @@ class HandoffAnalysis:
         except measure.MeasureError as exc:
             return {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
                     "error": str(exc)}
+
+
+def add_probe_interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probe-interval-ms", type=positive_ms, default=WALK_PROBE_INTERVAL_MS,
+                        help="the CN's probe to the walking MN (interruption is resolved to it)")
+
+
+def positive_ms(text: str) -> float:
+    """An interval in ms for argparse: a number in [0.1, 1000]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.1 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"{value:g} ms is outside [0.1, 1000]")
+    return value
 
 
 def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:

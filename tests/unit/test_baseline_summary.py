@@ -1,0 +1,53 @@
+"""The baseline's figures from plain records: the delay a traced path's links add, and one flat
+configuration's summary, which never mixes modes and counts home round trips exactly."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from topologies import model
+from topologies.model.links import with_distance
+from topologies.scenarios.baseline import flat_summary, path_delay_ms
+from topologies.scenarios.handoff import positive_ms
+
+FIG2 = Path(__file__).resolve().parents[2] / "topologies" / "figure2.yaml"
+
+
+def test_path_delay_is_the_links_one_way_sum() -> None:
+    doc = yaml.safe_load(FIG2.read_text())
+    topo = model.build(with_distance(doc, "regional"))
+    # cn-inet 20, inet-core1 5, core1-agg1 2, agg1-ar1 1; the MN's address ends the chain.
+    assert path_delay_ms(topo, ["cn", "inet", "core1", "agg1", "ar1", "10.64.0.10"]) == 28.0
+    assert path_delay_ms(topo, ["cn", "inet", None, "agg1", "ar1"]) == 21.0  # a '*' adds 0
+    assert path_delay_ms(model.build(doc), ["cn", "inet", "core1"]) == 0.0
+
+
+def _h(ms: float, trips: int | None, size: int) -> dict[str, Any]:
+    return {"interruption_ms": ms, "reroute_ms": 2 * ms, "auth_ms": ms / 10,
+            "home_round_trips": trips, "auth_size": size, "path_optimal": True,
+            "updates": {"core1": 2}, "timeline_ms": {"redirect_sent": 1.0}}
+
+
+def test_flat_summary_of_one_configuration() -> None:
+    walk = {"handoffs": [_h(10.0, 0, 1200), _h(30.0, 0, 1210)],
+            "warmup_handoffs": [_h(50.0, 2, 1200)], "iperf": {"survived": True}}
+    dns = {"before": {"total.num.queries": 10.0}, "after": {"total.num.queries": 19.0}}
+    s = flat_summary(walk, dns, "redirect", "stapled")
+    assert (s["mode"], s["dns_mode"], s["handoffs"]) == ("redirect", "stapled", 2)
+    assert s["home_round_trips_per_handoff"] == 0.0  # the warm-up's 2 are not in it
+    assert s["auth_size"] == {"min": 1200.0, "p50": 1205.0, "max": 1210.0}
+    assert s["messages_per_handoff"] == {"air": 2.0, "dns_queries": 3.0, "bgp_updates": 2.0,
+                                         "ar_to_ar": 2.0}
+    assert s["interruption_ms_p95"] > s["interruption_ms_p50"] >= 10.0
+
+
+def test_probe_interval_is_a_bounded_parameter() -> None:
+    assert positive_ms("1") == 1.0 and positive_ms("0.5") == 0.5
+    for bad in ("0", "-1", "2000", "fast"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_ms(bad)
