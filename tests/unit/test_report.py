@@ -102,7 +102,7 @@ def test_markdown_carries_both_runs_side_by_side() -> None:
                     "flat @ regional | flat_draft @ regional | anchored @ regional |")
     assert "| interruption p95 (ms) | 21.50 | 123.40 | 66.60 | 21.50 | 123.40 | 66.60 |" in md
     assert "| home round trips per handoff | 0.00 | 3.50 | 1.00 | 0.00 | 3.50 | 1.00 |" in md
-    # Measured once, in flat's configuration: flat_draft borrows nothing.
+    # A kept run without flat_draft's failure phase: it borrows nothing from flat.
     assert "| sessions surviving the failures | 3/3 | — | 0/3 | 3/3 | — | 0/3 |" in md
     assert "| regional | flat_draft (draft, lookup) | 77.70 |" in md
     assert "1001 / 1002 / 1003" in md

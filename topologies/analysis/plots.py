@@ -179,7 +179,8 @@ def failure_timeline(failures: list[dict[str, Any]], path: Path) -> Path:
         ax.axvline(0, color="black", linewidth=1)
         ax.set_yticks(range(len(ev["sessions"])), [s["mn"] for s in ev["sessions"]])
         ax.set_ylim(-0.7, len(ev["sessions"]) - 0.3)
-        ax.set_title(f"{ev['arch']}: {ev['event']} — {ev['survived']}/{ev['total']} sessions "
+        who = ev.get("config") or ev["arch"]
+        ax.set_title(f"{who}: {ev['event']} — {ev['survived']}/{ev['total']} sessions "
                      "survive", fontsize=9)
     axes[-1, 0].set_xlabel("time since the failure (s); green: reply, red: lost probe")
     return _save(plt, fig, path)

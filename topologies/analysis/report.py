@@ -254,12 +254,13 @@ def render_markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any],
         "ATTACH to ACCEPT for the anchored one. Home round trips: for flat, the queries that "
         "reached the server of the MN's home zones between the radio's attach and the AR's "
         "answer (BIND's query log); for the anchored design, the MME's S6a exchange with the "
-        "HSS. The path, state and failure figures were measured once per run, in flat's "
-        "configuration, so flat_draft shows none (—) rather than borrowed ones.\n")
+        "HSS. The path, state and failure phases ran in each flat configuration (the "
+        "failures once more after a repair), so no column borrows another's; a run kept "
+        "without them shows —.\n")
 
     add("## 1. Distance: CN→MN round trip per AR\n")
     add("The MN is attached at every AR in turn (flat handoff, then the anchored attach at "
-        "the same AR). RTT is the mean of 20 pings from the CN; *expected* is twice the sum "
+        "the same AR). RTT is the median of 20 pings from the CN; *expected* is twice the sum "
         "of the configured one-way delays along the traced path (for the anchored address: "
         "to the anchor, then the tunnel's underlay path to the AR). Hops are counted with "
         "ICMP traceroute; stretch is hops over the shortest CN→MN path; `d` is the AR's "
@@ -348,10 +349,11 @@ def render_markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any],
         "anchored failure takes the anchor node down (processes killed, link down): no standby "
         "anchor exists, as in Figure 1. The flat failures are cumulative: a route reflector "
         "goes down (all its links), then, without repair, the AR serving the most MNs; its "
-        "MNs re-attach at a sibling AR at once (radio-loss detection is not modelled).\n")
+        "MNs re-attach at a sibling AR at once (radio-loss detection is not modelled). Both "
+        "are repaired and the backbone reconverged before the next configuration's turn.\n")
     add(_table(["distance", "architecture", "failure", "sessions survived",
                 "recovery per session (ms)"],
-               [[n, ev["arch"], ev["event"], f"{ev['survived']}/{ev['total']}",
+               [[n, ev.get("config") or ev["arch"], ev["event"], f"{ev['survived']}/{ev['total']}",
                  ", ".join(f"{s['mn']} {_f(s['recovery_ms'], 0)}" if s["survived"]
                            else f"{s['mn']} lost" for s in ev["sessions"])]
                 for n in names for ev in results[n]["failures"]]) + "\n")

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,18 +49,19 @@ from topologies.scenarios.handoff import (
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
+RTT_RE = re.compile(r"time=([0-9.]+) ms")
 FAIL_OBSERVE_S = 8.0  # how long after a failure a session may take to come back
 FAIL_LEAD_S = 1.5  # probe stream before the failure
 # Each flat configuration's walk, a handoff scenario in its own run directory of that name:
 # (handoff mode, DNS mode). `flat` is the flat design at its best, `flat_draft` the draft's.
 FLAT_CONFIGS: dict[str, tuple[str, str]] = {"flat": ("redirect", "stapled"),
                                             "flat_draft": ("draft", "lookup")}
-BEST = "flat"  # the configuration the path, state and failure phases run in
+BEST = "flat"  # the configuration whose path and state rows also carry the anchored side
 ANCHORED_RECORDS = "anchored-handoffs.jsonl"
 PROCEDURES = "procedures.json"
-STRETCH = "stretch.json"
-STATE = "state.json"
-FAILURES = "failures.json"  # per failure: what broke, when, and each session's probe file
+STRETCH = "stretch.json"  # {configuration: rows}: the path phase, once per flat configuration
+STATE = "state.json"  # {configuration: rows}: the state phase, the same
+FAILURES = "failures.json"  # per failure: what broke, when, in which configuration, the probes
 
 
 @register
@@ -113,27 +115,35 @@ class BaselineScenario(Scenario):
             flat.record()
             dns[key] = {"before": before, "after": self._unbound_stats()}
             self.note(dns=dns)
-        self._configure_best(flat)
+        self._configure(flat, BEST)
         with AnchoredPlane(self.lab, progress=self.progress) as plane:
             try:
                 plane.attach_all()
                 self._anchored_walk(plane)
-                (self.dir / STRETCH).write_text(json.dumps(self._stretch(plane), indent=1))
-                (self.dir / STATE).write_text(json.dumps(self._state(plane), indent=1))
-                (self.dir / FAILURES).write_text(json.dumps(self._failures(plane), indent=1))
+                # The path and state phases in every flat configuration, so that no figure of
+                # one is borrowed from the other; the best last, as the failures start in it.
+                stretch: dict[str, list[dict[str, Any]]] = {}
+                state: dict[str, list[dict[str, Any]]] = {}
+                for key in sorted(FLAT_CONFIGS, key=lambda k: k == BEST):
+                    self._configure(flat, key)
+                    stretch[key] = self._stretch(plane, key)
+                    state[key] = self._state(plane, key)
+                (self.dir / STRETCH).write_text(json.dumps(stretch, indent=1))
+                (self.dir / STATE).write_text(json.dumps(state, indent=1))
+                (self.dir / FAILURES).write_text(json.dumps(self._failures(plane, flat),
+                                                            indent=1))
             finally:
                 (self.dir / PROCEDURES).write_text(json.dumps(plane.procedures(), indent=1,
                                                               default=str))
         self.note(elapsed_s=time.time() - t0)
 
-    def _configure_best(self, walk: HandoffScenario) -> None:
-        """The lab in `flat`'s configuration for the phases after the walks (path, state,
-        failures): redirect mode, and every MN stapling its proof."""
-        mode, dns_mode = FLAT_CONFIGS[BEST]
+    def _configure(self, walk: HandoffScenario, key: str) -> None:
+        """The lab in one flat configuration for a phase after the walks (path, state,
+        failures): its handoff mode at every AR, its DNS mode at every MN."""
+        mode, dns_mode = FLAT_CONFIGS[key]
         self.lab.set_mode(mode)
         for mn in self.lab.mobiles:
             walk.set_dns_mode(mn, dns_mode)
-        self.note(phases_config=BEST)
 
     def _unbound_stats(self) -> dict[str, float]:
         dns = self.lab.dns
@@ -197,12 +207,11 @@ class BaselineScenario(Scenario):
         return traffic.trace(ex, dst, self.owner, icmp=True, timeout=30)
 
     def _rtt(self, dst: str) -> float:
-        out = self.lab.execs[self.cn].run(["ping", "-n", "-q", "-c", "20", "-i", "0.02", "-W",
-                                           "1", dst], timeout=20).stdout
-        for line in out.splitlines():
-            if "min/avg/max" in line:
-                return float(line.split("=")[1].split("/")[1])
-        return float("nan")
+        """The median of 20 pings' round trips (the issue's target is a p50)."""
+        out = self.lab.execs[self.cn].run(["ping", "-n", "-c", "20", "-i", "0.02", "-W", "1",
+                                           dst], timeout=20).stdout
+        rtts = [float(m.group(1)) for m in RTT_RE.finditer(out)]
+        return percentile(rtts, 0.5) if rtts else float("nan")
 
     def _flat_address(self, mn: str) -> IPv4Address:
         out = self.lab.execs[mn].run(["ip", "-j", "-4", "addr", "show", "dev",
@@ -237,8 +246,9 @@ class BaselineScenario(Scenario):
         plane.attach(mn)
         self._settle_flat(mn, ar)
 
-    def _stretch(self, plane: AnchoredPlane) -> list[dict[str, Any]]:
-        self.progress("path stretch: the MN at every AR, both addresses traced and pinged")
+    def _stretch(self, plane: AnchoredPlane, key: str) -> list[dict[str, Any]]:
+        self.progress(f"path stretch ({key}): the MN at every AR, both addresses traced and "
+                      "pinged")
         pgw = self.lab.execs[self.pgw]
         cn = self.lab.execs[self.cn]
         rows: list[dict[str, Any]] = []
@@ -322,10 +332,10 @@ class BaselineScenario(Scenario):
             wait_until(same, 10, "routing state to settle", 0.5)
         return last[0]
 
-    def _state(self, plane: AnchoredPlane) -> list[dict[str, Any]]:
+    def _state(self, plane: AnchoredPlane, key: str) -> list[dict[str, Any]]:
         """k MNs away from home, k = 0..N: flat host routes per router; anchored bearers at
         the anchor and neighbour entries at the ARs, for the same placement."""
-        self.progress("state per node: MNs moved one by one into another cluster")
+        self.progress(f"state per node ({key}): MNs moved one by one into another cluster")
         mobiles = self.lab.mobiles
         rows: list[dict[str, Any]] = []
         for k in range(len(mobiles) + 1):
@@ -373,16 +383,35 @@ class BaselineScenario(Scenario):
         return {"tag": tag, "t_fail": t_fail, "observe_s": observe_s,
                 "addresses": {mn: str(a) for mn, a in addresses.items()}}
 
+    def _links(self, node: str) -> list[str]:
+        ex = self.lab.execs[node]
+        return [i["ifname"] for i in json.loads(ex.check(["ip", "-j", "link", "show"]) or "[]")
+                if i["ifname"] != "lo"]
+
     def _links_down(self, node: str) -> float:
         ex = self.lab.execs[node]
-        names = [i["ifname"] for i in json.loads(ex.check(["ip", "-j", "link", "show"]) or "[]")
-                 if i["ifname"] != "lo"]
+        names = self._links(node)
         t = time.time()
         for name in names:
             ex.run(["ip", "link", "set", name, "down"])
         return t
 
-    def _failures(self, plane: AnchoredPlane) -> list[dict[str, Any]]:
+    def _repair(self, nodes: Sequence[str], serving: dict[str, str]) -> None:
+        """Links up again, the backbone reconverged and every MN back at the AR it was at,
+        so that the next configuration's failures start from the same network."""
+        self.progress(f"repair: {', '.join(nodes)} up again, waiting for the backbone")
+        for node in nodes:
+            for name in self._links(node):
+                self.lab.execs[node].run(["ip", "link", "set", name, "up"])
+        self.lab.wait_converged()
+        for mn, ar in serving.items():
+            if self.lab.radio is not None and self.lab.radio.where.get(mn) != ar:
+                rec = self.lab.handoff(mn, ar)
+                if not rec.get("ok"):
+                    raise LabError(f"{mn} back to {ar} after the repair: {rec.get('error')}")
+            self._settle_flat(mn, ar)
+
+    def _failures(self, plane: AnchoredPlane, walk: HandoffScenario) -> list[dict[str, Any]]:
         mobiles = self.lab.mobiles
         radio = self.lab.radio
         assert radio is not None
@@ -391,21 +420,34 @@ class BaselineScenario(Scenario):
         rec = self._sessions({mn: anchored_address(self.topo, mn) for mn in mobiles},
                              "anchor", plane.kill_anchor)
         out.append({"arch": "anchored", "event": f"anchor {self.pgw} down", **rec})
-        flat_addrs = {mn: self._flat_address(mn) for mn in mobiles}
         serving = {mn: radio.where[mn] for mn in mobiles}
+        for i, key in enumerate(sorted(FLAT_CONFIGS, key=lambda k: k != BEST)):
+            self._configure(walk, key)
+            broken = self._flat_failures(key, serving, out)
+            if i < len(FLAT_CONFIGS) - 1:
+                self._repair(broken, serving)
+        return out
+
+    def _flat_failures(self, key: str, serving: dict[str, str],
+                       out: list[dict[str, Any]]) -> list[str]:
+        """The cumulative flat failure in one configuration: an RR, then an AR; returns the
+        nodes it broke."""
+        mobiles = self.lab.mobiles
+        flat_addrs = {mn: self._flat_address(mn) for mn in mobiles}
         # The aggregation router that serves the most sessions' clusters.
         aggs = [a.name for a in self.topo.by_role(Role.AGG)]
         agg = max(aggs, key=lambda a: sum(1 for mn in mobiles
                                           if a in self.topo.ar_parents(serving[mn])))
-        self.progress(f"failure: route reflector {agg} fails")
-        rec = self._sessions(flat_addrs, "agg", lambda: self._links_down(agg))
-        out.append({"arch": "flat", "event": f"aggregation RR {agg} down", **rec})
+        self.progress(f"failure ({key}): route reflector {agg} fails")
+        rec = self._sessions(flat_addrs, f"{key}-agg", lambda: self._links_down(agg))
+        out.append({"arch": "flat", "config": key, "event": f"aggregation RR {agg} down",
+                    **rec})
         # Then, without repairing it, the AR that serves the most sessions; its MNs move to a
         # sibling AR at once (radio-loss detection is not modelled: 0 s).
         ar = max(sorted(set(serving.values())),
                  key=lambda a: sum(1 for mn in mobiles if serving[mn] == a))
         sibling = next(a for a in self.topo.cluster_of(ar).ars if a != ar)
-        self.progress(f"failure: access router {ar} fails; its MNs move to {sibling}")
+        self.progress(f"failure ({key}): access router {ar} fails; its MNs move to {sibling}")
 
         def kill_ar() -> float:
             t = self._links_down(ar)
@@ -414,10 +456,10 @@ class BaselineScenario(Scenario):
                     self.lab.handoff(mn, sibling)
             return t
 
-        rec = self._sessions(flat_addrs, "ar", kill_ar)
-        out.append({"arch": "flat", "event": f"access router {ar} down (MNs re-attach at "
-                    f"{sibling})", **rec})
-        return out
+        rec = self._sessions(flat_addrs, f"{key}-ar", kill_ar)
+        out.append({"arch": "flat", "config": key, "event": f"access router {ar} down (MNs "
+                    f"re-attach at {sibling})", **rec})
+        return [agg, ar]
 
     # --- analysis -------------------------------------------------------------------------------
 
@@ -453,8 +495,8 @@ class BaselineScenario(Scenario):
             probe_interval_ms=float(p["probe_interval_ms"]),
             configs={k: (str(v[0]), str(v[1])) for k, v in p["flat_configs"].items()},
             mobiles=list(p["mobiles"]), flats=flats, dns=dict(m["dns"]), anchored=anchored,
-            procedures=procedures, stretch=json.loads((out_dir / STRETCH).read_text()),
-            state=json.loads((out_dir / STATE).read_text()), failures=failures,
+            procedures=procedures, stretch=_per_config(json.loads((out_dir / STRETCH).read_text())),
+            state=_per_config(json.loads((out_dir / STATE).read_text())), failures=failures,
             elapsed=float(m["elapsed_s"]))
 
     @staticmethod
@@ -527,7 +569,8 @@ def failure_sessions(out_dir: Path, failure: dict[str, Any]) -> dict[str, Any]:
                          "recovery_ms": round(gap, 3) if gap is not None else None,
                          "timeline": [(round(t - t_fail, 3), rtt) for t, rtt in
                                       measure.ping_timeline(replies, PING_INTERVAL_S)]})
-    return {"arch": failure["arch"], "event": failure["event"], "t_fail": t_fail,
+    return {"arch": failure["arch"], "config": failure.get("config"),
+            "event": failure["event"], "t_fail": t_fail,
             "observe_s": observe_s, "sessions": sessions,
             "survived": sum(1 for s in sessions if s["survived"]), "total": len(sessions)}
 
@@ -574,15 +617,14 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
               period_s: float, per_mode: int, probe_interval_ms: float,
               configs: dict[str, tuple[str, str]], mobiles: list[str],
               flats: dict[str, dict[str, Any]], dns: dict[str, Any], anchored: dict[str, Any],
-              procedures: list[dict[str, Any]], stretch: list[dict[str, Any]],
-              state: list[dict[str, Any]], failures: list[dict[str, Any]],
+              procedures: list[dict[str, Any]], stretch: dict[str, list[dict[str, Any]]],
+              state: dict[str, list[dict[str, Any]]], failures: list[dict[str, Any]],
               elapsed: float) -> dict[str, Any]:
     """The baseline's result: `flat`, `flat_draft` and `anchored` side by side, each with the
-    same fields, with the raw records they came from. The path, state and failure phases
-    ran once, in `flat`'s configuration: `flat_draft` names them under `not_measured`
-    rather than borrowing them."""
+    same fields, with the raw records they came from. The path, state and failure phases ran
+    in each flat configuration; one that a kept run lacks is named under `not_measured`
+    rather than borrowed from the other."""
     ah = anchored["handoffs"]
-    flat_fail = [f for f in failures if f["arch"] == "flat"]
     anch_fail = [f for f in failures if f["arch"] == "anchored"]
 
     def survived_all(events: list[dict[str, Any]]) -> int:
@@ -598,31 +640,35 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
                 if s["recovery_ms"] is not None and s["survived"]]
         return max(gaps) if gaps else None
 
-    phases = {
-        "path_stretch_mean": round(_mean([r["flat_stretch"] for r in stretch]), 3),
-        "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in stretch]), 3),
-        "sessions_survived_failure": survived_all(flat_fail),
-        "recovery_ms_max": recovery(flat_fail),
-        "state_max_per_node": max((r["flat_max"] for r in state), default=0),
-    }
+    def phases(key: str) -> dict[str, Any]:
+        rows, st = stretch.get(key, []), state.get(key, [])
+        fail = [f for f in failures if f["arch"] == "flat" and f.get("config", BEST) == key]
+        return {
+            "path_stretch_mean": round(_mean([r["flat_stretch"] for r in rows]), 3)
+            if rows else None,
+            "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in rows]), 3) if rows else None,
+            "sessions_survived_failure": survived_all(fail) if fail else None,
+            "recovery_ms_max": recovery(fail),
+            "state_max_per_node": max((r["flat_max"] for r in st), default=0) if st else None,
+        }
+
     blocks: dict[str, dict[str, Any]] = {}
     for key, (mode, dns_mode) in configs.items():
         block = {**flat_summary(flats[key], dns[key], mode, dns_mode),
-                 "sessions_total": len(mobiles)}
-        if key == BEST:
-            block.update(phases)
-        else:
-            block.update({k: None for k in phases})
-            block["not_measured"] = {k: f"measured once, in {BEST}'s configuration"
-                                     for k in phases}
+                 "sessions_total": len(mobiles), **phases(key)}
+        missing = [k for k in ("path_stretch_mean", "sessions_survived_failure",
+                               "state_max_per_node") if block[k] is None]
+        if missing:
+            block["not_measured"] = {k: "not in this kept run" for k in missing}
         blocks[key] = block
+    best_rows, best_state = stretch.get(BEST, []), state.get(BEST, [])
     ap = [float(h["interruption_ms"]) for h in ah]
     blocks["anchored"] = {
         "mode": "anchored", "handoffs": len(ah),
         "interruption_ms_p50": percentile(ap, 0.5),
         "interruption_ms_p95": percentile(ap, 0.95),
-        "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in stretch]), 3),
-        "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in stretch]), 3),
+        "path_stretch_mean": round(_mean([r["anchored_stretch"] for r in best_rows]), 3),
+        "rtt_ms_mean": round(_mean([r["anchored_rtt_ms"] for r in best_rows]), 3),
         "home_round_trips_per_handoff": round(_mean([float(h["home_round_trips"])
                                                      for h in ah]), 3),
         "messages_per_handoff": {k: round(_mean([float(h["messages"][k]) for h in ah]), 3)
@@ -630,7 +676,7 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
         "sessions_survived_failure": survived_all(anch_fail),
         "sessions_total": len(mobiles),
         "recovery_ms_max": recovery(anch_fail),
-        "state_max_per_node": max((r["anchored_max"] for r in state), default=0),
+        "state_max_per_node": max((r["anchored_max"] for r in best_state), default=0),
         "attach_ms_p50": percentile([float(h["attach_ms"]) for h in ah], 0.5),
         "attach_ms_p95": percentile([float(h["attach_ms"]) for h in ah], 0.95),
         "hss_ms_p50": percentile([float(h["hss_ms"]) for h in ah if h["hss_ms"] is not None],
@@ -649,10 +695,18 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
                    "anchored": anchored["warmup_handoffs"]},
         "flat_summary": [row for k in configs for row in flats[k].get("summary", [])],
         "dns": dns,
-        "stretch": stretch, "state": state, "failures": failures,
+        # The report draws the best configuration's rows, which carry the anchored side too.
+        "stretch": best_rows, "state": best_state, "failures": failures,
+        "stretch_by_config": stretch, "state_by_config": state,
         "timelines": {"anchored": anchored["timeline"]},
         "procedures": procedures,
     }
+
+
+def _per_config(kept: Any) -> dict[str, list[dict[str, Any]]]:
+    """A phase's kept rows by configuration; runs kept before the phases ran per
+    configuration hold one list, measured in the best one."""
+    return {BEST: kept} if isinstance(kept, list) else dict(kept)
 
 
 COLUMNS = ("flat", "flat_draft", "anchored")
