@@ -355,6 +355,8 @@ class Lab(StartStop):
     def wait_converged(self) -> health.Health:
         """Poll toward the deadline until every OSPF adjacency is Full and BGP session up."""
         last: list[health.Health] = []
+        # The first time from the lab's start (bring-up); after that, from this call (a repair).
+        since = self.started if self.health is None else time.monotonic()
 
         def converged() -> bool:
             self._check_daemons()
@@ -371,7 +373,7 @@ class Lab(StartStop):
             h = last[0] if last else None
             detail = f"{health.progress_line(h)}; problems: {h.problems}" if h else ""
             raise DeadlineError(f"{exc}: {detail}") from None
-        self.progress(f"lab {self.topo.name} converged in {time.monotonic() - self.started:.1f}s")
+        self.progress(f"lab {self.topo.name} converged in {time.monotonic() - since:.1f}s")
         self.health = last[0]
         return self.health
 
