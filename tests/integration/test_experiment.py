@@ -17,9 +17,8 @@ from topologies.cli import run as run_cli
 from topologies.lab.lab import Lab
 from topologies.scenarios import declared, experiment
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "topologies" / "experiments"
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "topologies" / "experiments"
 
 
 @pytest.fixture(scope="module")

@@ -272,12 +272,12 @@ class DeclaredExperiment(Scenario):
     @classmethod
     def analyse(cls, out_dir: Path) -> dict[str, Any]:
         run = RunDir.open(out_dir)
-        m = run.measured
-        if "t_end" not in m:
-            raise measure.MeasureError(f"{out_dir}: the measurement did not finish (no t_end)")
         src = out_dir / EXPERIMENT_FILE
+        t_zero, t_end = (run.measured.get(k) for k in ("t_zero", "t_end"))
+        if t_zero is None or t_end is None or not src.exists():
+            raise measure.MeasureError(f"{out_dir}: the experiment did not finish")
         exp = experiment.parse(src.read_text(), str(src), topo=run.topo)
-        return analyse_run(exp, out_dir, float(m["t_zero"]), float(m["t_end"]))
+        return analyse_run(exp, out_dir, float(t_zero), float(t_end))
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
