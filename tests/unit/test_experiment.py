@@ -154,10 +154,26 @@ def test_every_error_at_once_with_its_line() -> None:
     ("topology: [figure2\n", 2, "not YAML"),
     ("topology: !!python/object:os.system figure2\n", 1, "not YAML"),
     ("", 1, "empty"),
+    ("topology: figure2\nchecks: ['pages[draft] >= 1']\n", 2, "take [redirect] or [draft]"),
+    ("topology: figure2\nchecks: ['auth_ms_max[fast] < 9']\n", 2, "take [redirect] or [draft]"),
 ])
 def test_each_error_kind_names_its_line(body: str, line: int, text: str) -> None:
     errs = errors(body)
     assert any(e.startswith(f"x.yaml:{line}: ") and text in e for e in errs), errs
+
+
+def test_a_metric_may_name_one_handoff_mode() -> None:
+    exp = parse("""
+        topology: figure2
+        checks: ["interruption_ms_p95[redirect] <= 25", "auth_ms_max >= 0.5"]
+    """)
+    assert [(c.metric, c.op, c.bound) for c in exp.checks] == [
+        ("interruption_ms_p95[redirect]", "<=", 25.0), ("auth_ms_max", ">=", 0.5)]
+    handoffs = [{"mode": "redirect", "interruption_ms": 20.0, "auth_ms": 8.0},
+                {"mode": "draft", "interruption_ms": 140.0, "auth_ms": None}]
+    m = declared.handoff_metrics([h for h in handoffs if h["mode"] == "redirect"], "[redirect]")
+    assert m["interruption_ms_max[redirect]"] == 20.0 and m["auth_ms_p95[redirect]"] == 8.0
+    assert declared.handoff_metrics(handoffs, "")["interruption_ms_max"] == 140.0
 
 
 def test_a_link_profile_is_laid_over_the_topology() -> None:

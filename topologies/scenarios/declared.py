@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -103,6 +104,7 @@ class DeclaredExperiment(Scenario):
     def measure(self) -> None:
         exp = self.exp
         (self.dir / EXPERIMENT_FILE).write_text(self.source)
+        self.lab.set_mode(self._mode)  # every run starts from the same mode, whatever ran before
         self.progress(f"experiment {exp.name}: {len(exp.traffic)} streams, "
                       f"{len(exp.timeline)} actions over {exp.duration_s:g}s, "
                       f"{len(exp.checks)} checks")
@@ -372,6 +374,17 @@ def stale_routes(topo: Topology, events: list[measure.RouteEvent],
     return out
 
 
+def handoff_metrics(handoffs: list[dict[str, Any]], suffix: str) -> dict[str, float | None]:
+    """The per-handoff metrics (experiment.PER_MODE) of these handoffs, named with
+    ``suffix`` ("" or "[mode]")."""
+    out: dict[str, float | None] = {}
+    for key in ("interruption_ms", "auth_ms"):
+        vals = [float(h[key]) for h in handoffs if h.get(key) is not None]
+        out[f"{key}_p95{suffix}"] = percentile(vals, 0.95) if vals else None
+        out[f"{key}_max{suffix}"] = max(vals) if vals else None
+    return out
+
+
 def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict[str, Any]:
     actions = read_jsonl(out_dir / ACTIONS) if (out_dir / ACTIONS).exists() else []
     pings = _ping_streams(exp, out_dir)
@@ -385,16 +398,14 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
                         "lost": lost[-1]})
     udp = _udp_lost(exp, out_dir)
     iperf = _iperf(exp, out_dir)
-    gaps = [h["interruption_ms"] for h in handoffs if h["interruption_ms"] is not None]
-    auths = [float(h["auth_ms"]) for h in handoffs if h.get("auth_ms") is not None]
     pages = sum(1 for mn in exp.topology.mobiles
                 for e in read_events(out_dir / f"{mn}.events.jsonl")
                 if e.get("ev") == "paged" and t0 - LEAD_S <= float(e.get("t", 0)) <= t_end)
     metrics: dict[str, float | None] = {
-        "interruption_ms_p95": percentile(gaps, 0.95) if gaps else None,
-        "interruption_ms_max": max(gaps) if gaps else None,
-        "auth_ms_p95": percentile(auths, 0.95) if auths else None,
-        "auth_ms_max": max(auths) if auths else None,
+        **handoff_metrics(handoffs, ""),
+        **{k: v for mode in experiment.MODES
+           for k, v in handoff_metrics([h for h in handoffs if h["mode"] == mode],
+                                       f"[{mode}]").items()},
         "ping_lost": None if not lost or None in lost else sum(n or 0 for n in lost),
         "udp_lost": sum(u["lost"] for u in udp) if udp else None,
         "iperf_max_stall_ms": max((float(i["max_stall_ms"]) for i in iperf
@@ -469,15 +480,17 @@ def table(result: dict[str, Any]) -> str:
     t0 = min((a["t_planned"] for a in result["actions"]), default=0.0)
     for a in result["actions"]:
         h = by_t.get(a["t"], {})
-        text = a["action"] + (f" -> {a['to']}" if a.get("to") and a["verb"] == "handoff"
-                              and len(a["action"].split()) > 3 else "")
+        # A cycling handoff shows where this firing went.
+        text = f"handoff {a['mn']} {a['to']}" if a["verb"] == "handoff" and a.get("to") \
+            else a["action"]
         auth = f"{float(a['auth_ms']):.1f}" if a.get("auth_ms") is not None else "-"
         gap = f"{h['interruption_ms']:.1f}" if h.get("interruption_ms") is not None else "-"
         lines.append(f"{a['t'] - t0:7.2f} {a['line']:4d}  {text:32s} "
                      f"{'yes' if a['ok'] else 'NO':3s} {auth:>8} {gap:>9}")
     lines.append("")
-    lines.append("metrics: " + ", ".join(
-        f"{k}={'-' if v is None else round(v, 3)}" for k, v in result["metrics"].items()))
+    lines += textwrap.wrap("metrics: " + ", ".join(
+        f"{k}={round(v, 3)}" for k, v in result["metrics"].items() if v is not None), 100,
+        subsequent_indent="  ")
     lines.append("")
     for c in result["checks"]:
         lines.append(f"{'PASS' if c['ok'] else 'FAIL'}  line {c['line']:3d}  {c['check']}: "

@@ -36,11 +36,13 @@ METRICS = (
     "ping_lost", "udp_lost", "iperf_max_stall_ms", "iperf_mean_mbps", "pages", "handoffs",
     "actions_failed",
 )
-NAMED_CHECKS = ("reachable", "path", "no_stale_routes", "auth_ok")
+# `METRIC[MODE]`: these, over the handoffs made in one handoff mode only.
+PER_MODE = ("interruption_ms_p95", "interruption_ms_max", "auth_ms_p95", "auth_ms_max")
 MAX_FIRINGS = 1000  # a timeline entry that fires more often is a typo, not an experiment
 TAIL_S = 3.0  # the run goes on this long after the last action when no duration is given
 _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
-_METRIC = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+_METRIC = re.compile(
+    r"^\s*([a-z0-9_]+)(?:\[([a-z]+)\])?\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 _RATE = re.compile(r"^\d+(?:\.\d+)?[KMG]?$")
 
 
@@ -452,12 +454,17 @@ class _Parser:
                 if text in ("no_stale_routes", "auth_ok"):
                     out.append(Check(text, text, line))
                 elif m := _METRIC.match(text):
-                    if m.group(1) not in METRICS:
-                        self.errs.add(entry, f"{what}: unknown metric {m.group(1)!r} "
+                    name, mode, op, bound = m.groups()
+                    if name not in METRICS:
+                        self.errs.add(entry, f"{what}: unknown metric {name!r} "
                                       f"({', '.join(METRICS)})")
                         continue
-                    out.append(Check("metric", text, line, metric=m.group(1), op=m.group(2),
-                                     bound=float(m.group(3))))
+                    if mode is not None and (name not in PER_MODE or mode not in MODES):
+                        self.errs.add(entry, f"{what}: {name}[{mode}]: only "
+                                      f"{', '.join(PER_MODE)} take [redirect] or [draft]")
+                        continue
+                    out.append(Check("metric", text, line, op=op, bound=float(bound),
+                                     metric=name if mode is None else f"{name}[{mode}]"))
                 else:
                     self.errs.add(entry, f"{what}: unknown check {text!r} (no_stale_routes, "
                                   "auth_ok, reachable: [...], path: [...], METRIC OP NUMBER)")
