@@ -7,11 +7,14 @@ from __future__ import annotations
 import contextlib
 import random
 import textwrap
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from agents.contract import REDIRECT_METRIC
 from topologies import cli
+from topologies.analysis.measure import RouteEvent
 from topologies.cli import run as run_cli
 from topologies.scenarios import declared, experiment
 from topologies.scenarios.experiment import Check, ExperimentError
@@ -273,3 +276,26 @@ def test_report_exits_1_naming_each_failed_check(capsys: pytest.CaptureFixture[s
     assert "FAIL  line   9  pages >= 1" in out.out and "PASS  line   8  auth_ok" in out.out
     assert "check failed (line 9): pages >= 1" in out.err and "auth_ok" not in out.err
 
+
+
+def test_stale_routes_left_behind_are_named() -> None:
+    topo = experiment.load(SHIPPED[0]).topology
+    mn1 = IPv4Network("10.64.0.10/32")
+    acc, bgp = frozenset({"dev:ar2-acc"}), frozenset({"10.254.0.9"})
+
+    def ev(t: float, node: str, kind: str, metric: int, hops: frozenset[str]) -> RouteEvent:
+        return RouteEvent(t, node, kind, mn1, metric, 186, hops)  # type: ignore[arg-type]
+
+    final = {"mn1": {"ar": "ar2", "address": "10.64.0.10", "idle": False}}
+    clean = [ev(1, "ar2", "add", 0, acc), ev(1, "core1", "add", 20, bgp),
+             ev(2, "ar1", "add", REDIRECT_METRIC, bgp), ev(3, "ar1", "del", REDIRECT_METRIC,
+                                                          bgp)]
+    assert declared.stale_routes(topo, clean, final, 10.0) == []
+    left = [*clean, ev(4, "ar3", "add", 0, frozenset({"dev:ar3-acc"})),
+            ev(5, "agg2", "add", REDIRECT_METRIC, bgp)]
+    assert declared.stale_routes(topo, left, final, 10.0) == [
+        "agg2: mn1 (a redirect route)", "ar3: mn1 (an access-link route, mn1 is on ar2)"]
+    home = {"mn1": {"ar": "ar1", "address": "10.64.0.10", "idle": False}}
+    assert declared.stale_routes(topo, clean, home, 10.0) == [
+        "ar2: mn1 (an access-link route, mn1 is on ar1)", "core1: mn1 (a host route, mn1 is home)"]
+    assert declared.stale_routes(topo, left, final, 3.5) == []  # after the end: not counted
