@@ -57,7 +57,9 @@ def test_a_failure_during_a_handoff(lab: Lab, tmp_path: Path) -> None:
     verbs = [a["action"] for a in result["actions"] if a["verb"] in ("fault", "link")]
     assert verbs == ["fault kill bgpd agg2", "link ar3 agg2 down", "fault restart bgpd agg2",
                      "link ar3 agg2 up"]
-    assert lab.daemons["agg2"][[d.kind for d in lab.daemons["agg2"]].index("bgpd")].alive()
+    assert next(d for d in lab.daemons["agg2"] if d.kind == "bgpd").alive()
+    udp = result["iperf"][0]  # the bystander's iperf3 UDP stream
+    assert udp["proto"] == "udp" and udp["packets"] > 0 and udp["mean_mbps"] > 0, udp
 
 
 def test_an_idle_mn_paged_across_its_tal(lab: Lab, tmp_path: Path) -> None:

@@ -65,9 +65,11 @@ class DeclaredExperiment(Scenario):
     def __init__(self, lab: Lab, exp: Experiment, source: str, *, out_dir: Path | None = None,
                  progress: Progress | None = None) -> None:
         super().__init__(lab, None, progress, out_dir)
-        if exp.topology.name != lab.topo.name:
-            raise LabError(f"the experiment {exp.name!r} runs on {exp.topology.name}, not on "
-                           f"{lab.topo.name} (`flatarch run` builds its topology)")
+        if (exp.topology.name, exp.topology.link_profile()) != (
+                lab.topo.name, lab.topo.link_profile()):
+            raise LabError(f"the experiment {exp.name!r} runs on {exp.topology.name} with its "
+                           f"link profile, not on this lab's {lab.topo.name} "
+                           "(`flatarch run` builds its topology)")
         self.exp = exp
         self.source = source
         self._owner = address_owner(self.topo)
@@ -339,8 +341,20 @@ def _iperf(exp: Experiment, out_dir: Path) -> list[dict[str, Any]]:
                 summary = measure.iperf_summary(doc)
             except (OSError, ValueError, measure.MeasureError) as exc:
                 summary = {"survived": False, "error": f"no iperf3 result: {exc}"}
+            if t.proto == "udp" and "error" not in summary:
+                summary.update(udp_loss(doc))
             out.append({"src": t.src, "dst": t.dst, "proto": t.proto, **summary})
     return out
+
+
+def udp_loss(doc: dict[str, Any]) -> dict[str, Any]:
+    """An iperf3 UDP test's loss and jitter as the receiver reported them back (`end.sum`),
+    and its rate where the TCP summary found no received total."""
+    s = (doc.get("end") or {}).get("sum") or {}
+    return {"lost_packets": int(s.get("lost_packets", 0)), "packets": int(s.get("packets", 0)),
+            "lost_percent": float(s.get("lost_percent", 0.0)),
+            "jitter_ms": float(s.get("jitter_ms", 0.0)),
+            "mean_mbps": float(s.get("bits_per_second", 0.0)) / 1e6}
 
 
 def stale_routes(topo: Topology, events: list[measure.RouteEvent],
