@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -184,8 +185,8 @@ class DeclaredExperiment(Scenario):
                                "line": a.line, "verb": a.verb, "mode": self._mode}
         try:
             rec.update(self._do(a, f.target))
-        except LabError as exc:
-            rec.update(ok=False, error=str(exc))
+        except (LabError, OSError, subprocess.SubprocessError) as exc:
+            rec.update(ok=False, error=f"{type(exc).__name__}: {exc}")
         rec.setdefault("ok", True)
         return rec
 
