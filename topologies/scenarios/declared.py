@@ -24,7 +24,7 @@ from topologies.analysis import measure, plots
 from topologies.analysis.stats import percentile
 from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Background, Lab
-from topologies.model import Topology
+from topologies.model import Role, Topology, fqdn
 from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios import experiment, traffic
 from topologies.scenarios.addresses import counted
@@ -348,6 +348,24 @@ def _iperf(exp: Experiment, out_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def pages(topo: Topology, out_dir: Path, t0: float, t1: float) -> list[dict[str, Any]]:
+    """Every page an AR started in [t0, t1]: which MN, and how long until that MN's AUTH
+    answered it (its first AUTH sent after the page; None if it never answered)."""
+    names = {fqdn("mn", mn): mn for mn in topo.mobiles}
+    mn_events = {mn: read_events(out_dir / f"{mn}.events.jsonl") for mn in topo.mobiles}
+    out = []
+    for ar in topo.by_role(Role.AR):
+        for e in read_events(out_dir / f"{ar.name}.events.jsonl"):
+            if e.get("ev") != "page_start" or not t0 <= float(e["t"]) <= t1:
+                continue
+            mn = names.get(str(e.get("mn")))
+            sent = [float(a["t_auth_sent"]) for a in mn_events.get(mn or "", [])
+                    if a.get("ev") == "attached" and float(a["t_auth_sent"]) >= e["t"]]
+            out.append({"ar": ar.name, "mn": mn, "t": e["t"],
+                        "paging_ms": round((min(sent) - e["t"]) * 1000, 3) if sent else None})
+    return sorted(out, key=lambda p: float(p["t"]))
+
+
 def udp_loss(doc: dict[str, Any]) -> dict[str, Any]:
     """An iperf3 UDP test's loss and jitter as the receiver reported them back (`end.sum`),
     and its rate where the TCP summary found no received total."""
@@ -413,9 +431,7 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
                         "lost": lost[-1]})
     udp = _udp_lost(exp, out_dir)
     iperf = _iperf(exp, out_dir)
-    pages = sum(1 for mn in exp.topology.mobiles
-                for e in read_events(out_dir / f"{mn}.events.jsonl")
-                if e.get("ev") == "paged" and t0 - LEAD_S <= float(e.get("t", 0)) <= t_end)
+    paging = pages(exp.topology, out_dir, t0 - LEAD_S, t_end)
     metrics: dict[str, float | None] = {
         **handoff_metrics(handoffs, ""),
         **{k: v for mode in experiment.MODES
@@ -427,7 +443,9 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
                                    if "max_stall_ms" in i), default=None),
         "iperf_mean_mbps": min((float(i["mean_mbps"]) for i in iperf if "mean_mbps" in i),
                                default=None),
-        "pages": pages,
+        "pages": len(paging),
+        "paging_ms_max": max((p["paging_ms"] for p in paging if p["paging_ms"] is not None),
+                             default=None),
         "handoffs": len(handoffs),
         "actions_failed": sum(1 for a in actions if not a["ok"]),
     }
@@ -448,8 +466,8 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
             measure.ping_timeline(first[1], first[0].interval_s), marks,
             out_dir / "timeline.png")))
     return {"scenario": "experiment", "experiment": exp.name, "topology": exp.topology.name,
-            "duration_s": exp.duration_s, "actions": actions, "handoffs": handoffs,
-            "pings": streams, "udp": udp, "iperf": iperf, "metrics": metrics,
+            "duration_s": exp.duration_s, "t_zero": t0, "actions": actions, "handoffs": handoffs,
+            "pings": streams, "udp": udp, "pages": paging, "iperf": iperf, "metrics": metrics,
             "checks": checks, "failed": [c["check"] for c in checks if not c["ok"]],
             "plots": plot_files}
 
@@ -492,7 +510,7 @@ def table(result: dict[str, Any]) -> str:
              f"{'t (s)':>7} {'line':>4}  {'action':32s} {'ok':3s} {'auth ms':>8} "
              f"{'interr ms':>9}"]
     by_t = {h["t"]: h for h in result["handoffs"]}
-    t0 = min((a["t_planned"] for a in result["actions"]), default=0.0)
+    t0 = float(result.get("t_zero", 0.0))  # the times are the timeline's
     for a in result["actions"]:
         h = by_t.get(a["t"], {})
         # A cycling handoff shows where this firing went.

@@ -33,7 +33,8 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 # What a `METRIC OP NUMBER` check may name; docs/experiments.md says how each is counted.
 METRICS = (
     "interruption_ms_p95", "interruption_ms_max", "auth_ms_p95", "auth_ms_max",
-    "ping_lost", "udp_lost", "iperf_max_stall_ms", "iperf_mean_mbps", "pages", "handoffs",
+    "ping_lost", "udp_lost", "iperf_max_stall_ms", "iperf_mean_mbps", "pages", "paging_ms_max",
+    "handoffs",
     "actions_failed",
 )
 # `METRIC[MODE]`: these, over the handoffs made in one handoff mode only.
