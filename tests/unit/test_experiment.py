@@ -299,3 +299,17 @@ def test_stale_routes_left_behind_are_named() -> None:
     assert declared.stale_routes(topo, clean, home, 10.0) == [
         "ar2: mn1 (an access-link route, mn1 is on ar1)", "core1: mn1 (a host route, mn1 is home)"]
     assert declared.stale_routes(topo, left, final, 3.5) == []  # after the end: not counted
+
+
+def test_each_page_is_timed_to_the_paged_mns_auth(tmp_path: Path) -> None:
+    topo = experiment.load(SHIPPED[0]).topology
+    (tmp_path / "ar1.events.jsonl").write_text(
+        '{"t": 10.0, "ev": "page_start", "mn": "mn1.example", "tal": ["ar1"]}\n'
+        '{"t": 50.0, "ev": "page_start", "mn": "mn1.example", "tal": ["ar1"]}\n'
+        '{"t": 99.0, "ev": "page_start", "mn": "mn2.example"}\n')
+    (tmp_path / "mn1.events.jsonl").write_text(
+        '{"t": 9.0, "ev": "attached", "t_auth_sent": 9.0}\n'
+        '{"t": 10.2, "ev": "attached", "t_auth_sent": 10.004}\n')
+    got = declared.pages(topo, tmp_path, 0.0, 60.0)
+    assert [(p["ar"], p["mn"], p["paging_ms"]) for p in got] == [
+        ("ar1", "mn1", 4.0), ("ar1", "mn1", None)]  # the second page was never answered
