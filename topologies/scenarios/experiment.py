@@ -21,7 +21,13 @@ from topologies.model import Role, Topology, TopologyError
 from topologies.scenarios.base import PROBE_INTERVAL_S, TOPOLOGIES
 
 TRAFFIC_KINDS = ("ping", "iperf3", "udp")
-VERBS = ("handoff", "idle", "rotate", "leave", "mode", "link", "fault")
+# Each action's usage and its number of words after the verb (None: two or more).
+USAGE: dict[str, tuple[str, int | None]] = {
+    "handoff": ("handoff MN AR [AR...]", None), "idle": ("idle MN", 1),
+    "rotate": ("rotate MN", 1), "leave": ("leave MN", 1), "mode": ("mode redirect|draft", 1),
+    "link": ("link A B down|up", 3), "fault": ("fault kill|restart DAEMON NODE", 3),
+}
+VERBS = tuple(USAGE)
 FAULTS = ("kill", "restart")
 MODES = ("redirect", "draft")
 ANY_HOP = "*"  # in a `path` check, a hop that may be any node (ECMP)
@@ -390,16 +396,12 @@ class _Parser:
         words = text.split()
         verb, args = (words[0], tuple(words[1:])) if words else ("", ())
         where = f"{what} {text!r}"
-        usage = {"handoff": "handoff MN AR [AR...]", "idle": "idle MN", "rotate": "rotate MN",
-                 "leave": "leave MN", "mode": "mode redirect|draft",
-                 "link": "link A B down|up", "fault": "fault kill|restart DAEMON NODE"}
-        if verb not in VERBS:
+        if verb not in USAGE:
             self.errs.add(n, f"{where}: unknown action {verb!r} ({', '.join(VERBS)})")
             return None
-        arity = {"handoff": None, "idle": 1, "rotate": 1, "leave": 1, "mode": 1, "link": 3,
-                 "fault": 3}[verb]
+        usage, arity = USAGE[verb]
         if (arity is None and len(args) < 2) or (arity is not None and len(args) != arity):
-            self.errs.add(n, f"{where}: expected `{usage[verb]}`")
+            self.errs.add(n, f"{where}: expected `{usage}`")
             return None
         ok = True
         if verb in ("handoff", "idle", "rotate", "leave"):
