@@ -49,11 +49,13 @@ def iperf_server(lab: Lab, node: str, out: Path, port: int = IPERF_PORT, *, once
 
 def iperf_client(lab: Lab, node: str, address: IPv4Address | str, out: Path, duration_s: float,
                  rate: str = IPERF_RATE, port: int = IPERF_PORT, *,
-                 server_output: bool = True) -> contextlib.AbstractContextManager[Background]:
-    """A paced iperf3 TCP stream to ``address``, reporting every 100 ms (so the stalls of
-    a handoff show); ``server_output`` puts the receiver's intervals into the same JSON."""
+                 server_output: bool = True,
+                 udp: bool = False) -> contextlib.AbstractContextManager[Background]:
+    """A paced iperf3 TCP (or with ``udp``, UDP) stream to ``address``, reporting every
+    100 ms (so the stalls of a handoff show); ``server_output`` puts the receiver's
+    intervals into the same JSON."""
     cmd = ["iperf3", "-c", str(address), "-p", str(port), "-t", f"{duration_s:.0f}",
-           "-i", str(IPERF_INTERVAL_S), "-b", rate, "-J",
+           "-i", str(IPERF_INTERVAL_S), "-b", rate, "-J", *(["-u"] if udp else []),
            *(["--get-server-output"] if server_output else [])]
     return lab.background(node, cmd, out)
 
