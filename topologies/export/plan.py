@@ -46,19 +46,13 @@ class ExportError(LabError):
 
 
 @dataclass(frozen=True)
-class Step:
-    """One command a node runs at start, and why (the startup files carry the why)."""
+class Wire:
+    """A point-to-point link: (node, interface) at each end."""
 
-    why: str
-    command: str
-
-
-@dataclass(frozen=True)
-class Port:
-    """One interface of an exported node: its kernel name in our engine and its link."""
-
-    name: str
-    domain: str  # the link or access domain it joins (a Kathará collision domain)
+    a: str
+    a_if: str
+    b: str
+    b_if: str
 
 
 @dataclass
@@ -70,13 +64,19 @@ class ExportNode:
 
 
 @dataclass(frozen=True)
-class Wire:
-    """A point-to-point link: (node, interface) at each end."""
+class Port:
+    """One interface of an exported node: its kernel name in our engine and its link."""
 
-    a: str
-    a_if: str
-    b: str
-    b_if: str
+    name: str
+    domain: str  # the link or access domain it joins (a Kathará collision domain)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command a node runs at start, and why (the startup files carry the why)."""
+
+    why: str
+    command: str
 
 
 @dataclass
