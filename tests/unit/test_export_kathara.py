@@ -35,9 +35,11 @@ def test_lab_conf_has_a_device_per_node_and_a_domain_per_link_and_cell() -> None
     entries = re.findall(r'^(\w+)\[(\d+)\]="([^"]+)"$', lab_conf(), re.M)
     devices = {d for d, _, _ in entries}
     assert devices == {*TOPO.nodes, *TOPO.mobiles}
+    legend = dict(re.findall(r"^#   (\w{4})  (\S+)$", lab_conf(), re.M))
+    assert all(len(short) <= 4 for short in legend)  # Megalos's limit
     domains: dict[str, set[str]] = {}
     for dev, _, cd in entries:
-        domains.setdefault(cd, set()).add(dev)
+        domains.setdefault(legend[cd], set()).add(dev)
     links = {frozenset((lk.a, lk.b)) for lk in TOPO.links}
     p2p = {frozenset(m) for cd, m in domains.items() if not cd.startswith("acc-")}
     assert p2p == links
@@ -49,8 +51,8 @@ def test_lab_conf_has_a_device_per_node_and_a_domain_per_link_and_cell() -> None
 def test_interfaces_are_renamed_in_lab_conf_order() -> None:
     text = startup("ar1")
     ports = re.findall(r'^ar1\[(\d+)\]="([^"]+)"$', lab_conf(), re.M)
-    renames = re.findall(r"^ip link set (eth\d+) name (\S+)$", text, re.M)
-    assert [f"eth{i}" for i, _ in ports] == [k for k, _ in renames]
+    renames = re.findall(r"^rename (\d+) (\S+)$", text, re.M)
+    assert [i for i, _ in ports] == [k for k, _ in renames]
     assert [n for _, n in renames] == [*(i.name for i in TOPO.node("ar1").interfaces), "ar1-acc"]
 
 

@@ -10,7 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from topologies.export.plan import IMAGE_PYTHON, IMAGE_ROOT, ExportNode, ExportPlan, rundir
+from topologies.export.plan import (
+    IMAGE_PYTHON,
+    IMAGE_ROOT,
+    ExportError,
+    ExportNode,
+    ExportPlan,
+    rundir,
+)
 from topologies.export.stage import in_image, stage
 from topologies.lab.radio import AIR
 from topologies.model import Topology
@@ -34,12 +41,40 @@ def devices(plan: ExportPlan) -> list[ExportNode]:
     return [n for n in plan.nodes.values() if n.name != AIR]
 
 
+def short_names(plan: ExportPlan) -> dict[str, str]:
+    """Collision domain names of at most 4 characters, as Megalos requires: l<base36> per
+    link, c<base36> per access link, in the order the devices first name them."""
+    out: dict[str, str] = {}
+    counts = {"l": 0, "c": 0}
+    for node in devices(plan):
+        for port in node.ports:
+            if port.domain not in out:
+                prefix = "c" if port.domain.startswith("acc-") else "l"
+                out[port.domain] = f"{prefix}{_base36(counts[prefix]):0>3}"
+                counts[prefix] += 1
+    return out
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    if n >= 36 ** 3:
+        raise ExportError(f"{n + 1} collision domains of one kind: Megalos names hold 3 digits")
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
 def lab_conf_data(topo: Topology, plan: ExportPlan) -> dict[str, Any]:
+    short = short_names(plan)
     return {
         "name": topo.name,
         "image": plan.image,
         "ipv6": topo.plan6 is not None,
-        "devices": [{"name": n.name, "ports": [p.domain for p in n.ports]}
+        "domains": [{"short": v, "name": k} for k, v in short.items()],
+        "devices": [{"name": n.name, "ports": [short[p.domain] for p in n.ports]}
                     for n in devices(plan)],
     }
 
@@ -48,9 +83,7 @@ def startup_data(topo: Topology, node: ExportNode) -> dict[str, Any]:
     return {
         "name": node.name,
         "topology": topo.name,
-        # Kathará names a device's interfaces eth<N> in lab.conf order; our configs name
-        # them as our own engine does.
-        "renames": [{"kernel": f"eth{i}", "name": p.name} for i, p in enumerate(node.ports)],
+        "renames": [{"index": i, "name": p.name} for i, p in enumerate(node.ports)],
         "kinds": node.kinds,
         "steps": [{"why": s.why, "command": s.command} for s in node.steps],
     }
