@@ -54,8 +54,9 @@ tar -C "$CHECKOUT" -c pyproject.toml agents topologies configs | tar -C "$DIR/op
     'jinja2>=3.1' \
     'pyyaml>=6'
 chroot "$DIR" python3 -m venv /opt/flatarch/.venv
-chroot "$DIR" /opt/flatarch/.venv/bin/pip install -q --no-index --find-links /tmp/wheels \
-    /tmp/wheels/*.whl
+# The glob is the chroot's: expanded by its shell, not this one.
+chroot "$DIR" sh -c '/opt/flatarch/.venv/bin/pip install -q --no-index --find-links /tmp/wheels \
+    /tmp/wheels/*.whl'
 # The sources are the package: a .pth puts /opt/flatarch on the venv's path.
 PURELIB=$(chroot "$DIR" /opt/flatarch/.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo /opt/flatarch > "$DIR$PURELIB/flatarch.pth"
