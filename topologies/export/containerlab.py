@@ -82,7 +82,7 @@ def clab_data(topo: Topology, plan: ExportPlan, host: Host | None = None,
         "host": host.name if host else "",
         "image": plan.image,
         "nodes": [{"name": n.name, "binds": [f"{CONFIG_DIR}/{n.name}:{rundir(topo, n.name)}"],
-                   "exec": [s.command for s in n.steps]}
+                   "exec": [s.command for s in n.steps], "sysctls": n.sysctls}
                   for n in plan.nodes.values() if n.name in mine],
         "links": links,
         "stitched": stitched,

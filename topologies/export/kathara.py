@@ -74,7 +74,8 @@ def lab_conf_data(topo: Topology, plan: ExportPlan) -> dict[str, Any]:
         "image": plan.image,
         "ipv6": topo.plan6 is not None,
         "domains": [{"short": v, "name": k} for k, v in short.items()],
-        "devices": [{"name": n.name, "ports": [short[p.domain] for p in n.ports]}
+        "devices": [{"name": n.name, "ports": [short[p.domain] for p in n.ports],
+                     "sysctls": [f"{k}={v}" for k, v in n.sysctls.items()]}
                     for n in devices(plan)],
     }
 

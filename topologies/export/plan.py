@@ -61,6 +61,7 @@ class ExportNode:
     kinds: list[str]  # daemon kinds in start order
     ports: list[Port] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,25 +175,28 @@ def _ready(d: Daemon) -> tuple[str, str] | None:
     return None
 
 
-def _sysctls(values: tuple[str, ...], why: str) -> list[Step]:
-    return [Step(why, shlex.join(["sysctl", "-q", "-w", *values]))]
-
-
-def _common_steps(rd: PurePosixPath) -> list[Step]:
-    """What our engine does in every namespace: reserve the listen ports, run ip.batch."""
+def sysctls(node: Node | None) -> dict[str, str]:
+    """What our engine sets in a namespace (Lab._reserve_ports, Lab._configure), as the
+    engines' own per-container sysctls: a container may not write /proc/sys itself."""
     ports = ",".join(str(p) for p in sorted(LISTEN_PORTS))
-    return [*_sysctls((f"net.ipv4.ip_local_reserved_ports={ports}",),
-                      "the lab's listen ports out of the ephemeral range"),
-            Step("addresses and routes", shlex.join(["ip", "-batch", str(rd / "ip.batch")]))]
+    out = {"net.ipv4.ip_local_reserved_ports": ports}
+    # Explicit for every node: Kathará's defaults make every device a router.
+    values = (ROUTER_SYSCTLS if node is not None and node.is_router else
+              HA_SYSCTLS if node is not None and node.service == "ha" else
+              ("net.ipv4.ip_forward=0",))
+    for v in values:
+        key, _, value = v.partition("=")
+        out[key] = value
+    return out
 
 
-def setup_steps(topo: Topology, node: Node, rd: PurePosixPath, owners: set[str]) -> list[Step]:
+def _ip_batch(rd: PurePosixPath) -> Step:
+    return Step("addresses and routes", shlex.join(["ip", "-batch", str(rd / "ip.batch")]))
+
+
+def setup_steps(node: Node, rd: PurePosixPath, owners: set[str]) -> list[Step]:
     """What our engine does to a node before its daemons (Lab._configure)."""
-    steps = _common_steps(rd)
-    if node.is_router:
-        steps += _sysctls(ROUTER_SYSCTLS, "a router: forwarding, no reverse-path filter")
-    if node.service == "ha":
-        steps += _sysctls(HA_SYSCTLS, "the Home Agent forwards between its tunnels and the AS")
+    steps = [_ip_batch(rd)]
     if node.role is Role.AR:
         steps += [Step("the overlay's static entries",
                        shlex.join(["bridge", "-batch", str(rd / "overlay.bridge")])),
@@ -226,10 +230,11 @@ def build_plan(topo: Topology) -> ExportPlan:
         if name in topo.nodes:
             node = topo.nodes[name]
             owners = {o for d in ds if (o := d.owner)}
-            en = ExportNode(name, order, _ports(topo, node), setup_steps(topo, node, rd, owners))
+            en = ExportNode(name, order, _ports(topo, node), setup_steps(node, rd, owners),
+                            sysctls(node))
         else:  # a mobile node
             en = ExportNode(name, order, [Port(f"{name}-eth0", access_domain(
-                topo.mobile(name).home))], _common_steps(rd))
+                topo.mobile(name).home))], [_ip_batch(rd)], sysctls(None))
         for kind in order:
             en.steps += daemon_steps(by_kind[kind])
         nodes[name] = en
@@ -248,11 +253,11 @@ def build_plan(topo: Topology) -> ExportPlan:
 def _air(topo: Topology) -> ExportNode:
     """containerlab's radio: the node our engine has, a bridge per cell, each MN's port in
     its home cell's bridge. Kathará needs none: its collision domains are the cells."""
-    steps = _common_steps(rundir(topo, AIR))
+    steps = [_ip_batch(rundir(topo, AIR))]
     steps += [Step(f"{mn} at home", shlex.join(
         ["ip", "link", "set", air_ifname(mn), "master", bridge_name(topo.mobile(mn).home)]))
         for mn in topo.mobiles]
-    return ExportNode(AIR, [], [], steps)
+    return ExportNode(AIR, [], [], steps, sysctls(None))
 
 
 def check_staged(plan: ExportPlan, staged: Mapping[str, list[str]]) -> None:
@@ -263,3 +268,14 @@ def check_staged(plan: ExportPlan, staged: Mapping[str, list[str]]) -> None:
         if planned is None or sorted(planned) != sorted(kinds):
             raise ExportError(f"{name}: the lab prepares {sorted(kinds)} but the export "
                               f"starts {sorted(planned or [])}")
+
+
+def relink_steps(topo: Topology, mn: str) -> list[Step]:
+    """What an MN runs after a runtime re-link to another cell's collision domain (the
+    radio move on Kathará): the new interface takes the MN's interface name and the MN's
+    addresses and routes return; its agent is then told to attach, as in our engine."""
+    find = ("k=$(ls /sys/class/net | grep -E '^net[0-9]+$' | head -1); "
+            "[ -n \"$k\" ] || k=$(ls /sys/class/net | grep -E '^eth[0-9]+$' | head -1); "
+            f"ip link set \"$k\" name {shlex.quote(f'{mn}-eth0')}")
+    return [Step("the new access interface takes the MN's name",
+                 shlex.join(["sh", "-c", find])), _ip_batch(rundir(topo, mn))]

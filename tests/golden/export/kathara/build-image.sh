@@ -63,6 +63,8 @@ echo /opt/flatarch > "$DIR$PURELIB/flatarch.pth"
 rm -rf "$DIR/tmp/wheels"
 umount "$DIR/proc"
 
-# Without a CMD, creating a container fails with "No command specified".
-tar -C "$DIR" -c . | docker import --change 'CMD ["/bin/bash"]' - flatarch/node:latest
+# Without a CMD, creating a container fails with "No command specified"; without an ENV,
+# Kathará cannot rebuild a running lab from its containers (get_lab_from_api).
+tar -C "$DIR" -c . | docker import --change 'CMD ["/bin/bash"]' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - flatarch/node:latest
 echo "built flatarch/node:latest"
