@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.golden import check_golden
 from topologies import model
@@ -115,3 +117,16 @@ def test_golden_figure2_clab() -> None:
     topo = model.load(ROOT / "topologies" / "figure2.yaml")
     check_golden(GOLDEN / "figure2.clab.yml",
                  clab.render_clab(clab.clab_data(topo, build_plan(topo))))
+
+
+NODES = list(build_plan(model.load(ROOT / "topologies" / "figure2.yaml")).nodes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab@=,;.:0123456789 core1agg2mn3air", max_size=80))
+def test_parse_split_refuses_anything_else_with_its_own_error(spec: str) -> None:
+    try:
+        hosts = clab.parse_split(spec, NODES)
+    except ExportError:
+        return
+    assert sorted(n for h in hosts for n in h.nodes) == sorted(NODES)
