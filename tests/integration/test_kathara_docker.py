@@ -28,7 +28,8 @@ import pytest
 
 from topologies import model
 from topologies.export import kathara
-from topologies.export.plan import ExportPlan, build_plan, relink_steps, rundir
+from topologies.export.katharalab import NETWORK_PLUGIN, KatharaLab, Routing
+from topologies.export.plan import ExportPlan, build_plan
 from topologies.lab.daemons import is_ours, read_pid_record, stop_pid_file, wait_until
 
 pytestmark = [
@@ -38,17 +39,19 @@ pytestmark = [
 ]
 ROOT = Path(__file__).resolve().parents[2]
 TOPO = model.load(ROOT / "topologies" / "figure2.yaml")
-PLUGIN = "kathara/katharanp_vde"
+PLUGIN = NETWORK_PLUGIN
 PLUGIN_DIR = Path(__file__).resolve().parent / "katharanp"
 MN, HOME, VISITED = "mn1", "ar1", "ar5"  # ar5: another cluster than ar1's
 
 
 @dataclass
-class KatharaLab:
+class DockerLab:
+    """Our own dockerd and the exported lab it runs, driven by topologies/export."""
+
     root: Path
     env: dict[str, str]
     plan: ExportPlan
-    lab: Any = None
+    kathara: KatharaLab
     figures: dict[str, Any] = field(default_factory=dict)
 
     def docker(self, *args: str, timeout: float = 120, check: bool = True) -> str:
@@ -58,28 +61,8 @@ class KatharaLab:
             f"docker {' '.join(args[:3])}: {res.stderr.strip()[:400]}"
         return res.stdout
 
-    def container(self, dev: str) -> str:
-        return self.docker("ps", "--filter", f"label=name={dev}", "--format",
-                           "{{.Names}}").split()[0]
-
-    def run(self, dev: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", "exec", self.container(dev), *argv], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def vtysh(self, dev: str, command: str) -> Any:
-        res = self.run(dev, "vtysh", "--vty_socket", str(rundir(TOPO, dev)), "-c", command)
-        return json.loads(res.stdout or "{}")
-
-    def control(self, dev: str, request: dict[str, Any]) -> dict[str, Any]:
-        code = ("import json, sys; from agents import control; print(json.dumps("
-                f"control.request({str(rundir(TOPO, dev) / 'control.sock')!r}, "
-                "json.loads(sys.argv[1]), timeout=10)))")
-        res = self.run(dev, "/opt/flatarch/.venv/bin/python", "-c", code, json.dumps(request))
-        try:
-            answer: dict[str, Any] = json.loads(res.stdout)
-        except json.JSONDecodeError:
-            return {"ok": False, "error": res.stderr.strip()[-300:]}
-        return answer
+    def run(self, dev: str, *argv: str) -> int:
+        return self.kathara.run(dev, list(argv))[0]
 
 
 def _dockerd(root: Path, env: dict[str, str]) -> None:
@@ -94,7 +77,7 @@ def _dockerd(root: Path, env: dict[str, str]) -> None:
                .returncode == 0, 60, "our dockerd to answer", 0.2)
 
 
-def _plugin(k: KatharaLab) -> None:
+def _plugin(k: DockerLab) -> None:
     """The stand-in network plugin, its rootfs the node image's (it has python3 and ip)."""
     where = k.root / "plugin"
     (where / "rootfs" / "katharanp").mkdir(parents=True)
@@ -109,27 +92,14 @@ def _plugin(k: KatharaLab) -> None:
     shutil.rmtree(where)
 
 
-def _kathara(k: KatharaLab) -> Any:
-    """Kathará's API, its settings in our directory (never the user's ~/.config)."""
-    import Kathara.setting.Setting as settings_module
-    from Kathara.manager.Kathara import Kathara
-
-    settings_module.DEFAULT_SETTINGS_PATH = str(k.root / "kathara.conf")
-    settings_module.Setting.get_instance().load_from_dict({
-        "image": k.plan.image, "manager_type": "docker", "open_terminals": False,
-        "image_update_policy": "Never", "hosthome_mount": False, "shared_mount": False,
-        "last_checked": time.time(), "print_startup_log": False, "network_plugin": PLUGIN,
-    })
-    return Kathara.get_instance()
-
-
 @pytest.fixture(scope="module")
-def lab() -> Iterator[KatharaLab]:
+def lab() -> Iterator[DockerLab]:
     root = Path(tempfile.mkdtemp(prefix="flatarch-kathara-"))
     plan = build_plan(TOPO)
-    k = KatharaLab(root, {**os.environ, "DOCKER_HOST": f"unix://{root / 'docker.sock'}"}, plan)
+    k = DockerLab(root, {**os.environ, "DOCKER_HOST": f"unix://{root / 'docker.sock'}"}, plan,
+                  KatharaLab(TOPO, root / "lab", plan.image))
     os.environ["DOCKER_HOST"] = k.env["DOCKER_HOST"]  # Kathará's docker.from_env()
-    manager = None
+    deployed = False
     try:
         kathara.export(TOPO, plan, root / "lab")
         t0 = time.monotonic()
@@ -142,23 +112,20 @@ def lab() -> Iterator[KatharaLab]:
         assert res.returncode == 0, res.stderr[-2000:]
         k.figures["image_build_s"] = round(time.monotonic() - t0, 1)
         _plugin(k)
-        from Kathara.parser.netkit.LabParser import LabParser
-
-        manager = _kathara(k)
         t0 = time.monotonic()
-        manager.deploy_lab(LabParser.parse(str(root / "lab")))
+        deployed = True
+        k.kathara.deploy()
         k.figures["kathara_deploy_s"] = round(time.monotonic() - t0, 1)
         k.figures["deployed_at"] = time.monotonic()
-        k.lab = manager.get_lab_from_api(lab_name=TOPO.name)
         yield k
     finally:
-        _teardown(k, manager)
+        _teardown(k, deployed)
 
 
-def _teardown(k: KatharaLab, manager: Any) -> None:
+def _teardown(k: DockerLab, deployed: bool) -> None:
     try:
-        if manager is not None:
-            manager.undeploy_lab(lab_name=TOPO.name)
+        if deployed:
+            k.kathara.undeploy()
     finally:
         # Every container and network of our own dockerd is ours: none may outlive it (a
         # network's bridge lives in the host until the plugin deletes it).
@@ -170,7 +137,7 @@ def _teardown(k: KatharaLab, manager: Any) -> None:
         _stop(k)
 
 
-def _stop(k: KatharaLab) -> None:
+def _stop(k: DockerLab) -> None:
     subprocess.run(["docker", "plugin", "disable", "-f", f"{PLUGIN}:amd64"], env=k.env,
                    capture_output=True)
     subprocess.run(["docker", "plugin", "rm", "-f", f"{PLUGIN}:amd64"], env=k.env,
@@ -189,79 +156,62 @@ def _stop(k: KatharaLab) -> None:
     assert not k.root.exists() and not any(Path("/var/tmp").glob("flatarch-image.*"))
 
 
-def sessions(k: KatharaLab) -> tuple[int, int, int, int]:
-    """(BGP sessions Established, all; OSPF adjacencies Full, all) over every router."""
-    bgp_up = bgp = full = adj = 0
-    for n in TOPO.routers:
-        if n.role is not model.Role.AR:  # an AR's sessions are its ExaBGP's: seen by its aggs
-            peers = k.vtysh(n.name, "show bgp summary json").get("ipv4Unicast", {})
-            states = [p.get("state") for p in peers.get("peers", {}).values()]
-            bgp, bgp_up = bgp + len(states), bgp_up + states.count("Established")
-        if n.role is not model.Role.INET:
-            nbrs = k.vtysh(n.name, "show ip ospf neighbor json").get("neighbors", {})
-            adj += len(TOPO.ospf_neighbors(n.name))
-            full += sum(any(x.get("nbrState", "").startswith("Full") for x in v)
-                        for v in nbrs.values())
-    return bgp_up, bgp, full, adj
-
-
-def test_every_session_established_and_every_adjacency_full(lab: KatharaLab) -> None:
-    last: list[tuple[int, int, int, int]] = []
+def test_every_session_established_and_every_adjacency_full(lab: DockerLab) -> None:
+    last: list[Routing] = []
 
     def converged() -> bool:
-        last[:] = [sessions(lab)]
-        up, total, full, adj = last[0]
-        return total > 0 and up == total and full == adj
+        last[:] = [lab.kathara.routing()]
+        return last[0].converged
 
     wait_until(converged, 180, "every BGP session and OSPF adjacency", 1.0)
     lab.figures["converged_after_deploy_s"] = round(
         time.monotonic() - lab.figures["deployed_at"], 1)
-    lab.figures["bgp_established"], _, lab.figures["ospf_full"], _ = last[0]
+    lab.figures["bgp_established"] = last[0].bgp_established
+    lab.figures["ospf_full"] = last[0].ospf_full
 
 
-def test_every_ar_pool_answers_the_cn(lab: KatharaLab) -> None:
+def test_every_ar_pool_answers_the_cn(lab: DockerLab) -> None:
     ars = TOPO.by_role(model.Role.AR)
 
     def answering() -> bool:
-        return all(lab.run("cn", "ping", "-c", "1", "-W", "1", str(ar.pool_gateway))
-                   .returncode == 0 for ar in ars)
+        return all(lab.run("cn", "ping", "-c", "1", "-W", "1", str(ar.pool_gateway)) == 0
+                   for ar in ars)
 
     wait_until(answering, 120, "every AR pool to answer the CN", 1.0)
 
 
-def test_a_handoff_across_clusters_keeps_the_ping_stream(lab: KatharaLab) -> None:
+def test_a_handoff_across_clusters_keeps_the_ping_stream(lab: DockerLab) -> None:
     assert TOPO.cluster_of(HOME) != TOPO.cluster_of(VISITED)
     address = str(TOPO.mobile(MN).address)
 
     def attached(ar: str) -> bool:
-        answer = lab.control(MN, {"cmd": "attach", "ar": ar})
+        answer = lab.kathara.attach(MN, ar)
         return bool(answer.get("ok")) and not answer.get("not_rerouted")
 
     wait_until(lambda: attached(HOME), 60, f"{MN} to authenticate at {HOME}", 1.0)
-    ping = subprocess.Popen(["docker", "exec", lab.container("cn"), "ping", "-D", "-n", "-i",
-                             "0.05", "-w", "12", address], env=lab.env,
-                            stdout=subprocess.PIPE, text=True)
+    # The CN reaches the MN at home before the stream starts.
+    wait_until(lambda: lab.run("cn", "ping", "-c", "1", "-W", "1", address) == 0, 30,
+               f"the CN to reach {MN} at {HOME}", 0.2)
+    cn = lab.docker("ps", "--filter", "label=name=cn", "--format", "{{.Names}}").split()[0]
+    ping = subprocess.Popen(["docker", "exec", cn, "ping", "-D", "-n", "-i", "0.05", "-w",
+                             "12", address], env=lab.env, stdout=subprocess.PIPE, text=True)
+    replies = re.compile(r"^\[(\d+\.\d+)\] .*icmp_seq=(\d+)")
     try:
-        replies = re.compile(r"^\[(\d+\.\d+)\] .*icmp_seq=(\d+)")
-        short = kathara.short_names(lab.plan)
-        from Kathara.manager.Kathara import Kathara
-
-        manager, mn = Kathara.get_instance(), lab.lab.get_machine(MN)
-        # The stream must reach the MN at home before the move.
-        wait_until(lambda: lab.run("cn", "ping", "-c", "1", "-W", "1", address).returncode
-                   == 0, 30, f"the CN to reach {MN} at {HOME}", 0.2)
+        # The move starts once the stream has replies from home.
+        assert ping.stdout is not None
+        first = ping.stdout.readline() + ping.stdout.readline()
+        assert replies.search(first.splitlines()[-1]), first
         t0 = time.time()
-        manager.disconnect_machine_from_link(mn, lab.lab.get_link(short[f"acc-{HOME}"]))
-        manager.connect_machine_to_link(mn, lab.lab.get_link(short[f"acc-{VISITED}"]))
-        for step in relink_steps(TOPO, MN):
-            res = lab.run(MN, "sh", "-c", step.command)
-            assert res.returncode == 0, f"{step.why}: {res.stderr}"
-        wait_until(lambda: attached(VISITED), 30, f"{MN} to authenticate at {VISITED}", 0.2)
+        answer = lab.kathara.handoff(MN, VISITED)
+        assert answer.get("ok") and answer["from"] == HOME, answer
+        if answer.get("not_rerouted"):
+            wait_until(lambda: attached(VISITED), 30, f"{MN} to authenticate at {VISITED}", 0.2)
         lab.figures["handoff_relink_and_attach_s"] = round(time.time() - t0, 2)
         out, _ = ping.communicate(timeout=60)
     finally:
         if ping.poll() is None:
             ping.kill()
+    out = first + out  # the replies read before the move count too
     times = [float(m.group(1)) for line in out.splitlines() if (m := replies.match(line))]
     assert any(t < t0 for t in times) and any(t > t0 + lab.figures[
         "handoff_relink_and_attach_s"] for t in times), "the stream did not survive the move"
@@ -269,15 +219,16 @@ def test_a_handoff_across_clusters_keeps_the_ping_stream(lab: KatharaLab) -> Non
     sent = re.search(r"(\d+) packets transmitted", out)
     lab.figures["ping_sent"] = int(sent.group(1)) if sent else None
     visited_aggs = TOPO.ar_parents(VISITED)
-    route = lab.run(visited_aggs[0], "ip", "-j", "route", "show", "exact", f"{address}/32")
-    via = json.loads(route.stdout or "[]")
+    _, route, _ = lab.kathara.run(visited_aggs[0], ["ip", "-j", "route", "show", "exact",
+                                                    f"{address}/32"])
+    via = json.loads(route or "[]")
     visited_link = next(i.address for i in TOPO.node(VISITED).interfaces
                         if i.peer == visited_aggs[0])
     assert via and via[0].get("gateway") == str(visited_link), via
     # Resident memory of each device's processes (docker stats reads 0 under cgroup v1
     # here), in MiB, beside what the same daemons take in our own engine.
     lab.figures["rss_mib"] = {
-        dev: round(sum(int(v) for v in lab.run(dev, "ps", "-eo", "rss=").stdout.split()[:-1])
+        dev: round(sum(int(v) for v in lab.kathara.run(dev, ["ps", "-eo", "rss="])[1].split()[:-1])
                    / 1024, 1)
         for dev in ("core1", "agg1", "ar1", "dns", "mn1")}
     out_json = os.environ.get("FLATARCH_DOCKER_JSON")
