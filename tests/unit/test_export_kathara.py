@@ -12,7 +12,8 @@ import pytest
 from tests.golden import check_golden
 from topologies import model
 from topologies.export import kathara
-from topologies.export.plan import ExportError, build_plan, check_staged
+from topologies.export.katharalab import Routing
+from topologies.export.plan import ExportError, build_plan, check_staged, relink_steps
 from topologies.lab.daemons import start_order
 from topologies.lab.lab import DAEMON_CLASSES
 from topologies.render.configs import CONFIGS, cells, render
@@ -104,3 +105,25 @@ def test_every_export_template_has_a_golden_file() -> None:
             "export/build-image.sh.j2", "export/clab.yml.j2"}
     assert {str(p.relative_to(CONFIGS)) for p in (CONFIGS / "export").glob("*.j2")} == used
     assert (GOLDEN / "figure2.clab.yml").exists()
+
+
+def test_a_relink_renames_the_new_interface_and_restores_the_mns_routes() -> None:
+    steps = relink_steps(TOPO, "mn1")
+    assert "name mn1-eth0" in steps[0].command and "net[0-9]" in steps[0].command
+    assert steps[1].command == "ip -batch /run/flatarch/figure2/mn1/ip.batch"
+    assert steps[1] in [s for s in PLAN.nodes["mn1"].steps]  # the same batch as at start
+
+
+def test_routing_is_converged_only_with_every_session_and_adjacency() -> None:
+    assert Routing(40, 40, 56, 56).converged
+    assert not Routing(39, 40, 56, 56).converged
+    assert not Routing(40, 40, 55, 56).converged
+    assert not Routing(0, 0, 0, 0).converged  # nothing answered yet
+
+
+def test_every_device_states_its_sysctls_in_lab_conf() -> None:
+    text = lab_conf()
+    for dev in ("ar1", "cn", "mn1"):
+        assert f'{dev}[sysctl]="net.ipv4.ip_local_reserved_ports=' in text
+    assert 'cn[sysctl]="net.ipv4.ip_forward=0"' in text  # Kathará would make it a router
+    assert 'ar1[sysctl]="net.ipv4.ip_forward=1"' in text
