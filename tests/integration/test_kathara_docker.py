@@ -235,3 +235,19 @@ def test_a_handoff_across_clusters_keeps_the_ping_stream(lab: DockerLab) -> None
     if out_json:
         figures = {k: v for k, v in lab.figures.items() if k != "deployed_at"}
         Path(out_json).write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def test_the_kathara_verbs_report_and_hand_the_mn_back(lab: DockerLab, tmp_path: Path) -> None:
+    from topologies.cli import main
+
+    lab_args = ["--topology", str(ROOT / "topologies" / "figure2.yaml"),
+                "--lab", str(lab.kathara.labdir)]
+    assert main(["kathara", "status", *lab_args, "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["converged"]
+    where = lab.kathara.cell_of(MN)
+    back = HOME if where != HOME else VISITED
+    assert main(["kathara", "handoff", *lab_args, "--json", str(tmp_path / "h.json"),
+                 MN, back]) == 0
+    answer = json.loads((tmp_path / "h.json").read_text())
+    assert answer["from"] == where and answer["to"] == back and answer["ok"]
+    assert lab.kathara.cell_of(MN) == back

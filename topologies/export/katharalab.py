@@ -155,6 +155,12 @@ class KatharaLab:
         lab = api.get_lab_from_api(lab_name=self.topo.name)
         machine = lab.get_machine(mn)
         api.disconnect_machine_from_link(machine, lab.get_link(self.short[access_domain(src)]))
+        # Kathará 3.8.3 keeps a disconnected interface's number as an empty slot, then gives
+        # the next interface number len(slots): on a lab read back from its containers, that
+        # number can be taken, and a second handoff fails. An MN has one interface: dropping
+        # the empty slots gives it the first number again.
+        machine.interfaces = type(machine.interfaces)(
+            (n, i) for n, i in machine.interfaces.items() if i is not None)
         api.connect_machine_to_link(machine, lab.get_link(self.short[access_domain(dst)]))
         for step in relink_steps(self.topo, mn):
             status, _, err = self.run(mn, ["sh", "-c", step.command])
