@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOMS = ["model", "render", "lab", "scenarios", "analysis", "cli"]
+ROOMS = ["model", "render", "lab", "scenarios", "analysis", "export", "cli"]
 # What each room may import besides itself and agents/.
 ALLOWED = {
     "model": set(),
@@ -15,6 +15,8 @@ ALLOWED = {
     "lab": {"model", "render"},
     "scenarios": {"model", "render", "lab", "analysis"},  # scenarios hand raw files on
     "analysis": {"model"},
+    # exports read the model, the rendered configs and the lab's daemon declarations
+    "export": {"model", "render", "lab"},
     "cli": set(ROOMS),
 }
 
