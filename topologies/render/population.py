@@ -10,7 +10,6 @@ from typing import Any
 
 from agents.contract import ACCESS_GATEWAY, AUTH_PORT
 from agents.population import Member, PopulationConfig
-from topologies.lab.radio import air_ifname
 from topologies.model import Role, Topology, TopologyError, fqdn
 from topologies.render.configs import render
 from topologies.render.identities import population_keys_path
@@ -35,8 +34,9 @@ def members(topo: Topology) -> list[Member]:
 
 def batch_data(topo: Topology, netns: int | str) -> dict[str, Any]:
     """What both batches read; ``netns`` is the population namespace (a pid)."""
+    # The radio's port name (radio.air_ifname), spelt here as render_air spells it.
     return {"gateway": ACCESS_GATEWAY, "netns": str(netns),
-            "members": [{"ifname": m.ifname, "port": air_ifname(m.name),
+            "members": [{"ifname": m.ifname, "port": f"air-{m.name}",
                          "address": str(m.address), "table": TABLE_BASE + i}
                         for i, m in enumerate(members(topo))]}
 
