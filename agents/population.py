@@ -178,8 +178,8 @@ class Population:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="agents.population", description=__doc__)
-    ap.add_argument("--rundir", required=True, type=Path)
-    ap.add_argument("--config", required=True, type=Path)
+    for where in ("--rundir", "--config"):
+        ap.add_argument(where, required=True, type=Path)
     ap.add_argument("--check", action="store_true", help="load every key, then exit")
     args = ap.parse_args(argv)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from agents import control
 from agents.contract import Layout
-from topologies.lab.daemons import AgentFiles, ForegroundDaemon, LabError, NodeExec, answers
+from topologies.lab.daemons import LabError, MnAgentProcess, NodeExec
 from topologies.lab.lab import Lab
 from topologies.lab.radio import AIR
 from topologies.render import population as render_population
@@ -31,29 +31,19 @@ SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
 REQUEST_TIMEOUT_S = 10.0  # one MN's handoff: five AUTH tries of 0.3 s, and a busy loop
 
 
-class PopulationAgent(AgentFiles, ForegroundDaemon):
-    """The population agent, in the population's namespace."""
+class PopulationAgent(MnAgentProcess):
+    """The population agent, in the population's namespace: an MN agent's files, start and
+    readiness (its control socket answers), for every MN of the population at once."""
 
     kind = "population"
     ready_timeout = 60.0
 
     def __init__(self, rundir: Path, config: str) -> None:
-        super().__init__(POP, rundir, config)
-
-    @property
-    def log_path(self) -> Path:
-        return self.rundir / Layout.AGENT_STDERR
+        super().__init__(POP, rundir, config, sys.executable)
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "agents.population", "--rundir", str(self.rundir),
+        return [self.python, "-m", "agents.population", "--rundir", str(self.rundir),
                 "--config", str(self.conf_path)]
-
-    def check_cmd(self) -> list[str]:
-        return [*self.argv(), "--check"]
-
-    def ready(self, ex: NodeExec) -> bool:
-        self.exited()
-        return answers(self.rundir / Layout.CONTROL)
 
 
 class PopulationNet:
