@@ -61,13 +61,14 @@ class PopulationConfig(Config):
 class _Mobile:
     """What the process keeps per MN: its peer (key pair) and where it is authenticated."""
 
-    __slots__ = ("lock", "member", "peer", "current")
+    __slots__ = ("attaching", "lock", "member", "peer", "current")
 
     def __init__(self, member: Member, peer: Peer) -> None:
         self.member = member
         self.peer = peer
         self.current: str | None = None
         self.lock = asyncio.Lock()
+        self.attaching: asyncio.Task[dict[str, Any]] | None = None
 
 
 class Population:
@@ -120,6 +121,27 @@ class Population:
                     "rerouted": [str(p) for p in session.rerouted],
                     "not_rerouted": [str(p) for p in session.not_rerouted]}
 
+    async def attach(self, name: str, ar: str) -> dict[str, Any]:
+        """The radio moved ``name`` to ``ar``: an AUTH still in flight to the cell it left is
+        abandoned (its retries would reach the wrong AR), and this one starts at once."""
+        mob = self.mobiles.get(name)
+        if mob is not None and mob.attaching is not None:
+            mob.attaching.cancel()
+        task = asyncio.ensure_future(self.authenticate(name, ar))
+        if mob is not None:
+            mob.attaching = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # we are stopping, not superseded
+            return {"ok": False, "mn": name, "ar": ar, "superseded": True,
+                    "error": "superseded: moved again before the AR answered"}
+        finally:
+            if mob is not None and mob.attaching is task:
+                mob.attaching = None
+
     async def attach_all(self, deadline_s: float = FIRST_AUTH_DEADLINE_S) -> dict[str, Any]:
         """Every MN's first authentication at its home AR, ``concurrency`` at a time; an MN
         refused right after bring-up (a DNS answer not yet cached) is tried again."""
@@ -152,7 +174,7 @@ class Population:
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "attach":
-            return await self.authenticate(str(req.get("mn")), str(req.get("ar")))
+            return await self.attach(str(req.get("mn")), str(req.get("ar")))
         if cmd == "attach_all":
             deadline = req.get("deadline_s", FIRST_AUTH_DEADLINE_S)
             if isinstance(deadline, bool) or not isinstance(deadline, int | float):

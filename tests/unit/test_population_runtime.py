@@ -124,3 +124,26 @@ def test_host_routes_peak_and_end_skip_access_routes() -> None:
               _ev(2, "agg1", "add", "10.64.0.0/24")]
     peak, end = host_route_counts(events, 0.0, 10.0)
     assert peak == {"agg1": 2, "ar2": 0} and end == {"agg1": 1, "ar2": 0}
+
+
+def test_a_move_abandons_the_auth_still_in_flight_to_the_cell_left(tmp_path: Path) -> None:
+    pop = _population(tmp_path)
+    started: list[str] = []
+
+    async def slow(name: str, ar: str) -> dict[str, Any]:
+        started.append(ar)
+        await asyncio.sleep(0 if ar == "ar3" else 10)
+        return {"ok": True, "mn": name, "ar": ar}
+
+    pop.authenticate = slow  # type: ignore[method-assign]
+
+    async def run() -> list[dict[str, Any]]:
+        first = asyncio.ensure_future(pop.attach("p0", "ar2"))
+        await asyncio.sleep(0.01)
+        second = await pop.attach("p0", "ar3")
+        return [await first, second]
+
+    first, second = asyncio.run(asyncio.wait_for(run(), 5))
+    assert started == ["ar2", "ar3"]
+    assert first["superseded"] and not first["ok"] and second == {"ok": True, "mn": "p0",
+                                                                    "ar": "ar3"}

@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import yaml
 
-from agents.contract import REDIRECT_METRIC
+from agents.contract import REDIRECT_METRIC, Layout
 from agents.stats import percentile
 from topologies.analysis import measure
 from topologies.lab import procstat
@@ -31,6 +31,7 @@ from topologies.lab.lab import Lab
 from topologies.lab.popnet import PopulationNet
 from topologies.model import Role, Topology
 from topologies.render.configs import UPDATES_LOG
+from topologies.render.identities import POPULATION_DIR
 from topologies.scenarios import mobility
 from topologies.scenarios.addresses import counted
 from topologies.scenarios.base import (
@@ -219,6 +220,10 @@ class PopulationScenario(Scenario):
             self.note(t_end=t_end, where=dict(self.net.radio.where))
         write_jsonl(self.dir / SAMPLES, sampler.rows)
         self.keep_files([r.name for r in self.topo.routers], [UPDATES_LOG])
+        # The AR agents' and the population agent's own accounts, for a failure's reason.
+        self.keep_files([a.name for a in self.topo.by_role(Role.AR)],
+                        [Layout.EVENTS, Layout.AGENT_LOG])
+        self.keep_files([POPULATION_DIR], [Layout.AGENT_LOG, Layout.AGENT_STDERR])
 
     def _drive(self, moves: list[mobility.Move]) -> list[dict[str, Any]]:
         """Each move at its time: the radio moves the port here, the AUTH runs in a worker
@@ -363,9 +368,12 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         last_by_mn[r["mn"]] = i
     failures: Counter[str] = Counter()
     reroute, interruption, auth = [], [], []
-    attempted = ok = 0
+    attempted = ok = superseded = 0
     for i, r in enumerate(rows):
         if r.get("skipped"):
+            continue
+        if r.get("superseded"):
+            superseded += 1  # the MN left the cell before the AR answered: not a handoff
             continue
         attempted += 1
         if not r.get("ok"):
@@ -421,7 +429,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "up_steps_s": up, "rate_per_s": params["rate_per_s"], "duration_s": duration,
         "model": params["model"], "achieved_rate_per_s": round(attempted / duration, 2),
         "handoffs": {"attempted": attempted, "ok": ok, "failed": attempted - ok,
-                     "failures": dict(failures)},
+                     "failures": dict(failures), "superseded": superseded},
         "auth_ms": pct(auth), "reroute_ms": pct(reroute), "interruption_ms": pct(interruption),
         "interruption_samples": len(interruption),
         "host_routes": {"peak": dict(sorted(peak.items())), "end": dict(sorted(end.items()))},
