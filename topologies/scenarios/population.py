@@ -51,7 +51,9 @@ REDIRECT = frozenset({REDIRECT_METRIC})
 HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
 SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
 PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
-WORKERS = 32  # handoffs in flight at once: the AUTH takes ~10 ms, a retry 300 ms
+# Handoffs in flight at once (each holds a thread on the agent's control socket): an AUTH
+# takes ~10 ms, a lost one 1.5 s with its retries; 32 of them capped a run at ~21/s.
+WORKERS = 256
 START_DELAY_S = 1.0  # between scheduling the first move and making it
 SETTLE_S = 20.0  # after the last move, until every router's host routes stop changing
 QUIET_S = 2.0  # ... for this long
@@ -244,7 +246,7 @@ class PopulationScenario(Scenario):
                     pending.append((row, _done({})))
                     continue
                 row.update(self.net.move(mv.mn, mv.ar))
-                pending.append((row, pool.submit(self.net.attach, mv.mn, mv.ar)))
+                pending.append((row, pool.submit(self._attach, mv.mn, mv.ar)))
                 if (i + 1) % chunk == 0:
                     eta.step(f"{i + 1}/{len(moves)} handoffs")
         out = []
@@ -255,6 +257,14 @@ class PopulationScenario(Scenario):
                 answer = {"ok": False, "error": f"control: {exc}"}
             out.append({**row, **{k: v for k, v in answer.items() if k not in ("mn", "ar")}})
         return out
+
+    def _attach(self, mn: str, ar: str) -> dict[str, Any]:
+        """The AUTH after a move, unless the radio has moved the MN on while this waited for
+        a worker: sent now, it would reach the wrong AR."""
+        if self.net.radio.where.get(mn) != ar:
+            return {"ok": False, "superseded": True,
+                    "error": "superseded: moved again before the AUTH was sent"}
+        return self.net.attach(mn, ar)
 
     @staticmethod
     def _settle(count: Callable[[], int]) -> float:
@@ -367,7 +377,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
             next_move[last_by_mn[r["mn"]]] = float(r.get("t_attach") or 0.0)
         last_by_mn[r["mn"]] = i
     failures: Counter[str] = Counter()
-    reroute, interruption, auth = [], [], []
+    reroute, interruption, auth, queued = [], [], [], []
     attempted = ok = superseded = 0
     for i, r in enumerate(rows):
         if r.get("skipped"):
@@ -384,6 +394,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
             continue
         ok += 1
         auth.append(float(r["auth_ms"]))
+        queued.append((float(r["t_auth_sent"]) - float(r["t_attach"])) * 1000.0)
         t_auth = float(r["t_auth_sent"])
         w1 = next_move.get(i, t_end) or t_end
         mob = members.get(r["mn"])
@@ -430,6 +441,8 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "model": params["model"], "achieved_rate_per_s": round(attempted / duration, 2),
         "handoffs": {"attempted": attempted, "ok": ok, "failed": attempted - ok,
                      "failures": dict(failures), "superseded": superseded},
+        # From the radio's move to the AUTH leaving the MN: the driver's and the agent's share.
+        "auth_queue_ms": pct(queued),
         "auth_ms": pct(auth), "reroute_ms": pct(reroute), "interruption_ms": pct(interruption),
         "interruption_samples": len(interruption),
         "host_routes": {"peak": dict(sorted(peak.items())), "end": dict(sorted(end.items()))},
