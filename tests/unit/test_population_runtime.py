@@ -19,6 +19,7 @@ from agents.population import Population, PopulationConfig
 from tests.golden import check_golden
 from topologies import model
 from topologies.analysis.measure import RouteEvent
+from topologies.lab import procstat
 from topologies.model import Topology, TopologyError
 from topologies.render import identities
 from topologies.render import population as render_population
@@ -147,3 +148,12 @@ def test_a_move_abandons_the_auth_still_in_flight_to_the_cell_left(tmp_path: Pat
     assert started == ["ar2", "ar3"]
     assert first["superseded"] and not first["ok"] and second == {"ok": True, "mn": "p0",
                                                                     "ar": "ar3"}
+
+
+def test_process_samples_summarise_by_kind() -> None:
+    rows = [{"t": 1, "kind": "bgpd_agg", "node": "agg1", "cpu_pct": 10.0, "rss_mb": 20.0},
+            {"t": 2, "kind": "bgpd_agg", "node": "agg1", "cpu_pct": 30.0, "rss_mb": 22.0},
+            {"t": 1, "kind": "bgpd_agg", "node": "agg2", "cpu_pct": 5.0, "rss_mb": 25.0}]
+    got = procstat.by_kind(rows)
+    assert got == {"bgpd_agg": {"cpu_pct": 20.0, "cpu_pct_peak": 30.0, "rss_mb": 25.0}}
+    assert procstat.backlog_drops() >= 0

@@ -83,6 +83,16 @@ def by_kind(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items()))
 
 
+def backlog_drops() -> int:
+    """Packets the kernel dropped, all CPUs, since boot, because a CPU's input backlog was
+    full (/proc/net/softnet_stat, second column): every veth hop of every lab passes it."""
+    try:
+        lines = Path("/proc/net/softnet_stat").read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1], 16) for line in lines if len(line.split()) > 1)
+
+
 def total_rss_mb(pids: Mapping[tuple[str, str], int]) -> float:
     """The RSS of all the given processes together, now."""
     return round(sum(rss_bytes(p) or 0 for p in pids.values()) / 2**20, 2)

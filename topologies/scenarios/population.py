@@ -215,7 +215,9 @@ class PopulationScenario(Scenario):
                 sys.executable, "-m", "agents.probe", first, "--targets", str(targets),
                 "--interval", str(self.probe_interval_s)], self.dir / PROBE))
             sampler = stack.enter_context(procstat.Sampler(pids))
+            drops = procstat.backlog_drops()
             rows = self._drive(moves)
+            self.note(backlog_drops=procstat.backlog_drops() - drops)
             write_jsonl(self.dir / HANDOFFS, rows)
             t_end = self._settle(lambda: len(watcher.events()))
             prober.interrupt()
@@ -445,6 +447,8 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "auth_queue_ms": pct(queued),
         "auth_ms": pct(auth), "reroute_ms": pct(reroute), "interruption_ms": pct(interruption),
         "interruption_samples": len(interruption),
+        # The machine's input-backlog drops over the moves (any lab's packets, DNS too).
+        "backlog_drops": measured.get("backlog_drops"),
         "host_routes": {"peak": dict(sorted(peak.items())), "end": dict(sorted(end.items()))},
         "stale_host_routes": dict(sorted(stale.items())),
         "updates_per_s": {"peak": dict(sorted(ups.items()))},
