@@ -90,8 +90,8 @@ class PopulationNet:
         lab.execs[AIR].check(["ip", "-batch", str(self.rundir / "air.batch")])
         ex.check(["ip", "-batch", str(self.rundir / "population.batch")])
         t = self._timed("links_s", t)
-        for m in self.members:
-            self.radio.place(m.name, m.home)
+        # The batch put every port into its home cell; the radio learns where they are.
+        self.radio.where.update({m.name: m.home for m in self.members})
         t = self._timed("radio_s", t)
         keys = lab.rundir(lab.mobiles[0]) / Layout.AR_KEYS
         cfg = render_population.agent_config(lab.topo, lab.dir, keys)

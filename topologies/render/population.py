@@ -34,9 +34,10 @@ def members(topo: Topology) -> list[Member]:
 
 def batch_data(topo: Topology, netns: int | str) -> dict[str, Any]:
     """What both batches read; ``netns`` is the population namespace (a pid)."""
-    # The radio's port name (radio.air_ifname), spelt here as render_air spells it.
+    # The radio's port and bridge names (radio.air_ifname, radio.bridge_name), spelt here
+    # as render_air spells them.
     return {"gateway": ACCESS_GATEWAY, "netns": str(netns),
-            "members": [{"ifname": m.ifname, "port": f"air-{m.name}",
+            "members": [{"ifname": m.ifname, "port": f"air-{m.name}", "bridge": f"br-{m.home}",
                          "address": str(m.address), "table": TABLE_BASE + i}
                         for i, m in enumerate(members(topo))]}
 
