@@ -1,5 +1,6 @@
 """A paced ICMP echo prober: one request every interval on an absolute schedule, and one
-line per reply in `ping -D` format (so topologies/analysis/measure.py parses both).
+line per reply in `ping -D` format (so topologies/analysis/measure.py parses both). Given
+many targets (a population, issue 15) it probes each every interval, the sends spread evenly.
 
 iputils ping cannot hold 10 ms here: `-i 0.01` sends every 16 ms on this machine (any
 interval of 10 ms or more is stretched) and `-i 0.009` every 9 ms. A handoff measured in
@@ -17,6 +18,8 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 PAYLOAD = 56
@@ -52,12 +55,13 @@ def parse_reply(packet: bytes, ident: int) -> tuple[int, int] | None:
 
 
 class Prober:
-    def __init__(self, target: str, interval: float) -> None:
+    def __init__(self, target: str, interval: float, more: Sequence[str] = ()) -> None:
         self.target = target
+        self.targets = [target, *more]
         self.interval = interval
         self.ident = os.getpid() & 0xFFFF
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        self.sent: dict[int, float] = {}
+        self.sent: dict[tuple[str, int], float] = {}
         self.stop = threading.Event()
         self.transmitted = 0
         self.received = 0
@@ -71,10 +75,10 @@ class Prober:
             packet, (src, _) = self.sock.recvfrom(2048)
             now = time.time()
             got = parse_reply(packet, self.ident)
-            if got is None or src != self.target:
+            if got is None:
                 continue
             seq, ttl = got
-            sent = self.sent.pop(seq, None)
+            sent = self.sent.pop((src, seq), None)
             if sent is None:
                 continue
             self.received += 1
@@ -88,15 +92,19 @@ class Prober:
         rx = threading.Thread(target=self.receive, daemon=True)
         rx.start()
         start = time.monotonic()
-        seq = 0
+        step = self.interval / len(self.targets)
+        n = 0
         while not self.stop.is_set():
+            seq, i = divmod(n, len(self.targets))
             seq += 1
-            due = start + (seq - 1) * self.interval
+            n += 1
+            target = self.targets[i]
+            due = start + (n - 1) * step
             while (left := due - time.monotonic()) > 0:
                 time.sleep(left)
-            self.sent[seq & 0xFFFF] = time.time()
+            self.sent[(target, seq & 0xFFFF)] = time.time()
             try:
-                self.sock.sendto(echo_request(self.ident, seq), (self.target, 0))
+                self.sock.sendto(echo_request(self.ident, seq), (target, 0))
                 self.transmitted += 1
             except OSError:
                 pass  # no route for a moment: the sequence number still counts as lost
@@ -109,9 +117,12 @@ class Prober:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="agents.probe", description=__doc__)
     ap.add_argument("target")
+    ap.add_argument("more", nargs="*", help="further targets, each probed every interval")
+    ap.add_argument("--targets", type=Path, help="a file of further targets, one a line")
     ap.add_argument("--interval", type=float, default=0.01)
     args = ap.parse_args(argv)
-    prober = Prober(args.target, args.interval)
+    more = [*args.more, *(args.targets.read_text().split() if args.targets else [])]
+    prober = Prober(args.target, args.interval, more)
     signal.signal(signal.SIGINT, lambda *_: prober.stop.set())
     signal.signal(signal.SIGTERM, lambda *_: prober.stop.set())
     prober.run()

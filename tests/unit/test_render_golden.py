@@ -49,6 +49,8 @@ def test_every_template_has_a_golden_file() -> None:
     used = {"ip/node.batch.j2", "ip/mobile.batch.j2", "ip/air.batch.j2", "frr/zebra.conf.j2",
             "frr/ospfd.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2", "nft/ar.nft.j2",
             "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2", "dnsmasq/outside.conf.j2"}
+    # A population's batches: golden files in tests/unit/test_population_runtime.py.
+    used |= {"ip/population.batch.j2", "ip/population-air.batch.j2"}
     lab_templates = {
         str(p.relative_to(render.CONFIGS))
         for sub in ("ip", "frr", "exabgp", "nft", "dhcp", "dnsmasq")

@@ -70,14 +70,16 @@ def measure_then_analyse(cls: type[Scenario], args: argparse.Namespace,
                          out: Path) -> dict[str, Any]:
     """The scenario's measurement inside the lab, its analysis after the lab is down."""
     require_root()
-    topo_file = distance_topology(args.topology, getattr(args, "distance", None), out)
-    topo = model.load(topo_file)
     out.mkdir(parents=True, exist_ok=True)
+    # A distance set is laid over --topology first; a scenario may derive its own from that.
+    args.topology = str(distance_topology(args.topology, getattr(args, "distance", None), out))
+    source = cls.topology_for(args, out)
+    topo = model.load(source)
     print(f"flatarch: run directory {out}", file=sys.stderr)
     try:
         with Lab(topo) as lab:
             sc = cls.from_args(lab, args, out)
-            sc.topology_file = topo_file
+            sc.topology_file = source
             with capture_all(lab, parse_specs(args.capture or ""), out / "pcap"):
                 sc.record()
     except LabError as exc:

@@ -221,7 +221,9 @@ class DnsPlane:
                 raise DnsPlaneError(f"identity {name} given twice")
             self._check_identity(name, ident)
             self.identities[name] = ident
-        mns = [n for n, i in self.identities.items() if i.role == "mn"]
+        # Only MNs with a zone of their own can shadow one another; a population's are all
+        # one label under the home domain (checked in _check_identity).
+        mns = [n for n, i in self.identities.items() if i.role == "mn" and not i.bulk]
         for a in mns:
             for b in mns:
                 if b.endswith("." + a):
@@ -255,6 +257,8 @@ class DnsPlane:
         elif ident.role == "mn":
             if not name.endswith("." + HOME_TLD):
                 raise DnsPlaneError(f"mn identity {name} must be under {HOME_TLD}.")
+            if ident.bulk and name.count(".") != HOME_TLD.count(".") + 1:
+                raise DnsPlaneError(f"population identity {name} must be <label>.{HOME_TLD}")
         else:
             raise DnsPlaneError(f"identity {name}: unknown role {ident.role!r}")
         try:
@@ -360,14 +364,18 @@ class DnsPlane:
         isp.records.append(glue)
 
         mns = sorted(n for n, i in self.identities.items() if i.role == "mn")
+        home = zones[HOME_TLD + "."]
         for name in mns:
             ident = self.identities[name]
-            z = add(name + ".", "home", HOME_TLD + ".")
+            # A population MN's records go into its home domain's one zone (issue 15).
+            z = home if ident.bulk else add(name + ".", "home", HOME_TLD + ".")
             if ident.address is not None:
-                z.records.append(_rec(z.name, "A", RECORD_TTL, address=str(ident.address)))
+                z.records.append(_rec(name + ".", "A", RECORD_TTL, address=str(ident.address)))
                 z.records.append(_rec(adns.addrs_owner(name) + ".", "TXT", RECORD_TTL,
                                       strings=adns.order_strings([ident.address])))
             z.records.extend(self._key_records(ident))
+            if ident.bulk:
+                continue
             # The MN controls its forward name, its address order and its own key.
             z.grants = [
                 {"key": name + ".", "rule": "name", "target": name + ".", "types": ["A"]},
@@ -376,6 +384,11 @@ class DnsPlane:
                 {"key": name + ".", "rule": "name", "target": adns.key_owner(name) + ".",
                  "types": ["TLSA", "TXT"]},
             ]
+        if any(self.identities[n].bulk for n in mns):
+            # One rule for the whole population: each MN's key may change its own name and
+            # the names below it (its address order and key), nothing else in the zone.
+            home.grants = [{"key": "*", "rule": "selfsub", "target": ".",
+                            "types": ["A", "TLSA", "TXT"]}]
 
         auths = sorted(set(self.ar_names) | {n for n, i in self.identities.items()
                                               if i.role in ("ar", "ha")})

@@ -244,6 +244,12 @@ class Scenario:
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         raise NotImplementedError(f"{cls.__name__} cannot be built from the command line")
 
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        """The topology file the lab is built from: --topology, unless the scenario derives
+        its own from it (a population of --mobiles MNs) into ``out_dir``."""
+        return Path(args.topology)
+
     def params(self) -> dict[str, Any]:
         """The parameters the run directory records (run.json `params`)."""
         return {"mn": self.mn}

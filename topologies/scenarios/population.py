@@ -1,0 +1,461 @@
+"""`flatarch scenario population`: a population of --mobiles MNs in one process, moved by a
+mobility model at --rate handoffs a second for --duration seconds; each handoff a real L2
+move and a real AUTH. Measured: bring-up, per-handoff reroute and interruption (one paced
+CN-side prober over every MN), host routes and BGP UPDATEs per router, CPU and RSS by kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+from agents.contract import REDIRECT_METRIC, Layout
+from agents.stats import percentile
+from topologies.analysis import measure
+from topologies.lab import procstat
+from topologies.lab.daemons import DeadlineError, LabError, wait_until
+from topologies.lab.lab import Lab
+from topologies.lab.popnet import PopulationNet
+from topologies.model import Role, Topology
+from topologies.render.configs import UPDATES_LOG
+from topologies.render.identities import POPULATION_DIR
+from topologies.scenarios import mobility
+from topologies.scenarios.addresses import counted
+from topologies.scenarios.base import (
+    ROUTES,
+    Progress,
+    RunDir,
+    Scenario,
+    read_jsonl,
+    wait_for_clock,
+    write_jsonl,
+)
+from topologies.scenarios.progress import Eta
+from topologies.scenarios.registry import register
+
+MODELS = ("walk", "waypoint", "trace")
+REDIRECT = frozenset({REDIRECT_METRIC})
+HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
+SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
+PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
+# Handoffs in flight at once (each holds a thread on the agent's control socket): an AUTH
+# takes ~10 ms, a lost one 1.5 s with its retries; 32 of them capped a run at ~21/s.
+WORKERS = 256
+START_DELAY_S = 1.0  # between scheduling the first move and making it
+SETTLE_S = 20.0  # after the last move, until every router's host routes stop changing
+QUIET_S = 2.0  # ... for this long
+WAYPOINT_SPACING = 100.0  # units between cells on the default waypoint layout
+
+
+def derived_topology(doc: dict[str, Any], mobiles: int, seed: int) -> dict[str, Any]:
+    """The topology with a population of ``mobiles``, its pools widened to hold them."""
+    out: dict[str, Any] = json.loads(json.dumps(doc))
+    ars = sum(len(c["ars"]) for c in out["clusters"])
+    per_ar = math.ceil(mobiles / ars) + len(out.get("mobiles") or []) + 16
+    addressing = out["addressing"]
+    addressing["pool_prefixlen"] = min(int(addressing.get("pool_prefixlen", 24)),
+                                       32 - math.ceil(math.log2(per_ar + 2)))
+    v6 = addressing.get("ipv6")
+    if isinstance(v6, dict) and per_ar > 2 ** (64 - int(v6.get("pool_prefixlen", 56))) - 8:
+        v6["pool_prefixlen"] = 64 - 4 * math.ceil(math.log2(per_ar + 8) / 4)
+    out["population"] = {"count": mobiles, "seed": seed, "home": "round-robin", "dhcp": 0.0}
+    return out
+
+
+def kind_of(topo: Topology, node: str, kind: str) -> str:
+    """The process kind the issue names: bgpd of a reflector apart from a core's."""
+    if kind == "agent":
+        return "ha_agent" if topo.nodes[node].service == "ha" else "ar_agent"
+    if kind == "bgpd":
+        return f"bgpd_{topo.nodes[node].role.value}"
+    return kind
+
+
+def split_probe(text: str) -> dict[str, str]:
+    """The prober's lines by source address, each group parseable by measure.parse_ping."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        head, sep, _ = line.partition(": icmp_seq=")
+        if sep:
+            out.setdefault(head.rpartition(" from ")[2], []).append(line)
+    return {src: "\n".join(lines) + "\n" for src, lines in out.items()}
+
+
+@register
+class PopulationScenario(Scenario):
+    name = "population"
+    help = "thousands of MNs in one process, moved by a mobility model: routes and BGP load"
+
+    def __init__(self, lab: Lab, *, rate: float = 10.0, duration_s: float = 30.0,
+                 model: str = "walk", trace: Path | None = None, rotate: float = 0.0,
+                 probe_interval_s: float = 0.2, seed: int = 0, spread_s: float | None = None,
+                 speed: float = 20.0, out_dir: Path | None = None,
+                 progress: Progress | None = None) -> None:
+        super().__init__(lab, None, progress, out_dir)
+        if model not in MODELS:
+            raise LabError(f"--model: {model!r} is not one of {', '.join(MODELS)}")
+        if model == "trace" and trace is None:
+            raise LabError("--model trace needs --trace FILE")
+        if rotate:
+            raise LabError("--rotate: address rotation needs the population's DHCP path, "
+                           "which is not wired yet (docs/scale.md)")
+        if not rate > 0 or not duration_s > 0 or not probe_interval_s > 0:
+            raise LabError("--rate, --duration and --probe-interval must be > 0")
+        self.rate, self.duration_s, self.model = rate, duration_s, model
+        self.trace, self.rotate, self.seed = trace, rotate, seed
+        self.spread_s, self.speed = spread_s, speed
+        self.probe_interval_s = probe_interval_s
+        self.net = PopulationNet(lab)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--mobiles", type=int, default=100, help="MNs in the population")
+        parser.add_argument("--rate", type=float, default=10.0,
+                            help="target handoffs a second across the population")
+        parser.add_argument("--duration", type=float, default=30.0, help="seconds of moves")
+        parser.add_argument("--model", choices=MODELS, default="walk")
+        parser.add_argument("--trace", type=Path, help="CSV of t_s,mn,ar (--model trace)")
+        parser.add_argument("--rotate", type=float, default=0.0,
+                            help="share of MNs that take a new address after a dwell")
+        parser.add_argument("--spread", type=float, default=None,
+                            help="dwell spread in seconds: log-normal (default exponential)")
+        parser.add_argument("--speed", type=float, default=20.0,
+                            help="waypoint speed, cells 100 units apart")
+        parser.add_argument("--probe-interval", type=float, default=0.2,
+                            help="seconds between the CN's probes of each MN")
+        parser.add_argument("--seed", type=int, default=0)
+
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        if args.mobiles < 1:
+            raise LabError("--mobiles: at least one")
+        doc = yaml.safe_load(Path(args.topology).read_text())
+        path = out_dir / "population.yaml"
+        path.write_text(yaml.safe_dump(derived_topology(doc, args.mobiles, args.seed),
+                                       sort_keys=False))
+        return path
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        return cls(lab, rate=args.rate, duration_s=args.duration, model=args.model,
+                   trace=args.trace, rotate=args.rotate, probe_interval_s=args.probe_interval,
+                   seed=args.seed, spread_s=args.spread, speed=args.speed, out_dir=out_dir)
+
+    def params(self) -> dict[str, Any]:
+        return {"mobiles": len(self.net.members), "rate_per_s": self.rate,
+                "duration_s": self.duration_s, "model": self.model,
+                "trace": str(self.trace) if self.trace else None, "rotate": self.rotate,
+                "seed": self.seed, "spread_s": self.spread_s,
+                "probe_interval_s": self.probe_interval_s}
+
+    # --- the schedule ---------------------------------------------------------------------
+
+    def schedule(self) -> list[mobility.Move]:
+        start = {m.name: m.home for m in self.net.members}
+        if self.model == "trace":
+            assert self.trace is not None
+            return mobility.parse_trace(self.trace.read_text(), start,
+                                        [a.name for a in self.topo.by_role(Role.AR)])
+        mean = mobility.dwell_for_rate(len(start), self.rate)
+        if self.model == "walk":
+            return mobility.random_walk(mobility.ar_adjacency(self.topo), start,
+                                        mobility.Dwell(mean, self.spread_s), self.duration_s,
+                                        self.seed)
+        cells = {a.name: (i * WAYPOINT_SPACING, 0.0)
+                 for i, a in enumerate(self.topo.by_role(Role.AR))}
+        return mobility.random_waypoint(cells, start, self.speed, mean, self.duration_s,
+                                        self.seed)
+
+    # --- the measurement ----------------------------------------------------------------
+
+    def _pids(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for node, ds in self.lab.daemons.items():
+            for d in ds:
+                pid = d.pid()
+                if pid is not None:
+                    kind = kind_of(self.topo, node, d.kind) if node in self.topo.nodes \
+                        else d.kind
+                    out[(kind, node)] = pid
+        if self.net.agent is not None and (pid := self.net.agent.pid()) is not None:
+            out[("population", self.net.agent.node)] = pid
+        return out
+
+    def measure(self) -> None:
+        moves = self.schedule()
+        self.note(probe_interval_ms=self.probe_interval_s * 1000.0, scheduled=len(moves),
+                  schedule_rate_per_s=round(mobility.handoff_rate(moves, self.duration_s), 3))
+        rss_before = procstat.total_rss_mb(self._pids())
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.net.stop)
+            up = self.net.start()
+            pids = self._pids()
+            self.note(up=up, rss_mb_before=rss_before, rss_mb_up=procstat.total_rss_mb(pids))
+            self.progress(f"population: {len(self.net.members)} MNs up in {up['up_s']:.1f}s "
+                          f"({', '.join(f'{k} {v:.1f}s' for k, v in up.items())})")
+            watcher = self.watch_routes(stack, self.topo.managed)
+            targets = self.dir / "probe.targets"
+            targets.write_text("".join(f"{m.address}\n" for m in self.net.members))
+            cn = self.topo.service("cn").name
+            first = str(self.net.members[0].address)
+            prober = stack.enter_context(self.lab.background(cn, [
+                sys.executable, "-m", "agents.probe", first, "--targets", str(targets),
+                "--interval", str(self.probe_interval_s)], self.dir / PROBE))
+            sampler = stack.enter_context(procstat.Sampler(pids))
+            drops = procstat.backlog_drops()
+            rows = self._drive(moves)
+            self.note(backlog_drops=procstat.backlog_drops() - drops)
+            write_jsonl(self.dir / HANDOFFS, rows)
+            t_end = self._settle(lambda: len(watcher.events()))
+            prober.interrupt()
+            self.note(t_end=t_end, where=dict(self.net.radio.where))
+        write_jsonl(self.dir / SAMPLES, sampler.rows)
+        self.keep_files([r.name for r in self.topo.routers], [UPDATES_LOG])
+        # The AR agents' and the population agent's own accounts, for a failure's reason.
+        self.keep_files([a.name for a in self.topo.by_role(Role.AR)],
+                        [Layout.EVENTS, Layout.AGENT_LOG])
+        self.keep_files([POPULATION_DIR], [Layout.AGENT_LOG, Layout.AGENT_STDERR])
+
+    def _drive(self, moves: list[mobility.Move]) -> list[dict[str, Any]]:
+        """Each move at its time: the radio moves the port here, the AUTH runs in a worker
+        (the population agent serialises one MN's AUTHs)."""
+        chunk = max(1, len(moves) // 20)  # twenty progress lines, not one per handoff
+        eta = Eta(math.ceil(len(moves) / chunk), self.progress)
+        pending: list[tuple[dict[str, Any], Future[dict[str, Any]]]] = []
+        t0 = time.time() + START_DELAY_S
+        self.note(t_start=t0)
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+            for i, mv in enumerate(moves):
+                wait_for_clock(t0 + mv.t_s)
+                previous = self.net.radio.where.get(mv.mn)
+                row: dict[str, Any] = {"mn": mv.mn, "from": previous, "to": mv.ar,
+                                       "t_s": mv.t_s}
+                if previous == mv.ar:
+                    row.update(ok=True, skipped="already there")
+                    pending.append((row, _done({})))
+                    continue
+                row.update(self.net.move(mv.mn, mv.ar))
+                pending.append((row, pool.submit(self._attach, mv.mn, mv.ar)))
+                if (i + 1) % chunk == 0:
+                    eta.step(f"{i + 1}/{len(moves)} handoffs")
+        out = []
+        for row, fut in pending:
+            try:
+                answer = fut.result()
+            except LabError as exc:
+                answer = {"ok": False, "error": f"control: {exc}"}
+            out.append({**row, **{k: v for k, v in answer.items() if k not in ("mn", "ar")}})
+        return out
+
+    def _attach(self, mn: str, ar: str) -> dict[str, Any]:
+        """The AUTH after a move, unless the radio has moved the MN on while this waited for
+        a worker: sent now, it would reach the wrong AR."""
+        if self.net.radio.where.get(mn) != ar:
+            return {"ok": False, "superseded": True,
+                    "error": "superseded: moved again before the AUTH was sent"}
+        return self.net.attach(mn, ar)
+
+    @staticmethod
+    def _settle(count: Callable[[], int]) -> float:
+        """Wait until no router's host routes changed for QUIET_S (at most SETTLE_S): the
+        end state, where a stale /32 would show."""
+        last = [count(), time.monotonic()]
+
+        def quiet() -> bool:
+            n = count()
+            if n != last[0]:
+                last[:] = [n, time.monotonic()]
+            return time.monotonic() - last[1] >= QUIET_S
+
+        with contextlib.suppress(DeadlineError):
+            wait_until(quiet, SETTLE_S, "host routes to settle", 0.25)
+        return time.time()
+
+    # --- the analysis ---------------------------------------------------------------------
+
+    @classmethod
+    def analyse(cls, out_dir: Path) -> dict[str, Any]:
+        run = RunDir.open(out_dir)
+        measured, params = run.measured, run.params
+        rows = read_jsonl(out_dir / HANDOFFS)
+        events = measure.parse_route_events((out_dir / ROUTES).read_text())
+        t_end = float(measured["t_end"])
+        return summarise(run.topo, params, measured, rows, events,
+                         (out_dir / PROBE).read_text(errors="replace"),
+                         read_jsonl(out_dir / SAMPLES), updates(run.topo, out_dir), t_end)
+
+    @staticmethod
+    def table(result: dict[str, Any]) -> str:
+        h = result["handoffs"]
+        lines = [
+            f"population: {result['mobiles']} MNs up in {result['up_s']:.1f}s; "
+            f"{h['attempted']} handoffs ({result['achieved_rate_per_s']:.1f}/s of "
+            f"{result['rate_per_s']:g}/s): {h['ok']} ok, {h['failed']} failed "
+            f"{json.dumps(h['failures']) if h['failures'] else ''}",
+            f"reroute ms p50/p99 {result['reroute_ms']['p50']}/{result['reroute_ms']['p99']}; "
+            f"interruption ms p50/p99 {result['interruption_ms']['p50']}/"
+            f"{result['interruption_ms']['p99']}; auth ms p50/p99 "
+            f"{result['auth_ms']['p50']}/{result['auth_ms']['p99']}",
+            f"memory per MN {result['memory_mb_per_mobile']} MB; stale /32 at the end: "
+            f"{sum(result['stale_host_routes'].values())}",
+            f"{'router':10s} {'/32 peak':>9s} {'/32 end':>8s} {'UPDATE/s peak':>14s}",
+        ]
+        for r in sorted(result["host_routes"]["peak"]):
+            lines.append(f"{r:10s} {result['host_routes']['peak'][r]:9d} "
+                         f"{result['host_routes']['end'].get(r, 0):8d} "
+                         f"{result['updates_per_s']['peak'].get(r, 0):14.0f}")
+        lines.append(f"{'process':12s} {'cpu % mean':>10s} {'peak':>6s} {'rss MB':>8s}")
+        for k, v in result["processes"].items():
+            lines.append(f"{k:12s} {v['cpu_pct']:10.1f} {v['cpu_pct_peak']:6.0f} "
+                         f"{v['rss_mb']:8.1f}")
+        return "\n".join(lines)
+
+
+def _done(value: dict[str, Any]) -> Future[dict[str, Any]]:
+    fut: Future[dict[str, Any]] = Future()
+    fut.set_result(value)
+    return fut
+
+
+def updates(topo: Topology, out_dir: Path) -> dict[str, list[measure.BgpRx]]:
+    out = {}
+    for r in topo.routers:
+        path = out_dir / f"{r.name}.{UPDATES_LOG}"
+        if path.exists():
+            out[r.name] = measure.parse_bgpd_log(path.read_text(errors="replace"))
+    return out
+
+
+def host_route_counts(events: list[measure.RouteEvent], t_from: float,
+                      t_end: float) -> tuple[dict[str, int], dict[str, int]]:
+    """(peak, end) number of /32s per router off an access link, replaying the events."""
+    present: dict[str, set[tuple[IPv4Network, int]]] = {}
+    peak: dict[str, int] = {}
+    for ev in sorted(events, key=lambda e: e.ts):
+        if ev.ts > t_end or ev.dst.prefixlen != 32:
+            continue
+        table = present.setdefault(ev.node, set())
+        key = (ev.dst, ev.metric)
+        if ev.kind == "add" and counted(ev):
+            table.add(key)
+        else:
+            table.discard(key)
+        if ev.ts >= t_from:
+            peak[ev.node] = max(peak.get(ev.node, 0), len(table))
+    end = {n: len(t) for n, t in present.items()}
+    return ({n: max(peak.get(n, 0), end[n]) for n in end}, end)
+
+
+def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
+              rows: list[dict[str, Any]], events: list[measure.RouteEvent], probe: str,
+              samples: list[dict[str, Any]], rx: dict[str, list[measure.BgpRx]],
+              t_end: float) -> dict[str, Any]:
+    """The issue's JSON from the raw files."""
+    mobiles = int(params["mobiles"])
+    members = {m.name: m for m in topo.population_nodes.values()}
+    by_key: dict[tuple[str, IPv4Network], list[measure.RouteEvent]] = {}
+    for ev in events:
+        by_key.setdefault((ev.node, ev.dst), []).append(ev)
+    routers = [r.name for r in topo.routers]
+    replies = {src: measure.parse_ping(text) for src, text in split_probe(probe).items()}
+    interval = float(params["probe_interval_s"])
+    next_move: dict[int, float] = {}
+    last_by_mn: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if r["mn"] in last_by_mn:
+            next_move[last_by_mn[r["mn"]]] = float(r.get("t_attach") or 0.0)
+        last_by_mn[r["mn"]] = i
+    failures: Counter[str] = Counter()
+    reroute, interruption, auth, queued = [], [], [], []
+    attempted = ok = superseded = 0
+    for i, r in enumerate(rows):
+        if r.get("skipped"):
+            continue
+        if r.get("superseded"):
+            superseded += 1  # the MN left the cell before the AR answered: not a handoff
+            continue
+        attempted += 1
+        if not r.get("ok"):
+            failures[str(r.get("error", "unknown")).split(":")[0]] += 1
+            continue
+        if r.get("not_rerouted"):
+            failures["not re-routed"] += 1
+            continue
+        ok += 1
+        auth.append(float(r["auth_ms"]))
+        queued.append((float(r["t_auth_sent"]) - float(r["t_attach"])) * 1000.0)
+        t_auth = float(r["t_auth_sent"])
+        w1 = next_move.get(i, t_end) or t_end
+        mob = members.get(r["mn"])
+        if mob is None or mob.address is None:
+            continue
+        dst = IPv4Network((mob.address, 32))
+        # The old AR's redirect (its own metric) bridges the reroute; it is not one.
+        settled = [measure.settled_at(by_key.get((n, dst), []), n, dst, t_auth, w1,
+                                      REDIRECT)
+                   for n in routers]
+        reroute.append((max(settled) - t_auth) * 1000.0)
+        got = replies.get(str(mob.address))
+        if got:
+            with contextlib.suppress(measure.MeasureError):
+                interruption.append(measure.ping_window(
+                    got, float(r["t_attach"]) - interval, w1, interval)[0])
+    t_start = float(measured.get("t_start", 0.0))
+    peak, end = host_route_counts(events, t_start, t_end)
+    ups: dict[str, float] = {}
+    for router, lines in rx.items():
+        per_s = Counter(int(b.ts) for b in lines if t_start <= b.ts <= t_end)
+        ups[router] = float(max(per_s.values(), default=0))
+    where = measured.get("where", {})
+    home_prefixes = {IPv4Network((m.address, 32)) for n, m in members.items()
+                     if m.address is not None and where.get(n, m.home) == m.home}
+    stale: Counter[str] = Counter()
+    final = {(n, d) for (n, d), evs in by_key.items()
+             if d in home_prefixes and measure.final_state(
+                 [e for e in evs if counted(e)], n, d, t_end) is not None}
+    for n, _ in final:
+        stale[n] += 1
+    up = measured.get("up", {})
+    rss_delta = float(measured.get("rss_mb_up", 0.0)) - float(measured.get("rss_mb_before", 0))
+    duration = float(params["duration_s"])
+
+    def pct(xs: list[float]) -> dict[str, float | None]:
+        return {"p50": round(percentile(xs, 0.5), 1) if xs else None,
+                "p99": round(percentile(xs, 0.99), 1) if xs else None}
+
+    processes = procstat.by_kind(samples)
+    return {
+        "scenario": "population", "mobiles": mobiles, "up_s": up.get("up_s"),
+        "up_steps_s": up, "rate_per_s": params["rate_per_s"], "duration_s": duration,
+        "model": params["model"], "achieved_rate_per_s": round(attempted / duration, 2),
+        "handoffs": {"attempted": attempted, "ok": ok, "failed": attempted - ok,
+                     "failures": dict(failures), "superseded": superseded},
+        # From the radio's move to the AUTH leaving the MN: the driver's and the agent's share.
+        "auth_queue_ms": pct(queued),
+        "auth_ms": pct(auth), "reroute_ms": pct(reroute), "interruption_ms": pct(interruption),
+        "interruption_samples": len(interruption),
+        # The machine's input-backlog drops over the moves (any lab's packets, DNS too).
+        "backlog_drops": measured.get("backlog_drops"),
+        "host_routes": {"peak": dict(sorted(peak.items())), "end": dict(sorted(end.items()))},
+        "stale_host_routes": dict(sorted(stale.items())),
+        "updates_per_s": {"peak": dict(sorted(ups.items()))},
+        "cpu_pct": {k: v["cpu_pct"] for k, v in processes.items()},
+        "rss_mb": {k: v["rss_mb"] for k, v in processes.items()},
+        "processes": processes,
+        # Processes' RSS only, by difference between the lab without and with the
+        # population; the kernel's share (veths, routes, rules) is measured in docs/scale.md.
+        "memory_mb_per_mobile": round(rss_delta / mobiles, 4) if mobiles else None,
+    }
