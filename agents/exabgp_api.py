@@ -175,3 +175,15 @@ def announce(prefix: ipaddress.IPv4Network, local_pref: int | None = None,
 
 def withdraw(prefix: ipaddress.IPv4Network) -> str:
     return f"withdraw route {prefix} next-hop self"
+
+
+def route_refresh() -> str:
+    """Ask every established peer to send its routes again (RFC 2918): a restarted API
+    process has an empty RIB while ExaBGP's sessions stayed up."""
+    return "announce route-refresh ipv4 unicast"
+
+
+def clear_adj_rib_out() -> str:
+    """Withdraw everything ExaBGP announces for us: after a restart whose saved state was
+    refused, what the previous process announced is unknown."""
+    return "clear adj-rib out"
