@@ -172,6 +172,9 @@ class ArAgent:
         self._persisting = False
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
+        self._rib_replay: dict[str, list[api.Route]] | None = None
+        self._rib_live: set[tuple[str, IPv4Network]] = set()
+        self._peer_up = asyncio.Event()
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -453,6 +456,8 @@ class ArAgent:
             self.channel.ack(event.ok)
         elif isinstance(event, api.PeerState):
             self.peers[event.peer] = event.up
+            if event.up:
+                self._peer_up.set()
             log.info("peer %s %s %s", event.peer, "up" if event.up else "down", event.reason)
             changed = self.rib.drop_peer(event.peer) if not event.up else set()
             self.push(changed)
@@ -461,6 +466,9 @@ class ArAgent:
         elif isinstance(event, api.Update) and not event.eor:
             # A restarted agent hears no neighbour change for sessions that stayed up.
             self.peers.setdefault(event.peer, True)
+            if self._rib_replay is not None:
+                self._rib_live.update((event.peer, p) for p in
+                                      [*(r.prefix for r in event.announced), *event.withdrawn])
             changed = self.rib.update(event.peer, event.announced, event.withdrawn,
                                       event.withdrawn_ids)
             self.push(changed)
@@ -628,8 +636,9 @@ class ArAgent:
                 log.warning("recovering the source filter: %s", exc)
         removed = await self._on_fib(self._sweep_now, kernel, set(attached), set(redirects))
         if refused:
-            await self.channel.send(api.clear_adj_rib_out())
-            await self.channel.send(api.announce(self.pool))
+            # Spawned, not awaited: the acknowledgements are read by run()'s loop, which
+            # starts after the authentication service.
+            self._spawn(self._clean_announcements())
         withdrawn = 0
         for prefix, ann in (state.announced.items() if state else ()):
             if prefix.network_address in attached and prefix.prefixlen == 32:
@@ -638,8 +647,7 @@ class ArAgent:
             else:
                 self.withdraw(prefix)
                 withdrawn += 1
-        self._spawn(self.channel.send(api.route_refresh()))
-        self._spawn(self._full_sync_later())
+        self._spawn(self._replay_rib())
         if state is not None:
             self.recovery = {"state": "recovered", "saved_at": state.saved_at, "at": now,
                              "attached": len(attached), "announced": len(m.announced),
@@ -649,9 +657,40 @@ class ArAgent:
         m.events(Event.RECOVERED, **{k: v for k, v in self.recovery.items() if k != "state"},
                  state=self.recovery["state"])
 
-    async def _full_sync_later(self) -> None:
-        await asyncio.sleep(REFRESH_GRACE_S)
+    async def _clean_announcements(self) -> None:
+        await self.channel.send(api.clear_adj_rib_out())
+        await self.channel.send(api.announce(self.pool))
+
+    async def _replay_rib(self) -> None:
+        """Learn the routes ExaBGP's sessions received before this agent started (its
+        Adj-RIB-In), then let the FIB drop the previous agent's routes nobody names. A live
+        update that arrives meanwhile is newer than the listing: it wins."""
+        self._rib_replay, self._rib_live = {}, set()
+        ok = await self.channel.send(api.show_adj_rib_in())
+        got, live = self._rib_replay, self._rib_live
+        self._rib_replay = None
+        for peer, routes in got.items():
+            fresh = [r for r in routes if (peer, r.prefix) not in live]
+            self.handle(api.Update(peer, fresh))
+        log.info("adj-rib-in replayed (%s): %d routes from %d peers", "ok" if ok else "refused",
+                 sum(len(r) for r in got.values()), len(got))
+        if not got:
+            # A new ExaBGP: its sessions are still coming up and will send everything.
+            await self._peer_up.wait()
+            await asyncio.sleep(REFRESH_GRACE_S)
         self.push(None)
+
+    def _rib_line(self, text: str) -> None:
+        if self._rib_replay is None:
+            log.warning("adj-rib line with no listing asked for: %s", text[:80])
+            return
+        try:
+            parsed = api.parse_rib_line(text)
+        except api.ApiError as exc:
+            log.warning("ignoring adj-rib line: %s", exc)
+            return
+        if parsed is not None:
+            self._rib_replay.setdefault(parsed[0], []).append(parsed[1])
 
     def _restore_leases(self) -> None:
         """The previous agent's leases still running, back in the DHCP server."""
@@ -903,8 +942,12 @@ class ArAgent:
                     log.info("exabgp closed our stdin; exiting, kernel state kept")
                     self._exabgp_gone = True
                     return
+                text = line.decode(errors="replace")
+                if text.startswith("neighbor "):  # the Adj-RIB-In listing (_replay_rib)
+                    self._rib_line(text)
+                    continue
                 try:
-                    event = api.parse_line(line.decode(errors="replace"))
+                    event = api.parse_line(text)
                 except Exception as exc:  # noqa: BLE001 - one bad line must not end routing
                     log.warning("ignoring line: %s", exc)
                     continue

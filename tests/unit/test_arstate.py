@@ -1,6 +1,7 @@
 """The AR agent's saved state (agents/arstate.py): what is written reads back the same, and a
 file that is corrupt, truncated, of another node or of another shape is refused with a
-StateError that names the field, never another exception."""
+StateError that names the field, never another exception; and the Adj-RIB-In lines from
+which a restarted agent learns its routes are parsed as strictly."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from agents import arstate
 from agents.arstate import Announced, ArState, Attached, LeaseRecord, Redirected, StateError
+from agents.exabgp_api import ApiError, Route, parse_rib_line
 
 MN = IPv4Address("10.64.0.10")
 
@@ -116,3 +118,45 @@ def test_mutated_files_never_raise_anything_but_state_error() -> None:
                 b[i:i] = good[rng.randrange(len(good)):][:rng.randint(1, 20)]
         with contextlib.suppress(StateError):
             arstate.parse(b.decode(errors="replace"))
+
+
+RIB_LINE = ("neighbor 10.255.0.3 local-ip 10.255.0.8 local-as 65000 peer-as 65000 router-id "
+            "10.255.0.8 family-allowed in-open ipv4 unicast 10.64.0.10/32 path-information "
+            "0.0.0.1 next-hop 10.255.0.8 origin igp local-preference 1796167040 originator-id "
+            "10.255.0.8 cluster-list [ 10.255.0.3 ]")
+
+
+def test_an_adj_rib_line_gives_the_peer_and_the_route() -> None:
+    peer, route = parse_rib_line(RIB_LINE)  # type: ignore[misc]
+    assert peer == "10.255.0.3"
+    assert route == Route(IPv4Network("10.64.0.10/32"), IPv4Address("10.255.0.8"),
+                          1796167040, "0.0.0.1")
+    # No LOCAL_PREF attribute: BGP's default; another family: skipped.
+    _, pool = parse_rib_line("neighbor 10.255.0.3 ipv4 unicast 10.66.0.0/16 next-hop "  # type: ignore[misc]
+                             "10.255.0.5 origin igp atomic-aggregate")
+    assert pool.local_pref == 100 and pool.path_id == ""
+    assert parse_rib_line("neighbor 10.255.0.3 ipv6 unicast ::/0 next-hop ::1") is None
+
+
+@pytest.mark.parametrize("line", [
+    "", "done", "neighbor x ipv4 unicast 10.0.0.0/8 next-hop 1.2.3.4",
+    RIB_LINE.replace("10.64.0.10/32", "10.64.0.10/33"),
+    RIB_LINE.replace("next-hop 10.255.0.8", "next-hop 10.255.0.800"),
+    RIB_LINE.replace("1796167040", "99999999999"),
+    RIB_LINE + " \n extra", RIB_LINE + " " + "x" * 5000,
+])
+def test_anything_else_is_an_api_error(line: str) -> None:
+    with pytest.raises(ApiError):
+        parse_rib_line(line)
+
+
+def test_mutated_adj_rib_lines_never_raise_anything_but_api_error() -> None:
+    rng = random.Random(21)
+    for _ in range(3000):
+        b = bytearray(RIB_LINE.encode())
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(b))
+            b[i:i + rng.randint(0, 3)] = bytes(rng.randrange(32, 127)
+                                               for _ in range(rng.randint(0, 3)))
+        with contextlib.suppress(ApiError):
+            parse_rib_line(b.decode())
