@@ -44,7 +44,7 @@ TAIL_S = 1.0  # probes after recovery
 RECOVER_S = 60.0  # a repair that has not converged by then is reported as such
 
 
-def _status(lab: Lab, node: str) -> dict[str, Any]:
+def agent_status(lab: Lab, node: str) -> dict[str, Any]:
     try:
         return dict(json.loads((lab.rundir(node) / Layout.AGENT_STATUS).read_text()))
     except (OSError, ValueError):
@@ -58,7 +58,7 @@ def route_check(lab: Lab, addresses: dict[str, IPv4Address]) -> tuple[int, int]:
     assert lab.radio is not None
     ars = [a.name for a in lab.topo.by_role(Role.AR)]
     loop = {a: str(lab.topo.nodes[a].loopback) for a in ars}
-    st = {a: _status(lab, a) for a in ars}
+    st = {a: agent_status(lab, a) for a in ars}
     stale = missing = 0
     for mn, addr in addresses.items():
         a, here = str(addr), lab.radio.where.get(mn)
@@ -216,7 +216,7 @@ class FaultsScenario(Scenario):
             counts = {"stale": -1, "missing": -1}
 
             def clean() -> bool:
-                if not handoffs[-1]["ok"]:
+                if not handoffs[-1]["ok"] and not handoffs[-1].get("retried_ok"):
                     # Refused while the fault lasted (fail closed): the MN authenticates
                     # again, as after any rejection; the network must take it now.
                     handoffs[-1]["retried_ok"] = self._retry(handoffs[-1]["to"])
