@@ -83,10 +83,10 @@ class FaultsScenario(Scenario):
 
     def __init__(self, lab: Lab, *, kinds: tuple[str, ...] = KINDS, mn: str | None = None,
                  out_dir: Path | None = None, progress: Progress | None = None) -> None:
-        super().__init__(lab, mn, progress, out_dir)
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
             raise LabError(f"unknown fault kinds {unknown} (known: {', '.join(KINDS)})")
+        super().__init__(lab, mn, progress, out_dir)
         self.kinds = kinds
         self.mobiles = [m for m in lab.mobiles if m not in self.topo.dhcp_mobiles]
         self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}

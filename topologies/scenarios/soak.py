@@ -194,7 +194,7 @@ class SoakScenario(Scenario):
 
 def _p99(values: Iterable[float]) -> float | None:
     v = list(values)
-    return round(percentile(v, 99), 3) if v else None
+    return round(percentile(v, 0.99), 3) if v else None
 
 
 def summarise(minutes: float, t_start: float, rows: list[dict[str, Any]],
@@ -225,7 +225,7 @@ def summarise(minutes: float, t_start: float, rows: list[dict[str, Any]],
         "handoffs": len(hand), "failed": sum(1 for r in hand if not r["ok"]),
         "rotations": len(rot), "rotations_failed": sum(1 for r in rot if not r["ok"]),
         "reroute_ms": {
-            "p50": round(percentile([v for _, v in ms], 50), 3) if ms else None,
+            "p50": round(percentile([v for _, v in ms], 0.5), 3) if ms else None,
             "p99": _p99(v for _, v in ms),
             "p99_first_10min": _p99(v for t, v in ms if t < t_start + window),
             "p99_last_10min": _p99(v for t, v in ms if t >= t_end - window),
