@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+K = TypeVar("K")
+V = TypeVar("V")
 STATE_FILE = "agent.state.json"
 VERSION = 1
 
@@ -146,6 +149,17 @@ def _map(v: Any, where: str) -> dict[str, Any]:
     return v
 
 
+def _entries(d: dict[str, Any], name: str, keys: set[str], key: Callable[[Any, str], K],
+             build: Callable[[dict[str, Any], str], V]) -> dict[K, V]:
+    """One of the state's maps: each key parsed by ``key``, each value an object of exactly
+    ``keys`` built by ``build``; errors name the entry (``attached[10.64.0.10]``)."""
+    out: dict[K, V] = {}
+    for k, v in _map(d[name], name).items():
+        where = f"{name}[{k}]"
+        out[key(k, where)] = build(_obj(v, where, keys), where)
+    return out
+
+
 def parse(text: str) -> ArState:
     """The state a file holds; anything malformed, of another version or shape, is a
     StateError (the agent then starts clean and re-learns from the network)."""
@@ -157,25 +171,13 @@ def parse(text: str) -> ArState:
                             "redirects", "leases", "sources"})
     if d["version"] != VERSION:
         raise StateError(f"version {d['version']!r}, expected {VERSION}")
-    attached = {}
-    for k, v in _map(d["attached"], "attached").items():
-        w = f"attached[{k}]"
-        o = _obj(v, w, {"mn", "ifindex", "stamp"})
-        attached[_addr(k, w)] = Attached(_str(o["mn"], f"{w}.mn"),
-                                         _int(o["ifindex"], f"{w}.ifindex", 1),
-                                         _int(o["stamp"], f"{w}.stamp"))
-    announced = {}
-    for k, v in _map(d["announced"], "announced").items():
-        w = f"announced[{k}]"
-        o = _obj(v, w, {"local_pref", "escape"})
-        announced[_net(k, w)] = Announced(_int(o["local_pref"], f"{w}.local_pref"),
-                                          _bool(o["escape"], f"{w}.escape"))
-    redirects = {}
-    for k, v in _map(d["redirects"], "redirects").items():
-        w = f"redirects[{k}]"
-        o = _obj(v, w, {"target", "deadline"})
-        redirects[_addr(k, w)] = Redirected(_str(o["target"], f"{w}.target"),
-                                            _num(o["deadline"], f"{w}.deadline"))
+    attached = _entries(d, "attached", {"mn", "ifindex", "stamp"}, _addr, lambda o, w: Attached(
+        _str(o["mn"], f"{w}.mn"), _int(o["ifindex"], f"{w}.ifindex", 1),
+        _int(o["stamp"], f"{w}.stamp")))
+    announced = _entries(d, "announced", {"local_pref", "escape"}, _net, lambda o, w: Announced(
+        _int(o["local_pref"], f"{w}.local_pref"), _bool(o["escape"], f"{w}.escape")))
+    redirects = _entries(d, "redirects", {"target", "deadline"}, _addr, lambda o, w: Redirected(
+        _str(o["target"], f"{w}.target"), _num(o["deadline"], f"{w}.deadline")))
     if not isinstance(d["leases"], list):
         raise StateError("leases: expected a list")
     leases = []

@@ -88,19 +88,19 @@ class SoakScenario(Scenario):
         self.rotating = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
         self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--minutes", type=float, default=60.0, help="how long to run")
-        parser.add_argument("--rate", type=float, default=2.0,
-                            help="handoffs and rotations a second, over all MNs")
-
-    @classmethod
-    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
-        return cls(lab, minutes=args.minutes, rate=args.rate, out_dir=out_dir)
-
     def params(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "rate": self.rate, "seed": self.seed,
                 "mobiles": self.mobiles, "rotating": self.rotating}
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for flag, default, what in (("--minutes", 60.0, "how long to run"),
+                                    ("--rate", 2.0, "handoffs and rotations a second")):
+            parser.add_argument(flag, type=float, default=default, help=what)
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        return cls(lab, out_dir=out_dir, **{k: getattr(args, k) for k in ("minutes", "rate")})
 
     def _step(self, rng: random.Random, adj: dict[str, set[str]], n: int) -> dict[str, Any]:
         """Every fifth step a rotation when a DHCP MN exists, else a handoff of the next MN
