@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -25,14 +28,16 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from . import arstate, netlink
 from . import exabgp_api as api
-from . import netlink
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
 from .auth.errors import AuthError, UnknownSession
 from .contract import (
     ACCESS_GATEWAY,
+    REDIRECT_METRIC,
     ArAgentConfig,
     Command,
+    Event,
     Layout,
     Mode,
     ServiceState,
@@ -44,8 +49,9 @@ from .contract import (
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
-from .fib import RTPROT_FLATARCH, KernelFib, Rib
-from .handoff import ArInfo, EventLog, Mobility
+from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, KernelFib, Rib
+from .fib import Path as FibPath
+from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
@@ -55,8 +61,25 @@ from .staple import StapleService, load_verifier
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
 PTR_TTL = 5
+# After a restart, a BGP route the previous agent put in the kernel stays this long for the
+# refreshed RIB to name it again (then it is replaced in place), else it is removed.
+REFRESH_GRACE_S = 5.0
 
 log = logging.getLogger("agents.ar")
+
+
+class SavingEvents(EventLog):
+    """The agent's event log, which also saves the agent's state after each event: every
+    change of attachment, announcement or redirect is an event, so the saved state never
+    lags what the scenarios read."""
+
+    def __init__(self, path: Path, save: Any) -> None:
+        super().__init__(path)
+        self._save = save
+
+    def __call__(self, ev: str, **fields: Any) -> None:
+        super().__call__(ev, **fields)
+        self._save()
 
 
 class ExaBgpChannel:
@@ -140,6 +163,18 @@ class ArAgent:
         # Who authenticated on the access link with which session: DHCP serves only a
         # station that proves that session in its client identifier (agents/linkproof.py).
         self._on_link = LinkBindings(self._session_msk, LINK_AUTH_S)
+        # Restart recovery (docs/faults.md): what we told ExaBGP, the saved state, and no
+        # saving until the saved state has been read back (an empty start would erase it).
+        self._bgp_out: dict[IPv4Network, arstate.Announced] = {}
+        self._state_path = rundir / arstate.STATE_FILE
+        self._saved: arstate.ArState | None = None
+        self._recovered: arstate.ArState | None = None
+        self._persisting = False
+        self._exabgp_gone = False
+        self.recovery: dict[str, Any] = {"state": "none"}
+        self._rib_replay: dict[str, list[api.Route]] | None = None
+        self._rib_live: set[tuple[str, IPv4Network]] = set()
+        self._peer_up = asyncio.Event()
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -189,6 +224,7 @@ class ArAgent:
         self.fib.close()
 
     def write_status(self) -> None:
+        self.persist()
         tmp = self.rundir / "agent.status.json.tmp"
         tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
         tmp.replace(self.rundir / "agent.status.json")
@@ -210,6 +246,7 @@ class ArAgent:
             "dhcp": self.dhcp.status() if self.dhcp else {},
             "mode": str(self.mode),
             "services": dict(self.services),
+            "recovery": dict(self.recovery),
         }
 
     # --- the handoff's kernel, BGP and AR-to-AR parts (handoff.Kernel / Bgp / Redirector) --
@@ -348,10 +385,14 @@ class ArAgent:
                  escape: bool = False) -> None:
         assert self.config is not None
         communities = (self.config.escape_community,) if escape else ()
+        self._bgp_out[prefix] = arstate.Announced(local_pref, escape)
         self._spawn(self.channel.send(api.announce(prefix, local_pref, communities)))
+        self.persist()
 
     def withdraw(self, prefix: ipaddress.IPv4Network) -> None:
+        self._bgp_out.pop(prefix, None)
         self._spawn(self.channel.send(api.withdraw(prefix)))
+        self.persist()
 
     async def send_redirect(self, target: ArInfo,
                             addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
@@ -415,12 +456,19 @@ class ArAgent:
             self.channel.ack(event.ok)
         elif isinstance(event, api.PeerState):
             self.peers[event.peer] = event.up
+            if event.up:
+                self._peer_up.set()
             log.info("peer %s %s %s", event.peer, "up" if event.up else "down", event.reason)
             changed = self.rib.drop_peer(event.peer) if not event.up else set()
             self.push(changed)
             if self.mobility is not None:
                 self.mobility.on_rib_change(changed)
         elif isinstance(event, api.Update) and not event.eor:
+            # A restarted agent hears no neighbour change for sessions that stayed up.
+            self.peers.setdefault(event.peer, True)
+            if self._rib_replay is not None:
+                self._rib_live.update((event.peer, p) for p in
+                                      [*(r.prefix for r in event.announced), *event.withdrawn])
             changed = self.rib.update(event.peer, event.announced, event.withdrawn,
                                       event.withdrawn_ids)
             self.push(changed)
@@ -470,6 +518,192 @@ class ArAgent:
                 self.dhcp.expire()
             self.write_status()
 
+    # --- restart recovery (docs/faults.md) -------------------------------------------------
+
+    def snapshot(self) -> arstate.ArState:
+        """What a restarted agent of this node needs, as of now (the loop thread)."""
+        m = self.mobility
+        return arstate.ArState(
+            node=self.node,
+            attached={a: arstate.Attached(att.mn, att.ifindex, att.stamp)
+                      for a, att in (m.attached.items() if m else ())},
+            announced=dict(self._bgp_out),
+            redirects={a: arstate.Redirected(r.target.node, r.deadline)
+                       for a, r in (m.redirects.items() if m else ())},
+            leases=tuple(arstate.LeaseRecord(x.address, x.client_id, x.mn, x.chaddr, x.expires,
+                                             x.bound, x.remote_renewals)
+                         for x in (list(self.dhcp.leases.values()) if self.dhcp else ())),
+            sources=self._sources.members() if self._sources else {},
+        )
+
+    def persist(self) -> None:
+        """Save the state when it changed; a failed write is logged, never raised (the
+        routes matter more than their record)."""
+        if not self._persisting:
+            return
+        state = self.snapshot()
+        if state.same_as(self._saved):
+            return
+        try:
+            arstate.save(self._state_path, dataclasses.replace(state, saved_at=time.time()))
+        except OSError as exc:
+            log.warning("saving state: %s", exc)
+            return
+        self._saved = state
+
+    def _flatarch_routes(self) -> list[tuple[IPv4Network, int]]:
+        """FIB thread: (prefix, metric) of every route of ours in the main table."""
+        res = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "main", "proto",
+                              str(RTPROT_FLATARCH)], capture_output=True, text=True, timeout=10)
+        out: list[tuple[IPv4Network, int]] = []
+        try:
+            rows = json.loads(res.stdout or "[]")
+        except json.JSONDecodeError:
+            return out
+        for r in rows if isinstance(rows, list) else ():
+            if isinstance(r, dict) and r.get("dst") not in (None, "default"):
+                with contextlib.suppress(ValueError, TypeError):
+                    out.append((IPv4Network(str(r["dst"]), strict=False), int(r.get("metric", 0))))
+        return out
+
+    def _sweep_now(self, kernel: list[tuple[IPv4Network, int]],
+                   attached: set[ipaddress.IPv4Address],
+                   redirected: set[ipaddress.IPv4Address]) -> int:
+        """FIB thread: remove what the previous agent left in the kernel and nobody now
+        holds; its BGP routes are adopted, so that the first full sync after the refresh
+        replaces or removes them. Returns how many routes were removed."""
+        removed = 0
+        for prefix, metric in kernel:
+            a = prefix.network_address
+            if metric == METRIC:
+                self.fib.installed[prefix] = (api.Route(prefix, ipaddress.IPv4Address(0), 0),
+                                              FibPath("", 0))
+            elif metric == ACCESS_METRIC and a not in attached:
+                self.fib.access[a] = 0
+                self._detach_now(a)
+                removed += 1
+            elif metric == REDIRECT_METRIC and a not in redirected:
+                self.fib.redirected[a] = ipaddress.IPv4Address(0)
+                self.fib.del_redirect(a)
+                removed += 1
+            elif metric == PARK_METRIC:  # the paging buffer died with the agent
+                self.fib.parked[a] = 0
+                self.fib.del_park(a)
+                removed += 1
+        return removed
+
+    async def recover(self, access: int | None) -> None:
+        """Bring back what the previous agent of this node held, checked against the
+        network: attachments on our access link, their /32s at the LOCAL_PREF they earned,
+        redirects still in their lifetime; everything else the kernel or ExaBGP still holds
+        is removed. The RIB, refreshed from the reflectors, then withdraws what a newer
+        route elsewhere superseded while we were down (Mobility's usual check)."""
+        refused = False
+        try:
+            state = arstate.load(self._state_path, self.node)
+        except arstate.StateError as exc:
+            log.error("saved state refused, starting clean and re-learning: %s", exc)
+            self.recovery = {"state": "refused", "reason": str(exc)}
+            state, refused = None, True
+        m = self.mobility
+        if access is None or m is None:  # the HA keeps no access state of its own
+            return
+        self._recovered = state
+        now = time.time()
+        attached = {a: v for a, v in (state.attached.items() if state else ())
+                    if v.ifindex == access}
+        redirects = {a: v for a, v in (state.redirects.items() if state else ())
+                     if v.deadline > now and v.target in self.ars and a not in attached}
+        kernel = await self._on_fib(self._flatarch_routes)
+        for a, att in attached.items():
+            await self.attach(a, att.ifindex)
+            m.attached[a] = Attachment(att.mn, att.ifindex, now, att.stamp)
+        for a, red in redirects.items():
+            target = self.ars[red.target]
+            if await self.redirect(a, target.overlay, detach=False):
+                m.redirects[a] = Redirect(target, red.deadline)
+                m.superseded_by[a] = target.fqdn
+        if self._sources is not None:
+            try:
+                if refused:
+                    self._sources.flush()
+                for a, names in (state.sources.items() if state else ()):
+                    for name in names:
+                        self._sources.adopt(name, a)
+                    if a not in attached:
+                        await self._on_handoff(self._sources.revoke_address, a)
+            except NftError as exc:
+                log.warning("recovering the source filter: %s", exc)
+        removed = await self._on_fib(self._sweep_now, kernel, set(attached), set(redirects))
+        if refused:
+            # Spawned, not awaited: the acknowledgements are read by run()'s loop, which
+            # starts after the authentication service.
+            self._spawn(self._clean_announcements())
+        withdrawn = 0
+        for prefix, ann in (state.announced.items() if state else ()):
+            if prefix.network_address in attached and prefix.prefixlen == 32:
+                m.announced[prefix.network_address] = ann.local_pref
+                self.announce(prefix, ann.local_pref, ann.escape)
+            else:
+                self.withdraw(prefix)
+                withdrawn += 1
+        self._spawn(self._replay_rib())
+        if state is not None:
+            self.recovery = {"state": "recovered", "saved_at": state.saved_at, "at": now,
+                             "attached": len(attached), "announced": len(m.announced),
+                             "redirects": len(m.redirects), "withdrawn": withdrawn,
+                             "removed_routes": removed,
+                             "dropped_attached": len(state.attached) - len(attached)}
+        m.events(Event.RECOVERED, **{k: v for k, v in self.recovery.items() if k != "state"},
+                 state=self.recovery["state"])
+
+    async def _clean_announcements(self) -> None:
+        await self.channel.send(api.clear_adj_rib_out())
+        await self.channel.send(api.announce(self.pool))
+
+    async def _replay_rib(self) -> None:
+        """Learn the routes ExaBGP's sessions received before this agent started (its
+        Adj-RIB-In), then let the FIB drop the previous agent's routes nobody names. A live
+        update that arrives meanwhile is newer than the listing: it wins."""
+        self._rib_replay, self._rib_live = {}, set()
+        ok = await self.channel.send(api.show_adj_rib_in())
+        got, live = self._rib_replay, self._rib_live
+        self._rib_replay = None
+        for peer, routes in got.items():
+            fresh = [r for r in routes if (peer, r.prefix) not in live]
+            self.handle(api.Update(peer, fresh))
+        log.info("adj-rib-in replayed (%s): %d routes from %d peers", "ok" if ok else "refused",
+                 sum(len(r) for r in got.values()), len(got))
+        if not got:
+            # A new ExaBGP: its sessions are still coming up and will send everything.
+            await self._peer_up.wait()
+            await asyncio.sleep(REFRESH_GRACE_S)
+        self.push(None)
+
+    def _rib_line(self, text: str) -> None:
+        if self._rib_replay is None:
+            log.warning("adj-rib line with no listing asked for: %s", text[:80])
+            return
+        try:
+            parsed = api.parse_rib_line(text)
+        except api.ApiError as exc:
+            log.warning("ignoring adj-rib line: %s", exc)
+            return
+        if parsed is not None:
+            self._rib_replay.setdefault(parsed[0], []).append(parsed[1])
+
+    def _restore_leases(self) -> None:
+        """The previous agent's leases still running, back in the DHCP server."""
+        state, server = self._recovered, self.dhcp
+        if state is None or server is None:
+            return
+        now = time.time()
+        for x in state.leases:
+            if x.expires > now and x.address in self.pool:
+                server.leases[x.client_id] = Lease(x.address, x.client_id, x.mn, x.chaddr,
+                                                   x.expires, x.bound, x.remote_renewals)
+        self.recovery["leases"] = len(server.leases)
+
     # --- authentication service ---------------------------------------------------------
 
     async def start_auth(self) -> None:
@@ -478,7 +712,7 @@ class ArAgent:
         keystore = self._keystore = KeyStore.from_pem(cfg.identity, cfg.key.read_bytes())
         validating = ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0)
         self._key_resolver = DnssecKeyResolver(validating)
-        events = EventLog(self.rundir / Layout.EVENTS)
+        events = SavingEvents(self.rundir / Layout.EVENTS, self.persist)
         # Stapled AUTHs (issue 17): validated offline, else the same lookups as without.
         self.staples = StapleService(self._key_resolver, validating,
                                      load_verifier(cfg.trust_anchor), events)
@@ -493,6 +727,7 @@ class ArAgent:
         )
         await self.start_paging(cfg)
         self._start_filter()
+        await self.recover(access)
         self._peer = Peer(keystore, self._key_resolver)
         self.authenticator = Authenticator(
             cfg.identity, keystore, self.staples, self._on_authenticated,
@@ -516,6 +751,7 @@ class ArAgent:
                 self.services["dhcp"] = f"{ServiceState.FAILED}: {exc}"
             else:
                 self.services["dhcp"] = ServiceState.UP
+                self._restore_leases()
 
     # The parts a Home Agent (agents/ha.py) does differently: it has no access link, no
     # paging, no source filter and no redirect; MNs reach it from anywhere.
@@ -690,7 +926,8 @@ class ArAgent:
             except Exception as exc:  # noqa: BLE001 - routing must go on without the auth service
                 log.exception("authentication service failed to start")
                 self.services["auth"] = f"{ServiceState.FAILED}: {exc}"
-            self.write_status()
+        self._persisting = True
+        self.write_status()
         self.push(set())
         try:
             while True:
@@ -700,10 +937,17 @@ class ArAgent:
                     log.warning("ignoring line: %s", exc)
                     continue
                 if not line:
-                    log.info("exabgp closed our stdin; exiting")
+                    # ExaBGP died without a shutdown: the MNs' routes stay in the kernel
+                    # for the agent of the next ExaBGP, which recovers them (docs/faults.md).
+                    log.info("exabgp closed our stdin; exiting, kernel state kept")
+                    self._exabgp_gone = True
                     return
+                text = line.decode(errors="replace")
+                if text.startswith("neighbor "):  # the Adj-RIB-In listing (_replay_rib)
+                    self._rib_line(text)
+                    continue
                 try:
-                    event = api.parse_line(line.decode(errors="replace"))
+                    event = api.parse_line(text)
                 except Exception as exc:  # noqa: BLE001 - one bad line must not end routing
                     log.warning("ignoring line: %s", exc)
                     continue
@@ -725,7 +969,9 @@ class ArAgent:
             if self._tun_fd is not None:
                 loop.remove_reader(self._tun_fd)
                 os.close(self._tun_fd)
-            self._fib_thread.submit(self._shutdown_fib).result(timeout=5)
+            self.persist()
+            self._fib_thread.submit(self.fib.close if self._exabgp_gone
+                                    else self._shutdown_fib).result(timeout=5)
             self._fib_thread.shutdown(wait=False)
             self._handoff_thread.shutdown(wait=False)
 
@@ -781,7 +1027,10 @@ def run_agent(rundir: Path, make: Any) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
-        pidfile.unlink(missing_ok=True)
+        # Only our own: the agent of a restarted ExaBGP may have written its pid already.
+        with contextlib.suppress(OSError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()
     return 0
 
 

@@ -110,6 +110,8 @@ class Event(enum.StrEnum):
     PTR_SET = "ptr_set"
     PTR_DELETED = "ptr_deleted"
     PTR_FAILED = "ptr_failed"
+    # AR: restart recovery (agents/arstate.py, docs/faults.md)
+    RECOVERED = "recovered"
     # AR: services
     SERVICE_FAILED = "service_failed"
     # HA (draft 2.4)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,3 +176,44 @@ def announce(prefix: ipaddress.IPv4Network, local_pref: int | None = None,
 
 def withdraw(prefix: ipaddress.IPv4Network) -> str:
     return f"withdraw route {prefix} next-hop self"
+
+
+def clear_adj_rib_out() -> str:
+    """Withdraw everything ExaBGP announces for us: after a restart whose saved state was
+    refused, what the previous process announced is unknown."""
+    return "clear adj-rib out"
+
+
+def show_adj_rib_in() -> str:
+    """ExaBGP's Adj-RIB-In, one route a line (parse_rib_line), then the acknowledgement: a
+    restarted API process learns the routes its sessions received before it started."""
+    return "show adj-rib in extensive"
+
+
+_RIB_LINE = re.compile(
+    r"neighbor (?P<peer>[0-9.]{7,15}) (?:[a-z-]+ [0-9A-Za-z.:-]+ )*?(?:family-allowed \S+ )?"
+    r"ipv4 unicast (?P<prefix>[0-9./]{9,18})(?: path-information (?P<pid>[0-9.]{7,15}))?"
+    r" next-hop (?P<hop>[0-9.]{7,15})(?P<rest>(?: [\x21-\x7e]+)*)")
+_RIB_LP = re.compile(r" local-preference ([0-9]+)(?: |$)")
+
+
+def parse_rib_line(line: str) -> tuple[str, Route] | None:
+    """(peer, route) from one line of `show adj-rib in extensive`; None for a line of another
+    family. Raises ApiError for anything else that is not exactly such a line."""
+    text = line.strip()
+    if len(text) > 4096:
+        raise ApiError("adj-rib line too long")
+    m = _RIB_LINE.fullmatch(text)
+    if m is None:
+        if text.startswith("neighbor ") and " ipv4 unicast " not in text:
+            return None
+        raise ApiError(f"not an adj-rib line: {text[:80]!r}")
+    try:
+        peer = str(ipaddress.IPv4Address(m["peer"]))
+        prefix = ipaddress.IPv4Network(m["prefix"])
+        hop = ipaddress.IPv4Address(m["hop"])
+        pid = str(ipaddress.IPv4Address(m["pid"])) if m["pid"] else ""
+    except ValueError as exc:
+        raise ApiError(f"bad adj-rib line: {exc}") from None
+    lp = _RIB_LP.search(m["rest"])
+    return peer, Route(prefix, hop, _local_pref(lp[1] if lp else None), pid)

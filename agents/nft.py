@@ -95,6 +95,19 @@ class SourceFilter:
             if "No such file" not in str(exc) and "does not exist" not in str(exc):
                 raise
 
+    def members(self) -> dict[ipaddress.IPv4Address, tuple[str, ...]]:
+        """What this filter allowed: address -> its interfaces (the agent's saved state)."""
+        return {a: tuple(sorted(names)) for a, names in list(self._allowed.items()) if names}
+
+    def adopt(self, ifname: str, address: ipaddress.IPv4Address) -> None:
+        """A member a previous agent added: known, so that revoking it works."""
+        self._allowed.setdefault(address, set()).add(ifname)
+
+    def flush(self) -> None:
+        """Empty the set: after a restart that could not say what the set holds."""
+        self._nft.run(f"flush set {TABLE} {SOURCES_SET}")
+        self._allowed.clear()
+
     def revoke_address(self, address: ipaddress.IPv4Address) -> None:
         """Drop every (interface, address) pair this filter allowed for ``address``."""
         for ifname in sorted(self._allowed.pop(address, set())):

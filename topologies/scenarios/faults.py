@@ -1,0 +1,308 @@
+"""`flatarch scenario faults`: while the CN probes every MN and one MN keeps handing off, a
+timeline of faults (daemons killed, DNS servers stopped, links flapped, an RR and an AR down
+together), each repaired and then checked: sessions kept, routes neither stale nor missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, Self
+
+from agents.contract import Layout
+from topologies.analysis.measure import MeasureError
+from topologies.lab import inject
+from topologies.lab.daemons import DeadlineError, LabError, wait_until
+from topologies.lab.lab import Lab
+from topologies.model import Role
+from topologies.scenarios import traffic
+from topologies.scenarios.base import (
+    Progress,
+    RunDir,
+    Scenario,
+    provisioned_address,
+    read_events,
+    wait_for_clock,
+    walk,
+)
+from topologies.scenarios.baseline import failure_sessions
+from topologies.scenarios.progress import Eta
+from topologies.scenarios.registry import register
+
+FAULTS = "faults.json"  # per fault: what broke and was repaired when, handoffs, route checks
+KINDS = ("bgpd_agg", "bgpd_core", "exabgp_ar", "agent_ar", "named", "unbound",
+         "link_agg_core", "link_ar_uplink", "rr_and_ar")
+LEAD_S = 1.0  # probes before the fault
+HOLD_S = 2.0  # the fault lasts this long (a handoff falls inside it) before its repair
+TAIL_S = 1.0  # probes after recovery
+RECOVER_S = 60.0  # a repair that has not converged by then is reported as such
+
+
+def agent_status(lab: Lab, node: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads((lab.rundir(node) / Layout.AGENT_STATUS).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def route_check(lab: Lab, addresses: dict[str, IPv4Address]) -> tuple[int, int]:
+    """(stale, missing) host-route state over every AR, from the agents' status: the AR
+    serving an MN attaches it and, away from home, announces its /32; no other AR attaches
+    or announces it, and no AR's RIB holds a /32 path for it toward another AR."""
+    assert lab.radio is not None
+    ars = [a.name for a in lab.topo.by_role(Role.AR)]
+    loop = {a: str(lab.topo.nodes[a].loopback) for a in ars}
+    st = {a: agent_status(lab, a) for a in ars}
+    stale = missing = 0
+    for mn, addr in addresses.items():
+        a, here = str(addr), lab.radio.where.get(mn)
+        pool = lab.topo.nodes[here].pool if here in lab.topo.nodes else None
+        away = pool is None or addr not in pool
+        mob = st.get(here or "", {}).get("mobility", {})
+        missing += a not in mob.get("attached", {})
+        missing += away and a not in mob.get("announced", {})
+        for ar in ars:
+            m = st[ar].get("mobility", {})
+            if ar != here:
+                stale += (a in m.get("attached", {})) + (a in m.get("announced", {}))
+            paths = st[ar].get("rib_host_routes", {}).get(f"{a}/32", [])
+            stale += sum(1 for hop, _lp in paths if not away or hop != loop.get(here or ""))
+    return stale, missing
+
+
+@register
+class FaultsScenario(Scenario):
+    name = "faults"
+    help = "daemons killed, DNS stopped, links flapped under traffic and handoffs; recovery checked"
+
+    def __init__(self, lab: Lab, *, kinds: tuple[str, ...] = KINDS, mn: str | None = None,
+                 out_dir: Path | None = None, progress: Progress | None = None) -> None:
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            raise LabError(f"unknown fault kinds {unknown} (known: {', '.join(KINDS)})")
+        super().__init__(lab, mn, progress, out_dir)
+        self.kinds = kinds
+        self.mobiles = [m for m in lab.mobiles if m not in self.topo.dhcp_mobiles]
+        self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}
+        self._walk = [s.to for s in walk(self.topo, self.mn)]
+        self._step = 0
+        self._t_start = time.time()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--kinds", default=",".join(KINDS),
+                            help="comma-separated fault kinds, in order (default: all)")
+
+    @classmethod
+    def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
+        return cls(lab, kinds=tuple(k for k in args.kinds.split(",") if k), out_dir=out_dir)
+
+    def params(self) -> dict[str, Any]:
+        return {"mn": self.mn, "kinds": list(self.kinds), "mobiles": self.mobiles}
+
+    # --- the faults: each returns (node, repair) after breaking something ----------------
+
+    def _serving(self) -> str:
+        assert self.lab.radio is not None
+        return self.lab.radio.where[self.mn]
+
+    def _parent(self, ar: str) -> str:
+        return self.topo.ar_parents(ar)[0]
+
+    def _core(self, agg: str) -> str:
+        return next(i.peer for i in self.topo.nodes[agg].interfaces
+                    if self.topo.nodes[i.peer].role is Role.CORE)
+
+    def _dns(self, kind: str) -> str:
+        return next(n for n, ds in self.lab.daemons.items() if any(d.kind == kind for d in ds))
+
+    def _break(self, kind: str) -> tuple[str, Callable[[], None]]:
+        lab, ar = self.lab, self._serving()
+        agg = self._parent(ar)
+        if kind in ("bgpd_agg", "bgpd_core"):
+            node = agg if kind == "bgpd_agg" else self._core(agg)
+            inject.kill(lab, node, "bgpd")
+            return node, lambda: (inject.start(lab, node, "bgpd"), None)[1]
+        if kind == "exabgp_ar":
+            inject.kill(lab, ar, "exabgp")
+            return ar, lambda: (inject.restart_exabgp(lab, ar), None)[1]
+        if kind == "agent_ar":
+            inject.kill_agent(lab, ar)  # ExaBGP respawns it: the repair is part of the fault
+            return ar, lambda: None
+        if kind in ("named", "unbound"):
+            node = self._dns(kind)
+            inject.daemon(lab, node, kind).stop()
+            return node, lambda: (inject.start(lab, node, kind), None)[1]
+        if kind == "link_agg_core":
+            ifname = inject.link_toward(lab, agg, self._core(agg))
+            inject.set_link(lab, agg, ifname, False)
+            return agg, lambda: (inject.set_link(lab, agg, ifname, True), None)[1]
+        if kind == "link_ar_uplink":
+            ifname = inject.link_toward(lab, ar, agg)
+            inject.set_link(lab, ar, ifname, False)
+            return ar, lambda: (inject.set_link(lab, ar, ifname, True), None)[1]
+        # rr_and_ar: the MN's reflector and another AR of its cluster fail together; that
+        # AR's MNs move to a sibling at once (radio-loss detection is not modelled).
+        victim = next(a for a in self.topo.cluster_of(ar).ars if a != ar)
+        links = [i.name for i in self.topo.nodes[victim].interfaces]
+        inject.kill(lab, agg, "bgpd")
+        for name in links:
+            inject.set_link(lab, victim, name, False)
+        assert lab.radio is not None
+        for mn in self.mobiles:
+            if lab.radio.where.get(mn) == victim:
+                lab.handoff(mn, ar)
+
+        def repair() -> None:
+            for name in links:
+                inject.set_link(lab, victim, name, True)
+            inject.start(lab, agg, "bgpd")
+
+        return f"{agg}+{victim}", repair
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def _handoff(self, node: str) -> dict[str, Any]:
+        """The mover's next step of its walk, skipping the AR under fault."""
+        here = self._serving()
+        for _ in range(len(self._walk)):
+            to = self._walk[self._step % len(self._walk)]
+            self._step += 1
+            if to != here and to not in node.split("+"):
+                break
+        t = time.time()
+        try:
+            rec = self.lab.handoff(self.mn, to)
+        except LabError as exc:
+            rec = {"ok": False, "error": str(exc)}
+        reasons = self._refusals(to, t)
+        ok = bool(rec.get("ok")) and not rec.get("not_rerouted")
+        if not ok and not reasons:
+            reasons = [str(rec.get("error") or "not re-routed")]
+        return {"to": to, "t": t, "ok": ok, "reasons": reasons,
+                "auth_ms": rec.get("auth_ms")}
+
+    def _retry(self, ar: str) -> bool:
+        answer = self.lab.control(self.mn).request({"cmd": "attach", "ar": ar}, timeout=30)
+        return bool(answer.get("ok")) and not answer.get("not_rerouted")
+
+    def _refusals(self, ar: str, since: float) -> list[str]:
+        """The reasons the AR gave for refusing the mover's addresses (its 'checked' event)."""
+        out: list[str] = []
+        for ev in read_events(self.lab.rundir(ar) / Layout.EVENTS):
+            if ev.get("ev") == "checked" and float(ev.get("t", 0)) >= since:
+                out += [str(r) for r in (ev.get("refused") or {}).values()]
+        return out
+
+    def _one(self, kind: str) -> dict[str, Any]:
+        tag = kind
+        with contextlib.ExitStack() as stack:
+            for mn, addr in self.addresses.items():
+                stack.enter_context(traffic.probe(self.lab, self.cn, addr,
+                                                  self.dir / f"fail-{tag}-{mn}.txt"))
+            wait_for_clock(time.time() + LEAD_S)
+            t_fault = time.time()
+            node, repair = self._break(kind)
+            handoffs = [self._handoff(node)]
+            wait_for_clock(t_fault + HOLD_S)
+            repair()
+            t_repaired = time.time()
+            counts = {"stale": -1, "missing": -1}
+
+            def clean() -> bool:
+                if not handoffs[-1]["ok"] and not handoffs[-1].get("retried_ok"):
+                    # Refused while the fault lasted (fail closed): the MN authenticates
+                    # again, as after any rejection; the network must take it now.
+                    handoffs[-1]["retried_ok"] = self._retry(handoffs[-1]["to"])
+                counts["stale"], counts["missing"] = route_check(self.lab, self.addresses)
+                return counts["stale"] == 0 and counts["missing"] == 0
+
+            try:
+                wait_until(clean, RECOVER_S, f"routes after {kind}", 0.2)
+                t_recovered: float | None = time.time()
+            except DeadlineError:
+                t_recovered = None
+            t_end = max(time.time(), t_repaired) + TAIL_S
+            wait_for_clock(t_end)
+        self.progress(f"  {kind} on {node}: recovered "
+                      f"{'in %.1f s' % (t_recovered - t_fault) if t_recovered else 'NOT'}; "
+                      f"stale {counts['stale']}, missing {counts['missing']}")
+        return {"kind": kind, "node": node, "tag": tag, "arch": "flat", "event": kind,
+                "t_start": self._t_start, "t_fail": t_fault,
+                "t_repaired": t_repaired, "t_recovered": t_recovered,
+                "observe_s": t_end - t_fault, "handoffs": handoffs,
+                "stale_routes_after": counts["stale"], "missing_routes_after": counts["missing"],
+                "addresses": {mn: str(a) for mn, a in self.addresses.items()}}
+
+    @property
+    def cn(self) -> str:
+        return self.topo.service("cn").name
+
+    def measure(self) -> None:
+        self.progress(f"faults scenario: {len(self.kinds)} faults, {len(self.mobiles)} sessions")
+        out: list[dict[str, Any]] = []
+        self._t_start = time.time()
+        eta = Eta(len(self.kinds), self.progress)
+        try:
+            for kind in self.kinds:
+                out.append(self._one(kind))
+                eta.step(kind)
+        finally:
+            eta.done()
+            (self.dir / FAULTS).write_text(json.dumps(out, indent=1))
+            self.keep_files([a.name for a in self.topo.by_role(Role.AR)], ("events.jsonl",))
+
+    # --- analysis ---------------------------------------------------------------------------
+
+    @classmethod
+    def analyse(cls, out_dir: Path) -> dict[str, Any]:
+        RunDir.open(out_dir)
+        try:
+            raw = json.loads((out_dir / FAULTS).read_text())
+        except (OSError, ValueError) as exc:
+            raise MeasureError(f"{out_dir}: no usable {FAULTS}: {exc}") from None
+        return {"scenario": cls.name, "faults": [fault_row(out_dir, f) for f in raw]}
+
+    @staticmethod
+    def table(result: dict[str, Any]) -> str:
+        head = (f"{'fault':16s} {'at_s':>6s} {'sess':>5s} {'kept':>5s} {'gap_ms':>8s} "
+                f"{'hand':>4s} {'fail':>4s} {'stale':>5s} {'miss':>4s} {'recov_s':>7s}")
+        rows = [head]
+        for f in result["faults"]:
+            gap = "-" if f["worst_gap_ms"] is None else f"{f['worst_gap_ms']:.0f}"
+            rec = "-" if f["recovered_s"] is None else f"{f['recovered_s']:.1f}"
+            rows.append(f"{f['kind']:16s} {f['at_s']:6.1f} {f['sessions_total']:5d} "
+                        f"{f['sessions_survived']:5d} {gap:>8s} {f['handoffs_during']:4d} "
+                        f"{f['handoffs_failed']:4d} {f['stale_routes_after']:5d} "
+                        f"{f['missing_routes_after']:4d} {rec:>7s}")
+            if f["failure_reasons"]:
+                rows.append(f"{'':16s} refused: {f['failure_reasons']}")
+        return "\n".join(rows)
+
+
+def fault_row(out_dir: Path, f: dict[str, Any]) -> dict[str, Any]:
+    """One fault in the issue's shape, from its raw record and its probe files."""
+    t0 = float(f["t_fail"])
+    sessions = failure_sessions(out_dir, f)["sessions"]
+    gaps = [s["recovery_ms"] for s in sessions if s["recovery_ms"] is not None]
+    reasons = Counter(r for h in f["handoffs"] for r in h["reasons"])
+    start = float(f.get("t_start", t0))
+    return {
+        "kind": f["kind"], "node": f["node"], "at_s": round(t0 - start, 3),
+        "sessions_total": len(sessions),
+        "sessions_survived": sum(1 for s in sessions if s["survived"]),
+        "worst_gap_ms": max(gaps) if gaps else None,
+        "handoffs_during": len(f["handoffs"]),
+        "handoffs_failed": sum(1 for h in f["handoffs"] if not h["ok"]),
+        "failure_reasons": dict(reasons),
+        "stale_routes_after": int(f["stale_routes_after"]),
+        "missing_routes_after": int(f["missing_routes_after"]),
+        "recovered_s": (round(float(f["t_recovered"]) - t0, 3)
+                        if f["t_recovered"] is not None else None),
+    }
