@@ -235,7 +235,9 @@ class ArAgent:
             "time": time.time(),
             "peers": self.peers,
             "rib_prefixes": len(self.rib.prefixes()),
-            "fib_routes": {str(p): str(r.next_hop) for p, (r, _) in self.fib.installed.items()},
+            # A snapshot in one C-level step: the FIB worker thread changes the dict meanwhile.
+            "fib_routes": {str(p): str(r.next_hop)
+                           for p, (r, _) in list(self.fib.installed.items())},
             "mobility": self.mobility.status() if self.mobility else {},
             # Host routes as this AR hears them: every path's next hop and LOCAL_PREF.
             "rib_host_routes": {
