@@ -684,6 +684,9 @@ class ArAgent:
         # A Home Agent originates nothing of its own: it has no pool.
         announce = asyncio.create_task(self.channel.send(api.announce(self.pool))
                                        if self.pool.prefixlen < 32 else asyncio.sleep(0))
+        if self.config is not None and self.config.ipv6 is not None:  # dual stack (issue 18)
+            six = self.config.ipv6
+            self._spawn(self.channel.send(api.announce(six.pool, next_hop=six.loopback)))
         if self.config is not None:
             try:
                 await self.start_auth()

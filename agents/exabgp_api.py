@@ -166,11 +166,14 @@ def parse_line(line: str) -> Event | None:
                   withdrawn_ids=[_path_id(n) for n in gone])
 
 
-def announce(prefix: ipaddress.IPv4Network, local_pref: int | None = None,
-             communities: tuple[str, ...] = ()) -> str:
+def announce(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
+             local_pref: int | None = None, communities: tuple[str, ...] = (),
+             next_hop: ipaddress.IPv6Address | None = None) -> str:
+    """An IPv6 route names its next hop (the AR's IPv6 loopback): "self" on an IPv4
+    session would be the IPv4 address."""
     lp = f" local-preference {local_pref}" if local_pref is not None else ""
     comm = f" community [{' '.join(communities)}]" if communities else ""
-    return f"announce route {prefix} next-hop self{lp}{comm}"
+    return f"announce route {prefix} next-hop {next_hop or 'self'}{lp}{comm}"
 
 
 def withdraw(prefix: ipaddress.IPv4Network) -> str:

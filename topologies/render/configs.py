@@ -110,9 +110,11 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         "loopback": str(node.loopback) if node.loopback else "",
         "interfaces": [
             {"name": i.name, "cidr": i.cidr,
-             "mtu": BACKBONE_MTU if node.is_router and topo.nodes[i.peer].is_router else 0}
+             "mtu": BACKBONE_MTU if node.is_router and topo.nodes[i.peer].is_router else 0,
+             "cidr6": str(topo.backbone6.end(node.name, i.peer)) if topo.backbone6 else ""}
             for i in node.interfaces
         ],
+        **ip6_data(topo, node),
         "overlay": overlay_data(topo, node),
         "pool": str(node.pool) if node.pool else "",
         "pool_gateway": str(node.pool_gateway) if node.pool else "",
@@ -129,6 +131,22 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
              "cidr": f"{topo.outside_gateway}/{topo.outside_net.prefixlen}"}
             if node.name == topo.outside_cell and topo.outside_net else None
         ),
+    }
+
+
+def ip6_data(topo: Topology, node: Node) -> dict[str, str]:
+    """The node's IPv6 side (issue 18), all empty on an IPv4-only backbone."""
+    bb = topo.backbone6
+    if bb is None:
+        return {"loopback6": "", "pool6": "", "pool6_gateway": "", "gateway6": ""}
+    pool6 = node.pool6 if node.role is Role.AR else None
+    gateway6 = (str(bb.end(node.interfaces[0].peer, node.name).ip)
+                if node.role is Role.HOST else "")
+    return {
+        "loopback6": str(bb.loopback(node.name)) if node.is_router else "",
+        "pool6": str(pool6) if pool6 else "",
+        "pool6_gateway": str(pool6.network_address + 1) if pool6 else "",
+        "gateway6": gateway6,
     }
 
 
@@ -164,7 +182,7 @@ def render_air(topo: Topology) -> str:
 
 
 def zebra_data(topo: Topology, node: Node) -> dict[str, Any]:
-    return {"name": node.name, "role": str(node.role)}
+    return {"name": node.name, "role": str(node.role), "ipv6": topo.backbone6 is not None}
 
 
 def ospfd_data(topo: Topology, node: Node) -> dict[str, Any]:
@@ -303,7 +321,45 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path("."),
         "prefix_lists": prefix_lists,
         "aggregates": aggregates,
         "networks": networks,
+        "ipv6": bgp6_data(topo, node),
     }
+
+
+def bgp6_data(topo: Topology, node: Node) -> dict[str, Any] | None:
+    """The IPv6 unicast family of a bgpd (issue 18), the IPv4 policy in the other family:
+    cluster aggregates at the aggregation reflectors, their more-specifics kept inside the
+    cluster, only aggregates (and the HA's subnet) out to the Internet."""
+    bb, plan6 = topo.backbone6, topo.plan6
+    if bb is None or plan6 is None:
+        return None
+    managed = plan6.block("addressing.ipv6.managed").network
+    networks: list[str] = []
+    aggregates: list[str] = []
+    prefix_lists: list[dict[str, Any]] = []
+    if node.role is Role.CORE:
+        cluster_len = _v6net(topo.clusters[0].prefix6).prefixlen
+        networks = [str(bb.end(n.name, n.interfaces[0].peer).network)
+                    for n in topo.nodes.values() if n.service == "ha"]
+        prefix_lists.append({"name": "TO-INTERNET6", "entries": [
+            {"action": "permit", "prefix": str(managed), "ge": 0, "le": cluster_len},
+            *({"action": "permit", "prefix": n, "ge": 0, "le": 0} for n in networks),
+            {"action": "deny", "prefix": "::/0", "ge": 0, "le": 128},
+        ]})
+    elif node.role is Role.AGG:
+        served = [_v6net(c.prefix6) for c in topo.agg_clusters(node.name)]
+        aggregates = [str(p) for p in served]
+        prefix_lists.append({"name": "OWN-MORE-SPECIFICS6", "entries": [
+            {"action": "permit", "prefix": str(p), "ge": p.prefixlen + 1, "le": 128}
+            for p in served]})
+    elif node.role is Role.INET:
+        cn = topo.service("cn")
+        networks = [str(bb.end(cn.name, cn.interfaces[0].peer).network)]
+    return {"networks": networks, "aggregates": aggregates, "prefix_lists": prefix_lists}
+
+
+def _v6net(n: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network:
+    assert n is not None
+    return n
 
 
 def _passwords(node: Node, data: dict[str, Any], secret: bytes | None) -> dict[str, Any]:
@@ -378,7 +434,21 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConf
             lease_s=topo.dhcp.lease_s, remote_renewals=topo.dhcp.remote_renewals,
             first=topo.dhcp.first, last=topo.dhcp.last, home_agent=home_agent_name(topo),
             tsig=rundir / Layout.TSIG, primary=resolver_address(topo), primary_port=NAMED_PORT),
+        ipv6=ar_ipv6(topo, node),
     )
+
+
+def ar_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
+    """The AR agent's IPv6 side, on a dual-stack backbone only."""
+    bb, plan6 = topo.backbone6, topo.plan6
+    if bb is None or plan6 is None or node.pool6 is None:
+        return None
+    managed = plan6.block("addressing.ipv6.managed").network
+    assert isinstance(managed, ipaddress.IPv6Network)
+    return contract.ArIpv6(
+        loopback=bb.loopback(node.name), pool=node.pool6, managed=managed,
+        mn_prefixlen=plan6.mn_prefixlen,
+        loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)})
 
 
 HA_TUNNEL = contract.HaTunnel(
@@ -468,12 +538,14 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path,
         # peers are the core route reflectors (Figure 3).
         return _passwords(node, {
             "name": node.name, "router_id": str(node.interfaces[0].address), "asn": topo.asn,
+            "ipv6": False,  # the Home Agent stays IPv4-only (docs/ipv6.md)
             "holdtime": BGP_HOLD, "agent_argv": " ".join(agent_argv(topo, node, rundir)),
             "neighbors": [{"address": str(c.loopback), "name": c.name}
                           for c in topo.by_role(Role.CORE)],
         }, secret)
     return _passwords(node, {
         "name": node.name,
+        "ipv6": topo.backbone6 is not None,  # both families on the IPv4 sessions
         "router_id": str(node.loopback),
         "asn": topo.asn,
         "holdtime": BGP_HOLD,
@@ -491,9 +563,11 @@ def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
         return ["exabgp", "agent"] if node.service == "ha" else []
     if node.role is Role.INET:
         return ["zebra", "bgpd", *(["dnsmasq"] if topo and topo.outside_cell else [])]
+    # OSPFv3 beside OSPFv2 on a dual-stack backbone (issue 18).
+    igp = ["ospfd", *(["ospf6d"] if topo is not None and topo.backbone6 else [])]
     if node.role is Role.AR:
-        return ["zebra", "ospfd", "exabgp", "agent"]
-    return ["zebra", "ospfd", "bgpd"]
+        return ["zebra", *igp, "exabgp", "agent"]
+    return ["zebra", *igp, "bgpd"]
 
 
 def render_node(topo: Topology, node: Node, rundir: Path,
@@ -519,6 +593,7 @@ def render_node(topo: Topology, node: Node, rundir: Path,
         elif kind == "bgpd":
             out[kind] = render("frr/bgpd.conf.j2", bgpd_data(topo, node, rundir, bgp_secret))
         else:
-            builder = {"zebra": zebra_data, "ospfd": ospfd_data}[kind]
+            # ospf6d runs on the same links as ospfd: the same data, another template.
+            builder = {"zebra": zebra_data, "ospfd": ospfd_data, "ospf6d": ospfd_data}[kind]
             out[kind] = render(f"frr/{kind}.conf.j2", builder(topo, node))
     return out
