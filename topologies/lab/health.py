@@ -40,6 +40,18 @@ class FamilyHealth:
     def family_reachable(self) -> bool:
         return self.pools_ok == self.pools_total and not self.core_leaks
 
+    def family_rows(self, family: str = "") -> list[tuple[str, str, str]]:
+        return [
+            (f"{family}BGP sessions established", f"{self.bgp_established}/{self.bgp_total}",
+             _ok(self.bgp_established == self.bgp_total)),
+            (f"{family}OSPF adjacencies full", f"{self.ospf_full}/{self.ospf_expected}",
+             _ok(self.ospf_full == self.ospf_expected)),
+            (f"{family}AR pools reachable from CN", f"{self.pools_ok}/{self.pools_total}",
+             _ok(self.pools_ok == self.pools_total)),
+            (f"core holds only {family}aggregates", str(len(self.core_leaks)) + " leaks",
+             _ok(not self.core_leaks)),
+        ]
+
     def counts_json(self) -> dict[str, Any]:
         return {
             "bgp_sessions": {"established": self.bgp_established, "total": self.bgp_total},
@@ -82,29 +94,8 @@ class Health(FamilyHealth):
         }
 
     def table(self) -> str:
-        rows = [
-            ("nodes", str(self.nodes), ""),
-            ("BGP sessions established", f"{self.bgp_established}/{self.bgp_total}",
-             _ok(self.bgp_established == self.bgp_total)),
-            ("OSPF adjacencies full", f"{self.ospf_full}/{self.ospf_expected}",
-             _ok(self.ospf_full == self.ospf_expected)),
-            ("AR pools reachable from CN", f"{self.pools_ok}/{self.pools_total}",
-             _ok(self.pools_ok == self.pools_total)),
-            ("core holds only aggregates", str(len(self.core_leaks)) + " leaks",
-             _ok(not self.core_leaks)),
-        ]
-        if self.ipv6 is not None:
-            v6 = self.ipv6
-            rows[-1:-1] = [
-                ("IPv6 BGP family established", f"{v6.bgp_established}/{v6.bgp_total}",
-                 _ok(v6.bgp_established == v6.bgp_total)),
-                ("OSPFv3 adjacencies full", f"{v6.ospf_full}/{v6.ospf_expected}",
-                 _ok(v6.ospf_full == v6.ospf_expected)),
-                ("AR IPv6 pools reachable from CN", f"{v6.pools_ok}/{v6.pools_total}",
-                 _ok(v6.pools_ok == v6.pools_total)),
-            ]
-            rows.append(("core holds only IPv6 aggregates", f"{len(v6.core_leaks)} leaks",
-                         _ok(not v6.core_leaks)))
+        rows = [("nodes", str(self.nodes), ""), *self.family_rows(),
+                *(self.ipv6.family_rows("IPv6 ") if self.ipv6 is not None else [])]
         w = max(len(r[0]) for r in rows)
         lines = [f"{a:<{w}}  {b:>10}  {c}" for a, b, c in rows]
         lines += [f"problem: {p}" for p in self.problems]

@@ -1,0 +1,125 @@
+"""The dual-stack backbone (issue 18): IPv6 numbering from the plan, the per-family render
+data, the health record, and an IPv4-only topology untouched."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agents import contract
+from agents import exabgp_api as api
+from topologies import model
+from topologies.lab.health import FamilyHealth, Health
+from topologies.model import Role, TopologyError
+from topologies.render import configs as render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def doc(v6: dict[str, Any] | None = None, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    d = copy.deepcopy(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
+    d["addressing"]["ipv6"].update(v6 or {})
+    for key in drop:
+        del d["addressing"]["ipv6"][key]
+    return dict(d)
+
+
+def test_ipv6_numbering_follows_ipv4() -> None:
+    t = model.build(doc())
+    bb = t.backbone6
+    assert bb is not None
+    lo_base = ipaddress.IPv4Address("10.255.0.0")
+    for r in t.routers:
+        assert r.loopback is not None
+        offset = int(r.loopback) - int(lo_base)
+        assert int(bb.loopback(r.name)) - int(ipaddress.IPv6Address("2001:db8:ff::")) == offset
+    nets = set()
+    for lk in t.links:
+        a, b = bb.end(lk.a, lk.b), bb.end(lk.b, lk.a)
+        assert a.network == b.network and a.network.prefixlen == 64
+        assert (int(a.ip) & 0xF, int(b.ip) & 0xF) == (1, 2)
+        nets.add(a.network)
+    assert len(nets) == len(t.links)  # one /64 per link
+    assert bb.owners()[str(bb.loopback("ar1"))] == "ar1"
+    with pytest.raises(TopologyError, match="no IPv6 link between ar1 and ar8"):
+        bb.end("ar1", "ar8")
+
+
+def test_without_the_backbone_blocks_the_lab_stays_ipv4() -> None:
+    t = model.build(doc(drop=("loopbacks", "links")))
+    assert t.plan6 is not None and t.backbone6 is None
+    assert "ospf6d" not in render.daemons_for(t.node("agg1"), t)
+    assert render.bgpd_data(t, t.node("agg1"))["ipv6"] is None
+    agent = render.agent_data(t, t.node("ar1"), Path("/run/x/ar1"))
+    assert agent.ipv6 is None and '"ipv6"' not in agent.to_json()
+
+
+@pytest.mark.parametrize(("v6", "message"), [
+    ({"links": "2001:db8:4000::/48"}, r"addressing.ipv6.links .* overlaps addressing.ipv6"),
+    ({"loopbacks": "10.255.0.0/24"}, r"is not an IPv6 network"),
+    ({"links": "2001:db8:fe00::/63"}, r"links 2001:db8:fe00::/63 ran out: no /64 left"),
+])
+def test_a_bad_backbone_block_is_refused(v6: dict[str, Any], message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        model.build(doc(v6))
+
+
+def test_ipv6_policy_mirrors_ipv4() -> None:
+    t = model.build(doc())
+    agg = render.bgpd_data(t, t.node("agg1"))["ipv6"]
+    assert agg["aggregates"] == ["2001:db8:4000::/44", "2001:db8:4030::/44"]
+    (own,) = agg["prefix_lists"]
+    assert own["name"] == "OWN-MORE-SPECIFICS6"
+    assert [(e["prefix"], e["ge"], e["le"]) for e in own["entries"]] == [
+        ("2001:db8:4000::/44", 45, 128), ("2001:db8:4030::/44", 45, 128)]
+    core = render.bgpd_data(t, t.node("core1"))["ipv6"]
+    (out,) = core["prefix_lists"]
+    assert [(e["action"], e["prefix"], e["le"]) for e in out["entries"]] == [
+        ("permit", "2001:db8:4000::/40", 44), ("permit", core["networks"][0], 0),
+        ("deny", "::/0", 128)]
+    inet = render.bgpd_data(t, t.node("inet"))["ipv6"]
+    assert inet["networks"] == [str(t.backbone6.end("cn", "inet").network)]  # type: ignore[union-attr]
+    assert "ospf6d" in render.daemons_for(t.node("ar1"), t)
+
+
+def test_the_ar_agent_gets_its_ipv6_side() -> None:
+    t = model.build(doc())
+    ar1 = t.node("ar1")
+    cfg = render.agent_data(t, ar1, Path("/run/x/ar1"))
+    assert cfg.ipv6 is not None and cfg.ipv6.pool == ar1.pool6
+    assert str(cfg.ipv6.loopback) == "2001:db8:ff::7" and cfg.ipv6.mn_prefixlen == 64
+    again = contract.ArAgentConfig.from_json(json.loads(cfg.to_json()))
+    assert again == cfg
+    line = api.announce(cfg.ipv6.pool, next_hop=cfg.ipv6.loopback)
+    assert line == "announce route 2001:db8:4000::/56 next-hop 2001:db8:ff::7"
+    assert api.announce(ipaddress.IPv4Network("10.64.0.0/24")) == \
+        "announce route 10.64.0.0/24 next-hop self"
+
+
+def test_health_record_adds_ipv6_only_on_a_dual_stack_backbone() -> None:
+    assert "ipv6" not in Health(nodes=1).as_json()
+    h = Health(nodes=1, bgp_established=2, bgp_total=2, pools_ok=1, pools_total=1,
+               ipv6=FamilyHealth(bgp_established=1, bgp_total=2, pools_ok=1, pools_total=1))
+    rec = h.as_json()
+    assert rec["ipv6"] == {"bgp_sessions": {"established": 1, "total": 2}, "ospf_full": True,
+                           "ospf_adjacencies": {"full": 0, "expected": 0},
+                           "pools_reachable": {"ok": 1, "total": 1},
+                           "core_more_specifics": []}
+    assert not h.converged and not h.healthy and h.reachable
+    assert "IPv6 BGP sessions established" in h.table()
+    h.ipv6 = FamilyHealth(bgp_established=2, bgp_total=2, pools_total=1)
+    assert h.converged and not h.reachable and not h.healthy
+
+
+def test_every_ar_has_an_ipv6_pool_address_inside_its_pool() -> None:
+    t = model.build(doc())
+    for ar in t.by_role(Role.AR):
+        data = render.ip6_data(t, ar)
+        assert ar.pool6 is not None
+        assert ipaddress.IPv6Address(data["pool6_gateway"]) in ar.pool6
