@@ -44,7 +44,7 @@ from .contract import (
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
-from .fib import RTPROT_FLATARCH, KernelFib, Rib
+from .fib import RTPROT_FLATARCH, Hop, KernelFib, Net, Rib
 from .handoff import ArInfo, EventLog, Mobility
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
@@ -111,9 +111,10 @@ class ArAgent:
         # must not queue behind a burst of BGP route syncs. They touch other metrics than
         # the BGP routes, so the two workers never undo each other's kernel state.
         self._handoff_thread = ThreadPoolExecutor(1, thread_name_prefix="handoff")
+        pool6 = config.ipv6.pool if config is not None and config.ipv6 is not None else None
         self.fib: KernelFib = self._fib_thread.submit(
-            # Our own pool is local (blackhole + addresses); the default comes from OSPF.
-            KernelFib, lambda p: p.prefixlen == 0 or p == pool
+            # Our own pools are local (blackhole + addresses); the default comes from OSPF.
+            KernelFib, lambda p: p.prefixlen == 0 or p in (pool, pool6)
         ).result()
         self.peers: dict[str, bool] = {}
         self.channel = ExaBgpChannel(sys.stdout)
@@ -143,9 +144,9 @@ class ArAgent:
 
     # --- FIB ----------------------------------------------------------------------------
 
-    def _apply(self, best: dict[ipaddress.IPv4Network, Any], full: bool) -> None:
+    def _apply(self, best: dict[Net, Any], full: bool) -> None:
         """Worker thread: bring the kernel in line with the given best routes."""
-        paths: dict[ipaddress.IPv4Address, Any] = {}
+        paths: dict[Hop, Any] = {}
         for p, route in best.items():
             self.fib.sync(p, route, paths)
         if full:
@@ -154,7 +155,7 @@ class ArAgent:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.write_status)
 
-    def push(self, prefixes: set[ipaddress.IPv4Network] | None = None) -> None:
+    def push(self, prefixes: set[Net] | None = None) -> None:
         """Snapshot best paths in the loop thread and hand them to the FIB worker."""
         full = prefixes is None
         todo = set(self.rib.prefixes()) if prefixes is None else prefixes
@@ -445,7 +446,9 @@ class ArAgent:
         netlink socket, reading only the header and the route's protocol: parsing every
         message in Python would hold the interpreter lock against the handoff path while
         our own FIB changes stream by."""
-        for kind, payload in netlink.monitor(netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE):
+        six = netlink.RTMGRP_IPV6_ROUTE if self.config and self.config.ipv6 else 0  # OSPFv3
+        for kind, payload in netlink.monitor(netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE
+                                             | six):
             if kind in (netlink.RTM_NEWROUTE, netlink.RTM_DELROUTE):
                 if netlink.route_proto(payload) == RTPROT_FLATARCH:
                     continue

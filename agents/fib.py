@@ -24,7 +24,8 @@ PARK_METRIC = 90  # an idle MN's packets wait in the paging buffer, whatever els
 ACCESS_METRIC = 100  # an MN attached here beats any BGP route for its /32
 
 
-Net = ipaddress.IPv4Network
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network  # BGP routes of both families
+Hop = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,12 @@ def best(routes: Iterable[tuple[str, Route]]) -> Route | None:
     return ranked[0][1] if ranked else None
 
 
-def host(address: ipaddress.IPv4Address) -> Net:
+def host(address: ipaddress.IPv4Address) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network((address, 32))
 
 
-def _gw(gateway: str | None) -> ipaddress.IPv4Address | None:
-    return ipaddress.IPv4Address(gateway) if gateway else None
+def _gw(gateway: str | None) -> Hop | None:
+    return ipaddress.ip_address(gateway) if gateway else None
 
 
 def _key(peer: str, path_id: str) -> str:
@@ -108,7 +109,7 @@ class KernelFib:
     def close(self) -> None:
         self._nl.close()
 
-    def resolve(self, next_hop: ipaddress.IPv4Address) -> Path | None:
+    def resolve(self, next_hop: Hop) -> Path | None:
         """The IGP path toward a BGP next hop, never through one of our own routes."""
         try:
             res = self._nl.route_get(next_hop)
@@ -129,7 +130,7 @@ class KernelFib:
         self,
         prefix: Net,
         route: Route | None,
-        paths: dict[ipaddress.IPv4Address, Path | None] | None = None,
+        paths: dict[Hop, Path | None] | None = None,
     ) -> None:
         """Make the kernel match the RIB's best route for one prefix.
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 from .auth import AuthResult
 from .contract import Mode
 from .exabgp_api import Route
-from .fib import host
+from .fib import Hop, Net, host
 from .paging import Buffer, destination
 
 log = logging.getLogger("agents.handoff")
@@ -192,7 +192,7 @@ class Mobility:
 
     def __post_init__(self) -> None:
         self._by_fqdn = {a.fqdn: a for a in self.ars.values()}
-        self._by_loopback = {a.loopback: a for a in self.ars.values()}
+        self._by_loopback: dict[Hop, ArInfo] = {a.loopback: a for a in self.ars.values()}
 
     # --- LOCAL_PREF ------------------------------------------------------------------------
 
@@ -334,12 +334,12 @@ class Mobility:
 
     # --- reacting to BGP and to the access links ----------------------------------------------
 
-    def on_rib_change(self, prefixes: Iterable[IPv4Network]) -> None:
+    def on_rib_change(self, prefixes: Iterable[Net]) -> None:
         for p in prefixes:
-            if p.prefixlen == 32:
+            if isinstance(p, IPv4Network) and p.prefixlen == 32:  # IPv6: routes only, so far
                 self._check(p.network_address)
 
-    def _cluster_of(self, loopback: IPv4Address) -> IPv4Network:
+    def _cluster_of(self, loopback: Hop) -> IPv4Network:
         ar = self._by_loopback.get(loopback)
         return ar.cluster if ar is not None else IPv4Network("0.0.0.0/32")
 

@@ -3,6 +3,7 @@ data, the health record, and an IPv4-only topology untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 import json
@@ -123,3 +124,94 @@ def test_every_ar_has_an_ipv6_pool_address_inside_its_pool() -> None:
         data = render.ip6_data(t, ar)
         assert ar.pool6 is not None
         assert ipaddress.IPv6Address(data["pool6_gateway"]) in ar.pool6
+
+
+def update6(announce: dict[str, list[dict[str, Any]]], withdraw: list[dict[str, Any]],
+            lp: int = 100, v4: dict[str, list[str]] | None = None) -> str:
+    upd: dict[str, Any] = {"attribute": {"origin": "igp", "local-preference": lp},
+                           "announce": {"ipv6 unicast": announce}}
+    if v4:
+        upd["announce"]["ipv4 unicast"] = {nh: [{"nlri": p} for p in ps] for nh, ps in v4.items()}
+    if withdraw:
+        upd["withdraw"] = {"ipv6 unicast": withdraw}
+    return json.dumps({"type": "update", "neighbor": {
+        "address": {"local": "10.255.0.7", "peer": "10.255.0.3"}, "message": {"update": upd}}})
+
+
+def test_exabgp_updates_are_read_in_both_families() -> None:
+    line = update6({"2001:db8:ff::8": [{"nlri": "2001:db8:4000:100::/56",
+                                        "path-information": "0.0.0.1"}]},
+                   [{"nlri": "2001:db8:4000:3::/64", "path-information": "0.0.0.2"}],
+                   lp=1795812671, v4={"10.255.0.8": ["10.64.1.0/24"]})
+    ev = api.parse_line(line)
+    assert isinstance(ev, api.Update)
+    assert api.Route(ipaddress.IPv6Network("2001:db8:4000:100::/56"),
+                     ipaddress.IPv6Address("2001:db8:ff::8"), 1795812671, "0.0.0.1") \
+        in ev.announced
+    assert api.Route(ipaddress.IPv4Network("10.64.1.0/24"), ipaddress.IPv4Address("10.255.0.8"),
+                     1795812671) in ev.announced
+    assert ev.withdrawn == [ipaddress.IPv6Network("2001:db8:4000:3::/64")]
+    assert ev.withdrawn_ids == ["0.0.0.2"]
+
+
+@pytest.mark.parametrize("announce", [
+    {"10.255.0.8": [{"nlri": "2001:db8:4000:100::/56"}]},  # an IPv4 next hop in IPv6
+    {"2001:db8:ff::8": [{"nlri": "10.64.1.0/24"}]},  # an IPv4 prefix in IPv6
+    {"2001:db8:ff::8": [{"nlri": "2001:db8:4000:100::1/56"}]},  # host bits set
+    {"2001:db8:ff::8": [{"nlri": 7}]},
+    {"2001:db8:ff::8": "2001:db8::/32"},
+])
+def test_a_malformed_ipv6_update_raises_a_typed_error(announce: dict[str, Any]) -> None:
+    with pytest.raises(api.ApiError):
+        api.parse_line(update6(announce, []))
+
+
+def test_mutated_ipv6_updates_never_escape_the_typed_errors() -> None:
+    """A small fuzz of the IPv6 branch: random octet flips of a valid line parse or raise
+    ApiError/ValueError (JSON), nothing else."""
+    import random
+
+    base = update6({"2001:db8:ff::8": [{"nlri": "2001:db8:4000:100::/56"}]},
+                   [{"nlri": "2001:db8:4000:3::/64"}]).encode()
+    rng = random.Random(18)
+    for _ in range(3000):
+        buf = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            buf[rng.randrange(len(buf))] = rng.randrange(32, 127)
+        with contextlib.suppress(ValueError):
+            api.parse_line(buf.decode())
+
+
+def test_the_rib_orders_ipv6_paths_by_local_pref_like_ipv4() -> None:
+    from agents.fib import Rib
+
+    rib = Rib()
+    p = ipaddress.IPv6Network("2001:db8:4000:1::/64")
+    old = api.Route(p, ipaddress.IPv6Address("2001:db8:ff::7"), 100)
+    new = api.Route(p, ipaddress.IPv6Address("2001:db8:ff::9"), 200)
+    assert rib.update("a", [old], []) == {p}
+    rib.update("b", [new], [])
+    assert rib.best(p) == new
+    rib.update("b", [], [p])
+    assert rib.best(p) == old
+
+
+def test_ipv6_route_messages_round_trip_and_refuse_mixed_families() -> None:
+    import socket
+    import struct
+
+    from agents import netlink
+
+    body = netlink.route_message(dst=ipaddress.IPv6Network("2001:db8:4000:100::/56"), oif=3,
+                                 gateway=ipaddress.IPv6Address("fe80::1"), proto=250,
+                                 priority=200)
+    family, dst_len = struct.unpack_from("=BB", body)
+    assert (family, dst_len) == (socket.AF_INET6, 56)
+    info = netlink.parse_route(body)
+    assert info.oif == 3 and info.gateway == ipaddress.IPv6Address("fe80::1")
+    with pytest.raises(netlink.NetlinkError, match="another family"):
+        netlink.route_message(dst=ipaddress.IPv6Network("2001:db8::/32"),
+                              gateway=ipaddress.IPv4Address("10.0.0.1"))
+    short = body[:12] + netlink.attr(netlink.RTA_GATEWAY, b"\x01\x02\x03\x04")
+    with pytest.raises(netlink.NetlinkError, match="short gateway"):
+        netlink.parse_route(short)
