@@ -5,12 +5,15 @@ IPv4 policy (aggregates only at the cores) in IPv6 too. One lab for the module.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
+from agents.fib import RTPROT_FLATARCH
 from tests.integration.labs import figure2_lab
 from topologies.lab import health
+from topologies.lab.daemons import wait_until
 from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
@@ -44,3 +47,26 @@ def test_cores_hold_the_ipv6_cluster_aggregates_only(lab: Lab) -> None:
         prefixes = health.bgp_prefixes6(lab.execs[core], lab.rundir(core))
         inside = sorted(str(p) for p in prefixes if p.subnet_of(managed))  # type: ignore[arg-type]
         assert inside == sorted(str(c.prefix6) for c in lab.topo.clusters)
+
+
+def kernel_route6(lab: Lab, node: str, prefix: str) -> dict[str, object] | None:
+    out = lab.execs[node].check(["ip", "-j", "-6", "route", "show", "exact", prefix])
+    routes = json.loads(out or "[]")
+    return routes[0] if routes else None
+
+
+def test_the_ar_agent_installs_reflected_ipv6_routes_through_ospfv3(lab: Lab) -> None:
+    """ar1's agent learns ar2's IPv6 pool by reflection and the other clusters' IPv6
+    aggregates via the core, and installs them via the OSPFv3 path to their next hops."""
+    topo = lab.topo
+    ar2_pool = str(topo.node("ar2").pool6)
+    wait_until(lambda: kernel_route6(lab, "ar1", ar2_pool) is not None, 20,
+               f"{ar2_pool} in ar1's FIB")
+    for prefix in [ar2_pool, *(str(c.prefix6) for c in topo.clusters[1:])]:
+        route = kernel_route6(lab, "ar1", prefix)
+        assert route is not None, prefix
+        assert route.get("protocol") == str(RTPROT_FLATARCH) or route.get("protocol") == 250
+        assert str(route.get("gateway", "")).startswith("fe80:"), route  # an OSPFv3 next hop
+    # Its own pool stays local: the blackhole, never a BGP route of the agent's.
+    own = kernel_route6(lab, "ar1", str(topo.node("ar1").pool6))
+    assert own is not None and own.get("type") == "blackhole"

@@ -215,3 +215,31 @@ def test_ipv6_route_messages_round_trip_and_refuse_mixed_families() -> None:
     short = body[:12] + netlink.attr(netlink.RTA_GATEWAY, b"\x01\x02\x03\x04")
     with pytest.raises(netlink.NetlinkError, match="short gateway"):
         netlink.parse_route(short)
+
+
+def test_nibble_names_follow_ip6_arpa() -> None:
+    from topologies.lab.dnsplane6 import nibble_name
+
+    host = ipaddress.IPv6Network("2001:db8:4000:1::1/128")
+    assert nibble_name(host) == host.network_address.reverse_pointer + "."
+    assert nibble_name(ipaddress.IPv6Network("2001:db8:4000:100::/56")) == \
+        "1.0.0.0.0.4.8.b.d.0.1.0.0.2.ip6.arpa."
+    with pytest.raises(TopologyError, match="not on a nibble boundary"):
+        nibble_name(ipaddress.IPv6Network("2001:db8:4000::/58"))
+
+
+def test_dual_stack_dns_has_aaaa_and_a_ptr_per_assigned_prefix() -> None:
+    from topologies.lab.dnsplane6 import nibble_name, reverse_zones
+
+    t = model.build(doc())
+    rev = reverse_zones(t, ["mn1", "mn2", "mn3"])
+    assert rev is not None and rev.parent == "0.4.8.b.d.0.1.0.0.2.ip6.arpa."
+    by_ar = {pz.ar: pz for pz in rev.pools}
+    assert sorted(by_ar) == [f"ar{i}" for i in range(1, 9)]
+    mn1 = t.mobile("mn1").prefix6
+    assert mn1 is not None
+    assert (nibble_name(mn1), "mn1") in by_ar["ar1"].ptrs  # the containing prefix's PTR
+    assert by_ar["ar1"].ptrs[0] == (nibble_name(ipaddress.IPv6Network("2001:db8:4000::/64")),
+                                    "ar1")
+    assert all(p.name.endswith(rev.parent) for p in rev.pools)
+    assert reverse_zones(model.build(doc(drop=("loopbacks", "links"))), ["mn1"]) is None

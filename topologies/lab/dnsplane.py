@@ -27,6 +27,7 @@ import jinja2
 
 from agents import dns as adns
 from agents.contract import NAMED_PORT
+from topologies.lab import dnsplane6
 from topologies.lab.daemons import Daemon, LabError, NodeExec, start_batch
 from topologies.model import HOME_TLD, ISP_ZONE, Role, Topology
 from topologies.render.configs import render as render_template
@@ -374,6 +375,9 @@ class DnsPlane:
                 z.records.append(_rec(z.name, "A", RECORD_TTL, address=str(ident.address)))
                 z.records.append(_rec(adns.addrs_owner(name) + ".", "TXT", RECORD_TTL,
                                       strings=adns.order_strings([ident.address])))
+            six = dnsplane6.aaaa(self.topo, name.split(".")[0])
+            if six is not None:
+                z.records.append(_rec(z.name, "AAAA", RECORD_TTL, address=six))
             z.records.extend(self._key_records(ident))
             # The MN controls its forward name, its address order and its own key.
             z.grants = [
@@ -420,6 +424,17 @@ class DnsPlane:
             # An AR writes PTRs only inside the pool it assigns from.
             z.grants = [{"key": ar_name + ".", "rule": "zonesub", "target": "",
                          "types": ["PTR"]}]
+        rev6 = dnsplane6.reverse_zones(self.topo, [n.split(".")[0] for n in mns])
+        if rev6 is not None:  # issue 18: the same in ip6.arpa, on nibble boundaries
+            add(rev6.parent, "rev-parent", ".")
+            for pz in rev6.pools:
+                z = add(pz.name, "rev-pool", rev6.parent)
+                z.records += [_rec(owner, "PTR", RECORD_TTL,
+                                   target=self.identity_name(
+                                       "ar" if node == pz.ar else "mn", node) + ".")
+                              for owner, node in pz.ptrs]
+                z.grants = [{"key": self.identity_name("ar", pz.ar) + ".", "rule": "zonesub",
+                             "target": "", "types": ["PTR"]}]
         return zones
 
     @property
@@ -531,7 +546,10 @@ class DnsPlane:
                 # Names Unbound would otherwise answer from its built-in local zones.
                 "nodefault": sorted({z for z in self._zones
                                      if z in ("test.",) or z.count(".") == 3
-                                     and z.endswith(".in-addr.arpa.")}),
+                                     and z.endswith(".in-addr.arpa.")}
+                                    | ({dnsplane6.DOC_REVERSE} if any(
+                                        z.endswith(dnsplane6.DOC_REVERSE) for z in self._zones)
+                                       else set())),
                 "stubs": [{"name": z, "address": f"127.0.0.1@{NAMED_PORT}"}
                           for z in self._zones],
             },
