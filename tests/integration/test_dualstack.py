@@ -14,6 +14,7 @@ from agents.fib import RTPROT_FLATARCH
 from tests.integration.labs import figure2_lab
 from topologies.lab import health
 from topologies.lab.daemons import wait_until
+from topologies.lab.dnsplane6 import nibble_name
 from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
@@ -70,3 +71,25 @@ def test_the_ar_agent_installs_reflected_ipv6_routes_through_ospfv3(lab: Lab) ->
     # Its own pool stays local: the blackhole, never a BGP route of the agent's.
     own = kernel_route6(lab, "ar1", str(topo.node("ar1").pool6))
     assert own is not None and own.get("type") == "blackhole"
+
+
+def validated(lab: Lab, rtype: str, name: str) -> str:
+    """The answer section of a query to the lab's validating resolver, or "" unless the
+    answer came back authenticated (the AD flag)."""
+    assert lab.dns is not None
+    res = lab.execs["ar1"].run(["dig", f"@{lab.dns.resolver_address}", "+dnssec", "+tries=2",
+                                "+time=2", "+noall", "+comments", "+answer", rtype, name])
+    flags = next((ln for ln in res.stdout.splitlines() if ";; flags:" in ln), "")
+    return res.stdout if " ad" in flags.split("QUERY")[0] else ""
+
+
+def test_the_mns_aaaa_and_its_prefixs_ptr_validate(lab: Lab) -> None:
+    """Draft 2.3: the AR looks the MN's name up, then the PTR of the containing prefix,
+    on its nibble boundary under ip6.arpa; both signed and validated."""
+    prefix = lab.topo.mobile("mn1").prefix6
+    assert prefix is not None
+    wait_until(lambda: str(prefix.network_address + 1) in validated(lab, "AAAA", "mn1.example"),
+               20, "a validated AAAA for mn1")
+    ptr = nibble_name(prefix)
+    wait_until(lambda: "mn1.example." in validated(lab, "PTR", ptr), 20,
+               f"a validated PTR at {ptr}")
