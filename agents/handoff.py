@@ -32,6 +32,12 @@ REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after th
 REDIRECT_HOLD_S = 0.5  # a redirect outlives local BGP convergence by this much (micro-loops)
 
 
+def newest_local_pref(seen: Iterable[int], now: float) -> int:
+    """The draft's 32-bit timestamp made strictly newest: max(now, highest seen + 1), so a
+    route beats every path heard of, even within one second; one rule for both families."""
+    return min(max(int(now), max(seen, default=0) + 1), LP_MAX)
+
+
 @dataclass(frozen=True)
 class ArInfo:
     node: str
@@ -202,8 +208,7 @@ class Mobility:
         seen = [r.local_pref for r in self.rib.paths(host(address))]
         if address in self.announced:
             seen.append(self.announced[address])
-        lp = max(int(self.clock()), max(seen, default=0) + 1)
-        return min(lp, LP_MAX)
+        return newest_local_pref(seen, self.clock())
 
     # --- the MN side: draft 2.2 -------------------------------------------------------------
 

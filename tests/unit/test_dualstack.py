@@ -224,7 +224,9 @@ def test_nibble_names_follow_ip6_arpa() -> None:
     assert nibble_name(host) == host.network_address.reverse_pointer + "."
     assert nibble_name(ipaddress.IPv6Network("2001:db8:4000:100::/56")) == \
         "1.0.0.0.0.4.8.b.d.0.1.0.0.2.ip6.arpa."
-    with pytest.raises(TopologyError, match="not on a nibble boundary"):
+    from agents.dns import DnsRecordError
+
+    with pytest.raises(DnsRecordError, match="not on a nibble boundary"):
         nibble_name(ipaddress.IPv6Network("2001:db8:4000::/58"))
 
 

@@ -9,20 +9,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from agents.dns import prefix_reverse_name
 from topologies.model import Role, Topology
-from topologies.model.errors import TopologyError
 
 IPv6Network = ipaddress.IPv6Network
 # Unbound's built-in zone for the documentation prefix (RFC 3849), which the lab's plans use.
 DOC_REVERSE = "8.b.d.0.1.0.0.2.ip6.arpa."
 
 
-def nibble_name(net: IPv6Network) -> str:
-    """The ip6.arpa name of a prefix on a nibble boundary: one label per nibble, reversed."""
-    if net.prefixlen % 4:
-        raise TopologyError(f"{net} is not on a nibble boundary: no ip6.arpa name")
-    digits = net.network_address.exploded.replace(":", "")[: net.prefixlen // 4]
-    return ".".join(reversed(digits)) + ".ip6.arpa."
+nibble_name = prefix_reverse_name  # the AR looks up the very names the plane publishes
 
 
 @dataclass(frozen=True)
