@@ -245,3 +245,28 @@ def test_dual_stack_dns_has_aaaa_and_a_ptr_per_assigned_prefix() -> None:
                                     "ar1")
     assert all(p.name.endswith(rev.parent) for p in rev.pools)
     assert reverse_zones(model.build(doc(drop=("loopbacks", "links"))), ["mn1"]) is None
+
+
+def test_unbound_readiness_reads_long_ip6_arpa_owners() -> None:
+    """dig separates an owner of 40 characters or more by a space, not a tab."""
+    import subprocess
+
+    from tests.unit.test_dns_plane import plane
+
+    pl = plane()
+    long_zone = "0.0.0.0.0.4.8.b.d.0.1.0.0.2.ip6.arpa."
+    out = (";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n"
+           ";; flags: qr rd ra ad; QUERY: 1, ANSWER: 2, AUTHORITY: 0, ADDITIONAL: 1\n"
+           f";{long_zone} IN SOA\n"
+           ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 2\n"
+           ";; flags: qr rd ra ad; QUERY: 1, ANSWER: 2, AUTHORITY: 0, ADDITIONAL: 1\n"
+           ";isp.test.\t\t\tIN\tSOA\n"
+           ";; ->>HEADER<<- opcode: QUERY, status: SERVFAIL, id: 3\n"
+           ";; flags: qr rd ra; QUERY: 1, ANSWER: 0, AUTHORITY: 0, ADDITIONAL: 1\n"
+           ";example.\t\t\tIN\tSOA\n")
+
+    class Exec:
+        def run(self, argv: list[str], timeout: float = 0) -> subprocess.CompletedProcess[str]:
+            return subprocess.CompletedProcess(argv, 0, out, "")
+
+    assert pl.validated_zones(Exec()) == {long_zone, "isp.test."}  # type: ignore[arg-type]

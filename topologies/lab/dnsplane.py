@@ -681,7 +681,8 @@ class DnsPlane:
                 status = line.split("status:")[1].split(",")[0].strip()
             elif line.startswith(";; flags:"):
                 flags = line.split(";")[2]
-            elif (line.startswith(";") and "\tIN\tSOA" in line
+            # dig separates long owner names (ip6.arpa) by a space, not a tab.
+            elif (line.startswith(";") and line[1:].split()[1:3] == ["IN", "SOA"]
                   and status == "NOERROR" and " ad" in flags):
                 ok.add(line[1:].split()[0].lower())
         return ok
