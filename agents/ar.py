@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -46,6 +47,7 @@ from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .fib import RTPROT_FLATARCH, Hop, KernelFib, Net, Rib
 from .handoff import ArInfo, EventLog, Mobility
+from .handoff6 import AgentPorts, PrefixMobility
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
@@ -121,6 +123,7 @@ class ArAgent:
         self._resync = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.mobility: Mobility | None = None
+        self.prefixes: PrefixMobility | None = None  # dual-stack MNs' IPv6 prefixes
         self.staples: StapleService | None = None
         self.authenticator: Authenticator | None = None
         self._sources: SourceFilter | None = None
@@ -421,12 +424,16 @@ class ArAgent:
             self.push(changed)
             if self.mobility is not None:
                 self.mobility.on_rib_change(changed)
+            if self.prefixes is not None:
+                self.prefixes.on_rib_change(changed)
         elif isinstance(event, api.Update) and not event.eor:
             changed = self.rib.update(event.peer, event.announced, event.withdrawn,
                                       event.withdrawn_ids)
             self.push(changed)
             if self.mobility is not None:
                 self.mobility.on_rib_change(changed)
+            if self.prefixes is not None:
+                self.prefixes.on_rib_change(changed)
 
     def _watch_kernel_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         def state(value: str) -> None:
@@ -494,6 +501,15 @@ class ArAgent:
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
             paging_bound=cfg.paging.buffer, paging_timeout_s=cfg.paging.timeout_s,
         )
+        if cfg.ipv6 is not None:  # issue 18: the IPv6 prefixes of dual-stack MNs
+            six = cfg.ipv6
+            self.prefixes = PrefixMobility(
+                loopback=six.loopback, pool=six.pool, managed=six.managed,
+                mn_prefixlen=six.mn_prefixlen, checker=validating, rib=self.rib, events=events,
+                kernel=(ports := AgentPorts(self.fib, self._on_handoff,
+                                            lambda line: self._spawn(self.channel.send(line)),
+                                            six.loopback)),
+                bgp=ports, spawn=self._spawn)
         await self.start_paging(cfg)
         self._start_filter()
         self._peer = Peer(keystore, self._key_resolver)
@@ -556,13 +572,22 @@ class ArAgent:
         except NftError as exc:
             log.error("source filtering unavailable: %s", exc)
 
-    async def _on_authenticated(self, result: AuthResult) -> list[ipaddress.IPv4Address]:
+    async def _on_authenticated(
+            self, result: AuthResult) -> Sequence[ipaddress.IPv4Address | ipaddress.IPv6Network]:
         assert self.mobility is not None
         if result.ifindex and self.mobility.on_access_link(result.ifindex):
             self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
         if self.staples is not None:
             self.staples.offer(result.peer_name, result.staple)
-        return await self.mobility.on_authenticated(result)
+        accepted: list[ipaddress.IPv4Address | ipaddress.IPv6Network] = [
+            *await self.mobility.on_authenticated(result)]
+        if self.prefixes is not None:
+            from_ar = any(a.fqdn == result.peer_name for a in self.ars.values())
+            try:
+                accepted += await self.prefixes.on_result(result, from_ar)
+            except Exception:  # noqa: BLE001 - IPv6 must never cost the IPv4 handoff
+                log.exception("IPv6 prefixes of %s", result.peer_name)
+        return accepted
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
 

@@ -439,6 +439,8 @@ class MnAgentConfig(Config):
     dhcp: MnDhcp | None = None
     macro: MnMacro | None = None
     dns_mode: DnsMode = DnsMode.LOOKUP
+    # A dual-stack MN's true prefix (issue 18): it holds the first address and claims it.
+    prefix6: ipaddress.IPv6Network | None = dataclasses.field(default=None, metadata=OMIT_IF_NONE)
 
     def __post_init__(self) -> None:
         if (self.address is None) == (self.dhcp is None):

@@ -188,5 +188,6 @@ def announce(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
     return f"announce route {prefix} next-hop {next_hop or 'self'}{lp}{comm}"
 
 
-def withdraw(prefix: ipaddress.IPv4Network) -> str:
-    return f"withdraw route {prefix} next-hop self"
+def withdraw(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
+             next_hop: ipaddress.IPv6Address | None = None) -> str:
+    return f"withdraw route {prefix} next-hop {next_hop or 'self'}"

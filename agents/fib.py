@@ -103,6 +103,7 @@ class KernelFib:
         self._skip = skip
         self.installed: dict[Net, tuple[Route, Path]] = {}
         self.access: dict[ipaddress.IPv4Address, int] = {}
+        self.access6: dict[ipaddress.IPv6Network, int] = {}  # MNs' IPv6 prefixes (handoff6)
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
         self.parked: dict[ipaddress.IPv4Address, int] = {}
 
@@ -173,6 +174,8 @@ class KernelFib:
             self._delete(p)
         for a in list(self.access):
             self.del_access(a)
+        for p in list(self.access6):
+            self.del_access_prefix(p)
         for a in list(self.redirected):
             self.del_redirect(a)
         for a in list(self.parked):
@@ -192,34 +195,42 @@ class KernelFib:
             raise NetlinkError(0, f"no interface with index {ifindex}")
         return name
 
+    def _on_link(self, dst: Net, oif: int, metric: int) -> None:
+        self._nl.route_replace(dst=dst, oif=oif, proto=RTPROT_FLATARCH, priority=metric,
+                               scope=RT_SCOPE_LINK)
+
+    def _off_link(self, dst: Net, metric: int, what: str) -> None:
+        try:
+            # The kernel matches the scope on delete: say link, as when it was added.
+            self._nl.route_delete(dst=dst, proto=RTPROT_FLATARCH, priority=metric,
+                                  scope=RT_SCOPE_LINK)
+        except NetlinkError as exc:  # gone with its link already
+            log.warning("delete %s %s: %s", what, dst, exc)
+
     def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
-        self._nl.route_replace(dst=host(address), oif=ifindex, proto=RTPROT_FLATARCH,
-                               priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
+        self._on_link(host(address), ifindex, ACCESS_METRIC)
         self.access[address] = ifindex
 
     def del_access(self, address: ipaddress.IPv4Address) -> None:
-        if self.access.pop(address, None) is None:
-            return
-        try:
-            # The kernel matches the scope on delete: say link, as when it was added.
-            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
-                                  priority=ACCESS_METRIC, scope=RT_SCOPE_LINK)
-        except NetlinkError as exc:  # gone with its link already
-            log.warning("delete access route %s: %s", address, exc)
+        if self.access.pop(address, None) is not None:
+            self._off_link(host(address), ACCESS_METRIC, "access route")
+
+    def add_access_prefix(self, prefix: ipaddress.IPv6Network, ifindex: int) -> None:
+        """An MN's IPv6 prefix onto its access link (agents/handoff6.py)."""
+        self._on_link(prefix, ifindex, ACCESS_METRIC)
+        self.access6[prefix] = ifindex
+
+    def del_access_prefix(self, prefix: ipaddress.IPv6Network) -> None:
+        if self.access6.pop(prefix, None) is not None:
+            self._off_link(prefix, ACCESS_METRIC, "access route")
 
     def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
-        self._nl.route_replace(dst=host(address), oif=oif, proto=RTPROT_FLATARCH,
-                               priority=PARK_METRIC, scope=RT_SCOPE_LINK)
+        self._on_link(host(address), oif, PARK_METRIC)
         self.parked[address] = oif
 
     def del_park(self, address: ipaddress.IPv4Address) -> None:
-        if self.parked.pop(address, None) is None:
-            return
-        try:
-            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
-                                  priority=PARK_METRIC, scope=RT_SCOPE_LINK)
-        except NetlinkError as exc:
-            log.warning("delete paging route %s: %s", address, exc)
+        if self.parked.pop(address, None) is not None:
+            self._off_link(host(address), PARK_METRIC, "paging route")
 
     def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                      oif: int) -> bool:

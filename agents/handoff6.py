@@ -2,18 +2,21 @@
 AR re-routes each verified prefix the MN claims with a more-specific whose LOCAL_PREF follows
 the IPv4 rule (handoff.newest_local_pref), and lets go when a newer route appears elsewhere.
 
-Pure decision logic like agents/handoff.py, with the kernel, BGP and DNS injected. Not yet
-driven by the AR agent: see docs/ipv6.md for what wiring it needs.
+Pure decision logic like agents/handoff.py, with the kernel, BGP and DNS injected; the AR
+agent drives it for the MNs a topology makes dual-stack (``AgentPorts`` below). No fast
+redirect, source filter or paging in IPv6 yet (docs/ipv6.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
-from typing import Protocol
+from typing import Any, Protocol
 
+from . import exabgp_api as api
+from .auth import AuthResult
 from .exabgp_api import Route
 from .handoff import EventLog, newest_local_pref
 
@@ -63,6 +66,8 @@ class PrefixMobility:
     rib: Paths
     events: EventLog = field(default_factory=lambda: EventLog(None))
     clock: Callable[[], float] = time.time
+    # Runs the kernel's detach when a newer route appears (the RIB update is synchronous).
+    spawn: Callable[[Awaitable[None]], None] = lambda aw: None
     attached: dict[IPv6Network, Attached6] = field(default_factory=dict)
     announced: dict[IPv6Network, int] = field(default_factory=dict)
 
@@ -74,6 +79,12 @@ class PrefixMobility:
 
     def _others(self, prefix: IPv6Network) -> list[Route]:
         return [r for r in self.rib.paths(prefix) if r.next_hop != self.loopback]
+
+    async def on_result(self, result: AuthResult, from_ar: bool) -> list[IPv6Network]:
+        """An MN's AUTH with flag M (not an AR's redirect or page, not going idle)."""
+        if from_ar or not result.mobility or result.idle:
+            return []
+        return await self.on_authenticated(result.peer_name, result.addresses, result.ifindex)
 
     async def on_authenticated(self, mn: str, claimed: Iterable[object],
                                ifindex: int) -> list[IPv6Network]:
@@ -117,12 +128,13 @@ class PrefixMobility:
             self.events("announced6", prefix=str(prefix), local_pref=lp, home=home)
 
     def on_rib_change(self, prefixes: Iterable[object]) -> list[IPv6Network]:
-        """The prefixes to detach from the access link (the caller awaits kernel.detach6:
-        this stays synchronous like the RIB update that calls it)."""
+        """The prefixes detached from the access link (each detach6 spawned)."""
         gone: list[IPv6Network] = []
         for p in prefixes:
             if isinstance(p, IPv6Network) and p.prefixlen == self.mn_prefixlen:
                 gone += self._check(p)
+        for p in gone:
+            self.spawn(self.kernel.detach6(p))
         return gone
 
     def _check(self, prefix: IPv6Network) -> list[IPv6Network]:
@@ -144,3 +156,26 @@ class PrefixMobility:
             self.events("withdrawn6", prefix=str(prefix),
                         reason="newer route" if newer else "home again, pool covers it")
         return gone
+
+
+@dataclass
+class AgentPorts:
+    """PrefixMobility's kernel and BGP in the AR agent: access routes through its handoff
+    worker (``run``), ExaBGP commands through its channel (``send``)."""
+
+    fib: Any  # agents.fib.KernelFib
+    run: Callable[..., Awaitable[Any]]
+    send: Callable[[str], None]
+    loopback: IPv6Address
+
+    async def attach6(self, prefix: IPv6Network, ifindex: int) -> None:
+        await self.run(self.fib.add_access_prefix, prefix, ifindex)
+
+    async def detach6(self, prefix: IPv6Network) -> None:
+        await self.run(self.fib.del_access_prefix, prefix)
+
+    def announce6(self, prefix: IPv6Network, local_pref: int) -> None:
+        self.send(api.announce(prefix, local_pref, next_hop=self.loopback))
+
+    def withdraw6(self, prefix: IPv6Network) -> None:
+        self.send(api.withdraw(prefix, next_hop=self.loopback))

@@ -27,6 +27,7 @@ class Fakes:
         self.announced: list[tuple[IPv6Network, int]] = []
         self.withdrawn: list[IPv6Network] = []
         self.attached: list[IPv6Network] = []
+        self.detached: list[IPv6Network] = []
 
     async def verify_prefixes(self, mn: str, claimed: list[IPv6Network]
                               ) -> tuple[list[IPv6Network], dict[IPv6Network, str]]:
@@ -44,13 +45,13 @@ class Fakes:
         self.attached.append(prefix)
 
     async def detach6(self, prefix: IPv6Network) -> None:
-        pass
+        self.detached.append(prefix)
 
 
 def mobility(fakes: Fakes, rib: Rib, now: float = 1000.0) -> PrefixMobility:
     return PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
                           mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
-                          clock=lambda: now)
+                          clock=lambda: now, spawn=asyncio.run)
 
 
 def test_a_visitor_prefix_is_announced_newer_than_any_path_heard_of() -> None:
@@ -63,6 +64,7 @@ def test_a_visitor_prefix_is_announced_newer_than_any_path_heard_of() -> None:
     rib.update("agg1", [Route(VISITOR, AR2, 6000)], [])
     assert m.on_rib_change({VISITOR}) == [VISITOR]
     assert fakes.withdrawn == [VISITOR] and VISITOR not in m.attached
+    assert fakes.detached == [VISITOR]
 
 
 def test_at_home_the_pool_covers_the_prefix_unless_a_visitor_route_must_be_beaten() -> None:

@@ -27,6 +27,9 @@ class Backbone6:
 
     loopbacks: dict[str, IPv6Address] = field(default_factory=dict)
     ends: dict[tuple[str, str], IPv6Interface] = field(default_factory=dict)
+    # The MNs that hold and claim their IPv6 prefix (addressing.ipv6.mobiles; default none,
+    # so an IPv4 handoff's record is the same on a dual-stack backbone).
+    mobiles: tuple[str, ...] = ()
 
     def end(self, node: str, peer: str) -> IPv6Interface:
         try:
@@ -47,15 +50,15 @@ class Backbone6:
         return out
 
 
-def backbone(plan6: AddressPlan, routers: list[str],
-             links: list[tuple[str, str]]) -> Backbone6 | None:
+def backbone(plan6: AddressPlan, routers: list[str], links: list[tuple[str, str]],
+             mobiles: tuple[str, ...] = ()) -> Backbone6 | None:
     """The backbone's IPv6 addresses, when the plan declares its two blocks; ``routers``
     in loopback order, ``links`` in the IPv4 plan's link order."""
     try:
         lo, p2p = plan6.allocator(LOOPBACKS), plan6.allocator(LINKS)
     except TopologyError:
         return None  # an IPv6 plan for pools and MN prefixes only: an IPv4 backbone
-    out = Backbone6()
+    out = Backbone6(mobiles=mobiles)
     for k, name in enumerate(routers, start=1):
         addr = lo.host(k, f"the IPv6 loopback of {name}")
         assert isinstance(addr, IPv6Address)

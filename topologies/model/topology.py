@@ -348,7 +348,7 @@ def _plan(addr: dict[str, Any], inet: dict[str, Any]) -> AddressPlan:
 
 
 V6_KEYS = {"managed", "cluster_prefixlen", "pool_prefixlen", "mn_prefixlen",
-           "loopbacks", "links"}  # the last two: a dual-stack backbone (model/dualstack.py)
+           "loopbacks", "links", "mobiles"}  # the last three: dual stack (model/dualstack.py)
 
 
 def _plan6(doc: Any, clusters: list[Cluster], nodes: dict[str, Node]) -> AddressPlan | None:
@@ -682,8 +682,13 @@ def build(doc: dict[str, Any]) -> Topology:
     if plan6 is not None:
         mobile_nodes = _mobile_prefixes(plan6, b.nodes, mobile_nodes)
         pop_nodes = _mobile_prefixes(plan6, b.nodes, pop_nodes, after=mobile_nodes)
+    six = (addr.get("ipv6") or {}).get("mobiles") or []
+    mobiles6 = tuple(_names(six, "addressing.ipv6.mobiles")) if six else ()
+    if unknown_mn := next((m for m in mobiles6 if m not in mobiles), None):
+        raise TopologyError(f"addressing.ipv6.mobiles: {unknown_mn!r} is not listed under mobiles")
     backbone6 = None if plan6 is None else dualstack.backbone(
-        plan6, [n.name for n in b.nodes.values() if n.is_router], [(lk.a, lk.b) for lk in b.links])
+        plan6, [n.name for n in b.nodes.values() if n.is_router], [(lk.a, lk.b) for lk in b.links],
+        mobiles6)
     role_of = {n.name: (n.service, n.role.value) if n.service else (n.role.value,)
                for n in b.nodes.values()}
     spec = linkattrs.parse(doc, {r for names in role_of.values() for r in names})

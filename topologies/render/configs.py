@@ -50,6 +50,18 @@ DHCP_MARK = 0x43
 DHCP_TABLE = 67
 OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
 OUTSIDE_LEASE_S = 600
+
+
+def eui64_link_local(mac: str) -> str:
+    """The link-local address the kernel derives from a MAC (RFC 4291 appendix A)."""
+    octets = bytes.fromhex(mac.replace(":", ""))
+    eui = bytes([octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
+
+
+# The access link's IPv6 gateway: every AR's access interface derives it from the shared
+# ACCESS_MAC, so it too is the same on every AR (issue 18).
+ACCESS_GATEWAY6 = eui64_link_local(ACCESS_MAC)
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
 
 
@@ -512,12 +524,16 @@ def mobile_config(topo: Topology, mn: str, rundir: Path) -> contract.MnAgentConf
         auth_port=AUTH_PORT, paging_port=PAGING_PORT,
         ars={ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
         dns_mode=contract.DnsMode(mob.dns),
+        prefix6=mob.prefix6 if topo.backbone6 and mn in topo.backbone6.mobiles else None,
     )
 
 
 def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
     """The MN's configuration as plain data, for its interface and hook templates."""
     data: dict[str, Any] = json.loads(mobile_config(topo, mn, rundir).to_json())
+    prefix6 = data.get("prefix6")
+    data["address6"] = str(ipaddress.IPv6Network(prefix6).network_address + 1) if prefix6 else ""
+    data["gateway6"] = ACCESS_GATEWAY6
     return data
 
 
