@@ -92,9 +92,10 @@ class PrefixMobility:
         only inside the managed range, only what DNS confirms; anything else is refused."""
         refused: dict[IPv6Network, str] = {}
         inside: list[IPv6Network] = []
-        for p in claimed:
-            if not isinstance(p, IPv6Network):
-                continue  # IPv4 is handoff.Mobility's
+        six = [p for p in claimed if isinstance(p, IPv6Network)]  # IPv4 is handoff.Mobility's
+        if not six:
+            return []
+        for p in six:
             if p.prefixlen != self.mn_prefixlen:
                 refused[p] = f"not a /{self.mn_prefixlen} (the plan's prefix per MN)"
             elif not p.subnet_of(self.managed):
