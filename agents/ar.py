@@ -508,7 +508,7 @@ class ArAgent:
                 mn_prefixlen=six.mn_prefixlen, checker=validating, rib=self.rib, events=events,
                 kernel=(ports := AgentPorts(self.fib, self._on_handoff,
                                             lambda line: self._spawn(self.channel.send(line)),
-                                            six.loopback)),
+                                            six.loopback, lambda: self._sources)),
                 bgp=ports, spawn=self._spawn)
         await self.start_paging(cfg)
         self._start_filter()

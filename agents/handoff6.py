@@ -168,12 +168,24 @@ class AgentPorts:
     run: Callable[..., Awaitable[Any]]
     send: Callable[[str], None]
     loopback: IPv6Address
+    sources: Callable[[], Any]  # the agent's agents.nft.SourceFilter, or None
+
+    def _attach_now(self, prefix: IPv6Network, ifindex: int) -> None:
+        """Handoff worker, one job: the access route, then the source filter's entry."""
+        self.fib.add_access_prefix(prefix, ifindex)
+        if (sources := self.sources()) is not None:
+            sources.allow(self.fib.ifname(ifindex), prefix)
+
+    def _detach_now(self, prefix: IPv6Network) -> None:
+        self.fib.del_access_prefix(prefix)
+        if (sources := self.sources()) is not None:
+            sources.revoke_address(prefix)
 
     async def attach6(self, prefix: IPv6Network, ifindex: int) -> None:
-        await self.run(self.fib.add_access_prefix, prefix, ifindex)
+        await self.run(self._attach_now, prefix, ifindex)
 
     async def detach6(self, prefix: IPv6Network) -> None:
-        await self.run(self.fib.del_access_prefix, prefix)
+        await self.run(self._detach_now, prefix)
 
     def announce6(self, prefix: IPv6Network, local_pref: int) -> None:
         self.send(api.announce(prefix, local_pref, next_hop=self.loopback))

@@ -270,3 +270,28 @@ def test_unbound_readiness_reads_long_ip6_arpa_owners() -> None:
             return subprocess.CompletedProcess(argv, 0, out, "")
 
     assert pl.validated_zones(Exec()) == {long_zone, "isp.test."}  # type: ignore[arg-type]
+
+
+def test_the_source_filter_takes_ipv6_prefixes_into_the_ip6_table() -> None:
+    from agents import nft
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.commands: list[str] = []
+
+        def run(self, command: str) -> str:
+            self.commands.append(command)
+            return ""
+
+    rec = Recorder()
+    f = nft.SourceFilter(rec)  # type: ignore[arg-type]
+    p = ipaddress.IPv6Network("2001:db8:4000:1::/64")
+    f.allow("ar2-acc", p)
+    f.allow("ar2-acc", ipaddress.IPv4Address("10.64.0.10"))
+    f.revoke_address(p)
+    assert rec.commands == [
+        'add element ip6 flatarch6 mn_sources { "ar2-acc" . 2001:db8:4000:1::/64 }',
+        'add element ip flatarch mn_sources { "ar2-acc" . 10.64.0.10 }',
+        'delete element ip6 flatarch6 mn_sources { "ar2-acc" . 2001:db8:4000:1::/64 }']
+    with pytest.raises(nft.NftError, match="bad interface name"):
+        f.allow('x" ; flush ruleset', p)

@@ -498,6 +498,7 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
         "access": access_ifname(node.name),
         "dhcp_mark": f"{DHCP_MARK:#x}",
         "auth_filter": prefilter_data(),
+        "ipv6": topo.backbone6 is not None,
     }
 
 
