@@ -134,7 +134,8 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         # The access link into the radio exists only in labs with mobile nodes.
         "access": (
             {"name": access_ifname(node.name), "address": ACCESS_GATEWAY, "mac": ACCESS_MAC,
-             "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE}
+             "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE,
+             "address6": ACCESS_GATEWAY6 if topo.backbone6 else ""}
             if node.role is Role.AR and topo.mobiles else None
         ),
         # The visited network's access link, on the Internet router (draft 2.4).
