@@ -225,12 +225,18 @@ class KernelFib:
             self._off_link(prefix, ACCESS_METRIC, "access route")
 
     def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
-        self._on_link(host(address), oif, PARK_METRIC)
+        self._nl.route_replace(dst=host(address), oif=oif, proto=RTPROT_FLATARCH,
+                               priority=PARK_METRIC, scope=RT_SCOPE_LINK)
         self.parked[address] = oif
 
     def del_park(self, address: ipaddress.IPv4Address) -> None:
-        if self.parked.pop(address, None) is not None:
-            self._off_link(host(address), PARK_METRIC, "paging route")
+        if self.parked.pop(address, None) is None:
+            return
+        try:
+            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
+                                  priority=PARK_METRIC, scope=RT_SCOPE_LINK)
+        except NetlinkError as exc:
+            log.warning("delete paging route %s: %s", address, exc)
 
     def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                      oif: int) -> bool:
