@@ -506,9 +506,12 @@ class ArAgent:
             self.prefixes = PrefixMobility(
                 loopback=six.loopback, pool=six.pool, managed=six.managed,
                 mn_prefixlen=six.mn_prefixlen, checker=validating, rib=self.rib, events=events,
+                clusters={six.loopbacks[n]: c for n, c in six.clusters.items()
+                          if n in six.loopbacks},
                 kernel=(ports := AgentPorts(self.fib, self._on_handoff,
                                             lambda line: self._spawn(self.channel.send(line)),
-                                            six.loopback, lambda: self._sources)),
+                                            six.loopback, lambda: self._sources,
+                                            cfg.escape_community)),
                 bgp=ports, spawn=self._spawn)
         await self.start_paging(cfg)
         self._start_filter()

@@ -342,6 +342,8 @@ class ArIpv6(Config):
     managed: ipaddress.IPv6Network
     mn_prefixlen: int  # what each MN is given out of a pool: a true prefix
     loopbacks: dict[str, ipaddress.IPv6Address]  # every AR's, by node name
+    clusters: dict[str, ipaddress.IPv6Network] = dataclasses.field(
+        default_factory=dict)  # every AR's cluster aggregate, by node name
 
 
 @dataclass(frozen=True)

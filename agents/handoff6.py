@@ -29,7 +29,8 @@ class PrefixChecker(Protocol):
 
 
 class Bgp6(Protocol):
-    def announce6(self, prefix: IPv6Network, local_pref: int) -> None: ...
+    def announce6(self, prefix: IPv6Network, local_pref: int, escape: bool = False) -> None:
+        """``escape``: tag the route so that it leaves the cluster (bgpd.conf's TO-CORE)."""
 
     def withdraw6(self, prefix: IPv6Network) -> None: ...
 
@@ -66,6 +67,8 @@ class PrefixMobility:
     rib: Paths
     events: EventLog = field(default_factory=lambda: EventLog(None))
     clock: Callable[[], float] = time.time
+    # Every AR's IPv6 loopback -> its cluster's aggregate, ours included (the escape rule).
+    clusters: dict[IPv6Address, IPv6Network] = field(default_factory=dict)
     # Runs the kernel's detach when a newer route appears (the RIB update is synchronous).
     spawn: Callable[[Awaitable[None]], None] = lambda aw: None
     attached: dict[IPv6Network, Attached6] = field(default_factory=dict)
@@ -121,12 +124,20 @@ class PrefixMobility:
         lp = self.next_local_pref(prefix)
         self.attached[prefix] = Attached6(mn, ifindex, lp)
         home = prefix.subnet_of(self.pool)
-        if not home or self._others(prefix):
+        others = self._others(prefix)
+        if not home or others:
             # At home the pool's route covers the prefix, unless a visitor's more-specific
-            # elsewhere must be beaten (the MN came back).
+            # elsewhere must be beaten (the MN came back). Inside our cluster's aggregate the
+            # route stays in the cluster, unless a stale one of another cluster must be
+            # beaten everywhere (handoff.Mobility's rule for a /32).
+            mine = self.clusters.get(self.loopback)
+            escape = mine is not None and prefix.subnet_of(mine) and any(
+                not prefix.subnet_of(self.clusters.get(r.next_hop, prefix)) for r in others
+                if isinstance(r.next_hop, IPv6Address))
             self.announced[prefix] = lp
-            self.bgp.announce6(prefix, lp)
-            self.events("announced6", prefix=str(prefix), local_pref=lp, home=home)
+            self.bgp.announce6(prefix, lp, escape)
+            self.events("announced6", prefix=str(prefix), local_pref=lp, home=home,
+                        escape=escape)
 
     def on_rib_change(self, prefixes: Iterable[object]) -> list[IPv6Network]:
         """The prefixes detached from the access link (each detach6 spawned)."""
@@ -169,6 +180,7 @@ class AgentPorts:
     send: Callable[[str], None]
     loopback: IPv6Address
     sources: Callable[[], Any]  # the agent's agents.nft.SourceFilter, or None
+    escape_community: str = ""
 
     def _attach_now(self, prefix: IPv6Network, ifindex: int) -> None:
         """Handoff worker, one job: the access route, then the source filter's entry."""
@@ -187,8 +199,9 @@ class AgentPorts:
     async def detach6(self, prefix: IPv6Network) -> None:
         await self.run(self._detach_now, prefix)
 
-    def announce6(self, prefix: IPv6Network, local_pref: int) -> None:
-        self.send(api.announce(prefix, local_pref, next_hop=self.loopback))
+    def announce6(self, prefix: IPv6Network, local_pref: int, escape: bool = False) -> None:
+        tags = (self.escape_community,) if escape and self.escape_community else ()
+        self.send(api.announce(prefix, local_pref, tags, next_hop=self.loopback))
 
     def withdraw6(self, prefix: IPv6Network) -> None:
         self.send(api.withdraw(prefix, next_hop=self.loopback))

@@ -25,6 +25,7 @@ class Fakes:
                  fail: bool = False) -> None:
         self.refuse, self.fail = refuse or {}, fail
         self.announced: list[tuple[IPv6Network, int]] = []
+        self.escaped: list[IPv6Network] = []
         self.withdrawn: list[IPv6Network] = []
         self.attached: list[IPv6Network] = []
         self.detached: list[IPv6Network] = []
@@ -35,8 +36,10 @@ class Fakes:
             raise TimeoutError("resolver timed out")
         return [p for p in claimed if p not in self.refuse], dict(self.refuse)
 
-    def announce6(self, prefix: IPv6Network, local_pref: int) -> None:
+    def announce6(self, prefix: IPv6Network, local_pref: int, escape: bool = False) -> None:
         self.announced.append((prefix, local_pref))
+        if escape:
+            self.escaped.append(prefix)
 
     def withdraw6(self, prefix: IPv6Network) -> None:
         self.withdrawn.append(prefix)
@@ -133,3 +136,17 @@ def test_the_resolver_verifies_a_prefix_by_aaaa_and_its_own_ptr() -> None:
     assert refused[other] == "PTR names mn9.example, not mn1.example"
     assert refused[stranger].startswith("not among the validated addresses")
     assert refused[VISITOR].startswith("not among the validated addresses")
+
+
+def test_back_home_from_another_cluster_the_prefix_escapes_the_cluster() -> None:
+    """The stale /64 at ar5 (cluster k3) is beaten only if ours reaches the cores: tagged
+    with the escape community, as a /32 is; from a cluster-mate it stays in the cluster."""
+    ar5 = IPv6Address("2001:db8:ff::b")
+    k1, k3 = IPv6Network("2001:db8:4000::/44"), IPv6Network("2001:db8:4020::/44")
+    for far, escaped in ((ar5, [HOME]), (AR2, [])):
+        fakes, rib = Fakes(), Rib()
+        rib.update("agg1", [Route(HOME, far, 900)], [])
+        m = mobility(fakes, rib)
+        m.clusters = {ME: k1, AR2: k1, ar5: k3}
+        asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+        assert fakes.announced == [(HOME, 1000)] and fakes.escaped == escaped

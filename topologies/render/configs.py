@@ -461,7 +461,8 @@ def ar_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
     return contract.ArIpv6(
         loopback=bb.loopback(node.name), pool=node.pool6, managed=managed,
         mn_prefixlen=plan6.mn_prefixlen,
-        loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)})
+        loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)},
+        clusters={a.name: _v6net(topo.cluster_of(a.name).prefix6) for a in topo.by_role(Role.AR)})
 
 
 HA_TUNNEL = contract.HaTunnel(
