@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -49,9 +50,10 @@ from .contract import (
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
-from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, KernelFib, Rib
+from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, Hop, KernelFib, Net, Rib
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
+from .handoff6 import AgentPorts, PrefixMobility
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
@@ -134,15 +136,17 @@ class ArAgent:
         # must not queue behind a burst of BGP route syncs. They touch other metrics than
         # the BGP routes, so the two workers never undo each other's kernel state.
         self._handoff_thread = ThreadPoolExecutor(1, thread_name_prefix="handoff")
+        pool6 = config.ipv6.pool if config is not None and config.ipv6 is not None else None
         self.fib: KernelFib = self._fib_thread.submit(
-            # Our own pool is local (blackhole + addresses); the default comes from OSPF.
-            KernelFib, lambda p: p.prefixlen == 0 or p == pool
+            # Our own pools are local (blackhole + addresses); the default comes from OSPF.
+            KernelFib, lambda p: p.prefixlen == 0 or p in (pool, pool6)
         ).result()
         self.peers: dict[str, bool] = {}
         self.channel = ExaBgpChannel(sys.stdout)
         self._resync = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.mobility: Mobility | None = None
+        self.prefixes: PrefixMobility | None = None  # dual-stack MNs' IPv6 prefixes
         self.staples: StapleService | None = None
         self.authenticator: Authenticator | None = None
         self._sources: SourceFilter | None = None
@@ -173,14 +177,14 @@ class ArAgent:
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
         self._rib_replay: dict[str, list[api.Route]] | None = None
-        self._rib_live: set[tuple[str, IPv4Network]] = set()
+        self._rib_live: set[tuple[str, Net]] = set()
         self._peer_up = asyncio.Event()
 
     # --- FIB ----------------------------------------------------------------------------
 
-    def _apply(self, best: dict[ipaddress.IPv4Network, Any], full: bool) -> None:
+    def _apply(self, best: dict[Net, Any], full: bool) -> None:
         """Worker thread: bring the kernel in line with the given best routes."""
-        paths: dict[ipaddress.IPv4Address, Any] = {}
+        paths: dict[Hop, Any] = {}
         for p, route in best.items():
             self.fib.sync(p, route, paths)
         if full:
@@ -189,7 +193,7 @@ class ArAgent:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.write_status)
 
-    def push(self, prefixes: set[ipaddress.IPv4Network] | None = None) -> None:
+    def push(self, prefixes: set[Net] | None = None) -> None:
         """Snapshot best paths in the loop thread and hand them to the FIB worker."""
         full = prefixes is None
         todo = set(self.rib.prefixes()) if prefixes is None else prefixes
@@ -465,6 +469,8 @@ class ArAgent:
             self.push(changed)
             if self.mobility is not None:
                 self.mobility.on_rib_change(changed)
+            if self.prefixes is not None:
+                self.prefixes.on_rib_change(changed)
         elif isinstance(event, api.Update) and not event.eor:
             # A restarted agent hears no neighbour change for sessions that stayed up.
             self.peers.setdefault(event.peer, True)
@@ -476,6 +482,8 @@ class ArAgent:
             self.push(changed)
             if self.mobility is not None:
                 self.mobility.on_rib_change(changed)
+            if self.prefixes is not None:
+                self.prefixes.on_rib_change(changed)
 
     def _watch_kernel_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         def state(value: str) -> None:
@@ -495,7 +503,9 @@ class ArAgent:
         netlink socket, reading only the header and the route's protocol: parsing every
         message in Python would hold the interpreter lock against the handoff path while
         our own FIB changes stream by."""
-        for kind, payload in netlink.monitor(netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE):
+        six = netlink.RTMGRP_IPV6_ROUTE if self.config and self.config.ipv6 else 0  # OSPFv3
+        for kind, payload in netlink.monitor(netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE
+                                             | six):
             if kind in (netlink.RTM_NEWROUTE, netlink.RTM_DELROUTE):
                 if netlink.route_proto(payload) == RTPROT_FLATARCH:
                     continue
@@ -727,6 +737,18 @@ class ArAgent:
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
             paging_bound=cfg.paging.buffer, paging_timeout_s=cfg.paging.timeout_s,
         )
+        if cfg.ipv6 is not None:  # issue 18: the IPv6 prefixes of dual-stack MNs
+            six = cfg.ipv6
+            self.prefixes = PrefixMobility(
+                loopback=six.loopback, pool=six.pool, managed=six.managed,
+                mn_prefixlen=six.mn_prefixlen, checker=validating, rib=self.rib, events=events,
+                clusters={six.loopbacks[n]: c for n, c in six.clusters.items()
+                          if n in six.loopbacks},
+                kernel=(ports := AgentPorts(self.fib, self._on_handoff,
+                                            lambda line: self._spawn(self.channel.send(line)),
+                                            six.loopback, lambda: self._sources,
+                                            cfg.escape_community)),
+                bgp=ports, spawn=self._spawn)
         await self.start_paging(cfg)
         self._start_filter()
         await self.recover(access)
@@ -791,13 +813,22 @@ class ArAgent:
         except NftError as exc:
             log.error("source filtering unavailable: %s", exc)
 
-    async def _on_authenticated(self, result: AuthResult) -> list[ipaddress.IPv4Address]:
+    async def _on_authenticated(
+            self, result: AuthResult) -> Sequence[ipaddress.IPv4Address | ipaddress.IPv6Network]:
         assert self.mobility is not None
         if result.ifindex and self.mobility.on_access_link(result.ifindex):
             self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
         if self.staples is not None:
             self.staples.offer(result.peer_name, result.staple)
-        return await self.mobility.on_authenticated(result)
+        accepted: list[ipaddress.IPv4Address | ipaddress.IPv6Network] = [
+            *await self.mobility.on_authenticated(result)]
+        if self.prefixes is not None:
+            from_ar = any(a.fqdn == result.peer_name for a in self.ars.values())
+            try:
+                accepted += await self.prefixes.on_result(result, from_ar)
+            except Exception:  # noqa: BLE001 - IPv6 must never cost the IPv4 handoff
+                log.exception("IPv6 prefixes of %s", result.peer_name)
+        return accepted
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
 
@@ -922,6 +953,9 @@ class ArAgent:
         # A Home Agent originates nothing of its own: it has no pool.
         announce = asyncio.create_task(self.channel.send(api.announce(self.pool))
                                        if self.pool.prefixlen < 32 else asyncio.sleep(0))
+        if self.config is not None and self.config.ipv6 is not None:  # dual stack (issue 18)
+            six = self.config.ipv6
+            self._spawn(self.channel.send(api.announce(six.pool, next_hop=six.loopback)))
         if self.config is not None:
             try:
                 await self.start_auth()

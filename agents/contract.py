@@ -278,9 +278,15 @@ def _load_dataclass(cls: type[T], doc: Any, where: str) -> T:
     return cls(**kwargs)
 
 
+OMIT_IF_NONE = {"omit_if_none": True}  # field metadata: a newer optional part, left out unset
+
+
 def _dump(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # An optional part added later (IPv6) is left out when unset, so that existing
+        # configurations stay byte-identical.
+        return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):
@@ -327,6 +333,19 @@ class ArEntry(Config):
     pool: ipaddress.IPv4Network
     cluster: ipaddress.IPv4Network  # the cluster's aggregate, inside which host routes stay
     overlay: ipaddress.IPv4Address  # its address in the redirect mesh
+
+
+@dataclass(frozen=True)
+class ArIpv6(Config):
+    """An AR's IPv6 side on a dual-stack backbone (issue 18, docs/ipv6.md)."""
+
+    loopback: ipaddress.IPv6Address  # the next hop of every IPv6 route we announce
+    pool: ipaddress.IPv6Network  # ours, on a nibble boundary (draft 2.3)
+    managed: ipaddress.IPv6Network
+    mn_prefixlen: int  # what each MN is given out of a pool: a true prefix
+    loopbacks: dict[str, ipaddress.IPv6Address]  # every AR's, by node name
+    clusters: dict[str, ipaddress.IPv6Network] = dataclasses.field(
+        default_factory=dict)  # every AR's cluster aggregate, by node name
 
 
 @dataclass(frozen=True)
@@ -386,6 +405,7 @@ class ArAgentConfig(Config):
     dhcp: DhcpServer | None = None
     tunnel: HaTunnel | None = None  # the HA only
     trust_anchor: Path | None = None  # root DS (Layout.TRUST_ANCHOR); None: stapling refused
+    ipv6: ArIpv6 | None = dataclasses.field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True)
@@ -423,6 +443,8 @@ class MnAgentConfig(Config):
     dhcp: MnDhcp | None = None
     macro: MnMacro | None = None
     dns_mode: DnsMode = DnsMode.LOOKUP
+    # A dual-stack MN's true prefix (issue 18): it holds the first address and claims it.
+    prefix6: ipaddress.IPv6Network | None = dataclasses.field(default=None, metadata=OMIT_IF_NONE)
 
     def __post_init__(self) -> None:
         if (self.address is None) == (self.dhcp is None):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.asyncquery
 import dns.edns
@@ -241,6 +241,15 @@ def _reversename_from(address: IPv4Address | str) -> str:
         raise DnsRecordError(f"not an IPv4 address: {address!r}") from None
 
 
+def prefix_reverse_name(net: ipaddress.IPv6Network) -> str:
+    """The ip6.arpa name of a prefix on a nibble boundary (draft 2.3: the AR looks up the
+    containing prefix's PTR): one label per nibble, reversed."""
+    if net.prefixlen % 4:
+        raise DnsRecordError(f"{net} is not on a nibble boundary: no ip6.arpa name")
+    digits = net.network_address.exploded.replace(":", "")[: net.prefixlen // 4]
+    return ".".join(reversed(digits)) + ".ip6.arpa."
+
+
 def _ede_text(ede: tuple[int, str]) -> str:
     label = dns.edns.EDECode.to_text(ede[0]).replace("_", " ").title().replace("Dnssec", "DNSSEC")
     return f"EDE {ede[0]} {label}" + (f": {ede[1]}" if ede[1] else "")
@@ -284,13 +293,16 @@ class _UdpChannel(asyncio.DatagramProtocol):
         self.transport = None
 
 
-def judge_claims(name: str, claimed: Sequence[IPv4Address], forward: Sequence[IPv4Address],
-                 ptrs: Sequence[object], source: str) -> tuple[list[IPv4Address],
-                                                             dict[IPv4Address, str]]:
-    """Draft 2.2 steps 2-3 on the answers: an address is accepted when the MN's forward set
-    (``source``: validated by lookup, or stapled) holds it and its PTR names the MN."""
-    accepted: list[IPv4Address] = []
-    refused: dict[IPv4Address, str] = {}
+Claim = TypeVar("Claim", IPv4Address, ipaddress.IPv6Network)
+
+
+def judge_claims(name: str, claimed: Sequence[Claim], forward: Sequence[Claim],
+                 ptrs: Sequence[object], source: str) -> tuple[list[Claim], dict[Claim, str]]:
+    """Draft 2.2 steps 2-3 on the answers: an address (an IPv6 prefix: one covering an
+    AAAA) is accepted when the MN's forward set (``source``: validated by lookup, or
+    stapled) holds it and its PTR names the MN."""
+    accepted: list[Claim] = []
+    refused: dict[Claim, str] = {}
     for a, owner in zip(claimed, ptrs, strict=True):
         if a not in forward:
             refused[a] = f"not among the {source} addresses of {name}"
@@ -517,6 +529,28 @@ class ValidatingResolver:
             raise forward
         assert isinstance(forward, list)
         return judge_claims(name, claimed, forward, ptrs, "validated")
+
+    async def verify_prefixes(self, name: str, claimed: list[ipaddress.IPv6Network]
+                              ) -> tuple[list[ipaddress.IPv6Network],
+                                         dict[ipaddress.IPv6Network, str]]:
+        """``verify`` for IPv6 prefixes (agents/handoff6.py): the MN's validated AAAA set
+        must hold an address inside each, and each prefix's own PTR must name the MN."""
+        forward, *ptrs = await asyncio.gather(
+            self.require(normalize(name), dns.rdatatype.AAAA),
+            *(self._prefix_ptr(p) for p in claimed), return_exceptions=True)
+        if isinstance(forward, BaseException):
+            raise forward
+        assert isinstance(forward, dns.rrset.RRset)
+        aaaa = [ipaddress.IPv6Address(rd.address) for rd in forward]
+        covered = [p for p in claimed if any(a in p for a in aaaa)]
+        return judge_claims(name, claimed, covered, ptrs, "validated")
+
+    async def _prefix_ptr(self, prefix: ipaddress.IPv6Network) -> str:
+        rrset = await self.require(prefix_reverse_name(prefix), dns.rdatatype.PTR)
+        targets = {normalize(rd.target.to_text()) for rd in rrset}
+        if len(targets) != 1:
+            raise DnsRecordError(f"{prefix} has {len(targets)} PTR names; ownership is ambiguous")
+        return targets.pop()
 
     async def zone_of(self, name: str) -> str:
         """The zone holding ``name``, from the validated SOA at or above it."""

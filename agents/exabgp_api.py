@@ -32,8 +32,8 @@ class PeerState:
 
 @dataclass(frozen=True)
 class Route:
-    prefix: ipaddress.IPv4Network
-    next_hop: ipaddress.IPv4Address
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network  # IPv6 on a dual-stack backbone
+    next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address
     local_pref: int
     path_id: str = ""  # ADD-PATH path identifier: a reflector sends every path, not just its best
 
@@ -42,7 +42,7 @@ class Route:
 class Update:
     peer: str
     announced: list[Route] = field(default_factory=list)
-    withdrawn: list[ipaddress.IPv4Network] = field(default_factory=list)
+    withdrawn: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     eor: bool = False
     withdrawn_ids: list[str] = field(default_factory=list)  # path ids, parallel to withdrawn
 
@@ -83,18 +83,26 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _net(nlri: Any) -> ipaddress.IPv4Network:
+# The families we read: each parses its prefixes and next hops with its own strict class.
+FAMILIES: dict[str, tuple[type[ipaddress.IPv4Network | ipaddress.IPv6Network],
+                          type[ipaddress.IPv4Address | ipaddress.IPv6Address]]] = {
+    "ipv4 unicast": (ipaddress.IPv4Network, ipaddress.IPv4Address),
+    "ipv6 unicast": (ipaddress.IPv6Network, ipaddress.IPv6Address),
+}
+
+
+def _net(nlri: Any, family: str = "ipv4 unicast") -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if not isinstance(nlri, dict) or not isinstance(nlri.get("nlri"), str):
         raise ApiError(f"bad nlri entry: a {type(nlri).__name__} without a string nlri")
     try:
-        return ipaddress.IPv4Network(nlri["nlri"])
+        return FAMILIES[family][0](nlri["nlri"])
     except ValueError as exc:
         raise ApiError(f"bad nlri prefix: {exc}") from None
 
 
-def _hop(text: Any) -> ipaddress.IPv4Address:
+def _hop(text: Any, family: str = "ipv4 unicast") -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return ipaddress.IPv4Address(_text(text, "next hop"))
+        return FAMILIES[family][1](_text(text, "next hop"))
     except ValueError as exc:
         raise ApiError(f"bad next hop: {exc}") from None
 
@@ -156,26 +164,34 @@ def parse_line(line: str) -> Event | None:
     attrs = _obj(update.get("attribute"), "attribute")
     lp = _local_pref(attrs.get("local-preference"))
     announced: list[Route] = []
+    withdrawn: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    ids: list[str] = []
     families = _obj(update.get("announce"), "announce")
-    for nh, nlris in _obj(families.get("ipv4 unicast"), "announce ipv4 unicast").items():
-        hop = _hop(nh)
-        announced.extend(Route(_net(n), hop, lp, _path_id(n))
-                         for n in _list(nlris, "announced nlris"))
-    gone = _list(_obj(update.get("withdraw"), "withdraw").get("ipv4 unicast"),
-                 "withdrawn nlris")
-    return Update(peer, announced, [_net(n) for n in gone],
-                  withdrawn_ids=[_path_id(n) for n in gone])
+    withdrawals = _obj(update.get("withdraw"), "withdraw")
+    for family in FAMILIES:
+        for nh, nlris in _obj(families.get(family), f"announce {family}").items():
+            hop = _hop(nh, family)
+            announced.extend(Route(_net(n, family), hop, lp, _path_id(n))
+                             for n in _list(nlris, "announced nlris"))
+        gone = _list(withdrawals.get(family), "withdrawn nlris")
+        withdrawn += [_net(n, family) for n in gone]
+        ids += [_path_id(n) for n in gone]
+    return Update(peer, announced, withdrawn, withdrawn_ids=ids)
 
 
-def announce(prefix: ipaddress.IPv4Network, local_pref: int | None = None,
-             communities: tuple[str, ...] = ()) -> str:
+def announce(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
+             local_pref: int | None = None, communities: tuple[str, ...] = (),
+             next_hop: ipaddress.IPv6Address | None = None) -> str:
+    """An IPv6 route names its next hop (the AR's IPv6 loopback): "self" on an IPv4
+    session would be the IPv4 address."""
     lp = f" local-preference {local_pref}" if local_pref is not None else ""
     comm = f" community [{' '.join(communities)}]" if communities else ""
-    return f"announce route {prefix} next-hop self{lp}{comm}"
+    return f"announce route {prefix} next-hop {next_hop or 'self'}{lp}{comm}"
 
 
-def withdraw(prefix: ipaddress.IPv4Network) -> str:
-    return f"withdraw route {prefix} next-hop self"
+def withdraw(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
+             next_hop: ipaddress.IPv6Address | None = None) -> str:
+    return f"withdraw route {prefix} next-hop {next_hop or 'self'}"
 
 
 def clear_adj_rib_out() -> str:

@@ -24,7 +24,8 @@ PARK_METRIC = 90  # an idle MN's packets wait in the paging buffer, whatever els
 ACCESS_METRIC = 100  # an MN attached here beats any BGP route for its /32
 
 
-Net = ipaddress.IPv4Network
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network  # BGP routes of both families
+Hop = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,12 @@ def best(routes: Iterable[tuple[str, Route]]) -> Route | None:
     return ranked[0][1] if ranked else None
 
 
-def host(address: ipaddress.IPv4Address) -> Net:
+def host(address: ipaddress.IPv4Address) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network((address, 32))
 
 
-def _gw(gateway: str | None) -> ipaddress.IPv4Address | None:
-    return ipaddress.IPv4Address(gateway) if gateway else None
+def _gw(gateway: str | None) -> Hop | None:
+    return ipaddress.ip_address(gateway) if gateway else None
 
 
 def _key(peer: str, path_id: str) -> str:
@@ -102,13 +103,14 @@ class KernelFib:
         self._skip = skip
         self.installed: dict[Net, tuple[Route, Path]] = {}
         self.access: dict[ipaddress.IPv4Address, int] = {}
+        self.access6: dict[ipaddress.IPv6Network, int] = {}  # MNs' IPv6 prefixes (handoff6)
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
         self.parked: dict[ipaddress.IPv4Address, int] = {}
 
     def close(self) -> None:
         self._nl.close()
 
-    def resolve(self, next_hop: ipaddress.IPv4Address) -> Path | None:
+    def resolve(self, next_hop: Hop) -> Path | None:
         """The IGP path toward a BGP next hop, never through one of our own routes."""
         try:
             res = self._nl.route_get(next_hop)
@@ -129,7 +131,7 @@ class KernelFib:
         self,
         prefix: Net,
         route: Route | None,
-        paths: dict[ipaddress.IPv4Address, Path | None] | None = None,
+        paths: dict[Hop, Path | None] | None = None,
     ) -> None:
         """Make the kernel match the RIB's best route for one prefix.
 
@@ -172,6 +174,8 @@ class KernelFib:
             self._delete(p)
         for a in list(self.access):
             self.del_access(a)
+        for p in list(self.access6):
+            self.del_access_prefix(p)
         for a in list(self.redirected):
             self.del_redirect(a)
         for a in list(self.parked):
@@ -191,34 +195,42 @@ class KernelFib:
             raise NetlinkError(0, f"no interface with index {ifindex}")
         return name
 
-    def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
-        self._add_link_route(self.access, address, ifindex, ACCESS_METRIC)
+    def _on_link(self, dst: Net, oif: int, metric: int) -> None:
+        self._nl.route_replace(dst=dst, oif=oif, proto=RTPROT_FLATARCH, priority=metric,
+                               scope=RT_SCOPE_LINK)
 
-    def del_access(self, address: ipaddress.IPv4Address) -> None:
-        self._del_link_route(self.access, address, ACCESS_METRIC, "access")
-
-    def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
-        self._add_link_route(self.parked, address, oif, PARK_METRIC)
-
-    def del_park(self, address: ipaddress.IPv4Address) -> None:
-        self._del_link_route(self.parked, address, PARK_METRIC, "paging")
-
-    def _add_link_route(self, table: dict[ipaddress.IPv4Address, int],
-                        address: ipaddress.IPv4Address, oif: int, metric: int) -> None:
-        self._nl.route_replace(dst=host(address), oif=oif, proto=RTPROT_FLATARCH,
-                               priority=metric, scope=RT_SCOPE_LINK)
-        table[address] = oif
-
-    def _del_link_route(self, table: dict[ipaddress.IPv4Address, int],
-                        address: ipaddress.IPv4Address, metric: int, what: str) -> None:
-        if table.pop(address, None) is None:
-            return
+    def _off_link(self, dst: Net, metric: int, what: str) -> None:
         try:
             # The kernel matches the scope on delete: say link, as when it was added.
-            self._nl.route_delete(dst=host(address), proto=RTPROT_FLATARCH,
-                                  priority=metric, scope=RT_SCOPE_LINK)
+            self._nl.route_delete(dst=dst, proto=RTPROT_FLATARCH, priority=metric,
+                                  scope=RT_SCOPE_LINK)
         except NetlinkError as exc:  # gone with its link already
-            log.warning("delete %s route %s: %s", what, address, exc)
+            log.warning("delete %s %s: %s", what, dst, exc)
+
+    def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
+        self._on_link(host(address), ifindex, ACCESS_METRIC)
+        self.access[address] = ifindex
+
+    def del_access(self, address: ipaddress.IPv4Address) -> None:
+        if self.access.pop(address, None) is not None:
+            self._off_link(host(address), ACCESS_METRIC, "access route")
+
+    def add_access_prefix(self, prefix: ipaddress.IPv6Network, ifindex: int) -> None:
+        """An MN's IPv6 prefix onto its access link (agents/handoff6.py)."""
+        self._on_link(prefix, ifindex, ACCESS_METRIC)
+        self.access6[prefix] = ifindex
+
+    def del_access_prefix(self, prefix: ipaddress.IPv6Network) -> None:
+        if self.access6.pop(prefix, None) is not None:
+            self._off_link(prefix, ACCESS_METRIC, "access route")
+
+    def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
+        self._on_link(host(address), oif, PARK_METRIC)
+        self.parked[address] = oif
+
+    def del_park(self, address: ipaddress.IPv4Address) -> None:
+        if self.parked.pop(address, None) is not None:
+            self._off_link(host(address), PARK_METRIC, "paging route")
 
     def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                      oif: int) -> bool:

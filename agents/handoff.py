@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 from .auth import AuthResult
 from .contract import Mode
 from .exabgp_api import Route
-from .fib import host
+from .fib import Hop, Net, host
 from .paging import Buffer, destination
 
 log = logging.getLogger("agents.handoff")
@@ -30,6 +30,12 @@ log = logging.getLogger("agents.handoff")
 LP_MAX = (1 << 32) - 1
 REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
 REDIRECT_HOLD_S = 0.5  # a redirect outlives local BGP convergence by this much (micro-loops)
+
+
+def newest_local_pref(seen: Iterable[int], now: float) -> int:
+    """The draft's 32-bit timestamp made strictly newest: max(now, highest seen + 1), so a
+    route beats every path heard of, even within one second; one rule for both families."""
+    return min(max(int(now), max(seen, default=0) + 1), LP_MAX)
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,7 @@ class Mobility:
 
     def __post_init__(self) -> None:
         self._by_fqdn = {a.fqdn: a for a in self.ars.values()}
-        self._by_loopback = {a.loopback: a for a in self.ars.values()}
+        self._by_loopback: dict[Hop, ArInfo] = {a.loopback: a for a in self.ars.values()}
 
     # --- LOCAL_PREF ------------------------------------------------------------------------
 
@@ -202,8 +208,7 @@ class Mobility:
         seen = [r.local_pref for r in self.rib.paths(host(address))]
         if address in self.announced:
             seen.append(self.announced[address])
-        lp = max(int(self.clock()), max(seen, default=0) + 1)
-        return min(lp, LP_MAX)
+        return newest_local_pref(seen, self.clock())
 
     # --- the MN side: draft 2.2 -------------------------------------------------------------
 
@@ -334,12 +339,12 @@ class Mobility:
 
     # --- reacting to BGP and to the access links ----------------------------------------------
 
-    def on_rib_change(self, prefixes: Iterable[IPv4Network]) -> None:
+    def on_rib_change(self, prefixes: Iterable[Net]) -> None:
         for p in prefixes:
-            if p.prefixlen == 32:
+            if isinstance(p, IPv4Network) and p.prefixlen == 32:  # IPv6: routes only, so far
                 self._check(p.network_address)
 
-    def _cluster_of(self, loopback: IPv4Address) -> IPv4Network:
+    def _cluster_of(self, loopback: Hop) -> IPv4Network:
         ar = self._by_loopback.get(loopback)
         return ar.cluster if ar is not None else IPv4Network("0.0.0.0/32")
 

@@ -297,7 +297,10 @@ class MnAgent:
             prev = previous if previous is not None else self.current
             prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
             key = await self.directory.resolve(fqdn)
-            claimed = [ipaddress.IPv4Network((a, 32)) for a in self.held()]
+            claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+                ipaddress.IPv4Network((a, 32)) for a in self.held()]
+            if claimed and self.config.prefix6 is not None:  # a dual-stack MN (issue 18)
+                claimed.append(self.config.prefix6)
             staple = (self.staples.current(self.held()) if self.dns_mode is DnsMode.STAPLED
                       else None)
             if staple is not None and not fits_auth(staple, self.config.identity, fqdn,

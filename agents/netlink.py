@@ -22,7 +22,7 @@ NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTMGRP_LINK, RTMGRP_IPV4_ROUTE = 0x1, 0x40
+RTMGRP_LINK, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE = 0x1, 0x40, 0x400
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
@@ -78,12 +78,22 @@ def messages(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
         off += _align(length)
 
 
-def route_message(*, dst: ipaddress.IPv4Network, oif: int | None = None,
-                  gateway: ipaddress.IPv4Address | None = None, proto: int = 0,
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _family(version: int) -> int:
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+def route_message(*, dst: Network, oif: int | None = None,
+                  gateway: Address | None = None, proto: int = 0,
                   priority: int | None = None, scope: int = RT_SCOPE_UNIVERSE,
                   rtype: int = RTN_UNICAST) -> bytes:
-    """The rtmsg and attributes of one IPv4 route in the main table."""
-    body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, RT_TABLE_MAIN, proto, scope,
+    """The rtmsg and attributes of one route of either family in the main table."""
+    if gateway is not None and gateway.version != dst.version:
+        raise NetlinkError(errno.EINVAL, f"gateway {gateway} for {dst}: another family")
+    body = _RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, RT_TABLE_MAIN, proto, scope,
                        rtype, 0)
     body += attr(RTA_DST, dst.network_address.packed)
     if oif is not None:
@@ -100,18 +110,25 @@ class RouteInfo:
     rtype: int
     table: int
     oif: int | None
-    gateway: ipaddress.IPv4Address | None
+    gateway: Address | None
 
 
 def parse_route(payload: bytes) -> RouteInfo:
     if len(payload) < _RTMSG.size:
         raise NetlinkError(errno.EPROTO, "short rtmsg")
-    _, _, _, _, table, _, _, rtype, _ = _RTMSG.unpack_from(payload)
+    family, _, _, _, table, _, _, rtype, _ = _RTMSG.unpack_from(payload)
     attrs = parse_attrs(payload[_RTMSG.size:])
     if RTA_TABLE in attrs:
         table = struct.unpack("=I", attrs[RTA_TABLE][:4])[0]
     oif = struct.unpack("=I", attrs[RTA_OIF][:4])[0] if RTA_OIF in attrs else None
-    gw = ipaddress.IPv4Address(attrs[RTA_GATEWAY][:4]) if RTA_GATEWAY in attrs else None
+    gw: Address | None = None
+    if RTA_GATEWAY in attrs:
+        raw = attrs[RTA_GATEWAY]
+        size = 16 if family == socket.AF_INET6 else 4
+        if len(raw) < size:
+            raise NetlinkError(errno.EPROTO, f"short gateway ({len(raw)} octets)")
+        gw = (ipaddress.IPv6Address(raw[:16]) if family == socket.AF_INET6
+              else ipaddress.IPv4Address(raw[:4]))
     return RouteInfo(rtype, table, oif, gw)
 
 
@@ -166,8 +183,8 @@ class Netlink:
     def route_delete(self, **route: object) -> None:
         self._request(RTM_DELROUTE, NLM_F_ACK, route_message(**route))  # type: ignore[arg-type]
 
-    def route_get(self, dst: ipaddress.IPv4Address) -> RouteInfo | None:
-        body = _RTMSG.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0)
+    def route_get(self, dst: Address) -> RouteInfo | None:
+        body = _RTMSG.pack(_family(dst.version), dst.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
         body += attr(RTA_DST, dst.packed)
         try:
             answers = self._request(RTM_GETROUTE, 0, body)

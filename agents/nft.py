@@ -15,7 +15,9 @@ import threading
 from .contract import NFT_SOURCES_SET, NFT_TABLE
 
 TABLE = f"ip {NFT_TABLE}"
+TABLE6 = f"ip6 {NFT_TABLE}6"  # a dual-stack AR's MN prefixes (issue 18), the same set name
 SOURCES_SET = NFT_SOURCES_SET
+Source = ipaddress.IPv4Address | ipaddress.IPv6Network  # an MN's /32, or its IPv6 prefix
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
@@ -69,10 +71,16 @@ class Nft:
                 self._ctx = None
 
 
-def _element(ifname: str, address: ipaddress.IPv4Address) -> str:
+def _element(ifname: str, address: Source) -> str:
     if not _IFNAME.match(ifname):
         raise NftError(f"bad interface name {ifname!r}")
-    return f'{{ "{ifname}" . {ipaddress.IPv4Address(address)} }}'
+    value = (ipaddress.IPv6Network(address) if isinstance(address, ipaddress.IPv6Network)
+             else ipaddress.IPv4Address(address))
+    return f'{{ "{ifname}" . {value} }}'
+
+
+def _table(address: Source) -> str:
+    return TABLE6 if isinstance(address, ipaddress.IPv6Network) else TABLE
 
 
 class SourceFilter:
@@ -81,34 +89,38 @@ class SourceFilter:
     def __init__(self, nft: Nft) -> None:
         self._nft = nft
         # What we added, so a revocation needs no listing of the set (a handoff step).
-        self._allowed: dict[ipaddress.IPv4Address, set[str]] = {}
+        self._allowed: dict[Source, set[str]] = {}
 
-    def allow(self, ifname: str, address: ipaddress.IPv4Address) -> None:
-        self._nft.run(f"add element {TABLE} {SOURCES_SET} {_element(ifname, address)}")
+    def allow(self, ifname: str, address: Source) -> None:
+        self._nft.run(f"add element {_table(address)} {SOURCES_SET} {_element(ifname, address)}")
         self._allowed.setdefault(address, set()).add(ifname)
 
-    def revoke(self, ifname: str, address: ipaddress.IPv4Address) -> None:
+    def revoke(self, ifname: str, address: Source) -> None:
         self._allowed.get(address, set()).discard(ifname)
         try:
-            self._nft.run(f"delete element {TABLE} {SOURCES_SET} {_element(ifname, address)}")
+            self._nft.run(f"delete element {_table(address)} {SOURCES_SET} "
+                          f"{_element(ifname, address)}")
         except NftError as exc:
             if "No such file" not in str(exc) and "does not exist" not in str(exc):
                 raise
 
     def members(self) -> dict[ipaddress.IPv4Address, tuple[str, ...]]:
-        """What this filter allowed: address -> its interfaces (the agent's saved state)."""
-        return {a: tuple(sorted(names)) for a, names in list(self._allowed.items()) if names}
+        """What this filter allowed in IPv4: address -> its interfaces (the agent's saved
+        state; IPv6 prefixes are not saved yet and are re-authenticated after a restart)."""
+        return {a: tuple(sorted(names)) for a, names in list(self._allowed.items())
+                if names and isinstance(a, ipaddress.IPv4Address)}
 
     def adopt(self, ifname: str, address: ipaddress.IPv4Address) -> None:
         """A member a previous agent added: known, so that revoking it works."""
         self._allowed.setdefault(address, set()).add(ifname)
 
     def flush(self) -> None:
-        """Empty the set: after a restart that could not say what the set holds."""
+        """Empty the IPv4 set: after a restart that could not say what the set holds."""
         self._nft.run(f"flush set {TABLE} {SOURCES_SET}")
-        self._allowed.clear()
+        for a in [a for a in self._allowed if isinstance(a, ipaddress.IPv4Address)]:
+            del self._allowed[a]
 
-    def revoke_address(self, address: ipaddress.IPv4Address) -> None:
+    def revoke_address(self, address: Source) -> None:
         """Drop every (interface, address) pair this filter allowed for ``address``."""
         for ifname in sorted(self._allowed.pop(address, set())):
             self.revoke(ifname, address)

@@ -16,7 +16,7 @@ import pytest
 from topologies.lab.daemons import proc_comm
 
 WATCHED = {
-    "zebra", "bgpd", "ospfd", "staticd", "watchfrr", "exabgp", "named", "unbound",
+    "zebra", "bgpd", "ospfd", "ospf6d", "staticd", "watchfrr", "exabgp", "named", "unbound",
     "mnexec", "iperf3", "kea-dhcp4", "dnsmasq", "udhcpc", "dhclient", "tcpdump",
     "busybox",  # the MNs' udhcpc runs as busybox
     "tcpreplay",  # the flood bench's sender

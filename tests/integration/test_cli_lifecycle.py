@@ -57,7 +57,7 @@ def test_down_after_crashed_up_and_twice(tmp_path: Path) -> None:
         assert run("status", "--json", str(st)).returncode == 0
         status = json.loads(st.read_text())
         assert status["nodes"]["agg1"]["daemons"] == {"zebra": True, "ospfd": True,
-                                                      "bgpd": True}
+                                                      "ospf6d": True, "bgpd": True}
         os.kill(proc.pid, signal.SIGKILL)  # a crash: no cleanup ran
         proc.wait(timeout=10)
     finally:

@@ -1,7 +1,9 @@
 """Golden files for every lab template: rendered configs must match tests/golden/.
 
 Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/unit/test_render_golden.py`
-and review the diff. The nodes chosen cover every role and every template.
+and review the diff. The nodes chosen cover every role and every template. tests/golden/lab is
+Figure 2 on an IPv4 backbone (without addressing.ipv6's backbone blocks), tests/golden/lab6
+the same nodes dual-stack (issue 18), so an IPv4-only topology is seen to render as before.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.golden import check_golden
 from topologies import model
@@ -17,12 +20,21 @@ from topologies.render import configs as render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab"
+GOLDEN6 = ROOT / "tests" / "golden" / "lab6"
 NODES = ["core1", "agg1", "ar2", "ar3", "inet", "cn", "dns", "ha", "mn1", "mn3", "air"]
 BGP_SECRET = bytes(range(32))  # a fixed test secret: a lab makes its own (render/bgpkeys.py)
 
 
-def rendered(node: str) -> dict[str, str]:
-    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+def figure2(dual_stack: bool) -> model.Topology:
+    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
+    if not dual_stack:
+        for key in ("loopbacks", "links"):
+            del doc["addressing"]["ipv6"][key]
+    return model.build(doc)
+
+
+def rendered(node: str, dual_stack: bool = False) -> dict[str, str]:
+    topo = figure2(dual_stack)
     rundir = Path("/run/flatarch/figure2") / node
     if node in topo.mobiles:
         out = render.render_mobile(topo, node, rundir)
@@ -36,6 +48,7 @@ def rendered(node: str) -> dict[str, str]:
 
 
 CASES = [(n, k) for n in NODES for k in rendered(n)]
+CASES6 = [(n, k) for n in NODES for k in rendered(n, dual_stack=True)]
 
 
 @pytest.mark.parametrize("node, kind", CASES, ids=[f"{n}-{k}" for n, k in CASES])
@@ -45,9 +58,15 @@ def test_golden(node: str, kind: str) -> None:
     check_golden(path, text)
 
 
+@pytest.mark.parametrize("node, kind", CASES6, ids=[f"{n}-{k}" for n, k in CASES6])
+def test_golden_dual_stack(node: str, kind: str) -> None:
+    check_golden(GOLDEN6 / node / f"{kind}.conf", rendered(node, dual_stack=True)[kind])
+
+
 def test_every_template_has_a_golden_file() -> None:
     used = {"ip/node.batch.j2", "ip/mobile.batch.j2", "ip/air.batch.j2", "frr/zebra.conf.j2",
-            "frr/ospfd.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2", "nft/ar.nft.j2",
+            "frr/ospfd.conf.j2", "frr/ospf6d.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2",
+            "nft/ar.nft.j2",
             "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2", "dnsmasq/outside.conf.j2"}
     # A population's batches: golden files in tests/unit/test_population_runtime.py.
     used |= {"ip/population.batch.j2", "ip/population-air.batch.j2"}
@@ -60,6 +79,7 @@ def test_every_template_has_a_golden_file() -> None:
     kinds = {k for _, k in CASES}
     assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp", "nft", "agent", "bridge",
                      "hook", "dnsmasq"}
+    assert {k for _, k in CASES6} == kinds | {"ospf6d"}
 
 
 def test_agg_keeps_own_more_specifics_in_cluster() -> None:

@@ -387,9 +387,16 @@ class Ospfd(FrrDaemon):
     after = ("zebra",)
 
 
+class Ospf6d(FrrDaemon):
+    """OSPFv3 on a dual-stack backbone (issue 18), beside ospfd."""
+
+    kind = "ospf6d"
+    after = ("zebra",)
+
+
 class Bgpd(FrrDaemon):
     kind = "bgpd"
-    after = ("zebra", "ospfd")
+    after = ("zebra", "ospfd", "ospf6d")
 
 
 def vtysh(ex: NodeExec, rundir: Path, *commands: str, timeout: float = 10.0) -> str:
@@ -403,7 +410,7 @@ class ExaBgp(Daemon):
     """ExaBGP on an AR or the HA; its API process is the agent (AgentProcess)."""
 
     kind = "exabgp"
-    after = ("zebra", "ospfd", "bgpd")
+    after = ("zebra", "ospfd", "ospf6d", "bgpd")
 
     def __init__(self, node: str, rundir: Path, config: str, exabgp_bin: str):
         super().__init__(node, rundir, config)

@@ -27,6 +27,7 @@ import jinja2
 
 from agents import dns as adns
 from agents.contract import NAMED_PORT
+from topologies.lab import dnsplane6
 from topologies.lab.daemons import Daemon, LabError, NodeExec, start_batch
 from topologies.model import HOME_TLD, ISP_ZONE, Role, Topology
 from topologies.render.configs import render as render_template
@@ -373,6 +374,9 @@ class DnsPlane:
                 z.records.append(_rec(name + ".", "A", RECORD_TTL, address=str(ident.address)))
                 z.records.append(_rec(adns.addrs_owner(name) + ".", "TXT", RECORD_TTL,
                                       strings=adns.order_strings([ident.address])))
+            six = dnsplane6.aaaa(self.topo, name.split(".")[0])
+            if six is not None:
+                z.records.append(_rec(z.name, "AAAA", RECORD_TTL, address=six))
             z.records.extend(self._key_records(ident))
             if ident.bulk:
                 continue
@@ -426,6 +430,17 @@ class DnsPlane:
             # An AR writes PTRs only inside the pool it assigns from.
             z.grants = [{"key": ar_name + ".", "rule": "zonesub", "target": "",
                          "types": ["PTR"]}]
+        rev6 = dnsplane6.reverse_zones(self.topo, [n.split(".")[0] for n in mns])
+        if rev6 is not None:  # issue 18: the same in ip6.arpa, on nibble boundaries
+            add(rev6.parent, "rev-parent", ".")
+            for pz in rev6.pools:
+                z = add(pz.name, "rev-pool", rev6.parent)
+                z.records += [_rec(owner, "PTR", RECORD_TTL,
+                                   target=self.identity_name(
+                                       "ar" if node == pz.ar else "mn", node) + ".")
+                              for owner, node in pz.ptrs]
+                z.grants = [{"key": self.identity_name("ar", pz.ar) + ".", "rule": "zonesub",
+                             "target": "", "types": ["PTR"]}]
         return zones
 
     @property
@@ -537,7 +552,10 @@ class DnsPlane:
                 # Names Unbound would otherwise answer from its built-in local zones.
                 "nodefault": sorted({z for z in self._zones
                                      if z in ("test.",) or z.count(".") == 3
-                                     and z.endswith(".in-addr.arpa.")}),
+                                     and z.endswith(".in-addr.arpa.")}
+                                    | ({dnsplane6.DOC_REVERSE} if any(
+                                        z.endswith(dnsplane6.DOC_REVERSE) for z in self._zones)
+                                       else set())),
                 # With a home distance, the home zones' server is asked on this node's own
                 # address, whose flow the delay line holds (topologies/lab/shaping.py).
                 "stubs": [{"name": z, "address": f"{self._stub_address(zone)}@{NAMED_PORT}"}
@@ -675,7 +693,8 @@ class DnsPlane:
                 status = line.split("status:")[1].split(",")[0].strip()
             elif line.startswith(";; flags:"):
                 flags = line.split(";")[2]
-            elif (line.startswith(";") and "\tIN\tSOA" in line
+            # dig separates long owner names (ip6.arpa) by a space, not a tab.
+            elif (line.startswith(";") and line[1:].split()[1:3] == ["IN", "SOA"]
                   and status == "NOERROR" and " ad" in flags):
                 ok.add(line[1:].split()[0].lower())
         return ok

@@ -1,7 +1,8 @@
 """Health of a running lab, read from the daemons themselves (vtysh JSON, ping).
 
 Produces the contract's `up --check` record: BGP sessions, OSPF adjacencies, pool
-reachability from the CN, and whether core routers hold only cluster aggregates.
+reachability from the CN, and whether core routers hold only cluster aggregates; on a
+dual-stack backbone the same for IPv6 (OSPFv3, the IPv6 unicast family), under "ipv6".
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 
 from agents.contract import Layout, ServiceState
 from topologies.lab.daemons import LabError, NodeExec, vtysh
-from topologies.model import Role, Topology
+from topologies.model import Node, Role, Topology
 from topologies.render.configs import daemons_for
 
 
 @dataclass
-class Health:
-    nodes: int
+class FamilyHealth:
+    """One address family's counts: IPv4's at the top of the record, IPv6's under "ipv6"."""
+
     bgp_established: int = 0
     bgp_total: int = 0
     ospf_full: int = 0
@@ -29,44 +31,71 @@ class Health:
     pools_ok: int = 0
     pools_total: int = 0
     core_leaks: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
     @property
-    def converged(self) -> bool:
-        return (
-            self.bgp_established == self.bgp_total
-            and self.ospf_full == self.ospf_expected
-            and not self.problems
-        )
+    def family_converged(self) -> bool:
+        return self.bgp_established == self.bgp_total and self.ospf_full == self.ospf_expected
 
     @property
-    def healthy(self) -> bool:
-        return self.converged and self.pools_ok == self.pools_total and not self.core_leaks
+    def family_reachable(self) -> bool:
+        return self.pools_ok == self.pools_total and not self.core_leaks
 
-    def as_json(self) -> dict[str, Any]:
+    def family_rows(self, family: str = "") -> list[tuple[str, str, str]]:
+        return [
+            (f"{family}BGP sessions established", f"{self.bgp_established}/{self.bgp_total}",
+             _ok(self.bgp_established == self.bgp_total)),
+            (f"{family}OSPF adjacencies full", f"{self.ospf_full}/{self.ospf_expected}",
+             _ok(self.ospf_full == self.ospf_expected)),
+            (f"{family}AR pools reachable from CN", f"{self.pools_ok}/{self.pools_total}",
+             _ok(self.pools_ok == self.pools_total)),
+            (f"core holds only {family}aggregates", str(len(self.core_leaks)) + " leaks",
+             _ok(not self.core_leaks)),
+        ]
+
+    def counts_json(self) -> dict[str, Any]:
         return {
-            "healthy": self.healthy,
-            "nodes": self.nodes,
             "bgp_sessions": {"established": self.bgp_established, "total": self.bgp_total},
             "ospf_full": self.ospf_full == self.ospf_expected,
             "ospf_adjacencies": {"full": self.ospf_full, "expected": self.ospf_expected},
             "pools_reachable": {"ok": self.pools_ok, "total": self.pools_total},
             "core_more_specifics": self.core_leaks,
+        }
+
+
+@dataclass
+class Health(FamilyHealth):
+    nodes: int = 0
+    problems: list[str] = field(default_factory=list)
+    ipv6: FamilyHealth | None = None  # a dual-stack backbone only
+
+    @property
+    def converged(self) -> bool:
+        return (self.family_converged and not self.problems
+                and (self.ipv6 is None or self.ipv6.family_converged))
+
+    @property
+    def reachable(self) -> bool:
+        """Every pool of both families answers the CN."""
+        return (self.pools_ok == self.pools_total
+                and (self.ipv6 is None or self.ipv6.pools_ok == self.ipv6.pools_total))
+
+    @property
+    def healthy(self) -> bool:
+        return (self.converged and self.family_reachable
+                and (self.ipv6 is None or self.ipv6.family_reachable))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "nodes": self.nodes,
+            **self.counts_json(),
             "problems": self.problems,
+            **({"ipv6": self.ipv6.counts_json()} if self.ipv6 is not None else {}),
         }
 
     def table(self) -> str:
-        rows = [
-            ("nodes", str(self.nodes), ""),
-            ("BGP sessions established", f"{self.bgp_established}/{self.bgp_total}",
-             _ok(self.bgp_established == self.bgp_total)),
-            ("OSPF adjacencies full", f"{self.ospf_full}/{self.ospf_expected}",
-             _ok(self.ospf_full == self.ospf_expected)),
-            ("AR pools reachable from CN", f"{self.pools_ok}/{self.pools_total}",
-             _ok(self.pools_ok == self.pools_total)),
-            ("core holds only aggregates", str(len(self.core_leaks)) + " leaks",
-             _ok(not self.core_leaks)),
-        ]
+        rows = [("nodes", str(self.nodes), ""), *self.family_rows(),
+                *(self.ipv6.family_rows("IPv6 ") if self.ipv6 is not None else [])]
         w = max(len(r[0]) for r in rows)
         lines = [f"{a:<{w}}  {b:>10}  {c}" for a, b, c in rows]
         lines += [f"problem: {p}" for p in self.problems]
@@ -86,10 +115,15 @@ def _json(ex: NodeExec, rundir: Path, cmd: str) -> Any:
         raise LabError(f"{ex.name}: {cmd}: bad JSON: {exc}") from None
 
 
-def ospf_full(ex: NodeExec, rundir: Path) -> int:
-    data = _json(ex, rundir, "show ip ospf neighbor json")
+OSPF_NEIGHBORS = {"ospfd": "show ip ospf neighbor json", "ospf6d": "show ipv6 ospf6 neighbor json"}
+
+
+def ospf_full(ex: NodeExec, rundir: Path, daemon: str = "ospfd") -> int:
+    data = _json(ex, rundir, OSPF_NEIGHBORS[daemon])
     count = 0
-    for entries in (data.get("neighbors") or {}).values():
+    # ospfd lists neighbours per router id, ospf6d in one list.
+    neighbors = data.get("neighbors") or {}
+    for entries in neighbors.values() if isinstance(neighbors, dict) else [neighbors]:
         for e in entries if isinstance(entries, list) else [entries]:
             state = str(e.get("nbrState") or e.get("state") or "")
             if state.startswith("Full"):
@@ -97,15 +131,20 @@ def ospf_full(ex: NodeExec, rundir: Path) -> int:
     return count
 
 
-def bgp_peers(ex: NodeExec, rundir: Path) -> dict[str, str]:
-    data = _json(ex, rundir, "show bgp ipv4 unicast summary json")
-    peers = (data.get("ipv4Unicast") or data).get("peers") or {}
+def bgp_peers(ex: NodeExec, rundir: Path, family: str = "ipv4") -> dict[str, str]:
+    data = _json(ex, rundir, f"show bgp {family} unicast summary json")
+    peers = (data.get(f"{family}Unicast") or data).get("peers") or {}
     return {addr: str(p.get("state", "")) for addr, p in peers.items()}
 
 
 def bgp_prefixes(ex: NodeExec, rundir: Path) -> list[ipaddress.IPv4Network]:
     data = _json(ex, rundir, "show bgp ipv4 unicast json")
     return [ipaddress.IPv4Network(p) for p in (data.get("routes") or {})]
+
+
+def bgp_prefixes6(ex: NodeExec, rundir: Path) -> list[ipaddress.IPv6Network]:
+    data = _json(ex, rundir, "show bgp ipv6 unicast json")
+    return [ipaddress.IPv6Network(p) for p in (data.get("routes") or {})]
 
 
 def sessions(topo: Topology) -> set[frozenset[str]]:
@@ -136,7 +175,7 @@ def check(
     *,
     ping: bool = True,
 ) -> Health:
-    h = Health(nodes=len(topo.nodes))
+    h = Health(nodes=len(topo.nodes), ipv6=FamilyHealth() if topo.backbone6 else None)
     # Which node does each BGP peer address belong to, from one router's view.
     addr_owner: dict[str, str] = {}
     for n in topo.routers:
@@ -147,6 +186,7 @@ def check(
         if n.service == "ha":
             addr_owner[str(n.interfaces[0].address)] = n.name
     up: dict[frozenset[str], list[bool]] = {}
+    up6: dict[frozenset[str], list[bool]] = {}
     for node in topo.routers:
         ex, rd = execs[node.name], rundirs[node.name]
         kinds = daemons_for(node, topo)
@@ -158,6 +198,8 @@ def check(
                 for addr, state in bgp_peers(ex, rd).items():
                     pair = frozenset((node.name, addr_owner.get(addr, addr)))
                     up.setdefault(pair, []).append(state == "Established")
+            if h.ipv6 is not None:
+                _check6(topo, node, ex, rd, h.ipv6, up6, addr_owner)
             if node.role is Role.CORE:
                 cluster_len = topo.clusters[0].prefix.prefixlen
                 h.core_leaks += [
@@ -170,12 +212,39 @@ def check(
     expected = sessions(topo)
     h.bgp_total = len(expected)
     h.bgp_established = sum(1 for s in expected if up.get(s) and all(up[s]))
+    if h.ipv6 is not None:
+        h.ipv6.bgp_total = len(expected)
+        h.ipv6.bgp_established = sum(1 for s in expected if up6.get(s) and all(up6[s]))
     if ping:
         cn = execs[topo.service("cn").name]
         ars = topo.by_role(Role.AR)
         h.pools_total = len(ars)
         h.pools_ok = sum(ping_many(cn, [str(a.pool_gateway) for a in ars]).values())
+        if h.ipv6 is not None:
+            targets = [str(a.pool6.network_address + 1) for a in ars if a.pool6]
+            h.ipv6.pools_total = len(ars)
+            h.ipv6.pools_ok = sum(ping_many(cn, targets).values())
     return h
+
+
+def _check6(topo: Topology, node: Node, ex: NodeExec, rd: Path, h6: FamilyHealth,
+            up6: dict[frozenset[str], list[bool]], addr_owner: dict[str, str]) -> None:
+    """One router's IPv6 side: OSPFv3 adjacencies, the IPv6 family on each BGP session
+    (the sessions are the IPv4 ones, docs/ipv6.md), a core's IPv6 more-specifics."""
+    kinds = daemons_for(node, topo)
+    if "ospf6d" in kinds:
+        h6.ospf_expected += len(topo.ospf_neighbors(node.name))
+        h6.ospf_full += ospf_full(ex, rd, "ospf6d")
+    if "bgpd" in kinds:
+        for addr, state in bgp_peers(ex, rd, "ipv6").items():
+            pair = frozenset((node.name, addr_owner.get(addr, addr)))
+            up6.setdefault(pair, []).append(state == "Established")
+    if node.role is Role.CORE and topo.plan6 is not None:
+        managed = topo.plan6.block("addressing.ipv6.managed").network
+        cluster6 = topo.clusters[0].prefix6
+        assert cluster6 is not None and isinstance(managed, ipaddress.IPv6Network)
+        h6.core_leaks += [f"{node.name}:{p}" for p in bgp_prefixes6(ex, rd)
+                          if p.subnet_of(managed) and p.prefixlen > cluster6.prefixlen]
 
 
 def agent_problems(topo: Topology, rundirs: dict[str, Path]) -> list[str]:
@@ -208,8 +277,11 @@ def ping_many(ex: NodeExec, targets: list[str], count: int = 2) -> dict[str, boo
 
 
 def progress_line(h: Health) -> str:
+    v6 = h.ipv6
     return (
         f"OSPF {h.ospf_full}/{h.ospf_expected} full, "
         f"BGP {h.bgp_established}/{h.bgp_total} established"
+        + (f"; OSPFv3 {v6.ospf_full}/{v6.ospf_expected} full, IPv6 BGP "
+           f"{v6.bgp_established}/{v6.bgp_total} established" if v6 is not None else "")
     )
 

@@ -36,6 +36,7 @@ from topologies.lab.daemons import (
     LabError,
     MnAgentProcess,
     NodeExec,
+    Ospf6d,
     Ospfd,
     Zebra,
     is_ours,
@@ -72,7 +73,7 @@ LOCK = "lab.lock"
 # Every daemon kind a lab may run, in the order the lab lists them; each declares what it
 # starts after (topologies/lab/daemons.py), and the lab sorts them once.
 DAEMON_CLASSES: dict[str, type[Daemon]] = {
-    c.kind: c for c in (Zebra, Ospfd, Bgpd, ExaBgp, AgentProcess, Dnsmasq, Named, Unbound,
+    c.kind: c for c in (Zebra, Ospfd, Ospf6d, Bgpd, ExaBgp, AgentProcess, Dnsmasq, Named, Unbound,
                         MnAgentProcess, shaping.DelayLineDaemon)
 }
 
@@ -385,7 +386,7 @@ class Lab(StartStop):
         """
         def pools_ok() -> bool:
             self.health = health.check(self.topo, self.execs, self.rundirs(), ping=True)
-            return self.health.pools_ok == self.health.pools_total
+            return self.health.reachable
 
         with contextlib.suppress(DeadlineError):
             wait_until(pools_ok, timeout, "every AR pool to answer the CN", 1.0)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from . import dualstack
 from . import links as linkattrs
 from . import population as populations
 from .errors import TopologyError
@@ -150,6 +151,7 @@ class Topology:
     mobile_nodes: dict[str, Mobile] = field(default_factory=dict)
     overlay: dict[str, IPv4Address] = field(default_factory=dict)  # AR -> redirect mesh address
     plan6: AddressPlan | None = None  # the IPv6 instance of the plan, when the YAML gives one
+    backbone6: dualstack.Backbone6 | None = None  # IPv6 loopbacks and links (dual stack)
     # MNs described in bulk (`population:`): addressed by the same plan, run by the
     # population runtime rather than one agent process each.
     population: populations.Population | None = None
@@ -357,7 +359,8 @@ def _plan(addr: dict[str, Any], inet: dict[str, Any]) -> AddressPlan:
     return plan
 
 
-V6_KEYS = {"managed", "cluster_prefixlen", "pool_prefixlen", "mn_prefixlen"}
+V6_KEYS = {"managed", "cluster_prefixlen", "pool_prefixlen", "mn_prefixlen",
+           "loopbacks", "links", "mobiles"}  # the last three: dual stack (model/dualstack.py)
 
 
 def _plan6(doc: Any, clusters: list[Cluster], nodes: dict[str, Node]) -> AddressPlan | None:
@@ -373,6 +376,9 @@ def _plan6(doc: Any, clusters: list[Cluster], nodes: dict[str, Node]) -> Address
         raise TopologyError(f"addressing.ipv6: unknown key {unknown[0]!r}")
     plan = AddressPlan(6)
     managed = plan.declare("addressing.ipv6.managed", _req(doc, "managed", "addressing.ipv6"))
+    for key in ("loopbacks", "links"):
+        if key in doc:
+            plan.declare(f"addressing.ipv6.{key}", doc[key])
     lengths = {"managed": managed.network.prefixlen}
     for key, default in (("cluster_prefixlen", 44), ("pool_prefixlen", 56), ("mn_prefixlen", 64)):
         value = doc.get(key, default)
@@ -688,6 +694,13 @@ def build(doc: dict[str, Any]) -> Topology:
     if plan6 is not None:
         mobile_nodes = _mobile_prefixes(plan6, b.nodes, mobile_nodes)
         pop_nodes = _mobile_prefixes(plan6, b.nodes, pop_nodes, after=mobile_nodes)
+    six = (addr.get("ipv6") or {}).get("mobiles") or []
+    mobiles6 = tuple(_names(six, "addressing.ipv6.mobiles")) if six else ()
+    if unknown_mn := next((m for m in mobiles6 if m not in mobiles), None):
+        raise TopologyError(f"addressing.ipv6.mobiles: {unknown_mn!r} is not listed under mobiles")
+    backbone6 = None if plan6 is None else dualstack.backbone(
+        plan6, [n.name for n in b.nodes.values() if n.is_router], [(lk.a, lk.b) for lk in b.links],
+        mobiles6)
     role_of = {n.name: (n.service, n.role.value) if n.service else (n.role.value,)
                for n in b.nodes.values()}
     spec = linkattrs.parse(doc, {r for names in role_of.values() for r in names})
@@ -698,6 +711,7 @@ def build(doc: dict[str, Any]) -> Topology:
     return Topology(
         plan=plan,
         plan6=plan6,
+        backbone6=backbone6,
         mobile_nodes=mobile_nodes,
         population=pop,
         population_nodes=pop_nodes,

@@ -50,6 +50,18 @@ DHCP_MARK = 0x43
 DHCP_TABLE = 67
 OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
 OUTSIDE_LEASE_S = 600
+
+
+def eui64_link_local(mac: str) -> str:
+    """The link-local address the kernel derives from a MAC (RFC 4291 appendix A)."""
+    octets = bytes.fromhex(mac.replace(":", ""))
+    eui = bytes([octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
+
+
+# The access link's IPv6 gateway: every AR's access interface derives it from the shared
+# ACCESS_MAC, so it too is the same on every AR (issue 18).
+ACCESS_GATEWAY6 = eui64_link_local(ACCESS_MAC)
 ESCAPE_TAG = 911  # community ASN:911 on a host route lets it leave its cluster (draft 2.1)
 
 
@@ -110,9 +122,11 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         "loopback": str(node.loopback) if node.loopback else "",
         "interfaces": [
             {"name": i.name, "cidr": i.cidr,
-             "mtu": BACKBONE_MTU if node.is_router and topo.nodes[i.peer].is_router else 0}
+             "mtu": BACKBONE_MTU if node.is_router and topo.nodes[i.peer].is_router else 0,
+             "cidr6": str(topo.backbone6.end(node.name, i.peer)) if topo.backbone6 else ""}
             for i in node.interfaces
         ],
+        **ip6_data(topo, node),
         "overlay": overlay_data(topo, node),
         "pool": str(node.pool) if node.pool else "",
         "pool_gateway": str(node.pool_gateway) if node.pool else "",
@@ -120,7 +134,8 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
         # The access link into the radio exists only in labs with mobile nodes.
         "access": (
             {"name": access_ifname(node.name), "address": ACCESS_GATEWAY, "mac": ACCESS_MAC,
-             "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE}
+             "dhcp_mark": f"{DHCP_MARK:#x}", "dhcp_table": DHCP_TABLE,
+             "address6": ACCESS_GATEWAY6 if topo.backbone6 else ""}
             if node.role is Role.AR and topo.mobiles else None
         ),
         # The visited network's access link, on the Internet router (draft 2.4).
@@ -129,6 +144,22 @@ def ip_data(topo: Topology, node: Node) -> dict[str, Any]:
              "cidr": f"{topo.outside_gateway}/{topo.outside_net.prefixlen}"}
             if node.name == topo.outside_cell and topo.outside_net else None
         ),
+    }
+
+
+def ip6_data(topo: Topology, node: Node) -> dict[str, str]:
+    """The node's IPv6 side (issue 18), all empty on an IPv4-only backbone."""
+    bb = topo.backbone6
+    if bb is None:
+        return {"loopback6": "", "pool6": "", "pool6_gateway": "", "gateway6": ""}
+    pool6 = node.pool6 if node.role is Role.AR else None
+    gateway6 = (str(bb.end(node.interfaces[0].peer, node.name).ip)
+                if node.role is Role.HOST else "")
+    return {
+        "loopback6": str(bb.loopback(node.name)) if node.is_router else "",
+        "pool6": str(pool6) if pool6 else "",
+        "pool6_gateway": str(pool6.network_address + 1) if pool6 else "",
+        "gateway6": gateway6,
     }
 
 
@@ -164,7 +195,7 @@ def render_air(topo: Topology) -> str:
 
 
 def zebra_data(topo: Topology, node: Node) -> dict[str, Any]:
-    return {"name": node.name, "role": str(node.role)}
+    return {"name": node.name, "role": str(node.role), "ipv6": topo.backbone6 is not None}
 
 
 def ospfd_data(topo: Topology, node: Node) -> dict[str, Any]:
@@ -303,7 +334,45 @@ def bgpd_data(topo: Topology, node: Node, rundir: Path = Path("."),
         "prefix_lists": prefix_lists,
         "aggregates": aggregates,
         "networks": networks,
+        "ipv6": bgp6_data(topo, node),
     }
+
+
+def bgp6_data(topo: Topology, node: Node) -> dict[str, Any] | None:
+    """The IPv6 unicast family of a bgpd (issue 18), the IPv4 policy in the other family:
+    cluster aggregates at the aggregation reflectors, their more-specifics kept inside the
+    cluster, only aggregates (and the HA's subnet) out to the Internet."""
+    bb, plan6 = topo.backbone6, topo.plan6
+    if bb is None or plan6 is None:
+        return None
+    managed = plan6.block("addressing.ipv6.managed").network
+    networks: list[str] = []
+    aggregates: list[str] = []
+    prefix_lists: list[dict[str, Any]] = []
+    if node.role is Role.CORE:
+        cluster_len = _v6net(topo.clusters[0].prefix6).prefixlen
+        networks = [str(bb.end(n.name, n.interfaces[0].peer).network)
+                    for n in topo.nodes.values() if n.service == "ha"]
+        prefix_lists.append({"name": "TO-INTERNET6", "entries": [
+            {"action": "permit", "prefix": str(managed), "ge": 0, "le": cluster_len},
+            *({"action": "permit", "prefix": n, "ge": 0, "le": 0} for n in networks),
+            {"action": "deny", "prefix": "::/0", "ge": 0, "le": 128},
+        ]})
+    elif node.role is Role.AGG:
+        served = [_v6net(c.prefix6) for c in topo.agg_clusters(node.name)]
+        aggregates = [str(p) for p in served]
+        prefix_lists.append({"name": "OWN-MORE-SPECIFICS6", "entries": [
+            {"action": "permit", "prefix": str(p), "ge": p.prefixlen + 1, "le": 128}
+            for p in served]})
+    elif node.role is Role.INET:
+        cn = topo.service("cn")
+        networks = [str(bb.end(cn.name, cn.interfaces[0].peer).network)]
+    return {"networks": networks, "aggregates": aggregates, "prefix_lists": prefix_lists}
+
+
+def _v6net(n: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network:
+    assert n is not None
+    return n
 
 
 def _passwords(node: Node, data: dict[str, Any], secret: bytes | None) -> dict[str, Any]:
@@ -378,7 +447,22 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConf
             lease_s=topo.dhcp.lease_s, remote_renewals=topo.dhcp.remote_renewals,
             first=topo.dhcp.first, last=topo.dhcp.last, home_agent=home_agent_name(topo),
             tsig=rundir / Layout.TSIG, primary=resolver_address(topo), primary_port=NAMED_PORT),
+        ipv6=ar_ipv6(topo, node),
     )
+
+
+def ar_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
+    """The AR agent's IPv6 side, on a dual-stack backbone only."""
+    bb, plan6 = topo.backbone6, topo.plan6
+    if bb is None or plan6 is None or node.pool6 is None:
+        return None
+    managed = plan6.block("addressing.ipv6.managed").network
+    assert isinstance(managed, ipaddress.IPv6Network)
+    return contract.ArIpv6(
+        loopback=bb.loopback(node.name), pool=node.pool6, managed=managed,
+        mn_prefixlen=plan6.mn_prefixlen,
+        loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)},
+        clusters={a.name: _v6net(topo.cluster_of(a.name).prefix6) for a in topo.by_role(Role.AR)})
 
 
 HA_TUNNEL = contract.HaTunnel(
@@ -416,6 +500,7 @@ def nft_data(topo: Topology, node: Node) -> dict[str, Any]:
         "access": access_ifname(node.name),
         "dhcp_mark": f"{DHCP_MARK:#x}",
         "auth_filter": prefilter_data(),
+        "ipv6": topo.backbone6 is not None,
     }
 
 
@@ -442,12 +527,16 @@ def mobile_config(topo: Topology, mn: str, rundir: Path) -> contract.MnAgentConf
         auth_port=AUTH_PORT, paging_port=PAGING_PORT,
         ars={ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
         dns_mode=contract.DnsMode(mob.dns),
+        prefix6=mob.prefix6 if topo.backbone6 and mn in topo.backbone6.mobiles else None,
     )
 
 
 def mobile_data(topo: Topology, mn: str, rundir: Path) -> dict[str, Any]:
     """The MN's configuration as plain data, for its interface and hook templates."""
     data: dict[str, Any] = json.loads(mobile_config(topo, mn, rundir).to_json())
+    prefix6 = data.get("prefix6")
+    data["address6"] = str(ipaddress.IPv6Network(prefix6).network_address + 1) if prefix6 else ""
+    data["gateway6"] = ACCESS_GATEWAY6
     return data
 
 
@@ -468,12 +557,14 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path,
         # peers are the core route reflectors (Figure 3).
         return _passwords(node, {
             "name": node.name, "router_id": str(node.interfaces[0].address), "asn": topo.asn,
+            "ipv6": False,  # the Home Agent stays IPv4-only (docs/ipv6.md)
             "holdtime": BGP_HOLD, "agent_argv": " ".join(agent_argv(topo, node, rundir)),
             "neighbors": [{"address": str(c.loopback), "name": c.name}
                           for c in topo.by_role(Role.CORE)],
         }, secret)
     return _passwords(node, {
         "name": node.name,
+        "ipv6": topo.backbone6 is not None,  # both families on the IPv4 sessions
         "router_id": str(node.loopback),
         "asn": topo.asn,
         "holdtime": BGP_HOLD,
@@ -491,9 +582,11 @@ def daemons_for(node: Node, topo: Topology | None = None) -> list[str]:
         return ["exabgp", "agent"] if node.service == "ha" else []
     if node.role is Role.INET:
         return ["zebra", "bgpd", *(["dnsmasq"] if topo and topo.outside_cell else [])]
+    # OSPFv3 beside OSPFv2 on a dual-stack backbone (issue 18).
+    igp = ["ospfd", *(["ospf6d"] if topo is not None and topo.backbone6 else [])]
     if node.role is Role.AR:
-        return ["zebra", "ospfd", "exabgp", "agent"]
-    return ["zebra", "ospfd", "bgpd"]
+        return ["zebra", *igp, "exabgp", "agent"]
+    return ["zebra", *igp, "bgpd"]
 
 
 def render_node(topo: Topology, node: Node, rundir: Path,
@@ -519,6 +612,7 @@ def render_node(topo: Topology, node: Node, rundir: Path,
         elif kind == "bgpd":
             out[kind] = render("frr/bgpd.conf.j2", bgpd_data(topo, node, rundir, bgp_secret))
         else:
-            builder = {"zebra": zebra_data, "ospfd": ospfd_data}[kind]
+            # ospf6d runs on the same links as ospfd: the same data, another template.
+            builder = {"zebra": zebra_data, "ospfd": ospfd_data, "ospf6d": ospfd_data}[kind]
             out[kind] = render(f"frr/{kind}.conf.j2", builder(topo, node))
     return out

@@ -1,0 +1,82 @@
+"""A dual-stack MN with the real daemons (issue 18, draft 2.2 and 2.3): mn1 holds the first
+address of its IPv6 prefix and claims the prefix in every AUTH; the AR checks the AAAA and
+the prefix's own PTR, routes the prefix onto the access link and, away from home, announces
+it with the IPv4 LOCAL_PREF rule. One lab for the module (Figure 2, mn1 dual-stack).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from topologies import model
+from topologies.lab.daemons import wait_until
+from topologies.lab.lab import Lab
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    doc = copy.deepcopy(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
+    doc["addressing"]["ipv6"]["mobiles"] = ["mn1"]
+    with Lab(model.build(doc), ready_timeout=120) as running:
+        running.set_mode("redirect")
+        yield running
+
+
+def prefix(lab: Lab) -> str:
+    return str(lab.topo.mobile("mn1").prefix6)
+
+
+def address(lab: Lab) -> str:
+    p = lab.topo.mobile("mn1").prefix6
+    assert p is not None
+    return str(p.network_address + 1)
+
+
+def routes6(lab: Lab, node: str, dst: str) -> list[dict[str, Any]]:
+    out = lab.execs[node].check(["ip", "-j", "-6", "route", "show", "exact", dst])
+    return list(json.loads(out or "[]"))
+
+
+def reaches(lab: Lab) -> bool:
+    return lab.execs["cn"].run(["ping", "-6", "-c", "1", "-W", "1", address(lab)]).returncode == 0
+
+
+def move(lab: Lab, ar: str) -> dict[str, Any]:
+    rec = lab.handoff("mn1", ar)
+    assert rec["ok"], rec
+    return rec
+
+
+def test_at_home_the_pool_carries_the_prefix(lab: Lab) -> None:
+    wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 over IPv6 at home")
+    assert routes6(lab, "agg1", prefix(lab)) == []  # no /64: ar1's /56 covers it
+
+
+def test_the_prefix_is_rerouted_within_and_across_clusters_and_withdrawn_at_home(
+        lab: Lab) -> None:
+    rec = move(lab, "ar2")  # intra-cluster
+    assert prefix(lab) in rec["rerouted"] and rec["not_rerouted"] == []
+    wait_until(lambda: bool(routes6(lab, "agg1", prefix(lab))), 10, "agg1 to learn the /64")
+    wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 at ar2")
+    assert routes6(lab, "core1", prefix(lab)) == []  # confined to the cluster (draft 2.2)
+    assert routes6(lab, "ar1", prefix(lab))  # ar1 routes it on to ar2 (BGP, OSPFv3)
+
+    rec = move(lab, "ar5")  # another cluster: the /64 goes through the cores
+    assert prefix(lab) in rec["rerouted"]
+    wait_until(lambda: bool(routes6(lab, "core1", prefix(lab))), 10, "core1 to learn the /64")
+    wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 at ar5")
+
+    move(lab, "ar1")  # home: the /64 is withdrawn everywhere, the pool covers it again
+    wait_until(lambda: not routes6(lab, "core1", prefix(lab))
+               and not routes6(lab, "agg1", prefix(lab)), 15, "no /64 left at agg1 and core1")
+    wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 back home")

@@ -1,0 +1,152 @@
+"""The IPv6 prefix handoff's decisions (agents/handoff6.py), with fakes for DNS, BGP and
+the kernel: LOCAL_PREF ordered as for IPv4, withdrawal on a newer route, the pool covering
+a prefix back home, and every refusal."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
+
+import pytest
+
+from agents.exabgp_api import Route
+from agents.fib import Rib
+from agents.handoff6 import PrefixMobility
+
+ME = IPv6Address("2001:db8:ff::7")  # ar1
+AR2 = IPv6Address("2001:db8:ff::8")
+POOL = IPv6Network("2001:db8:4000::/56")  # ar1's
+HOME = IPv6Network("2001:db8:4000:1::/64")  # an MN of ar1
+VISITOR = IPv6Network("2001:db8:4000:101::/64")  # an MN of ar2
+
+
+class Fakes:
+    def __init__(self, refuse: dict[IPv6Network, str] | None = None,
+                 fail: bool = False) -> None:
+        self.refuse, self.fail = refuse or {}, fail
+        self.announced: list[tuple[IPv6Network, int]] = []
+        self.escaped: list[IPv6Network] = []
+        self.withdrawn: list[IPv6Network] = []
+        self.attached: list[IPv6Network] = []
+        self.detached: list[IPv6Network] = []
+
+    async def verify_prefixes(self, mn: str, claimed: list[IPv6Network]
+                              ) -> tuple[list[IPv6Network], dict[IPv6Network, str]]:
+        if self.fail:
+            raise TimeoutError("resolver timed out")
+        return [p for p in claimed if p not in self.refuse], dict(self.refuse)
+
+    def announce6(self, prefix: IPv6Network, local_pref: int, escape: bool = False) -> None:
+        self.announced.append((prefix, local_pref))
+        if escape:
+            self.escaped.append(prefix)
+
+    def withdraw6(self, prefix: IPv6Network) -> None:
+        self.withdrawn.append(prefix)
+
+    async def attach6(self, prefix: IPv6Network, ifindex: int) -> None:
+        self.attached.append(prefix)
+
+    async def detach6(self, prefix: IPv6Network) -> None:
+        self.detached.append(prefix)
+
+
+def mobility(fakes: Fakes, rib: Rib, now: float = 1000.0) -> PrefixMobility:
+    return PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
+                          mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
+                          clock=lambda: now, spawn=asyncio.run)
+
+
+def test_a_visitor_prefix_is_announced_newer_than_any_path_heard_of() -> None:
+    fakes, rib = Fakes(), Rib()
+    rib.update("agg1", [Route(VISITOR, AR2, 5000)], [])  # ar2's, stamped ahead of our clock
+    m = mobility(fakes, rib)
+    assert asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3)) == [VISITOR]
+    assert fakes.attached == [VISITOR] and fakes.announced == [(VISITOR, 5001)]
+    # ar2 hears of it and stays; a newer route elsewhere (the MN moved on) ends ours.
+    rib.update("agg1", [Route(VISITOR, AR2, 6000)], [])
+    assert m.on_rib_change({VISITOR}) == [VISITOR]
+    assert fakes.withdrawn == [VISITOR] and VISITOR not in m.attached
+    assert fakes.detached == [VISITOR]
+
+
+def test_at_home_the_pool_covers_the_prefix_unless_a_visitor_route_must_be_beaten() -> None:
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    assert fakes.announced == []  # the pool's /56 covers it
+    # Back from ar2, whose /64 is still there: beat it, then withdraw once it is gone.
+    fakes2, rib2 = Fakes(), Rib()
+    rib2.update("agg1", [Route(HOME, AR2, 900)], [])
+    m2 = mobility(fakes2, rib2)
+    asyncio.run(m2.on_authenticated("mn1.example", [HOME], 3))
+    assert fakes2.announced == [(HOME, 1000)]
+    rib2.update("agg1", [], [HOME])
+    assert m2.on_rib_change({HOME}) == [] and fakes2.withdrawn == [HOME]
+    assert HOME in m2.attached
+
+
+@pytest.mark.parametrize(("claimed", "fakes", "reason"), [
+    (IPv6Network("2001:db8:4000:100::/56"), Fakes(), "not a /64 (the plan's prefix per MN)"),
+    (IPv6Network("2001:db8:9999::/64"), Fakes(), "outside the AS's managed range"),
+    (VISITOR, Fakes(fail=True), "DNS: resolver timed out"),
+    (VISITOR, Fakes(refuse={VISITOR: "no PTR"}), "no PTR"),
+])
+def test_anything_unverified_is_refused(claimed: IPv6Network, fakes: Fakes,
+                                        reason: str) -> None:
+    m = mobility(fakes, Rib())
+    assert asyncio.run(m.on_authenticated("mn2.example", [claimed], 3)) == []
+    assert fakes.attached == [] and fakes.announced == []
+    (checked,) = [r for r in m.events.records if r["ev"] == "checked6"]
+    assert checked["refused"] == {str(claimed): reason}
+
+
+def test_ipv4_prefixes_are_left_to_the_ipv4_handoff() -> None:
+    fakes = Fakes()
+    m = mobility(fakes, Rib())
+    assert asyncio.run(m.on_authenticated("mn1.example", [IPv4Network("10.64.0.10/32")], 3)) == []
+    assert m.on_rib_change({IPv4Network("10.64.0.10/32")}) == []
+
+
+def test_the_resolver_verifies_a_prefix_by_aaaa_and_its_own_ptr() -> None:
+    """draft 2.3: an AAAA drawn from the prefix, then the PTR of the containing prefix."""
+    import dns.rdatatype
+    import dns.rrset
+
+    from agents.dns import DnsRecordError, ValidatingResolver, prefix_reverse_name
+
+    other = IPv6Network("2001:db8:4000:2::/64")
+    stranger = IPv6Network("2001:db8:4000:3::/64")
+    records = {
+        ("mn1.example", "AAAA"): ["2001:db8:4000:1::1", "2001:db8:4000:2::1"],
+        (prefix_reverse_name(HOME), "PTR"): ["mn1.example."],
+        (prefix_reverse_name(other), "PTR"): ["mn9.example."],
+    }
+
+    class Fake(ValidatingResolver):
+        async def require(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.rrset.RRset:
+            values = records.get((name, dns.rdatatype.to_text(rdtype)))
+            if values is None:
+                raise DnsRecordError(f"{name}: no such name")
+            return dns.rrset.from_text(name, 5, "IN", dns.rdatatype.to_text(rdtype), *values)
+
+    accepted, refused = asyncio.run(Fake("127.0.0.1").verify_prefixes(
+        "mn1.example", [HOME, other, stranger, VISITOR]))
+    assert accepted == [HOME]
+    assert refused[other] == "PTR names mn9.example, not mn1.example"
+    assert refused[stranger].startswith("not among the validated addresses")
+    assert refused[VISITOR].startswith("not among the validated addresses")
+
+
+def test_back_home_from_another_cluster_the_prefix_escapes_the_cluster() -> None:
+    """The stale /64 at ar5 (cluster k3) is beaten only if ours reaches the cores: tagged
+    with the escape community, as a /32 is; from a cluster-mate it stays in the cluster."""
+    ar5 = IPv6Address("2001:db8:ff::b")
+    k1, k3 = IPv6Network("2001:db8:4000::/44"), IPv6Network("2001:db8:4020::/44")
+    for far, escaped in ((ar5, [HOME]), (AR2, [])):
+        fakes, rib = Fakes(), Rib()
+        rib.update("agg1", [Route(HOME, far, 900)], [])
+        m = mobility(fakes, rib)
+        m.clusters = {ME: k1, AR2: k1, ar5: k3}
+        asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+        assert fakes.announced == [(HOME, 1000)] and fakes.escaped == escaped
