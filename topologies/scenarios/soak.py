@@ -110,7 +110,7 @@ class SoakScenario(Scenario):
         if self.rotating and n % 5 == 4:
             mn = self.rotating[(n // 5) % len(self.rotating)]
             try:
-                ans = self.lab.control(mn).request({"cmd": "rotate"}, timeout=30)
+                ans = self.lab.control(mn).request({"cmd": "rotate"}, timeout=5)
             except Exception as exc:  # noqa: BLE001 - counted as a failure, the soak goes on
                 ans = {"ok": False, "error": str(exc)}
             return {"kind": "rotate", "mn": mn, "t": t, "ok": bool(ans.get("ok")),
@@ -148,6 +148,9 @@ class SoakScenario(Scenario):
                 if time.time() >= next_sample:
                     samples.append(sample(self.lab))
                     next_sample += SAMPLE_S
+                    # Kept as it goes: a soak stopped early still shows how far it came.
+                    write_jsonl(self.dir / HANDOFFS, rows)
+                    write_jsonl(self.dir / SAMPLES, samples)
                 if n and n % every == 0:
                     eta.step(f"{sum(not r['ok'] for r in rows)} failed")
             wait_for_clock(t0 + duration)
