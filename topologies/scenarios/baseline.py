@@ -654,8 +654,12 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
                 if s["recovery_ms"] is not None and s["survived"]]
         return max(gaps) if gaps else None
 
+    def reached(rows: list[dict[str, Any]], arch: str) -> list[dict[str, Any]]:
+        # A trace whose last probes went unanswered measured their loss, not a path.
+        return [r for r in rows if r[f"{arch}_path"] and r[f"{arch}_path"][-1] is not None]
+
     def phases(key: str) -> dict[str, Any]:
-        rows, st = stretch.get(key, []), state.get(key, [])
+        rows, st = reached(stretch.get(key, []), "flat"), state.get(key, [])
         fail = [f for f in failures if f["arch"] == "flat" and f.get("config", BEST) == key]
         return {
             "path_stretch_mean": round(_mean([r["flat_stretch"] for r in rows]), 3)
@@ -675,7 +679,7 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
         if missing:
             block["not_measured"] = {k: "not in this kept run" for k in missing}
         blocks[key] = block
-    best_rows, best_state = stretch.get(BEST, []), state.get(BEST, [])
+    best_rows, best_state = reached(stretch.get(BEST, []), "anchored"), state.get(BEST, [])
     ap = [float(h["interruption_ms"]) for h in ah]
     blocks["anchored"] = {
         "mode": "anchored", "handoffs": len(ah),
@@ -710,7 +714,7 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
         "flat_summary": [row for k in configs for row in flats[k].get("summary", [])],
         "dns": dns,
         # The report draws the best configuration's rows, which carry the anchored side too.
-        "stretch": best_rows, "state": best_state, "failures": failures,
+        "stretch": stretch.get(BEST, []), "state": best_state, "failures": failures,
         "stretch_by_config": stretch, "state_by_config": state,
         "timelines": {"anchored": anchored["timeline"]},
         "procedures": procedures,
