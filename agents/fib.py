@@ -102,8 +102,8 @@ class KernelFib:
         self._nl = Netlink()
         self._skip = skip
         self.installed: dict[Net, tuple[Route, Path]] = {}
-        self.access: dict[ipaddress.IPv4Address, int] = {}
-        self.access6: dict[ipaddress.IPv6Network, int] = {}  # MNs' IPv6 prefixes (handoff6)
+        # An MN's address (its /32) or its IPv6 prefix (agents/handoff6.py) -> access ifindex.
+        self.access: dict[ipaddress.IPv4Address | ipaddress.IPv6Network, int] = {}
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
         self.parked: dict[ipaddress.IPv4Address, int] = {}
 
@@ -174,8 +174,6 @@ class KernelFib:
             self._delete(p)
         for a in list(self.access):
             self.del_access(a)
-        for p in list(self.access6):
-            self.del_access_prefix(p)
         for a in list(self.redirected):
             self.del_redirect(a)
         for a in list(self.parked):
@@ -207,22 +205,15 @@ class KernelFib:
         except NetlinkError as exc:  # gone with its link already
             log.warning("delete %s %s: %s", what, dst, exc)
 
-    def add_access(self, address: ipaddress.IPv4Address, ifindex: int) -> None:
-        self._on_link(host(address), ifindex, ACCESS_METRIC)
+    def add_access(self, address: ipaddress.IPv4Address | ipaddress.IPv6Network,
+                   ifindex: int) -> None:
+        """An MN's address, or its IPv6 prefix, onto its access link."""
+        self._on_link(_on_link_dst(address), ifindex, ACCESS_METRIC)
         self.access[address] = ifindex
 
-    def del_access(self, address: ipaddress.IPv4Address) -> None:
+    def del_access(self, address: ipaddress.IPv4Address | ipaddress.IPv6Network) -> None:
         if self.access.pop(address, None) is not None:
-            self._off_link(host(address), ACCESS_METRIC, "access route")
-
-    def add_access_prefix(self, prefix: ipaddress.IPv6Network, ifindex: int) -> None:
-        """An MN's IPv6 prefix onto its access link (agents/handoff6.py)."""
-        self._on_link(prefix, ifindex, ACCESS_METRIC)
-        self.access6[prefix] = ifindex
-
-    def del_access_prefix(self, prefix: ipaddress.IPv6Network) -> None:
-        if self.access6.pop(prefix, None) is not None:
-            self._off_link(prefix, ACCESS_METRIC, "access route")
+            self._off_link(_on_link_dst(address), ACCESS_METRIC, "access route")
 
     def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
         self._on_link(host(address), oif, PARK_METRIC)
@@ -252,3 +243,7 @@ class KernelFib:
                                   priority=REDIRECT_METRIC)
         except NetlinkError as exc:
             log.debug("delete redirect %s: %s", address, exc)
+
+
+def _on_link_dst(key: ipaddress.IPv4Address | ipaddress.IPv6Network) -> Net:
+    return key if isinstance(key, ipaddress.IPv6Network) else host(key)

@@ -184,12 +184,12 @@ class AgentPorts:
 
     def _attach_now(self, prefix: IPv6Network, ifindex: int) -> None:
         """Handoff worker, one job: the access route, then the source filter's entry."""
-        self.fib.add_access_prefix(prefix, ifindex)
+        self.fib.add_access(prefix, ifindex)
         if (sources := self.sources()) is not None:
             sources.allow(self.fib.ifname(ifindex), prefix)
 
     def _detach_now(self, prefix: IPv6Network) -> None:
-        self.fib.del_access_prefix(prefix)
+        self.fib.del_access(prefix)
         if (sources := self.sources()) is not None:
             sources.revoke_address(prefix)
 
