@@ -39,6 +39,14 @@ COOKIE_SOURCES = [f"10.{201 + i // 256}.{i % 256}.1" for i in range(1000)]
 Progress = Callable[[str], None]
 
 
+def ar_nft() -> str:
+    """The bench AR's nftables: the lab's own AR template, IPv4 only, its pre-filter on."""
+    return render("nft/ar.nft.j2", {
+        "name": "flood-bench", "backbone": [], "auth_port": DEFAULT_PORT,
+        "open_ports": [], "access": "acc", "dhcp_mark": "0x43",
+        "auth_filter": prefilter_data(), "ipv6": False})
+
+
 def blackhole_nft(port: int = 53) -> str:
     """The rules of a resolver that never answers (configs/bench/dns-blackhole.nft.j2)."""
     return render("bench/dns-blackhole.nft.j2", {"port": port})
@@ -102,11 +110,7 @@ class FloodBench:
             path = self.dir / f"{ns}.batch"
             path.write_text("\n".join(batch) + "\n")
             _run(["ip", "-n", ns, "-batch", str(path)])
-        nft = render("nft/ar.nft.j2", {
-            "name": "flood-bench", "backbone": [], "auth_port": DEFAULT_PORT,
-            "open_ports": [], "access": "acc", "dhcp_mark": "0x43",
-            "auth_filter": prefilter_data()})
-        (self.dir / "ar.nft").write_text(nft)
+        (self.dir / "ar.nft").write_text(ar_nft())
         _run(self._ns(self.ar_ns, "nft", "-f", str(self.dir / "ar.nft")))
         (self.dir / "blackhole.nft").write_text(blackhole_nft())
         _run(self._ns(self.air_ns, "nft", "-f", str(self.dir / "blackhole.nft")))
