@@ -113,6 +113,25 @@ def test_a_proof_counts_only_on_its_link_in_time_and_for_its_serial() -> None:
     assert proves(link_key(msk), CHADDR, MN, 1, proof)
 
 
+def test_an_mn_still_attached_keeps_its_entitlement_past_the_ttl() -> None:
+    """A DHCP MN that stays at its AR for longer than the ttl rotates its address there: the
+    60-minute soak found every rotation refused two minutes in."""
+    clock, sessions, bindings, _, _ = setup()
+    here: set[tuple[str, int]] = {(MN, ACCESS)}
+    bindings.attached = lambda mn, ifindex: (mn, ifindex) in here
+    sid, msk = sessions.new()
+    bindings.authenticated(MN, ACCESS, sid)
+    proof = link_proof(link_key(msk), CHADDR, MN, 7)
+    clock.now = NOW + 3600.0
+    assert bindings.identity(CHADDR, ACCESS, MN, 7, proof) == MN
+    assert bindings.identity(CHADDR, ACCESS + 1, MN, 7, proof) is None  # not that link
+    here.clear()  # it moved on: the ttl holds again
+    assert bindings.identity(CHADDR, ACCESS, MN, 7, proof) is None
+    here.add((MN, ACCESS))
+    del sessions.msk[sid]  # still attached, but its session is gone: no proof can verify
+    assert bindings.identity(CHADDR, ACCESS, MN, 7, proof) is None
+
+
 def test_client_identifiers_with_and_without_a_proof_parse_strictly() -> None:
     proof = bytes(range(PROOF_LEN))
     assert client_parts(make_client_id(MN, 3, proof)) == (MN, 3, proof)
