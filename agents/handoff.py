@@ -30,6 +30,7 @@ log = logging.getLogger("agents.handoff")
 LP_MAX = (1 << 32) - 1
 REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
 REDIRECT_HOLD_S = 0.5  # a redirect outlives local BGP convergence by this much (micro-loops)
+KEPT_EVENTS = 500  # events an EventLog keeps in memory, newest last
 
 
 def newest_local_pref(seen: Iterable[int], now: float) -> int:
@@ -119,13 +120,13 @@ class EventLog:
         self._path = path
         self._clock = clock
         self._fh = path.open("a", buffering=1) if path is not None else None
-        self.records: list[dict[str, Any]] = []
+        # Only tests read these (the scenarios read the file). Holding more grew an AR
+        # agent's RSS by about 1 MB per 1,000 events, some 10 % an hour in the soak.
+        self.records: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
 
     def __call__(self, ev: str, **fields: Any) -> None:
         rec = {"t": self._clock(), "ev": ev, **{k: _plain(v) for k, v in fields.items()}}
         self.records.append(rec)
-        if len(self.records) > 10000:
-            del self.records[:5000]
         if self._fh is not None:
             self._fh.write(json.dumps(rec) + "\n")
 
