@@ -272,6 +272,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.waiting: dict[int, asyncio.Future[bytes]] = {}
+        self.retired = False  # no new queries; closed when the last waiting one ends
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -337,11 +338,7 @@ class ValidatingResolver:
 
     async def _udp(self, q: dns.message.Message) -> dns.message.Message:
         loop = asyncio.get_running_loop()
-        ch = self._channel
-        if ch is None or ch.transport is None or self._channel_loop is not loop:
-            _, ch = await loop.create_datagram_endpoint(
-                _UdpChannel, remote_addr=(self.address, self.port))
-            self._channel, self._channel_loop = ch, loop
+        ch = await self._open_channel(loop)
         while q.id in ch.waiting:
             q.id = dns.entropy.random_16()
         fut: asyncio.Future[bytes] = loop.create_future()
@@ -352,14 +349,35 @@ class ValidatingResolver:
             wire = await asyncio.wait_for(fut, self.timeout)
         except (TimeoutError, OSError):
             # The socket's source may be gone (an MN released the address it was bound
-            # from): the next query opens a fresh one with a current source.
-            if self._channel is ch and ch.transport is not None:
-                ch.transport.close()
-            self._channel = None
+            # from): the next query opens a fresh one with a current source. The old one
+            # closes when no other query waits on it: closing it at once failed every
+            # lookup in flight with the one that timed out, which under load turned one
+            # slow answer into a burst of refused AUTHs.
+            if self._channel is ch:
+                self._channel = None
+                ch.retired = True
             raise
         finally:
             ch.waiting.pop(q.id, None)
+            if ch.retired and not ch.waiting and ch.transport is not None:
+                ch.transport.close()
         return self._answer(q, wire)
+
+    async def _open_channel(self, loop: asyncio.AbstractEventLoop) -> _UdpChannel:
+        ch = self._channel
+        if ch is not None and ch.transport is not None and self._channel_loop is loop:
+            return ch
+        _, new = await loop.create_datagram_endpoint(
+            _UdpChannel, remote_addr=(self.address, self.port))
+        ch = self._channel
+        if ch is not None and ch.transport is not None and self._channel_loop is loop:
+            # Another query opened one while we waited: keep one socket, not one per race
+            # (the soak found MN agents holding seven).
+            assert new.transport is not None
+            new.transport.close()
+            return ch
+        self._channel, self._channel_loop = new, loop
+        return new
 
     def _answer(self, q: dns.message.Message, wire: bytes) -> dns.message.Message:
         """The parsed answer to ``q``; the fuzz campaign feeds hostile wire through here."""

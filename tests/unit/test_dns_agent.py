@@ -46,6 +46,7 @@ class FakeServer:
         self.port = self.sock.getsockname()[1]
         self.handler: Handler = lambda q: None
         self.queries: list[dns.message.Message] = []
+        self.peers: list[tuple[str, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -58,6 +59,7 @@ class FakeServer:
                 continue
             q = dns.message.from_wire(data, ignore_trailing=True, keyring=False)
             self.queries.append(q)
+            self.peers.append(peer)
             r = self.handler(q)
             if r is not None:
                 self.sock.sendto(r.to_wire(), peer)
@@ -308,3 +310,52 @@ def test_cli_reports_errors_on_one_line(server: FakeServer,
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert err.startswith("agents.dns: KeyResolutionError:") and "DNSSEC" in err
+
+
+def test_concurrent_first_queries_share_one_socket(server: FakeServer) -> None:
+    server.handler = answer({("mn1.example", "A"): ["10.64.0.10"]})
+    res = resolver(server)
+
+    async def both() -> None:
+        await asyncio.gather(*(res.exchange("mn1.example", dns.rdatatype.A) for _ in range(8)))
+
+    run(both())
+    # The server saw every query come from one source port: one socket, none left open.
+    assert len(server.queries) == 8 and len(set(server.peers)) == 1
+
+
+def test_a_timeout_does_not_fail_the_lookups_in_flight_beside_it(server: FakeServer) -> None:
+    """One unanswered query must not take the answers of the others with it: the socket
+    stays open until the last query waiting on it ends."""
+    release = threading.Event()
+
+    def handle(q: dns.message.Message) -> dns.message.Message | None:
+        if q.question[0].name.to_text() == "dead.example.":
+            return None
+        release.wait(5.0)  # the answer leaves only once the other query has timed out
+        return answer({("mn1.example", "A"): ["10.64.0.10"]})(q)
+
+    server.handler = handle
+    res = resolver(server, timeout=1.0)
+
+    async def scenario() -> list[str]:
+        dead = asyncio.ensure_future(res.exchange("dead.example", dns.rdatatype.A))
+        await wait_for_queries(server, 1)
+        await asyncio.sleep(0.5)  # the second query starts half a timeout later
+        live = asyncio.ensure_future(res.exchange("mn1.example", dns.rdatatype.A))
+        with pytest.raises(adns.DnsTimeout):
+            await dead
+        release.set()
+        r = await live
+        return [rd.to_text() for rrset in r.answer for rd in rrset]
+
+    assert run(scenario()) == ["10.64.0.10"]
+
+
+async def wait_for_queries(server: FakeServer, n: int, deadline_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while len(server.queries) < n:
+        if loop.time() > end:
+            raise AssertionError(f"the server saw {len(server.queries)} of {n} queries")
+        await asyncio.sleep(0.01)
