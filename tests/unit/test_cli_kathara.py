@@ -82,3 +82,27 @@ def test_a_wrong_command_line_is_refused_before_any_deploy(
     assert main(argv) == 1
     assert reason in capsys.readouterr().err
     assert ("deploy",) not in CALLS and ("undeploy",) not in CALLS
+
+
+class KatharaFailure(Exception):
+    """An error as Kathará raises it (its exceptions share no base class)."""
+
+
+KatharaFailure.__module__ = "Kathara.exceptions"
+
+
+def test_an_error_kathara_raises_is_one_line_and_an_error_of_ours_is_not_hidden(
+        lab: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def fails(self: StandInLab) -> Routing:
+        raise KatharaFailure("Cannot connect to Docker Daemon")
+
+    monkeypatch.setattr(StandInLab, "routing", fails)
+    assert main(["status", "--engine", "kathara", "--lab", str(lab)]) == 1
+    assert "Kathará: KatharaFailure: Cannot connect to Docker Daemon" in capsys.readouterr().err
+
+    def bug(self: StandInLab) -> Routing:
+        raise KeyError("ours")
+
+    monkeypatch.setattr(StandInLab, "routing", bug)
+    with pytest.raises(KeyError):  # a bug of ours keeps its traceback
+        main(["status", "--engine", "kathara", "--lab", str(lab)])

@@ -13,7 +13,7 @@ from typing import Any
 
 from topologies import model
 from topologies.cli.common import add_topology, write_json
-from topologies.export.katharalab import KatharaLab
+from topologies.export.katharalab import KatharaLab, kathara_errors
 from topologies.export.plan import IMAGE, ExportError
 from topologies.lab.daemons import DeadlineError, wait_until
 from topologies.lab.lab import stderr_progress
@@ -83,7 +83,11 @@ def run_verb(verb: str, args: argparse.Namespace) -> int:
         raise ExportError(f"{args.lab} holds no lab.conf: export the lab first "
                           f"(flatarch export kathara --out {args.lab})")
     topo = model.load(args.topology)
-    lab = KatharaLab(topo, args.lab, args.image)
+    with kathara_errors():
+        return _run(verb, KatharaLab(topo, args.lab, args.image), args)
+
+
+def _run(verb: str, lab: KatharaLab, args: argparse.Namespace) -> int:
     if verb == "up":
         return _up(lab, args)
     if verb == "status":
@@ -97,7 +101,7 @@ def run_verb(verb: str, args: argparse.Namespace) -> int:
         write_json(args.json, answer)
         return 0 if answer.get("ok") else 1
     lab.undeploy()
-    stderr_progress(f"undeployed {topo.name}")
+    stderr_progress(f"undeployed {lab.topo.name}")
     return 0
 
 
