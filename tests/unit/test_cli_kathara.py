@@ -65,6 +65,9 @@ def test_up_attaches_every_mn_at_home_and_reports_its_times(lab: Path, tmp_path:
     report = json.loads(out.read_text())
     assert report["attached"]["mn1"] == "ar1" and report["bgp_established"] == 40
     assert 0 <= report["deploy_s"] <= report["converged_s"] <= report["attached_s"]
+    CALLS.clear()
+    assert main(["up", "--engine", "kathara", "--lab", str(lab), "--attach", "mn2"]) == 0
+    assert [c for c in CALLS if c[0] == "attach"] == [("attach", "mn2", "ar2")]
 
 
 @pytest.mark.parametrize("argv, reason", [

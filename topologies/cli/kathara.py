@@ -46,6 +46,8 @@ def _add_lab_options(p: argparse.ArgumentParser, verb: str) -> None:
     if verb == "up":
         p.add_argument("--timeout", type=float, default=300.0,
                        help="seconds to wait for OSPF and BGP to converge")
+        p.add_argument("--attach", metavar="MN[,MN...]",
+                       help="the MNs to attach at home (default: every MN of the topology)")
 
 
 def add_engine(p: argparse.ArgumentParser, verb: str, topology: bool = False) -> None:
@@ -117,7 +119,8 @@ def _up(lab: KatharaLab, args: argparse.Namespace) -> int:
         raise ExportError(f"{exc}: {lab.routing().line()}") from None
     times["converged_s"] = round(time.monotonic() - t0, 1)
     answers = {}
-    for mn in lab.topo.mobiles:
+    mobiles = args.attach.split(",") if args.attach else list(lab.topo.mobiles)
+    for mn in mobiles:
         home = lab.topo.mobile(mn).home
         def attached(mn: str = mn, home: str = home) -> bool:
             return bool(lab.attach(mn, home).get("ok"))
