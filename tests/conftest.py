@@ -1,7 +1,8 @@
 """Shared fixtures: root detection, and the end-of-run check that nothing leaked.
 
 Every lab a test builds must be gone when the run ends: no new network namespace,
-no lab interface in the root namespace, no daemon process that was not there before.
+no lab interface in the root namespace, no daemon process that was not there before; after
+the Docker test, nothing of its dockerd either (tests/dockerside.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import dockerside
 from topologies.lab.daemons import proc_comm
 
 WATCHED = {
@@ -20,7 +22,7 @@ WATCHED = {
     "mnexec", "iperf3", "kea-dhcp4", "dnsmasq", "udhcpc", "dhclient", "tcpdump",
     "busybox",  # the MNs' udhcpc runs as busybox
     "tcpreplay",  # the flood bench's sender
-}
+} | dockerside.PROCESSES
 
 
 def _snapshot() -> dict[str, set[str]]:
@@ -30,20 +32,22 @@ def _snapshot() -> dict[str, set[str]]:
         comm = proc_comm(int(p.name)) if p.name.isdigit() else None
         if comm in WATCHED:
             procs.add(f"{comm}({p.name})")
+    ip_links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True,
+                              text=True).stdout
     links = {
         ln.split(": ")[1].split("@")[0]
-        for ln in subprocess.run(
-            ["ip", "-o", "link", "show"], capture_output=True, text=True
-        ).stdout.splitlines()
+        for ln in ip_links.splitlines()
         if "-eth" in ln
     }
     netns = set(subprocess.run(["ip", "netns", "list"], capture_output=True,
                                text=True).stdout.split())
-    return {"processes": procs, "links": links, "netns": netns}
+    return {"processes": procs, "links": links, "netns": netns,
+            **dockerside.snapshot(ip_links)}
 
 
 _BEFORE: dict[str, set[str]] = {}
 _RAN_ROOT: list[str] = []  # integration tests that ran: only they can leave lab state behind
+_RAN_DOCKER: list[str] = []  # the Docker test's: only then is the Docker side checked
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -52,13 +56,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _leaks() -> dict[str, list[str]]:
     after = _snapshot()
-    leaks = {k: sorted(after[k] - _BEFORE.get(k, set())) for k in after}
+    leaks = {k: sorted(after[k] - _BEFORE.get(k, set())) for k in after
+             if _RAN_DOCKER or not k.startswith("docker_")}
     return {k: v for k, v in leaks.items() if v}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if "root" in item.keywords and is_root():
         _RAN_ROOT.append(item.nodeid)
+        if "docker" in item.keywords:
+            _RAN_DOCKER.append(item.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -78,7 +85,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(msg, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif reporter:
-        reporter.write_line("leak check: no namespace, lab interface or daemon left behind")
+        reporter.write_line("leak check: no namespace, lab interface or daemon left behind"
+                            + ("; no container, docker network, plugin, bridge, veth, build "
+                               "directory or dockerd either" if _RAN_DOCKER else ""))
 
 
 def is_root() -> bool:

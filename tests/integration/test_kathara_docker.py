@@ -1,8 +1,10 @@
-"""The Kathará export of figure2 deployed with Kathará's own API on a local Docker,
-opt-in (FLATARCH_DOCKER=1, `make docker-test`): our own dockerd (pid file, its own
-directories, no netfilter), the image built by the export's recipe, every BGP session
-Established and OSPF adjacency Full, every AR pool answering the CN, and a handoff across
-clusters (a runtime re-link through Kathará's API) that keeps a ping stream alive.
+"""The Kathará export of figure2 deployed with Kathará's own API on a local Docker, in
+`make test` (alone: `make docker-test`): our own dockerd (pid file, its own directories, no
+netfilter), the image built by the export's recipe, the lab brought up and down by
+`flatarch up|down --engine kathara`, every BGP session Established and OSPF adjacency Full,
+every AR pool answering the CN, and a handoff across clusters (a runtime re-link through
+Kathará's API) that keeps a ping stream alive. It skips only without root or without a
+prerequisite `make deps` installs, and names it. Its figures: FLATARCH_DOCKER_JSON=FILE.
 
 Kathará's Docker manager insists on its network plugin, which only a registry serves: here
 a stand-in (tests/integration/katharanp/: a bridge per collision domain, a veth per
@@ -12,6 +14,7 @@ machines without registry access; real users get the upstream plugin.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -26,16 +29,28 @@ from typing import Any
 
 import pytest
 
+from tests import dockerside
 from topologies import model
+from topologies.cli import main
 from topologies.export import kathara
 from topologies.export.katharalab import NETWORK_PLUGIN, KatharaLab, Routing
 from topologies.export.plan import ExportPlan, build_plan
 from topologies.lab.daemons import is_ours, read_pid_record, stop_pid_file, wait_until
 
+
+def _missing() -> list[str]:
+    missing = [b for b in ("dockerd", "docker", "debootstrap", "chroot")
+               if shutil.which(b) is None]
+    if importlib.util.find_spec("Kathara") is None:
+        missing.append("the Python package kathara")
+    return missing
+
+
+MISSING = _missing()
 pytestmark = [
     pytest.mark.docker, pytest.mark.root,
-    pytest.mark.skipif(not os.environ.get("FLATARCH_DOCKER"),
-                       reason="opt-in: FLATARCH_DOCKER=1 (make docker-test)"),
+    pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}: `make deps` "
+                       "installs them (docker.io and debootstrap, the venv's docker extra)"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
 TOPO = model.load(ROOT / "topologies" / "figure2.yaml")
@@ -53,6 +68,12 @@ class DockerLab:
     plan: ExportPlan
     kathara: KatharaLab
     figures: dict[str, Any] = field(default_factory=dict)
+    deployed: bool = False
+
+    def lab_args(self) -> list[str]:
+        """The exported lab, as the verbs name it."""
+        return ["--topology", str(ROOT / "topologies" / "figure2.yaml"),
+                "--lab", str(self.kathara.labdir), "--image", self.plan.image]
 
     def docker(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         res = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True,
@@ -66,11 +87,13 @@ class DockerLab:
 
 
 def _dockerd(root: Path, env: dict[str, str]) -> None:
+    # Its containers' cgroups under a parent of its own, removed once it has exited.
     with (root / "dockerd.log").open("wb") as log:
         subprocess.Popen(["dockerd", "--pidfile", str(root / "dockerd.pid"),
                           "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
                           "-H", env["DOCKER_HOST"], "--iptables=false", "--ip6tables=false",
-                          "--ip-forward=false", "--bridge=none"],
+                          "--ip-forward=false", "--bridge=none",
+                          "--cgroup-parent", f"/{root.name}"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True)
     wait_until(lambda: subprocess.run(["docker", "info"], env=env, capture_output=True)
@@ -94,12 +117,13 @@ def _plugin(k: DockerLab) -> None:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[DockerLab]:
+    started = time.monotonic()
+    before = dockerside.host_paths(), dockerside.cgroups()
     root = Path(tempfile.mkdtemp(prefix="flatarch-kathara-"))
     plan = build_plan(TOPO)
     k = DockerLab(root, {**os.environ, "DOCKER_HOST": f"unix://{root / 'docker.sock'}"}, plan,
                   KatharaLab(TOPO, root / "lab", plan.image))
     os.environ["DOCKER_HOST"] = k.env["DOCKER_HOST"]  # Kathará's docker.from_env()
-    deployed = False
     try:
         kathara.export(TOPO, plan, root / "lab")
         t0 = time.monotonic()
@@ -111,20 +135,32 @@ def lab() -> Iterator[DockerLab]:
                              timeout=1200)
         assert res.returncode == 0, res.stderr[-2000:]
         k.figures["image_build_s"] = round(time.monotonic() - t0, 1)
-        _plugin(k)
+        k.figures["image_mb"] = round(int(k.docker("image", "inspect", "--format",
+                                                   "{{.Size}}", plan.image)) / 1e6)
         t0 = time.monotonic()
-        deployed = True
-        k.kathara.deploy()
-        k.figures["kathara_deploy_s"] = round(time.monotonic() - t0, 1)
-        k.figures["deployed_at"] = time.monotonic()
+        _plugin(k)
+        k.figures["plugin_s"] = round(time.monotonic() - t0, 1)
+        k.deployed = True
+        # Deployed, converged and the MN the tests move attached at home by the verb a user
+        # runs. mn3 (addresses by DHCP) did not authenticate at ar3 within 60 s on Kathará
+        # here (docs/beyond-one-machine.md): not attached until that is understood.
+        assert main(["up", "--engine", "kathara", *k.lab_args(), "--attach", f"{MN},mn2",
+                     "--json", str(root / "up.json")]) == 0
+        up = json.loads((root / "up.json").read_text())
+        k.figures.update({f"kathara_up_{key}": up[key]
+                          for key in ("deploy_s", "converged_s", "attached_s")})
         yield k
     finally:
-        _teardown(k, deployed)
+        _teardown(k, before)
+        k.figures["docker_test_wall_s"] = round(time.monotonic() - started, 1)
+        out_json = os.environ.get("FLATARCH_DOCKER_JSON")
+        if out_json:
+            Path(out_json).write_text(json.dumps(k.figures, indent=2, sort_keys=True) + "\n")
 
 
-def _teardown(k: DockerLab, deployed: bool) -> None:
+def _teardown(k: DockerLab, before: tuple[set[str], set[str]]) -> None:
     try:
-        if deployed:
+        if k.deployed:  # the last test's `flatarch down` did not run or failed
             k.kathara.undeploy()
     finally:
         # Every container and network of our own dockerd is ours: none may outlive it (a
@@ -134,10 +170,10 @@ def _teardown(k: DockerLab, deployed: bool) -> None:
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], env=k.env, capture_output=True)
         subprocess.run(["docker", "network", "prune", "-f"], env=k.env, capture_output=True)
-        _stop(k)
+        _stop(k, before)
 
 
-def _stop(k: DockerLab) -> None:
+def _stop(k: DockerLab, before: tuple[set[str], set[str]]) -> None:
     subprocess.run(["docker", "plugin", "disable", "-f", f"{PLUGIN}:amd64"], env=k.env,
                    capture_output=True)
     subprocess.run(["docker", "plugin", "rm", "-f", f"{PLUGIN}:amd64"], env=k.env,
@@ -150,9 +186,9 @@ def _stop(k: DockerLab) -> None:
         wait_until(lambda: not is_ours(rec[0], marker=str(k.root)), 30, "dockerd to exit")
     shutil.rmtree(k.root, ignore_errors=True)
     os.environ.pop("DOCKER_HOST", None)
+    dockerside.remove_created(*before)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not re.search(r"^\d+: (kt|ke)[0-9a-f]{12}|docker_gwbridge", links, re.M), \
-        "a collision domain's bridge or veth was left in the host"
+    assert not dockerside.links(links), "a collision domain's bridge or veth was left"
     assert not k.root.exists() and not any(Path("/var/tmp").glob("flatarch-image.*"))
 
 
@@ -164,8 +200,6 @@ def test_every_session_established_and_every_adjacency_full(lab: DockerLab) -> N
         return last[0].converged
 
     wait_until(converged, 180, "every BGP session and OSPF adjacency", 1.0)
-    lab.figures["converged_after_deploy_s"] = round(
-        time.monotonic() - lab.figures["deployed_at"], 1)
     lab.figures["bgp_established"] = last[0].bgp_established
     lab.figures["ospf_full"] = last[0].ospf_full
 
@@ -188,7 +222,7 @@ def test_a_handoff_across_clusters_keeps_the_ping_stream(lab: DockerLab) -> None
         answer = lab.kathara.attach(MN, ar)
         return bool(answer.get("ok")) and not answer.get("not_rerouted")
 
-    wait_until(lambda: attached(HOME), 60, f"{MN} to authenticate at {HOME}", 1.0)
+    assert lab.kathara.cell_of(MN) == HOME  # `up` attached it there
     # The CN reaches the MN at home before the stream starts.
     wait_until(lambda: lab.run("cn", "ping", "-c", "1", "-W", "1", address) == 0, 30,
                f"the CN to reach {MN} at {HOME}", 0.2)
@@ -231,18 +265,12 @@ def test_a_handoff_across_clusters_keeps_the_ping_stream(lab: DockerLab) -> None
         dev: round(sum(int(v) for v in lab.kathara.run(dev, ["ps", "-eo", "rss="])[1].split()[:-1])
                    / 1024, 1)
         for dev in ("core1", "agg1", "ar1", "dns", "mn1")}
-    out_json = os.environ.get("FLATARCH_DOCKER_JSON")
-    if out_json:
-        figures = {k: v for k, v in lab.figures.items() if k != "deployed_at"}
-        Path(out_json).write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
 
 def test_the_kathara_verbs_report_and_hand_the_mn_back(lab: DockerLab, tmp_path: Path) -> None:
-    from topologies.cli import main
-
-    lab_args = ["--topology", str(ROOT / "topologies" / "figure2.yaml"),
-                "--lab", str(lab.kathara.labdir)]
-    assert main(["kathara", "status", *lab_args, "--json", str(tmp_path / "s.json")]) == 0
+    lab_args = lab.lab_args()
+    assert main(["status", "--engine", "kathara", *lab_args,
+                 "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["converged"]
     where = lab.kathara.cell_of(MN)
     back = HOME if where != HOME else VISITED
@@ -251,3 +279,12 @@ def test_the_kathara_verbs_report_and_hand_the_mn_back(lab: DockerLab, tmp_path:
     answer = json.loads((tmp_path / "h.json").read_text())
     assert answer["from"] == where and answer["to"] == back and answer["ok"]
     assert lab.kathara.cell_of(MN) == back
+
+
+def test_down_removes_every_container_and_network(lab: DockerLab) -> None:
+    assert main(["down", "--engine", "kathara", *lab.lab_args()]) == 0
+    lab.deployed = False
+    assert lab.docker("ps", "-aq").split() == []
+    assert set(lab.docker("network", "ls", "--format", "{{.Name}}").split()) <= {"host", "none"}
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not dockerside.links(links), "a collision domain's bridge or veth outlived down"

@@ -5,6 +5,7 @@ and every export template has a golden file."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,15 @@ def test_every_device_states_its_sysctls_in_lab_conf() -> None:
         assert f'{dev}[sysctl]="net.ipv4.ip_local_reserved_ports=' in text
     assert 'cn[sysctl]="net.ipv4.ip_forward=0"' in text  # Kathará would make it a router
     assert 'ar1[sysctl]="net.ipv4.ip_forward=1"' in text
+
+
+def test_the_image_recipe_is_lean_and_keeps_nothing_outside_its_directory() -> None:
+    text = render("export/build-image.sh.j2", kathara.image_data(PLAN))
+    assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0
+    # Both pips (the checkout's wheel build, the chroot's install) without their caches.
+    assert text.count("pip\" wheel -q --no-cache-dir") == 1
+    assert text.count("pip install -q --no-cache-dir --no-index") == 1
+    assert "trap cleanup EXIT" in text and 'rm -rf "$DIR"' in text
+    for tool in ("iperf3", "tcpdump", "traceroute", "kmod", "isc-dhcp-client"):
+        assert f"    {tool} \\\n" not in text  # our engine's scenarios' tools, not a node's
+    assert "path-exclude /usr/share/%s/*" in text

@@ -1,4 +1,5 @@
-"""`flatarch status`: per node of the running lab, daemons up, BGP sessions, OSPF, routes."""
+"""`flatarch status`: per node of the running lab, daemons up, BGP sessions, OSPF, routes;
+with `--engine kathara`, an exported lab's sessions and adjacencies (topologies/cli/kathara.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from topologies.cli import kathara
 from topologies.cli.common import require_root, write_json
 from topologies.lab import health
 from topologies.lab.daemons import LabError, proc_comm, read_pid
@@ -17,6 +19,7 @@ ORDER = 40
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st = sub.add_parser("status", help="per-node daemons, sessions, routes")
     st.add_argument("--json")
+    kathara.add_engine(st, "status", topology=True)
     st.set_defaults(func=run)
 
 
@@ -26,6 +29,8 @@ def _pid_alive(path: Path) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if kathara.on_kathara(args):
+        return kathara.run_verb("status", args)
     require_root()
     state, execs = attach()
     base = RUN_ROOT / state["name"]

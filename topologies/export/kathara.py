@@ -27,12 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE_DIR = "_image"  # no node may be called that (names start with a letter)
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-# What a node runs, from Debian: the Makefile's DEBS less the host's own tools (Mininet,
-# tshark, tcpreplay); util-linux and coreutils give the startups setsid and timeout.
-NODE_DEBS = ("frr", "bind9", "bind9-utils", "bind9-dnsutils", "unbound", "iperf3",
-             "iputils-ping", "tcpdump", "nftables", "iproute2", "traceroute", "procps",
-             "kmod", "python3", "python3-venv", "busybox", "isc-dhcp-client", "dnsmasq-base",
-             "iptables", "util-linux", "coreutils")
+# What a node runs, from Debian, and nothing more: the daemons, the startups' tools (ip,
+# bridge, nft; setsid and timeout from util-linux and coreutils; dig for BIND's readiness),
+# the MN's busybox udhcpc, ping and ps. Left out: what only our engine's scenarios, benches,
+# captures and shaping run (iperf3, traceroute, tcpdump, iptables), modules (kmod: a
+# container loads none) and a DHCP client no node runs (isc-dhcp-client).
+NODE_DEBS = ("frr", "bind9", "bind9-utils", "bind9-dnsutils", "unbound", "iputils-ping",
+             "nftables", "iproute2", "procps", "python3", "python3-venv", "busybox",
+             "dnsmasq-base", "util-linux", "coreutils")
 HOST_ONLY = {"mininet", "matplotlib"}  # the project's dependencies no node imports
 
 

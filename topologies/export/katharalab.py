@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,22 @@ from topologies.render.configs import cells
 
 SETTINGS_DIR = ".kathara"  # Kathará's settings file, beside lab.conf
 NETWORK_PLUGIN = "kathara/katharanp_vde"
+# Where the errors Kathará lets through come from: its own (no common base class) and its
+# Docker and Kubernetes clients'.
+KATHARA_MODULES = ("Kathara", "docker", "kubernetes", "requests", "urllib3")
+
+
+@contextmanager
+def kathara_errors() -> Iterator[None]:
+    """Kathará's errors as ExportError, so that a verb reports them in one line."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith(KATHARA_MODULES):
+            raise
+        raise ExportError(f"Kathará: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

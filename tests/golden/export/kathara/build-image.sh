@@ -15,6 +15,9 @@ trap cleanup EXIT INT TERM
 
 debootstrap --variant=minbase bookworm "$DIR" "$MIRROR"
 mount -t proc proc "$DIR/proc"
+# A node reads no documentation, manual or translation: dpkg does not unpack them.
+printf 'path-exclude /usr/share/%s/*\n' doc man info locale \
+    > "$DIR/etc/dpkg/dpkg.cfg.d/flatarch-lean"
 chroot "$DIR" apt-get update -q
 chroot "$DIR" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     frr \
@@ -22,30 +25,27 @@ chroot "$DIR" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-inst
     bind9-utils \
     bind9-dnsutils \
     unbound \
-    iperf3 \
     iputils-ping \
-    tcpdump \
     nftables \
     iproute2 \
-    traceroute \
     procps \
-    kmod \
     python3 \
     python3-venv \
     busybox \
-    isc-dhcp-client \
     dnsmasq-base \
-    iptables \
     util-linux \
     coreutils
 chroot "$DIR" apt-get clean
+rm -rf "${DIR:?}/var/lib/apt/lists" && mkdir "$DIR/var/lib/apt/lists"
 
 # The project's sources at /opt/flatarch (the path the exported configs name), and the Python
 # packages its agents import as wheels built by the checkout's own pip (whatever index it is
 # configured for), installed in the image's venv with no index.
 mkdir -p "$DIR/tmp/wheels" "$DIR/opt/flatarch"
-tar -C "$CHECKOUT" -c pyproject.toml agents topologies configs | tar -C "$DIR/opt/flatarch" -x
-"$CHECKOUT/.venv/bin/pip" wheel -q --wheel-dir "$DIR/tmp/wheels" \
+tar -C "$CHECKOUT" --exclude=__pycache__ -c pyproject.toml agents topologies configs \
+    | tar -C "$DIR/opt/flatarch" -x
+# No pip cache, here or in the chroot: nothing of the build may stay outside $DIR.
+"$CHECKOUT/.venv/bin/pip" wheel -q --no-cache-dir --wheel-dir "$DIR/tmp/wheels" \
     'exabgp>=5.0.13,<6' \
     'dnspython>=2.4' \
     'cryptography>=41' \
@@ -55,8 +55,8 @@ tar -C "$CHECKOUT" -c pyproject.toml agents topologies configs | tar -C "$DIR/op
     'pyyaml>=6'
 chroot "$DIR" python3 -m venv /opt/flatarch/.venv
 # The glob is the chroot's: expanded by its shell, not this one.
-chroot "$DIR" sh -c '/opt/flatarch/.venv/bin/pip install -q --no-index --find-links /tmp/wheels \
-    /tmp/wheels/*.whl'
+chroot "$DIR" sh -c '/opt/flatarch/.venv/bin/pip install -q --no-cache-dir --no-index \
+    --find-links /tmp/wheels /tmp/wheels/*.whl'
 # The sources are the package: a .pth puts /opt/flatarch on the venv's path.
 PURELIB=$(chroot "$DIR" /opt/flatarch/.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo /opt/flatarch > "$DIR$PURELIB/flatarch.pth"
