@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .contract import ACCESS_MAC
 
@@ -330,3 +330,83 @@ def ancillary(anc: list[tuple[int, int, bytes]]) -> tuple[int | None, int]:
         elif kind == socket.IPV6_PKTINFO and len(data) >= 20:
             ifindex = int(struct.unpack("@I", data[16:20])[0])
     return hops, ifindex
+
+
+RA_WAIT_S = 1.0  # after the AUTH_REPLY: no RA by then, and the reply's lists stand
+DROP_LOG_S = 1.0  # a flood of bad RAs costs one event a second, not one each
+
+
+@dataclass
+class _Expected:
+    ar: str
+    t_sent: float
+    held: list[IPv6Network]
+    confirmed: list[IPv6Network]
+
+
+class RaJudge:
+    """The MN's side of draft 4: after each AUTH that claimed prefixes it waits for the RA,
+    judges the first one that arrived after that AUTH was sent, and hands the prefixes it
+    holds but the RA does not list (or, with no RA in time, those the reply did not list)
+    to ``on_refused``."""
+
+    def __init__(self, events: Callable[..., None],
+                 on_refused: Callable[[list[IPv6Network], str], None],
+                 clock: Callable[[], float] = time.time, wait_s: float = RA_WAIT_S) -> None:
+        self.events = events
+        self.on_refused = on_refused
+        self.clock = clock
+        self.wait_s = wait_s
+        self._pending: _Expected | None = None
+        self._last: tuple[float, RouterAdvert] | None = None
+        self._serial = 0
+        self._last_drop = -DROP_LOG_S
+        self.counts = {"received": 0, "dropped": 0, "judged": 0, "missing": 0}
+        self.judged: dict[str, Any] | None = None  # the last judgement, for the status
+
+    def expect(self, ar: str, t_sent: float, held: list[IPv6Network],
+               confirmed: list[IPv6Network]) -> None:
+        """An AUTH to ``ar`` sent at ``t_sent`` was answered, confirming ``confirmed``."""
+        self._serial += 1
+        self._pending = _Expected(ar, t_sent, held, confirmed)
+        serial = self._serial
+        asyncio.get_running_loop().call_later(self.wait_s, self._expire, serial)
+        if self._last is not None and self._last[0] >= t_sent:
+            self._judge(self._last[1])
+
+    def advert(self, advert: RouterAdvert) -> None:
+        self.counts["received"] += 1
+        self._last = (self.clock(), advert)
+        if self._pending is not None:
+            self._judge(advert)
+
+    def dropped(self, reason: str) -> None:
+        self.counts["dropped"] += 1
+        now = self.clock()
+        if now - self._last_drop >= DROP_LOG_S:
+            self._last_drop = now
+            self.events("ra_dropped", reason=reason, dropped=self.counts["dropped"])
+
+    def _judge(self, advert: RouterAdvert) -> None:
+        want = self._pending
+        assert want is not None
+        self._pending = None
+        self.counts["judged"] += 1
+        out = refused(want.held, advert.listed(), want.confirmed)
+        self.judged = {"ar": want.ar, "listed": [str(p) for p in advert.listed()],
+                       "refused": [str(p) for p in out], "t": self.clock()}
+        self.events("ra_received", **self.judged)
+        self.on_refused(out, "ra")
+
+    def _expire(self, serial: int) -> None:
+        want = self._pending
+        if want is None or serial != self._serial:
+            return
+        self._pending = None
+        self.counts["missing"] += 1
+        out = refused(want.held, want.confirmed, want.confirmed)
+        self.events("ra_missing", ar=want.ar, refused=[str(p) for p in out])
+        self.on_refused(out, "auth_reply")
+
+    def status(self) -> dict[str, Any]:
+        return {**self.counts, "last": self.judged}

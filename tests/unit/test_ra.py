@@ -241,3 +241,77 @@ def test_ancillary_data_gives_hop_limit_and_interface() -> None:
 
 if __name__ == "__main__":
     print(render_ra_vectors(), end="")
+
+
+# --- the MN's judge: the first RA after its AUTH, or the AUTH_REPLY's lists at the deadline --
+
+class Judged:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.refused: list[tuple[list[IPv6Network], str]] = []
+        self.now = 100.0
+
+    def judge(self, wait_s: float = 5.0) -> ra.RaJudge:
+        return ra.RaJudge(lambda ev, **kw: self.events.append((ev, kw)),
+                          lambda ps, by: self.refused.append((ps, by)), lambda: self.now,
+                          wait_s)
+
+
+def test_the_judge_binds_what_the_ra_leaves_out() -> None:
+    a, b = PREFIXES["rerouted_two"]
+    seen = Judged()
+
+    async def walk() -> None:
+        judge = seen.judge()
+        judge.advert(ra.rerouted_advert([a]))  # before any AUTH of ours: kept, not judged
+        assert seen.refused == []
+        judge.expect("ar2", 100.5, [a, b], [a, b])  # that RA is older than our AUTH
+        assert seen.refused == []
+        seen.now = 101.0
+        judge.advert(ra.rerouted_advert([a]))
+        judge.advert(ra.rerouted_advert([]))  # one judgement per AUTH: the first RA wins
+        assert judge.status()["judged"] == 1 and judge.status()["received"] == 3
+
+    asyncio.run(walk())
+    assert seen.refused == [([b], "ra")]
+    assert seen.events[-1] == ("ra_received", {"ar": "ar2", "listed": [str(a)],
+                                               "refused": [str(b)], "t": 101.0})
+
+
+def test_an_ra_that_beat_the_reply_is_judged_when_the_reply_comes() -> None:
+    [a] = PREFIXES["rerouted_one"]
+    seen = Judged()
+
+    async def walk() -> None:
+        judge = seen.judge()
+        judge.advert(ra.rerouted_advert([a]))  # at 100.0, after the AUTH sent at 99.9
+        judge.expect("ar2", 99.9, [a], [a])
+
+    asyncio.run(walk())
+    assert seen.refused == [([], "ra")]
+
+
+def test_without_an_ra_the_authenticated_reply_decides_at_the_deadline() -> None:
+    a, b = PREFIXES["rerouted_two"]
+    seen = Judged()
+
+    async def walk() -> None:
+        judge = seen.judge(wait_s=0.01)
+        judge.expect("ar5", 100.0, [a, b], [a])
+        judge.expect("ar1", 100.0, [a, b], [a])  # a newer AUTH: the first deadline is void
+        await asyncio.sleep(0.05)
+        assert judge.status()["missing"] == 1
+
+    asyncio.run(walk())
+    assert seen.refused == [([b], "auth_reply")]
+    assert seen.events == [("ra_missing", {"ar": "ar1", "refused": [str(b)]})]
+
+
+def test_a_flood_of_bad_ras_costs_one_event_a_second() -> None:
+    seen = Judged()
+    judge = seen.judge()
+    for i in range(100):
+        seen.now = 100.0 + i * 0.05
+        judge.dropped("hop limit 64")
+    assert judge.status()["dropped"] == 100
+    assert len(seen.events) == 5
