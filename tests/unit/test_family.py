@@ -1,0 +1,90 @@
+"""`flatarch scenario handoff --family` (issue 18): one record per handoff and family, the
+IPv6 one from the CN's IPv6 probe only; the walking MN made dual-stack; the prober's ICMPv6.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents import probe
+from tests.unit.test_analyse import T0, _ping, canned_handoff_run
+from topologies import model
+from topologies.lab.daemons import LabError
+from topologies.scenarios.base import RUN_FILE
+from topologies.scenarios.handoff import (
+    PING6,
+    HandoffScenario,
+    dual_stack_walker,
+    mn_address6,
+    table,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _with_families(d: Path, families: list[str]) -> None:
+    doc = json.loads((d / RUN_FILE).read_text())
+    doc["params"]["families"] = families
+    (d / RUN_FILE).write_text(json.dumps(doc))
+    # IPv6: BGP only, so longer gaps than the IPv4 probe's (no fast redirect).
+    (d / PING6).write_text(_ping(T0, T0 + 4.2, [(T0 + 1.0, T0 + 1.2), (T0 + 2.5, T0 + 2.6)])
+                           .replace("10.64.1.10", "2001:db8:4000:100::1"))
+
+
+def test_both_families_give_a_record_each_and_ipv4_is_unchanged(tmp_path: Path) -> None:
+    plain, both = tmp_path / "plain", tmp_path / "both"
+    canned_handoff_run(plain)
+    canned_handoff_run(both)
+    _with_families(both, ["ipv4", "ipv6"])
+    v4 = HandoffScenario.analyse(plain)
+    res = HandoffScenario.analyse(both)
+    assert [h["family"] for h in res["handoffs"]] == ["ipv4", "ipv6", "ipv4", "ipv6"]
+    assert [h for h in res["handoffs"] if h["family"] == "ipv4"] == v4["handoffs"]
+    six = [h for h in res["handoffs"] if h["family"] == "ipv6"]
+    assert [(h["ping_lost"], h["interruption_ms"]) for h in six] == [
+        (20, pytest.approx(210.0)), (10, pytest.approx(110.0))]
+    assert all(h["reroute_ms"] is None and h["path_optimal"] is None for h in six)
+    assert [h["to"] for h in six] == ["ar2", "ar1"] and six[0]["t_attach"] == T0 + 1.0
+    rows = {(r["mode"], r["kind"]): r for r in res["summary"]}
+    assert rows[("redirect/ipv6", "all")]["interruption_ms_p50"] == pytest.approx(160.0)
+    assert rows[("redirect/ipv6", "all")]["reroute_ms_p50"] is None
+    assert [r for r in res["summary"] if r["family"] == "ipv4"] == v4["summary"]
+    text = table(res)
+    assert "redirect/ipv6" in text and " - " in text
+
+
+def test_family_ipv6_alone_reports_only_ipv6_records(tmp_path: Path) -> None:
+    d = tmp_path / "six"
+    canned_handoff_run(d)
+    _with_families(d, ["ipv6"])
+    res = HandoffScenario.analyse(d)
+    assert [h["family"] for h in res["handoffs"]] == ["ipv6", "ipv6"]
+    assert {r["family"] for r in res["summary"]} == {"ipv6"}
+
+
+def test_the_walking_mn_is_made_dual_stack_and_its_address_probed() -> None:
+    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
+    plain = model.build(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
+    with pytest.raises(LabError, match="not dual-stack"):
+        mn_address6(plain, "mn1")
+    topo = model.build(dual_stack_walker(doc))
+    assert doc["addressing"]["ipv6"]["mobiles"] == ["mn1"]
+    prefix = topo.mobile("mn1").prefix6
+    assert prefix is not None and mn_address6(topo, "mn1") == prefix.network_address + 1
+    with pytest.raises(LabError, match="addressing.ipv6"):
+        dual_stack_walker({"mobiles": ["mn1"], "addressing": {}})
+
+
+def test_the_prober_speaks_icmpv6_to_an_ipv6_target() -> None:
+    req = probe.echo_request(0x1234, 70000, probe.ICMP6_ECHO)
+    assert req[0] == 128 and len(req) == 8 + probe.PAYLOAD
+    reply = bytes([129, 0, 0, 0]) + struct.pack("!HH", 0x1234, 70000 & 0xFFFF) + req[8:]
+    assert probe.parse_reply6(reply, 0x1234) == 70000 & 0xFFFF
+    assert probe.parse_reply6(reply, 0x9999) is None  # someone else's
+    assert probe.parse_reply6(req, 0x1234) is None  # a request, not a reply
+    assert probe.parse_reply6(reply[:7], 0x1234) is None
