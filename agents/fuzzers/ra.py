@@ -17,7 +17,7 @@ from ipaddress import IPv6Address, IPv6Network
 
 from agents import ra
 
-from .common import Tally, mutate
+from .common import Tally, cases
 
 MUTANTS = 15
 ACCESS = 4
@@ -92,21 +92,16 @@ def _check(data: bytes, advert: ra.RouterAdvert, on_link: bool,
 
 def run(tally: Tally, count: int, seed: int) -> None:
     rng = random.Random(seed)
-    while tally.inputs < count:
-        base = _advert(rng)
-        for i in range(MUTANTS + 1):
-            if tally.inputs >= count:
-                return
-            data = base if i == 0 else mutate(rng, base)
-            source, hops, ifindex, on_link = _arrival(rng)
-            confirmed = rng.sample(HELD, rng.randrange(3))
-            ok, advert = tally.run(
-                data, lambda: ra.accept(data, source, hops, ifindex, ACCESS),  # noqa: B023
-                (ra.RaError,))
-            if not ok or advert is None:
-                continue
-            why = _check(data, advert, on_link, confirmed)
-            if why is not None:
-                tally.forgery(data, why)
-            else:
-                tally.accepted += 1
+    for data in cases(tally, count, rng, lambda: _advert(rng), MUTANTS):
+        source, hops, ifindex, on_link = _arrival(rng)
+        confirmed = rng.sample(HELD, rng.randrange(3))
+        ok, advert = tally.run(
+            data, lambda: ra.accept(data, source, hops, ifindex, ACCESS),  # noqa: B023
+            (ra.RaError,))
+        if not ok or advert is None:
+            continue
+        why = _check(data, advert, on_link, confirmed)
+        if why is not None:
+            tally.forgery(data, why)
+        else:
+            tally.accepted += 1

@@ -6,36 +6,27 @@ Agent. One lab for the module (Figure 2, mn1 dual-stack).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
-from pathlib import Path
 from typing import Any
 
 import dns.zone
 import pytest
-import yaml
 
 from agents import ra
 from agents.dns import prefix_reverse_name
-from tests.integration.labs import events, mn_request, strip_dnssec
-from topologies import model
+from tests.integration.labs import dualstack_mn_lab, events, mn_request, strip_dnssec
 from topologies.lab.capture import Capture, CaptureSpec
 from topologies.lab.daemons import wait_until
 from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[2]
 RA_FILTER = "icmp6 and ip6[40] == 134"  # no extension headers: the ICMPv6 type's octet
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    doc = copy.deepcopy(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
-    doc["addressing"]["ipv6"]["mobiles"] = ["mn1"]
-    with Lab(model.build(doc), ready_timeout=120) as running:
-        running.set_mode("redirect")
-        yield running
+    yield from dualstack_mn_lab()
 
 
 def prefix(lab: Lab) -> IPv6Network:
