@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import struct
+from datetime import UTC, datetime
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ import yaml
 from agents import probe
 from tests.unit.test_analyse import T0, _ping, canned_handoff_run
 from topologies import model
+from topologies.analysis import measure
 from topologies.lab.daemons import LabError
+from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios.base import RUN_FILE
 from topologies.scenarios.handoff import (
     PING6,
@@ -34,6 +38,12 @@ def _with_families(d: Path, families: list[str]) -> None:
     # IPv6: BGP only, so longer gaps than the IPv4 probe's (no fast redirect).
     (d / PING6).write_text(_ping(T0, T0 + 4.2, [(T0 + 1.0, T0 + 1.2), (T0 + 2.5, T0 + 2.6)])
                            .replace("10.64.1.10", "2001:db8:4000:100::1"))
+    # core1 heard of the /64 once, during the second handoff (the first stayed in the cluster).
+    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+    stamp = datetime.fromtimestamp(T0 + 2.6, UTC).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+    (d / f"core1.{UPDATES_LOG}").write_text(
+        f"{stamp} BGP: [XPXHJ-ZG0PX] 10.255.0.3(agg1) rcvd {topo.mobile('mn1').prefix6} "
+        "IPv6 unicast\n")
 
 
 def test_both_families_give_a_record_each_and_ipv4_is_unchanged(tmp_path: Path) -> None:
@@ -49,6 +59,8 @@ def test_both_families_give_a_record_each_and_ipv4_is_unchanged(tmp_path: Path) 
     assert [(h["ping_lost"], h["interruption_ms"]) for h in six] == [
         (20, pytest.approx(210.0)), (10, pytest.approx(110.0))]
     assert all(h["reroute_ms"] is None and h["path_optimal"] is None for h in six)
+    assert [h["core_updates"] for h in six] == [0, 1] and six[1]["updates"] == {"core1": 1}
+    assert all(h["core_updates"] == 0 for h in res["handoffs"] if h["family"] == "ipv4")
     assert [h["to"] for h in six] == ["ar2", "ar1"] and six[0]["t_attach"] == T0 + 1.0
     rows = {(r["mode"], r["kind"]): r for r in res["summary"]}
     assert rows[("redirect/ipv6", "all")]["interruption_ms_p50"] == pytest.approx(160.0)
@@ -78,6 +90,25 @@ def test_the_walking_mn_is_made_dual_stack_and_its_address_probed() -> None:
     assert prefix is not None and mn_address6(topo, "mn1") == prefix.network_address + 1
     with pytest.raises(LabError, match="addressing.ipv6"):
         dual_stack_walker({"mobiles": ["mn1"], "addressing": {}})
+
+
+def test_bgpd_lines_about_ipv6_prefixes_are_read_and_counted() -> None:
+    p = "2026/11/27 21:42:"
+    log = "\n".join([
+        p + "23.100 BGP: [ZP3RE-J8N9Y] 10.255.0.5(agg1) rcvd UPDATE w/ attr: nexthop "
+            "2001:db8:ff::7, localpref 1764280000, metric 0, path",
+        p + "23.123 BGP: [XPXHJ-ZG0PX] 10.255.0.5(agg1) rcvd 2001:db8:4000:100::/64 IPv6 unicast",
+        p + "23.456 BGP: [XXXXX-XXXXX] 10.255.0.5(agg1) rcvd UPDATE about "
+            "2001:db8:4000:100::/64 IPv6 unicast -- withdrawn",
+        p + "23.500 BGP: [XPXHJ-ZG0PX] 10.255.0.5(agg1) rcvd 10.64.0.10/32 IPv4 unicast",
+    ])
+    rx = measure.parse_bgpd_log(log)
+    six = IPv6Network("2001:db8:4000:100::/64")
+    assert [(r.prefix, r.withdrawn) for r in rx] == [
+        (six, False), (six, True), (IPv4Network("10.64.0.10/32"), False)]
+    t = rx[0].ts
+    assert measure.count_updates(rx, six, t, t + 1) == 2
+    assert measure.count_updates(rx, "10.64.0.10/32", t, t + 1) == 1
 
 
 def test_the_prober_speaks_icmpv6_to_an_ipv6_target() -> None:

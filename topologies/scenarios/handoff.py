@@ -58,10 +58,9 @@ SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
 PING6 = "ping6.txt"  # the CN's probe of the MN's IPv6 address (issue 18, --family)
 FAMILIES = {"ipv4": ["ipv4"], "ipv6": ["ipv6"], "both": ["ipv4", "ipv6"]}
-# An IPv6 record measures only what its probe shows: the route watcher, the bgpd log parser
-# and the path check are IPv4's (docs/ipv6.md).
-NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "core_updates": None,
-                                  "path_optimal": None, "path": None, "updates": {},
+# An IPv6 record has its probe's figures and the cores' UPDATEs for the /64; the route
+# watcher and the path check are IPv4's (docs/ipv6.md).
+NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "path_optimal": None, "path": None,
                                   "settled_ms": {}}
 
 
@@ -334,8 +333,13 @@ class HandoffAnalysis:
             if "ipv6" in self.families:
                 # The same handoff seen by the IPv6 probe: BGP only, no fast redirect yet.
                 interruption6, lost6 = measure.ping_window(replies6, w0, w1, self.interval_s)
+                prefix6 = self.topo.mobile(self.mn).prefix6
+                updates6 = {r: measure.count_updates(lines, prefix6, t_auth, w1)
+                            for r, lines in rx.items()} if prefix6 is not None else {}
                 out.append({**out[-1], **NOT_MEASURED6, "family": "ipv6",
-                            "interruption_ms": round(interruption6, 3), "ping_lost": lost6})
+                            "interruption_ms": round(interruption6, 3), "ping_lost": lost6,
+                            "core_updates": sum(updates6.get(c, 0) for c in cores),
+                            "updates": {r: n for r, n in updates6.items() if n}})
                 sources.append(rec)
         by_family = [(h, rec) for h, rec in zip(out, sources, strict=True)
                      if h["family"] in self.families]
@@ -484,7 +488,7 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
               and h.get("dns_mode", "lookup") == dns_mode
               and (kind == "all" or h["kind"] == kind) and h.get("family", "ipv4") == family]
         trips = [h["home_round_trips"] for h in hs if h.get("home_round_trips") is not None]
-        v4 = family == "ipv4"  # IPv6 records carry only the probe's figures (NOT_MEASURED6)
+        v4 = family == "ipv4"  # IPv6 records have no re-route time or path (NOT_MEASURED6)
         label = mode if len(dns) == 1 else f"{mode}/{dns_mode}"
         rows.append({
             "mode": label if v4 else f"{label}/{family}", "dns_mode": dns_mode,
@@ -497,7 +501,7 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "auth_ms_p50": percentile([h["auth_ms"] for h in hs], 0.5),
             "auth_ms_p95": percentile([h["auth_ms"] for h in hs], 0.95),
             "ping_lost": sum(h["ping_lost"] for h in hs),
-            "core_updates_max": max((h["core_updates"] for h in hs), default=0) if v4 else None,
+            "core_updates_max": max((h["core_updates"] for h in hs), default=0),
             "path_optimal": sum(1 for h in hs if h["path_optimal"]) if v4 else None,
         })
     return rows
