@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import struct
 from datetime import UTC, datetime
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios.base import RUN_FILE
 from topologies.scenarios.handoff import (
     PING6,
+    RECORDS,
     HandoffScenario,
     dual_stack_walker,
     mn_address6,
@@ -58,7 +59,7 @@ def test_both_families_give_a_record_each_and_ipv4_is_unchanged(tmp_path: Path) 
     six = [h for h in res["handoffs"] if h["family"] == "ipv6"]
     assert [(h["ping_lost"], h["interruption_ms"]) for h in six] == [
         (20, pytest.approx(210.0)), (10, pytest.approx(110.0))]
-    assert all(h["reroute_ms"] is None and h["path_optimal"] is None for h in six)
+    assert all(h["reroute_ms"] is None and h["path_optimal"] is None for h in six)  # no trace
     assert [h["core_updates"] for h in six] == [0, 1] and six[1]["updates"] == {"core1": 1}
     assert all(h["core_updates"] == 0 for h in res["handoffs"] if h["family"] == "ipv4")
     assert [h["to"] for h in six] == ["ar2", "ar1"] and six[0]["t_attach"] == T0 + 1.0
@@ -70,13 +71,21 @@ def test_both_families_give_a_record_each_and_ipv4_is_unchanged(tmp_path: Path) 
     assert "redirect/ipv6" in text and " - " in text
 
 
-def test_family_ipv6_alone_reports_only_ipv6_records(tmp_path: Path) -> None:
+def test_family_ipv6_alone_reports_only_ipv6_records_with_their_own_path(
+        tmp_path: Path) -> None:
     d = tmp_path / "six"
     canned_handoff_run(d)
     _with_families(d, ["ipv6"])
+    recs = [json.loads(line) for line in (d / RECORDS).read_text().splitlines()]
+    recs[0]["traceroute6"] = ["inet", "core1", "agg1", "ar2", "mn1"]
+    recs[1]["traceroute6"] = ["inet", "core1", None, "ar1", "mn1"]  # a silent hop
+    (d / RECORDS).write_text("".join(json.dumps(r) + "\n" for r in recs))
     res = HandoffScenario.analyse(d)
     assert [h["family"] for h in res["handoffs"]] == ["ipv6", "ipv6"]
+    assert [h["path_optimal"] for h in res["handoffs"]] == [True, False]
+    assert res["handoffs"][0]["path"] == recs[0]["traceroute6"]
     assert {r["family"] for r in res["summary"]} == {"ipv6"}
+    assert next(r for r in res["summary"] if r["kind"] == "all")["path_optimal"] == 1
 
 
 def test_the_walking_mn_is_made_dual_stack_and_its_address_probed() -> None:
@@ -119,3 +128,10 @@ def test_the_prober_speaks_icmpv6_to_an_ipv6_target() -> None:
     assert probe.parse_reply6(reply, 0x9999) is None  # someone else's
     assert probe.parse_reply6(req, 0x1234) is None  # a request, not a reply
     assert probe.parse_reply6(reply[:7], 0x1234) is None
+
+
+def test_traceroute_hops_of_either_family_are_read() -> None:
+    out = ("traceroute to 2001:db8:4000:100::1, 12 hops max\n"
+           " 1  2001:db8:fe00:10::1  0.101 ms\n 2  *\n 3  2001:db8:4000:100::1  0.3 ms\n")
+    assert measure.parse_traceroute(out) == [
+        IPv6Address("2001:db8:fe00:10::1"), None, IPv6Address("2001:db8:4000:100::1")]

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Literal
 
 from topologies.analysis import stats
@@ -268,9 +268,9 @@ def count_updates(
 _HOP_RE = re.compile(r"^\s*(\d+)\s+(\S+)")
 
 
-def parse_traceroute(text: str) -> list[IPv4Address | None]:
-    """The hop addresses of `traceroute -n -q 1`, None for an unanswered hop."""
-    hops: list[IPv4Address | None] = []
+def parse_traceroute(text: str) -> list[IPv4Address | IPv6Address | None]:
+    """The hop addresses of `traceroute [-6] -n -q 1`, None for an unanswered hop."""
+    hops: list[IPv4Address | IPv6Address | None] = []
     for line in text.splitlines():
         m = _HOP_RE.match(line)
         if m is None:
@@ -279,7 +279,7 @@ def parse_traceroute(text: str) -> list[IPv4Address | None]:
             hops.append(None)
             continue
         try:
-            hops.append(IPv4Address(m[2]))
+            hops.append(ip_address(m[2]))
         except ValueError as exc:
             raise MeasureError(f"bad traceroute hop line: {line!r}") from exc
     return hops

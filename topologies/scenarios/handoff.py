@@ -58,10 +58,9 @@ SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
 PING6 = "ping6.txt"  # the CN's probe of the MN's IPv6 address (issue 18, --family)
 FAMILIES = {"ipv4": ["ipv4"], "ipv6": ["ipv6"], "both": ["ipv4", "ipv6"]}
-# An IPv6 record has its probe's figures and the cores' UPDATEs for the /64; the route
-# watcher and the path check are IPv4's (docs/ipv6.md).
-NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "path_optimal": None, "path": None,
-                                  "settled_ms": {}}
+# An IPv6 record has its probe's figures, the cores' UPDATEs for the /64 and its own
+# traceroute; the route watcher is IPv4's (docs/ipv6.md).
+NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "settled_ms": {}}
 
 
 @register
@@ -89,6 +88,8 @@ class HandoffScenario(Scenario):
         self.period_s = period_s
         self.steps = walk(self.topo, self.mn)
         self._owner = address_owner(self.topo)
+        six = self.topo.backbone6
+        self._owner6 = six.owners() if six is not None and self.address6 is not None else {}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -193,6 +194,9 @@ class HandoffScenario(Scenario):
                 self._settle(watcher, rec["t_attach"])
                 t_trace = time.monotonic()
                 rec["traceroute"] = traffic.trace(cn, self.address, self._owner, target=self.mn)
+                if self.address6 is not None:
+                    rec["traceroute6"] = traffic.trace(cn, self.address6, self._owner6,
+                                                       target=self.mn)
                 records.append(rec)
                 write_jsonl(self.dir / RECORDS, records)
                 eta.step(
@@ -292,13 +296,7 @@ class HandoffAnalysis:
             w0 = float(rec["t_attach"]) - 0.3
             w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
             interruption, lost = measure.ping_window(replies, w0, w1, self.interval_s)
-            path = [h for h in rec["traceroute"] if h is not None]
-            routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
-            optimal = (
-                bool(path) and path[-1] == self.mn and None not in rec["traceroute"]
-                and measure.is_shortest_path(routers, self._adjacency,
-                                             self.topo.service("cn").name, rec["to"])
-            )
+            routers, optimal = self._path(rec["traceroute"], rec["to"])
             watch = sorted({*routers, rec["from"]})
             lo = self.topo.nodes[rec["to"]].loopback
             assert lo is not None
@@ -336,7 +334,10 @@ class HandoffAnalysis:
                 prefix6 = self.topo.mobile(self.mn).prefix6
                 updates6 = {r: measure.count_updates(lines, prefix6, t_auth, w1)
                             for r, lines in rx.items()} if prefix6 is not None else {}
+                trace6 = rec.get("traceroute6")
                 out.append({**out[-1], **NOT_MEASURED6, "family": "ipv6",
+                            "path": trace6, "path_optimal": None if trace6 is None
+                            else self._path(trace6, rec["to"])[1],
                             "interruption_ms": round(interruption6, 3), "ping_lost": lost6,
                             "core_updates": sum(updates6.get(c, 0) for c in cores),
                             "updates": {r: n for r, n in updates6.items() if n}})
@@ -356,6 +357,15 @@ class HandoffAnalysis:
                 "iperf": iperf, "summary": summarise(measured), "plots": plot_files,
                 "first_contact": summarise([{**h, "mode": "warm-up"} for h in out
                                             if h["warmup"]])}
+
+    def _path(self, trace: list[str | None], to: str) -> tuple[list[str], bool]:
+        """The routers on a CN->MN traceroute, and whether it reached the MN on a shortest
+        path through ``to`` with every hop answering."""
+        path = [h for h in trace if h is not None]
+        routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
+        return routers, (bool(path) and path[-1] == self.mn and None not in trace
+                         and measure.is_shortest_path(routers, self._adjacency,
+                                                      self.topo.service("cn").name, to))
 
     def _settled(self, events: list[measure.RouteEvent], router: str, t0: float,
                  t1: float, new_ar: IPv4Address) -> float:
@@ -488,7 +498,8 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
               and h.get("dns_mode", "lookup") == dns_mode
               and (kind == "all" or h["kind"] == kind) and h.get("family", "ipv4") == family]
         trips = [h["home_round_trips"] for h in hs if h.get("home_round_trips") is not None]
-        v4 = family == "ipv4"  # IPv6 records have no re-route time or path (NOT_MEASURED6)
+        v4 = family == "ipv4"  # IPv6 records have no re-route time (NOT_MEASURED6)
+        paths = [h["path_optimal"] for h in hs if h["path_optimal"] is not None]
         label = mode if len(dns) == 1 else f"{mode}/{dns_mode}"
         rows.append({
             "mode": label if v4 else f"{label}/{family}", "dns_mode": dns_mode,
@@ -502,7 +513,7 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "auth_ms_p95": percentile([h["auth_ms"] for h in hs], 0.95),
             "ping_lost": sum(h["ping_lost"] for h in hs),
             "core_updates_max": max((h["core_updates"] for h in hs), default=0),
-            "path_optimal": sum(1 for h in hs if h["path_optimal"]) if v4 else None,
+            "path_optimal": sum(1 for p in paths if p) if paths else None,
         })
     return rows
 
