@@ -237,6 +237,8 @@ class RaSender:
         self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, HOP_LIMIT)
         self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, HOP_LIMIT)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        # Send only: without a filter every ICMPv6 datagram on the link would queue here.
+        self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
         self.sock.setblocking(False)
 
     def send(self, advert: RouterAdvert, dst: IPv6Address) -> None:
