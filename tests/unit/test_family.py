@@ -135,3 +135,16 @@ def test_traceroute_hops_of_either_family_are_read() -> None:
            " 1  2001:db8:fe00:10::1  0.101 ms\n 2  *\n 3  2001:db8:4000:100::1  0.3 ms\n")
     assert measure.parse_traceroute(out) == [
         IPv6Address("2001:db8:fe00:10::1"), None, IPv6Address("2001:db8:4000:100::1")]
+
+
+def test_the_scenario_runs_on_a_copy_of_the_topology_with_the_walker_dual_stack(
+        tmp_path: Path) -> None:
+    import argparse
+    fig2 = ROOT / "topologies" / "figure2.yaml"
+    args = argparse.Namespace(topology=str(fig2), family="ipv4")
+    assert HandoffScenario.topology_for(args, tmp_path) == fig2
+    args.family = "both"
+    path = HandoffScenario.topology_for(args, tmp_path)
+    assert path.parent == tmp_path
+    topo = model.load(path)
+    assert topo.backbone6 is not None and topo.backbone6.mobiles == ("mn1",)
