@@ -520,7 +520,10 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _shown(value: float | int | None, spec: str) -> str:
     """A table cell: '-' where the figure was not measured (an IPv6 row's reroute)."""
-    return "-".rjust(len(format(0, spec))) if value is None else format(value, spec)
+    if value is not None:
+        return format(value, spec)
+    width = len(format(0, spec))
+    return "-".ljust(width) if spec.startswith("<") else "-".rjust(width)
 
 
 def table(result: dict[str, Any]) -> str:
