@@ -57,6 +57,7 @@ from .handoff6 import AgentPorts, PrefixMobility
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
+from .ra import RaSender, advertise_rerouted
 from .relayauth import ALG_RELAY, RelayAuth
 from .staple import StapleService, load_verifier
 
@@ -147,6 +148,7 @@ class ArAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.mobility: Mobility | None = None
         self.prefixes: PrefixMobility | None = None  # dual-stack MNs' IPv6 prefixes
+        self._ra: RaSender | None = None  # the RA after a handoff (agents/ra.py)
         self.staples: StapleService | None = None
         self.authenticator: Authenticator | None = None
         self._sources: SourceFilter | None = None
@@ -825,10 +827,27 @@ class ArAgent:
         if self.prefixes is not None:
             from_ar = any(a.fqdn == result.peer_name for a in self.ars.values())
             try:
-                accepted += await self.prefixes.on_result(result, from_ar)
+                six = await self.prefixes.on_result(result, from_ar)
+                accepted += six
+                self._advertise(result, from_ar, six)
             except Exception:  # noqa: BLE001 - IPv6 must never cost the IPv4 handoff
                 log.exception("IPv6 prefixes of %s", result.peer_name)
         return accepted
+
+    def _advertise(self, result: AuthResult, from_ar: bool,
+                   rerouted: list[ipaddress.IPv6Network]) -> None:
+        """Draft 4: after an MN's AUTH on the access link that claimed IPv6 prefixes, the RA
+        listing exactly those we re-routed (none if we refused them all), once the
+        AUTH_REPLY is out (agents/ra.py)."""
+        assert self.mobility is not None
+        if (from_ar or not result.mobility or result.idle or not result.ifindex
+                or not self.mobility.on_access_link(result.ifindex)
+                or not any(p.version == 6 for p in result.addresses)):
+            return
+        if self._ra is None:
+            self._ra = RaSender(self._access_name)
+        self._spawn(advertise_rerouted(self._ra, ipaddress.IPv4Address(result.source[0]),
+                                       rerouted, self.mobility.events, result.peer_name))
 
     # --- DHCP (draft 2.3): agents/dhcpd.py's hooks ----------------------------------------
 

@@ -144,6 +144,13 @@ class Event(enum.StrEnum):
     STAPLE_FAILED = "staple_failed"  # MN: no bundle could be built; its AUTH goes without
     STAPLE_VALIDATED = "staple_validated"
     STAPLE_REFUSED = "staple_refused"  # AR: typed reason; it falls back to the lookups
+    # The RA after a handoff (agents/ra.py, draft 4): the AR's send, the MN's side
+    RA_SENT = "ra_sent"
+    RA_FAILED = "ra_failed"
+    RA_RECEIVED = "ra_received"  # MN: the prefixes listed, and those it takes as refused
+    RA_DROPPED = "ra_dropped"  # MN: off the link, malformed, or not after an AUTH of ours
+    RA_MISSING = "ra_missing"  # MN: no RA in time; the AUTH_REPLY's lists stand
+    PREFIX_UNBOUND = "prefix_unbound"  # MN: refused, and the Home Agent binds IPv4 only
 
 
 class Command(enum.StrEnum):

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .fuzzers import dhcp, exabgp, keys, messages, verifier
+from .fuzzers import dhcp, exabgp, keys, messages, ra, verifier
 from .fuzzers.common import Tally
 
 TARGETS: dict[str, Callable[[Tally, int, int], None]] = {
@@ -23,6 +23,7 @@ TARGETS: dict[str, Callable[[Tally, int, int], None]] = {
     "dns_keys": keys.run,
     "dhcp": dhcp.run,
     "exabgp": exabgp.run,
+    "ra": ra.run,
 }
 
 

@@ -40,6 +40,7 @@ from .handoff import EventLog
 from .linkproof import link_key, link_proof
 from .macro import HaTunnel, detect_tunnel
 from .paging import parse_page
+from .ra import RaJudge, RaListener
 from .staple import StapleKeeper, auth_size, fits_auth
 
 log = logging.getLogger("agents.mn")
@@ -107,6 +108,9 @@ class MnAgent:
         self.away: str | None = None  # the visited network we are in
         self.tunnel = (HaTunnel(config.macro, detect_tunnel(), run_ip_batch)
                        if config.macro is not None else None)
+        # Draft 4 for a dual-stack MN (issue 18): the AR's RA after each handoff.
+        self.ra = RaJudge(self.events, self._refused6) if config.prefix6 is not None else None
+        self.refused6: list[ipaddress.IPv6Network] = []
         if config.dhcp is not None:
             updater = DnsUpdater(config.dhcp.primary, config.dhcp.primary_port,
                                  TsigKey.load(config.dhcp.tsig))
@@ -243,12 +247,15 @@ class MnAgent:
     async def bind_not_rerouted(self, record: dict[str, Any]) -> dict[str, Any]:
         """Draft 4 inside the AS: the AR re-routed some of our addresses, not all; the rest
         we bind at the Home Agent, with a re-routed one as the care-of address."""
-        if self.tunnel is None or self.ha is None or not record.get("not_rerouted"):
+        # IPv6 prefixes are the RA's business (_refused6): the Home Agent binds IPv4 only.
+        rest = [n.network_address for n in map(ipaddress.ip_network, record.get("not_rerouted")
+                                                or ()) if n.version == 4]
+        if self.tunnel is None or self.ha is None or not rest:
             if self.tunnel is not None and self.tunnel.up and record.get("ok"):
                 await self.tunnel.close()  # every address is routed by the AS again
             return record
-        rest = [ipaddress.IPv4Network(p).network_address for p in record["not_rerouted"]]
-        routed = [ipaddress.IPv4Network(p).network_address for p in record["rerouted"]]
+        routed = [n.network_address for n in map(ipaddress.ip_network, record["rerouted"])
+                  if n.version == 4]
         if not routed:
             return {**record, "ha_bound": [], "ha_error": "no re-routed address to use"}
         async with self._lock:
@@ -345,7 +352,21 @@ class MnAgent:
             if not_rerouted:
                 # Draft 4: these need the macro-mobility path (a Home Agent binding).
                 log.warning("not re-routed by %s: %s", ar, ", ".join(not_rerouted))
+            if self.ra is not None and self.config.prefix6 in claimed and not idle:
+                self.ra.expect(ar, t_sent, [self.config.prefix6], [
+                    p for p in session.rerouted if isinstance(p, ipaddress.IPv6Network)])
             return record
+
+    def _refused6(self, prefixes: list[ipaddress.IPv6Network], by: str) -> None:
+        """Draft 4: prefixes we hold that the AR did not re-route need our Home Agent. It
+        binds IPv4 home addresses only (agents/ha.py: no IPv6 BGP session, no IPv6 route
+        into its tunnel), so the refusal is recorded for now (docs/ipv6.md)."""
+        self.refused6 = prefixes
+        if prefixes:
+            self.events("prefix_unbound", prefixes=[str(p) for p in prefixes], by=by,
+                        ha=self.ha[0] if self.ha else None,
+                        reason="the Home Agent binds IPv4 addresses only" if self.ha
+                        else "no Home Agent named for this MN")
 
     async def refresh_keys(self) -> None:
         """Keep the AR key list current through DNSSEC while we have a working attachment."""
@@ -419,6 +440,8 @@ class MnAgent:
                 "tal": list(self.tal), "address": held[0] if held else None,
                 "addresses": held, "handoffs": self.handoffs, "away": self.away,
                 "ha": self.ha[0] if self.ha else None,
+                "ra": self.ra.status() if self.ra else None,
+                "refused6": [str(p) for p in self.refused6],
                 "dhcp": self.addresses.status() if self.addresses else None}
 
     def _dhcp_mn(self, req: dict[str, Any]) -> AddressManager:
@@ -492,6 +515,13 @@ class MnAgent:
         pages, _ = await loop.create_datagram_endpoint(
             lambda: _PageListener(self.on_page), local_addr=("0.0.0.0", self.config.paging_port),
             allow_broadcast=True)
+        adverts = None
+        if self.ra is not None:
+            try:
+                adverts = RaListener(self.config.ifname, self.ra.advert, self.ra.dropped)
+                adverts.start(loop)
+            except OSError as exc:
+                log.error("no Router Advertisements (draft 4): %s", exc)
         log.info("%s ready on %s", self.config.identity, sock_path)
         try:
             await server.serve_forever()
@@ -505,6 +535,8 @@ class MnAgent:
             if self.addresses is not None:
                 await self.addresses.close()
             pages.close()
+            if adverts is not None:
+                adverts.close()
             server.close()
             sock_path.unlink(missing_ok=True)
             self.events.close()

@@ -20,8 +20,10 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
+ICMP6_ECHO, ICMP6_ECHOREPLY = 128, 129  # an IPv6 target (issue 18): ICMPv6 echo
 PAYLOAD = 56
 
 
@@ -34,10 +36,11 @@ def checksum(data: bytes) -> int:
     return int(~total & 0xFFFF)
 
 
-def echo_request(ident: int, seq: int) -> bytes:
+def echo_request(ident: int, seq: int, kind: int = ICMP_ECHO) -> bytes:
+    """An echo request; for ICMPv6 the kernel rewrites the checksum (pseudo-header)."""
     payload = bytes(PAYLOAD)
-    head = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq & 0xFFFF)
-    return struct.pack("!BBHHH", ICMP_ECHO, 0, checksum(head + payload), ident,
+    head = struct.pack("!BBHHH", kind, 0, 0, ident, seq & 0xFFFF)
+    return struct.pack("!BBHHH", kind, 0, checksum(head + payload), ident,
                        seq & 0xFFFF) + payload
 
 
@@ -54,13 +57,27 @@ def parse_reply(packet: bytes, ident: int) -> tuple[int, int] | None:
     return seq, packet[8]
 
 
+def parse_reply6(message: bytes, ident: int) -> int | None:
+    """The sequence of an ICMPv6 echo reply to us (a raw ICMPv6 socket gives no IP header)."""
+    if len(message) < 8:
+        return None
+    kind, _, _, rid, seq = struct.unpack_from("!BBHHH", message)
+    return seq if kind == ICMP6_ECHOREPLY and rid == ident else None
+
+
 class Prober:
     def __init__(self, target: str, interval: float, more: Sequence[str] = ()) -> None:
         self.target = target
         self.targets = [target, *more]
         self.interval = interval
         self.ident = os.getpid() & 0xFFFF
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.kind = ICMP6_ECHO if ":" in target else ICMP_ECHO
+        self.v6 = ":" in target
+        self.sock = (socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+                     if self.v6 else
+                     socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+        if self.v6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         self.sent: dict[tuple[str, int], float] = {}
         self.stop = threading.Event()
         self.transmitted = 0
@@ -71,6 +88,9 @@ class Prober:
         while not self.stop.is_set():
             ready, _, _ = select.select([self.sock], [], [], 0.2)
             if not ready:
+                continue
+            if self.v6:
+                self._receive6(out)
                 continue
             packet, (src, _) = self.sock.recvfrom(2048)
             now = time.time()
@@ -85,6 +105,21 @@ class Prober:
             out.write(f"[{now:.6f}] {len(packet) - (packet[0] & 0x0F) * 4} bytes from {src}: "
                       f"icmp_seq={seq} ttl={ttl} time={(now - sent) * 1000:.3f} ms\n")
             out.flush()
+
+    def _receive6(self, out: TextIO) -> None:
+        packet, anc, _, addr = self.sock.recvmsg(2048, socket.CMSG_SPACE(4))
+        now = time.time()
+        seq = parse_reply6(packet, self.ident)
+        src = str(addr[0]).split("%")[0]
+        sent = self.sent.pop((src, seq), None) if seq is not None else None
+        if sent is None:
+            return
+        hops = next((int.from_bytes(d[:4], sys.byteorder) for lv, k, d in anc
+                     if lv == socket.IPPROTO_IPV6 and k == socket.IPV6_HOPLIMIT), 0)
+        self.received += 1
+        out.write(f"[{now:.6f}] {len(packet)} bytes from {src}: icmp_seq={seq} ttl={hops} "
+                  f"time={(now - sent) * 1000:.3f} ms\n")
+        out.flush()
 
     def run(self) -> None:
         sys.stdout.write(f"PROBE {self.target} every {self.interval * 1000:.1f} ms\n")
@@ -104,7 +139,7 @@ class Prober:
                 time.sleep(left)
             self.sent[(target, seq & 0xFFFF)] = time.time()
             try:
-                self.sock.sendto(echo_request(self.ident, seq), (target, 0))
+                self.sock.sendto(echo_request(self.ident, seq, self.kind), (target, 0))
                 self.transmitted += 1
             except OSError:
                 pass  # no route for a moment: the sequence number still counts as lost

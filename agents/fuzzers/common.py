@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -95,6 +95,17 @@ class Tally:
 
 def _shown(data: bytes | str) -> str:
     return (data.hex() if isinstance(data, bytes) else repr(data))[:600]
+
+
+def cases(tally: Tally, count: int, rng: random.Random, make: Callable[[], bytes],
+          mutants: int) -> Iterator[bytes]:
+    """Until ``count`` inputs: a fresh valid-ish input from ``make``, then its mutants."""
+    while tally.inputs < count:
+        base = make()
+        for i in range(mutants + 1):
+            if tally.inputs >= count:
+                return
+            yield base if i == 0 else mutate(rng, base)
 
 
 def mutate(rng: random.Random, data: bytes, rounds: int = 3,

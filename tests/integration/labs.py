@@ -3,6 +3,7 @@ state (its status snapshot, its event log, its control socket), and zone surgery
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import dns.rdatatype
 import dns.zone
+import yaml
 
 from agents.contract import Layout, read_events
 from topologies import model
@@ -24,6 +26,15 @@ def figure2_lab(mode: str | None = "redirect") -> Iterator[Lab]:
     with Lab(topo, ready_timeout=120) as running:
         if mode is not None:
             running.set_mode(mode)
+        yield running
+
+
+def dualstack_mn_lab() -> Iterator[Lab]:
+    """The body of a module-scoped lab fixture: Figure 2 with mn1 dual-stack (issue 18)."""
+    doc = copy.deepcopy(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
+    doc["addressing"]["ipv6"]["mobiles"] = ["mn1"]
+    with Lab(model.build(doc), ready_timeout=120) as running:
+        running.set_mode("redirect")
         yield running
 
 

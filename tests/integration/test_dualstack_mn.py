@@ -6,30 +6,22 @@ it with the IPv4 LOCAL_PREF rule. One lab for the module (Figure 2, mn1 dual-sta
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from topologies import model
+from tests.integration.labs import dualstack_mn_lab
 from topologies.lab.daemons import wait_until
 from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    doc = copy.deepcopy(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
-    doc["addressing"]["ipv6"]["mobiles"] = ["mn1"]
-    with Lab(model.build(doc), ready_timeout=120) as running:
-        running.set_mode("redirect")
-        yield running
+    yield from dualstack_mn_lab()
 
 
 def prefix(lab: Lab) -> str:

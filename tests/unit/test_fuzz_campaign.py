@@ -76,3 +76,13 @@ def test_dhcp_oracle_catches_a_release_by_a_stranger(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(DhcpServer, "_release", release_without_holder_check)
     tally = fuzz.run_target("dhcp", 20000, 3)
     assert tally.forgeries > 0
+
+
+def test_ra_oracle_catches_an_ra_believed_from_off_the_link(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MN's hop-limit check removed: an RA a router forwarded is believed."""
+    from agents import ra
+
+    monkeypatch.setattr(ra, "HOP_LIMIT", None)
+    tally = fuzz.run_target("ra", 3000, 3)
+    assert tally.forgeries > 0 and any("off the link" in e for e in tally.examples)

@@ -80,3 +80,29 @@ def test_the_tunnel_routes_only_the_bound_home_addresses() -> None:
     assert not any(c[:3] == ["rule", "add", "from"] and c[3] == str(A2) for c in calls)
     asyncio.run(t.close())
     assert calls[-1] == ["link", "del", "faha0"] and not t.up
+
+
+def test_a_dual_stack_record_binds_only_its_ipv4_addresses_at_the_home_agent() -> None:
+    """Issue 18: IPv6 prefixes in the reply's lists are the RA's business, not _bind's."""
+    mn, binds, _ = agent()
+    p6 = "2001:db8:4000:100::/64"
+    record = {"ok": True, "rerouted": [p6, f"{A2}/32"], "not_rerouted": [f"{A1}/32"]}
+    out = asyncio.run(mn.bind_not_rerouted(record))
+    assert binds == [([A1], A2)] and out["care_of"] == str(A2)
+    refused_v6_only = {"ok": True, "rerouted": [f"{A1}/32"], "not_rerouted": [p6]}
+    assert asyncio.run(mn.bind_not_rerouted(refused_v6_only)) == refused_v6_only
+    assert binds == [([A1], A2)]
+
+
+def test_a_prefix_the_ra_left_out_is_recorded_as_unbound_with_the_reason() -> None:
+    mn, binds, _ = agent()
+    logged: list[tuple[str, dict[str, Any]]] = []
+    mn.events = lambda ev, **kw: logged.append((ev, kw))  # type: ignore[assignment,method-assign]
+    p6 = ipaddress.IPv6Network("2001:db8:4000:100::/64")
+    mn._refused6([p6], "ra")
+    assert mn.refused6 == [p6] and binds == []
+    assert logged == [("prefix_unbound", {"prefixes": [str(p6)], "by": "ra",
+                                          "ha": "ha.isp.test",
+                                          "reason": "the Home Agent binds IPv4 addresses only"})]
+    mn._refused6([], "ra")
+    assert mn.refused6 == [] and len(logged) == 1

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Literal
 
 from topologies.analysis import stats
@@ -216,8 +216,9 @@ def iperf_summary(doc: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- bgpd log
 
 _BGP_TS_RE = re.compile(r"^(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s")
-_BGP_RX_RE = re.compile(
-    r"(?P<peer>\S+) rcvd (?:UPDATE about )?(?P<prefix>\d{1,3}(?:\.\d{1,3}){3}/\d{1,2})(?!\d)"
+_BGP_RX_RE = re.compile(  # an IPv4 prefix, or an IPv6 one (issue 18: the same line format)
+    r"(?P<peer>\S+) rcvd (?:UPDATE about )?(?P<prefix>\d{1,3}(?:\.\d{1,3}){3}/\d{1,2}"
+    r"|[0-9a-fA-F]*:[0-9a-fA-F:]*/\d{1,3})(?!\d)"
 )
 
 
@@ -225,7 +226,7 @@ _BGP_RX_RE = re.compile(
 class BgpRx:
     ts: float
     peer: str
-    prefix: IPv4Network
+    prefix: IPv4Network | IPv6Network
     withdrawn: bool
 
 
@@ -244,7 +245,7 @@ def parse_bgpd_log(text: str) -> list[BgpRx]:
         if rx is None:
             continue
         try:
-            prefix = IPv4Network(rx["prefix"], strict=False)
+            prefix = ip_network(rx["prefix"], strict=False)
         except ValueError:
             continue
         y, mo, d, h, mi, s = (int(g) for g in tm.groups()[:6])
@@ -255,10 +256,10 @@ def parse_bgpd_log(text: str) -> list[BgpRx]:
 
 
 def count_updates(
-    rx: Iterable[BgpRx], prefix: IPv4Network | str, t_from: float, t_to: float
+    rx: Iterable[BgpRx], prefix: IPv4Network | IPv6Network | str, t_from: float, t_to: float
 ) -> int:
     """How many announcements and withdrawals of exactly prefix arrived in [t_from, t_to]."""
-    net = _net(prefix)
+    net = prefix if isinstance(prefix, IPv6Network) else _net(prefix)
     return sum(1 for r in rx if r.prefix == net and t_from <= r.ts <= t_to)
 
 
@@ -267,9 +268,9 @@ def count_updates(
 _HOP_RE = re.compile(r"^\s*(\d+)\s+(\S+)")
 
 
-def parse_traceroute(text: str) -> list[IPv4Address | None]:
-    """The hop addresses of `traceroute -n -q 1`, None for an unanswered hop."""
-    hops: list[IPv4Address | None] = []
+def parse_traceroute(text: str) -> list[IPv4Address | IPv6Address | None]:
+    """The hop addresses of `traceroute [-6] -n -q 1`, None for an unanswered hop."""
+    hops: list[IPv4Address | IPv6Address | None] = []
     for line in text.splitlines():
         m = _HOP_RE.match(line)
         if m is None:
@@ -278,7 +279,7 @@ def parse_traceroute(text: str) -> list[IPv4Address | None]:
             hops.append(None)
             continue
         try:
-            hops.append(IPv4Address(m[2]))
+            hops.append(ip_address(m[2]))
         except ValueError as exc:
             raise MeasureError(f"bad traceroute hop line: {line!r}") from exc
     return hops

@@ -28,6 +28,7 @@ from agents.contract import (
     Layout,
     access_ifname,
 )
+from agents.ra import eui64_link_local
 from topologies.model import Node, Role, Topology, fqdn
 from topologies.model.topology import LAB_BLOCKS_V4
 from topologies.render.bgpkeys import session_key
@@ -50,13 +51,6 @@ DHCP_MARK = 0x43
 DHCP_TABLE = 67
 OUTSIDE_FIRST, OUTSIDE_LAST = 10, 99  # care-of addresses the visited network leases
 OUTSIDE_LEASE_S = 600
-
-
-def eui64_link_local(mac: str) -> str:
-    """The link-local address the kernel derives from a MAC (RFC 4291 appendix A)."""
-    octets = bytes.fromhex(mac.replace(":", ""))
-    eui = bytes([octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]])
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
 
 
 # The access link's IPv6 gateway: every AR's access interface derives it from the shared

@@ -12,9 +12,11 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any, Self
+
+import yaml
 
 from agents.contract import REDIRECT_METRIC  # a temporary redirect does not count
 from topologies.analysis import measure
@@ -54,6 +56,11 @@ SETTLE_QUIET_S = 0.4
 WALK_PROBE_INTERVAL_MS = 1.0  # the walking MN's probe: interruption resolved to 1 ms
 SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
+PING6 = "ping6.txt"  # the CN's probe of the MN's IPv6 address (issue 18, --family)
+FAMILIES = {"ipv4": ["ipv4"], "ipv6": ["ipv6"], "both": ["ipv4", "ipv6"]}
+# An IPv6 record has its probe's figures, the cores' UPDATEs for the /64 and its own
+# traceroute; the route watcher is IPv4's (docs/ipv6.md).
+NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "settled_ms": {}}
 
 
 @register
@@ -67,8 +74,11 @@ class HandoffScenario(Scenario):
                  "draft"), per_mode: int = 20, period_s: float = 2.0,
                  progress: Progress | None = None, out_dir: Path | None = None,
                  dns_modes: Sequence[str] = ("lookup",),
-                 probe_interval_ms: float = WALK_PROBE_INTERVAL_MS) -> None:
+                 probe_interval_ms: float = WALK_PROBE_INTERVAL_MS,
+                 families: Sequence[str] = ("ipv4",)) -> None:
         super().__init__(lab, mn, progress, out_dir)
+        self.families = list(families)
+        self.address6 = mn_address6(self.topo, self.mn) if "ipv6" in families else None
         self.dns_modes = list(dns_modes)
         self.probe_interval_ms = probe_interval_ms
         self.address = provisioned_address(self.topo, self.mn)
@@ -78,6 +88,8 @@ class HandoffScenario(Scenario):
         self.period_s = period_s
         self.steps = walk(self.topo, self.mn)
         self._owner = address_owner(self.topo)
+        six = self.topo.backbone6
+        self._owner6 = six.owners() if six is not None and self.address6 is not None else {}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -87,6 +99,18 @@ class HandoffScenario(Scenario):
                             "its DNSSEC proof into the AUTH (issue 17); both: one walk each")
         add_walk_arguments(parser)
         add_probe_interval(parser)
+        parser.add_argument("--family", default="ipv4", choices=sorted(FAMILIES),
+                            help="probe the MN's IPv4 address, its IPv6 prefix or both; one "
+                            "record per handoff and family (the MN is made dual-stack)")
+
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        if getattr(args, "family", "ipv4") == "ipv4":
+            return Path(args.topology)
+        path = out_dir / "dualstack.yaml"
+        doc = dual_stack_walker(yaml.safe_load(Path(args.topology).read_text()))
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
@@ -94,12 +118,13 @@ class HandoffScenario(Scenario):
         dns_modes = ["lookup", "stapled"] if args.dns == "both" else [args.dns]
         return cls(lab, modes=modes, per_mode=args.handoffs, period_s=args.period,
                    out_dir=out_dir, dns_modes=dns_modes,
-                   probe_interval_ms=args.probe_interval_ms)
+                   probe_interval_ms=args.probe_interval_ms,
+                   families=FAMILIES[getattr(args, "family", "ipv4")])
 
     def params(self) -> dict[str, Any]:
         return {"mn": self.mn, "modes": self.modes, "per_mode": self.per_mode,
                 "period_s": self.period_s, "dns_modes": self.dns_modes,
-                "probe_interval_ms": self.probe_interval_ms}
+                "probe_interval_ms": self.probe_interval_ms, "families": self.families}
 
     # --- topology helpers -------------------------------------------------------------------
 
@@ -149,6 +174,9 @@ class HandoffScenario(Scenario):
                                                      self.probe_interval_ms / 1000.0))
             iperf = stack.enter_context(traffic.iperf_client(
                 lab, cn_name, self.address, self.dir / "iperf.json", duration))
+            ping6 = None if self.address6 is None else stack.enter_context(traffic.probe(
+                lab, cn_name, str(self.address6), self.dir / PING6,
+                self.probe_interval_ms / 1000.0))
             t_next = time.time() + 1.5
             dns_now: str | None = None
             for i, (dns, mode, step, measured) in enumerate(plan):
@@ -166,6 +194,9 @@ class HandoffScenario(Scenario):
                 self._settle(watcher, rec["t_attach"])
                 t_trace = time.monotonic()
                 rec["traceroute"] = traffic.trace(cn, self.address, self._owner, target=self.mn)
+                if self.address6 is not None:
+                    rec["traceroute6"] = traffic.trace(cn, self.address6, self._owner6,
+                                                       target=self.mn)
                 records.append(rec)
                 write_jsonl(self.dir / RECORDS, records)
                 eta.step(
@@ -175,6 +206,8 @@ class HandoffScenario(Scenario):
                 )
                 t_next = max(t_next + self.period_s, time.time() + 0.3)
             self.note(t_end=traffic.end_walk(ping, iperf, duration))
+            if ping6 is not None:
+                ping6.interrupt()
         eta.done()
 
     def set_dns_mode(self, mn: str, dns: str) -> None:
@@ -205,7 +238,8 @@ class HandoffScenario(Scenario):
         # Runs kept before the interval was a parameter probed every 10 ms.
         interval_s = float(p.get("probe_interval_ms", PING_INTERVAL_S * 1000)) / 1000.0
         return HandoffAnalysis(run.topo, str(p["mn"]), list(p["modes"]), float(p["period_s"]),
-                               out_dir, interval_s).result(float(run.measured["t_end"]))
+                               out_dir, interval_s, list(p.get("families", ["ipv4"]))
+                               ).result(float(run.measured["t_end"]))
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
@@ -216,8 +250,10 @@ class HandoffAnalysis:
     """The handoff scenario's numbers, from its run directory alone."""
 
     def __init__(self, topo: Topology, mn: str, modes: list[str], period_s: float,
-                 out_dir: Path, interval_s: float = PING_INTERVAL_S) -> None:
+                 out_dir: Path, interval_s: float = PING_INTERVAL_S,
+                 families: Sequence[str] = ("ipv4",)) -> None:
         self.topo = topo
+        self.families = list(families)
         self.interval_s = interval_s
         self.mn = mn
         self.modes = modes
@@ -241,6 +277,8 @@ class HandoffAnalysis:
     def analyse(self, records: list[dict[str, Any]], events: list[measure.RouteEvent],
                 t_end: float) -> dict[str, Any]:
         replies = measure.parse_ping((self.dir / "ping.txt").read_text(errors="replace"))
+        replies6 = (measure.parse_ping((self.dir / PING6).read_text(errors="replace"))
+                    if "ipv6" in self.families else [])
         rx: dict[str, list[measure.BgpRx]] = {}
         for r in self.topo.routers:
             logfile = self.dir / f"{r.name}.{UPDATES_LOG}"
@@ -252,18 +290,13 @@ class HandoffAnalysis:
         ar_events = {a.name: read_events(self.dir / f"{a.name}.events.jsonl")
                      for a in self.topo.by_role(Role.AR)}
         out: list[dict[str, Any]] = []
+        sources: list[dict[str, Any]] = []  # the record of each entry of ``out``
         for i, rec in enumerate(records):
             t_auth = float(rec["t_auth_sent"])
             w0 = float(rec["t_attach"]) - 0.3
             w1 = float(records[i + 1]["t_attach"]) - 0.3 if i + 1 < len(records) else t_end
             interruption, lost = measure.ping_window(replies, w0, w1, self.interval_s)
-            path = [h for h in rec["traceroute"] if h is not None]
-            routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
-            optimal = (
-                bool(path) and path[-1] == self.mn and None not in rec["traceroute"]
-                and measure.is_shortest_path(routers, self._adjacency,
-                                             self.topo.service("cn").name, rec["to"])
-            )
+            routers, optimal = self._path(rec["traceroute"], rec["to"])
             watch = sorted({*routers, rec["from"]})
             lo = self.topo.nodes[rec["to"]].loopback
             assert lo is not None
@@ -292,12 +325,31 @@ class HandoffAnalysis:
                 "home_round_trips": None if queries is None else home_round_trips(
                     queries, fqdn("mn", self.mn), float(rec["t_attach"]),
                     float(rec.get("t_reply", t_auth + float(rec["auth_ms"]) / 1000))),
+                "family": "ipv4",
             })
+            sources.append(rec)
+            if "ipv6" in self.families:
+                # The same handoff seen by the IPv6 probe: BGP only, no fast redirect yet.
+                interruption6, lost6 = measure.ping_window(replies6, w0, w1, self.interval_s)
+                prefix6 = self.topo.mobile(self.mn).prefix6
+                updates6 = {r: measure.count_updates(lines, prefix6, t_auth, w1)
+                            for r, lines in rx.items()} if prefix6 is not None else {}
+                trace6 = rec.get("traceroute6")
+                out.append({**out[-1], **NOT_MEASURED6, "family": "ipv6",
+                            "path": trace6, "path_optimal": None if trace6 is None
+                            else self._path(trace6, rec["to"])[1],
+                            "interruption_ms": round(interruption6, 3), "ping_lost": lost6,
+                            "core_updates": sum(updates6.get(c, 0) for c in cores),
+                            "updates": {r: n for r, n in updates6.items() if n}})
+                sources.append(rec)
+        by_family = [(h, rec) for h, rec in zip(out, sources, strict=True)
+                     if h["family"] in self.families]
+        out = [h for h, _ in by_family]
         iperf = self._iperf()
         measured = [h for h in out if not h["warmup"]]
-        for h, rec in zip(out, records, strict=True):
+        for h, rec in by_family:
             h["t_attach"] = rec["t_attach"]
-        plot_files = self._plots(replies, out)
+        plot_files = self._plots(replies, [h for h in out if h["family"] == "ipv4"] or out)
         return {"scenario": "handoff", "topology": self.topo.name, "mn": self.mn,
                 "modes": self.modes, "period_s": self.period_s,
                 "probe_interval_ms": round(self.interval_s * 1000.0, 3), "handoffs": measured,
@@ -305,6 +357,15 @@ class HandoffAnalysis:
                 "iperf": iperf, "summary": summarise(measured), "plots": plot_files,
                 "first_contact": summarise([{**h, "mode": "warm-up"} for h in out
                                             if h["warmup"]])}
+
+    def _path(self, trace: list[str | None], to: str) -> tuple[list[str], bool]:
+        """The routers on a CN->MN traceroute, and whether it reached the MN on a shortest
+        path through ``to`` with every hop answering."""
+        path = [h for h in trace if h is not None]
+        routers = [h for h in path if h in self.topo.nodes and self.topo.nodes[h].is_router]
+        return routers, (bool(path) and path[-1] == self.mn and None not in trace
+                         and measure.is_shortest_path(routers, self._adjacency,
+                                                      self.topo.service("cn").name, to))
 
     def _settled(self, events: list[measure.RouteEvent], router: str, t0: float,
                  t1: float, new_ar: IPv4Address) -> float:
@@ -392,6 +453,26 @@ def add_probe_interval(parser: argparse.ArgumentParser) -> None:
                         help="the CN's probe to the walking MN (interruption is resolved to it)")
 
 
+def mn_address6(topo: Topology, mn: str) -> IPv6Address:
+    """The walking MN's IPv6 address, the first of its prefix (what the CN probes)."""
+    prefix = topo.mobile(mn).prefix6
+    if topo.backbone6 is None or prefix is None or mn not in topo.backbone6.mobiles:
+        raise LabError(f"--family ipv6: {mn} is not dual-stack in {topo.name} (a dual-stack "
+                       "backbone, addressing.ipv6.loopbacks and links, is needed)")
+    return prefix.network_address + 1
+
+
+def dual_stack_walker(doc: dict[str, Any]) -> dict[str, Any]:
+    """The topology with its first provisioned MN (the one that walks) dual-stack."""
+    dhcp = set((doc.get("dhcp") or {}).get("mobiles") or ())
+    walker = next((m for m in doc.get("mobiles") or () if m not in dhcp), None)
+    six = (doc.get("addressing") or {}).get("ipv6")
+    if walker is None or not isinstance(six, dict):
+        raise LabError("--family ipv6: the topology needs addressing.ipv6 and a provisioned MN")
+    six["mobiles"] = sorted({*(six.get("mobiles") or ()), walker})
+    return doc
+
+
 def positive_ms(text: str) -> float:
     """An interval in ms for argparse: a number in [0.1, 1000]."""
     try:
@@ -408,28 +489,41 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kinds: no row mixes modes."""
     rows: list[dict[str, Any]] = []
     dns = {h.get("dns_mode", "lookup") for h in handoffs}
-    keys = sorted({(h["mode"], h.get("dns_mode", "lookup"), h["kind"]) for h in handoffs})
-    alls = sorted({(h["mode"], h.get("dns_mode", "lookup"), "all") for h in handoffs})
-    for mode, dns_mode, kind in [*keys, *alls]:
+    keys = sorted({(h["mode"], h.get("dns_mode", "lookup"), h["kind"],
+                    h.get("family", "ipv4")) for h in handoffs})
+    alls = sorted({(h["mode"], h.get("dns_mode", "lookup"), "all", h.get("family", "ipv4"))
+                   for h in handoffs})
+    for mode, dns_mode, kind, family in [*keys, *alls]:
         hs = [h for h in handoffs if h["mode"] == mode
               and h.get("dns_mode", "lookup") == dns_mode
-              and (kind == "all" or h["kind"] == kind)]
+              and (kind == "all" or h["kind"] == kind) and h.get("family", "ipv4") == family]
         trips = [h["home_round_trips"] for h in hs if h.get("home_round_trips") is not None]
+        v4 = family == "ipv4"  # IPv6 records have no re-route time (NOT_MEASURED6)
+        paths = [h["path_optimal"] for h in hs if h["path_optimal"] is not None]
+        label = mode if len(dns) == 1 else f"{mode}/{dns_mode}"
         rows.append({
-            "mode": mode if len(dns) == 1 else f"{mode}/{dns_mode}", "dns_mode": dns_mode,
-            "kind": kind, "n": len(hs),
+            "mode": label if v4 else f"{label}/{family}", "dns_mode": dns_mode,
+            "kind": kind, "n": len(hs), "family": family,
             "home_round_trips_mean": round(sum(trips) / len(trips), 3) if trips else None,
             "interruption_ms_p50": percentile([h["interruption_ms"] for h in hs], 0.5),
             "interruption_ms_p95": percentile([h["interruption_ms"] for h in hs], 0.95),
-            "reroute_ms_p50": percentile([h["reroute_ms"] for h in hs], 0.5),
-            "reroute_ms_p95": percentile([h["reroute_ms"] for h in hs], 0.95),
+            "reroute_ms_p50": percentile([h["reroute_ms"] for h in hs], 0.5) if v4 else None,
+            "reroute_ms_p95": percentile([h["reroute_ms"] for h in hs], 0.95) if v4 else None,
             "auth_ms_p50": percentile([h["auth_ms"] for h in hs], 0.5),
             "auth_ms_p95": percentile([h["auth_ms"] for h in hs], 0.95),
             "ping_lost": sum(h["ping_lost"] for h in hs),
             "core_updates_max": max((h["core_updates"] for h in hs), default=0),
-            "path_optimal": sum(1 for h in hs if h["path_optimal"]),
+            "path_optimal": sum(1 for p in paths if p) if paths else None,
         })
     return rows
+
+
+def _shown(value: float | int | None, spec: str) -> str:
+    """A table cell: '-' where the figure was not measured (an IPv6 row's reroute)."""
+    if value is not None:
+        return format(value, spec)
+    width = len(format(0, spec))
+    return "-".ljust(width) if spec.startswith("<") else "-".rjust(width)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -441,9 +535,10 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"{r['mode']:16s} {r['kind']:14s} {r['n']:3d} "
             f"{r['interruption_ms_p50']:8.1f}/{r['interruption_ms_p95']:<9.1f} "
-            f"{r['reroute_ms_p50']:8.1f}/{r['reroute_ms_p95']:<10.1f} "
+            f"{_shown(r['reroute_ms_p50'], '8.1f')}/{_shown(r['reroute_ms_p95'], '<10.1f')} "
             f"{r['auth_ms_p50']:6.1f}/{r['auth_ms_p95']:<6.1f} {r['ping_lost']:5d} "
-            f"{r['core_updates_max']:8d} {r['path_optimal']:4d}/{r['n']:<3d} "
+            f"{_shown(r['core_updates_max'], '8d')} {_shown(r['path_optimal'], '4d')}/"
+            f"{r['n']:<3d} "
             f"{'-' if r.get('home_round_trips_mean') is None else r['home_round_trips_mean']:>7}"
         )
     ip = result["iperf"]

@@ -9,7 +9,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from topologies.analysis import measure
@@ -94,16 +94,19 @@ def udp_send(lab: Lab, node: str, address: IPv4Address | str, port: int, count: 
     return res.stdout
 
 
-def trace(ex: NodeExec, dst: IPv4Address | str, owner: Mapping[IPv4Address, str], *,
+def trace(ex: NodeExec, dst: IPv4Address | IPv6Address | str,
+          owner: Mapping[IPv4Address, str] | Mapping[str, str], *,
           target: str | None = None, icmp: bool = False, max_hops: int = 12,
           timeout: float = 20) -> list[str | None]:
-    """traceroute from the node to ``dst``: each hop's node name (None for a silent hop, the
-    address itself when no node owns it); ``target`` names ``dst`` itself. ``icmp`` sends
-    echo probes, which an MN answers every time (UDP probes meet its ICMP rate limit)."""
-    cmd = ["traceroute", *(["-I"] if icmp else []), "-n", "-q", "1", "-w", "1", "-m",
-           str(max_hops), str(dst)]
+    """traceroute from the node to ``dst`` (IPv6 too, issue 18): each hop's node name (None
+    for a silent hop, the address itself when no node owns it); ``target`` names ``dst``
+    itself. ``icmp`` sends echo probes, which an MN answers every time (UDP probes meet its
+    ICMP rate limit)."""
+    want = ip_address(str(dst))
+    cmd = ["traceroute", *(["-6"] if want.version == 6 else []), *(["-I"] if icmp else []),
+           "-n", "-q", "1", "-w", "1", "-m", str(max_hops), str(dst)]
     out = ex.run(cmd, timeout=timeout).stdout
-    want = IPv4Address(str(dst))
+    by_text = {str(a): n for a, n in owner.items()}
     names: list[str | None] = []
     for h in measure.parse_traceroute(out):
         if h is None:
@@ -111,5 +114,5 @@ def trace(ex: NodeExec, dst: IPv4Address | str, owner: Mapping[IPv4Address, str]
         elif target is not None and h == want:
             names.append(target)
         else:
-            names.append(owner.get(h, str(h)))
+            names.append(by_text.get(str(h), str(h)))
     return names
