@@ -168,7 +168,7 @@ class ArAgent:
         self._access_name = access_ifname(node)
         # Who authenticated on the access link with which session: DHCP serves only a
         # station that proves that session in its client identifier (agents/linkproof.py).
-        self._on_link = LinkBindings(self._session_msk, LINK_AUTH_S, attached=self._attached_on)
+        self._on_link = LinkBindings(self._session_msk, LINK_AUTH_S)
         # Restart recovery (docs/faults.md): what we told ExaBGP, the saved state, and no
         # saving until the saved state has been read back (an empty start would erase it).
         self._bgp_out: dict[IPv4Network, arstate.Announced] = {}
@@ -910,11 +910,6 @@ class ArAgent:
         # (issue 19 defect 8). Only the session's MSK proves the station (docs/addresses.md).
         parts = client_parts(client_id)
         return self._on_link.identity(chaddr, ifindex, *parts) if parts is not None else None
-
-    def _attached_on(self, mn: str, ifindex: int) -> bool:
-        m = self.mobility
-        return m is not None and any(att.mn == mn and att.ifindex == ifindex
-                                     for att in m.attached.values())
 
     def identity_of_source(self, address: ipaddress.IPv4Address, ifindex: int) -> str | None:
         att = self.mobility.attached.get(address) if self.mobility else None

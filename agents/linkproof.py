@@ -51,10 +51,6 @@ class LinkBindings:
     msk_of: Callable[[bytes], bytes | None]  # a session's current MSK (Authenticator)
     ttl_s: float
     clock: Callable[[], float] = time.time
-    # Whether the MN still holds an address attached on that link: an attached MN takes new
-    # addresses (rotation, draft 2.3) for as long as it stays, not only within ttl_s of its
-    # authentication (the soak's rotations failed from 120 s on).
-    attached: Callable[[str, int], bool] = lambda mn, ifindex: False
     _by_mn: dict[str, _Authenticated] = field(default_factory=dict)
 
     def authenticated(self, mn: str, ifindex: int, session_id: bytes) -> None:
@@ -64,13 +60,10 @@ class LinkBindings:
 
     def identity(self, chaddr: bytes, ifindex: int, name: str, serial: int,
                  proof: bytes | None) -> str | None:
-        """``name`` if it authenticated on ``ifindex`` lately (or since, and is still attached
-        there) and ``proof`` verifies with the MSK of that session over ``chaddr`` and
-        ``serial``; else None."""
+        """``name`` if it authenticated on ``ifindex`` lately and ``proof`` verifies with the
+        MSK of that session over ``chaddr`` and ``serial``; else None."""
         rec = self._by_mn.get(name)
-        if rec is None or rec.ifindex != ifindex:
-            return None
-        if self.clock() - rec.at >= self.ttl_s and not self.attached(name, ifindex):
+        if rec is None or rec.ifindex != ifindex or self.clock() - rec.at >= self.ttl_s:
             return None
         if proof is None:
             return None

@@ -113,33 +113,6 @@ def test_a_proof_counts_only_on_its_link_in_time_and_for_its_serial() -> None:
     assert proves(link_key(msk), CHADDR, MN, 1, proof)
 
 
-def test_an_mn_still_attached_takes_new_addresses_after_the_window() -> None:
-    """The soak's cause (docs/faults.md): an MN that stays on its link rotates addresses
-    with new serials long after its one authentication there; its entitlement lasts while
-    it is attached on that link with that session, and lapses with the window once it left."""
-    clock, sessions, bindings, server, _ = setup()
-    here: set[tuple[str, int]] = set()
-    bindings.attached = lambda mn, ifindex: (mn, ifindex) in here
-    sid, msk = sessions.new()
-    bindings.authenticated(MN, ACCESS, sid)
-    clock.now = NOW + 600.0
-    for serial in (7, 8):
-        proof = link_proof(link_key(msk), CHADDR, MN, serial)
-        cid = make_client_id(MN, serial, proof)
-        assert server.handle(discover(CHADDR, cid), ZERO, BROADCAST, ACCESS) == []
-        here.add((MN, ACCESS))
-        [offer] = server.handle(discover(CHADDR, cid), ZERO, BROADCAST, ACCESS)
-        assert DhcpMessage.unpack(offer.data).message_type is MessageType.OFFER
-        here.clear()  # it left the link: the window alone counts again
-    here.add((MN, ACCESS + 1))  # attached, but on another link than it authenticated on
-    assert bindings.identity(CHADDR, ACCESS + 1, MN, 9,
-                             link_proof(link_key(msk), CHADDR, MN, 9)) is None
-    here.add((MN, ACCESS))
-    del sessions.msk[sid]  # attachment never stands in for the session's proof
-    assert bindings.identity(CHADDR, ACCESS, MN, 9,
-                             link_proof(link_key(msk), CHADDR, MN, 9)) is None
-
-
 def test_client_identifiers_with_and_without_a_proof_parse_strictly() -> None:
     proof = bytes(range(PROOF_LEN))
     assert client_parts(make_client_id(MN, 3, proof)) == (MN, 3, proof)
