@@ -50,7 +50,7 @@ from .contract import (
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
-from .endofrib import EndOfRib
+from .endofrib import EOR_WAIT_S, EndOfRib
 from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, Hop, KernelFib, Net, Rib
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
@@ -64,10 +64,9 @@ from .staple import StapleService, load_verifier
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
 PTR_TTL = 5
-# After ExaBGP's restart, a BGP route the previous agent put in the kernel stays until every
-# BGP peer has sent its End-of-RIB (named again by then: replaced in place; else removed), or
-# this long: a peer not up by then is down (hold time 9 s, connect retry 2 s).
-EOR_WAIT_S = 30.0
+# After a restart, a BGP route the previous agent put in the kernel stays this long for the
+# refreshed RIB to name it again (then it is replaced in place), else it is removed.
+REFRESH_GRACE_S = 5.0
 
 log = logging.getLogger("agents.ar")
 
@@ -178,12 +177,13 @@ class ArAgent:
         self._persisting = False
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
-        self._rib_replay: dict[str, list[api.Route]] | None = None
-        self._rib_live: set[tuple[str, Net]] = set()
         self._eor = EndOfRib(
             frozenset({"ipv4 unicast", *(["ipv6 unicast"] if pool6 is not None else [])}),
             frozenset(str(p) for p in config.bgp_peers)
             if config is not None and config.bgp_peers is not None else None)
+        self._rib_replay: dict[str, list[api.Route]] | None = None
+        self._rib_live: set[tuple[str, Net]] = set()
+        self._peer_up = asyncio.Event()
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -467,6 +467,8 @@ class ArAgent:
             self.channel.ack(event.ok)
         elif isinstance(event, api.PeerState):
             self.peers[event.peer] = event.up
+            if event.up:
+                self._peer_up.set()
             self._eor.session(event.peer, event.up)
             log.info("peer %s %s %s", event.peer, "up" if event.up else "down", event.reason)
             changed = self.rib.drop_peer(event.peer) if not event.up else set()
@@ -693,7 +695,7 @@ class ArAgent:
         log.info("adj-rib-in replayed (%s): %d routes from %d peers", "ok" if ok else "refused",
                  sum(len(r) for r in got.values()), len(got))
         how = "listed"
-        if not got or self._eor.came_up:
+        if not got or self._peer_up.is_set():
             # A new ExaBGP (or a session new since we started): its sessions send everything,
             # each table ending with End-of-RIB; until then the old routes stay.
             if await self._eor.wait(set(got), self._up_peers, EOR_WAIT_S):

@@ -10,6 +10,11 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# After ExaBGP's restart, a BGP route the previous agent put in the kernel stays until every
+# BGP peer has sent its End-of-RIB (named again by then: replaced in place; else removed), or
+# this long: a peer not up by then is down (hold time 9 s, connect retry 2 s).
+EOR_WAIT_S = 30.0
+
 
 @dataclass
 class EndOfRib:

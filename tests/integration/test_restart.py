@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from agents import arstate
-from agents.ar import EOR_WAIT_S
 from agents.contract import Layout
+from agents.endofrib import EOR_WAIT_S
 from tests.integration.labs import figure2_lab, mn_request, status
 from topologies.analysis import measure
 from topologies.lab import inject
