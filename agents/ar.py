@@ -29,7 +29,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from . import arstate, netlink
+from . import arstate, endofrib, netlink
 from . import exabgp_api as api
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
 from .auth.errors import AuthError, UnknownSession
@@ -50,7 +50,6 @@ from .contract import (
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
-from .endofrib import EOR_WAIT_S, EndOfRib
 from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, Hop, KernelFib, Net, Rib
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
@@ -177,7 +176,7 @@ class ArAgent:
         self._persisting = False
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
-        self._eor = EndOfRib(
+        self._eor = endofrib.EndOfRib(
             frozenset({"ipv4 unicast", *(["ipv6 unicast"] if pool6 is not None else [])}),
             frozenset(str(p) for p in config.bgp_peers)
             if config is not None and config.bgp_peers is not None else None)
@@ -698,12 +697,12 @@ class ArAgent:
         if not got or self._peer_up.is_set():
             # A new ExaBGP (or a session new since we started): its sessions send everything,
             # each table ending with End-of-RIB; until then the old routes stay.
-            if await self._eor.wait(set(got), self._up_peers, EOR_WAIT_S):
+            if await self._eor.wait(set(got), self._up_peers, endofrib.EOR_WAIT_S):
                 how = "end-of-rib"
             else:
                 how = "deadline"
                 log.warning("no End-of-RIB from every BGP peer in %.0f s (%s): refreshing the "
-                            "FIB without it", EOR_WAIT_S, sorted(self._eor.received))
+                            "FIB without it", endofrib.EOR_WAIT_S, sorted(self._eor.received))
         self.recovery["rib_refresh"] = how
         self.push(None)
         self.write_status()
