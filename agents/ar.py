@@ -29,7 +29,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from . import arstate, netlink
+from . import arstate, endofrib, netlink
 from . import exabgp_api as api
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
 from .auth.errors import AuthError, UnknownSession
@@ -178,6 +178,10 @@ class ArAgent:
         self._persisting = False
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
+        self._eor = endofrib.EndOfRib(
+            frozenset({"ipv4 unicast", *(["ipv6 unicast"] if pool6 is not None else [])}),
+            frozenset(str(p) for p in config.bgp_peers)
+            if config is not None and config.bgp_peers is not None else None)
         self._rib_replay: dict[str, list[api.Route]] | None = None
         self._rib_live: set[tuple[str, Net]] = set()
         self._peer_up = asyncio.Event()
@@ -466,6 +470,7 @@ class ArAgent:
             self.peers[event.peer] = event.up
             if event.up:
                 self._peer_up.set()
+            self._eor.session(event.peer, event.up)
             log.info("peer %s %s %s", event.peer, "up" if event.up else "down", event.reason)
             changed = self.rib.drop_peer(event.peer) if not event.up else set()
             self.push(changed)
@@ -486,6 +491,8 @@ class ArAgent:
                 self.mobility.on_rib_change(changed)
             if self.prefixes is not None:
                 self.prefixes.on_rib_change(changed)
+        elif isinstance(event, api.Update):  # End-of-RIB: that peer's table of a family is in
+            self._eor.end_of_rib(event.peer, event.family)
 
     def _watch_kernel_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         def state(value: str) -> None:
@@ -688,11 +695,22 @@ class ArAgent:
             self.handle(api.Update(peer, fresh))
         log.info("adj-rib-in replayed (%s): %d routes from %d peers", "ok" if ok else "refused",
                  sum(len(r) for r in got.values()), len(got))
-        if not got:
-            # A new ExaBGP: its sessions are still coming up and will send everything.
-            await self._peer_up.wait()
-            await asyncio.sleep(REFRESH_GRACE_S)
+        how = "listed"
+        if not got or self._peer_up.is_set():
+            # A new ExaBGP (or a session new since we started): its sessions send everything,
+            # each table ending with End-of-RIB; until then the old routes stay.
+            if await self._eor.wait(set(got), self._up_peers, endofrib.EOR_WAIT_S):
+                how = "end-of-rib"
+            else:
+                how = "deadline"
+                log.warning("no End-of-RIB from every BGP peer in %.0f s (%s): refreshing the "
+                            "FIB without it", endofrib.EOR_WAIT_S, sorted(self._eor.received))
+        self.recovery["rib_refresh"] = how
         self.push(None)
+        self.write_status()
+
+    def _up_peers(self) -> set[str]:
+        return {p for p, up in self.peers.items() if up}
 
     def _rib_line(self, text: str) -> None:
         if self._rib_replay is None:

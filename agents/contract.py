@@ -413,6 +413,10 @@ class ArAgentConfig(Config):
     tunnel: HaTunnel | None = None  # the HA only
     trust_anchor: Path | None = None  # root DS (Layout.TRUST_ANCHOR); None: stapling refused
     ipv6: ArIpv6 | None = dataclasses.field(default=None, metadata=OMIT_IF_NONE)
+    # The AR's BGP peers, its parent reflectors: a new ExaBGP's table is whole once each sent
+    # its End-of-RIB (agents/ar.py _replay_rib). None: not given; the peers seen up count.
+    bgp_peers: tuple[ipaddress.IPv4Address, ...] | None = dataclasses.field(
+        default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True)

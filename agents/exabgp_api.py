@@ -45,6 +45,7 @@ class Update:
     withdrawn: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     eor: bool = False
     withdrawn_ids: list[str] = field(default_factory=list)  # path ids, parallel to withdrawn
+    family: str = ""  # an End-of-RIB's address family, one of FAMILIES
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,18 @@ def _local_pref(value: Any) -> int:
     return value
 
 
+def _eor_family(value: Any) -> str:
+    """The family of an End-of-RIB, ``{"afi": "ipv4", "safi": "unicast"}``: the peer has sent
+    its whole table of that family (RFC 4724 section 2)."""
+    eor = _obj(value, "eor")
+    if not eor:
+        raise ApiError("an eor without its family")
+    family = f"{_text(eor.get('afi'), 'eor afi')} {_text(eor.get('safi'), 'eor safi')}"
+    if family not in FAMILIES:
+        raise ApiError(f"an eor for a family we do not read: {family[:40]!r}")
+    return family
+
+
 def parse_line(line: str) -> Event | None:
     """One line from ExaBGP; None for messages we do not act on (open, keepalive...).
 
@@ -158,9 +171,16 @@ def parse_line(line: str) -> Event | None:
             reason = neighbor.get("reason")
             return PeerState(peer, state == "up", reason if isinstance(reason, str) else "")
         return None
-    update = _obj(_obj(neighbor.get("message"), "neighbor message").get("update"), "update")
-    if "eor" in update or not update:
-        return Update(peer, eor=True)
+    if _text(neighbor.get("direction"), "direction") == "send":
+        return None  # our own UPDATEs, echoed: not what a peer sent
+    message = _obj(neighbor.get("message"), "neighbor message")
+    if "eor" in message:
+        if "update" in message:
+            raise ApiError("a message with both an update and an eor")
+        return Update(peer, eor=True, family=_eor_family(message["eor"]))
+    if "update" not in message:
+        raise ApiError("an update message with neither an update nor an eor")
+    update = _obj(message["update"], "update")
     attrs = _obj(update.get("attribute"), "attribute")
     lp = _local_pref(attrs.get("local-preference"))
     announced: list[Route] = []

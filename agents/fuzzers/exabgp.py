@@ -1,6 +1,6 @@
 """Fuzz target ``exabgp``: the AR agent's reader of ExaBGP's JSON lines (agents/exabgp_api.py).
-Random state, update (announce, withdraw, ADD-PATH ids, EOR) and other messages with fields of
-every JSON type, deep nesting and huge numbers, then mutants of their text.
+Random state, update (announce, withdraw, ADD-PATH ids), End-of-RIB and other messages with
+fields of every JSON type, deep nesting and huge numbers, then mutants of their text.
 
 Findings: any exception other than ApiError; an event whose fields are not what the AR acts on
 (an IPv4 prefix, an IPv4 next hop, a LOCAL_PREF in 0..2^32-1), which counts as a forgery.
@@ -61,10 +61,15 @@ def _message(rng: random.Random) -> dict[str, Any]:
     if kind == "state":
         neighbor["state"] = _maybe(rng, rng.choice(("up", "down", "connected")))
         neighbor["reason"] = _maybe(rng, "peer reset")
+    elif kind == "update" and rng.random() < 0.1:  # an End-of-RIB: its own message, no update
+        neighbor["direction"] = _maybe(rng, rng.choice(("receive", "receive", "send")))
+        eor = {"afi": _maybe(rng, rng.choice(("ipv4", "ipv6", "l2vpn"))),
+               "safi": _maybe(rng, rng.choice(("unicast", "unicast", "evpn")))}
+        neighbor["message"] = _maybe(rng, {"eor": _maybe(rng, eor)})
     elif kind == "update":
         update: dict[str, Any] = {}
-        if rng.random() < 0.1:
-            update["eor"] = {"afi": "ipv4", "safi": "unicast"}
+        if rng.random() < 0.05:
+            update["eor"] = {"afi": "ipv4", "safi": "unicast"}  # not where ExaBGP puts it
         else:
             update["attribute"] = _maybe(rng, {"origin": "igp", "local-preference": _maybe(
                 rng, rng.choice((100, 200, 1795812671, 0, 2**32 - 1)))})
@@ -104,6 +109,10 @@ def _sane(event: api.Event | None) -> str | None:
     if isinstance(event, api.Update):
         if not isinstance(event.peer, str):
             return "peer is not a string"
+        if event.eor != bool(event.family) or (event.family and event.family not in api.FAMILIES):
+            return "an End-of-RIB without a family we read, or a family without one"
+        if event.eor and (event.announced or event.withdrawn):
+            return "an End-of-RIB that carries routes"
         for route in event.announced:
             if not isinstance(route.prefix, ipaddress.IPv4Network):
                 return "announced prefix is not IPv4"

@@ -14,6 +14,7 @@ import pytest
 
 from agents import arstate
 from agents.contract import Layout
+from agents.endofrib import EOR_WAIT_S
 from tests.integration.labs import figure2_lab, mn_request, status
 from topologies.analysis import measure
 from topologies.lab import inject
@@ -65,6 +66,13 @@ def probing(lab: Lab, out: Path) -> Iterator[None]:
         yield
 
 
+def rib_refresh(lab: Lab) -> str:
+    """How the new agent's FIB sync knew the RIB was whole (agents/endofrib.py), once known."""
+    wait_until(lambda: "rib_refresh" in status(lab, AR).get("recovery", {}), EOR_WAIT_S + 10,
+               f"{AR}'s full FIB sync after its restart", 0.2)
+    return str(status(lab, AR)["recovery"]["rib_refresh"])
+
+
 def replies_after(out: Path, t: float) -> int:
     return sum(1 for r in measure.parse_ping(out.read_text(errors="replace")) if r.send_ts > t)
 
@@ -81,6 +89,7 @@ def test_killed_agent_is_respawned_and_recovers_the_mn(lab: Lab, tmp_path: Path)
     assert st["mobility"]["announced"][MN1] == lp
     # mn1 visiting and mn2 at home; nothing the old agent left was stale.
     assert st["recovery"]["attached"] == 2 and st["recovery"]["removed_routes"] == 0
+    assert rib_refresh(lab) == "listed"  # ExaBGP's sessions stayed up: its listing is whole
 
 
 def test_killed_exabgp_is_restarted_and_its_new_agent_re_announces(
@@ -91,6 +100,8 @@ def test_killed_exabgp_is_restarted_and_its_new_agent_re_announces(
         ready = inject.restart_exabgp(lab, AR)
         wait_until(lambda: served_again(lab), 60, f"{AR} to announce {MN1} again", 0.2)
         wait_until(lambda: replies_after(out, ready) >= 20, 15, "probe replies after restart")
+        # A new ExaBGP: the sync waited for both reflectors' End-of-RIB, not a deadline.
+        assert rib_refresh(lab) == "end-of-rib"
     others = [a for a in ("ar1", "ar3", "ar4", "ar5", "ar6") if a in lab.topo.nodes]
     for other in others:  # no stale state anywhere else
         mob = status(lab, other)["mobility"]

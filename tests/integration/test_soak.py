@@ -24,6 +24,7 @@ def test_a_minute_of_handoffs_fails_none_and_leaves_no_stale_route(
         lab: Lab, tmp_path: Path) -> None:
     result = SoakScenario(lab, minutes=1.0, rate=1.0, out_dir=tmp_path).run()
     assert result["handoffs"] >= 40 and result["failed"] == 0, result["errors"]
+    assert result["rotations"] > 0 and result["rotations_failed"] == 0, result["errors"]
     assert result["stale_routes_end"] == 0 and result["missing_routes_end"] == 0
     assert result["reroute_ms"]["p99"] is not None
     first, last = result["samples"][0], result["samples"][-1]

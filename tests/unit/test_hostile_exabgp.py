@@ -74,7 +74,8 @@ def test_deep_nesting_is_an_api_error() -> None:
 def test_unknown_kinds_and_missing_parts_are_ignored_not_errors() -> None:
     assert api.parse_line('{"neighbor": 1}') is None  # no type: nothing we act on
     assert api.parse_line('{"type": "keepalive", "neighbor": {"x": [1]}}') is None
-    assert api.parse_line(_update({})) == api.Update("10.255.0.3", eor=True)
+    # An empty update is no End-of-RIB: only ExaBGP's explicit eor message is (below).
+    assert api.parse_line(_update({})) == api.Update("10.255.0.3")
     ev = api.parse_line(_update({"announce": {"ipv4 unicast": {"10.0.0.1": [
         {"nlri": "10.0.0.0/8", "path-information": 4}]}}}))
     assert isinstance(ev, api.Update) and ev.announced[0].path_id == "4"
@@ -87,3 +88,42 @@ def test_valid_update_still_parses() -> None:
     assert isinstance(ev, api.Update)
     assert ev.announced[0].prefix == IPv4Network("10.64.1.0/24") and ev.announced[0].local_pref == 7
     assert ev.withdrawn == [IPv4Network("10.64.9.9/32")]
+
+
+# ExaBGP 5.0's line for FRR's IPv4 End-of-RIB, as its JSON encoder writes it.
+EOR_LINE = ('{ "exabgp": "5.0.0", "time": 1796175680.8, "host" : "vm", "pid" : 17638, "ppid" : '
+            '17636, "counter": 1, "type": "update", "neighbor": { "address": { "local": '
+            '"10.255.0.7", "peer": "10.255.0.1" }, "asn": { "local": 65000, "peer": 65000 }, '
+            '"router-id": "10.255.0.7" , "direction": "receive", "message": { "eor": { '
+            '"afi" : "ipv4", "safi" : "unicast" } } } }')
+
+
+def _eor(eor: object, **message: object) -> str:
+    return json.dumps({"type": "update", "neighbor": {
+        "address": {"peer": "10.255.0.1"}, "direction": "receive",
+        "message": {"eor": eor, **message}}})
+
+
+def test_end_of_rib_parses_with_its_family() -> None:
+    assert api.parse_line(EOR_LINE) == api.Update("10.255.0.1", eor=True, family="ipv4 unicast")
+    six = api.parse_line(EOR_LINE.replace('"ipv4"', '"ipv6"'))
+    assert six == api.Update("10.255.0.1", eor=True, family="ipv6 unicast")
+
+
+@pytest.mark.parametrize("line", [
+    _eor({}), _eor(None), _eor("ipv4 unicast"), _eor([1]), _eor({"afi": "ipv4"}),
+    _eor({"afi": "ipv4", "safi": 1}), _eor({"afi": "l2vpn", "safi": "evpn"}),
+    _eor({"afi": "ipv4 unicast", "safi": ""}), _eor({"afi": "ipv4", "safi": "unicast"}, update={}),
+    json.dumps({"type": "update", "neighbor": {"address": {"peer": "10.255.0.1"}}}),
+    json.dumps({"type": "update", "neighbor": {"address": {"peer": "10.255.0.1"},
+                                               "message": {}}}),
+    json.dumps({"type": "update", "neighbor": {"address": {"peer": "10.255.0.1"},
+                                               "direction": 3, "message": {}}}),
+])
+def test_a_malformed_end_of_rib_is_an_api_error_never_an_eor(line: str) -> None:
+    with pytest.raises(api.ApiError):
+        api.parse_line(line)
+
+
+def test_our_own_echoed_updates_are_not_a_peers_end_of_rib() -> None:
+    assert api.parse_line(EOR_LINE.replace('"receive"', '"send"')) is None

@@ -1,12 +1,16 @@
 """The soak's and the faults' analysis parts that need no lab: /proc sampling of a process,
-the soak's summary (growth after warm-up, first and last windows) and the fault kinds."""
+the soak's summary (growth after warm-up, first and last windows), the fault kinds, and a
+fault's sessions, ICMP and TCP, from its raw files."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
+from tests.unit.test_measure import iperf_doc
 from topologies.lab.daemons import LabError
 from topologies.scenarios import faults
 from topologies.scenarios.soak import proc_sample, summarise
@@ -42,3 +46,38 @@ def test_an_unknown_fault_kind_is_refused_by_name() -> None:
     assert len(faults.KINDS) == 9
     with pytest.raises(LabError, match="unknown fault kinds"):
         faults.FaultsScenario(object(), kinds=("meteor",))  # type: ignore[arg-type]
+
+
+def _probe_file(path: Path, t0: float, seconds: float, gap: tuple[float, float]) -> None:
+    """agents.probe lines every 10 ms from t0, none sent inside ``gap``."""
+    lines = [f"[{t0 + i / 100 + 0.001:.3f}] 64 bytes from 10.64.0.10: icmp_seq={i} ttl=62 "
+             "time=1.00 ms" for i in range(int(seconds * 100))
+             if not gap[0] <= t0 + i / 100 < gap[1]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_faults_sessions_count_the_tcp_streams_and_a_dead_stream_is_not_kept(
+        tmp_path: Path) -> None:
+    t0 = 1000.0
+    raw = {"kind": "exabgp_ar", "node": "ar2", "tag": "exabgp_ar", "arch": "flat",
+           "event": "exabgp_ar", "t_start": t0, "t_fail": t0 + 1, "t_repaired": t0 + 3,
+           "t_recovered": t0 + 4, "observe_s": 5.0, "handoffs": [],
+           "stale_routes_after": 0, "missing_routes_after": 0,
+           "addresses": {"mn1": "10.64.0.10", "mn2": "10.64.1.10"}, "tcp": ["mn1", "mn2"]}
+    for mn in ("mn1", "mn2"):
+        _probe_file(tmp_path / f"fail-exabgp_ar-{mn}.txt", t0, 7.0, (t0 + 1.2, t0 + 1.35))
+    alive = iperf_doc([50000] * 20 + [0] * 4 + [50000] * 56)  # a 400 ms stall, then on
+    dead = iperf_doc([50000] * 30 + [0] * 50)  # never came back
+    (tmp_path / faults.tcp_file("exabgp_ar", "mn1")).write_text(json.dumps(alive))
+    (tmp_path / faults.tcp_file("exabgp_ar", "mn2")).write_text(json.dumps(dead))
+    row = faults.fault_row(tmp_path, raw)
+    assert (row["sessions_total"], row["sessions_survived"]) == (4, 3)
+    assert (row["tcp_sessions"], row["tcp_survived"]) == (2, 1)
+    assert row["tcp_worst_stall_ms"] == pytest.approx(5000.0)
+    assert row["worst_gap_ms"] is not None and row["worst_gap_ms"] < 300
+    (tmp_path / faults.tcp_file("exabgp_ar", "mn2")).unlink()  # a stream that left no file
+    row = faults.fault_row(tmp_path, raw)
+    assert (row["sessions_total"], row["sessions_survived"], row["tcp_survived"]) == (4, 3, 1)
+    assert " 1/2 " in faults.FaultsScenario.table({"faults": [row]})
+    older = {k: v for k, v in raw.items() if k != "tcp"}  # a run from before TCP was counted
+    assert faults.fault_row(tmp_path, older)["sessions_total"] == 2

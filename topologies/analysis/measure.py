@@ -222,6 +222,22 @@ _BGP_RX_RE = re.compile(  # an IPv4 prefix, or an IPv6 one (issue 18: the same l
 )
 
 
+def iperf_outcome(text: str) -> dict[str, Any]:
+    """iperf_summary of an `iperf3 -J` file's text; a stream without a usable result (never
+    started, killed, not JSON) did not survive, and says why in "error"."""
+    failed: dict[str, Any] = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0}
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        return {**failed, "error": f"no iperf3 result: {exc}"}
+    if not isinstance(doc, dict):
+        return {**failed, "error": "no iperf3 result: not a JSON object"}
+    try:
+        return iperf_summary(doc)
+    except MeasureError as exc:
+        return {**failed, "error": str(exc)}
+
+
 @dataclass(frozen=True)
 class BgpRx:
     ts: float

@@ -39,6 +39,10 @@ OSPF_HELLO = 1
 OSPF_DEAD = 3
 BGP_KEEPALIVE = 3
 BGP_HOLD = 9
+# ExaBGP advertises graceful restart only so that FRR 8 sends it End-of-RIB (FRR sends EOR only
+# to a peer with the capability before 10.1); FRR then keeps a killed ExaBGP's routes this
+# long for the new one to re-announce (docs/faults.md).
+EXABGP_RESTART_S = 10
 UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
 BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
 OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": LAB_BLOCKS_V4["overlay"]}
@@ -417,6 +421,11 @@ def _v4net(n: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network:
     return n
 
 
+def _v4addr(a: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address:
+    assert a is not None
+    return a
+
+
 def _paging() -> contract.Paging:
     return contract.Paging(port=PAGING_PORT, buffer=PAGING_BUFFER, timeout_s=PAGING_TIMEOUT_S)
 
@@ -442,6 +451,7 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConf
             first=topo.dhcp.first, last=topo.dhcp.last, home_agent=home_agent_name(topo),
             tsig=rundir / Layout.TSIG, primary=resolver_address(topo), primary_port=NAMED_PORT),
         ipv6=ar_ipv6(topo, node),
+        bgp_peers=tuple(_v4addr(topo.nodes[a].loopback) for a in topo.ar_parents(node.name)),
     )
 
 
@@ -553,6 +563,7 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path,
             "name": node.name, "router_id": str(node.interfaces[0].address), "asn": topo.asn,
             "ipv6": False,  # the Home Agent stays IPv4-only (docs/ipv6.md)
             "holdtime": BGP_HOLD, "agent_argv": " ".join(agent_argv(topo, node, rundir)),
+            "restart_s": EXABGP_RESTART_S,
             "neighbors": [{"address": str(c.loopback), "name": c.name}
                           for c in topo.by_role(Role.CORE)],
         }, secret)
@@ -562,6 +573,7 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path,
         "router_id": str(node.loopback),
         "asn": topo.asn,
         "holdtime": BGP_HOLD,
+        "restart_s": EXABGP_RESTART_S,
         "agent_argv": " ".join(agent_argv(topo, node, rundir)),
         "neighbors": [
             {"address": str(topo.nodes[a].loopback), "name": a} for a in topo.ar_parents(node.name)

@@ -1,6 +1,7 @@
-"""`flatarch scenario faults`: while the CN probes every MN and one MN keeps handing off, a
-timeline of faults (daemons killed, DNS servers stopped, links flapped, an RR and an AR down
-together), each repaired and then checked: sessions kept, routes neither stale nor missing.
+"""`flatarch scenario faults`: while the CN probes every MN, streams TCP to each, and one MN
+keeps handing off, a timeline of faults (daemons killed, DNS servers stopped, links flapped,
+an RR and an AR down together), each repaired and then checked: sessions kept (ICMP and TCP),
+routes neither stale nor missing.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any, Self
 
 from agents.contract import Layout
+from topologies.analysis import measure
 from topologies.analysis.measure import MeasureError
 from topologies.lab import inject
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
-from topologies.lab.lab import Lab
+from topologies.lab.lab import Background, Lab
 from topologies.model import Role
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
@@ -42,6 +44,14 @@ LEAD_S = 1.0  # probes before the fault
 HOLD_S = 2.0  # the fault lasts this long (a handoff falls inside it) before its repair
 TAIL_S = 1.0  # probes after recovery
 RECOVER_S = 60.0  # a repair that has not converged by then is reported as such
+TCP_AFTER_S = 5.0  # each fault's TCP streams go on this long after its repair
+TCP_S = LEAD_S + HOLD_S + TCP_AFTER_S  # from before the fault to after its repair
+TCP_RATE = "4M"  # paced: one stream per MN beside the probes, on 2 cores
+
+
+def tcp_file(tag: str, mn: str) -> str:
+    """The `iperf3 -J` output of the CN's TCP stream to ``mn`` through fault ``tag``."""
+    return f"fail-{tag}-{mn}-tcp.json"
 
 
 def agent_status(lab: Lab, node: str) -> dict[str, Any]:
@@ -200,9 +210,21 @@ class FaultsScenario(Scenario):
                 out += [str(r) for r in (ev.get("refused") or {}).values()]
         return out
 
+    def _tcp(self, stack: contextlib.ExitStack, tag: str) -> list[Background]:
+        """A paced TCP stream from the CN to every MN, from before the fault to TCP_AFTER_S
+        after its repair (the handoff scenario's iperf3, traffic.iperf_*)."""
+        streams = []
+        for mn, addr in self.addresses.items():
+            stack.enter_context(traffic.iperf_server(
+                self.lab, mn, self.dir / f"fail-{tag}-{mn}-tcp-server.json"))
+            streams.append(stack.enter_context(traffic.iperf_client(
+                self.lab, self.cn, addr, self.dir / tcp_file(tag, mn), TCP_S, TCP_RATE)))
+        return streams
+
     def _one(self, kind: str) -> dict[str, Any]:
         tag = kind
         with contextlib.ExitStack() as stack:
+            streams = self._tcp(stack, tag)
             for mn, addr in self.addresses.items():
                 stack.enter_context(traffic.probe(self.lab, self.cn, addr,
                                                   self.dir / f"fail-{tag}-{mn}.txt"))
@@ -230,6 +252,8 @@ class FaultsScenario(Scenario):
                 t_recovered = None
             t_end = max(time.time(), t_repaired) + TAIL_S
             wait_for_clock(t_end)
+            for stream in streams:  # each ends at its own -t, TCP_S after it began
+                stream.wait(TCP_S + 15)
         self.progress(f"  {kind} on {node}: recovered "
                       f"{'in %.1f s' % (t_recovered - t_fault) if t_recovered else 'NOT'}; "
                       f"stale {counts['stale']}, missing {counts['missing']}")
@@ -238,7 +262,8 @@ class FaultsScenario(Scenario):
                 "t_repaired": t_repaired, "t_recovered": t_recovered,
                 "observe_s": t_end - t_fault, "handoffs": handoffs,
                 "stale_routes_after": counts["stale"], "missing_routes_after": counts["missing"],
-                "addresses": {mn: str(a) for mn, a in self.addresses.items()}}
+                "addresses": {mn: str(a) for mn, a in self.addresses.items()},
+                "tcp": sorted(self.addresses)}
 
     @property
     def cn(self) -> str:
@@ -271,32 +296,50 @@ class FaultsScenario(Scenario):
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
-        head = (f"{'fault':16s} {'at_s':>6s} {'sess':>5s} {'kept':>5s} {'gap_ms':>8s} "
+        head = (f"{'fault':16s} {'at_s':>6s} {'sess':>5s} {'kept':>5s} {'tcp':>5s} {'gap_ms':>8s} "
                 f"{'hand':>4s} {'fail':>4s} {'stale':>5s} {'miss':>4s} {'recov_s':>7s}")
         rows = [head]
         for f in result["faults"]:
             gap = "-" if f["worst_gap_ms"] is None else f"{f['worst_gap_ms']:.0f}"
             rec = "-" if f["recovered_s"] is None else f"{f['recovered_s']:.1f}"
+            tcp = f"{f['tcp_survived']}/{f['tcp_sessions']}"
             rows.append(f"{f['kind']:16s} {f['at_s']:6.1f} {f['sessions_total']:5d} "
-                        f"{f['sessions_survived']:5d} {gap:>8s} {f['handoffs_during']:4d} "
-                        f"{f['handoffs_failed']:4d} {f['stale_routes_after']:5d} "
-                        f"{f['missing_routes_after']:4d} {rec:>7s}")
+                        f"{f['sessions_survived']:5d} {tcp:>5s} {gap:>8s} "
+                        f"{f['handoffs_during']:4d} {f['handoffs_failed']:4d} "
+                        f"{f['stale_routes_after']:5d} {f['missing_routes_after']:4d} {rec:>7s}")
             if f["failure_reasons"]:
                 rows.append(f"{'':16s} refused: {f['failure_reasons']}")
         return "\n".join(rows)
 
 
+def tcp_sessions(out_dir: Path, f: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fault's TCP streams (measure.iperf_summary): one survived if it delivered and was
+    still delivering in its last second, TCP_AFTER_S after the repair."""
+    out = []
+    for mn in f.get("tcp", []):
+        try:
+            text = (out_dir / tcp_file(str(f["tag"]), str(mn))).read_text(errors="replace")
+        except OSError as exc:
+            text = f"missing: {exc}"
+        out.append({"mn": mn, **measure.iperf_outcome(text)})
+    return out
+
+
 def fault_row(out_dir: Path, f: dict[str, Any]) -> dict[str, Any]:
-    """One fault in the issue's shape, from its raw record and its probe files."""
+    """One fault in the issue's shape, from its raw record, its probe and TCP files."""
     t0 = float(f["t_fail"])
     sessions = failure_sessions(out_dir, f)["sessions"]
+    tcp = tcp_sessions(out_dir, f)
+    stalls = [t["max_stall_ms"] for t in tcp if t["max_stall_ms"] is not None]
     gaps = [s["recovery_ms"] for s in sessions if s["recovery_ms"] is not None]
     reasons = Counter(r for h in f["handoffs"] for r in h["reasons"])
     start = float(f.get("t_start", t0))
     return {
         "kind": f["kind"], "node": f["node"], "at_s": round(t0 - start, 3),
-        "sessions_total": len(sessions),
-        "sessions_survived": sum(1 for s in sessions if s["survived"]),
+        "sessions_total": len(sessions) + len(tcp),
+        "sessions_survived": sum(1 for s in [*sessions, *tcp] if s["survived"]),
+        "tcp_sessions": len(tcp), "tcp_survived": sum(1 for t in tcp if t["survived"]),
+        "tcp_worst_stall_ms": max(stalls) if stalls else None,
         "worst_gap_ms": max(gaps) if gaps else None,
         "handoffs_during": len(f["handoffs"]),
         "handoffs_failed": sum(1 for h in f["handoffs"] if not h["ok"]),
