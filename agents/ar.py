@@ -190,6 +190,10 @@ class ArAgent:
         self._peer_up = asyncio.Event()
         self._status_timer: asyncio.TimerHandle | None = None
         self._status_at = 0.0  # monotonic time of the last write after a FIB pass
+        self._batch_lock = threading.Lock()
+        self._batch: dict[Net, Any] = {}  # best routes not yet taken by the FIB worker
+        self._batch_full = False
+        self._batch_queued = False
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -221,10 +225,27 @@ class ArAgent:
         self.write_status()
 
     def push(self, prefixes: set[Net] | None = None) -> None:
-        """Snapshot best paths in the loop thread and hand them to the FIB worker."""
+        """Snapshot best paths in the loop thread and hand them to the FIB worker.
+
+        Snapshots wait in one batch while the worker has not taken it yet: a burst of
+        UPDATEs is one job, not a job each (issue 15). A later snapshot of a prefix is the
+        newer one, and a full pass stays full with what joined it (each prefix of the RIB
+        is in it), so merging keeps the order the jobs had."""
         full = prefixes is None
         todo = set(self.rib.prefixes()) if prefixes is None else prefixes
-        self._fib_thread.submit(self._apply, {p: self.rib.best(p) for p in todo}, full)
+        with self._batch_lock:
+            self._batch.update({p: self.rib.best(p) for p in todo})
+            self._batch_full |= full
+            if self._batch_queued:
+                return
+            self._batch_queued = True
+        self._fib_thread.submit(self._apply_batch)
+
+    def _apply_batch(self) -> None:
+        with self._batch_lock:
+            best, full = self._batch, self._batch_full
+            self._batch, self._batch_full, self._batch_queued = {}, False, False
+        self._apply(best, full)
 
     async def _on_handoff(self, fn: Any, *args: Any) -> Any:
         return await self._on_fib(fn, *args, worker=self._handoff_thread)

@@ -1,17 +1,21 @@
 """Issue 15: what a reflected /32 costs an AR agent that takes no part in the handoff. Its
 next hops resolve once, not per UPDATE, yet anew when the IGP or a covering route of ours
-changes; its status is written after FIB passes, but not once per UPDATE."""
+changes; its status is written after FIB passes, but not once per UPDATE; UPDATEs that
+wait for a busy FIB worker are one pass."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from agents import ar
+from agents import exabgp_api as api
 from agents.arbench import (
     BenchConfig,
     KernelStandIn,
@@ -95,5 +99,37 @@ def test_status_follows_fib_passes_at_most_once_per_gap(tmp_path: Path) -> None:
     try:
         asyncio.run(main())
     finally:
+        agent._fib_thread.shutdown(wait=True)
+        agent._handoff_thread.shutdown(wait=True)
+
+
+def test_updates_behind_a_busy_fib_worker_are_one_pass_with_the_newest_best(
+        tmp_path: Path) -> None:
+    routers = ars(4)
+    warm, moves = handoff_lines(routers, 10, 10)
+    agent = make_agent(tmp_path, routers)
+    passes: list[tuple[int, bool]] = []
+    apply = agent._apply
+
+    def counted(best: dict[Any, Any], full: bool) -> None:
+        passes.append((len(best), full))
+        apply(best, full)
+
+    agent._apply = counted  # type: ignore[method-assign]
+    gate = threading.Event()
+    try:
+        agent._fib_thread.submit(gate.wait, 10.0)  # the worker busy, as under a burst
+        for text in warm + moves:
+            event = api.parse_line(text)
+            assert event is not None
+            agent.handle(event)
+        agent.push(None)  # a full pass joins the batch and keeps it full
+        gate.set()
+        agent._fib_thread.submit(lambda: None).result(10.0)
+        assert passes == [(10, True)]
+        assert {p: r for p, (r, _) in agent.fib.installed.items()} == {
+            p: agent.rib.best(p) for p in agent.rib.prefixes()}
+    finally:
+        gate.set()
         agent._fib_thread.shutdown(wait=True)
         agent._handoff_thread.shutdown(wait=True)
