@@ -136,17 +136,20 @@ class BenchConfig:
     mobiles: int = 1000
     ars: int = 8
     handoffs: int = 500
+    burst: int = 1  # lines read per turn of the loop: ExaBGP writes a burst at once
     profile: bool = False
 
 
-async def feed(agent: ArAgent, lines: list[str]) -> None:
-    """The agent's own reading (ArAgent.run): parse each line, handle its event; then wait
-    for the FIB worker and the loop's callbacks it scheduled."""
-    for text in lines:
+async def feed(agent: ArAgent, lines: list[str], burst: int = 1) -> None:
+    """The agent's own reading (ArAgent.run): parse each line, handle its event, and let
+    the loop turn after each ``burst`` lines; then wait for the FIB worker and the loop's
+    callbacks it scheduled."""
+    for i, text in enumerate(lines, 1):
         event = api.parse_line(text)
         if event is not None:
             agent.handle(event)
-        await asyncio.sleep(0)  # one line per read, as from ExaBGP's pipe
+        if i % burst == 0:
+            await asyncio.sleep(0)
     await asyncio.wrap_future(agent._fib_thread.submit(lambda: None))
     for _ in range(3):
         await asyncio.sleep(0.05)  # the status writes the worker scheduled
@@ -188,7 +191,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _m: 
                 await asyncio.wrap_future(agent._fib_thread.submit(worker.enable))
                 profiler.enable()
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            await feed(agent, measured)
+            await feed(agent, measured, config.burst)
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             if profiler is not None and worker is not None:
                 profiler.disable()
@@ -207,7 +210,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _m: 
         fib = agent.fib
         res: dict[str, Any] = {
             "bench": "ar_update", "mobiles": config.mobiles, "ars": config.ars,
-            "handoffs": config.handoffs, "updates": len(measured),
+            "handoffs": config.handoffs, "updates": len(measured), "burst": config.burst,
             "host_routes": sum(1 for p in fib.installed if p.prefixlen == 32),
             "cpu_us_per_update": round(cpu / len(measured) * 1e6, 1),
             "wall_us_per_update": round(wall / len(measured) * 1e6, 1),
@@ -225,7 +228,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _m: 
 
 
 def format_table(res: dict[str, Any]) -> str:
-    rows = [(k, res[k]) for k in ("mobiles", "ars", "handoffs", "updates", "host_routes",
+    rows = [(k, res[k]) for k in ("mobiles", "ars", "handoffs", "updates", "burst",
+                                  "host_routes",
                                   "cpu_us_per_update", "wall_us_per_update",
                                   "status_write_us")]
     return "\n".join(f"{k:<22} {v:>12,}" for k, v in rows)

@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     be.add_argument("--sources", type=int, default=8000, help="flood: spoofed sources")
     be.add_argument("--mobiles", type=int, default=1000, help="update: host routes held")
     be.add_argument("--handoffs", type=int, default=500, help="update: moves measured")
+    be.add_argument("--burst", type=int, default=1, help="update: lines per turn of the loop")
     be.add_argument("--profile", action="store_true", help="update: print cProfile's top")
     be.set_defaults(func=run)
 
@@ -107,7 +108,8 @@ def bench_update(args: argparse.Namespace) -> int:
     from agents.arbench import BenchConfig, format_table, run_bench
 
     res = run_bench(BenchConfig(mobiles=args.mobiles, handoffs=args.handoffs,
-                                profile=args.profile), stderr_progress)
+                                burst=max(1, args.burst), profile=args.profile),
+                    stderr_progress)
     print(format_table(res))
     for key in ("profile_loop", "profile_fib"):
         if key in res:
