@@ -106,6 +106,11 @@ class KernelFib:
         self.access: dict[ipaddress.IPv4Address | ipaddress.IPv6Network, int] = {}
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
         self.parked: dict[ipaddress.IPv4Address, int] = {}
+        # Next hop -> its IGP path, kept from one pass to the next: a pass per UPDATE that
+        # resolved afresh paid a netlink round trip and a scan of every installed route
+        # (issue 15). The caller clears it when the IGP changed; a route of ours that comes
+        # or goes over a hop drops that hop (see resolve).
+        self.hop_paths: dict[Hop, Path | None] = {}
 
     def close(self) -> None:
         self._nl.close()
@@ -158,12 +163,21 @@ class KernelFib:
                 dst=prefix, gateway=_gw(path.gateway), oif=path.oif, proto=RTPROT_FLATARCH,
                 priority=METRIC,
             )
+            if current is None:
+                self._covering_changed(prefix)
             self.installed[prefix] = (route, path)
         except NetlinkError as exc:  # keep the agent alive, log why
             log.warning("install %s via %s failed: %s", prefix, path, exc)
 
+    def _covering_changed(self, prefix: Net) -> None:
+        """A route of ours over ``prefix`` came or went: the hops inside resolve anew."""
+        memo = self.hop_paths
+        for hop in [h for h in memo if h in prefix]:
+            del memo[hop]
+
     def _delete(self, prefix: Net) -> None:
-        self.installed.pop(prefix, None)
+        if self.installed.pop(prefix, None) is not None:
+            self._covering_changed(prefix)
         try:
             self._nl.route_delete(dst=prefix, proto=RTPROT_FLATARCH, priority=METRIC)
         except NetlinkError as exc:

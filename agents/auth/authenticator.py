@@ -45,6 +45,7 @@ from .guards import (
     RateLimiter,
     ReplayGuard,
     SpentCookies,
+    ZoneHealth,
     claimed_zone,
     source_prefix,
 )
@@ -159,6 +160,9 @@ class Limits:
     # lookup for this long, doubling on each further failure up to negative_max_s.
     negative_base_s: float = 2.0
     negative_max_s: float = 60.0
+    # A zone that has answered is struck only after this many of its names timed out with
+    # no success in between (guards.ZoneHealth); before that, only the name is.
+    zone_timeout_names: int = 8
     key_cache_ttl_s: float = 60.0
     key_cache_size: int = 65536
     sessions: int = 65536
@@ -228,6 +232,7 @@ class Authenticator:
         self._spent = SpentCookies(limits.cookie_rotate_s)
         self._slots = LookupSlots(limits.max_pending)
         self._negative = NegativeCache(limits.negative_base_s, limits.negative_max_s)
+        self._zones = ZoneHealth(limits.zone_timeout_names)
         # One lookup per name at a time: later AUTHs for the name wait on it, slot-free.
         self._inflight: dict[str, asyncio.Task[PublishedKey]] = {}
         self._slot_token = 0
@@ -753,10 +758,17 @@ class Authenticator:
             if exc is None:
                 self._negative.clear(name)
                 self._negative.clear(zone)
+                self._zones.answered(zone)
             elif _timed_out(exc):
-                self._negative.strike(zone, now)  # the zone's servers do not answer
-                if verified:
-                    self._negative.strike(_source_key(addr), now)
+                if self._zones.timed_out(zone, name):
+                    self._negative.strike(zone, now)  # the zone's servers do not answer
+                    if verified:
+                        self._negative.strike(_source_key(addr), now)
+                else:
+                    # A zone that answers, and a resolver that was slow for this name: a
+                    # loaded AR's own, as likely as the name's servers (issue 15).
+                    self.stats["timeout_name_only"] += 1
+                    self._negative.strike(name, now)
             else:
                 self._negative.strike(name, now)  # only this name: its zone may be fine
 

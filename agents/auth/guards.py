@@ -1,5 +1,6 @@
 """Cheap admission checks run before any DNS lookup or ECDH: rate limits, load, cookies
-(each buys one lookup), fairly shared lookup slots, a negative cache for dead zones,
+(each buys one lookup), fairly shared lookup slots, a negative cache for dead zones (and
+which zones have answered, so that a slow resolver does not make a live zone look dead),
 and the timestamp replay guard.
 """
 
@@ -329,3 +330,43 @@ class NegativeCache:
 
     def __len__(self) -> int:
         return len(self._until)
+
+
+class ZoneHealth:
+    """Which zones have answered a lookup, and which of their names timed out since.
+
+    A timeout proves a zone dead only if the zone never answered: the AR's own resolver
+    times out too when the AR is loaded, and one home domain holds every MN of a
+    population, so striking such a zone for one slow answer refuses them all (issue 15).
+    A zone that has answered is struck only after ``names`` distinct names of it timed out
+    with no success in between. Only a success adds a zone, so a flood naming fresh zones
+    fills nothing; the table is bounded least-recently-answered first, and an evicted zone
+    is judged as one that never answered.
+    """
+
+    __slots__ = ("names", "capacity", "_timed_out")
+
+    def __init__(self, names: int = 8, capacity: int = 65536) -> None:
+        self.names = names
+        self.capacity = capacity
+        # zone -> its names that timed out since its last success (at most ``names``)
+        self._timed_out: OrderedDict[str, set[str]] = OrderedDict()
+
+    def answered(self, zone: str) -> None:
+        table = self._timed_out
+        table.pop(zone, None)
+        table[zone] = set()
+        if len(table) > self.capacity:
+            table.popitem(last=False)
+
+    def timed_out(self, zone: str, name: str) -> bool:
+        """Record that ``name`` timed out; True if that now counts against its zone."""
+        names = self._timed_out.get(zone)
+        if names is None:
+            return True
+        if len(names) < self.names:
+            names.add(name)
+        return len(names) >= self.names
+
+    def __len__(self) -> int:
+        return len(self._timed_out)

@@ -69,8 +69,9 @@ class Fixture:
                                   limits=Limits(**{**base, **limits}), clock=self.clock)
         self.ts = int(NOW * 1e6)
 
-    def msg(self, name: str = MN, cookie: bytes | None = None) -> bytes:
-        ks = self.mn_ks if name == MN else KeyStore.generate(name, Suite.X25519)
+    def msg(self, name: str = MN, cookie: bytes | None = None,
+            ks: KeyStore | None = None) -> bytes:
+        ks = ks or (self.mn_ks if name == MN else KeyStore.generate(name, Suite.X25519))
         self.ts += 1
         key = self.auth.published_key()
         data, _, _ = build_auth(ks, key, timestamp_us=self.ts, peer_nonce=os.urandom(16),

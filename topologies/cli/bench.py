@@ -1,6 +1,7 @@
-"""`flatarch bench auth|dns|flood`: the authentication micro-benchmarks (no root), the
-validated key lookup through the lab's Unbound (brings the lab up), and authentication under
-floods at the AR (namespaces of its own). Each prints a table and writes JSON."""
+"""`flatarch bench auth|dns|flood|links|update`: the authentication micro-benchmarks (no
+root), the validated key lookup through the lab's Unbound (brings the lab up),
+authentication under floods at the AR (namespaces of its own), and an AR agent's CPU per
+reflected UPDATE (no root). Each prints a table and writes JSON."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ ORDER = 60
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     be = sub.add_parser("bench", help="micro-benchmarks")
-    be.add_argument("what", choices=sorted(BENCHES), help="auth (no root), dns (brings up the "
-                    "lab), flood or links (root, namespaces of their own)")
+    be.add_argument("what", choices=sorted(BENCHES), help="auth or update (no root), dns (brings "
+                    "up the lab), flood or links (root, namespaces of their own)")
     be.add_argument("--json")
     add_topology(be)
     be.add_argument("--rounds", type=int, default=20, help="dns: lookups per name")
@@ -28,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                     "links: one rate instead of 100, 1,000 and 10,000")
     be.add_argument("--delay-ms", type=float, default=10.0, help="links: configured delay")
     be.add_argument("--sources", type=int, default=8000, help="flood: spoofed sources")
+    be.add_argument("--mobiles", type=int, default=1000, help="update: host routes held")
+    be.add_argument("--handoffs", type=int, default=500, help="update: moves measured")
+    be.add_argument("--burst", type=int, default=1, help="update: lines per turn of the loop")
+    be.add_argument("--profile", action="store_true", help="update: print cProfile's top")
     be.set_defaults(func=run)
 
 
@@ -98,8 +103,24 @@ def bench_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_update(args: argparse.Namespace) -> int:
+    """CPU per reflected UPDATE at an AR agent not in the handoff (issue 15), no root."""
+    from agents.arbench import BenchConfig, format_table, run_bench
+
+    res = run_bench(BenchConfig(mobiles=args.mobiles, handoffs=args.handoffs,
+                                burst=max(1, args.burst), profile=args.profile),
+                    stderr_progress)
+    print(format_table(res))
+    for key in ("profile_loop", "profile_fib"):
+        if key in res:
+            print(f"\n{key}:\n{res.pop(key)}")
+    write_json(args.json, res)
+    return 0
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], int]] = {
     "auth": bench_auth, "dns": bench_dns, "flood": bench_flood, "links": bench_links,
+    "update": bench_update,
 }
 
 

@@ -376,7 +376,8 @@ class DnsPlane:
                                       strings=adns.order_strings([ident.address])))
             six = dnsplane6.aaaa(self.topo, name.split(".")[0])
             if six is not None:
-                z.records.append(_rec(z.name, "AAAA", RECORD_TTL, address=six))
+                # At the MN's own name: a population MN's zone is its home domain's.
+                z.records.append(_rec(name + ".", "AAAA", RECORD_TTL, address=six))
             z.records.extend(self._key_records(ident))
             if ident.bulk:
                 continue

@@ -2,6 +2,7 @@
 mobility model at --rate handoffs a second for --duration seconds; each handoff a real L2
 move and a real AUTH. Measured: bring-up, per-handoff reroute and interruption (one paced
 CN-side prober over every MN), host routes and BGP UPDATEs per router, CPU and RSS by kind.
+Several rates (`--rate 10,30,100`) are phases of one lab, one after the other: a sweep.
 """
 
 from __future__ import annotations
@@ -58,6 +59,46 @@ START_DELAY_S = 1.0  # between scheduling the first move and making it
 SETTLE_S = 20.0  # after the last move, until every router's host routes stop changing
 QUIET_S = 2.0  # ... for this long
 WAYPOINT_SPACING = 100.0  # units between cells on the default waypoint layout
+KNEE_P99_MS = 1000.0  # the issue's knee: the rate at which reroute p99 passes 1 s
+
+
+def rates(text: str) -> tuple[float, ...]:
+    """--rate: one rate, or a comma-separated sweep of them, each > 0."""
+    try:
+        out = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: rates are numbers, comma-separated") \
+            from None
+    if not all(r > 0 for r in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: every rate must be > 0")
+    return out
+
+
+def phase_inputs(i: int, phase: dict[str, Any], params: dict[str, Any],
+                 measured: dict[str, Any], rows: list[dict[str, Any]],
+                 samples: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any],
+                                                         list[dict[str, Any]],
+                                                         list[dict[str, Any]]]:
+    """(params, measured, rows, samples) of phase ``i`` of a sweep, as summarise takes them
+    for a run of that phase alone: its rate, start, drops, end positions, its handoffs and
+    the CPU samples within it."""
+    t0, t1 = float(phase["t_start"]), float(phase["t_end"])
+    return ({**params, "rate_per_s": phase["rate_per_s"],
+             "duration_s": phase.get("duration_s", params["duration_s"])},
+            {**measured, "t_start": t0, "backlog_drops": phase.get("backlog_drops"),
+             "where": phase.get("where", {})},
+            [r for r in rows if int(r.get("phase", 0)) == i],
+            [x for x in samples if t0 <= float(x.get("t", 0.0)) <= t1])
+
+
+def knee(sweep: list[dict[str, Any]]) -> float | None:
+    """The lowest rate of the sweep whose reroute p99 passed KNEE_P99_MS, or at which
+    handoffs failed; None if none did."""
+    for point in sorted(sweep, key=lambda p: float(p["rate_per_s"])):
+        p99 = point["reroute_ms"]["p99"]
+        if point["handoffs"]["failed"] or (p99 is not None and p99 > KNEE_P99_MS):
+            return float(point["rate_per_s"])
+    return None
 
 
 def derived_topology(doc: dict[str, Any], mobiles: int, seed: int) -> dict[str, Any]:
@@ -99,7 +140,8 @@ class PopulationScenario(Scenario):
     name = "population"
     help = "thousands of MNs in one process, moved by a mobility model: routes and BGP load"
 
-    def __init__(self, lab: Lab, *, rate: float = 10.0, duration_s: float = 30.0,
+    def __init__(self, lab: Lab, *, rate: float | tuple[float, ...] = 10.0,
+                 duration_s: float = 30.0,
                  model: str = "walk", trace: Path | None = None, rotate: float = 0.0,
                  probe_interval_s: float = 0.2, seed: int = 0, spread_s: float | None = None,
                  speed: float = 20.0, out_dir: Path | None = None,
@@ -112,9 +154,13 @@ class PopulationScenario(Scenario):
         if rotate:
             raise LabError("--rotate: address rotation needs the population's DHCP path, "
                            "which is not wired yet (docs/scale.md)")
-        if not rate > 0 or not duration_s > 0 or not probe_interval_s > 0:
+        self.rates = rate if isinstance(rate, tuple) else (rate,)
+        if not self.rates or not all(r > 0 for r in self.rates) or not duration_s > 0 \
+                or not probe_interval_s > 0:
             raise LabError("--rate, --duration and --probe-interval must be > 0")
-        self.rate, self.duration_s, self.model = rate, duration_s, model
+        if model == "trace" and len(self.rates) > 1:
+            raise LabError("--model trace replays its own times: one --rate only")
+        self.rate, self.duration_s, self.model = self.rates[0], duration_s, model
         self.trace, self.rotate, self.seed = trace, rotate, seed
         self.spread_s, self.speed = spread_s, speed
         self.probe_interval_s = probe_interval_s
@@ -123,8 +169,9 @@ class PopulationScenario(Scenario):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--mobiles", type=int, default=100, help="MNs in the population")
-        parser.add_argument("--rate", type=float, default=10.0,
-                            help="target handoffs a second across the population")
+        parser.add_argument("--rate", type=rates, default=(10.0,),
+                            help="target handoffs a second across the population; several, "
+                            "comma-separated, run one after the other in the same lab")
         parser.add_argument("--duration", type=float, default=30.0, help="seconds of moves")
         parser.add_argument("--model", choices=MODELS, default="walk")
         parser.add_argument("--trace", type=Path, help="CSV of t_s,mn,ar (--model trace)")
@@ -156,6 +203,7 @@ class PopulationScenario(Scenario):
 
     def params(self) -> dict[str, Any]:
         return {"mobiles": len(self.net.members), "rate_per_s": self.rate,
+                "rates_per_s": list(self.rates),
                 "duration_s": self.duration_s, "model": self.model,
                 "trace": str(self.trace) if self.trace else None, "rotate": self.rotate,
                 "seed": self.seed, "spread_s": self.spread_s,
@@ -163,13 +211,16 @@ class PopulationScenario(Scenario):
 
     # --- the schedule ---------------------------------------------------------------------
 
-    def schedule(self) -> list[mobility.Move]:
-        start = {m.name: m.home for m in self.net.members}
+    def schedule(self, rate: float | None = None,
+                 start: dict[str, str] | None = None) -> list[mobility.Move]:
+        """The moves of one phase at ``rate`` (the first), from ``start`` (every MN home)."""
+        rate = rate or self.rate
+        start = start or {m.name: m.home for m in self.net.members}
         if self.model == "trace":
             assert self.trace is not None
             return mobility.parse_trace(self.trace.read_text(), start,
                                         [a.name for a in self.topo.by_role(Role.AR)])
-        mean = mobility.dwell_for_rate(len(start), self.rate)
+        mean = mobility.dwell_for_rate(len(start), rate)
         if self.model == "walk":
             return mobility.random_walk(mobility.ar_adjacency(self.topo), start,
                                         mobility.Dwell(mean, self.spread_s), self.duration_s,
@@ -215,13 +266,27 @@ class PopulationScenario(Scenario):
                 sys.executable, "-m", "agents.probe", first, "--targets", str(targets),
                 "--interval", str(self.probe_interval_s)], self.dir / PROBE))
             sampler = stack.enter_context(procstat.Sampler(pids))
-            drops = procstat.backlog_drops()
-            rows = self._drive(moves)
-            self.note(backlog_drops=procstat.backlog_drops() - drops)
+            rows: list[dict[str, Any]] = []
+            phases: list[dict[str, Any]] = []
+            for i, rate in enumerate(self.rates):
+                if i:  # the next phase walks on from where the last one left every MN
+                    where = self.net.radio.where
+                    moves = self.schedule(rate, {m.name: where.get(m.name, m.home)
+                                                 for m in self.net.members})
+                    self.progress(f"population: phase {i + 1}/{len(self.rates)}, {rate:g}/s, "
+                                  f"{len(moves)} moves")
+                drops = procstat.backlog_drops()
+                rows += [{**r, "phase": i} for r in self._drive(moves)]
+                drops = procstat.backlog_drops() - drops
+                t_end = self._settle(lambda: len(watcher.events()))
+                phases.append({"rate_per_s": rate, "t_start": self._measured["t_start"],
+                               "t_end": t_end, "backlog_drops": drops,
+                               "scheduled": len(moves), "where": dict(self.net.radio.where)})
+                self.note(phases=phases)
             write_jsonl(self.dir / HANDOFFS, rows)
-            t_end = self._settle(lambda: len(watcher.events()))
             prober.interrupt()
-            self.note(t_end=t_end, where=dict(self.net.radio.where))
+            self.note(t_start=phases[0]["t_start"], t_end=phases[0]["t_end"],
+                      backlog_drops=phases[0]["backlog_drops"], where=phases[0]["where"])
         write_jsonl(self.dir / SAMPLES, sampler.rows)
         self.keep_files([r.name for r in self.topo.routers], [UPDATES_LOG])
         # The AR agents' and the population agent's own accounts, for a failure's reason.
@@ -292,10 +357,18 @@ class PopulationScenario(Scenario):
         measured, params = run.measured, run.params
         rows = read_jsonl(out_dir / HANDOFFS)
         events = measure.parse_route_events((out_dir / ROUTES).read_text())
-        t_end = float(measured["t_end"])
-        return summarise(run.topo, params, measured, rows, events,
-                         (out_dir / PROBE).read_text(errors="replace"),
-                         read_jsonl(out_dir / SAMPLES), updates(run.topo, out_dir), t_end)
+        probe = (out_dir / PROBE).read_text(errors="replace")
+        samples, rx = read_jsonl(out_dir / SAMPLES), updates(run.topo, out_dir)
+        phases = measured.get("phases") or []
+        if len(phases) <= 1:
+            return summarise(run.topo, params, measured, rows, events, probe, samples, rx,
+                             float(measured["t_end"]))
+        sweep = []
+        for i, ph in enumerate(phases):
+            p, m, r, x = phase_inputs(i, ph, params, measured, rows, samples)
+            sweep.append(summarise(run.topo, p, m, r, events, probe, x, rx, float(ph["t_end"])))
+        return {**sweep[0], "sweep": sweep, "knee_rate_per_s": knee(sweep),
+                "knee_p99_ms": KNEE_P99_MS}
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
@@ -321,7 +394,26 @@ class PopulationScenario(Scenario):
         for k, v in result["processes"].items():
             lines.append(f"{k:12s} {v['cpu_pct']:10.1f} {v['cpu_pct_peak']:6.0f} "
                          f"{v['rss_mb']:8.1f}")
+        if "sweep" in result:
+            lines += sweep_table(result)
         return "\n".join(lines)
+
+
+def sweep_table(result: dict[str, Any]) -> list[str]:
+    """One line per rate of a sweep: handoffs, reroute and auth, the CPU of each kind."""
+    kinds = sorted({k for p in result["sweep"] for k in p["cpu_pct"]})
+    lines = [f"sweep: knee (reroute p99 > {result['knee_p99_ms']:g} ms or a failure) at "
+             f"{result['knee_rate_per_s'] or 'none of the rates'}",
+             f"{'rate/s':>7s} {'got/s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
+             f"{'auth p99':>8s} " + " ".join(f"{k[:9]:>9s}" for k in kinds)]
+    for p in result["sweep"]:
+        h, rr = p["handoffs"], p["reroute_ms"]
+        reroute = f"{rr['p50']}/{rr['p99']}"
+        lines.append(f"{p['rate_per_s']:7g} {p['achieved_rate_per_s']:6.1f} {h['ok']:6d} "
+                     f"{h['failed']:6d} {reroute:>16s} "
+                     f"{p['auth_ms']['p99']!s:>8s} "
+                     + " ".join(f"{p['cpu_pct'].get(k, 0.0):9.1f}" for k in kinds))
+    return lines
 
 
 def _done(value: dict[str, Any]) -> Future[dict[str, Any]]:
