@@ -69,9 +69,6 @@ PTR_TTL = 5
 # serialises every route, and written after each UPDATE it was most of an uninvolved AR's
 # CPU at 1,000 MNs (issue 15, docs/scale.md). The housekeeping writes every 0.5 s besides.
 STATUS_GAP_S = 0.25
-# After a restart, a BGP route the previous agent put in the kernel stays this long for the
-# refreshed RIB to name it again (then it is replaced in place), else it is removed.
-REFRESH_GRACE_S = 5.0
 
 log = logging.getLogger("agents.ar")
 
