@@ -127,17 +127,20 @@ class PrefixMobility:
         others = self._others(prefix)
         if not home or others:
             # At home the pool's route covers the prefix, unless a visitor's more-specific
-            # elsewhere must be beaten (the MN came back). Inside our cluster's aggregate the
-            # route stays in the cluster, unless a stale one of another cluster must be
-            # beaten everywhere (handoff.Mobility's rule for a /32).
-            mine = self.clusters.get(self.loopback)
-            escape = mine is not None and prefix.subnet_of(mine) and any(
-                not prefix.subnet_of(self.clusters.get(r.next_hop, prefix)) for r in others
-                if isinstance(r.next_hop, IPv6Address))
-            self.announced[prefix] = lp
-            self.bgp.announce6(prefix, lp, escape)
-            self.events("announced6", prefix=str(prefix), local_pref=lp, home=home,
-                        escape=escape)
+            # elsewhere must be beaten (the MN came back).
+            self._announce(prefix, lp, home, others)
+
+    def _announce(self, prefix: IPv6Network, lp: int, home: bool, others: list[Route]) -> None:
+        # Inside our cluster's aggregate the route stays in the cluster, unless a stale one
+        # of another cluster must be beaten everywhere (handoff.Mobility's rule for a /32).
+        mine = self.clusters.get(self.loopback)
+        escape = mine is not None and prefix.subnet_of(mine) and any(
+            not prefix.subnet_of(self.clusters.get(r.next_hop, prefix)) for r in others
+            if isinstance(r.next_hop, IPv6Address))
+        self.announced[prefix] = lp
+        self.bgp.announce6(prefix, lp, escape)
+        self.events("announced6", prefix=str(prefix), local_pref=lp, home=home,
+                    escape=escape)
 
     def on_rib_change(self, prefixes: Iterable[object]) -> list[IPv6Network]:
         """The prefixes detached from the access link (each detach6 spawned)."""
@@ -161,6 +164,12 @@ class PrefixMobility:
             self.events("detached6", prefix=str(prefix), mn=att.mn,
                         reason="newer route elsewhere")
             gone.append(prefix)
+        elif att is not None and mine is None and others:
+            # Home, unannounced, and a visitor's older /64 reached us only after the MN did
+            # (the radio beat the reflectors): left alone, it would stay at the routers for
+            # good. Beat it now, as the attachment would have (test_dualstack_mn found it).
+            self._announce(prefix, att.stamp, prefix.subnet_of(self.pool), others)
+            return gone
         if mine is not None and (newer or (prefix.subnet_of(self.pool)
                                            and prefix in self.attached and not others)):
             self.announced.pop(prefix)

@@ -86,6 +86,20 @@ def test_at_home_the_pool_covers_the_prefix_unless_a_visitor_route_must_be_beate
     assert HOME in m2.attached
 
 
+def test_a_visitor_route_heard_only_after_the_mn_came_home_is_beaten_then_withdrawn() -> None:
+    """The MN moved home before the reflectors told its home AR of the visitor's /64: the
+    older /64 must not stay at the routers (it did, and the CN's traffic went to ar5)."""
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    assert fakes.announced == []
+    rib.update("agg1", [Route(HOME, AR2, 900)], [])  # older than our attachment (1000)
+    assert m.on_rib_change({HOME}) == [] and fakes.announced == [(HOME, 1000)]
+    assert HOME in m.attached and fakes.detached == []
+    rib.update("agg1", [], [HOME])  # ar2 saw ours and withdrew: the pool covers it again
+    assert m.on_rib_change({HOME}) == [] and fakes.withdrawn == [HOME]
+
+
 @pytest.mark.parametrize(("claimed", "fakes", "reason"), [
     (IPv6Network("2001:db8:4000:100::/56"), Fakes(), "not a /64 (the plan's prefix per MN)"),
     (IPv6Network("2001:db8:9999::/64"), Fakes(), "outside the AS's managed range"),
