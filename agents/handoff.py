@@ -277,13 +277,16 @@ class Mobility:
         home = a in self.me.pool
         others = self._others(a)
         if not home or others:
-            # Inside our own cluster's aggregate the /32 stays in the cluster, unless a stale
-            # /32 of another cluster must be beaten everywhere (the MN came back from afar).
-            escape = a in self.me.cluster and any(
-                a not in self._cluster_of(r.next_hop) for r in others)
-            self.announced[a] = lp
-            self.bgp.announce(host(a), lp, escape)
-            self.events("announced", addr=a, local_pref=lp, home=home, escape=escape)
+            self._announce(a, lp, home, others)
+
+    def _announce(self, a: IPv4Address, lp: int, home: bool, others: list[Route]) -> None:
+        # Inside our own cluster's aggregate the /32 stays in the cluster, unless a stale
+        # /32 of another cluster must be beaten everywhere (the MN came back from afar).
+        escape = a in self.me.cluster and any(
+            a not in self._cluster_of(r.next_hop) for r in others)
+        self.announced[a] = lp
+        self.bgp.announce(host(a), lp, escape)
+        self.events("announced", addr=a, local_pref=lp, home=home, escape=escape)
 
     def _previous_ar(self, a: IPv4Address, hint: str | None) -> ArInfo | None:
         """Whom to redirect from: the MN's own hint, else our BGP table, else the pool owner."""
@@ -363,6 +366,12 @@ class Mobility:
         if att is not None and newer:
             # The MN authenticated elsewhere after us.
             self._spawn(self._detach(a, "newer route elsewhere"))
+        elif att is not None and mine is None and others and a in self.me.pool:
+            # Home, unannounced, and a visitor's older /32 reached us only after the MN did
+            # (the radio beat the reflectors): left alone, it would stay at the routers.
+            # Beat it now, as the attachment would have (PrefixMobility's rule for a /64).
+            self._announce(a, att.stamp, True, others)
+            return
         if a in self.idle and newer:
             self._spawn(self._unpark(a, "newer route elsewhere"))
         if mine is not None:

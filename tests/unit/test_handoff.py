@@ -235,6 +235,19 @@ def test_return_home_beats_the_visitor_then_withdraws_its_own_host_route() -> No
     assert h.kernel.access == {A: 7}
 
 
+def test_a_visitor_route_heard_only_after_the_mn_came_home_is_beaten_then_withdrawn() -> None:
+    """The MN came home before the reflectors told its home AR of the visitor's /32: that
+    older /32 must not stay at the routers."""
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced == {}
+    h.route_from("ar3", int(NOW) - 5)  # older than our attachment
+    assert h.bgp.announced == {H32: int(NOW)} and h.bgp.escaped == {H32}
+    assert h.kernel.access == {A: 7}
+    h.withdraw_from("ar3")
+    assert h.bgp.announced == {} and h.kernel.access == {A: 7}
+
+
 def test_intra_cluster_host_route_stays_in_the_cluster() -> None:
     h = Harness("ar2")
     h.route_from("ar1", int(NOW) - 3)
