@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import exabgp_api as api
-from .ar import ArAgent
+from .ar import STATUS_GAP_S, ArAgent
 from .handoff import ArInfo, Mobility
 from .netlink import RT_TABLE_MAIN, RTN_UNICAST, RouteInfo, route_message
 
@@ -151,8 +151,14 @@ async def feed(agent: ArAgent, lines: list[str], burst: int = 1) -> None:
         if i % burst == 0:
             await asyncio.sleep(0)
     await asyncio.wrap_future(agent._fib_thread.submit(lambda: None))
-    for _ in range(3):
-        await asyncio.sleep(0.05)  # the status writes the worker scheduled
+    await asyncio.sleep(0)  # the worker's call_soon_threadsafe arms the status timer
+    # The status write the worker scheduled, at most STATUS_GAP_S away: waited for, not
+    # guessed at.
+    deadline = time.monotonic() + STATUS_GAP_S + 2.0
+    while agent._status_timer is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the agent's status write never came")
+        await asyncio.sleep(0.01)
 
 
 def make_agent(rundir: Path, routers: dict[str, ArInfo]) -> ArAgent:
