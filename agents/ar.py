@@ -710,6 +710,7 @@ class ArAgent:
         for prefix, ann in (state.announced.items() if state else ()):
             if prefix.network_address in attached and prefix.prefixlen == 32:
                 m.announced[prefix.network_address] = ann.local_pref
+                m.set_escape(prefix.network_address, ann.escape)
                 self.announce(prefix, ann.local_pref, ann.escape)
             else:
                 self.withdraw(prefix)

@@ -178,6 +178,8 @@ class Mobility:
     clock: Callable[[], float] = time.time
     attached: dict[IPv4Address, Attachment] = field(default_factory=dict)
     announced: dict[IPv4Address, int] = field(default_factory=dict)
+    # The announced /32s tagged to leave the cluster (a subset of ``announced``).
+    escaped: set[IPv4Address] = field(default_factory=set)
     redirects: dict[IPv4Address, Redirect] = field(default_factory=dict)
     superseded_by: dict[IPv4Address, str] = field(default_factory=dict)
     # Idle mode (draft 4): our Tracking Area List, the pager and the AR-to-AR page sender.
@@ -282,11 +284,27 @@ class Mobility:
     def _announce(self, a: IPv4Address, lp: int, home: bool, others: list[Route]) -> None:
         # Inside our own cluster's aggregate the /32 stays in the cluster, unless a stale
         # /32 of another cluster must be beaten everywhere (the MN came back from afar).
-        escape = a in self.me.cluster and any(
-            a not in self._cluster_of(r.next_hop) for r in others)
+        escape = self._must_escape(a, others)
         self.announced[a] = lp
+        self.set_escape(a, escape)
         self.bgp.announce(host(a), lp, escape)
         self.events("announced", addr=a, local_pref=lp, home=home, escape=escape)
+
+    def _withdraw(self, a: IPv4Address, reason: str, **extra: Any) -> None:
+        self.escaped.discard(a)
+        if self.announced.pop(a, None) is not None:
+            self.bgp.withdraw(host(a))
+            self.events("withdrawn", addr=a, reason=reason, **extra)
+
+    def _must_escape(self, a: IPv4Address, others: list[Route]) -> bool:
+        return a in self.me.cluster and any(
+            a not in self._cluster_of(r.next_hop) for r in others)
+
+    def set_escape(self, a: IPv4Address, escape: bool) -> None:
+        if escape:
+            self.escaped.add(a)
+        else:
+            self.escaped.discard(a)
 
     def _previous_ar(self, a: IPv4Address, hint: str | None) -> ArInfo | None:
         """Whom to redirect from: the MN's own hint, else our BGP table, else the pool owner."""
@@ -379,15 +397,17 @@ class Mobility:
                 # At once: a superseded /32 kept as a fallback hides the newer one's
                 # competitor from the reflectors' choices and makes the home AR withdraw
                 # early (measured: 250 ms outages on return home with a 0.5 s hold).
-                self.announced.pop(a)
-                self.bgp.withdraw(host(a))
-                self.events("withdrawn", addr=a, reason="newer route",
-                            newer_local_pref=max(r.local_pref for r in newer))
+                self._withdraw(a, "newer route",
+                               newer_local_pref=max(r.local_pref for r in newer))
             elif a in self.me.pool and a in self.attached and not others:
                 # Back home and the visitor's /32 is gone: the pool route covers it again.
-                self.announced.pop(a)
-                self.bgp.withdraw(host(a))
-                self.events("withdrawn", addr=a, reason="home again, pool covers it")
+                self._withdraw(a, "home again, pool covers it")
+            elif (a in self.attached and a not in self.escaped
+                  and self._must_escape(a, others)):
+                # An older /32 of another cluster reached us only after we announced ours
+                # inside the cluster: its own AR never hears ours, so it would stay at the
+                # cores for good. Ours leaves the cluster now, as it would have at first.
+                self._announce(a, mine, a in self.me.pool, others)
             elif a in self.reclaiming and not others:
                 self._end_reclaim(a, "reclaimed, pool covers it")
         red = self.redirects.get(a)
@@ -561,14 +581,13 @@ class Mobility:
         self.announced[a] = lp
         self.reclaiming[a] = self.clock() + self.reclaim_timeout_s
         escape = any(a not in self._cluster_of(r.next_hop) for r in others)
+        self.set_escape(a, escape)
         self.bgp.announce(host(a), lp, escape)
         self.events("reclaim_announced", addr=a, local_pref=lp, escape=escape)
 
     def _end_reclaim(self, a: IPv4Address, reason: str) -> None:
         self.reclaiming.pop(a, None)
-        if self.announced.pop(a, None) is not None:
-            self.bgp.withdraw(host(a))
-            self.events("withdrawn", addr=a, reason=reason)
+        self._withdraw(a, reason)
 
     def visitor_lease(self, a: IPv4Address, expires: float | None) -> None:
         """As the MN's current AR we relayed a renewal ACK for ``a``: it lives until then."""
@@ -580,9 +599,7 @@ class Mobility:
         att = self.attached.get(a)
         if att is None or att.mn != mn:
             return False
-        if self.announced.pop(a, None) is not None:
-            self.bgp.withdraw(host(a))
-            self.events("withdrawn", addr=a, reason="deregistered")
+        self._withdraw(a, "deregistered")
         await self._detach(a, "deregistered")
         return True
 
@@ -592,9 +609,7 @@ class Mobility:
         self.visitor_leases.pop(a, None)
         if a in self.me.pool:
             return  # our own lease: the server's end of lease reclaims it
-        if self.announced.pop(a, None) is not None:
-            self.bgp.withdraw(host(a))
-            self.events("withdrawn", addr=a, reason=reason)
+        self._withdraw(a, reason)
         await self._detach(a, reason)
 
     def status(self) -> dict[str, Any]:

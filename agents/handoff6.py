@@ -73,6 +73,7 @@ class PrefixMobility:
     spawn: Callable[[Awaitable[None]], None] = lambda aw: None
     attached: dict[IPv6Network, Attached6] = field(default_factory=dict)
     announced: dict[IPv6Network, int] = field(default_factory=dict)
+    escaped: set[IPv6Network] = field(default_factory=set)  # announced, tagged to leave
 
     def next_local_pref(self, prefix: IPv6Network) -> int:
         seen = [r.local_pref for r in self.rib.paths(prefix)]
@@ -133,14 +134,21 @@ class PrefixMobility:
     def _announce(self, prefix: IPv6Network, lp: int, home: bool, others: list[Route]) -> None:
         # Inside our cluster's aggregate the route stays in the cluster, unless a stale one
         # of another cluster must be beaten everywhere (handoff.Mobility's rule for a /32).
-        mine = self.clusters.get(self.loopback)
-        escape = mine is not None and prefix.subnet_of(mine) and any(
-            not prefix.subnet_of(self.clusters.get(r.next_hop, prefix)) for r in others
-            if isinstance(r.next_hop, IPv6Address))
+        escape = self._must_escape(prefix, others)
+        if escape:
+            self.escaped.add(prefix)
+        else:
+            self.escaped.discard(prefix)
         self.announced[prefix] = lp
         self.bgp.announce6(prefix, lp, escape)
         self.events("announced6", prefix=str(prefix), local_pref=lp, home=home,
                     escape=escape)
+
+    def _must_escape(self, prefix: IPv6Network, others: list[Route]) -> bool:
+        mine = self.clusters.get(self.loopback)
+        return mine is not None and prefix.subnet_of(mine) and any(
+            not prefix.subnet_of(self.clusters.get(r.next_hop, prefix)) for r in others
+            if isinstance(r.next_hop, IPv6Address))
 
     def on_rib_change(self, prefixes: Iterable[object]) -> list[IPv6Network]:
         """The prefixes detached from the access link (each detach6 spawned)."""
@@ -173,9 +181,15 @@ class PrefixMobility:
         if mine is not None and (newer or (prefix.subnet_of(self.pool)
                                            and prefix in self.attached and not others)):
             self.announced.pop(prefix)
+            self.escaped.discard(prefix)
             self.bgp.withdraw6(prefix)
             self.events("withdrawn6", prefix=str(prefix),
                         reason="newer route" if newer else "home again, pool covers it")
+        elif (mine is not None and att is not None and prefix not in self.escaped
+              and self._must_escape(prefix, others)):
+            # An older /64 of another cluster reached us only after we announced ours inside
+            # the cluster: its AR never hears ours, so it would stay at the cores for good.
+            self._announce(prefix, mine, prefix.subnet_of(self.pool), others)
         return gone
 
 

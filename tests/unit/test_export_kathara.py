@@ -14,7 +14,15 @@ from tests.golden import check_golden
 from topologies import model
 from topologies.export import kathara
 from topologies.export.katharalab import Routing
-from topologies.export.plan import ExportError, build_plan, check_staged, relink_steps
+from topologies.export.plan import (
+    MODES_FILE,
+    ExportError,
+    build_plan,
+    check_staged,
+    relink_steps,
+    rundir,
+)
+from topologies.export.stage import _copy_tree
 from topologies.lab.daemons import start_order
 from topologies.lab.lab import DAEMON_CLASSES
 from topologies.render.configs import CONFIGS, cells, render
@@ -140,3 +148,19 @@ def test_the_image_recipe_is_lean_and_keeps_nothing_outside_its_directory() -> N
     for tool in ("iperf3", "tcpdump", "traceroute", "kmod", "isc-dhcp-client"):
         assert f"    {tool} \\\n" not in text  # our engine's scenarios' tools, not a node's
     assert "path-exclude /usr/share/%s/*" in text
+
+
+def test_staging_records_the_modes_that_kathara_drops(tmp_path: Path) -> None:
+    """Kathará copies a device's files with mode 0644 (mn3's DHCP hook could not run, so it
+    never got its address on Kathará): the export lists every other mode for the startup."""
+    src, dst = tmp_path / "stage" / "mn3", tmp_path / "out"
+    (src / "keys").mkdir(parents=True)
+    for name, mode in (("udhcpc.hook", 0o755), ("keys/identity.pem", 0o600),
+                       ("agent.json", 0o644)):
+        (src / name).write_text("x")
+        (src / name).chmod(mode)
+    _copy_tree(src, dst, tmp_path / "stage", TOPO, rundir(TOPO, "mn3"))
+    where = rundir(TOPO, "mn3")
+    assert (dst / MODES_FILE).read_text().splitlines() == [
+        f"600 {where}/keys/identity.pem", f"755 {where}/udhcpc.hook"]
+    assert f"done < {where}/{MODES_FILE}" in startup("mn3")

@@ -255,6 +255,23 @@ def test_intra_cluster_host_route_stays_in_the_cluster() -> None:
     assert h.bgp.announced == {H32: int(NOW)} and h.bgp.escaped == set()
 
 
+def test_an_older_far_host_route_heard_after_ours_makes_ours_leave_the_cluster() -> None:
+    """ar3's older /32 (another cluster) reaches ar2 only after ar2 announced the MN's /32
+    inside the cluster: ar3 never hears a /32 kept in the cluster, so ours must escape, at
+    the same LOCAL_PREF, or ar3's stays at the cores for good (test_dualstack_mn found it)."""
+    h = Harness("ar2")
+    h.route_from("ar1", int(NOW) - 3)
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced == {H32: int(NOW)} and h.bgp.escaped == set()
+    h.route_from("ar3", int(NOW) - 5)
+    assert h.bgp.announced == {H32: int(NOW)} and h.bgp.escaped == {H32}
+    assert h.kernel.access == {A: 7}
+    assert h.mob.escaped == {A}
+    before = len(h.bgp.log)
+    h.route_from("ar3", int(NOW) - 5)  # heard again: nothing more to do
+    assert len(h.bgp.log) == before
+
+
 def test_at_home_with_no_visitor_announces_nothing() -> None:
     h = Harness("ar1")
     h.auth("10.64.0.10/32")

@@ -164,3 +164,21 @@ def test_back_home_from_another_cluster_the_prefix_escapes_the_cluster() -> None
         m.clusters = {ME: k1, AR2: k1, ar5: k3}
         asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
         assert fakes.announced == [(HOME, 1000)] and fakes.escaped == escaped
+
+
+def test_an_older_far_prefix_heard_after_ours_makes_ours_leave_the_cluster() -> None:
+    """As for a /32: ar5's older /64 (cluster k3) heard after ours was kept in cluster k1;
+    ours escapes at the same LOCAL_PREF so that ar5 hears it and withdraws."""
+    ar5 = IPv6Address("2001:db8:ff::b")
+    k1, k3 = IPv6Network("2001:db8:4000::/44"), IPv6Network("2001:db8:4020::/44")
+    fakes, rib = Fakes(), Rib()
+    rib.update("agg2", [Route(VISITOR, AR2, 900)], [])
+    m = mobility(fakes, rib)
+    m.clusters = {ME: k1, AR2: k1, ar5: k3}
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))
+    assert fakes.announced == [(VISITOR, 1000)] and fakes.escaped == []
+    rib.update("core1", [Route(VISITOR, ar5, 950)], [])
+    assert m.on_rib_change({VISITOR}) == []
+    assert fakes.announced == [(VISITOR, 1000), (VISITOR, 1000)]
+    assert fakes.escaped == [VISITOR] and m.escaped == {VISITOR}
+    assert m.on_rib_change({VISITOR}) == [] and len(fakes.announced) == 2

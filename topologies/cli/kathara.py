@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ def _add_lab_options(p: argparse.ArgumentParser, verb: str) -> None:
                        help="seconds to wait for OSPF and BGP to converge")
         p.add_argument("--attach", metavar="MN[,MN...]",
                        help="the MNs to attach at home (default: every MN of the topology)")
+    if verb == "status":
+        p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                       help="poll up to S seconds for every session and adjacency to be up "
+                       "(default: one snapshot); the JSON says how long it waited")
 
 
 def add_engine(p: argparse.ArgumentParser, verb: str, topology: bool = False) -> None:
@@ -93,9 +98,16 @@ def _run(verb: str, lab: KatharaLab, args: argparse.Namespace) -> int:
     if verb == "up":
         return _up(lab, args)
     if verb == "status":
-        routing = lab.routing()
+        t0 = time.monotonic()
+        first = routing = lab.routing()
+        deadline = t0 + args.wait
+        while not routing.converged and time.monotonic() < deadline:
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            routing = lab.routing()
         print(routing.line())
-        write_json(args.json, {**routing.__dict__, "converged": routing.converged})
+        write_json(args.json, {**asdict(routing), "converged": routing.converged,
+                               "waited_s": round(time.monotonic() - t0, 1),
+                               "first": asdict(first)})
         return 0 if routing.converged else 1
     if verb == "handoff":
         answer = lab.handoff(args.mn, args.ar)
@@ -130,5 +142,5 @@ def _up(lab: KatharaLab, args: argparse.Namespace) -> int:
     times["attached_s"] = round(time.monotonic() - t0, 1)
     routing = lab.routing()
     print(routing.line())
-    write_json(args.json, {**routing.__dict__, "attached": answers, **times})
+    write_json(args.json, {**asdict(routing), "attached": answers, **times})
     return 0

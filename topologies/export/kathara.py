@@ -13,6 +13,7 @@ from typing import Any
 from topologies.export.plan import (
     IMAGE_PYTHON,
     IMAGE_ROOT,
+    MODES_FILE,
     ExportError,
     ExportNode,
     ExportPlan,
@@ -87,6 +88,7 @@ def startup_data(topo: Topology, node: ExportNode) -> dict[str, Any]:
         "name": node.name,
         "topology": topo.name,
         "renames": [{"index": i, "name": p.name} for i, p in enumerate(node.ports)],
+        "modes": str(rundir(topo, node.name) / MODES_FILE),
         "kinds": node.kinds,
         "steps": [{"why": s.why, "command": s.command} for s in node.steps],
     }

@@ -58,6 +58,9 @@ class Routing:
     bgp_sessions: int
     ospf_full: int
     ospf_adjacencies: int
+    # What is not up, as "router peer state" and "router: n/m OSPF Full": which session a
+    # snapshot caught down says more than a count.
+    down: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -65,8 +68,9 @@ class Routing:
                 and self.ospf_full == self.ospf_adjacencies)
 
     def line(self) -> str:
+        down = f" (not up: {', '.join(self.down)})" if self.down else ""
         return (f"BGP {self.bgp_established}/{self.bgp_sessions} Established, "
-                f"OSPF {self.ospf_full}/{self.ospf_adjacencies} Full")
+                f"OSPF {self.ospf_full}/{self.ospf_adjacencies} Full{down}")
 
 
 class KatharaLab:
@@ -138,17 +142,24 @@ class KatharaLab:
 
     def routing(self) -> Routing:
         bgp_up = bgp = full = adjacencies = 0
+        down: list[str] = []
         for n in self.topo.routers:
             if n.role is not Role.AR:  # an AR's sessions are its ExaBGP's: its aggs see them
                 peers = self.vtysh(n.name, "show bgp summary json").get("ipv4Unicast", {})
-                states = [p.get("state") for p in peers.get("peers", {}).values()]
-                bgp, bgp_up = bgp + len(states), bgp_up + states.count("Established")
+                states = {a: p.get("state") for a, p in peers.get("peers", {}).items()}
+                bgp += len(states)
+                bgp_up += list(states.values()).count("Established")
+                down += [f"{n.name} {a} {st}" for a, st in sorted(states.items())
+                         if st != "Established"]
             if n.role is not Role.INET:
                 nbrs = self.vtysh(n.name, "show ip ospf neighbor json").get("neighbors", {})
-                adjacencies += len(self.topo.ospf_neighbors(n.name))
-                full += sum(any(x.get("nbrState", "").startswith("Full") for x in v)
-                            for v in nbrs.values())
-        return Routing(bgp_up, bgp, full, adjacencies)
+                want = len(self.topo.ospf_neighbors(n.name))
+                have = sum(any(x.get("nbrState", "").startswith("Full") for x in v)
+                           for v in nbrs.values())
+                adjacencies, full = adjacencies + want, full + have
+                if have != want:
+                    down.append(f"{n.name}: {have}/{want} OSPF Full")
+        return Routing(bgp_up, bgp, full, adjacencies, tuple(down))
 
     def attach(self, mn: str, ar: str) -> dict[str, Any]:
         return self.control(mn, {"cmd": "attach", "ar": ar})

@@ -34,6 +34,11 @@ IMAGE_PYTHON = str(IMAGE_ROOT / ".venv" / "bin" / "python")
 IMAGE_EXABGP = str(IMAGE_ROOT / ".venv" / "bin" / "exabgp")
 IMAGE = "flatarch/node:latest"
 CONTAINER_RUN = PurePosixPath("/run/flatarch")
+# In a device's run directory: "MODE PATH" for each staged file whose mode is not 0644.
+# Kathará copies a device's files into its container without their modes, so its startup
+# puts them back (the DHCP hook must be executable, keys readable by root only).
+MODES_FILE = ".modes"
+DEFAULT_MODE = 0o644
 READY_TIMEOUT_S = 60  # how long a startup waits for a daemon its followers need
 ROUTER_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
                   "net.ipv4.conf.default.rp_filter=0", "net.ipv4.icmp_ratelimit=0")

@@ -10,7 +10,16 @@ import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from topologies.export.plan import IMAGE_PYTHON, IMAGE_ROOT, ExportPlan, check_staged, lab_dir
+from topologies.export.plan import (
+    DEFAULT_MODE,
+    IMAGE_PYTHON,
+    IMAGE_ROOT,
+    MODES_FILE,
+    ExportPlan,
+    check_staged,
+    lab_dir,
+    rundir,
+)
 from topologies.lab.lab import Lab, Progress, stderr_progress
 from topologies.model import Topology
 
@@ -45,15 +54,18 @@ def stage(topo: Topology, plan: ExportPlan, dest: dict[str, Path],
         lab.prepare()
         check_staged(plan, {n: [d.kind for d in ds] for n, ds in lab.daemons.items()})
         for node, target in dest.items():
-            _copy_tree(where / node, target, where, topo)
+            _copy_tree(where / node, target, where, topo, rundir(topo, node))
 
 
-def _copy_tree(src: Path, dst: Path, stage_dir: Path, topo: Topology) -> None:
+def _copy_tree(src: Path, dst: Path, stage_dir: Path, topo: Topology,
+               in_container: PurePosixPath) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
+    modes: list[str] = []
     for path in sorted(src.rglob("*")):
-        out = dst / path.relative_to(src)
+        rel = path.relative_to(src)
+        out = dst / rel
         if path.is_dir():
             out.mkdir(exist_ok=True)
             continue
@@ -63,6 +75,10 @@ def _copy_tree(src: Path, dst: Path, stage_dir: Path, topo: Topology) -> None:
         except UnicodeDecodeError:
             out.write_bytes(data)
         shutil.copymode(path, out)
+        mode = path.stat().st_mode & 0o7777
+        if mode != DEFAULT_MODE:
+            modes.append(f"{mode:o} {in_container / rel.as_posix()}\n")
+    (dst / MODES_FILE).write_text("".join(modes))
 
 
 def in_image(path: PurePosixPath) -> PurePosixPath:

@@ -16,6 +16,7 @@ import subprocess
 from typing import Any
 
 SOCKET = "/run/docker/plugins/katharanp.sock"
+HOST_END_MTU = 9000  # above any MTU a device sets on its end
 
 
 def bridge(network_id: str) -> str:
@@ -50,7 +51,12 @@ def handle(path: str, body: dict[str, Any]) -> dict[str, Any]:
         return {}
     if path == "/NetworkDriver.Join":
         host_end, container_end = veth(body["EndpointID"])
-        ip("link", "add", host_end, "type", "veth", "peer", "name", container_end)
+        # The host end takes any frame its device sends: the devices set their own MTUs
+        # (1600 on the backbone, for the VXLAN redirect), and a host end left at 1500 drops
+        # every larger frame. ar7's and ar8's BGP sessions then expired every 10 s: their
+        # keepalives were stuck behind a full-size UPDATE segment that never got through.
+        ip("link", "add", host_end, "mtu", str(HOST_END_MTU), "type", "veth", "peer", "name",
+           container_end)
         ip("link", "set", host_end, "master", bridge(body["NetworkID"]))
         ip("link", "set", host_end, "up")
         # No gateway service: Docker would otherwise add a docker_gwbridge leg to every
