@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.labs import dualstack_mn_lab
-from topologies.lab.daemons import wait_until
+from tests.integration.labs import dualstack_mn_lab, events
+from topologies.lab.daemons import DeadlineError, vtysh, wait_until
 from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
@@ -43,6 +43,37 @@ def reaches(lab: Lab) -> bool:
     return lab.execs["cn"].run(["ping", "-6", "-c", "1", "-W", "1", address(lab)]).returncode == 0
 
 
+def why_left(lab: Lab) -> str:
+    """Who still announces the /64, and what the ARs involved decided (a failure's report)."""
+    lines = []
+    for node in ("agg1", "core1"):
+        out = vtysh(lab.execs[node], lab.rundir(node), f"show bgp ipv6 unicast {prefix(lab)}")
+        lines.append(f"--- {node}:\n{out}")
+    for node in ("ar1", "ar2", "ar5"):
+        mine = [e for e in events(lab, node) if str(e.get("ev", "")).endswith("6")
+                or e.get("prefix") == prefix(lab)]
+        lines.append(f"--- {node} events: " + "\n".join(json.dumps(e) for e in mine[-12:]))
+    return "\n".join(lines)
+
+
+def wait_reach(lab: Lab, at: str) -> None:
+    try:
+        wait_until(lambda: reaches(lab), 20, f"the CN to reach mn1 at {at}")
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}\n{why_unreached(lab, at)}") from None
+
+
+def why_unreached(lab: Lab, at: str) -> str:
+    """The kernel's view along the path, and the ARs' decisions (a failure's report)."""
+    lines = []
+    for node, argv in (("mn1", ["ip", "-6", "addr"]), ("mn1", ["ip", "-6", "route"]),
+                       ("mn1", ["ip", "-6", "neigh"]), (at, ["ip", "-6", "neigh"])):
+        lines.append(f"--- {node} {' '.join(argv)}:\n{lab.execs[node].run(argv).stdout}")
+    for node in ("core1", "core2", "agg1", "agg2", "ar1", at):
+        lines.append(f"--- {node} route {prefix(lab)}: {routes6(lab, node, prefix(lab))}")
+    return "\n".join(lines) + "\n" + why_left(lab)
+
+
 def move(lab: Lab, ar: str) -> dict[str, Any]:
     rec = lab.handoff("mn1", ar)
     assert rec["ok"], rec
@@ -59,16 +90,20 @@ def test_the_prefix_is_rerouted_within_and_across_clusters_and_withdrawn_at_home
     rec = move(lab, "ar2")  # intra-cluster
     assert prefix(lab) in rec["rerouted"] and rec["not_rerouted"] == []
     wait_until(lambda: bool(routes6(lab, "agg1", prefix(lab))), 10, "agg1 to learn the /64")
-    wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 at ar2")
+    wait_reach(lab, "ar2")
     assert routes6(lab, "core1", prefix(lab)) == []  # confined to the cluster (draft 2.2)
     assert routes6(lab, "ar1", prefix(lab))  # ar1 routes it on to ar2 (BGP, OSPFv3)
 
     rec = move(lab, "ar5")  # another cluster: the /64 goes through the cores
     assert prefix(lab) in rec["rerouted"]
     wait_until(lambda: bool(routes6(lab, "core1", prefix(lab))), 10, "core1 to learn the /64")
-    wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 at ar5")
+    wait_reach(lab, "ar5")
 
     move(lab, "ar1")  # home: the /64 is withdrawn everywhere, the pool covers it again
-    wait_until(lambda: not routes6(lab, "core1", prefix(lab))
-               and not routes6(lab, "agg1", prefix(lab)), 15, "no /64 left at agg1 and core1")
+    try:
+        wait_until(lambda: not routes6(lab, "core1", prefix(lab))
+                   and not routes6(lab, "agg1", prefix(lab)), 15,
+                   "no /64 left at agg1 and core1")
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}\n{why_left(lab)}") from None
     wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 back home")
