@@ -811,6 +811,8 @@ class ArAgent:
                 mn_prefixlen=six.mn_prefixlen, checker=validating, rib=self.rib, events=events,
                 clusters={six.loopbacks[n]: c for n, c in six.clusters.items()
                           if n in six.loopbacks},
+                by_fqdn={ar.fqdn: six.loopbacks[n] for n, ar in self.ars.items()
+                         if n in six.loopbacks},
                 kernel=(ports := AgentPorts(self.fib, self._on_handoff,
                                             lambda line: self._spawn(self.channel.send(line)),
                                             six.loopback, lambda: self._sources,

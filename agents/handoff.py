@@ -151,6 +151,9 @@ class Attachment:
     ifindex: int
     since: float
     stamp: int  # the LOCAL_PREF this attachment earned, announced or not (at home)
+    # The loopback of the AR the MN says it came from: a route of that AR with our
+    # LOCAL_PREF is the older one (a one-second timestamp ties two moves in one second).
+    came_from: IPv4Address | None = None
 
 
 @dataclass
@@ -270,7 +273,9 @@ class Mobility:
             self._spawn(self._send_redirect(redirect, a))
         await self._wake(a, "paged MN authenticated here", "access")
         lp = self.next_local_pref(a)
-        self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp)
+        hint = self._by_fqdn.get(result.previous) if result.previous is not None else None
+        self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp,
+                                      hint.loopback if hint is not None else None)
         self.superseded_by.pop(a, None)
         if a in self.redirects:  # the MN is back before BGP settled: forward locally again
             self.redirects.pop(a)
@@ -379,7 +384,10 @@ class Mobility:
         att = self.attached.get(a)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)
         by = self.superseded_by.get(a)
+        # A tie is two moves within one second: the other AR's is the newer one unless the
+        # MN came to us from it (then ours is, and it hears ours and lets go).
         newer = [r for r in others if r.local_pref > ref
+                 or (r.local_pref == ref and att is not None and r.next_hop != att.came_from)
                  or (by is not None and self._by_loopback.get(r.next_hop, self.me).fqdn == by)]
         if att is not None and newer:
             # The MN authenticated elsewhere after us.
@@ -387,8 +395,9 @@ class Mobility:
         elif att is not None and mine is None and others and a in self.me.pool:
             # Home, unannounced, and a visitor's older /32 reached us only after the MN did
             # (the radio beat the reflectors): left alone, it would stay at the routers.
-            # Beat it now, as the attachment would have (PrefixMobility's rule for a /64).
-            self._announce(a, att.stamp, True, others)
+            # Beat it now, as the attachment would have (PrefixMobility's rule for a /64),
+            # strictly newer than what we heard: a tie would leave both routes standing.
+            self._announce(a, self.next_local_pref(a), True, others)
             return
         if a in self.idle and newer:
             self._spawn(self._unpark(a, "newer route elsewhere"))

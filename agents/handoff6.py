@@ -51,6 +51,9 @@ class Attached6:
     mn: str
     ifindex: int
     stamp: int  # the LOCAL_PREF this attachment earned, announced or not (at home)
+    # The IPv6 loopback of the AR the MN says it came from: a route of that AR with our
+    # LOCAL_PREF is the older one (a one-second timestamp ties two moves in one second).
+    came_from: IPv6Address | None = None
 
 
 @dataclass
@@ -69,6 +72,8 @@ class PrefixMobility:
     clock: Callable[[], float] = time.time
     # Every AR's IPv6 loopback -> its cluster's aggregate, ours included (the escape rule).
     clusters: dict[IPv6Address, IPv6Network] = field(default_factory=dict)
+    # Every AR's DNS name -> its IPv6 loopback (the MN's "previous AR" hint names it so).
+    by_fqdn: dict[str, IPv6Address] = field(default_factory=dict)
     # Runs the kernel's detach when a newer route appears (the RIB update is synchronous).
     spawn: Callable[[Awaitable[None]], None] = lambda aw: None
     attached: dict[IPv6Network, Attached6] = field(default_factory=dict)
@@ -88,10 +93,11 @@ class PrefixMobility:
         """An MN's AUTH with flag M (not an AR's redirect or page, not going idle)."""
         if from_ar or not result.mobility or result.idle:
             return []
-        return await self.on_authenticated(result.peer_name, result.addresses, result.ifindex)
+        return await self.on_authenticated(result.peer_name, result.addresses, result.ifindex,
+                                           result.previous)
 
-    async def on_authenticated(self, mn: str, claimed: Iterable[object],
-                               ifindex: int) -> list[IPv6Network]:
+    async def on_authenticated(self, mn: str, claimed: Iterable[object], ifindex: int,
+                               previous: str | None = None) -> list[IPv6Network]:
         """Draft 2.2 for the IPv6 prefixes of one AUTH: only the plan's prefix length,
         only inside the managed range, only what DNS confirms; anything else is refused."""
         refused: dict[IPv6Network, str] = {}
@@ -116,14 +122,16 @@ class PrefixMobility:
                 accepted = []
         self.events("checked6", mn=mn, accepted=[str(p) for p in accepted],
                     refused={str(p): r for p, r in refused.items()})
+        came_from = self.by_fqdn.get(previous) if previous is not None else None
         for p in accepted:
-            await self._take(mn, p, ifindex)
+            await self._take(mn, p, ifindex, came_from)
         return accepted
 
-    async def _take(self, mn: str, prefix: IPv6Network, ifindex: int) -> None:
+    async def _take(self, mn: str, prefix: IPv6Network, ifindex: int,
+                    came_from: IPv6Address | None = None) -> None:
         await self.kernel.attach6(prefix, ifindex)
         lp = self.next_local_pref(prefix)
-        self.attached[prefix] = Attached6(mn, ifindex, lp)
+        self.attached[prefix] = Attached6(mn, ifindex, lp, came_from)
         home = prefix.subnet_of(self.pool)
         others = self._others(prefix)
         if not home or others:
@@ -165,7 +173,10 @@ class PrefixMobility:
         mine = self.announced.get(prefix)
         att = self.attached.get(prefix)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)
-        newer = [r for r in others if r.local_pref > ref]
+        # A tie is two moves within one second: the other AR's is the newer one unless the
+        # MN came to us from it (then ours is, and it hears ours and lets go).
+        newer = [r for r in others if r.local_pref > ref or (
+            r.local_pref == ref and att is not None and r.next_hop != att.came_from)]
         gone: list[IPv6Network] = []
         if att is not None and newer:
             self.attached.pop(prefix)
@@ -176,7 +187,9 @@ class PrefixMobility:
             # Home, unannounced, and a visitor's older /64 reached us only after the MN did
             # (the radio beat the reflectors): left alone, it would stay at the routers for
             # good. Beat it now, as the attachment would have (test_dualstack_mn found it).
-            self._announce(prefix, att.stamp, prefix.subnet_of(self.pool), others)
+            # Strictly newer than what we heard: a tie would leave both routes standing.
+            self._announce(prefix, self.next_local_pref(prefix), prefix.subnet_of(self.pool),
+                           others)
             return gone
         if mine is not None and (newer or (prefix.subnet_of(self.pool)
                                            and prefix in self.attached and not others)):

@@ -214,11 +214,33 @@ def test_local_pref_is_strictly_newest_within_a_second_and_against_skew() -> Non
 def test_newer_route_elsewhere_withdraws_and_detaches() -> None:
     h = Harness("ar2", mode="draft")
     h.auth("10.64.0.10/32")
-    h.route_from("ar3", int(NOW))  # older or equal: keep serving
+    h.route_from("ar3", int(NOW) - 1)  # older: keep serving
     assert h.bgp.announced == {H32: int(NOW)} and A in h.kernel.access
     h.route_from("ar3", int(NOW) + 1)
     assert h.bgp.announced == {} and h.kernel.access == {}
     assert ("withdraw", H32, None) in h.bgp.log
+
+
+def test_a_tie_is_the_newer_move_unless_the_mn_came_from_there() -> None:
+    """Two moves within one second earn the same LOCAL_PREF (a one-second timestamp): the
+    other AR's route is the newer one, unless the MN's AUTH named that AR as its previous
+    (test_dualstack_mn found both announced, the routers' tie-break picking the old AR)."""
+    h = Harness("ar2", mode="draft")
+    h.auth("10.64.0.10/32")
+    h.route_from("ar3", int(NOW))  # the MN moved on to ar3 in the same second
+    assert h.bgp.announced == {} and h.kernel.access == {}
+    came = Harness("ar2", mode="draft")
+    came.auth("10.64.0.10/32", previous="ar3.isp.test")
+    came.route_from("ar3", int(NOW))  # ar3's older route, heard late: ours stands
+    assert came.bgp.announced == {H32: int(NOW)} and A in came.kernel.access
+
+
+def test_back_home_a_tied_route_of_the_ar_the_mn_came_from_is_beaten_strictly() -> None:
+    h = Harness("ar1", mode="draft")
+    h.auth("10.64.0.10/32", previous="ar3.isp.test")
+    assert h.bgp.announced == {}
+    h.route_from("ar3", int(NOW))  # same second as our attachment, and older
+    assert h.bgp.announced == {H32: int(NOW) + 1} and h.kernel.access == {A: 7}
 
 
 def test_return_home_beats_the_visitor_then_withdraws_its_own_host_route() -> None:

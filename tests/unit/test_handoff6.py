@@ -182,3 +182,20 @@ def test_an_older_far_prefix_heard_after_ours_makes_ours_leave_the_cluster() -> 
     assert fakes.announced == [(VISITOR, 1000), (VISITOR, 1000)]
     assert fakes.escaped == [VISITOR] and m.escaped == {VISITOR}
     assert m.on_rib_change({VISITOR}) == [] and len(fakes.announced) == 2
+
+
+def test_a_tie_is_the_newer_move_unless_the_mn_came_from_there() -> None:
+    """As for a /32: ar2's route with our attachment's LOCAL_PREF (two moves in one second)
+    is the newer move, unless the MN said it came from ar2; then ours beats it strictly."""
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    rib.update("agg1", [Route(HOME, AR2, 1000)], [])
+    assert m.on_rib_change({HOME}) == [HOME] and HOME not in m.attached
+    fakes2, rib2 = Fakes(), Rib()
+    m2 = mobility(fakes2, rib2)
+    m2.by_fqdn = {"ar2.isp.test": AR2}
+    asyncio.run(m2.on_authenticated("mn1.example", [HOME], 3, previous="ar2.isp.test"))
+    rib2.update("agg1", [Route(HOME, AR2, 1000)], [])
+    assert m2.on_rib_change({HOME}) == [] and HOME in m2.attached
+    assert fakes2.announced == [(HOME, 1001)]
