@@ -38,6 +38,7 @@ from .contract import (
     ACCESS_GATEWAY,
     REDIRECT_METRIC,
     ArAgentConfig,
+    ArIpv6,
     Command,
     Event,
     Layout,
@@ -813,11 +814,7 @@ class ArAgent:
                           if n in six.loopbacks},
                 by_fqdn={ar.fqdn: six.loopbacks[n] for n, ar in self.ars.items()
                          if n in six.loopbacks},
-                kernel=(ports := AgentPorts(self.fib, self._on_handoff,
-                                            lambda line: self._spawn(self.channel.send(line)),
-                                            six.loopback, lambda: self._sources,
-                                            cfg.escape_community)),
-                bgp=ports, spawn=self._spawn)
+                kernel=(ports := self._ports6(cfg, six)), bgp=ports, spawn=self._spawn)
         await self.start_paging(cfg)
         self._start_filter()
         await self.recover(access)
@@ -848,6 +845,12 @@ class ArAgent:
 
     # The parts a Home Agent (agents/ha.py) does differently: it has no access link, no
     # paging, no source filter and no redirect; MNs reach it from anywhere.
+
+    def _ports6(self, cfg: ArAgentConfig, six: ArIpv6) -> AgentPorts:
+        """PrefixMobility's kernel and BGP: the access link and ExaBGP (the HA: its tunnels)."""
+        return AgentPorts(self.fib, self._on_handoff,
+                          lambda line: self._spawn(self.channel.send(line)),
+                          six.loopback, lambda: self._sources, cfg.escape_community)
 
     async def _access_index(self, cfg: ArAgentConfig) -> int | None:
         access: int | None = await self._on_fib(self.fib.index_of, access_ifname(cfg.node))
@@ -1043,7 +1046,8 @@ class ArAgent:
         # A Home Agent originates nothing of its own: it has no pool.
         announce = asyncio.create_task(self.channel.send(api.announce(self.pool))
                                        if self.pool.prefixlen < 32 else asyncio.sleep(0))
-        if self.config is not None and self.config.ipv6 is not None:  # dual stack (issue 18)
+        if (self.config is not None and self.config.ipv6 is not None  # dual stack (issue 18)
+                and self.config.ipv6.pool.prefixlen < 128):  # the HA's NO_POOL6: none
             six = self.config.ipv6
             self._spawn(self.channel.send(api.announce(six.pool, next_hop=six.loopback)))
         if self.config is not None:

@@ -150,7 +150,9 @@ class Event(enum.StrEnum):
     RA_RECEIVED = "ra_received"  # MN: the prefixes listed, and those it takes as refused
     RA_DROPPED = "ra_dropped"  # MN: off the link, malformed, or not after an AUTH of ours
     RA_MISSING = "ra_missing"  # MN: no RA in time; the AUTH_REPLY's lists stand
-    PREFIX_UNBOUND = "prefix_unbound"  # MN: refused, and the Home Agent binds IPv4 only
+    PREFIX_UNBOUND = "prefix_unbound"  # MN: refused, and not bound at the Home Agent (why)
+    PREFIX_BOUND = "prefix_bound"  # MN: refused prefixes bound at the Home Agent (issue 18)
+    PREFIX_DEBOUND = "prefix_debound"  # MN: an AR re-routes them again; the tunnel goes
 
 
 class Command(enum.StrEnum):
@@ -340,6 +342,10 @@ class ArEntry(Config):
     pool: ipaddress.IPv4Network
     cluster: ipaddress.IPv4Network  # the cluster's aggregate, inside which host routes stay
     overlay: ipaddress.IPv4Address  # its address in the redirect mesh
+
+
+# The Home Agent's "pool" (it has none), as 0.0.0.0/32 is in IPv4: it originates nothing.
+NO_POOL6 = ipaddress.IPv6Network("::/128")
 
 
 @dataclass(frozen=True)

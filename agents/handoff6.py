@@ -20,6 +20,8 @@ from .auth import AuthResult
 from .exabgp_api import Route
 from .handoff import EventLog, newest_local_pref
 
+NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
+
 
 class PrefixChecker(Protocol):
     async def verify_prefixes(self, mn: str, claimed: list[IPv6Network]
@@ -79,6 +81,8 @@ class PrefixMobility:
     attached: dict[IPv6Network, Attached6] = field(default_factory=dict)
     announced: dict[IPv6Network, int] = field(default_factory=dict)
     escaped: set[IPv6Network] = field(default_factory=set)  # announced, tagged to leave
+    # The Home Agent's: it is in no cluster, so what it announces is tagged to leave one.
+    escape_always: bool = False
 
     def next_local_pref(self, prefix: IPv6Network) -> int:
         seen = [r.local_pref for r in self.rib.paths(prefix)]
@@ -153,9 +157,12 @@ class PrefixMobility:
                     escape=escape)
 
     def _must_escape(self, prefix: IPv6Network, others: list[Route]) -> bool:
+        if self.escape_always:
+            return True
+        # A next hop of no AR (the Home Agent's) is in no cluster, as in handoff.Mobility.
         mine = self.clusters.get(self.loopback)
         return mine is not None and prefix.subnet_of(mine) and any(
-            not prefix.subnet_of(self.clusters.get(r.next_hop, prefix)) for r in others
+            not prefix.subnet_of(self.clusters.get(r.next_hop, NO_CLUSTER)) for r in others
             if isinstance(r.next_hop, IPv6Address))
 
     def on_rib_change(self, prefixes: Iterable[object]) -> list[IPv6Network]:

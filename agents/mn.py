@@ -226,11 +226,15 @@ class MnAgent:
             return record
 
     async def _bind(self, homes: list[ipaddress.IPv4Address],
-                    care_of: ipaddress.IPv4Address) -> PeerSession:
-        """The Binding Update: one AUTH to the HA from ``care_of``, then our tunnel end."""
+                    care_of: ipaddress.IPv4Address,
+                    prefixes6: list[ipaddress.IPv6Network] | None = None) -> PeerSession:
+        """The Binding Update: one AUTH to the HA from ``care_of``, then our tunnel end;
+        ``prefixes6``: IPv6 prefixes an AR refused, bound too (issue 18)."""
         assert self.ha is not None and self.tunnel is not None
         name, ha_addr, key = self.ha
-        claimed = [ipaddress.IPv4Network((a, 32)) for a in homes]
+        claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+            ipaddress.IPv4Network((a, 32)) for a in homes]
+        claimed += prefixes6 or []
         try:
             session = await self.peer.authenticate(
                 (str(ha_addr), self.config.auth_port), name, claimed, mobility=True,
@@ -240,18 +244,23 @@ class MnAgent:
             raise
         bound = [p.network_address for p in session.rerouted]
         await self.tunnel.open(care_of, ha_addr, [a for a in bound
-                                                  if isinstance(a, ipaddress.IPv4Address)])
+                                                  if isinstance(a, ipaddress.IPv4Address)],
+                               [p for p in session.rerouted
+                                if isinstance(p, ipaddress.IPv6Network)])
         session.close()
         return session
 
     async def bind_not_rerouted(self, record: dict[str, Any]) -> dict[str, Any]:
         """Draft 4 inside the AS: the AR re-routed some of our addresses, not all; the rest
         we bind at the Home Agent, with a re-routed one as the care-of address."""
-        # IPv6 prefixes are the RA's business (_refused6): the Home Agent binds IPv4 only.
+        # IPv6 prefixes are the RA's business: _refused6 binds the ones it leaves out.
         rest = [n.network_address for n in map(ipaddress.ip_network, record.get("not_rerouted")
                                                 or ()) if n.version == 4]
         if self.tunnel is None or self.ha is None or not rest:
             if self.tunnel is not None and self.tunnel.up and record.get("ok"):
+                if self.tunnel.prefixes6:  # the RA after this AUTH binds them again if refused
+                    self.events("prefix_debound", prefixes=[str(p) for p in
+                                                            self.tunnel.prefixes6], ar=record["ar"])
                 await self.tunnel.close()  # every address is routed by the AS again
             return record
         routed = [n.network_address for n in map(ipaddress.ip_network, record["rerouted"])
@@ -358,15 +367,52 @@ class MnAgent:
             return record
 
     def _refused6(self, prefixes: list[ipaddress.IPv6Network], by: str) -> None:
-        """Draft 4: prefixes we hold that the AR did not re-route need our Home Agent. It
-        binds IPv4 home addresses only (agents/ha.py: no IPv6 BGP session, no IPv6 route
-        into its tunnel), so the refusal is recorded for now (docs/ipv6.md)."""
+        """Draft 4: prefixes we hold that the AR did not re-route need our Home Agent: bound
+        there, with a re-routed IPv4 address as the care-of address (as bind_not_rerouted),
+        over the VXLAN tunnel, which carries IPv6 too (docs/ipv6.md)."""
         self.refused6 = prefixes
-        if prefixes:
+        if not prefixes:
+            return
+        why = ("no Home Agent named for this MN" if self.ha is None or self.tunnel is None
+               else f"a {self.tunnel.kind} tunnel carries no IPv6"
+               if self.tunnel.kind != "vxlan" else None)
+        if why is not None:
             self.events("prefix_unbound", prefixes=[str(p) for p in prefixes], by=by,
-                        ha=self.ha[0] if self.ha else None,
-                        reason="the Home Agent binds IPv4 addresses only" if self.ha
-                        else "no Home Agent named for this MN")
+                        ha=self.ha[0] if self.ha else None, reason=why)
+            return
+        self._spawn(self._bind6(list(prefixes), by))
+
+    async def _bind6(self, prefixes: list[ipaddress.IPv6Network], by: str
+                     ) -> dict[str, Any]:
+        """The Binding Update for refused IPv6 prefixes, from the address the AR re-routed."""
+        assert self.ha is not None and self.tunnel is not None
+        routed = ([p.network_address for p in self.session.rerouted
+                   if isinstance(p, ipaddress.IPv4Network)] if self.session else [])
+        care_of = routed[0] if routed else None
+        if self.away is not None or not isinstance(care_of, ipaddress.IPv4Address):
+            reason = "away from the AS" if self.away else "no re-routed address to use"
+            self.events("prefix_unbound", prefixes=[str(p) for p in prefixes], by=by,
+                        ha=self.ha[0], reason=reason)
+            return {"ok": False, "error": reason}
+        async with self._lock:
+            if prefixes != self.refused6:
+                return {"ok": False, "error": "superseded by a later handoff"}
+            # IPv4 addresses already bound from this care-of address stay bound.
+            homes = (list(self.tunnel.homes) if self.tunnel.up
+                     and self.tunnel.care_of == care_of else [])
+            try:
+                session = await self._bind(homes, care_of, prefixes)
+            except Exception as exc:  # noqa: BLE001 - a task: record why, never lose it
+                self.events("prefix_unbound", prefixes=[str(p) for p in prefixes], by=by,
+                            ha=self.ha[0], reason=f"{type(exc).__name__}: {exc}")
+                return {"ok": False, "error": str(exc)}
+        bound = [p for p in session.rerouted if isinstance(p, ipaddress.IPv6Network)]
+        self.events("prefix_bound", prefixes=[str(p) for p in bound], by=by, ha=self.ha[0],
+                    care_of=care_of, tunnel=self.tunnel.kind)
+        if rest := [p for p in prefixes if p not in bound]:
+            self.events("prefix_unbound", prefixes=[str(p) for p in rest], by=by,
+                        ha=self.ha[0], reason="refused by the Home Agent")
+        return {"ok": True, "bound6": [str(p) for p in bound]}
 
     async def refresh_keys(self) -> None:
         """Keep the AR key list current through DNSSEC while we have a working attachment."""
@@ -442,6 +488,7 @@ class MnAgent:
                 "ha": self.ha[0] if self.ha else None,
                 "ra": self.ra.status() if self.ra else None,
                 "refused6": [str(p) for p in self.refused6],
+                "bound6": [str(p) for p in self.tunnel.prefixes6] if self.tunnel else [],
                 "dhcp": self.addresses.status() if self.addresses else None}
 
     def _dhcp_mn(self, req: dict[str, Any]) -> AddressManager:

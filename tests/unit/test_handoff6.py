@@ -199,3 +199,38 @@ def test_a_tie_is_the_newer_move_unless_the_mn_came_from_there() -> None:
     rib2.update("agg1", [Route(HOME, AR2, 1000)], [])
     assert m2.on_rib_change({HOME}) == [] and HOME in m2.attached
     assert fakes2.announced == [(HOME, 1001)]
+
+
+def test_back_home_from_the_home_agent_the_prefix_escapes_the_cluster() -> None:
+    """Issue 18: the HA's /64 has a next hop of no AR, in no cluster (as for a /32 in
+    handoff.Mobility): ours must reach the cores, where the HA's is, so it is tagged."""
+    ha = IPv6Address("2001:db8:fe00:20::2")
+    k1 = IPv6Network("2001:db8:4000::/44")
+    fakes, rib = Fakes(), Rib()
+    rib.update("agg1", [Route(HOME, ha, 900)], [])
+    m = mobility(fakes, rib)
+    m.clusters = {ME: k1, AR2: k1}
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    assert fakes.announced == [(HOME, 1000)] and fakes.escaped == [HOME]
+
+
+def test_the_home_agent_announces_every_prefix_tagged_and_withdraws_it_on_a_newer_route(
+        ) -> None:
+    """The Home Agent's PrefixMobility: no pool (NO_POOL6) and no cluster of its own, so it
+    announces a bound /64 anywhere in the plan, tagged to leave a cluster; an AR's newer
+    route ends the binding (detach: the tunnel route goes) and the announcement."""
+    ha = IPv6Address("2001:db8:fe00:20::2")
+    fakes, rib = Fakes(), Rib()
+    m = PrefixMobility(loopback=ha, pool=IPv6Network("::/128"),
+                       managed=IPv6Network("2001:db8:4000::/40"), mn_prefixlen=64,
+                       checker=fakes, kernel=fakes, bgp=fakes, rib=rib, clock=lambda: 1000.0,
+                       spawn=asyncio.run, escape_always=True,
+                       clusters={ME: IPv6Network("2001:db8:4000::/44")})
+    rib.update("core1", [Route(HOME, AR2, 900)], [])  # where the MN was before
+    assert asyncio.run(m.on_authenticated("mn1.example", [HOME], 0)) == [HOME]
+    assert fakes.announced == [(HOME, 1000)] and fakes.escaped == [HOME]
+    rib.update("core1", [Route(HOME, AR2, 900)], [])  # the old one is older: it stays
+    assert m.on_rib_change({HOME}) == [] and fakes.withdrawn == []
+    rib.update("core1", [Route(HOME, ME, 2000)], [])  # re-routed by ar1 (home), newer
+    assert m.on_rib_change({HOME}) == [HOME]
+    assert fakes.withdrawn == [HOME] and fakes.detached == [HOME] and HOME not in m.attached

@@ -335,6 +335,8 @@ class Lab(StartStop):
             for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
                         "net.ipv4.conf.default.rp_filter"):
                 ex.check(["sysctl", "-q", "-w", f"{key}={int(key.endswith('forward'))}"])
+            if self.topo.backbone6 is not None:  # and the MNs' refused /64s (issue 18)
+                ex.check(["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
         if node.role is Role.AR:
             ex.check(["bridge", "-batch", str(self.rundir(node.name) / "overlay.bridge")])
             ex.check(["nft", "-f", str(self.rundir(node.name) / "ar.nft")])

@@ -484,7 +484,25 @@ def ha_agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentC
                                       cluster=none, overlay=ipaddress.IPv4Address(0))
     return contract.ArAgentConfig(
         **_agent_view(topo, "ha", node, rundir), pool=none, ars=ars, overlay_dev="",
-        paging_dev="", tal=(), tunnel=dataclasses.replace(HA_TUNNEL, local=str(me)))
+        paging_dev="", tal=(), tunnel=dataclasses.replace(HA_TUNNEL, local=str(me)),
+        ipv6=ha_ipv6(topo, node))
+
+
+def ha_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
+    """The Home Agent's IPv6 side on a dual-stack backbone: its link address toward its
+    core is its next hop (a host has no loopback), ``NO_POOL6`` (it has no pool), and no
+    cluster of its own (what it announces goes to the cores directly)."""
+    bb, plan6 = topo.backbone6, topo.plan6
+    if bb is None or plan6 is None:
+        return None
+    managed = plan6.block("addressing.ipv6.managed").network
+    assert isinstance(managed, ipaddress.IPv6Network)
+    iface = node.interfaces[0]
+    return contract.ArIpv6(
+        loopback=bb.end(node.name, iface.peer).ip, pool=contract.NO_POOL6, managed=managed,
+        mn_prefixlen=plan6.mn_prefixlen,
+        loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)},
+        clusters={a.name: _v6net(topo.cluster_of(a.name).prefix6) for a in topo.by_role(Role.AR)})
 
 
 def home_agent_name(topo: Topology) -> str:
@@ -561,7 +579,9 @@ def exabgp_data(topo: Topology, node: Node, rundir: Path,
         # peers are the core route reflectors (Figure 3).
         return _passwords(node, {
             "name": node.name, "router_id": str(node.interfaces[0].address), "asn": topo.asn,
-            "ipv6": False,  # the Home Agent stays IPv4-only (docs/ipv6.md)
+            # IPv6 unicast on the same sessions as the ARs' (docs/ipv6.md): the HA binds
+            # refused /64s too.
+            "ipv6": topo.backbone6 is not None,
             "holdtime": BGP_HOLD, "agent_argv": " ".join(agent_argv(topo, node, rundir)),
             "restart_s": EXABGP_RESTART_S,
             "neighbors": [{"address": str(c.loopback), "name": c.name}
