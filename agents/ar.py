@@ -70,6 +70,12 @@ PTR_TTL = 5
 # serialises every route, and written after each UPDATE it was most of an uninvolved AR's
 # CPU at 1,000 MNs (issue 15, docs/scale.md). The housekeeping writes every 0.5 s besides.
 STATUS_GAP_S = 0.25
+# The saved state is a snapshot plus a journal of changes (agents/arstate.py): a change costs
+# one line, and the housekeeping folds the journal into a new snapshot once it holds this
+# many lines, or when it holds any and the last snapshot is this old. A snapshot serialises
+# every MN: written after each event it was 20 ms per event at 1,000 MNs (issue 15).
+JOURNAL_MAX_RECORDS = 4096
+COMPACT_S = 5.0
 
 log = logging.getLogger("agents.ar")
 
@@ -81,7 +87,7 @@ _text = functools.lru_cache(maxsize=1 << 16)(str)
 class SavingEvents(EventLog):
     """The agent's event log, which also saves the agent's state after each event: every
     change of attachment, announcement or redirect is an event, so the saved state never
-    lags what the scenarios read."""
+    lags what the scenarios read (the save appends the changed entries to the journal)."""
 
     def __init__(self, path: Path, save: Any) -> None:
         super().__init__(path)
@@ -178,10 +184,24 @@ class ArAgent:
         self._on_link = LinkBindings(self._session_msk, LINK_AUTH_S, attached=self._attached_on)
         # Restart recovery (docs/faults.md): what we told ExaBGP, the saved state, and no
         # saving until the saved state has been read back (an empty start would erase it).
-        self._bgp_out: dict[IPv4Network, arstate.Announced] = {}
+        # Every map of the saved state names the keys it changes (arstate.Tracked), so that a
+        # save writes only those; the source filter changes on the handoff worker, hence a
+        # deque (appends are thread-safe) rather than a set.
+        self._dirty: dict[str, set[Any]] = {name: set() for name in arstate.MAPS}
+        self._source_changes: deque[Any] = deque()
+        self._bgp_out: dict[IPv4Network, arstate.Announced] = arstate.Tracked(
+            {}, self._dirty["announced"].add)
         self._state_path = rundir / arstate.STATE_FILE
-        self._saved: arstate.ArState | None = None
+        self._journal: arstate.Journal | None = None
+        self._compacted_at = 0.0  # monotonic time of the last snapshot
+        self._compact_due = False  # a journal write failed: the next housekeeping compacts
+        # Who is attached by MN name: the DHCP link check asks per request (was a scan).
+        self._by_mn: dict[str, set[ipaddress.IPv4Address]] = {}
+        self._mn_of: dict[ipaddress.IPv4Address, str] = {}
         self._recovered: arstate.ArState | None = None
+        # AUTHs being handled, by everything but their session: a retry joins its original.
+        self._handling: dict[AuthResult, asyncio.Future[Any]] = {}
+        self.coalesced = 0  # retries answered with the outcome of the AUTH they repeat
         self._persisting = False
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
@@ -198,6 +218,14 @@ class ArAgent:
         self._batch: dict[Net, Any] = {}  # best routes not yet taken by the FIB worker
         self._batch_full = False
         self._batch_queued = False
+        # The status file is written by a worker of its own; the status's host routes are
+        # kept, and recomputed for the prefixes push() names.
+        self._status_thread = ThreadPoolExecutor(1, thread_name_prefix="status")
+        self._status_lock = threading.Lock()
+        self._status_text: str | None = None
+        self._host_rows: dict[str, list[list[Any]]] = {}
+        self._host_dirty: set[Net] = set()
+        self._host_all = True
 
     # --- FIB ----------------------------------------------------------------------------
 
@@ -237,6 +265,10 @@ class ArAgent:
         is in it), so merging keeps the order the jobs had."""
         full = prefixes is None
         todo = set(self.rib.prefixes()) if prefixes is None else prefixes
+        if full:
+            self._host_all = True
+        else:
+            self._host_dirty.update(p for p in todo if p.prefixlen == 32)
         with self._batch_lock:
             self._batch.update({p: self.rib.best(p) for p in todo})
             self._batch_full |= full
@@ -280,11 +312,51 @@ class ArAgent:
         self.fib.close()
 
     def write_status(self) -> None:
+        """The status as of now, serialised in the loop, written by the status worker: the
+        write and the rename wait on the disk (ext4 flushes a file renamed over another),
+        which was a tenth of the loop's time at 1,000 MNs (issue 15). A text not yet
+        taken by the worker is replaced by the newer one."""
         self.persist()
-        tmp = self.rundir / "agent.status.json.tmp"
         # No indent: json's C encoder serves only unindented output, ten times faster.
-        tmp.write_text(json.dumps(self.status(), sort_keys=True))
-        tmp.replace(self.rundir / "agent.status.json")
+        text = json.dumps(self.status(), sort_keys=True)
+        with self._status_lock:
+            queued = self._status_text is not None
+            self._status_text = text
+        if not queued:
+            self._status_thread.submit(self._write_status_file)
+
+    def _write_status_file(self) -> None:
+        """Status worker: the newest text, write-then-rename."""
+        with self._status_lock:
+            text, self._status_text = self._status_text, None
+        if text is None:
+            return
+        tmp = self.rundir / "agent.status.json.tmp"
+        try:
+            tmp.write_text(text)
+            tmp.replace(self.rundir / Layout.AGENT_STATUS)
+        except OSError as exc:
+            log.warning("writing the status: %s", exc)
+
+    def _host_routes(self) -> dict[str, list[list[Any]]]:
+        """Every /32's paths as the status shows them, recomputed only for the prefixes
+        that changed since the last status (push() names them): all of them each time was
+        a quarter of a status at 1,000 MNs (issue 15)."""
+        rows = self._host_rows
+        if self._host_all:
+            rows.clear()
+            todo: set[Net] = {p for p in self.rib.prefixes() if p.prefixlen == 32}
+            self._host_all = False
+            self._host_dirty = set()
+        else:
+            todo, self._host_dirty = self._host_dirty, set()
+        for p in todo:
+            paths = self.rib.paths(p)
+            if paths:
+                rows[_text(p)] = sorted([_text(r.next_hop), r.local_pref] for r in paths)
+            else:
+                rows.pop(_text(p), None)
+        return dict(rows)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -297,11 +369,9 @@ class ArAgent:
                            for p, (r, _) in list(self.fib.installed.items())},
             "mobility": self.mobility.status() if self.mobility else {},
             # Host routes as this AR hears them: every path's next hop and LOCAL_PREF.
-            "rib_host_routes": {
-                _text(p): sorted([_text(r.next_hop), r.local_pref] for r in self.rib.paths(p))
-                for p in self.rib.prefixes() if p.prefixlen == 32
-            },
-            "auth": dict(self.authenticator.stats) if self.authenticator else {},
+            "rib_host_routes": self._host_routes(),
+            "auth": {**self.authenticator.stats, "coalesced": self.coalesced}
+            if self.authenticator else {},
             "dhcp": self.dhcp.status() if self.dhcp else {},
             "mode": str(self.mode),
             "services": dict(self.services),
@@ -585,6 +655,7 @@ class ArAgent:
             if self.dhcp is not None:
                 self.dhcp.expire()
             self.write_status()
+            self._maybe_compact()
 
     # --- restart recovery (docs/faults.md) -------------------------------------------------
 
@@ -605,19 +676,117 @@ class ArAgent:
         )
 
     def persist(self) -> None:
-        """Save the state when it changed; a failed write is logged, never raised (the
-        routes matter more than their record)."""
+        """Save what changed since the last save: one journal line per changed entry, in
+        one write, so the cost follows the change, not the state. The first save writes the
+        snapshot. A failed write is logged, never raised (the routes matter more than their
+        record), and the next housekeeping writes a snapshot instead."""
         if not self._persisting:
             return
-        state = self.snapshot()
-        if state.same_as(self._saved):
+        if self._journal is None:
+            self.compact()
+            return
+        lines = self._changes()
+        if not lines:
             return
         try:
+            self._journal.append(lines)
+        except OSError as exc:
+            log.warning("journal of the state: %s", exc)
+            self._compact_due = True
+
+    def _changes(self) -> list[bytes]:
+        """The journal lines of every entry changed since the last save (the loop thread)."""
+        now = time.time()
+        m, d = self.mobility, self._dirty
+        out: list[bytes] = []
+        if d["attached"]:
+            for a in d["attached"]:
+                att = m.attached.get(a) if m else None
+                out.append(arstate.record_line("attached", a, None if att is None else
+                                               arstate.Attached(att.mn, att.ifindex, att.stamp),
+                                               now))
+            d["attached"].clear()
+        if d["announced"]:
+            for p in d["announced"]:
+                out.append(arstate.record_line("announced", p, self._bgp_out.get(p), now))
+            d["announced"].clear()
+        if d["redirects"]:
+            for a in d["redirects"]:
+                red = m.redirects.get(a) if m else None
+                out.append(arstate.record_line("redirects", a, None if red is None else
+                                               arstate.Redirected(red.target.node, red.deadline),
+                                               now))
+            d["redirects"].clear()
+        if d["leases"]:
+            for cid in d["leases"]:
+                x = self.dhcp.leases.get(cid) if self.dhcp else None
+                out.append(arstate.record_line("leases", cid, None if x is None else
+                                               arstate.LeaseRecord(x.address, x.client_id, x.mn,
+                                                                   x.chaddr, x.expires, x.bound,
+                                                                   x.remote_renewals), now))
+            d["leases"].clear()
+        if self._source_changes:
+            changed = set()
+            while self._source_changes:
+                changed.add(self._source_changes.popleft())
+            for a in changed:
+                if isinstance(a, ipaddress.IPv4Address) and self._sources is not None:
+                    out.append(arstate.record_line("sources", a,
+                                                   self._sources.names(a) or None, now))
+        return out
+
+    def compact(self) -> None:
+        """Write the full snapshot, then empty the journal (housekeeping, off the handoff
+        path). Killed in between, the next agent replays the old journal over the new
+        snapshot, which changes nothing (arstate: lines set entries as they are now)."""
+        if not self._persisting:
+            return
+        # Forget the changes first: one made meanwhile on the handoff worker is then both
+        # in the snapshot and journalled again, never in neither.
+        for keys in self._dirty.values():
+            keys.clear()
+        self._source_changes.clear()
+        self._compact_due = False
+        self._compacted_at = time.monotonic()
+        state = self.snapshot()
+        try:
             arstate.save(self._state_path, dataclasses.replace(state, saved_at=time.time()))
+            if self._journal is None:
+                self._journal = arstate.Journal(arstate.journal_path(self._state_path),
+                                                self.node)
+            self._journal.reset()
         except OSError as exc:
             log.warning("saving state: %s", exc)
-            return
-        self._saved = state
+            self._compact_due = True
+
+    def _maybe_compact(self) -> None:
+        j = self._journal
+        if j is None or self._compact_due or j.records >= JOURNAL_MAX_RECORDS or (
+                j.records and time.monotonic() - self._compacted_at >= COMPACT_S):
+            self.compact()
+
+    def _attached_changed(self, address: ipaddress.IPv4Address) -> None:
+        """Mobility's attachments changed at ``address``: journal it, keep the index."""
+        self._dirty["attached"].add(address)
+        old = self._mn_of.pop(address, None)
+        if old is not None:
+            held = self._by_mn.get(old)
+            if held is not None:
+                held.discard(address)
+                if not held:
+                    del self._by_mn[old]
+        att = self.mobility.attached.get(address) if self.mobility else None
+        if att is not None:
+            self._mn_of[address] = att.mn
+            self._by_mn.setdefault(att.mn, set()).add(address)
+
+    def _track(self, m: Mobility) -> None:
+        """Mobility's saved maps, made to name their changes (before anything is in them
+        but what recovery puts there, which the first snapshot covers)."""
+        m.attached = arstate.Tracked(m.attached, self._attached_changed)
+        m.redirects = arstate.Tracked(m.redirects, self._dirty["redirects"].add)
+        for a in list(m.attached):
+            self._attached_changed(a)
 
     def _flatarch_routes(self) -> list[tuple[IPv4Network, int]]:
         """FIB thread: (prefix, metric) of every route of ours in the main table."""
@@ -667,12 +836,16 @@ class ArAgent:
         is removed. The RIB, refreshed from the reflectors, then withdraws what a newer
         route elsewhere superseded while we were down (Mobility's usual check)."""
         refused = False
+        journal = arstate.JournalReport()
         try:
-            state = arstate.load(self._state_path, self.node)
+            state, journal = arstate.load_report(self._state_path, self.node)
         except arstate.StateError as exc:
             log.error("saved state refused, starting clean and re-learning: %s", exc)
             self.recovery = {"state": "refused", "reason": str(exc)}
             state, refused = None, True
+        if journal.error is not None:
+            # The snapshot alone, then the network's replay below, as after any older state.
+            log.error("state journal left out, recovering from the snapshot: %s", journal.error)
         m = self.mobility
         if access is None or m is None:  # the HA keeps no access state of its own
             return
@@ -722,7 +895,10 @@ class ArAgent:
                              "attached": len(attached), "announced": len(m.announced),
                              "redirects": len(m.redirects), "withdrawn": withdrawn,
                              "removed_routes": removed,
-                             "dropped_attached": len(state.attached) - len(attached)}
+                             "dropped_attached": len(state.attached) - len(attached),
+                             "journal": len(journal.records), "journal_torn": journal.torn}
+            if journal.error is not None:
+                self.recovery["journal_refused"] = journal.error
         m.events(Event.RECOVERED, **{k: v for k, v in self.recovery.items() if k != "state"},
                  state=self.recovery["state"])
 
@@ -805,6 +981,7 @@ class ArAgent:
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
             paging_bound=cfg.paging.buffer, paging_timeout_s=cfg.paging.timeout_s,
         )
+        self._track(self.mobility)
         if cfg.ipv6 is not None:  # issue 18: the IPv6 prefixes of dual-stack MNs
             six = cfg.ipv6
             self.prefixes = PrefixMobility(
@@ -881,7 +1058,7 @@ class ArAgent:
 
     def _start_filter(self) -> None:
         try:
-            self._sources = SourceFilter(Nft())
+            self._sources = SourceFilter(Nft(), changed=self._source_changes.append)
         except NftError as exc:
             log.error("source filtering unavailable: %s", exc)
 
@@ -892,6 +1069,26 @@ class ArAgent:
             self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
         if self.staples is not None:
             self.staples.offer(result.peer_name, result.staple)
+        # A retry of an AUTH still being handled (the MN sends a new one every 0.3 s, an AR
+        # every 0.25 s) gets that handling's outcome: handled anew, each retry re-ran the
+        # DNS checks and the handoff, 3.7 times per handoff at 1,000 MNs and 100 handoffs/s,
+        # and the extra load made more retries (issue 15). Only the session differs.
+        key = result._replace(session_id=b"")
+        running = self._handling.get(key)
+        if running is None:
+            running = self._handling[key] = asyncio.ensure_future(self._handle_auth(result))
+            running.add_done_callback(functools.partial(self._handled, key))
+        else:
+            self.coalesced += 1
+        return list(await asyncio.shield(running))
+
+    def _handled(self, key: AuthResult, task: asyncio.Future[Any]) -> None:
+        if self._handling.get(key) is task:
+            del self._handling[key]
+
+    async def _handle_auth(
+            self, result: AuthResult) -> list[ipaddress.IPv4Address | ipaddress.IPv6Network]:
+        assert self.mobility is not None
         accepted: list[ipaddress.IPv4Address | ipaddress.IPv6Network] = [
             *await self.mobility.on_authenticated(result)]
         if self.prefixes is not None:
@@ -940,6 +1137,7 @@ class ArAgent:
                                              if a.node != cfg.node}, self._relay_key)
         self.dhcp = DhcpServer(server, self, lambda ifindex: ifindex == access,
                                relay_auth=relay_auth, backbone=self._on_backbone)
+        self.dhcp.leases = arstate.Tracked(self.dhcp.leases, self._dirty["leases"].add)
         self._dhcp_service = DhcpService(self.dhcp)
         await self._dhcp_service.start()
         log.info("DHCP serving %s..%s of %s, leases %d s", server.addresses()[0],
@@ -984,8 +1182,11 @@ class ArAgent:
         return self._on_link.identity(chaddr, ifindex, *parts) if parts is not None else None
 
     def _attached_on(self, mn: str, ifindex: int) -> bool:
-        attached = self.mobility.attached.values() if self.mobility else ()
-        return any(att.mn == mn and att.ifindex == ifindex for att in attached)
+        m = self.mobility
+        if m is None:
+            return False
+        return any((att := m.attached.get(a)) is not None and att.ifindex == ifindex
+                   for a in self._by_mn.get(mn, ()))
 
     def identity_of_source(self, address: ipaddress.IPv4Address, ifindex: int) -> str | None:
         att = self.mobility.attached.get(address) if self.mobility else None
@@ -995,6 +1196,8 @@ class ArAgent:
         return next((a.loopback for a in self.ars.values() if address in a.pool), None)
 
     def bound(self, lease: Lease, ifindex: int, renewal: bool) -> None:
+        # The server changed the lease in place (bound, expires, renewals): journal it.
+        self._dirty["leases"].add(lease.client_id)
         if self.mobility is None:
             return
         self.mobility.events("dhcp_bound", mn=lease.mn, addr=lease.address, renewal=renewal,
@@ -1100,10 +1303,13 @@ class ArAgent:
                 loop.remove_reader(self._tun_fd)
                 os.close(self._tun_fd)
             self.persist()
+            if self._journal is not None:
+                self._journal.close()
             self._fib_thread.submit(self.fib.close if self._exabgp_gone
                                     else self._shutdown_fib).result(timeout=5)
             self._fib_thread.shutdown(wait=False)
             self._handoff_thread.shutdown(wait=False)
+            self._status_thread.shutdown(wait=False)
 
 
 def main(argv: list[str] | None = None) -> int:

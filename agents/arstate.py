@@ -1,6 +1,6 @@
 """The AR agent's state that outlives the agent: attached MNs, what it told ExaBGP, its
-redirects, DHCP leases and source-filter members, kept as one JSON file in its run
-directory, replaced atomically on every change and parsed strictly on start (docs/faults.md).
+redirects, DHCP leases and source-filter members, kept as a JSON snapshot in its run directory
+plus an append-only journal of the changes since, both parsed strictly on start (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +17,10 @@ K = TypeVar("K")
 V = TypeVar("V")
 STATE_FILE = "agent.state.json"
 VERSION = 1
+# The journal beside the snapshot: one JSON line per change since the snapshot was written.
+JOURNAL_SUFFIX = ".journal"
+JOURNAL_VERSION = 1
+MAPS = ("attached", "announced", "redirects", "leases", "sources")
 
 
 class StateError(ValueError):
@@ -64,16 +68,16 @@ class ArState:
     sources: dict[IPv4Address, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON, keys sorted by the caller's dump: the same state gives the same bytes."""
+        """Plain JSON, keys sorted by the caller's dump: the same state gives the same bytes.
+        No dataclasses.asdict: its deep copies were most of a save at 1,000 MNs (issue 15)."""
         return {
             "version": VERSION,
             "node": self.node,
             "saved_at": self.saved_at,
-            "attached": {str(a): asdict(v) for a, v in self.attached.items()},
-            "announced": {str(p): asdict(v) for p, v in self.announced.items()},
-            "redirects": {str(a): asdict(v) for a, v in self.redirects.items()},
-            "leases": [{**asdict(x), "address": str(x.address), "client_id": x.client_id.hex(),
-                        "chaddr": x.chaddr.hex()} for x in self.leases],
+            "attached": {str(a): value_json("attached", v) for a, v in self.attached.items()},
+            "announced": {str(p): value_json("announced", v) for p, v in self.announced.items()},
+            "redirects": {str(a): value_json("redirects", v) for a, v in self.redirects.items()},
+            "leases": [value_json("leases", x) for x in self.leases],
             "sources": {str(a): sorted(v) for a, v in self.sources.items()},
         }
 
@@ -81,6 +85,23 @@ class ArState:
         """Equal but for the time it was saved: nothing to write."""
         return other is not None and {**self.to_json(), "saved_at": 0} == {
             **other.to_json(), "saved_at": 0}
+
+
+def value_json(name: str, v: Any) -> Any:
+    """One entry's value of the map ``name`` as the snapshot and the journal write it."""
+    if isinstance(v, Attached):
+        return {"mn": v.mn, "ifindex": v.ifindex, "stamp": v.stamp}
+    if isinstance(v, Announced):
+        return {"local_pref": v.local_pref, "escape": v.escape}
+    if isinstance(v, Redirected):
+        return {"target": v.target, "deadline": v.deadline}
+    if isinstance(v, LeaseRecord):
+        return {"address": str(v.address), "client_id": v.client_id.hex(), "mn": v.mn,
+                "chaddr": v.chaddr.hex(), "expires": v.expires, "bound": v.bound,
+                "remote_renewals": v.remote_renewals}
+    if name == "sources" and isinstance(v, tuple):
+        return sorted(v)
+    raise TypeError(f"{name}: no JSON form for {type(v).__name__}")
 
 
 # --- strict parsing: every field typed, nothing extra, nothing missing --------------------
@@ -160,6 +181,39 @@ def _entries(d: dict[str, Any], name: str, keys: set[str], key: Callable[[Any, s
     return out
 
 
+ATTACHED_KEYS = {"mn", "ifindex", "stamp"}
+ANNOUNCED_KEYS = {"local_pref", "escape"}
+REDIRECT_KEYS = {"target", "deadline"}
+LEASE_KEYS = {"address", "client_id", "mn", "chaddr", "expires", "bound", "remote_renewals"}
+
+
+def _attached(o: dict[str, Any], w: str) -> Attached:
+    return Attached(_str(o["mn"], f"{w}.mn"), _int(o["ifindex"], f"{w}.ifindex", 1),
+                    _int(o["stamp"], f"{w}.stamp"))
+
+
+def _announced(o: dict[str, Any], w: str) -> Announced:
+    return Announced(_int(o["local_pref"], f"{w}.local_pref"), _bool(o["escape"], f"{w}.escape"))
+
+
+def _redirected(o: dict[str, Any], w: str) -> Redirected:
+    return Redirected(_str(o["target"], f"{w}.target"), _num(o["deadline"], f"{w}.deadline"))
+
+
+def _lease(v: Any, w: str) -> LeaseRecord:
+    o = _obj(v, w, LEASE_KEYS)
+    return LeaseRecord(_addr(o["address"], f"{w}.address"), _hex(o["client_id"], f"{w}.client_id"),
+                       _str(o["mn"], f"{w}.mn"), _hex(o["chaddr"], f"{w}.chaddr"),
+                       _num(o["expires"], f"{w}.expires"), _bool(o["bound"], f"{w}.bound"),
+                       _int(o["remote_renewals"], f"{w}.remote_renewals"))
+
+
+def _names(v: Any, w: str) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise StateError(f"{w}: expected a list of interface names")
+    return tuple(_str(x, w) for x in v)
+
+
 def parse(text: str) -> ArState:
     """The state a file holds; anything malformed, of another version or shape, is a
     StateError (the agent then starts clean and re-learns from the network)."""
@@ -171,39 +225,36 @@ def parse(text: str) -> ArState:
                             "redirects", "leases", "sources"})
     if d["version"] != VERSION:
         raise StateError(f"version {d['version']!r}, expected {VERSION}")
-    attached = _entries(d, "attached", {"mn", "ifindex", "stamp"}, _addr, lambda o, w: Attached(
-        _str(o["mn"], f"{w}.mn"), _int(o["ifindex"], f"{w}.ifindex", 1),
-        _int(o["stamp"], f"{w}.stamp")))
-    announced = _entries(d, "announced", {"local_pref", "escape"}, _net, lambda o, w: Announced(
-        _int(o["local_pref"], f"{w}.local_pref"), _bool(o["escape"], f"{w}.escape")))
-    redirects = _entries(d, "redirects", {"target", "deadline"}, _addr, lambda o, w: Redirected(
-        _str(o["target"], f"{w}.target"), _num(o["deadline"], f"{w}.deadline")))
+    attached = _entries(d, "attached", ATTACHED_KEYS, _addr, _attached)
+    announced = _entries(d, "announced", ANNOUNCED_KEYS, _net, _announced)
+    redirects = _entries(d, "redirects", REDIRECT_KEYS, _addr, _redirected)
     if not isinstance(d["leases"], list):
         raise StateError("leases: expected a list")
-    leases = []
-    for i, v in enumerate(d["leases"]):
-        w = f"leases[{i}]"
-        o = _obj(v, w, {"address", "client_id", "mn", "chaddr", "expires", "bound",
-                        "remote_renewals"})
-        leases.append(LeaseRecord(_addr(o["address"], f"{w}.address"),
-                                  _hex(o["client_id"], f"{w}.client_id"),
-                                  _str(o["mn"], f"{w}.mn"), _hex(o["chaddr"], f"{w}.chaddr"),
-                                  _num(o["expires"], f"{w}.expires"),
-                                  _bool(o["bound"], f"{w}.bound"),
-                                  _int(o["remote_renewals"], f"{w}.remote_renewals")))
-    sources = {}
-    for k, v in _map(d["sources"], "sources").items():
-        w = f"sources[{k}]"
-        if not isinstance(v, list):
-            raise StateError(f"{w}: expected a list of interface names")
-        sources[_addr(k, w)] = tuple(_str(x, w) for x in v)
+    leases = [_lease(v, f"leases[{i}]") for i, v in enumerate(d["leases"])]
+    sources = {_addr(k, f"sources[{k}]"): _names(v, f"sources[{k}]")
+               for k, v in _map(d["sources"], "sources").items()}
     return ArState(_str(d["node"], "node"), _num(d["saved_at"], "saved_at"), attached,
                    announced, redirects, tuple(leases), sources)
 
 
 def load(path: Path, node: str) -> ArState | None:
-    """The saved state of ``node``, None when there is none; StateError when the file is
-    unreadable, malformed or another node's."""
+    """The saved state of ``node`` with its journal replayed, None when there is none;
+    StateError when the snapshot is unreadable, malformed or another node's. A journal that
+    cannot be trusted is left out (load_report says so)."""
+    return load_report(path, node)[0]
+
+
+def load_report(path: Path, node: str) -> tuple[ArState | None, JournalReport]:
+    """The snapshot with its journal replayed, and what the journal contributed."""
+    snapshot = load_snapshot(path, node)
+    report = read_journal(journal_path(path), node)
+    if report.error is not None or not report.records:
+        return snapshot, report
+    return replay(snapshot or ArState(node), report.records), report
+
+
+def load_snapshot(path: Path, node: str) -> ArState | None:
+    """The snapshot alone, without the journal."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -224,7 +275,217 @@ def save(path: Path, state: ArState) -> None:
     never half of one, even if the agent is killed mid-write."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as fh:
-        json.dump(state.to_json(), fh, sort_keys=True, indent=1)
+        # Unindented: only then does json use its C encoder.
+        json.dump(state.to_json(), fh, sort_keys=True)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
+
+
+# --- the journal: the changes since the snapshot, one JSON line each ----------------------
+#
+# The first line names the node ({"journal": 1, "node": ...}); every other line is one entry
+# of one map as it is now: {"m": map, "k": key, "v": value or null for gone, "t": wall clock}.
+# Replaying a line sets or removes that entry, so a line replayed twice, or over a snapshot
+# written after it, gives the same state: compaction may die between writing the snapshot
+# and emptying the journal. Lines are appended with one write() each, without fsync: the
+# agent's failure mode is being killed, which the page cache survives, and the snapshot
+# (written every few seconds with fsync) bounds what a crash of the machine loses.
+
+
+class JournalError(StateError):
+    """A journal line other than a torn last one is malformed: the whole journal is left out."""
+
+
+@dataclass(frozen=True)
+class Record:
+    map: str
+    key: Any  # IPv4Address, IPv4Network (announced) or bytes (a lease's client identifier)
+    value: Any  # the map's value type; None: the entry is gone
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class JournalReport:
+    records: tuple[Record, ...] = ()
+    torn: bool = False  # an unfinished last line was skipped
+    error: str | None = None  # why the journal was left out
+
+
+def journal_path(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + JOURNAL_SUFFIX)
+
+
+def header_line(node: str) -> bytes:
+    return (json.dumps({"journal": JOURNAL_VERSION, "node": node}, sort_keys=True)
+            + "\n").encode()
+
+
+def record_line(map_name: str, key: Any, value: Any, at: float) -> bytes:
+    """One journal line: ``value`` None when the entry is gone."""
+    if map_name not in MAPS:
+        raise ValueError(f"no map {map_name!r}")
+    k = key.hex() if isinstance(key, bytes) else str(key)
+    v = None if value is None else value_json(map_name, value)
+    return (json.dumps({"m": map_name, "k": k, "v": v, "t": round(at, 3)}, sort_keys=True)
+            + "\n").encode()
+
+
+def _record(line: str, where: str) -> Record:
+    try:
+        doc = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise JournalError(f"{where}: not JSON: {exc}") from None
+    d = _obj(doc, where, {"m", "k", "v", "t"})
+    name, k, v = d["m"], d["k"], d["v"]
+    at = _num(d["t"], f"{where}.t")
+    if name not in MAPS:
+        raise JournalError(f"{where}: no map {name!r}")
+    w = f"{where}:{name}[{k}]"
+    if name == "leases":
+        key: Any = _hex(k, w)
+        if v is not None:
+            value: Any = _lease(v, w)
+            if value.client_id != key:
+                raise JournalError(f"{w}: the lease of client {value.client_id.hex()}")
+            return Record(name, key, value, at)
+        return Record(name, key, None, at)
+    key = _net(k, w) if name == "announced" else _addr(k, w)
+    if v is None:
+        return Record(name, key, None, at)
+    if name == "sources":
+        return Record(name, key, _names(v, w), at)
+    keys, build = {"attached": (ATTACHED_KEYS, _attached),
+                   "announced": (ANNOUNCED_KEYS, _announced),
+                   "redirects": (REDIRECT_KEYS, _redirected)}[name]
+    return Record(name, key, build(_obj(v, w, keys), w), at)
+
+
+def parse_journal(text: str, node: str) -> JournalReport:
+    """The records of a journal's text; a torn last line (no newline yet) is skipped, any
+    other malformed line, a missing header or another node's header is a JournalError."""
+    lines = text.split("\n")
+    torn = lines[-1] != ""
+    complete = lines[:-1]
+    if not complete:
+        return JournalReport((), torn)
+    try:
+        head = _obj(json.loads(complete[0]), "journal header", {"journal", "node"})
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise JournalError(f"journal header: not JSON: {exc}") from None
+    except StateError as exc:
+        raise JournalError(str(exc)) from None
+    if head["journal"] != JOURNAL_VERSION:
+        raise JournalError(f"journal version {head['journal']!r}, expected {JOURNAL_VERSION}")
+    if head["node"] != node:
+        raise JournalError(f"the journal of {head['node']!r}, not of {node!r}")
+    try:
+        records = tuple(_record(line, f"journal line {i}")
+                        for i, line in enumerate(complete[1:], 2))
+    except JournalError:
+        raise
+    except StateError as exc:
+        raise JournalError(str(exc)) from None
+    return JournalReport(records, torn)
+
+
+def read_journal(path: Path, node: str) -> JournalReport:
+    """The journal at ``path``: no file is no records; a journal that cannot be trusted
+    comes back with its error and no records."""
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        return JournalReport()
+    except (OSError, UnicodeDecodeError) as exc:
+        return JournalReport(error=f"{path}: {exc}")
+    try:
+        return parse_journal(text, node)
+    except JournalError as exc:
+        return JournalReport(error=f"{path}: {exc}")
+
+
+def replay(state: ArState, records: tuple[Record, ...]) -> ArState:
+    """``state`` with the journal's records applied in order."""
+    maps: dict[str, dict[Any, Any]] = {
+        "attached": dict(state.attached), "announced": dict(state.announced),
+        "redirects": dict(state.redirects), "leases": {x.client_id: x for x in state.leases},
+        "sources": dict(state.sources)}
+    at = state.saved_at
+    for r in records:
+        if r.value is None or (r.map == "sources" and not r.value):
+            maps[r.map].pop(r.key, None)
+        else:
+            maps[r.map][r.key] = r.value
+        at = max(at, r.at)
+    return ArState(state.node, at, maps["attached"], maps["announced"], maps["redirects"],
+                   tuple(maps["leases"].values()), maps["sources"])
+
+
+class Journal:
+    """The append side, kept open by the agent: one write() per batch of changes."""
+
+    def __init__(self, path: Path, node: str) -> None:
+        self.path = path
+        self.node = node
+        self.records = 0  # lines since the last reset
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def reset(self) -> None:
+        """Empty it: the snapshot just written holds every change it recorded."""
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, header_line(self.node))
+        self.records = 0
+
+    def append(self, lines: list[bytes]) -> None:
+        if lines:
+            os.write(self._fd, b"".join(lines))
+            self.records += len(lines)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class Tracked(dict[K, V]):
+    """A dict that names every key it changes, after the change (the journal's O(change)
+    save: the agent writes only the entries its maps report)."""
+
+    def __init__(self, data: dict[K, V], changed: Callable[[K], None]) -> None:
+        super().__init__(data)
+        self._changed = changed
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self._changed(key)
+
+    def __delitem__(self, key: K) -> None:
+        super().__delitem__(key)
+        self._changed(key)
+
+    def pop(self, key: K, *default: Any) -> Any:
+        had = key in self
+        out = super().pop(key, *default)
+        if had:
+            self._changed(key)
+        return out
+
+    def popitem(self) -> tuple[K, V]:
+        k, v = super().popitem()
+        self._changed(k)
+        return k, v
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        had = key in self
+        out = super().setdefault(key, default)
+        if not had:
+            self._changed(key)
+        return out
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def clear(self) -> None:
+        keys = list(self)
+        super().clear()
+        for k in keys:
+            self._changed(k)

@@ -11,6 +11,7 @@ import ctypes.util
 import ipaddress
 import re
 import threading
+from collections.abc import Callable
 
 from .contract import NFT_SOURCES_SET, NFT_TABLE
 
@@ -86,17 +87,21 @@ def _table(address: Source) -> str:
 class SourceFilter:
     """Draft 2.3: an access interface accepts only the addresses authenticated on it."""
 
-    def __init__(self, nft: Nft) -> None:
+    def __init__(self, nft: Nft, changed: Callable[[Source], None] | None = None) -> None:
         self._nft = nft
         # What we added, so a revocation needs no listing of the set (a handoff step).
         self._allowed: dict[Source, set[str]] = {}
+        # Told each address whose members changed (the agent's journal); any thread.
+        self._changed = changed or (lambda address: None)
 
     def allow(self, ifname: str, address: Source) -> None:
         self._nft.run(f"add element {_table(address)} {SOURCES_SET} {_element(ifname, address)}")
         self._allowed.setdefault(address, set()).add(ifname)
+        self._changed(address)
 
     def revoke(self, ifname: str, address: Source) -> None:
         self._allowed.get(address, set()).discard(ifname)
+        self._changed(address)
         try:
             self._nft.run(f"delete element {_table(address)} {SOURCES_SET} "
                           f"{_element(ifname, address)}")
@@ -110,17 +115,24 @@ class SourceFilter:
         return {a: tuple(sorted(names)) for a, names in list(self._allowed.items())
                 if names and isinstance(a, ipaddress.IPv4Address)}
 
+    def names(self, address: Source) -> tuple[str, ...]:
+        """The interfaces ``address`` is allowed on, sorted (one entry of ``members``)."""
+        return tuple(sorted(self._allowed.get(address, ())))
+
     def adopt(self, ifname: str, address: ipaddress.IPv4Address) -> None:
         """A member a previous agent added: known, so that revoking it works."""
         self._allowed.setdefault(address, set()).add(ifname)
+        self._changed(address)
 
     def flush(self) -> None:
         """Empty the IPv4 set: after a restart that could not say what the set holds."""
         self._nft.run(f"flush set {TABLE} {SOURCES_SET}")
         for a in [a for a in self._allowed if isinstance(a, ipaddress.IPv4Address)]:
             del self._allowed[a]
+            self._changed(a)
 
     def revoke_address(self, address: Source) -> None:
         """Drop every (interface, address) pair this filter allowed for ``address``."""
         for ifname in sorted(self._allowed.pop(address, set())):
             self.revoke(ifname, address)
+        self._changed(address)

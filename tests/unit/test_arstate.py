@@ -1,7 +1,8 @@
 """The AR agent's saved state (agents/arstate.py): what is written reads back the same, and a
 file that is corrupt, truncated, of another node or of another shape is refused with a
-StateError that names the field, never another exception; and the Adj-RIB-In lines from
-which a restarted agent learns its routes are parsed as strictly."""
+StateError that names the field, never another exception; the journal of changes replays
+over the snapshot, skips a torn last line and is left out whole when corrupt; and the
+Adj-RIB-In lines from which a restarted agent learns its routes are parsed as strictly."""
 
 from __future__ import annotations
 
@@ -160,3 +161,176 @@ def test_mutated_adj_rib_lines_never_raise_anything_but_api_error() -> None:
                                                for _ in range(rng.randint(0, 3)))
         with contextlib.suppress(ApiError):
             parse_rib_line(b.decode())
+
+
+# --- the journal: the changes since the snapshot ------------------------------------------
+
+
+def _journal(tmp_path: Path, *records: tuple[str, object, object]) -> Path:
+    path = arstate.journal_path(tmp_path / arstate.STATE_FILE)
+    j = arstate.Journal(path, "ar2")
+    j.reset()
+    j.append([arstate.record_line(m, k, v, 1700000010.0 + i)
+              for i, (m, k, v) in enumerate(records)])
+    j.close()
+    return path
+
+
+OTHER = IPv4Address("10.64.0.11")
+CHANGES: tuple[tuple[str, object, object], ...] = (
+    ("attached", OTHER, Attached("mn2.example", 7, 1700000005)),
+    ("attached", MN, None),
+    ("announced", IPv4Network("10.64.0.11/32"), Announced(1700000005)),
+    ("announced", IPv4Network("10.64.0.10/32"), None),
+    ("redirects", MN, Redirected("ar4", 1700000009.0)),
+    ("leases", b"\x01cid", None),
+    ("leases", b"\x02c", LeaseRecord(IPv4Address("10.64.1.51"), b"\x02c", "mn2.example",
+                                     bytes(6), 1700000700.0, False, 0)),
+    ("sources", OTHER, ("ar2-acc",)),
+    ("sources", MN, None),
+)
+
+
+def expected_after_changes() -> ArState:
+    return ArState(
+        node="ar2", saved_at=1700000010.0 + len(CHANGES) - 1,
+        attached={OTHER: Attached("mn2.example", 7, 1700000005)},
+        announced={IPv4Network("10.64.0.11/32"): Announced(1700000005)},
+        redirects={IPv4Address("10.64.1.10"): Redirected("ar5", 1700000003.0),
+                   MN: Redirected("ar4", 1700000009.0)},
+        leases=(LeaseRecord(IPv4Address("10.64.1.51"), b"\x02c", "mn2.example", bytes(6),
+                            1700000700.0, False, 0),),
+        sources={OTHER: ("ar2-acc",)},
+    )
+
+
+def test_journal_replays_over_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / arstate.STATE_FILE
+    arstate.save(path, sample())
+    _journal(tmp_path, *CHANGES)
+    state, report = arstate.load_report(path, "ar2")
+    assert report.error is None and not report.torn and len(report.records) == len(CHANGES)
+    assert state == expected_after_changes()
+    assert arstate.load_snapshot(path, "ar2") == sample()
+
+
+def test_journal_alone_without_snapshot(tmp_path: Path) -> None:
+    _journal(tmp_path, CHANGES[0])
+    state = arstate.load(tmp_path / arstate.STATE_FILE, "ar2")
+    assert state is not None and state.attached == {OTHER: Attached("mn2.example", 7, 1700000005)}
+
+
+def test_replaying_twice_or_over_a_later_snapshot_changes_nothing(tmp_path: Path) -> None:
+    """Compaction killed between the snapshot and emptying the journal: the old journal is
+    replayed over the snapshot that already holds it."""
+    path = tmp_path / arstate.STATE_FILE
+    arstate.save(path, expected_after_changes())
+    _journal(tmp_path, *CHANGES)
+    assert arstate.load(path, "ar2") == expected_after_changes()
+
+
+def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / arstate.STATE_FILE
+    arstate.save(path, sample())
+    jpath = _journal(tmp_path, *CHANGES[:2])
+    kept = jpath.read_bytes()
+    whole = arstate.record_line(*CHANGES[2], 1700000020.0)
+    for cut in range(1, len(whole)):  # every prefix of the next line, newline excluded
+        jpath.write_bytes(kept + whole[:cut])
+        state, report = arstate.load_report(path, "ar2")
+        assert report.torn and report.error is None and len(report.records) == 2, cut
+        assert state is not None and OTHER in state.attached and MN not in state.attached
+        assert IPv4Network("10.64.0.11/32") not in state.announced
+
+
+def test_an_empty_or_header_only_journal_is_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / arstate.STATE_FILE
+    arstate.save(path, sample())
+    jpath = arstate.journal_path(path)
+    for text in (b"", arstate.header_line("ar2"), arstate.header_line("ar2")[:7]):
+        jpath.write_bytes(text)
+        assert arstate.load(path, "ar2") == sample()
+
+
+@pytest.mark.parametrize("text, words", [
+    (b'{"journal": 1, "node": "ar3"}\n', "not of 'ar2'"),
+    (b'{"journal": 2, "node": "ar2"}\n', "journal version"),
+    (b'not json\n{"m": "attached"}\n', "header: not JSON"),
+    (b'{"journal": 1, "node": "ar2"}\ngarbage\n', "line 2: not JSON"),
+    (b'{"journal": 1, "node": "ar2"}\n{"m": "nope", "k": "1.2.3.4", "v": null, "t": 0}\n',
+     "no map"),
+    (b'{"journal": 1, "node": "ar2"}\n{"m": "attached", "k": "1.2.3.4", "v": {}, "t": 0}\n',
+     "missing"),
+    (b'{"journal": 1, "node": "ar2"}\n{"m": "attached", "k": "x", "v": null, "t": 0}\n',
+     "not an IPv4 address"),
+    (b'{"journal": 1, "node": "ar2"}\n{"m": "leases", "k": "02", "v": null, "t": 0, "x": 1}\n',
+     "unexpected"),
+    (b'\xff\xfe\n', "codec"),
+])
+def test_a_corrupt_journal_is_left_out_and_the_snapshot_stands(
+        tmp_path: Path, text: bytes, words: str) -> None:
+    path = tmp_path / arstate.STATE_FILE
+    arstate.save(path, sample())
+    # Corrupt lines are refused even before valid ones.
+    arstate.journal_path(path).write_bytes(text + arstate.record_line(*CHANGES[1], 0.0))
+    state, report = arstate.load_report(path, "ar2")
+    assert report.error is not None and words in report.error, report.error
+    assert state == sample() and report.records == ()
+
+
+def test_a_corrupt_snapshot_is_refused_whatever_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / arstate.STATE_FILE
+    path.write_text('{"version": 1')
+    _journal(tmp_path, *CHANGES)
+    with pytest.raises(StateError, match="not JSON"):
+        arstate.load(path, "ar2")
+
+
+def test_reset_empties_the_journal_and_counts_from_zero(tmp_path: Path) -> None:
+    path = arstate.journal_path(tmp_path / arstate.STATE_FILE)
+    j = arstate.Journal(path, "ar2")
+    j.reset()
+    j.append([arstate.record_line(*CHANGES[0], 1.0), arstate.record_line(*CHANGES[1], 2.0)])
+    assert j.records == 2
+    j.reset()
+    j.append([arstate.record_line(*CHANGES[2], 3.0)])
+    j.close()
+    assert j.records == 1
+    report = arstate.read_journal(path, "ar2")
+    assert [r.map for r in report.records] == ["announced"]
+
+
+def test_mutated_journals_never_raise_anything_but_a_report() -> None:
+    good = arstate.header_line("ar2") + b"".join(
+        arstate.record_line(m, k, v, 1700000000.0) for m, k, v in CHANGES)
+    rng = random.Random(21)
+    for _ in range(3000):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.randrange(3)
+            i = rng.randrange(len(b))
+            if op == 0:
+                b[i] = rng.randrange(256)
+            elif op == 1:
+                del b[i:i + rng.randint(1, 20)]
+            else:
+                b[i:i] = good[rng.randrange(len(good)):][:rng.randint(1, 20)]
+        with contextlib.suppress(StateError):
+            report = arstate.parse_journal(b.decode(errors="replace"), "ar2")
+            arstate.replay(ArState("ar2"), report.records)
+
+
+def test_tracked_names_every_changed_key() -> None:
+    seen: list[str] = []
+    d = arstate.Tracked({"a": 1}, seen.append)
+    d["b"] = 2
+    del d["a"]
+    d.pop("b")
+    d.pop("zz", None)  # absent: no change
+    d.setdefault("c", 3)
+    d.setdefault("c", 4)  # present: no change
+    d.update({"d": 5}, e=6)
+    d.popitem()
+    d.clear()
+    assert seen == ["b", "a", "b", "c", "d", "e", "e", "c", "d"]
+    assert d == {}
