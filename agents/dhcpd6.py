@@ -3,12 +3,16 @@ delegated its /64 out of the AR's /56 (IA_PD), a remote renewal is relayed with 
 name in Remote-ID (RFC 4649), the owner caps remote renewals, and binding ends are reported.
 
 The policy core (``Dhcp6Server``) is transport-free like agents/dhcpd.py's ``DhcpServer``: it
-takes a datagram and where it came from and returns what to send where. No UDP service yet.
+takes a datagram and where it came from and returns what to send where. ``Dhcp6Service``
+puts it on UDP port 547, joined to ff02::1:2 on the access link (not yet run by agents/ar.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -459,3 +463,67 @@ class Dhcp6Server:
             "remote_id_seen": self.relay_log[-20:],
         }
 
+
+
+class Dhcp6Service:
+    """``Dhcp6Server`` on UDP 547: joined to ff02::1:2 on the access links, the arrival
+    interface and destination from IPV6_PKTINFO, replies to a link-local address out of the
+    interface they are meant for (its scope)."""
+
+    def __init__(self, server: Dhcp6Server, access_ifindexes: tuple[int, ...]) -> None:
+        self.server = server
+        self.access_ifindexes = access_ifindexes
+        self.sock: socket.socket | None = None
+
+    def open_socket(self, port: int = SERVER_PORT, host: str = "::") -> socket.socket:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        for ifindex in self.access_ifindexes:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                            ALL_SERVERS.packed + struct.pack("@I", ifindex))
+        sock.bind((host, port))
+        sock.setblocking(False)
+        return sock
+
+    async def start(self, port: int = SERVER_PORT, host: str = "::") -> None:
+        self.sock = self.open_socket(port, host)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self.readable)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    def readable(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                data, anc, _flags, addr = self.sock.recvmsg(2048, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("DHCPv6 socket: %s", exc)
+                return
+            ifindex, dst = 0, IPv6Address(0)
+            for level, kind, value in anc:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO \
+                        and len(value) >= 20:
+                    dst = IPv6Address(value[:16])
+                    ifindex = struct.unpack("@I", value[16:20])[0]
+            try:
+                src = IPv6Address(addr[0].split("%")[0])
+            except ValueError:
+                continue
+            for out in self.server.handle(data, src, dst, ifindex):
+                self.send(out)
+
+    def send(self, out: Send6) -> None:
+        assert self.sock is not None
+        scope = out.ifindex if out.ifindex is not None and out.dest.is_link_local else 0
+        try:
+            self.sock.sendto(out.data, (str(out.dest), out.port, 0, scope))
+        except OSError as exc:
+            log.warning("DHCPv6 send to %s:%d: %s", out.dest, out.port, exc)
