@@ -57,6 +57,15 @@ class Dhcp6PolicyError(Exception):
     """A message the server will not serve; the text says why (logged and counted, not sent)."""
 
 
+def eui64_mac(peer: IPv6Address) -> bytes | None:
+    """The MAC a link-local address was formed from (RFC 4291 appendix A), or None: how an
+    AR's ``identity_on_link`` finds the station (its IPv4 hook takes ``chaddr``)."""
+    raw = peer.packed
+    if peer not in LINK_LOCAL or raw[2:8] != bytes(6) or raw[11:13] != b"\xff\xfe":
+        return None
+    return bytes([raw[8] ^ 0x02]) + raw[9:11] + raw[13:16]
+
+
 @dataclass(frozen=True)
 class Server6Config:
     server_duid: bytes

@@ -32,7 +32,14 @@ from agents.dhcp6 import (
     Status,
     StatusCode,
 )
-from agents.dhcpd6 import Binding6, Dhcp6PolicyError, Dhcp6Server, Send6, Server6Config
+from agents.dhcpd6 import (
+    Binding6,
+    Dhcp6PolicyError,
+    Dhcp6Server,
+    Send6,
+    Server6Config,
+    eui64_mac,
+)
 
 ACCESS, BACKBONE = 7, 3
 AR1, AR2 = IPv6Address("2001:db8:ff::7"), IPv6Address("2001:db8:ff::8")
@@ -501,3 +508,10 @@ def test_status_lists_bindings_and_counters() -> None:
     assert status["bindings"] == [{"prefix": str(FIRST), "mn": MN, "bound": True,
                                    "expires": 1_800_000_600.0, "remote_renewals": 0}]
     assert status["counters"] == {"advertise": 1, "bind": 1}
+
+
+def test_eui64_mac_finds_the_station() -> None:
+    assert eui64_mac(MN_LL) == bytes.fromhex("02fa00000003")
+    assert eui64_mac(IPv6Address("fe80::cc1e:c6ff:fe36:9a67")) == bytes.fromhex("ce1ec6369a67")
+    assert eui64_mac(IPv6Address("fe80::5")) is None  # not EUI-64 (a privacy address)
+    assert eui64_mac(IPv6Address("2001:db8::fa:ff:fe00:3")) is None  # not link-local
