@@ -55,7 +55,7 @@ from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingRes
 from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, KernelFib, Net, Rib
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
-from .handoff6 import AgentPorts, PrefixMobility
+from .handoff6 import AgentPorts, Peer6, PrefixMobility
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
@@ -458,18 +458,30 @@ class ArAgent:
         """The one-message AUTH from this AR's key to the previous AR's, over the backbone."""
         return await self._ar_auth(target, addresses, page=False)
 
+    async def send_redirect6(self, target: Peer6,
+                             prefixes: list[ipaddress.IPv6Network]) -> list[ipaddress.IPv6Network]:
+        """The IPv6 redirect: the same one-message AUTH, listing the MN's /64s (issue 18)."""
+        done = await self._ar_auth_prefixes(self.ars[target.node], list(prefixes), page=False)
+        return [p for p in done if isinstance(p, ipaddress.IPv6Network)]
+
     async def _ar_auth(self, target: ArInfo, addresses: list[ipaddress.IPv4Address], *,
                        page: bool) -> list[ipaddress.IPv4Address]:
+        done = await self._ar_auth_prefixes(
+            target, [IPv4Network((a, 32)) for a in addresses], page=page)
+        return [p.network_address for p in done
+                if isinstance(p.network_address, ipaddress.IPv4Address)]
+
+    async def _ar_auth_prefixes(self, target: ArInfo,
+                                prefixes: list[IPv4Network | ipaddress.IPv6Network], *,
+                                page: bool) -> list[IPv4Network | ipaddress.IPv6Network]:
         assert self._peer is not None and self.config is not None
         key = await self._ar_key(target.fqdn)
         session = await self._peer.authenticate(
             (str(target.loopback), self.config.auth_port), target.fqdn,
-            [IPv4Network((a, 32)) for a in addresses], mobility=True, ar_key=key,
-            timeout=0.25, retries=3, page=page,
+            prefixes, mobility=True, ar_key=key, timeout=0.25, retries=3, page=page,
         )
         session.close()
-        return [p.network_address for p in session.rerouted
-                if isinstance(p.network_address, ipaddress.IPv4Address)]
+        return list(session.rerouted)
 
     async def _ar_key(self, fqdn: str) -> PublishedKey:
         cached = self._ar_keys.get(fqdn)
@@ -582,6 +594,8 @@ class ArAgent:
             await asyncio.sleep(0.5)
             if self.mobility is not None:
                 self.mobility.expire()
+            if self.prefixes is not None:
+                self.prefixes.expire()
             if self.dhcp is not None:
                 self.dhcp.expire()
             self.write_status()
@@ -814,7 +828,13 @@ class ArAgent:
                           if n in six.loopbacks},
                 by_fqdn={ar.fqdn: six.loopbacks[n] for n, ar in self.ars.items()
                          if n in six.loopbacks},
-                kernel=(ports := self._ports6(cfg, six)), bgp=ports, spawn=self._spawn)
+                kernel=(ports := self._ports6(cfg, six)), bgp=ports, spawn=self._spawn,
+                peers={six.loopbacks[n]: Peer6(n, ar.fqdn, six.loopbacks[n], six.overlays[n],
+                                               six.pools[n])
+                       for n, ar in self.ars.items()
+                       if n != cfg.node and n in six.loopbacks and n in six.overlays
+                       and n in six.pools},
+                redirector=self.send_redirect6, mode=self._mode)
         await self.start_paging(cfg)
         self._start_filter()
         await self.recover(access)
@@ -850,7 +870,9 @@ class ArAgent:
         """PrefixMobility's kernel and BGP: the access link and ExaBGP (the HA: its tunnels)."""
         return AgentPorts(self.fib, self._on_handoff,
                           lambda line: self._spawn(self.channel.send(line)),
-                          six.loopback, lambda: self._sources, cfg.escape_community)
+                          six.loopback, lambda: self._sources, cfg.escape_community,
+                          overlay_index=lambda: self._overlay_index,
+                          after_unredirect=lambda prefix: self.push({prefix}))
 
     async def _access_index(self, cfg: ArAgentConfig) -> int | None:
         access: int | None = await self._on_fib(self.fib.index_of, access_ifname(cfg.node))
@@ -897,6 +919,8 @@ class ArAgent:
         if self.prefixes is not None:
             from_ar = any(a.fqdn == result.peer_name for a in self.ars.values())
             try:
+                if from_ar:
+                    accepted += await self.prefixes.on_redirect(result.peer_name, result)
                 six = await self.prefixes.on_result(result, from_ar)
                 accepted += six
                 self._advertise(result, from_ar, six)
