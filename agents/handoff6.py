@@ -24,6 +24,8 @@ from .exabgp_api import Route
 from .handoff import REDIRECT_HOLD_S, REDIRECT_LIFETIME_S, EventLog, newest_local_pref
 
 NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
+# How a /64 is redirected: the IPv4 redirect's VXLAN overlay (SRv6 End.DX6 not used yet).
+REDIRECT6_KIND = "vxlan"
 
 
 class PrefixChecker(Protocol):
@@ -266,7 +268,8 @@ class PrefixMobility:
                 self.redirects[p] = Redirect6(peer, self.clock() + REDIRECT_LIFETIME_S)
                 done.append(p)
             self.superseded_by[p] = peer.loopback
-            self.events("redirect6_installed", prefix=str(p), to=peer.node)
+            self.events("redirect6_installed", prefix=str(p), to=peer.node,
+                        tunnel=REDIRECT6_KIND)
             if att is not None:
                 self.events("detached6", prefix=str(p), mn=att.mn,
                             reason=f"redirected to {peer.node}")
@@ -292,6 +295,14 @@ class PrefixMobility:
     async def _unredirect(self, prefix: IPv6Network, reason: str) -> None:
         await self.kernel.unredirect6(prefix)
         self.events("redirect6_removed", prefix=str(prefix), reason=reason)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "attached": {str(p): att.mn for p, att in self.attached.items()},
+            "announced": {str(p): lp for p, lp in self.announced.items()},
+            "redirects": {str(p): r.target.node for p, r in self.redirects.items()},
+            "redirect_kind": REDIRECT6_KIND,
+        }
 
     # --- reacting to BGP ------------------------------------------------------------------
 

@@ -334,6 +334,8 @@ def test_the_previous_ar_moves_the_prefix_into_the_overlay_then_lets_go_after_bg
     assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME))) == [HOME]
     assert fakes.redirected == [(HOME, AR2_LL, True)] and HOME not in m.attached
     assert m.superseded_by[HOME] == AR2 and HOME in m.redirects
+    assert m.status()["redirects"] == {str(HOME): "ar2"}
+    assert m.status()["redirect_kind"] == "vxlan"
     asyncio.run(spawned.run())
     assert fakes.unredirected == []  # BGP has not converged yet
     rib.update("agg1", [Route(HOME, AR2, 10)], [])  # ar2's clock far behind: still newer
