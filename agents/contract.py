@@ -359,6 +359,9 @@ class ArIpv6(Config):
     loopbacks: dict[str, ipaddress.IPv6Address]  # every AR's, by node name
     clusters: dict[str, ipaddress.IPv6Network] = dataclasses.field(
         default_factory=dict)  # every AR's cluster aggregate, by node name
+    # The fast redirect (issue 18): every AR's link-local address on the overlay, and its pool.
+    overlays: dict[str, ipaddress.IPv6Address] = dataclasses.field(default_factory=dict)
+    pools: dict[str, ipaddress.IPv6Network] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

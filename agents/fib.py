@@ -105,6 +105,7 @@ class KernelFib:
         # An MN's address (its /32) or its IPv6 prefix (agents/handoff6.py) -> access ifindex.
         self.access: dict[ipaddress.IPv4Address | ipaddress.IPv6Network, int] = {}
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
+        self.redirected6: dict[ipaddress.IPv6Network, ipaddress.IPv6Address] = {}
         self.parked: dict[ipaddress.IPv4Address, int] = {}
         # Next hop -> its IGP path, kept from one pass to the next: a pass per UPDATE that
         # resolved afresh paid a netlink round trip and a scan of every installed route
@@ -190,6 +191,8 @@ class KernelFib:
             self.del_access(a)
         for a in list(self.redirected):
             self.del_redirect(a)
+        for p in list(self.redirected6):
+            self.del_redirect6(p)
         for a in list(self.parked):
             self.del_park(a)
 
@@ -257,6 +260,27 @@ class KernelFib:
                                   priority=REDIRECT_METRIC)
         except NetlinkError as exc:
             log.debug("delete redirect %s: %s", address, exc)
+
+
+    def add_redirect6(self, prefix: ipaddress.IPv6Network, via: ipaddress.IPv6Address,
+                      oif: int) -> bool:
+        """Tunnel an MN's /64 to the AR whose overlay link-local address is ``via``."""
+        try:
+            self._nl.route_replace(dst=prefix, gateway=via, oif=oif,
+                                   proto=RTPROT_FLATARCH, priority=REDIRECT_METRIC)
+        except NetlinkError as exc:
+            log.warning("redirect %s via %s failed: %s", prefix, via, exc)
+            return False
+        self.redirected6[prefix] = via
+        return True
+
+    def del_redirect6(self, prefix: ipaddress.IPv6Network) -> None:
+        if self.redirected6.pop(prefix, None) is None:
+            return
+        try:
+            self._nl.route_delete(dst=prefix, proto=RTPROT_FLATARCH, priority=REDIRECT_METRIC)
+        except NetlinkError as exc:
+            log.debug("delete redirect %s: %s", prefix, exc)
 
 
 def _on_link_dst(key: ipaddress.IPv4Address | ipaddress.IPv6Network) -> Net:

@@ -66,6 +66,7 @@ class HaAgent(ArAgent):
             # We are in no cluster: what we announce is tagged to leave one, like an AR's
             # route that must beat a far one (handoff6.PrefixMobility._must_escape).
             self.prefixes.escape_always = True
+            self.prefixes.redirector = None  # no access link, no fast redirect to or from us
 
     def _ports6(self, cfg: ArAgentConfig, six: ArIpv6) -> AgentPorts:
         return HaPorts6(self.fib, self._on_handoff,

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -136,7 +136,7 @@ class EventLog:
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, IPv4Address | IPv4Network):
+    if isinstance(v, IPv4Address | IPv4Network | IPv6Address | IPv6Network):
         return str(v)
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
@@ -337,8 +337,11 @@ class Mobility:
     # --- the previous AR's side of the redirect ----------------------------------------------
 
     async def on_redirect(self, peer: ArInfo, result: AuthResult) -> list[IPv4Address]:
+        if not any(p.version == 4 for p in result.addresses):
+            return []  # an IPv6 redirect: handoff6.PrefixMobility's
         self.events("redirect_received", by=peer.node, addrs=[p.network_address
-                                                             for p in result.addresses])
+                                                             for p in result.addresses
+                                                             if p.version == 4])
         done: list[IPv4Address] = []
         for p in result.addresses:
             a = p.network_address

@@ -3,12 +3,14 @@ AR re-routes each verified prefix the MN claims with a more-specific whose LOCAL
 the IPv4 rule (handoff.newest_local_pref), and lets go when a newer route appears elsewhere.
 
 Pure decision logic like agents/handoff.py, with the kernel, BGP and DNS injected; the AR
-agent drives it for the MNs a topology makes dual-stack (``AgentPorts`` below). No fast
-redirect, source filter or paging in IPv6 yet (docs/ipv6.md).
+agent drives it for the MNs a topology makes dual-stack (``AgentPorts`` below). The fast
+redirect moves a /64 from the previous AR's access link into the VXLAN overlay towards the new
+AR, as handoff.Mobility does for a /32; no source filter or paging in IPv6 yet (docs/ipv6.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,10 +19,13 @@ from typing import Any, Protocol
 
 from . import exabgp_api as api
 from .auth import AuthResult
+from .contract import Mode
 from .exabgp_api import Route
-from .handoff import EventLog, newest_local_pref
+from .handoff import REDIRECT_HOLD_S, REDIRECT_LIFETIME_S, EventLog, newest_local_pref
 
 NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
+# How a /64 is redirected: the IPv4 redirect's VXLAN overlay (SRv6 End.DX6 not used yet).
+REDIRECT6_KIND = "vxlan"
 
 
 class PrefixChecker(Protocol):
@@ -43,9 +48,39 @@ class Kernel6(Protocol):
 
     async def detach6(self, prefix: IPv6Network) -> None: ...
 
+    async def redirect6(self, prefix: IPv6Network, via: IPv6Address, detach: bool) -> bool:
+        """The prefix tunnelled to another AR (``via``: its overlay link-local address);
+        with ``detach``, its access route goes in the same step."""
+
+    async def unredirect6(self, prefix: IPv6Network) -> None: ...
+
 
 class Paths(Protocol):
     def paths(self, prefix: IPv6Network) -> list[Route]: ...
+
+    def best(self, prefix: IPv6Network) -> Route | None: ...
+
+
+@dataclass(frozen=True)
+class Peer6:
+    """Another AR as the IPv6 redirect knows it."""
+
+    node: str
+    fqdn: str
+    loopback: IPv6Address  # the next hop of its IPv6 routes
+    overlay: IPv6Address  # its link-local address on the redirect overlay
+    pool: IPv6Network
+
+
+# Sends the one-message AUTH of the redirect to the previous AR; the /64s it re-routed.
+Redirector6 = Callable[[Peer6, list[IPv6Network]], Awaitable[list[IPv6Network]]]
+
+
+@dataclass
+class Redirect6:
+    target: Peer6
+    deadline: float
+    leaving: bool = False  # BGP converged here; removal is scheduled
 
 
 @dataclass
@@ -83,6 +118,15 @@ class PrefixMobility:
     escaped: set[IPv6Network] = field(default_factory=set)  # announced, tagged to leave
     # The Home Agent's: it is in no cluster, so what it announces is tagged to leave one.
     escape_always: bool = False
+    # The fast redirect (handoff.Mobility's, for /64s): every other AR by IPv6 loopback, and
+    # the AR-to-AR sender; None (the HA): no redirect.
+    peers: dict[IPv6Address, Peer6] = field(default_factory=dict)
+    redirector: Redirector6 | None = None
+    mode: Callable[[], Mode] = lambda: Mode.REDIRECT
+    redirect_hold_s: float = REDIRECT_HOLD_S
+    redirects: dict[IPv6Network, Redirect6] = field(default_factory=dict)
+    # The AR (IPv6 loopback) a redirect said the MN moved to: its route is the newer one.
+    superseded_by: dict[IPv6Network, IPv6Address] = field(default_factory=dict)
 
     def next_local_pref(self, prefix: IPv6Network) -> int:
         seen = [r.local_pref for r in self.rib.paths(prefix)]
@@ -127,15 +171,51 @@ class PrefixMobility:
         self.events("checked6", mn=mn, accepted=[str(p) for p in accepted],
                     refused={str(p): r for p, r in refused.items()})
         came_from = self.by_fqdn.get(previous) if previous is not None else None
+        target = self._previous_ar(accepted, came_from)
+        if target is not None and self.redirector is not None and self.mode() == Mode.REDIRECT:
+            # First, as for IPv4: the previous AR acts on it in milliseconds, and every one
+            # until then is outage. One message for all the MN's /64s that AR routes.
+            self.spawn(self._send_redirect(target, accepted))
         for p in accepted:
             await self._take(mn, p, ifindex, came_from)
         return accepted
+
+    def _previous_ar(self, prefixes: list[IPv6Network],
+                     came_from: IPv6Address | None) -> Peer6 | None:
+        """Whom to redirect from: the MN's hint, else our BGP table, else the pool owner."""
+        if came_from is not None and came_from in self.peers:
+            return self.peers[came_from]
+        for p in prefixes:
+            best = self.rib.best(p)
+            if best is not None and isinstance(best.next_hop, IPv6Address) and (
+                    best.next_hop in self.peers):
+                return self.peers[best.next_hop]
+            for peer in self.peers.values():
+                if p.subnet_of(peer.pool):
+                    return peer
+        return None
+
+    async def _send_redirect(self, target: Peer6, prefixes: list[IPv6Network]) -> None:
+        assert self.redirector is not None
+        self.events("redirect6_sent", prefixes=[str(p) for p in prefixes], to=target.node)
+        try:
+            done = await self.redirector(target, prefixes)
+        except Exception as exc:  # noqa: BLE001 - the BGP path still converges without it
+            self.events("redirect6_failed", prefixes=[str(p) for p in prefixes],
+                        to=target.node, error=str(exc))
+            return
+        self.events("redirect6_acked", to=target.node, rerouted=[str(p) for p in done])
 
     async def _take(self, mn: str, prefix: IPv6Network, ifindex: int,
                     came_from: IPv6Address | None = None) -> None:
         await self.kernel.attach6(prefix, ifindex)
         lp = self.next_local_pref(prefix)
         self.attached[prefix] = Attached6(mn, ifindex, lp, came_from)
+        self.superseded_by.pop(prefix, None)
+        if self.redirects.pop(prefix, None) is not None:
+            # The MN is back before BGP settled: the access route serves it again.
+            await self.kernel.unredirect6(prefix)
+            self.events("redirect6_removed", prefix=str(prefix), reason="MN back")
         home = prefix.subnet_of(self.pool)
         others = self._others(prefix)
         if not home or others:
@@ -165,6 +245,67 @@ class PrefixMobility:
             not prefix.subnet_of(self.clusters.get(r.next_hop, NO_CLUSTER)) for r in others
             if isinstance(r.next_hop, IPv6Address))
 
+    # --- the previous AR's side of the redirect ----------------------------------------------
+
+    async def on_redirect(self, peer_fqdn: str, result: AuthResult) -> list[IPv6Network]:
+        """Another AR's AUTH (flag M, not a page): the MN it names is there now. Each /64 of
+        ours goes from the access link into the overlay towards it at once."""
+        peer = next((p for p in self.peers.values() if p.fqdn == peer_fqdn), None)
+        six = [p for p in result.addresses if isinstance(p, IPv6Network)]
+        if peer is None or not six or not result.mobility or result.page:
+            return []
+        self.events("redirect6_received", by=peer.node, prefixes=[str(p) for p in six])
+        done: list[IPv6Network] = []
+        for p in six:
+            if p.prefixlen != self.mn_prefixlen or not (
+                    p in self.attached or p in self.announced or p.subnet_of(self.pool)):
+                self.events("redirect6_refused", prefix=str(p), by=peer.node,
+                            reason="not ours")
+                continue
+            # The access route (metric 100) would beat the redirect (150): both at once.
+            att = self.attached.pop(p, None)
+            if await self.kernel.redirect6(p, peer.overlay, detach=att is not None):
+                self.redirects[p] = Redirect6(peer, self.clock() + REDIRECT_LIFETIME_S)
+                done.append(p)
+            self.superseded_by[p] = peer.loopback
+            self.events("redirect6_installed", prefix=str(p), to=peer.node,
+                        tunnel=REDIRECT6_KIND)
+            if att is not None:
+                self.events("detached6", prefix=str(p), mn=att.mn,
+                            reason=f"redirected to {peer.node}")
+            self._check(p)
+        return done
+
+    def expire(self) -> None:
+        """A redirect BGP never superseded goes after its lifetime."""
+        now = self.clock()
+        for p, red in list(self.redirects.items()):
+            if red.deadline <= now:
+                self.redirects.pop(p)
+                self.spawn(self._unredirect(p, "lifetime expired"))
+
+    async def _unredirect_later(self, prefix: IPv6Network, red: Redirect6) -> None:
+        # Converged here is not converged upstream (handoff.Mobility's micro-loop rule).
+        if self.redirect_hold_s > 0:
+            await asyncio.sleep(self.redirect_hold_s)
+        if self.redirects.get(prefix) is red:
+            self.redirects.pop(prefix)
+            await self._unredirect(prefix, "bgp converged")
+
+    async def _unredirect(self, prefix: IPv6Network, reason: str) -> None:
+        await self.kernel.unredirect6(prefix)
+        self.events("redirect6_removed", prefix=str(prefix), reason=reason)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "attached": {str(p): att.mn for p, att in self.attached.items()},
+            "announced": {str(p): lp for p, lp in self.announced.items()},
+            "redirects": {str(p): r.target.node for p, r in self.redirects.items()},
+            "redirect_kind": REDIRECT6_KIND,
+        }
+
+    # --- reacting to BGP ------------------------------------------------------------------
+
     def on_rib_change(self, prefixes: Iterable[object]) -> list[IPv6Network]:
         """The prefixes detached from the access link (each detach6 spawned)."""
         gone: list[IPv6Network] = []
@@ -180,10 +321,13 @@ class PrefixMobility:
         mine = self.announced.get(prefix)
         att = self.attached.get(prefix)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)
+        by = self.superseded_by.get(prefix)
         # A tie is two moves within one second: the other AR's is the newer one unless the
-        # MN came to us from it (then ours is, and it hears ours and lets go).
+        # MN came to us from it (then ours is, and it hears ours and lets go). A route of the
+        # AR a redirect named is newer whatever its LOCAL_PREF (a clock behind ours).
         newer = [r for r in others if r.local_pref > ref or (
-            r.local_pref == ref and att is not None and r.next_hop != att.came_from)]
+            r.local_pref == ref and att is not None and r.next_hop != att.came_from)
+            or (by is not None and r.next_hop == by)]
         gone: list[IPv6Network] = []
         if att is not None and newer:
             self.attached.pop(prefix)
@@ -210,7 +354,21 @@ class PrefixMobility:
             # An older /64 of another cluster reached us only after we announced ours inside
             # the cluster: its AR never hears ours, so it would stay at the cores for good.
             self._announce(prefix, mine, prefix.subnet_of(self.pool), others)
+        self._redirect_done(prefix, others)
         return gone
+
+    def _redirect_done(self, prefix: IPv6Network, others: list[Route]) -> None:
+        red = self.redirects.get(prefix)
+        if red is None or red.leaving:
+            return
+        best = self.rib.best(prefix)
+        converged = best is not None and best.next_hop == red.target.loopback
+        # Return home: the target's pool covers the prefix, so no /64 may remain at all.
+        home_target = (prefix.subnet_of(red.target.pool) and not others
+                       and prefix not in self.announced)
+        if converged or home_target:
+            red.leaving = True
+            self.spawn(self._unredirect_later(prefix, red))
 
 
 @dataclass
@@ -224,6 +382,9 @@ class AgentPorts:
     loopback: IPv6Address
     sources: Callable[[], Any]  # the agent's agents.nft.SourceFilter, or None
     escape_community: str = ""
+    overlay_index: Callable[[], int | None] = lambda: None  # the redirect overlay device
+    # After a redirect goes: the agent's FIB re-syncs the BGP route it shadowed.
+    after_unredirect: Callable[[IPv6Network], None] = lambda prefix: None
 
     def _attach_now(self, prefix: IPv6Network, ifindex: int) -> None:
         """Handoff worker, one job: the access route, then the source filter's entry."""
@@ -235,6 +396,21 @@ class AgentPorts:
         self.fib.del_access(prefix)
         if (sources := self.sources()) is not None:
             sources.revoke_address(prefix)
+
+    def _redirect_now(self, prefix: IPv6Network, via: IPv6Address, detach: bool) -> bool:
+        """Handoff worker, one job: the overlay route, then (``detach``) the access route."""
+        index = self.overlay_index()
+        ok = index is not None and bool(self.fib.add_redirect6(prefix, via, index))
+        if detach:
+            self._detach_now(prefix)
+        return ok
+
+    async def redirect6(self, prefix: IPv6Network, via: IPv6Address, detach: bool) -> bool:
+        return bool(await self.run(self._redirect_now, prefix, via, detach))
+
+    async def unredirect6(self, prefix: IPv6Network) -> None:
+        await self.run(self.fib.del_redirect6, prefix)
+        self.after_unredirect(prefix)
 
     async def attach6(self, prefix: IPv6Network, ifindex: int) -> None:
         await self.run(self._attach_now, prefix, ifindex)

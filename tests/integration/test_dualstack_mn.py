@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agents.contract import access_ifname
 from tests.integration.labs import dualstack_mn_lab, events
 from topologies.lab.daemons import DeadlineError, vtysh, wait_until
 from topologies.lab.lab import Lab
@@ -107,3 +108,48 @@ def test_the_prefix_is_rerouted_within_and_across_clusters_and_withdrawn_at_home
     except DeadlineError as exc:
         raise AssertionError(f"{exc}\n{why_left(lab)}") from None
     wait_until(lambda: reaches(lab), 20, "the CN to reach mn1 back home")
+
+
+def test_the_previous_ar_redirects_the_prefix_into_the_overlay_until_bgp_converged(
+        lab: Lab) -> None:
+    """The IPv6 fast redirect: after ar1 -> ar2, ar1 moves the /64 from its access link into
+    the VXLAN overlay towards ar2 on ar2's AUTH, and removes that route once its BGP points at
+    ar2; back home, no /64 route is left but mn1's access route at ar1."""
+    p = prefix(lab)
+    seen = len(events(lab, "ar1"))
+    move(lab, "ar2")
+
+    def ar1_ev(ev: str) -> list[dict[str, Any]]:
+        return [e for e in events(lab, "ar1")[seen:] if e.get("ev") == ev
+                and (e.get("prefix") == p or p in e.get("prefixes", ()))]
+
+    wait_until(lambda: bool(ar1_ev("redirect6_installed")), 10, "ar1 to install the redirect")
+    (installed,) = ar1_ev("redirect6_installed")
+    assert installed["to"] == "ar2" and installed["tunnel"] == "vxlan"
+    (received,) = ar1_ev("redirect6_received")
+    assert received["by"] == "ar2"
+    # The access route went in the same step (nothing else detached it before).
+    detached = ar1_ev("detached6")
+    assert detached and detached[0]["reason"] == "redirected to ar2"
+    wait_until(lambda: bool(ar1_ev("redirect6_removed")), 10, "ar1 to remove the redirect")
+    assert [e["reason"] for e in ar1_ev("redirect6_removed")] == ["bgp converged"]
+    assert not any(r.get("dev") == "vx0" for r in routes6(lab, "ar1", p))
+    assert [e["ev"] for e in events(lab, "ar2") if e.get("ev") == "redirect6_acked"]
+    wait_reach(lab, "ar2")
+
+    move(lab, "ar1")  # home again: ar2 redirects back, then every /64 route goes
+
+    def clean() -> bool:
+        for node in (n.name for n in lab.topo.routers):
+            left = routes6(lab, node, p)
+            if node == "ar1":  # mn1's access route only
+                left = [r for r in left if r.get("dev") != access_ifname("ar1")]
+            if left:
+                return False
+        return True
+
+    try:
+        wait_until(clean, 15, "no /64 route left but mn1's access route at ar1")
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}\n{why_left(lab)}") from None
+    wait_reach(lab, "ar1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 
@@ -559,3 +559,17 @@ def test_visitor_lease_expiry_ends_the_visit() -> None:
     assert h.kernel.access == {} and h.bgp.announced == {} and h.mob.visitor_leases == {}
     withdrawn = next(r for r in h.mob.events.records if r["ev"] == "withdrawn")
     assert withdrawn["reason"] == "lease expired"
+
+
+def test_an_ipv6_only_redirect_is_left_to_the_prefix_handoff() -> None:
+    """Issue 18: the IPv6 redirect is the same AUTH listing only /64s; the IPv4 side neither
+    acts on it nor logs it (an IPv6 address in its event once failed the whole AUTH)."""
+    h = Harness("ar2")
+    h.auth("10.64.0.10/32")
+    redirect = AuthResult("ar3.isp.test", "ar2.isp.test", Suite.P256,
+                          (IPv6Network("2001:db8:4000:1::/64"),), True, b"r" * 8,
+                          ("10.254.0.5", 7411), None, 3)
+    before = len(h.mob.events.records)
+    assert asyncio.run(h.mob.on_authenticated(redirect)) == []
+    assert list(h.mob.events.records)[before:] == []
+    assert h.kernel.access  # still attached here

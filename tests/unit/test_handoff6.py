@@ -5,13 +5,17 @@ a prefix back home, and every refusal."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
+from agents.auth import AuthResult, Suite
+from agents.contract import Mode
 from agents.exabgp_api import Route
 from agents.fib import Rib
-from agents.handoff6 import PrefixMobility
+from agents.handoff import REDIRECT_LIFETIME_S
+from agents.handoff6 import Peer6, PrefixMobility
 
 ME = IPv6Address("2001:db8:ff::7")  # ar1
 AR2 = IPv6Address("2001:db8:ff::8")
@@ -29,6 +33,8 @@ class Fakes:
         self.withdrawn: list[IPv6Network] = []
         self.attached: list[IPv6Network] = []
         self.detached: list[IPv6Network] = []
+        self.redirected: list[tuple[IPv6Network, IPv6Address, bool]] = []
+        self.unredirected: list[IPv6Network] = []
 
     async def verify_prefixes(self, mn: str, claimed: list[IPv6Network]
                               ) -> tuple[list[IPv6Network], dict[IPv6Network, str]]:
@@ -49,6 +55,13 @@ class Fakes:
 
     async def detach6(self, prefix: IPv6Network) -> None:
         self.detached.append(prefix)
+
+    async def redirect6(self, prefix: IPv6Network, via: IPv6Address, detach: bool) -> bool:
+        self.redirected.append((prefix, via, detach))
+        return True
+
+    async def unredirect6(self, prefix: IPv6Network) -> None:
+        self.unredirected.append(prefix)
 
 
 def mobility(fakes: Fakes, rib: Rib, now: float = 1000.0) -> PrefixMobility:
@@ -234,3 +247,173 @@ def test_the_home_agent_announces_every_prefix_tagged_and_withdraws_it_on_a_newe
     rib.update("core1", [Route(HOME, ME, 2000)], [])  # re-routed by ar1 (home), newer
     assert m.on_rib_change({HOME}) == [HOME]
     assert fakes.withdrawn == [HOME] and fakes.detached == [HOME] and HOME not in m.attached
+
+
+# --- the fast redirect of a /64 (issue 18): handoff.Mobility's, for IPv6 ---------------------
+
+AR2_LL = IPv6Address("fe80::fa01:2")
+PEER2 = Peer6("ar2", "ar2.isp.test", AR2, AR2_LL, IPv6Network("2001:db8:4000:100::/56"))
+ME_PEER = Peer6("ar1", "ar1.isp.test", ME, IPv6Address("fe80::fa01:1"), POOL)
+
+
+class Spawned:
+    """The agent's spawn, kept: a test runs what was spawned when it chooses."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Awaitable[None]] = []
+
+    def __call__(self, aw: Awaitable[None]) -> None:
+        self.tasks.append(aw)
+
+    async def run(self) -> None:
+        while self.tasks:
+            await self.tasks.pop(0)
+
+
+def redirecting(fakes: Fakes, rib: Rib, spawned: Spawned, *, me: IPv6Address = ME,
+                pool: IPv6Network = POOL, peers: tuple[Peer6, ...] = (PEER2,),
+                mode: Mode = Mode.REDIRECT, now: float = 1000.0
+                ) -> tuple[PrefixMobility, list[tuple[str, list[IPv6Network]]]]:
+    sent: list[tuple[str, list[IPv6Network]]] = []
+
+    async def redirector(peer: Peer6, prefixes: list[IPv6Network]) -> list[IPv6Network]:
+        sent.append((peer.node, prefixes))
+        return prefixes
+
+    m = PrefixMobility(loopback=me, pool=pool, managed=IPv6Network("2001:db8:4000::/40"),
+                       mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
+                       clock=lambda: now, spawn=spawned, redirect_hold_s=0,
+                       peers={p.loopback: p for p in peers}, redirector=redirector,
+                       mode=lambda: mode, by_fqdn={p.fqdn: p.loopback for p in peers})
+    return m, sent
+
+
+def redirect_from(peer: Peer6, *prefixes: IPv6Network, page: bool = False) -> AuthResult:
+    return AuthResult(peer.fqdn, "ar1.isp.test", Suite.P256, prefixes, True, b"r" * 8,
+                      ("10.255.0.8", 7411), None, 0, page=page)
+
+
+def test_the_new_ar_asks_the_previous_one_first_with_every_accepted_prefix() -> None:
+    """ar1 -> ar2: ar2 (here ``ME_PEER``'s role is ar1's) names the MN's /64s in one AUTH."""
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, sent = redirecting(fakes, rib, spawned, me=AR2, pool=PEER2.pool, peers=(ME_PEER,))
+    other = IPv6Network("2001:db8:4000:2::/64")
+    assert asyncio.run(m.on_authenticated("mn1.example", [HOME, other], 3,
+                                          "ar1.isp.test")) == [HOME, other]
+    assert len(spawned.tasks) == 1 and fakes.attached == [HOME, other]
+    asyncio.run(spawned.run())
+    assert sent == [("ar1", [HOME, other])]
+    assert [r["ev"] for r in m.events.records][-2:] == ["redirect6_sent", "redirect6_acked"]
+
+
+@pytest.mark.parametrize("mode", [Mode.DRAFT])
+def test_no_redirect_in_draft_mode(mode: Mode) -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, sent = redirecting(fakes, rib, spawned, me=AR2, pool=PEER2.pool, peers=(ME_PEER,),
+                          mode=mode)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3, "ar1.isp.test"))
+    asyncio.run(spawned.run())
+    assert sent == [] and fakes.attached == [HOME]
+
+
+def test_without_a_hint_the_pool_owner_is_asked() -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, sent = redirecting(fakes, rib, spawned, me=AR2, pool=PEER2.pool, peers=(ME_PEER,))
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    asyncio.run(spawned.run())
+    assert sent == [("ar1", [HOME])]
+
+
+def test_the_previous_ar_moves_the_prefix_into_the_overlay_then_lets_go_after_bgp() -> None:
+    """ar1 (home) held the MN; ar2's redirect arrives: the access route goes and the overlay
+    route comes in one step, ar2's route counts as newer whatever its LOCAL_PREF, and the
+    redirect goes once our BGP points at ar2 (after the hold, zero here)."""
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME))) == [HOME]
+    assert fakes.redirected == [(HOME, AR2_LL, True)] and HOME not in m.attached
+    assert m.superseded_by[HOME] == AR2 and HOME in m.redirects
+    assert m.status()["redirects"] == {str(HOME): "ar2"}
+    assert m.status()["redirect_kind"] == "vxlan"
+    asyncio.run(spawned.run())
+    assert fakes.unredirected == []  # BGP has not converged yet
+    rib.update("agg1", [Route(HOME, AR2, 10)], [])  # ar2's clock far behind: still newer
+    m.on_rib_change({HOME})
+    asyncio.run(spawned.run())
+    assert fakes.unredirected == [HOME] and m.redirects == {}
+    assert [r["reason"] for r in m.events.records if r["ev"] == "redirect6_removed"] == [
+        "bgp converged"]
+
+
+def test_a_visitor_prefix_announced_here_is_withdrawn_for_the_redirecting_ar() -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned, peers=(PEER2,))
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))
+    assert fakes.announced == [(VISITOR, 1000)]
+    asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, VISITOR)))
+    assert fakes.redirected == [(VISITOR, AR2_LL, True)]
+    rib.update("agg1", [Route(VISITOR, AR2, 999)], [])  # a tie-breaking clock behind ours
+    m.on_rib_change({VISITOR})
+    assert fakes.withdrawn == [VISITOR]
+    # Return home: ar2 owns the pool; once no /64 remains at all the redirect goes too.
+    asyncio.run(spawned.run())
+    assert fakes.unredirected == [VISITOR]
+
+
+def test_return_home_redirect_goes_when_no_prefix_route_is_left() -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned, peers=(PEER2,))
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))
+    rib.update("agg1", [Route(VISITOR, AR2, 1001)], [])  # the home AR beat ours...
+    asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, VISITOR)))
+    rib.update("agg1", [], [VISITOR])  # ...then withdrew: its pool covers the /64
+    m.on_rib_change({VISITOR})
+    asyncio.run(spawned.run())
+    assert fakes.unredirected == [VISITOR] and m.redirects == {}
+
+
+@pytest.mark.parametrize(("prefix", "page"), [
+    (IPv6Network("2001:db8:4000:300::/64"), False),  # not ours: nothing of ours, not our pool
+    (IPv6Network("2001:db8:4000::/60"), False),  # not the plan's length
+    (HOME, True),  # a page is no redirect
+])
+def test_a_redirect_for_what_is_not_ours_changes_nothing(prefix: IPv6Network,
+                                                         page: bool) -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned)
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, prefix, page=page))) == []
+    assert fakes.redirected == [] and m.redirects == {} and m.superseded_by == {}
+
+
+def test_a_redirect_from_no_ar_is_ignored() -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned)
+    stranger = Peer6("x", "mn9.example", AR2, AR2_LL, PEER2.pool)
+    assert asyncio.run(m.on_redirect(stranger.fqdn, redirect_from(stranger, HOME))) == []
+    assert fakes.redirected == []
+
+
+def test_a_redirect_bgp_never_supersedes_expires() -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    now = [1000.0]
+    m, _ = redirecting(fakes, rib, spawned)
+    m.clock = lambda: now[0]
+    asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME)))
+    m.expire()
+    asyncio.run(spawned.run())
+    assert fakes.unredirected == []
+    now[0] += REDIRECT_LIFETIME_S
+    m.expire()
+    asyncio.run(spawned.run())
+    assert fakes.unredirected == [HOME] and m.redirects == {}
+
+
+def test_the_mn_back_before_bgp_settled_is_served_on_the_access_link_again() -> None:
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned)
+    asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME)))
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3, PEER2.fqdn))
+    assert fakes.unredirected == [HOME] and m.redirects == {} and m.superseded_by == {}
+    assert HOME in m.attached
+    asyncio.run(spawned.run())  # and it asks ar2 to redirect back to us

@@ -46,6 +46,8 @@ EXABGP_RESTART_S = 10
 UPDATES_LOG = "bgpd.updates.log"  # bgpd's received UPDATEs, millisecond stamps
 BACKBONE_MTU = 1600  # room for the overlay's 50 octets around a full 1500-octet packet
 OVERLAY = {"dev": "vx0", "vni": 4242, "port": 4789, "mtu": 1500, "net": LAB_BLOCKS_V4["overlay"]}
+# The base of the ARs' overlay link-local addresses (fe80::fa01:<AR index>), IPv6 redirect.
+OVERLAY6_LINK_LOCAL = "fe80::fa01:0"
 PAGING_DEV = "pg0"  # the TUN device where an idle MN's packets wait (agents/paging.py)
 PAGING_BUFFER = 256  # packets buffered per idle MN; beyond it, new packets are dropped
 PAGING_TIMEOUT_S = 3.0  # an unanswered page ends, and its buffer is freed
@@ -92,9 +94,23 @@ def overlay_address(topo: Topology, ar: str) -> str:
     return str(topo.overlay[ar])
 
 
+def _overlay_index(topo: Topology, ar: str) -> int:
+    return [a.name for a in topo.by_role(Role.AR)].index(ar) + 1
+
+
 def overlay_mac(topo: Topology, ar: str) -> str:
-    index = [a.name for a in topo.by_role(Role.AR)].index(ar) + 1
+    index = _overlay_index(topo, ar)
     return f"02:fa:01:00:{index >> 8:02x}:{index & 0xFF:02x}"
+
+
+def overlay_address6(topo: Topology, ar: str) -> ipaddress.IPv6Address:
+    """The AR's link-local address on the overlay (the IPv6 redirect's next hop, issue 18):
+    set explicitly, with a static neighbour at every other AR, as the IPv4 side does."""
+    return ipaddress.IPv6Address(OVERLAY6_LINK_LOCAL) + _overlay_index(topo, ar)
+
+
+def _overlay6(topo: Topology, ar: str) -> str:
+    return str(overlay_address6(topo, ar)) if topo.backbone6 is not None else ""
 
 
 def overlay_data(topo: Topology, node: Node) -> dict[str, Any] | None:
@@ -105,10 +121,11 @@ def overlay_data(topo: Topology, node: Node) -> dict[str, Any] | None:
         **OVERLAY,
         "address": overlay_address(topo, node.name),
         "prefixlen": net.prefixlen,
+        "address6": _overlay6(topo, node.name),
         "mac": overlay_mac(topo, node.name),
         "peers": [
             {"address": overlay_address(topo, a.name), "mac": overlay_mac(topo, a.name),
-             "loopback": str(a.loopback)}
+             "address6": _overlay6(topo, a.name), "loopback": str(a.loopback)}
             for a in topo.by_role(Role.AR) if a.name != node.name
         ],
     }
@@ -466,7 +483,9 @@ def ar_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
         loopback=bb.loopback(node.name), pool=node.pool6, managed=managed,
         mn_prefixlen=plan6.mn_prefixlen,
         loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)},
-        clusters={a.name: _v6net(topo.cluster_of(a.name).prefix6) for a in topo.by_role(Role.AR)})
+        clusters={a.name: _v6net(topo.cluster_of(a.name).prefix6) for a in topo.by_role(Role.AR)},
+        overlays={a.name: overlay_address6(topo, a.name) for a in topo.by_role(Role.AR)},
+        pools={a.name: _v6net(a.pool6) for a in topo.by_role(Role.AR)})
 
 
 HA_TUNNEL = contract.HaTunnel(
