@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -674,18 +674,32 @@ class ArAgent:
 
     # --- restart recovery (docs/faults.md) -------------------------------------------------
 
+    # One saved entry of each map, as of now (None: the entry is gone): the snapshot and the
+    # journal write the same records.
+    @staticmethod
+    def _attached_record(att: Attachment) -> arstate.Attached:
+        return arstate.Attached(att.mn, att.ifindex, att.stamp)
+
+    @staticmethod
+    def _redirect_record(red: Redirect) -> arstate.Redirected:
+        return arstate.Redirected(red.target.node, red.deadline)
+
+    @staticmethod
+    def _lease_record(x: Lease) -> arstate.LeaseRecord:
+        return arstate.LeaseRecord(x.address, x.client_id, x.mn, x.chaddr, x.expires, x.bound,
+                                   x.remote_renewals)
+
     def snapshot(self) -> arstate.ArState:
         """What a restarted agent of this node needs, as of now (the loop thread)."""
         m = self.mobility
         return arstate.ArState(
             node=self.node,
-            attached={a: arstate.Attached(att.mn, att.ifindex, att.stamp)
+            attached={a: self._attached_record(att)
                       for a, att in (m.attached.items() if m else ())},
             announced=dict(self._bgp_out),
-            redirects={a: arstate.Redirected(r.target.node, r.deadline)
+            redirects={a: self._redirect_record(r)
                        for a, r in (m.redirects.items() if m else ())},
-            leases=tuple(arstate.LeaseRecord(x.address, x.client_id, x.mn, x.chaddr, x.expires,
-                                             x.bound, x.remote_renewals)
+            leases=tuple(self._lease_record(x)
                          for x in (list(self.dhcp.leases.values()) if self.dhcp else ())),
             sources=self._sources.members() if self._sources else {},
         )
@@ -712,34 +726,22 @@ class ArAgent:
     def _changes(self) -> list[bytes]:
         """The journal lines of every entry changed since the last save (the loop thread)."""
         now = time.time()
-        m, d = self.mobility, self._dirty
+        m = self.mobility
+        # Each map's entries as they are now, and how one is saved (None: it is gone).
+        maps: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+            "attached": (m.attached if m else {}, self._attached_record),
+            "announced": (self._bgp_out, lambda ann: ann),
+            "redirects": (m.redirects if m else {}, self._redirect_record),
+            "leases": (self.dhcp.leases if self.dhcp else {}, self._lease_record),
+        }
         out: list[bytes] = []
-        if d["attached"]:
-            for a in d["attached"]:
-                att = m.attached.get(a) if m else None
-                out.append(arstate.record_line("attached", a, None if att is None else
-                                               arstate.Attached(att.mn, att.ifindex, att.stamp),
+        for name, (entries, record) in maps.items():
+            keys = self._dirty[name]
+            for k in keys:
+                entry = entries.get(k)
+                out.append(arstate.record_line(name, k, None if entry is None else record(entry),
                                                now))
-            d["attached"].clear()
-        if d["announced"]:
-            for p in d["announced"]:
-                out.append(arstate.record_line("announced", p, self._bgp_out.get(p), now))
-            d["announced"].clear()
-        if d["redirects"]:
-            for a in d["redirects"]:
-                red = m.redirects.get(a) if m else None
-                out.append(arstate.record_line("redirects", a, None if red is None else
-                                               arstate.Redirected(red.target.node, red.deadline),
-                                               now))
-            d["redirects"].clear()
-        if d["leases"]:
-            for cid in d["leases"]:
-                x = self.dhcp.leases.get(cid) if self.dhcp else None
-                out.append(arstate.record_line("leases", cid, None if x is None else
-                                               arstate.LeaseRecord(x.address, x.client_id, x.mn,
-                                                                   x.chaddr, x.expires, x.bound,
-                                                                   x.remote_renewals), now))
-            d["leases"].clear()
+            keys.clear()
         if self._source_changes:
             changed = set()
             while self._source_changes:
@@ -1008,8 +1010,6 @@ class ArAgent:
                 checker=ValidatingResolver(cfg.resolver, cfg.resolver_port, timeout=1.0),
                 clusters={six.loopbacks[n]: c for n, c in six.clusters.items()
                           if n in six.loopbacks},
-                by_fqdn={ar.fqdn: six.loopbacks[n] for n, ar in self.ars.items()
-                         if n in six.loopbacks},
                 kernel=(ports := self._ports6(cfg, six)), bgp=ports, spawn=self._spawn,
                 peers={six.loopbacks[n]: Peer6(n, ar.fqdn, six.loopbacks[n], six.overlays[n],
                                                six.pools[n])

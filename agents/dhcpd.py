@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
-from typing import Protocol
+from typing import Any, Protocol
 
 from .dhcp import (
     BOOTREPLY,
@@ -480,29 +480,27 @@ class DhcpServer:
         }
 
 
-class DhcpService(asyncio.DatagramProtocol):
-    """``DhcpServer`` on UDP 67: the arrival interface and destination come from IP_PKTINFO,
-    broadcasts leave through the access link they are meant for."""
+class PktinfoService:
+    """A DHCP server's UDP socket on the event loop: what arrives is read until the socket
+    would block, with its arrival interface and destination from the PKTINFO ancillary
+    data, and handed to ``received``. One loop for both families (DhcpService,
+    dhcpd6.Dhcp6Service); a subclass opens the socket and reads its family's PKTINFO."""
 
-    def __init__(self, server: DhcpServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+    label = "DHCP"
+    port = SERVER_PORT  # the family's server port
+
+    def __init__(self) -> None:
         self.sock: socket.socket | None = None
 
-    @staticmethod
-    def open_socket(port: int = SERVER_PORT) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-        return sock
+    def open_socket(self, port: int) -> socket.socket:
+        raise NotImplementedError
 
-    async def start(self, port: int = SERVER_PORT) -> None:
-        self.sock = self.open_socket(port)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.sock.fileno(), self._readable)
+    def received(self, data: bytes, anc: list[tuple[int, int, bytes]], addr: Any) -> None:
+        raise NotImplementedError
+
+    async def start(self, port: int | None = None) -> None:
+        self.sock = self.open_socket(self.port if port is None else port)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -518,15 +516,36 @@ class DhcpService(asyncio.DatagramProtocol):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("DHCP socket: %s", exc)
+                log.warning("%s socket: %s", self.label, exc)
                 return
-            ifindex, dst = 0, ZERO
-            for level, kind, value in anc:
-                if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(value) >= 12:
-                    ifindex, _spec, raw = struct.unpack("I4s4s", value[:12])
-                    dst = IPv4Address(raw)
-            for out in self.server.handle(data, IPv4Address(addr[0]), dst, ifindex):
-                self.send(out)
+            self.received(data, anc, addr)
+
+
+class DhcpService(PktinfoService):
+    """``DhcpServer`` on UDP 67: the arrival interface and destination come from IP_PKTINFO,
+    broadcasts leave through the access link they are meant for."""
+
+    def __init__(self, server: DhcpServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def open_socket(self, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+        sock.bind(("0.0.0.0", port))
+        sock.setblocking(False)
+        return sock
+
+    def received(self, data: bytes, anc: list[tuple[int, int, bytes]], addr: Any) -> None:
+        ifindex, dst = 0, ZERO
+        for level, kind, value in anc:
+            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(value) >= 12:
+                ifindex, _spec, raw = struct.unpack("I4s4s", value[:12])
+                dst = IPv4Address(raw)
+        for out in self.server.handle(data, IPv4Address(addr[0]), dst, ifindex):
+            self.send(out)
 
     def send(self, out: Send) -> None:
         assert self.sock is not None

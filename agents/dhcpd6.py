@@ -9,7 +9,6 @@ puts it on UDP port 547, joined to ff02::1:2 on the access link (not yet run by 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import struct
@@ -17,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
-from typing import Protocol
+from typing import Any, Protocol
 
 from .dhcp6 import (
     ALL_SERVERS,
@@ -44,7 +43,7 @@ from .dhcp6 import (
     duid_text,
     unpack,
 )
-from .dhcpd import client_identity
+from .dhcpd import PktinfoService, client_identity
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +143,22 @@ class RelayAuth6(Protocol):
     def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
         """Raises Dhcp6PolicyError unless another AR sent ``data``."""
         ...
+
+
+class UnsignedRelayAuth:
+    """The stand-in RelayAuth6 of the vectors, the tests and the fuzz target: relay
+    messages go unsigned and are taken from the listed AR addresses alone. A source address
+    proves nothing on the backbone, so no agent may use it (agents/ar.py builds none)."""
+
+    def __init__(self, peers: dict[IPv6Address, str]) -> None:
+        self.peers = peers
+
+    def sign(self, msg: Relay6Message, dest: IPv6Address) -> bytes:
+        return msg.pack()
+
+    def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
+        if src not in self.peers:
+            raise Dhcp6PolicyError(f"{src} is not an AR")
 
 
 @dataclass
@@ -474,17 +489,22 @@ class Dhcp6Server:
 
 
 
-class Dhcp6Service:
+class Dhcp6Service(PktinfoService):
     """``Dhcp6Server`` on UDP 547: joined to ff02::1:2 on the access links, the arrival
     interface and destination from IPV6_PKTINFO, replies to a link-local address out of the
     interface they are meant for (its scope)."""
 
-    def __init__(self, server: Dhcp6Server, access_ifindexes: tuple[int, ...]) -> None:
+    label = "DHCPv6"
+    port = SERVER_PORT
+
+    def __init__(self, server: Dhcp6Server, access_ifindexes: tuple[int, ...],
+                 host: str = "::") -> None:
+        super().__init__()
         self.server = server
         self.access_ifindexes = access_ifindexes
-        self.sock: socket.socket | None = None
+        self.host = host
 
-    def open_socket(self, port: int = SERVER_PORT, host: str = "::") -> socket.socket:
+    def open_socket(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -492,42 +512,23 @@ class Dhcp6Service:
         for ifindex in self.access_ifindexes:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
                             ALL_SERVERS.packed + struct.pack("@I", ifindex))
-        sock.bind((host, port))
+        sock.bind((self.host, port))
         sock.setblocking(False)
         return sock
 
-    async def start(self, port: int = SERVER_PORT, host: str = "::") -> None:
-        self.sock = self.open_socket(port, host)
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self.readable)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self.sock.close()
-            self.sock = None
-
-    def readable(self) -> None:
-        assert self.sock is not None
-        while True:
-            try:
-                data, anc, _flags, addr = self.sock.recvmsg(2048, 64)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("DHCPv6 socket: %s", exc)
-                return
-            ifindex, dst = 0, IPv6Address(0)
-            for level, kind, value in anc:
-                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO \
-                        and len(value) >= 20:
-                    dst = IPv6Address(value[:16])
-                    ifindex = struct.unpack("@I", value[16:20])[0]
-            try:
-                src = IPv6Address(addr[0].split("%")[0])
-            except ValueError:
-                continue
-            for out in self.server.handle(data, src, dst, ifindex):
-                self.send(out)
+    def received(self, data: bytes, anc: list[tuple[int, int, bytes]], addr: Any) -> None:
+        ifindex, dst = 0, IPv6Address(0)
+        for level, kind, value in anc:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO \
+                    and len(value) >= 20:
+                dst = IPv6Address(value[:16])
+                ifindex = struct.unpack("@I", value[16:20])[0]
+        try:
+            src = IPv6Address(addr[0].split("%")[0])
+        except ValueError:
+            return
+        for out in self.server.handle(data, src, dst, ifindex):
+            self.send(out)
 
     def send(self, out: Send6) -> None:
         assert self.sock is not None

@@ -109,8 +109,6 @@ class PrefixMobility:
     clock: Callable[[], float] = time.time
     # Every AR's IPv6 loopback -> its cluster's aggregate, ours included (the escape rule).
     clusters: dict[IPv6Address, IPv6Network] = field(default_factory=dict)
-    # Every AR's DNS name -> its IPv6 loopback (the MN's "previous AR" hint names it so).
-    by_fqdn: dict[str, IPv6Address] = field(default_factory=dict)
     # Runs the kernel's detach when a newer route appears (the RIB update is synchronous).
     spawn: Callable[[Awaitable[None]], None] = lambda aw: None
     attached: dict[IPv6Network, Attached6] = field(default_factory=dict)
@@ -170,7 +168,8 @@ class PrefixMobility:
                 accepted = []
         self.events("checked6", mn=mn, accepted=[str(p) for p in accepted],
                     refused={str(p): r for p, r in refused.items()})
-        came_from = self.by_fqdn.get(previous) if previous is not None else None
+        hinted = self._peer_named(previous)
+        came_from = hinted.loopback if hinted is not None else None
         target = self._previous_ar(accepted, came_from)
         if target is not None and self.redirector is not None and self.mode() == Mode.REDIRECT:
             # First, as for IPv4: the previous AR acts on it in milliseconds, and every one
@@ -179,6 +178,10 @@ class PrefixMobility:
         for p in accepted:
             await self._take(mn, p, ifindex, came_from)
         return accepted
+
+    def _peer_named(self, fqdn: str | None) -> Peer6 | None:
+        """The other AR of this DNS name (an MN's "previous AR" hint, a redirect's sender)."""
+        return next((p for p in self.peers.values() if p.fqdn == fqdn), None)
 
     def _previous_ar(self, prefixes: list[IPv6Network],
                      came_from: IPv6Address | None) -> Peer6 | None:
@@ -250,7 +253,7 @@ class PrefixMobility:
     async def on_redirect(self, peer_fqdn: str, result: AuthResult) -> list[IPv6Network]:
         """Another AR's AUTH (flag M, not a page): the MN it names is there now. Each /64 of
         ours goes from the access link into the overlay towards it at once."""
-        peer = next((p for p in self.peers.values() if p.fqdn == peer_fqdn), None)
+        peer = self._peer_named(peer_fqdn)
         six = [p for p in result.addresses if isinstance(p, IPv6Network)]
         if peer is None or not six or not result.mobility or result.page:
             return []

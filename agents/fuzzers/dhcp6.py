@@ -35,7 +35,7 @@ from agents.dhcp6 import (
     ServerId,
     StatusCode,
 )
-from agents.dhcpd6 import Binding6, Dhcp6PolicyError, Dhcp6Server, Server6Config
+from agents.dhcpd6 import Binding6, Dhcp6Server, Server6Config, UnsignedRelayAuth
 
 from .common import Tally, mutate
 
@@ -80,23 +80,10 @@ class _Hooks:
         self.relayed_calls.append(prefix)
 
 
-class _PeerAuth:
-    """Stands in for the relay authenticator (none exists yet): AR2's source address alone."""
-
-    peers = {AR2: "ar2.isp.test"}
-
-    def sign(self, msg: Relay6Message, dest: IPv6Address) -> bytes:
-        return msg.pack()
-
-    def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
-        if src not in self.peers:
-            raise Dhcp6PolicyError("not an AR")
-
-
 def _server(now: list[float]) -> tuple[Dhcp6Server, _Hooks, IPv6Network]:
     hooks = _Hooks()
     server = Dhcp6Server(CONFIG, hooks, lambda i: i == ACCESS, clock=lambda: now[0],
-                         relay_auth=_PeerAuth())
+                         relay_auth=UnsignedRelayAuth({AR2: "ar2.isp.test"}))
     ia = IaPd(3, 0, 0)
     solicit = Dhcp6Message(MessageType.SOLICIT, 1, (ClientId(VICTIM_DUID), ia, RapidCommit()))
     server.handle(solicit.pack(), VICTIM_LL, ALL_SERVERS, ACCESS)

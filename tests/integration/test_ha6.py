@@ -27,7 +27,7 @@ from topologies import model
 from topologies.lab.daemons import vtysh, wait_until
 from topologies.lab.lab import Lab
 from topologies.model import Role
-from topologies.render.configs import daemons_for
+from topologies.render.configs import daemons_for, render
 
 pytestmark = pytest.mark.root
 MN, HOME, VISITED = "mn3", "ar3", "ar5"
@@ -93,13 +93,10 @@ def tunnel_tx(lab: Lab) -> int:
 
 def refuse_reverse6_at(lab: Lab, ar: str) -> None:
     """``ar``'s resolver path answers every query for a /64's reverse name with ICMP port
-    unreachable: the 16 nibble labels are 32 octets after the 12-octet DNS header, so the
-    label "ip6" sits at octet 8 + 12 + 32 of the UDP datagram."""
+    unreachable (configs/bench/dns-refuse-reverse6.nft.j2)."""
     cfg = json.loads((lab.rundir(ar) / "agent.json").read_text())
-    rules = (f"add table inet {NFT_TABLE}\n"
-             f"add chain inet {NFT_TABLE} out {{ type filter hook output priority 0; }}\n"
-             f"add rule inet {NFT_TABLE} out ip daddr {cfg['resolver']} udp dport "
-             f"{cfg['resolver_port']} @th,416,32 0x03697036 reject\n")
+    rules = render("bench/dns-refuse-reverse6.nft.j2", {
+        "table": NFT_TABLE, "resolver": cfg["resolver"], "port": cfg["resolver_port"]})
     path = lab.dir / "test-ha6" / f"{ar}.nft"
     path.parent.mkdir(exist_ok=True)
     path.write_text(rules)

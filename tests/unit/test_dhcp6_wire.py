@@ -36,7 +36,7 @@ from agents.dhcp6 import (
     ServerId,
     StatusCode,
 )
-from agents.dhcpd6 import Dhcp6Server, Server6Config
+from agents.dhcpd6 import Dhcp6Server, Server6Config, UnsignedRelayAuth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "dhclient6-solicit.bin"
@@ -178,25 +178,10 @@ class _Hooks:
     def relayed(self, *_: object) -> None: ...
 
 
-class PlainRelayAuth:
-    """No authenticator exists yet for DHCPv6 relays: the vectors are the bare messages."""
-
-    def __init__(self, peers: dict[IPv6Address, str]) -> None:
-        self.peers = peers
-
-    def sign(self, msg: Relay6Message, dest: IPv6Address) -> bytes:
-        return msg.pack()
-
-    def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
-        if src not in self.peers:
-            from agents.dhcpd6 import Dhcp6PolicyError
-            raise Dhcp6PolicyError(f"{src} is not an AR")
-
-
 def compute_vectors() -> dict[str, list[tuple[str, str]]]:
     solicit = CAPTURE.read_bytes()
     owner = Dhcp6Server(OWNER, _Hooks(), lambda i: i == ACCESS, clock=lambda: 1_800_000_000.0,
-                        relay_auth=PlainRelayAuth({RELAY_ADDRESS: "ar2.isp.test"}))
+                        relay_auth=UnsignedRelayAuth({RELAY_ADDRESS: "ar2.isp.test"}))
     [advertise] = owner.handle(solicit, MN_LL, dhcp6.ALL_SERVERS, ACCESS)
     prefix = IPv6Network("2001:db8:4000:101::/64")
     request = Dhcp6Message(MessageType.REQUEST, 0x5678AB, (
@@ -209,7 +194,7 @@ def compute_vectors() -> dict[str, list[tuple[str, str]]]:
         valid_s=60, remote_renewals=2, interface_id=b"ar2.isp.test/ar2-acc")
     relay = Dhcp6Server(relay_cfg, _Hooks(), lambda i: i == ACCESS,
                         clock=lambda: 1_800_000_000.0,
-                        relay_auth=PlainRelayAuth({OWNER.address: "ar1.isp.test"}))
+                        relay_auth=UnsignedRelayAuth({OWNER.address: "ar1.isp.test"}))
     renew = Dhcp6Message(MessageType.RENEW, 0x9ABCDE, (
         ClientId(MN_DUID), ServerId(OWNER.server_duid), ElapsedTime(0),
         IaPd(3, 3600, 5400, (IaPrefix(7200, 7200, prefix),))))

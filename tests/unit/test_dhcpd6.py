@@ -34,10 +34,10 @@ from agents.dhcp6 import (
 )
 from agents.dhcpd6 import (
     Binding6,
-    Dhcp6PolicyError,
     Dhcp6Server,
     Send6,
     Server6Config,
+    UnsignedRelayAuth,
     eui64_mac,
 )
 
@@ -88,20 +88,6 @@ class Hooks:
         self.relayed_calls.append((prefix, kind, expires))
 
 
-class PeerAuth:
-    """The relay authenticator's stand-in: the peers by source address, messages unsigned."""
-
-    def __init__(self, peers: dict[IPv6Address, str]) -> None:
-        self.peers = peers
-
-    def sign(self, msg: Relay6Message, dest: IPv6Address) -> bytes:
-        return msg.pack()
-
-    def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
-        if src not in self.peers:
-            raise Dhcp6PolicyError(f"{src} is not an AR")
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
@@ -115,7 +101,7 @@ def server(config: Server6Config = CONFIG1, auth: bool = True) -> tuple[Dhcp6Ser
     hooks, clock = Hooks(), Clock()
     peer = AR2 if config is CONFIG1 else AR1
     srv = Dhcp6Server(config, hooks, lambda i: i == ACCESS, clock=clock,
-                      relay_auth=PeerAuth({peer: "ar"}) if auth else None)
+                      relay_auth=UnsignedRelayAuth({peer: "ar"}) if auth else None)
     return srv, hooks, clock
 
 

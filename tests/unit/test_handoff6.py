@@ -207,7 +207,8 @@ def test_a_tie_is_the_newer_move_unless_the_mn_came_from_there() -> None:
     assert m.on_rib_change({HOME}) == [HOME] and HOME not in m.attached
     fakes2, rib2 = Fakes(), Rib()
     m2 = mobility(fakes2, rib2)
-    m2.by_fqdn = {"ar2.isp.test": AR2}
+    m2.peers = {AR2: Peer6("ar2", "ar2.isp.test", AR2, IPv6Address("fe80::fa01:2"),
+                           IPv6Network("2001:db8:4000:100::/56"))}
     asyncio.run(m2.on_authenticated("mn1.example", [HOME], 3, previous="ar2.isp.test"))
     rib2.update("agg1", [Route(HOME, AR2, 1000)], [])
     assert m2.on_rib_change({HOME}) == [] and HOME in m2.attached
@@ -284,7 +285,7 @@ def redirecting(fakes: Fakes, rib: Rib, spawned: Spawned, *, me: IPv6Address = M
                        mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
                        clock=lambda: now, spawn=spawned, redirect_hold_s=0,
                        peers={p.loopback: p for p in peers}, redirector=redirector,
-                       mode=lambda: mode, by_fqdn={p.fqdn: p.loopback for p in peers})
+                       mode=lambda: mode)
     return m, sent
 
 
