@@ -84,6 +84,7 @@ class Event(enum.StrEnum):
     CHECKED = "checked"
     ATTACHED = "attached"
     ANNOUNCED = "announced"
+    OUTBID = "outbid"  # a late route of the AR the MN came from, out-announced once
     REDIRECT_SENT = "redirect_sent"
     REDIRECT_FAILED = "redirect_failed"
     REDIRECT_ACKED = "redirect_acked"

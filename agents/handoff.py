@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
@@ -154,6 +154,29 @@ class Attachment:
     # The loopback of the AR the MN says it came from: a route of that AR with our
     # LOCAL_PREF is the older one (a one-second timestamp ties two moves in one second).
     came_from: IPv4Address | None = None
+    # That AR's route has been out-announced once already (late_route_of_came_from).
+    outbid: bool = False
+
+
+class Arrival(Protocol):
+    """An attachment as late_route_of_came_from sees it (one per family)."""
+
+    @property
+    def came_from(self) -> Hop | None: ...
+
+    @property
+    def outbid(self) -> bool: ...
+
+
+def late_route_of_came_from(att: Arrival, newer: Sequence[Route]) -> bool:
+    """Whether the only routes newer than an attachment's are of the AR the MN came from,
+    and none has been out-announced yet. Two moves within one reflector batch (50 ms) let
+    that AR stamp its route (highest seen + 1, ahead of the clock) after ours was stamped,
+    and its route reach us only after: it is the older one whatever its LOCAL_PREF. Obeyed,
+    both ARs let go and the MN is left with no route (test_stapled found it, 1 handoff in
+    about 250). A second newer route of that AR is a real move back: it stamped past ours."""
+    return (bool(newer) and not att.outbid and att.came_from is not None
+            and all(r.next_hop == att.came_from for r in newer))
 
 
 @dataclass
@@ -392,6 +415,14 @@ class Mobility:
         newer = [r for r in others if r.local_pref > ref
                  or (r.local_pref == ref and att is not None and r.next_hop != att.came_from)
                  or (by is not None and self._by_loopback.get(r.next_hop, self.me).fqdn == by)]
+        if att is not None and by is None and late_route_of_came_from(att, newer):
+            # Out-announce it, once: strictly newer than what we now hear, as our attachment
+            # would have been had the route reached us first.
+            att.outbid = True
+            att.stamp = self.next_local_pref(a)
+            self.events("outbid", addr=a, late_local_pref=max(r.local_pref for r in newer))
+            self._announce(a, att.stamp, a in self.me.pool, others)
+            return
         if att is not None and newer:
             # The MN authenticated elsewhere after us.
             self._spawn(self._detach(a, "newer route elsewhere"))

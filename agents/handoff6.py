@@ -21,7 +21,13 @@ from . import exabgp_api as api
 from .auth import AuthResult
 from .contract import Mode
 from .exabgp_api import Route
-from .handoff import REDIRECT_HOLD_S, REDIRECT_LIFETIME_S, EventLog, newest_local_pref
+from .handoff import (
+    REDIRECT_HOLD_S,
+    REDIRECT_LIFETIME_S,
+    EventLog,
+    late_route_of_came_from,
+    newest_local_pref,
+)
 
 NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
 # How a /64 is redirected: the IPv4 redirect's VXLAN overlay (SRv6 End.DX6 not used yet).
@@ -91,6 +97,8 @@ class Attached6:
     # The IPv6 loopback of the AR the MN says it came from: a route of that AR with our
     # LOCAL_PREF is the older one (a one-second timestamp ties two moves in one second).
     came_from: IPv6Address | None = None
+    # That AR's route has been out-announced once already (handoff.late_route_of_came_from).
+    outbid: bool = False
 
 
 @dataclass
@@ -332,6 +340,14 @@ class PrefixMobility:
             r.local_pref == ref and att is not None and r.next_hop != att.came_from)
             or (by is not None and r.next_hop == by)]
         gone: list[IPv6Network] = []
+        if att is not None and by is None and late_route_of_came_from(att, newer):
+            # Out-announce it, once, as handoff.Mobility does a /32.
+            att.outbid = True
+            att.stamp = self.next_local_pref(prefix)
+            self.events("outbid6", prefix=str(prefix),
+                        late_local_pref=max(r.local_pref for r in newer))
+            self._announce(prefix, att.stamp, prefix.subnet_of(self.pool), others)
+            return gone
         if att is not None and newer:
             self.attached.pop(prefix)
             self.events("detached6", prefix=str(prefix), mn=att.mn,

@@ -15,6 +15,7 @@ import yaml
 
 from agents.contract import Layout, read_events
 from topologies import model
+from topologies.lab.daemons import vtysh
 from topologies.lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,23 @@ def status(lab: Lab, node: str) -> dict[str, Any]:
 
 def events(lab: Lab, node: str) -> list[dict[str, Any]]:
     return read_events(lab.rundir(node) / Layout.EVENTS)
+
+
+def why_unreachable(lab: Lab, address: str, ars: tuple[str, ...] = ("ar1", "ar2"),
+                    routers: tuple[str, ...] = ("agg1", "agg2", "core1")) -> str:
+    """A failure's report for an MN address the CN cannot reach: each node's kernel route to
+    it, the reflectors' BGP paths, and the ARs' last decisions about it."""
+    lines = []
+    for node in (*ars, *routers):
+        out = lab.execs[node].run(["ip", "route", "show", "table", "all", "match", address])
+        lines.append(f"--- {node} routes matching {address}:\n{out.stdout}")
+    for node in routers[:2]:
+        bgp = vtysh(lab.execs[node], lab.rundir(node), f"show bgp ipv4 unicast {address}/32")
+        lines.append(f"--- {node} BGP {address}/32:\n{bgp}")
+    for node in ars:
+        mine = [e for e in events(lab, node) if address in json.dumps(e)]
+        lines.append(f"--- {node} events:\n" + "\n".join(json.dumps(e) for e in mine[-16:]))
+    return "\n".join(lines)
 
 
 def mn_request(lab: Lab, mn: str, cmd: str, **args: Any) -> dict[str, Any]:

@@ -30,10 +30,10 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 
 from agents.contract import read_events
 from agents.staple import RRSIG, encode_bundle, parse_bundle
-from tests.integration.labs import strip_dnssec
+from tests.integration.labs import strip_dnssec, why_unreachable
 from topologies import model
 from topologies.analysis.dnscount import home_round_trips
-from topologies.lab.daemons import wait_until
+from topologies.lab.daemons import DeadlineError, wait_until
 from topologies.lab.lab import Lab
 
 pytestmark = pytest.mark.root
@@ -107,8 +107,11 @@ def refused_with(lab: Lab, ar: str, t0: float, error: str) -> dict[str, Any]:
 
 
 def settle(lab: Lab, address: str = MN1) -> None:
-    wait_until(lambda: lab.execs["cn"].run(["ping", "-c", "1", "-W", "1", address]).returncode
-               == 0, 20, f"{address} reachable", 0.2)
+    try:
+        wait_until(lambda: lab.execs["cn"].run(["ping", "-c", "1", "-W", "1", address])
+                   .returncode == 0, 20, f"{address} reachable", 0.2)
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}\n{why_unreachable(lab, address)}") from None
 
 
 def _zone_key(lab: Lab) -> tuple[ec.EllipticCurvePrivateKey, DNSKEY]:

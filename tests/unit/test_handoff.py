@@ -243,6 +243,39 @@ def test_back_home_a_tied_route_of_the_ar_the_mn_came_from_is_beaten_strictly() 
     assert h.bgp.announced == {H32: int(NOW) + 1} and h.kernel.access == {A: 7}
 
 
+def test_a_late_route_of_the_ar_the_mn_came_from_is_outbid_once_not_obeyed() -> None:
+    """Two moves within one reflector batch: ar3 stamped its route (highest seen + 1, ahead
+    of the clock) after ours was stamped, and it reached us only after the MN did. Obeyed,
+    we and ar3 (redirected away) would both let go: the MN would be left with no route."""
+    for mode in ("draft", "redirect"):
+        h = Harness("ar2", mode=mode)
+        h.auth("10.64.0.10/32", previous="ar3.isp.test")
+        assert h.bgp.announced == {H32: int(NOW)}
+        h.route_from("ar3", int(NOW) + 1)
+        assert h.bgp.announced == {H32: int(NOW) + 2} and h.kernel.access == {A: 7}, mode
+        # One stamped past ours was stamped after ar3 heard ours: the MN went back.
+        h.route_from("ar3", int(NOW) + 3)
+        assert h.bgp.announced == {} and h.kernel.access == {}, mode
+
+
+def test_back_home_a_late_route_of_the_ar_the_mn_came_from_is_outbid_then_withdrawn() -> None:
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32", previous="ar2.isp.test")
+    assert h.bgp.announced == {}  # home, and nothing heard to beat
+    h.route_from("ar2", int(NOW) + 1)  # ar2's, stamped ahead of the clock, heard late
+    assert h.bgp.announced == {H32: int(NOW) + 2} and h.kernel.access == {A: 7}
+    h.withdraw_from("ar2")  # ar2 heard ours and let go
+    assert h.bgp.announced == {} and h.kernel.access == {A: 7}
+
+
+def test_a_newer_route_of_another_ar_is_obeyed_even_beside_the_previous_ars() -> None:
+    h = Harness("ar2", mode="draft")
+    h.auth("10.64.0.10/32", previous="ar1.isp.test")
+    h.route_from("ar1", int(NOW) + 1)
+    h.route_from("ar3", int(NOW) + 5)  # the MN moved on to ar3
+    assert h.bgp.announced == {} and h.kernel.access == {}
+
+
 def test_return_home_beats_the_visitor_then_withdraws_its_own_host_route() -> None:
     h = Harness("ar1")
     h.route_from("ar3", int(NOW) - 5)  # the MN is visiting ar3

@@ -197,6 +197,22 @@ def test_an_older_far_prefix_heard_after_ours_makes_ours_leave_the_cluster() -> 
     assert m.on_rib_change({VISITOR}) == [] and len(fakes.announced) == 2
 
 
+def test_a_late_route_of_the_ar_the_mn_came_from_is_outbid_once_not_obeyed() -> None:
+    """As for a /32 (test_handoff): ar2's route, stamped ahead of the clock and heard only
+    after the MN came to us from ar2, is out-announced once; one stamped past ours ends it."""
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    m.peers = {AR2: Peer6("ar2", "ar2.isp.test", AR2, IPv6Address("fe80::fa01:2"),
+                          IPv6Network("2001:db8:4000:100::/56"))}
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3, previous="ar2.isp.test"))
+    assert fakes.announced == []  # home, nothing heard to beat
+    rib.update("agg1", [Route(HOME, AR2, 1001)], [])
+    assert m.on_rib_change({HOME}) == [] and HOME in m.attached
+    assert fakes.announced == [(HOME, 1002)]
+    rib.update("agg1", [Route(HOME, AR2, 1003)], [])  # the MN really went back to ar2
+    assert m.on_rib_change({HOME}) == [HOME] and HOME not in m.attached
+
+
 def test_a_tie_is_the_newer_move_unless_the_mn_came_from_there() -> None:
     """As for a /32: ar2's route with our attachment's LOCAL_PREF (two moves in one second)
     is the newer move, unless the MN said it came from ar2; then ours beats it strictly."""
