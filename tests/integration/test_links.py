@@ -68,15 +68,20 @@ def test_a_handoff_keeps_ping_alive_at_distance(lab: Lab, tmp_path: Path) -> Non
     out = tmp_path / "ping.txt"
     with lab.background("cn", ["ping", "-n", "-i", "0.02", MN1], out):
         wait_until(lambda: len(rtts(out.read_text())) >= 20, 20, "pings before the handoff")
-        before = max(rtts(out.read_text()))
+        pings = rtts(out.read_text())
+        before, near = max(pings), statistics.median(pings.values())
         rec = lab.handoff("mn1", "ar2")
         assert rec["ok"], rec
         # Until the redirect through ar1 has given way to ar2's own route: 50 answers from
         # 3 s (150 pings) after the handoff on.
         wait_until(lambda: len(settled(out.read_text(), before + 150)) >= 50, 40,
                    "pings answered after the handoff")
-    after = settled(out.read_text(), before + 150)
-    assert abs(statistics.median(after) - 2 * PATH_ONE_WAY_MS) <= 1.0  # ar2 is as far
+    after = statistics.median(settled(out.read_text(), before + 150))
+    # ar2 is as far as ar1: the same delay as before the handoff, in the same run. The delay
+    # line's absolute accuracy is the bench's (see the test above): in a fresh-clone run that
+    # took 25 min instead of 17, the median after the handoff was 15.5 ms, the links' 14.
+    assert after >= 2 * PATH_ONE_WAY_MS - 0.3, after
+    assert abs(after - near) <= 1.0, (after, near)
 
 
 def settled(text: str, first: int) -> list[float]:
