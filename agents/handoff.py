@@ -415,7 +415,7 @@ class Mobility:
         newer = [r for r in others if r.local_pref > ref
                  or (r.local_pref == ref and att is not None and r.next_hop != att.came_from)
                  or (by is not None and self._by_loopback.get(r.next_hop, self.me).fqdn == by)]
-        if att is not None and by is None and late_route_of_came_from(att, newer):
+        if att is not None and late_route_of_came_from(att, newer):
             # Out-announce it, once: strictly newer than what we now hear, as our attachment
             # would have been had the route reached us first.
             att.outbid = True

@@ -340,7 +340,7 @@ class PrefixMobility:
             r.local_pref == ref and att is not None and r.next_hop != att.came_from)
             or (by is not None and r.next_hop == by)]
         gone: list[IPv6Network] = []
-        if att is not None and by is None and late_route_of_came_from(att, newer):
+        if att is not None and late_route_of_came_from(att, newer):
             # Out-announce it, once, as handoff.Mobility does a /32.
             att.outbid = True
             att.stamp = self.next_local_pref(prefix)
