@@ -997,6 +997,7 @@ class ArAgent:
             on_access_link=lambda ifindex: self._serves(access, ifindex),
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
             paging_bound=cfg.paging.buffer, paging_timeout_s=cfg.paging.timeout_s,
+            home_agents={n: h.next_hop for n, h in cfg.home_agents.items()},
         )
         self._track(self.mobility)
         if cfg.ipv6 is not None:  # issue 18: the IPv6 prefixes of dual-stack MNs
@@ -1016,7 +1017,9 @@ class ArAgent:
                        for n, ar in self.ars.items()
                        if n != cfg.node and n in six.loopbacks and n in six.overlays
                        and n in six.pools},
-                redirector=self.send_redirect6, mode=self._mode)
+                redirector=self.send_redirect6, mode=self._mode,
+                home_agents={n: h.next_hop6 for n, h in cfg.home_agents.items()
+                             if h.next_hop6 is not None})
         await self.start_paging(cfg)
         self._start_filter()
         await self.recover(access)

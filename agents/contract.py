@@ -345,6 +345,17 @@ class ArEntry(Config):
     overlay: ipaddress.IPv4Address  # its address in the redirect mesh
 
 
+@dataclass(frozen=True)
+class HomeAgentEntry(Config):
+    """The Home Agent as every AR knows it: the next hop of the host routes it announces.
+    An MN back from outside the AS names it as where it came from (draft 2.4), and a route
+    of that next hop is then the older one (agents/handoff.py, late_route_of_came_from)."""
+
+    next_hop: ipaddress.IPv4Address
+    next_hop6: ipaddress.IPv6Address | None = dataclasses.field(default=None,
+                                                                metadata=OMIT_IF_NONE)
+
+
 # The Home Agent's "pool" (it has none), as 0.0.0.0/32 is in IPv4: it originates nothing.
 NO_POOL6 = ipaddress.IPv6Network("::/128")
 
@@ -427,6 +438,8 @@ class ArAgentConfig(Config):
     # its End-of-RIB (agents/ar.py _replay_rib). None: not given; the peers seen up count.
     bgp_peers: tuple[ipaddress.IPv4Address, ...] | None = dataclasses.field(
         default=None, metadata=OMIT_IF_NONE)
+    # The AS's Home Agents by DNS name (an AR's only; the HA knows itself as one of ``ars``).
+    home_agents: dict[str, HomeAgentEntry] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

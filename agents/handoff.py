@@ -167,16 +167,44 @@ class Arrival(Protocol):
     @property
     def outbid(self) -> bool: ...
 
+    @property
+    def since(self) -> float: ...
 
-def late_route_of_came_from(att: Arrival, newer: Sequence[Route]) -> bool:
+
+# How long after an attachment a route of the AR the MN came from may still be the older
+# one. Such a route was stamped before the MN left that AR and is late by the reflectors'
+# batches (about 50 ms a hop, a few hundred ms on a loaded machine); one heard later comes
+# from a new attachment there, and is the newer move (test_macro: the MN left again
+# seconds after returning, and its home AR out-announced the HA's new binding).
+CAME_FROM_WINDOW_S = 1.0
+
+
+def older_by_the_mns_word(att: Arrival | None, next_hop: Hop, now: float) -> bool:
+    """Whether a route of next_hop is, by the MN's own word, older than our attachment:
+    of the AR (or HA) it says it came from, heard within CAME_FROM_WINDOW_S, and not
+    after we out-announced that AR once (it stamped past us after hearing us: a move back)."""
+    return (att is not None and att.came_from is not None and next_hop == att.came_from
+            and not att.outbid and now - att.since < CAME_FROM_WINDOW_S)
+
+
+def newer_move(local_pref: int, next_hop: Hop, ref: int, att: Arrival | None,
+               now: float) -> bool:
+    """Whether another's route is a newer move than our LOCAL_PREF ``ref``. A tie is two
+    moves within one second: the other's is the newer one unless the MN came to us from
+    it (then ours is, and it hears ours and lets go)."""
+    if local_pref != ref:
+        return local_pref > ref
+    return att is not None and not older_by_the_mns_word(att, next_hop, now)
+
+
+def late_route_of_came_from(att: Arrival, newer: Sequence[Route], now: float) -> bool:
     """Whether the only routes newer than an attachment's are of the AR the MN came from,
     and none has been out-announced yet. Two moves within one reflector batch (50 ms) let
     that AR stamp its route (highest seen + 1, ahead of the clock) after ours was stamped,
     and its route reach us only after: it is the older one whatever its LOCAL_PREF. Obeyed,
     both ARs let go and the MN is left with no route (test_stapled found it, 1 handoff in
     about 250). A second newer route of that AR is a real move back: it stamped past ours."""
-    return (bool(newer) and not att.outbid and att.came_from is not None
-            and all(r.next_hop == att.came_from for r in newer))
+    return bool(newer) and all(older_by_the_mns_word(att, r.next_hop, now) for r in newer)
 
 
 @dataclass
@@ -223,6 +251,14 @@ class Mobility:
     reclaiming: dict[IPv4Address, float] = field(default_factory=dict)
     visitor_leases: dict[IPv4Address, float] = field(default_factory=dict)
     reclaim_timeout_s: float = 5.0
+    # The Home Agents' DNS names and their routes' next hop: an MN back from outside the AS
+    # names its HA as where it came from, and the HA's route is then the older one.
+    home_agents: dict[str, IPv4Address] = field(default_factory=dict)
+    # The highest LOCAL_PREF heard for each /32, kept after its route is gone: a route
+    # stamped "highest seen + 1" runs ahead of the clock, and an AR (the HA above all,
+    # which hears no in-cluster /32) that forgot it would stamp its next attachment below
+    # an older one (test_macro: the home AR then out-announced the HA's new binding).
+    highest_heard: dict[IPv4Address, int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -237,6 +273,8 @@ class Mobility:
         seen = [r.local_pref for r in self.rib.paths(host(address))]
         if address in self.announced:
             seen.append(self.announced[address])
+        if address in self.highest_heard:
+            seen.append(self.highest_heard[address])
         return newest_local_pref(seen, self.clock())
 
     # --- the MN side: draft 2.2 -------------------------------------------------------------
@@ -296,9 +334,8 @@ class Mobility:
             self._spawn(self._send_redirect(redirect, a))
         await self._wake(a, "paged MN authenticated here", "access")
         lp = self.next_local_pref(a)
-        hint = self._by_fqdn.get(result.previous) if result.previous is not None else None
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp,
-                                      hint.loopback if hint is not None else None)
+                                      self._came_from(result.previous))
         self.superseded_by.pop(a, None)
         if a in self.redirects:  # the MN is back before BGP settled: forward locally again
             self.redirects.pop(a)
@@ -333,6 +370,14 @@ class Mobility:
             self.escaped.add(a)
         else:
             self.escaped.discard(a)
+
+    def _came_from(self, previous: str | None) -> IPv4Address | None:
+        """The next hop of the routes of where the MN says it came from: an AR's loopback,
+        or a Home Agent's address (a return from outside the AS); None if we know neither."""
+        if previous is None:
+            return None
+        hint = self._by_fqdn.get(previous)
+        return hint.loopback if hint is not None else self.home_agents.get(previous)
 
     def _previous_ar(self, a: IPv4Address, hint: str | None) -> ArInfo | None:
         """Whom to redirect from: the MN's own hint, else our BGP table, else the pool owner."""
@@ -406,16 +451,17 @@ class Mobility:
 
     def _check(self, a: IPv4Address) -> None:
         others = self._others(a)
+        if others:
+            self.highest_heard[a] = max(self.highest_heard.get(a, 0),
+                                        *(r.local_pref for r in others))
         mine = self.announced.get(a)
         att = self.attached.get(a)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)
         by = self.superseded_by.get(a)
-        # A tie is two moves within one second: the other AR's is the newer one unless the
-        # MN came to us from it (then ours is, and it hears ours and lets go).
-        newer = [r for r in others if r.local_pref > ref
-                 or (r.local_pref == ref and att is not None and r.next_hop != att.came_from)
+        now = self.clock()
+        newer = [r for r in others if newer_move(r.local_pref, r.next_hop, ref, att, now)
                  or (by is not None and self._by_loopback.get(r.next_hop, self.me).fqdn == by)]
-        if att is not None and late_route_of_came_from(att, newer):
+        if att is not None and late_route_of_came_from(att, newer, now):
             # Out-announce it, once: strictly newer than what we now hear, as our attachment
             # would have been had the route reached us first.
             att.outbid = True

@@ -26,6 +26,7 @@ from .handoff import (
     REDIRECT_LIFETIME_S,
     EventLog,
     late_route_of_came_from,
+    newer_move,
     newest_local_pref,
 )
 
@@ -99,6 +100,7 @@ class Attached6:
     came_from: IPv6Address | None = None
     # That AR's route has been out-announced once already (handoff.late_route_of_came_from).
     outbid: bool = False
+    since: float = 0.0  # when it attached (handoff.CAME_FROM_WINDOW_S)
 
 
 @dataclass
@@ -133,11 +135,18 @@ class PrefixMobility:
     redirects: dict[IPv6Network, Redirect6] = field(default_factory=dict)
     # The AR (IPv6 loopback) a redirect said the MN moved to: its route is the newer one.
     superseded_by: dict[IPv6Network, IPv6Address] = field(default_factory=dict)
+    # The Home Agents' DNS names and their /64s' next hop (handoff.Mobility.home_agents).
+    home_agents: dict[str, IPv6Address] = field(default_factory=dict)
+    # The highest LOCAL_PREF heard for each /64, kept after its route is gone (as
+    # handoff.Mobility.highest_heard).
+    highest_heard: dict[IPv6Network, int] = field(default_factory=dict)
 
     def next_local_pref(self, prefix: IPv6Network) -> int:
         seen = [r.local_pref for r in self.rib.paths(prefix)]
         if prefix in self.announced:
             seen.append(self.announced[prefix])
+        if prefix in self.highest_heard:
+            seen.append(self.highest_heard[prefix])
         return newest_local_pref(seen, self.clock())
 
     def _others(self, prefix: IPv6Network) -> list[Route]:
@@ -177,7 +186,9 @@ class PrefixMobility:
         self.events("checked6", mn=mn, accepted=[str(p) for p in accepted],
                     refused={str(p): r for p, r in refused.items()})
         hinted = self._peer_named(previous)
-        came_from = hinted.loopback if hinted is not None else None
+        # A Home Agent is no peer (no redirect to it), but its /64 is as old as an AR's.
+        came_from = (hinted.loopback if hinted is not None
+                     else self.home_agents.get(previous) if previous is not None else None)
         target = self._previous_ar(accepted, came_from)
         if target is not None and self.redirector is not None and self.mode() == Mode.REDIRECT:
             # First, as for IPv4: the previous AR acts on it in milliseconds, and every one
@@ -221,7 +232,7 @@ class PrefixMobility:
                     came_from: IPv6Address | None = None) -> None:
         await self.kernel.attach6(prefix, ifindex)
         lp = self.next_local_pref(prefix)
-        self.attached[prefix] = Attached6(mn, ifindex, lp, came_from)
+        self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock())
         self.superseded_by.pop(prefix, None)
         if self.redirects.pop(prefix, None) is not None:
             # The MN is back before BGP settled: the access route serves it again.
@@ -333,14 +344,16 @@ class PrefixMobility:
         att = self.attached.get(prefix)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)
         by = self.superseded_by.get(prefix)
-        # A tie is two moves within one second: the other AR's is the newer one unless the
-        # MN came to us from it (then ours is, and it hears ours and lets go). A route of the
-        # AR a redirect named is newer whatever its LOCAL_PREF (a clock behind ours).
-        newer = [r for r in others if r.local_pref > ref or (
-            r.local_pref == ref and att is not None and r.next_hop != att.came_from)
-            or (by is not None and r.next_hop == by)]
+        if others:
+            self.highest_heard[prefix] = max(self.highest_heard.get(prefix, 0),
+                                             *(r.local_pref for r in others))
+        # A route of the AR a redirect named is newer whatever its LOCAL_PREF (a clock
+        # behind ours); ties and late routes are handoff.newer_move's.
+        now = self.clock()
+        newer = [r for r in others if newer_move(r.local_pref, r.next_hop, ref, att, now)
+                 or (by is not None and r.next_hop == by)]
         gone: list[IPv6Network] = []
-        if att is not None and late_route_of_came_from(att, newer):
+        if att is not None and late_route_of_came_from(att, newer, now):
             # Out-announce it, once, as handoff.Mobility does a /32.
             att.outbid = True
             att.stamp = self.next_local_pref(prefix)

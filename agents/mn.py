@@ -90,6 +90,9 @@ class MnAgent:
         self.dns_mode = config.dns_mode
         self.staples = StapleKeeper(self.dns.dns, config.identity, self.events)
         self.current: str | None = None  # the AR node we are authenticated at
+        # Back from outside the AS: our next AUTH names the Home Agent as where we came from
+        # (its /32 is the older route, whatever its LOCAL_PREF: agents/handoff.py).
+        self._back_from: str | None = None
         self.session: PeerSession | None = None
         self._lock = asyncio.Lock()
         self.handoffs = 0
@@ -207,8 +210,9 @@ class MnAgent:
             except AddressError as exc:
                 return {"ok": False, "ar": node, "error": f"care-of: {exc}"}
             t_coa = time.time()
+            left = self.config.ars.get(self.current) if self.current else None
             try:
-                session = await self._bind(homes, coa)
+                session = await self._bind(homes, coa, previous=left)
             except AuthError as exc:
                 return {"ok": False, "ar": node, "error": f"{type(exc).__name__}: {exc}",
                         "care_of": str(coa)}
@@ -227,9 +231,11 @@ class MnAgent:
 
     async def _bind(self, homes: list[ipaddress.IPv4Address],
                     care_of: ipaddress.IPv4Address,
-                    prefixes6: list[ipaddress.IPv6Network] | None = None) -> PeerSession:
+                    prefixes6: list[ipaddress.IPv6Network] | None = None,
+                    previous: str | None = None) -> PeerSession:
         """The Binding Update: one AUTH to the HA from ``care_of``, then our tunnel end;
-        ``prefixes6``: IPv6 prefixes an AR refused, bound too (issue 18)."""
+        ``prefixes6``: IPv6 prefixes an AR refused, bound too (issue 18); ``previous``: the
+        AR we left, whose /32 is then the older route at the HA (agents/handoff.py)."""
         assert self.ha is not None and self.tunnel is not None
         name, ha_addr, key = self.ha
         claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
@@ -238,7 +244,8 @@ class MnAgent:
         try:
             session = await self.peer.authenticate(
                 (str(ha_addr), self.config.auth_port), name, claimed, mobility=True,
-                ar_key=key, timeout=0.3, retries=5, local_addr=(str(care_of), 0))
+                ar_key=key, timeout=0.3, retries=5, local_addr=(str(care_of), 0),
+                previous=previous)
         except AuthError as exc:
             self.events("bu_failed", ha=name, error=str(exc))
             raise
@@ -284,6 +291,8 @@ class MnAgent:
         self.addresses.resume()
         self.events("returned", outside=self.away)
         self.away = None
+        if self.ha is not None:
+            self._back_from = self.ha[0]
 
     async def deregister(self) -> dict[str, Any]:
         """Tell the Home Agent to drop our binding: the AUTH without the mobility flag."""
@@ -311,7 +320,8 @@ class MnAgent:
         async with self._lock:
             fqdn = self.config.ars[ar]
             prev = previous if previous is not None else self.current
-            prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
+            prev_fqdn = (self.config.ars.get(prev) if prev and prev != ar
+                         else self._back_from)
             key = await self.directory.resolve(fqdn)
             claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
                 ipaddress.IPv4Network((a, 32)) for a in self.held()]
@@ -343,6 +353,7 @@ class MnAgent:
                 self.session.close()
             self.session = session
             self.current = self.cell = ar
+            self._back_from = None
             self.handoffs += 1
             self.idle = idle
             self.tal = tuple(self._by_fqdn[n] for n in session.tal if n in self._by_fqdn)

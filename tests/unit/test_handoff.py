@@ -12,7 +12,7 @@ import pytest
 from agents.auth import AuthResult, Suite
 from agents.exabgp_api import Route
 from agents.fib import Rib
-from agents.handoff import REDIRECT_LIFETIME_S, ArInfo, Mobility
+from agents.handoff import CAME_FROM_WINDOW_S, REDIRECT_LIFETIME_S, ArInfo, Mobility
 
 NOW = 1_800_000_000.25
 A = IPv4Address("10.64.0.10")  # from ar1's pool
@@ -138,8 +138,12 @@ class Harness:
         return asyncio.run(go())
 
     def route_from(self, ar: str, lp: int, prefix: str = "10.64.0.10/32") -> None:
+        self.route_via(ARS[ar].loopback, lp, prefix, f"rr-{ar}")
+
+    def route_via(self, hop: IPv4Address, lp: int, prefix: str = "10.64.0.10/32",
+                  peer: str = "rr-core") -> None:
         net = IPv4Network(prefix)
-        changed = self.rib.update(f"rr-{ar}", [Route(net, ARS[ar].loopback, lp)], [])
+        changed = self.rib.update(peer, [Route(net, hop, lp)], [])
 
         async def go() -> None:
             self.mob.on_rib_change(changed)
@@ -266,6 +270,73 @@ def test_back_home_a_late_route_of_the_ar_the_mn_came_from_is_outbid_then_withdr
     assert h.bgp.announced == {H32: int(NOW) + 2} and h.kernel.access == {A: 7}
     h.withdraw_from("ar2")  # ar2 heard ours and let go
     assert h.bgp.announced == {} and h.kernel.access == {A: 7}
+
+
+HA_FQDN, HA_HOP = "ha.isp.test", IPv4Address("10.253.0.6")
+
+
+def test_back_from_outside_the_as_the_home_agents_route_is_the_older_one() -> None:
+    """test_macro, about one run in three at a fast return: the MN came home within the
+    second its HA bound it, before the HA's /32 reached its home AR. The HA's route then
+    tied (or, stamped "highest seen + 1", beat) the attachment's LOCAL_PREF, and the home AR
+    detached the MN and announced nothing, while the HA, which never hears a home AR's
+    in-cluster /32, kept the binding: the MN's traffic went into a tunnel to nowhere. The
+    MN's AUTH names its HA as where it came from, and that route is the older one."""
+    for late in (0, 1):
+        h = Harness("ar1", mode="draft")
+        h.mob.home_agents = {HA_FQDN: HA_HOP}
+        h.auth("10.64.0.10/32", previous=HA_FQDN)
+        assert h.bgp.announced == {}
+        h.route_via(HA_HOP, int(NOW) + late)
+        # Beaten strictly, and everywhere: the HA's next hop is in no cluster.
+        assert h.bgp.announced == {H32: int(NOW) + late + 1}, late
+        assert h.bgp.escaped == {H32} and h.kernel.access == {A: 7}, late
+        h.withdraw_from("core")  # the HA heard ours and let go
+        assert h.bgp.announced == {} and h.kernel.access == {A: 7}, late
+    # Not named by the MN, the HA's tied route is the newer move, as any AR's would be.
+    h = Harness("ar1", mode="draft")
+    h.mob.home_agents = {HA_FQDN: HA_HOP}
+    h.auth("10.64.0.10/32")
+    h.route_via(HA_HOP, int(NOW))
+    assert h.bgp.announced == {} and h.kernel.access == {}
+
+
+def test_the_mns_word_holds_only_shortly_after_the_attachment() -> None:
+    """A route of the AR the MN came from is older only while it can still be late by the
+    reflectors: one heard seconds later is that AR's new attachment, a real move back."""
+    h = Harness("ar2", mode="draft")
+    h.auth("10.64.0.10/32", previous="ar3.isp.test")
+    h.now += CAME_FROM_WINDOW_S + 0.5
+    h.route_from("ar3", int(NOW))  # tied with ours, but too late to be the old one
+    assert h.bgp.announced == {} and h.kernel.access == {}
+    late = Harness("ar2", mode="draft")
+    late.auth("10.64.0.10/32", previous="ar3.isp.test")
+    late.now += CAME_FROM_WINDOW_S + 0.5
+    late.route_from("ar3", int(NOW) + 1)  # no out-announcing it now
+    assert late.bgp.announced == {} and late.kernel.access == {}
+
+
+def test_after_out_announcing_the_ar_it_came_from_a_tie_with_it_is_a_move_back() -> None:
+    """Moves faster than the reflectors (ar2 -> ar3 -> ar2 -> ar3): we out-announced ar3's
+    late route once; ar3 stamping our new LOCAL_PREF again is a new attachment there, and
+    ours must let go, or both would stand, each naming the other as the older."""
+    h = Harness("ar2", mode="draft")
+    h.auth("10.64.0.10/32", previous="ar3.isp.test")
+    h.route_from("ar3", int(NOW) + 1)
+    assert h.bgp.announced == {H32: int(NOW) + 2}
+    h.route_from("ar3", int(NOW) + 2)
+    assert h.bgp.announced == {} and h.kernel.access == {}
+
+
+def test_the_highest_local_pref_heard_is_remembered_after_its_route_is_gone() -> None:
+    """A LOCAL_PREF stamped ahead of the clock outlives its route in our memory: the next
+    attachment here is stamped above it (the HA forgot the home AR's and stamped below
+    the home AR's stale attachment, which then out-announced the new binding)."""
+    h = Harness("ar2", mode="draft")
+    h.route_from("ar3", int(NOW) + 3)
+    h.withdraw_from("ar3")
+    h.auth("10.64.0.10/32")
+    assert h.bgp.announced == {H32: int(NOW) + 4}
 
 
 def test_a_newer_route_of_another_ar_is_obeyed_even_beside_the_previous_ars() -> None:

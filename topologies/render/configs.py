@@ -469,7 +469,21 @@ def agent_data(topo: Topology, node: Node, rundir: Path) -> contract.ArAgentConf
             tsig=rundir / Layout.TSIG, primary=resolver_address(topo), primary_port=NAMED_PORT),
         ipv6=ar_ipv6(topo, node),
         bgp_peers=tuple(_v4addr(topo.nodes[a].loopback) for a in topo.ar_parents(node.name)),
+        home_agents=home_agents(topo),
     )
+
+
+def home_agents(topo: Topology) -> dict[str, contract.HomeAgentEntry]:
+    """The AS's Home Agent as the ARs know it: its DNS name and the next hops of its routes
+    (its address toward its core, as in ha_agent_data and ha_ipv6); empty without one."""
+    if not any(n.service == "ha" for n in topo.nodes.values()):
+        return {}
+    node = topo.service("ha")
+    iface = node.interfaces[0]
+    bb = topo.backbone6
+    return {fqdn("ha", node.name): contract.HomeAgentEntry(
+        next_hop=_v4addr(iface.address),
+        next_hop6=None if bb is None else bb.end(node.name, iface.peer).ip)}
 
 
 def ar_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
