@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 import pytest
 
@@ -100,7 +100,7 @@ def matching(**want: object) -> Callable[[list[RouteEvent]], bool]:
 
 def await_event(w: RouteWatcher, **want: object) -> RouteEvent:
     if "dst" in want:
-        want["dst"] = IPv4Network(str(want["dst"]))
+        want["dst"] = ip_network(str(want["dst"]))
     assert w.wait_for(matching(**want), 5.0), f"no event {want} in {w.events()}"
     return next(e for e in w.events() if matching(**want)([e]))
 
@@ -219,3 +219,39 @@ def test_stop_closes_every_fd(nodes: tuple[Node, Node]) -> None:
         assert w.watching == ["n1", "n2"]
         assert len(os.listdir("/proc/self/fd")) >= len(fds_before) + 4
     assert sorted(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_both_families_are_recorded_and_ipv6_gateways_named(nodes: tuple[Node, Node]) -> None:
+    """Issue 18: the IPv6 /64s' re-route time needs the IPv6 FIB too. One watcher, both
+    families, each filtered by its own prefix; an IPv6 route outside it is not recorded."""
+    n1, _ = nodes
+    n1.ip("-6", "addr", "add", "2001:db8:1::1/64", "dev", "v0", "nodad")
+    n1.ip("-6", "addr", "add", "2001:db8:2::1/64", "dev", "v2", "nodad")
+    within = (IPv4Network("10.99.0.0/16"), IPv6Network("2001:db8:4000::/40"))
+    with RouteWatcher({"n1": n1.pid}, within) as w:
+        n1.ip("-6", "route", "add", "2001:db8:4000:1::/64", "via", "2001:db8:1::2",
+              "metric", "20")
+        ev = await_event(w, node="n1", dst=IPv6Network("2001:db8:4000:1::/64"), kind="add")
+        assert (ev.metric, ev.nexthops) == (20, frozenset({"2001:db8:1::2"}))
+        n1.ip("-6", "route", "add", "2001:db8:4000:2::/64", "metric", "30",
+              "nexthop", "via", "2001:db8:1::2", "nexthop", "via", "2001:db8:2::2")
+        await_event(w, node="n1", dst=IPv6Network("2001:db8:4000:2::/64"), kind="add",
+                    nexthops=frozenset({"2001:db8:1::2", "2001:db8:2::2"}))
+        n1.ip("-6", "route", "add", "2001:db8:4000:3::/64", "via", "fe80::2", "dev", "v0")
+        await_event(w, node="n1", dst=IPv6Network("2001:db8:4000:3::/64"),
+                    nexthops=frozenset({"fe80::2"}))
+        n1.ip("route", "add", "10.99.1.1/32", "dev", "v0")
+        await_event(w, node="n1", dst="10.99.1.1/32", kind="add")
+        n1.ip("-6", "route", "add", "2001:db8:5000::/64", "via", "2001:db8:1::2")
+        n1.ip("-6", "route", "del", "2001:db8:4000:1::/64", "via", "2001:db8:1::2",
+              "metric", "20")
+        await_event(w, node="n1", dst=IPv6Network("2001:db8:4000:1::/64"), kind="del")
+        seen = w.events()
+    # In order, so the route outside `within` would be here by now; the connected /64s and
+    # the IPv6 link-local routes are not inside it either.
+    assert {str(e.dst) for e in seen} == {"2001:db8:4000:1::/64", "2001:db8:4000:2::/64",
+                                          "2001:db8:4000:3::/64", "10.99.1.1/32"}
+    t_end = time.time()
+    assert final_state(seen, "n1", "2001:db8:4000:1::/64", t_end) is None
+    assert final_state(seen, "n1", "2001:db8:4000:2::/64", t_end) == frozenset(
+        {"2001:db8:1::2", "2001:db8:2::2"})

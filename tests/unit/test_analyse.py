@@ -11,7 +11,7 @@ import json
 import random
 import shutil
 from collections.abc import Iterator
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Self
 
@@ -217,7 +217,10 @@ def test_route_events_round_trip_exactly() -> None:
     evs = [RouteEvent(1700000000.123456789, "agg1", "add", IPv4Network("10.64.1.10/32"), 20,
                       186, frozenset({"10.254.0.5", "10.254.0.9"})),
            RouteEvent(1700000000.2, "ar1", "del", IPv4Network("0.0.0.0/0"), 0, 2,
-                      frozenset({"blackhole"}))]
+                      frozenset({"blackhole"})),
+           # Issue 18: the watcher records both families.
+           RouteEvent(1700000000.3, "agg1", "add", IPv6Network("2001:db8:4000:1::/64"), 20,
+                      186, frozenset({"fe80::1", "fe80::2"}))]
     assert measure.parse_route_events(measure.dump_route_events(evs)) == evs
 
 
@@ -228,7 +231,7 @@ def test_route_events_round_trip_exactly() -> None:
     ' "nexthops": []}',
     '{"ts": 1, "node": "a", "kind": "add", "dst": "10.0.0.1/8", "metric": 0, "proto": 0,'
     ' "nexthops": []}',
-    '{"ts": 1, "node": "a", "kind": "add", "dst": "::/0", "metric": 0, "proto": 0,'
+    '{"ts": 1, "node": "a", "kind": "add", "dst": "2001:db8::1/64", "metric": 0, "proto": 0,'
     ' "nexthops": []}',
     '{"ts": 1, "node": "a", "kind": "add", "dst": "10.0.0.0/8", "metric": true, "proto": 0,'
     ' "nexthops": []}',

@@ -148,3 +148,31 @@ def test_the_scenario_runs_on_a_copy_of_the_topology_with_the_walker_dual_stack(
     assert path.parent == tmp_path
     topo = model.load(path)
     assert topo.backbone6 is not None and topo.backbone6.mobiles == ("mn1",)
+
+
+def test_an_ipv6_record_has_the_re_route_time_of_the_64(tmp_path: Path) -> None:
+    """With the watcher's IPv6 events (issue 18), an IPv6 record's reroute_ms is its /64's,
+    found as the /32's: here the old AR's /64 went 90 ms after the first AUTH and came back
+    60 ms after the second; the IPv4 records keep their own 70 and 40 ms."""
+    d = tmp_path / "both"
+    canned_handoff_run(d)
+    _with_families(d, ["ipv4", "ipv6"])
+    topo = model.load(ROOT / "topologies" / "figure2.yaml")
+    p6 = topo.mobile("mn1").prefix6
+    assert p6 is not None
+    acc = frozenset({"dev:ar1-acc"})
+    routes = d / "routes.jsonl"
+    events = measure.parse_route_events(routes.read_text()) + [
+        measure.RouteEvent(T0, "ar1", "add", p6, 0, 186, acc),
+        measure.RouteEvent(T0 + 1.09, "ar1", "del", p6, 0, 186, acc),
+        measure.RouteEvent(T0 + 2.56, "ar1", "add", p6, 0, 186, acc)]
+    routes.write_text(measure.dump_route_events(sorted(events, key=lambda e: e.ts)))
+    res = HandoffScenario.analyse(d)
+    by_family = {f: [h["reroute_ms"] for h in res["handoffs"] if h["family"] == f]
+                 for f in ("ipv4", "ipv6")}
+    assert by_family["ipv4"] == [pytest.approx(70.0), pytest.approx(40.0)]
+    assert by_family["ipv6"] == [pytest.approx(90.0), pytest.approx(60.0)]
+    rows = {(r["mode"], r["kind"]): r for r in res["summary"]}
+    assert rows[("redirect/ipv6", "all")]["reroute_ms_p50"] == pytest.approx(75.0)
+    six_rows = [ln for ln in table(res).splitlines() if ln.startswith("redirect/ipv6")]
+    assert any("90.0/90.0" in ln for ln in six_rows), six_rows  # shown, not "-"

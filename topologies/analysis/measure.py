@@ -30,6 +30,11 @@ def _net(prefix: IPv4Network | str) -> IPv4Network:
     return net
 
 
+def _route_net(prefix: IPv4Network | IPv6Network | str) -> IPv4Network | IPv6Network:
+    """A route's destination, of either family (routewatch records both)."""
+    return prefix if isinstance(prefix, IPv4Network | IPv6Network) else ip_network(prefix)
+
+
 # --------------------------------------------------------------------------- ping
 
 _PING_RE = re.compile(
@@ -348,7 +353,7 @@ class RouteEvent:
     ts: float
     node: str
     kind: Literal["add", "del"]
-    dst: IPv4Network
+    dst: IPv4Network | IPv6Network
     metric: int
     proto: int
     nexthops: frozenset[str]
@@ -363,7 +368,7 @@ def effective(
 
 
 def _replay(
-    events: Iterable[RouteEvent], node: str, dst: IPv4Network, t_end: float
+    events: Iterable[RouteEvent], node: str, dst: IPv4Network | IPv6Network, t_end: float
 ) -> list[RouteEvent]:
     # sorted() is stable: events with equal stamps keep the order they were recorded in.
     return sorted(
@@ -382,13 +387,13 @@ def _apply(table: dict[int, frozenset[str]], ev: RouteEvent) -> None:
 def final_state(
     events: Iterable[RouteEvent],
     node: str,
-    dst: IPv4Network | str,
+    dst: IPv4Network | IPv6Network | str,
     t_end: float,
     ignore_metrics: frozenset[int] = frozenset(),
 ) -> frozenset[str] | None:
     """The effective next hops of node for exactly dst at t_end (None: no route)."""
     table: dict[int, frozenset[str]] = {}
-    for ev in _replay(events, node, _net(dst), t_end):
+    for ev in _replay(events, node, _route_net(dst), t_end):
         _apply(table, ev)
     return effective(table, ignore_metrics)
 
@@ -396,7 +401,7 @@ def final_state(
 def settled_at(
     events: Iterable[RouteEvent],
     node: str,
-    dst: IPv4Network | str,
+    dst: IPv4Network | IPv6Network | str,
     t0: float,
     t_end: float,
     ignore_metrics: frozenset[int] = frozenset(),
@@ -407,7 +412,7 @@ def settled_at(
     change among ignored metrics or behind a better route does not unsettle it. t0 is
     returned when the effective state never changes after t0.
     """
-    evs = _replay(events, node, _net(dst), t_end)
+    evs = _replay(events, node, _route_net(dst), t_end)
     table: dict[int, frozenset[str]] = {}
     for ev in evs:
         if ev.ts < t0:
@@ -463,7 +468,7 @@ def parse_route_events(text: str) -> list[RouteEvent]:
             if not isinstance(row["node"], str) or not isinstance(hops, list) or not all(
                     isinstance(h, str) for h in hops):
                 raise TypeError("node or nexthops of the wrong type")
-            out.append(RouteEvent(float(ts), row["node"], kind, _net(str(row["dst"])),
+            out.append(RouteEvent(float(ts), row["node"], kind, _route_net(str(row["dst"])),
                                   metric, proto, frozenset(hops)))
         except (ValueError, TypeError, KeyError) as exc:
             raise MeasureError(f"routes line {n}: {exc}") from None

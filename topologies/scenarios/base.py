@@ -270,7 +270,7 @@ class Scenario:
     # --- the run -----------------------------------------------------------------------------
 
     def watch_routes(self, stack: contextlib.ExitStack[Any],
-                     within: IPv4Network | str) -> RouteWatcher:
+                     within: IPv4Network | str | Iterable[str]) -> RouteWatcher:
         """A RouteWatcher on every router for the block of ``stack``; whatever happens in
         it, the events end up in routes.jsonl."""
         watcher = stack.enter_context(RouteWatcher(

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Self
 
@@ -58,8 +58,8 @@ SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
 PING6 = "ping6.txt"  # the CN's probe of the MN's IPv6 address (issue 18, --family)
 FAMILIES = {"ipv4": ["ipv4"], "ipv6": ["ipv6"], "both": ["ipv4", "ipv6"]}
-# An IPv6 record has its probe's figures, the cores' UPDATEs for the /64 and its own
-# traceroute; the route watcher is IPv4's (docs/ipv6.md).
+# An IPv6 record of a run whose route watcher was IPv4's only (runs kept from before it
+# watched both families) has no re-route time.
 NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "settled_ms": {}}
 
 
@@ -162,7 +162,8 @@ class HandoffScenario(Scenario):
         with contextlib.ExitStack() as stack:
             # Every route, not only the managed range: the IGP routes toward the new AR's
             # loopback tell which next hops count as "forwarding by the new route".
-            watcher = self.watch_routes(stack, "0.0.0.0/0")
+            watcher = self.watch_routes(
+                stack, ("0.0.0.0/0",) if self.address6 is None else ("0.0.0.0/0", "::/0"))
             # Whatever happens below, the logs so far are kept (the route events too).
             stack.callback(self.keep_files, self.routers, ("events.jsonl", UPDATES_LOG))
             # Every query that reached the home zones' server: the exact home round trips.
@@ -329,13 +330,14 @@ class HandoffAnalysis:
             })
             sources.append(rec)
             if "ipv6" in self.families:
-                # The same handoff seen by the IPv6 probe: BGP only, no fast redirect yet.
+                # The same handoff seen by the IPv6 probe and the IPv6 route events.
                 interruption6, lost6 = measure.ping_window(replies6, w0, w1, self.interval_s)
                 prefix6 = self.topo.mobile(self.mn).prefix6
                 updates6 = {r: measure.count_updates(lines, prefix6, t_auth, w1)
                             for r, lines in rx.items()} if prefix6 is not None else {}
                 trace6 = rec.get("traceroute6")
-                out.append({**out[-1], **NOT_MEASURED6, "family": "ipv6",
+                out.append({**out[-1], **self._reroute6(events, rec, trace6, t_auth, w1),
+                            "family": "ipv6",
                             "path": trace6, "path_optimal": None if trace6 is None
                             else self._path(trace6, rec["to"])[1],
                             "interruption_ms": round(interruption6, 3), "ping_lost": lost6,
@@ -367,21 +369,42 @@ class HandoffAnalysis:
                          and measure.is_shortest_path(routers, self._adjacency,
                                                       self.topo.service("cn").name, to))
 
+    def _reroute6(self, events: list[measure.RouteEvent], rec: dict[str, Any],
+                  trace6: list[str | None] | None, t_auth: float, w1: float
+                  ) -> dict[str, Any]:
+        """The /64's re-route time, as the /32's: the routers on its path and the AR the MN
+        left, each settled on the new AR's IPv6 loopback. NOT_MEASURED6 for a run
+        whose watcher recorded no IPv6 route (kept from before it watched both families)."""
+        prefix6 = self.topo.mobile(self.mn).prefix6
+        bb = self.topo.backbone6
+        if prefix6 is None or bb is None or not any(e.dst.version == 6 for e in events):
+            return dict(NOT_MEASURED6)
+        lo6 = bb.loopback(rec["to"])
+        # Its own traceroute's routers, else the IPv4 one's (the same backbone, both families).
+        routers = self._path(trace6 if trace6 is not None else rec["traceroute"], rec["to"])[0]
+        settled = {r: self._settled(events, r, t_auth, w1, lo6, prefix6)
+                   for r in sorted({*routers, rec["from"]})}
+        return {"reroute_ms": round((max(settled.values()) - t_auth) * 1000, 3),
+                "settled_ms": {r: round((t - t_auth) * 1000, 3) for r, t in settled.items()}}
+
     def _settled(self, events: list[measure.RouteEvent], router: str, t0: float,
-                 t1: float, new_ar: IPv4Address) -> float:
-        """When the router's forwarding for the /32 became, for good, forwarding by the new
-        route: its final state, or a host route whose next hops are those of the IGP route
-        toward the new AR's loopback (the new AR's /32, resolved recursively). A /32 that
-        ends absent leaves forwarding to the covering route, which the path check verifies.
-        The redirect's temporary route (its own metric) never counts.
+                 t1: float, new_ar: IPv4Address | IPv6Address,
+                 prefix: IPv4Network | IPv6Network | None = None) -> float:
+        """When the router's forwarding for the MN's prefix (its /32, or its /64) became,
+        for good, forwarding by the new route: its final state, or a route whose next hops
+        are those of the IGP route toward the new AR's loopback (its /32 or /128, resolved
+        recursively). A route that ends absent leaves forwarding to the covering route,
+        which the path check verifies. The redirect's temporary route (its own metric)
+        never counts.
         """
+        prefix = self.prefix if prefix is None else prefix
         ignore = frozenset({REDIRECT_METRIC})
-        final = measure.final_state(events, router, self.prefix, t1, ignore)
-        toward = measure.final_state(events, router, IPv4Network((new_ar, 32)), t1,
+        final = measure.final_state(events, router, prefix, t1, ignore)
+        toward = measure.final_state(events, router, ip_network(new_ar), t1,
                                      frozenset()) or frozenset()
         table: dict[int, frozenset[str]] = {}
         ok_since: float | None = None
-        for e in sorted((e for e in events if e.node == router and e.dst == self.prefix
+        for e in sorted((e for e in events if e.node == router and e.dst == prefix
                          and e.ts <= t1), key=lambda e: e.ts):
             if e.kind == "add":
                 table[e.metric] = e.nexthops
@@ -395,7 +418,7 @@ class HandoffAnalysis:
                 ok_since = t
             elif not good:
                 ok_since = None
-        if not any(e.node == router and e.dst == self.prefix and e.ts <= t1 for e in events):
+        if not any(e.node == router and e.dst == prefix and e.ts <= t1 for e in events):
             return t0  # never had a host route: the covering route was right all along
         return ok_since if ok_since is not None else t1
 
@@ -498,7 +521,8 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
               and h.get("dns_mode", "lookup") == dns_mode
               and (kind == "all" or h["kind"] == kind) and h.get("family", "ipv4") == family]
         trips = [h["home_round_trips"] for h in hs if h.get("home_round_trips") is not None]
-        v4 = family == "ipv4"  # IPv6 records have no re-route time (NOT_MEASURED6)
+        v4 = family == "ipv4"
+        reroutes = [h["reroute_ms"] for h in hs if h["reroute_ms"] is not None]
         paths = [h["path_optimal"] for h in hs if h["path_optimal"] is not None]
         label = mode if len(dns) == 1 else f"{mode}/{dns_mode}"
         rows.append({
@@ -507,8 +531,9 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "home_round_trips_mean": round(sum(trips) / len(trips), 3) if trips else None,
             "interruption_ms_p50": percentile([h["interruption_ms"] for h in hs], 0.5),
             "interruption_ms_p95": percentile([h["interruption_ms"] for h in hs], 0.95),
-            "reroute_ms_p50": percentile([h["reroute_ms"] for h in hs], 0.5) if v4 else None,
-            "reroute_ms_p95": percentile([h["reroute_ms"] for h in hs], 0.95) if v4 else None,
+            # None where not measured (IPv6 rows of runs kept from before: NOT_MEASURED6).
+            "reroute_ms_p50": percentile(reroutes, 0.5) if reroutes else None,
+            "reroute_ms_p95": percentile(reroutes, 0.95) if reroutes else None,
             "auth_ms_p50": percentile([h["auth_ms"] for h in hs], 0.5),
             "auth_ms_p95": percentile([h["auth_ms"] for h in hs], 0.95),
             "ping_lost": sum(h["ping_lost"] for h in hs),

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Self
 
@@ -434,7 +434,7 @@ def updates(topo: Topology, out_dir: Path) -> dict[str, list[measure.BgpRx]]:
 def host_route_counts(events: list[measure.RouteEvent], t_from: float,
                       t_end: float) -> tuple[dict[str, int], dict[str, int]]:
     """(peak, end) number of /32s per router off an access link, replaying the events."""
-    present: dict[str, set[tuple[IPv4Network, int]]] = {}
+    present: dict[str, set[tuple[IPv4Network | IPv6Network, int]]] = {}
     peak: dict[str, int] = {}
     for ev in sorted(events, key=lambda e: e.ts):
         if ev.ts > t_end or ev.dst.prefixlen != 32:
@@ -458,7 +458,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
     """The issue's JSON from the raw files."""
     mobiles = int(params["mobiles"])
     members = {m.name: m for m in topo.population_nodes.values()}
-    by_key: dict[tuple[str, IPv4Network], list[measure.RouteEvent]] = {}
+    by_key: dict[tuple[str, IPv4Network | IPv6Network], list[measure.RouteEvent]] = {}
     for ev in events:
         by_key.setdefault((ev.node, ev.dst), []).append(ev)
     routers = [r.name for r in topo.routers]

@@ -1,4 +1,5 @@
-"""Records the IPv4 route changes of many network namespaces from one process, stamped on receipt.
+"""Records the route changes (IPv4, IPv6 or both) of many network namespaces from one process,
+stamped on receipt.
 
 Each namespace gets rtnetlink sockets created by a short-lived thread that setns()'d into
 it; one poll loop then reads them all and turns RTM_NEWROUTE/RTM_DELROUTE into RouteEvents.
@@ -16,9 +17,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from types import TracebackType
 from typing import Literal
 
@@ -43,6 +44,7 @@ from agents.netlink import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
     RTMGRP_LINK,
     RTMSG,
     RTN_UNICAST,
@@ -59,7 +61,7 @@ CLONE_NEWNET = 0x40000000
 SO_RCVBUFFORCE = 33
 RCVBUF = 8 << 20  # a full BGP reconvergence in one node must not overflow the socket
 
-RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_DELADDR = 21
 RTA_MULTIPATH, RTA_VIA, RTA_NH_ID = 9, 18, 30
@@ -78,6 +80,12 @@ _U32 = struct.Struct("=I")
 _I32 = struct.Struct("=i")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+Net = IPv4Network | IPv6Network
+# The subscriptions of each family's routes and addresses (an address going takes the
+# routes that use it as their source, silently).
+_GROUPS: dict[int, int] = {int(socket.AF_INET): RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_IFADDR,
+                           int(socket.AF_INET6): RTMGRP_IPV6_ROUTE | RTMGRP_IPV6_IFADDR}
 
 
 def _align(n: int) -> int:
@@ -102,36 +110,60 @@ def _via(b: bytes) -> str:
     return str(IPv4Address(addr[:4]))
 
 
+def _gateway(family: int, b: bytes) -> str:
+    """An RTA_GATEWAY of the route's own family; a short one is a malformed message."""
+    size = 16 if family == socket.AF_INET6 else 4
+    if len(b) < size:
+        raise NetlinkError(errno.EPROTO, f"short gateway ({len(b)} octets)")
+    return str(IPv6Address(b[:16]) if family == socket.AF_INET6 else IPv4Address(b[:4]))
+
+
+def _inside(dst: Net, within: Iterable[Net]) -> bool:
+    return any(dst.version == w.version and dst.subnet_of(w)  # type: ignore[arg-type]
+               for w in within)
+
+
 @dataclass(frozen=True)
 class _Route:
-    dst: IPv4Network
+    dst: Net
     metric: int
     proto: int
     nexthops: frozenset[str]
 
 
-def _parse_route(payload: bytes, ifname: Callable[[int], str]) -> _Route | None:
-    """A main-table IPv4 route from an rtmsg, or None for anything else."""
+def _parse_route(payload: bytes, ifname: Callable[[int], str],
+                 families: frozenset[int] = frozenset({socket.AF_INET})) -> _Route | None:
+    """A main-table route of one of ``families`` from an rtmsg, or None for anything else."""
     try:
-        return _decode_route(payload, ifname)
-    except NetlinkError as exc:
+        return _decode_route(payload, ifname, families)
+    except (NetlinkError, ValueError) as exc:
         log.warning("routewatch: malformed route message dropped: %s", exc)
         return None
 
 
-def _decode_route(payload: bytes, ifname: Callable[[int], str]) -> _Route | None:
+def _decode_route(payload: bytes, ifname: Callable[[int], str],
+                  families: frozenset[int]) -> _Route | None:
     if len(payload) < _RTMSG.size:
         return None
     family, dst_len, _src, _tos, table, proto, _scope, rtype, flags = _RTMSG.unpack_from(payload)
-    if family != socket.AF_INET or flags & RTM_F_CLONED:
+    if family not in families or flags & RTM_F_CLONED:
         return None
     a = _attrs(payload, _RTMSG.size)
     if RTA_TABLE in a:
         table = _u32(a[RTA_TABLE])
     if table != RT_TABLE_MAIN:
         return None
-    dst_ip = IPv4Address(a[RTA_DST][:4]) if RTA_DST in a else IPv4Address(0)
-    dst = IPv4Network((dst_ip, dst_len), strict=False)
+    dst: Net
+    if family == socket.AF_INET6:
+        raw = a.get(RTA_DST, bytes(16))
+        if len(raw) < 16:
+            raise NetlinkError(errno.EPROTO, f"short IPv6 destination ({len(raw)} octets)")
+        dst = IPv6Network((IPv6Address(raw[:16]), dst_len), strict=False)
+    else:
+        raw = a.get(RTA_DST, bytes(4))
+        if len(raw) < 4:
+            raise NetlinkError(errno.EPROTO, f"short IPv4 destination ({len(raw)} octets)")
+        dst = IPv4Network((IPv4Address(raw[:4]), dst_len), strict=False)
     hops: set[str] = set()
     if RTA_MULTIPATH in a:
         mp, off = a[RTA_MULTIPATH], 0
@@ -143,14 +175,14 @@ def _decode_route(payload: bytes, ifname: Callable[[int], str]) -> _Route | None
             if not nh_flags & RTNH_F_DEAD:
                 na = _attrs(mp[off + _RTNEXTHOP.size:off + length])
                 if RTA_GATEWAY in na:
-                    hops.add(str(IPv4Address(na[RTA_GATEWAY][:4])))
+                    hops.add(_gateway(family, na[RTA_GATEWAY]))
                 elif RTA_VIA in na:
                     hops.add(_via(na[RTA_VIA]))
                 else:
                     hops.add(f"dev:{ifname(oif)}")
             off += _align(length)
     elif RTA_GATEWAY in a:
-        hops.add(str(IPv4Address(a[RTA_GATEWAY][:4])))
+        hops.add(_gateway(family, a[RTA_GATEWAY]))
     elif RTA_VIA in a:
         hops.add(_via(a[RTA_VIA]))
     elif RTA_OIF in a:
@@ -165,7 +197,8 @@ def _decode_route(payload: bytes, ifname: Callable[[int], str]) -> _Route | None
     return _Route(dst, metric, proto, frozenset(hops))
 
 
-def _netlink_sockets_in(pid: int) -> tuple[socket.socket, socket.socket]:
+def _netlink_sockets_in(pid: int, groups: int = RTMGRP_IPV4_ROUTE | RTMGRP_LINK
+                        | RTMGRP_IPV4_IFADDR) -> tuple[socket.socket, socket.socket]:
     """(subscription, request) rtnetlink sockets inside the network namespace of pid.
 
     setns(CLONE_NEWNET) moves only the calling thread, and a socket stays in the namespace
@@ -194,7 +227,7 @@ def _netlink_sockets_in(pid: int) -> tuple[socket.socket, socket.socket]:
                     sub.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
                 except OSError:
                     sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                sub.bind((0, RTMGRP_IPV4_ROUTE | RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+                sub.bind((0, groups))
                 req.bind((0, 0))
                 req.settimeout(2.0)
             except BaseException:
@@ -221,7 +254,7 @@ class _Namespace:
     sub: socket.socket
     req: socket.socket
     links: dict[int, tuple[str, int]] = field(default_factory=dict)  # index -> (name, flags)
-    table: dict[tuple[IPv4Network, int], _Route] = field(default_factory=dict)
+    table: dict[tuple[Net, int], _Route] = field(default_factory=dict)
     seq: int = 0
 
     def close(self) -> None:
@@ -285,18 +318,25 @@ class _Namespace:
             if t == RTM_NEWLINK:
                 self.learn_link(payload)
 
-    def dump_routes(self, within: IPv4Network) -> dict[tuple[IPv4Network, int], _Route]:
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
-        out: dict[tuple[IPv4Network, int], _Route] = {}
-        for t, payload in self.request(RTM_GETROUTE, body, dump=True):
-            r = _parse_route(payload, self.ifname) if t == RTM_NEWROUTE else None
-            if r is not None and r.dst.subnet_of(within):
-                out[(r.dst, r.metric)] = r
+    def dump_routes(self, within: tuple[Net, ...]) -> dict[tuple[Net, int], _Route]:
+        out: dict[tuple[Net, int], _Route] = {}
+        families = _families(within)
+        for family in sorted(families):
+            body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for t, payload in self.request(RTM_GETROUTE, body, dump=True):
+                r = _parse_route(payload, self.ifname, families) if t == RTM_NEWROUTE else None
+                if r is not None and _inside(r.dst, within):
+                    out[(r.dst, r.metric)] = r
         return out
 
 
+def _families(within: Iterable[Net]) -> frozenset[int]:
+    return frozenset(int(socket.AF_INET6 if w.version == 6 else socket.AF_INET) for w in within)
+
+
 class RouteWatcher:
-    """Records main-table IPv4 route changes for dst inside `within` in many namespaces.
+    """Records main-table route changes for dst inside `within` (one prefix, or several of
+    either family: "0.0.0.0/0" and "::/0" watch everything) in many namespaces.
 
     namespaces maps a node name to the pid of any process in that node's namespace. Each
     event is stamped with time.time() when its netlink message is read; routes present at
@@ -305,11 +345,16 @@ class RouteWatcher:
     lab is torn down. A namespace that fails is logged and dropped; the others go on.
     """
 
-    def __init__(self, namespaces: Mapping[str, int], within: IPv4Network | str) -> None:
-        net = ip_network(within)
-        if not isinstance(net, IPv4Network):
-            raise ValueError(f"within must be an IPv4 prefix: {within}")
-        self.within = net
+    def __init__(self, namespaces: Mapping[str, int],
+                 within: Net | str | Iterable[Net | str]) -> None:
+        given = [within] if isinstance(within, str | IPv4Network | IPv6Network) else within
+        self.within: tuple[Net, ...] = tuple(ip_network(w) for w in given)
+        if not self.within:
+            raise ValueError("within names no prefix")
+        self._families = _families(self.within)
+        self._groups = RTMGRP_LINK
+        for family in self._families:
+            self._groups |= _GROUPS[family]
         self.namespaces = dict(namespaces)
         self.started_at: float | None = None
         self.overruns = 0
@@ -329,7 +374,7 @@ class RouteWatcher:
         # Subscribe everywhere before dumping anything, so no change falls in between.
         for name, pid in self.namespaces.items():
             try:
-                sub, req = _netlink_sockets_in(pid)
+                sub, req = _netlink_sockets_in(pid, self._groups)
             except OSError as exc:
                 log.error("routewatch: cannot watch %s (pid %d): %s; dropped", name, pid, exc)
                 continue
@@ -477,8 +522,8 @@ class RouteWatcher:
         new: list[RouteEvent] = []
         for mtype, _flags, _seq, payload in messages(buf):
             if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
-                r = _parse_route(payload, ns.ifname)
-                if r is None or not r.dst.subnet_of(self.within):
+                r = _parse_route(payload, ns.ifname, self._families)
+                if r is None or not _inside(r.dst, self.within):
                     continue
                 if mtype == RTM_NEWROUTE:
                     ns.table[(r.dst, r.metric)] = r
