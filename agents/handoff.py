@@ -197,6 +197,12 @@ def newer_move(local_pref: int, next_hop: Hop, ref: int, att: Arrival | None,
     return att is not None and not older_by_the_mns_word(att, next_hop, now)
 
 
+def remember_highest(highest: dict[Any, int], key: Any, routes: Sequence[Route]) -> None:
+    """Keeps the highest LOCAL_PREF heard for key, past its routes (both families)."""
+    if routes:
+        highest[key] = max(highest.get(key, 0), *(r.local_pref for r in routes))
+
+
 def late_route_of_came_from(att: Arrival, newer: Sequence[Route], now: float) -> bool:
     """Whether the only routes newer than an attachment's are of the AR the MN came from,
     and none has been out-announced yet. Two moves within one reflector batch (50 ms) let
@@ -451,9 +457,7 @@ class Mobility:
 
     def _check(self, a: IPv4Address) -> None:
         others = self._others(a)
-        if others:
-            self.highest_heard[a] = max(self.highest_heard.get(a, 0),
-                                        *(r.local_pref for r in others))
+        remember_highest(self.highest_heard, a, others)
         mine = self.announced.get(a)
         att = self.attached.get(a)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)

@@ -28,6 +28,7 @@ from .handoff import (
     late_route_of_came_from,
     newer_move,
     newest_local_pref,
+    remember_highest,
 )
 
 NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
@@ -187,8 +188,7 @@ class PrefixMobility:
                     refused={str(p): r for p, r in refused.items()})
         hinted = self._peer_named(previous)
         # A Home Agent is no peer (no redirect to it), but its /64 is as old as an AR's.
-        came_from = (hinted.loopback if hinted is not None
-                     else self.home_agents.get(previous) if previous is not None else None)
+        came_from = hinted.loopback if hinted is not None else self.home_agents.get(previous or "")
         target = self._previous_ar(accepted, came_from)
         if target is not None and self.redirector is not None and self.mode() == Mode.REDIRECT:
             # First, as for IPv4: the previous AR acts on it in milliseconds, and every one
@@ -344,9 +344,7 @@ class PrefixMobility:
         att = self.attached.get(prefix)
         ref = mine if mine is not None else (att.stamp if att is not None else 0)
         by = self.superseded_by.get(prefix)
-        if others:
-            self.highest_heard[prefix] = max(self.highest_heard.get(prefix, 0),
-                                             *(r.local_pref for r in others))
+        remember_highest(self.highest_heard, prefix, others)
         # A route of the AR a redirect named is newer whatever its LOCAL_PREF (a clock
         # behind ours); ties and late routes are handoff.newer_move's.
         now = self.clock()
