@@ -6,6 +6,7 @@ Sample text follows what iputils ping, iperf3 3.12, FRR 8.4 and traceroute print
 from __future__ import annotations
 
 import copy
+import random
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -28,6 +29,7 @@ from topologies.analysis.measure import (
     ping_timeline,
     ping_window,
     settled_at,
+    settled_series,
 )
 
 T0 = 1764280000.0
@@ -376,3 +378,17 @@ def test_settled_on_delete() -> None:
     events = [ev(1.0, "add", 20, VIA_A), ev(4.0, "del", 20, VIA_A)]
     assert settled_at(events, "ar1", DST, 2.0, 10.0) == 4.0
     assert final_state(events, "ar1", DST, 10.0, frozenset()) is None
+
+
+def test_settled_series_is_settled_at_for_every_window_in_one_pass() -> None:
+    # An hour of handoffs in miniature: one route flipping between next hops, a stopgap
+    # metric coming and going, windows that overlap and come unsorted.
+    rng = random.Random(7)
+    events = [ev(1.0 + k * 0.25, rng.choice(["add", "add", "del"]), rng.choice([20, 150]),
+                 rng.choice([VIA_A, VIA_B, DEV])) for k in range(400)]
+    starts = [rng.uniform(0.0, 100.0) for _ in range(60)]
+    windows = [(t0, t0 + rng.uniform(0.0, 3.0)) for t0 in starts]
+    for ignore in (frozenset(), frozenset({150})):
+        want = [settled_at(events, "ar1", DST, t0, t1, ignore) for t0, t1 in windows]
+        assert settled_series(events, windows, ignore) == want
+    assert settled_series([], [(2.0, 3.0)]) == [2.0]

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from agents.contract import REDIRECT_METRIC
 from tests.unit.test_measure import iperf_doc
+from topologies.analysis.measure import RouteEvent
 from topologies.lab.daemons import LabError
 from topologies.scenarios import faults
-from topologies.scenarios.soak import proc_sample, summarise
+from topologies.scenarios.soak import proc_sample, reroutes, summarise
 
 
 def test_a_process_is_sampled_from_proc_and_a_gone_one_is_none() -> None:
@@ -28,8 +31,8 @@ def _sample(t: float, rss: int, fds: int) -> dict[str, object]:
 
 
 def test_growth_is_counted_after_warm_up_and_windows_split_a_short_run() -> None:
-    rows = [{"kind": "handoff", "t": 1000.0 + i, "ok": True, "reroute_ms": float(i % 2 + 1)}
-            for i in range(120)]
+    rows = [{"kind": "handoff", "t": 1000.0 + i, "ok": True, "reroute_ms": float(i % 2 + 1),
+             "auth_ms": 0.5} for i in range(120)]
     rows += [{"kind": "handoff", "t": 1121.0, "ok": False, "reroute_ms": None,
               "error": "AuthTimeout"},
              {"kind": "rotate", "t": 1122.0, "ok": True}]
@@ -39,7 +42,38 @@ def test_growth_is_counted_after_warm_up_and_windows_split_a_short_run() -> None
     assert r["rss_growth_pct"] == {"agent": 10.0} and r["fd_growth"] == {"agent": 0}
     assert r["reroute_ms"]["p50"] == 1.5 and r["reroute_ms"]["p99"] == 2.0
     assert r["reroute_ms"]["p99_first_10min"] == 2.0 and r["errors"] == ["AuthTimeout"]
-    assert r["stale_routes_end"] == 0
+    assert r["stale_routes_end"] == 0 and r["auth_ms"] == {"p50": 0.5, "p99": 0.5}
+    # A run from before the route events were read: its reroute_ms was the AUTH's.
+    older = [{k: v for k, v in row.items() if k != "auth_ms"} for row in rows]
+    r = summarise(2.0, 1000.0, older, samples, 0, 0)
+    assert r["reroute_ms"]["p99"] is None and r["auth_ms"]["p99"] == 2.0
+
+
+def test_a_handoffs_reroute_ends_when_the_last_router_settles_on_the_new_route() -> None:
+    dst = IPv4Network("10.64.0.10/32")
+
+    def route(ts: float, node: str, kind: str, metric: int, hop: str) -> RouteEvent:
+        return RouteEvent(ts, node, "add" if kind == "add" else "del", dst, metric, 186,
+                          frozenset({hop}))
+
+    events = [route(99.0, "agg1", "add", 20, "10.0.0.1"),  # before the move: via ar1
+              route(100.05, "ar1", "add", REDIRECT_METRIC, "10.0.0.9"),  # a redirect: no
+              route(100.06, "agg1", "add", 20, "10.0.0.2"),  # agg1 now via ar2
+              route(100.12, "core1", "add", 20, "10.0.0.2"),  # core1 last, 120 ms in
+              route(101.53, "agg1", "add", 20, "10.0.0.1")]  # the next move, back
+    rows = [{"kind": "handoff", "mn": "mn1", "t": 99.99, "ok": True, "t_attach": 100.0,
+             "t_auth_sent": 100.0, "auth_ms": 5.0},
+            {"kind": "rotate", "mn": "mn3", "t": 100.5, "ok": True},
+            {"kind": "handoff", "mn": "mn1", "t": 101.49, "ok": True, "t_attach": 101.5,
+             "t_auth_sent": 101.5, "auth_ms": 5.0},
+            {"kind": "handoff", "mn": "mn2", "t": 101.9, "ok": False, "t_attach": 102.0,
+             "t_auth_sent": None}]
+    got = reroutes(rows, events, {"mn1": dst, "mn2": IPv4Network("10.64.1.10/32")},
+                   ["agg1", "ar1", "core1"], 110.0)
+    assert got[0]["reroute_ms"] == pytest.approx(120.0)
+    assert got[2]["reroute_ms"] == pytest.approx(30.0)
+    assert "reroute_ms" not in got[1] and "reroute_ms" not in got[3]
+    assert "reroute_ms" not in rows[0]  # the raw rows stay as recorded
 
 
 def test_an_unknown_fault_kind_is_refused_by_name() -> None:

@@ -7,10 +7,11 @@ takes text or records and returns numbers or text.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -413,26 +414,50 @@ def settled_at(
     returned when the effective state never changes after t0.
     """
     evs = _replay(events, node, _route_net(dst), t_end)
+    return settled_series(evs, [(t0, t_end)], ignore_metrics)[0]
+
+
+def settled_series(
+    events: Sequence[RouteEvent],
+    windows: Sequence[tuple[float, float]],
+    ignore_metrics: frozenset[int] = frozenset(),
+) -> list[float]:
+    """settled_at for many (t0, t_end) windows of one node's route to one destination, in
+    one pass over ``events`` (that node's and destination's only, in recorded order): an hour
+    of handoffs replays each event a few times, not once per handoff."""
+    evs = sorted(events, key=lambda e: e.ts)  # stable: equal stamps keep their order
+    stamps = [e.ts for e in evs]
+    out = [0.0] * len(windows)
     table: dict[int, frozenset[str]] = {}
-    for ev in evs:
-        if ev.ts < t0:
+    applied = 0  # events before the current window's t0, applied to ``table``
+    for i in sorted(range(len(windows)), key=lambda k: windows[k][0]):
+        t0, t_end = windows[i]
+        start = bisect.bisect_left(stamps, t0)
+        for ev in evs[applied:start]:
             _apply(table, ev)
-    final = final_state(evs, node, dst, t_end, ignore_metrics)
-    state = effective(table, ignore_metrics)
-    settled: float | None = t0 if state == final else None
-    for ev in evs:
-        if ev.ts < t0:
-            continue
-        _apply(table, ev)
-        new = effective(table, ignore_metrics)
-        if new != final:
-            settled = None
-        elif state != final:
-            settled = ev.ts
-        state = new
-    if settled is None:  # unreachable: replaying to t_end ends in the final state
-        raise MeasureError(f"{node} {dst}: replay did not reach its final state")
-    return settled
+        applied = max(applied, start)
+        stop = bisect.bisect_right(stamps, t_end)
+        later = evs[start:stop]
+        scratch = dict(table)
+        for ev in later:
+            _apply(scratch, ev)
+        final = effective(scratch, ignore_metrics)
+        scratch = dict(table)
+        state = effective(scratch, ignore_metrics)
+        settled: float | None = t0 if state == final else None
+        for ev in later:
+            _apply(scratch, ev)
+            new = effective(scratch, ignore_metrics)
+            if new != final:
+                settled = None
+            elif state != final:
+                settled = ev.ts
+            state = new
+        if settled is None:  # unreachable: replaying to t_end ends in the final state
+            raise MeasureError(f"{evs[0].node} {evs[0].dst}: replay did not reach its final "
+                               "state")
+        out[i] = settled
+    return out
 
 
 # --------------------------------------------------------------------------- routes.jsonl

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from agents.contract import REDIRECT_METRIC
 from agents.contract import read_events as read_events  # the run dir's events.jsonl
 from topologies import model
 from topologies.analysis.measure import MeasureError, dump_route_events
@@ -33,6 +34,8 @@ Progress = Callable[[str], None]
 RUN_FILE = "run.json"
 TOPOLOGY_FILE = "topology.yaml"
 ROUTES = "routes.jsonl"  # every watched router's kernel route changes over the run
+# The old AR's redirect (its own metric) bridges a re-route; a route settling on it is not one.
+REDIRECT = frozenset({REDIRECT_METRIC})
 TOPOLOGIES = Path(__file__).resolve().parents[1]  # the shipped topologies/*.yaml
 
 

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import yaml
 
-from agents.contract import REDIRECT_METRIC, Layout
+from agents.contract import Layout
 from agents.stats import percentile
 from topologies.analysis import measure
 from topologies.lab import procstat
@@ -36,6 +36,7 @@ from topologies.render.identities import POPULATION_DIR
 from topologies.scenarios import mobility
 from topologies.scenarios.addresses import counted
 from topologies.scenarios.base import (
+    REDIRECT,
     ROUTES,
     Progress,
     RunDir,
@@ -48,7 +49,6 @@ from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
 MODELS = ("walk", "waypoint", "trace")
-REDIRECT = frozenset({REDIRECT_METRIC})
 HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
 SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
 PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
