@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from topologies.cli.common import stop_on
 from topologies.lab.capture import Capture, CaptureError, CaptureSpec
 from topologies.lab.daemons import LabError
 from topologies.lab.lab import RUN_ROOT, attach, stderr_progress
@@ -26,12 +27,6 @@ def add_parser(sub: Any) -> None:
     cp.add_argument("-f", dest="filter", metavar="FILTER",
                     help="capture filter (BPF), e.g. 'udp port 7411'")
     cp.set_defaults(func=cmd_capture)
-
-
-def _stop_on(*signums: int) -> None:
-    # A shell that backgrounds us may have set SIGINT to ignored; take the signals back.
-    for s in signums:
-        signal.signal(s, signal.default_int_handler)
 
 
 def _reader_gone(fd: int) -> bool:
@@ -55,7 +50,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         if sys.stdout.isatty():
             raise CaptureError("pcap is binary: pipe it (| wireshark -k -i -) or use -w FILE")
         out = sys.stdout.buffer
-    _stop_on(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    stop_on(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     watch = None if args.write else sys.stdout.fileno()
     cap = Capture(execs[spec.node], RUN_ROOT / state["name"], spec, out, args.filter)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,6 +22,13 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (try --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def stop_on(*signums: int) -> None:
+    """Make each signal a KeyboardInterrupt, so that the lab's exit cleans up. A shell that
+    backgrounds us (`cmd &` without job control) has set SIGINT to ignored."""
+    for s in signums:
+        signal.signal(s, signal.default_int_handler)
 
 
 def write_json(path: str | None, data: dict[str, Any]) -> None:

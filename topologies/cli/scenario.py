@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from topologies.cli.common import (
     add_topology,
     distance_topology,
     require_root,
+    stop_on,
     write_json,
 )
 from topologies.lab.capture import capture_all, parse_specs
@@ -76,6 +78,7 @@ def measure_then_analyse(cls: type[Scenario], args: argparse.Namespace,
     source = cls.topology_for(args, out)
     topo = model.load(source)
     print(f"flatarch: run directory {out}", file=sys.stderr)
+    stop_on(signal.SIGINT, signal.SIGTERM)  # a stopped scenario still takes its lab down
     try:
         with Lab(topo) as lab:
             sc = cls.from_args(lab, args, out)

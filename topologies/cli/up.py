@@ -8,7 +8,7 @@ import signal
 
 from topologies import model
 from topologies.cli import kathara
-from topologies.cli.common import add_topology, require_root, write_json
+from topologies.cli.common import add_topology, require_root, stop_on, write_json
 from topologies.export.plan import ExportError
 from topologies.lab.lab import Lab, stderr_progress
 
@@ -45,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
             LabCli(lab)
             return 0
         stderr_progress(f"lab {topo.name} is up; Ctrl-C to stop it")
-        # A shell that backgrounds us may have set SIGINT to ignored; take both signals back.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        stop_on(signal.SIGINT, signal.SIGTERM)
         try:
             signal.pause()
         except KeyboardInterrupt:
