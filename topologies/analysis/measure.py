@@ -435,7 +435,7 @@ def settled_series(
         start = bisect.bisect_left(stamps, t0)
         for ev in evs[applied:start]:
             _apply(table, ev)
-        applied = max(applied, start)
+        applied = start  # the windows come by t0, so start never goes back
         stop = bisect.bisect_right(stamps, t_end)
         later = evs[start:stop]
         scratch = dict(table)

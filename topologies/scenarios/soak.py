@@ -144,7 +144,7 @@ class SoakScenario(Scenario):
         rows: list[dict[str, Any]] = []
         samples = [sample(self.lab)]
         t0 = time.time()
-        self.note(t_start=t0, addresses={m: str(a) for m, a in self.addresses.items()})
+        self.note(t_start=t0)
         every = max(1, int(self.rate * 10))  # a progress line every ten seconds or so
         eta = Eta(max(1, (steps - 1) // every), self.progress)
         next_sample = t0 + SAMPLE_S
@@ -188,7 +188,8 @@ class SoakScenario(Scenario):
         routes = out_dir / ROUTES
         if routes.exists():
             events = measure.parse_route_events(routes.read_text())
-            addresses = {mn: IPv4Network((a, 32)) for mn, a in m.get("addresses", {}).items()}
+            addresses = {mn: IPv4Network((provisioned_address(run.topo, mn), 32))
+                         for mn in run.params["mobiles"]}
             rows = reroutes(rows, events, addresses, [r.name for r in run.topo.routers],
                             float(m.get("t_end", math.inf)))
         return summarise(float(run.params["minutes"]), float(m.get("t_start", 0.0)), rows,
