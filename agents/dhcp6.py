@@ -26,6 +26,9 @@ OPT_CLIENTID, OPT_SERVERID, OPT_IA_NA, OPT_IAADDR, OPT_ORO = 1, 2, 3, 5, 6
 OPT_PREFERENCE, OPT_ELAPSED_TIME, OPT_RELAY_MSG, OPT_STATUS_CODE = 7, 8, 9, 13
 OPT_RAPID_COMMIT, OPT_INTERFACE_ID, OPT_DNS_SERVERS, OPT_IA_PD, OPT_IAPREFIX = 14, 18, 23, 25, 26
 OPT_REMOTE_ID = 37  # RFC 4649
+# RFC 8415 §21.11; kept as a RawOption: only the relay authenticator reads it (agents/relayauth.py).
+OPT_AUTH = 11
+RELAY_HEADER = 34  # type, hop count, link-address, peer-address
 
 DUID_LLT, DUID_EN, DUID_LL = 1, 2, 3
 
@@ -451,12 +454,12 @@ def _unpack(data: bytes, depth: int) -> Message:
     except ValueError:
         raise Dhcp6Error(f"unknown message type {data[0]}") from None
     if kind in RELAY_TYPES:
-        if len(data) < 34:
-            raise Dhcp6Error(f"relay message of {len(data)} octets (at least 34)")
+        if len(data) < RELAY_HEADER:
+            raise Dhcp6Error(f"relay message of {len(data)} octets (at least {RELAY_HEADER})")
         if data[1] > HOP_COUNT_LIMIT:
             raise Dhcp6Error(f"hop count {data[1]} over {HOP_COUNT_LIMIT}")
         return Relay6Message(kind, data[1], IPv6Address(data[2:18]), IPv6Address(data[18:34]),
-                             _options(data[34:], True, depth))
+                             _options(data[RELAY_HEADER:], True, depth))
     return Dhcp6Message(kind, int.from_bytes(data[1:4], "big"), _options(data[4:], False, depth))
 
 

@@ -37,7 +37,7 @@ from .dhcp import (
     RelayAgentInfo,
 )
 from .linkproof import PROOF_LEN
-from .relayauth import RelayAuth, RelayAuthError
+from .relayauth import RelayAuth, RelayAuthError, admit
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class DhcpServer:
                 if msg.op != BOOTREQUEST:
                     raise DhcpPolicyError("a reply from the access side")
                 return self._from_client(msg, dst, ifindex)
-            self._from_another_ar(data, msg, src, ifindex)
+            admit(self.relay_auth, self.backbone, ifindex).verify(data, msg, src)
             if msg.op == BOOTREPLY:
                 return self._relay_reply(msg, src)
             return self._relayed_request(msg, src)
@@ -203,15 +203,6 @@ class DhcpServer:
             self._count("refused")
             log.info("dropped DHCP datagram from %s (if %d): %s", src, ifindex, exc)
             return []
-
-    def _from_another_ar(self, data: bytes, msg: DhcpMessage, src: IPv4Address,
-                         ifindex: int) -> None:
-        """Raises RelayAuthError unless another AR sent ``data`` over the backbone."""
-        if self.relay_auth is None:
-            raise RelayAuthError("not_an_ar", "this server takes no relayed messages")
-        if self.backbone is not None and not self.backbone(ifindex):
-            raise RelayAuthError("wrong_interface", f"interface {ifindex} is not the backbone")
-        self.relay_auth.verify(data, msg, src)
 
     # --- the local server --------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Protocol
@@ -44,6 +44,7 @@ from .dhcp6 import (
     unpack,
 )
 from .dhcpd import PktinfoService, client_identity
+from .relayauth import RelayAuthError, admit
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,16 @@ class Hooks6(Protocol):
 
 
 class RelayAuth6(Protocol):
-    """Authenticates relay messages between ARs. None is built yet for DHCPv6 (docs/ipv6.md):
-    without one the server neither takes nor sends relayed messages."""
+    """Authenticates relay messages between ARs (agents/relayauth.RelayAuth6, docs/protocol.md
+    §16.4): without one the server neither takes nor sends relayed messages."""
 
-    peers: dict[IPv6Address, str]
+    @property
+    def peers(self) -> Mapping[IPv6Address, str]: ...
 
     def sign(self, msg: Relay6Message, dest: IPv6Address) -> bytes: ...
 
     def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
-        """Raises Dhcp6PolicyError unless another AR sent ``data``."""
+        """Raises RelayAuthError unless another AR sent ``data``."""
         ...
 
 
@@ -158,7 +160,7 @@ class UnsignedRelayAuth:
 
     def verify(self, data: bytes, msg: Relay6Message, src: IPv6Address) -> None:
         if src not in self.peers:
-            raise Dhcp6PolicyError(f"{src} is not an AR")
+            raise RelayAuthError("not_an_ar", f"{src} is not an AR")
 
 
 @dataclass
@@ -189,6 +191,8 @@ class Dhcp6Server:
     counters: dict[str, int] = field(default_factory=dict)
     relay_log: list[dict[str, object]] = field(default_factory=list)  # Remote-IDs seen
     relay_auth: RelayAuth6 | None = None
+    # Which interfaces are backbone links: relayed messages arrive on no other (as DhcpServer).
+    backbone: Callable[[int], bool] | None = None
     _relays: dict[int, _Pending6] = field(default_factory=dict)  # by transaction ID
 
     def _count(self, what: str) -> None:
@@ -207,12 +211,16 @@ class Dhcp6Server:
                 return self._from_client(msg, src, dst, ifindex)
             if not isinstance(msg, Relay6Message):
                 raise Dhcp6PolicyError("a client/server message from the backbone")
-            if self.relay_auth is None:
-                raise Dhcp6PolicyError("this server takes no relayed messages")
-            self.relay_auth.verify(data, msg, src)
+            admit(self.relay_auth, self.backbone, ifindex).verify(data, msg, src)
             if msg.msg_type == MessageType.RELAY_REPL:
                 return self._relay_reply(msg, src)
             return self._relayed_request(msg, src)
+        except RelayAuthError as exc:
+            # Forged, replayed or from a host that is not an AR: nothing of it is used.
+            self._count("relay_refused")
+            self._count("relay_refused_" + exc.reason)
+            log.info("refused relayed DHCPv6 datagram from %s (if %d): %s", src, ifindex, exc)
+            return []
         except (Dhcp6Error, Dhcp6PolicyError) as exc:
             self._count("refused")
             log.info("dropped DHCPv6 datagram from %s (if %d): %s", src, ifindex, exc)

@@ -4,9 +4,12 @@ core (agents/dhcpd6.py). Each case is a fresh server whose one authenticated MN 
 IA_NA, nested relays, Remote-IDs) arrive from the access link or the backbone, then mutants.
 
 Findings: an exception out of ``Dhcp6Server.handle`` or out of ``unpack`` other than
-Dhcp6Error; a parsed message that does not re-pack to the same octets; and, from a station on
-the access link that is not the victim, anything that binds, renews or ends the victim's /64
-or is answered with a prefix (a forgery).
+Dhcp6Error; a parsed message that does not re-pack to the same octets; from a station on the
+access link that is not the victim, anything that binds, renews or ends the victim's /64 or is
+answered with a prefix; and from the backbone, anything acted on that the peer AR did not sign
+(its mutants, replays, unsigned relay messages): a forgery. The server runs the real relay
+authenticator (agents/relayauth.RelayAuth6) with AR2 as its one peer, and most backbone
+messages are signed by the fuzzer's own AR2, so genuine relay traffic exists.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from agents.dhcp6 import (
     ServerId,
     StatusCode,
 )
-from agents.dhcpd6 import Binding6, Dhcp6Server, Server6Config, UnsignedRelayAuth
+from agents.dhcpd6 import Binding6, Dhcp6Server, Server6Config
+from agents.relayauth import RelayAuth6
 
 from .common import Tally, mutate
 
@@ -47,6 +51,7 @@ VICTIM_LL, ATTACKER_LL = IPv6Address("fe80::fa:ff:fe00:3"), IPv6Address("fe80::f
 VICTIM_DUID = dhcp6.make_duid(VICTIM, 1)
 SERVER1, SERVER2 = dhcp6.server_duid("ar1.isp.test"), dhcp6.server_duid("ar2.isp.test")
 MUTANTS = 15
+PAIR_KEY = bytes(range(32, 64))  # the AR1-AR2 DHCPv6 relay key of the fuzzed pair
 CONFIG = Server6Config(server_duid=SERVER1, address=AR1, pool=POOL1, prefixlen=64, first=1,
                        last=4, valid_s=3600, remote_renewals=2,
                        interface_id=b"ar1.isp.test/ar1-acc")
@@ -82,8 +87,10 @@ class _Hooks:
 
 def _server(now: list[float]) -> tuple[Dhcp6Server, _Hooks, IPv6Network]:
     hooks = _Hooks()
+    relay_auth = RelayAuth6(AR1, {AR2: "ar2.isp.test"}, lambda name: PAIR_KEY,
+                            clock=lambda: now[0])
     server = Dhcp6Server(CONFIG, hooks, lambda i: i == ACCESS, clock=lambda: now[0],
-                         relay_auth=UnsignedRelayAuth({AR2: "ar2.isp.test"}))
+                         relay_auth=relay_auth, backbone=lambda i: i == BACKBONE)
     ia = IaPd(3, 0, 0)
     solicit = Dhcp6Message(MessageType.SOLICIT, 1, (ClientId(VICTIM_DUID), ia, RapidCommit()))
     server.handle(solicit.pack(), VICTIM_LL, ALL_SERVERS, ACCESS)
@@ -167,12 +174,19 @@ def _wire(data: bytes) -> str | None:
 
 
 def _judge(tally: Tally, src: IPv6Address, sends: list[object], hooks: _Hooks,
-           from_access: bool, victim: IPv6Network) -> None:
+           from_access: bool, signed: bool) -> None:
+    """``signed``: the datagram is, octet for octet, one AR2 signed and was not seen before."""
     acted = bool(sends or hooks.bound_calls or hooks.ended_calls or hooks.relayed_calls)
     if not acted:
         tally.rejected += 1
         return
-    if not from_access or src == VICTIM_LL:
+    if not from_access:
+        if signed:
+            tally.accepted += 1
+        else:
+            tally.forgery(b"", f"a backbone datagram from {src} that AR2 did not sign was used")
+        return
+    if src == VICTIM_LL:
         tally.accepted += 1
         return
     touched = any(b.mn == VICTIM for b in hooks.bound_calls + hooks.ended_calls)
@@ -201,21 +215,33 @@ def run(tally: Tally, count: int, seed: int) -> None:
     rng = random.Random(seed)
     now = [1_800_000_000.0]
     donors: list[bytes] = []
+    signer = RelayAuth6(AR2, {AR1: "ar1.isp.test"}, lambda name: PAIR_KEY, clock=lambda: now[0])
     while tally.inputs < count:
         server, hooks, victim = _server(now)
         first = _message(rng, victim)
         plausible = rng.random() < 0.35
         msg: dhcp6.Message = _plausible(rng, first, victim) if plausible else first
         from_access = plausible or rng.random() < 0.6
-        if not from_access or (not plausible and rng.random() < 0.05):
+        genuine = not from_access and rng.random() < 0.4
+        if genuine:
+            # AR2 relaying the victim's own request: what the owner acts on when it is signed.
+            msg = Relay6Message(MessageType.RELAY_FORW, 0, AR2, VICTIM_LL, (
+                InterfaceId(b"ar2.isp.test/ar2-acc"),
+                RemoteId(dhcp6.LAB_ENTERPRISE, VICTIM.encode()),
+                RelayMsg(_plausible(rng, first, victim))))
+        elif not from_access or (not plausible and rng.random() < 0.05):
             msg = _relay(rng, msg if rng.random() < 0.9 else _relay(rng, msg))
+        signed = (not from_access and isinstance(msg, Relay6Message)
+                  and rng.random() < 0.8)
         try:
-            base = msg.pack()
+            base = signer.sign(msg, AR1) if signed and isinstance(msg, Relay6Message) \
+                else msg.pack()
         except ValueError:
             continue
         donors = (donors + [base])[-32:]
         src = (rng.choice((VICTIM_LL, VICTIM_LL, ATTACKER_LL)) if plausible
                else rng.choice((VICTIM_LL, ATTACKER_LL, ATTACKER_LL, AR2)) if from_access
+               else AR2 if genuine
                else rng.choice((AR2, AR2, AR1, IPv6Address(rng.getrandbits(128)))))
         dst = ALL_SERVERS if plausible else rng.choice((ALL_SERVERS, ALL_SERVERS, AR1, VICTIM_LL))
         ifindex = ACCESS if from_access else BACKBONE
@@ -238,4 +264,4 @@ def run(tally: Tally, count: int, seed: int) -> None:
                 tally.uncaught += 1
                 tally.note("parser", data, problem)
             if ok and sends is not None:
-                _judge(tally, src, list(sends), hooks, from_access, victim)
+                _judge(tally, src, list(sends), hooks, from_access, signed and i == 0)

@@ -38,6 +38,12 @@ def test_up_check_second_topology(tmp_path: Path) -> None:
     assert h["bgp_sessions"]["established"] == h["bgp_sessions"]["total"] > 30
     assert h["ospf_full"] is True
     assert h["pools_reachable"] == {"ok": 15, "total": 15}
+    # Its backbone is dual-stack (issue 18): the same figures for IPv6, under "ipv6".
+    six = h["ipv6"]
+    assert six["bgp_sessions"] == h["bgp_sessions"]
+    assert six["ospf_full"] is True
+    assert six["pools_reachable"] == {"ok": 15, "total": 15}
+    assert six["core_more_specifics"] == []
     assert "waiting:" in res.stderr  # progress was shown
     assert not (RUN_ROOT / "threebyfive").exists()
 

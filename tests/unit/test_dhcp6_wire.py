@@ -7,8 +7,11 @@ Debian's ``dhclient -6 -P`` parses, and the document's vectors are rebuilt octet
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import struct
+from dataclasses import replace
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
@@ -37,6 +40,15 @@ from agents.dhcp6 import (
     StatusCode,
 )
 from agents.dhcpd6 import Dhcp6Server, Server6Config, UnsignedRelayAuth
+from agents.relayauth import ALG_RELAY6, RelayAuth6
+from tests.unit.test_dhcp_wire import (
+    OWNER_NAME,
+    RELAY_NAME,
+    VECTOR_NOW,
+    _pair_key,
+    _private,
+    documented_pair_key,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "dhclient6-solicit.bin"
@@ -200,6 +212,15 @@ def compute_vectors() -> dict[str, list[tuple[str, str]]]:
         IaPd(3, 3600, 5400, (IaPrefix(7200, 7200, prefix),))))
     [forward] = relay.handle(renew.pack(), MN_LL, dhcp6.ALL_SERVERS, ACCESS)
     [reply] = owner.handle(forward.data, RELAY_ADDRESS, OWNER.address, 3)
+    # The same renewal between two ARs that run the authenticator of section 16.4.
+    key = _pair_key(RELAY_NAME, OWNER_NAME, ALG_RELAY6)
+    owner.relay_auth = RelayAuth6(OWNER.address, {RELAY_ADDRESS: RELAY_NAME}, lambda n: key,
+                                  clock=lambda: VECTOR_NOW)
+    relay.relay_auth = RelayAuth6(RELAY_ADDRESS, {OWNER.address: OWNER_NAME}, lambda n: key,
+                                  clock=lambda: VECTOR_NOW)
+    renew2 = replace(renew, xid=0x9ABCDF)
+    [signed] = relay.handle(renew2.pack(), MN_LL, dhcp6.ALL_SERVERS, ACCESS)
+    [signed_reply] = owner.handle(signed.data, RELAY_ADDRESS, OWNER.address, 3)
     return {
         "advertise": [("server_duid", OWNER.server_duid.hex()), ("pool", str(OWNER.pool)),
                       ("valid_s", str(OWNER.valid_s)), ("solicit", solicit.hex()),
@@ -207,6 +228,13 @@ def compute_vectors() -> dict[str, list[tuple[str, str]]]:
         "relayed_renew": [("relay", str(RELAY_ADDRESS)), ("owner", str(OWNER.address)),
                           ("renew", renew.pack().hex()), ("relay_forward", forward.data.hex()),
                           ("relay_reply", reply.data.hex())],
+        "relay_auth6": [("relay", str(RELAY_ADDRESS)), ("owner", str(OWNER.address)),
+                        ("relay_name", RELAY_NAME), ("owner_name", OWNER_NAME),
+                        ("relay_private", _private(RELAY_NAME).hex()),
+                        ("owner_private", _private(OWNER_NAME).hex()),
+                        ("pair_key", key.hex()), ("counter", str(int(VECTOR_NOW * 1e9))),
+                        ("renew", renew2.pack().hex()), ("relay_forward", signed.data.hex()),
+                        ("relay_reply", signed_reply.data.hex())],
     }
 
 
@@ -246,20 +274,44 @@ def test_advertise_octet_by_octet() -> None:
     assert bytes.fromhex(vec["advertise"]) == want
 
 
-def test_relayed_renew_octet_by_octet() -> None:
-    vec = VECTORS["relayed_renew"]
+def relayed_by_hand(vec: dict[str, str]) -> tuple[bytes, bytes]:
+    """The vector's Relay-Forward of its renew and the owner's Relay-Reply, unsigned, from
+    section 16.1's layout."""
     renew = bytes.fromhex(vec["renew"])
     forward = (bytes([12, 0]) + IPv6Address(vec["relay"]).packed + MN_LL.packed
                + opt(18, b"ar2.isp.test/ar2-acc")
                + opt(37, struct.pack("!I", 32473) + b"mn1.example") + opt(9, renew))
-    assert bytes.fromhex(vec["relay_forward"]) == forward
     iaprefix = opt(26, struct.pack("!IIB", 60, 60, 64) + IPv6Network(
         "2001:db8:4000:101::/64").network_address.packed)
     reply = (bytes([7]) + renew[1:4] + opt(2, OWNER.server_duid) + opt(1, MN_DUID)
              + opt(25, struct.pack("!III", 3, 30, 48) + iaprefix))
     back = (bytes([13, 0]) + IPv6Address(vec["relay"]).packed + MN_LL.packed
             + opt(18, b"ar2.isp.test/ar2-acc") + opt(9, reply))
+    return forward, back
+
+
+def test_relayed_renew_octet_by_octet() -> None:
+    vec = VECTORS["relayed_renew"]
+    forward, back = relayed_by_hand(vec)
+    assert bytes.fromhex(vec["relay_forward"]) == forward
     assert bytes.fromhex(vec["relay_reply"]) == back
+
+
+def test_relay_auth6_octet_by_octet() -> None:
+    """The signed Relay-Forward is section 16.3's, then the Authentication option (11) of
+    section 16.4; the Relay-Reply the owner signs the same way; the key is documented."""
+    vec = VECTORS["relay_auth6"]
+    key = documented_pair_key(vec, b"FLATARCH-v1 DHCPv6 relay")
+    assert key.hex() == vec["pair_key"]
+    head = bytes([255, 2, 0]) + int(vec["counter"]).to_bytes(8, "big")
+
+    def signed(unsigned: bytes) -> bytes:
+        zeroed = unsigned + opt(11, head + bytes(32))
+        return unsigned + opt(11, head + hmac.new(key, zeroed, hashlib.sha256).digest())
+
+    forward, back = relayed_by_hand(vec)
+    assert bytes.fromhex(vec["relay_forward"]) == signed(forward)
+    assert bytes.fromhex(vec["relay_reply"]) == signed(back)
 
 
 if __name__ == "__main__":

@@ -138,8 +138,21 @@ def _keystore(name: str) -> KeyStore:
     return KeyStore.from_private_bytes(name, Suite.P256, _private(name))
 
 
-def _pair_key(me: str, other: str) -> bytes:
-    return _keystore(me).pair_key(_keystore(other).published_key(), ALG_RELAY)
+def _pair_key(me: str, other: str, alg: bytes = ALG_RELAY) -> bytes:
+    return _keystore(me).pair_key(_keystore(other).published_key(), alg)
+
+
+def documented_pair_key(vec: dict[str, str], label: bytes) -> bytes:
+    """The relay key of section 14.7 from the vector's scalars alone: LTSS = ECDH of the two
+    ARs' keys; the key = KDF(LTSS, label, both names sorted), computed at both ends."""
+    relay = ec.derive_private_key(int(vec["relay_private"], 16), ec.SECP256R1())
+    owner = ec.derive_private_key(int(vec["owner_private"], 16), ec.SECP256R1())
+    ltss = relay.exchange(ec.ECDH(), owner.public_key())
+    assert ltss == owner.exchange(ec.ECDH(), relay.public_key())
+    names = sorted((vec["relay_name"], vec["owner_name"]))
+    other_info = bytes([len(label)]) + label + b"".join(
+        bytes([len(n)]) + n.encode("ascii") for n in names) + bytes([1]) + (256).to_bytes(2, "big")
+    return hashlib.sha256(b"\x00\x00\x00\x01" + ltss + other_info).digest()
 
 
 class VectorHooks:
@@ -325,17 +338,8 @@ def test_relayed_request_vector_octet_by_octet() -> None:
 
 
 def test_relay_pair_key_vector_from_the_documented_derivation() -> None:
-    """LTSS = ECDH of the two ARs' keys; the key = KDF(LTSS, label, both names sorted)."""
     vec = DHCP_VECTORS["relayed_request"]
-    relay = ec.derive_private_key(int(vec["relay_private"], 16), ec.SECP256R1())
-    owner = ec.derive_private_key(int(vec["owner_private"], 16), ec.SECP256R1())
-    ltss = relay.exchange(ec.ECDH(), owner.public_key())
-    assert ltss == owner.exchange(ec.ECDH(), relay.public_key())
-    names = sorted((vec["relay_name"], vec["owner_name"]))
-    label = b"FLATARCH-v1 DHCP relay"
-    other_info = bytes([len(label)]) + label + b"".join(
-        bytes([len(n)]) + n.encode("ascii") for n in names) + bytes([1]) + (256).to_bytes(2, "big")
-    key = hashlib.sha256(b"\x00\x00\x00\x01" + ltss + other_info).digest()
+    key = documented_pair_key(vec, b"FLATARCH-v1 DHCP relay")
     assert key.hex() == vec["pair_key"]
     assert _pair_key(OWNER_NAME, RELAY_NAME) == key  # the same from the other end
 
