@@ -195,7 +195,8 @@ class MnAgent:
 
     async def leave(self, node: str) -> dict[str, Any]:
         """We are in a visited network outside the AS: a care-of address by DHCP there, then
-        a Binding Update to our Home Agent for every address no AR re-routes (draft 4)."""
+        a Binding Update to our Home Agent for every address no AR re-routes (draft 4): our
+        IPv4 addresses and, on a dual-stack MN, our IPv6 prefix."""
         if self.addresses is None or self.tunnel is None:
             return {"ok": False, "error": "this MN has no Home Agent service"}
         if self.ha is None:
@@ -211,8 +212,12 @@ class MnAgent:
                 return {"ok": False, "ar": node, "error": f"care-of: {exc}"}
             t_coa = time.time()
             left = self.config.ars.get(self.current) if self.current else None
+            # Our IPv6 prefix goes with us as our IPv4 addresses do: no AR routes it while we
+            # are outside the AS (issue 18). Over VXLAN only: ipip carries no IPv6.
+            six = ([self.config.prefix6] if self.config.prefix6 is not None
+                   and self.tunnel.kind == "vxlan" else None)
             try:
-                session = await self._bind(homes, coa, previous=left)
+                session = await self._bind(homes, coa, six, previous=left)
             except AuthError as exc:
                 return {"ok": False, "ar": node, "error": f"{type(exc).__name__}: {exc}",
                         "care_of": str(coa)}

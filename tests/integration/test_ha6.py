@@ -1,7 +1,8 @@
 """A prefix the AR refused is bound at the Home Agent (issue 18, draft 4), with the real
 daemons: mn3 (DHCP, so it has a Home Agent) dual-stack; the visited AR refuses its /64, the
 HA checks it as an AR does, announces it and tunnels it over VXLAN to mn3, and a later
-re-route by an AR makes the HA withdraw it everywhere. One lab for the module.
+re-route by an AR makes the HA withdraw it everywhere. Then mn3 leaves the AS: its Binding
+Update from the visited network binds its /64 too. One lab for the module.
 
 The refusal must be the visited AR's own: ar1's reverse zone served unsigned (test_ra.py's
 set-up) would make the HA refuse too, through the same resolver. Here ar5 alone cannot get
@@ -157,6 +158,33 @@ def test_a_prefix_the_visited_ar_refused_is_bound_at_the_home_agent(lab: Lab) ->
                "no /64 left at the other ARs and the HA")
     wait_until(lambda: reaches(lab), 20, "the CN to reach mn3 at home")
     _figures(lab)
+
+
+def test_leaving_the_as_takes_the_64_to_the_home_agent_and_returning_brings_it_back(
+        lab: Lab) -> None:
+    # Outside the AS no AR routes mn3's /64: its Binding Update from the visited network
+    # binds it with its IPv4 address, and the CN reaches it through the HA's tunnel.
+    p = prefix(lab)
+    rec = lab.handoff(MN, "inet")
+    assert rec["ok"] and rec["tunnel"] == "vxlan", rec
+    assert str(p) in rec["rerouted"], rec
+    wait_until(lambda: str(p) in ha_status(lab)["bound6"]
+               and ha_status(lab)["tunnel"]["care_of6"] == {str(p): rec["care_of"]}, 10,
+               "the HA to bind the /64 to the care-of address")
+    wait_until(lambda: str(ha6(lab)) in bgp_next_hops(lab, "core1"), 10,
+               "core1 to hear the /64 from the HA")
+    before = tunnel_tx(lab)
+    wait_until(lambda: reaches(lab), 20, "the CN to reach mn3's IPv6 address outside the AS")
+    assert tunnel_tx(lab) > before
+    # Home again: the home AR's newer route makes the HA withdraw, as for a refused prefix.
+    back = lab.handoff(MN, HOME)
+    assert back["ok"] and str(p) in back["rerouted"], back
+    wait_until(lambda: ha_status(lab)["bound6"] == {}
+               and ha_status(lab)["tunnel"]["devices"] == {}, 15, "the HA to drop the /64")
+    bgpd = [n.name for n in lab.topo.nodes.values() if "bgpd" in daemons_for(n, lab.topo)]
+    wait_until(lambda: all(str(ha6(lab)) not in bgp_next_hops(lab, n) for n in bgpd), 15,
+               "the HA's /64 gone at every BGP router")
+    wait_until(lambda: reaches(lab), 20, "the CN to reach mn3 at home")
 
 
 def _figures(lab: Lab) -> None:
