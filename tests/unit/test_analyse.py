@@ -360,6 +360,70 @@ def test_macro_analyse_from_its_files(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
 
 
+def test_macro_analyse_both_families(tmp_path: Path) -> None:
+    """--family both: mn3 is dual-stack; one record per move and family. Its /64 was bound
+    at the HA while away (the Binding Update's answer names it), its probe lost 12 while
+    leaving and 5 returning, and agg2 still holds the /64 at the end."""
+    import yaml
+
+    from topologies import model
+    from topologies.scenarios.handoff import PING6, dual_stack_walker
+    from topologies.scenarios.macro import RECORDS as MOVES
+    from topologies.scenarios.macro import MacroScenario, table
+
+    d = tmp_path / "macro6"
+    d.mkdir()
+    doc = dual_stack_walker(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()),
+                            dhcp_mn=True)
+    assert doc["addressing"]["ipv6"]["mobiles"] == ["mn3"]
+    (d / TOPOLOGY_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
+    prefix6 = model.build(doc).mobile("mn3").prefix6
+    assert prefix6 is not None
+    addr = "10.64.1.20"
+    (d / RUN_FILE).write_text(json.dumps({
+        "scenario": "macro", "params": {"mn": "mn3", "rounds": 1,
+                                        "families": ["ipv4", "ipv6"]},
+        "measured": {"address": addr, "t_end": T0 + 9.0}}))
+    moves = [{"direction": "leave", "from": "ar3", "to": "inet", "t_attach": T0 + 1.0,
+              "auth_ms": 8.0, "care_of_ms": 12.5, "tunnel": "vxlan",
+              "rerouted": [f"{addr}/32", str(prefix6)],
+              "traceroute": ["inet", "core2", "ha", "inet", "mn3"],
+              "traceroute6": ["inet", "core2", "ha", None, "mn3"]},
+             {"direction": "return", "from": "inet", "to": "ar3", "t_attach": T0 + 5.0,
+              "auth_ms": 6.0, "rerouted": [f"{addr}/32", str(prefix6)],
+              "traceroute": ["inet", "core2", "agg3", "ar3", "mn3"],
+              "traceroute6": ["inet", "core2", "agg3", "ar3", "mn3"]}]
+    (d / MOVES).write_text("".join(json.dumps(m) + "\n" for m in moves))
+    (d / ROUTES).write_text(measure.dump_route_events([
+        RouteEvent(T0 + 5.1, "agg2", "add", prefix6, 20, 186, frozenset({"fe80::1"})),
+        RouteEvent(T0 + 5.1, "ar3", "add", prefix6, 0, 186, frozenset({"dev:ar3-acc"}))]))
+    (d / "ping.txt").write_text(_ping(T0, T0 + 9.2, [(T0 + 1.0, T0 + 1.07),
+                                                     (T0 + 5.0, T0 + 5.03)]))
+    (d / PING6).write_text(_ping(T0, T0 + 9.2, [(T0 + 1.0, T0 + 1.12),
+                                                (T0 + 5.0, T0 + 5.05)]))
+    (d / "iperf.json").write_text(json.dumps(_iperf(9.0)))
+    (d / "ha.agent.status.json").write_text(json.dumps({"mobility": {"attached": {}},
+                                                        "bound6": {}}))
+    res = MacroScenario.analyse(d)
+    assert [(m["direction"], m["family"]) for m in res["moves"]] == [
+        ("leave", "ipv4"), ("leave", "ipv6"), ("return", "ipv4"), ("return", "ipv6")]
+    leave4, leave6, ret4, ret6 = res["moves"]
+    assert (leave6["ping_lost"], ret6["ping_lost"]) == (12, 5)
+    assert leave6["bound_at_ha"] is True and "bound_at_ha" not in ret6
+    assert leave4["path_via_ha"] and ret4["path_optimal"]
+    # The IPv6 paths from the records' own traceroute -6 (a silent hop in the tunnel).
+    assert leave6["path_via_ha"] is True and leave6["path_optimal"] is None
+    assert ret6["path_via_ha"] is False and ret6["path_optimal"] is True
+    assert res["interruption_ms_p95_by_family"]["ipv6"] == {
+        "leave": pytest.approx(130.0), "return": pytest.approx(60.0)}
+    assert res["interruption_ms_p95"] == res["interruption_ms_p95_by_family"]["ipv4"]
+    assert res["away_paths_via_ha"] and res["return_paths_optimal"]
+    # agg2's /64 counts; ar3's is its access route.
+    assert res["stale_routes_end_by_family"] == {"ipv4": 0, "ipv6": 1}
+    assert res["stale_routers"] == ["agg2"] and res["stale_routes_end"] == 1
+    assert "ipv6 leave 130.0 ms" in table(res)
+
+
 # --- addresses: the same, from an addresses run's files ------------------------------------
 
 

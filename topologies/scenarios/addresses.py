@@ -32,8 +32,11 @@ def counted(ev: measure.RouteEvent) -> bool:
 
     The route an AR keeps on its access link to an MN attached there exists in any design;
     the ones learned through BGP (and redirect tunnels) are what the draft warns about."""
-    if ev.dst.prefixlen != 32:
-        return False
+    return ev.dst.prefixlen == 32 and off_access_link(ev)
+
+
+def off_access_link(ev: measure.RouteEvent) -> bool:
+    """Not (only) an AR's route onto its access link: routing state that mobility made."""
     return not all(h.startswith("dev:") and h.endswith("-acc") for h in ev.nexthops)
 
 

@@ -99,18 +99,11 @@ class HandoffScenario(Scenario):
                             "its DNSSEC proof into the AUTH (issue 17); both: one walk each")
         add_walk_arguments(parser)
         add_probe_interval(parser)
-        parser.add_argument("--family", default="ipv4", choices=sorted(FAMILIES),
-                            help="probe the MN's IPv4 address, its IPv6 prefix or both; one "
-                            "record per handoff and family (the MN is made dual-stack)")
+        add_family_argument(parser, "handoff")
 
     @classmethod
     def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
-        if getattr(args, "family", "ipv4") == "ipv4":
-            return Path(args.topology)
-        path = out_dir / "dualstack.yaml"
-        doc = dual_stack_walker(yaml.safe_load(Path(args.topology).read_text()))
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return path
+        return dual_stack_topology(args, out_dir)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
@@ -471,6 +464,12 @@ class HandoffAnalysis:
                     "error": str(exc)}
 
 
+def add_family_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--family", default="ipv4", choices=sorted(FAMILIES),
+                        help="probe the MN's IPv4 address, its IPv6 prefix or both; one "
+                        f"record per {what} and family (the MN is made dual-stack)")
+
+
 def add_probe_interval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-interval-ms", type=positive_ms, default=WALK_PROBE_INTERVAL_MS,
                         help="the CN's probe to the walking MN (interruption is resolved to it)")
@@ -485,15 +484,29 @@ def mn_address6(topo: Topology, mn: str) -> IPv6Address:
     return prefix.network_address + 1
 
 
-def dual_stack_walker(doc: dict[str, Any]) -> dict[str, Any]:
-    """The topology with its first provisioned MN (the one that walks) dual-stack."""
+def dual_stack_walker(doc: dict[str, Any], dhcp_mn: bool = False) -> dict[str, Any]:
+    """The topology with the MN a scenario moves dual-stack: its first provisioned MN (the
+    one that walks), or with ``dhcp_mn`` its first DHCP MN (as Scenario picks them)."""
     dhcp = set((doc.get("dhcp") or {}).get("mobiles") or ())
-    walker = next((m for m in doc.get("mobiles") or () if m not in dhcp), None)
+    walker = next((m for m in doc.get("mobiles") or () if (m in dhcp) == dhcp_mn), None)
     six = (doc.get("addressing") or {}).get("ipv6")
     if walker is None or not isinstance(six, dict):
-        raise LabError("--family ipv6: the topology needs addressing.ipv6 and a provisioned MN")
+        kind = "a DHCP MN" if dhcp_mn else "a provisioned MN"
+        raise LabError(f"--family ipv6: the topology needs addressing.ipv6 and {kind}")
     six["mobiles"] = sorted({*(six.get("mobiles") or ()), walker})
     return doc
+
+
+def dual_stack_topology(args: argparse.Namespace, out_dir: Path,
+                        dhcp_mn: bool = False) -> Path:
+    """Where `--family` other than ipv4 makes the scenario's MN dual-stack: a copy of the
+    topology beside the run (topology_for of the scenarios that take --family)."""
+    if getattr(args, "family", "ipv4") == "ipv4":
+        return Path(args.topology)
+    path = out_dir / "dualstack.yaml"
+    doc = dual_stack_walker(yaml.safe_load(Path(args.topology).read_text()), dhcp_mn)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def positive_ms(text: str) -> float:
