@@ -231,11 +231,11 @@ def run(tally: Tally, count: int, seed: int) -> None:
                 RelayMsg(_plausible(rng, first, victim))))
         elif not from_access or (not plausible and rng.random() < 0.05):
             msg = _relay(rng, msg if rng.random() < 0.9 else _relay(rng, msg))
-        signed = (not from_access and isinstance(msg, Relay6Message)
-                  and rng.random() < 0.8)
+        to_sign = (msg if not from_access and isinstance(msg, Relay6Message)
+                   and rng.random() < 0.8 else None)
+        signed = to_sign is not None
         try:
-            base = signer.sign(msg, AR1) if signed and isinstance(msg, Relay6Message) \
-                else msg.pack()
+            base = signer.sign(to_sign, AR1) if to_sign is not None else msg.pack()
         except ValueError:
             continue
         donors = (donors + [base])[-32:]

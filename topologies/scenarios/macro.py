@@ -256,9 +256,10 @@ def analyse_moves(topo: Topology, mn: str, out_dir: Path, records: list[dict[str
             v4 = family == "ipv4"
             trace = rec["traceroute"] if v4 else rec.get("traceroute6")
             via_ha, optimal = judged(trace, rec["to"])
-            if via_ha is not None:
-                (optimal_back if back else via_ha_away).append(bool(optimal if back
-                                                                   else via_ha))
+            if via_ha is not None and back:
+                optimal_back.append(bool(optimal))
+            elif via_ha is not None:
+                via_ha_away.append(via_ha)
             move: dict[str, Any] = {
                 "direction": rec["direction"], "from": rec["from"], "to": rec["to"],
                 "family": family,
