@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 from topologies.lab.daemons import LabError
@@ -26,9 +27,21 @@ class Parser(argparse.ArgumentParser):
 
 def stop_on(*signums: int) -> None:
     """Make each signal a KeyboardInterrupt, so that the lab's exit cleans up. A shell that
-    backgrounds us (`cmd &` without job control) has set SIGINT to ignored."""
+    backgrounds us (`cmd &` without job control) has set SIGINT to ignored.
+
+    Only in this process: a forked copy of it exits on the signal at once. pyroute2 forks to
+    open a socket in a namespace and sends the child SIGTERM when done; beside a CPU hog the
+    child is still running then, and an interrupt would unwind it through our with-blocks,
+    tearing down the lab its parent was still building (the parent then hung in Mininet)."""
+    owner = os.getpid()
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        signal.default_int_handler(signum, frame)
+
     for s in signums:
-        signal.signal(s, signal.default_int_handler)
+        signal.signal(s, interrupt)
 
 
 def write_json(path: str | None, data: dict[str, Any]) -> None:

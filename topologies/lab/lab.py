@@ -159,6 +159,7 @@ class Lab(StartStop):
         self.radio: Radio | None = None
         self._bg_started = 0
         self._lock: Any = None
+        self._owner = os.getpid()
         self.started = time.monotonic()
         self.shaping = shaping.Applied()  # the links' delay, loss and rate (shaping.py)
 
@@ -528,6 +529,10 @@ class Lab(StartStop):
     def stop(self) -> None:
         if self._lock is None:
             # We never owned the machine's lab: whatever runs under this name is another's.
+            return
+        if os.getpid() != self._owner:
+            # A forked copy of the process that built the lab (a library's helper child that
+            # raised) must not stop the daemons and nodes its parent still runs.
             return
         # Reverse start order, each kind in parallel: a daemon that is slow to exit
         # must not serialise the whole teardown.
