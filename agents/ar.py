@@ -32,6 +32,7 @@ from typing import Any
 
 from . import arstate, endofrib, netlink
 from . import exabgp_api as api
+from .ardhcp6 import ArDhcp6, ArDhcp6Config
 from .auth import Authenticator, AuthResult, KeyStore, Limits, Peer, PublishedKey, Role
 from .auth.errors import AuthError, UnknownSession
 from .contract import (
@@ -47,11 +48,21 @@ from .contract import (
     access_ifname,
 )
 from .contract import (
+    Dhcp6Server as Dhcp6Settings,
+)
+from .contract import (
     DhcpServer as DhcpSettings,
 )
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
-from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
+from .dns import (
+    LEASE_PTR_TTL,
+    DnsError,
+    DnssecKeyResolver,
+    DnsUpdater,
+    TsigKey,
+    ValidatingResolver,
+)
 from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, KernelFib, Net, Rib
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
@@ -60,12 +71,11 @@ from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
 from .ra import RaSender, advertise_rerouted
-from .relayauth import ALG_RELAY, RelayAuth
+from .relayauth import ALG_RELAY, ALG_RELAY6, RelayAuth, RelayAuth6
 from .staple import StapleService, load_verifier
 
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
-PTR_TTL = 5
 # A FIB pass's status write waits until this long after the previous one: a write
 # serialises every route, and written after each UPDATE it was most of an uninvolved AR's
 # CPU at 1,000 MNs (issue 15, docs/scale.md). The housekeeping writes every 0.5 s besides.
@@ -140,6 +150,8 @@ class ArAgent:
         self.services: dict[str, str] = {
             "auth": ServiceState.STARTING if config else ServiceState.OFF,
             "dhcp": ServiceState.STARTING if config and config.dhcp else ServiceState.OFF,
+            "dhcp6": (ServiceState.STARTING if config and config.dhcp and config.ipv6
+                      and config.ipv6.dhcp6 else ServiceState.OFF),
             "netlink": ServiceState.STARTING,
         }
         self.rib = Rib()
@@ -176,6 +188,7 @@ class ArAgent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dhcp: DhcpServer | None = None
         self._dhcp_service: DhcpService | None = None
+        self.dhcp6: ArDhcp6 | None = None  # issue 18: the /64s of the pool by DHCPv6
         self._ptr: DnsUpdater | None = None
         self._keystore: KeyStore | None = None  # for the relay keys shared with other ARs
         self._access_name = access_ifname(node)
@@ -374,6 +387,7 @@ class ArAgent:
             "auth": {**self.authenticator.stats, "coalesced": self.coalesced}
             if self.authenticator else {},
             "dhcp": self.dhcp.status() if self.dhcp else {},
+            "dhcp6": self.dhcp6.status() if self.dhcp6 else {},
             "mode": str(self.mode),
             "services": dict(self.services),
             "recovery": dict(self.recovery),
@@ -669,6 +683,8 @@ class ArAgent:
                 self.prefixes.expire()
             if self.dhcp is not None:
                 self.dhcp.expire()
+            if self.dhcp6 is not None:
+                self.dhcp6.expire()
             self.write_status()
             self._maybe_compact()
 
@@ -1047,6 +1063,14 @@ class ArAgent:
             else:
                 self.services["dhcp"] = ServiceState.UP
                 self._restore_leases()
+            if cfg.ipv6 is not None and cfg.ipv6.dhcp6 is not None:
+                try:
+                    await self.start_dhcp6(cfg, cfg.ipv6, cfg.ipv6.dhcp6, access)
+                except OSError as exc:
+                    log.error("DHCPv6 service failed to start: %s", exc)
+                    self.services["dhcp6"] = f"{ServiceState.FAILED}: {exc}"
+                else:
+                    self.services["dhcp6"] = ServiceState.UP
 
     # The parts a Home Agent (agents/ha.py) does differently: it has no access link, no
     # paging, no source filter and no redirect; MNs reach it from anywhere.
@@ -1183,14 +1207,34 @@ class ArAgent:
         log.info("DHCP serving %s..%s of %s, leases %d s", server.addresses()[0],
                  server.addresses()[-1], cfg.pool, server.lease_s)
 
-    def _relay_key(self, fqdn: str) -> bytes | None:
-        """The DHCP relay key shared with the AR ``fqdn``, once its published key is known
-        (keep_ar_keys_warm): it stays valid while that AR publishes the same key."""
+    async def start_dhcp6(self, cfg: ArAgentConfig, six: ArIpv6, d: Dhcp6Settings,
+                          access: int) -> None:
+        """DHCPv6 beside DHCPv4 (issue 18): the MN's /64 out of our /56, its PTR with the
+        same TSIG key as the IPv4 PTRs (start_dhcp made the updater)."""
+        assert self.prefixes is not None and self.mobility is not None
+        me = self.ars[cfg.node]
+        relay_auth = RelayAuth6(six.loopback, {six.loopbacks[n]: a.fqdn for n, a in
+                                               self.ars.items()
+                                               if n != cfg.node and n in six.loopbacks},
+                                lambda fqdn: self._relay_key(fqdn, ALG_RELAY6))
+        self.dhcp6 = ArDhcp6(
+            ArDhcp6Config(me.fqdn, six.loopback, six.pool, six.mn_prefixlen, d, access,
+                          self._access_name,
+                          {pool: six.loopbacks[n] for n, pool in six.pools.items()
+                           if n in six.loopbacks}),
+            self._on_link, self.prefixes, relay_auth, self._on_backbone, self._ptr,
+            self.mobility.events, self._spawn)
+        await self.dhcp6.start()
+
+    def _relay_key(self, fqdn: str, algorithm: bytes = ALG_RELAY) -> bytes | None:
+        """The DHCP relay key (``algorithm``: DHCPv4's or DHCPv6's) shared with the AR
+        ``fqdn``, once its published key is known (keep_ar_keys_warm): it stays valid while
+        that AR publishes the same key."""
         known = self._ar_keys.get(fqdn)
         if known is None or self._keystore is None:
             return None
         try:
-            return self._keystore.pair_key(known[0], ALG_RELAY)
+            return self._keystore.pair_key(known[0], algorithm)
         except (AuthError, ValueError) as exc:
             log.warning("no relay key with %s: %s", fqdn, exc)
             return None
@@ -1269,7 +1313,7 @@ class ArAgent:
             if mn is None:
                 await self._ptr.delete_ptr(address, zone)
             else:
-                await self._ptr.set_ptr(address, mn, PTR_TTL, zone)
+                await self._ptr.set_ptr(address, mn, LEASE_PTR_TTL, zone)
             self.mobility.events("ptr_set" if mn else "ptr_deleted", addr=address, mn=mn)
         except DnsError as exc:
             log.warning("PTR %s -> %s: %s", address, mn, exc)
@@ -1339,6 +1383,8 @@ class ArAgent:
                 self.authenticator.close()
             if self._dhcp_service is not None:
                 self._dhcp_service.close()
+            if self.dhcp6 is not None:
+                self.dhcp6.close()
             if self._tun_fd is not None:
                 loop.remove_reader(self._tun_fd)
                 os.close(self._tun_fd)

@@ -111,6 +111,12 @@ class Event(enum.StrEnum):
     PTR_SET = "ptr_set"
     PTR_DELETED = "ptr_deleted"
     PTR_FAILED = "ptr_failed"
+    # AR: IPv6 prefixes by DHCPv6 (agents/handoff6.py, agents/ardhcp6.py; issue 18)
+    ASSIGNED6 = "assigned6"
+    DELEGATION_ENDED = "delegation_ended"
+    RECLAIM6_ANNOUNCED = "reclaim6_announced"
+    DHCP6_BOUND = "dhcp6_bound"
+    DHCP6_RELAYED = "dhcp6_relayed"
     # AR: restart recovery (agents/arstate.py, docs/faults.md)
     RECOVERED = "recovered"
     # AR: services
@@ -171,6 +177,9 @@ class Command(enum.StrEnum):
     RELEASE = "release"
     IN_USE = "in_use"
     DNS_MODE = "dns_mode"  # {"cmd": "dns_mode", "mode": "lookup"|"stapled"}
+    # {"cmd": "dhcp6_duid", "serial": N}: the lab DUID, with the session's proof, that a
+    # DHCPv6 client on this MN sends (docs/addresses.md); answers {"duid": hex}
+    DHCP6_DUID = "dhcp6_duid"
     # AR agent
     MODE = "mode"
 
@@ -361,6 +370,17 @@ NO_POOL6 = ipaddress.IPv6Network("::/128")
 
 
 @dataclass(frozen=True)
+class Dhcp6Server(Config):
+    """The AR's DHCPv6 service (draft 2.3, issue 18): a /64 of its pool delegated (IA_PD)
+    to each MN that authenticated on its access link. Its PTRs use DhcpServer's TSIG key."""
+
+    first: int  # indices of the pool's MN prefixes it delegates (model.dhcp6_range)
+    last: int
+    valid_s: int
+    remote_renewals: int  # renewals through another AR's relay before the lifetimes go to 0
+
+
+@dataclass(frozen=True)
 class ArIpv6(Config):
     """An AR's IPv6 side on a dual-stack backbone (issue 18, docs/ipv6.md)."""
 
@@ -374,6 +394,8 @@ class ArIpv6(Config):
     # The fast redirect (issue 18): every AR's link-local address on the overlay, and its pool.
     overlays: dict[str, ipaddress.IPv6Address] = dataclasses.field(default_factory=dict)
     pools: dict[str, ipaddress.IPv6Network] = dataclasses.field(default_factory=dict)
+    # The AR's DHCPv6 server (agents/dhcpd6.py); None: the HA, or no IPv6 pool.
+    dhcp6: Dhcp6Server | None = dataclasses.field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True)

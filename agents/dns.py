@@ -54,6 +54,9 @@ ADDRS_LABEL = "_addrs"
 RECORD_VERSION = "v=fa1"
 TLSA_USAGE, TLSA_SELECTOR, TLSA_MATCHING = 3, 1, 0  # DANE-EE, SPKI, exact bytes
 DEFAULT_TSIG_ALGORITHM = "hmac-sha256"
+# The TTL of the PTR an AR writes for a lease or delegation: the next handoff's reverse
+# check must see a change within seconds.
+LEASE_PTR_TTL = 5
 
 # Extended DNS Error codes (RFC 8914) that mean "DNSSEC validation failed".
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
@@ -234,7 +237,10 @@ def order_addresses(
 # Validated lookups.
 
 
-def _reversename_from(address: IPv4Address | str) -> str:
+def _reversename_from(address: IPv4Address | ipaddress.IPv6Network | str) -> str:
+    """An IPv4 address's in-addr.arpa name, or a delegated IPv6 prefix's ip6.arpa name."""
+    if isinstance(address, ipaddress.IPv6Network):
+        return prefix_reverse_name(address)
     try:
         return IPv4Address(str(address)).reverse_pointer + "."
     except ValueError:
@@ -704,14 +710,16 @@ class DnsUpdater:
         await self.send(up, f"A {canon}")
 
     async def set_ptr(
-        self, address: IPv4Address | str, hostname: str, ttl: int, zone: str | None = None
+        self, address: IPv4Address | ipaddress.IPv6Network | str, hostname: str, ttl: int,
+        zone: str | None = None
     ) -> None:
         rev = _reversename_from(address)
         up = dns.update.UpdateMessage(await self._ptr_zone(rev, zone) + ".")
         up.replace(rev, ttl, "PTR", normalize(hostname) + ".")
         await self.send(up, f"PTR {address}")
 
-    async def delete_ptr(self, address: IPv4Address | str, zone: str | None = None) -> None:
+    async def delete_ptr(self, address: IPv4Address | ipaddress.IPv6Network | str,
+                         zone: str | None = None) -> None:
         rev = _reversename_from(address)
         up = dns.update.UpdateMessage(await self._ptr_zone(rev, zone) + ".")
         up.delete(rev, "PTR")

@@ -30,6 +30,8 @@ log = logging.getLogger("agents.handoff")
 LP_MAX = (1 << 32) - 1
 REDIRECT_LIFETIME_S = 3.0  # a redirect BGP never supersedes is removed after this
 REDIRECT_HOLD_S = 0.5  # a redirect outlives local BGP convergence by this much (micro-loops)
+# A reclaimed address's out-announcement is withdrawn after this even if a visitor's /32 stays.
+RECLAIM_TIMEOUT_S = 5.0
 KEPT_EVENTS = 500  # events an EventLog keeps in memory, newest last
 
 
@@ -256,7 +258,7 @@ class Mobility:
     # AR still routes them (we out-announce, then withdraw), and the lease ends of visitors.
     reclaiming: dict[IPv4Address, float] = field(default_factory=dict)
     visitor_leases: dict[IPv4Address, float] = field(default_factory=dict)
-    reclaim_timeout_s: float = 5.0
+    reclaim_timeout_s: float = RECLAIM_TIMEOUT_S
     # The Home Agents' DNS names and their routes' next hop: an MN back from outside the AS
     # names its HA as where it came from, and the HA's route is then the older one.
     home_agents: dict[str, IPv4Address] = field(default_factory=dict)

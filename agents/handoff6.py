@@ -6,6 +6,8 @@ Pure decision logic like agents/handoff.py, with the kernel, BGP and DNS injecte
 agent drives it for the MNs a topology makes dual-stack (``AgentPorts`` below). The fast
 redirect moves a /64 from the previous AR's access link into the VXLAN overlay towards the new
 AR, as handoff.Mobility does for a /32; no source filter or paging in IPv6 yet (docs/ipv6.md).
+The AR's DHCPv6 server (agents/dhcpd6.py) reports its delegations here (``assigned``,
+``reclaim``, ``visitor_lease``, ``lease_gone``), as DHCP's leases go to handoff.Mobility.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .auth import AuthResult
 from .contract import Mode
 from .exabgp_api import Route
 from .handoff import (
+    RECLAIM_TIMEOUT_S,
     REDIRECT_HOLD_S,
     REDIRECT_LIFETIME_S,
     EventLog,
@@ -141,6 +144,11 @@ class PrefixMobility:
     # The highest LOCAL_PREF heard for each /64, kept after its route is gone (as
     # handoff.Mobility.highest_heard).
     highest_heard: dict[IPv6Network, int] = field(default_factory=dict)
+    # Address management (draft 2.3), as handoff.Mobility's: our pool's /64s whose delegation
+    # ended while another AR still routes them, and the delegation ends of visitors.
+    reclaiming: dict[IPv6Network, float] = field(default_factory=dict)
+    visitor_leases: dict[IPv6Network, float] = field(default_factory=dict)
+    reclaim_timeout_s: float = RECLAIM_TIMEOUT_S
 
     def next_local_pref(self, prefix: IPv6Network) -> int:
         seen = [r.local_pref for r in self.rib.paths(prefix)]
@@ -299,12 +307,79 @@ class PrefixMobility:
         return done
 
     def expire(self) -> None:
-        """A redirect BGP never superseded goes after its lifetime."""
+        """A redirect BGP never superseded goes after its lifetime; so do a reclaim's
+        out-announcement and a visitor's delegation."""
         now = self.clock()
         for p, red in list(self.redirects.items()):
             if red.deadline <= now:
                 self.redirects.pop(p)
                 self.spawn(self._unredirect(p, "lifetime expired"))
+        for p, until in list(self.reclaiming.items()):
+            if until <= now:
+                self._end_reclaim(p, "reclaim timed out")
+        for p, until in list(self.visitor_leases.items()):
+            if until <= now:
+                self.visitor_leases.pop(p)
+                self.spawn(self.lease_gone(p, "delegation expired"))
+
+    # --- address management (draft 2.3): the AR's DHCPv6 server ---------------------------
+
+    async def assigned(self, prefix: IPv6Network, mn: str, ifindex: int) -> None:
+        """Our DHCPv6 server delegated ``prefix`` of our pool to ``mn`` on our access link."""
+        att = self.attached.get(prefix)
+        if att is not None and att.mn == mn and att.ifindex == ifindex:
+            return
+        self.reclaiming.pop(prefix, None)
+        await self._take(mn, prefix, ifindex)
+        self.events("assigned6", mn=mn, prefix=str(prefix), ifindex=ifindex)
+
+    def reclaim(self, prefix: IPv6Network, reason: str) -> None:
+        """The delegation of a /64 of our pool ended: no /64 may remain anywhere. A visitor
+        AR's route is beaten as a newer attachment beats it, then ours goes too, leaving the
+        pool's aggregate (handoff.Mobility.reclaim for a /32)."""
+        att = self.attached.pop(prefix, None)
+        if att is not None:
+            self.spawn(self.kernel.detach6(prefix))
+            self.events("detached6", prefix=str(prefix), mn=att.mn, reason=reason)
+        self.superseded_by.pop(prefix, None)  # our reclaim is the newest claim now
+        others = self._others(prefix)
+        self.events("delegation_ended", prefix=str(prefix), reason=reason, others=len(others))
+        if not others:
+            if prefix in self.announced:
+                self._end_reclaim(prefix, "reclaimed, pool covers it")
+            return
+        self.reclaiming[prefix] = self.clock() + self.reclaim_timeout_s
+        self._announce(prefix, self.next_local_pref(prefix), True, others)
+        self.events("reclaim6_announced", prefix=str(prefix), local_pref=self.announced[prefix])
+
+    def _end_reclaim(self, prefix: IPv6Network, reason: str) -> None:
+        self.reclaiming.pop(prefix, None)
+        if self.announced.pop(prefix, None) is not None:
+            self.escaped.discard(prefix)
+            self.bgp.withdraw6(prefix)
+            self.events("withdrawn6", prefix=str(prefix), reason=reason)
+
+    def visitor_lease(self, prefix: IPv6Network, expires: float | None) -> None:
+        """As the MN's current AR we relayed a renewal's Reply for ``prefix``: it lives until
+        then."""
+        if expires is not None and not prefix.subnet_of(self.pool):
+            self.visitor_leases[prefix] = expires
+
+    async def lease_gone(self, prefix: IPv6Network, reason: str) -> None:
+        """As the MN's current AR: its delegation of a visitor's ``prefix`` ended (a release
+        or a zero lifetime we relayed, or expiry). Withdraw at once rather than wait for the
+        owner's reclaim to reach us."""
+        self.visitor_leases.pop(prefix, None)
+        if prefix.subnet_of(self.pool):
+            return  # our own: the server's end of the delegation reclaims it
+        if self.announced.pop(prefix, None) is not None:
+            self.escaped.discard(prefix)
+            self.bgp.withdraw6(prefix)
+            self.events("withdrawn6", prefix=str(prefix), reason=reason)
+        att = self.attached.pop(prefix, None)
+        if att is not None:
+            await self.kernel.detach6(prefix)
+            self.events("detached6", prefix=str(prefix), mn=att.mn, reason=reason)
 
     async def _unredirect_later(self, prefix: IPv6Network, red: Redirect6) -> None:
         # Converged here is not converged upstream (handoff.Mobility's micro-loop rule).
@@ -324,6 +399,7 @@ class PrefixMobility:
             "announced": {str(p): lp for p, lp in self.announced.items()},
             "redirects": {str(p): r.target.node for p, r in self.redirects.items()},
             "redirect_kind": REDIRECT6_KIND,
+            "reclaiming": [str(p) for p in self.reclaiming],
         }
 
     # --- reacting to BGP ------------------------------------------------------------------
@@ -384,6 +460,8 @@ class PrefixMobility:
             # An older /64 of another cluster reached us only after we announced ours inside
             # the cluster: its AR never hears ours, so it would stay at the cores for good.
             self._announce(prefix, mine, prefix.subnet_of(self.pool), others)
+        elif prefix in self.reclaiming and not others:
+            self._end_reclaim(prefix, "reclaimed, pool covers it")
         self._redirect_done(prefix, others)
         return gone
 

@@ -35,6 +35,7 @@ from .auth import (
 )
 from .contract import Command, DnsMode, Event, Layout, MnAgentConfig
 from .control import start_control
+from .dhcp6 import make_duid
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
 from .linkproof import link_key, link_proof
@@ -483,6 +484,7 @@ class MnAgent:
             Command.RELEASE: self._cmd_release,
             Command.IN_USE: self._cmd_in_use,
             Command.DNS_MODE: self._cmd_dns_mode,
+            Command.DHCP6_DUID: self._cmd_dhcp6_duid,
         }
 
     async def _cmd_attach(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -532,6 +534,18 @@ class MnAgent:
     async def _cmd_in_use(self, req: dict[str, Any]) -> dict[str, Any]:
         in_use = self._dhcp_mn(req).in_use()
         return {"ok": True, "in_use": {str(a): n for a, n in in_use.items()}}
+
+    async def _cmd_dhcp6_duid(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The DUID of DHCPv6 lease ``serial``: the DHCPv4 client identifier's name, serial
+        and proof (our MAC under the session's MSK) in a DUID-EN, which the AR's DHCPv6
+        server checks against the link-local address's EUI-64 (agents/ardhcp6.py)."""
+        serial = req.get("serial", 1)
+        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+            return {"ok": False, "error": f"serial {serial!r} is not a lease number"}
+        proof = self._link_proof(serial)
+        if proof is None:
+            return {"ok": False, "error": "not authenticated: no session to prove"}
+        return {"ok": True, "duid": make_duid(self.config.identity, serial, proof).hex()}
 
     async def _cmd_dns_mode(self, req: dict[str, Any]) -> dict[str, Any]:
         try:

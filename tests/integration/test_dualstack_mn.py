@@ -1,21 +1,26 @@
 """A dual-stack MN with the real daemons (issue 18, draft 2.2 and 2.3): mn1 holds the first
 address of its IPv6 prefix and claims the prefix in every AUTH; the AR checks the AAAA and
 the prefix's own PTR, routes the prefix onto the access link and, away from home, announces
-it with the IPv4 LOCAL_PREF rule. One lab for the module (Figure 2, mn1 dual-stack).
+it with the IPv4 LOCAL_PREF rule. The AR's DHCPv6 server delegates a /64 to a station that
+proves its session. One lab for the module (Figure 2, mn1 dual-stack).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.contract import access_ifname
-from tests.integration.labs import dualstack_mn_lab, events
+from agents.dns import prefix_reverse_name
+from tests.integration.labs import dualstack_mn_lab, events, mn_request, status
 from topologies.lab.daemons import DeadlineError, vtysh, wait_until
 from topologies.lab.lab import Lab
+from topologies.model import fqdn
 
 pytestmark = pytest.mark.root
 
@@ -153,3 +158,75 @@ def test_the_previous_ar_redirects_the_prefix_into_the_overlay_until_bgp_converg
     except DeadlineError as exc:
         raise AssertionError(f"{exc}\n{why_left(lab)}") from None
     wait_reach(lab, "ar1")
+
+
+DHCLIENT_HOOK = """#!/bin/sh
+echo "$reason $new_ip6_prefix $old_ip6_prefix" >> {log}
+"""
+
+
+def test_the_ar_delegates_a_64_by_dhcpv6_only_to_a_station_that_proves_its_session(
+        lab: Lab, tmp_path: Path) -> None:
+    """Debian's ``dhclient -6 -P`` on mn2 against its home AR's agent (agents/ardhcp6.py):
+    the DUID carries the session proof the MN agent computes; the AR delegates a /64 of its
+    pool's DHCPv6 quarter, routes it onto the access link and writes its PTR, which the
+    validating resolver then answers; the release takes the route and the PTR away."""
+    mn = "mn2"
+    ar = lab.topo.mobile(mn).home
+    mn_request(lab, mn, "attach", ar=ar)  # a fresh session here (an earlier test moved MNs)
+    duid = bytes.fromhex(mn_request(lab, mn, "dhcp6_duid", serial=1)["duid"])
+    lease, pid, log, hook = (tmp_path / "dhclient6.leases", tmp_path / "dhclient6.pid",
+                             tmp_path / "hook.log", tmp_path / "hook.sh")
+    lease.write_text('default-duid "' + "".join(f"\\{b:03o}" for b in duid) + '";\n')
+    hook.write_text(DHCLIENT_HOOK.format(log=log))
+    hook.chmod(0o755)
+    log.touch()
+    common = ["dhclient", "-6", "-P", "-v", "-lf", str(lease), "-pf", str(pid),
+              "-sf", str(hook)]
+    ifname = f"{mn}-eth0"
+    ex = lab.execs[mn]
+
+    def bindings() -> list[dict[str, Any]]:
+        return list(status(lab, ar)["dhcp6"]["bindings"])
+
+    try:
+        # One try (-1); bound, dhclient goes to the background with its pid file.
+        done = ex.run([*common, "-1", ifname], timeout=30)
+        assert done.returncode == 0, done.stderr[-2000:]
+        bound = [line.split() for line in log.read_text().splitlines()
+                 if line.startswith("BOUND6")]
+        assert bound, log.read_text()
+        prefix = ipaddress.IPv6Network(bound[0][1])
+        pool = lab.topo.node(ar).pool6
+        assert pool is not None and prefix.subnet_of(pool) and prefix.prefixlen == 64
+        assert lab.topo.dhcp6_range(ar) == (192, 255)
+        assert int(prefix.network_address) - int(pool.network_address) >> 64 >= 192
+        wait_until(lambda: [b["mn"] for b in bindings() if b["prefix"] == str(prefix)]
+                   == [fqdn("mn", mn)], 5, f"{ar} to report the delegation")
+        wait_until(lambda: any(r.get("dev") == access_ifname(ar)
+                               for r in routes6(lab, ar, str(prefix))),
+                   5, f"{ar}'s route for {prefix} on its access link")
+        wait_until(lambda: ptr_of(lab, prefix) == fqdn("mn", mn) + ".", 10,
+                   f"the validated PTR of {prefix}")
+    finally:
+        # The release, and dhclient stopped by its pid file (dhclient -r does both).
+        ex.run([*common, "-r", ifname], timeout=30)
+    assert any(line.startswith("RELEASE6") for line in log.read_text().splitlines())
+    wait_until(lambda: not routes6(lab, ar, str(prefix)), 5, f"{ar} to drop {prefix}")
+
+    def ends() -> list[str]:
+        return [e["ev"] for e in events(lab, ar) if e.get("prefix") == str(prefix)
+                and e.get("ev") in ("delegation_ended", "ptr_deleted")]
+
+    wait_until(lambda: "ptr_deleted" in ends(), 10, f"{ar} to delete the PTR of {prefix}")
+    assert ends() == ["delegation_ended", "ptr_deleted"], ends()
+    assert all(b["prefix"] != str(prefix) for b in bindings())
+    assert not pid.exists() or not Path(f"/proc/{pid.read_text().strip()}").exists()
+
+
+def ptr_of(lab: Lab, prefix: ipaddress.IPv6Network) -> str:
+    """The PTR on a /64's own ip6.arpa name, as the lab's validating resolver answers it."""
+    assert lab.dns is not None
+    out = lab.execs["cn"].run(["dig", "+short", f"@{lab.dns.resolver_address}", "PTR",
+                               prefix_reverse_name(prefix)])
+    return out.stdout.strip()

@@ -434,3 +434,70 @@ def test_the_mn_back_before_bgp_settled_is_served_on_the_access_link_again() -> 
     assert fakes.unredirected == [HOME] and m.redirects == {} and m.superseded_by == {}
     assert HOME in m.attached
     asyncio.run(spawned.run())  # and it asks ar2 to redirect back to us
+
+
+# --- address management (draft 2.3): what the AR's DHCPv6 server reports ---------------------
+
+DELEGATED = IPv6Network("2001:db8:4000:80::/64")  # ar1's pool, its DHCPv6 half
+
+
+def test_a_delegation_attaches_the_64_at_home_without_announcing_it() -> None:
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    asyncio.run(m.assigned(DELEGATED, "mn3.example", 3))
+    asyncio.run(m.assigned(DELEGATED, "mn3.example", 3))  # a renewal: nothing new
+    assert fakes.attached == [DELEGATED] and fakes.announced == []
+    assert m.attached[DELEGATED].mn == "mn3.example"
+
+
+def test_an_ended_delegation_beats_a_visitor_route_then_leaves_only_the_pool() -> None:
+    """The MN went to ar2 and its delegation ended there: ar1 out-announces ar2's /64, so
+    that ar2 detaches and withdraws, and then withdraws its own: no /64 is left anywhere."""
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    asyncio.run(m.assigned(DELEGATED, "mn3.example", 3))
+    rib.update("agg1", [Route(DELEGATED, AR2, 1500)], [])  # the MN is at ar2 now
+    assert m.on_rib_change({DELEGATED}) == [DELEGATED]  # detached here
+    m.reclaim(DELEGATED, "expired")
+    assert fakes.announced == [(DELEGATED, 1501)] and DELEGATED in m.reclaiming
+    rib.update("agg1", [], [DELEGATED])  # ar2 saw the newer route and withdrew
+    m.on_rib_change({DELEGATED})
+    assert fakes.withdrawn == [DELEGATED] and not m.reclaiming and not m.announced
+
+
+def test_a_reclaim_that_never_sees_the_visitor_go_withdraws_after_its_timeout() -> None:
+    fakes, rib = Fakes(), Rib()
+    now = [1000.0]
+    m = PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
+                       mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
+                       clock=lambda: now[0], spawn=asyncio.run)
+    rib.update("agg1", [Route(DELEGATED, AR2, 900)], [])
+    m.reclaim(DELEGATED, "released")
+    now[0] += m.reclaim_timeout_s
+    m.expire()
+    assert fakes.withdrawn == [DELEGATED] and not m.reclaiming
+
+
+def test_an_ended_delegation_at_home_detaches_and_announces_nothing() -> None:
+    fakes, rib = Fakes(), Rib()
+    m = mobility(fakes, rib)
+    asyncio.run(m.assigned(DELEGATED, "mn3.example", 3))
+    m.reclaim(DELEGATED, "released")
+    assert fakes.detached == [DELEGATED] and fakes.announced == fakes.withdrawn == []
+    assert DELEGATED not in m.attached
+
+
+def test_a_visitors_delegation_ends_at_its_current_ar_with_the_relayed_release() -> None:
+    fakes, rib = Fakes(), Rib()
+    now = [1000.0]
+    m = PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
+                       mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
+                       clock=lambda: now[0], spawn=asyncio.run)
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))
+    m.visitor_lease(VISITOR, 1030.0)
+    m.visitor_lease(DELEGATED, 1030.0)  # our own pool's: the server's business, not kept
+    assert list(m.visitor_leases) == [VISITOR]
+    now[0] = 1030.0
+    m.expire()  # its delegation was never renewed through us
+    assert fakes.withdrawn == [VISITOR] and fakes.detached == [VISITOR]
+    assert VISITOR not in m.attached and not m.visitor_leases

@@ -138,6 +138,24 @@ def test_ipv6_plan_gives_true_prefixes_on_nibble_boundaries() -> None:
     assert m0.prefix6.subnet_of(ar1.pool6)
 
 
+def test_dhcpv6_delegates_the_top_quarter_of_a_pool_above_every_planned_prefix() -> None:
+    """No DHCPv6 delegation may collide with a named or population MN's planned /64: the
+    server's range starts above the highest one, and an AR they fill has none."""
+    t = model.build(with_mobiles(with_ipv6(doc()), 9))  # one /64 per AR: index 1
+    assert t.dhcp6_range("ar1") == (192, 255)
+
+    def population(count: int) -> model.Topology:
+        d = with_ipv6(doc())
+        d["addressing"]["pool_prefixlen"] = 22  # IPv4 room for the crowd
+        d["population"] = {"count": count, "home": "weights", "weights": {"ar1": 1}}
+        return model.build(d)
+
+    # ar1 holds its named MN (1) and the crowd (2-200), then 1-255: none left.
+    assert population(199).dhcp6_range("ar1") == (201, 255)
+    assert population(254).dhcp6_range("ar1") is None
+    assert population(254).dhcp6_range("ar2") == (192, 255)
+
+
 @pytest.mark.parametrize(("v6", "message"), [
     ({"pool_prefixlen": 58}, r"pool_prefixlen: /58 is not on a nibble boundary"),
     ({"managed": "2001:db8:100::/42"}, r"managed: /42 is not on a nibble boundary"),

@@ -193,6 +193,22 @@ class Topology:
             return None
         return self.by_role(Role.INET)[0].name
 
+    def dhcp6_range(self, ar: str) -> tuple[int, int] | None:
+        """The first and last index of the MN prefixes of ``ar``'s IPv6 pool that its DHCPv6
+        server delegates: the top quarter (192-255 of a /56's /64s), above every named or
+        population MN's prefix (those come from the bottom, after the AR's own); None when
+        they leave none, or without an IPv6 plan."""
+        pool, plan6 = self.nodes[ar].pool6, self.plan6
+        if pool is None or plan6 is None:
+            return None
+        shift = 128 - plan6.mn_prefixlen
+        count = 1 << (plan6.mn_prefixlen - pool.prefixlen)
+        held = [(int(m.prefix6.network_address) - int(pool.network_address)) >> shift
+                for m in (*self.mobile_nodes.values(), *self.population_nodes.values())
+                if m.prefix6 is not None and m.prefix6.subnet_of(pool)]
+        first = max(count - count // 4, max(held, default=0) + 1)
+        return (first, count - 1) if first < count else None
+
     def mobile(self, name: str) -> Mobile:
         """A provisioned MN starts out holding one address from its home AR's pool; a DHCP
         MN starts with none and asks its home AR first."""

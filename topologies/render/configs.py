@@ -499,7 +499,10 @@ def ar_ipv6(topo: Topology, node: Node) -> contract.ArIpv6 | None:
         loopbacks={a.name: bb.loopback(a.name) for a in topo.by_role(Role.AR)},
         clusters={a.name: _v6net(topo.cluster_of(a.name).prefix6) for a in topo.by_role(Role.AR)},
         overlays={a.name: overlay_address6(topo, a.name) for a in topo.by_role(Role.AR)},
-        pools={a.name: _v6net(a.pool6) for a in topo.by_role(Role.AR)})
+        pools={a.name: _v6net(a.pool6) for a in topo.by_role(Role.AR)},
+        dhcp6=None if (delegated := topo.dhcp6_range(node.name)) is None else
+        contract.Dhcp6Server(*delegated, valid_s=topo.dhcp.lease_s,
+                             remote_renewals=topo.dhcp.remote_renewals))
 
 
 HA_TUNNEL = contract.HaTunnel(
