@@ -64,10 +64,12 @@ class Fakes:
         self.unredirected.append(prefix)
 
 
-def mobility(fakes: Fakes, rib: Rib, now: float = 1000.0) -> PrefixMobility:
+def mobility(fakes: Fakes, rib: Rib, now: float | list[float] = 1000.0) -> PrefixMobility:
+    """``now`` a list: the test moves the clock by changing its one element."""
+    clock = (lambda: now[0]) if isinstance(now, list) else (lambda: now)
     return PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
                           mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
-                          clock=lambda: now, spawn=asyncio.run)
+                          clock=clock, spawn=asyncio.run)
 
 
 def test_a_visitor_prefix_is_announced_newer_than_any_path_heard_of() -> None:
@@ -468,9 +470,7 @@ def test_an_ended_delegation_beats_a_visitor_route_then_leaves_only_the_pool() -
 def test_a_reclaim_that_never_sees_the_visitor_go_withdraws_after_its_timeout() -> None:
     fakes, rib = Fakes(), Rib()
     now = [1000.0]
-    m = PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
-                       mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
-                       clock=lambda: now[0], spawn=asyncio.run)
+    m = mobility(fakes, rib, now)
     rib.update("agg1", [Route(DELEGATED, AR2, 900)], [])
     m.reclaim(DELEGATED, "released")
     now[0] += m.reclaim_timeout_s
@@ -490,9 +490,7 @@ def test_an_ended_delegation_at_home_detaches_and_announces_nothing() -> None:
 def test_a_visitors_delegation_ends_at_its_current_ar_with_the_relayed_release() -> None:
     fakes, rib = Fakes(), Rib()
     now = [1000.0]
-    m = PrefixMobility(loopback=ME, pool=POOL, managed=IPv6Network("2001:db8:4000::/40"),
-                       mn_prefixlen=64, checker=fakes, kernel=fakes, bgp=fakes, rib=rib,
-                       clock=lambda: now[0], spawn=asyncio.run)
+    m = mobility(fakes, rib, now)
     asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))
     m.visitor_lease(VISITOR, 1030.0)
     m.visitor_lease(DELEGATED, 1030.0)  # our own pool's: the server's business, not kept
