@@ -211,8 +211,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _m: 
         try:
             cpu, wall, status = asyncio.run(main())
         finally:
-            agent._fib_thread.shutdown(wait=True)
-            agent._handoff_thread.shutdown(wait=True)
+            # Every worker, the status writer too: a status file it writes while the
+            # directory is removed fails the removal ("Directory not empty").
+            for pool in (agent._fib_thread, agent._handoff_thread, agent._status_thread):
+                pool.shutdown(wait=True)
         fib = agent.fib
         res: dict[str, Any] = {
             "bench": "ar_update", "mobiles": config.mobiles, "ars": config.ars,

@@ -1,7 +1,8 @@
 """Debian's ``dhclient -6 -P`` against the AR's DHCPv6 service (agents/dhcpd6.py) on one
 access link in a private network namespace (tests/integration/dhcp6_link.py): the MN is
 delegated its /64, renews it and releases it, and the server reports each step upward.
-Not the lab's AR yet (agents/ar.py does not run the service; docs/ipv6.md).
+The lab's AR agent runs the same service (agents/ardhcp6.py, tests/integration/
+test_dualstack_mn.py); this test alone waits for a renewal at T1.
 """
 
 from __future__ import annotations
