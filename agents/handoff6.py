@@ -354,6 +354,10 @@ class PrefixMobility:
 
     def _end_reclaim(self, prefix: IPv6Network, reason: str) -> None:
         self.reclaiming.pop(prefix, None)
+        self._withdraw(prefix, reason)
+
+    def _withdraw(self, prefix: IPv6Network, reason: str) -> None:
+        """Our announcement of ``prefix`` goes, if we made one."""
         if self.announced.pop(prefix, None) is not None:
             self.escaped.discard(prefix)
             self.bgp.withdraw6(prefix)
@@ -372,10 +376,7 @@ class PrefixMobility:
         self.visitor_leases.pop(prefix, None)
         if prefix.subnet_of(self.pool):
             return  # our own: the server's end of the delegation reclaims it
-        if self.announced.pop(prefix, None) is not None:
-            self.escaped.discard(prefix)
-            self.bgp.withdraw6(prefix)
-            self.events("withdrawn6", prefix=str(prefix), reason=reason)
+        self._withdraw(prefix, reason)
         att = self.attached.pop(prefix, None)
         if att is not None:
             await self.kernel.detach6(prefix)
@@ -450,11 +451,7 @@ class PrefixMobility:
             return gone
         if mine is not None and (newer or (prefix.subnet_of(self.pool)
                                            and prefix in self.attached and not others)):
-            self.announced.pop(prefix)
-            self.escaped.discard(prefix)
-            self.bgp.withdraw6(prefix)
-            self.events("withdrawn6", prefix=str(prefix),
-                        reason="newer route" if newer else "home again, pool covers it")
+            self._withdraw(prefix, "newer route" if newer else "home again, pool covers it")
         elif (mine is not None and att is not None and prefix not in self.escaped
               and self._must_escape(prefix, others)):
             # An older /64 of another cluster reached us only after we announced ours inside
