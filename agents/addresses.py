@@ -104,8 +104,8 @@ async def ptr_at_primary(updater: DnsUpdater, address: IPv4Address) -> bool | No
     return any(rrset.rdtype == dns.rdatatype.PTR for rrset in answer.answer)
 
 
-def _die_with_parent() -> None:
-    # A udhcpc must not outlive the agent that owns its address.
+def die_with_parent() -> None:
+    """A child's pre-exec: a DHCP client must not outlive the agent that owns its address."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
@@ -113,11 +113,12 @@ def _die_with_parent() -> None:
 _PID_RE = re.compile(r"pid=(\d+)")
 
 
-def parse_ss(text: str, exclude_pids: frozenset[int] = frozenset()) -> dict[IPv4Address, int]:
-    """Connections per local IPv4 address, from ``ss -tuanpH`` output, leaving out sockets
-    of ``exclude_pids`` (the agent's own resolver and AUTH sockets are not connections
-    an application holds)."""
-    out: dict[IPv4Address, int] = {}
+def parse_ss(text: str, exclude_pids: frozenset[int] = frozenset()
+             ) -> dict[IPv4Address | IPv6Address, int]:
+    """Connections per local address, from ``ss -tuanpH`` output, leaving out sockets of
+    ``exclude_pids`` (the agent's own resolver and AUTH sockets are not connections an
+    application holds)."""
+    out: dict[IPv4Address | IPv6Address, int] = {}
     for line in text.splitlines():
         cols = line.split()
         if len(cols) < 6:
@@ -129,14 +130,15 @@ def parse_ss(text: str, exclude_pids: frozenset[int] = frozenset()) -> dict[IPv4
         if owners and owners <= exclude_pids:
             continue
         host = local.rsplit(":", 1)[0].split("%", 1)[0]
+        a: IPv4Address | IPv6Address
         try:
             if host.startswith("[") and host.endswith("]"):
+                six = IPv6Address(host[1:-1])
+                if six.is_link_local:
+                    continue  # the link's own, not an address the MN was given
                 # An IPv4 connection to a dual-stack socket (iperf3 -s, for one) shows as
                 # [::ffff:a.b.c.d]: it uses the IPv4 address as much as any other.
-                mapped = IPv6Address(host[1:-1]).ipv4_mapped
-                if mapped is None:
-                    continue
-                a = mapped
+                a = six.ipv4_mapped or six
             else:
                 a = IPv4Address(host)
         except ValueError:
@@ -145,7 +147,7 @@ def parse_ss(text: str, exclude_pids: frozenset[int] = frozenset()) -> dict[IPv4
     return out
 
 
-def socket_table() -> dict[IPv4Address, int]:
+def socket_table() -> dict[IPv4Address | IPv6Address, int]:
     """This namespace's connections per local address, the agent's own excepted."""
     res = subprocess.run(["ss", "-tuanpH"], capture_output=True, text=True, timeout=5)
     if res.returncode != 0:
@@ -203,7 +205,7 @@ class AddressManager:
     events: EventLog
     ip: Runner = run_ip
     ip_batch: Callable[[list[list[str]]], Awaitable[None]] = run_ip_batch
-    sockets: Callable[[], dict[IPv4Address, int]] = socket_table
+    sockets: Callable[[], dict[IPv4Address | IPv6Address, int]] = socket_table
     held: dict[int, Held] = field(default_factory=dict)
     home_agent: str | None = None
     dns_errors: int = 0
@@ -217,6 +219,9 @@ class AddressManager:
     # The client identifier's proof for a lease serial, from our session at the AR we are on
     # (agents/linkproof.py): the AR serves only a station that proves the session.
     link_proof: Callable[[int], bytes | None] | None = None
+    # A DHCPv6 MN's addresses (agents/delegations.py), newest first: its AAAA set is written
+    # with its A set, under one order record.
+    addresses6: Callable[[], list[IPv6Address]] | None = None
     _restarts: set[asyncio.Task[None]] = field(default_factory=set)
     _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
     _confirming: set[asyncio.Task[None]] = field(default_factory=set)
@@ -252,7 +257,7 @@ class AddressManager:
                "FLATARCH_LEASE_SERIAL": str(serial)}
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
         log_file.close()
         held = self.held[serial] = Held(serial, proc)
         self.events("dhcp_started", serial=serial, pid=proc.pid)
@@ -385,7 +390,7 @@ class AddressManager:
                "FLATARCH_LEASE_SERIAL": "0"}
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
         log_file.close()
         try:
             await asyncio.wait_for(self._care_of_bound.wait(), timeout)
@@ -542,16 +547,23 @@ class AddressManager:
             with contextlib.suppress(AddressError):
                 await self.ip(["route", "del", "default"])
 
+    async def register(self) -> None:
+        """DNS again from what we hold now (a DHCPv6 delegation came or went)."""
+        await self._register(self.addresses())
+
     async def _register(self, addresses: list[IPv4Address]) -> None:
         if self.updater is None:
             return
+        six = self.addresses6() if self.addresses6 is not None else None
         try:
-            await self.updater.set_addresses(self.name, addresses, ADDRESS_TTL, zone=self.name)
-            self.events("dns_registered", addrs=addresses)
+            await self.updater.set_addresses(self.name, addresses, ADDRESS_TTL, zone=self.name,
+                                             addresses6=six)
+            self.events("dns_registered", addrs=addresses,
+                        **({"addrs6": six} if six is not None else {}))
         except DnsError as exc:
             # The lease stands; the next change registers the whole set again.
             self.dns_errors += 1
-            log.warning("registering %s in DNS: %s", addresses, exc)
+            log.warning("registering %s %s in DNS: %s", addresses, six or "", exc)
             self.events("dns_failed", addrs=addresses, error=str(exc))
 
     async def _stop(self, held: Held) -> None:

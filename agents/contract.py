@@ -53,6 +53,7 @@ class Layout:
     TSIG = "tsig.json"
     AR_KEYS = "ar_keys.json"
     UDHCPC_HOOK = "udhcpc.hook"
+    DHCLIENT6_HOOK = "dhclient6.hook"  # dhclient -6's script (configs/dhcp/dhclient6.hook.j2)
     TRUST_ANCHOR = "trust-anchor.ds"  # the lab root's DS, for stapled bundles (agents/staple.py)
 
 
@@ -146,6 +147,13 @@ class Event(enum.StrEnum):
     RELEASE_UNCONFIRMED = "release_unconfirmed"
     DNS_REGISTERED = "dns_registered"
     DNS_FAILED = "dns_failed"
+    # MN: its DHCPv6 clients (agents/delegations.py, issue 18)
+    DHCP6_STARTED = "dhcp6_started"
+    DELEGATED = "delegated"  # a /64 bound (dhclient's BOUND6, or a changed one)
+    DELEGATION_RENEWED = "delegation_renewed"  # RENEW6 or REBIND6 of the /64 held
+    DELEGATION_LOST = "delegation_lost"  # expired or ended by its owner (lifetimes 0)
+    DELEGATION_RELEASED = "delegation_released"
+    DHCP6_RESTARTED = "dhcp6_restarted"  # the client again, with the current session's proof
     # Stapled DNSSEC proofs (agents/staple.py): the MN builds them, the AR validates them
     STAPLE_BUILT = "staple_built"
     STAPLE_FAILED = "staple_failed"  # MN: no bundle could be built; its AUTH goes without
@@ -180,6 +188,7 @@ class Command(enum.StrEnum):
     # {"cmd": "dhcp6_duid", "serial": N}: the lab DUID, with the session's proof, that a
     # DHCPv6 client on this MN sends (docs/addresses.md); answers {"duid": hex}
     DHCP6_DUID = "dhcp6_duid"
+    DHCP6 = "dhcp6"  # from the dhclient -6 hook: {"serial": N, "event": reason, "env": {...}}
     # AR agent
     MODE = "mode"
 
@@ -465,6 +474,14 @@ class ArAgentConfig(Config):
 
 
 @dataclass(frozen=True)
+class MnDhcp6(Config):
+    """A DHCPv6 MN's client settings (issue 18): its /64s come by prefix delegation."""
+
+    hook: Path  # dhclient -6's script
+    gateway: ipaddress.IPv6Address  # the ARs' link-local anycast gateway on the access link
+
+
+@dataclass(frozen=True)
 class MnDhcp(Config):
     link_local: ipaddress.IPv4Address  # to authenticate with before the first lease
     tsig: Path  # the MN's TSIG key, for its forward name
@@ -473,6 +490,7 @@ class MnDhcp(Config):
     hook: Path  # udhcpc's event script
     python: str  # the interpreter the hook runs under
     root: str  # the checkout, for the hook's PYTHONPATH
+    ipv6: MnDhcp6 | None = dataclasses.field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True)

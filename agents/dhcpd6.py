@@ -43,7 +43,7 @@ from .dhcp6 import (
     duid_text,
     unpack,
 )
-from .dhcpd import PktinfoService, client_identity
+from .dhcpd import PktinfoService, client_parts
 from .relayauth import RelayAuthError, admit
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,13 @@ def eui64_mac(peer: IPv6Address) -> bytes | None:
     if peer not in LINK_LOCAL or raw[2:8] != bytes(6) or raw[11:13] != b"\xff\xfe":
         return None
     return bytes([raw[8] ^ 0x02]) + raw[9:11] + raw[13:16]
+
+
+def lease_key(duid: bytes | None) -> str | None:
+    """``<name>#<serial>`` of a lab DUID-EN, its proof left out: the lease a server keys its
+    binding by (the proof changes with every session; the lease does not)."""
+    parts = client_parts(duid_text(duid))
+    return f"{parts[0]}#{parts[1]}" if parts is not None else None
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,10 @@ class Dhcp6Server:
     hooks: Hooks6
     access: Callable[[int], bool]
     clock: Callable[[], float] = time.time
-    bindings: dict[bytes, Binding6] = field(default_factory=dict)  # by client DUID
+    # By lease, ``<name>#<serial>`` (``lease_key``), not by the whole DUID: the MN sends a
+    # fresh session proof in its DUID after each authentication (agents/delegations.py), and
+    # the /64 must stay the same lease.
+    bindings: dict[str, Binding6] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     relay_log: list[dict[str, object]] = field(default_factory=list)  # Remote-IDs seen
     relay_auth: RelayAuth6 | None = None
@@ -240,9 +250,10 @@ class Dhcp6Server:
         duid = msg.client_duid
         if duid is None:
             raise Dhcp6PolicyError(f"{kind.name} without a client identifier")
-        mn = client_identity(duid_text(duid))
-        if mn is None:
+        key = lease_key(duid)
+        if key is None:
             raise Dhcp6PolicyError("a client DUID that is not a lab DUID-EN <name>#<serial>")
+        mn = key.partition("#")[0]
         server = msg.server_duid
         ours = server == self.config.server_duid
         if kind == MessageType.SOLICIT:
@@ -251,7 +262,7 @@ class Dhcp6Server:
             return self._solicit(msg, duid, mn, src, ifindex)
         if kind == MessageType.REQUEST:
             if not ours:
-                self._drop_advertised(duid)  # the client chose another server
+                self._drop_advertised(key)  # the client chose another server
                 return []
             return self._request(msg, duid, mn, src, ifindex)
         if kind not in (MessageType.RENEW, MessageType.REBIND, MessageType.RELEASE,
@@ -291,7 +302,9 @@ class Dhcp6Server:
             self._count("no_ia_pd")
             return [self._reply(msg, MessageType.ADVERTISE, ifindex, src,
                                 (StatusCode(Status.NO_ADDRS_AVAIL, "IA_PD only"),))]
-        binding = self.bindings.get(duid)
+        key = lease_key(duid)
+        assert key is not None  # _from_client checked it
+        binding = self.bindings.get(key)
         if binding is None:
             prefix = self._free_prefix()
             if prefix is None:
@@ -300,29 +313,30 @@ class Dhcp6Server:
                     IaPd(ia.iaid, 0, 0, (StatusCode(Status.NO_PREFIX_AVAIL, "pool exhausted"),)),
                 ))]
             binding = Binding6(prefix, duid, mn, ia.iaid, src, self.clock() + OFFER_S)
-            self.bindings[duid] = binding
+            self.bindings[key] = binding
+        binding.duid = duid  # proven just now (_authenticated)
         if msg.find(RapidCommit) is not None:
             return self._bind(msg, binding, ifindex, src, rapid=True)
         self._count("advertise")
         return [self._reply(msg, MessageType.ADVERTISE, ifindex, src,
                             (self._ia(binding, ia.iaid), Preference(255)))]
 
-    def _drop_advertised(self, duid: bytes) -> None:
-        binding = self.bindings.get(duid)
+    def _drop_advertised(self, key: str) -> None:
+        binding = self.bindings.get(key)
         if binding is not None and not binding.bound:
-            del self.bindings[duid]
+            del self.bindings[key]
 
     def _request(self, msg: Dhcp6Message, duid: bytes, mn: str, src: IPv6Address,
                  ifindex: int) -> list[Send6]:
         self._authenticated(src, ifindex, duid, mn)
         ia, _ = _pd(msg)
-        binding = self.bindings.get(duid)
+        binding = self.bindings.get(lease_key(duid) or "")
         if ia is None or binding is None or binding.mn != mn:
             self._count("no_binding")
             iaid = ia.iaid if ia is not None else 0
             return [self._reply(msg, MessageType.REPLY, ifindex, src, (
                 IaPd(iaid, 0, 0, (StatusCode(Status.NO_BINDING, "nothing advertised"),)),))]
-        binding.peer = src
+        binding.peer, binding.duid = src, duid
         return self._bind(msg, binding, ifindex, src)
 
     def _bind(self, msg: Dhcp6Message, binding: Binding6, ifindex: int, src: IPv6Address,
@@ -338,13 +352,18 @@ class Dhcp6Server:
 
     def _extend_or_end(self, msg: Dhcp6Message, duid: bytes, mn: str, src: IPv6Address,
                        ifindex: int, held: IPv6Network) -> list[Send6]:
-        binding = self.bindings.get(duid)
+        binding = self.bindings.get(lease_key(duid) or "")
         if binding is None or not binding.bound or binding.mn != mn or binding.prefix != held:
             raise Dhcp6PolicyError(f"{msg.msg_type.name} for a prefix {mn} does not hold")
         if src != binding.peer:
             # As the IPv4 server's chaddr check: the DUID alone would let anyone on the link
             # renew or release another MN's prefix.
             raise Dhcp6PolicyError(f"{msg.msg_type.name} from a station other than the holder")
+        if duid != binding.duid:
+            # The same lease with a new proof (the MN authenticated again): it must prove
+            # the session it has on this link now, as a Solicit does.
+            self._authenticated(src, ifindex, duid, mn)
+            binding.duid = duid
         if msg.msg_type in (MessageType.RELEASE, MessageType.DECLINE):
             why = msg.msg_type.name.lower()
             self._end(binding, why)
@@ -353,7 +372,7 @@ class Dhcp6Server:
         return self._bind(msg, binding, ifindex, src, renewal=True)
 
     def _end(self, binding: Binding6, reason: str) -> None:
-        del self.bindings[binding.duid]
+        self.bindings.pop(lease_key(binding.duid) or "", None)
         self._count(reason.replace(" ", "_"))
         if binding.bound:
             self.hooks.ended(binding, reason)
@@ -448,11 +467,12 @@ class Dhcp6Server:
         if kind != MessageType.REBIND and inner.server_duid != self.config.server_duid:
             raise Dhcp6PolicyError(f"relayed {kind.name} for another server")
         duid = inner.client_duid
-        mn = client_identity(duid_text(duid))
+        key = lease_key(duid)
+        mn = key.partition("#")[0] if key is not None else None
         ia, held = _pd(inner)
-        if duid is None or mn is None or ia is None or held is None:
+        if duid is None or key is None or ia is None or held is None:
             raise Dhcp6PolicyError("a relayed request without a lab DUID and a prefix")
-        binding = self.bindings.get(duid)
+        binding = self.bindings.get(key)
         if mn != name or binding is None or not binding.bound or binding.prefix != held \
                 or binding.mn != mn:
             # The relay vouches for who is on its link: a DUID naming someone else is a theft
@@ -470,6 +490,7 @@ class Dhcp6Server:
             # IPv4 NAK): the MN re-attaches for a prefix of its current AR.
             return self._wrap(msg, src, inner, (self._ia(binding, ia.iaid, 0),))
         binding.expires = self.clock() + self.config.valid_s
+        binding.duid = duid  # the relay checked its proof (_relay_request)
         self._count("renew_remote")
         self.hooks.bound(binding, 0, True)
         return self._wrap(msg, src, inner, (self._ia(binding, ia.iaid),))
@@ -542,6 +563,13 @@ class Dhcp6Service(PktinfoService):
         assert self.sock is not None
         scope = out.ifindex if out.ifindex is not None and out.dest.is_link_local else 0
         try:
-            self.sock.sendto(out.data, (str(out.dest), out.port, 0, scope))
+            if scope:
+                self.sock.sendto(out.data, (str(out.dest), out.port, 0, scope))
+            else:
+                # To another AR: from our loopback, which is how it knows (and checks,
+                # agents/relayauth.py) who relayed; the kernel would pick the link's address.
+                source = self.server.config.address.packed + struct.pack("@I", 0)
+                self.sock.sendmsg([out.data], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                                                source)], 0, (str(out.dest), out.port, 0, 0))
         except OSError as exc:
             log.warning("DHCPv6 send to %s:%d: %s", out.dest, out.port, exc)

@@ -4,7 +4,8 @@ fail closed, forward/reverse ownership checks (draft 2.2), TSIG-signed dynamic u
 
 Record formats (docs/dns.md): ``_flatarch.<name>`` carries ``TLSA 3 1 0 <DER SPKI>`` (the bare
 public key) and, for authenticators, ``TXT "v=fa1" "nonce=<hex>" "expires=<unix s>"``;
-``_addrs.<name> TXT "v=fa1" "<newest IPv4>" ...`` gives the recency order of ``<name>``'s A set.
+``_addrs.<name> TXT "v=fa1" "<newest IPv4>" ... "<newest IPv6>" ...`` gives the recency order
+of ``<name>``'s A set and, for an MN that writes it, its AAAA set.
 Run ``python -m agents.dns --help`` inside a lab node for the command-line front end.
 """
 
@@ -130,7 +131,7 @@ def nonce_strings(nonce: bytes, expires: int) -> list[str]:
     return [RECORD_VERSION, f"nonce={nonce.hex()}", f"expires={int(expires)}"]
 
 
-def order_strings(addresses: Sequence[IPv4Address]) -> list[str]:
+def order_strings(addresses: Sequence[IPv4Address | ipaddress.IPv6Address]) -> list[str]:
     return [RECORD_VERSION, *(str(a) for a in addresses)]
 
 
@@ -215,9 +216,11 @@ def parse_order_txt(owner: str, rrset: dns.rrset.RRset | None) -> list[IPv4Addre
     if strings is None:
         return []
     try:
-        return [IPv4Address(s) for s in strings[1:]]
+        listed = [ipaddress.ip_address(s) for s in strings[1:]]
     except ValueError:
-        raise DnsRecordError(f"{owner} order TXT lists a non-IPv4 address") from None
+        raise DnsRecordError(f"{owner} order TXT lists something not an address") from None
+    # The IPv6 entries order the AAAA set, which the AR checks by containment only.
+    return [a for a in listed if isinstance(a, IPv4Address)]
 
 
 def order_addresses(
@@ -696,17 +699,24 @@ class DnsUpdater:
             raise DnsUpdateError(f"update {what} ({signer}) failed: {dns.rcode.to_text(rcode)}")
 
     async def set_addresses(
-        self, name: str, addresses: Sequence[IPv4Address], ttl: int, zone: str | None = None
+        self, name: str, addresses: Sequence[IPv4Address], ttl: int, zone: str | None = None,
+        addresses6: Sequence[ipaddress.IPv6Address] | None = None,
     ) -> None:
-        """Replace ``name``'s A set and its order record, newest address first, atomically."""
+        """Replace ``name``'s A set and its order record, newest address first, atomically;
+        with ``addresses6`` (a DHCPv6 MN) its AAAA set too, listed after the IPv4 ones."""
         canon = normalize(name)
         up = dns.update.UpdateMessage(await self._zone(canon, zone) + ".")
         up.delete(canon + ".", "A")
         up.delete(addrs_owner(canon) + ".", "TXT")
         for a in addresses:
             up.add(canon + ".", ttl, "A", str(IPv4Address(str(a))))
-        if addresses:
-            up.add(addrs_owner(canon) + ".", ttl, _txt(order_strings(addresses)))
+        six = [ipaddress.IPv6Address(str(a)) for a in addresses6 or ()]
+        if addresses6 is not None:
+            up.delete(canon + ".", "AAAA")
+            for a6 in six:
+                up.add(canon + ".", ttl, "AAAA", str(a6))
+        if addresses or six:
+            up.add(addrs_owner(canon) + ".", ttl, _txt(order_strings([*addresses, *six])))
         await self.send(up, f"A {canon}")
 
     async def set_ptr(

@@ -35,6 +35,7 @@ from .auth import (
 )
 from .contract import Command, DnsMode, Event, Layout, MnAgentConfig
 from .control import start_control
+from .delegations import DelegationManager, parse_prefix
 from .dhcp6 import make_duid
 from .dns import DnsError, DnssecKeyResolver, DnsUpdater, TsigKey, ValidatingResolver
 from .handoff import EventLog
@@ -112,9 +113,7 @@ class MnAgent:
         self.away: str | None = None  # the visited network we are in
         self.tunnel = (HaTunnel(config.macro, detect_tunnel(), run_ip_batch)
                        if config.macro is not None else None)
-        # Draft 4 for a dual-stack MN (issue 18): the AR's RA after each handoff.
-        self.ra = RaJudge(self.events, self._refused6) if config.prefix6 is not None else None
-        self.refused6: list[ipaddress.IPv6Network] = []
+        self.delegations: DelegationManager | None = None
         if config.dhcp is not None:
             updater = DnsUpdater(config.dhcp.primary, config.dhcp.primary_port,
                                  TsigKey.load(config.dhcp.tsig))
@@ -122,6 +121,17 @@ class MnAgent:
                 config.identity, config.ifname, config.gateway, config.dhcp.link_local,
                 config.dhcp.hook, rundir / Layout.CONTROL, rundir, updater, self.events,
                 link_proof=self._link_proof)
+            if config.dhcp.ipv6 is not None:
+                # Issue 18: the /64s by DHCPv6, their AAAA set written with the A set.
+                self.delegations = DelegationManager(
+                    config.identity, config.ifname, config.dhcp.ipv6.gateway,
+                    config.dhcp.ipv6.hook, rundir / Layout.CONTROL, rundir, self.events,
+                    self._duid, lambda: self.handoffs, self.addresses.register, run_ip_batch)
+                self.addresses.addresses6 = self.delegations.addresses
+        # Draft 4 for a dual-stack MN (issue 18): the AR's RA after each handoff.
+        self.ra = (RaJudge(self.events, self._refused6)
+                   if config.prefix6 is not None or self.delegations is not None else None)
+        self.refused6: list[ipaddress.IPv6Network] = []
 
     def _link_proof(self, serial: int) -> bytes | None:
         """Lease ``serial``'s client identifier proof: our hardware address under the MSK of
@@ -131,6 +141,18 @@ class MnAgent:
         mac = Path(f"/sys/class/net/{self.config.ifname}/address").read_text().strip()
         return link_proof(link_key(self.session.export_msk()),
                           bytes.fromhex(mac.replace(":", "")), self.config.identity, serial)
+
+    def _duid(self, serial: int) -> bytes | None:
+        """DHCPv6 lease ``serial``'s DUID: the DHCPv4 client identifier's name, serial and
+        proof (our MAC under the session's MSK) in a DUID-EN, which the AR's DHCPv6 server
+        checks against the link-local address's EUI-64 (agents/ardhcp6.py)."""
+        proof = self._link_proof(serial)
+        return make_duid(self.config.identity, serial, proof) if proof is not None else None
+
+    def prefixes6(self) -> list[ipaddress.IPv6Network]:
+        """The IPv6 prefixes we hold, newest first: planned, or delegated by DHCPv6."""
+        planned = [self.config.prefix6] if self.config.prefix6 is not None else []
+        return planned + (self.delegations.prefixes() if self.delegations else [])
 
     def held(self) -> list[ipaddress.IPv4Address]:
         """The addresses we hold, newest first: provisioned, or leased."""
@@ -165,6 +187,13 @@ class MnAgent:
                 return {**record, "ok": False, "error": f"DHCP: {exc}"}
             record = {**record, "address": str(address), "t_bound": time.time()}
             self._spawn(self.prepare_ha())
+        if record.get("ok") and self.delegations is not None and not self.prefixes6():
+            # Dual stack by DHCPv6 (issue 18): a /64 from the AR we just authenticated at.
+            try:
+                prefix6 = await self.delegations.acquire()
+                record = {**record, "prefix6": str(prefix6), "t_delegated": time.time()}
+            except AddressError as exc:
+                record = {**record, "dhcp6_error": str(exc)}  # IPv4 stands without it
         return await self.bind_not_rerouted(record)
 
     # --- macro-mobility (draft 2.4) ---------------------------------------------------------
@@ -206,6 +235,8 @@ class MnAgent:
             name = self.ha[0]
             homes = self.held()
             self.addresses.pause()
+            if self.delegations is not None:
+                self.delegations.pause()
             t_moved = time.time()
             try:
                 coa = await self.addresses.acquire_care_of()
@@ -215,8 +246,7 @@ class MnAgent:
             left = self.config.ars.get(self.current) if self.current else None
             # Our IPv6 prefix goes with us as our IPv4 addresses do: no AR routes it while we
             # are outside the AS (issue 18). Over VXLAN only: ipip carries no IPv6.
-            six = ([self.config.prefix6] if self.config.prefix6 is not None
-                   and self.tunnel.kind == "vxlan" else None)
+            six = (self.prefixes6() or None) if self.tunnel.kind == "vxlan" else None
             try:
                 session = await self._bind(homes, coa, six, previous=left)
             except AuthError as exc:
@@ -295,6 +325,8 @@ class MnAgent:
         await self.tunnel.close()
         await self.addresses.drop_care_of()
         self.addresses.resume()
+        if self.delegations is not None:
+            self.delegations.resume()
         self.events("returned", outside=self.away)
         self.away = None
         if self.ha is not None:
@@ -331,8 +363,8 @@ class MnAgent:
             key = await self.directory.resolve(fqdn)
             claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
                 ipaddress.IPv4Network((a, 32)) for a in self.held()]
-            if claimed and self.config.prefix6 is not None:  # a dual-stack MN (issue 18)
-                claimed.append(self.config.prefix6)
+            if claimed:  # a dual-stack MN's prefixes too (issue 18)
+                claimed += self.prefixes6()
             staple = (self.staples.current(self.held()) if self.dns_mode is DnsMode.STAPLED
                       else None)
             if staple is not None and not fits_auth(staple, self.config.identity, fqdn,
@@ -375,11 +407,14 @@ class MnAgent:
                                        len(claimed)),
             }
             self.events("idle" if idle else "attached", **record)
+            if self.delegations is not None:
+                self.delegations.authenticated()  # the DHCPv6 DUIDs' proof is stale now
             if not_rerouted:
                 # Draft 4: these need the macro-mobility path (a Home Agent binding).
                 log.warning("not re-routed by %s: %s", ar, ", ".join(not_rerouted))
-            if self.ra is not None and self.config.prefix6 in claimed and not idle:
-                self.ra.expect(ar, t_sent, [self.config.prefix6], [
+            six = [p for p in claimed if isinstance(p, ipaddress.IPv6Network)]
+            if self.ra is not None and six and not idle:
+                self.ra.expect(ar, t_sent, six, [
                     p for p in session.rerouted if isinstance(p, ipaddress.IPv6Network)])
             return record
 
@@ -485,6 +520,7 @@ class MnAgent:
             Command.IN_USE: self._cmd_in_use,
             Command.DNS_MODE: self._cmd_dns_mode,
             Command.DHCP6_DUID: self._cmd_dhcp6_duid,
+            Command.DHCP6: self._cmd_dhcp6,
         }
 
     async def _cmd_attach(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -507,7 +543,9 @@ class MnAgent:
                 "ra": self.ra.status() if self.ra else None,
                 "refused6": [str(p) for p in self.refused6],
                 "bound6": [str(p) for p in self.tunnel.prefixes6] if self.tunnel else [],
-                "dhcp": self.addresses.status() if self.addresses else None}
+                "dhcp": self.addresses.status() if self.addresses else None,
+                "prefixes6": [str(p) for p in self.prefixes6()],
+                "dhcp6": self.delegations.status() if self.delegations else None}
 
     def _dhcp_mn(self, req: dict[str, Any]) -> AddressManager:
         if self.addresses is None:
@@ -518,22 +556,47 @@ class MnAgent:
         return await self._dhcp_mn(req).on_event(int(req["serial"]), str(req["event"]),
                                                  dict(req.get("env") or {}))
 
+    def _dhcp6_mn(self, req: dict[str, Any]) -> DelegationManager:
+        if self.delegations is None:
+            raise AddressError(f"{req.get('cmd')!r}: this MN takes no prefix by DHCPv6")
+        return self.delegations
+
+    async def _cmd_dhcp6(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self._dhcp6_mn(req).on_event(int(req["serial"]), str(req["event"]),
+                                                   dict(req.get("env") or {}))
+
     async def _cmd_rotate(self, req: dict[str, Any]) -> dict[str, Any]:
-        addresses = self._dhcp_mn(req)  # a fresh address from the AR we are on (draft 2.3)
+        """A fresh address (``family`` ipv6: a fresh /64) from the AR we are on (draft 2.3)."""
+        if req.get("family", "ipv4") not in ("ipv4", "ipv6"):
+            return {"ok": False, "error": f"family {req.get('family')!r} is not ipv4|ipv6"}
+        six = req.get("family") == "ipv6"
+        manager = self._dhcp6_mn(req) if six else self._dhcp_mn(req)
         if self.current is None:
             return {"ok": False, "error": "not attached"}
-        address = await addresses.acquire()
+        if isinstance(manager, DelegationManager):
+            prefix = await manager.acquire()
+            return {"ok": True, "prefix6": str(prefix),
+                    "prefixes6": [str(p) for p in self.prefixes6()]}
+        address = await manager.acquire()
         return {"ok": True, "address": str(address), "addresses": [str(a) for a in self.held()]}
 
     async def _cmd_release(self, req: dict[str, Any]) -> dict[str, Any]:
-        addresses = self._dhcp_mn(req)
+        prefix = parse_prefix(str(req.get("address")))
         async with self._lock:
-            await addresses.release(ipaddress.IPv4Address(req["address"]))
-        return {"ok": True, "addresses": [str(a) for a in self.held()]}
+            if prefix is not None:
+                await self._dhcp6_mn(req).release(prefix)
+            else:
+                await self._dhcp_mn(req).release(ipaddress.IPv4Address(req["address"]))
+        return {"ok": True, "addresses": [str(a) for a in self.held()],
+                "prefixes6": [str(p) for p in self.prefixes6()]}
 
     async def _cmd_in_use(self, req: dict[str, Any]) -> dict[str, Any]:
-        in_use = self._dhcp_mn(req).in_use()
-        return {"ok": True, "in_use": {str(a): n for a, n in in_use.items()}}
+        addresses = self._dhcp_mn(req)
+        in_use: dict[str, int] = {str(a): n for a, n in addresses.in_use().items()}
+        if self.delegations is not None:
+            table = addresses.sockets()
+            in_use |= {str(p): n for p, n in self.delegations.in_use(table).items()}
+        return {"ok": True, "in_use": in_use}
 
     async def _cmd_dhcp6_duid(self, req: dict[str, Any]) -> dict[str, Any]:
         """The DUID of DHCPv6 lease ``serial``: the DHCPv4 client identifier's name, serial
@@ -542,10 +605,10 @@ class MnAgent:
         serial = req.get("serial", 1)
         if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
             return {"ok": False, "error": f"serial {serial!r} is not a lease number"}
-        proof = self._link_proof(serial)
-        if proof is None:
+        duid = self._duid(serial)
+        if duid is None:
             return {"ok": False, "error": "not authenticated: no session to prove"}
-        return {"ok": True, "duid": make_duid(self.config.identity, serial, proof).hex()}
+        return {"ok": True, "duid": duid.hex()}
 
     async def _cmd_dns_mode(self, req: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -573,7 +636,9 @@ class MnAgent:
                 continue
             try:
                 async with self._lock:
-                    gone = await self.addresses.tidy()
+                    gone: list[Any] = await self.addresses.tidy()
+                    if self.delegations is not None:
+                        gone += await self.delegations.tidy(self.addresses.sockets)
                 if gone:
                     log.info("released unused %s", ", ".join(map(str, gone)))
             except (AddressError, OSError, subprocess.SubprocessError) as exc:
@@ -609,6 +674,8 @@ class MnAgent:
                 tidy.cancel()
             if self.tunnel is not None:
                 await self.tunnel.close()
+            if self.delegations is not None:
+                await self.delegations.close()
             if self.addresses is not None:
                 await self.addresses.close()
             pages.close()

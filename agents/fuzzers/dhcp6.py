@@ -94,7 +94,7 @@ def _server(now: list[float]) -> tuple[Dhcp6Server, _Hooks, IPv6Network]:
     ia = IaPd(3, 0, 0)
     solicit = Dhcp6Message(MessageType.SOLICIT, 1, (ClientId(VICTIM_DUID), ia, RapidCommit()))
     server.handle(solicit.pack(), VICTIM_LL, ALL_SERVERS, ACCESS)
-    prefix = server.bindings[VICTIM_DUID].prefix
+    prefix = server.bindings[f"{VICTIM}#1"].prefix  # bindings are keyed by lease
     hooks.bound_calls.clear()
     return server, hooks, prefix
 
@@ -108,7 +108,9 @@ def _prefix(rng: random.Random, victim: IPv6Network) -> IPv6Network:
 
 def _message(rng: random.Random, victim: IPv6Network) -> Dhcp6Message:
     options: list[Option] = []
+    # The victim's lease with another proof: the same binding, so it must prove the station.
     duid = rng.choice((VICTIM_DUID, VICTIM_DUID, dhcp6.make_duid(VICTIM, 2),
+                       dhcp6.make_duid(VICTIM, 1, rng.randbytes(8)),
                        dhcp6.make_duid("evil.example", 1), bytes.fromhex("0003000102fa000000ee"),
                        rng.randbytes(rng.randint(3, 40)), None))
     if duid is not None:

@@ -31,9 +31,11 @@ def figure2_lab(mode: str | None = "redirect") -> Iterator[Lab]:
 
 
 def dualstack_mn_lab() -> Iterator[Lab]:
-    """The body of a module-scoped lab fixture: Figure 2 with mn1 dual-stack (issue 18)."""
+    """The body of a module-scoped lab fixture: Figure 2 with mn1 dual-stack on its planned
+    prefix and mn3 on /64s delegated by DHCPv6 (issue 18)."""
     doc = copy.deepcopy(yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text()))
     doc["addressing"]["ipv6"]["mobiles"] = ["mn1"]
+    doc["dhcp"]["ipv6"] = ["mn3"]
     with Lab(model.build(doc), ready_timeout=120) as running:
         running.set_mode("redirect")
         yield running

@@ -233,3 +233,84 @@ def ptr_of(lab: Lab, ar: str, prefix: ipaddress.IPv6Network) -> str:
                              f"@{lab.dns.resolver_address}", "PTR",
                              prefix_reverse_name(prefix)])
     return out.stdout.strip()
+
+
+def prefixes6(lab: Lab, mn: str) -> list[str]:
+    return list(mn_request(lab, mn, "status")["prefixes6"])
+
+
+def pings6(lab: Lab, prefix: str) -> bool:
+    target = str(ipaddress.IPv6Network(prefix).network_address + 1)
+    return lab.execs["cn"].run(["ping", "-6", "-c", "1", "-W", "1", target]).returncode == 0
+
+
+def aaaa_of(lab: Lab, ar: str, mn: str) -> list[str]:
+    assert lab.dns is not None
+    out = lab.execs[ar].run(["dig", "+short", "+time=2", "+tries=1",
+                             f"@{lab.dns.resolver_address}", "AAAA", fqdn("mn", mn)])
+    return out.stdout.split()
+
+
+def no_route_left(lab: Lab, prefix: str) -> bool:
+    return all(not routes6(lab, r.name, prefix) for r in lab.topo.routers)
+
+
+def test_a_dhcpv6_mn_keeps_its_64_across_a_handoff_renews_it_by_relay_rotates_and_releases(
+        lab: Lab) -> None:
+    """mn3's agent runs Debian's dhclient -6 -P itself (agents/delegations.py): its home AR
+    delegates a /64, whose address the MN holds and writes as its AAAA; the MN claims the
+    /64 in its next AUTH and the visited AR re-routes it; dhclient, started again with the
+    new session's proof, renews it through the visited AR, which relays it with the
+    Remote-ID naming mn3; a rotation takes a /64 of the visited AR, the old one is released
+    as soon as no connection uses it, and no route for either is left once released."""
+    mn, home, away = "mn3", lab.topo.mobile("mn3").home, "ar4"
+    assert home == "ar3"
+    wait_until(lambda: bool(prefixes6(lab, mn)), 20, f"{mn}'s first delegation")
+    (first,) = prefixes6(lab, mn)
+    pool3, pool4 = lab.topo.node(home).pool6, lab.topo.node(away).pool6
+    assert pool3 is not None and pool4 is not None
+    assert ipaddress.IPv6Network(first).subnet_of(pool3)
+    address = str(ipaddress.IPv6Network(first).network_address + 1)
+    wait_until(lambda: address in aaaa_of(lab, home, mn), 10, f"{mn}'s AAAA {address}")
+    wait_until(lambda: ptr_of(lab, home, ipaddress.IPv6Network(first)) == fqdn("mn", mn) + ".",
+               10, f"the PTR of {first}")
+    wait_until(lambda: pings6(lab, first), 20, f"the CN to reach {address} at home")
+
+    rec = lab.handoff(mn, away)
+    assert rec["ok"], rec
+    assert first in rec["rerouted"] and rec["not_rerouted"] == [], rec
+    wait_until(lambda: pings6(lab, first), 20, f"the CN to reach {address} at {away}")
+
+    # The renewal: dhclient again with the new proof, its Rebind relayed by ar4 to ar3.
+    assert lab.topo.backbone6 is not None
+    relay = str(lab.topo.backbone6.loopback(away))
+
+    def relayed() -> list[dict[str, Any]]:
+        return [r for r in status(lab, home)["dhcp6"]["remote_id_seen"]
+                if r["relay"] == relay and r["remote_id"] == fqdn("mn", mn)]
+
+    wait_until(lambda: bool(relayed()), 25, f"{home} to renew {first} relayed by {away}")
+    wait_until(lambda: any(e.get("ev") == "delegation_renewed" and e.get("prefix") == first
+                           for e in events(lab, mn)), 10, f"{mn} to see the renewal")
+    assert any(e.get("ev") == "dhcp6_restarted" for e in events(lab, mn))
+    assert [b["prefix"] for b in status(lab, home)["dhcp6"]["bindings"]] == [first]
+    assert pings6(lab, first)
+
+    # Rotation (draft 2.3): a /64 of the AR we are on, newest first; the old one, used by
+    # no connection, is released through the relay, and its owner ends it.
+    rot = mn_request(lab, mn, "rotate", family="ipv6")
+    second = rot["prefix6"]
+    assert ipaddress.IPv6Network(second).subnet_of(pool4) and rot["prefixes6"][0] == second
+    wait_until(lambda: prefixes6(lab, mn) == [second], 15, f"{mn} to release {first}")
+    wait_until(lambda: all(b["prefix"] != first for b in status(lab, home)["dhcp6"]["bindings"]),
+               10, f"{home} to end {first}")
+    wait_until(lambda: no_route_left(lab, first), 15, f"no route for {first} left")
+    wait_until(lambda: pings6(lab, second), 20, f"the CN to reach {second}")
+    wait_until(lambda: aaaa_of(lab, away, mn)
+               == [str(ipaddress.IPv6Network(second).network_address + 1)], 10,
+               f"{mn}'s AAAA set to be the new /64's address alone")
+
+    mn_request(lab, mn, "release", address=second)
+    assert prefixes6(lab, mn) == []
+    wait_until(lambda: not status(lab, away)["dhcp6"]["bindings"], 10, f"{away} to end {second}")
+    wait_until(lambda: no_route_left(lab, second), 15, f"no route for {second} left")

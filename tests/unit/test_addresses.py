@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -54,12 +54,15 @@ tcp   ESTAB     0      0        [fe80::1]%mn3-eth0:22   [fe80::2]%mn3-eth0:50001
 """
 
 
-def test_parse_ss_counts_connections_per_ipv4_address() -> None:
+def test_parse_ss_counts_connections_per_local_address() -> None:
     assert parse_ss(SS) == {
         A: 2,  # two established TCP connections
         # A connected UDP socket, and an IPv4 connection to a dual-stack listener (iperf3 -s).
         B: 2,
         C: 1,  # a connection being opened; the listener and TIME-WAIT do not hold the address
+        # An IPv6 connection holds its address (a DHCPv6 /64's, agents/delegations.py); the
+        # link-local one holds nothing the MN could release.
+        IPv6Address("2001:db8::10"): 1,
     }
     assert parse_ss("") == {}
     assert parse_ss("garbage\ntcp ESTAB 0 0\n") == {}
@@ -71,7 +74,8 @@ class FakeUpdater:
         self.fail = False
 
     async def set_addresses(self, name: str, addresses: Sequence[IPv4Address], ttl: int,
-                            zone: str | None = None) -> None:
+                            zone: str | None = None,
+                            addresses6: Sequence[IPv6Address] | None = None) -> None:
         assert (name, ttl, zone) == (MN, ADDRESS_TTL, MN)
         if self.fail:
             raise DnsError("REFUSED")

@@ -70,7 +70,7 @@ def test_a_population_adds_records_not_zones(tmp_path: Path) -> None:
     tlsa = home.get_rdataset(f"{adns.key_owner('p3.example')}.", "TLSA")
     assert tlsa is not None
     # One update rule for the whole population: each key its own name and below.
-    assert 'grant "*" selfsub . A TLSA TXT;' in files["named.conf"]
+    assert 'grant "*" selfsub . A AAAA TLSA TXT;' in files["named.conf"]
     small_files = small.render_all({z: fake_ds(z) for z in small.zone_names},
                                    {n: fake_tsig(n) for n in small.tsig_names})
     assert files["named.conf"].count("grant ") == small_files["named.conf"].count("grant ")

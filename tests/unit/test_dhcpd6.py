@@ -47,6 +47,7 @@ POOL1, POOL2 = IPv6Network("2001:db8:4000:100::/56"), IPv6Network("2001:db8:4000
 MN, OTHER = "mn1.example", "mn2.example"
 MN_LL, OTHER_LL = IPv6Address("fe80::fa:ff:fe00:3"), IPv6Address("fe80::fa:ff:fe00:4")
 MN_DUID, OTHER_DUID = dhcp6.make_duid(MN, 1), dhcp6.make_duid(OTHER, 1)
+MN_LEASE = f"{MN}#1"  # the servers key bindings by lease, not by the whole DUID
 S1, S2 = dhcp6.server_duid("ar1.isp.test"), dhcp6.server_duid("ar2.isp.test")
 CONFIG1 = Server6Config(server_duid=S1, address=AR1, pool=POOL1, prefixlen=64, first=1, last=2,
                         valid_s=600, remote_renewals=2, interface_id=b"ar1.isp.test/ar1-acc")
@@ -156,7 +157,7 @@ def test_solicit_request_delegates_the_next_64_and_reports_it() -> None:
     rep = reply_of(send(srv, msg(MessageType.REQUEST, ServerId(S1), pd(FIRST))))
     assert rep.msg_type == MessageType.REPLY and prefix_of(rep) == IaPrefix(600, 600, FIRST)
     assert hooks.bound_calls == [(FIRST, ACCESS, False)]
-    assert srv.bindings[MN_DUID].bound and srv.bindings[MN_DUID].expires == clock.now + 600
+    assert srv.bindings[MN_LEASE].bound and srv.bindings[MN_LEASE].expires == clock.now + 600
 
 
 def test_rapid_commit_binds_at_once() -> None:
@@ -269,7 +270,7 @@ def test_holder_renews_and_rebinds(kind: MessageType) -> None:
     rep = reply_of(send(srv, msg(kind, *server_id, pd(FIRST))))
     assert prefix_of(rep) == IaPrefix(600, 600, FIRST)
     assert hooks.bound_calls[-1] == (FIRST, ACCESS, True)
-    assert srv.bindings[MN_DUID].expires == clock.now + 600 and srv.counters["renew"] == 1
+    assert srv.bindings[MN_LEASE].expires == clock.now + 600 and srv.counters["renew"] == 1
 
 
 @pytest.mark.parametrize(("m", "src", "why"), [
@@ -290,7 +291,7 @@ def test_renewal_and_release_only_by_the_holder(m: Dhcp6Message, src: IPv6Addres
     hooks.bound_calls.clear()
     assert send(srv, m, src) == []
     assert why in caplog.text
-    assert hooks.bound_calls == [] and hooks.ended_calls == [] and srv.bindings[MN_DUID].bound
+    assert hooks.bound_calls == [] and hooks.ended_calls == [] and srv.bindings[MN_LEASE].bound
 
 
 @pytest.mark.parametrize("kind", [MessageType.RELEASE, MessageType.DECLINE])
@@ -309,7 +310,7 @@ def test_expiry_ends_bound_and_forgets_advertised() -> None:
     send(srv, msg(MessageType.SOLICIT, pd(), duid=OTHER_DUID), OTHER_LL)
     clock.now += 31  # the advertisement's hold, not the binding's
     srv.expire()
-    assert list(srv.bindings) == [MN_DUID] and hooks.ended_calls == []
+    assert list(srv.bindings) == [MN_LEASE] and hooks.ended_calls == []
     clock.now += 600
     srv.expire()
     assert srv.bindings == {} and hooks.ended_calls == [(FIRST, "expired")]
@@ -345,7 +346,7 @@ def test_remote_renewal_relayed_with_remote_id_and_answered() -> None:
     [back] = owner.handle(fwd.data, AR2, AR1, BACKBONE)
     assert back.dest == AR2 and back.port == dhcp6.SERVER_PORT
     assert ohooks.bound_calls == [(FIRST, 0, True)]
-    assert owner.bindings[MN_DUID].remote_renewals == 1
+    assert owner.bindings[MN_LEASE].remote_renewals == 1
     assert owner.relay_log[-1]["remote_id"] == MN
     [out] = relay.handle(back.data, AR1, AR2, BACKBONE)
     assert out.dest == MN_LL and out.port == dhcp6.CLIENT_PORT and out.ifindex == ACCESS
@@ -391,7 +392,7 @@ def test_owner_refuses_a_remote_id_that_is_not_the_holder() -> None:
     assert ia is not None and ia.options == (StatusCode(Status.NO_BINDING,
                                                         "not this client's prefix"),)
     assert owner.counters["remote_id_mismatch"] == 1
-    assert ohooks.bound_calls == [] and owner.bindings[MN_DUID].remote_renewals == 0
+    assert ohooks.bound_calls == [] and owner.bindings[MN_LEASE].remote_renewals == 0
 
 
 @pytest.mark.parametrize(("options", "src", "why"), [
@@ -501,3 +502,40 @@ def test_eui64_mac_finds_the_station() -> None:
     assert eui64_mac(IPv6Address("fe80::cc1e:c6ff:fe36:9a67")) == bytes.fromhex("ce1ec6369a67")
     assert eui64_mac(IPv6Address("fe80::5")) is None  # not EUI-64 (a privacy address)
     assert eui64_mac(IPv6Address("2001:db8::fa:ff:fe00:3")) is None  # not link-local
+
+
+# --- a lease outlives the session proof in its DUID ---------------------------------------
+
+PROVEN_A, PROVEN_B = dhcp6.make_duid(MN, 1, b"a" * 8), dhcp6.make_duid(MN, 1, b"b" * 8)
+
+
+def test_a_fresh_session_proof_renews_the_same_lease_only_if_it_proves_the_station() -> None:
+    """After each authentication the MN's DUID carries a new proof (agents/delegations.py):
+    the server keys the binding by ``<name>#<serial>``, so the /64 stays; the new DUID must
+    prove the station's current session, as a Solicit's does."""
+    srv, hooks, _ = server()
+    prefix = bind(srv, PROVEN_A)
+    hooks.on_link = {}  # the new proof does not verify under any session on this link
+    assert send(srv, msg(MessageType.RENEW, ServerId(S1), pd(prefix), duid=PROVEN_B)) == []
+    assert srv.bindings[MN_LEASE].duid == PROVEN_A and srv.counters["refused"] == 1
+    hooks.on_link = {MN_LL: MN}
+    rep = reply_of(send(srv, msg(MessageType.RENEW, ServerId(S1), pd(prefix), duid=PROVEN_B)))
+    assert prefix_of(rep) == IaPrefix(600, 600, prefix) and rep.client_duid == PROVEN_B
+    assert srv.bindings[MN_LEASE].duid == PROVEN_B and list(srv.bindings) == [MN_LEASE]
+    # Another lease of the same MN is another binding.
+    second = bind(srv, dhcp6.make_duid(MN, 2, b"c" * 8))
+    assert second != prefix and sorted(srv.bindings) == [MN_LEASE, f"{MN}#2"]
+
+
+def test_a_relayed_rebind_with_a_fresh_proof_keeps_the_64_at_its_owner() -> None:
+    """dhclient restarted with a new proof sends a Rebind (INIT-REBOOT for a prefix): the
+    relay checks the proof, the owner finds the lease by name and serial and keeps it."""
+    owner, ohooks, relay, _, _ = visiting()
+    rebind = msg(MessageType.REBIND, pd(FIRST), duid=PROVEN_B, xid=0x777)
+    [fwd] = send(relay, rebind)
+    [back] = owner.handle(fwd.data, AR2, AR1, BACKBONE)
+    [out] = relay.handle(back.data, AR1, AR2, BACKBONE)
+    rep = dhcp6.unpack(out.data)
+    assert isinstance(rep, Dhcp6Message) and prefix_of(rep) == IaPrefix(600, 600, FIRST)
+    assert owner.bindings[MN_LEASE].duid == PROVEN_B
+    assert owner.bindings[MN_LEASE].remote_renewals == 1 and ohooks.ended_calls == []

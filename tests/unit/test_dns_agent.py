@@ -8,7 +8,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import dns.edns
 import dns.flags
@@ -246,6 +246,15 @@ def test_updates_report_refusal(server: FakeServer) -> None:
     text = msg.to_text()
     assert "_addrs.mn1.example. 5 IN TXT \"v=fa1\" \"10.64.1.30\" \"10.64.0.10\"" in text
     assert text.index("10.64.1.30") < text.index("A 10.64.0.10")
+    assert "AAAA" not in text  # an MN without DHCPv6 leaves its AAAA set alone
+    # A DHCPv6 MN's AAAA set is replaced in the same update, listed after the IPv4 order.
+    run(up.set_addresses("mn1.example", [IPv4Address("10.64.0.10")], 5, zone="mn1.example",
+                         addresses6=[IPv6Address("2001:db8:4000:3c1::1"),
+                                     IPv6Address("2001:db8:4000:1c0::1")]))
+    text = server.queries[-1].to_text()
+    assert "mn1.example. ANY AAAA" in text
+    assert "mn1.example. 5 IN AAAA 2001:db8:4000:3c1::1" in text
+    assert ('"v=fa1" "10.64.0.10" "2001:db8:4000:3c1::1" "2001:db8:4000:1c0::1"') in text
     with pytest.raises(adns.DnsUpdateError, match="no zone given"):
         run(up.set_key("mn1.example", p256(), 5))
     with pytest.raises(adns.DnsRecordError):

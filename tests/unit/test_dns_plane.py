@@ -176,7 +176,7 @@ def test_key_nonce_address_and_ptr_records() -> None:
 def test_update_policy_grants_are_per_identity() -> None:
     conf = rendered()["named.conf"]
     block = conf.split('zone "mn1.example." {', 1)[1].split("};\n};", 1)[0]
-    assert 'grant "mn1.example." name mn1.example. A;' in block
+    assert 'grant "mn1.example." name mn1.example. A AAAA;' in block
     assert 'grant "mn1.example." name _addrs.mn1.example. TXT;' in block
     assert 'grant "mn1.example." name _flatarch.mn1.example. TLSA TXT;' in block
     assert "mn2.example" not in block

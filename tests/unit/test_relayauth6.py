@@ -44,7 +44,7 @@ from tests.unit.test_dhcpd6 import (
     CONFIG2,
     FIRST,
     MN,
-    MN_DUID,
+    MN_LEASE,
     MN_LL,
     Clock,
     Hooks,
@@ -93,7 +93,7 @@ def forward(p: Pair, xid: int = 0x9ABCDE) -> Send6:
 
 
 def unchanged(p: Pair) -> None:
-    b = p.owner.bindings[MN_DUID]
+    b = p.owner.bindings[MN_LEASE]
     assert b.bound and b.prefix == FIRST and b.remote_renewals == 0
     assert p.ohooks.bound_calls == [] and p.ohooks.ended_calls == []
     assert p.owner.relay_log == []
@@ -108,7 +108,7 @@ def test_a_signed_renewal_is_served_and_the_signed_reply_relayed() -> None:
     fwd = forward(p)
     assert fwd.dest == AR1
     [back] = p.owner.handle(fwd.data, AR2, AR1, BACKBONE)
-    assert p.owner.bindings[MN_DUID].remote_renewals == 1
+    assert p.owner.bindings[MN_LEASE].remote_renewals == 1
     assert p.owner.relay_log[-1]["remote_id"] == MN
     auth6_offset(back.data)  # the owner signed its Relay-Reply
     [out] = p.relay.handle(back.data, AR1, AR2, BACKBONE)
@@ -124,7 +124,7 @@ def test_a_signed_renewal_is_taken_once() -> None:
     fwd = forward(p)
     p.owner.handle(fwd.data, AR2, AR1, BACKBONE)
     assert p.owner.handle(fwd.data, AR2, AR1, BACKBONE) == []
-    assert refused(p, "replay") == 1 and p.owner.bindings[MN_DUID].remote_renewals == 1
+    assert refused(p, "replay") == 1 and p.owner.bindings[MN_LEASE].remote_renewals == 1
 
 
 @pytest.mark.parametrize(("src", "ifindex", "reason"), [

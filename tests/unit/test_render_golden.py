@@ -30,6 +30,8 @@ def figure2(dual_stack: bool) -> model.Topology:
     if not dual_stack:
         for key in ("loopbacks", "links"):
             del doc["addressing"]["ipv6"][key]
+    else:
+        doc["dhcp"]["ipv6"] = ["mn3"]  # its /64s by DHCPv6 (the dhclient hook's golden)
     return model.build(doc)
 
 
@@ -67,7 +69,8 @@ def test_every_template_has_a_golden_file() -> None:
     used = {"ip/node.batch.j2", "ip/mobile.batch.j2", "ip/air.batch.j2", "frr/zebra.conf.j2",
             "frr/ospfd.conf.j2", "frr/ospf6d.conf.j2", "frr/bgpd.conf.j2", "exabgp/exabgp.conf.j2",
             "nft/ar.nft.j2",
-            "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2", "dnsmasq/outside.conf.j2"}
+            "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2", "dhcp/dhclient6.hook.j2",
+            "dnsmasq/outside.conf.j2"}
     # A population's batches: golden files in tests/unit/test_population_runtime.py.
     used |= {"ip/population.batch.j2", "ip/population-air.batch.j2"}
     lab_templates = {
@@ -79,7 +82,7 @@ def test_every_template_has_a_golden_file() -> None:
     kinds = {k for _, k in CASES}
     assert kinds == {"ip", "zebra", "ospfd", "bgpd", "exabgp", "nft", "agent", "bridge",
                      "hook", "dnsmasq"}
-    assert {k for _, k in CASES6} == kinds | {"ospf6d"}
+    assert {k for _, k in CASES6} == kinds | {"ospf6d", "hook6"}
 
 
 def test_agg_keeps_own_more_specifics_in_cluster() -> None:

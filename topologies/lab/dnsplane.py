@@ -381,9 +381,11 @@ class DnsPlane:
             z.records.extend(self._key_records(ident))
             if ident.bulk:
                 continue
-            # The MN controls its forward name, its address order and its own key.
+            # The MN controls its forward name (both families: a DHCPv6 MN writes its AAAA),
+            # its address order and its own key.
             z.grants = [
-                {"key": name + ".", "rule": "name", "target": name + ".", "types": ["A"]},
+                {"key": name + ".", "rule": "name", "target": name + ".",
+                 "types": ["A", "AAAA"]},
                 {"key": name + ".", "rule": "name", "target": adns.addrs_owner(name) + ".",
                  "types": ["TXT"]},
                 {"key": name + ".", "rule": "name", "target": adns.key_owner(name) + ".",
@@ -393,7 +395,7 @@ class DnsPlane:
             # One rule for the whole population: each MN's key may change its own name and
             # the names below it (its address order and key), nothing else in the zone.
             home.grants = [{"key": "*", "rule": "selfsub", "target": ".",
-                            "types": ["A", "TLSA", "TXT"]}]
+                            "types": ["A", "AAAA", "TLSA", "TXT"]}]
 
         auths = sorted(set(self.ar_names) | {n for n, i in self.identities.items()
                                               if i.role in ("ar", "ha")})

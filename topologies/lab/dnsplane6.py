@@ -34,6 +34,10 @@ class Reverse6:
 
 
 def mn_prefix(topo: Topology, mn: str) -> IPv6Network | None:
+    """The MN's planned /64; none for a DHCPv6 MN, whose /64s the ARs delegate (and whose
+    records the MN and the delegating AR write)."""
+    if mn in topo.dhcp6_mobiles:
+        return None
     m = topo.mobile_nodes.get(mn) or topo.population_nodes.get(mn)
     return m.prefix6 if m is not None else None
 

@@ -251,9 +251,10 @@ class Lab(StartStop):
             cfg = render_mobile(self.topo, mn, rd)
             (rd / "ip.batch").write_text(cfg["ip"])
             (rd / "ar_keys.json").write_text(json.dumps(ar_keys, indent=1, sort_keys=True))
-            if "hook" in cfg:
-                (rd / "udhcpc.hook").write_text(cfg["hook"])
-                (rd / "udhcpc.hook").chmod(0o755)
+            for key, file in (("hook", Layout.UDHCPC_HOOK), ("hook6", Layout.DHCLIENT6_HOOK)):
+                if key in cfg:
+                    (rd / file).write_text(cfg[key])
+                    (rd / file).chmod(0o755)
             self.daemons[mn] = [MnAgentProcess(mn, rd, cfg["agent"], sys.executable)]
         if self.topo.mobiles:
             rd = self.rundir(AIR)

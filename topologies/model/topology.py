@@ -143,6 +143,8 @@ class Topology:
     cn_network: IPv4Network
     mobiles: list[str] = field(default_factory=list)  # MN names, for keys and home zones
     dhcp_mobiles: list[str] = field(default_factory=list)  # the MNs that use DHCP
+    # The DHCP MNs that also take their IPv6 /64s by DHCPv6 (dhcp.ipv6, issue 18).
+    dhcp6_mobiles: list[str] = field(default_factory=list)
     dhcp: DhcpPolicy = field(default_factory=DhcpPolicy)
     # Draft 2.4: an access network outside the AS, on the Internet router (a visited
     # operator's network), where an MN gets a care-of address and calls its Home Agent.
@@ -684,11 +686,16 @@ def build(doc: dict[str, Any]) -> Topology:
     for mn in dhcp_mobiles:
         if mn not in mobiles:
             raise TopologyError(f"dhcp.mobiles: {mn!r} is not listed under mobiles")
-    unknown = set(dhcp_doc) - {"mobiles", "lease_s", "remote_renewals", "first", "last"}
+    unknown = set(dhcp_doc) - {"mobiles", "ipv6", "lease_s", "remote_renewals", "first", "last"}
     if unknown:
         raise TopologyError(f"dhcp: unknown keys {sorted(unknown)}")
+    dhcp6_mobiles = _names(dhcp_doc["ipv6"], "dhcp.ipv6") if dhcp_doc.get("ipv6") else []
+    if stray := [mn for mn in dhcp6_mobiles if mn not in dhcp_mobiles]:
+        raise TopologyError(f"dhcp.ipv6: {', '.join(stray)} not listed under dhcp.mobiles "
+                            "(DHCPv6 follows the first DHCPv4 lease)")
     try:
-        policy = DhcpPolicy(**{k: int(v) for k, v in dhcp_doc.items() if k != "mobiles"})
+        policy = DhcpPolicy(**{k: int(v) for k, v in dhcp_doc.items()
+                               if k not in ("mobiles", "ipv6")})
     except (TypeError, ValueError) as exc:
         raise TopologyError(f"dhcp: {exc}") from None
     if policy.lease_s < 10 or policy.remote_renewals < 0:
@@ -717,6 +724,12 @@ def build(doc: dict[str, Any]) -> Topology:
     backbone6 = None if plan6 is None else dualstack.backbone(
         plan6, [n.name for n in b.nodes.values() if n.is_router], [(lk.a, lk.b) for lk in b.links],
         mobiles6)
+    if dhcp6_mobiles and backbone6 is None:
+        raise TopologyError("dhcp.ipv6: DHCPv6 needs a dual-stack backbone "
+                            "(addressing.ipv6 with loopbacks and links)")
+    if both := [mn for mn in dhcp6_mobiles if mn in mobiles6]:
+        raise TopologyError(f"dhcp.ipv6: {', '.join(both)} already hold a planned prefix "
+                            "(addressing.ipv6.mobiles)")
     role_of = {n.name: (n.service, n.role.value) if n.service else (n.role.value,)
                for n in b.nodes.values()}
     spec = linkattrs.parse(doc, {r for names in role_of.values() for r in names})
@@ -743,6 +756,7 @@ def build(doc: dict[str, Any]) -> Topology:
         cn_network=cn_net,
         mobiles=mobiles,
         dhcp_mobiles=dhcp_mobiles,
+        dhcp6_mobiles=dhcp6_mobiles,
         dhcp=policy,
         outside_net=outside_net,
         link_attrs=link_attrs,

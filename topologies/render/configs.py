@@ -575,6 +575,10 @@ def mobile_config(topo: Topology, mn: str, rundir: Path) -> contract.MnAgentConf
             # (no site-packages scan) from the checkout, the event reaches the agent in
             # milliseconds rather than a full interpreter start-up.
             root=str(Path(__file__).resolve().parents[2]),
+            # Issue 18: its /64s by DHCPv6 prefix delegation, through Debian's dhclient.
+            ipv6=contract.MnDhcp6(hook=rundir / Layout.DHCLIENT6_HOOK,
+                                  gateway=ipaddress.IPv6Address(ACCESS_GATEWAY6))
+            if mn in topo.dhcp6_mobiles else None,
         ) if mob.dhcp else None,
         # Macro-mobility (draft 2.4): the visited network and the HA tunnel's constants;
         # the Home Agent's name itself comes by DHCP (option 224).
@@ -605,6 +609,8 @@ def render_mobile(topo: Topology, mn: str, rundir: Path) -> dict[str, str]:
     out = {"ip": render("ip/mobile.batch.j2", data), "agent": config.to_json()}
     if data["dhcp"]:
         out["hook"] = render("dhcp/udhcpc.hook.j2", data)
+        if data["dhcp"].get("ipv6"):
+            out["hook6"] = render("dhcp/dhclient6.hook.j2", data)
     return out
 
 
