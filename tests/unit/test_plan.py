@@ -156,6 +156,26 @@ def test_dhcpv6_delegates_the_top_quarter_of_a_pool_above_every_planned_prefix()
     assert population(254).dhcp6_range("ar2") == (192, 255)
 
 
+def test_dhcp_ipv6_names_dhcp_mns_on_a_dual_stack_backbone_without_a_planned_prefix() -> None:
+    """dhcp.ipv6: the DHCP MNs that take their /64s by DHCPv6; each refusal says why."""
+    d = doc()
+    d["dhcp"]["ipv6"] = ["mn3"]
+    t = model.build(d)
+    assert t.dhcp6_mobiles == ["mn3"]
+    d["dhcp"]["ipv6"] = ["mn1"]
+    with pytest.raises(TopologyError, match=r"dhcp.ipv6: mn1 not listed under dhcp.mobiles"):
+        model.build(d)
+    d["dhcp"]["ipv6"] = ["mn3"]
+    d["addressing"]["ipv6"]["mobiles"] = ["mn3"]
+    with pytest.raises(TopologyError, match=r"mn3 already hold a planned prefix"):
+        model.build(d)
+    d["addressing"]["ipv6"]["mobiles"] = []
+    for key in ("loopbacks", "links"):
+        del d["addressing"]["ipv6"][key]
+    with pytest.raises(TopologyError, match=r"DHCPv6 needs a dual-stack backbone"):
+        model.build(d)
+
+
 @pytest.mark.parametrize(("v6", "message"), [
     ({"pool_prefixlen": 58}, r"pool_prefixlen: /58 is not on a nibble boundary"),
     ({"managed": "2001:db8:100::/42"}, r"managed: /42 is not on a nibble boundary"),
