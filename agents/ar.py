@@ -38,6 +38,7 @@ from .auth.errors import AuthError, UnknownSession
 from .contract import (
     ACCESS_GATEWAY,
     REDIRECT_METRIC,
+    SRV6_FUNCTIONS,
     ArAgentConfig,
     ArIpv6,
     Command,
@@ -46,6 +47,7 @@ from .contract import (
     Mode,
     ServiceState,
     access_ifname,
+    srv6_sid,
 )
 from .contract import (
     Dhcp6Server as Dhcp6Settings,
@@ -218,6 +220,8 @@ class ArAgent:
         self._persisting = False
         self._exabgp_gone = False
         self.recovery: dict[str, Any] = {"state": "none"}
+        # SRv6 for the fast redirect: "in use", or why not (the redirect is then VXLAN).
+        self.srv6 = "not tried: an IPv4-only backbone"
         self._eor = endofrib.EndOfRib(
             frozenset({"ipv4 unicast", *(["ipv6 unicast"] if pool6 is not None else [])}),
             frozenset(str(p) for p in config.bgp_peers)
@@ -391,6 +395,7 @@ class ArAgent:
             "mode": str(self.mode),
             "services": dict(self.services),
             "recovery": dict(self.recovery),
+            "redirect_tunnel": {"kind": self.fib.redirect_tunnel, "srv6": self.srv6},
         }
 
     # --- the handoff's kernel, BGP and AR-to-AR parts (handoff.Kernel / Bgp / Redirector) --
@@ -502,6 +507,27 @@ class ArAgent:
                 log.warning("paging device read: %s", exc)
                 return
             self.mobility.on_buffered(packet)
+
+    async def start_srv6(self, cfg: ArAgentConfig, six: ArIpv6, oif: int) -> None:
+        """Issue 18: the fast redirect over SRv6 where the kernel has it: our End.DX4 and
+        End.DX6 SIDs, every peer's by its overlay address; else the VXLAN overlay stays,
+        and the status says why."""
+        own = {v: srv6_sid(six.pool, v) for v in SRV6_FUNCTIONS}
+        peers: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, ipaddress.IPv6Address] = {}
+        for n, ar in self.ars.items():
+            if n == cfg.node or n not in six.pools:
+                continue
+            peers[ar.overlay] = srv6_sid(six.pools[n], 4)
+            if n in six.overlays:
+                peers[six.overlays[n]] = srv6_sid(six.pools[n], 6)
+        try:
+            await self._on_fib(self.fib.enable_srv6, own, oif, peers)
+        except netlink.NetlinkError as exc:
+            self.srv6 = f"unavailable, the redirect uses VXLAN: {exc}"
+            log.info("SRv6 %s", self.srv6)
+            return
+        self.srv6 = "in use"
+        log.info("the fast redirect uses SRv6: SIDs %s", ", ".join(map(str, own.values())))
 
     async def start_paging(self, cfg: ArAgentConfig) -> None:
         try:
@@ -1014,6 +1040,7 @@ class ArAgent:
             events=events, tal=cfg.tal, pager=self.page_local, page_remote=self.send_page,
             paging_bound=cfg.paging.buffer, paging_timeout_s=cfg.paging.timeout_s,
             home_agents={n: h.next_hop for n, h in cfg.home_agents.items()},
+            tunnel=lambda: self.fib.redirect_tunnel,
         )
         self._track(self.mobility)
         if cfg.ipv6 is not None:  # issue 18: the IPv6 prefixes of dual-stack MNs
@@ -1034,11 +1061,14 @@ class ArAgent:
                        if n != cfg.node and n in six.loopbacks and n in six.overlays
                        and n in six.pools},
                 redirector=self.send_redirect6, mode=self._mode,
+                tunnel=lambda: self.fib.redirect_tunnel,
                 home_agents={n: h.next_hop6 for n, h in cfg.home_agents.items()
                              if h.next_hop6 is not None})
         await self.start_paging(cfg)
         self._start_filter()
         await self.recover(access)
+        if cfg.ipv6 is not None and self._overlay_index is not None:
+            await self.start_srv6(cfg, cfg.ipv6, self._overlay_index)
         self._peer = Peer(keystore, self._key_resolver)
         self.authenticator = Authenticator(
             cfg.identity, keystore, self.staples, self._on_authenticated,

@@ -376,6 +376,15 @@ class HomeAgentEntry(Config):
 
 # The Home Agent's "pool" (it has none), as 0.0.0.0/32 is in IPv4: it originates nothing.
 NO_POOL6 = ipaddress.IPv6Network("::/128")
+# The fast redirect's SRv6 SIDs (issue 18, RFC 8986): in the AR's own /64 of its IPv6 pool
+# (routed to it with the pool), the function part naming the behaviour: End.DX4, End.DX6.
+SRV6_FUNCTIONS = {4: 0xD4, 6: 0xD6}
+
+
+def srv6_sid(pool6: ipaddress.IPv6Network, version: int) -> ipaddress.IPv6Address:
+    """The AR's SID that decapsulates a redirected packet of IP ``version`` and routes it
+    onto the MN's access route (End.DX4 or End.DX6 with no next hop of its own)."""
+    return pool6.network_address + SRV6_FUNCTIONS[version]
 
 
 @dataclass(frozen=True)

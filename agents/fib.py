@@ -7,6 +7,7 @@ the IGP's routes change (netlink events), which is the draft's recursive routing
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -14,7 +15,15 @@ from dataclasses import dataclass
 
 from .contract import REDIRECT_METRIC
 from .exabgp_api import Route
-from .netlink import RT_SCOPE_LINK, RT_TABLE_MAIN, RTN_UNICAST, Netlink, NetlinkError
+from .netlink import (
+    RT_SCOPE_LINK,
+    RT_TABLE_MAIN,
+    RTN_UNICAST,
+    Netlink,
+    NetlinkError,
+    seg6_encap,
+    seg6local_dx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +116,13 @@ class KernelFib:
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
         self.redirected6: dict[ipaddress.IPv6Network, ipaddress.IPv6Address] = {}
         self.parked: dict[ipaddress.IPv4Address, int] = {}
+        # The fast redirect over SRv6 (issue 18, RFC 9433's naming: the previous AR
+        # encapsulates, H.Encaps, to the new AR's End.DX4/End.DX6 SID): the SID of each peer
+        # by its overlay address, filled by enable_srv6 once the kernel took our own SIDs.
+        # Empty: the VXLAN overlay.
+        self.srv6_sids: dict[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                             ipaddress.IPv6Address] = {}
+        self.own_sids: list[ipaddress.IPv6Address] = []
         # Next hop -> its IGP path, kept from one pass to the next: a pass per UPDATE that
         # resolved afresh paid a netlink round trip and a scan of every installed route
         # (issue 15). The caller clears it when the IGP changed; a route of ours that comes
@@ -240,12 +256,52 @@ class KernelFib:
         if self.parked.pop(address, None) is not None:
             self._off_link(host(address), PARK_METRIC, "paging route")
 
+    @property
+    def redirect_tunnel(self) -> str:
+        """How the fast redirect leaves: "srv6" or "vxlan" (reported in its events)."""
+        return "srv6" if self.srv6_sids else "vxlan"
+
+    def enable_srv6(self, own: dict[int, ipaddress.IPv6Address], oif: int,
+                    peers: dict[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                                ipaddress.IPv6Address]) -> None:
+        """Our End.DX4 and End.DX6 SIDs (``own``: by IP version), then a probe of H.Encaps;
+        raises NetlinkError (the kernel's reason) if the kernel has no SRv6, leaving
+        nothing behind, and the redirect stays on the VXLAN overlay."""
+        done: list[ipaddress.IPv6Address] = []
+        try:
+            for version, sid in sorted(own.items()):
+                self._nl.route_replace(dst=ipaddress.IPv6Network(sid), oif=oif,
+                                       proto=RTPROT_FLATARCH, encap=seg6local_dx(version))
+                done.append(sid)
+            probe = ipaddress.IPv6Network(own[6] + 1)  # in our own /64: no MN's, no peer's
+            self._nl.route_replace(dst=probe, oif=oif, proto=RTPROT_FLATARCH,
+                                   encap=seg6_encap((own[6],)))
+            self._nl.route_delete(dst=probe, proto=RTPROT_FLATARCH)
+        except NetlinkError:
+            for sid in done:
+                with contextlib.suppress(NetlinkError):
+                    self._nl.route_delete(dst=ipaddress.IPv6Network(sid), proto=RTPROT_FLATARCH)
+            raise
+        self.own_sids = done
+        self.srv6_sids = dict(peers)
+
+    def _tunnel(self, dst: Net, via: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                oif: int) -> None:
+        sid = self.srv6_sids.get(via)
+        if sid is not None:
+            self._nl.route_replace(dst=dst, oif=oif, proto=RTPROT_FLATARCH,
+                                   priority=REDIRECT_METRIC, encap=seg6_encap((sid,)),
+                                   scope=RT_SCOPE_LINK if dst.version == 4 else 0)
+        else:
+            self._nl.route_replace(dst=dst, gateway=via, oif=oif, proto=RTPROT_FLATARCH,
+                                   priority=REDIRECT_METRIC)
+
     def add_redirect(self, address: ipaddress.IPv4Address, via: ipaddress.IPv4Address,
                      oif: int) -> bool:
-        """Tunnel ``address`` to the AR at overlay address ``via`` on the overlay device."""
+        """Tunnel ``address`` to the AR at overlay address ``via``: to its End.DX4 SID over
+        SRv6, else on the overlay device."""
         try:
-            self._nl.route_replace(dst=host(address), gateway=via, oif=oif,
-                                   proto=RTPROT_FLATARCH, priority=REDIRECT_METRIC)
+            self._tunnel(host(address), via, oif)
         except NetlinkError as exc:
             log.warning("redirect %s via %s failed: %s", address, via, exc)
             return False
@@ -264,10 +320,10 @@ class KernelFib:
 
     def add_redirect6(self, prefix: ipaddress.IPv6Network, via: ipaddress.IPv6Address,
                       oif: int) -> bool:
-        """Tunnel an MN's /64 to the AR whose overlay link-local address is ``via``."""
+        """Tunnel an MN's /64 to the AR whose overlay link-local address is ``via``: to its
+        End.DX6 SID over SRv6, else on the overlay device."""
         try:
-            self._nl.route_replace(dst=prefix, gateway=via, oif=oif,
-                                   proto=RTPROT_FLATARCH, priority=REDIRECT_METRIC)
+            self._tunnel(prefix, via, oif)
         except NetlinkError as exc:
             log.warning("redirect %s via %s failed: %s", prefix, via, exc)
             return False

@@ -235,6 +235,8 @@ class Mobility:
     rib: RibView
     redirector: Redirector
     mode: Callable[[], Mode] = lambda: Mode.REDIRECT
+    # How a redirect leaves: "srv6" (the peer's End.DX4 SID) or "vxlan" (agents/fib.py).
+    tunnel: Callable[[], str] = lambda: "vxlan"
     on_access_link: Callable[[int], bool] = lambda ifindex: ifindex > 0
     events: EventLog = field(default_factory=lambda: EventLog(None))
     clock: Callable[[], float] = time.time
@@ -435,7 +437,7 @@ class Mobility:
                 self.redirects[a] = Redirect(peer, self.clock() + REDIRECT_LIFETIME_S)
                 done.append(a)
             self.superseded_by[a] = peer.fqdn
-            self.events("redirect_installed", addr=a, to=peer.node)
+            self.events("redirect_installed", addr=a, to=peer.node, tunnel=self.tunnel())
             if att is not None:
                 self.events("detached", addr=a, mn=att.mn, reason=f"redirected to {peer.node}")
             if parked:

@@ -35,8 +35,6 @@ from .handoff import (
 )
 
 NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
-# How a /64 is redirected: the IPv4 redirect's VXLAN overlay (SRv6 End.DX6 not used yet).
-REDIRECT6_KIND = "vxlan"
 
 
 class PrefixChecker(Protocol):
@@ -135,6 +133,8 @@ class PrefixMobility:
     peers: dict[IPv6Address, Peer6] = field(default_factory=dict)
     redirector: Redirector6 | None = None
     mode: Callable[[], Mode] = lambda: Mode.REDIRECT
+    # How a redirect leaves: "srv6" (the peer's End.DX6 SID) or "vxlan" (agents/fib.py).
+    tunnel: Callable[[], str] = lambda: "vxlan"
     redirect_hold_s: float = REDIRECT_HOLD_S
     redirects: dict[IPv6Network, Redirect6] = field(default_factory=dict)
     # The AR (IPv6 loopback) a redirect said the MN moved to: its route is the newer one.
@@ -299,7 +299,7 @@ class PrefixMobility:
                 done.append(p)
             self.superseded_by[p] = peer.loopback
             self.events("redirect6_installed", prefix=str(p), to=peer.node,
-                        tunnel=REDIRECT6_KIND)
+                        tunnel=self.tunnel())
             if att is not None:
                 self.events("detached6", prefix=str(p), mn=att.mn,
                             reason=f"redirected to {peer.node}")
@@ -399,7 +399,7 @@ class PrefixMobility:
             "attached": {str(p): att.mn for p, att in self.attached.items()},
             "announced": {str(p): lp for p, lp in self.announced.items()},
             "redirects": {str(p): r.target.node for p, r in self.redirects.items()},
-            "redirect_kind": REDIRECT6_KIND,
+            "redirect_kind": self.tunnel(),
             "reclaiming": [str(p) for p in self.reclaiming],
         }
 

@@ -27,6 +27,16 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+RTA_ENCAP_TYPE, RTA_ENCAP = 21, 22
+NLA_F_NESTED = 0x8000
+# SRv6 (linux/lwtunnel.h, seg6_iptunnel.h, seg6_local.h): the encapsulation of a route, and
+# the behaviours of a local SID.
+LWTUNNEL_ENCAP_SEG6, LWTUNNEL_ENCAP_SEG6_LOCAL = 5, 7
+SEG6_IPTUNNEL_SRH = 1
+SEG6_IPTUN_MODE_ENCAP = 1
+IPV6_SRCRT_TYPE_4 = 4  # the Segment Routing Header's routing type (RFC 8754)
+SEG6_LOCAL_ACTION, SEG6_LOCAL_NH4, SEG6_LOCAL_NH6 = 1, 4, 5
+SEG6_LOCAL_ACTION_END_DX6, SEG6_LOCAL_ACTION_END_DX4 = 5, 6
 IFLA_IFNAME = 3
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
@@ -86,10 +96,45 @@ def _family(version: int) -> int:
     return socket.AF_INET6 if version == 6 else socket.AF_INET
 
 
+@dataclass(frozen=True)
+class Encap:
+    """A route's lightweight-tunnel encapsulation: its type and its nested attributes."""
+
+    kind: int
+    body: bytes
+
+
+def seg6_encap(segments: tuple[ipaddress.IPv6Address, ...]) -> Encap:
+    """H.Encaps (RFC 8986 section 5.1): the packet inside a new IPv6 header whose Segment
+    Routing Header lists ``segments``, the first visited first (the SRH holds them last
+    first). Octet for octet what ``ip route ... encap seg6 mode encap segs`` sends."""
+    if not segments:
+        raise NetlinkError(errno.EINVAL, "an SRv6 encapsulation needs a segment")
+    n = len(segments)
+    srh = struct.pack("=BBBBBBH", 0, 2 * n, IPV6_SRCRT_TYPE_4, n - 1, n - 1, 0, 0)
+    srh += b"".join(seg.packed for seg in reversed(segments))
+    return Encap(LWTUNNEL_ENCAP_SEG6,
+                 attr(SEG6_IPTUNNEL_SRH, struct.pack("=i", SEG6_IPTUN_MODE_ENCAP) + srh))
+
+
+def seg6local_dx(version: int) -> Encap:
+    """End.DX6 or End.DX4 (RFC 8986 sections 4.5, 4.6) with no next hop of its own: the
+    kernel removes the outer header and routes the inner packet by its destination (here:
+    onto the MN's access route). What ``ip -6 route ... encap seg6local action End.DX6
+    nh6 ::`` (``End.DX4 nh4 0.0.0.0``) sends."""
+    if version == 6:
+        return Encap(LWTUNNEL_ENCAP_SEG6_LOCAL,
+                     attr(SEG6_LOCAL_ACTION, struct.pack("=I", SEG6_LOCAL_ACTION_END_DX6))
+                     + attr(SEG6_LOCAL_NH6, bytes(16)))
+    return Encap(LWTUNNEL_ENCAP_SEG6_LOCAL,
+                 attr(SEG6_LOCAL_ACTION, struct.pack("=I", SEG6_LOCAL_ACTION_END_DX4))
+                 + attr(SEG6_LOCAL_NH4, bytes(4)))
+
+
 def route_message(*, dst: Network, oif: int | None = None,
                   gateway: Address | None = None, proto: int = 0,
                   priority: int | None = None, scope: int = RT_SCOPE_UNIVERSE,
-                  rtype: int = RTN_UNICAST) -> bytes:
+                  rtype: int = RTN_UNICAST, encap: Encap | None = None) -> bytes:
     """The rtmsg and attributes of one route of either family in the main table."""
     if gateway is not None and gateway.version != dst.version:
         raise NetlinkError(errno.EINVAL, f"gateway {gateway} for {dst}: another family")
@@ -102,6 +147,9 @@ def route_message(*, dst: Network, oif: int | None = None,
         body += attr(RTA_GATEWAY, gateway.packed)
     if priority is not None:
         body += attr(RTA_PRIORITY, struct.pack("=I", priority))
+    if encap is not None:
+        body += attr(RTA_ENCAP | NLA_F_NESTED, encap.body)
+        body += attr(RTA_ENCAP_TYPE, struct.pack("=H", encap.kind))
     return body
 
 

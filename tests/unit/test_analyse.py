@@ -461,3 +461,52 @@ def test_addresses_analyse_from_its_files(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     assert cli.main(["analyse", str(d), "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+
+
+def test_addresses_analyse_reports_the_64s_of_a_dhcpv6_run(tmp_path: Path) -> None:
+    """With --family both (issue 18): the /64 routes off the access links counted apart from
+    the /32s, the Remote-ID phase, the rotation's new prefix, the renewal limit's end."""
+    from topologies.scenarios.addresses import AddressesScenario
+
+    d = tmp_path / "addresses6"
+    d.mkdir()
+    shutil.copyfile(ROOT / "topologies" / "figure2.yaml", d / TOPOLOGY_FILE)
+    p1, p2 = "2001:db8:4010:c0::/64", "2001:db8:4011:1c0::/64"
+    phases = [{"t": 0.0, "phase": "attached at home", "ar": "ar3", "address": "10.65.0.100"},
+              {"t": 0.5, "phase": "delegated at home", "ar": "ar3", "prefix": p1},
+              {"t": 4.0, "phase": "renewal relayed with Remote-ID (DHCPv6)", "owner": "ar3",
+               "remote_id": "mn3.example", "relay": "2001:db8:ff::a", "message": "REBIND",
+               "waited_s": 3.0},
+              {"t": 5.0, "phase": "rotated (IPv6)", "new": p2},
+              {"t": 7.0, "phase": "old prefix released", "prefix": p1},
+              {"t": 8.0, "phase": "renewal refused (lifetimes 0)", "prefix": p2}]
+    (d / RUN_FILE).write_text(json.dumps({
+        "scenario": "addresses", "params": {"mn": "mn3", "families": ["ipv4", "ipv6"]},
+        "measured": {"t0": T0, "base": 0, "a1": "10.65.0.100", "a2": "10.65.1.100",
+                     "new_src": "10.65.1.100", "t_end": T0 + 9.0, "phases": phases,
+                     "base6": 0, "p1": p1, "p2": p2, "new_src6": "2001:db8:4011:1c0::1",
+                     "p3": "2001:db8:4011:1c1::/64"}}))
+    six = IPv6Network(p1)
+    (d / ROUTES).write_text(measure.dump_route_events([
+        RouteEvent(T0 + 2.0, "agg2", "add", six, 20, 186, frozenset({"fe80::1"})),
+        RouteEvent(T0 + 2.0, "ar4", "add", six, 100, 250, frozenset({"dev:ar4-acc"})),
+        RouteEvent(T0 + 2.0, "agg2", "add", IPv6Network("2001:db8:4010::/56"), 20, 186,
+                   frozenset({"fe80::1"})),
+        RouteEvent(T0 + 7.5, "agg2", "del", six, 20, 186, frozenset({"fe80::1"}))]))
+    (d / "iperf-long.json").write_text(json.dumps(_iperf(9.0)))
+    (d / "iperf6-long.json").write_text(json.dumps(_iperf(9.0)))
+    res = AddressesScenario.analyse(d)
+    assert res["families"] == ["ipv4", "ipv6"] and res["host_routes_peak"] == 0
+    v6 = res["ipv6"]
+    assert v6["host_routes_peak"] == 1 and v6["host_routes_end"] == 0  # not the pool, not ar4
+    assert v6["remote_id_seen"] and v6["remote_id"]["remote_id"] == "mn3.example"
+    assert v6["new_connection_used_new_prefix"] and v6["old_tcp_survived_rotation"]
+    assert v6["renew_limit_ended"] and v6["old_prefix_released"]
+    assert v6["prefixes"] == {"first": p1, "rotated": p2, "fresh": "2001:db8:4011:1c1::/64"}
+    # An IPv6 run that stopped early says so, and keeps its files.
+    doc = json.loads((d / RUN_FILE).read_text())
+    del doc["measured"]["new_src6"]
+    (d / RUN_FILE).write_text(json.dumps(doc))
+    with pytest.raises(measure.MeasureError, match="no new_src6"):
+        AddressesScenario.analyse(d)
+    assert (d / ROUTES).exists()

@@ -320,6 +320,7 @@ class HandoffAnalysis:
                     queries, fqdn("mn", self.mn), float(rec["t_attach"]),
                     float(rec.get("t_reply", t_auth + float(rec["auth_ms"]) / 1000))),
                 "family": "ipv4",
+                "redirect_tunnel": self._tunnel(ar_events, rec, "redirect_installed", t_auth, w1),
             })
             sources.append(rec)
             if "ipv6" in self.families:
@@ -331,6 +332,8 @@ class HandoffAnalysis:
                 trace6 = rec.get("traceroute6")
                 out.append({**out[-1], **self._reroute6(events, rec, trace6, t_auth, w1),
                             "family": "ipv6",
+                            "redirect_tunnel": self._tunnel(ar_events, rec,
+                                                            "redirect6_installed", t_auth, w1),
                             "path": trace6, "path_optimal": None if trace6 is None
                             else self._path(trace6, rec["to"])[1],
                             "interruption_ms": round(interruption6, 3), "ping_lost": lost6,
@@ -415,6 +418,17 @@ class HandoffAnalysis:
             return t0  # never had a host route: the covering route was right all along
         return ok_since if ok_since is not None else t1
 
+    @staticmethod
+    def _tunnel(ar_events: dict[str, list[dict[str, Any]]], rec: dict[str, Any], name: str,
+                t0: float, t1: float) -> str | None:
+        """How the previous AR redirected this handoff: "srv6" or "vxlan" (issue 18), None
+        when it did not (the draft's mode, or no redirect reached it)."""
+        for ev in ar_events.get(rec["from"], []):
+            if ev.get("ev") == name and t0 - 0.05 <= float(ev.get("t", 0)) <= t1:
+                tunnel = ev.get("tunnel")
+                return str(tunnel) if tunnel is not None else None
+        return None
+
     def _timeline(self, rec: dict[str, Any], ar_events: dict[str, list[dict[str, Any]]],
                   t0: float, t1: float) -> dict[str, float]:
         """The MN's and the ARs' own stamps, in ms after the MN sent its AUTH."""
@@ -484,27 +498,34 @@ def mn_address6(topo: Topology, mn: str) -> IPv6Address:
     return prefix.network_address + 1
 
 
-def dual_stack_walker(doc: dict[str, Any], dhcp_mn: bool = False) -> dict[str, Any]:
+def dual_stack_walker(doc: dict[str, Any], dhcp_mn: bool = False,
+                      delegated: bool = False) -> dict[str, Any]:
     """The topology with the MN a scenario moves dual-stack: its first provisioned MN (the
-    one that walks), or with ``dhcp_mn`` its first DHCP MN (as Scenario picks them)."""
+    one that walks), or with ``dhcp_mn`` its first DHCP MN (as Scenario picks them); with
+    ``delegated`` that DHCP MN takes its /64s by DHCPv6 (dhcp.ipv6) instead of holding a
+    planned prefix."""
     dhcp = set((doc.get("dhcp") or {}).get("mobiles") or ())
     walker = next((m for m in doc.get("mobiles") or () if (m in dhcp) == dhcp_mn), None)
     six = (doc.get("addressing") or {}).get("ipv6")
     if walker is None or not isinstance(six, dict):
         kind = "a DHCP MN" if dhcp_mn else "a provisioned MN"
         raise LabError(f"--family ipv6: the topology needs addressing.ipv6 and {kind}")
-    six["mobiles"] = sorted({*(six.get("mobiles") or ()), walker})
+    if delegated:
+        doc["dhcp"]["ipv6"] = sorted({*(doc["dhcp"].get("ipv6") or ()), walker})
+    else:
+        six["mobiles"] = sorted({*(six.get("mobiles") or ()), walker})
     return doc
 
 
 def dual_stack_topology(args: argparse.Namespace, out_dir: Path,
-                        dhcp_mn: bool = False) -> Path:
+                        dhcp_mn: bool = False, delegated: bool = False) -> Path:
     """Where `--family` other than ipv4 makes the scenario's MN dual-stack: a copy of the
     topology beside the run (topology_for of the scenarios that take --family)."""
     if getattr(args, "family", "ipv4") == "ipv4":
         return Path(args.topology)
     path = out_dir / "dualstack.yaml"
-    doc = dual_stack_walker(yaml.safe_load(Path(args.topology).read_text()), dhcp_mn)
+    doc = dual_stack_walker(yaml.safe_load(Path(args.topology).read_text()), dhcp_mn,
+                            delegated)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
