@@ -57,6 +57,7 @@ from .contract import (
 )
 from .control import start_control
 from .dhcpd import DhcpServer, DhcpService, Lease, ServerConfig, client_parts
+from .dhcpd6 import Binding6
 from .dns import (
     LEASE_PTR_TTL,
     DnsError,
@@ -68,7 +69,7 @@ from .dns import (
 from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, KernelFib, Net, Rib
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
-from .handoff6 import AgentPorts, Peer6, PrefixMobility
+from .handoff6 import AgentPorts, Attached6, Peer6, PrefixMobility
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
 from .paging import Pager, PagingError, Reinjector, destination, open_tun
@@ -744,7 +745,27 @@ class ArAgent:
             leases=tuple(self._lease_record(x)
                          for x in (list(self.dhcp.leases.values()) if self.dhcp else ())),
             sources=self._sources.members() if self._sources else {},
+            attached6={p: self._attached6_record(att)
+                       for p, att in (self.prefixes.attached.items() if self.prefixes else ())},
+            announced6={p: self._announced6_record(p)
+                        for p in (self.prefixes.announced if self.prefixes else ())},
+            bindings6={k: self._binding6_record(b)
+                       for k, b in (self.dhcp6.server.bindings.items() if self.dhcp6 else ())},
         )
+
+    @staticmethod
+    def _binding6_record(b: Binding6) -> arstate.Binding6Record:
+        return arstate.Binding6Record(b.prefix, b.duid, b.mn, b.iaid, b.peer, b.expires,
+                                      b.bound, b.remote_renewals)
+
+    @staticmethod
+    def _attached6_record(att: Attached6) -> arstate.Attached:
+        return arstate.Attached(att.mn, att.ifindex, att.stamp)
+
+    def _announced6_record(self, prefix: ipaddress.IPv6Network) -> arstate.Announced:
+        assert self.prefixes is not None
+        return arstate.Announced(self.prefixes.announced[prefix],
+                                 prefix in self.prefixes.escaped)
 
     def persist(self) -> None:
         """Save what changed since the last save: one journal line per changed entry, in
@@ -769,20 +790,29 @@ class ArAgent:
         """The journal lines of every entry changed since the last save (the loop thread)."""
         now = time.time()
         m = self.mobility
-        # Each map's entries as they are now, and how one is saved (None: it is gone).
-        maps: dict[str, tuple[Any, Callable[[Any], Any]]] = {
-            "attached": (m.attached if m else {}, self._attached_record),
-            "announced": (self._bgp_out, lambda ann: ann),
-            "redirects": (m.redirects if m else {}, self._redirect_record),
-            "leases": (self.dhcp.leases if self.dhcp else {}, self._lease_record),
+        # Each map's entries as they are now, and how one is saved from its key and entry
+        # (None: it is gone).
+        maps: dict[str, tuple[Any, Callable[[Any, Any], Any]]] = {
+            "attached": (m.attached if m else {}, lambda k, att: self._attached_record(att)),
+            "announced": (self._bgp_out, lambda k, ann: ann),
+            "redirects": (m.redirects if m else {}, lambda k, r: self._redirect_record(r)),
+            "leases": (self.dhcp.leases if self.dhcp else {},
+                       lambda k, x: self._lease_record(x)),
+            "attached6": (self.prefixes.attached if self.prefixes else {},
+                          lambda k, att: self._attached6_record(att)),
+            # The LOCAL_PREF is the entry; its escape tag is kept apart (escaped).
+            "announced6": (self.prefixes.announced if self.prefixes else {},
+                           lambda k, lp: self._announced6_record(k)),
+            "bindings6": (self.dhcp6.server.bindings if self.dhcp6 else {},
+                          lambda k, b: self._binding6_record(b)),
         }
         out: list[bytes] = []
         for name, (entries, record) in maps.items():
             keys = self._dirty[name]
             for k in keys:
                 entry = entries.get(k)
-                out.append(arstate.record_line(name, k, None if entry is None else record(entry),
-                                               now))
+                out.append(arstate.record_line(name, k, None if entry is None
+                                               else record(k, entry), now))
             keys.clear()
         if self._source_changes:
             changed = set()
@@ -838,6 +868,18 @@ class ArAgent:
         if att is not None:
             self._mn_of[address] = att.mn
             self._by_mn.setdefault(att.mn, set()).add(address)
+
+    def _track6(self, pm: PrefixMobility) -> None:
+        """PrefixMobility's saved maps, likewise; each change is saved at once (the IPv6
+        steps have no announce() of the agent's own to hang the save on)."""
+        def changed(name: str) -> Callable[[Any], None]:
+            def mark(key: Any) -> None:
+                self._dirty[name].add(key)
+                self.persist()
+            return mark
+
+        pm.attached = arstate.Tracked(pm.attached, changed("attached6"))
+        pm.announced = arstate.Tracked(pm.announced, changed("announced6"))
 
     def _track(self, m: Mobility) -> None:
         """Mobility's saved maps, made to name their changes (before anything is in them
@@ -948,6 +990,7 @@ class ArAgent:
             else:
                 self.withdraw(prefix)
                 withdrawn += 1
+        six = await self._recover6(state, access)
         self._spawn(self._replay_rib())
         if state is not None:
             self.recovery = {"state": "recovered", "saved_at": state.saved_at, "at": now,
@@ -955,11 +998,75 @@ class ArAgent:
                              "redirects": len(m.redirects), "withdrawn": withdrawn,
                              "removed_routes": removed,
                              "dropped_attached": len(state.attached) - len(attached),
-                             "journal": len(journal.records), "journal_torn": journal.torn}
+                             "journal": len(journal.records), "journal_torn": journal.torn,
+                             **six}
             if journal.error is not None:
                 self.recovery["journal_refused"] = journal.error
         m.events(Event.RECOVERED, **{k: v for k, v in self.recovery.items() if k != "state"},
                  state=self.recovery["state"])
+
+    async def _recover6(self, state: arstate.ArState | None, access: int) -> dict[str, int]:
+        """recover() for dual-stack MNs' /64s (issue 18): those attached on our access link
+        come back at the LOCAL_PREF they earned and are announced again as they were; a /64
+        we announced but no longer hold is withdrawn; our kernel routes for /64s nobody
+        holds go, and the IPv6 source set keeps only what came back. Redirects of /64s last
+        seconds and are not saved: one that was under way is gone."""
+        pm = self.prefixes
+        if pm is None:
+            return {}
+        now = time.time()
+        attached = {p: v for p, v in (state.attached6.items() if state else ())
+                    if v.ifindex == access}
+        if self._sources is not None:
+            try:
+                await self._on_handoff(self._sources.flush6)
+            except NftError as exc:
+                log.warning("recovering the IPv6 source filter: %s", exc)
+        for p, att in attached.items():
+            await pm.kernel.attach6(p, att.ifindex)
+            pm.attached[p] = Attached6(att.mn, att.ifindex, att.stamp, since=now)
+        withdrawn = 0
+        for p, ann in (state.announced6.items() if state else ()):
+            if p in attached:
+                if ann.escape:
+                    pm.escaped.add(p)
+                pm.announced[p] = ann.local_pref
+                pm.bgp.announce6(p, ann.local_pref, ann.escape)
+            else:
+                pm.bgp.withdraw6(p)
+                withdrawn += 1
+        removed = await self._on_fib(self._sweep6_now, set(attached))
+        return {"attached6": len(attached), "announced6": len(pm.announced),
+                "withdrawn6": withdrawn, "removed_routes6": removed}
+
+    def _sweep6_now(self, attached: set[ipaddress.IPv6Network]) -> int:
+        """FIB thread: the previous agent's /64 routes that nobody now holds (access,
+        redirect, paging) go; its BGP routes are adopted for the first full sync, as IPv4's."""
+        res = subprocess.run(["ip", "-j", "-6", "route", "show", "table", "main", "proto",
+                              str(RTPROT_FLATARCH)], capture_output=True, text=True, timeout=10)
+        try:
+            rows = json.loads(res.stdout or "[]")
+        except json.JSONDecodeError:
+            return 0
+        removed = 0
+        for r in rows if isinstance(rows, list) else ():
+            try:
+                prefix = ipaddress.IPv6Network(str(r["dst"]))
+                metric = int(r.get("metric", 0))
+            except (KeyError, ValueError, TypeError):
+                continue  # "default", or not a route of this shape
+            if metric == METRIC:
+                self.fib.installed[prefix] = (api.Route(prefix, ipaddress.IPv6Address(0), 0),
+                                              FibPath("", 0))
+            elif metric == ACCESS_METRIC and prefix not in attached:
+                self.fib.access[prefix] = 0
+                self.fib.del_access(prefix)
+                removed += 1
+            elif metric == REDIRECT_METRIC:
+                self.fib.redirected6[prefix] = ipaddress.IPv6Address(0)
+                self.fib.del_redirect6(prefix)
+                removed += 1
+        return removed
 
     async def _clean_announcements(self) -> None:
         await self.channel.send(api.clear_adj_rib_out())
@@ -1064,6 +1171,7 @@ class ArAgent:
                 tunnel=lambda: self.fib.redirect_tunnel,
                 home_agents={n: h.next_hop6 for n, h in cfg.home_agents.items()
                              if h.next_hop6 is not None})
+            self._track6(self.prefixes)
         await self.start_paging(cfg)
         self._start_filter()
         await self.recover(access)
@@ -1253,7 +1361,17 @@ class ArAgent:
                           {pool: six.loopbacks[n] for n, pool in six.pools.items()
                            if n in six.loopbacks}),
             self._on_link, self.prefixes, relay_auth, self._on_backbone, self._ptr,
-            self.mobility.events, self._spawn)
+            self.mobility.events, self._spawn, self._dirty["bindings6"].add)
+        server = self.dhcp6.server
+        state, now = self._recovered, time.time()
+        for k, x in (state.bindings6.items() if state else ()):
+            # The previous agent's delegations still running (its /64 attachments came back
+            # with recover): the MN renews them with this server as with that one.
+            if x.bound and x.expires > now and x.prefix.subnet_of(six.pool):
+                server.bindings[k] = Binding6(x.prefix, x.duid, x.mn, x.iaid, x.peer,
+                                              x.expires, True, x.remote_renewals)
+        self.recovery["bindings6"] = len(server.bindings)
+        server.bindings = arstate.Tracked(server.bindings, self._dirty["bindings6"].add)
         await self.dhcp6.start()
 
     def _relay_key(self, fqdn: str, algorithm: bytes = ALG_RELAY) -> bytes | None:

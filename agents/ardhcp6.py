@@ -18,7 +18,14 @@ from .contract import Dhcp6Server as Dhcp6Settings
 from .contract import Event
 from .dhcp6 import duid_text, server_duid
 from .dhcpd import client_parts
-from .dhcpd6 import Binding6, Dhcp6Server, Dhcp6Service, Server6Config, eui64_mac
+from .dhcpd6 import (
+    Binding6,
+    Dhcp6Server,
+    Dhcp6Service,
+    Server6Config,
+    eui64_mac,
+    lease_key,
+)
 from .dns import LEASE_PTR_TTL, DnsError, DnsUpdater, prefix_reverse_name
 from .handoff import EventLog
 from .handoff6 import PrefixMobility
@@ -47,9 +54,13 @@ class ArDhcp6:
     def __init__(self, config: ArDhcp6Config, on_link: LinkBindings, prefixes: PrefixMobility,
                  relay_auth: RelayAuth6, backbone: Callable[[int], bool],
                  ptr: DnsUpdater | None, events: EventLog,
-                 spawn: Callable[[Awaitable[None]], None]) -> None:
+                 spawn: Callable[[Awaitable[None]], None],
+                 changed: Callable[[str], None] = lambda key: None) -> None:
         self.config, self.on_link, self.prefixes = config, on_link, prefixes
         self.ptr, self.events, self.spawn = ptr, events, spawn
+        # Told the lease key of a binding the server changed in place (a renewal, a new
+        # proof), before its event: the agent saves it (agents/arstate.py bindings6).
+        self.changed = changed
         s = config.settings
         self.server = Dhcp6Server(
             Server6Config(server_duid(config.fqdn), config.loopback, config.pool,
@@ -95,6 +106,7 @@ class ArDhcp6:
                     None)
 
     def bound(self, binding: Binding6, ifindex: int, renewal: bool) -> None:
+        self.changed(lease_key(binding.duid) or "")
         self.events(Event.DHCP6_BOUND, mn=binding.mn, prefix=str(binding.prefix),
                     renewal=renewal, remote=not ifindex,
                     remote_renewals=binding.remote_renewals)
@@ -104,6 +116,7 @@ class ArDhcp6:
             self.spawn(self._set_ptr(binding.prefix, binding.mn))
 
     def ended(self, binding: Binding6, reason: str) -> None:
+        self.changed(lease_key(binding.duid) or "")
         self.prefixes.reclaim(binding.prefix, reason)
         self.spawn(self._set_ptr(binding.prefix, None))
 

@@ -1,6 +1,7 @@
 """The AR agent's state that outlives the agent: attached MNs, what it told ExaBGP, its
-redirects, DHCP leases and source-filter members, kept as a JSON snapshot in its run directory
-plus an append-only journal of the changes since, both parsed strictly on start (docs/faults.md).
+redirects, DHCP leases and source-filter members, and for dual-stack MNs their attached and
+announced /64s, kept as a JSON snapshot in its run directory plus an append-only journal of
+the changes since, both parsed strictly on start (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +21,11 @@ VERSION = 1
 # The journal beside the snapshot: one JSON line per change since the snapshot was written.
 JOURNAL_SUFFIX = ".journal"
 JOURNAL_VERSION = 1
-MAPS = ("attached", "announced", "redirects", "leases", "sources")
+MAPS = ("attached", "announced", "redirects", "leases", "sources", "attached6", "announced6",
+        "bindings6")
+# The IPv6 maps (issue 18) are left out of a snapshot while empty: an IPv4-only AR's file
+# is what it was before they existed, and such a file still parses.
+MAPS6 = ("attached6", "announced6", "bindings6")
 
 
 class StateError(ValueError):
@@ -58,6 +63,20 @@ class LeaseRecord:
 
 
 @dataclass(frozen=True)
+class Binding6Record:
+    """A DHCPv6 delegation (agents/dhcpd6.Binding6), keyed by its lease ``<name>#<serial>``."""
+
+    prefix: IPv6Network
+    duid: bytes
+    mn: str
+    iaid: int
+    peer: IPv6Address
+    expires: float  # wall clock
+    bound: bool
+    remote_renewals: int
+
+
+@dataclass(frozen=True)
 class ArState:
     node: str
     saved_at: float = 0.0
@@ -66,6 +85,11 @@ class ArState:
     redirects: dict[IPv4Address, Redirected] = field(default_factory=dict)
     leases: tuple[LeaseRecord, ...] = ()
     sources: dict[IPv4Address, tuple[str, ...]] = field(default_factory=dict)
+    # A dual-stack MN's /64s (agents/handoff6.py): attached here (the stamp is its
+    # LOCAL_PREF), and announced by us.
+    attached6: dict[IPv6Network, Attached] = field(default_factory=dict)
+    announced6: dict[IPv6Network, Announced] = field(default_factory=dict)
+    bindings6: dict[str, Binding6Record] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON, keys sorted by the caller's dump: the same state gives the same bytes.
@@ -79,6 +103,12 @@ class ArState:
             "redirects": {str(a): value_json("redirects", v) for a, v in self.redirects.items()},
             "leases": [value_json("leases", x) for x in self.leases],
             "sources": {str(a): sorted(v) for a, v in self.sources.items()},
+            **({"attached6": {str(p): value_json("attached6", v)
+                              for p, v in self.attached6.items()}} if self.attached6 else {}),
+            **({"announced6": {str(p): value_json("announced6", v)
+                               for p, v in self.announced6.items()}} if self.announced6 else {}),
+            **({"bindings6": {k: value_json("bindings6", v)
+                              for k, v in self.bindings6.items()}} if self.bindings6 else {}),
         }
 
     def same_as(self, other: ArState | None) -> bool:
@@ -98,6 +128,10 @@ def value_json(name: str, v: Any) -> Any:
     if isinstance(v, LeaseRecord):
         return {"address": str(v.address), "client_id": v.client_id.hex(), "mn": v.mn,
                 "chaddr": v.chaddr.hex(), "expires": v.expires, "bound": v.bound,
+                "remote_renewals": v.remote_renewals}
+    if isinstance(v, Binding6Record):
+        return {"prefix": str(v.prefix), "duid": v.duid.hex(), "mn": v.mn, "iaid": v.iaid,
+                "peer": str(v.peer), "expires": v.expires, "bound": v.bound,
                 "remote_renewals": v.remote_renewals}
     if name == "sources" and isinstance(v, tuple):
         return sorted(v)
@@ -154,6 +188,13 @@ def _net(v: Any, where: str) -> IPv4Network:
         raise StateError(f"{where}: {v!r} is not an IPv4 prefix") from None
 
 
+def _net6(v: Any, where: str) -> IPv6Network:
+    try:
+        return IPv6Network(v if isinstance(v, str) else "-")
+    except ValueError:
+        raise StateError(f"{where}: {v!r} is not an IPv6 prefix") from None
+
+
 def _hex(v: Any, where: str) -> bytes:
     try:
         out = bytes.fromhex(v if isinstance(v, str) else "-")
@@ -185,6 +226,7 @@ ATTACHED_KEYS = {"mn", "ifindex", "stamp"}
 ANNOUNCED_KEYS = {"local_pref", "escape"}
 REDIRECT_KEYS = {"target", "deadline"}
 LEASE_KEYS = {"address", "client_id", "mn", "chaddr", "expires", "bound", "remote_renewals"}
+BINDING6_KEYS = {"prefix", "duid", "mn", "iaid", "peer", "expires", "bound", "remote_renewals"}
 
 
 def _attached(o: dict[str, Any], w: str) -> Attached:
@@ -208,6 +250,25 @@ def _lease(v: Any, w: str) -> LeaseRecord:
                        _int(o["remote_renewals"], f"{w}.remote_renewals"))
 
 
+def _binding6(o: dict[str, Any], w: str) -> Binding6Record:
+    try:
+        peer = IPv6Address(o["peer"] if isinstance(o["peer"], str) else "-")
+    except ValueError:
+        raise StateError(f"{w}.peer: {o['peer']!r} is not an IPv6 address") from None
+    return Binding6Record(_net6(o["prefix"], f"{w}.prefix"), _hex(o["duid"], f"{w}.duid"),
+                          _str(o["mn"], f"{w}.mn"), _int(o["iaid"], f"{w}.iaid"), peer,
+                          _num(o["expires"], f"{w}.expires"), _bool(o["bound"], f"{w}.bound"),
+                          _int(o["remote_renewals"], f"{w}.remote_renewals"))
+
+
+def _lease_key(v: Any, w: str) -> str:
+    """A DHCPv6 lease's key, ``<name>#<serial>`` (agents/dhcpd6.lease_key)."""
+    name, sep, serial = _str(v, w).partition("#")
+    if not sep or not name or not serial.isdigit() or not serial.isascii():
+        raise StateError(f"{w}: {v!r} is not a lease <name>#<serial>")
+    return f"{name}#{serial}"
+
+
 def _names(v: Any, w: str) -> tuple[str, ...]:
     if not isinstance(v, list):
         raise StateError(f"{w}: expected a list of interface names")
@@ -221,6 +282,7 @@ def parse(text: str) -> ArState:
         doc = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise StateError(f"not JSON: {exc}") from None
+    six = {k: doc.pop(k) for k in MAPS6 if k in doc} if isinstance(doc, dict) else {}
     d = _obj(doc, "state", {"version", "node", "saved_at", "attached", "announced",
                             "redirects", "leases", "sources"})
     if d["version"] != VERSION:
@@ -233,8 +295,15 @@ def parse(text: str) -> ArState:
     leases = [_lease(v, f"leases[{i}]") for i, v in enumerate(d["leases"])]
     sources = {_addr(k, f"sources[{k}]"): _names(v, f"sources[{k}]")
                for k, v in _map(d["sources"], "sources").items()}
+    attached6 = (_entries(six, "attached6", ATTACHED_KEYS, _net6, _attached)
+                 if "attached6" in six else {})
+    announced6 = (_entries(six, "announced6", ANNOUNCED_KEYS, _net6, _announced)
+                  if "announced6" in six else {})
+    bindings6 = (_entries(six, "bindings6", BINDING6_KEYS, _lease_key, _binding6)
+                 if "bindings6" in six else {})
     return ArState(_str(d["node"], "node"), _num(d["saved_at"], "saved_at"), attached,
-                   announced, redirects, tuple(leases), sources)
+                   announced, redirects, tuple(leases), sources, attached6, announced6,
+                   bindings6)
 
 
 def load(path: Path, node: str) -> ArState | None:
@@ -300,7 +369,8 @@ class JournalError(StateError):
 @dataclass(frozen=True)
 class Record:
     map: str
-    key: Any  # IPv4Address, IPv4Network (announced) or bytes (a lease's client identifier)
+    key: Any  # IPv4Address, IPv4Network (announced), IPv6Network (the /64 maps) or bytes (a
+    # lease's client identifier)
     value: Any  # the map's value type; None: the entry is gone
     at: float = 0.0
 
@@ -350,14 +420,18 @@ def _record(line: str, where: str) -> Record:
                 raise JournalError(f"{w}: the lease of client {value.client_id.hex()}")
             return Record(name, key, value, at)
         return Record(name, key, None, at)
-    key = _net(k, w) if name == "announced" else _addr(k, w)
+    key = (_lease_key(k, w) if name == "bindings6" else _net6(k, w) if name in MAPS6
+           else _net(k, w) if name == "announced" else _addr(k, w))
     if v is None:
         return Record(name, key, None, at)
     if name == "sources":
         return Record(name, key, _names(v, w), at)
     keys, build = {"attached": (ATTACHED_KEYS, _attached),
                    "announced": (ANNOUNCED_KEYS, _announced),
-                   "redirects": (REDIRECT_KEYS, _redirected)}[name]
+                   "redirects": (REDIRECT_KEYS, _redirected),
+                   "attached6": (ATTACHED_KEYS, _attached),
+                   "announced6": (ANNOUNCED_KEYS, _announced),
+                   "bindings6": (BINDING6_KEYS, _binding6)}[name]
     return Record(name, key, build(_obj(v, w, keys), w), at)
 
 
@@ -409,7 +483,8 @@ def replay(state: ArState, records: tuple[Record, ...]) -> ArState:
     maps: dict[str, dict[Any, Any]] = {
         "attached": dict(state.attached), "announced": dict(state.announced),
         "redirects": dict(state.redirects), "leases": {x.client_id: x for x in state.leases},
-        "sources": dict(state.sources)}
+        "sources": dict(state.sources), "attached6": dict(state.attached6),
+        "announced6": dict(state.announced6), "bindings6": dict(state.bindings6)}
     at = state.saved_at
     for r in records:
         if r.value is None or (r.map == "sources" and not r.value):
@@ -418,7 +493,8 @@ def replay(state: ArState, records: tuple[Record, ...]) -> ArState:
             maps[r.map][r.key] = r.value
         at = max(at, r.at)
     return ArState(state.node, at, maps["attached"], maps["announced"], maps["redirects"],
-                   tuple(maps["leases"].values()), maps["sources"])
+                   tuple(maps["leases"].values()), maps["sources"], maps["attached6"],
+                   maps["announced6"], maps["bindings6"])
 
 
 class Journal:

@@ -131,6 +131,13 @@ class SourceFilter:
             del self._allowed[a]
             self._changed(a)
 
+    def flush6(self) -> None:
+        """Empty the IPv6 set: a restarted agent re-allows the /64s it recovers, and no
+        other (IPv6 members are saved as the /64 attachments, agents/arstate.py)."""
+        self._nft.run(f"flush set {TABLE6} {SOURCES_SET}")
+        for p in [p for p in self._allowed if isinstance(p, ipaddress.IPv6Network)]:
+            del self._allowed[p]
+
     def revoke_address(self, address: Source) -> None:
         """Drop every (interface, address) pair this filter allowed for ``address``."""
         for ifname in sorted(self._allowed.pop(address, set())):

@@ -18,6 +18,7 @@ import pytest
 from agents.contract import access_ifname
 from agents.dns import prefix_reverse_name
 from tests.integration.labs import dualstack_mn_lab, events, mn_request, status
+from topologies.lab import inject
 from topologies.lab.daemons import DeadlineError, vtysh, wait_until
 from topologies.lab.lab import Lab
 from topologies.model import fqdn
@@ -163,6 +164,60 @@ def test_the_previous_ar_redirects_the_prefix_into_the_overlay_until_bgp_converg
     except DeadlineError as exc:
         raise AssertionError(f"{exc}\n{why_left(lab)}") from None
     wait_reach(lab, "ar1")
+
+
+def test_a_restarted_ar_agent_recovers_the_64_it_announced_and_withdraws_it_later(
+        lab: Lab) -> None:
+    """ar2's agent is killed while mn1's /64 is attached there and announced (issues 18,
+    20): its successor brings back the attachment and the announcement from the saved state
+    (agents/arstate.py attached6, announced6); when mn1 moves home, it withdraws the /64 as
+    the killed agent would have. Without them it would never learn it had announced it."""
+    p = prefix(lab)
+    move(lab, "ar2")
+    wait_until(lambda: bool(routes6(lab, "agg1", p)), 10, "agg1 to learn the /64")
+    wait_until(lambda: p in status(lab, "ar2")["prefixes"]["announced"], 5,
+               "ar2's status to show the /64 announced")
+    inject.kill_agent(lab, "ar2")
+
+    def recovered() -> dict[str, Any]:
+        return dict(status(lab, "ar2")["recovery"])
+
+    wait_until(lambda: recovered().get("state") == "recovered", 15, "ar2's agent to recover")
+    rec = recovered()
+    assert rec["attached6"] == 1 and rec["announced6"] == 1 and rec["withdrawn6"] == 0, rec
+    now = status(lab, "ar2")["prefixes"]
+    assert now["attached"] == {p: fqdn("mn", "mn1")} and p in now["announced"]
+    wait_reach(lab, "ar2")
+    move(lab, "ar1")
+    try:
+        wait_until(lambda: not routes6(lab, "agg1", p) and not routes6(lab, "core1", p)
+                   and not [r for r in routes6(lab, "ar2", p)], 15,
+                   "the restarted ar2 to withdraw the /64 and drop its access route")
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}\n{why_left(lab)}") from None
+    wait_reach(lab, "ar1")
+
+
+def test_a_restarted_ar_agent_keeps_serving_the_64s_it_delegated(lab: Lab) -> None:
+    """ar3's agent is killed while mn3 holds a /64 it delegated: the new agent brings the
+    binding back (agents/arstate.py bindings6) with the /64's attachment, and mn3's next
+    renewal is answered as before: its dhclient never notices."""
+    mn, ar = "mn3", "ar3"
+    wait_until(lambda: bool(mn_request(lab, mn, "status")["prefixes6"]), 20,
+               f"{mn}'s delegated /64")
+    (p,) = mn_request(lab, mn, "status")["prefixes6"]
+    inject.kill_agent(lab, ar)
+    wait_until(lambda: status(lab, ar)["recovery"].get("state") == "recovered", 15,
+               f"{ar}'s agent to recover")
+    rec = status(lab, ar)["recovery"]
+    assert rec["bindings6"] == 1 and rec["attached6"] == 1, rec
+    assert [b["prefix"] for b in status(lab, ar)["dhcp6"]["bindings"]] == [p]
+    seen = len(events(lab, mn))
+    wait_until(lambda: any(e.get("ev") == "delegation_renewed" and e.get("prefix") == p
+                           for e in events(lab, mn)[seen:]), 25,
+               f"{mn}'s renewal of {p} answered by the restarted {ar}")
+    assert p in mn_request(lab, mn, "status")["prefixes6"]
+    assert not any(e.get("ev") == "delegation_lost" for e in events(lab, mn)[seen:])
 
 
 DHCLIENT_HOOK = """#!/bin/sh

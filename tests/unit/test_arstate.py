@@ -9,13 +9,23 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agents import arstate
-from agents.arstate import Announced, ArState, Attached, LeaseRecord, Redirected, StateError
+from agents.arstate import (
+    Announced,
+    ArState,
+    Attached,
+    Binding6Record,
+    LeaseRecord,
+    Redirected,
+    StateError,
+)
 from agents.exabgp_api import ApiError, Route, parse_rib_line
 
 MN = IPv4Address("10.64.0.10")
@@ -334,3 +344,52 @@ def test_tracked_names_every_changed_key() -> None:
     d.clear()
     assert seen == ["b", "a", "b", "c", "d", "e", "e", "c", "d"]
     assert d == {}
+
+
+# --- the /64s of dual-stack MNs (issue 18) ----------------------------------------------------
+
+P1, P2 = IPv6Network("2001:db8:4000:101::/64"), IPv6Network("2001:db8:4000:1c0::/64")
+BINDING = Binding6Record(P2, b"\x00\x02\x00\x00~\xd9mn3.example#1", "mn3.example", 3,
+                         IPv6Address("fe80::fa:ff:fe00:3"), 1700000600.0, True, 1)
+
+
+def test_the_64s_are_saved_read_back_and_journalled(tmp_path: Path) -> None:
+    """A /64 attached here and announced, escaped or not, comes back as it went; an IPv4-only
+    state writes no IPv6 maps, so its file is what it was before they existed."""
+    six = ArState(**{**sample().__dict__,
+                     "attached6": {P1: Attached("mn1.example", 7, 1700000001)},
+                     "announced6": {P1: Announced(1700000001, escape=True)},
+                     "bindings6": {"mn3.example#1": BINDING}})
+    path = tmp_path / arstate.STATE_FILE
+    arstate.save(path, six)
+    assert arstate.load(path, "ar2") == six
+    assert "attached6" not in sample().to_json()
+    _journal(tmp_path, ("attached6", P2, Attached("mn3.example", 7, 1700000006)),
+             ("announced6", P2, Announced(1700000006)), ("attached6", P1, None),
+             ("announced6", P1, None), ("bindings6", "mn3.example#2",
+                                        replace(BINDING, remote_renewals=2)),
+             ("bindings6", "mn3.example#1", None))
+    state = arstate.load(path, "ar2")
+    assert state is not None
+    assert state.bindings6 == {"mn3.example#2": replace(BINDING, remote_renewals=2)}
+    assert state.attached6 == {P2: Attached("mn3.example", 7, 1700000006)}
+    assert state.announced6 == {P2: Announced(1700000006)}
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d.__setitem__("attached6", {"10.64.0.10/32": {
+        "mn": "m", "ifindex": 7, "stamp": 1}}), "not an IPv6 prefix"),
+    (lambda d: d.__setitem__("announced6", {str(P1): {"local_pref": "x", "escape": False}}),
+     "announced6"),
+    (lambda d: d.__setitem__("attached6", []), "expected an object"),
+    (lambda d: d.__setitem__("routes6", {}), "routes6"),
+    (lambda d: d.__setitem__("bindings6", {"mn3.example": arstate.value_json(
+        "bindings6", BINDING)}), "not a lease"),
+    (lambda d: d.__setitem__("bindings6", {"mn3.example#1": {
+        **arstate.value_json("bindings6", BINDING), "peer": "10.0.0.1"}}), "not an IPv6 address"),
+])
+def test_the_ipv6_maps_are_parsed_as_strictly(mutate: Any, words: str) -> None:
+    d = _doc()
+    mutate(d)
+    with pytest.raises(StateError, match=words):
+        arstate.parse(json.dumps(d))

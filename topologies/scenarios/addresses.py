@@ -416,16 +416,23 @@ class AddressesScenario(Scenario):
         return table(result)
 
 
+def _family_run(topo: Topology, out_dir: Path, events: list[measure.RouteEvent], t0: float,
+                count: Callable[[measure.RouteEvent], bool], iperf_file: str
+                ) -> tuple[list[dict[str, Any]], list[tuple[float, int]], dict[str, Any]]:
+    """One family's host-route series, its AS-wide totals, and its long-lived stream."""
+    series = host_route_series(events, t0, [n.name for n in topo.routers], count)
+    try:
+        iperf = measure.iperf_summary(json.loads((out_dir / iperf_file).read_text()))
+    except (OSError, ValueError, measure.MeasureError) as exc:
+        iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+    return series, totals(series), iperf
+
+
 def analyse_addresses(topo: Topology, mn: str, out_dir: Path,
                       events: list[measure.RouteEvent], phase_list: list[dict[str, Any]],
                       t0: float, base: int, a1: str, a2: str, new_src: str) -> dict[str, Any]:
     routers = [n.name for n in topo.routers]
-    series = host_route_series(events, t0, routers)
-    tot = totals(series)
-    try:
-        iperf = measure.iperf_summary(json.loads((out_dir / "iperf-long.json").read_text()))
-    except (OSError, ValueError, measure.MeasureError) as exc:
-        iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+    series, tot, iperf = _family_run(topo, out_dir, events, t0, counted, "iperf-long.json")
     phases = {p["phase"]: p for p in phase_list}
     from topologies.analysis import plots
 
@@ -464,13 +471,7 @@ def analyse_ipv6(topo: Topology, out_dir: Path, events: list[measure.RouteEvent]
     """The /64s' side of the run (issue 18): DHCPv6 through dhclient, the relayed renewal
     with its Remote-ID, rotation under a long-lived TCP flow, release, the renewal limit,
     and every router's /64 routes off the access links."""
-    routers = [n.name for n in topo.routers]
-    series = host_route_series(events, t0, routers, counted6)
-    tot = totals(series)
-    try:
-        iperf = measure.iperf_summary(json.loads((out_dir / "iperf6-long.json").read_text()))
-    except (OSError, ValueError, measure.MeasureError) as exc:
-        iperf = {"survived": False, "error": f"no iperf3 result: {exc}"}
+    series, tot, iperf = _family_run(topo, out_dir, events, t0, counted6, "iperf6-long.json")
     phases = {p["phase"]: p for p in phase_list}
     relayed = phases.get("renewal relayed with Remote-ID (DHCPv6)", {})
     new_src, rotated = str(m["new_src6"]), IPv6Network(str(m["p2"]))
