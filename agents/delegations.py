@@ -89,6 +89,7 @@ class DelegationManager:
     ip_batch: Runner
     held: dict[int, Delegation] = field(default_factory=dict)
     dhclient: str = DHCLIENT
+    paused: bool = False  # outside the AS: the clients hold still, and none is restarted
     _serial: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -156,7 +157,7 @@ class DelegationManager:
         within RESTART_LEAD_S is started again now, the others just before they renew."""
         now = asyncio.get_running_loop().time()
         for d in self.held.values():
-            if d.prefix is not None and now >= d.renew_at - RESTART_LEAD_S:
+            if d.prefix is not None and not self.paused and now >= d.renew_at - RESTART_LEAD_S:
                 self._spawn(self._restart(d, "renewal due"))
 
     def _pace(self, d: Delegation, renew_s: float) -> None:
@@ -168,7 +169,7 @@ class DelegationManager:
 
     def _before_renewal(self, d: Delegation) -> None:
         d.timer = None
-        if d.prefix is not None and d.proof_of != self.epoch():
+        if d.prefix is not None and not self.paused and d.proof_of != self.epoch():
             self._spawn(self._restart(d, "stale proof"))
 
     async def _restart(self, d: Delegation, why: str) -> None:
@@ -344,12 +345,15 @@ class DelegationManager:
         self._files(d.serial)[1].unlink(missing_ok=True)
 
     def pause(self) -> None:
-        """Outside the AS no AR relays a renewal: the clients hold still (as udhcpc's)."""
+        """Outside the AS no AR relays a renewal: the clients hold still (as udhcpc's), and
+        none is started again until the MN is back and authenticated (``authenticated``)."""
+        self.paused = True
         for d in self.held.values():
             if d.proc is not None and d.proc.returncode is None:
                 d.proc.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        self.paused = False
         for d in self.held.values():
             if d.proc is not None and d.proc.returncode is None:
                 d.proc.send_signal(signal.SIGCONT)

@@ -112,9 +112,15 @@ def test_a_corrupt_or_foreign_file_is_refused_with_its_path(tmp_path: Path) -> N
         arstate.load(path, "ar2")
 
 
-def test_mutated_files_never_raise_anything_but_state_error() -> None:
-    """A small fuzz: random byte flips, truncations and splices of a valid file."""
-    good = json.dumps(_doc(), sort_keys=True).encode()
+@pytest.mark.parametrize("dual_stack", [False, True])
+def test_mutated_files_never_raise_anything_but_state_error(dual_stack: bool) -> None:
+    """A small fuzz: random byte flips, truncations and splices of a valid file (with the
+    IPv6 maps too: the /64s and DHCPv6 bindings of issue 18)."""
+    doc = _doc() if not dual_stack else ArState(**{
+        **sample().__dict__, "attached6": {P1: Attached("mn1.example", 7, 1700000001)},
+        "announced6": {P1: Announced(1700000001)},
+        "bindings6": {"mn3.example#1": BINDING}}).to_json()
+    good = json.dumps(doc, sort_keys=True).encode()
     rng = random.Random(20)
     for _ in range(3000):
         b = bytearray(good)

@@ -136,6 +136,17 @@ def test_a_stale_proof_restarts_the_client_just_before_it_renews(
         w.manager.authenticated()  # not yet due
         await asyncio.sleep(0.6)
         assert w.restarted == [(2, "stale proof")]
+        # Outside the AS (paused) no client is started again, whatever is due.
+        w.manager.pause()
+        w.epoch += 1
+        w.manager.authenticated()
+        w.manager._before_renewal(w.manager.held[1])
+        await asyncio.sleep(0)
+        assert w.restarted == [(2, "stale proof")]
+        w.manager.resume()
+        w.manager._before_renewal(w.manager.held[1])
+        await asyncio.sleep(0)
+        assert w.restarted[-1] == (1, "stale proof")
         await w.manager.close()
     run(body)
 
