@@ -213,7 +213,8 @@ class DelegationManager:
     async def _send_release(self, d: Delegation, prefix: IPv6Network) -> None:
         proc = await asyncio.create_subprocess_exec(
             *self._argv(d.serial, "-r"), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent)
         try:
             _, err = await asyncio.wait_for(proc.communicate(), RELEASE_WAIT_S)
         except TimeoutError:
