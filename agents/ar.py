@@ -889,19 +889,23 @@ class ArAgent:
         for a in list(m.attached):
             self._attached_changed(a)
 
-    def _flatarch_routes(self) -> list[tuple[IPv4Network, int]]:
-        """FIB thread: (prefix, metric) of every route of ours in the main table."""
-        res = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "main", "proto",
-                              str(RTPROT_FLATARCH)], capture_output=True, text=True, timeout=10)
-        out: list[tuple[IPv4Network, int]] = []
+    @staticmethod
+    def _flatarch_routes(version: int = 4) -> list[tuple[Any, int]]:
+        """FIB thread: (prefix, metric) of every route of ours in the main table, of IP
+        ``version``."""
+        res = subprocess.run(["ip", "-j", f"-{version}", "route", "show", "table", "main",
+                              "proto", str(RTPROT_FLATARCH)],
+                             capture_output=True, text=True, timeout=10)
+        out: list[tuple[Any, int]] = []
         try:
             rows = json.loads(res.stdout or "[]")
         except json.JSONDecodeError:
             return out
+        net = IPv4Network if version == 4 else ipaddress.IPv6Network
         for r in rows if isinstance(rows, list) else ():
             if isinstance(r, dict) and r.get("dst") not in (None, "default"):
                 with contextlib.suppress(ValueError, TypeError):
-                    out.append((IPv4Network(str(r["dst"]), strict=False), int(r.get("metric", 0))))
+                    out.append((net(str(r["dst"]), strict=False), int(r.get("metric", 0))))
         return out
 
     def _sweep_now(self, kernel: list[tuple[IPv4Network, int]],
@@ -1042,19 +1046,8 @@ class ArAgent:
     def _sweep6_now(self, attached: set[ipaddress.IPv6Network]) -> int:
         """FIB thread: the previous agent's /64 routes that nobody now holds (access,
         redirect, paging) go; its BGP routes are adopted for the first full sync, as IPv4's."""
-        res = subprocess.run(["ip", "-j", "-6", "route", "show", "table", "main", "proto",
-                              str(RTPROT_FLATARCH)], capture_output=True, text=True, timeout=10)
-        try:
-            rows = json.loads(res.stdout or "[]")
-        except json.JSONDecodeError:
-            return 0
         removed = 0
-        for r in rows if isinstance(rows, list) else ():
-            try:
-                prefix = ipaddress.IPv6Network(str(r["dst"]))
-                metric = int(r.get("metric", 0))
-            except (KeyError, ValueError, TypeError):
-                continue  # "default", or not a route of this shape
+        for prefix, metric in self._flatarch_routes(6):
             if metric == METRIC:
                 self.fib.installed[prefix] = (api.Route(prefix, ipaddress.IPv6Address(0), 0),
                                               FibPath("", 0))
