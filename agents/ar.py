@@ -70,9 +70,10 @@ from .fib import ACCESS_METRIC, METRIC, PARK_METRIC, RTPROT_FLATARCH, KernelFib,
 from .fib import Path as FibPath
 from .handoff import ArInfo, Attachment, EventLog, Mobility, Redirect
 from .handoff6 import AgentPorts, Attached6, Peer6, PrefixMobility
+from .idle import IdleTable
 from .linkproof import LinkBindings
 from .nft import Nft, NftError, SourceFilter
-from .paging import Pager, PagingError, Reinjector, destination, open_tun
+from .paging import Paged, Pager, PagingError, Reinjector, is_for, open_tun, prefix_of
 from .ra import RaSender, advertise_rerouted
 from .relayauth import ALG_RELAY, ALG_RELAY6, RelayAuth, RelayAuth6
 from .staple import StapleService, load_verifier
@@ -444,11 +445,11 @@ class ArAgent:
     async def park(self, address: ipaddress.IPv4Address) -> None:
         await self._on_handoff(self._park_now, address)
 
-    def _unpark_now(self, address: ipaddress.IPv4Address, device: str | None,
+    def _unpark_now(self, address: Paged, device: str | None,
                     late: deque[bytes] | None) -> None:
-        """Remove the paging route, then at once send on what the device still holds for
-        this MN (older than anything the new route now carries); others go back to the
-        loop, to be buffered as usual."""
+        """Remove the paging route (a /32's or a /64's), then at once send on what the
+        device still holds for it (older than anything the new route now carries); others
+        go back to the loop, to be buffered as usual."""
         self.fib.del_park(address)
         fd, loop = self._tun_fd, self._loop
         if fd is None or loop is None or self._reinjector is None:
@@ -461,14 +462,14 @@ class ArAgent:
                 packet = os.read(fd, 65535)
             except OSError:
                 break
-            if destination(packet) == address:
+            if is_for(packet, address):
                 mine.append(packet)
-            elif self.mobility is not None:
-                loop.call_soon_threadsafe(self.mobility.on_buffered, packet)
+            else:
+                loop.call_soon_threadsafe(self._buffered, packet)
         if mine:
             self._reinjector.send(mine, device)
 
-    async def unpark(self, address: ipaddress.IPv4Address, via: str | None = None,
+    async def unpark(self, address: Paged, via: str | None = None,
                      late: deque[bytes] | None = None) -> None:
         await self._on_handoff(self._unpark_now, address, self._device(via), late)
 
@@ -483,7 +484,7 @@ class ArAgent:
             return 0
         return int(await self._on_handoff(self._reinjector.send, packets, self._device(via)))
 
-    def page_local(self, addresses: list[ipaddress.IPv4Address]) -> None:
+    def page_local(self, addresses: Sequence[Paged]) -> None:
         if self._pager is not None and self.config is not None:
             try:
                 self._pager.page(addresses, self.config.identity)
@@ -495,9 +496,22 @@ class ArAgent:
         """Ask another AR of the Tracking Area to page: the same one-message AUTH, flag G."""
         return await self._ar_auth(target, addresses, page=True)
 
+    async def send_page6(self, node: str, prefixes: list[ipaddress.IPv6Network]) -> object:
+        """The page of an idle MN's /64s at another AR of its list (issue 18)."""
+        return await self._ar_auth_prefixes(self.ars[node], list(prefixes), page=True)
+
+    def _buffered(self, packet: bytes) -> None:
+        """A packet out of the paging device, to the table of its family."""
+        if packet[:1] and packet[0] >> 4 == 6:
+            if self.prefixes is not None and self.prefixes.paging is not None:
+                self.prefixes.paging.on_buffered(packet)
+            return
+        if self.mobility is not None:
+            self.mobility.on_buffered(packet)
+
     def _tun_readable(self) -> None:
         fd = self._tun_fd
-        if fd is None or self.mobility is None:
+        if fd is None:
             return
         for _ in range(256):
             try:
@@ -507,7 +521,7 @@ class ArAgent:
             except OSError as exc:
                 log.warning("paging device read: %s", exc)
                 return
-            self.mobility.on_buffered(packet)
+            self._buffered(packet)
 
     async def start_srv6(self, cfg: ArAgentConfig, six: ArIpv6, oif: int) -> None:
         """Issue 18: the fast redirect over SRv6 where the kernel has it: our End.DX4 and
@@ -1059,6 +1073,10 @@ class ArAgent:
                 self.fib.redirected6[prefix] = ipaddress.IPv6Address(0)
                 self.fib.del_redirect6(prefix)
                 removed += 1
+            elif metric == PARK_METRIC:  # the paging buffer died with the agent
+                self.fib.parked[prefix] = 0
+                self.fib.del_park(prefix)
+                removed += 1
         return removed
 
     async def _clean_announcements(self) -> None:
@@ -1163,7 +1181,8 @@ class ArAgent:
                 redirector=self.send_redirect6, mode=self._mode,
                 tunnel=lambda: self.fib.redirect_tunnel,
                 home_agents={n: h.next_hop6 for n, h in cfg.home_agents.items()
-                             if h.next_hop6 is not None})
+                             if h.next_hop6 is not None},
+                paging=self._paging6(cfg, six, events))
             self._track6(self.prefixes)
         await self.start_paging(cfg)
         self._start_filter()
@@ -1212,7 +1231,19 @@ class ArAgent:
                           lambda line: self._spawn(self.channel.send(line)),
                           six.loopback, lambda: self._sources, cfg.escape_community,
                           overlay_index=lambda: self._overlay_index,
+                          paging_index=lambda: self._paging_index,
                           after_unredirect=lambda prefix: self.push({prefix}))
+
+    def _paging6(self, cfg: ArAgentConfig, six: ArIpv6,
+                 events: SavingEvents) -> IdleTable[ipaddress.IPv6Network]:
+        """Idle mode for the /64s (issue 18): the same device, pager and Tracking Area as
+        the /32s', its own table."""
+        return IdleTable[ipaddress.IPv6Network](
+            "ipv6", cfg.node, functools.partial(prefix_of, prefixlen=six.mn_prefixlen),
+            self.reinject, self.unpark, events, time.time, self._spawn,
+            tuple(n for n in cfg.tal if n in self.ars), pager=self.page_local,
+            page_remote=self.send_page6, bound=cfg.paging.buffer,
+            timeout_s=cfg.paging.timeout_s)
 
     async def _access_index(self, cfg: ArAgentConfig) -> int | None:
         access: int | None = await self._on_fib(self.fib.index_of, access_ifname(cfg.node))

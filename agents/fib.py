@@ -115,7 +115,8 @@ class KernelFib:
         self.access: dict[ipaddress.IPv4Address | ipaddress.IPv6Network, int] = {}
         self.redirected: dict[ipaddress.IPv4Address, ipaddress.IPv4Address] = {}
         self.redirected6: dict[ipaddress.IPv6Network, ipaddress.IPv6Address] = {}
-        self.parked: dict[ipaddress.IPv4Address, int] = {}
+        # An idle MN's /32 or /64 -> the paging device (agents/paging.py).
+        self.parked: dict[ipaddress.IPv4Address | ipaddress.IPv6Network, int] = {}
         # The fast redirect over SRv6 (issue 18, RFC 9433's naming: the previous AR
         # encapsulates, H.Encaps, to the new AR's End.DX4/End.DX6 SID): the SID of each peer
         # by its overlay address, filled by enable_srv6 once the kernel took our own SIDs.
@@ -248,13 +249,14 @@ class KernelFib:
         if self.access.pop(address, None) is not None:
             self._off_link(_on_link_dst(address), ACCESS_METRIC, "access route")
 
-    def add_park(self, address: ipaddress.IPv4Address, oif: int) -> None:
-        self._on_link(host(address), oif, PARK_METRIC)
+    def add_park(self, address: ipaddress.IPv4Address | ipaddress.IPv6Network,
+                 oif: int) -> None:
+        self._on_link(_on_link_dst(address), oif, PARK_METRIC)
         self.parked[address] = oif
 
-    def del_park(self, address: ipaddress.IPv4Address) -> None:
+    def del_park(self, address: ipaddress.IPv4Address | ipaddress.IPv6Network) -> None:
         if self.parked.pop(address, None) is not None:
-            self._off_link(host(address), PARK_METRIC, "paging route")
+            self._off_link(_on_link_dst(address), PARK_METRIC, "paging route")
 
     @property
     def redirect_tunnel(self) -> str:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .fuzzers import dhcp, dhcp6, exabgp, keys, messages, ra, verifier
+from .fuzzers import dhcp, dhcp6, exabgp, keys, messages, paging, ra, verifier
 from .fuzzers.common import Tally
 
 TARGETS: dict[str, Callable[[Tally, int, int], None]] = {
@@ -25,6 +25,7 @@ TARGETS: dict[str, Callable[[Tally, int, int], None]] = {
     "dhcp6": dhcp6.run,
     "exabgp": exabgp.run,
     "ra": ra.run,
+    "paging": paging.run,
 }
 
 

@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from .auth import AuthResult
 from .contract import Mode
 from .exabgp_api import Route
 from .fib import Hop, Net, host
-from .paging import Buffer, destination
+from .idle import Idle, IdleTable, Via
+from .paging import destination4
 
 log = logging.getLogger("agents.handoff")
 
@@ -99,20 +100,8 @@ class RibView(Protocol):
 
 
 Redirector = Callable[[ArInfo, list[IPv4Address]], Awaitable[list[IPv4Address]]]
-Pager = Callable[[list[IPv4Address]], None]  # broadcast a page on our own access link
-Via = Literal["access", "overlay"] | None
-
-
-@dataclass
-class Idle:
-    """An idle MN's address parked here (draft 4): packets wait in the buffer."""
-
-    mn: str
-    tal: tuple[str, ...]
-    buffer: Buffer
-    since: float
-    paging_since: float | None = None
-    pages: int = 0
+# Broadcasts a page on our own access link: /32s, or /64s (agents/paging.py).
+Pager = Callable[[list[IPv4Address | IPv6Network]], None]
 
 
 class EventLog:
@@ -255,7 +244,6 @@ class Mobility:
     idle: dict[IPv4Address, Idle] = field(default_factory=dict)
     waking: dict[IPv4Address, tuple[Via, deque[bytes]]] = field(default_factory=dict)
     redirect_hold_s: float = REDIRECT_HOLD_S
-    unbuffered_drops: int = 0
     # Address management (draft 2.3): our pool's addresses whose lease ended while another
     # AR still routes them (we out-announce, then withdraw), and the lease ends of visitors.
     reclaiming: dict[IPv4Address, float] = field(default_factory=dict)
@@ -274,6 +262,19 @@ class Mobility:
     def __post_init__(self) -> None:
         self._by_fqdn = {a.fqdn: a for a in self.ars.values()}
         self._by_loopback: dict[Hop, ArInfo] = {a.loopback: a for a in self.ars.values()}
+        remote = self.page_remote
+        self.paging = IdleTable[IPv4Address](
+            "ipv4", self.me.node, destination4, self.kernel.reinject, self.kernel.unpark,
+            self.events, self.clock, self._spawn, tuple(n for n in self.tal if n in self.ars),
+            pager=None if self.pager is None else self._page_here,
+            page_remote=None if remote is None else (
+                lambda node, keys: remote(self.ars[node], keys)),
+            bound=self.paging_bound, timeout_s=self.paging_timeout_s,
+            idle=self.idle, waking=self.waking)
+
+    def _page_here(self, keys: list[IPv4Address]) -> None:
+        assert self.pager is not None
+        self.pager(list(keys))
 
     # --- LOCAL_PREF ------------------------------------------------------------------------
 
@@ -289,7 +290,9 @@ class Mobility:
 
     # --- the MN side: draft 2.2 -------------------------------------------------------------
 
-    async def on_authenticated(self, result: AuthResult) -> list[IPv4Address]:
+    async def on_authenticated(
+            self, result: AuthResult) -> Sequence[IPv4Address | IPv6Network]:
+        """The /32s re-routed for one AUTH (a page request's: what was paged, /64s too)."""
         peer_ar = self._by_fqdn.get(result.peer_name)
         if peer_ar is not None:
             if result.page:
@@ -550,89 +553,33 @@ class Mobility:
                 continue
             await self.kernel.park(a)
             self.attached.pop(a, None)
-            self.idle[a] = Idle(att.mn, self.tal, Buffer(self.paging_bound), self.clock())
+            self.paging.park(a, att.mn)
             parked.append(a)
         self.events("idle", mn=result.peer_name, addrs=parked, tal=list(self.tal))
         return parked
 
     def on_buffered(self, packet: bytes) -> None:
         """A packet came out of the paging device: buffer it, and page if not yet paging."""
-        a = destination(packet)
-        if a is not None and a in self.waking:
-            # Read from the device after the buffer was handed on: it follows, in order.
-            self.waking[a][1].append(packet)
-            return
-        state = self.idle.get(a) if a is not None else None
-        if state is None or a is None:
-            self.unbuffered_drops += 1
-            return
-        state.buffer.add(packet)
-        if state.paging_since is None:
-            state.paging_since = self.clock()
-            state.pages += 1
-            self.events("page_start", addr=a, mn=state.mn, tal=list(state.tal))
-            if self.pager is not None and self.me.node in state.tal:
-                self.pager([a])
-            for node in state.tal:
-                ar = self.ars.get(node)
-                if ar is not None and ar != self.me and self.page_remote is not None:
-                    self._spawn(self._page_via(ar, a))
-            self._spawn(self._page_timeout(a, state.paging_since))
+        self.paging.on_buffered(packet)
 
-    async def _page_via(self, ar: ArInfo, a: IPv4Address) -> None:
-        assert self.page_remote is not None
-        try:
-            await self.page_remote(ar, [a])
-            self.events("page_sent", addr=a, to=ar.node)
-        except Exception as exc:  # noqa: BLE001 - one AR not answering must not stop paging
-            self.events("page_failed", addr=a, to=ar.node, error=str(exc))
-
-    async def _page_timeout(self, a: IPv4Address, started: float) -> None:
-        await asyncio.sleep(self.paging_timeout_s)
-        state = self.idle.get(a)
-        if state is None or state.paging_since != started:
-            return
-        freed = len(state.buffer.drain())
-        state.buffer.dropped += freed
-        state.paging_since = None
-        self.events("page_timeout", addr=a, mn=state.mn, freed=freed,
-                    dropped=state.buffer.dropped)
-
-    def on_page(self, peer: ArInfo, result: AuthResult) -> list[IPv4Address]:
-        """Another AR of the MN's Tracking Area asks us to page it on our access link."""
-        addrs = [p.network_address for p in result.addresses
-                 if p.version == 4 and p.prefixlen == 32
-                 and isinstance(p.network_address, IPv4Address)]
+    def on_page(self, peer: ArInfo, result: AuthResult) -> list[IPv4Address | IPv6Network]:
+        """Another AR of the MN's Tracking Area asks us to page it on our access link: its
+        /32s, or its /64s (one page listing either family, agents/paging.py)."""
+        addrs: list[IPv4Address | IPv6Network] = [
+            p.network_address for p in result.addresses
+            if p.version == 4 and p.prefixlen == 32
+            and isinstance(p.network_address, IPv4Address)]
+        addrs += [p for p in result.addresses if isinstance(p, IPv6Network)]
         if self.pager is not None and addrs:
             self.pager(addrs)
         self.events("page_broadcast", addrs=addrs, by=peer.node)
         return addrs
 
     async def _wake(self, a: IPv4Address, reason: str, via: Via) -> None:
-        """The MN is reachable again: its buffer goes first, through ``via`` while the
-        paging route still holds new packets back; then the paging route goes, and what
-        the device still held follows. New packets take the new route after that."""
-        state = self.idle.pop(a, None)
-        if state is None:
-            return
-        late: deque[bytes] = deque()
-        self.waking[a] = (via, late)
-        packets = state.buffer.drain()
-        sent = await self.kernel.reinject(packets, via) if packets else 0
-        await self.kernel.unpark(a, via, late)
-        # The paging route is gone and the device drained: whatever the loop read in the
-        # meantime is the last of it.
-        self.waking.pop(a, None)
-        if late:
-            sent += await self.kernel.reinject(list(late), via)
-        self.events("flushed", addr=a, mn=state.mn, reason=reason, buffered=len(packets),
-                    sent=sent, dropped=state.buffer.dropped, received=state.buffer.received,
-                    paging_ms=(self.clock() - state.paging_since) * 1000
-                    if state.paging_since is not None else None)
+        await self.paging.wake(a, reason, via)
 
     async def _unpark(self, a: IPv4Address, reason: str) -> None:
-        if a in self.idle:
-            await self._wake(a, reason, None)
+        await self.paging.release(a, reason)
 
     def expire(self) -> None:
         now = self.clock()
@@ -715,10 +662,7 @@ class Mobility:
             "announced": {str(a): lp for a, lp in self.announced.items()},
             "redirects": {str(a): r.target.node for a, r in self.redirects.items()},
             "reclaiming": [str(a) for a in self.reclaiming],
-            "idle": {str(a): {"mn": st.mn, "buffered": len(st.buffer.packets),
-                              "dropped": st.buffer.dropped,
-                              "paging": st.paging_since is not None}
-                     for a, st in self.idle.items()},
+            "idle": self.paging.status(),
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

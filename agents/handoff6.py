@@ -5,7 +5,8 @@ the IPv4 rule (handoff.newest_local_pref), and lets go when a newer route appear
 Pure decision logic like agents/handoff.py, with the kernel, BGP and DNS injected; the AR
 agent drives it for the MNs a topology makes dual-stack (``AgentPorts`` below). The fast
 redirect moves a /64 from the previous AR's access link into the VXLAN overlay towards the new
-AR, as handoff.Mobility does for a /32; no source filter or paging in IPv6 yet (docs/ipv6.md).
+AR, as handoff.Mobility does for a /32; an idle MN's /64s wait in the paging buffer as its
+/32 does (agents/idle.py, a table of their own).
 The AR's DHCPv6 server (agents/dhcpd6.py) reports its delegations here (``assigned``,
 ``reclaim``, ``visitor_lease``, ``lease_gone``), as DHCP's leases go to handoff.Mobility.
 """
@@ -33,6 +34,7 @@ from .handoff import (
     newest_local_pref,
     remember_highest,
 )
+from .idle import IdleTable
 
 NO_CLUSTER = IPv6Network("::/128")  # the cluster of a next hop that is no AR's
 
@@ -62,6 +64,9 @@ class Kernel6(Protocol):
         with ``detach``, its access route goes in the same step."""
 
     async def unredirect6(self, prefix: IPv6Network) -> None: ...
+
+    async def park6(self, prefix: IPv6Network) -> None:
+        """Idle MN: the prefix routed into the paging device, its access route gone."""
 
 
 class Paths(Protocol):
@@ -149,6 +154,8 @@ class PrefixMobility:
     reclaiming: dict[IPv6Network, float] = field(default_factory=dict)
     visitor_leases: dict[IPv6Network, float] = field(default_factory=dict)
     reclaim_timeout_s: float = RECLAIM_TIMEOUT_S
+    # Idle mode (draft 4) for the /64s; None (the HA): no paging.
+    paging: IdleTable[IPv6Network] | None = None
 
     def next_local_pref(self, prefix: IPv6Network) -> int:
         seen = [r.local_pref for r in self.rib.paths(prefix)]
@@ -162,14 +169,37 @@ class PrefixMobility:
         return [r for r in self.rib.paths(prefix) if r.next_hop != self.loopback]
 
     async def on_result(self, result: AuthResult, from_ar: bool) -> list[IPv6Network]:
-        """An MN's AUTH with flag M (not an AR's redirect or page, not going idle)."""
-        if from_ar or not result.mobility or result.idle:
+        """An MN's AUTH with flag M (not an AR's redirect or page): a handoff, or the MN
+        going idle here."""
+        if from_ar or not result.mobility:
             return []
+        if result.idle:
+            return await self.go_idle(result.peer_name, result.addresses)
         return await self.on_authenticated(result.peer_name, result.addresses, result.ifindex,
-                                           result.previous)
+                                           result.previous, page=result.page)
+
+    async def go_idle(self, mn: str, claimed: Iterable[object]) -> list[IPv6Network]:
+        """The MN goes idle: its /64s attached here stay routed here, into the paging
+        buffer, and announced as they were (handoff.Mobility.go_idle for a /32)."""
+        parked: list[IPv6Network] = []
+        for p in claimed:
+            att = self.attached.get(p) if isinstance(p, IPv6Network) else None
+            if self.paging is None or att is None or att.mn != mn or not isinstance(
+                    p, IPv6Network):
+                continue
+            await self.kernel.park6(p)
+            self.attached.pop(p, None)
+            self.paging.park(p, mn)
+            parked.append(p)
+        self.events("idle6", mn=mn, prefixes=[str(p) for p in parked])
+        return parked
+
+    def _idle(self, prefix: IPv6Network) -> bool:
+        return self.paging is not None and prefix in self.paging.idle
 
     async def on_authenticated(self, mn: str, claimed: Iterable[object], ifindex: int,
-                               previous: str | None = None) -> list[IPv6Network]:
+                               previous: str | None = None,
+                               page: bool = False) -> list[IPv6Network]:
         """Draft 2.2 for the IPv6 prefixes of one AUTH: only the plan's prefix length,
         only inside the managed range, only what DNS confirms; anything else is refused."""
         refused: dict[IPv6Network, str] = {}
@@ -197,13 +227,21 @@ class PrefixMobility:
         hinted = self._peer_named(previous)
         # A Home Agent is no peer (no redirect to it), but its /64 is as old as an AR's.
         came_from = hinted.loopback if hinted is not None else self.home_agents.get(previous or "")
-        target = self._previous_ar(accepted, came_from)
-        if target is not None and self.redirector is not None and self.mode() == Mode.REDIRECT:
+        # A paged MN waking up where it went idle has nobody to redirect its /64s from.
+        moving = [p for p in accepted if not self._idle(p)]
+        target = self._previous_ar(moving, came_from) if moving else None
+        if self.redirector is None or self.mode() != Mode.REDIRECT:
+            target = None
+        if target is not None and not page:
             # First, as for IPv4: the previous AR acts on it in milliseconds, and every one
             # until then is outage. One message for all the MN's /64s that AR routes.
-            self.spawn(self._send_redirect(target, accepted))
+            self.spawn(self._send_redirect(target, moving))
         for p in accepted:
             await self._take(mn, p, ifindex, came_from)
+        if target is not None and page:
+            # An MN answering a page: the previous AR sends its buffer the moment the
+            # redirect arrives, so our access routes must be there first.
+            self.spawn(self._send_redirect(target, moving))
         return accepted
 
     def _peer_named(self, fqdn: str | None) -> Peer6 | None:
@@ -252,6 +290,8 @@ class PrefixMobility:
             # At home the pool's route covers the prefix, unless a visitor's more-specific
             # elsewhere must be beaten (the MN came back).
             self._announce(prefix, lp, home, others)
+        if self.paging is not None:
+            await self.paging.wake(prefix, "paged MN authenticated here", "access")
 
     def _announce(self, prefix: IPv6Network, lp: int, home: bool, others: list[Route]) -> None:
         # Inside our cluster's aggregate the route stays in the cluster, unless a stale one
@@ -288,12 +328,15 @@ class PrefixMobility:
         done: list[IPv6Network] = []
         for p in six:
             if p.prefixlen != self.mn_prefixlen or not (
-                    p in self.attached or p in self.announced or p.subnet_of(self.pool)):
+                    p in self.attached or p in self.announced or p.subnet_of(self.pool)
+                    or self._idle(p)):
                 self.events("redirect6_refused", prefix=str(p), by=peer.node,
                             reason="not ours")
                 continue
-            # The access route (metric 100) would beat the redirect (150): both at once.
+            # The access route (metric 100) would beat the redirect (150): both at once. A
+            # paging route (metric 90) stays until its buffer has gone through the tunnel.
             att = self.attached.pop(p, None)
+            parked = self._idle(p)
             if await self.kernel.redirect6(p, peer.overlay, detach=att is not None):
                 self.redirects[p] = Redirect6(peer, self.clock() + REDIRECT_LIFETIME_S)
                 done.append(p)
@@ -303,6 +346,8 @@ class PrefixMobility:
             if att is not None:
                 self.events("detached6", prefix=str(p), mn=att.mn,
                             reason=f"redirected to {peer.node}")
+            if parked and self.paging is not None:
+                await self.paging.wake(p, f"redirected to {peer.node}", "overlay")
             self._check(p)
         return done
 
@@ -401,6 +446,7 @@ class PrefixMobility:
             "redirects": {str(p): r.target.node for p, r in self.redirects.items()},
             "redirect_kind": self.tunnel(),
             "reclaiming": [str(p) for p in self.reclaiming],
+            "idle": self.paging.status() if self.paging is not None else {},
         }
 
     # --- reacting to BGP ------------------------------------------------------------------
@@ -428,6 +474,9 @@ class PrefixMobility:
         newer = [r for r in others if newer_move(r.local_pref, r.next_hop, ref, att, now)
                  or (by is not None and r.next_hop == by)]
         gone: list[IPv6Network] = []
+        if newer and self.paging is not None and prefix in self.paging.idle:
+            # The MN authenticated elsewhere while idle here: the buffer follows the routes.
+            self.spawn(self.paging.release(prefix, "newer route elsewhere"))
         if att is not None and late_route_of_came_from(att, newer, now):
             # Out-announce it, once, as handoff.Mobility does a /32.
             att.outbid = True
@@ -488,6 +537,7 @@ class AgentPorts:
     sources: Callable[[], Any]  # the agent's agents.nft.SourceFilter, or None
     escape_community: str = ""
     overlay_index: Callable[[], int | None] = lambda: None  # the redirect overlay device
+    paging_index: Callable[[], int | None] = lambda: None  # the paging device (idle mode)
     # After a redirect goes: the agent's FIB re-syncs the BGP route it shadowed.
     after_unredirect: Callable[[IPv6Network], None] = lambda prefix: None
 
@@ -501,6 +551,17 @@ class AgentPorts:
         self.fib.del_access(prefix)
         if (sources := self.sources()) is not None:
             sources.revoke_address(prefix)
+
+    def _park_now(self, prefix: IPv6Network) -> None:
+        """Handoff worker, one job: the paging route (metric 90), then the access route goes."""
+        index = self.paging_index()
+        if index is None:
+            raise RuntimeError("no paging device")
+        self.fib.add_park(prefix, index)
+        self._detach_now(prefix)
+
+    async def park6(self, prefix: IPv6Network) -> None:
+        await self.run(self._park_now, prefix)
 
     def _redirect_now(self, prefix: IPv6Network, via: IPv6Address, detach: bool) -> bool:
         """Handoff worker, one job: the overlay route, then (``detach``) the access route."""

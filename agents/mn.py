@@ -488,7 +488,9 @@ class MnAgent:
         if page is None or not self.idle or self.deaf:
             return
         addrs, by = page
-        if not set(self.held()) & set(addrs) or self.cell is None:
+        mine: set[ipaddress.IPv4Address | ipaddress.IPv6Network] = {*self.held(),
+                                                                    *self.prefixes6()}
+        if not mine & set(addrs) or self.cell is None:
             return
         self.events("paged", by=by, cell=self.cell)
         self._spawn(self.authenticate(self.cell, self.current, page=True))

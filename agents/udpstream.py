@@ -2,13 +2,15 @@
 each side writes one line per datagram with its wall-clock time (one kernel, one clock).
 
     python -m agents.udpstream send 10.64.0.10 --count 50 --interval 0.01
-    python -m agents.udpstream recv --port 9000
+    python -m agents.udpstream send 2001:db8:4000:1::1 --count 50 --interval 0.01
+    python -m agents.udpstream recv --port 9000   # both families on one socket
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import re
 import signal
 import socket
@@ -39,7 +41,8 @@ def parse(text: str) -> list[Record]:
 
 
 def send(target: str, port: int, count: int, interval: float, first: int) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = ipaddress.ip_address(target).version == 6
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     start = time.monotonic()
     for i in range(count):
         due = start + i * interval
@@ -54,8 +57,10 @@ def send(target: str, port: int, count: int, interval: float, first: int) -> Non
 
 
 def recv(port: int) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    # One socket for both families (IPv4 arrives as ::ffff:a.b.c.d): one file, one order.
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
     sys.stdout.write(f"listening {port}\n")
     sys.stdout.flush()
     while True:

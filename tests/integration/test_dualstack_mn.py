@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agents import udpstream
 from agents.contract import access_ifname
 from agents.dns import prefix_reverse_name
 from tests.integration.labs import dualstack_mn_lab, events, mn_request, status
@@ -164,6 +166,92 @@ def test_the_previous_ar_redirects_the_prefix_into_the_overlay_until_bgp_converg
     except DeadlineError as exc:
         raise AssertionError(f"{exc}\n{why_left(lab)}") from None
     wait_reach(lab, "ar1")
+
+
+# --- idle mode for the /64 (draft 4, issue 18) ------------------------------------------------
+
+@pytest.fixture()
+def receiver(lab: Lab) -> Iterator[Path]:
+    out = lab.dir / "idle6-recv.txt"
+    with lab.background("mn1", [sys.executable, "-m", "agents.udpstream", "recv"], out):
+        wait_until(lambda: out.exists() and "listening" in out.read_text(), 10, "receiver")
+        yield out
+
+
+def stream6(lab: Lab, first: int, count: int) -> None:
+    res = lab.execs["cn"].run([sys.executable, "-m", "agents.udpstream", "send", address(lab),
+                               "--count", str(count), "--interval", "0.005",
+                               "--first", str(first)], timeout=30)
+    assert res.returncode == 0, res.stderr
+
+
+def received(path: Path, first: int) -> list[int]:
+    return [r.seq for r in udpstream.parse(path.read_text())
+            if r.kind == "recv" and r.seq >= first]
+
+
+def ar_events6(lab: Lab, node: str, ev: str, since: int) -> list[dict[str, Any]]:
+    return [e for e in events(lab, node)[since:]
+            if e.get("ev") == ev and e.get("family") == "ipv6"]
+
+
+def back_home(lab: Lab) -> None:
+    move(lab, "ar1")
+    wait_until(lambda: not routes6(lab, "agg1", prefix(lab)), 15, "no /64 left at agg1")
+    wait_reach(lab, "ar1")
+
+
+def test_an_idle_mns_64_is_paged_two_ars_away_and_its_packets_follow_in_order(
+        lab: Lab, receiver: Path) -> None:
+    """mn1 goes idle at ar1 and moves to ar3 without signalling; the CN's IPv6 datagrams
+    wait in ar1's paging buffer, ar1 pages the list, mn1 answers at ar3, and the buffer goes
+    through the overlay with ar3's redirect of the /64: every datagram, in order."""
+    seen = len(events(lab, "ar1"))
+    answer = mn_request(lab, "mn1", "idle")
+    assert answer["tal"] == ["ar1", "ar2", "ar3"] and prefix(lab) in answer["rerouted"]
+    wait_until(lambda: prefix(lab) in status(lab, "ar1")["prefixes"]["idle"], 5,
+               "ar1 to park the /64")
+    assert lab.handoff("mn1", "ar2")["authenticated"] is False  # idle: no signalling
+    assert lab.handoff("mn1", "ar3")["authenticated"] is False
+    count = 40
+    stream6(lab, 1000, count)
+    try:
+        wait_until(lambda: len(received(receiver, 1000)) >= count, 10, "every datagram", 0.05)
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}: got {received(receiver, 1000)}\n"
+                             f"{ar_events6(lab, 'ar1', 'flushed', seen)}") from None
+    assert received(receiver, 1000) == list(range(1000, 1000 + count))
+    (start,) = ar_events6(lab, "ar1", "page_start", seen)
+    assert start["addr"] == prefix(lab) and start["tal"] == ["ar1", "ar2", "ar3"]
+    (flushed,) = ar_events6(lab, "ar1", "flushed", seen)
+    assert flushed["buffered"] >= 1 and flushed["dropped"] == 0
+    assert flushed["reason"] == "redirected to ar3"
+    assert mn_request(lab, "mn1", "status")["ar"] == "ar3"
+    wait_reach(lab, "ar3")
+    back_home(lab)
+
+
+def test_an_unanswered_ipv6_page_ends_and_a_later_packet_pages_again(
+        lab: Lab, receiver: Path) -> None:
+    seen = len(events(lab, "ar1"))
+    mn_request(lab, "mn1", "idle")
+    mn_request(lab, "mn1", "deaf", on=True)  # switched off: it answers no page
+    try:
+        stream6(lab, 2000, 10)
+        wait_until(lambda: bool(ar_events6(lab, "ar1", "page_timeout", seen)), 10,
+                   "the page to time out", 0.1)
+        (timeout,) = ar_events6(lab, "ar1", "page_timeout", seen)
+        assert timeout["freed"] == 10 and timeout["addr"] == prefix(lab)
+        assert received(receiver, 2000) == []
+    finally:
+        mn_request(lab, "mn1", "deaf", on=False)
+    stream6(lab, 3000, 1)  # pages again, and this time mn1 answers where it went idle
+    wait_until(lambda: received(receiver, 3000) == [3000], 10, "mn1 to wake", 0.05)
+    flushed = ar_events6(lab, "ar1", "flushed", seen)
+    assert [f["reason"] for f in flushed] == ["paged MN authenticated here"]
+    wait_until(lambda: prefix(lab) not in status(lab, "ar1")["prefixes"]["idle"], 5,
+               "ar1 to report the /64 awake")
+    assert routes6(lab, "agg1", prefix(lab)) == []  # home: the pool still covers it
 
 
 def test_a_restarted_ar_agent_recovers_the_64_it_announced_and_withdraws_it_later(

@@ -5,6 +5,8 @@ a prefix back home, and every refusal."""
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections import deque
 from collections.abc import Awaitable
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
@@ -16,6 +18,8 @@ from agents.exabgp_api import Route
 from agents.fib import Rib
 from agents.handoff import REDIRECT_LIFETIME_S
 from agents.handoff6 import Peer6, PrefixMobility
+from agents.idle import IdleTable
+from agents.paging import prefix_of
 
 ME = IPv6Address("2001:db8:ff::7")  # ar1
 AR2 = IPv6Address("2001:db8:ff::8")
@@ -499,3 +503,137 @@ def test_a_visitors_delegation_ends_at_its_current_ar_with_the_relayed_release()
     m.expire()  # its delegation was never renewed through us
     assert fakes.withdrawn == [VISITOR] and fakes.detached == [VISITOR]
     assert VISITOR not in m.attached and not m.visitor_leases
+
+
+# --- idle mode for the /64s (draft 4; agents/idle.py's table, the IPv6 one) -----------------
+
+def packet6(seq: int, dst: str = "2001:db8:4000:1::1") -> bytes:
+    """An IPv6 header (next header UDP, no payload checks) and the sequence number."""
+    head = bytes([0x60, 0, 0, 0, 0, 8, 17, 64]) + IPv6Address("2001:db8:1::2").packed
+    return head + IPv6Address(dst).packed + seq.to_bytes(8, "big")
+
+
+class IdleKernel(Fakes):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked: list[IPv6Network] = []
+        self.unparked: list[tuple[IPv6Network, str | None]] = []
+        self.reinjected: list[tuple[int, str | None]] = []
+
+    async def park6(self, prefix: IPv6Network) -> None:
+        self.parked.append(prefix)
+
+    async def reinject(self, packets: list[bytes], via: str | None) -> int:
+        self.reinjected += [(int.from_bytes(p[40:], "big"), via) for p in packets]
+        return len(packets)
+
+    async def unpark(self, prefix: IPv6Network, via: str | None,
+                     late: deque[bytes]) -> None:
+        self.unparked.append((prefix, via))
+
+
+def drop(spawned: Spawned) -> None:
+    """Close what was spawned without running it (pages and their 30 s timeout)."""
+    for task in spawned.tasks:
+        if asyncio.iscoroutine(task):
+            task.close()
+    spawned.tasks.clear()
+
+
+def idling(spawned: Spawned, *, bound: int = 3) -> tuple[
+        PrefixMobility, IdleKernel, list[list[IPv6Network]], list[str]]:
+    fakes = IdleKernel()
+    paged: list[list[IPv6Network]] = []
+    remote: list[str] = []
+
+    async def page_remote(node: str, prefixes: list[IPv6Network]) -> object:
+        remote.append(node)
+        return prefixes
+
+    m, _ = redirecting(fakes, Rib(), spawned)
+    m.paging = IdleTable[IPv6Network](
+        "ipv6", "ar1", functools.partial(prefix_of, prefixlen=64), fakes.reinject,
+        fakes.unpark, m.events, lambda: 1000.0, spawned, ("ar1", "ar2", "ar3"),
+        pager=paged.append, page_remote=page_remote, bound=bound, timeout_s=30.0)
+    return m, fakes, paged, remote
+
+
+def idle_auth(*prefixes: IPv6Network, idle: bool = True, page: bool = False,
+              previous: str | None = None) -> AuthResult:
+    return AuthResult("mn1.example", "ar1.isp.test", Suite.P256, prefixes, True, b"s" * 8,
+                      ("10.64.0.10", 4000), previous, 3, idle, page)
+
+
+def test_an_idle_mns_prefix_is_parked_buffered_paged_and_follows_the_redirect() -> None:
+    spawned = Spawned()
+    m, fakes, paged, remote = idling(spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    assert asyncio.run(m.on_result(idle_auth(HOME), False)) == [HOME]
+    assert fakes.parked == [HOME] and HOME not in m.attached
+    assert m.status()["idle"][str(HOME)]["mn"] == "mn1.example"
+    assert m.paging is not None
+    for seq in range(5):  # the bound is 3: the two newest are dropped
+        m.paging.on_buffered(packet6(seq, "2001:db8:4000:1::1"))
+    m.paging.on_buffered(packet6(9, "2001:db8:4000:2::1"))  # nobody idle in that /64
+    assert paged == [[HOME]] and m.paging.unbuffered_drops == 1
+    start = next(r for r in m.events.records if r["ev"] == "page_start")
+    assert start["family"] == "ipv6" and start["addr"] == str(HOME)
+
+    async def remote_pages() -> None:  # spawned first; the page timeout is left
+        for _ in range(2):
+            await spawned.tasks.pop(0)
+
+    asyncio.run(remote_pages())
+    assert remote == ["ar2", "ar3"]
+    # The MN answers at ar2: ar2's redirect arrives; the buffer goes into the overlay.
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME))) == [HOME]
+    assert fakes.redirected == [(HOME, AR2_LL, False)]
+    assert fakes.reinjected == [(0, "overlay"), (1, "overlay"), (2, "overlay")]
+    assert fakes.unparked == [(HOME, "overlay")] and m.status()["idle"] == {}
+    flushed = next(r for r in m.events.records if r["ev"] == "flushed")
+    assert (flushed["buffered"], flushed["dropped"], flushed["family"]) == (3, 2, "ipv6")
+    drop(spawned)  # the page timeout, not run
+
+
+def test_a_paged_mn_answering_where_it_went_idle_gets_its_prefix_back_locally() -> None:
+    spawned = Spawned()
+    m, fakes, _, _ = idling(spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    asyncio.run(m.on_result(idle_auth(HOME), False))
+    assert m.paging is not None
+    m.paging.on_buffered(packet6(7))
+    before = len(spawned.tasks)
+    answer = idle_auth(HOME, idle=False, page=True, previous="ar1.isp.test")
+    assert asyncio.run(m.on_result(answer, False)) == [HOME]
+    assert fakes.reinjected == [(7, "access")] and fakes.unparked == [(HOME, "access")]
+    assert HOME in m.attached and fakes.attached == [HOME, HOME]
+    # Nobody to redirect from: no redirect was spawned by the answer.
+    assert len(spawned.tasks) == before
+    drop(spawned)
+
+
+def test_a_newer_route_elsewhere_releases_the_buffer_to_the_routing_table() -> None:
+    spawned = Spawned()
+    m, fakes, _, _ = idling(spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    asyncio.run(m.on_result(idle_auth(HOME), False))
+    assert m.paging is not None
+    m.paging.on_buffered(packet6(4))
+    drop(spawned)
+    m.rib.update("agg1", [Route(HOME, AR2, 2000)], [])  # type: ignore[attr-defined]
+    m.on_rib_change({HOME})
+    asyncio.run(spawned.run())
+    assert fakes.reinjected == [(4, None)] and fakes.unparked == [(HOME, None)]
+    assert m.status()["idle"] == {}
+
+
+def test_only_the_mns_own_attached_prefixes_go_idle() -> None:
+    spawned = Spawned()
+    m, fakes, _, _ = idling(spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    other = AuthResult("mn2.example", "ar1.isp.test", Suite.P256, (HOME, VISITOR), True,
+                       b"s" * 8, ("10.64.0.11", 4000), None, 3, True)
+    assert asyncio.run(m.on_result(other, False)) == []
+    assert fakes.parked == [] and HOME in m.attached
+    m.paging = None  # the Home Agent: no paging, nothing parks
+    assert asyncio.run(m.on_result(idle_auth(HOME), False)) == []

@@ -81,8 +81,8 @@ def end_walk(ping: Background, iperf: Background, duration_s: float,
     return t_end
 
 
-def udp_send(lab: Lab, node: str, address: IPv4Address | str, port: int, count: int,
-             interval_s: float, first: int) -> str:
+def udp_send(lab: Lab, node: str, address: IPv4Address | IPv6Address | str, port: int,
+             count: int, interval_s: float, first: int) -> str:
     """Send ``count`` numbered datagrams from ``first``; the sender's lines (agents.udpstream
     format), to keep as a raw file."""
     res = lab.execs[node].run(
