@@ -287,7 +287,7 @@ class ArAgent:
         if full:
             self._host_all = True
         else:
-            self._host_dirty.update(p for p in todo if p.prefixlen == 32)
+            self._host_dirty.update(p for p in todo if self._is_host(p))
         with self._batch_lock:
             self._batch.update({p: self.rib.best(p) for p in todo})
             self._batch_full |= full
@@ -357,14 +357,20 @@ class ArAgent:
         except OSError as exc:
             log.warning("writing the status: %s", exc)
 
+    def _is_host(self, p: Net) -> bool:
+        """An MN's route: a /32, or a dual-stack MN's prefix (the plan's /64)."""
+        if p.version == 4:
+            return p.prefixlen == 32
+        return self.prefixes is not None and p.prefixlen == self.prefixes.mn_prefixlen
+
     def _host_routes(self) -> dict[str, list[list[Any]]]:
-        """Every /32's paths as the status shows them, recomputed only for the prefixes
-        that changed since the last status (push() names them): all of them each time was
-        a quarter of a status at 1,000 MNs (issue 15)."""
+        """Every /32's and MN /64's paths as the status shows them, recomputed only for the
+        prefixes that changed since the last status (push() names them): all of them each
+        time was a quarter of a status at 1,000 MNs (issue 15)."""
         rows = self._host_rows
         if self._host_all:
             rows.clear()
-            todo: set[Net] = {p for p in self.rib.prefixes() if p.prefixlen == 32}
+            todo: set[Net] = {p for p in self.rib.prefixes() if self._is_host(p)}
             self._host_all = False
             self._host_dirty = set()
         else:

@@ -462,3 +462,31 @@ def test_a_dhcpv6_mn_keeps_its_64_across_a_handoff_renews_it_by_relay_rotates_an
     assert prefixes6(lab, mn) == []
     wait_until(lambda: not status(lab, away)["dhcp6"]["bindings"], 10, f"{away} to end {second}")
     wait_until(lambda: no_route_left(lab, second), 15, f"no route for {second} left")
+
+
+# --- faults and a soak in both families (issue 18: --family on every scenario) -------------
+
+def test_faults_keep_the_64s_sessions_and_leave_no_stale_64(lab: Lab, tmp_path: Path) -> None:
+    from topologies.scenarios.faults import FaultsScenario
+
+    result = FaultsScenario(lab, kinds=("exabgp_ar", "agent_ar"), out_dir=tmp_path,
+                            families=["ipv4", "ipv6"]).run()
+    for f in result["faults"]:
+        v6 = f["by_family"]["ipv6"]
+        assert v6["sessions_total"] == 2 and v6["sessions_survived"] == 2, f
+        assert (v6["stale_routes_after"], v6["missing_routes_after"]) == (0, 0), f
+        assert f["by_family"]["ipv4"]["sessions_survived"] == 4, f
+        assert f["handoffs_failed"] == 0 and f["recovered_s"] is not None, f
+
+
+def test_a_short_soak_in_both_families_fails_nothing_and_leaves_no_stale_route(
+        lab: Lab, tmp_path: Path) -> None:
+    from topologies.scenarios.soak import SoakScenario
+
+    result = SoakScenario(lab, minutes=0.5, rate=1.0, out_dir=tmp_path,
+                          families=["ipv4", "ipv6"]).run()
+    assert result["handoffs"] >= 20 and result["failed"] == 0, result["errors"]
+    assert (result["stale_routes_end"], result["missing_routes_end"]) == (0, 0)
+    six = result["ipv6"]
+    assert (six["stale_routes_end"], six["missing_routes_end"]) == (0, 0)
+    assert six["reroute_ms"]["p99"] is not None

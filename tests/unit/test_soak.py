@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from tests.unit.test_measure import iperf_doc
 from topologies.analysis.measure import RouteEvent
 from topologies.lab.daemons import LabError
 from topologies.scenarios import faults
-from topologies.scenarios.soak import proc_sample, reroutes, summarise
+from topologies.scenarios.soak import proc_sample, reroute_summary, reroutes, summarise
 
 
 def test_a_process_is_sampled_from_proc_and_a_gone_one_is_none() -> None:
@@ -74,6 +74,16 @@ def test_a_handoffs_reroute_ends_when_the_last_router_settles_on_the_new_route()
     assert got[2]["reroute_ms"] == pytest.approx(30.0)
     assert "reroute_ms" not in got[1] and "reroute_ms" not in got[3]
     assert "reroute_ms" not in rows[0]  # the raw rows stay as recorded
+    # --family: the /64's own route events give the same handoff its IPv6 re-route.
+    p6 = IPv6Network("2001:db8:4000:1::/64")
+    six = [RouteEvent(100.09, "core1", "add", p6, 20, 186, frozenset({"fe80::2"}))]
+    both = reroutes(got, six, {"mn1": p6}, ["agg1", "ar1", "core1"], 110.0,
+                    key="reroute6_ms")
+    assert both[0]["reroute6_ms"] == pytest.approx(90.0)
+    assert both[0]["reroute_ms"] == pytest.approx(120.0)  # the /32's stays
+    assert both[2]["reroute6_ms"] == 0.0  # no /64 route changed in that window
+    summary = reroute_summary(both, "reroute6_ms", 99.0, 1.0)["reroute_ms"]
+    assert (summary["p50"], summary["p99"]) == (pytest.approx(45.0), pytest.approx(89.1))
 
 
 def test_an_unknown_fault_kind_is_refused_by_name() -> None:
@@ -115,3 +125,31 @@ def test_a_faults_sessions_count_the_tcp_streams_and_a_dead_stream_is_not_kept(
     assert " 1/2 " in faults.FaultsScenario.table({"faults": [row]})
     older = {k: v for k, v in raw.items() if k != "tcp"}  # a run from before TCP was counted
     assert faults.fault_row(tmp_path, older)["sessions_total"] == 2
+
+
+def test_a_faults_ipv6_sessions_are_counted_with_the_ipv4_ones_and_apart(
+        tmp_path: Path) -> None:
+    """--family both: the /64's probe and TCP files carry the V6 suffix; the row totals both
+    families, and ``by_family`` keeps each one's sessions and route check."""
+    t0 = 1000.0
+    raw = {"kind": "named", "node": "dns", "tag": "named", "arch": "flat", "event": "named",
+           "t_start": t0, "t_fail": t0 + 1, "t_repaired": t0 + 3, "t_recovered": t0 + 4,
+           "observe_s": 5.0, "handoffs": [], "stale_routes_after": 1,
+           "missing_routes_after": 0, "addresses": {"mn1": "10.64.0.10"}, "tcp": ["mn1"],
+           "addresses6": {"mn1": "2001:db8:4000:1::1"}, "families": ["ipv4", "ipv6"],
+           "routes_after": {"ipv4": {"stale": 0, "missing": 0},
+                            "ipv6": {"stale": 1, "missing": 0}}}
+    _probe_file(tmp_path / "fail-named-mn1.txt", t0, 7.0, (t0 + 1.2, t0 + 1.3))
+    _probe_file(tmp_path / f"fail-named{faults.V6}-mn1.txt", t0, 7.0, (t0 + 1.2, t0 + 1.5))
+    (tmp_path / faults.tcp_file("named", "mn1")).write_text(
+        json.dumps(iperf_doc([50000] * 80)))
+    (tmp_path / faults.tcp_file(f"named{faults.V6}", "mn1")).write_text(
+        json.dumps(iperf_doc([50000] * 30 + [0] * 50)))  # the IPv6 stream died
+    row = faults.fault_row(tmp_path, raw)
+    assert (row["sessions_total"], row["sessions_survived"]) == (4, 3)
+    v4, v6 = row["by_family"]["ipv4"], row["by_family"]["ipv6"]
+    assert (v4["sessions_survived"], v4["tcp_survived"], v4["stale_routes_after"]) == (2, 1, 0)
+    assert (v6["sessions_survived"], v6["tcp_survived"], v6["stale_routes_after"]) == (1, 0, 1)
+    assert v6["worst_gap_ms"] > v4["worst_gap_ms"]  # the longer IPv6 gap is its own
+    only6 = {**raw, "addresses": {}, "tcp": [], "families": ["ipv6"]}
+    assert set(faults.fault_row(tmp_path, only6)["by_family"]) == {"ipv6"}

@@ -1,7 +1,8 @@
 """`flatarch scenario faults`: while the CN probes every MN, streams TCP to each, and one MN
 keeps handing off, a timeline of faults (daemons killed, DNS servers stopped, links flapped,
 an RR and an AR down together), each repaired and then checked: sessions kept (ICMP and TCP),
-routes neither stale nor missing.
+routes neither stale nor missing. With ``--family ipv6|both`` every provisioned MN is made
+dual-stack and its /64 is probed, streamed to and checked the same way (issue 18).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,6 +35,7 @@ from topologies.scenarios.base import (
     walk,
 )
 from topologies.scenarios.baseline import failure_sessions
+from topologies.scenarios.handoff import FAMILIES, add_family_argument, dual_stack_topology
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
@@ -47,6 +49,7 @@ RECOVER_S = 60.0  # a repair that has not converged by then is reported as such
 TCP_AFTER_S = 5.0  # each fault's TCP streams go on this long after its repair
 TCP_S = LEAD_S + HOLD_S + TCP_AFTER_S  # from before the fault to after its repair
 TCP_RATE = "4M"  # paced: one stream per MN beside the probes, on 2 cores
+V6 = "-v6"  # the IPv6 sessions' tag suffix: probe fail-<tag>-v6-<mn>.txt and its TCP stream
 
 
 def tcp_file(tag: str, mn: str) -> str:
@@ -65,23 +68,42 @@ def route_check(lab: Lab, addresses: dict[str, IPv4Address]) -> tuple[int, int]:
     """(stale, missing) host-route state over every AR, from the agents' status: the AR
     serving an MN attaches it and, away from home, announces its /32; no other AR attaches
     or announces it, and no AR's RIB holds a /32 path for it toward another AR."""
+    loop = {a.name: str(a.loopback) for a in lab.topo.by_role(Role.AR)}
+    return _route_check(lab, {mn: (str(a), f"{a}/32") for mn, a in addresses.items()},
+                        "mobility", loop, lambda here, mn: addresses[mn] in here.pool
+                        if here.pool is not None else False)
+
+
+def route_check6(lab: Lab, prefixes: dict[str, IPv6Network]) -> tuple[int, int]:
+    """route_check for the dual-stack MNs' /64s (issue 18): the agents' "prefixes" state and
+    the /64's paths, whose next hops are the ARs' IPv6 loopbacks."""
+    six = lab.topo.backbone6
+    loop = {a.name: str(six.loopbacks[a.name]) for a in lab.topo.by_role(Role.AR)
+            if six is not None and a.name in six.loopbacks}
+    return _route_check(lab, {mn: (str(p), str(p)) for mn, p in prefixes.items()},
+                        "prefixes", loop, lambda here, mn: here.pool6 is not None
+                        and prefixes[mn].subnet_of(here.pool6))
+
+
+def _route_check(lab: Lab, keys: dict[str, tuple[str, str]], state: str,
+                 loop: dict[str, str], at_home: Callable[[Any, str], bool]) -> tuple[int, int]:
+    """One family's check. ``keys``: per MN, its key in the agents' ``state`` maps and in
+    their RIB listing; ``at_home(node, mn)``: the AR's pool covers the MN's route."""
     assert lab.radio is not None
     ars = [a.name for a in lab.topo.by_role(Role.AR)]
-    loop = {a: str(lab.topo.nodes[a].loopback) for a in ars}
     st = {a: agent_status(lab, a) for a in ars}
     stale = missing = 0
-    for mn, addr in addresses.items():
-        a, here = str(addr), lab.radio.where.get(mn)
-        pool = lab.topo.nodes[here].pool if here in lab.topo.nodes else None
-        away = pool is None or addr not in pool
-        mob = st.get(here or "", {}).get("mobility", {})
-        missing += a not in mob.get("attached", {})
-        missing += away and a not in mob.get("announced", {})
+    for mn, (key, rib_key) in keys.items():
+        here = lab.radio.where.get(mn)
+        away = here not in lab.topo.nodes or not at_home(lab.topo.nodes[here], mn)
+        mob = st.get(here or "", {}).get(state, {})
+        missing += key not in mob.get("attached", {})
+        missing += away and key not in mob.get("announced", {})
         for ar in ars:
-            m = st[ar].get("mobility", {})
+            m = st[ar].get(state, {})
             if ar != here:
-                stale += (a in m.get("attached", {})) + (a in m.get("announced", {}))
-            paths = st[ar].get("rib_host_routes", {}).get(f"{a}/32", [])
+                stale += (key in m.get("attached", {})) + (key in m.get("announced", {}))
+            paths = st[ar].get("rib_host_routes", {}).get(rib_key, [])
             stale += sum(1 for hop, _lp in paths if not away or hop != loop.get(here or ""))
     return stale, missing
 
@@ -92,14 +114,27 @@ class FaultsScenario(Scenario):
     help = "daemons killed, DNS stopped, links flapped under traffic and handoffs; recovery checked"
 
     def __init__(self, lab: Lab, *, kinds: tuple[str, ...] = KINDS, mn: str | None = None,
-                 out_dir: Path | None = None, progress: Progress | None = None) -> None:
+                 out_dir: Path | None = None, progress: Progress | None = None,
+                 families: list[str] | None = None) -> None:
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
             raise LabError(f"unknown fault kinds {unknown} (known: {', '.join(KINDS)})")
         super().__init__(lab, mn, progress, out_dir)
         self.kinds = kinds
         self.mobiles = [m for m in lab.mobiles if m not in self.topo.dhcp_mobiles]
+        self.families = families or ["ipv4"]
         self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}
+        # The dual-stack MNs' /64s and the address the CN probes in each (its first).
+        six = self.topo.backbone6
+        self.prefixes: dict[str, IPv6Network] = {}
+        if "ipv6" in self.families:
+            dual = [m for m in self.mobiles if six is not None and m in six.mobiles]
+            if not dual:
+                raise LabError(f"--family ipv6: no provisioned MN of {self.topo.name} is "
+                               "dual-stack (a dual-stack backbone is needed)")
+            self.prefixes = {m: p for m in dual if (p := self.topo.mobile(m).prefix6)}
+        self.addresses6: dict[str, IPv6Address] = {
+            m: p.network_address + 1 for m, p in self.prefixes.items()}
         self._walk = [s.to for s in walk(self.topo, self.mn)]
         self._step = 0
         self._t_start = time.time()
@@ -108,13 +143,40 @@ class FaultsScenario(Scenario):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--kinds", default=",".join(KINDS),
                             help="comma-separated fault kinds, in order (default: all)")
+        add_family_argument(parser, "session")
+
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        return dual_stack_topology(args, out_dir, every=True)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
-        return cls(lab, kinds=tuple(k for k in args.kinds.split(",") if k), out_dir=out_dir)
+        return cls(lab, kinds=tuple(k for k in args.kinds.split(",") if k), out_dir=out_dir,
+                   families=FAMILIES[getattr(args, "family", "ipv4")])
 
     def params(self) -> dict[str, Any]:
-        return {"mn": self.mn, "kinds": list(self.kinds), "mobiles": self.mobiles}
+        return {"mn": self.mn, "kinds": list(self.kinds), "mobiles": self.mobiles,
+                "families": self.families}
+
+    def _sessions(self) -> dict[str, dict[str, IPv4Address | IPv6Address]]:
+        """The probed and streamed addresses per tag suffix: "" IPv4, V6 the /64s'."""
+        out: dict[str, dict[str, IPv4Address | IPv6Address]] = {}
+        if "ipv4" in self.families:
+            out[""] = dict(self.addresses)
+        if "ipv6" in self.families:
+            out[V6] = dict(self.addresses6)
+        return out
+
+    def _route_state(self) -> dict[str, dict[str, int]]:
+        """Per measured family, the stale and missing host routes now."""
+        out: dict[str, dict[str, int]] = {}
+        if "ipv4" in self.families:
+            stale, missing = route_check(self.lab, self.addresses)
+            out["ipv4"] = {"stale": stale, "missing": missing}
+        if "ipv6" in self.families:
+            stale, missing = route_check6(self.lab, self.prefixes)
+            out["ipv6"] = {"stale": stale, "missing": missing}
+        return out
 
     # --- the faults: each returns (node, repair) after breaking something ----------------
 
@@ -203,31 +265,38 @@ class FaultsScenario(Scenario):
         return bool(answer.get("ok")) and not answer.get("not_rerouted")
 
     def _refusals(self, ar: str, since: float) -> list[str]:
-        """The reasons the AR gave for refusing the mover's addresses (its 'checked' event)."""
+        """The reasons the AR gave for refusing the mover's addresses and prefixes (its
+        'checked' and 'checked6' events)."""
         out: list[str] = []
         for ev in read_events(self.lab.rundir(ar) / Layout.EVENTS):
-            if ev.get("ev") == "checked" and float(ev.get("t", 0)) >= since:
+            if ev.get("ev") in ("checked", "checked6") and float(ev.get("t", 0)) >= since:
                 out += [str(r) for r in (ev.get("refused") or {}).values()]
         return out
 
     def _tcp(self, stack: contextlib.ExitStack, tag: str) -> list[Background]:
-        """A paced TCP stream from the CN to every MN, from before the fault to TCP_AFTER_S
-        after its repair (the handoff scenario's iperf3, traffic.iperf_*)."""
+        """A paced TCP stream from the CN to every MN in each measured family, from before
+        the fault to TCP_AFTER_S after its repair (the handoff scenario's iperf3,
+        traffic.iperf_*; an MN's IPv6 stream is a second server on the next port)."""
         streams = []
-        for mn, addr in self.addresses.items():
-            stack.enter_context(traffic.iperf_server(
-                self.lab, mn, self.dir / f"fail-{tag}-{mn}-tcp-server.json"))
-            streams.append(stack.enter_context(traffic.iperf_client(
-                self.lab, self.cn, addr, self.dir / tcp_file(tag, mn), TCP_S, TCP_RATE)))
+        for i, (suffix, addresses) in enumerate(self._sessions().items()):
+            for mn, addr in addresses.items():
+                port = traffic.IPERF_PORT + i
+                stack.enter_context(traffic.iperf_server(
+                    self.lab, mn, self.dir / f"fail-{tag}{suffix}-{mn}-tcp-server.json",
+                    port))
+                streams.append(stack.enter_context(traffic.iperf_client(
+                    self.lab, self.cn, str(addr), self.dir / tcp_file(tag + suffix, mn),
+                    TCP_S, TCP_RATE, port)))
         return streams
 
     def _one(self, kind: str) -> dict[str, Any]:
         tag = kind
         with contextlib.ExitStack() as stack:
             streams = self._tcp(stack, tag)
-            for mn, addr in self.addresses.items():
-                stack.enter_context(traffic.probe(self.lab, self.cn, addr,
-                                                  self.dir / f"fail-{tag}-{mn}.txt"))
+            for suffix, addresses in self._sessions().items():
+                for mn, addr in addresses.items():
+                    stack.enter_context(traffic.probe(self.lab, self.cn, str(addr),
+                                                      self.dir / f"fail-{tag}{suffix}-{mn}.txt"))
             wait_for_clock(time.time() + LEAD_S)
             t_fault = time.time()
             node, repair = self._break(kind)
@@ -236,13 +305,17 @@ class FaultsScenario(Scenario):
             repair()
             t_repaired = time.time()
             counts = {"stale": -1, "missing": -1}
+            by_family: dict[str, dict[str, int]] = {}
 
             def clean() -> bool:
                 if not handoffs[-1]["ok"] and not handoffs[-1].get("retried_ok"):
                     # Refused while the fault lasted (fail closed): the MN authenticates
                     # again, as after any rejection; the network must take it now.
                     handoffs[-1]["retried_ok"] = self._retry(handoffs[-1]["to"])
-                counts["stale"], counts["missing"] = route_check(self.lab, self.addresses)
+                by_family.clear()
+                by_family.update(self._route_state())
+                for k in counts:
+                    counts[k] = sum(v[k] for v in by_family.values())
                 return counts["stale"] == 0 and counts["missing"] == 0
 
             try:
@@ -262,8 +335,10 @@ class FaultsScenario(Scenario):
                 "t_repaired": t_repaired, "t_recovered": t_recovered,
                 "observe_s": t_end - t_fault, "handoffs": handoffs,
                 "stale_routes_after": counts["stale"], "missing_routes_after": counts["missing"],
-                "addresses": {mn: str(a) for mn, a in self.addresses.items()},
-                "tcp": sorted(self.addresses)}
+                "addresses": {mn: str(a) for mn, a in self._sessions().get("", {}).items()},
+                "tcp": sorted(self._sessions().get("", {})),
+                "addresses6": {mn: str(a) for mn, a in self._sessions().get(V6, {}).items()},
+                "families": self.families, "routes_after": by_family}
 
     @property
     def cn(self) -> str:
@@ -307,6 +382,15 @@ class FaultsScenario(Scenario):
                         f"{f['sessions_survived']:5d} {tcp:>5s} {gap:>8s} "
                         f"{f['handoffs_during']:4d} {f['handoffs_failed']:4d} "
                         f"{f['stale_routes_after']:5d} {f['missing_routes_after']:4d} {rec:>7s}")
+            by_family = f.get("by_family") or {}
+            for fam, x in by_family.items() if set(by_family) != {"ipv4"} else ():
+                gap = "-" if x["worst_gap_ms"] is None else f"{x['worst_gap_ms']:.0f}"
+                rows.append(f"{'  ' + fam:16s} {'':6s} {x['sessions_total']:5d} "
+                            f"{x['sessions_survived']:5d} "
+                            f"{str(x['tcp_survived']) + '/' + str(x['tcp_sessions']):>5s} "
+                            f"{gap:>8s} {'':4s} {'':4s} "
+                            f"{x.get('stale_routes_after', '-'):>5} "
+                            f"{x.get('missing_routes_after', '-'):>4}")
             if f["failure_reasons"]:
                 rows.append(f"{'':16s} refused: {f['failure_reasons']}")
         return "\n".join(rows)
@@ -325,22 +409,48 @@ def tcp_sessions(out_dir: Path, f: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def fault_row(out_dir: Path, f: dict[str, Any]) -> dict[str, Any]:
-    """One fault in the issue's shape, from its raw record, its probe and TCP files."""
-    t0 = float(f["t_fail"])
-    sessions = failure_sessions(out_dir, f)["sessions"]
-    tcp = tcp_sessions(out_dir, f)
+def _family_sessions(out_dir: Path, f: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per measured family, the fault's probed sessions and TCP streams (IPv6's files
+    carry the V6 suffix on the fault's tag); a record from before --family is IPv4's."""
+    out: dict[str, dict[str, Any]] = {}
+    if f.get("addresses") or "ipv4" in f.get("families", ["ipv4"]):
+        out["ipv4"] = {"icmp": failure_sessions(out_dir, f)["sessions"],
+                       "tcp": tcp_sessions(out_dir, f)}
+    if f.get("addresses6"):
+        six = {**f, "tag": f"{f['tag']}{V6}", "addresses": f["addresses6"],
+               "tcp": sorted(f["addresses6"])}
+        out["ipv6"] = {"icmp": failure_sessions(out_dir, six)["sessions"],
+                       "tcp": tcp_sessions(out_dir, six)}
+    return out
+
+
+def _sessions_summary(icmp: list[dict[str, Any]], tcp: list[dict[str, Any]]) -> dict[str, Any]:
     stalls = [t["max_stall_ms"] for t in tcp if t["max_stall_ms"] is not None]
-    gaps = [s["recovery_ms"] for s in sessions if s["recovery_ms"] is not None]
+    gaps = [s["recovery_ms"] for s in icmp if s["recovery_ms"] is not None]
+    return {
+        "sessions_total": len(icmp) + len(tcp),
+        "sessions_survived": sum(1 for s in [*icmp, *tcp] if s["survived"]),
+        "tcp_sessions": len(tcp), "tcp_survived": sum(1 for t in tcp if t["survived"]),
+        "tcp_worst_stall_ms": max(stalls) if stalls else None,
+        "worst_gap_ms": max(gaps) if gaps else None,
+    }
+
+
+def fault_row(out_dir: Path, f: dict[str, Any]) -> dict[str, Any]:
+    """One fault in the issue's shape, from its raw record, its probe and TCP files: the
+    sessions of every measured family together, and each family's apart."""
+    t0 = float(f["t_fail"])
+    families = _family_sessions(out_dir, f)
     reasons = Counter(r for h in f["handoffs"] for r in h["reasons"])
     start = float(f.get("t_start", t0))
     return {
         "kind": f["kind"], "node": f["node"], "at_s": round(t0 - start, 3),
-        "sessions_total": len(sessions) + len(tcp),
-        "sessions_survived": sum(1 for s in [*sessions, *tcp] if s["survived"]),
-        "tcp_sessions": len(tcp), "tcp_survived": sum(1 for t in tcp if t["survived"]),
-        "tcp_worst_stall_ms": max(stalls) if stalls else None,
-        "worst_gap_ms": max(gaps) if gaps else None,
+        **_sessions_summary([s for x in families.values() for s in x["icmp"]],
+                            [t for x in families.values() for t in x["tcp"]]),
+        "by_family": {k: {"family": k, **_sessions_summary(x["icmp"], x["tcp"]),
+                          **{f"{what}_routes_after": int(n) for what, n in
+                             (f.get("routes_after") or {}).get(k, {}).items()}}
+                      for k, x in families.items()},
         "handoffs_during": len(f["handoffs"]),
         "handoffs_failed": sum(1 for h in f["handoffs"] if not h["ok"]),
         "failure_reasons": dict(reasons),

@@ -499,11 +499,11 @@ def mn_address6(topo: Topology, mn: str) -> IPv6Address:
 
 
 def dual_stack_walker(doc: dict[str, Any], dhcp_mn: bool = False,
-                      delegated: bool = False) -> dict[str, Any]:
+                      delegated: bool = False, every: bool = False) -> dict[str, Any]:
     """The topology with the MN a scenario moves dual-stack: its first provisioned MN (the
     one that walks), or with ``dhcp_mn`` its first DHCP MN (as Scenario picks them); with
     ``delegated`` that DHCP MN takes its /64s by DHCPv6 (dhcp.ipv6) instead of holding a
-    planned prefix."""
+    planned prefix; with ``every``, every provisioned MN holds its planned prefix."""
     dhcp = set((doc.get("dhcp") or {}).get("mobiles") or ())
     walker = next((m for m in doc.get("mobiles") or () if (m in dhcp) == dhcp_mn), None)
     six = (doc.get("addressing") or {}).get("ipv6")
@@ -513,19 +513,21 @@ def dual_stack_walker(doc: dict[str, Any], dhcp_mn: bool = False,
     if delegated:
         doc["dhcp"]["ipv6"] = sorted({*(doc["dhcp"].get("ipv6") or ()), walker})
     else:
-        six["mobiles"] = sorted({*(six.get("mobiles") or ()), walker})
+        chosen = [m for m in doc.get("mobiles") or () if m not in dhcp] if every else [walker]
+        six["mobiles"] = sorted({*(six.get("mobiles") or ()), *chosen})
     return doc
 
 
 def dual_stack_topology(args: argparse.Namespace, out_dir: Path,
-                        dhcp_mn: bool = False, delegated: bool = False) -> Path:
+                        dhcp_mn: bool = False, delegated: bool = False,
+                        every: bool = False) -> Path:
     """Where `--family` other than ipv4 makes the scenario's MN dual-stack: a copy of the
     topology beside the run (topology_for of the scenarios that take --family)."""
     if getattr(args, "family", "ipv4") == "ipv4":
         return Path(args.topology)
     path = out_dir / "dualstack.yaml"
     doc = dual_stack_walker(yaml.safe_load(Path(args.topology).read_text()), dhcp_mn,
-                            delegated)
+                            delegated, every)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

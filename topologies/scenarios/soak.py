@@ -2,6 +2,8 @@
 at a steady rate for M minutes, sampling every daemon's and agent's RSS, open descriptors and
 CPU each minute from /proc of the pids in the lab's pid files, with the FIB and RIB sizes.
 A handoff's re-route time is read from every router's kernel route events, not the AUTH's.
+With ``--family ipv6|both`` every provisioned MN is dual-stack: each handoff's /64 re-route is
+read the same way, and the end's route check covers the /64s (issue 18).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Self
@@ -33,7 +35,8 @@ from topologies.scenarios.base import (
     wait_for_clock,
     write_jsonl,
 )
-from topologies.scenarios.faults import agent_status, route_check
+from topologies.scenarios.faults import agent_status, route_check, route_check6
+from topologies.scenarios.handoff import FAMILIES, add_family_argument, dual_stack_topology
 from topologies.scenarios.mobility import ar_adjacency
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
@@ -85,7 +88,8 @@ class SoakScenario(Scenario):
     help = "handoffs and rotations at a steady rate for minutes; RSS, fds, CPU sampled"
 
     def __init__(self, lab: Lab, *, minutes: float = 60.0, rate: float = 2.0, seed: int = 20,
-                 out_dir: Path | None = None, progress: Progress | None = None) -> None:
+                 out_dir: Path | None = None, progress: Progress | None = None,
+                 families: list[str] | None = None) -> None:
         super().__init__(lab, None, progress, out_dir)
         if not minutes > 0 or not rate > 0:
             raise LabError(f"soak needs minutes > 0 and a rate > 0 (got {minutes}, {rate})")
@@ -93,20 +97,34 @@ class SoakScenario(Scenario):
         self.mobiles = [m for m in lab.mobiles if m not in self.topo.dhcp_mobiles]
         self.rotating = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
         self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}
+        self.families = families or ["ipv4"]
+        self.prefixes = prefixes6(self.topo, self.mobiles) if "ipv6" in self.families else {}
+        if "ipv6" in self.families and not self.prefixes:
+            raise LabError(f"--family ipv6: no provisioned MN of {self.topo.name} is "
+                           "dual-stack (a dual-stack backbone is needed)")
 
     def params(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "rate": self.rate, "seed": self.seed,
-                "mobiles": self.mobiles, "rotating": self.rotating}
+                "mobiles": self.mobiles, "rotating": self.rotating, "families": self.families,
+                # The /64s measured, recorded: the run's topology file may be the shipped
+                # one a test's dual-stack copy was made from.
+                "prefixes6": {m: str(p) for m, p in self.prefixes.items()}}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         for flag, default, what in (("--minutes", 60.0, "how long to run"),
                                     ("--rate", 2.0, "handoffs and rotations a second")):
             parser.add_argument(flag, type=float, default=default, help=what)
+        add_family_argument(parser, "handoff")
+
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        return dual_stack_topology(args, out_dir, every=True)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
-        return cls(lab, out_dir=out_dir, **{k: getattr(args, k) for k in ("minutes", "rate")})
+        return cls(lab, out_dir=out_dir, families=FAMILIES[getattr(args, "family", "ipv4")],
+                   **{k: getattr(args, k) for k in ("minutes", "rate")})
 
     def _step(self, rng: random.Random, adj: dict[str, set[str]], n: int) -> dict[str, Any]:
         """Every fifth step a rotation when a DHCP MN exists, else a handoff of the next MN
@@ -151,7 +169,7 @@ class SoakScenario(Scenario):
         with contextlib.ExitStack() as stack:
             # Every router's route changes in the managed range, kept whatever happens: each
             # handoff's re-route is read from them.
-            self.watch_routes(stack, self.topo.managed)
+            self.watch_routes(stack, [str(self.topo.managed), *self._managed6()])
             stack.callback(write_jsonl, self.dir / SAMPLES, samples)
             stack.callback(write_jsonl, self.dir / HANDOFFS, rows)
             stack.callback(eta.done)
@@ -167,17 +185,27 @@ class SoakScenario(Scenario):
                 if n and n % every == 0:
                     eta.step(f"{sum(not r['ok'] for r in rows)} failed")
             wait_for_clock(t0 + duration)
-            counts = {"stale": -1, "missing": -1}
+            counts = {"stale": -1, "missing": -1, "stale6": -1, "missing6": -1}
 
             def clean() -> bool:
                 counts["stale"], counts["missing"] = route_check(self.lab, self.addresses)
-                return counts["stale"] == 0 and counts["missing"] == 0
+                if self.prefixes:
+                    counts["stale6"], counts["missing6"] = route_check6(self.lab, self.prefixes)
+                return not any(v for k, v in counts.items() if self.prefixes or "6" not in k)
 
             with contextlib.suppress(DeadlineError):  # reported as counted
                 wait_until(clean, 30, "host routes to settle after the soak", 0.2)
             samples.append(sample(self.lab))
+            six = ({"stale6_routes_end": counts["stale6"],
+                    "missing6_routes_end": counts["missing6"]} if self.prefixes else {})
             self.note(stale_routes_end=counts["stale"], missing_routes_end=counts["missing"],
-                      t_end=time.time())
+                      t_end=time.time(), **six)
+
+    def _managed6(self) -> list[str]:
+        plan6 = self.topo.plan6
+        if not self.prefixes or plan6 is None:
+            return []
+        return [str(plan6.block("addressing.ipv6.managed").network)]
 
     @classmethod
     def analyse(cls, out_dir: Path) -> dict[str, Any]:
@@ -186,25 +214,45 @@ class SoakScenario(Scenario):
         samples = read_jsonl(out_dir / SAMPLES)
         m = run.measured
         routes = out_dir / ROUTES
+        families = list(run.params.get("families") or ["ipv4"])
         if routes.exists():
             events = measure.parse_route_events(routes.read_text())
             addresses = {mn: IPv4Network((provisioned_address(run.topo, mn), 32))
                          for mn in run.params["mobiles"]}
-            rows = reroutes(rows, events, addresses, [r.name for r in run.topo.routers],
-                            float(m.get("t_end", math.inf)))
-        return summarise(float(run.params["minutes"]), float(m.get("t_start", 0.0)), rows,
-                         samples, int(m.get("stale_routes_end", -1)),
-                         int(m.get("missing_routes_end", -1)))
+            routers = [r.name for r in run.topo.routers]
+            t_end = float(m.get("t_end", math.inf))
+            rows = reroutes(rows, events, addresses, routers, t_end)
+            if "ipv6" in families:
+                six: dict[str, IPv4Network | IPv6Network] = {
+                    m: IPv6Network(p) for m, p in (run.params.get("prefixes6") or {}).items()}
+                rows = reroutes(rows, events, six, routers, t_end, key="reroute6_ms")
+        result = summarise(float(run.params["minutes"]), float(m.get("t_start", 0.0)), rows,
+                           samples, int(m.get("stale_routes_end", -1)),
+                           int(m.get("missing_routes_end", -1)))
+        result["families"] = families
+        if "ipv6" in families:
+            result["ipv6"] = {"family": "ipv6", **reroute_summary(
+                rows, "reroute6_ms", float(m.get("t_start", 0.0)),
+                float(run.params["minutes"])),
+                "stale_routes_end": int(m.get("stale6_routes_end", -1)),
+                "missing_routes_end": int(m.get("missing6_routes_end", -1))}
+        return result
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
         r = result["reroute_ms"]
+        six = result.get("ipv6")
+        extra = (["ipv6: reroute ms: " + ", ".join(f"{k} {v}" for k, v in
+                                                     six["reroute_ms"].items())
+                  + f"; stale /64s at the end {six['stale_routes_end']}, missing "
+                  f"{six['missing_routes_end']}"] if six else [])
         lines = [f"soak {result['minutes']:g} min: {result['handoffs']} handoffs "
                  f"({result['failed']} failed), {result['rotations']} rotations "
                  f"({result['rotations_failed']} failed), stale routes at the end "
                  f"{result['stale_routes_end']}",
                  "reroute ms: " + ", ".join(f"{k} {v}" for k, v in r.items()),
                  "auth ms: " + ", ".join(f"{k} {v}" for k, v in result["auth_ms"].items()),
+                 *extra,
                  f"{'kind':10s} {'rss_growth_%':>12s} {'fd_growth':>9s} {'cpu_s':>8s}"]
         for k in sorted(result["rss_growth_pct"]):
             lines.append(f"{k:10s} {result['rss_growth_pct'][k]:12.1f} "
@@ -217,12 +265,20 @@ def _p99(values: Iterable[float]) -> float | None:
     return round(percentile(v, 0.99), 3) if v else None
 
 
+def prefixes6(topo: Any, mobiles: Iterable[str]) -> dict[str, IPv6Network]:
+    """The dual-stack MNs' planned /64s among ``mobiles``."""
+    six = topo.backbone6
+    return {m: p for m in mobiles if six is not None and m in six.mobiles
+            and (p := topo.mobile(m).prefix6) is not None}
+
+
 def reroutes(rows: list[dict[str, Any]], events: list[measure.RouteEvent],
-             addresses: dict[str, IPv4Network], routers: list[str], t_end: float
-             ) -> list[dict[str, Any]]:
-    """The rows, each successful handoff of an MN in ``addresses`` given its re-route: from
-    the AUTH leaving the MN until the last router settled for good on its route to the MN's
-    /32, within the window that ends at that MN's next move (the population's measure)."""
+             addresses: Mapping[str, IPv4Network | IPv6Network], routers: list[str],
+             t_end: float, key: str = "reroute_ms") -> list[dict[str, Any]]:
+    """The rows, each successful handoff of an MN in ``addresses`` given its re-route
+    (under ``key``): from the AUTH leaving the MN until the last router settled for good on
+    its route to the MN's /32 (or /64), within the window that ends at that MN's next move
+    (the population's measure)."""
     by_key: dict[tuple[str, IPv4Network | IPv6Network], list[measure.RouteEvent]] = {}
     for ev in events:
         by_key.setdefault((ev.node, ev.dst), []).append(ev)
@@ -242,8 +298,26 @@ def reroutes(rows: list[dict[str, Any]], events: list[measure.RouteEvent],
                    for n in routers]
         for k, i in enumerate(chosen):
             last = max((per_router[k] for per_router in settled), default=windows[k][0])
-            out[i]["reroute_ms"] = round((last - windows[k][0]) * 1000.0, 3)
+            out[i][key] = round((last - windows[k][0]) * 1000.0, 3)
     return out
+
+
+def reroute_summary(rows: list[dict[str, Any]], key: str, t_start: float,
+                    minutes: float) -> dict[str, Any]:
+    """``reroute_ms``: the handoffs' re-route (``key``: the /32's or the /64's) over the
+    run and in its first and last windows (10 minutes, or the halves of a shorter run). A
+    run from before the route events were read recorded the AUTH's round trip under
+    reroute_ms: it is reported as what it is, and its re-route as not measured."""
+    ms = [(float(r["t"]), float(r[key])) for r in rows
+          if r["kind"] == "handoff" and r["ok"] and "auth_ms" in r and r.get(key) is not None]
+    window = min(WINDOW_S, minutes * 30.0)
+    t_end = t_start + minutes * 60.0
+    return {"reroute_ms": {
+        "p50": round(percentile([v for _, v in ms], 0.5), 3) if ms else None,
+        "p99": _p99(v for _, v in ms),
+        "p99_first_10min": _p99(v for t, v in ms if t < t_start + window),
+        "p99_last_10min": _p99(v for t, v in ms if t >= t_end - window),
+    }}
 
 
 def summarise(minutes: float, t_start: float, rows: list[dict[str, Any]],
@@ -254,14 +328,8 @@ def summarise(minutes: float, t_start: float, rows: list[dict[str, Any]],
     or the halves of a shorter run."""
     hand = [r for r in rows if r["kind"] == "handoff"]
     rot = [r for r in rows if r["kind"] == "rotate"]
-    # A run from before the route events were read recorded the AUTH's round trip under
-    # reroute_ms: it is reported as what it is, and its re-route as not measured.
-    ms = [(float(r["t"]), float(r["reroute_ms"])) for r in hand
-          if r["ok"] and "auth_ms" in r and r.get("reroute_ms") is not None]
     auth = [float(v) for r in hand if r["ok"]
             and (v := r["auth_ms"] if "auth_ms" in r else r.get("reroute_ms")) is not None]
-    window = min(WINDOW_S, minutes * 30.0)
-    t_end = t_start + minutes * 60.0
     base = samples[1] if len(samples) > 2 else samples[0]
     last = samples[-1]
     rss: dict[str, float] = {}
@@ -277,12 +345,7 @@ def summarise(minutes: float, t_start: float, rows: list[dict[str, Any]],
         "scenario": "soak", "minutes": minutes,
         "handoffs": len(hand), "failed": sum(1 for r in hand if not r["ok"]),
         "rotations": len(rot), "rotations_failed": sum(1 for r in rot if not r["ok"]),
-        "reroute_ms": {
-            "p50": round(percentile([v for _, v in ms], 0.5), 3) if ms else None,
-            "p99": _p99(v for _, v in ms),
-            "p99_first_10min": _p99(v for t, v in ms if t < t_start + window),
-            "p99_last_10min": _p99(v for t, v in ms if t >= t_end - window),
-        },
+        **reroute_summary(rows, "reroute_ms", t_start, minutes),
         "auth_ms": {"p50": round(percentile(auth, 0.5), 3) if auth else None,
                     "p99": _p99(auth)},
         "rss_growth_pct": rss, "fd_growth": fds, "cpu_s": cpu,
