@@ -3,8 +3,10 @@ state (its status snapshot, its event log, its control socket), and zone surgery
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,36 @@ import dns.rdatatype
 import dns.zone
 import yaml
 
+from agents import udpstream
 from agents.contract import Layout, read_events
 from topologies import model
-from topologies.lab.daemons import vtysh
+from topologies.lab.daemons import vtysh, wait_until
 from topologies.lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def udp_receiver(lab: Lab, node: str, out: Path) -> Iterator[Path]:
+    """The idle tests' numbered-datagram receiver on ``node`` (both families), once it
+    listens; its lines go to ``out``."""
+    with lab.background(node, [sys.executable, "-m", "agents.udpstream", "recv"], out):
+        wait_until(lambda: out.exists() and "listening" in out.read_text(), 10, "receiver")
+        yield out
+
+
+def udp_stream(lab: Lab, target: str, first: int, count: int) -> None:
+    """``count`` numbered datagrams from the CN to ``target``, 5 ms apart."""
+    res = lab.execs["cn"].run([sys.executable, "-m", "agents.udpstream", "send", target,
+                               "--count", str(count), "--interval", "0.005",
+                               "--first", str(first)], timeout=30)
+    assert res.returncode == 0, res.stderr
+
+
+def received(path: Path, first: int) -> list[int]:
+    """The sequence numbers from ``first`` on that the receiver wrote, in arrival order."""
+    return [r.seq for r in udpstream.parse(path.read_text())
+            if r.kind == "recv" and r.seq >= first]
 
 
 def figure2_lab(mode: str | None = "redirect") -> Iterator[Lab]:

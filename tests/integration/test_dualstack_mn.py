@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents import udpstream
 from agents.contract import access_ifname
 from agents.dns import prefix_reverse_name
-from tests.integration.labs import dualstack_mn_lab, events, mn_request, status
+from tests.integration.labs import (
+    dualstack_mn_lab,
+    events,
+    mn_request,
+    received,
+    status,
+    udp_receiver,
+    udp_stream,
+)
 from topologies.lab import inject
 from topologies.lab.daemons import DeadlineError, vtysh, wait_until
 from topologies.lab.lab import Lab
@@ -172,22 +178,12 @@ def test_the_previous_ar_redirects_the_prefix_into_the_overlay_until_bgp_converg
 
 @pytest.fixture()
 def receiver(lab: Lab) -> Iterator[Path]:
-    out = lab.dir / "idle6-recv.txt"
-    with lab.background("mn1", [sys.executable, "-m", "agents.udpstream", "recv"], out):
-        wait_until(lambda: out.exists() and "listening" in out.read_text(), 10, "receiver")
+    with udp_receiver(lab, "mn1", lab.dir / "idle6-recv.txt") as out:
         yield out
 
 
 def stream6(lab: Lab, first: int, count: int) -> None:
-    res = lab.execs["cn"].run([sys.executable, "-m", "agents.udpstream", "send", address(lab),
-                               "--count", str(count), "--interval", "0.005",
-                               "--first", str(first)], timeout=30)
-    assert res.returncode == 0, res.stderr
-
-
-def received(path: Path, first: int) -> list[int]:
-    return [r.seq for r in udpstream.parse(path.read_text())
-            if r.kind == "recv" and r.seq >= first]
+    udp_stream(lab, address(lab), first, count)
 
 
 def ar_events6(lab: Lab, node: str, ev: str, since: int) -> list[dict[str, Any]]:

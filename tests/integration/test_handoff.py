@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.labs import events, figure2_lab, status
+from tests.integration.labs import events, figure2_lab, received, status, udp_receiver, udp_stream
 from topologies import model
 from topologies.lab.daemons import wait_until
 from topologies.lab.lab import Lab
@@ -225,26 +225,14 @@ def test_spoofed_source_is_dropped_at_the_access_router(lab: Lab) -> None:
 
 # --- idle mode (draft 4) --------------------------------------------------------------------
 
-def _stream(lab: Lab, first: int, count: int) -> None:
-    res = lab.execs["cn"].run([sys.executable, "-m", "agents.udpstream", "send", MN1,
-                               "--count", str(count), "--interval", "0.005",
-                               "--first", str(first)], timeout=30)
-    assert res.returncode == 0, res.stderr
-
-
-def _received(path: Path, first: int) -> list[int]:
-    from agents import udpstream
-
-    return [r.seq for r in udpstream.parse(path.read_text())
-            if r.kind == "recv" and r.seq >= first]
-
-
 @pytest.fixture()
 def receiver(lab: Lab) -> Iterator[Path]:
-    out = lab.dir / "idle-recv.txt"
-    with lab.background("mn1", [sys.executable, "-m", "agents.udpstream", "recv"], out):
-        wait_until(lambda: out.exists() and "listening" in out.read_text(), 10, "receiver")
+    with udp_receiver(lab, "mn1", lab.dir / "idle-recv.txt") as out:
         yield out
+
+
+def _stream(lab: Lab, first: int, count: int) -> None:
+    udp_stream(lab, MN1, first, count)
 
 
 def test_idle_mn_is_paged_two_ars_away_and_gets_its_packets_in_order(
@@ -258,8 +246,8 @@ def test_idle_mn_is_paged_two_ars_away_and_gets_its_packets_in_order(
     count = 40
     assert count < bound
     _stream(lab, 1000, count)
-    wait_until(lambda: len(_received(receiver, 1000)) >= count, 10, "every packet", 0.05)
-    seqs = _received(receiver, 1000)
+    wait_until(lambda: len(received(receiver, 1000)) >= count, 10, "every packet", 0.05)
+    seqs = received(receiver, 1000)
     assert seqs == list(range(1000, 1000 + count))  # nothing lost, nothing reordered
     flushed = [e for e in events(lab, "ar1") if e["ev"] == "flushed"][-1]
     assert flushed["buffered"] >= 1 and flushed["dropped"] == 0
@@ -287,11 +275,11 @@ def test_unanswered_page_ends_and_frees_its_buffer(lab: Lab, receiver: Path) -> 
             return bool(idle["buffered"] == 0 and idle["dropped"] >= 10 and not idle["paging"])
 
         wait_until(freed, 5, "ar1 to report the buffer freed", 0.1)
-        assert _received(receiver, 2000) == []
+        assert received(receiver, 2000) == []
     finally:
         ctl.request({"cmd": "deaf", "on": False})
     _stream(lab, 3000, 1)  # a new packet pages again, and this time it is answered
-    wait_until(lambda: _received(receiver, 3000) == [3000], 10, "the MN to wake", 0.05)
+    wait_until(lambda: received(receiver, 3000) == [3000], 10, "the MN to wake", 0.05)
     settle_at(lab, "ar1")
 
 

@@ -558,6 +558,14 @@ def idling(spawned: Spawned, *, bound: int = 3) -> tuple[
     return m, fakes, paged, remote
 
 
+def idle_at_home(spawned: Spawned) -> tuple[PrefixMobility, IdleKernel]:
+    """mn1 attached here with its /64, then idle: the /64 parked."""
+    m, fakes, _, _ = idling(spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
+    asyncio.run(m.on_result(idle_auth(HOME), False))
+    return m, fakes
+
+
 def idle_auth(*prefixes: IPv6Network, idle: bool = True, page: bool = False,
               previous: str | None = None) -> AuthResult:
     return AuthResult("mn1.example", "ar1.isp.test", Suite.P256, prefixes, True, b"s" * 8,
@@ -597,9 +605,7 @@ def test_an_idle_mns_prefix_is_parked_buffered_paged_and_follows_the_redirect() 
 
 def test_a_paged_mn_answering_where_it_went_idle_gets_its_prefix_back_locally() -> None:
     spawned = Spawned()
-    m, fakes, _, _ = idling(spawned)
-    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
-    asyncio.run(m.on_result(idle_auth(HOME), False))
+    m, fakes = idle_at_home(spawned)
     assert m.paging is not None
     m.paging.on_buffered(packet6(7))
     before = len(spawned.tasks)
@@ -614,9 +620,7 @@ def test_a_paged_mn_answering_where_it_went_idle_gets_its_prefix_back_locally() 
 
 def test_a_newer_route_elsewhere_releases_the_buffer_to_the_routing_table() -> None:
     spawned = Spawned()
-    m, fakes, _, _ = idling(spawned)
-    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3))
-    asyncio.run(m.on_result(idle_auth(HOME), False))
+    m, fakes = idle_at_home(spawned)
     assert m.paging is not None
     m.paging.on_buffered(packet6(4))
     drop(spawned)
