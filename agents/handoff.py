@@ -616,6 +616,8 @@ class Mobility:
         """
         if a in self.attached:
             self._spawn(self._detach(a, reason))
+        if a in self.idle:  # the address is gone: its paging route and buffer go too
+            self._spawn(self._unpark(a, reason))
         self.superseded_by.pop(a, None)  # our reclaim is the newest claim now
         others = self._others(a)
         self.events("lease_ended", addr=a, reason=reason, others=len(others))
@@ -655,6 +657,7 @@ class Mobility:
             return  # our own lease: the server's end of lease reclaims it
         self._withdraw(a, reason)
         await self._detach(a, reason)
+        await self._unpark(a, reason)
 
     def status(self) -> dict[str, Any]:
         return {

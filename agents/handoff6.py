@@ -386,6 +386,9 @@ class PrefixMobility:
         if att is not None:
             self.spawn(self.kernel.detach6(prefix))
             self.events("detached6", prefix=str(prefix), mn=att.mn, reason=reason)
+        if self.paging is not None and prefix in self.paging.idle:
+            # The delegation is gone: its paging route and buffer go too.
+            self.spawn(self.paging.release(prefix, reason))
         self.superseded_by.pop(prefix, None)  # our reclaim is the newest claim now
         others = self._others(prefix)
         self.events("delegation_ended", prefix=str(prefix), reason=reason, others=len(others))
@@ -426,6 +429,8 @@ class PrefixMobility:
         if att is not None:
             await self.kernel.detach6(prefix)
             self.events("detached6", prefix=str(prefix), mn=att.mn, reason=reason)
+        if self.paging is not None:
+            await self.paging.release(prefix, reason)
 
     async def _unredirect_later(self, prefix: IPv6Network, red: Redirect6) -> None:
         # Converged here is not converged upstream (handoff.Mobility's micro-loop rule).

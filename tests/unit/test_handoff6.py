@@ -641,3 +641,22 @@ def test_only_the_mns_own_attached_prefixes_go_idle() -> None:
     assert fakes.parked == [] and HOME in m.attached
     m.paging = None  # the Home Agent: no paging, nothing parks
     assert asyncio.run(m.on_result(idle_auth(HOME), False)) == []
+
+
+def test_an_ended_delegation_takes_an_idle_64s_paging_route_with_it() -> None:
+    spawned = Spawned()
+    m, fakes = idle_at_home(spawned)
+    m.reclaim(HOME, "released")
+    asyncio.run(spawned.run())
+    assert fakes.unparked == [(HOME, None)] and m.status()["idle"] == {}
+    m2, fakes2 = idle_at_home(spawned)
+    asyncio.run(m2.lease_gone(HOME, "delegation expired"))  # our own: the server reclaims
+    assert fakes2.unparked == [] and str(HOME) in m2.status()["idle"]
+    visitor = IdleKernel()
+    m3, _ = redirecting(visitor, Rib(), spawned, me=AR2, pool=PEER2.pool, peers=(ME_PEER,))
+    m3.paging = idling(spawned)[0].paging
+    asyncio.run(m3.on_authenticated("mn1.example", [HOME], 3))
+    asyncio.run(m3.on_result(idle_auth(HOME), False))
+    asyncio.run(m3.lease_gone(HOME, "released"))
+    assert m3.paging is not None and m3.paging.idle == {}
+    drop(spawned)
