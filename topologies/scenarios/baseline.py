@@ -702,7 +702,8 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
         "iperf": anchored["iperf"],
     }
     return {
-        "scenario": "baseline", "topology": topo_name, "mn": mn,
+        # The anchored plane is IPv4's (docs/ipv6.md, "Not yet"): both sides measured so.
+        "scenario": "baseline", "family": "ipv4", "topology": topo_name, "mn": mn,
         "anchor": pgw, "home_rtt_ms": home_rtt_ms, "distance": distance, "period_s": period_s,
         "per_mode": per_mode, "probe_interval_ms": probe_interval_ms,
         "elapsed_s": round(elapsed, 1),
