@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Self
@@ -108,6 +108,26 @@ def _route_check(lab: Lab, keys: dict[str, tuple[str, str]], state: str,
     return stale, missing
 
 
+def prefixes6(topo: Any, mobiles: Iterable[str]) -> dict[str, IPv6Network]:
+    """The dual-stack MNs' planned /64s among ``mobiles``."""
+    six = topo.backbone6
+    return {m: p for m in mobiles if six is not None and m in six.mobiles
+            and (p := topo.mobile(m).prefix6) is not None}
+
+
+def dual_stack_prefixes(topo: Any, mobiles: Iterable[str],
+                        families: list[str]) -> dict[str, IPv6Network]:
+    """The /64s a run with ``families`` measures: none for IPv4 alone; refused when IPv6 is
+    asked for and no MN of ``mobiles`` is dual-stack."""
+    if "ipv6" not in families:
+        return {}
+    out = prefixes6(topo, mobiles)
+    if not out:
+        raise LabError(f"--family ipv6: no provisioned MN of {topo.name} is dual-stack (a "
+                       "dual-stack backbone is needed)")
+    return out
+
+
 @register
 class FaultsScenario(Scenario):
     name = "faults"
@@ -125,14 +145,7 @@ class FaultsScenario(Scenario):
         self.families = families or ["ipv4"]
         self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}
         # The dual-stack MNs' /64s and the address the CN probes in each (its first).
-        six = self.topo.backbone6
-        self.prefixes: dict[str, IPv6Network] = {}
-        if "ipv6" in self.families:
-            dual = [m for m in self.mobiles if six is not None and m in six.mobiles]
-            if not dual:
-                raise LabError(f"--family ipv6: no provisioned MN of {self.topo.name} is "
-                               "dual-stack (a dual-stack backbone is needed)")
-            self.prefixes = {m: p for m in dual if (p := self.topo.mobile(m).prefix6)}
+        self.prefixes = dual_stack_prefixes(self.topo, self.mobiles, self.families)
         self.addresses6: dict[str, IPv6Address] = {
             m: p.network_address + 1 for m, p in self.prefixes.items()}
         self._walk = [s.to for s in walk(self.topo, self.mn)]

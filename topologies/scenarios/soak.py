@@ -35,7 +35,12 @@ from topologies.scenarios.base import (
     wait_for_clock,
     write_jsonl,
 )
-from topologies.scenarios.faults import agent_status, route_check, route_check6
+from topologies.scenarios.faults import (
+    agent_status,
+    dual_stack_prefixes,
+    route_check,
+    route_check6,
+)
 from topologies.scenarios.handoff import FAMILIES, add_family_argument, dual_stack_topology
 from topologies.scenarios.mobility import ar_adjacency
 from topologies.scenarios.progress import Eta
@@ -98,10 +103,7 @@ class SoakScenario(Scenario):
         self.rotating = [m for m in lab.mobiles if m in self.topo.dhcp_mobiles]
         self.addresses = {m: provisioned_address(self.topo, m) for m in self.mobiles}
         self.families = families or ["ipv4"]
-        self.prefixes = prefixes6(self.topo, self.mobiles) if "ipv6" in self.families else {}
-        if "ipv6" in self.families and not self.prefixes:
-            raise LabError(f"--family ipv6: no provisioned MN of {self.topo.name} is "
-                           "dual-stack (a dual-stack backbone is needed)")
+        self.prefixes = dual_stack_prefixes(self.topo, self.mobiles, self.families)
 
     def params(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "rate": self.rate, "seed": self.seed,
@@ -263,13 +265,6 @@ class SoakScenario(Scenario):
 def _p99(values: Iterable[float]) -> float | None:
     v = list(values)
     return round(percentile(v, 0.99), 3) if v else None
-
-
-def prefixes6(topo: Any, mobiles: Iterable[str]) -> dict[str, IPv6Network]:
-    """The dual-stack MNs' planned /64s among ``mobiles``."""
-    six = topo.backbone6
-    return {m: p for m in mobiles if six is not None and m in six.mobiles
-            and (p := topo.mobile(m).prefix6) is not None}
 
 
 def reroutes(rows: list[dict[str, Any]], events: list[measure.RouteEvent],
