@@ -17,12 +17,12 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .auth import AuthError, KeyStore, Peer, StaticDirectory
-from .contract import Config, ContractError, Layout
+from .contract import OMIT_IF_NONE, Config, ContractError, Layout
 from .control import start_control
 from .mn import load_key_list
 
@@ -43,6 +43,9 @@ class Member(Config):
     ifname: str
     address: ipaddress.IPv4Address
     home: str
+    # Its planned /64 when the run is dual-stack (issue 18): claimed beside the /32, its
+    # first address on the MN's interface. Omitted for an IPv4 run.
+    prefix6: ipaddress.IPv6Network | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,15 @@ class PopulationConfig(Config):
 class _Mobile:
     """What the process keeps per MN: its peer (key pair) and where it is authenticated."""
 
-    __slots__ = ("attaching", "lock", "member", "peer", "current")
+    __slots__ = ("attaching", "lock", "member", "peer", "current", "sent_to")
 
     def __init__(self, member: Member, peer: Peer) -> None:
         self.member = member
         self.peer = peer
         self.current: str | None = None
+        # The AR our last AUTH went to, answered or not: an AUTH abandoned when the MN moved
+        # on may still have been accepted, and its AR's route then races ours.
+        self.sent_to: str | None = None
         self.lock = asyncio.Lock()
         self.attaching: asyncio.Task[dict[str, Any]] | None = None
 
@@ -96,15 +102,23 @@ class Population:
         if fqdn is None:
             return {"ok": False, "mn": name, "error": f"unknown AR {ar!r}"}
         async with mob.lock:
-            prev = mob.current
+            # The AR we came from, by our own word (draft 2.2's hint that breaks a tie of two
+            # moves within one LOCAL_PREF second): the last one we sent an AUTH to. Moved on
+            # before it answered, it is still the one whose late route the new AR must beat.
+            prev = mob.sent_to or mob.current
             prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
             address = mob.member.address
+            claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+                ipaddress.IPv4Network((address, 32))]
+            if mob.member.prefix6 is not None:
+                claimed.append(mob.member.prefix6)
             t_sent = time.time()
             try:
                 key = await self.directory.resolve(fqdn)
+                mob.sent_to = ar
                 session = await mob.peer.authenticate(
                     (self.config.gateway, self.config.auth_port), fqdn,
-                    [ipaddress.IPv4Network((address, 32))], mobility=True, ar_key=key,
+                    claimed, mobility=True, ar_key=key,
                     timeout=AUTH_TIMEOUT_S, retries=AUTH_RETRIES,
                     local_addr=(str(address), 0), previous=prev_fqdn)
             except (AuthError, OSError) as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,17 @@ from tests.golden import check_golden
 from topologies import model
 from topologies.analysis.measure import RouteEvent
 from topologies.lab import procstat
+from topologies.lab.popnet import NeighbourLimits
 from topologies.model import Topology, TopologyError
 from topologies.render import identities
 from topologies.render import population as render_population
-from topologies.scenarios.population import derived_topology, host_route_counts, split_probe
+from topologies.scenarios.population import (
+    PopulationScenario,
+    derived_topology,
+    host_route_counts,
+    split_probe,
+    summarise,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "lab" / "population"
@@ -36,10 +43,36 @@ def topo(count: int, **pop: Any) -> Topology:
     return model.build(d)
 
 
-@pytest.mark.parametrize("kind", ["air", "population"])
+@pytest.mark.parametrize("kind", ["air", "population", "population6"])
 def test_batches_golden(kind: str) -> None:
-    text = render_population.render_batches(topo(3), 4242)[kind]
+    text = render_population.render_batches(topo(3), 4242, ipv6=True)[kind]
     check_golden(GOLDEN / f"{kind}.batch", text)
+
+
+def test_an_ipv4_run_has_no_ipv6_half() -> None:
+    files = render_population.render_batches(topo(3), 4242)
+    assert set(files) == {"air", "population"}
+    assert all(m.prefix6 is None for m in render_population.members(topo(3)))
+
+
+def test_a_dual_stack_member_holds_its_planned_prefix() -> None:
+    t = topo(40)
+    ms = render_population.members(t, ipv6=True)
+    assert [m.prefix6 for m in ms] == [t.population_nodes[m.name].prefix6 for m in ms]
+    assert len({m.prefix6 for m in ms}) == 40 and all(
+        m.prefix6 is not None and m.prefix6.prefixlen == 64 for m in ms)
+    data = render_population.batch_data(t, 1, ipv6=True)
+    assert all(d["address6"] == str(m.prefix6.network_address + 1)  # type: ignore[union-attr]
+               for d, m in zip(data["members"], ms, strict=True))
+
+
+def test_ipv6_without_a_dual_stack_backbone_is_refused() -> None:
+    d = copy.deepcopy(FIGURE2)
+    for key in ("loopbacks", "links"):
+        d["addressing"]["ipv6"].pop(key)
+    d["population"] = {"count": 3, "seed": 1}
+    with pytest.raises(TopologyError, match="dual-stack backbone"):
+        render_population.members(model.build(d), ipv6=True)
 
 
 def test_every_mn_has_its_own_port_address_and_table() -> None:
@@ -55,13 +88,13 @@ def test_a_dhcp_member_is_refused_until_the_dhcp_path_is_wired() -> None:
         render_population.members(topo(10, dhcp=0.5))
 
 
-def _population(tmp: Path, count: int = 4) -> Population:
+def _population(tmp: Path, count: int = 4, ipv6: bool = False) -> Population:
     t = topo(count)
     ids = identities.provision(t, tmp)
     ar_keys = {i.name: {"suite": int(i.suite), "spki": i.spki.hex(), "nonce": "",
                         "nonce_expires": 0} for i in ids if i.role == "ar"}
     (tmp / "ar_keys.json").write_text(json.dumps(ar_keys))
-    cfg = render_population.agent_config(t, tmp, tmp / "ar_keys.json")
+    cfg = render_population.agent_config(t, tmp, tmp / "ar_keys.json", ipv6)
     again = PopulationConfig.from_json(json.loads(cfg.to_json()))
     assert again == cfg
     return Population(cfg)
@@ -157,3 +190,91 @@ def test_process_samples_summarise_by_kind() -> None:
     got = procstat.by_kind(rows)
     assert got == {"bgpd_agg": {"cpu_pct": 20.0, "cpu_pct_peak": 30.0, "rss_mb": 25.0}}
     assert procstat.backlog_drops() >= 0
+
+
+def _ev6(ts: float, node: str, kind: str, dst: object, hop: str = "fe80::1") -> RouteEvent:
+    net = IPv6Network(dst) if isinstance(dst, IPv6Network) else IPv4Network(dst)  # type: ignore[arg-type]
+    return RouteEvent(ts, node, kind, net, 20, 186, frozenset({hop}))  # type: ignore[arg-type]
+
+
+def test_a_dual_stack_run_gives_each_family_its_reroute_interruption_and_stale_routes() -> None:
+    t = topo(3)
+    p0, p1 = t.population_nodes["p0"], t.population_nodes["p1"]
+    assert p0.address is not None and p0.prefix6 is not None and p1.prefix6 is not None
+    a6 = p0.prefix6.network_address + 1
+    rows = [{"mn": "p0", "from": p0.home, "to": "ar2", "ok": True, "t_attach": 10.0,
+             "t_auth_sent": 10.01, "auth_ms": 5.0, "not_rerouted": []}]
+    events = [_ev6(10.11, "agg1", "add", f"{p0.address}/32"),
+              _ev6(10.21, "agg1", "add", p0.prefix6),
+              _ev6(10.05, "agg1", "add", p1.prefix6)]  # p1 ends at home: a stale /64
+    v4 = "".join(f"[{10 + k * 0.2:.6f}] 64 bytes from {p0.address}: icmp_seq={k} ttl=60 "
+                 "time=1 ms\n" for k in range(1, 20))
+    v6 = "".join(f"[{10 + k * 0.2:.6f}] 64 bytes from {a6}: icmp_seq={k} ttl=60 time=1 ms\n"
+                 for k in range(1, 20) if k not in (1, 2))
+    params = {"mobiles": 3, "families": ["ipv4", "ipv6"], "probe_interval_s": 0.2,
+              "rate_per_s": 1.0, "duration_s": 5.0, "model": "walk"}
+    measured = {"t_start": 9.0, "where": {"p0": "ar2"}, "up": {"up_s": 1.0}}
+    got = summarise(t, params, measured, rows, events, {"ipv4": v4, "ipv6": v6}, [], {}, 14.0)
+    six = got["ipv6"]
+    assert got["family"] == "ipv4" and six["family"] == "ipv6"
+    assert got["reroute_ms"]["p50"] == pytest.approx(100.0, abs=0.5)
+    assert six["reroute_ms"]["p50"] == pytest.approx(200.0, abs=0.5)
+    assert six["interruption_ms"]["p50"] > got["interruption_ms"]["p50"]
+    assert got["stale_host_routes"] == {} and six["stale_host_routes"] == {"agg1": 1}
+    assert six["host_routes"]["peak"] == {"agg1": 2} and got["host_routes"]["peak"] == {"agg1": 1}
+    assert "ipv6: reroute ms" in PopulationScenario.table({**got, "achieved_rate_per_s": 0.2})
+
+
+def test_neighbour_limits_are_raised_for_the_population_then_put_back(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "{family}.gc_thresh{n}")
+    for family, (t2, t3) in (("ipv4", (8192, 16384)), ("ipv6", (512, 1024))):
+        for n, v in ((2, t2), (3, t3)):
+            Path(pattern.format(family=family, n=n)).write_text(f"{v}\n")
+    limits = NeighbourLimits(1000, path=pattern)
+    need = 4 * 1000 + 2048
+    assert limits.raise_() == [f"ipv6 gc_thresh2 512 -> {need}",
+                               f"ipv6 gc_thresh3 1024 -> {2 * need}"]
+    assert Path(pattern.format(family="ipv4", n=3)).read_text() == "16384\n"  # high enough
+    Path(pattern.format(family="ipv6", n=2)).write_text("99999\n")  # someone else's since
+    limits.restore()
+    assert Path(pattern.format(family="ipv6", n=3)).read_text() == "1024\n"
+    assert Path(pattern.format(family="ipv6", n=2)).read_text() == "99999\n"
+
+
+def test_an_auth_abandoned_by_a_move_makes_its_ar_the_next_ones_previous(
+        tmp_path: Path) -> None:
+    """A move back before the AR answered: that AR may still accept the AUTH, and its late
+    route beats the new AR's in the same LOCAL_PREF second unless the MN names it (seen at
+    1,000 MNs: a /32 left at seven routers for an MN back home)."""
+    pop = _population(tmp_path)
+    mob = pop.mobiles["p0"]
+    home = mob.member.home
+    seen: list[str | None] = []
+
+    class Session:
+        rerouted: list[Any] = []
+        not_rerouted: list[Any] = []
+
+        def close(self) -> None:
+            pass
+
+    async def resolve(fqdn: str) -> None:
+        return None
+
+    async def authenticate(server: Any, fqdn: str, *args: Any, previous: str | None = None,
+                           **kw: Any) -> Session:
+        seen.append(previous)
+        await asyncio.sleep(10 if fqdn.startswith("ar3.") else 0)
+        return Session()
+
+    pop.directory.resolve = resolve  # type: ignore[method-assign,assignment]
+    mob.peer.authenticate = authenticate  # type: ignore[method-assign,assignment]
+
+    async def run() -> list[dict[str, Any]]:
+        first = asyncio.ensure_future(pop.attach("p0", "ar3"))
+        await asyncio.sleep(0.01)
+        return [await pop.attach("p0", home), await first]
+
+    back, left = asyncio.run(asyncio.wait_for(run(), 5))
+    assert left["superseded"] and back["ok"] and back["previous"] == "ar3"
+    assert seen == [None, pop.config.ars["ar3"]]

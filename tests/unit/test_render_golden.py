@@ -72,7 +72,7 @@ def test_every_template_has_a_golden_file() -> None:
             "ip/overlay.bridge.j2", "dhcp/udhcpc.hook.j2", "dhcp/dhclient6.hook.j2",
             "dnsmasq/outside.conf.j2"}
     # A population's batches: golden files in tests/unit/test_population_runtime.py.
-    used |= {"ip/population.batch.j2", "ip/population-air.batch.j2"}
+    used |= {"ip/population.batch.j2", "ip/population-air.batch.j2", "ip/population6.batch.j2"}
     lab_templates = {
         str(p.relative_to(render.CONFIGS))
         for sub in ("ip", "frr", "exabgp", "nft", "dhcp", "dnsmasq")

@@ -8,6 +8,7 @@ the shared namespace with a routing table per MN, 5.0 s and 439 kB per MN for na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from agents.contract import Layout
 from topologies.lab.daemons import LabError, MnAgentProcess, NodeExec
 from topologies.lab.lab import Lab
 from topologies.lab.radio import AIR
+from topologies.model import TopologyError
 from topologies.render import population as render_population
 from topologies.render.identities import POPULATION_DIR
 
@@ -27,8 +29,56 @@ POP = "pop"  # the population namespace's node name
 # announce only its own address there, or every port in a cell would claim every MN.
 SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
            "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-           "net.ipv4.conf.default.arp_ignore=1", "net.ipv4.conf.default.arp_announce=2")
+           "net.ipv4.conf.default.arp_ignore=1", "net.ipv4.conf.default.arp_announce=2",
+           # Neighbour discovery answers on the receiving interface already; what is left is
+           # keeping a thousand ports from soliciting routers and probing their link-locals
+           # (unique: each from its own veth's MAC) at once. The AR's RA after a handoff is
+           # the named MN's business; the population reads the AUTH_REPLY's lists.
+           "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
+           "net.ipv6.conf.default.accept_dad=0")
 REQUEST_TIMEOUT_S = 10.0  # one MN's handoff: five AUTH tries of 0.3 s, and a busy loop
+# The kernel's neighbour tables are one per family for the whole machine, every namespace's
+# entries counted against limits that only the initial namespace can set. A population MN
+# costs up to four: its gateway in the population namespace, its address and link-local at
+# its AR, and the old AR's until it ages out. Past gc_thresh3 (1,024 for IPv6 by default)
+# new entries are refused in every namespace: at 1,000 dual-stack MNs OSPFv3 neighbours and
+# BGP next hops flapped on every router, and /64 re-routes took 30 s.
+NEIGH_PER_MN = 4
+NEIGH_SPARE = 2048  # the rest of the lab: backbone link-locals, named MNs, the CN's probes
+NEIGH_SYSCTL = "/proc/sys/net/{family}/neigh/default/gc_thresh{n}"
+
+
+class NeighbourLimits:
+    """Raises the machine's neighbour-table limits to what a population needs, and puts
+    back on restore what it changed, unless someone else has changed it since."""
+
+    def __init__(self, mobiles: int, families: tuple[str, ...] = ("ipv4", "ipv6"),
+                 path: str = NEIGH_SYSCTL) -> None:
+        self.need = NEIGH_PER_MN * mobiles + NEIGH_SPARE
+        self.families = families
+        self.path = path
+        self.changed: list[tuple[Path, int, int]] = []  # (file, before, ours)
+
+    def raise_(self) -> list[str]:
+        """Soft limit (gc_thresh2) to the need, hard limit (gc_thresh3) to twice it; what
+        was raised, as "ipv6 gc_thresh3 1024 -> 12096"."""
+        out = []
+        for family in self.families:
+            for n, want in ((2, self.need), (3, 2 * self.need)):
+                p = Path(self.path.format(family=family, n=n))
+                before = int(p.read_text())
+                if before < want:
+                    p.write_text(f"{want}\n")
+                    self.changed.append((p, before, want))
+                    out.append(f"{family} gc_thresh{n} {before} -> {want}")
+        return out
+
+    def restore(self) -> None:
+        for p, before, ours in reversed(self.changed):
+            with contextlib.suppress(OSError, ValueError):
+                if int(p.read_text()) == ours:
+                    p.write_text(f"{before}\n")
+        self.changed = []
 
 
 class PopulationAgent(MnAgentProcess):
@@ -49,7 +99,7 @@ class PopulationAgent(MnAgentProcess):
 class PopulationNet:
     """Brings a lab's `population:` up beside its named MNs, and moves its MNs."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, ipv6: bool = False) -> None:
         if not lab.topo.population_nodes:
             raise LabError("the topology has no population: (see docs/scale.md)")
         if lab.radio is None or lab.dns is None:
@@ -57,10 +107,15 @@ class PopulationNet:
                            "must list named mobiles and services.dns")
         self.lab = lab
         self.radio = lab.radio
-        self.members = render_population.members(lab.topo)
+        self.ipv6 = ipv6  # dual-stack: every MN claims its /64 beside its /32 (issue 18)
+        try:
+            self.members = render_population.members(lab.topo, ipv6)
+        except TopologyError as exc:
+            raise LabError(str(exc)) from None
         self.rundir = lab.dir / POPULATION_DIR
         self.agent: PopulationAgent | None = None
         self.timings: dict[str, float] = {}
+        self.neighbours = NeighbourLimits(len(self.members))
 
     @property
     def names(self) -> list[str]:
@@ -79,22 +134,26 @@ class PopulationNet:
         lab, t = self.lab, time.monotonic()
         t_start = t
         self.rundir.mkdir(parents=True, exist_ok=True)
+        for change in self.neighbours.raise_():
+            lab.progress(f"population: neighbour table limit {change} (restored at the end)")
         host = lab.net.addHost(POP, cls=MnNode, ip=None, inNamespace=True)
         ex = lab.execs[POP] = NodeExec(POP, host.pid)
         lab._write_state()  # so that `flatarch down` removes the namespace after a crash
         for key in SYSCTLS:
             ex.check(["sysctl", "-q", "-w", key])
-        files = render_population.render_batches(lab.topo, host.pid)
+        files = render_population.render_batches(lab.topo, host.pid, self.ipv6)
         for kind, text in files.items():
             (self.rundir / f"{kind}.batch").write_text(text)
         lab.execs[AIR].check(["ip", "-batch", str(self.rundir / "air.batch")])
         ex.check(["ip", "-batch", str(self.rundir / "population.batch")])
+        if "population6" in files:
+            ex.check(["ip", "-6", "-batch", str(self.rundir / "population6.batch")])
         t = self._timed("links_s", t)
         # The batch put every port into its home cell; the radio learns where they are.
         self.radio.where.update({m.name: m.home for m in self.members})
         t = self._timed("radio_s", t)
         keys = lab.rundir(lab.mobiles[0]) / Layout.AR_KEYS
-        cfg = render_population.agent_config(lab.topo, lab.dir, keys)
+        cfg = render_population.agent_config(lab.topo, lab.dir, keys, self.ipv6)
         self.agent = PopulationAgent(self.rundir, cfg.to_json())
         self.agent.write()
         self.agent.dry_run()
@@ -127,3 +186,4 @@ class PopulationNet:
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
+        self.neighbours.restore()

@@ -128,6 +128,14 @@ def dual_stack_prefixes(topo: Any, mobiles: Iterable[str],
     return out
 
 
+def managed6(topo: Any, families: list[str]) -> list[str]:
+    """The IPv6 managed range, for a route watcher of a run with ``families`` (else none)."""
+    plan6 = topo.plan6
+    if "ipv6" not in families or plan6 is None:
+        return []
+    return [str(plan6.block("addressing.ipv6.managed").network)]
+
+
 @register
 class FaultsScenario(Scenario):
     name = "faults"

@@ -28,13 +28,13 @@ from agents.stats import percentile
 from topologies.analysis import measure
 from topologies.lab import procstat
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
-from topologies.lab.lab import Lab
+from topologies.lab.lab import Background, Lab
 from topologies.lab.popnet import PopulationNet
 from topologies.model import Role, Topology
 from topologies.render.configs import UPDATES_LOG
 from topologies.render.identities import POPULATION_DIR
 from topologies.scenarios import mobility
-from topologies.scenarios.addresses import counted
+from topologies.scenarios.addresses import counted, counted6
 from topologies.scenarios.base import (
     REDIRECT,
     ROUTES,
@@ -45,6 +45,8 @@ from topologies.scenarios.base import (
     wait_for_clock,
     write_jsonl,
 )
+from topologies.scenarios.faults import managed6
+from topologies.scenarios.handoff import FAMILIES, add_family_argument
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
@@ -52,6 +54,7 @@ MODELS = ("walk", "waypoint", "trace")
 HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
 SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
 PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
+PROBE6 = "probe6.txt"  # the same over every MN's IPv6 address, in a dual-stack run
 # Handoffs in flight at once (each holds a thread on the agent's control socket): an AUTH
 # takes ~10 ms, a lost one 1.5 s with its retries; 32 of them capped a run at ~21/s.
 WORKERS = 256
@@ -145,7 +148,7 @@ class PopulationScenario(Scenario):
                  model: str = "walk", trace: Path | None = None, rotate: float = 0.0,
                  probe_interval_s: float = 0.2, seed: int = 0, spread_s: float | None = None,
                  speed: float = 20.0, out_dir: Path | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, families: list[str] | None = None) -> None:
         super().__init__(lab, None, progress, out_dir)
         if model not in MODELS:
             raise LabError(f"--model: {model!r} is not one of {', '.join(MODELS)}")
@@ -164,7 +167,8 @@ class PopulationScenario(Scenario):
         self.trace, self.rotate, self.seed = trace, rotate, seed
         self.spread_s, self.speed = spread_s, speed
         self.probe_interval_s = probe_interval_s
-        self.net = PopulationNet(lab)
+        self.families = families or ["ipv4"]
+        self.net = PopulationNet(lab, ipv6="ipv6" in self.families)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -184,6 +188,7 @@ class PopulationScenario(Scenario):
         parser.add_argument("--probe-interval", type=float, default=0.2,
                             help="seconds between the CN's probes of each MN")
         parser.add_argument("--seed", type=int, default=0)
+        add_family_argument(parser, "run")
 
     @classmethod
     def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
@@ -199,7 +204,8 @@ class PopulationScenario(Scenario):
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         return cls(lab, rate=args.rate, duration_s=args.duration, model=args.model,
                    trace=args.trace, rotate=args.rotate, probe_interval_s=args.probe_interval,
-                   seed=args.seed, spread_s=args.spread, speed=args.speed, out_dir=out_dir)
+                   seed=args.seed, spread_s=args.spread, speed=args.speed, out_dir=out_dir,
+                   families=FAMILIES[getattr(args, "family", "ipv4")])
 
     def params(self) -> dict[str, Any]:
         return {"mobiles": len(self.net.members), "rate_per_s": self.rate,
@@ -207,7 +213,7 @@ class PopulationScenario(Scenario):
                 "duration_s": self.duration_s, "model": self.model,
                 "trace": str(self.trace) if self.trace else None, "rotate": self.rotate,
                 "seed": self.seed, "spread_s": self.spread_s,
-                "probe_interval_s": self.probe_interval_s}
+                "probe_interval_s": self.probe_interval_s, "families": self.families}
 
     # --- the schedule ---------------------------------------------------------------------
 
@@ -257,14 +263,14 @@ class PopulationScenario(Scenario):
             self.note(up=up, rss_mb_before=rss_before, rss_mb_up=procstat.total_rss_mb(pids))
             self.progress(f"population: {len(self.net.members)} MNs up in {up['up_s']:.1f}s "
                           f"({', '.join(f'{k} {v:.1f}s' for k, v in up.items())})")
-            watcher = self.watch_routes(stack, self.topo.managed)
-            targets = self.dir / "probe.targets"
-            targets.write_text("".join(f"{m.address}\n" for m in self.net.members))
-            cn = self.topo.service("cn").name
-            first = str(self.net.members[0].address)
-            prober = stack.enter_context(self.lab.background(cn, [
-                sys.executable, "-m", "agents.probe", first, "--targets", str(targets),
-                "--interval", str(self.probe_interval_s)], self.dir / PROBE))
+            watcher = self.watch_routes(stack, [str(self.topo.managed), *managed6(
+                self.topo, self.families)])
+            probers = [self._prober(stack, "probe.targets", PROBE,
+                                    [str(m.address) for m in self.net.members])]
+            if self.net.ipv6:
+                probers.append(self._prober(stack, "probe6.targets", PROBE6, [
+                    str(m.prefix6.network_address + 1) for m in self.net.members
+                    if m.prefix6 is not None]))
             sampler = stack.enter_context(procstat.Sampler(pids))
             rows: list[dict[str, Any]] = []
             phases: list[dict[str, Any]] = []
@@ -284,7 +290,8 @@ class PopulationScenario(Scenario):
                                "scheduled": len(moves), "where": dict(self.net.radio.where)})
                 self.note(phases=phases)
             write_jsonl(self.dir / HANDOFFS, rows)
-            prober.interrupt()
+            for prober in probers:
+                prober.interrupt()
             self.note(t_start=phases[0]["t_start"], t_end=phases[0]["t_end"],
                       backlog_drops=phases[0]["backlog_drops"], where=phases[0]["where"])
         write_jsonl(self.dir / SAMPLES, sampler.rows)
@@ -293,6 +300,15 @@ class PopulationScenario(Scenario):
         self.keep_files([a.name for a in self.topo.by_role(Role.AR)],
                         [Layout.EVENTS, Layout.AGENT_LOG])
         self.keep_files([POPULATION_DIR], [Layout.AGENT_LOG, Layout.AGENT_STDERR])
+
+    def _prober(self, stack: contextlib.ExitStack[Any], targets: str, out: str,
+                addresses: list[str]) -> Background:
+        """One paced prober on the CN over ``addresses`` (one family), into ``out``."""
+        path = self.dir / targets
+        path.write_text("".join(f"{a}\n" for a in addresses[1:]))  # the first: argv
+        return stack.enter_context(self.lab.background(self.topo.service("cn").name, [
+            sys.executable, "-m", "agents.probe", addresses[0], "--targets", str(path),
+            "--interval", str(self.probe_interval_s)], self.dir / out))
 
     def _drive(self, moves: list[mobility.Move]) -> list[dict[str, Any]]:
         """Each move at its time: the radio moves the port here, the AUTH runs in a worker
@@ -357,7 +373,8 @@ class PopulationScenario(Scenario):
         measured, params = run.measured, run.params
         rows = read_jsonl(out_dir / HANDOFFS)
         events = measure.parse_route_events((out_dir / ROUTES).read_text())
-        probe = (out_dir / PROBE).read_text(errors="replace")
+        probe = {fam: (out_dir / name).read_text(errors="replace")
+                 for fam, name in (("ipv4", PROBE), ("ipv6", PROBE6)) if (out_dir / name).exists()}
         samples, rx = read_jsonl(out_dir / SAMPLES), updates(run.topo, out_dir)
         phases = measured.get("phases") or []
         if len(phases) <= 1:
@@ -390,6 +407,13 @@ class PopulationScenario(Scenario):
             lines.append(f"{r:10s} {result['host_routes']['peak'][r]:9d} "
                          f"{result['host_routes']['end'].get(r, 0):8d} "
                          f"{result['updates_per_s']['peak'].get(r, 0):14.0f}")
+        if (six := result.get("ipv6")) is not None:
+            lines.append(
+                f"ipv6: reroute ms p50/p99 {six['reroute_ms']['p50']}/{six['reroute_ms']['p99']}; "
+                f"interruption ms p50/p99 {six['interruption_ms']['p50']}/"
+                f"{six['interruption_ms']['p99']}; /64 peak "
+                f"{max(six['host_routes']['peak'].values(), default=0)} on a router; stale /64 "
+                f"at the end: {sum(six['stale_host_routes'].values())}")
         lines.append(f"{'process':12s} {'cpu % mean':>10s} {'peak':>6s} {'rss MB':>8s}")
         for k, v in result["processes"].items():
             lines.append(f"{k:12s} {v['cpu_pct']:10.1f} {v['cpu_pct_peak']:6.0f} "
@@ -431,17 +455,24 @@ def updates(topo: Topology, out_dir: Path) -> dict[str, list[measure.BgpRx]]:
     return out
 
 
-def host_route_counts(events: list[measure.RouteEvent], t_from: float,
-                      t_end: float) -> tuple[dict[str, int], dict[str, int]]:
-    """(peak, end) number of /32s per router off an access link, replaying the events."""
+# Per family: an MN's host route's (version, length), and which of its routes count.
+HOST_ROUTES: dict[str, tuple[tuple[int, int], Callable[[measure.RouteEvent], bool]]] = {
+    "ipv4": ((4, 32), counted), "ipv6": ((6, 64), counted6)}
+
+
+def host_route_counts(events: list[measure.RouteEvent], t_from: float, t_end: float,
+                      family: str = "ipv4") -> tuple[dict[str, int], dict[str, int]]:
+    """(peak, end) number of the family's host routes (/32s, or MN /64s) per router off an
+    access link, replaying the events."""
+    shape, keep = HOST_ROUTES[family]
     present: dict[str, set[tuple[IPv4Network | IPv6Network, int]]] = {}
     peak: dict[str, int] = {}
     for ev in sorted(events, key=lambda e: e.ts):
-        if ev.ts > t_end or ev.dst.prefixlen != 32:
+        if ev.ts > t_end or (ev.dst.version, ev.dst.prefixlen) != shape:
             continue
         table = present.setdefault(ev.node, set())
         key = (ev.dst, ev.metric)
-        if ev.kind == "add" and counted(ev):
+        if ev.kind == "add" and keep(ev):
             table.add(key)
         else:
             table.discard(key)
@@ -451,28 +482,80 @@ def host_route_counts(events: list[measure.RouteEvent], t_from: float,
     return ({n: max(peak.get(n, 0), end[n]) for n in end}, end)
 
 
-def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
-              rows: list[dict[str, Any]], events: list[measure.RouteEvent], probe: str,
-              samples: list[dict[str, Any]], rx: dict[str, list[measure.BgpRx]],
-              t_end: float) -> dict[str, Any]:
-    """The issue's JSON from the raw files."""
-    mobiles = int(params["mobiles"])
-    members = {m.name: m for m in topo.population_nodes.values()}
+def _pct(xs: list[float]) -> dict[str, float | None]:
+    return {"p50": round(percentile(xs, 0.5), 1) if xs else None,
+            "p99": round(percentile(xs, 0.99), 1) if xs else None}
+
+
+def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: list[int],
+                   events: list[measure.RouteEvent], probe: str, interval: float,
+                   t_start: float, t_end: float, where: dict[str, str]) -> dict[str, Any]:
+    """One family's share of the JSON: each successful handoff's re-route of the MN's /32
+    (or /64) on every router and its interruption at the CN's prober, then the host routes
+    per router and those left behind for MNs that ended at home."""
+    members = topo.population_nodes
+    dsts: dict[str, IPv4Network | IPv6Network] = {}
+    probed: dict[str, str] = {}
+    for n, m in members.items():
+        if family == "ipv4" and m.address is not None:
+            dsts[n], probed[n] = IPv4Network((m.address, 32)), str(m.address)
+        elif family == "ipv6" and m.prefix6 is not None:
+            # The CN probes the first address of the /64 (render/population.py).
+            dsts[n], probed[n] = m.prefix6, str(m.prefix6.network_address + 1)
     by_key: dict[tuple[str, IPv4Network | IPv6Network], list[measure.RouteEvent]] = {}
     for ev in events:
         by_key.setdefault((ev.node, ev.dst), []).append(ev)
     routers = [r.name for r in topo.routers]
     replies = {src: measure.parse_ping(text) for src, text in split_probe(probe).items()}
-    interval = float(params["probe_interval_s"])
     next_move: dict[int, float] = {}
     last_by_mn: dict[str, int] = {}
     for i, r in enumerate(rows):
         if r["mn"] in last_by_mn:
             next_move[last_by_mn[r["mn"]]] = float(r.get("t_attach") or 0.0)
         last_by_mn[r["mn"]] = i
+    reroute, interruption = [], []
+    for i in ok:
+        r = rows[i]
+        dst = dsts.get(r["mn"])
+        if dst is None:
+            continue
+        t_auth = float(r["t_auth_sent"])
+        w1 = next_move.get(i, t_end) or t_end
+        # The old AR's redirect (its own metric) bridges the reroute; it is not one.
+        settled = [measure.settled_at(by_key.get((n, dst), []), n, dst, t_auth, w1,
+                                      REDIRECT)
+                   for n in routers]
+        reroute.append((max(settled) - t_auth) * 1000.0)
+        got = replies.get(probed[r["mn"]])
+        if got:
+            with contextlib.suppress(measure.MeasureError):
+                interruption.append(measure.ping_window(
+                    got, float(r["t_attach"]) - interval, w1, interval)[0])
+    keep = HOST_ROUTES[family][1]
+    peak, end = host_route_counts(events, t_start, t_end, family)
+    home = {dsts[n] for n, m in members.items() if n in dsts and where.get(n, m.home) == m.home}
+    stale: Counter[str] = Counter()
+    for (n, d), evs in by_key.items():
+        if d in home and measure.final_state([e for e in evs if keep(e)], n, d,
+                                             t_end) is not None:
+            stale[n] += 1
+    return {"family": family, "reroute_ms": _pct(reroute), "interruption_ms": _pct(interruption),
+            "interruption_samples": len(interruption),
+            "host_routes": {"peak": dict(sorted(peak.items())), "end": dict(sorted(end.items()))},
+            "stale_host_routes": dict(sorted(stale.items()))}
+
+
+def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
+              rows: list[dict[str, Any]], events: list[measure.RouteEvent],
+              probes: dict[str, str], samples: list[dict[str, Any]],
+              rx: dict[str, list[measure.BgpRx]], t_end: float) -> dict[str, Any]:
+    """The issue's JSON from the raw files; ``probes``: the prober's output per family. The
+    top level is IPv4's; a dual-stack run adds its IPv6 figures under "ipv6"."""
+    mobiles = int(params["mobiles"])
+    families = list(params.get("families") or ["ipv4"])
     failures: Counter[str] = Counter()
-    reroute, interruption, auth, queued = [], [], [], []
-    attempted = ok = superseded = 0
+    auth, queued, ok_rows = [], [], []
+    attempted = superseded = 0
     for i, r in enumerate(rows):
         if r.get("skipped"):
             continue
@@ -486,64 +569,42 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         if r.get("not_rerouted"):
             failures["not re-routed"] += 1
             continue
-        ok += 1
+        ok_rows.append(i)
         auth.append(float(r["auth_ms"]))
         queued.append((float(r["t_auth_sent"]) - float(r["t_attach"])) * 1000.0)
-        t_auth = float(r["t_auth_sent"])
-        w1 = next_move.get(i, t_end) or t_end
-        mob = members.get(r["mn"])
-        if mob is None or mob.address is None:
-            continue
-        dst = IPv4Network((mob.address, 32))
-        # The old AR's redirect (its own metric) bridges the reroute; it is not one.
-        settled = [measure.settled_at(by_key.get((n, dst), []), n, dst, t_auth, w1,
-                                      REDIRECT)
-                   for n in routers]
-        reroute.append((max(settled) - t_auth) * 1000.0)
-        got = replies.get(str(mob.address))
-        if got:
-            with contextlib.suppress(measure.MeasureError):
-                interruption.append(measure.ping_window(
-                    got, float(r["t_attach"]) - interval, w1, interval)[0])
     t_start = float(measured.get("t_start", 0.0))
-    peak, end = host_route_counts(events, t_start, t_end)
+    where = measured.get("where", {})
+    interval = float(params["probe_interval_s"])
+    figures = {fam: family_figures(fam, topo, rows, ok_rows, events, probes.get(fam, ""),
+                                   interval, t_start, t_end, where)
+               for fam in ("ipv4", *(["ipv6"] if "ipv6" in families else []))}
+    v4 = figures["ipv4"]
     ups: dict[str, float] = {}
     for router, lines in rx.items():
         per_s = Counter(int(b.ts) for b in lines if t_start <= b.ts <= t_end)
         ups[router] = float(max(per_s.values(), default=0))
-    where = measured.get("where", {})
-    home_prefixes = {IPv4Network((m.address, 32)) for n, m in members.items()
-                     if m.address is not None and where.get(n, m.home) == m.home}
-    stale: Counter[str] = Counter()
-    final = {(n, d) for (n, d), evs in by_key.items()
-             if d in home_prefixes and measure.final_state(
-                 [e for e in evs if counted(e)], n, d, t_end) is not None}
-    for n, _ in final:
-        stale[n] += 1
     up = measured.get("up", {})
     rss_delta = float(measured.get("rss_mb_up", 0.0)) - float(measured.get("rss_mb_before", 0))
     duration = float(params["duration_s"])
-
-    def pct(xs: list[float]) -> dict[str, float | None]:
-        return {"p50": round(percentile(xs, 0.5), 1) if xs else None,
-                "p99": round(percentile(xs, 0.99), 1) if xs else None}
-
     processes = procstat.by_kind(samples)
     return {
-        # The population's MNs claim /32s only (docs/ipv6.md, "Not yet").
-        "scenario": "population", "family": "ipv4", "mobiles": mobiles, "up_s": up.get("up_s"),
+        # Every MN claims its /32; in a dual-stack run its /64 too, in the same AUTH.
+        "scenario": "population", "family": "ipv4", "families": families, "mobiles": mobiles,
+        "up_s": up.get("up_s"),
         "up_steps_s": up, "rate_per_s": params["rate_per_s"], "duration_s": duration,
         "model": params["model"], "achieved_rate_per_s": round(attempted / duration, 2),
-        "handoffs": {"attempted": attempted, "ok": ok, "failed": attempted - ok,
-                     "failures": dict(failures), "superseded": superseded},
+        "handoffs": {"attempted": attempted, "ok": len(ok_rows),
+                     "failed": attempted - len(ok_rows), "failures": dict(failures),
+                     "superseded": superseded},
         # From the radio's move to the AUTH leaving the MN: the driver's and the agent's share.
-        "auth_queue_ms": pct(queued),
-        "auth_ms": pct(auth), "reroute_ms": pct(reroute), "interruption_ms": pct(interruption),
-        "interruption_samples": len(interruption),
+        "auth_queue_ms": _pct(queued),
+        "auth_ms": _pct(auth), "reroute_ms": v4["reroute_ms"],
+        "interruption_ms": v4["interruption_ms"],
+        "interruption_samples": v4["interruption_samples"],
         # The machine's input-backlog drops over the moves (any lab's packets, DNS too).
         "backlog_drops": measured.get("backlog_drops"),
-        "host_routes": {"peak": dict(sorted(peak.items())), "end": dict(sorted(end.items()))},
-        "stale_host_routes": dict(sorted(stale.items())),
+        "host_routes": v4["host_routes"], "stale_host_routes": v4["stale_host_routes"],
+        **({"ipv6": figures["ipv6"]} if "ipv6" in figures else {}),
         "updates_per_s": {"peak": dict(sorted(ups.items()))},
         "cpu_pct": {k: v["cpu_pct"] for k, v in processes.items()},
         "rss_mb": {k: v["rss_mb"] for k, v in processes.items()},

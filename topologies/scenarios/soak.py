@@ -38,6 +38,7 @@ from topologies.scenarios.base import (
 from topologies.scenarios.faults import (
     agent_status,
     dual_stack_prefixes,
+    managed6,
     route_check,
     route_check6,
 )
@@ -171,7 +172,7 @@ class SoakScenario(Scenario):
         with contextlib.ExitStack() as stack:
             # Every router's route changes in the managed range, kept whatever happens: each
             # handoff's re-route is read from them.
-            self.watch_routes(stack, [str(self.topo.managed), *self._managed6()])
+            self.watch_routes(stack, [str(self.topo.managed), *managed6(self.topo, self.families)])
             stack.callback(write_jsonl, self.dir / SAMPLES, samples)
             stack.callback(write_jsonl, self.dir / HANDOFFS, rows)
             stack.callback(eta.done)
@@ -202,12 +203,6 @@ class SoakScenario(Scenario):
                     "missing6_routes_end": counts["missing6"]} if self.prefixes else {})
             self.note(stale_routes_end=counts["stale"], missing_routes_end=counts["missing"],
                       t_end=time.time(), **six)
-
-    def _managed6(self) -> list[str]:
-        plan6 = self.topo.plan6
-        if not self.prefixes or plan6 is None:
-            return []
-        return [str(plan6.block("addressing.ipv6.managed").network)]
 
     @classmethod
     def analyse(cls, out_dir: Path) -> dict[str, Any]:
