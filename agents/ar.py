@@ -500,7 +500,7 @@ class ArAgent:
     async def send_page(self, target: ArInfo,
                         addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
         """Ask another AR of the Tracking Area to page: the same one-message AUTH, flag G."""
-        return await self._ar_auth(target, addresses, page=True)
+        return await self._ar_auth(target, addresses, page=True, origin_us=None)
 
     async def send_page6(self, node: str, prefixes: list[ipaddress.IPv6Network]) -> object:
         """The page of an idle MN's /64s at another AR of its list (issue 18)."""
@@ -585,32 +585,36 @@ class ArAgent:
         self._spawn(self.channel.send(api.withdraw(prefix)))
         self.persist()
 
-    async def send_redirect(self, target: ArInfo,
-                            addresses: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
-        """The one-message AUTH from this AR's key to the previous AR's, over the backbone."""
-        return await self._ar_auth(target, addresses, page=False)
+    async def send_redirect(self, target: ArInfo, addresses: list[ipaddress.IPv4Address],
+                            origin_us: int | None) -> list[ipaddress.IPv4Address]:
+        """The one-message AUTH from this AR's key to the previous AR's, over the backbone,
+        carrying the time of the MN's AUTH it follows (flag O)."""
+        return await self._ar_auth(target, addresses, page=False, origin_us=origin_us)
 
-    async def send_redirect6(self, target: Peer6,
-                             prefixes: list[ipaddress.IPv6Network]) -> list[ipaddress.IPv6Network]:
+    async def send_redirect6(self, target: Peer6, prefixes: list[ipaddress.IPv6Network],
+                             origin_us: int | None) -> list[ipaddress.IPv6Network]:
         """The IPv6 redirect: the same one-message AUTH, listing the MN's /64s (issue 18)."""
-        done = await self._ar_auth_prefixes(self.ars[target.node], list(prefixes), page=False)
+        done = await self._ar_auth_prefixes(self.ars[target.node], list(prefixes), page=False,
+                                            origin_us=origin_us)
         return [p for p in done if isinstance(p, ipaddress.IPv6Network)]
 
     async def _ar_auth(self, target: ArInfo, addresses: list[ipaddress.IPv4Address], *,
-                       page: bool) -> list[ipaddress.IPv4Address]:
+                       page: bool, origin_us: int | None) -> list[ipaddress.IPv4Address]:
         done = await self._ar_auth_prefixes(
-            target, [IPv4Network((a, 32)) for a in addresses], page=page)
+            target, [IPv4Network((a, 32)) for a in addresses], page=page, origin_us=origin_us)
         return [p.network_address for p in done
                 if isinstance(p.network_address, ipaddress.IPv4Address)]
 
     async def _ar_auth_prefixes(self, target: ArInfo,
                                 prefixes: list[IPv4Network | ipaddress.IPv6Network], *,
-                                page: bool) -> list[IPv4Network | ipaddress.IPv6Network]:
+                                page: bool, origin_us: int | None = None
+                                ) -> list[IPv4Network | ipaddress.IPv6Network]:
         assert self._peer is not None and self.config is not None
         key = await self._ar_key(target.fqdn)
         session = await self._peer.authenticate(
             (str(target.loopback), self.config.auth_port), target.fqdn,
             prefixes, mobility=True, ar_key=key, timeout=0.25, retries=3, page=page,
+            origin_us=origin_us,
         )
         session.close()
         return list(session.rerouted)

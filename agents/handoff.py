@@ -99,7 +99,9 @@ class RibView(Protocol):
     def best(self, prefix: IPv4Network) -> Route | None: ...
 
 
-Redirector = Callable[[ArInfo, list[IPv4Address]], Awaitable[list[IPv4Address]]]
+# (the previous AR, the /32s, the timestamp of the MN's AUTH the redirect follows)
+Redirector = Callable[[ArInfo, list[IPv4Address], int | None], Awaitable[list[IPv4Address]]]
+RemotePager = Callable[[ArInfo, list[IPv4Address]], Awaitable[list[IPv4Address]]]
 # Broadcasts a page on our own access link: /32s, or /64s (agents/paging.py).
 Pager = Callable[[list[IPv4Address | IPv6Network]], None]
 
@@ -147,6 +149,18 @@ class Attachment:
     came_from: IPv4Address | None = None
     # That AR's route has been out-announced once already (late_route_of_came_from).
     outbid: bool = False
+    # The timestamp of the MN's AUTH (its own clock, strictly increasing): which of two ARs
+    # saw the MN's later AUTH, whatever order their redirects cross in (redirect_is_stale).
+    origin_us: int = 0
+
+
+def redirect_is_stale(origin_us: int | None, attached_origin_us: int | None) -> bool:
+    """Whether a redirect asks us to give up an attachment the MN made after the AUTH the
+    redirect follows: it moved away and back faster than the other AR answered (seen at a
+    thousand MNs, an MN back home was black-holed at the AR it had left 24 ms before). A
+    redirect without the origin (flag O) is trusted, as before it existed."""
+    return (origin_us is not None and attached_origin_us is not None
+            and attached_origin_us > origin_us)
 
 
 class Arrival(Protocol):
@@ -238,7 +252,7 @@ class Mobility:
     # Idle mode (draft 4): our Tracking Area List, the pager and the AR-to-AR page sender.
     tal: tuple[str, ...] = ()
     pager: Pager | None = None
-    page_remote: Redirector | None = None
+    page_remote: RemotePager | None = None
     paging_bound: int = 256
     paging_timeout_s: float = 3.0
     idle: dict[IPv4Address, Idle] = field(default_factory=dict)
@@ -339,16 +353,17 @@ class Mobility:
         if redirect is not None and not result.page:
             # First: the previous AR takes milliseconds to act on it, our route install less,
             # and every millisecond here is a millisecond of outage.
-            self._spawn(self._send_redirect(redirect, a))
+            self._spawn(self._send_redirect(redirect, a, result.timestamp_us))
         await self.kernel.attach(a, result.ifindex)
         if redirect is not None and result.page:
             # An MN answering a page: the previous AR holds its buffer and sends it the
             # moment the redirect arrives, so our access route must be there first.
-            self._spawn(self._send_redirect(redirect, a))
+            self._spawn(self._send_redirect(redirect, a, result.timestamp_us))
         await self._wake(a, "paged MN authenticated here", "access")
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp,
-                                      self._came_from(result.previous))
+                                      self._came_from(result.previous),
+                                      origin_us=result.timestamp_us)
         self.superseded_by.pop(a, None)
         if a in self.redirects:  # the MN is back before BGP settled: forward locally again
             self.redirects.pop(a)
@@ -406,10 +421,10 @@ class Mobility:
                 return ar
         return None
 
-    async def _send_redirect(self, target: ArInfo, a: IPv4Address) -> None:
+    async def _send_redirect(self, target: ArInfo, a: IPv4Address, origin_us: int) -> None:
         self.events("redirect_sent", addr=a, to=target.node)
         try:
-            done = await self.redirector(target, [a])
+            done = await self.redirector(target, [a], origin_us or None)
         except Exception as exc:  # noqa: BLE001 - the BGP path still converges without it
             self.events("redirect_failed", addr=a, to=target.node, error=str(exc))
             return
@@ -431,6 +446,11 @@ class Mobility:
             if not (a in self.attached or a in self.announced or a in self.me.pool
                     or a in self.idle):
                 self.events("redirect_refused", addr=a, by=peer.node, reason="not ours")
+                continue
+            here = self.attached.get(a)
+            if here is not None and redirect_is_stale(result.origin_us, here.origin_us):
+                self.events("redirect_refused", addr=a, by=peer.node,
+                            reason="the MN authenticated here after it did there")
                 continue
             # The access route (metric 100) would beat the redirect (150): both change at once.
             # A paging route (metric 90) stays until its buffer has gone through the tunnel.

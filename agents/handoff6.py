@@ -32,6 +32,7 @@ from .handoff import (
     late_route_of_came_from,
     newer_move,
     newest_local_pref,
+    redirect_is_stale,
     remember_highest,
 )
 from .idle import IdleTable
@@ -87,7 +88,8 @@ class Peer6:
 
 
 # Sends the one-message AUTH of the redirect to the previous AR; the /64s it re-routed.
-Redirector6 = Callable[[Peer6, list[IPv6Network]], Awaitable[list[IPv6Network]]]
+# (the previous AR, the /64s, the timestamp of the MN's AUTH the redirect follows)
+Redirector6 = Callable[[Peer6, list[IPv6Network], int | None], Awaitable[list[IPv6Network]]]
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Attached6:
     # That AR's route has been out-announced once already (handoff.late_route_of_came_from).
     outbid: bool = False
     since: float = 0.0  # when it attached (handoff.CAME_FROM_WINDOW_S)
+    origin_us: int = 0  # the MN's AUTH timestamp (handoff.redirect_is_stale)
 
 
 @dataclass
@@ -176,7 +179,8 @@ class PrefixMobility:
         if result.idle:
             return await self.go_idle(result.peer_name, result.addresses)
         return await self.on_authenticated(result.peer_name, result.addresses, result.ifindex,
-                                           result.previous, page=result.page)
+                                           result.previous, page=result.page,
+                                           origin_us=result.timestamp_us)
 
     async def go_idle(self, mn: str, claimed: Iterable[object]) -> list[IPv6Network]:
         """The MN goes idle: its /64s attached here stay routed here, into the paging
@@ -199,7 +203,7 @@ class PrefixMobility:
 
     async def on_authenticated(self, mn: str, claimed: Iterable[object], ifindex: int,
                                previous: str | None = None,
-                               page: bool = False) -> list[IPv6Network]:
+                               page: bool = False, origin_us: int = 0) -> list[IPv6Network]:
         """Draft 2.2 for the IPv6 prefixes of one AUTH: only the plan's prefix length,
         only inside the managed range, only what DNS confirms; anything else is refused."""
         refused: dict[IPv6Network, str] = {}
@@ -235,13 +239,13 @@ class PrefixMobility:
         if target is not None and not page:
             # First, as for IPv4: the previous AR acts on it in milliseconds, and every one
             # until then is outage. One message for all the MN's /64s that AR routes.
-            self.spawn(self._send_redirect(target, moving))
+            self.spawn(self._send_redirect(target, moving, origin_us))
         for p in accepted:
-            await self._take(mn, p, ifindex, came_from)
+            await self._take(mn, p, ifindex, came_from, origin_us)
         if target is not None and page:
             # An MN answering a page: the previous AR sends its buffer the moment the
             # redirect arrives, so our access routes must be there first.
-            self.spawn(self._send_redirect(target, moving))
+            self.spawn(self._send_redirect(target, moving, origin_us))
         return accepted
 
     def _peer_named(self, fqdn: str | None) -> Peer6 | None:
@@ -263,11 +267,12 @@ class PrefixMobility:
                     return peer
         return None
 
-    async def _send_redirect(self, target: Peer6, prefixes: list[IPv6Network]) -> None:
+    async def _send_redirect(self, target: Peer6, prefixes: list[IPv6Network],
+                             origin_us: int) -> None:
         assert self.redirector is not None
         self.events("redirect6_sent", prefixes=[str(p) for p in prefixes], to=target.node)
         try:
-            done = await self.redirector(target, prefixes)
+            done = await self.redirector(target, prefixes, origin_us or None)
         except Exception as exc:  # noqa: BLE001 - the BGP path still converges without it
             self.events("redirect6_failed", prefixes=[str(p) for p in prefixes],
                         to=target.node, error=str(exc))
@@ -275,10 +280,11 @@ class PrefixMobility:
         self.events("redirect6_acked", to=target.node, rerouted=[str(p) for p in done])
 
     async def _take(self, mn: str, prefix: IPv6Network, ifindex: int,
-                    came_from: IPv6Address | None = None) -> None:
+                    came_from: IPv6Address | None = None, origin_us: int = 0) -> None:
         await self.kernel.attach6(prefix, ifindex)
         lp = self.next_local_pref(prefix)
-        self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock())
+        self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock(),
+                                          origin_us=origin_us)
         self.superseded_by.pop(prefix, None)
         if self.redirects.pop(prefix, None) is not None:
             # The MN is back before BGP settled: the access route serves it again.
@@ -332,6 +338,11 @@ class PrefixMobility:
                     or self._idle(p)):
                 self.events("redirect6_refused", prefix=str(p), by=peer.node,
                             reason="not ours")
+                continue
+            here = self.attached.get(p)
+            if here is not None and redirect_is_stale(result.origin_us, here.origin_us):
+                self.events("redirect6_refused", prefix=str(p), by=peer.node,
+                            reason="the MN authenticated here after it did there")
                 continue
             # The access route (metric 100) would beat the redirect (150): both at once. A
             # paging route (metric 90) stays until its buffer has gone through the tunnel.

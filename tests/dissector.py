@@ -22,6 +22,7 @@ FIELDS = (
     "frame.number", "ip.src", "ip.dst", "udp.srcport", "udp.dstport", "udp.length",
     "flatarch.type_name", "flatarch.length", "flatarch.flags.set", "flatarch.suite",
     "flatarch.timestamp", "flatarch.peer_name", "flatarch.auth_name", "flatarch.previous",
+    "flatarch.origin",
     "flatarch.addr", "flatarch.tal", "flatarch.session_id", "flatarch.peer_nonce",
     "flatarch.auth_nonce", "flatarch.nonce", "flatarch.echo", "flatarch.cookie", "flatarch.tag",
     "flatarch.staple",

@@ -130,6 +130,8 @@ class AuthResult(NamedTuple):
     idle: bool = False  # the MN goes idle (draft 4)
     page: bool = False  # an AR asks us to page the MN holding these addresses
     staple: bytes | None = None  # flag S: the MN's DNSSEC bundle (agents/staple.py)
+    timestamp_us: int = 0  # the AUTH's own (the peer's clock): orders one MN's moves
+    origin_us: int | None = None  # flag O: the MN's AUTH timestamp a redirect follows
 
 
 @runtime_checkable
@@ -830,7 +832,8 @@ class Authenticator:
         rnd = os.urandom(8 + NONCE_LEN)
         result = AuthResult(msg.peer_name, self._name, self._suite, msg.addresses, msg.mobility,
                             rnd[:8], (addr[0], addr[1]), msg.previous,
-                            self.interface_of(addr), msg.idle, msg.page, msg.staple)
+                            self.interface_of(addr), msg.idle, msg.page, msg.staple,
+                            msg.timestamp_us, msg.origin_us)
         callback = self._callback
         rerouted: Iterable[AddressLike] = ()
         if callback is not None:

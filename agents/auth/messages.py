@@ -42,6 +42,10 @@ FLAG_COOKIE = 0x02
 FLAG_PREVIOUS = 0x04  # AUTH names the authenticator the peer was attached to before
 FLAG_IDLE = 0x08  # AUTH: the MN goes idle; keep its addresses and page it (draft 4)
 FLAG_PAGE = 0x10  # AUTH between ARs: page the MN holding these addresses on your access link
+# AUTH between ARs: the timestamp of the MN's AUTH this redirect follows (8 octets after the
+# previous name), so that the AR asked can tell whose attachment is the MN's newer move.
+FLAG_ORIGIN = 0x20
+ORIGIN_LEN = 8
 FLAG_TAL = 0x02  # AUTH_REPLY: a Tracking Area List follows the address list
 # AUTH, beyond the draft: a stapled DNSSEC bundle (agents/staple.py, docs/protocol.md 6.9).
 FLAG_STAPLED = 0x80
@@ -283,6 +287,7 @@ class AuthMessage(NamedTuple):
     idle: bool = False
     page: bool = False
     staple: bytes | None = None  # flag S: the DNSSEC bundle, DNS wire format (section 6.9)
+    origin_us: int | None = None  # flag O: the MN's AUTH timestamp a redirect follows
 
     def body(self) -> bytes:
         """Every octet the MAC covers: the message without its trailing tag."""
@@ -303,6 +308,11 @@ class AuthMessage(NamedTuple):
         if self.previous is not None:
             flags |= FLAG_PREVIOUS
             previous = _encode_name(self.previous)
+        if self.origin_us is not None:
+            if not self.mobility or not 0 <= self.origin_us <= _U64_MAX:
+                raise ValueError("an origin timestamp needs mobility and must fit 64 bits")
+            flags |= FLAG_ORIGIN
+            previous += struct.pack("!Q", self.origin_us)
         flags |= (FLAG_IDLE if self.idle else 0) | (FLAG_PAGE if self.page else 0)
         if self.staple is not None:
             flags |= FLAG_STAPLED
@@ -331,8 +341,10 @@ class AuthMessage(NamedTuple):
             _check_head(data, MsgType.AUTH, AUTH_MIN_LEN, AUTH_MAX_LEN)
         _, _, flags, suite, ts, n_p, n_a, n1 = _AUTH_HEAD.unpack_from(data)
         if flags & ~(FLAG_MOBILITY | FLAG_COOKIE | FLAG_PREVIOUS | FLAG_IDLE | FLAG_PAGE
-                     | FLAG_STAPLED):
+                     | FLAG_STAPLED | FLAG_ORIGIN):
             raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        if flags & FLAG_ORIGIN and not flags & FLAG_MOBILITY:
+            raise MalformedMessage("flag O (origin) without flag M")
         if suite != Suite.P256 and suite != Suite.X25519:
             raise UnsupportedSuite(f"unknown suite {suite}")
         end = n - TAG_LEN
@@ -358,6 +370,12 @@ class AuthMessage(NamedTuple):
             previous = _names.get(data[off2 + 1:off3]) or _decode_name(
                 data[off2 + 1:off3], "previous authenticator name")
             off2 = off3
+        origin = None
+        if flags & FLAG_ORIGIN:
+            if off2 + ORIGIN_LEN > end:
+                raise Truncated("origin timestamp cut short")
+            (origin,) = struct.unpack_from("!Q", data, off2)
+            off2 += ORIGIN_LEN
         staple = None
         if flags & FLAG_STAPLED:
             staple, off2 = _decode_staple(data, off2, end)
@@ -373,13 +391,15 @@ class AuthMessage(NamedTuple):
             addrs = _decode_block(block)
         return cls(suite, ts, n_p, n_a, peer, auth, addrs, bool(flags & FLAG_MOBILITY), cookie,
                    data[n - TAG_LEN:], previous, bool(flags & FLAG_IDLE),
-                   bool(flags & FLAG_PAGE), staple)
+                   bool(flags & FLAG_PAGE), staple, origin)
 
     def address_block(self, data: bytes) -> bytes:
         """The encoded address list inside ``data``, the datagram this message came from."""
         start = AUTH_FIXED + 2 + len(self.peer_name) + len(self.auth_name)
         if self.previous is not None:
             start += 1 + len(self.previous)
+        if self.origin_us is not None:
+            start += ORIGIN_LEN
         if self.staple is not None:
             start += 3 + len(self.staple)
         end = len(data) - TAG_LEN - (COOKIE_LEN if self.cookie is not None else 0)

@@ -225,10 +225,12 @@ class Peer:
                            ar_key: PublishedKey | None = None,
                            local_addr: tuple[str, int] | None = None,
                            previous: str | None = None, idle: bool = False,
-                           page: bool = False, staple: bytes | None = None) -> PeerSession:
+                           page: bool = False, staple: bytes | None = None,
+                           origin_us: int | None = None) -> PeerSession:
         """Send one AUTH (retried on loss) and return the authenticated session.
 
         ``ar_key`` skips the DNS lookup when the AR's key arrived another way (draft 3).
+        ``origin_us``: between ARs, the timestamp of the MN's AUTH a redirect follows.
         Raises AuthRejected on a failure reply, AuthTimeout when nothing valid came back.
         """
         ar_name = normalize_name(ar_name)
@@ -245,7 +247,7 @@ class Peer:
             return await self._exchange(protocol, transport, key, ar_addr, claimed, mobility,
                                         timeout, retries,
                                         normalize_name(previous) if previous else None,
-                                        idle, page, staple)
+                                        idle, page, staple, origin_us)
         except BaseException:
             transport.close()
             raise
@@ -254,7 +256,8 @@ class Peer:
                         key: PublishedKey, ar_addr: tuple[str, int], claimed: tuple[Prefix, ...],
                         mobility: bool, timeout: float, retries: int,
                         previous: str | None = None, idle: bool = False,
-                        page: bool = False, staple: bytes | None = None) -> PeerSession:
+                        page: bool = False, staple: bytes | None = None,
+                        origin_us: int | None = None) -> PeerSession:
         loop = asyncio.get_running_loop()
         name_len = len(self._ks.name)
         cookie: bytes | None = None
@@ -268,7 +271,7 @@ class Peer:
                                           peer_nonce=n_p, auth_nonce=n_a, addresses=claimed,
                                           mobility=mobility, cookie=cookie,
                                           previous=previous, idle=idle, page=page,
-                                          staple=staple)
+                                          staple=staple, origin_us=origin_us)
             queue = protocol.expect(n_p)
             transport.sendto(data)
             deadline = loop.time() + timeout

@@ -81,13 +81,13 @@ def build_auth(keystore: KeyStore, ar_key: PublishedKey, *, timestamp_us: int,
                peer_nonce: bytes, auth_nonce: bytes, addresses: Iterable[Prefix],
                mobility: bool, cookie: bytes | None = None,
                previous: str | None = None, idle: bool = False,
-               page: bool = False, staple: bytes | None = None
-               ) -> tuple[bytes, bytes, bytes]:
+               page: bool = False, staple: bytes | None = None,
+               origin_us: int | None = None) -> tuple[bytes, bytes, bytes]:
     """Peer: the AUTH datagram, MSK0 and its KDF context (both needed to open the reply)."""
     msk0, ctx0 = keystore.derive_msk(ar_key, Role.PEER, peer_nonce, auth_nonce)
     body = AuthMessage(keystore.suite, timestamp_us, peer_nonce, auth_nonce, keystore.name,
                        ar_key.name, tuple(addresses), mobility, cookie, b"", previous, idle,
-                       page, staple).body()
+                       page, staple, origin_us).body()
     return body + tag(kdf(msk0, ALG_MAC_P2A, ctx0), body), msk0, ctx0
 
 

@@ -19,6 +19,7 @@ from .messages import (
     FLAG_COOKIE,
     FLAG_IDLE,
     FLAG_MOBILITY,
+    FLAG_ORIGIN,
     FLAG_PAGE,
     FLAG_PREVIOUS,
     AuthMessage,
@@ -156,12 +157,14 @@ def render() -> str:
 PREVIOUS_NAME = "ar0.example.net"
 TAL = ("ar1.example.net", "ar2.example.net")
 ZERO_NONCE = bytes(16)
-EXTRA_AUTHS = (  # name, flags (M C P I G), authenticator nonce, what the case shows
+ORIGIN_US = TIMESTAMP_US - 250_000  # flag O: the MN's AUTH a redirect follows, 250 ms before
+EXTRA_AUTHS = (  # name, flags (M C P I G O), authenticator nonce, what the case shows
     ("auth_cookie", FLAG_MOBILITY | FLAG_COOKIE, AUTH_NONCE_PUBLISHED),
     ("auth_previous", FLAG_MOBILITY | FLAG_PREVIOUS, AUTH_NONCE_PUBLISHED),
     ("auth_idle", FLAG_MOBILITY | FLAG_IDLE, AUTH_NONCE_PUBLISHED),
     ("auth_page", FLAG_PAGE, AUTH_NONCE_PUBLISHED),
     ("auth_zero_nonce", FLAG_MOBILITY, ZERO_NONCE),
+    ("auth_origin", FLAG_MOBILITY | FLAG_PREVIOUS | FLAG_ORIGIN, AUTH_NONCE_PUBLISHED),
 )
 REPLY_TAL_SESSION_ID = bytes(range(0x11, 0x19))
 REPLY_TAL_FRESH_NONCE = bytes(range(0x60, 0x70))
@@ -187,11 +190,12 @@ def compute_extra() -> dict[str, list[tuple[str, str]]]:
         timestamp = TIMESTAMP_US + 1 + i
         cookie = COOKIE if flags & FLAG_COOKIE else None
         previous = PREVIOUS_NAME if flags & FLAG_PREVIOUS else None
+        origin = ORIGIN_US if flags & FLAG_ORIGIN else None
         data, msk0, ctx0 = build_auth(
             peer_ks, auth_ks.published_key(AUTH_NONCE_PUBLISHED), timestamp_us=timestamp,
             peer_nonce=peer_nonce, auth_nonce=auth_nonce, addresses=addresses,
             mobility=bool(flags & FLAG_MOBILITY), cookie=cookie, previous=previous,
-            idle=bool(flags & FLAG_IDLE), page=bool(flags & FLAG_PAGE))
+            idle=bool(flags & FLAG_IDLE), page=bool(flags & FLAG_PAGE), origin_us=origin)
         assert data[2] == flags
         opened[name] = (msk0, ctx0, peer_nonce)
         rows = [("base", "p256"), ("flags", f"{flags:02x}"), ("timestamp_us", str(timestamp)),
@@ -201,6 +205,8 @@ def compute_extra() -> dict[str, list[tuple[str, str]]]:
             rows.append(("cookie", cookie.hex()))
         if previous is not None:
             rows.append(("previous", previous))
+        if origin is not None:
+            rows.append(("origin_us", str(origin)))
         rows += [("ctx0", ctx0.hex()), ("msk0", msk0.hex()),
                  ("k_auth_mac", kdf(msk0, ALG_MAC_P2A, ctx0).hex()), ("auth_message", data.hex())]
         out[name] = rows
@@ -269,7 +275,9 @@ def malformed() -> list[tuple[str, str, bytes]]:
         ("auth_long", "Oversized", auth[:-16] + bytes(1127 - len(auth) + 1) + auth[-16:]),
         ("bad_version", "BadVersion", _at(auth, 0, b"\x02")),
         ("undefined_type", "UnknownType", _at(auth, 1, b"\x08")),
-        ("auth_undefined_flag", "MalformedMessage", _at(auth, 2, b"\x21")),
+        ("auth_undefined_flag", "MalformedMessage", _at(auth, 2, b"\x41")),
+        ("auth_origin_without_mobility", "MalformedMessage", _at(auth, 2, b"\x20")),
+        ("auth_origin_cut_short", "Truncated", _at(auth, 2, b"\x21")[:addr + 3] + auth[-16:]),
         ("auth_unknown_suite", "UnsupportedSuite", _at(auth, 3, b"\x03")),
         ("auth_name_uppercase", "MalformedMessage", _at(auth, 45, b"M")),
         ("auth_name_trailing_dot", "MalformedMessage", _at(auth, 59, b".")),

@@ -72,10 +72,11 @@ def _auth(rng: random.Random, keys: _Keys) -> tuple[bytes, bytes, bytes]:
     data, msk0, ctx0 = protocol.build_auth(
         peer, keys.ar_key, timestamp_us=rng.getrandbits(rng.choice((8, 51, 64))),
         peer_nonce=rng.randbytes(16), auth_nonce=nonce, addresses=_prefixes(rng),
-        mobility=rng.random() < 0.5,
+        mobility=(mobility := rng.random() < 0.5),
         cookie=rng.randbytes(16) if rng.random() < 0.3 else None,
         previous=rng.choice(NAMES) if rng.random() < 0.3 else None,
-        idle=rng.random() < 0.2, page=rng.random() < 0.2)
+        idle=rng.random() < 0.2, page=rng.random() < 0.2,
+        origin_us=rng.getrandbits(64) if mobility and rng.random() < 0.2 else None)
     return data, msk0, ctx0
 
 

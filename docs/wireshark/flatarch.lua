@@ -37,9 +37,9 @@ local TYPE_NAMES = {
 local SUITES = { [1] = "P256", [2] = "X25519" }
 
 -- AUTH flags, and the AUTH_REPLY's (M is the same bit in both).
-local F_M, F_C, F_P, F_I, F_G, F_S = 0x01, 0x02, 0x04, 0x08, 0x10, 0x80
+local F_M, F_C, F_P, F_I, F_G, F_O, F_S = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x80
 local F_T = 0x02
-local AUTH_FLAGS = F_M + F_C + F_P + F_I + F_G + F_S
+local AUTH_FLAGS = F_M + F_C + F_P + F_I + F_G + F_O + F_S
 local REPLY_FLAGS = F_M + F_T
 
 local proto = Proto("flatarch", "flatarch one-message authentication")
@@ -55,6 +55,7 @@ local pf = {
     flag_p = ProtoField.bool("flatarch.flags.p", "P: previous authenticator named", 8, nil, F_P),
     flag_i = ProtoField.bool("flatarch.flags.i", "I: the MN goes idle", 8, nil, F_I),
     flag_g = ProtoField.bool("flatarch.flags.g", "G: page", 8, nil, F_G),
+    flag_o = ProtoField.bool("flatarch.flags.o", "O: origin timestamp follows", 8, nil, F_O),
     flag_s = ProtoField.bool("flatarch.flags.s", "S: stapled DNSSEC bundle", 8, nil, F_S),
     staple_version = ProtoField.uint8("flatarch.staple.version", "Staple version"),
     staple_len = ProtoField.uint16("flatarch.staple.length", "Staple length"),
@@ -70,6 +71,7 @@ local pf = {
     peer_name = ProtoField.string("flatarch.peer_name", "Peer name"),
     auth_name = ProtoField.string("flatarch.auth_name", "Authenticator name"),
     previous = ProtoField.string("flatarch.previous", "Previous authenticator"),
+    origin = ProtoField.uint64("flatarch.origin", "Origin: the MN's AUTH timestamp (us)", base.DEC),
     addr_count = ProtoField.uint8("flatarch.addr_count", "Address count", base.DEC),
     addr = ProtoField.string("flatarch.addr", "Address"),
     family = ProtoField.uint8("flatarch.addr.family", "Family", base.DEC,
@@ -250,7 +252,9 @@ local function dissect_auth(tvb, tree, info)
     local n = tvb:len()
     local flags = flags_field(tvb, tree, AUTH_FLAGS, {
         { F_M, pf.flag_m, "M" }, { F_C, pf.flag_c, "C" }, { F_P, pf.flag_p, "P" },
-        { F_I, pf.flag_i, "I" }, { F_G, pf.flag_g, "G" }, { F_S, pf.flag_s, "S" } }, info)
+        { F_I, pf.flag_i, "I" }, { F_G, pf.flag_g, "G" }, { F_O, pf.flag_o, "O" },
+        { F_S, pf.flag_s, "S" } }, info)
+    if has(flags, F_O) and not has(flags, F_M) then reject("flag O (origin) without flag M", 2, 1) end
     if n > AUTH_MAX_PLAIN and not has(flags, F_S) then
         reject("AUTH of " .. n .. " octets without a staple exceeds " .. AUTH_MAX_PLAIN, 0, n)
     end
@@ -270,6 +274,12 @@ local function dissect_auth(tvb, tree, info)
         local prev
         prev, off = name_at(tvb, tree, pf.previous, off, stop, "previous authenticator name")
         info[#info + 1] = "previous " .. prev
+    end
+    if has(flags, F_O) then
+        -- docs/protocol.md 6.1: the MN's AUTH timestamp a redirect follows, 8 octets.
+        if off + 8 > stop then reject("origin timestamp cut short", off, stop - off) end
+        tree:add(pf.origin, tvb(off, 8))
+        off = off + 8
     end
     if has(flags, F_S) then
         -- docs/protocol.md 6.9: version, a 16-bit length, the bundle (parsed by the AR).

@@ -41,7 +41,10 @@ auths = st.builds(AuthMessage, st.sampled_from([1, 2]), st.integers(0, 2**64 - 1
                   nonces, names, names, prefixes, st.booleans(),
                   st.none() | st.binary(min_size=16, max_size=16),
                   st.binary(min_size=16, max_size=16), st.none() | names, st.booleans(),
-                  st.booleans(), st.none() | st.binary(min_size=1, max_size=300))
+                  st.booleans(), st.none() | st.binary(min_size=1, max_size=300),
+                  st.none() | st.integers(0, 2**64 - 1)).map(
+    # Flag O goes with flag M only (a redirect between ARs).
+    lambda m: m if m.mobility else m._replace(origin_us=None))
 replies = st.builds(AuthReply, st.booleans(), st.binary(min_size=8, max_size=8), nonces, nonces,
                     prefixes, st.binary(min_size=16, max_size=16),
                     st.just(()) | st.lists(names, min_size=1, max_size=8).map(tuple))
@@ -92,13 +95,16 @@ def _auth(**changes: Any) -> AuthMessage:
 @pytest.mark.parametrize("edit, error", [
     (lambda good: b"\x02" + good[1:], errors.BadVersion),
     (lambda good: good[:1] + b"\x03" + good[2:], errors.UnknownType),
-    (lambda good: good[:2] + b"\x21" + good[3:], MalformedMessage),  # undefined flag
+    (lambda good: good[:2] + b"\x41" + good[3:], MalformedMessage),  # undefined flag
     (lambda good: good[:3] + b"\x09" + good[4:], errors.UnsupportedSuite),
     (lambda good: good[:20], Truncated),
     (lambda good: good + bytes(AUTH_MAX_LEN), errors.Oversized),
     # A trailing octet before the MAC; the cookie flag without a cookie.
     (lambda good: good[:-16] + b"\x00" + good[-16:], MalformedMessage),
     (lambda good: good[:2] + b"\x03" + good[3:], Truncated),
+    # Flag O without flag M; flag O with its 8 octets missing.
+    (lambda good: good[:2] + b"\x20" + good[3:], MalformedMessage),
+    (lambda good: good[:2] + b"\x21" + good[3:-16 - 8] + good[-16:], Truncated),
 ])
 def test_specific_rejections(edit: Callable[[bytes], bytes], error: type[AuthError]) -> None:
     with pytest.raises(error):

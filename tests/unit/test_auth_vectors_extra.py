@@ -51,7 +51,7 @@ MALFORMED = [tuple(line.split(" = ", 1)[:1] + line.split(" = ", 1)[1].split(" ")
              for line in block.strip().splitlines()]
 BASE = VECTORS["p256"]
 AUTHS = sorted(name for name in EXTRA if name.startswith("auth_"))
-FLAG_M, FLAG_C, FLAG_P, FLAG_I, FLAG_G = 0x01, 0x02, 0x04, 0x08, 0x10
+FLAG_M, FLAG_C, FLAG_P, FLAG_I, FLAG_G, FLAG_O = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 
 def test_document_states_the_sizes_the_code_sends_and_accepts() -> None:
@@ -69,10 +69,11 @@ def test_document_states_the_sizes_the_code_sends_and_accepts() -> None:
 
 def test_document_has_every_extra_case() -> None:
     assert set(EXTRA) == {"auth_cookie", "auth_previous", "auth_idle", "auth_page",
-                          "auth_zero_nonce", "reply_tal", "remsk_by_authenticator"}
+                          "auth_zero_nonce", "auth_origin", "reply_tal",
+                          "remsk_by_authenticator"}
     assert all(vec["base"] == "p256" for vec in EXTRA.values())
     flags = {int(EXTRA[n]["flags"], 16) for n in AUTHS}
-    for bit in (FLAG_C, FLAG_P, FLAG_I, FLAG_G):
+    for bit in (FLAG_C, FLAG_P, FLAG_I, FLAG_G, FLAG_O):
         assert any(f & bit for f in flags)
     assert int(EXTRA["reply_tal"]["flags"], 16) & 0x02  # T
     assert h(EXTRA["auth_zero_nonce"], "auth_nonce") == bytes(16)
@@ -101,6 +102,7 @@ def test_extra_auth_rederived_independently(name: str) -> None:
             + h(vec, "peer_nonce") + h(vec, "auth_nonce") + name_field(BASE["peer_name"])
             + name_field(BASE["auth_name"])
             + (name_field(vec["previous"]) if flags & FLAG_P else b"")
+            + (int(vec["origin_us"]).to_bytes(8, "big") if flags & FLAG_O else b"")
             + address_list(vec["addresses"]) + (h(vec, "cookie") if flags & FLAG_C else b""))
     assert body + tag(k, body) == h(vec, "auth_message")
 

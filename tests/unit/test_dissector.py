@@ -73,9 +73,11 @@ def expected(data: bytes) -> dict[str, list[str]]:
     if isinstance(msg, m.AuthMessage):
         flags = [f for f, on in (("M", msg.mobility), ("C", msg.cookie is not None),
                                  ("P", msg.previous is not None), ("I", msg.idle),
-                                 ("G", msg.page), ("S", msg.staple is not None)) if on]
+                                 ("G", msg.page), ("O", msg.origin_us is not None),
+                                 ("S", msg.staple is not None)) if on]
         out |= {"flatarch.peer_name": [msg.peer_name], "flatarch.auth_name": [msg.auth_name],
                 "flatarch.previous": [msg.previous] if msg.previous else [],
+                "flatarch.origin": [] if msg.origin_us is None else [str(msg.origin_us)],
                 "flatarch.addr": [str(p) for p in msg.addresses],
                 "flatarch.timestamp": [str(msg.timestamp_us)],
                 "flatarch.peer_nonce": [msg.peer_nonce.hex()],
@@ -168,7 +170,7 @@ def test_every_message_type_and_flag_decodes_as_the_agents_read_it(tmp_path: Pat
         assert accepted(data)
         check_frame(frame, data)
     flags = {f for fr in frames for s in fr["flatarch.flags.set"] for f in s.split(",")}
-    assert flags == {"M", "C", "P", "I", "G", "S", "T"}
+    assert flags == {"M", "C", "P", "I", "G", "O", "S", "T"}
 
 
 @needs_tshark
@@ -180,7 +182,8 @@ def test_malformed_datagrams_are_flagged_not_misread(tmp_path: Path) -> None:
         bytes([2]) + good[1:],  # unknown version
         good[:1] + bytes([9]) + good[2:],  # unknown type
         good[:1] + bytes([7]) + good[2:],  # the reserved REDIRECT type
-        good[:2] + bytes([0x21]) + good[3:],  # an undefined flag
+        good[:2] + bytes([0x41]) + good[3:],  # an undefined flag
+        good[:2] + bytes([0x20]) + good[3:],  # flag O without flag M
         good[:44] + bytes([good[44] + 1]) + good[45:],  # peer name length off by one
         good[:44] + good[44:].replace(b"mn1", b"MN1"),  # not a canonical name
         m.Failure(bytes(16)).pack() + b"x",  # fixed-size message with a trailing octet
@@ -194,7 +197,7 @@ def test_malformed_datagrams_are_flagged_not_misread(tmp_path: Path) -> None:
         assert not accepted(data)
         assert frame["flatarch.malformed"], data.hex()
     # Nothing is read past the first violation: the trailing octet leaves no tag decoded.
-    assert frames[1]["flatarch.tag"] == [] and frames[6]["flatarch.peer_name"] == []
+    assert frames[1]["flatarch.tag"] == [] and frames[7]["flatarch.peer_name"] == []
     assert "unexpected octets" in frames[1]["_ws.expert.message"][0]
 
 

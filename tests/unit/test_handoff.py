@@ -103,8 +103,12 @@ class Harness:
         self.redirected: list[tuple[str, list[IPv4Address]]] = []
         self.now = NOW
 
-        async def redirector(target: ArInfo, addrs: list[IPv4Address]) -> list[IPv4Address]:
+        self.origins: list[int | None] = []
+
+        async def redirector(target: ArInfo, addrs: list[IPv4Address],
+                             origin_us: int | None) -> list[IPv4Address]:
             self.redirected.append((target.node, addrs))
+            self.origins.append(origin_us)
             return addrs
 
         self.paged: list[list[IPv4Address]] = []
@@ -124,10 +128,11 @@ class Harness:
         )
 
     def auth(self, *addrs: str, peer: str = "mn1.example", previous: str | None = None,
-             ifindex: int = 7, idle: bool = False) -> list[IPv4Address]:
+             ifindex: int = 7, idle: bool = False, timestamp_us: int = 0) -> list[IPv4Address]:
         result = AuthResult(peer, self.mob.me.fqdn, Suite.P256,
                             tuple(IPv4Network(a) for a in addrs), True, b"s" * 8,
-                            ("10.64.0.10", 4000), previous, ifindex, idle)
+                            ("10.64.0.10", 4000), previous, ifindex, idle,
+                            timestamp_us=timestamp_us)
 
         async def go() -> list[IPv4Address]:
             out = await self.mob.on_authenticated(result)
@@ -423,6 +428,26 @@ def test_redirect_installs_temporary_route_until_bgp_points_the_same_way() -> No
     # the redirect named, so ours goes and the redirect is no longer needed.
     h.route_from("ar3", int(NOW) - 1)
     assert h.kernel.redirects == {} and h.bgp.announced == {}
+
+
+def test_a_redirect_for_an_earlier_auth_than_our_attachment_is_refused() -> None:
+    """The MN went ar1 -> ar2 -> ar1 faster than ar2 answered: ar2's redirect follows the
+    older AUTH, so ar1 keeps the MN; one that follows a newer AUTH is acted on."""
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32", previous="ar2.isp.test", timestamp_us=2_000)
+    assert h.redirected == [("ar2", [A])] and h.origins == [2_000]  # ours names our AUTH
+
+    def redirect(origin_us: int | None) -> list[IPv4Address]:
+        r = AuthResult("ar2.isp.test", "ar1.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                       ("10.254.0.5", 7411), None, 3, origin_us=origin_us)
+        return asyncio.run(h.mob.on_authenticated(r))
+
+    assert redirect(1_000) == []
+    assert h.kernel.access == {A: 7} and h.kernel.redirects == {} and A in h.mob.attached
+    refused = [r for r in h.mob.events.records if r["ev"] == "redirect_refused"]
+    assert refused and "after" in refused[-1]["reason"]
+    assert redirect(3_000) == [A]  # the MN moved on after it came back
+    assert h.kernel.redirects == {A: ARS["ar2"].overlay} and h.kernel.access == {}
 
 
 def test_redirect_for_an_address_we_never_served_is_refused() -> None:

@@ -299,7 +299,8 @@ def redirecting(fakes: Fakes, rib: Rib, spawned: Spawned, *, me: IPv6Address = M
                 ) -> tuple[PrefixMobility, list[tuple[str, list[IPv6Network]]]]:
     sent: list[tuple[str, list[IPv6Network]]] = []
 
-    async def redirector(peer: Peer6, prefixes: list[IPv6Network]) -> list[IPv6Network]:
+    async def redirector(peer: Peer6, prefixes: list[IPv6Network],
+                         origin_us: int | None) -> list[IPv6Network]:
         sent.append((peer.node, prefixes))
         return prefixes
 
@@ -311,9 +312,10 @@ def redirecting(fakes: Fakes, rib: Rib, spawned: Spawned, *, me: IPv6Address = M
     return m, sent
 
 
-def redirect_from(peer: Peer6, *prefixes: IPv6Network, page: bool = False) -> AuthResult:
+def redirect_from(peer: Peer6, *prefixes: IPv6Network, page: bool = False,
+                  origin_us: int | None = None) -> AuthResult:
     return AuthResult(peer.fqdn, "ar1.isp.test", Suite.P256, prefixes, True, b"r" * 8,
-                      ("10.255.0.8", 7411), None, 0, page=page)
+                      ("10.255.0.8", 7411), None, 0, page=page, origin_us=origin_us)
 
 
 def test_the_new_ar_asks_the_previous_one_first_with_every_accepted_prefix() -> None:
@@ -367,6 +369,20 @@ def test_the_previous_ar_moves_the_prefix_into_the_overlay_then_lets_go_after_bg
     assert fakes.unredirected == [HOME] and m.redirects == {}
     assert [r["reason"] for r in m.events.records if r["ev"] == "redirect6_removed"] == [
         "bgp converged"]
+
+
+def test_a_redirect_for_an_earlier_auth_than_our_attachment_keeps_the_prefix() -> None:
+    """handoff.Mobility's rule for a /64: ar2's redirect follows an AUTH the MN sent before
+    the one that attached it here, so the MN is here; a later one moves the prefix."""
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3, origin_us=2_000))
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME,
+                                                                origin_us=1_000))) == []
+    assert fakes.redirected == [] and HOME in m.attached and HOME not in m.superseded_by
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME,
+                                                                origin_us=3_000))) == [HOME]
+    assert fakes.redirected == [(HOME, AR2_LL, True)] and HOME not in m.attached
 
 
 def test_a_visitor_prefix_announced_here_is_withdrawn_for_the_redirecting_ar() -> None:
