@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -113,9 +113,14 @@ class Bearers:
             raise SystemExit(f"mme: no tunnel device {dev}")
         self.oif = oif
 
-    def switch(self, address: IPv4Address, endpoint: str) -> None:
+    def switch(self, address: IPv4Address, endpoint: str,
+               prefix6: IPv6Network | None = None, endpoint6: str | None = None) -> None:
+        """Both of a session's bearers, the IPv4 /32 and a dual-stack session's /64 (via the
+        AR's tunnel link-local), toward the serving AR."""
         self._nl.route_replace(dst=IPv4Network(f"{address}/32"), oif=self.oif,
                                gateway=IPv4Address(endpoint))
+        if prefix6 is not None and endpoint6 is not None:
+            self._nl.route_replace(dst=prefix6, oif=self.oif, gateway=IPv6Address(endpoint6))
 
 
 class Mme(asyncio.DatagramProtocol):
@@ -127,6 +132,8 @@ class Mme(asyncio.DatagramProtocol):
         self.cells: dict[str, dict[str, Any]] = conf["cells"]  # name -> endpoint, enb address
         self.subscribers: dict[str, IPv4Address] = {
             k: IPv4Address(v) for k, v in conf["subscribers"].items()}
+        self.subscribers6: dict[str, IPv6Network] = {
+            k: IPv6Network(v) for k, v in (conf.get("subscribers6") or {}).items()}
         self.hss = (str(conf["hss"]), int(conf["hss_port"]))
         self.timeout_s = float(conf.get("hss_timeout_s", 5.0))
         self.events = events
@@ -232,18 +239,21 @@ class Mme(asyncio.DatagramProtocol):
             return
         t_auth = time.time()
         previous = self.serving.get(proc.imsi)
+        prefix6 = self.subscribers6.get(proc.imsi)
+        cell = self.cells[proc.cell]
         if self.bearers is not None:
-            self.bearers.switch(address, str(self.cells[proc.cell]["endpoint"]))
+            self.bearers.switch(address, str(cell["endpoint"]), prefix6,
+                                str(cell["endpoint6"]) if "endpoint6" in cell else None)
         t_bearer = time.time()
         self.serving[proc.imsi] = proc.cell
         self.events("bearer", imsi=proc.imsi, cell=proc.cell, previous=previous,
-                    address=str(address))
+                    address=str(address), prefix6=str(prefix6) if prefix6 else None)
         if previous is not None and previous != proc.cell:
             old = self.cells[previous]
             self._send(Message(Kind.CONTEXT_RELEASE, proc.seq, imsi=proc.imsi, cell=previous),
                        (str(old["enb"]), epc.ENB_PORT), "s1", proc)
         self._downlink(proc, Message(Kind.ATTACH_ACCEPT, proc.seq, imsi=proc.imsi,
-                                     cell=proc.cell, address=address))
+                                     cell=proc.cell, address=address, prefix6=prefix6))
         self.events("procedure", imsi=proc.imsi, seq=proc.seq, cell=proc.cell, ok=True,
                     previous=previous, home_round_trips=1, t_start=proc.t_start,
                     hss_ms=round((t_vector - t_hss) * 1000, 3),
@@ -367,6 +377,7 @@ class Ue:
             t_done = time.time()
             self.events("attached", cell=done.cell, seq=seq, attempt=attempt)
             return {"ok": True, "cell": done.cell, "address": str(done.address),
+                    "prefix6": str(done.prefix6) if done.prefix6 is not None else None,
                     "attempts": attempt, "t_sent": t_sent, "t_challenge": t_challenge,
                     "t_accept": t_done, "attach_ms": round((t_done - t0) * 1000, 3),
                     "air_tx": air["tx"], "air_rx": air["rx"]}
@@ -454,6 +465,17 @@ def check_config(role: str, path: str) -> int:
             print(f"agents.anchor: {path}: {key}: wrong type {type(conf[key]).__name__}",
                   file=sys.stderr)
             return 1
+    six = conf.get("subscribers6") or {}
+    try:
+        if not isinstance(six, dict):
+            raise ValueError("expected an object of IMSI -> IPv6 prefix")
+        for imsi, prefix in six.items():
+            IPv6Network(str(prefix))
+            if imsi not in conf.get("subscribers", {}):
+                raise ValueError(f"{imsi}: an IPv6 prefix but no IPv4 address")
+    except ValueError as exc:
+        print(f"agents.anchor: {path}: subscribers6: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

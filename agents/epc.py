@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Network
 
 MAGIC = b"EP"
 VERSION = 1
@@ -55,6 +55,7 @@ class Tag(enum.IntEnum):
     UE_ADDR = 7  # IPv4, 4 octets
     UE_PORT = 8  # 2 octets
     NAS = 9  # an encoded message of this protocol, 1..255 octets
+    PREFIX6 = 10  # 17 octets, prefix length then address: the session's IPv6 prefix
 
 
 REQUIRED: dict[Kind, frozenset[Tag]] = {
@@ -69,6 +70,9 @@ REQUIRED: dict[Kind, frozenset[Tag]] = {
     Kind.S1_UPLINK: frozenset({Tag.CELL, Tag.UE_ADDR, Tag.UE_PORT, Tag.NAS}),
     Kind.S1_DOWNLINK: frozenset({Tag.CELL, Tag.UE_ADDR, Tag.UE_PORT, Tag.NAS}),
 }
+# Fields a type may carry beyond its own: a dual-stack session's IPv6 prefix (the PDN
+# type IPv4v6 of LTE, issue 18), given with the IPv4 address it goes with.
+OPTIONAL: dict[Kind, frozenset[Tag]] = {Kind.ATTACH_ACCEPT: frozenset({Tag.PREFIX6})}
 
 # Reject causes
 CAUSE_UNKNOWN_SUBSCRIBER = 1
@@ -90,6 +94,7 @@ class Message:
     ue_addr: IPv4Address | None = None
     ue_port: int | None = None
     nas: bytes = field(default=b"", repr=False)
+    prefix6: IPv6Network | None = None
 
     def present(self) -> frozenset[Tag]:
         tags = {
@@ -97,6 +102,7 @@ class Message:
             Tag.RES: bool(self.res), Tag.ADDRESS: self.address is not None,
             Tag.CAUSE: self.cause is not None, Tag.UE_ADDR: self.ue_addr is not None,
             Tag.UE_PORT: self.ue_port is not None, Tag.NAS: bool(self.nas),
+            Tag.PREFIX6: self.prefix6 is not None,
         }
         return frozenset(t for t, on in tags.items() if on)
 
@@ -125,7 +131,7 @@ def encode(msg: Message) -> bytes:
         raise EpcError(f"sequence number {msg.seq} out of range")
     want = REQUIRED[msg.kind]
     have = msg.present()
-    if have != want:
+    if not want <= have <= want | OPTIONAL.get(msg.kind, frozenset()):
         raise EpcError(f"{msg.kind.name}: fields {sorted(t.name for t in have)}, "
                        f"expected {sorted(t.name for t in want)}")
     out = bytearray(HEADER.pack(MAGIC, VERSION, msg.kind, msg.seq))
@@ -159,6 +165,8 @@ def encode(msg: Message) -> bytes:
     if msg.nas:
         decode(msg.nas)  # only a well-formed message may be wrapped
         tlv(Tag.NAS, msg.nas)
+    if msg.prefix6 is not None:
+        tlv(Tag.PREFIX6, bytes((msg.prefix6.prefixlen,)) + msg.prefix6.network_address.packed)
     return bytes(out)
 
 
@@ -197,9 +205,10 @@ def decode(data: bytes) -> Message:
         fields[tag] = value
         pos += 2 + length
     want = REQUIRED[kind]
-    if set(fields) != want:
+    may = want | OPTIONAL.get(kind, frozenset())
+    if not want <= set(fields) <= may:
         missing = sorted(t.name for t in want - set(fields))
-        extra = sorted(t.name for t in set(fields) - want)
+        extra = sorted(t.name for t in set(fields) - may)
         raise EpcError(f"{kind.name}: missing {missing}, unexpected {extra}")
     kw: dict[str, object] = {}
     if Tag.IMSI in fields:
@@ -226,7 +235,19 @@ def decode(data: bytes) -> Message:
         if inner.kind in (Kind.S1_UPLINK, Kind.S1_DOWNLINK):
             raise EpcError("NAS: an S1 message cannot be wrapped in another")
         kw["nas"] = fields[Tag.NAS]
+    if Tag.PREFIX6 in fields:
+        kw["prefix6"] = _prefix6(fields[Tag.PREFIX6])
     return Message(kind, seq, **kw)  # type: ignore[arg-type]
+
+
+def _prefix6(value: bytes) -> IPv6Network:
+    raw = _fixed(value, 17, "PREFIX6")
+    if raw[0] > 128:
+        raise EpcError(f"PREFIX6: prefix length {raw[0]} above 128")
+    try:
+        return IPv6Network((raw[1:], raw[0]))
+    except ValueError:
+        raise EpcError("PREFIX6: bits set beyond the prefix length") from None
 
 
 def response(key: bytes, rand: bytes) -> bytes:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .fuzzers import dhcp, dhcp6, exabgp, keys, messages, paging, ra, verifier
+from .fuzzers import dhcp, dhcp6, epc, exabgp, keys, messages, paging, ra, verifier
 from .fuzzers.common import Tally
 
 TARGETS: dict[str, Callable[[Tally, int, int], None]] = {
@@ -26,6 +26,7 @@ TARGETS: dict[str, Callable[[Tally, int, int], None]] = {
     "exabgp": exabgp.run,
     "ra": ra.run,
     "paging": paging.run,
+    "epc": epc.run,
 }
 
 

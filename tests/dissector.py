@@ -87,11 +87,12 @@ def handoff_record(answer: dict[str, Any], new_events: list[dict[str, Any]],
             "redirect_received": last(old_events, "redirect_received")}
 
 
-def auth_len(peer: str, auth: str, addresses: list[str], previous: str | None = None) -> int:
+def auth_len(peer: str, auth: str, addresses: list[str], previous: str | None = None,
+             origin_us: int | None = None) -> int:
     """The length of an AUTH with these names and host addresses, as messages.py packs it."""
     return len(AuthMessage(1, 0, bytes(16), bytes(16), peer, auth,
                            tuple(to_prefix(a) for a in addresses), True, None, bytes(16),
-                           previous).pack())
+                           previous, origin_us=origin_us).pack())
 
 
 def check_handoff(frames: list[Frame], logged: dict[str, Any]) -> None:
@@ -116,11 +117,14 @@ def check_handoff(frames: list[Frame], logged: dict[str, Any]) -> None:
     assert reply["flatarch.addr"] == [str(ipaddress.ip_network(p)) for p in logged["rerouted"]]
     assert new in reply["flatarch.tal"]  # an AR's Tracking Area List holds the AR itself
     redirect = frames[names.index((["AUTH"], [new], [old]))]
-    assert redirect["flatarch.flags.set"] == ["M"]
+    # Flag O: the redirect carries the time of the MN's AUTH it follows.
+    assert redirect["flatarch.flags.set"] == ["M,O"]
+    assert redirect["flatarch.origin"] == auth["flatarch.timestamp"]
     assert redirect["flatarch.addr"] == [f"{acked['addr']}/32"]
     assert redirect["flatarch.addr"] == [f"{a}/32" for a in logged["redirect_received"]["addrs"]]
     assert redirect["ip.dst"] == [logged["previous_loopback"]]
-    assert redirect["flatarch.length"] == [str(auth_len(new, old, [acked["addr"]]))]
+    assert redirect["flatarch.length"] == [str(auth_len(new, old, [acked["addr"]],
+                                                        origin_us=0))]
     assert redirect["udp.dstport"] == [str(DEFAULT_PORT)]
     back = next(f for f in frames if f["flatarch.type_name"] == ["AUTH_REPLY"]
                 and f["flatarch.peer_nonce"] == redirect["flatarch.peer_nonce"])

@@ -2,7 +2,8 @@
 an anchored address flows through the anchor, a handoff switches the anchor's bearer after an
 HSS round trip and traffic resumes, and the anchor's failure takes the session with it. The
 home network (the HSS, the MNs' home zones' server) sits 20 ms RTT away in the packet path.
-One lab and one anchored plane for the module."""
+One lab and one anchored plane for the module, both dual-stack (issue 18): every session has
+an anchored /64 too, switched with its address."""
 
 from __future__ import annotations
 
@@ -29,14 +30,23 @@ HOME_DELAY_MS = 10.0  # one-way: the home network 20 ms RTT away
 def plane() -> Iterator[AnchoredPlane]:
     doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
     doc["home"] = {"delay_ms": HOME_DELAY_MS}
+    doc["addressing"]["ipv6"]["mobiles"] = list(doc["mobiles"])
     topo = model.build(doc)
-    with Lab(topo, ready_timeout=120) as lab, AnchoredPlane(lab) as running:
+    with Lab(topo, ready_timeout=120) as lab, AnchoredPlane(lab, ipv6=True) as running:
         running.attach_all()
         yield running
 
 
 def address(plane: AnchoredPlane, mn: str = "mn1") -> str:
     return str(baseline.anchored_address(plane.topo, mn))
+
+
+def address6(plane: AnchoredPlane, mn: str = "mn1") -> str:
+    return str(baseline.anchored_address6(plane.topo, mn))
+
+
+def prefix6(plane: AnchoredPlane, mn: str = "mn1") -> str:
+    return str(baseline.anchored_prefix6(plane.topo, mn))
 
 
 def reaches(plane: AnchoredPlane, dst: str) -> bool:
@@ -62,6 +72,9 @@ def test_traffic_flows_through_the_anchor(plane: AnchoredPlane) -> None:
         return str(pgw) in path and path[-1:] == [address(plane)]
 
     wait_until(through_anchor, 30, "a traceroute through the anchor to the MN")
+    # The session's /64: its bearer toward the same AR, by the AR's tunnel link-local.
+    assert plane.bearers("-6")[prefix6(plane)] == baseline.tunnel_address6(topo, home.name)
+    wait_until(lambda: reaches(plane, address6(plane)), 10, "the anchored /64 to answer")
     # The flat address of the same MN does not detour through the anchor.
     flat = str(topo.mobile("mn1").address)
     assert str(pgw) not in hops(plane, flat)
@@ -72,15 +85,21 @@ def test_handoff_switches_the_bearer(plane: AnchoredPlane) -> None:
     rec = plane.handoff("mn1", "ar3")
     assert rec["ok"] and rec["cell"] == "ar3", rec
     assert plane.bearers()[address(plane)] == baseline.tunnel_address(topo, "ar3")
+    assert plane.bearers("-6")[prefix6(plane)] == baseline.tunnel_address6(topo, "ar3")
+    assert rec["prefix6"] == prefix6(plane)  # the ATTACH_ACCEPT's PREFIX6
     proc = plane.procedures()[-1]
     assert proc["ok"] and proc["previous"] == "ar1" and proc["home_round_trips"] == 1
     assert float(proc["hss_ms"]) >= 2 * HOME_DELAY_MS  # the home link, both ways
     assert proc["s6a"] == 2
     wait_until(lambda: reaches(plane, address(plane)), 5, "ping to resume after the handoff")
+    wait_until(lambda: reaches(plane, address6(plane)), 5, "the /64 to answer after it")
     # The uplink goes up the tunnel from the new AR: the eNB's policy route.
     rule = plane.lab.execs["ar3"].check(["ip", "rule", "show", "priority",
                                          str(baseline.UPLINK_RULE_PRIORITY)])
     assert str(baseline.ANCHOR_POOL) in rule
+    rule6 = plane.lab.execs["ar3"].check(["ip", "-6", "rule", "show", "priority",
+                                          str(baseline.UPLINK_RULE_PRIORITY)])
+    assert str(baseline.ANCHOR_POOL6) in rule6
 
 
 def query_ms(plane: AnchoredPlane, server: str, name: str) -> int:
@@ -109,9 +128,11 @@ def test_the_home_zones_server_is_at_the_home_distance(plane: AnchoredPlane) -> 
 
 def test_anchor_failure_breaks_the_session(plane: AnchoredPlane) -> None:
     wait_until(lambda: reaches(plane, address(plane, "mn2")), 10, "mn2 through the anchor")
+    wait_until(lambda: reaches(plane, address6(plane, "mn2")), 10, "mn2's /64 through it")
     plane.kill_anchor()
     assert not reaches(plane, address(plane, "mn2"))
     assert not reaches(plane, address(plane))
+    assert not reaches(plane, address6(plane, "mn2"))
     # The flat plane does not depend on the anchor.
     wait_until(lambda: reaches(plane, str(plane.topo.mobile("mn2").address)), 10,
                "mn2's flat address without the anchor")

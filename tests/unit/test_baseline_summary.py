@@ -12,7 +12,7 @@ import yaml
 
 from topologies import model
 from topologies.model.links import with_distance
-from topologies.scenarios.baseline import flat_summary, path_delay_ms
+from topologies.scenarios.baseline import flat_summary, ipv6_summary, of_family, path_delay_ms
 from topologies.scenarios.handoff import positive_ms
 
 FIG2 = Path(__file__).resolve().parents[2] / "topologies" / "figure2.yaml"
@@ -44,6 +44,27 @@ def test_flat_summary_of_one_configuration() -> None:
     assert s["messages_per_handoff"] == {"air": 2.0, "dns_queries": 3.0, "bgp_updates": 2.0,
                                          "ar_to_ar": 2.0}
     assert s["interruption_ms_p95"] > s["interruption_ms_p50"] >= 10.0
+
+
+def test_a_dual_stack_walk_is_summarised_per_family() -> None:
+    """The IPv4 blocks read only IPv4 records; the ipv6 block the /64s' over the same
+    handoffs, with the path phase's IPv6 round trips (a NaN, no echo, left out)."""
+    v4 = [{**_h(10.0, 0, 1200), "family": "ipv4"}, {**_h(12.0, 0, 1200), "family": "ipv4"}]
+    v6 = [{**_h(40.0, 0, 1200), "family": "ipv6"}, {**_h(44.0, 0, 1200), "family": "ipv6"}]
+    walk = {"handoffs": [v4[0], v6[0], v4[1], v6[1]], "warmup_handoffs": [],
+            "iperf": {"survived": True}}
+    assert of_family(walk, "ipv4")["handoffs"] == v4
+    dns = {"before": {}, "after": {}}
+    assert flat_summary(of_family(walk, "ipv4"), dns, "redirect", "stapled")[
+        "interruption_ms_p95"] <= 12.0
+    anchored6 = {"handoffs": [{"interruption_ms": 300.0, "family": "ipv6"}], "timeline": []}
+    stretch = {"flat": [{"flat_rtt6_ms": 2.0, "anchored_rtt6_ms": 9.0},
+                        {"flat_rtt6_ms": float("nan"), "anchored_rtt6_ms": 11.0}]}
+    six = ipv6_summary({"flat": walk}, anchored6, stretch, {"flat": ("redirect", "stapled")})
+    assert six["family"] == "ipv6" and six["flat"]["handoffs"] == 2
+    assert six["flat"]["interruption_ms_p50"] == 42.0 and six["flat"]["rtt_ms_mean"] == 2.0
+    assert six["anchored"]["interruption_ms_p50"] == 300.0
+    assert six["anchored"]["rtt_ms_mean"] == 10.0
 
 
 def test_probe_interval_is_a_bounded_parameter() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,28 @@ def test_vectors_encode_and_decode() -> None:
         assert epc.encode(msg) == V[name], name
         assert epc.decode(V[name]) == msg, name
     assert epc.decode(epc.decode(V["s1-uplink"]).nas) == req
+    dual = Message(Kind.ATTACH_ACCEPT, 7, imsi="mn1", cell="ar3",
+                   address=IPv4Address("100.64.0.10"), prefix6=IPv6Network("fd00:64:0:1::/64"))
+    assert epc.encode(dual) == V["attach-accept-dual"]
+    assert epc.decode(V["attach-accept-dual"]) == dual
+
+
+@pytest.mark.parametrize(("tail", "why"), [
+    (b"\x0a\x11\x81" + bytes(16), "above 128"),
+    (b"\x0a\x11\x40" + b"\xfd" + bytes(8) + b"\x01" + bytes(6), "beyond the prefix"),
+    (b"\x0a\x10\x40" + bytes(15), "16 octets, expected 17"),
+])
+def test_a_bad_prefix6_is_rejected(tail: bytes, why: str) -> None:
+    with pytest.raises(EpcError, match=why):
+        epc.decode(V["attach-accept"] + tail)
+
+
+def test_prefix6_only_on_an_attach_accept() -> None:
+    with pytest.raises(EpcError, match="unexpected"):
+        epc.decode(V["attach-request"] + V["attach-accept-dual"][-19:])
+    with pytest.raises(EpcError, match="expected"):
+        epc.encode(Message(Kind.ATTACH_REQUEST, 1, imsi="mn1",
+                           prefix6=IPv6Network("fd00:64::/64")))
 
 
 def test_header_layout() -> None:

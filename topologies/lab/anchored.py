@@ -5,6 +5,8 @@ topology's `home:` link, laid on the MME-HSS flow by topologies/lab/shaping.py).
 
 The flat plane keeps running; each MN gets a second, anchored address from the anchor's pool,
 so both architectures are measured on one topology, one lab, one run (docs/baseline.md).
+On a dual-stack backbone the plane can be dual-stack too (issue 18, LTE's PDN type IPv4v6):
+each MN also holds an anchored /64, its bearer switched beside the IPv4 one.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, ClassVar
 
 from agents import epc
 from agents.contract import ACCESS_GATEWAY, read_events
 from agents.control import ControlError, request
+from agents.ra import eui64_link_local
 from topologies.lab.daemons import (
     Daemon,
     ForegroundDaemon,
@@ -36,10 +39,12 @@ from topologies.lab.lab import Lab
 from topologies.lab.radio import MnControl, access_ifname
 from topologies.model import Node, Role, Topology
 from topologies.model.plan import Allocator, Block
-from topologies.model.topology import LAB_BLOCKS_V4
+from topologies.model.topology import LAB_BLOCKS_V4, LAB_BLOCKS_V6
 from topologies.render.configs import render
 
 ANCHOR_POOL = IPv4Network(LAB_BLOCKS_V4["anchored"])  # session addresses (RFC 6598 space)
+ANCHOR_POOL6 = IPv6Network(LAB_BLOCKS_V6["anchored6"])  # a dual-stack session's /64s
+ANCHORED_PREFIXLEN6 = 64
 TUNNEL: dict[str, Any] = {"dev": "gtp0", "vni": 2152, "port": epc.GTPU_PORT, "mtu": 1500,
                           "net": LAB_BLOCKS_V4["anchored-tunnel"]}
 UPLINK_TABLE = 152
@@ -69,6 +74,32 @@ def anchored_address(topo: Topology, mn: str) -> IPv4Address:
     address = topo.mobile(mn).anchored
     assert address is not None  # the plan gives every MN one
     return address
+
+
+def anchored_prefix6(topo: Topology, mn: str) -> IPv6Network:
+    """The MN's anchored /64: the (i+1)-th of the pool, i its place among the mobiles."""
+    if mn not in topo.mobiles:
+        raise BaselineError(f"no mobile node {mn!r}")
+    i = list(topo.mobiles).index(mn) + 1
+    return IPv6Network((int(ANCHOR_POOL6.network_address) + (i << (128 - ANCHORED_PREFIXLEN6)),
+                        ANCHORED_PREFIXLEN6))
+
+
+def anchored_address6(topo: Topology, mn: str) -> IPv6Address:
+    """The address the MN holds in its anchored /64: the first, as in a flat /64."""
+    return anchored_prefix6(topo, mn).network_address + 1
+
+
+def dual_stack(topo: Topology) -> None:
+    """Refuses a dual-stack plane where the backbone carries no IPv6."""
+    if topo.backbone6 is None:
+        raise BaselineError(f"an IPv6 anchored plane needs a dual-stack backbone; {topo.name} "
+                            "has none (addressing.ipv6 with loopbacks and links)")
+
+
+def tunnel_address6(topo: Topology, node: str) -> str:
+    """A tunnel end's IPv6 address: its link-local, from its fixed tunnel MAC."""
+    return eui64_link_local(tunnel_mac(topo, node))
 
 
 def _tunnel_net() -> IPv4Network:
@@ -101,80 +132,103 @@ def _tunnel_common(topo: Topology, node: str) -> dict[str, Any]:
             "prefixlen": _tunnel_net().prefixlen, "mac": tunnel_mac(topo, node)}
 
 
-def pgw_data(topo: Topology) -> dict[str, Any]:
+def pgw_data(topo: Topology, ipv6: bool = False) -> dict[str, Any]:
     pgw = anchor_node(topo).name
     return {
         **_tunnel_common(topo, pgw),
         "underlay": _anchor_underlay(topo),
         "ars": [{"name": a.name, "address": tunnel_address(topo, a.name),
+                 "address6": tunnel_address6(topo, a.name) if ipv6 else "",
                  "mac": tunnel_mac(topo, a.name), "underlay": str(a.loopback)}
                 for a in topo.by_role(Role.AR)],
     }
 
 
-def enb_data(topo: Topology, ar: Node) -> dict[str, Any]:
+def enb_data(topo: Topology, ar: Node, ipv6: bool = False) -> dict[str, Any]:
     pgw = anchor_node(topo).name
     return {
         **_tunnel_common(topo, ar.name),
         "underlay": str(ar.loopback),
         "anchor": {"name": pgw, "address": tunnel_address(topo, pgw),
+                   "address6": tunnel_address6(topo, pgw) if ipv6 else "",
                    "mac": tunnel_mac(topo, pgw), "underlay": _anchor_underlay(topo)},
         "pool": str(ANCHOR_POOL),
+        "pool6": str(ANCHOR_POOL6) if ipv6 else "",
         "access": access_ifname(ar.name),
         "table": UPLINK_TABLE,
         "rule_priority": UPLINK_RULE_PRIORITY,
     }
 
 
-def routes_data(topo: Topology) -> dict[str, dict[str, Any]]:
+def routes_data(topo: Topology, ipv6: bool = False) -> dict[str, dict[str, Any]]:
     """Static routes for the anchored pool: the Internet router sends it to the anchor's core
-    router, which sends it to the anchor (the pool is never announced in the AS's BGP)."""
+    router, which sends it to the anchor (the pool is never announced in the AS's BGP); the
+    IPv6 pool the same way, over the backbone's IPv6 link addresses."""
     pgw = anchor_node(topo)
     core = pgw.interfaces[0].peer
     inet = topo.by_role(Role.INET)[0]
     if not any(i.peer == core for i in inet.interfaces):
         raise BaselineError(f"the anchor's router {core} has no link to {inet.name}")
     core_side = next(i for i in topo.nodes[core].interfaces if i.peer == inet.name)
-    return {
+    out: dict[str, dict[str, Any]] = {
         inet.name: {"name": inet.name,
                     "routes": [{"prefix": str(ANCHOR_POOL), "via": str(core_side.address)}]},
         core: {"name": core,
                "routes": [{"prefix": str(ANCHOR_POOL), "via": str(pgw.interfaces[0].address)}]},
     }
-
-
-def ue_data(topo: Topology, mn: str) -> dict[str, Any]:
-    return {"name": mn, "ifname": f"{mn}-eth0", "address": str(anchored_address(topo, mn))}
-
-
-def render_baseline(topo: Topology) -> dict[str, dict[str, str]]:
-    """Every baseline-mode file, per node: {node: {kind: text}}; kinds are the templates'."""
-    pgw = anchor_node(topo).name
-    out: dict[str, dict[str, str]] = {
-        pgw: {"ip": render("baseline/pgw.batch.j2", pgw_data(topo)),
-              "bridge": render("baseline/pgw.bridge.j2", pgw_data(topo))},
-    }
-    for ar in topo.by_role(Role.AR):
-        data = enb_data(topo, ar)
-        out[ar.name] = {"ip": render("baseline/enb.batch.j2", data),
-                        "nft": render("baseline/enb.nft.j2", data)}
-    for node, data in routes_data(topo).items():
-        out.setdefault(node, {})["ip"] = render("baseline/routes.batch.j2", data)
-    for mn in topo.mobiles:
-        out[mn] = {"ip": render("baseline/ue.batch.j2", ue_data(topo, mn))}
+    if ipv6:
+        dual_stack(topo)
+        bb = topo.backbone6
+        assert bb is not None
+        out[inet.name]["routes"].append({"prefix": str(ANCHOR_POOL6),
+                                         "via": str(bb.end(core, inet.name).ip)})
+        out[core]["routes"].append({"prefix": str(ANCHOR_POOL6),
+                                    "via": str(bb.end(pgw.name, core).ip)})
     return out
 
 
-def mme_config(topo: Topology, events: Path) -> dict[str, Any]:
+def ue_data(topo: Topology, mn: str, ipv6: bool = False) -> dict[str, Any]:
+    return {"name": mn, "ifname": f"{mn}-eth0", "address": str(anchored_address(topo, mn)),
+            "address6": str(anchored_address6(topo, mn)) if ipv6 else ""}
+
+
+def render_baseline(topo: Topology, ipv6: bool = False) -> dict[str, dict[str, str]]:
+    """Every baseline-mode file, per node: {node: {kind: text}}; kinds are the templates'
+    (an AR's "ip6" is its IPv6 uplink rule, for `ip -6 -batch`)."""
+    if ipv6:
+        dual_stack(topo)
+    pgw = anchor_node(topo).name
+    out: dict[str, dict[str, str]] = {
+        pgw: {"ip": render("baseline/pgw.batch.j2", pgw_data(topo, ipv6)),
+              "bridge": render("baseline/pgw.bridge.j2", pgw_data(topo, ipv6))},
+    }
+    for ar in topo.by_role(Role.AR):
+        data = enb_data(topo, ar, ipv6)
+        out[ar.name] = {"ip": render("baseline/enb.batch.j2", data),
+                        "nft": render("baseline/enb.nft.j2", data)}
+        if ipv6:
+            out[ar.name]["ip6"] = render("baseline/enb6.batch.j2", data)
+    for node, data in routes_data(topo, ipv6).items():
+        out.setdefault(node, {})["ip"] = render("baseline/routes.batch.j2", data)
+    for mn in topo.mobiles:
+        out[mn] = {"ip": render("baseline/ue.batch.j2", ue_data(topo, mn, ipv6))}
+    return out
+
+
+def mme_config(topo: Topology, events: Path, ipv6: bool = False) -> dict[str, Any]:
     return {
         "port": epc.MME_PORT,
         # The HSS runs beside the MME; the home distance is laid on this flow (shaping.py).
         "hss": "127.0.0.1",
         "hss_port": epc.HSS_PORT,
         "tunnel_dev": TUNNEL["dev"],
-        "cells": {a.name: {"endpoint": tunnel_address(topo, a.name), "enb": str(a.loopback)}
+        "cells": {a.name: {"endpoint": tunnel_address(topo, a.name), "enb": str(a.loopback),
+                           **({"endpoint6": tunnel_address6(topo, a.name)} if ipv6 else {})}
                   for a in topo.by_role(Role.AR)},
         "subscribers": {mn: str(anchored_address(topo, mn)) for mn in topo.mobiles},
+        # A dual-stack session's /64 per subscriber; none: IPv4 sessions only.
+        "subscribers6": {mn: str(anchored_prefix6(topo, mn)) for mn in topo.mobiles}
+        if ipv6 else {},
         "events": str(events),
     }
 
@@ -270,9 +324,13 @@ class AnchoredPlane:
     """Turns the baseline mode on in a running lab; every process it starts is a lab
     background process (pid file, stopped with the lab or by `flatarch down`)."""
 
-    def __init__(self, lab: Lab, *, progress: Progress | None = None) -> None:
+    def __init__(self, lab: Lab, *, progress: Progress | None = None,
+                 ipv6: bool = False) -> None:
         self.lab = lab
         self.topo = lab.topo
+        self.ipv6 = ipv6  # dual-stack sessions: an anchored /64 per MN beside its address
+        if ipv6:
+            dual_stack(self.topo)
         self.pgw = anchor_node(self.topo).name
         self.home_rtt_ms = self.topo.home_rtt_ms  # in the links, not in the HSS
         self.progress = progress or lab.progress
@@ -300,7 +358,7 @@ class AnchoredPlane:
         if not lab.mobiles:
             raise BaselineError("the baseline needs a topology with mobile nodes")
         self.dir.mkdir(parents=True, exist_ok=True)
-        files = render_baseline(topo)
+        files = render_baseline(topo, self.ipv6)
         for node, kinds in files.items():
             for kind, text in kinds.items():
                 self.path(node, f"{kind}.batch").write_text(text)
@@ -309,11 +367,15 @@ class AnchoredPlane:
         pgw = lab.execs[self.pgw]
         # The anchor forwards between its tunnel and its uplink; a host has neither by default.
         for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0", "net.ipv4.icmp_ratelimit=0"):
+                    "net.ipv4.conf.default.rp_filter=0", "net.ipv4.icmp_ratelimit=0",
+                    *(("net.ipv6.conf.all.forwarding=1", "net.ipv6.icmp.ratelimit=0")
+                      if self.ipv6 else ())):
             pgw.check(["sysctl", "-q", "-w", key])
         for node, kinds in files.items():
             ex = lab.execs[node]
             ex.check(["ip", "-batch", str(self.path(node, "ip.batch"))])
+            if "ip6" in kinds:
+                ex.check(["ip", "-6", "-batch", str(self.path(node, "ip6.batch"))])
             if "bridge" in kinds:
                 ex.check(["bridge", "-batch", str(self.path(node, "bridge.batch"))])
             if "nft" in kinds:
@@ -321,7 +383,8 @@ class AnchoredPlane:
         keys = {mn: os.urandom(16).hex() for mn in lab.mobiles}
         roles: dict[str, list[Daemon]] = {self.pgw: [
             Hss(self.pgw, self.dir, {"port": epc.HSS_PORT, "subscribers": keys}),
-            Mme(self.pgw, self.dir, mme_config(topo, self.path(self.pgw, "mme.events"))),
+            Mme(self.pgw, self.dir, mme_config(topo, self.path(self.pgw, "mme.events"),
+                                               self.ipv6)),
         ]}
         for ar in topo.by_role(Role.AR):
             roles[ar.name] = [Enb(ar.name, self.dir, {
@@ -383,16 +446,20 @@ class AnchoredPlane:
         return [e for e in read_events(self.path(self.pgw, "mme.events"))
                 if e.get("ev") == "procedure"]
 
-    def bearers(self) -> dict[str, str]:
-        """The anchor's per-MN state now: anchored address -> tunnel endpoint."""
-        out = self.lab.execs[self.pgw].run(["ip", "-j", "-4", "route", "show", "dev",
+    def bearers(self, family: str = "-4") -> dict[str, str]:
+        """The anchor's per-MN state now: anchored address (or, with "-6", /64) -> tunnel
+        endpoint."""
+        out = self.lab.execs[self.pgw].run(["ip", "-j", family, "route", "show", "dev",
                                             str(TUNNEL["dev"])]).stdout
         routes: list[dict[str, Any]] = json.loads(out or "[]")
         got: dict[str, str] = {}
         for r in routes:
             dst = str(r.get("dst", ""))
             with contextlib.suppress(ValueError):
-                if "/" not in dst and ipaddress.IPv4Address(dst) in ANCHOR_POOL:
+                if family == "-6":
+                    if ipaddress.IPv6Network(dst).subnet_of(ANCHOR_POOL6):
+                        got[dst] = str(r.get("gateway", ""))
+                elif "/" not in dst and ipaddress.IPv4Address(dst) in ANCHOR_POOL:
                     got[dst] = str(r.get("gateway", ""))
         return got
 

@@ -362,6 +362,9 @@ LAB_BLOCKS_V4 = {
     "mn-link-local": "169.254.64.0/18",  # an MN's RFC 3927 address before DHCP, per MN
     "anchored": "100.64.0.0/16",  # the anchored baseline's session addresses, per MN
 }
+# The same for IPv6 (issue 18): the anchored baseline's session prefixes, a /64 per MN, in
+# unique local space so that no plan's documentation prefixes can meet them.
+LAB_BLOCKS_V6 = {"anchored6": "fd00:64::/48"}
 MN_OFFSET = 10  # provisioned MN addresses start here in their home pool (below: the AR's own)
 
 
@@ -397,6 +400,8 @@ def _plan6(doc: Any, clusters: list[Cluster], nodes: dict[str, Node]) -> Address
     for key in ("loopbacks", "links"):
         if key in doc:
             plan.declare(f"addressing.ipv6.{key}", doc[key])
+    for name, block6 in LAB_BLOCKS_V6.items():
+        plan.declare(name, block6)
     lengths = {"managed": managed.network.prefixlen}
     for key, default in (("cluster_prefixlen", 44), ("pool_prefixlen", 56), ("mn_prefixlen", 64)):
         value = doc.get(key, default)

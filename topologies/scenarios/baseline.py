@@ -3,6 +3,9 @@ Figure 1) measured side by side in one lab and one run, on the same walk and the
 handoff interruption, path stretch, messages and home round trips, failures, state per node.
 The flat design is measured twice, each walk in one configuration: `flat` at its best
 (redirect, stapled DNS proof) and `flat_draft` exactly as the draft has it (BGP only, lookup).
+With `--family ipv6|both` the MNs and the anchored plane are dual-stack: the walks and the
+path phase measure the MN's flat /64 and its anchored /64 too, under "ipv6" (the state and
+failure phases stay IPv4's).
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import Any, Self
 from topologies.analysis import measure
 from topologies.analysis.stats import mean as _mean
 from topologies.analysis.stats import percentile
-from topologies.lab.anchored import ANCHOR_POOL, AnchoredPlane, anchor_node, anchored_address
+from topologies.lab.anchored import (
+    ANCHOR_POOL,
+    AnchoredPlane,
+    anchor_node,
+    anchored_address,
+    anchored_address6,
+)
 from topologies.lab.daemons import DeadlineError, LabError, NodeExec, wait_until
 from topologies.lab.lab import Background, Lab
 from topologies.model import Role, Topology
@@ -40,11 +49,15 @@ from topologies.scenarios.base import (
     write_jsonl,
 )
 from topologies.scenarios.handoff import (
+    FAMILIES,
     IPERF_RATE,
     PING_INTERVAL_S,
     WALK_PROBE_INTERVAL_MS,
     HandoffScenario,
+    add_family_argument,
     add_probe_interval,
+    dual_stack_topology,
+    mn_address6,
 )
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
@@ -58,6 +71,7 @@ FLAT_CONFIGS: dict[str, tuple[str, str]] = {"flat": ("redirect", "stapled"),
                                             "flat_draft": ("draft", "lookup")}
 BEST = "flat"  # the configuration whose path and state rows also carry the anchored side
 ANCHORED_RECORDS = "anchored-handoffs.jsonl"
+ANCHORED_PING6 = "anchored6-ping.txt"  # the anchored /64's probe, in a dual-stack run
 PROCEDURES = "procedures.json"
 STRETCH = "stretch.json"  # {configuration: rows}: the path phase, once per flat configuration
 STATE = "state.json"  # {configuration: rows}: the state phase, the same
@@ -71,8 +85,11 @@ class BaselineScenario(Scenario):
 
     def __init__(self, lab: Lab, *, per_mode: int = 8, period_s: float = 2.0,
                  probe_interval_ms: float = WALK_PROBE_INTERVAL_MS,
-                 progress: Progress | None = None, out_dir: Path | None = None) -> None:
+                 progress: Progress | None = None, out_dir: Path | None = None,
+                 families: Sequence[str] = ("ipv4",)) -> None:
         super().__init__(lab, None, progress, out_dir)
+        self.families = list(families)
+        self.ipv6 = "ipv6" in self.families
         self.per_mode = per_mode
         self.period_s = period_s
         self.probe_interval_ms = probe_interval_ms
@@ -85,18 +102,24 @@ class BaselineScenario(Scenario):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         add_walk_arguments(parser)
         add_probe_interval(parser)
+        add_family_argument(parser, "handoff")
+
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        return dual_stack_topology(args, out_dir, every=True)
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         return cls(lab, per_mode=args.handoffs, period_s=args.period,
-                   probe_interval_ms=args.probe_interval_ms, out_dir=out_dir)
+                   probe_interval_ms=args.probe_interval_ms, out_dir=out_dir,
+                   families=FAMILIES[getattr(args, "family", "ipv4")])
 
     def params(self) -> dict[str, Any]:
         return {"mn": self.mn, "per_mode": self.per_mode, "period_s": self.period_s,
                 "home_rtt_ms": self.topo.home_rtt_ms, "distance": self.topo.distance,
                 "flat_configs": {k: list(v) for k, v in FLAT_CONFIGS.items()},
                 "probe_interval_ms": self.probe_interval_ms,
-                "mobiles": list(self.lab.mobiles)}
+                "mobiles": list(self.lab.mobiles), "families": self.families}
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -110,13 +133,14 @@ class BaselineScenario(Scenario):
             flat = HandoffScenario(self.lab, mn=self.mn, modes=(mode,), dns_modes=(dns_mode,),
                                    per_mode=self.per_mode, period_s=self.period_s,
                                    probe_interval_ms=self.probe_interval_ms,
-                                   progress=self.progress, out_dir=self.dir / key)
+                                   progress=self.progress, out_dir=self.dir / key,
+                                   families=self.families)
             flat.topology_file = self.topology_file
             flat.record()
             dns[key] = {"before": before, "after": self._unbound_stats()}
             self.note(dns=dns)
         self._configure(flat, BEST)
-        with AnchoredPlane(self.lab, progress=self.progress) as plane:
+        with AnchoredPlane(self.lab, progress=self.progress, ipv6=self.ipv6) as plane:
             try:
                 plane.attach_all()
                 self._anchored_walk(plane)
@@ -187,7 +211,13 @@ class BaselineScenario(Scenario):
                       f"{self.pgw}, one every {self.period_s:.1f}s")
         records: list[dict[str, Any]] = []
         eta = Eta(len(plan), self.progress)
-        with self._traffic(address, "anchored", duration, 5202) as (ping, iperf):
+        with contextlib.ExitStack() as six, \
+                self._traffic(address, "anchored", duration, 5202) as (ping, iperf):
+            if self.ipv6:  # the anchored /64's session, probed beside the IPv4 one
+                ping6 = six.enter_context(traffic.probe(
+                    self.lab, self.cn, anchored_address6(self.topo, self.mn),
+                    self.dir / ANCHORED_PING6, self.probe_interval_ms / 1000.0))
+                six.callback(ping6.interrupt)
             t_next = time.time() + 1.5
             for step, measured in plan:
                 wait_for_clock(t_next)
@@ -273,6 +303,10 @@ class BaselineScenario(Scenario):
             self._move_both(plane, self.mn, ar.name)
             flat_addr = str(self._flat_address(self.mn))
             anch_addr = str(anchored_address(self.topo, self.mn))
+            # The round trips of the MN's flat /64 and anchored /64, beside the IPv4 ones.
+            six = {"flat_rtt6_ms": round(self._rtt(str(mn_address6(self.topo, self.mn))), 3),
+                   "anchored_rtt6_ms": round(self._rtt(str(anchored_address6(
+                       self.topo, self.mn))), 3)} if self.ipv6 else {}
             flat_path = self._trace_to(cn, flat_addr)
             anch_path = self._trace_to(cn, anch_addr)
             underlay = self._trace(pgw, str(ar.loopback))
@@ -297,6 +331,7 @@ class BaselineScenario(Scenario):
                                                                   + 1]])
                     + path_delay_ms(self.topo, [self.pgw, *underlay])), 3)
                 if self.pgw in anch_path else None,
+                **six,
             })
             self.progress(f"  {ar.name}: hops flat {rows[-1]['flat_hops']} anchored "
                           f"{rows[-1]['anchored_hops']} (shortest {shortest}); RTT flat "
@@ -493,8 +528,13 @@ class BaselineScenario(Scenario):
         flats = {key: HandoffScenario.analyse(out_dir / key) for key in p["flat_configs"]}
         interval_s = float(p["probe_interval_ms"]) / 1000.0
         procedures = json.loads((out_dir / PROCEDURES).read_text())
-        anchored = anchored_walk(out_dir, str(p["mn"]), read_jsonl(out_dir / ANCHORED_RECORDS),
-                                 procedures, float(m["anchored_t_end"]), interval_s)
+        records = read_jsonl(out_dir / ANCHORED_RECORDS)
+        anchored = anchored_walk(out_dir, str(p["mn"]), records, procedures,
+                                 float(m["anchored_t_end"]), interval_s)
+        families = list(p.get("families") or ["ipv4"])
+        anchored6 = anchored_walk(out_dir, str(p["mn"]), records, procedures,
+                                  float(m["anchored_t_end"]), interval_s, "ipv6") \
+            if "ipv6" in families else None
         failures = [failure_sessions(out_dir, f)
                     for f in json.loads((out_dir / FAILURES).read_text())]
         for key in flats:
@@ -502,7 +542,7 @@ class BaselineScenario(Scenario):
                 src = out_dir / key / name
                 if src.exists():
                     shutil.copyfile(src, out_dir / f"{key}-{name}")
-        return summarise(
+        result = summarise(
             topo_name=run.topo.name, mn=str(p["mn"]), pgw=anchor_node(run.topo).name,
             home_rtt_ms=float(p["home_rtt_ms"]), distance=p.get("distance"),
             period_s=float(p["period_s"]), per_mode=int(p["per_mode"]),
@@ -512,6 +552,12 @@ class BaselineScenario(Scenario):
             procedures=procedures, stretch=_per_config(json.loads((out_dir / STRETCH).read_text())),
             state=_per_config(json.loads((out_dir / STATE).read_text())), failures=failures,
             elapsed=float(m["elapsed_s"]))
+        result["families"] = families
+        if anchored6 is not None:
+            result["ipv6"] = ipv6_summary(flats, anchored6, result["stretch_by_config"],
+                                          {k: (str(v[0]), str(v[1]))
+                                           for k, v in p["flat_configs"].items()})
+        return result
 
     @staticmethod
     def table(result: dict[str, Any]) -> str:
@@ -532,9 +578,11 @@ def path_delay_ms(topo: Topology, hops: Sequence[str | None]) -> float:
 
 def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
                   procedures: list[dict[str, Any]], t_end: float,
-                  interval_s: float = PING_INTERVAL_S) -> dict[str, Any]:
-    """The anchored walk's handoffs, from its probe file, records and the EPC's procedures."""
-    replies = measure.parse_ping((out_dir / "anchored-ping.txt").read_text(errors="replace"))
+                  interval_s: float = PING_INTERVAL_S, family: str = "ipv4") -> dict[str, Any]:
+    """The anchored walk's handoffs, from its probe file, records and the EPC's procedures;
+    for ``family`` ipv6 the same handoffs seen by the anchored /64's probe (no TCP)."""
+    ping_file = "anchored-ping.txt" if family == "ipv4" else ANCHORED_PING6
+    replies = measure.parse_ping((out_dir / ping_file).read_text(errors="replace"))
     procs = {(p["imsi"], p["seq"]): p for p in procedures}
     out: list[dict[str, Any]] = []
     for i, rec in enumerate(records):
@@ -552,11 +600,13 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
             "hss_ms": proc.get("hss_ms"), "bearer_ms": proc.get("bearer_ms"),
             "messages": {"air": int(rec["air_tx"]) + int(rec["air_rx"]),
                          "s1": int(proc.get("s1", 0)), "s6a": int(proc.get("s6a", 0))},
-            "home_round_trips": int(proc.get("home_round_trips", 0)),
+            "home_round_trips": int(proc.get("home_round_trips", 0)), "family": family,
         })
+    iperf_res: dict[str, Any] | None = None
     try:
-        iperf_res = measure.iperf_summary(
-            json.loads((out_dir / "anchored-iperf.json").read_text()))
+        if family == "ipv4":
+            iperf_res = measure.iperf_summary(
+                json.loads((out_dir / "anchored-iperf.json").read_text()))
     except (OSError, ValueError, measure.MeasureError) as exc:
         iperf_res = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
                      "error": str(exc)}
@@ -587,6 +637,48 @@ def failure_sessions(out_dir: Path, failure: dict[str, Any]) -> dict[str, Any]:
             "event": failure["event"], "t_fail": t_fail,
             "observe_s": observe_s, "sessions": sessions,
             "survived": sum(1 for s in sessions if s["survived"]), "total": len(sessions)}
+
+
+def of_family(walk: dict[str, Any], family: str) -> dict[str, Any]:
+    """A flat walk's analysis with one family's handoff records only."""
+    return {**walk, **{k: [h for h in walk.get(k, []) if h.get("family", "ipv4") == family]
+                       for k in ("handoffs", "warmup_handoffs")}}
+
+
+def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
+                 stretch: dict[str, list[dict[str, Any]]],
+                 configs: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """A dual-stack run's IPv6 side: each flat configuration's /64 and the anchored /64,
+    over the same handoffs, in the fields their IPv4 blocks have."""
+
+    def pct(rows: list[dict[str, Any]], key: str, q: float) -> float | None:
+        xs = [float(h[key]) for h in rows if h.get(key) is not None]
+        return percentile(xs, q) if xs else None
+
+    def rtt(key: str, col: str) -> float | None:
+        xs = [float(r[col]) for r in stretch.get(key, []) if r.get(col) is not None
+              and r[col] == r[col]]  # a NaN: no echo came back
+        return round(_mean(xs), 3) if xs else None
+
+    out: dict[str, Any] = {"family": "ipv6"}
+    for key, (mode, dns_mode) in configs.items():
+        fh = of_family(flats[key], "ipv6")["handoffs"]
+        out[key] = {"mode": mode, "dns_mode": dns_mode, "handoffs": len(fh),
+                    "interruption_ms_p50": pct(fh, "interruption_ms", 0.5),
+                    "interruption_ms_p95": pct(fh, "interruption_ms", 0.95),
+                    "reroute_ms_p50": pct(fh, "reroute_ms", 0.5),
+                    "reroute_ms_p95": pct(fh, "reroute_ms", 0.95),
+                    "path_optimal": sum(1 for h in fh if h.get("path_optimal")),
+                    "rtt_ms_mean": rtt(key, "flat_rtt6_ms")}
+    ah = anchored6["handoffs"]
+    out["anchored"] = {"mode": "anchored", "handoffs": len(ah),
+                       "interruption_ms_p50": pct(ah, "interruption_ms", 0.5),
+                       "interruption_ms_p95": pct(ah, "interruption_ms", 0.95),
+                       "rtt_ms_mean": rtt(BEST, "anchored_rtt6_ms")}
+    out["handoffs"] = {**{k: of_family(flats[k], "ipv6")["handoffs"] for k in configs},
+                       "anchored": ah}
+    out["timelines"] = {"anchored": anchored6["timeline"]}
+    return out
 
 
 def flat_summary(walk: dict[str, Any], dns: dict[str, dict[str, float]],
@@ -672,7 +764,7 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
 
     blocks: dict[str, dict[str, Any]] = {}
     for key, (mode, dns_mode) in configs.items():
-        block = {**flat_summary(flats[key], dns[key], mode, dns_mode),
+        block = {**flat_summary(of_family(flats[key], "ipv4"), dns[key], mode, dns_mode),
                  "sessions_total": len(mobiles), **phases(key)}
         missing = [k for k in ("path_stretch_mean", "sessions_survived_failure",
                                "state_max_per_node") if block[k] is None]
@@ -702,15 +794,16 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
         "iperf": anchored["iperf"],
     }
     return {
-        # The anchored plane is IPv4's (docs/ipv6.md, "Not yet"): both sides measured so.
+        # IPv4's figures; a dual-stack run adds its IPv6 side under "ipv6" (analyse).
         "scenario": "baseline", "family": "ipv4", "topology": topo_name, "mn": mn,
         "anchor": pgw, "home_rtt_ms": home_rtt_ms, "distance": distance, "period_s": period_s,
         "per_mode": per_mode, "probe_interval_ms": probe_interval_ms,
         "elapsed_s": round(elapsed, 1),
         "configs": {k: {"mode": m, "dns_mode": d} for k, (m, d) in configs.items()},
         **blocks,
-        "handoffs": {**{k: flats[k]["handoffs"] for k in configs}, "anchored": ah},
-        "warmup": {**{k: flats[k].get("warmup_handoffs", []) for k in configs},
+        "handoffs": {**{k: of_family(flats[k], "ipv4")["handoffs"] for k in configs},
+                     "anchored": ah},
+        "warmup": {**{k: of_family(flats[k], "ipv4")["warmup_handoffs"] for k in configs},
                    "anchored": anchored["warmup_handoffs"]},
         "flat_summary": [row for k in configs for row in flats[k].get("summary", [])],
         "dns": dns,
@@ -755,6 +848,12 @@ def table(result: dict[str, Any]) -> str:
         if isinstance(v, float):
             return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
+    six = result.get("ipv6")
+    if six is not None:  # the same handoffs and paths, the flat and the anchored /64
+        rows += [(f"ipv6 {name}", [six[c].get(key) for c in cols]) for name, key in (
+            ("handoffs measured", "handoffs"), ("interruption p50 (ms)", "interruption_ms_p50"),
+            ("interruption p95 (ms)", "interruption_ms_p95"),
+            ("CN->MN RTT (ms, mean)", "rtt_ms_mean"))]
     lines = [f"{'measure':30s} " + " ".join(f"{c:>14s}" for c in cols), "-" * (31 + 15 * len(cols))]
     lines += [f"{name:30s} " + " ".join(f"{cell(v):>14s}" for v in vals) for name, vals in rows]
     lines.append(f"home network {result['home_rtt_ms']:g} ms RTT away; probe every "

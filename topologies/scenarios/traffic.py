@@ -28,7 +28,7 @@ def listening(ex: NodeExec, port: int) -> bool:
     return f":{port}" in ex.run(["ss", "-ltn"]).stdout
 
 
-def probe(lab: Lab, node: str, address: IPv4Address | str, out: Path,
+def probe(lab: Lab, node: str, address: IPv4Address | IPv6Address | str, out: Path,
           interval_s: float = PING_INTERVAL_S) -> contextlib.AbstractContextManager[Background]:
     """Our paced ICMP prober, not iputils ping: `ping -i 0.01` sends every 16 ms here."""
     return lab.background(node, [sys.executable, "-m", "agents.probe", str(address),
