@@ -64,6 +64,20 @@ def test_ping_rtt_is_twice_the_path_delay(lab: Lab) -> None:
     assert p50 <= 2 * PATH_ONE_WAY_MS + 10.0, (p50, sorted(got))
 
 
+def test_ipv6_takes_the_same_delay(lab: Lab) -> None:
+    """mn1's /64 over the same links: the delay line holds IPv6 as it holds IPv4."""
+    prefix = lab.topo.mobile("mn1").prefix6
+    assert prefix is not None
+    dst = str(prefix.network_address + 1)
+    wait_until(lambda: lab.execs["cn"].run(["ping", "-c", "1", "-W", "1", dst]).returncode
+               == 0, 30, "the CN to reach mn1's /64")
+    out = lab.execs["cn"].run(["ping", "-n", "-c", "40", "-i", "0.05", dst], timeout=30)
+    got = list(rtts(out.stdout).values())
+    assert len(got) >= 35, out.stdout[-500:]
+    p50 = statistics.median(got)
+    assert 2 * PATH_ONE_WAY_MS - 0.3 <= p50 <= 2 * PATH_ONE_WAY_MS + 10.0, (p50, sorted(got))
+
+
 def test_a_handoff_keeps_ping_alive_at_distance(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "ping.txt"
     with lab.background("cn", ["ping", "-n", "-i", "0.02", MN1], out):

@@ -30,6 +30,10 @@ from topologies.render.configs import render
 NETEM, NFQUEUE = "netem", "nfqueue"
 NETEM_LIMIT = 10_000  # packets netem holds (its default, 1,000, is 0.1 s at 10,000 pps)
 IPTABLES_RESTORE = "iptables-legacy-restore"  # legacy: iptables-nft would ask for nft queue
+# The same rules for IPv6: a queue is one per number whatever the family, so the delay line
+# holds both families' packets on a link in one order (a dual-stack lab's /64s measured at
+# distance took no delay before: 0.135 ms CN-MN RTT against IPv4's 56.7 ms).
+IP6TABLES_RESTORE = "ip6tables-legacy-restore"
 
 
 class DelayLineDaemon(ForegroundDaemon):
@@ -208,7 +212,8 @@ def apply(attrs: Mapping[tuple[str, str], LinkAttributes], execs: Mapping[str, N
             execs[node].check(["tc", "-batch", str(rd / "links.tc")])
         if not netem and any(i["loss_pct"] or i["queue"] is not None for i in nd["interfaces"]):
             (rd / "links.iptables").write_text(render_iptables(nd))
-            execs[node].check([IPTABLES_RESTORE, "--noflush", str(rd / "links.iptables")])
+            for restore in (IPTABLES_RESTORE, IP6TABLES_RESTORE):
+                execs[node].check([restore, "--noflush", str(rd / "links.iptables")])
     applied = Applied(mechanism, None, sorted(data))
     if home is not None:
         applied.home = {**home.attrs.as_dict(), "nodes": sorted(hdata)}
