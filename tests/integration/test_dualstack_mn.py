@@ -243,6 +243,10 @@ def test_an_unanswered_ipv6_page_ends_and_a_later_packet_pages_again(
         mn_request(lab, "mn1", "deaf", on=False)
     stream6(lab, 3000, 1)  # pages again, and this time mn1 answers where it went idle
     wait_until(lambda: received(receiver, 3000) == [3000], 10, "mn1 to wake", 0.05)
+    # The AR logs the flush after it has sent the buffer on: the packet can arrive first
+    # (CI s4 read the events in between).
+    wait_until(lambda: bool(ar_events6(lab, "ar1", "flushed", seen)), 5,
+               "ar1 to log the flush", 0.05)
     flushed = ar_events6(lab, "ar1", "flushed", seen)
     assert [f["reason"] for f in flushed] == ["paged MN authenticated here"]
     wait_until(lambda: prefix(lab) not in status(lab, "ar1")["prefixes"]["idle"], 5,
