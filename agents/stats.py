@@ -31,6 +31,17 @@ def percentile(values: Iterable[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (h - lo)
 
 
+def percentile_or_none(values: Iterable[float], q: float,
+                       digits: int | None = None) -> float | None:
+    """`percentile`, but None when there are no values: JSON has no NaN. Rounded to
+    `digits` places when they are given."""
+    s = list(values)
+    if not s:
+        return None
+    v = percentile(s, q)
+    return round(v, digits) if digits is not None else v
+
+
 def median(values: Iterable[float]) -> float:
     """The 0.5-quantile, by `percentile`'s method."""
     return percentile(values, 0.5)

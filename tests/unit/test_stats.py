@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from topologies.analysis.stats import mean, median, percentile
+from topologies.analysis.stats import mean, median, percentile, percentile_or_none
 
 
 def test_known_values() -> None:
@@ -26,6 +26,13 @@ def test_no_values_is_nan_and_a_bad_quantile_is_refused() -> None:
     assert math.isnan(mean([]))
     with pytest.raises(ValueError):
         percentile([1.0], 95)
+
+
+def test_for_json_no_values_is_none_and_a_value_is_rounded_when_asked() -> None:
+    assert percentile_or_none([], 0.5) is None
+    assert percentile_or_none(iter([]), 0.99, 3) is None
+    assert percentile_or_none([1.0, 2.0], 0.25) == pytest.approx(1.25)
+    assert percentile_or_none((x for x in [1.0, 2.0]), 0.25, 1) == 1.2  # a generator, once
 
 
 def test_matches_numpys_default_linear_method() -> None:

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from agents.auth import DEFAULT_PORT, flood
 from agents.auth.prefilter import prefilter_data
-from agents.stats import percentile
+from agents.stats import percentile_or_none
 from topologies.lab.daemons import LabError, identity, stop_pid, wait_until, write_pid
 from topologies.lab.lab import machine_lock
 from topologies.render.configs import render
@@ -72,7 +72,7 @@ def _run(cmd: Sequence[str], timeout: float = 20.0) -> str:
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
     """The one percentile (agents/stats.py), None rather than NaN: JSON has no NaN."""
-    return round(percentile(values, q), 2) if values else None
+    return percentile_or_none(values, q, 2)
 
 
 class FloodBench:

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from topologies.analysis import measure
 from topologies.analysis.stats import mean as _mean
-from topologies.analysis.stats import percentile
+from topologies.analysis.stats import percentile, percentile_or_none
 from topologies.lab.anchored import (
     ANCHOR_POOL,
     AnchoredPlane,
@@ -653,7 +653,7 @@ def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
 
     def pct(rows: list[dict[str, Any]], key: str, q: float) -> float | None:
         xs = [float(h[key]) for h in rows if h.get(key) is not None]
-        return percentile(xs, q) if xs else None
+        return percentile_or_none(xs, q)
 
     def rtt(key: str, col: str) -> float | None:
         xs = [float(r[col]) for r in stretch.get(key, []) if r.get(col) is not None

@@ -21,7 +21,7 @@ from typing import Any, Self
 from agents import udpstream
 from agents.contract import REDIRECT_METRIC
 from topologies.analysis import measure, plots
-from topologies.analysis.stats import percentile
+from topologies.analysis.stats import percentile_or_none
 from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Background, Lab
 from topologies.model import Role, Topology, fqdn
@@ -413,7 +413,7 @@ def handoff_metrics(handoffs: list[dict[str, Any]], suffix: str) -> dict[str, fl
     out: dict[str, float | None] = {}
     for key in ("interruption_ms", "auth_ms"):
         vals = [float(h[key]) for h in handoffs if h.get(key) is not None]
-        out[f"{key}_p95{suffix}"] = percentile(vals, 0.95) if vals else None
+        out[f"{key}_p95{suffix}"] = percentile_or_none(vals, 0.95)
         out[f"{key}_max{suffix}"] = max(vals) if vals else None
     return out
 

@@ -21,7 +21,7 @@ import yaml
 from agents.contract import REDIRECT_METRIC  # a temporary redirect does not count
 from topologies.analysis import measure
 from topologies.analysis.dnscount import home_round_trips
-from topologies.analysis.stats import percentile
+from topologies.analysis.stats import percentile, percentile_or_none
 from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.dnsplane import QUERY_LOG
 from topologies.lab.lab import Lab
@@ -568,8 +568,8 @@ def summarise(handoffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "interruption_ms_p50": percentile([h["interruption_ms"] for h in hs], 0.5),
             "interruption_ms_p95": percentile([h["interruption_ms"] for h in hs], 0.95),
             # None where not measured (IPv6 rows of runs kept from before: NOT_MEASURED6).
-            "reroute_ms_p50": percentile(reroutes, 0.5) if reroutes else None,
-            "reroute_ms_p95": percentile(reroutes, 0.95) if reroutes else None,
+            "reroute_ms_p50": percentile_or_none(reroutes, 0.5),
+            "reroute_ms_p95": percentile_or_none(reroutes, 0.95),
             "auth_ms_p50": percentile([h["auth_ms"] for h in hs], 0.5),
             "auth_ms_p95": percentile([h["auth_ms"] for h in hs], 0.95),
             "ping_lost": sum(h["ping_lost"] for h in hs),

@@ -24,7 +24,7 @@ from typing import Any, Self
 import yaml
 
 from agents.contract import Layout
-from agents.stats import percentile
+from agents.stats import percentile_or_none
 from topologies.analysis import measure
 from topologies.lab import procstat
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
@@ -483,8 +483,7 @@ def host_route_counts(events: list[measure.RouteEvent], t_from: float, t_end: fl
 
 
 def _pct(xs: list[float]) -> dict[str, float | None]:
-    return {"p50": round(percentile(xs, 0.5), 1) if xs else None,
-            "p99": round(percentile(xs, 0.99), 1) if xs else None}
+    return {"p50": percentile_or_none(xs, 0.5, 1), "p99": percentile_or_none(xs, 0.99, 1)}
 
 
 def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: list[int],

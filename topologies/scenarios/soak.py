@@ -19,7 +19,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Self
 
-from agents.stats import percentile
+from agents.stats import percentile_or_none
 from topologies.analysis import measure
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
 from topologies.lab.lab import Lab
@@ -258,8 +258,7 @@ class SoakScenario(Scenario):
 
 
 def _p99(values: Iterable[float]) -> float | None:
-    v = list(values)
-    return round(percentile(v, 0.99), 3) if v else None
+    return percentile_or_none(values, 0.99, 3)
 
 
 def reroutes(rows: list[dict[str, Any]], events: list[measure.RouteEvent],
@@ -303,7 +302,7 @@ def reroute_summary(rows: list[dict[str, Any]], key: str, t_start: float,
     window = min(WINDOW_S, minutes * 30.0)
     t_end = t_start + minutes * 60.0
     return {"reroute_ms": {
-        "p50": round(percentile([v for _, v in ms], 0.5), 3) if ms else None,
+        "p50": percentile_or_none((v for _, v in ms), 0.5, 3),
         "p99": _p99(v for _, v in ms),
         "p99_first_10min": _p99(v for t, v in ms if t < t_start + window),
         "p99_last_10min": _p99(v for t, v in ms if t >= t_end - window),
@@ -336,7 +335,7 @@ def summarise(minutes: float, t_start: float, rows: list[dict[str, Any]],
         "handoffs": len(hand), "failed": sum(1 for r in hand if not r["ok"]),
         "rotations": len(rot), "rotations_failed": sum(1 for r in rot if not r["ok"]),
         **reroute_summary(rows, "reroute_ms", t_start, minutes),
-        "auth_ms": {"p50": round(percentile(auth, 0.5), 3) if auth else None,
+        "auth_ms": {"p50": percentile_or_none(auth, 0.5, 3),
                     "p99": _p99(auth)},
         "rss_growth_pct": rss, "fd_growth": fds, "cpu_s": cpu,
         "stale_routes_end": stale_end, "missing_routes_end": missing_end,
