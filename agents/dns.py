@@ -44,6 +44,7 @@ import dns.update
 from agents.auth import keys as auth_keys
 from agents.auth.errors import AuthError, KeyMismatch, KeyResolutionError
 from agents.auth.keys import PublishedKey, Suite
+from agents.auth.sockets import deep_receive_buffer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ DEFAULT_TSIG_ALGORITHM = "hmac-sha256"
 # The TTL of the PTR an AR writes for a lease or delegation: the next handoff's reverse
 # check must see a change within seconds.
 LEASE_PTR_TTL = 5
+# The resolver channel's receive buffer (the kernel doubles it, within rmem_max); see
+# ValidatingResolver._open_channel.
+CHANNEL_RCVBUF = 4 << 20
 
 # Extended DNS Error codes (RFC 8914) that mean "DNSSEC validation failed".
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
@@ -376,8 +380,15 @@ class ValidatingResolver:
         ch = self._channel
         if ch is not None and ch.transport is not None and self._channel_loop is loop:
             return ch
-        _, new = await loop.create_datagram_endpoint(
+        transport, new = await loop.create_datagram_endpoint(
             _UdpChannel, remote_addr=(self.address, self.port))
+        # One socket carries every answer of a busy AR: the default buffer (rmem_default,
+        # 208 KiB, some 160 answers by their kernel size) overflowed while the loop was
+        # 100-300 ms late at 100 handoffs a second, and each answer dropped there
+        # (Udp:RcvbufErrors) became a timeout and a refused AUTH (docs/scale.md).
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            deep_receive_buffer(sock, CHANNEL_RCVBUF)
         ch = self._channel
         if ch is not None and ch.transport is not None and self._channel_loop is loop:
             # Another query opened one while we waited: keep one socket, not one per race

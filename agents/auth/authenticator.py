@@ -7,7 +7,6 @@ ECDH; a warm request is answered inside the socket's reader callback without a t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -79,6 +78,7 @@ from .protocol import (
     open_remsk_ack,
     seal_auth_reply,
 )
+from .sockets import deep_receive_buffer
 
 log = logging.getLogger("flatarch.auth")
 
@@ -89,7 +89,6 @@ _RECV_SIZE = 4096  # larger than any message, so oversized datagrams arrive whol
 # rather than dropping a legitimate AUTH queued behind (SO_RCVBUFFORCE passes rmem_max).
 _RCVBUF = 4 << 20
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the module lacks the name
 _CMSG_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 ZERO_NONCE = bytes(NONCE_LEN)
 _NO_REPLY_TYPES = frozenset((MsgType.AUTH_REPLY, MsgType.REMSK_ACK, MsgType.FAILURE,
@@ -341,11 +340,7 @@ class Authenticator:
         sock = socket.socket(family, socket.SOCK_DGRAM, proto)
         try:
             sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
-            except OSError:  # not CAP_NET_ADMIN: as much as rmem_max allows
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            deep_receive_buffer(sock, _RCVBUF)
             sock.bind(sockaddr)
             if self._track_if:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -331,6 +332,29 @@ def test_concurrent_first_queries_share_one_socket(server: FakeServer) -> None:
     run(both())
     # The server saw every query come from one source port: one socket, none left open.
     assert len(server.queries) == 8 and len(set(server.peers)) == 1
+
+
+def test_the_channel_holds_a_burst_of_answers(server: FakeServer) -> None:
+    """The one socket of a busy AR takes every answer: its buffer is raised past the
+    default, whose overflow at 100 handoffs a second dropped answers (docs/scale.md)."""
+    server.handler = answer({("mn1.example", "A"): ["10.64.0.10"]})
+    res = resolver(server)
+    got: list[int] = []
+
+    async def one() -> None:
+        await res.exchange("mn1.example", dns.rdatatype.A)
+        ch = res._channel
+        assert ch is not None and ch.transport is not None
+        got.append(ch.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET,
+                                                                    socket.SO_RCVBUF))
+
+    run(one())
+    default = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with default:
+        before = default.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    limit = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    # The kernel doubles what is asked, and caps it at rmem_max.
+    assert got[0] >= min(2 * adns.CHANNEL_RCVBUF, 2 * limit) > before
 
 
 def test_a_timeout_does_not_fail_the_lookups_in_flight_beside_it(server: FakeServer) -> None:
