@@ -84,6 +84,11 @@ LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station
 # serialises every route, and written after each UPDATE it was most of an uninvolved AR's
 # CPU at 1,000 MNs (issue 15, docs/scale.md). The housekeeping writes every 0.5 s besides.
 STATUS_GAP_S = 0.25
+# ...and no status write comes sooner than this many times the last one's cost after the
+# previous write: at 1,000 MNs a status took 20-40 ms to build, and six a second were a fifth
+# of a serving AR's loop at 50 handoffs a second (py-spy, docs/scale.md). A small lab's
+# status costs about a millisecond, so its gap stays STATUS_GAP_S.
+STATUS_DUTY = 20.0
 # The saved state is a snapshot plus a journal of changes (agents/arstate.py): a change costs
 # one line, and the housekeeping folds the journal into a new snapshot once it holds this
 # many lines, or when it holds any and the last snapshot is this old. A snapshot serialises
@@ -233,6 +238,8 @@ class ArAgent:
         self._peer_up = asyncio.Event()
         self._status_timer: asyncio.TimerHandle | None = None
         self._status_at = 0.0  # monotonic time of the last write after a FIB pass
+        self._status_written = 0.0  # ... and of the last write of any kind
+        self._status_cost = 0.0  # seconds the last status took to build and serialise
         self._batch_lock = threading.Lock()
         self._batch: dict[Net, Any] = {}  # best routes not yet taken by the FIB worker
         self._batch_full = False
@@ -265,8 +272,13 @@ class ArAgent:
 
     def _status_soon(self) -> None:
         if self._status_timer is None and self._loop is not None:
-            wait = self._status_at + STATUS_GAP_S - time.monotonic()
+            wait = self._status_at + self.status_gap() - time.monotonic()
             self._status_timer = self._loop.call_later(max(0.0, wait), self._status_due)
+
+    def status_gap(self) -> float:
+        """The least time between two status writes: STATUS_GAP_S, or STATUS_DUTY times the
+        last write's cost when that is longer."""
+        return max(STATUS_GAP_S, STATUS_DUTY * self._status_cost)
 
     def _status_due(self) -> None:
         self._status_timer = None
@@ -336,8 +348,11 @@ class ArAgent:
         which was a tenth of the loop's time at 1,000 MNs (issue 15). A text not yet
         taken by the worker is replaced by the newer one."""
         self.persist()
+        t0 = time.monotonic()
         # No indent: json's C encoder serves only unindented output, ten times faster.
         text = json.dumps(self.status(), sort_keys=True)
+        self._status_written = now = time.monotonic()
+        self._status_cost = now - t0
         with self._status_lock:
             queued = self._status_text is not None
             self._status_text = text
@@ -736,7 +751,9 @@ class ArAgent:
                 self.dhcp.expire()
             if self.dhcp6 is not None:
                 self.dhcp6.expire()
-            self.write_status()
+            gap = self.status_gap()
+            if gap <= STATUS_GAP_S or time.monotonic() - self._status_written >= gap:
+                self.write_status()
             self._maybe_compact()
 
     # --- restart recovery (docs/faults.md) -------------------------------------------------

@@ -103,6 +103,30 @@ def test_status_follows_fib_passes_at_most_once_per_gap(tmp_path: Path) -> None:
         agent._handoff_thread.shutdown(wait=True)
 
 
+def test_a_costly_status_widens_the_gap_between_writes(tmp_path: Path) -> None:
+    """A status that takes long to build is written less often (STATUS_DUTY), and the
+    housekeeping's write waits for that gap too; a cheap one keeps STATUS_GAP_S."""
+    agent = make_agent(tmp_path, ars(4))
+    try:
+        status = agent.status
+
+        def slow() -> dict[str, Any]:
+            time.sleep(0.03)
+            return status()
+
+        agent.write_status()
+        assert agent.status_gap() == ar.STATUS_GAP_S
+        agent.status = slow  # type: ignore[method-assign]
+        agent.write_status()
+        assert agent.status_gap() >= ar.STATUS_DUTY * 0.03 > ar.STATUS_GAP_S
+        agent.status = status  # type: ignore[method-assign]
+        agent.write_status()
+        assert agent.status_gap() == ar.STATUS_GAP_S
+    finally:
+        agent._fib_thread.shutdown(wait=True)
+        agent._handoff_thread.shutdown(wait=True)
+
+
 def test_updates_behind_a_busy_fib_worker_are_one_pass_with_the_newest_best(
         tmp_path: Path) -> None:
     routers = ars(4)
