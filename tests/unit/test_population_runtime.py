@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import subprocess
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,8 @@ def test_process_samples_summarise_by_kind() -> None:
             {"t": 2, "kind": "bgpd_agg", "node": "agg1", "cpu_pct": 30.0, "rss_mb": 22.0},
             {"t": 1, "kind": "bgpd_agg", "node": "agg2", "cpu_pct": 5.0, "rss_mb": 25.0}]
     got = procstat.by_kind(rows)
-    assert got == {"bgpd_agg": {"cpu_pct": 20.0, "cpu_pct_peak": 30.0, "rss_mb": 25.0}}
+    assert got == {"bgpd_agg": {"cpu_pct": 20.0, "cpu_pct_peak": 30.0, "rss_mb": 25.0,
+                                "cpu_pct_all": 25.0}}  # agg1's mean and agg2's
     assert procstat.backlog_drops() >= 0
 
 
@@ -278,3 +280,54 @@ def test_an_auth_abandoned_by_a_move_makes_its_ar_the_next_ones_previous(
     back, left = asyncio.run(asyncio.wait_for(run(), 5))
     assert left["superseded"] and back["ok"] and back["previous"] == "ar3"
     assert seen == [None, pop.config.ars["ar3"]]
+
+
+SNMP = """Ip: Forwarding DefaultTTL InDiscards OutDiscards OutNoRoutes
+Ip: 1 64 0 19 3
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors
+Udp: 900 12 435 800 435
+IpExt: InNoMcastRoutes InNoRoutes
+IpExt: 0 2
+Ip6InDiscards                   \t0
+Udp6RcvbufErrors                \t7
+Udp6NoPorts 1
+garbage line here
+Ip: a b
+"""
+
+
+def test_kernel_drop_counters_are_parsed_and_differenced_per_node() -> None:
+    got = procstat.parse_snmp(SNMP)
+    assert got["Ip:OutDiscards"] == 19 and got["Udp:RcvbufErrors"] == 435
+    assert got["IpExt:InNoRoutes"] == 2 and got["Udp6RcvbufErrors"] == 7
+    assert got["Udp6NoPorts"] == 1 and "Ip:a" not in got
+
+    class Node:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def run(self, cmd: object, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+            return subprocess.CompletedProcess([], 0, self.text, "")
+
+    before = procstat.drop_counters({"ar3": Node(SNMP), "dns": Node("Udp: NoPorts\nUdp: 5\n")})
+    assert set(before["ar3"]) <= set(procstat.DROP_COUNTERS) and before["dns"] == {
+        "Udp:NoPorts": 5}
+    after = {"ar3": {**before["ar3"], "Udp:RcvbufErrors": 500}, "dns": {"Udp:NoPorts": 5},
+             "new": {"Udp:NoPorts": 9}}
+    # Only what grew; a node first seen after the start is not guessed at.
+    assert procstat.drops_between(before, after) == {"ar3": {"Udp:RcvbufErrors": 65}}
+    assert procstat.drop_totals({"a": {"Udp:NoPorts": 2}, "b": {"Udp:NoPorts": 3,
+                                                                "Ip:InDiscards": 1}}) == {
+        "Ip:InDiscards": 1, "Udp:NoPorts": 5}
+
+
+def test_the_machine_cpu_is_shared_out_by_state() -> None:
+    before = procstat.machine_cpu("cpu  100 0 50 800 0 0 50 0 0 0\ncpu0 1 2 3\n")
+    after = procstat.machine_cpu("cpu  400 0 150 900 0 0 150 0 0 0\n")
+    assert before["softirq"] == 50 and after["user"] == 400
+    # 300 user, 100 system, 100 idle, 100 softirq ticks of 600.
+    got = procstat.machine_cpu_between(before, after)
+    assert got["user"] == 50.0 and got["idle"] == 16.7 and got["softirq"] == 16.7
+    assert procstat.machine_cpu_between({}, after) == {}
+    assert procstat.machine_cpu("no cpu line") == {}
+    assert sum(procstat.machine_cpu().values()) > 0  # this machine's own

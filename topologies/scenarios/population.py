@@ -89,6 +89,8 @@ def phase_inputs(i: int, phase: dict[str, Any], params: dict[str, Any],
     return ({**params, "rate_per_s": phase["rate_per_s"],
              "duration_s": phase.get("duration_s", params["duration_s"])},
             {**measured, "t_start": t0, "backlog_drops": phase.get("backlog_drops"),
+             "kernel_drops": phase.get("kernel_drops", {}),
+             "machine_cpu_pct": phase.get("machine_cpu_pct", {}),
              "where": phase.get("where", {})},
             [r for r in rows if int(r.get("phase", 0)) == i],
             [x for x in samples if t0 <= float(x.get("t", 0.0)) <= t1])
@@ -282,18 +284,25 @@ class PopulationScenario(Scenario):
                     self.progress(f"population: phase {i + 1}/{len(self.rates)}, {rate:g}/s, "
                                   f"{len(moves)} moves")
                 drops = procstat.backlog_drops()
+                counters = procstat.drop_counters(self.lab.execs)
+                cpu = procstat.machine_cpu()
                 rows += [{**r, "phase": i} for r in self._drive(moves)]
+                machine = procstat.machine_cpu_between(cpu, procstat.machine_cpu())
                 drops = procstat.backlog_drops() - drops
+                kernel = procstat.drops_between(counters, procstat.drop_counters(self.lab.execs))
                 t_end = self._settle(lambda: len(watcher.events()))
                 phases.append({"rate_per_s": rate, "t_start": self._measured["t_start"],
-                               "t_end": t_end, "backlog_drops": drops,
+                               "t_end": t_end, "backlog_drops": drops, "kernel_drops": kernel,
+                               "machine_cpu_pct": machine,
                                "scheduled": len(moves), "where": dict(self.net.radio.where)})
                 self.note(phases=phases)
             write_jsonl(self.dir / HANDOFFS, rows)
             for prober in probers:
                 prober.interrupt()
             self.note(t_start=phases[0]["t_start"], t_end=phases[0]["t_end"],
-                      backlog_drops=phases[0]["backlog_drops"], where=phases[0]["where"])
+                      backlog_drops=phases[0]["backlog_drops"],
+                      kernel_drops=phases[0]["kernel_drops"],
+                      machine_cpu_pct=phases[0]["machine_cpu_pct"], where=phases[0]["where"])
         write_jsonl(self.dir / SAMPLES, sampler.rows)
         self.keep_files([r.name for r in self.topo.routers], [UPDATES_LOG])
         # The AR agents' and the population agent's own accounts, for a failure's reason.
@@ -401,6 +410,11 @@ class PopulationScenario(Scenario):
             f"{result['auth_ms']['p50']}/{result['auth_ms']['p99']}",
             f"memory per MN {result['memory_mb_per_mobile']} MB; stale /32 at the end: "
             f"{sum(result['stale_host_routes'].values())}",
+            "machine CPU over the moves (% of all cores): " + (", ".join(
+                f"{k} {v:g}" for k, v in result["machine_cpu_pct"].items() if v) or "-"),
+            "kernel drops over the moves: backlog "
+            f"{result['backlog_drops']}; " + (", ".join(
+                f"{k} {v}" for k, v in result["kernel_drops"]["total"].items()) or "none"),
             f"{'router':10s} {'/32 peak':>9s} {'/32 end':>8s} {'UPDATE/s peak':>14s}",
         ]
         for r in sorted(result["host_routes"]["peak"]):
@@ -414,29 +428,33 @@ class PopulationScenario(Scenario):
                 f"{six['interruption_ms']['p99']}; /64 peak "
                 f"{max(six['host_routes']['peak'].values(), default=0)} on a router; stale /64 "
                 f"at the end: {sum(six['stale_host_routes'].values())}")
-        lines.append(f"{'process':12s} {'cpu % mean':>10s} {'peak':>6s} {'rss MB':>8s}")
+        lines.append(f"{'process':12s} {'cpu % mean':>10s} {'peak':>6s} {'all %':>6s} "
+                     f"{'rss MB':>8s}")
         for k, v in result["processes"].items():
             lines.append(f"{k:12s} {v['cpu_pct']:10.1f} {v['cpu_pct_peak']:6.0f} "
-                         f"{v['rss_mb']:8.1f}")
+                         f"{v.get('cpu_pct_all', v['cpu_pct']):6.1f} {v['rss_mb']:8.1f}")
         if "sweep" in result:
             lines += sweep_table(result)
         return "\n".join(lines)
 
 
 def sweep_table(result: dict[str, Any]) -> list[str]:
-    """One line per rate of a sweep: handoffs, reroute and auth, the CPU of each kind."""
+    """One line per rate of a sweep: handoffs, reroute and auth, the machine's idle share,
+    and the CPU of each kind's processes together (percent of one core)."""
     kinds = sorted({k for p in result["sweep"] for k in p["cpu_pct"]})
     lines = [f"sweep: knee (reroute p99 > {result['knee_p99_ms']:g} ms or a failure) at "
              f"{result['knee_rate_per_s'] or 'none of the rates'}",
              f"{'rate/s':>7s} {'got/s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
-             f"{'auth p99':>8s} " + " ".join(f"{k[:9]:>9s}" for k in kinds)]
+             f"{'auth p99':>8s} {'idle %':>6s} " + " ".join(f"{k[:9]:>9s}" for k in kinds)]
     for p in result["sweep"]:
         h, rr = p["handoffs"], p["reroute_ms"]
         reroute = f"{rr['p50']}/{rr['p99']}"
         lines.append(f"{p['rate_per_s']:7g} {p['achieved_rate_per_s']:6.1f} {h['ok']:6d} "
                      f"{h['failed']:6d} {reroute:>16s} "
                      f"{p['auth_ms']['p99']!s:>8s} "
-                     + " ".join(f"{p['cpu_pct'].get(k, 0.0):9.1f}" for k in kinds))
+                     f"{p.get('machine_cpu_pct', {}).get('idle', '-')!s:>6s} "
+                     + " ".join(f"{p.get('cpu_pct_all', p['cpu_pct']).get(k, 0.0):9.1f}"
+                                for k in kinds))
     return lines
 
 
@@ -602,10 +620,19 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "interruption_samples": v4["interruption_samples"],
         # The machine's input-backlog drops over the moves (any lab's packets, DNS too).
         "backlog_drops": measured.get("backlog_drops"),
+        # Per node, what its namespace's kernel dropped or refused over the moves
+        # (procstat.DROP_COUNTERS), and each counter summed over the nodes.
+        # The whole machine's CPU by state over the moves, percent of all its cores: what
+        # the processes' figures below leave out (the kernel's packet work, other work).
+        "machine_cpu_pct": measured.get("machine_cpu_pct", {}),
+        "kernel_drops": {"by_node": measured.get("kernel_drops", {}),
+                         "total": procstat.drop_totals(measured.get("kernel_drops", {}))},
         "host_routes": v4["host_routes"], "stale_host_routes": v4["stale_host_routes"],
         **({"ipv6": figures["ipv6"]} if "ipv6" in figures else {}),
         "updates_per_s": {"peak": dict(sorted(ups.items()))},
         "cpu_pct": {k: v["cpu_pct"] for k, v in processes.items()},
+        # Every process of the kind together, percent of one core (the sweep's curves).
+        "cpu_pct_all": {k: v.get("cpu_pct_all", v["cpu_pct"]) for k, v in processes.items()},
         "rss_mb": {k: v["rss_mb"] for k, v in processes.items()},
         "processes": processes,
         # Processes' RSS only, by difference between the lab without and with the
