@@ -4,10 +4,12 @@ summarised as a run of its own, and the knee named (issue 15)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from topologies.analysis import plots
 from topologies.scenarios.population import (
     KNEE_P99_MS,
     knee,
@@ -60,3 +62,15 @@ def test_the_sweep_table_has_a_line_per_rate() -> None:
                          "knee_p99_ms": KNEE_P99_MS})
     assert "at 100.0" in lines[0] and len(lines) == 4
     assert lines[3].split()[:4] == ["100", "100.0", "10", "0"]
+
+
+def test_the_sweep_is_drawn_with_and_without_the_machine_share(tmp_path: Path) -> None:
+    old = [point(10, 80.0), point(50, None, failed=3)]  # a run recorded before the share
+    new = [{**p, "cpu_pct_all": {"ar_agent": 8 * p["cpu_pct"]["ar_agent"], "exabgp": 20.0},
+            "machine_cpu_pct": {"idle": 100.0 - p["rate_per_s"]}} for p in old]
+    for name, sweep in (("old.png", old), ("new.png", new)):
+        f = plots.rate_sweep(sweep, KNEE_P99_MS, tmp_path / name)
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000
+    # The idle share and each kind's processes together are what the table shows too.
+    line = sweep_table({"sweep": new, "knee_rate_per_s": 50.0, "knee_p99_ms": KNEE_P99_MS})[3]
+    assert line.split()[6:9] == ["50.0", "40.0", "20.0"]

@@ -205,3 +205,50 @@ def state_growth(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("State as MNs move")
     ax.legend(fontsize="small")
     return _save(plt, fig, path)
+
+
+def rate_sweep(sweep: list[dict[str, Any]], knee_p99_ms: float, path: Path) -> Path:
+    """A population's rate sweep (issue 15's curves): re-route p50 and p99 against the
+    handoff rate with the knee's line, and beside it each kind's CPU (its processes
+    together, percent of one core) and the machine's busy share."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rates = [float(p["rate_per_s"]) for p in sweep]
+    for q, style in (("p50", "o-"), ("p99", "s-")):
+        ys = [p["reroute_ms"][q] for p in sweep]
+        left.plot([r for r, y in zip(rates, ys, strict=True) if y is not None],
+                  [y for y in ys if y is not None], style, label=f"reroute {q}")
+    failed = [(r, p["handoffs"]["failed"]) for r, p in zip(rates, sweep, strict=True)
+              if p["handoffs"]["failed"]]
+    for r, n in failed:
+        left.annotate(f"{n} failed", (r, knee_p99_ms), textcoords="offset points",
+                      xytext=(0, 6), ha="center", fontsize="small", color="tab:red")
+    left.axhline(knee_p99_ms, color="tab:red", alpha=0.5, linewidth=0.8,
+                 label=f"knee: p99 {knee_p99_ms:g} ms")
+    left.set_xlabel("target handoffs per second")
+    left.set_ylabel("re-route of the MN's host route (ms)")
+    left.set_yscale("log")
+    left.grid(alpha=0.3)
+    left.legend(loc="upper left", fontsize="small")
+    kinds = sorted({k for p in sweep for k in p.get("cpu_pct_all", p["cpu_pct"])})
+    top = sorted(kinds, key=lambda k: -max(p.get("cpu_pct_all", p["cpu_pct"]).get(k, 0.0)
+                                           for p in sweep))[:5]
+    for k in top:
+        right.plot(rates, [p.get("cpu_pct_all", p["cpu_pct"]).get(k, 0.0) for p in sweep],
+                   "o-", label=k)
+    busy = [100.0 - float(p["machine_cpu_pct"]["idle"]) if p.get("machine_cpu_pct") else None
+            for p in sweep]
+    right.set_xlabel("target handoffs per second")
+    right.set_ylabel("CPU of each kind's processes, % of one core")
+    right.grid(alpha=0.3)
+    right.legend(loc="upper left", fontsize="small")
+    if any(b is not None for b in busy):
+        # The whole machine, on its own scale: all its cores are 100 %.
+        machine = right.twinx()
+        machine.plot([r for r, b in zip(rates, busy, strict=True) if b is not None],
+                     [b for b in busy if b is not None], "k--", label="machine busy")
+        machine.set_ylim(0, 105)
+        machine.set_ylabel("machine busy, % of all cores")
+        machine.legend(loc="lower right", fontsize="small")
+    fig.suptitle("Population: re-route and CPU against the handoff rate")
+    return _save(plt, fig, path, rect=(0, 0, 1, 0.95))

@@ -25,7 +25,7 @@ import yaml
 
 from agents.contract import Layout
 from agents.stats import percentile_or_none
-from topologies.analysis import measure
+from topologies.analysis import measure, plots
 from topologies.lab import procstat
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
 from topologies.lab.lab import Background, Lab
@@ -53,6 +53,7 @@ from topologies.scenarios.registry import register
 MODELS = ("walk", "waypoint", "trace")
 HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
 SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
+SWEEP_PLOT = "rate-sweep.png"  # re-route and CPU against the rate, for a sweep
 PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
 PROBE6 = "probe6.txt"  # the same over every MN's IPv6 address, in a dual-stack run
 # Handoffs in flight at once (each holds a thread on the agent's control socket): an AUTH
@@ -393,7 +394,9 @@ class PopulationScenario(Scenario):
         for i, ph in enumerate(phases):
             p, m, r, x = phase_inputs(i, ph, params, measured, rows, samples)
             sweep.append(summarise(run.topo, p, m, r, events, probe, x, rx, float(ph["t_end"])))
+        plot = plots.rate_sweep(sweep, KNEE_P99_MS, out_dir / SWEEP_PLOT)
         return {**sweep[0], "sweep": sweep, "knee_rate_per_s": knee(sweep),
+                "plots": [str(plot)],
                 "knee_p99_ms": KNEE_P99_MS}
 
     @staticmethod
@@ -441,7 +444,7 @@ class PopulationScenario(Scenario):
 def sweep_table(result: dict[str, Any]) -> list[str]:
     """One line per rate of a sweep: handoffs, reroute and auth, the machine's idle share,
     and the CPU of each kind's processes together (percent of one core)."""
-    kinds = sorted({k for p in result["sweep"] for k in p["cpu_pct"]})
+    kinds = sorted({k for p in result["sweep"] for k in p.get("cpu_pct_all", p["cpu_pct"])})
     lines = [f"sweep: knee (reroute p99 > {result['knee_p99_ms']:g} ms or a failure) at "
              f"{result['knee_rate_per_s'] or 'none of the rates'}",
              f"{'rate/s':>7s} {'got/s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
