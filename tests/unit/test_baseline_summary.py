@@ -12,8 +12,15 @@ import yaml
 
 from topologies import model
 from topologies.model.links import with_distance
-from topologies.scenarios.baseline import flat_summary, ipv6_summary, of_family, path_delay_ms
-from topologies.scenarios.handoff import positive_ms
+from topologies.scenarios.baseline import (
+    failure_file,
+    failure_sessions,
+    flat_summary,
+    ipv6_summary,
+    of_family,
+    path_delay_ms,
+)
+from topologies.scenarios.handoff import PING_INTERVAL_S, positive_ms
 
 FIG2 = Path(__file__).resolve().parents[2] / "topologies" / "figure2.yaml"
 
@@ -72,3 +79,44 @@ def test_probe_interval_is_a_bounded_parameter() -> None:
     for bad in ("0", "-1", "2000", "fast"):
         with pytest.raises(argparse.ArgumentTypeError):
             positive_ms(bad)
+
+
+def _stream(path: Path, t0: float, n: int, gap: tuple[int, int] | None = None,
+            interval: float = PING_INTERVAL_S) -> None:
+    """A probe file as agents.probe writes it (ping -D's lines), with seqs in ``gap``
+    unanswered."""
+    lines = [f"[{t0 + i * interval:.6f}] 64 bytes from 192.0.2.1: icmp_seq={i} ttl=60 "
+             f"time=1.0 ms" for i in range(n) if gap is None or not gap[0] <= i < gap[1]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_failure_gives_each_family_its_own_sessions(tmp_path: Path) -> None:
+    """The /64 streamed through the same failure is read apart from the IPv4 address: a
+    /64 that stops answering fails while the /32 survives, and a run without IPv6 streams
+    gives the IPv6 side no figure rather than a borrowed one."""
+    t_fail, n = 1000.0, int(6.0 / PING_INTERVAL_S)
+    rec = {"arch": "flat", "config": "flat", "event": "aggregation RR agg2 down",
+           "tag": "flat-agg", "t_fail": t_fail + 1.0, "observe_s": 4.0,
+           "addresses": {"mn1": "10.64.0.10"}, "addresses6": {"mn1": "2001:db8:4000::1"}}
+    _stream(tmp_path / failure_file("flat-agg", "mn1"), t_fail, n, gap=(100, 130))
+    _stream(tmp_path / failure_file("flat-agg", "mn1", "ipv6"), t_fail, n // 3)
+    v4 = failure_sessions(tmp_path, rec)
+    v6 = failure_sessions(tmp_path, rec, "ipv6")
+    assert (v4["family"], v4["survived"], v4["total"]) == ("ipv4", 1, 1)
+    assert v4["sessions"][0]["recovery_ms"] is not None
+    assert (v6["family"], v6["survived"], v6["total"]) == ("ipv6", 0, 1)
+    assert v6["sessions"][0]["address"] == "2001:db8:4000::1"
+    no6 = {k: v for k, v in rec.items() if k != "addresses6"}
+    assert failure_sessions(tmp_path, no6, "ipv6")["total"] == 0
+    anchored6 = {"handoffs": [], "timeline": []}
+    walk = {"handoffs": [], "warmup_handoffs": []}
+    state = {"flat": [{"flat6_max": 0, "anchored6_max": 1}, {"flat6_max": 3,
+                                                              "anchored6_max": 2}]}
+    six = ipv6_summary({"flat": walk}, anchored6, {}, {"flat": ("redirect", "stapled")}, [v6],
+                       state)
+    assert six["flat"]["sessions_survived_failure"] == 0
+    assert six["anchored"]["sessions_survived_failure"] is None  # no anchored /64 streamed
+    assert six["flat"]["state_max_per_node"] == 3 and six["anchored"]["state_max_per_node"] == 2
+    # A run kept before the state phase counted /64s: not measured, not borrowed.
+    old = ipv6_summary({"flat": walk}, anchored6, {}, {"flat": ("redirect", "stapled")})
+    assert old["flat"]["state_max_per_node"] is None

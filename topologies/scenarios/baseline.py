@@ -4,8 +4,9 @@ handoff interruption, path stretch, messages and home round trips, failures, sta
 The flat design is measured twice, each walk in one configuration: `flat` at its best
 (redirect, stapled DNS proof) and `flat_draft` exactly as the draft has it (BGP only, lookup).
 With `--family ipv6|both` the MNs and the anchored plane are dual-stack: the walks and the
-path phase measure the MN's flat /64 and its anchored /64 too, under "ipv6" (the state and
-failure phases stay IPv4's).
+path phase measure the MN's flat /64 and its anchored /64 too, under "ipv6", and so do the
+failure phase's probe streams and the state phase (MN /64s per router; the anchor's /64
+bearers and the ARs' IPv6 neighbours).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,6 +28,7 @@ from topologies.analysis.stats import mean as _mean
 from topologies.analysis.stats import percentile, percentile_or_none
 from topologies.lab.anchored import (
     ANCHOR_POOL,
+    ANCHOR_POOL6,
     AnchoredPlane,
     anchor_node,
     anchored_address,
@@ -356,14 +358,35 @@ class BaselineScenario(Scenario):
             out[r.name] = n
         return out
 
-    def _anchored_state(self, plane: AnchoredPlane) -> dict[str, int]:
-        out = {self.pgw: len(plane.bearers())}
+    def _host_routes6(self) -> dict[str, int]:
+        """The MN /64s (the plan's per-MN prefix, inside the managed range) per router."""
+        plan6 = self.topo.plan6
+        assert plan6 is not None
+        managed = plan6.block("addressing.ipv6.managed").network
+        out: dict[str, int] = {}
+        for r in self.topo.routers:
+            text = self.lab.execs[r.name].run(["ip", "-j", "-6", "route", "show"]).stdout
+            n = 0
+            for route in json.loads(text or "[]"):
+                with contextlib.suppress(ValueError):
+                    net = IPv6Network(str(route.get("dst", "")))
+                    if net.prefixlen == plan6.mn_prefixlen and net.subnet_of(managed):  # type: ignore[arg-type]
+                        n += 1
+            out[r.name] = n
+        return out
+
+    def _anchored_state(self, plane: AnchoredPlane, family: str = "ipv4") -> dict[str, int]:
+        """Bearers at the anchor, and live neighbour entries of anchored addresses at each
+        AR's access link; for ``family`` ipv6 the /64 bearers and their neighbours."""
+        out = {self.pgw: len(plane.bearers("-6" if family == "ipv6" else "-4"))}
+        pool: IPv4Network | IPv6Network = ANCHOR_POOL if family == "ipv4" else ANCHOR_POOL6
         for ar in self.topo.by_role(Role.AR):
-            text = self.lab.execs[ar.name].run(["ip", "-j", "-4", "neigh", "show", "dev",
+            text = self.lab.execs[ar.name].run(["ip", "-j", "-6" if family == "ipv6" else "-4",
+                                                "neigh", "show", "dev",
                                                 f"{ar.name}-acc"]).stdout
             # Live entries only: a STALE one is what a departed MN leaves until it ages out.
             out[ar.name] = sum(1 for n in json.loads(text or "[]")
-                               if IPv4Address(str(n.get("dst", "0.0.0.0"))) in ANCHOR_POOL
+                               if _in_pool(str(n.get("dst", "")), pool)
                                and set(n.get("state", [])) & {"REACHABLE", "DELAY", "PROBE",
                                                               "PERMANENT"})
         return out
@@ -399,7 +422,18 @@ class BaselineScenario(Scenario):
                                              str(anchored_address(self.topo, mn))])
             flat = self._stable(self._host_routes)
             anch = self._anchored_state(plane)
+            if self.ipv6:
+                for mn in mobiles:
+                    self.lab.execs[self.cn].run(["ping", "-c", "1", "-W", "1",
+                                                 str(anchored_address6(self.topo, mn))])
+                flat6 = self._stable(self._host_routes6)
+                anch6 = self._anchored_state(plane, "ipv6")
+                six = {"flat6": flat6, "anchored6": anch6,
+                       "flat6_total": sum(flat6.values()), "flat6_max": max(flat6.values()),
+                       "anchored6_total": sum(anch6.values()),
+                       "anchored6_max": max(anch6.values())}
             rows.append({"mns_away": k, "mns_total": len(mobiles),
+                         **(six if self.ipv6 else {}),
                          "flat": flat, "anchored": anch,
                          "flat_total": sum(flat.values()), "flat_max": max(flat.values()),
                          "anchored_total": sum(anch.values()),
@@ -417,20 +451,24 @@ class BaselineScenario(Scenario):
     # --- failures -------------------------------------------------------------------------------
 
     def _sessions(self, addresses: dict[str, IPv4Address], tag: str,
-                  act: Callable[[], float], observe_s: float = FAIL_OBSERVE_S
-                  ) -> dict[str, Any]:
-        """One probe stream per MN; `act` breaks something and returns when it did. The
-        streams go to fail-<tag>-<mn>.txt; this returns what the analysis needs besides."""
+                  act: Callable[[], float], observe_s: float = FAIL_OBSERVE_S,
+                  addresses6: dict[str, IPv6Address] | None = None) -> dict[str, Any]:
+        """One probe stream per MN (and per MN /64 in ``addresses6``, through the same
+        failure); `act` breaks something and returns when it did. The streams go to
+        fail-<tag>-<mn>.txt (failure_file); this returns what the analysis needs besides."""
+        six = addresses6 or {}
         with contextlib.ExitStack() as stack:
-            for mn, addr in addresses.items():
-                stack.enter_context(traffic.probe(self.lab, self.cn, addr,
-                                                  self.dir / f"fail-{tag}-{mn}.txt"))
+            for family, addrs in (("ipv4", addresses), ("ipv6", six)):
+                for mn, addr in addrs.items():
+                    stack.enter_context(traffic.probe(
+                        self.lab, self.cn, addr, self.dir / failure_file(tag, mn, family)))
             wait_for_clock(time.time() + FAIL_LEAD_S)
             t_fail = act()
             t_end = t_fail + observe_s
             wait_for_clock(t_end)
         return {"tag": tag, "t_fail": t_fail, "observe_s": observe_s,
-                "addresses": {mn: str(a) for mn, a in addresses.items()}}
+                "addresses": {mn: str(a) for mn, a in addresses.items()},
+                **({"addresses6": {mn: str(a) for mn, a in six.items()}} if six else {})}
 
     def _links(self, node: str) -> list[str]:
         ex = self.lab.execs[node]
@@ -467,7 +505,9 @@ class BaselineScenario(Scenario):
         out: list[dict[str, Any]] = []
         self.progress(f"failure: the anchor {self.pgw} fails with {len(mobiles)} sessions")
         rec = self._sessions({mn: anchored_address(self.topo, mn) for mn in mobiles},
-                             "anchor", plane.kill_anchor)
+                             "anchor", plane.kill_anchor,
+                             addresses6={mn: anchored_address6(self.topo, mn)
+                                         for mn in mobiles} if self.ipv6 else None)
         out.append({"arch": "anchored", "event": f"anchor {self.pgw} down", **rec})
         serving = {mn: radio.where[mn] for mn in mobiles}
         for i, key in enumerate(sorted(FLAT_CONFIGS, key=lambda k: k != BEST)):
@@ -483,12 +523,17 @@ class BaselineScenario(Scenario):
         nodes it broke."""
         mobiles = self.lab.mobiles
         flat_addrs = {mn: self._flat_address(mn) for mn in mobiles}
+        # Each dual-stack MN's flat /64 (a DHCP MN of figure2 holds none).
+        six = self.topo.backbone6.mobiles if self.ipv6 and self.topo.backbone6 else ()
+        flat6 = {mn: mn_address6(self.topo, mn) for mn in mobiles
+                 if mn in six and self.topo.mobile(mn).prefix6 is not None} or None
         # The aggregation router that serves the most sessions' clusters.
         aggs = [a.name for a in self.topo.by_role(Role.AGG)]
         agg = max(aggs, key=lambda a: sum(1 for mn in mobiles
                                           if a in self.topo.ar_parents(serving[mn])))
         self.progress(f"failure ({key}): route reflector {agg} fails")
-        rec = self._sessions(flat_addrs, f"{key}-agg", lambda: self._links_down(agg))
+        rec = self._sessions(flat_addrs, f"{key}-agg", lambda: self._links_down(agg),
+                             addresses6=flat6)
         out.append({"arch": "flat", "config": key, "event": f"aggregation RR {agg} down",
                     **rec})
         # Then, without repairing it, the AR that serves the most sessions; its MNs move to a
@@ -505,7 +550,7 @@ class BaselineScenario(Scenario):
                     self.lab.handoff(mn, sibling)
             return t
 
-        rec = self._sessions(flat_addrs, f"{key}-ar", kill_ar)
+        rec = self._sessions(flat_addrs, f"{key}-ar", kill_ar, addresses6=flat6)
         out.append({"arch": "flat", "config": key, "event": f"access router {ar} down (MNs "
                     f"re-attach at {sibling})", **rec})
         return [agg, ar]
@@ -535,8 +580,10 @@ class BaselineScenario(Scenario):
         anchored6 = anchored_walk(out_dir, str(p["mn"]), records, procedures,
                                   float(m["anchored_t_end"]), interval_s, "ipv6") \
             if "ipv6" in families else None
-        failures = [failure_sessions(out_dir, f)
-                    for f in json.loads((out_dir / FAILURES).read_text())]
+        raw_failures = json.loads((out_dir / FAILURES).read_text())
+        failures = [failure_sessions(out_dir, f) for f in raw_failures]
+        failures6 = [failure_sessions(out_dir, f, "ipv6") for f in raw_failures
+                     if f.get("addresses6")]
         for key in flats:
             for name in ("handoff-timeline.png", "interruption-cdf.png"):
                 src = out_dir / key / name
@@ -556,7 +603,9 @@ class BaselineScenario(Scenario):
         if anchored6 is not None:
             result["ipv6"] = ipv6_summary(flats, anchored6, result["stretch_by_config"],
                                           {k: (str(v[0]), str(v[1]))
-                                           for k, v in p["flat_configs"].items()})
+                                           for k, v in p["flat_configs"].items()}, failures6,
+                                          _per_config(json.loads((out_dir / STATE).read_text())))
+            result["ipv6"]["failures"] = failures6
         return result
 
     @staticmethod
@@ -616,14 +665,22 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
             "iperf": iperf_res, "timeline": timeline}
 
 
-def failure_sessions(out_dir: Path, failure: dict[str, Any]) -> dict[str, Any]:
-    """One failure's sessions from their probe files: survived, and how long the gap."""
+def failure_file(tag: str, mn: str, family: str = "ipv4") -> str:
+    """The probe stream of one MN's address (or /64) through one failure."""
+    return f"fail-{tag}-{mn}.txt" if family == "ipv4" else f"fail-{tag}-{mn}.v6.txt"
+
+
+def failure_sessions(out_dir: Path, failure: dict[str, Any],
+                     family: str = "ipv4") -> dict[str, Any]:
+    """One failure's sessions of one family from their probe files: survived, and how long
+    the gap. A run without that family's streams gives no sessions."""
     t_fail, observe_s = float(failure["t_fail"]), float(failure["observe_s"])
     t_end = t_fail + observe_s
     sessions: list[dict[str, Any]] = []
-    for mn, addr in failure["addresses"].items():
-        replies = measure.parse_ping(
-            (out_dir / f"fail-{failure['tag']}-{mn}.txt").read_text(errors="replace"))
+    addresses = failure["addresses"] if family == "ipv4" else failure.get("addresses6", {})
+    for mn, addr in addresses.items():
+        replies = measure.parse_ping((out_dir / failure_file(failure["tag"], mn, family))
+                                     .read_text(errors="replace"))
         after = [r for r in replies if r.send_ts > t_fail]
         survived = bool(after) and after[-1].send_ts > t_end - 1.0
         gap = None
@@ -633,10 +690,44 @@ def failure_sessions(out_dir: Path, failure: dict[str, Any]) -> dict[str, Any]:
                          "recovery_ms": round(gap, 3) if gap is not None else None,
                          "timeline": [(round(t - t_fail, 3), rtt) for t, rtt in
                                       measure.ping_timeline(replies, PING_INTERVAL_S)]})
-    return {"arch": failure["arch"], "config": failure.get("config"),
+    return {"arch": failure["arch"], "config": failure.get("config"), "family": family,
             "event": failure["event"], "t_fail": t_fail,
             "observe_s": observe_s, "sessions": sessions,
             "survived": sum(1 for s in sessions if s["survived"]), "total": len(sessions)}
+
+
+def _in_pool(address: str, pool: IPv4Network | IPv6Network) -> bool:
+    """Whether a neighbour entry's address lies in the pool; a malformed one does not."""
+    try:
+        return ip_address(address) in pool
+    except ValueError:
+        return False
+
+
+def survived_all(events: list[dict[str, Any]]) -> int:
+    """The MNs whose sessions survived every one of these failures."""
+    if not events:
+        return 0
+    mns = {s["mn"] for s in events[0]["sessions"]}
+    for ev in events:
+        mns &= {s["mn"] for s in ev["sessions"] if s["survived"]}
+    return len(mns)
+
+
+def failure_recovery(events: list[dict[str, Any]]) -> float | None:
+    """The longest gap of a surviving session over these failures."""
+    gaps = [s["recovery_ms"] for ev in events for s in ev["sessions"]
+            if s["recovery_ms"] is not None and s["survived"]]
+    return max(gaps) if gaps else None
+
+
+def _failure_figures(failures: list[dict[str, Any]], arch: str,
+                     config: str | None = None) -> dict[str, Any]:
+    """A block's failure fields from one family's failures, None when none were streamed."""
+    fail = [f for f in failures if f["arch"] == arch
+            and (config is None or f.get("config", BEST) == config)]
+    return {"sessions_survived_failure": survived_all(fail) if fail else None,
+            "recovery_ms_max": failure_recovery(fail)}
 
 
 def of_family(walk: dict[str, Any], family: str) -> dict[str, Any]:
@@ -647,9 +738,20 @@ def of_family(walk: dict[str, Any], family: str) -> dict[str, Any]:
 
 def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
                  stretch: dict[str, list[dict[str, Any]]],
-                 configs: dict[str, tuple[str, str]]) -> dict[str, Any]:
+                 configs: dict[str, tuple[str, str]],
+                 failures6: list[dict[str, Any]] | None = None,
+                 state: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """A dual-stack run's IPv6 side: each flat configuration's /64 and the anchored /64,
-    over the same handoffs, in the fields their IPv4 blocks have."""
+    over the same handoffs and through the same failures, in the fields their IPv4 blocks
+    have."""
+    six = failures6 or []
+    st = state or {}
+
+    def state_max(key: str, col: str) -> int | None:
+        # Rows of a run whose state phase counted the /64s (older runs: not measured).
+        vals = [int(r[col]) for r in st.get(key, []) if col in r]
+        return max(vals) if vals else None
+
 
     def pct(rows: list[dict[str, Any]], key: str, q: float) -> float | None:
         xs = [float(h[key]) for h in rows if h.get(key) is not None]
@@ -669,12 +771,16 @@ def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
                     "reroute_ms_p50": pct(fh, "reroute_ms", 0.5),
                     "reroute_ms_p95": pct(fh, "reroute_ms", 0.95),
                     "path_optimal": sum(1 for h in fh if h.get("path_optimal")),
-                    "rtt_ms_mean": rtt(key, "flat_rtt6_ms")}
+                    "rtt_ms_mean": rtt(key, "flat_rtt6_ms"),
+                    "state_max_per_node": state_max(key, "flat6_max"),
+                    **_failure_figures(six, "flat", key)}
     ah = anchored6["handoffs"]
     out["anchored"] = {"mode": "anchored", "handoffs": len(ah),
                        "interruption_ms_p50": pct(ah, "interruption_ms", 0.5),
                        "interruption_ms_p95": pct(ah, "interruption_ms", 0.95),
-                       "rtt_ms_mean": rtt(BEST, "anchored_rtt6_ms")}
+                       "rtt_ms_mean": rtt(BEST, "anchored_rtt6_ms"),
+                       "state_max_per_node": state_max(BEST, "anchored6_max"),
+                       **_failure_figures(six, "anchored")}
     out["handoffs"] = {**{k: of_family(flats[k], "ipv6")["handoffs"] for k in configs},
                        "anchored": ah}
     out["timelines"] = {"anchored": anchored6["timeline"]}
@@ -733,32 +839,17 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
     ah = anchored["handoffs"]
     anch_fail = [f for f in failures if f["arch"] == "anchored"]
 
-    def survived_all(events: list[dict[str, Any]]) -> int:
-        if not events:
-            return 0
-        mns = {s["mn"] for s in events[0]["sessions"]}
-        for ev in events:
-            mns &= {s["mn"] for s in ev["sessions"] if s["survived"]}
-        return len(mns)
-
-    def recovery(events: list[dict[str, Any]]) -> float | None:
-        gaps = [s["recovery_ms"] for ev in events for s in ev["sessions"]
-                if s["recovery_ms"] is not None and s["survived"]]
-        return max(gaps) if gaps else None
-
     def reached(rows: list[dict[str, Any]], arch: str) -> list[dict[str, Any]]:
         # A trace whose last probes went unanswered measured their loss, not a path.
         return [r for r in rows if r[f"{arch}_path"] and r[f"{arch}_path"][-1] is not None]
 
     def phases(key: str) -> dict[str, Any]:
         rows, st = reached(stretch.get(key, []), "flat"), state.get(key, [])
-        fail = [f for f in failures if f["arch"] == "flat" and f.get("config", BEST) == key]
         return {
             "path_stretch_mean": round(_mean([r["flat_stretch"] for r in rows]), 3)
             if rows else None,
             "rtt_ms_mean": round(_mean([r["flat_rtt_ms"] for r in rows]), 3) if rows else None,
-            "sessions_survived_failure": survived_all(fail) if fail else None,
-            "recovery_ms_max": recovery(fail),
+            **_failure_figures(failures, "flat", key),
             "state_max_per_node": max((r["flat_max"] for r in st), default=0) if st else None,
         }
 
@@ -785,7 +876,7 @@ def summarise(*, topo_name: str, mn: str, pgw: str, home_rtt_ms: float, distance
                                  for k in ("air", "s1", "s6a")},
         "sessions_survived_failure": survived_all(anch_fail),
         "sessions_total": len(mobiles),
-        "recovery_ms_max": recovery(anch_fail),
+        "recovery_ms_max": failure_recovery(anch_fail),
         "state_max_per_node": max((r["anchored_max"] for r in best_state), default=0),
         "attach_ms_p50": percentile([float(h["attach_ms"]) for h in ah], 0.5),
         "attach_ms_p95": percentile([float(h["attach_ms"]) for h in ah], 0.95),
@@ -853,7 +944,10 @@ def table(result: dict[str, Any]) -> str:
         rows += [(f"ipv6 {name}", [six[c].get(key) for c in cols]) for name, key in (
             ("handoffs measured", "handoffs"), ("interruption p50 (ms)", "interruption_ms_p50"),
             ("interruption p95 (ms)", "interruption_ms_p95"),
-            ("CN->MN RTT (ms, mean)", "rtt_ms_mean"))]
+            ("CN->MN RTT (ms, mean)", "rtt_ms_mean"),
+            ("sessions survived failure", "sessions_survived_failure"),
+            ("recovery max (ms)", "recovery_ms_max"),
+            ("state max per node", "state_max_per_node"))]
     lines = [f"{'measure':30s} " + " ".join(f"{c:>14s}" for c in cols), "-" * (31 + 15 * len(cols))]
     lines += [f"{name:30s} " + " ".join(f"{cell(v):>14s}" for v in vals) for name, vals in rows]
     lines.append(f"home network {result['home_rtt_ms']:g} ms RTT away; probe every "
