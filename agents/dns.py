@@ -44,7 +44,7 @@ import dns.update
 from agents.auth import keys as auth_keys
 from agents.auth.errors import AuthError, KeyMismatch, KeyResolutionError
 from agents.auth.keys import PublishedKey, Suite
-from agents.auth.sockets import deep_receive_buffer
+from agents.auth.sockets import DEEP_RCVBUF, deep_receive_buffer
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,6 @@ DEFAULT_TSIG_ALGORITHM = "hmac-sha256"
 # The TTL of the PTR an AR writes for a lease or delegation: the next handoff's reverse
 # check must see a change within seconds.
 LEASE_PTR_TTL = 5
-# The resolver channel's receive buffer (the kernel doubles it, within rmem_max); see
-# ValidatingResolver._open_channel.
-CHANNEL_RCVBUF = 4 << 20
 
 # Extended DNS Error codes (RFC 8914) that mean "DNSSEC validation failed".
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
@@ -388,7 +385,7 @@ class ValidatingResolver:
         # (Udp:RcvbufErrors) became a timeout and a refused AUTH (docs/scale.md).
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            deep_receive_buffer(sock, CHANNEL_RCVBUF)
+            deep_receive_buffer(sock, DEEP_RCVBUF)
         ch = self._channel
         if ch is not None and ch.transport is not None and self._channel_loop is loop:
             # Another query opened one while we waited: keep one socket, not one per race

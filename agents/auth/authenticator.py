@@ -78,16 +78,15 @@ from .protocol import (
     open_remsk_ack,
     seal_auth_reply,
 )
-from .sockets import deep_receive_buffer
+from .sockets import DEEP_RCVBUF, deep_receive_buffer
 
 log = logging.getLogger("flatarch.auth")
 
 DEFAULT_PORT = 7411
 _BATCH = 64  # datagrams drained per readiness event before yielding to the loop
 _RECV_SIZE = 4096  # larger than any message, so oversized datagrams arrive whole
-# A flood that the pre-filter lets through arrives in bursts; a deep buffer absorbs them
-# rather than dropping a legitimate AUTH queued behind (SO_RCVBUFFORCE passes rmem_max).
-_RCVBUF = 4 << 20
+# A flood that the pre-filter lets through arrives in bursts; a deep buffer (DEEP_RCVBUF)
+# absorbs them rather than dropping a legitimate AUTH queued behind.
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _CMSG_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 ZERO_NONCE = bytes(NONCE_LEN)
@@ -340,7 +339,7 @@ class Authenticator:
         sock = socket.socket(family, socket.SOCK_DGRAM, proto)
         try:
             sock.setblocking(False)
-            deep_receive_buffer(sock, _RCVBUF)
+            deep_receive_buffer(sock, DEEP_RCVBUF)
             sock.bind(sockaddr)
             if self._track_if:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)

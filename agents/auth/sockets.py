@@ -9,6 +9,8 @@ import contextlib
 import socket
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the module lacks the name
+# What a socket that takes bursts asks for: the AR's AUTH socket and its resolver channel.
+DEEP_RCVBUF = 4 << 20
 
 
 def deep_receive_buffer(sock: socket.socket, size: int) -> None:

@@ -47,7 +47,8 @@ def test_a_phase_sees_only_its_handoffs_samples_and_end_positions() -> None:
 def point(rate: float, p99: float | None, failed: int = 0) -> dict[str, Any]:
     return {"rate_per_s": rate, "achieved_rate_per_s": rate, "handoffs": {"ok": 10,
             "failed": failed}, "reroute_ms": {"p50": 50.0, "p99": p99},
-            "auth_ms": {"p99": 9.0}, "cpu_pct": {"ar_agent": rate / 10}}
+            "auth_ms": {"p99": 9.0}, "cpu_pct": {"ar_agent": rate / 10},
+            "cpu_pct_all": {"ar_agent": rate / 10}, "machine_cpu_pct": {}}
 
 
 def test_the_knee_is_the_lowest_rate_past_one_second_or_failing() -> None:
@@ -65,7 +66,7 @@ def test_the_sweep_table_has_a_line_per_rate() -> None:
 
 
 def test_the_sweep_is_drawn_with_and_without_the_machine_share(tmp_path: Path) -> None:
-    old = [point(10, 80.0), point(50, None, failed=3)]  # a run recorded before the share
+    old = [point(10, 80.0), point(50, None, failed=3)]  # a run kept before the share
     new = [{**p, "cpu_pct_all": {"ar_agent": 8 * p["cpu_pct"]["ar_agent"], "exabgp": 20.0},
             "machine_cpu_pct": {"idle": 100.0 - p["rate_per_s"]}} for p in old]
     for name, sweep in (("old.png", old), ("new.png", new)):

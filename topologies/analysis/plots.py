@@ -230,13 +230,12 @@ def rate_sweep(sweep: list[dict[str, Any]], knee_p99_ms: float, path: Path) -> P
     left.set_yscale("log")
     left.grid(alpha=0.3)
     left.legend(loc="upper left", fontsize="small")
-    kinds = sorted({k for p in sweep for k in p.get("cpu_pct_all", p["cpu_pct"])})
-    top = sorted(kinds, key=lambda k: -max(p.get("cpu_pct_all", p["cpu_pct"]).get(k, 0.0)
-                                           for p in sweep))[:5]
+    kinds = sorted({k for p in sweep for k in p["cpu_pct_all"]})
+    top = sorted(kinds, key=lambda k: -max(p["cpu_pct_all"].get(k, 0.0) for p in sweep))[:5]
     for k in top:
-        right.plot(rates, [p.get("cpu_pct_all", p["cpu_pct"]).get(k, 0.0) for p in sweep],
-                   "o-", label=k)
-    busy = [100.0 - float(p["machine_cpu_pct"]["idle"]) if p.get("machine_cpu_pct") else None
+        right.plot(rates, [p["cpu_pct_all"].get(k, 0.0) for p in sweep], "o-", label=k)
+    # A phase kept before the machine's share was recorded has none ({}).
+    busy = [100.0 - float(p["machine_cpu_pct"]["idle"]) if p["machine_cpu_pct"] else None
             for p in sweep]
     right.set_xlabel("target handoffs per second")
     right.set_ylabel("CPU of each kind's processes, % of one core")

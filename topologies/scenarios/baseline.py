@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, Self
 
@@ -59,6 +59,7 @@ from topologies.scenarios.handoff import (
     add_family_argument,
     add_probe_interval,
     dual_stack_topology,
+    is_dual_stack,
     mn_address6,
 )
 from topologies.scenarios.progress import Eta
@@ -344,33 +345,26 @@ class BaselineScenario(Scenario):
 
     # --- state per node -------------------------------------------------------------------------
 
-    def _host_routes(self) -> dict[str, int]:
+    def _host_routes(self, family: str = "ipv4") -> dict[str, int]:
+        """Per router, the MN host routes of the family inside its managed range: /32s, or
+        the plan's per-MN /64s."""
+        if family == "ipv4":
+            managed: IPv4Network | IPv6Network = self.topo.managed
+            length = 32
+        else:
+            plan6 = self.topo.plan6
+            assert plan6 is not None
+            managed, length = plan6.block("addressing.ipv6.managed").network, plan6.mn_prefixlen
         out: dict[str, int] = {}
         for r in self.topo.routers:
-            text = self.lab.execs[r.name].run(["ip", "-j", "-4", "route", "show"]).stdout
-            n = 0
-            for route in json.loads(text or "[]"):
-                dst = str(route.get("dst", ""))
-                with contextlib.suppress(ValueError):
-                    if "/" not in dst and dst != "default" and IPv4Address(dst) in \
-                            self.topo.managed:
-                        n += 1
-            out[r.name] = n
-        return out
-
-    def _host_routes6(self) -> dict[str, int]:
-        """The MN /64s (the plan's per-MN prefix, inside the managed range) per router."""
-        plan6 = self.topo.plan6
-        assert plan6 is not None
-        managed = plan6.block("addressing.ipv6.managed").network
-        out: dict[str, int] = {}
-        for r in self.topo.routers:
-            text = self.lab.execs[r.name].run(["ip", "-j", "-6", "route", "show"]).stdout
+            text = self.lab.execs[r.name].run(["ip", "-j", "-4" if family == "ipv4" else "-6",
+                                               "route", "show"]).stdout
             n = 0
             for route in json.loads(text or "[]"):
                 with contextlib.suppress(ValueError):
-                    net = IPv6Network(str(route.get("dst", "")))
-                    if net.prefixlen == plan6.mn_prefixlen and net.subnet_of(managed):  # type: ignore[arg-type]
+                    net = ip_network(str(route.get("dst", "")))  # "10.64.0.10": a /32
+                    if net.prefixlen == length and net.version == managed.version and \
+                            net.subnet_of(managed):  # type: ignore[arg-type]
                         n += 1
             out[r.name] = n
         return out
@@ -422,22 +416,15 @@ class BaselineScenario(Scenario):
                                              str(anchored_address(self.topo, mn))])
             flat = self._stable(self._host_routes)
             anch = self._anchored_state(plane)
+            six: dict[str, Any] = {}
             if self.ipv6:
                 for mn in mobiles:
                     self.lab.execs[self.cn].run(["ping", "-c", "1", "-W", "1",
                                                  str(anchored_address6(self.topo, mn))])
-                flat6 = self._stable(self._host_routes6)
-                anch6 = self._anchored_state(plane, "ipv6")
-                six = {"flat6": flat6, "anchored6": anch6,
-                       "flat6_total": sum(flat6.values()), "flat6_max": max(flat6.values()),
-                       "anchored6_total": sum(anch6.values()),
-                       "anchored6_max": max(anch6.values())}
-            rows.append({"mns_away": k, "mns_total": len(mobiles),
-                         **(six if self.ipv6 else {}),
-                         "flat": flat, "anchored": anch,
-                         "flat_total": sum(flat.values()), "flat_max": max(flat.values()),
-                         "anchored_total": sum(anch.values()),
-                         "anchored_max": max(anch.values()),
+                six = state_tally(self._stable(lambda: self._host_routes("ipv6")),
+                                  self._anchored_state(plane, "ipv6"), "6")
+            rows.append({"mns_away": k, "mns_total": len(mobiles), **six,
+                         **state_tally(flat, anch),
                          "flat_max_node": max(flat, key=lambda n: flat[n]),
                          "anchored_max_node": max(anch, key=lambda n: anch[n])})
             self.progress(f"  {k} away: flat host routes total {rows[-1]['flat_total']} (max "
@@ -524,9 +511,8 @@ class BaselineScenario(Scenario):
         mobiles = self.lab.mobiles
         flat_addrs = {mn: self._flat_address(mn) for mn in mobiles}
         # Each dual-stack MN's flat /64 (a DHCP MN of figure2 holds none).
-        six = self.topo.backbone6.mobiles if self.ipv6 and self.topo.backbone6 else ()
-        flat6 = {mn: mn_address6(self.topo, mn) for mn in mobiles
-                 if mn in six and self.topo.mobile(mn).prefix6 is not None} or None
+        flat6 = ({mn: mn_address6(self.topo, mn) for mn in mobiles
+                  if is_dual_stack(self.topo, mn)} or None) if self.ipv6 else None
         # The aggregation router that serves the most sessions' clusters.
         aggs = [a.name for a in self.topo.by_role(Role.AGG)]
         agg = max(aggs, key=lambda a: sum(1 for mn in mobiles
@@ -696,6 +682,16 @@ def failure_sessions(out_dir: Path, failure: dict[str, Any],
             "survived": sum(1 for s in sessions if s["survived"]), "total": len(sessions)}
 
 
+def state_tally(flat: dict[str, int], anchored: dict[str, int],
+                suffix: str = "") -> dict[str, Any]:
+    """One state row's counts per node and their total and maximum, for the flat host routes
+    and the anchored state; ``suffix`` "6" names the IPv6 side's fields."""
+    return {f"flat{suffix}": flat, f"anchored{suffix}": anchored,
+            f"flat{suffix}_total": sum(flat.values()), f"flat{suffix}_max": max(flat.values()),
+            f"anchored{suffix}_total": sum(anchored.values()),
+            f"anchored{suffix}_max": max(anchored.values())}
+
+
 def _in_pool(address: str, pool: IPv4Network | IPv6Network) -> bool:
     """Whether a neighbour entry's address lies in the pool; a malformed one does not."""
     try:
@@ -751,7 +747,6 @@ def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
         # Rows of a run whose state phase counted the /64s (older runs: not measured).
         vals = [int(r[col]) for r in st.get(key, []) if col in r]
         return max(vals) if vals else None
-
 
     def pct(rows: list[dict[str, Any]], key: str, q: float) -> float | None:
         xs = [float(h[key]) for h in rows if h.get(key) is not None]

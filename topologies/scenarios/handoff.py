@@ -489,10 +489,16 @@ def add_probe_interval(parser: argparse.ArgumentParser) -> None:
                         help="the CN's probe to the walking MN (interruption is resolved to it)")
 
 
+def is_dual_stack(topo: Topology, mn: str) -> bool:
+    """Whether the MN holds a /64 that the dual-stack backbone routes."""
+    return topo.backbone6 is not None and topo.mobile(mn).prefix6 is not None and \
+        mn in topo.backbone6.mobiles
+
+
 def mn_address6(topo: Topology, mn: str) -> IPv6Address:
     """The walking MN's IPv6 address, the first of its prefix (what the CN probes)."""
     prefix = topo.mobile(mn).prefix6
-    if topo.backbone6 is None or prefix is None or mn not in topo.backbone6.mobiles:
+    if prefix is None or not is_dual_stack(topo, mn):
         raise LabError(f"--family ipv6: {mn} is not dual-stack in {topo.name} (a dual-stack "
                        "backbone, addressing.ipv6.loopbacks and links, is needed)")
     return prefix.network_address + 1

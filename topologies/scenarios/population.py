@@ -435,7 +435,7 @@ class PopulationScenario(Scenario):
                      f"{'rss MB':>8s}")
         for k, v in result["processes"].items():
             lines.append(f"{k:12s} {v['cpu_pct']:10.1f} {v['cpu_pct_peak']:6.0f} "
-                         f"{v.get('cpu_pct_all', v['cpu_pct']):6.1f} {v['rss_mb']:8.1f}")
+                         f"{v['cpu_pct_all']:6.1f} {v['rss_mb']:8.1f}")
         if "sweep" in result:
             lines += sweep_table(result)
         return "\n".join(lines)
@@ -444,7 +444,7 @@ class PopulationScenario(Scenario):
 def sweep_table(result: dict[str, Any]) -> list[str]:
     """One line per rate of a sweep: handoffs, reroute and auth, the machine's idle share,
     and the CPU of each kind's processes together (percent of one core)."""
-    kinds = sorted({k for p in result["sweep"] for k in p.get("cpu_pct_all", p["cpu_pct"])})
+    kinds = sorted({k for p in result["sweep"] for k in p["cpu_pct_all"]})
     lines = [f"sweep: knee (reroute p99 > {result['knee_p99_ms']:g} ms or a failure) at "
              f"{result['knee_rate_per_s'] or 'none of the rates'}",
              f"{'rate/s':>7s} {'got/s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
@@ -455,9 +455,8 @@ def sweep_table(result: dict[str, Any]) -> list[str]:
         lines.append(f"{p['rate_per_s']:7g} {p['achieved_rate_per_s']:6.1f} {h['ok']:6d} "
                      f"{h['failed']:6d} {reroute:>16s} "
                      f"{p['auth_ms']['p99']!s:>8s} "
-                     f"{p.get('machine_cpu_pct', {}).get('idle', '-')!s:>6s} "
-                     + " ".join(f"{p.get('cpu_pct_all', p['cpu_pct']).get(k, 0.0):9.1f}"
-                                for k in kinds))
+                     f"{p['machine_cpu_pct'].get('idle', '-')!s:>6s} "
+                     + " ".join(f"{p['cpu_pct_all'].get(k, 0.0):9.1f}" for k in kinds))
     return lines
 
 
@@ -623,11 +622,11 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "interruption_samples": v4["interruption_samples"],
         # The machine's input-backlog drops over the moves (any lab's packets, DNS too).
         "backlog_drops": measured.get("backlog_drops"),
-        # Per node, what its namespace's kernel dropped or refused over the moves
-        # (procstat.DROP_COUNTERS), and each counter summed over the nodes.
         # The whole machine's CPU by state over the moves, percent of all its cores: what
         # the processes' figures below leave out (the kernel's packet work, other work).
         "machine_cpu_pct": measured.get("machine_cpu_pct", {}),
+        # Per node, what its namespace's kernel dropped or refused over the moves
+        # (procstat.DROP_COUNTERS), and each counter summed over the nodes.
         "kernel_drops": {"by_node": measured.get("kernel_drops", {}),
                          "total": procstat.drop_totals(measured.get("kernel_drops", {}))},
         "host_routes": v4["host_routes"], "stale_host_routes": v4["stale_host_routes"],
@@ -635,7 +634,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "updates_per_s": {"peak": dict(sorted(ups.items()))},
         "cpu_pct": {k: v["cpu_pct"] for k, v in processes.items()},
         # Every process of the kind together, percent of one core (the sweep's curves).
-        "cpu_pct_all": {k: v.get("cpu_pct_all", v["cpu_pct"]) for k, v in processes.items()},
+        "cpu_pct_all": {k: v["cpu_pct_all"] for k, v in processes.items()},
         "rss_mb": {k: v["rss_mb"] for k, v in processes.items()},
         "processes": processes,
         # Processes' RSS only, by difference between the lab without and with the
