@@ -360,6 +360,10 @@ class Mobility:
             # moment the redirect arrives, so our access route must be there first.
             self._spawn(self._send_redirect(redirect, a, result.timestamp_us))
         await self._wake(a, "paged MN authenticated here", "access")
+        if a not in self.attached:
+            # A new arrival: a lease recorded on an earlier visit is not this visit's
+            # (handoff6.PrefixMobility._take has the same rule).
+            self.visitor_leases.pop(a, None)
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp,
                                       self._came_from(result.previous),

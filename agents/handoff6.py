@@ -282,6 +282,11 @@ class PrefixMobility:
     async def _take(self, mn: str, prefix: IPv6Network, ifindex: int,
                     came_from: IPv6Address | None = None, origin_us: int = 0) -> None:
         await self.kernel.attach6(prefix, ifindex)
+        if prefix not in self.attached:
+            # A new arrival: a lease recorded on an earlier visit is not this visit's, and
+            # its expiry would withdraw the /64 the MN just brought (its renewal had gone
+            # through the AR it was on then). This visit's first relayed renewal sets it.
+            self.visitor_leases.pop(prefix, None)
         lp = self.next_local_pref(prefix)
         self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock(),
                                           origin_us=origin_us)

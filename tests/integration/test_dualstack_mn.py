@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agents.contract import access_ifname
+from agents.contract import Layout, access_ifname
 from agents.dns import prefix_reverse_name
 from tests.integration.labs import (
     dualstack_mn_lab,
@@ -399,6 +399,22 @@ def aaaa_of(lab: Lab, ar: str, mn: str) -> list[str]:
     return out.stdout.split()
 
 
+def why_not_renewed(lab: Lab, mn: str, ars: tuple[str, ...]) -> str:
+    """A failed renewal's report: the MN's DHCPv6 events and its clients' last lines, and
+    what each AR's DHCPv6 server counted and logged."""
+    mine = [e for e in events(lab, mn) if "dhcp6" in str(e.get("ev")) or "deleg" in
+            str(e.get("ev")) or e.get("ev") == "attached"]
+    lines = ["--- " + mn + " events:", *(json.dumps(e) for e in mine[-12:])]
+    for log in sorted(lab.rundir(mn).glob("dhclient6-*.log")):
+        lines += [f"--- {log.name}:", *log.read_text(errors="replace").splitlines()[-25:]]
+    for ar in ars:
+        six = status(lab, ar)["dhcp6"]
+        lines.append(f"--- {ar} DHCPv6 counters {six['counters']} relayed {six['remote_id_seen']}")
+        text = (lab.rundir(ar) / Layout.AGENT_LOG).read_text(errors="replace").splitlines()
+        lines += [x for x in text if "DHCPv6" in x or "relay" in x][-12:]
+    return "\n".join(lines)
+
+
 def no_route_left(lab: Lab, prefix: str) -> bool:
     return all(not routes6(lab, r.name, prefix) for r in lab.topo.routers)
 
@@ -437,7 +453,10 @@ def test_a_dhcpv6_mn_keeps_its_64_across_a_handoff_renews_it_by_relay_rotates_an
         return [r for r in status(lab, home)["dhcp6"]["remote_id_seen"]
                 if r["relay"] == relay and r["remote_id"] == fqdn("mn", mn)]
 
-    wait_until(lambda: bool(relayed()), 25, f"{home} to renew {first} relayed by {away}")
+    try:
+        wait_until(lambda: bool(relayed()), 25, f"{home} to renew {first} relayed by {away}")
+    except DeadlineError as exc:
+        raise AssertionError(f"{exc}\n{why_not_renewed(lab, mn, (home, away))}") from None
     wait_until(lambda: any(e.get("ev") == "delegation_renewed" and e.get("prefix") == first
                            for e in events(lab, mn)), 10, f"{mn} to see the renewal")
     assert any(e.get("ev") == "dhcp6_restarted" for e in events(lab, mn))

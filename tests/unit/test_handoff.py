@@ -690,6 +690,22 @@ def test_visitor_lease_expiry_ends_the_visit() -> None:
     assert withdrawn["reason"] == "lease expired"
 
 
+def test_a_lease_recorded_on_an_earlier_visit_does_not_end_the_next_one() -> None:
+    """The MN's renewal went through us, it moved on and came back: the first visit's lease
+    end must not withdraw the /32 it brought again (handoff6 has the same test)."""
+    h = Harness("ar3", mode="draft")
+    h.auth("10.64.0.10/32")
+    h.mob.visitor_lease(A, NOW + 20)
+    h.route_from("ar2", int(NOW) + 1)  # the MN moved on
+    assert h.kernel.access == {}
+    h.now += 5
+    h.auth("10.64.0.10/32")  # and came back
+    assert h.kernel.access == {A: 7} and h.mob.visitor_leases == {}
+    h.now += 16
+    run(h, h.mob.expire)
+    assert h.kernel.access == {A: 7} and A in h.mob.attached
+
+
 def test_an_ipv6_only_redirect_is_left_to_the_prefix_handoff() -> None:
     """Issue 18: the IPv6 redirect is the same AUTH listing only /64s; the IPv4 side neither
     acts on it nor logs it (an IPv6 address in its event once failed the whole AUTH)."""

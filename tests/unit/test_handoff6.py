@@ -521,6 +521,29 @@ def test_a_visitors_delegation_ends_at_its_current_ar_with_the_relayed_release()
     assert VISITOR not in m.attached and not m.visitor_leases
 
 
+def test_a_lease_recorded_on_an_earlier_visit_does_not_end_the_next_one() -> None:
+    """The MN renewed through us, moved on, came back: the first visit's lease end must not
+    withdraw the /64 it brought again (it had renewed through the AR it was on meanwhile;
+    a lab run lost a /64 and its DHCPv6 relay to exactly this, 0.5 s after the handoff)."""
+    fakes, rib = Fakes(), Rib()
+    now = [1000.0]
+    m = mobility(fakes, rib, now)
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))
+    m.visitor_lease(VISITOR, 1020.0)
+    rib.update("agg1", [Route(VISITOR, AR2, 5000)], [])  # the MN moved on
+    assert m.on_rib_change({VISITOR}) == [VISITOR] and VISITOR not in m.attached
+    now[0] = 1010.0
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))  # and came back
+    assert VISITOR in m.attached and not m.visitor_leases
+    now[0] = 1021.0
+    m.expire()
+    assert VISITOR in m.attached and fakes.detached == [VISITOR]  # only the first departure
+    # Within one visit a relayed renewal's lease still bounds it.
+    m.visitor_lease(VISITOR, 1030.0)
+    asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3))  # authenticated again here
+    assert m.visitor_leases == {VISITOR: 1030.0}
+
+
 # --- idle mode for the /64s (draft 4; agents/idle.py's table, the IPv6 one) -----------------
 
 def packet6(seq: int, dst: str = "2001:db8:4000:1::1") -> bytes:
