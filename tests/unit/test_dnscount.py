@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from topologies.analysis.dnscount import home_round_trips, parse_query_log, queries_by_zone
+from topologies.analysis.dnscount import (
+    home_round_trips,
+    parse_query_log,
+    parse_update_log,
+    queries_by_zone,
+)
 
 
 def _line(t: str, qname: str, qtype: str) -> str:
@@ -52,3 +57,23 @@ def test_parse_keeps_millisecond_stamps() -> None:
     qs = list(parse_query_log(LOG))
     assert len(qs) == 7
     assert round(qs[1].t - qs[0].t, 3) == 0.005
+
+
+# BIND's own log: two UPDATE messages of three and two lines, one torn line, one other line.
+_AR3 = "update: info: client @0x7f66 10.254.0.31#42698/key ar3.isp.test: updating zone "
+_MN3 = "update: info: client @0x7f66 10.65.0.100#34717/key mn3.example: updating zone "
+UPDATE_LOG = "".join(line + "\n" for line in (
+    f"07-Dec-2026 08:34:00.934 {_AR3}'0.65.10.in-addr.arpa/IN': deleting rrset at '100' PTR",
+    f"07-Dec-2026 08:34:00.934 {_AR3}'0.65.10.in-addr.arpa/IN': adding an RR at '100' PTR m.",
+    f"07-Dec-2026 08:34:00.934 {_AR3}'0.65.10.in-addr.arpa/IN': adding an RR at '100' TXT x",
+    f"07-Dec-2026 08:34:01.066 {_MN3}'mn3.example/IN': deleting rrset at 'mn3.example' A",
+    f"07-Dec-2026 08:34:01.066 {_MN3}'mn3.example/IN': adding an RR at 'mn3.example' A 10.6",
+    "07-Dec-2026 08:34:01.070 update: info: client @0x7f66 10.65.0.100#34717/key mn3.exa",
+    "07-Dec-2026 08:34:01.071 general: info: zone mn3.example/IN (signed): sending notifies"))
+
+
+def test_an_update_of_several_records_counts_once_by_its_time_client_and_zone() -> None:
+    got = parse_update_log(UPDATE_LOG)
+    assert [z for _, z in got] == ["0.65.10.in-addr.arpa", "mn3.example"]
+    assert round(got[1][0] - got[0][0], 3) == 0.132
+    assert parse_update_log("") == []

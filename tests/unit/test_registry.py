@@ -96,3 +96,56 @@ def test_every_verb_is_a_module() -> None:
     with pytest.raises(SystemExit) as exc:
         cli.build_parser().parse_args(["nosuchverb"])
     assert exc.value.code == 2
+
+
+class SweepScenario(DummyScenario):
+    """A scenario whose points are labs of their own (as the population's sizes)."""
+
+    name = "dummysweep"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--knob", type=lambda s: [int(x) for x in s.split(",")])
+
+    @classmethod
+    def points(cls, args: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
+        return [(f"knob-{k}", argparse.Namespace(**{**vars(args), "knob": k}))
+                for k in args.knob]
+
+    @classmethod
+    def combine(cls, out_dir: Path, results: list[tuple[str, dict[str, Any]]]
+                ) -> dict[str, Any]:
+        return {"scenario": "dummysweep", "knob": sum(r["knob"] for _, r in results),
+                "points": [sub for sub, _ in results]}
+
+
+def test_a_run_of_several_labs_is_a_run_directory_per_point_and_analysed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from topologies.cli import scenario as verb
+
+    registry.register(SweepScenario)
+    measured: list[tuple[int, Path]] = []
+
+    def fake_lab(cls: type[Scenario], args: argparse.Namespace, out: Path) -> dict[str, Any]:
+        # What a lab's run leaves: a complete run directory of its own.
+        measured.append((args.knob, out))
+        out.mkdir(parents=True)
+        shutil.copyfile(ROOT / "topologies" / "figure2.yaml", out / TOPOLOGY_FILE)
+        (out / RUN_FILE).write_text(json.dumps({"scenario": "dummysweep", "complete": True,
+                                                "params": {"knob": args.knob}}))
+        return cls.analysed(out)
+
+    monkeypatch.setattr(verb, "measure_then_analyse", fake_lab)
+    try:
+        out, first, again = tmp_path / "run", tmp_path / "a.json", tmp_path / "b.json"
+        assert cli.main(["scenario", "dummysweep", "--knob", "2,5", "--out", str(out),
+                         "--json", str(first)]) == 0
+        assert measured == [(2, out / "knob-2"), (5, out / "knob-5")]
+        assert json.loads(first.read_text()) == {"scenario": "dummysweep", "knob": 7,
+                                                 "points": ["knob-2", "knob-5"]}
+        assert cli.main(["analyse", str(out), "--json", str(again)]) == 0
+        assert again.read_text() == first.read_text()
+        assert capsys.readouterr().out.count("knob 7") == 2
+    finally:
+        registry.SCENARIOS.pop("dummysweep", None)

@@ -1,6 +1,7 @@
 """Home round trips counted exactly (issue 17): the queries that reached the authoritative
 server for an MN's home zone, from BIND's query log (configs/bind/named.conf.j2, ``category
-queries``, ISO 8601 UTC stamps to the millisecond). Pure functions: no root, no lab.
+queries``, ISO 8601 UTC stamps to the millisecond); and the UPDATEs BIND applied, from its own
+log (issue 15). Pure functions: no root, no lab.
 """
 
 from __future__ import annotations
@@ -88,4 +89,35 @@ def queries_by_zone(query_log_text: str, zones: Iterable[str], t0: float, t1: fl
     return out
 
 
-__all__ = ["Query", "home_round_trips", "parse_query_log", "queries_by_zone", "zone_of_query"]
+# BIND's own log (print-time: local time to the millisecond), category update, one line per
+# change an UPDATE makes: <time> update: info: client @0x.. 10.0.0.1#4242/key k: updating
+# zone 'z/IN': adding an RR at ...
+_UPDATE = re.compile(
+    r"^(?P<t>\d\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d\.\d+) update: info: "
+    r"client (?P<client>@.+?): updating zone '(?P<zone>[^']*)': ")
+
+
+def parse_update_log(text: str) -> list[tuple[float, str]]:
+    """(time, zone) of every UPDATE message BIND applied, from its log: the lines one
+    message writes (one per record changed) share its time, client and zone, and count
+    once. Other lines, and torn ones, are skipped."""
+    out: list[tuple[float, str]] = []
+    last: tuple[str, str, str] | None = None
+    for line in text.splitlines():
+        m = _UPDATE.match(line)
+        if m is None:
+            continue
+        key = (m["t"], m["client"], m["zone"])
+        if key == last:
+            continue
+        last = key
+        try:
+            t = datetime.strptime(m["t"], "%d-%b-%Y %H:%M:%S.%f").timestamp()
+        except ValueError:
+            continue
+        out.append((t, _zone(m["zone"].removesuffix("/IN"))))
+    return out
+
+
+__all__ = ["Query", "home_round_trips", "parse_query_log", "parse_update_log",
+           "queries_by_zone", "zone_of_query"]

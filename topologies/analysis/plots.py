@@ -251,3 +251,32 @@ def rate_sweep(sweep: list[dict[str, Any]], knee_p99_ms: float, path: Path) -> P
         machine.legend(loc="lower right", fontsize="small")
     fig.suptitle("Population: re-route and CPU against the handoff rate")
     return _save(plt, fig, path, rect=(0, 0, 1, 0.95))
+
+
+def size_sweep(points: list[dict[str, Any]], path: Path) -> Path:
+    """A population's size sweep (issue 15's routing-state curve): the host routes' peak on
+    the busiest router of each role against the population, and beside it the memory the
+    population added, its processes' and the machine's."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sizes = [int(p["mobiles"]) for p in points]
+    roles = sorted({r for p in points for r in p["host_routes_peak_by_role"]})
+    for role in roles:
+        left.plot(sizes, [p["host_routes_peak_by_role"].get(role, 0) for p in points], "o-",
+                  label=role)
+    left.plot(sizes, [p["mobiles_away_at_end"] for p in points], "k--",
+              label="MNs away from home at the end")
+    left.plot(sizes, sizes, "k:", alpha=0.5, label="one per MN")
+    left.set_xlabel("MNs in the population")
+    left.set_ylabel("host routes, peak on the busiest router")
+    left.grid(alpha=0.3)
+    left.legend(loc="upper left", fontsize="small")
+    for key, label in (("rss_mb_added", "processes' RSS"), ("machine_mb_added", "machine")):
+        have = [(n, p[key]) for n, p in zip(sizes, points, strict=True) if p[key] is not None]
+        right.plot([n for n, _ in have], [v for _, v in have], "o-", label=label)
+    right.set_xlabel("MNs in the population")
+    right.set_ylabel("memory the population added (MB)")
+    right.grid(alpha=0.3)
+    right.legend(loc="upper left", fontsize="small")
+    fig.suptitle("Population: routing state and memory against its size")
+    return _save(plt, fig, path, rect=(0, 0, 1, 0.95))

@@ -1,5 +1,6 @@
 """`flatarch analyse DIR`: re-run a kept run directory's analysis offline (no lab, no root),
-by the scenario its run.json names; the same JSON as the scenario gave."""
+by the scenario its run.json names (or, for a run of several labs, its points.json);
+the same JSON as the scenario gave."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from topologies.analysis.measure import MeasureError
 from topologies.cli.common import write_json
 from topologies.lab.daemons import LabError
 from topologies.scenarios import registry
-from topologies.scenarios.base import RunDir
+from topologies.scenarios.base import RunDir, points_scenario
 
 ORDER = 80
 
@@ -25,9 +26,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     try:
-        name = RunDir.open(out).meta["scenario"]
+        name = points_scenario(out) or RunDir.open(out).meta["scenario"]
         cls = registry.get(name)
-        result = cls.analysed(out)
+        result = cls.analysed_points(out)
     except (MeasureError, OSError, KeyError, ValueError) as exc:
         raise LabError(f"cannot analyse {out}: {exc}") from None
     print(cls.table(result))

@@ -26,7 +26,7 @@ from topologies.lab.capture import capture_all, parse_specs
 from topologies.lab.daemons import LabError
 from topologies.lab.lab import Lab
 from topologies.scenarios import registry
-from topologies.scenarios.base import Scenario
+from topologies.scenarios.base import Scenario, write_points
 
 ORDER = 50
 RUNS = "flatarch-runs"  # where runs without --out are kept, under the current directory
@@ -97,7 +97,17 @@ def measure_then_analyse(cls: type[Scenario], args: argparse.Namespace,
 def run(args: argparse.Namespace) -> int:
     cls = registry.get(args.name)
     out = Path(args.out) if args.out else kept_dir(args.name)
-    result = measure_then_analyse(cls, args, out)
+    points = cls.points(args)
+    if len(points) == 1:
+        result = measure_then_analyse(cls, points[0][1], out)
+    else:
+        # One lab after another, each point a run directory of its own under ``out``.
+        write_points(out, cls.name, [sub for sub, _ in points])
+        results = []
+        for i, (sub, point) in enumerate(points):
+            print(f"flatarch: point {i + 1}/{len(points)}: {sub}", file=sys.stderr)
+            results.append((sub, measure_then_analyse(cls, point, out / sub)))
+        result = cls.combine(out, results)
     print(cls.table(result))
     write_json(args.json, result)
     return 0

@@ -8,6 +8,7 @@ dnssec-policy adopts them) and links the chain with DS records up to the lab roo
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -54,6 +55,9 @@ SIGNATURES_REFRESH = "PT30M"
 SIGNATURES_JITTER = "PT10M"  # spreads expirations (BIND's default, 12 h, exceeds the validity)
 POLICY_FILE = "policy.conf"
 QUERY_LOG = "named.queries.log"  # every query reaching BIND (topologies/analysis/dnscount.py)
+NAMED_LOG = "named.log"  # BIND's own log: its updates among it (dnscount.parse_update_log)
+# The resolver's counters a scenario reads (unbound-control stats_noreset), cumulative.
+UNBOUND_COUNTERS = ("total.num.queries", "total.num.cachemiss", "total.num.cachehits")
 
 
 
@@ -466,7 +470,7 @@ class DnsPlane:
             "named_dir": str(self.rundir / "named"),
             "keys": str(self.rundir / "named" / "keys"),
             "named_pid": str(self.rundir / "named.pid"),
-            "named_log": str(self.rundir / "named.log"),
+            "named_log": str(self.rundir / NAMED_LOG),
             "named_queries": str(self.rundir / QUERY_LOG),
             "unbound_dir": str(self.rundir / "unbound"),
             "unbound_pid": str(self.rundir / "unbound.pid"),
@@ -673,6 +677,18 @@ class DnsPlane:
         if self._unbound is None:
             raise DnsPlaneError("prepare() has not run")
         return self._unbound
+
+    def unbound_stats(self, ex: NodeExec) -> dict[str, float]:
+        """The resolver's UNBOUND_COUNTERS now (``ex``: the DNS node), cumulative since it
+        started; empty if unbound-control does not answer."""
+        res = ex.run(["unbound-control", "-c", str(self.unbound.conf_path), "stats_noreset"])
+        out: dict[str, float] = {}
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key in UNBOUND_COUNTERS:
+                with contextlib.suppress(ValueError):
+                    out[key] = float(value)
+        return out
 
     @property
     def trust_anchor(self) -> DsRecord:

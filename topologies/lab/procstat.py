@@ -106,6 +106,25 @@ def total_rss_mb(pids: Mapping[tuple[str, str], int]) -> float:
     return round(sum(rss_bytes(p) or 0 for p in pids.values()) / 2**20, 2)
 
 
+
+def machine_used_mb(text: str | None = None) -> float | None:
+    """The machine's memory in use, MemTotal less MemAvailable of /proc/meminfo (or
+    ``text``), in MiB: what the processes' RSS leaves out (the kernel's veths, routes and
+    neighbour entries), though page cache and other work on the machine move it too."""
+    if text is None:
+        try:
+            text = Path("/proc/meminfo").read_text()
+        except OSError:
+            return None
+    kb: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        with contextlib.suppress(ValueError, IndexError):
+            kb[name] = int(rest.split()[0])
+    if "MemTotal" not in kb or "MemAvailable" not in kb:
+        return None
+    return round((kb["MemTotal"] - kb["MemAvailable"]) / 1024, 1)
+
 # Where inside the lab a datagram was dropped, by the kernel's own counters in each node's
 # namespace (/proc/net/snmp and snmp6): a full socket buffer (RcvbufErrors), no route, a
 # late answer to a closed port (NoPorts). The backlog drops above are the machine's; these

@@ -34,6 +34,9 @@ Progress = Callable[[str], None]
 RUN_FILE = "run.json"
 TOPOLOGY_FILE = "topology.yaml"
 ROUTES = "routes.jsonl"  # every watched router's kernel route changes over the run
+# A run of several labs (a sweep over what a lab is built with): which scenario, and the
+# subdirectories that hold one run directory each, in order.
+POINTS_FILE = "points.json"
 # The old AR's redirect (its own metric) bridges a re-route; a route settling on it is not one.
 REDIRECT = frozenset({REDIRECT_METRIC})
 TOPOLOGIES = Path(__file__).resolve().parents[1]  # the shipped topologies/*.yaml
@@ -173,6 +176,43 @@ def topology_source(topo: Topology) -> Path | None:
     return None
 
 
+def write_points(out_dir: Path, scenario: str, subs: list[str]) -> None:
+    """A run of several labs: written before the first is up, so that a run stopped part
+    way is still read back point by point."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / POINTS_FILE).write_text(json.dumps({"scenario": scenario, "points": subs},
+                                                  indent=1) + "\n")
+
+
+def points_scenario(out_dir: Path) -> str | None:
+    """The scenario a run of several labs names, or None for a run directory of one lab."""
+    path = out_dir / POINTS_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MeasureError(f"{path}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("scenario"), str) \
+            or not isinstance(doc.get("points"), list) \
+            or not all(isinstance(x, str) and x and "/" not in x for x in doc["points"]):
+        raise MeasureError(f"{path}: not {{\"scenario\": name, \"points\": [subdirectory]}}")
+    return str(doc["scenario"])
+
+
+def read_points(out_dir: Path) -> list[str] | None:
+    """The subdirectories of a run of several labs that hold a complete point, in order;
+    None for a run directory of one lab."""
+    if points_scenario(out_dir) is None:
+        return None
+    subs = json.loads((out_dir / POINTS_FILE).read_text())["points"]
+    done = [s for s in subs if (out_dir / s / RUN_FILE).exists()
+            and json.loads((out_dir / s / RUN_FILE).read_text()).get("complete")]
+    if not done:
+        raise MeasureError(f"{out_dir}: none of the points {', '.join(subs)} is complete")
+    return done
+
+
 @dataclass
 class RunDir:
     """A kept run directory, read back: its run.json and its topology."""
@@ -252,6 +292,27 @@ class Scenario:
         """The topology file the lab is built from: --topology, unless the scenario derives
         its own from it (a population of --mobiles MNs) into ``out_dir``."""
         return Path(args.topology)
+
+    @classmethod
+    def points(cls, args: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
+        """The labs one run takes, each (its subdirectory, its arguments): one lab in the
+        run directory itself, unless the scenario sweeps something a lab is built with."""
+        return [("", args)]
+
+    @classmethod
+    def combine(cls, out_dir: Path, results: list[tuple[str, dict[str, Any]]]
+                ) -> dict[str, Any]:
+        """One result from the points' (subdirectory, result) of a run of several labs."""
+        raise NotImplementedError(f"{cls.__name__} runs in one lab")
+
+    @classmethod
+    def analysed_points(cls, out_dir: Path) -> dict[str, Any]:
+        """The analysis of a run directory, or of a run of several labs (POINTS_FILE): each
+        point analysed from its own directory, then combined."""
+        subs = read_points(out_dir)
+        if subs is None:
+            return cls.analysed(out_dir)
+        return cls.combine(out_dir, [(sub, cls.analysed(out_dir / sub)) for sub in subs])
 
     def params(self) -> dict[str, Any]:
         """The parameters the run directory records (run.json `params`)."""

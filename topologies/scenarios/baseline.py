@@ -176,15 +176,7 @@ class BaselineScenario(Scenario):
         dns = self.lab.dns
         if dns is None:
             return {}
-        res = self.lab.execs[self.topo.service("dns").name].run(
-            ["unbound-control", "-c", str(dns.unbound.conf_path), "stats_noreset"])
-        out: dict[str, float] = {}
-        for line in res.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key in ("total.num.queries", "total.num.cachemiss", "total.num.cachehits"):
-                with contextlib.suppress(ValueError):
-                    out[key] = float(value)
-        return out
+        return dns.unbound_stats(self.lab.execs[self.topo.service("dns").name])
 
     # --- anchored walk --------------------------------------------------------------------------
 

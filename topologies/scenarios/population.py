@@ -25,9 +25,10 @@ import yaml
 
 from agents.contract import Layout
 from agents.stats import percentile_or_none
-from topologies.analysis import measure, plots
+from topologies.analysis import dnscount, measure, plots
 from topologies.lab import procstat
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
+from topologies.lab.dnsplane import NAMED_LOG, QUERY_LOG
 from topologies.lab.lab import Background, Lab
 from topologies.lab.popnet import PopulationNet
 from topologies.model import Role, Topology
@@ -54,6 +55,7 @@ MODELS = ("walk", "waypoint", "trace")
 HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
 SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
 SWEEP_PLOT = "rate-sweep.png"  # re-route and CPU against the rate, for a sweep
+SIZE_PLOT = "size-sweep.png"  # host routes and memory against the population, for a size sweep
 PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
 PROBE6 = "probe6.txt"  # the same over every MN's IPv6 address, in a dual-stack run
 # Handoffs in flight at once (each holds a thread on the agent's control socket): an AUTH
@@ -78,6 +80,91 @@ def rates(text: str) -> tuple[float, ...]:
     return out
 
 
+def sizes(text: str) -> tuple[int, ...]:
+    """--mobiles: one population size, or a comma-separated sweep of them, each >= 1, in
+    increasing order (the memory per MN is taken by difference between neighbours)."""
+    try:
+        out = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes are whole numbers, "
+                                         "comma-separated") from None
+    if not all(n >= 1 for n in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1")
+    if list(out) != sorted(set(out)):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must increase")
+    return out
+
+
+def size_point(sub: str, result: dict[str, Any], roles: dict[str, str]) -> dict[str, Any]:
+    """One population size of a size sweep: bring-up, memory, the handoffs, and the host
+    routes' peak per router and, by role, the most any router of it held."""
+    peak = result["host_routes"]["peak"]
+    by_role: dict[str, int] = {}
+    for router, n in peak.items():
+        role = roles.get(router, "other")
+        by_role[role] = max(by_role.get(role, 0), int(n))
+    return {"point": sub, "mobiles": result["mobiles"], "up_s": result["up_s"],
+            "rss_mb_added": result["rss_mb_added"],
+            "machine_mb_added": result["machine_mb_added"],
+            "memory_mb_per_mobile": result["memory_mb_per_mobile"],
+            "handoffs": {k: result["handoffs"][k] for k in ("attempted", "ok", "failed")},
+            "reroute_ms": result["reroute_ms"], "host_routes_peak": dict(peak),
+            "mobiles_away_at_end": result["mobiles_away_at_end"],
+            "host_routes_peak_by_role": dict(sorted(by_role.items())),
+            "stale_host_routes": sum(result["stale_host_routes"].values())}
+
+
+def by_difference(points: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """MB per additional MN between each two neighbouring sizes, from ``key`` (the memory
+    the population added to its lab): the issue's measure, free of each lab's fixed cost."""
+    out = []
+    for a, b in zip(points, points[1:], strict=False):
+        if a[key] is None or b[key] is None:
+            continue
+        out.append({"from": a["mobiles"], "to": b["mobiles"],
+                    "mb_per_mobile": round((b[key] - a[key]) / (b["mobiles"] - a["mobiles"]),
+                                           4)})
+    return out
+
+
+def between_counters(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What each cumulative counter gained between two readings, from when (``t0``) and
+    over how long (``s``); empty if either reading failed."""
+    if "t" not in before or "t" not in after:
+        return {}
+    out = {k: after[k] - before[k] for k in after if k in before and k != "t"}
+    return {"t0": before["t"], "s": round(after["t"] - before["t"], 3), **out}
+
+
+def per_second(times: list[float], t0: float, t1: float) -> dict[str, float | None]:
+    """The mean and the busiest second's count of the events at ``times`` within [t0, t1]."""
+    inside = [t for t in times if t0 <= t <= t1]
+    if t1 <= t0:
+        return {"mean": None, "peak": None}
+    peak = max(Counter(int(t) for t in inside).values(), default=0)
+    return {"mean": round(len(inside) / (t1 - t0), 2), "peak": float(peak)}
+
+
+def dns_load(unbound: dict[str, float], bind_queries: list[float],
+             bind_updates: list[float], t0: float, t1: float, ok: int) -> dict[str, Any]:
+    """The DNS plane's load over the moves: the resolver's queries a second and per
+    successful handoff, its cache misses (what reaches BIND), and BIND's queries and
+    UPDATEs a second from its own logs, over the same moves as the resolver's counters
+    when they were read (else over [t0, t1])."""
+    s = unbound.get("s")
+    if s and "t0" in unbound:
+        t0, t1 = unbound["t0"], unbound["t0"] + s
+    queries, misses = unbound.get("total.num.queries"), unbound.get("total.num.cachemiss")
+    return {
+        "unbound_queries_per_s": round(queries / s, 2) if s and queries is not None else None,
+        "unbound_cachemiss_per_s": round(misses / s, 2) if s and misses is not None else None,
+        "unbound_queries_per_handoff": round(queries / ok, 2)
+        if ok and queries is not None else None,
+        "bind_queries_per_s": per_second(bind_queries, t0, t1),
+        "bind_updates_per_s": per_second(bind_updates, t0, t1),
+    }
+
+
 def phase_inputs(i: int, phase: dict[str, Any], params: dict[str, Any],
                  measured: dict[str, Any], rows: list[dict[str, Any]],
                  samples: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any],
@@ -92,7 +179,7 @@ def phase_inputs(i: int, phase: dict[str, Any], params: dict[str, Any],
             {**measured, "t_start": t0, "backlog_drops": phase.get("backlog_drops"),
              "kernel_drops": phase.get("kernel_drops", {}),
              "machine_cpu_pct": phase.get("machine_cpu_pct", {}),
-             "where": phase.get("where", {})},
+             "unbound": phase.get("unbound", {}), "where": phase.get("where", {})},
             [r for r in rows if int(r.get("phase", 0)) == i],
             [x for x in samples if t0 <= float(x.get("t", 0.0)) <= t1])
 
@@ -175,7 +262,9 @@ class PopulationScenario(Scenario):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--mobiles", type=int, default=100, help="MNs in the population")
+        parser.add_argument("--mobiles", type=sizes, default=(100,),
+                            help="MNs in the population; several, comma-separated and "
+                            "increasing, run one lab each (a size sweep)")
         parser.add_argument("--rate", type=rates, default=(10.0,),
                             help="target handoffs a second across the population; several, "
                             "comma-separated, run one after the other in the same lab")
@@ -192,6 +281,34 @@ class PopulationScenario(Scenario):
                             help="seconds between the CN's probes of each MN")
         parser.add_argument("--seed", type=int, default=0)
         add_family_argument(parser, "run")
+
+    @classmethod
+    def points(cls, args: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
+        """A lab per population size: the population is provisioned with its lab (keys,
+        zones, pools), so sizes cannot share one the way rates do."""
+        counts = args.mobiles if isinstance(args.mobiles, tuple) else (args.mobiles,)
+        if len(counts) == 1:
+            return [("", argparse.Namespace(**{**vars(args), "mobiles": counts[0]}))]
+        return [(f"mobiles-{n}", argparse.Namespace(**{**vars(args), "mobiles": n}))
+                for n in counts]
+
+    @classmethod
+    def combine(cls, out_dir: Path, results: list[tuple[str, dict[str, Any]]]
+                ) -> dict[str, Any]:
+        """A size sweep: a row per size, the memory per MN by difference between sizes, and
+        the host routes per router against the population drawn (size-sweep.png)."""
+        points = []
+        for sub, result in results:
+            topo = RunDir.open(out_dir / sub).topo
+            points.append(size_point(sub, result, {r.name: r.role.value
+                                                   for r in topo.routers}))
+        plot = plots.size_sweep(points, out_dir / SIZE_PLOT)
+        largest = results[-1][1]
+        return {**largest, "size_sweep": points,
+                "memory_by_difference": {"processes": by_difference(points, "rss_mb_added"),
+                                         "machine": by_difference(points, "machine_mb_added")},
+                "points": [r for _, r in results],
+                "plots": [*largest.get("plots", []), str(plot)]}
 
     @classmethod
     def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
@@ -258,12 +375,13 @@ class PopulationScenario(Scenario):
         moves = self.schedule()
         self.note(probe_interval_ms=self.probe_interval_s * 1000.0, scheduled=len(moves),
                   schedule_rate_per_s=round(mobility.handoff_rate(moves, self.duration_s), 3))
-        rss_before = procstat.total_rss_mb(self._pids())
+        rss_before, used_before = procstat.total_rss_mb(self._pids()), procstat.machine_used_mb()
         with contextlib.ExitStack() as stack:
             stack.callback(self.net.stop)
             up = self.net.start()
             pids = self._pids()
-            self.note(up=up, rss_mb_before=rss_before, rss_mb_up=procstat.total_rss_mb(pids))
+            self.note(up=up, rss_mb_before=rss_before, rss_mb_up=procstat.total_rss_mb(pids),
+                      machine_mb_before=used_before, machine_mb_up=procstat.machine_used_mb())
             self.progress(f"population: {len(self.net.members)} MNs up in {up['up_s']:.1f}s "
                           f"({', '.join(f'{k} {v:.1f}s' for k, v in up.items())})")
             watcher = self.watch_routes(stack, [str(self.topo.managed), *managed6(
@@ -287,14 +405,16 @@ class PopulationScenario(Scenario):
                 drops = procstat.backlog_drops()
                 counters = procstat.drop_counters(self.lab.execs)
                 cpu = procstat.machine_cpu()
+                resolver = self._resolver_counters()
                 rows += [{**r, "phase": i} for r in self._drive(moves)]
+                resolver = between_counters(resolver, self._resolver_counters())
                 machine = procstat.machine_cpu_between(cpu, procstat.machine_cpu())
                 drops = procstat.backlog_drops() - drops
                 kernel = procstat.drops_between(counters, procstat.drop_counters(self.lab.execs))
                 t_end = self._settle(lambda: len(watcher.events()))
                 phases.append({"rate_per_s": rate, "t_start": self._measured["t_start"],
                                "t_end": t_end, "backlog_drops": drops, "kernel_drops": kernel,
-                               "machine_cpu_pct": machine,
+                               "machine_cpu_pct": machine, "unbound": resolver,
                                "scheduled": len(moves), "where": dict(self.net.radio.where)})
                 self.note(phases=phases)
             write_jsonl(self.dir / HANDOFFS, rows)
@@ -303,13 +423,24 @@ class PopulationScenario(Scenario):
             self.note(t_start=phases[0]["t_start"], t_end=phases[0]["t_end"],
                       backlog_drops=phases[0]["backlog_drops"],
                       kernel_drops=phases[0]["kernel_drops"],
-                      machine_cpu_pct=phases[0]["machine_cpu_pct"], where=phases[0]["where"])
+                      machine_cpu_pct=phases[0]["machine_cpu_pct"],
+                      unbound=phases[0]["unbound"], where=phases[0]["where"])
         write_jsonl(self.dir / SAMPLES, sampler.rows)
         self.keep_files([r.name for r in self.topo.routers], [UPDATES_LOG])
         # The AR agents' and the population agent's own accounts, for a failure's reason.
         self.keep_files([a.name for a in self.topo.by_role(Role.AR)],
                         [Layout.EVENTS, Layout.AGENT_LOG])
         self.keep_files([POPULATION_DIR], [Layout.AGENT_LOG, Layout.AGENT_STDERR])
+        # BIND's queries (from the resolvers' cache misses) and its UPDATEs, for its load.
+        self.keep_files([self.topo.service("dns").name], [QUERY_LOG, NAMED_LOG])
+
+    def _resolver_counters(self) -> dict[str, float]:
+        """The resolver's cumulative counters, stamped with when they were read."""
+        dns = self.lab.dns
+        if dns is None:
+            return {}
+        return {"t": time.time(),
+                **dns.unbound_stats(self.lab.execs[self.topo.service("dns").name])}
 
     def _prober(self, stack: contextlib.ExitStack[Any], targets: str, out: str,
                 addresses: list[str]) -> Background:
@@ -386,14 +517,16 @@ class PopulationScenario(Scenario):
         probe = {fam: (out_dir / name).read_text(errors="replace")
                  for fam, name in (("ipv4", PROBE), ("ipv6", PROBE6)) if (out_dir / name).exists()}
         samples, rx = read_jsonl(out_dir / SAMPLES), updates(run.topo, out_dir)
+        dns_logs = bind_logs(run.topo, out_dir)
         phases = measured.get("phases") or []
         if len(phases) <= 1:
             return summarise(run.topo, params, measured, rows, events, probe, samples, rx,
-                             float(measured["t_end"]))
+                             float(measured["t_end"]), dns_logs)
         sweep = []
         for i, ph in enumerate(phases):
             p, m, r, x = phase_inputs(i, ph, params, measured, rows, samples)
-            sweep.append(summarise(run.topo, p, m, r, events, probe, x, rx, float(ph["t_end"])))
+            sweep.append(summarise(run.topo, p, m, r, events, probe, x, rx, float(ph["t_end"]),
+                                   dns_logs))
         plot = plots.rate_sweep(sweep, KNEE_P99_MS, out_dir / SWEEP_PLOT)
         return {**sweep[0], "sweep": sweep, "knee_rate_per_s": knee(sweep),
                 "plots": [str(plot)],
@@ -411,13 +544,15 @@ class PopulationScenario(Scenario):
             f"interruption ms p50/p99 {result['interruption_ms']['p50']}/"
             f"{result['interruption_ms']['p99']}; auth ms p50/p99 "
             f"{result['auth_ms']['p50']}/{result['auth_ms']['p99']}",
-            f"memory per MN {result['memory_mb_per_mobile']} MB; stale /32 at the end: "
+            f"memory per MN {result['memory_mb_per_mobile']} MB (processes), "
+            f"{result['machine_mb_per_mobile']} MB (machine); stale /32 at the end: "
             f"{sum(result['stale_host_routes'].values())}",
             "machine CPU over the moves (% of all cores): " + (", ".join(
                 f"{k} {v:g}" for k, v in result["machine_cpu_pct"].items() if v) or "-"),
             "kernel drops over the moves: backlog "
             f"{result['backlog_drops']}; " + (", ".join(
                 f"{k} {v}" for k, v in result["kernel_drops"]["total"].items()) or "none"),
+            dns_line(result.get("dns")),
             f"{'router':10s} {'/32 peak':>9s} {'/32 end':>8s} {'UPDATE/s peak':>14s}",
         ]
         for r in sorted(result["host_routes"]["peak"]):
@@ -438,7 +573,42 @@ class PopulationScenario(Scenario):
                          f"{v['cpu_pct_all']:6.1f} {v['rss_mb']:8.1f}")
         if "sweep" in result:
             lines += sweep_table(result)
+        if "size_sweep" in result:
+            lines += size_table(result)
         return "\n".join(lines)
+
+
+def dns_line(dns: dict[str, Any] | None) -> str:
+    """The DNS plane's load over the moves, one line (a run kept before it was counted: -)."""
+    if not dns:
+        return "dns: -"
+    q, u = dns["bind_queries_per_s"], dns["bind_updates_per_s"]
+    return (f"dns: resolver {dns['unbound_queries_per_s']} queries/s "
+            f"({dns['unbound_queries_per_handoff']} per handoff, "
+            f"{dns['unbound_cachemiss_per_s']} cache misses/s); BIND queries/s mean/peak "
+            f"{q['mean']}/{q['peak']}, UPDATEs/s {u['mean']}/{u['peak']}")
+
+
+def size_table(result: dict[str, Any]) -> list[str]:
+    """One line per population size of a size sweep, then the memory per additional MN
+    between neighbouring sizes."""
+    roles = sorted({k for p in result["size_sweep"] for k in p["host_routes_peak_by_role"]})
+    lines = ["size sweep: host routes' peak on the busiest router of each role; away: MNs "
+             "the moves left away from home",
+             f"{'MNs':>6s} {'up s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
+             f"{'away':>6s} "
+             f"{'procs MB':>8s} {'machine MB':>10s} " + " ".join(f"{r:>7s}" for r in roles)]
+    for p in result["size_sweep"]:
+        h, rr = p["handoffs"], p["reroute_ms"]
+        reroute = f"{rr['p50']}/{rr['p99']}"
+        lines.append(f"{p['mobiles']:6d} {p['up_s']:6.1f} {h['ok']:6d} {h['failed']:6d} "
+                     f"{reroute:>16s} {p['mobiles_away_at_end']:6d} {p['rss_mb_added']:8.1f} "
+                     f"{p['machine_mb_added']!s:>10s} "
+                     + " ".join(f"{p['host_routes_peak_by_role'].get(r, 0):7d}" for r in roles))
+    for what, rows in result["memory_by_difference"].items():
+        lines.append(f"memory per additional MN ({what}): " + (", ".join(
+            f"{r['from']}->{r['to']} {r['mb_per_mobile']:g} MB" for r in rows) or "-"))
+    return lines
 
 
 def sweep_table(result: dict[str, Any]) -> list[str]:
@@ -464,6 +634,17 @@ def _done(value: dict[str, Any]) -> Future[dict[str, Any]]:
     fut: Future[dict[str, Any]] = Future()
     fut.set_result(value)
     return fut
+
+
+def bind_logs(topo: Topology, out_dir: Path) -> tuple[list[float], list[float]]:
+    """The times of BIND's queries and of its UPDATEs, from the DNS node's kept logs (none
+    in a run kept before they were)."""
+    node = topo.service("dns").name
+    queries, log = out_dir / f"{node}.{QUERY_LOG}", out_dir / f"{node}.{NAMED_LOG}"
+    return ([q.t for q in dnscount.parse_query_log(queries.read_text(errors="replace"))]
+            if queries.exists() else [],
+            [t for t, _ in dnscount.parse_update_log(log.read_text(errors="replace"))]
+            if log.exists() else [])
 
 
 def updates(topo: Topology, out_dir: Path) -> dict[str, list[measure.BgpRx]]:
@@ -567,9 +748,11 @@ def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: 
 def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
               rows: list[dict[str, Any]], events: list[measure.RouteEvent],
               probes: dict[str, str], samples: list[dict[str, Any]],
-              rx: dict[str, list[measure.BgpRx]], t_end: float) -> dict[str, Any]:
-    """The issue's JSON from the raw files; ``probes``: the prober's output per family. The
-    top level is IPv4's; a dual-stack run adds its IPv6 figures under "ipv6"."""
+              rx: dict[str, list[measure.BgpRx]], t_end: float,
+              dns_logs: tuple[list[float], list[float]] = ([], [])) -> dict[str, Any]:
+    """The issue's JSON from the raw files; ``probes``: the prober's output per family;
+    ``dns_logs``: the times of BIND's queries and of its UPDATEs. The top level is IPv4's;
+    a dual-stack run adds its IPv6 figures under "ipv6"."""
     mobiles = int(params["mobiles"])
     families = list(params.get("families") or ["ipv4"])
     failures: Counter[str] = Counter()
@@ -604,6 +787,9 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         ups[router] = float(max(per_s.values(), default=0))
     up = measured.get("up", {})
     rss_delta = float(measured.get("rss_mb_up", 0.0)) - float(measured.get("rss_mb_before", 0))
+    used_before, used_up = measured.get("machine_mb_before"), measured.get("machine_mb_up")
+    machine_delta = float(used_up) - float(used_before) \
+        if used_before is not None and used_up is not None else None
     duration = float(params["duration_s"])
     processes = procstat.by_kind(samples)
     return {
@@ -632,6 +818,10 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "host_routes": v4["host_routes"], "stale_host_routes": v4["stale_host_routes"],
         **({"ipv6": figures["ipv6"]} if "ipv6" in figures else {}),
         "updates_per_s": {"peak": dict(sorted(ups.items()))},
+        # How many MNs the moves left away from home: the routing state they should cost.
+        "mobiles_away_at_end": sum(1 for n, m in topo.population_nodes.items()
+                                   if where.get(n, m.home) != m.home),
+        "dns": dns_load(measured.get("unbound", {}), *dns_logs, t_start, t_end, len(ok_rows)),
         "cpu_pct": {k: v["cpu_pct"] for k, v in processes.items()},
         # Every process of the kind together, percent of one core (the sweep's curves).
         "cpu_pct_all": {k: v["cpu_pct_all"] for k, v in processes.items()},
@@ -640,4 +830,10 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         # Processes' RSS only, by difference between the lab without and with the
         # population; the kernel's share (veths, routes, rules) is measured in docs/scale.md.
         "memory_mb_per_mobile": round(rss_delta / mobiles, 4) if mobiles else None,
+        "rss_mb_added": round(rss_delta, 2),
+        # The machine's memory in use, by the same difference: the kernel's share too
+        # (veths, routes, neighbour entries), and whatever else moved meanwhile.
+        "machine_mb_added": round(machine_delta, 1) if machine_delta is not None else None,
+        "machine_mb_per_mobile": round(machine_delta / mobiles, 4)
+        if machine_delta is not None and mobiles else None,
     }
