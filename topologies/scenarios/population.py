@@ -589,20 +589,27 @@ def dns_line(dns: dict[str, Any] | None) -> str:
             f"{q['mean']}/{q['peak']}, UPDATEs/s {u['mean']}/{u['peak']}")
 
 
+# The columns a size sweep's and a rate sweep's tables share, after their own first ones.
+HANDOFF_COLUMNS = f"{'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s}"
+
+
+def handoff_cells(point: dict[str, Any]) -> str:
+    """A sweep point's HANDOFF_COLUMNS."""
+    h, rr = point["handoffs"], point["reroute_ms"]
+    return f"{h['ok']:6d} {h['failed']:6d} {str(rr['p50']) + '/' + str(rr['p99']):>16s}"
+
+
 def size_table(result: dict[str, Any]) -> list[str]:
     """One line per population size of a size sweep, then the memory per additional MN
     between neighbouring sizes."""
     roles = sorted({k for p in result["size_sweep"] for k in p["host_routes_peak_by_role"]})
     lines = ["size sweep: host routes' peak on the busiest router of each role; away: MNs "
              "the moves left away from home",
-             f"{'MNs':>6s} {'up s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
-             f"{'away':>6s} "
-             f"{'procs MB':>8s} {'machine MB':>10s} " + " ".join(f"{r:>7s}" for r in roles)]
+             f"{'MNs':>6s} {'up s':>6s} {HANDOFF_COLUMNS} {'away':>6s} {'procs MB':>8s} "
+             f"{'machine MB':>10s} " + " ".join(f"{r:>7s}" for r in roles)]
     for p in result["size_sweep"]:
-        h, rr = p["handoffs"], p["reroute_ms"]
-        reroute = f"{rr['p50']}/{rr['p99']}"
-        lines.append(f"{p['mobiles']:6d} {p['up_s']:6.1f} {h['ok']:6d} {h['failed']:6d} "
-                     f"{reroute:>16s} {p['mobiles_away_at_end']:6d} {p['rss_mb_added']:8.1f} "
+        lines.append(f"{p['mobiles']:6d} {p['up_s']:6.1f} {handoff_cells(p)} "
+                     f"{p['mobiles_away_at_end']:6d} {p['rss_mb_added']:8.1f} "
                      f"{p['machine_mb_added']!s:>10s} "
                      + " ".join(f"{p['host_routes_peak_by_role'].get(r, 0):7d}" for r in roles))
     for what, rows in result["memory_by_difference"].items():
@@ -617,13 +624,10 @@ def sweep_table(result: dict[str, Any]) -> list[str]:
     kinds = sorted({k for p in result["sweep"] for k in p["cpu_pct_all"]})
     lines = [f"sweep: knee (reroute p99 > {result['knee_p99_ms']:g} ms or a failure) at "
              f"{result['knee_rate_per_s'] or 'none of the rates'}",
-             f"{'rate/s':>7s} {'got/s':>6s} {'ok':>6s} {'failed':>6s} {'reroute p50/p99':>16s} "
+             f"{'rate/s':>7s} {'got/s':>6s} {HANDOFF_COLUMNS} "
              f"{'auth p99':>8s} {'idle %':>6s} " + " ".join(f"{k[:9]:>9s}" for k in kinds)]
     for p in result["sweep"]:
-        h, rr = p["handoffs"], p["reroute_ms"]
-        reroute = f"{rr['p50']}/{rr['p99']}"
-        lines.append(f"{p['rate_per_s']:7g} {p['achieved_rate_per_s']:6.1f} {h['ok']:6d} "
-                     f"{h['failed']:6d} {reroute:>16s} "
+        lines.append(f"{p['rate_per_s']:7g} {p['achieved_rate_per_s']:6.1f} {handoff_cells(p)} "
                      f"{p['auth_ms']['p99']!s:>8s} "
                      f"{p['machine_cpu_pct'].get('idle', '-')!s:>6s} "
                      + " ".join(f"{p['cpu_pct_all'].get(k, 0.0):9.1f}" for k in kinds))
