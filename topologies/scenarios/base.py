@@ -184,8 +184,8 @@ def write_points(out_dir: Path, scenario: str, subs: list[str]) -> None:
                                                   indent=1) + "\n")
 
 
-def points_scenario(out_dir: Path) -> str | None:
-    """The scenario a run of several labs names, or None for a run directory of one lab."""
+def _points_doc(out_dir: Path) -> dict[str, Any] | None:
+    """POINTS_FILE read and checked, or None for a run directory of one lab."""
     path = out_dir / POINTS_FILE
     if not path.exists():
         return None
@@ -197,15 +197,22 @@ def points_scenario(out_dir: Path) -> str | None:
             or not isinstance(doc.get("points"), list) \
             or not all(isinstance(x, str) and x and "/" not in x for x in doc["points"]):
         raise MeasureError(f"{path}: not {{\"scenario\": name, \"points\": [subdirectory]}}")
-    return str(doc["scenario"])
+    return doc
+
+
+def points_scenario(out_dir: Path) -> str | None:
+    """The scenario a run of several labs names, or None for a run directory of one lab."""
+    doc = _points_doc(out_dir)
+    return str(doc["scenario"]) if doc is not None else None
 
 
 def read_points(out_dir: Path) -> list[str] | None:
     """The subdirectories of a run of several labs that hold a complete point, in order;
     None for a run directory of one lab."""
-    if points_scenario(out_dir) is None:
+    doc = _points_doc(out_dir)
+    if doc is None:
         return None
-    subs = json.loads((out_dir / POINTS_FILE).read_text())["points"]
+    subs = [str(x) for x in doc["points"]]
     done = [s for s in subs if (out_dir / s / RUN_FILE).exists()
             and json.loads((out_dir / s / RUN_FILE).read_text()).get("complete")]
     if not done:
