@@ -94,7 +94,8 @@ async def ptr_at_primary(updater: DnsUpdater, address: IPv4Address) -> bool | No
     query = dns.message.make_query(dns.reversename.from_address(str(address)),
                                    dns.rdatatype.PTR)
     try:
-        answer = await dns.asyncquery.udp(query, updater.server, 1.0, updater.port)
+        answer = await dns.asyncquery.udp(query, updater.server, 1.0, updater.port,
+                                          source=updater.source() if updater.source else None)
     except (dns.exception.DNSException, OSError):
         return None
     if answer.rcode() == dns.rcode.NXDOMAIN:
@@ -222,6 +223,12 @@ class AddressManager:
     # A DHCPv6 MN's addresses (agents/delegations.py), newest first: its AAAA set is written
     # with its A set, under one order record.
     addresses6: Callable[[], list[IPv6Address]] | None = None
+    # The zone our forward name lives in: a named MN's own (its name), a population MN's
+    # its home domain's one zone (issue 15).
+    zone: str | None = None
+    # Passed to the event script beside the socket and serial: a population process names
+    # the MN an event is for (agents/population.py).
+    hook_env: dict[str, str] = field(default_factory=dict)
     _restarts: set[asyncio.Task[None]] = field(default_factory=set)
     _care_of_bound: asyncio.Event = field(default_factory=asyncio.Event)
     _confirming: set[asyncio.Task[None]] = field(default_factory=set)
@@ -254,7 +261,7 @@ class AddressManager:
         ]
         log_file = (self.rundir / f"udhcpc-{serial}.log").open("ab")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FLATARCH_MN_SOCK": str(self.control),
-               "FLATARCH_LEASE_SERIAL": str(serial)}
+               "FLATARCH_LEASE_SERIAL": str(serial), **self.hook_env}
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
             preexec_fn=die_with_parent)
@@ -268,6 +275,12 @@ class AddressManager:
             self.held.pop(serial, None)
             raise AddressError(f"no DHCP lease within {timeout:.0f} s "
                                f"(see {self.rundir}/udhcpc-{serial}.log)") from None
+        except asyncio.CancelledError:
+            # Given up (the MN moved on): a client left running would ask the next AR
+            # with a proof of the session it had here.
+            await self._stop(held)
+            self.held.pop(serial, None)
+            raise
         assert held.address is not None
         return held.address
 
@@ -387,7 +400,7 @@ class AddressManager:
                 "-t", "5", "-T", "1"]
         log_file = (self.rundir / "udhcpc-care-of.log").open("ab")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FLATARCH_MN_SOCK": str(self.control),
-               "FLATARCH_LEASE_SERIAL": "0"}
+               "FLATARCH_LEASE_SERIAL": "0", **self.hook_env}
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
             preexec_fn=die_with_parent)
@@ -556,8 +569,8 @@ class AddressManager:
             return
         six = self.addresses6() if self.addresses6 is not None else None
         try:
-            await self.updater.set_addresses(self.name, addresses, ADDRESS_TTL, zone=self.name,
-                                             addresses6=six)
+            await self.updater.set_addresses(self.name, addresses, ADDRESS_TTL,
+                                             zone=self.zone or self.name, addresses6=six)
             self.events("dns_registered", addrs=addresses,
                         **({"addrs6": six} if six is not None else {}))
         except DnsError as exc:

@@ -57,6 +57,9 @@ class KernelStandIn:
         with self._lock:
             self.deleted += 1
 
+    def neigh_delete(self, address: Any, ifindex: int) -> bool:
+        return True  # no kernel, no neighbour table
+
 
 def ars(count: int) -> dict[str, ArInfo]:
     """``count`` ARs of one cluster, each a /24 pool of 10.64/16 and a loopback."""

@@ -18,6 +18,8 @@ FIELDS = ("ip", "subnet", "router", "serverid", "lease", "dns", "opt224", "messa
 # dhclient names its event in this variable, lowercase (dhclient-script(8)).
 REASON = "reason"
 # What dhclient 4.4 exports for a delegated prefix that the MN agent uses.
+# Set by a process that holds many MNs' leases: which MN this client is for.
+MN_NAME = "FLATARCH_MN_NAME"
 FIELDS6 = ("new_ip6_prefix", "old_ip6_prefix", "new_max_life", "new_preferred_life",
            "new_renew", "new_rebind")
 
@@ -36,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     event = os.environ.get(REASON, "") if six else args[0]
-    req = {"cmd": "dhcp6" if six else "dhcp", "event": event, "serial": int(serial),
-           "env": {k: os.environ[k] for k in (FIELDS6 if six else FIELDS) if k in os.environ}}
+    req: dict[str, object] = {
+        "cmd": "dhcp6" if six else "dhcp", "event": event, "serial": int(serial),
+        "env": {k: os.environ[k] for k in (FIELDS6 if six else FIELDS) if k in os.environ}}
+    mn = os.environ.get(MN_NAME)
+    if mn:
+        req["mn"] = mn  # one process for many MNs (agents/population.py) says whose
     try:
         answer = control.request(sock_path, req, timeout=15)
     except control.ControlError as exc:

@@ -664,12 +664,16 @@ class DnsUpdater:
         key: TsigKey | None,
         resolver: ValidatingResolver | None = None,
         timeout: float = 3.0,
+        source: Callable[[], str] | None = None,
     ):
         self.server = str(server)
         self.port = port
         self.key = key
         self.resolver = resolver
         self.timeout = timeout
+        # The address each update leaves from, asked at each send: one namespace holding
+        # many MNs (agents/population.py) routes only by source, each MN its own way.
+        self.source = source
 
     async def _zone(self, name: str, zone: str | None) -> str:
         if zone is not None:
@@ -688,7 +692,8 @@ class DnsUpdater:
             update.use_tsig(self.key.to_dns())
         signer = f"key {normalize(self.key.name)}" if self.key else "no key"
         try:
-            r = await dns.asyncquery.udp(update, self.server, self.timeout, self.port)
+            r = await dns.asyncquery.udp(update, self.server, self.timeout, self.port,
+                                         source=self.source() if self.source else None)
         except dns.tsig.PeerError as exc:
             raise DnsUpdateRefused(
                 f"update {what} ({signer}) refused: server rejected the TSIG "

@@ -246,8 +246,17 @@ class KernelFib:
         self.access[address] = ifindex
 
     def del_access(self, address: ipaddress.IPv4Address | ipaddress.IPv6Network) -> None:
-        if self.access.pop(address, None) is not None:
+        ifindex = self.access.pop(address, None)
+        if ifindex is not None:
             self._off_link(_on_link_dst(address), ACCESS_METRIC, "access route")
+            if isinstance(address, ipaddress.IPv4Address):
+                # The MN took its MAC with it: the next holder of a recycled address (a
+                # lease released, then bound to another MN here) must be asked afresh, not
+                # sent frames for the last one until the entry ages out.
+                try:
+                    self._nl.neigh_delete(address, ifindex)
+                except NetlinkError as exc:
+                    log.warning("forget the neighbour %s: %s", address, exc)
 
     def add_park(self, address: ipaddress.IPv4Address | ipaddress.IPv6Network,
                  oif: int) -> None:

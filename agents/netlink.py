@@ -24,6 +24,8 @@ NLMSG_DONE = 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTMGRP_LINK, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE = 0x1, 0x40, 0x400
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_DELNEIGH = 29
+NDA_DST = 1
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
@@ -47,6 +49,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _RTA = struct.Struct("=HH")
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type (linux/neighbour.h)
 # The headers, for other decoders of the same messages (topologies/scenarios/routewatch.py).
 NLMSGHDR, RTMSG, IFINFOMSG = _NLMSGHDR, _RTMSG, _IFINFOMSG
 
@@ -230,6 +233,18 @@ class Netlink:
 
     def route_delete(self, **route: object) -> None:
         self._request(RTM_DELROUTE, NLM_F_ACK, route_message(**route))  # type: ignore[arg-type]
+
+    def neigh_delete(self, address: Address, ifindex: int) -> bool:
+        """Forget ``address``'s neighbour entry on ``ifindex``; False if there was none."""
+        body = _NDMSG.pack(_family(address.version), ifindex, 0, 0, 0) + \
+            attr(NDA_DST, address.packed)
+        try:
+            self._request(RTM_DELNEIGH, NLM_F_ACK, body)
+        except NetlinkError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
 
     def route_get(self, dst: Address) -> RouteInfo | None:
         body = _RTMSG.pack(_family(dst.version), dst.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)

@@ -1,9 +1,11 @@
 """Many mobile nodes in one process (issue 15): every MN keeps its own key pair, its own
 address on its own interface (a veth end into the radio) and does the real one-message AUTH
 to the AR the radio attached it to; what is shared is the process, its loop and its AR keys.
+A DHCP member takes its addresses through its own udhcpc clients, as a named DHCP MN does.
 
 Run in the population's namespace by the lab (topologies/lab/popnet.py); commands arrive on
-its control socket: `attach` one MN after the radio moved it, `attach_all` at bring-up.
+its control socket: `attach` one MN after the radio moved it, `attach_all` at bring-up,
+`rotate` a DHCP member's address (draft 2.3), `dhcp` from the udhcpc hook.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .addresses import AddressError, AddressManager, hardware_address
 from .auth import AuthError, KeyStore, Peer, StaticDirectory
 from .contract import OMIT_IF_NONE, Config, ContractError, Layout
 from .control import start_control
+from .dhcp_hook import MN_NAME
+from .dns import DnsError, DnsUpdater, TsigKey
+from .handoff import EventLog
+from .linkproof import link_key, link_proof
 from .mn import load_key_list
 
 log = logging.getLogger("agents.population")
@@ -41,11 +49,34 @@ class Member(Config):
     name: str
     identity: str
     ifname: str
-    address: ipaddress.IPv4Address
     home: str
+    # Provisioned; None for a DHCP member, whose addresses come by udhcpc.
+    address: ipaddress.IPv4Address | None = field(default=None, metadata=OMIT_IF_NONE)
     # Its planned /64 when the run is dual-stack (issue 18): claimed beside the /32, its
     # first address on the MN's interface. Omitted for an IPv4 run.
     prefix6: ipaddress.IPv6Network | None = field(default=None, metadata=OMIT_IF_NONE)
+    # A DHCP member: the address it authenticates from before its first lease, its TSIG
+    # key (for its forward name) and its routing table (rules by source, popnet.py).
+    link_local: ipaddress.IPv4Address | None = field(default=None, metadata=OMIT_IF_NONE)
+    tsig: Path | None = field(default=None, metadata=OMIT_IF_NONE)
+    table: int = 0
+
+    def __post_init__(self) -> None:
+        if self.address is None and (self.link_local is None or self.tsig is None
+                                     or not self.table):
+            raise ContractError(f"population MN {self.name}: a DHCP member needs link_local, "
+                                "tsig and table")
+
+
+@dataclass(frozen=True)
+class PopulationDhcp(Config):
+    """What the DHCP members share: udhcpc's event script and the DNS primary their forward
+    names are updated at, in their home domain's one zone."""
+
+    hook: Path
+    primary: str
+    primary_port: int
+    zone: str
 
 
 @dataclass(frozen=True)
@@ -59,12 +90,15 @@ class PopulationConfig(Config):
     ars: dict[str, str]  # AR node -> its DNS name
     members: tuple[Member, ...]
     concurrency: int = 32  # first authentications in flight at once
+    dhcp: PopulationDhcp | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 class _Mobile:
-    """What the process keeps per MN: its peer (key pair) and where it is authenticated."""
+    """What the process keeps per MN: its peer (key pair) and where it is authenticated;
+    for a DHCP member its leases and the key of its last session (the link proof)."""
 
-    __slots__ = ("attaching", "lock", "member", "peer", "current", "sent_to")
+    __slots__ = ("addresses", "attaching", "lock", "member", "peer", "current", "sent_to",
+                 "link_key", "rotating", "leasing", "_mac")
 
     def __init__(self, member: Member, peer: Peer) -> None:
         self.member = member
@@ -75,23 +109,122 @@ class _Mobile:
         self.sent_to: str | None = None
         self.lock = asyncio.Lock()
         self.attaching: asyncio.Task[dict[str, Any]] | None = None
+        self.addresses: PopulationAddresses | None = None
+        self.rotating: asyncio.Task[dict[str, Any]] | None = None
+        self.leasing = False  # the rotation waits for its new lease (it may be abandoned)
+        # Only the session's link key is kept, not its socket: the AR serves DHCP to a
+        # station whose client identifier proves the session (agents/linkproof.py).
+        self.link_key: bytes | None = None
+        self._mac: bytes | None = None
+
+    def held(self) -> list[ipaddress.IPv4Address]:
+        """Its IPv4 addresses, newest first: provisioned, or leased."""
+        if self.addresses is not None:
+            return self.addresses.addresses()
+        return [self.member.address] if self.member.address is not None else []
+
+    def proof(self, serial: int) -> bytes | None:
+        if self.link_key is None:
+            return None
+        if self._mac is None:
+            self._mac = hardware_address(self.member.ifname)
+        return link_proof(self.link_key, self._mac, self.member.identity, serial)
+
+
+@dataclass
+class PopulationAddresses(AddressManager):
+    """A DHCP member's leases in the shared namespace: each leased address on the MN's own
+    interface with a rule that sends its traffic by the MN's own table, whose default route
+    leaves from the newest address (or the link-local before the first lease)."""
+
+    table: int = 0
+    _ruled: set[ipaddress.IPv4Address] = field(default_factory=set)
+
+    async def _configure(self, address: ipaddress.IPv4Address) -> None:
+        cmds = [["addr", "replace", f"{address}/32", "dev", self.ifname]]
+        if address not in self._ruled:
+            cmds.append(["rule", "add", "from", str(address), "lookup", str(self.table),
+                         "pref", str(self.table)])
+        await self.ip_batch(cmds)
+        self._ruled.add(address)
+        await self._default_route()
+
+    async def _unconfigure(self, address: ipaddress.IPv4Address) -> None:
+        cmds = [["addr", "del", f"{address}/32", "dev", self.ifname]]
+        if address in self._ruled:
+            cmds.append(["rule", "del", "from", str(address), "lookup", str(self.table),
+                         "pref", str(self.table)])
+        self._ruled.discard(address)
+        try:
+            await self.ip_batch(cmds)
+        except AddressError as exc:
+            log.info("%s", exc)
+        await self._default_route()
+
+    async def _default_route(self) -> None:
+        held = self.addresses()
+        await self.ip(["route", "replace", "default", "via", self.gateway, "dev", self.ifname,
+                       "src", str(held[0] if held else self.link_local), "table",
+                       str(self.table)])
+
+
+class _MemberEvents(EventLog):
+    """One DHCP member's events, into the population's one log with the member's name."""
+
+    def __init__(self, shared: EventLog, mn: str) -> None:
+        super().__init__(None)
+        self._shared, self._mn = shared, mn
+
+    def __call__(self, ev: str, **fields: Any) -> None:
+        self._shared(ev, mn=self._mn, **fields)
+
+
+def _planned6(prefix: ipaddress.IPv6Network) -> Callable[[], list[ipaddress.IPv6Address]]:
+    first = prefix.network_address + 1  # the member's address in it (render/population.py)
+    return lambda: [first]
 
 
 class Population:
-    def __init__(self, config: PopulationConfig) -> None:
+    def __init__(self, config: PopulationConfig, rundir: Path | None = None) -> None:
         self.config = config
         self.directory = StaticDirectory(load_key_list(config.ar_keys))
         pems = json.loads(config.keys.read_text())
         if not isinstance(pems, dict):
             raise ContractError(f"{config.keys}: expected an object of PEM keys")
+        self.events = EventLog(rundir / Layout.EVENTS if rundir is not None else None)
         self.mobiles: dict[str, _Mobile] = {}
         for m in config.members:
             pem = pems.get(m.identity)
             if not isinstance(pem, str):
                 raise ContractError(f"{config.keys}: no key for {m.identity}")
-            self.mobiles[m.name] = _Mobile(m, Peer(KeyStore.from_pem(m.identity, pem.encode()),
-                                                   self.directory))
-        self.counts = {"auth_ok": 0, "auth_failed": 0}
+            mob = self.mobiles[m.name] = _Mobile(
+                m, Peer(KeyStore.from_pem(m.identity, pem.encode()), self.directory))
+            if m.address is None:
+                mob.addresses = self._leases(mob, rundir)
+        self.counts = {"auth_ok": 0, "auth_failed": 0, "rotated": 0, "rotate_failed": 0}
+
+    def _leases(self, mob: _Mobile, rundir: Path | None) -> PopulationAddresses:
+        """A DHCP member's address manager: its clients' files under dhcp/<name>/, their
+        events to our control socket naming the member."""
+        m, dhcp = mob.member, self.config.dhcp
+        if dhcp is None:
+            raise ContractError(f"population MN {m.name} uses DHCP: the config has no dhcp")
+        assert m.link_local is not None and m.tsig is not None
+        where = (rundir or Path(".")) / "dhcp" / m.name
+        if rundir is not None:
+            where.mkdir(parents=True, exist_ok=True)
+        updater = DnsUpdater(dhcp.primary, dhcp.primary_port, TsigKey.load(m.tsig))
+        manager = PopulationAddresses(
+            m.identity, m.ifname, self.config.gateway, m.link_local, dhcp.hook,
+            (rundir or Path(".")) / Layout.CONTROL, where, updater,
+            _MemberEvents(self.events, m.name), link_proof=mob.proof, zone=dhcp.zone,
+            hook_env={MN_NAME: m.name}, table=m.table,
+            # A dual-stack member's planned /64 stays in its AAAA set, written with its A set.
+            addresses6=_planned6(m.prefix6) if m.prefix6 else None)
+        # The shared namespace has no default route: the member's updates leave from its
+        # own address, by its own table.
+        updater.source = lambda: str(manager.source())
+        return manager
 
     async def authenticate(self, name: str, ar: str) -> dict[str, Any]:
         """One AUTH of MN ``name`` to ``ar``, from its own address; the AR's answer timed."""
@@ -107,33 +240,111 @@ class Population:
             # before it answered, it is still the one whose late route the new AR must beat.
             prev = mob.sent_to or mob.current
             prev_fqdn = self.config.ars.get(prev) if prev and prev != ar else None
-            address = mob.member.address
+            held = mob.held()
             claimed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
-                ipaddress.IPv4Network((address, 32))]
-            if mob.member.prefix6 is not None:
+                ipaddress.IPv4Network((a, 32)) for a in held]
+            if claimed and mob.member.prefix6 is not None:
                 claimed.append(mob.member.prefix6)
+            # A DHCP member with no lease yet authenticates from its link-local, claiming
+            # nothing: the AR then serves it DHCP (draft 2.3).
+            source = held[0] if held else mob.member.link_local
             t_sent = time.time()
             try:
                 key = await self.directory.resolve(fqdn)
                 mob.sent_to = ar
                 session = await mob.peer.authenticate(
                     (self.config.gateway, self.config.auth_port), fqdn,
-                    claimed, mobility=True, ar_key=key,
+                    claimed, mobility=bool(claimed), ar_key=key,
                     timeout=AUTH_TIMEOUT_S, retries=AUTH_RETRIES,
-                    local_addr=(str(address), 0), previous=prev_fqdn)
+                    local_addr=(str(source), 0), previous=prev_fqdn)
             except (AuthError, OSError) as exc:
                 self.counts["auth_failed"] += 1
                 return {"ok": False, "mn": name, "ar": ar, "t_auth_sent": t_sent,
+                        "claimed": [str(p) for p in claimed],
                         "error": f"{type(exc).__name__}: {exc}"}
             t_reply = time.time()
+            if mob.addresses is not None:
+                mob.link_key = link_key(session.export_msk())
             # Nothing is kept open per MN: a thousand sessions would be a thousand sockets.
             session.close()
             mob.current = ar
             self.counts["auth_ok"] += 1
-            return {"ok": True, "mn": name, "ar": ar, "previous": prev, "t_auth_sent": t_sent,
-                    "t_reply": t_reply, "auth_ms": (t_reply - t_sent) * 1000,
-                    "rerouted": [str(p) for p in session.rerouted],
-                    "not_rerouted": [str(p) for p in session.not_rerouted]}
+            record: dict[str, Any] = {
+                "ok": True, "mn": name, "ar": ar, "previous": prev, "t_auth_sent": t_sent,
+                "t_reply": t_reply, "auth_ms": (t_reply - t_sent) * 1000,
+                "claimed": [str(p) for p in claimed],
+                "rerouted": [str(p) for p in session.rerouted],
+                "not_rerouted": [str(p) for p in session.not_rerouted]}
+            if mob.addresses is not None and not held:
+                # First attachment, or every lease lost: an address by ordinary DHCP.
+                try:
+                    address = await mob.addresses.acquire()
+                except AddressError as exc:
+                    return {**record, "ok": False, "error": f"DHCP: {exc}"}
+                record.update(address=str(address), t_bound=time.time())
+            return record
+
+    async def rotate(self, name: str) -> dict[str, Any]:
+        """A DHCP member takes a new address at the AR it is on and releases every older one
+        that no connection uses (draft 2.3); a move meanwhile supersedes it (``attach``)."""
+        mob = self.mobiles.get(name)
+        if mob is None or mob.addresses is None:
+            return {"ok": False, "mn": name, "error": f"{name!r} is not a DHCP member"}
+        task = asyncio.ensure_future(self._rotate(mob))
+        mob.rotating = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise
+            return {"ok": False, "mn": name, "superseded": True,
+                    "error": "superseded: moved before the new lease was bound"}
+        finally:
+            if mob.rotating is task:
+                mob.rotating = None
+
+    async def _rotate(self, mob: _Mobile) -> dict[str, Any]:
+        """The rotation itself, each step timed."""
+        name = mob.member.name
+        assert mob.addresses is not None
+        async with mob.lock:
+            if mob.current is None:
+                return {"ok": False, "mn": name, "error": "not attached"}
+            before = [str(a) for a in mob.held()]
+            t0 = time.time()
+            try:
+                mob.leasing = True
+                try:
+                    address = await mob.addresses.acquire()
+                finally:
+                    mob.leasing = False
+                t_bound = time.time()
+                gone = await mob.addresses.tidy()
+            except (AddressError, OSError) as exc:
+                self.counts["rotate_failed"] += 1
+                return {"ok": False, "mn": name, "ar": mob.current, "t_start": t0,
+                        "before": before, "error": f"{type(exc).__name__}: {exc}"}
+            self.counts["rotated"] += 1
+            return {"ok": True, "mn": name, "ar": mob.current, "t_start": t0,
+                    "t_bound": t_bound, "t_done": time.time(), "before": before,
+                    "address": str(address), "released": [str(a) for a in gone],
+                    "held": [str(a) for a in mob.held()]}
+
+    async def on_dhcp(self, req: dict[str, Any]) -> dict[str, Any]:
+        """An event from a member's udhcpc (agents/dhcp_hook.py names the member)."""
+        mob = self.mobiles.get(str(req.get("mn")))
+        if mob is None or mob.addresses is None:
+            return {"ok": False, "error": f"dhcp: {req.get('mn')!r} is not a DHCP member"}
+        try:
+            serial = int(req["serial"])
+        except (KeyError, TypeError, ValueError):
+            return {"ok": False, "error": "dhcp: serial: expected an integer"}
+        env = req.get("env")
+        if not isinstance(env, dict):
+            return {"ok": False, "error": "dhcp: env: expected an object"}
+        return await mob.addresses.on_event(serial, str(req.get("event")),
+                                            {str(k): str(v) for k, v in env.items()})
 
     async def attach(self, name: str, ar: str) -> dict[str, Any]:
         """The radio moved ``name`` to ``ar``: an AUTH still in flight to the cell it left is
@@ -141,6 +352,10 @@ class Population:
         mob = self.mobiles.get(name)
         if mob is not None and mob.attaching is not None:
             mob.attaching.cancel()
+        if mob is not None and mob.rotating is not None and mob.leasing:
+            # Its DISCOVER would now reach the new AR, with the old session's proof. A
+            # rotation already releasing finishes first (under the MN's lock).
+            mob.rotating.cancel()
         task = asyncio.ensure_future(self.authenticate(name, ar))
         if mob is not None:
             mob.attaching = task
@@ -183,7 +398,10 @@ class Population:
 
     def status(self) -> dict[str, Any]:
         return {"ok": True, "mobiles": len(self.mobiles), **self.counts,
-                "where": {n: m.current for n, m in self.mobiles.items()}}
+                "where": {n: m.current for n, m in self.mobiles.items()},
+                # The DHCP members' addresses, newest first: the prober's targets.
+                "leased": {n: [str(a) for a in m.held()] for n, m in self.mobiles.items()
+                           if m.addresses is not None}}
 
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
@@ -196,7 +414,12 @@ class Population:
             return await self.attach_all(float(deadline))
         if cmd == "status":
             return self.status()
-        return {"ok": False, "error": f"unknown command {cmd!r} (attach, attach_all, status)"}
+        if cmd == "rotate":
+            return await self.rotate(str(req.get("mn")))
+        if cmd == "dhcp":
+            return await self.on_dhcp(req)
+        return {"ok": False, "error": f"unknown command {cmd!r} (attach, attach_all, rotate, "
+                "status, dhcp)"}
 
     async def run(self, control: Path) -> None:
         loop = asyncio.get_running_loop()
@@ -209,7 +432,11 @@ class Population:
             await server.serve_forever()
         finally:
             server.close()
+            # Every member's udhcpc stops with us (their leases run out at the ARs).
+            await asyncio.gather(*(m.addresses.close() for m in self.mobiles.values()
+                                   if m.addresses is not None), return_exceptions=True)
             control.unlink(missing_ok=True)
+            self.events.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="load every key, then exit")
     args = ap.parse_args(argv)
     try:
-        population = Population(PopulationConfig.load(args.config))
-    except (OSError, ValueError, AuthError) as exc:
+        population = Population(PopulationConfig.load(args.config),
+                                None if args.check else args.rundir)
+    except (OSError, ValueError, AuthError, DnsError) as exc:
         print(f"agents.population: {exc}", file=sys.stderr)
         return 1
     if args.check:

@@ -121,6 +121,29 @@ class Prober:
                   f"time={(now - sent) * 1000:.3f} ms\n")
         out.flush()
 
+    def retarget(self, targets: Sequence[str]) -> bool:
+        """The same number of targets, some at new addresses (a DHCP MN's new lease): each
+        keeps its slot in the schedule. Another count, or another family, is refused."""
+        if len(targets) != len(self.targets) or any((":" in t) != self.v6 for t in targets):
+            return False
+        self.targets = list(targets)
+        return True
+
+    def follow(self, path: Path, every: float = 0.5) -> None:
+        """Re-read ``path`` (every target, one a line) whenever it changes."""
+        seen = path.stat().st_mtime_ns
+        while not self.stop.wait(every):
+            try:
+                now = path.stat().st_mtime_ns
+                if now == seen:
+                    continue
+                seen = now
+                if not self.retarget(path.read_text().split()):
+                    print(f"agents.probe: {path}: not {len(self.targets)} targets of one "
+                          "family; kept the old ones", file=sys.stderr)
+            except OSError as exc:
+                print(f"agents.probe: {path}: {exc}", file=sys.stderr)
+
     def run(self) -> None:
         sys.stdout.write(f"PROBE {self.target} every {self.interval * 1000:.1f} ms\n")
         sys.stdout.flush()
@@ -155,11 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("more", nargs="*", help="further targets, each probed every interval")
     ap.add_argument("--targets", type=Path, help="a file of further targets, one a line")
     ap.add_argument("--interval", type=float, default=0.01)
+    ap.add_argument("--follow", type=Path,
+                    help="a file of every target (the first one too), re-read when it "
+                    "changes: addresses that move (DHCP leases)")
     args = ap.parse_args(argv)
     more = [*args.more, *(args.targets.read_text().split() if args.targets else [])]
+    if args.follow is not None:
+        every = args.follow.read_text().split()
+        if not every or every[0] != args.target:
+            ap.error(f"--follow {args.follow}: its first line must be the target")
+        more = every[1:]
     prober = Prober(args.target, args.interval, more)
     signal.signal(signal.SIGINT, lambda *_: prober.stop.set())
     signal.signal(signal.SIGTERM, lambda *_: prober.stop.set())
+    if args.follow is not None:
+        threading.Thread(target=prober.follow, args=(args.follow,), daemon=True).start()
     prober.run()
     return 0
 

@@ -84,11 +84,6 @@ def test_every_mn_has_its_own_port_address_and_table() -> None:
     assert all(len(m["ifname"]) <= 15 and len(m["port"]) <= 15 for m in ms)
 
 
-def test_a_dhcp_member_is_refused_until_the_dhcp_path_is_wired() -> None:
-    with pytest.raises(TopologyError, match="uses DHCP"):
-        render_population.members(topo(10, dhcp=0.5))
-
-
 def _population(tmp: Path, count: int = 4, ipv6: bool = False) -> Population:
     t = topo(count)
     ids = identities.provision(t, tmp)

@@ -68,6 +68,7 @@ class Recorder:
     def __init__(self, refuse: bool = False) -> None:
         self.replaced: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
+        self.forgotten: list[tuple[Any, int]] = []
         self.refuse = refuse
 
     def route_replace(self, **route: Any) -> None:
@@ -78,6 +79,10 @@ class Recorder:
 
     def route_delete(self, **route: Any) -> None:
         self.deleted.append(route)
+
+    def neigh_delete(self, address: Any, ifindex: int) -> bool:
+        self.forgotten.append((address, ifindex))
+        return True
 
     def close(self) -> None: ...
 
@@ -124,3 +129,16 @@ def test_without_srv6_the_sids_are_taken_back_and_the_redirect_stays_on_vxlan() 
     assert fib.add_redirect(IPv4Address("10.64.0.5"), PEER4, 9)
     (route,) = nl.replaced
     assert route["gateway"] == PEER4 and "encap" not in route
+
+
+def test_an_address_leaving_its_access_link_takes_its_neighbour_entry_along() -> None:
+    # A recycled lease's next holder has another MAC: the AR must not keep the last one's.
+    nl = Recorder()
+    fib = fib_with(nl)
+    a, p6 = IPv4Address("10.64.0.12"), IPv6Network("2001:db8:4000:140::/64")
+    fib.add_access(a, 5)
+    fib.add_access(p6, 5)
+    fib.del_access(a)
+    fib.del_access(p6)
+    fib.del_access(a)  # gone already: nothing more
+    assert nl.forgotten == [(a, 5)]

@@ -37,6 +37,8 @@ SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
            "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
            "net.ipv6.conf.default.accept_dad=0")
 REQUEST_TIMEOUT_S = 10.0  # one MN's handoff: five AUTH tries of 0.3 s, and a busy loop
+# A rotation: a lease (AddressManager.acquire allows 15 s), then a release confirmed or not.
+ROTATE_TIMEOUT_S = 25.0
 # The kernel's neighbour tables are one per family for the whole machine, every namespace's
 # entries counted against limits that only the initial namespace can set. A population MN
 # costs up to four: its gateway in the population namespace, its address and link-local at
@@ -153,7 +155,12 @@ class PopulationNet:
         self.radio.where.update({m.name: m.home for m in self.members})
         t = self._timed("radio_s", t)
         keys = lab.rundir(lab.mobiles[0]) / Layout.AR_KEYS
-        cfg = render_population.agent_config(lab.topo, lab.dir, keys, self.ipv6)
+        hook = self.rundir / Layout.UDHCPC_HOOK
+        hook.write_text(render_population.render_hook())
+        hook.chmod(0o755)
+        assert lab.dns is not None
+        cfg = render_population.agent_config(lab.topo, lab.dir, keys, self.ipv6,
+                                             lab.dns.tsig_path, hook)
         self.agent = PopulationAgent(self.rundir, cfg.to_json())
         self.agent.write()
         self.agent.dry_run()
@@ -181,6 +188,20 @@ class PopulationNet:
 
     def attach(self, mn: str, ar: str) -> dict[str, Any]:
         return self.request({"cmd": "attach", "mn": mn, "ar": ar})
+
+    def rotate(self, mn: str) -> dict[str, Any]:
+        """A DHCP member's new address at its AR, its older ones released (draft 2.3)."""
+        return self.request({"cmd": "rotate", "mn": mn}, timeout=ROTATE_TIMEOUT_S)
+
+    @property
+    def dhcp_members(self) -> list[str]:
+        return [m.name for m in self.members if m.address is None]
+
+    def leased(self) -> dict[str, list[str]]:
+        """Each DHCP member's addresses now, newest first."""
+        answer = self.request({"cmd": "status"})
+        leased = answer.get("leased")
+        return dict(leased) if isinstance(leased, dict) else {}
 
     def stop(self) -> None:
         if self.agent is not None:

@@ -107,6 +107,15 @@ def total_rss_mb(pids: Mapping[tuple[str, str], int]) -> float:
 
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (a population's udhcpc clients)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
 def machine_used_mb(text: str | None = None) -> float | None:
     """The machine's memory in use, MemTotal less MemAvailable of /proc/meminfo (or
     ``text``), in MiB: what the processes' RSS leaves out (the kernel's veths, routes and

@@ -2,40 +2,49 @@
 addresses and per-MN routing tables (configs/ip/population*.j2), and the population agent's
 configuration, all from the topology's `population:` members as plain data. A dual-stack run
 (issue 18) gives each MN its planned /64 too: its first address and a default via the ARs'
-link-local gateway, in the same per-MN table.
+link-local gateway, in the same per-MN table. A DHCP member starts with its link-local
+address in that place and gets its leases through the rendered udhcpc hook.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.contract import ACCESS_GATEWAY, AUTH_PORT
-from agents.population import Member, PopulationConfig
-from topologies.model import Role, Topology, TopologyError, fqdn
-from topologies.render.configs import ACCESS_GATEWAY6, render
+from agents.contract import ACCESS_GATEWAY, AUTH_PORT, NAMED_PORT
+from agents.population import Member, PopulationConfig, PopulationDhcp
+from topologies.model import HOME_TLD, Role, Topology, TopologyError, fqdn
+from topologies.render.configs import ACCESS_GATEWAY6, render, resolver_address
 from topologies.render.identities import population_keys_path
 
 TABLE_BASE = 1000  # MN i routes by table and rule preference TABLE_BASE + i, below main's
 MAX_MEMBERS = 32766 - TABLE_BASE - 1  # rule preferences must stay below the main table's
 
 
-def members(topo: Topology, ipv6: bool = False) -> list[Member]:
-    """The population's MNs that hold a provisioned address, in name order; with ``ipv6``
-    each with its planned /64 (refused without a dual-stack backbone)."""
+def members(topo: Topology, ipv6: bool = False,
+            tsig: Callable[[str], Path] | None = None) -> list[Member]:
+    """The population's MNs in name order, each with its routing table; with ``ipv6``
+    each with its planned /64 (refused without a dual-stack backbone). A DHCP member has
+    its link-local and, given ``tsig`` (identity -> key file), its TSIG key's file."""
     if ipv6 and (topo.backbone6 is None or topo.plan6 is None):
         raise TopologyError("population: IPv6 needs a dual-stack backbone (addressing.ipv6 "
                             "with loopbacks and links)")
-    out = []
-    for name, mob in topo.population_nodes.items():
-        if mob.address is None:
-            raise TopologyError(f"population MN {name} uses DHCP: not supported by the "
-                                "population runtime yet (set population.dhcp: 0)")
-        out.append(Member(name=name, identity=fqdn("mn", name), ifname=f"{name}-eth0",
-                          address=mob.address, home=mob.home,
-                          prefix6=mob.prefix6 if ipv6 else None))
-    if len(out) > MAX_MEMBERS:
+    nodes = topo.population_nodes
+    if len(nodes) > MAX_MEMBERS:
         raise TopologyError(f"population: at most {MAX_MEMBERS} MNs in one namespace")
+    out = []
+    for i, (name, mob) in enumerate(nodes.items()):
+        identity = fqdn("mn", name)
+        dhcp = mob.address is None
+        out.append(Member(name=name, identity=identity, ifname=f"{name}-eth0",
+                          address=mob.address, home=mob.home,
+                          prefix6=mob.prefix6 if ipv6 else None,
+                          link_local=mob.link_local if dhcp else None,
+                          tsig=(tsig(identity) if tsig else Path(f"{identity}.json"))
+                          if dhcp else None,
+                          table=TABLE_BASE + i))
     return out
 
 
@@ -45,10 +54,11 @@ def batch_data(topo: Topology, netns: int | str, ipv6: bool = False) -> dict[str
     # as render_air spells them.
     return {"gateway": ACCESS_GATEWAY, "gateway6": ACCESS_GATEWAY6, "netns": str(netns),
             "members": [{"ifname": m.ifname, "port": f"air-{m.name}", "bridge": f"br-{m.home}",
-                         "address": str(m.address), "table": TABLE_BASE + i,
+                         # A DHCP member's link-local holds the place until its first lease.
+                         "address": str(m.address or m.link_local), "table": m.table,
                          # The first address of the /64, as a named MN's (mn_address6).
                          "address6": str(m.prefix6.network_address + 1) if m.prefix6 else ""}
-                        for i, m in enumerate(members(topo, ipv6))]}
+                        for m in members(topo, ipv6)]}
 
 
 def render_batches(topo: Topology, netns: int | str, ipv6: bool = False) -> dict[str, str]:
@@ -62,10 +72,26 @@ def render_batches(topo: Topology, netns: int | str, ipv6: bool = False) -> dict
     return out
 
 
-def agent_config(topo: Topology, labdir: Path, ar_keys: Path,
-                 ipv6: bool = False) -> PopulationConfig:
+def render_hook() -> str:
+    """udhcpc's event script for the DHCP members (the named MNs' template)."""
+    return render("dhcp/udhcpc.hook.j2", {
+        "name": "the population's DHCP members",
+        "dhcp": {"python": sys.executable, "root": str(Path(__file__).resolve().parents[2])}})
+
+
+def agent_config(topo: Topology, labdir: Path, ar_keys: Path, ipv6: bool = False,
+                 tsig: Callable[[str], Path] | None = None,
+                 hook: Path | None = None) -> PopulationConfig:
+    """The agent's config; ``tsig`` and ``hook`` are needed when the population has DHCP
+    members (their TSIG key files, the rendered hook's path)."""
+    pop = members(topo, ipv6, tsig)
+    dhcp = None
+    if any(m.address is None for m in pop):
+        if hook is None or tsig is None:
+            raise TopologyError("population: DHCP members need the hook and TSIG keys")
+        dhcp = PopulationDhcp(hook=hook, primary=resolver_address(topo),
+                              primary_port=NAMED_PORT, zone=HOME_TLD)
     return PopulationConfig(
         keys=population_keys_path(labdir), ar_keys=ar_keys, gateway=ACCESS_GATEWAY,
         auth_port=AUTH_PORT, ars={ar.name: fqdn("ar", ar.name) for ar in topo.by_role(Role.AR)},
-        members=tuple(members(topo, ipv6)))
-
+        members=tuple(pop), dhcp=dhcp)

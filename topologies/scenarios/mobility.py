@@ -10,7 +10,7 @@ import csv
 import io
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,12 +69,14 @@ def ar_adjacency(topo: Topology) -> dict[str, set[str]]:
 
 
 def _rotations(moves: list[Move], share: float, dwell: Dwell, rng: random.Random,
-               duration_s: float) -> list[Move]:
-    """A share of the MNs takes a new address at its current AR a dwell after arriving."""
+               duration_s: float, among: Collection[str] | None = None) -> list[Move]:
+    """A share of the MNs takes a new address at its current AR a dwell after arriving;
+    with ``among``, the rotating ones are drawn from those (the MNs that lease addresses)."""
     if not 0.0 <= share <= 1.0:
         raise MobilityError(f"rotate: expected a fraction in 0..1, got {share}")
     mns = sorted({m.mn for m in moves})
-    rotating = set(rng.sample(mns, round(share * len(mns))))
+    pool = mns if among is None else sorted(set(mns) & set(among))
+    rotating = set(rng.sample(pool, min(len(pool), round(share * len(mns)))))
     out: list[Move] = []
     by_mn: dict[str, list[Move]] = {}
     for m in moves:
@@ -88,8 +90,18 @@ def _rotations(moves: list[Move], share: float, dwell: Dwell, rng: random.Random
     return out
 
 
+def with_rotations(moves: list[Move], share: float, dwell: Dwell, duration_s: float,
+                   seed: int, among: Collection[str] | None = None) -> list[Move]:
+    """A replayed trace's moves with the rotations of ``share`` of its MNs added."""
+    if not share:
+        return moves
+    return sorted(moves + _rotations(moves, share, dwell, random.Random(seed), duration_s,
+                                     among))
+
+
 def random_walk(adjacency: Mapping[str, set[str]], start: Mapping[str, str], dwell: Dwell,
-                duration_s: float, seed: int, rotate: float = 0.0) -> list[Move]:
+                duration_s: float, seed: int, rotate: float = 0.0,
+                among: Collection[str] | None = None) -> list[Move]:
     """Each MN stays a dwell at its AR, then moves to a neighbour chosen uniformly."""
     rng = random.Random(seed)
     moves: list[Move] = []
@@ -103,7 +115,7 @@ def random_walk(adjacency: Mapping[str, set[str]], start: Mapping[str, str], dwe
                 break
             here = rng.choice(sorted(adjacency[here]))
             moves.append(Move(t, mn, here))
-    return sorted(moves + _rotations(moves, rotate, dwell, rng, duration_s))
+    return sorted(moves + _rotations(moves, rotate, dwell, rng, duration_s, among))
 
 
 def dwell_for_rate(mobiles: int, rate_per_s: float) -> float:
@@ -115,7 +127,7 @@ def dwell_for_rate(mobiles: int, rate_per_s: float) -> float:
 
 def random_waypoint(cells: Mapping[str, tuple[float, float]], start: Mapping[str, str],
                     speed: float, pause_s: float, duration_s: float, seed: int,
-                    rotate: float = 0.0) -> list[Move]:
+                    rotate: float = 0.0, among: Collection[str] | None = None) -> list[Move]:
     """Each MN walks at ``speed`` (units a second) to a random point of the cells' bounding
     box, pauses, and so on; it is attached to the nearest cell, and a move is emitted each
     time that changes (sampled every 50 ms of simulated time)."""
@@ -147,7 +159,7 @@ def random_waypoint(cells: Mapping[str, tuple[float, float]], start: Mapping[str
                     moves.append(Move(round(t, 3), mn, here))
             t += pause_s
     dwell = Dwell(max(pause_s, step))
-    return sorted(moves + _rotations(moves, rotate, dwell, rng, duration_s))
+    return sorted(moves + _rotations(moves, rotate, dwell, rng, duration_s, among))
 
 
 def parse_trace(text: str, mobiles: Iterable[str], ars: Iterable[str]) -> list[Move]:

@@ -11,13 +11,18 @@ import argparse
 import concurrent.futures
 import contextlib
 import json
+import logging
 import math
+import os
+import re
+import shutil
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Self
 
@@ -51,6 +56,8 @@ from topologies.scenarios.handoff import FAMILIES, add_family_argument
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
+log = logging.getLogger(__name__)
+
 MODELS = ("walk", "waypoint", "trace")
 HANDOFFS = "handoffs.jsonl"  # one row per scheduled move: radio time and the AR's answer
 SAMPLES = "procstat.jsonl"  # CPU and RSS per process, every second
@@ -58,6 +65,8 @@ SWEEP_PLOT = "rate-sweep.png"  # re-route and CPU against the rate, for a sweep
 SIZE_PLOT = "size-sweep.png"  # host routes and memory against the population, for a size sweep
 PROBE = "probe.txt"  # the CN's paced prober over every MN, `ping -D` lines with the source
 PROBE6 = "probe6.txt"  # the same over every MN's IPv6 address, in a dual-stack run
+LEASES = "leases.jsonl"  # each change of a DHCP member's addresses, as the agent reports it
+LEASE_POLL_S = 1.0  # how often the agent is asked for its DHCP members' addresses
 # Handoffs in flight at once (each holds a thread on the agent's control socket): an AUTH
 # takes ~10 ms, a lost one 1.5 s with its retries; 32 of them capped a run at ~21/s.
 WORKERS = 256
@@ -66,6 +75,9 @@ SETTLE_S = 20.0  # after the last move, until every router's host routes stop ch
 QUIET_S = 2.0  # ... for this long
 WAYPOINT_SPACING = 100.0  # units between cells on the default waypoint layout
 KNEE_P99_MS = 1000.0  # the issue's knee: the rate at which reroute p99 passes 1 s
+# The DHCP range of a population with DHCP members, in host offsets of each AR's pool (the
+# model's bounds): provisioned MNs then take the offsets above it.
+DHCP_FIRST, DHCP_LAST = 10, 254
 
 
 def rates(text: str) -> tuple[float, ...]:
@@ -194,19 +206,44 @@ def knee(sweep: list[dict[str, Any]]) -> float | None:
     return None
 
 
-def derived_topology(doc: dict[str, Any], mobiles: int, seed: int) -> dict[str, Any]:
-    """The topology with a population of ``mobiles``, its pools widened to hold them."""
+def derived_topology(doc: dict[str, Any], mobiles: int, seed: int,
+                     dhcp: float = 0.0, lease_s: int | None = None) -> dict[str, Any]:
+    """The topology with a population of ``mobiles``, ``dhcp`` of them leasing by DHCP (for
+    ``lease_s`` if given), its pools widened to hold them and its DHCP range their leases."""
     out: dict[str, Any] = json.loads(json.dumps(doc))
     ars = sum(len(c["ars"]) for c in out["clusters"])
     per_ar = math.ceil(mobiles / ars) + len(out.get("mobiles") or []) + 16
+    if dhcp:
+        # Each DHCP member may hold two leases at once (a rotation, a lease lost and taken
+        # again), and the named MNs lease from the same range.
+        leases = 2 * math.ceil(dhcp * mobiles / ars) + 8
+        if leases > DHCP_LAST - DHCP_FIRST + 1:
+            raise LabError(f"--dhcp {dhcp:g} of {mobiles} MNs: {leases} leases per AR do not "
+                           f"fit the DHCP range (host offsets {DHCP_FIRST}..{DHCP_LAST}); at "
+                           f"most {(DHCP_LAST - DHCP_FIRST + 1 - 8) // 2 * ars} DHCP MNs "
+                           f"over {ars} ARs")
+        policy = out.setdefault("dhcp", {})
+        if lease_s is not None:
+            policy["lease_s"] = lease_s
+        policy.update(first=DHCP_FIRST, last=max(int(policy.get("last", 0)),
+                                                 DHCP_FIRST + leases - 1))
+        per_ar += leases
     addressing = out["addressing"]
     addressing["pool_prefixlen"] = min(int(addressing.get("pool_prefixlen", 24)),
                                        32 - math.ceil(math.log2(per_ar + 2)))
     v6 = addressing.get("ipv6")
     if isinstance(v6, dict) and per_ar > 2 ** (64 - int(v6.get("pool_prefixlen", 56))) - 8:
         v6["pool_prefixlen"] = 64 - 4 * math.ceil(math.log2(per_ar + 8) / 4)
-    out["population"] = {"count": mobiles, "seed": seed, "home": "round-robin", "dhcp": 0.0}
+    out["population"] = {"count": mobiles, "seed": seed, "home": "round-robin", "dhcp": dhcp}
     return out
+
+
+def check_shares(dhcp: float, rotate: float) -> None:
+    if not 0.0 <= dhcp <= 1.0 or not 0.0 <= rotate <= 1.0:
+        raise LabError("--dhcp and --rotate are fractions in 0..1")
+    if rotate > dhcp:
+        raise LabError(f"--rotate {rotate:g} needs --dhcp {rotate:g} or more: a rotating MN "
+                       "takes its new address by DHCP")
 
 
 def kind_of(topo: Topology, node: str, kind: str) -> str:
@@ -228,6 +265,74 @@ def split_probe(text: str) -> dict[str, str]:
     return {src: "\n".join(lines) + "\n" for src, lines in out.items()}
 
 
+class LeaseKeeper:
+    """Asks the population agent for its DHCP members' addresses every LEASE_POLL_S (and at
+    once when poked after a rotation): each change a line of leases.jsonl, and the prober's
+    target file rewritten so that it follows an MN to its new address."""
+
+    def __init__(self, net: PopulationNet, log: Path, targets: Path,
+                 first: dict[str, str]) -> None:
+        self.net, self.log, self.targets = net, log, targets
+        self.current = dict(first)  # MN -> the IPv4 address probed
+        self.leased: dict[str, list[str]] = {}
+        self.errors = 0
+        self._stop, self._poke = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> Self:
+        self.poll()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop polling, after one last poll: the addresses at the end, by which a host
+        route left over is judged."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._poke.set()
+        self._thread.join(10.0)
+        self.poll()
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._poke.wait(LEASE_POLL_S)
+            self._poke.clear()
+            if not self._stop.is_set():
+                self.poll()
+
+    def poll(self) -> None:
+        try:
+            leased = self.net.leased()
+        except LabError as exc:
+            self.errors += 1
+            log.warning("lease keeper: %s", exc)
+            return
+        now = time.time()
+        changed = {mn: held for mn, held in leased.items() if self.leased.get(mn) != held}
+        if not changed:
+            return
+        self.leased.update(changed)
+        with self.log.open("a") as fh:
+            for mn, held in sorted(changed.items()):
+                fh.write(json.dumps({"t": now, "mn": mn, "addresses": held}) + "\n")
+        moved = {mn: held[0] for mn, held in changed.items()
+                 if held and self.current.get(mn) != held[0]}
+        if moved:
+            # An MN with no lease for a moment keeps its old target: its probes fail, as
+            # they should.
+            self.current.update(moved)
+            tmp = self.targets.with_suffix(".tmp")
+            tmp.write_text("".join(f"{a}\n" for a in self.current.values()))
+            os.replace(tmp, self.targets)
+
+
 @register
 class PopulationScenario(Scenario):
     name = "population"
@@ -236,17 +341,16 @@ class PopulationScenario(Scenario):
     def __init__(self, lab: Lab, *, rate: float | tuple[float, ...] = 10.0,
                  duration_s: float = 30.0,
                  model: str = "walk", trace: Path | None = None, rotate: float = 0.0,
-                 probe_interval_s: float = 0.2, seed: int = 0, spread_s: float | None = None,
+                 dhcp: float = 0.0, probe_interval_s: float = 0.2, seed: int = 0,
+                 spread_s: float | None = None,
                  speed: float = 20.0, out_dir: Path | None = None,
                  progress: Progress | None = None, families: list[str] | None = None) -> None:
+        check_shares(dhcp, rotate)
         super().__init__(lab, None, progress, out_dir)
         if model not in MODELS:
             raise LabError(f"--model: {model!r} is not one of {', '.join(MODELS)}")
         if model == "trace" and trace is None:
             raise LabError("--model trace needs --trace FILE")
-        if rotate:
-            raise LabError("--rotate: address rotation needs the population's DHCP path, "
-                           "which is not wired yet (docs/scale.md)")
         self.rates = rate if isinstance(rate, tuple) else (rate,)
         if not self.rates or not all(r > 0 for r in self.rates) or not duration_s > 0 \
                 or not probe_interval_s > 0:
@@ -254,11 +358,12 @@ class PopulationScenario(Scenario):
         if model == "trace" and len(self.rates) > 1:
             raise LabError("--model trace replays its own times: one --rate only")
         self.rate, self.duration_s, self.model = self.rates[0], duration_s, model
-        self.trace, self.rotate, self.seed = trace, rotate, seed
+        self.trace, self.rotate, self.dhcp, self.seed = trace, rotate, dhcp, seed
         self.spread_s, self.speed = spread_s, speed
         self.probe_interval_s = probe_interval_s
         self.families = families or ["ipv4"]
         self.net = PopulationNet(lab, ipv6="ipv6" in self.families)
+        self._keeper: LeaseKeeper | None = None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -271,8 +376,14 @@ class PopulationScenario(Scenario):
         parser.add_argument("--duration", type=float, default=30.0, help="seconds of moves")
         parser.add_argument("--model", choices=MODELS, default="walk")
         parser.add_argument("--trace", type=Path, help="CSV of t_s,mn,ar (--model trace)")
+        parser.add_argument("--dhcp", type=float, default=0.0,
+                            help="share of MNs that lease their addresses by udhcpc")
+        parser.add_argument("--lease", type=int, default=None,
+                            help="the ARs' DHCP lease in seconds (default: the topology's); "
+                            "each renewal costs a hook run")
         parser.add_argument("--rotate", type=float, default=0.0,
-                            help="share of MNs that take a new address after a dwell")
+                            help="share of MNs that take a new address after a dwell (DHCP "
+                            "members: at most --dhcp)")
         parser.add_argument("--spread", type=float, default=None,
                             help="dwell spread in seconds: log-normal (default exponential)")
         parser.add_argument("--speed", type=float, default=20.0,
@@ -314,16 +425,19 @@ class PopulationScenario(Scenario):
     def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
         if args.mobiles < 1:
             raise LabError("--mobiles: at least one")
+        check_shares(args.dhcp, args.rotate)  # before the lab is built
         doc = yaml.safe_load(Path(args.topology).read_text())
         path = out_dir / "population.yaml"
-        path.write_text(yaml.safe_dump(derived_topology(doc, args.mobiles, args.seed),
+        path.write_text(yaml.safe_dump(derived_topology(doc, args.mobiles, args.seed,
+                                                        args.dhcp, args.lease),
                                        sort_keys=False))
         return path
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         return cls(lab, rate=args.rate, duration_s=args.duration, model=args.model,
-                   trace=args.trace, rotate=args.rotate, probe_interval_s=args.probe_interval,
+                   trace=args.trace, rotate=args.rotate, dhcp=args.dhcp,
+                   probe_interval_s=args.probe_interval,
                    seed=args.seed, spread_s=args.spread, speed=args.speed, out_dir=out_dir,
                    families=FAMILIES[getattr(args, "family", "ipv4")])
 
@@ -332,6 +446,8 @@ class PopulationScenario(Scenario):
                 "rates_per_s": list(self.rates),
                 "duration_s": self.duration_s, "model": self.model,
                 "trace": str(self.trace) if self.trace else None, "rotate": self.rotate,
+                "dhcp": self.dhcp, "dhcp_members": len(self.net.dhcp_members),
+                "lease_s": self.topo.dhcp.lease_s if self.net.dhcp_members else None,
                 "seed": self.seed, "spread_s": self.spread_s,
                 "probe_interval_s": self.probe_interval_s, "families": self.families}
 
@@ -342,19 +458,22 @@ class PopulationScenario(Scenario):
         """The moves of one phase at ``rate`` (the first), from ``start`` (every MN home)."""
         rate = rate or self.rate
         start = start or {m.name: m.home for m in self.net.members}
+        mean = mobility.dwell_for_rate(len(start), rate)
+        among = self.net.dhcp_members  # only they can take a new address
         if self.model == "trace":
             assert self.trace is not None
-            return mobility.parse_trace(self.trace.read_text(), start,
-                                        [a.name for a in self.topo.by_role(Role.AR)])
-        mean = mobility.dwell_for_rate(len(start), rate)
+            moves = mobility.parse_trace(self.trace.read_text(), start,
+                                         [a.name for a in self.topo.by_role(Role.AR)])
+            return mobility.with_rotations(moves, self.rotate, mobility.Dwell(mean),
+                                           self.duration_s, self.seed, among)
         if self.model == "walk":
             return mobility.random_walk(mobility.ar_adjacency(self.topo), start,
                                         mobility.Dwell(mean, self.spread_s), self.duration_s,
-                                        self.seed)
+                                        self.seed, self.rotate, among)
         cells = {a.name: (i * WAYPOINT_SPACING, 0.0)
                  for i, a in enumerate(self.topo.by_role(Role.AR))}
         return mobility.random_waypoint(cells, start, self.speed, mean, self.duration_s,
-                                        self.seed)
+                                        self.seed, self.rotate, among)
 
     # --- the measurement ----------------------------------------------------------------
 
@@ -369,6 +488,9 @@ class PopulationScenario(Scenario):
                     out[(kind, node)] = pid
         if self.net.agent is not None and (pid := self.net.agent.pid()) is not None:
             out[("population", self.net.agent.node)] = pid
+            # The DHCP members' udhcpc clients running now (one per lease); those started
+            # later (a rotation, a lease taken again) are not sampled.
+            out |= {("udhcpc", str(c)): c for c in procstat.children(pid)}
         return out
 
     def measure(self) -> None:
@@ -386,8 +508,17 @@ class PopulationScenario(Scenario):
                           f"({', '.join(f'{k} {v:.1f}s' for k, v in up.items())})")
             watcher = self.watch_routes(stack, [str(self.topo.managed), *managed6(
                 self.topo, self.families)])
-            probers = [self._prober(stack, "probe.targets", PROBE,
-                                    [str(m.address) for m in self.net.members])]
+            first = {m.name: str(m.address) for m in self.net.members if m.address}
+            keeper: LeaseKeeper | None = None
+            if self.net.dhcp_members:
+                leased = self.net.leased()
+                first = {m.name: first.get(m.name) or leased[m.name][0]
+                         for m in self.net.members}
+                keeper = stack.enter_context(LeaseKeeper(
+                    self.net, self.dir / LEASES, self.dir / "probe.targets", first))
+            self._keeper = keeper
+            probers = [self._prober(stack, "probe.targets", PROBE, list(first.values()),
+                                    follow=keeper is not None)]
             if self.net.ipv6:
                 probers.append(self._prober(stack, "probe6.targets", PROBE6, [
                     str(m.prefix6.network_address + 1) for m in self.net.members
@@ -418,6 +549,9 @@ class PopulationScenario(Scenario):
                                "scheduled": len(moves), "where": dict(self.net.radio.where)})
                 self.note(phases=phases)
             write_jsonl(self.dir / HANDOFFS, rows)
+            if keeper is not None:
+                keeper.close()
+                self.note(leased_at_end=keeper.leased, lease_poll_errors=keeper.errors)
             for prober in probers:
                 prober.interrupt()
             self.note(t_start=phases[0]["t_start"], t_end=phases[0]["t_end"],
@@ -430,7 +564,13 @@ class PopulationScenario(Scenario):
         # The AR agents' and the population agent's own accounts, for a failure's reason.
         self.keep_files([a.name for a in self.topo.by_role(Role.AR)],
                         [Layout.EVENTS, Layout.AGENT_LOG])
-        self.keep_files([POPULATION_DIR], [Layout.AGENT_LOG, Layout.AGENT_STDERR])
+        self.keep_files([POPULATION_DIR], [Layout.AGENT_LOG, Layout.AGENT_STDERR,
+                                           Layout.EVENTS])
+        # Each DHCP member's udhcpc logs, for a lease that did not come or go.
+        leases_dir = self.net.rundir / "dhcp"
+        if leases_dir.is_dir():
+            shutil.copytree(leases_dir, self.dir / "dhcp", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.pid"))
         # BIND's queries (from the resolvers' cache misses) and its UPDATEs, for its load.
         self.keep_files([self.topo.service("dns").name], [QUERY_LOG, NAMED_LOG])
 
@@ -443,12 +583,15 @@ class PopulationScenario(Scenario):
                 **dns.unbound_stats(self.lab.execs[self.topo.service("dns").name])}
 
     def _prober(self, stack: contextlib.ExitStack[Any], targets: str, out: str,
-                addresses: list[str]) -> Background:
-        """One paced prober on the CN over ``addresses`` (one family), into ``out``."""
+                addresses: list[str], follow: bool = False) -> Background:
+        """One paced prober on the CN over ``addresses`` (one family), into ``out``; with
+        ``follow`` it re-reads the targets file, which then lists every address."""
         path = self.dir / targets
-        path.write_text("".join(f"{a}\n" for a in addresses[1:]))  # the first: argv
+        more = addresses if follow else addresses[1:]  # the first is argv's
+        path.write_text("".join(f"{a}\n" for a in more))
+        where = ["--follow" if follow else "--targets", str(path)]
         return stack.enter_context(self.lab.background(self.topo.service("cn").name, [
-            sys.executable, "-m", "agents.probe", addresses[0], "--targets", str(path),
+            sys.executable, "-m", "agents.probe", addresses[0], *where,
             "--interval", str(self.probe_interval_s)], self.dir / out))
 
     def _drive(self, moves: list[mobility.Move]) -> list[dict[str, Any]]:
@@ -462,6 +605,10 @@ class PopulationScenario(Scenario):
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             for i, mv in enumerate(moves):
                 wait_for_clock(t0 + mv.t_s)
+                if mv.kind == "rotate":
+                    pending.append(({"mn": mv.mn, "kind": "rotate", "at": mv.ar,
+                                     "t_s": mv.t_s}, pool.submit(self._rotate, mv.mn, mv.ar)))
+                    continue
                 previous = self.net.radio.where.get(mv.mn)
                 row: dict[str, Any] = {"mn": mv.mn, "from": previous, "to": mv.ar,
                                        "t_s": mv.t_s}
@@ -481,6 +628,16 @@ class PopulationScenario(Scenario):
                 answer = {"ok": False, "error": f"control: {exc}"}
             out.append({**row, **{k: v for k, v in answer.items() if k not in ("mn", "ar")}})
         return out
+
+    def _rotate(self, mn: str, ar: str) -> dict[str, Any]:
+        """A rotation at ``ar``, unless the MN has moved on meanwhile (the model's rotation
+        belongs to that stay); the prober is told of the new address at once."""
+        if self.net.radio.where.get(mn) != ar:
+            return {"ok": False, "superseded": True, "error": "superseded: moved on"}
+        answer = self.net.rotate(mn)
+        if self._keeper is not None:
+            self._keeper.poke()
+        return answer
 
     def _attach(self, mn: str, ar: str) -> dict[str, Any]:
         """The AUTH after a move, unless the radio has moved the MN on while this waited for
@@ -518,15 +675,19 @@ class PopulationScenario(Scenario):
                  for fam, name in (("ipv4", PROBE), ("ipv6", PROBE6)) if (out_dir / name).exists()}
         samples, rx = read_jsonl(out_dir / SAMPLES), updates(run.topo, out_dir)
         dns_logs = bind_logs(run.topo, out_dir)
+        leases = read_jsonl(out_dir / LEASES) if (out_dir / LEASES).exists() else []
+        evs = ar_events(run.topo, out_dir)
+        ends = lease_ends(evs)
+        rows = with_refusals(rows, evs)
         phases = measured.get("phases") or []
         if len(phases) <= 1:
             return summarise(run.topo, params, measured, rows, events, probe, samples, rx,
-                             float(measured["t_end"]), dns_logs)
+                             float(measured["t_end"]), dns_logs, leases, ends)
         sweep = []
         for i, ph in enumerate(phases):
             p, m, r, x = phase_inputs(i, ph, params, measured, rows, samples)
             sweep.append(summarise(run.topo, p, m, r, events, probe, x, rx, float(ph["t_end"]),
-                                   dns_logs))
+                                   dns_logs, leases, ends))
         plot = plots.rate_sweep(sweep, KNEE_P99_MS, out_dir / SWEEP_PLOT)
         return {**sweep[0], "sweep": sweep, "knee_rate_per_s": knee(sweep),
                 "plots": [str(plot)],
@@ -691,21 +852,123 @@ def _pct(xs: list[float]) -> dict[str, float | None]:
     return {"p50": percentile_or_none(xs, 0.5, 1), "p99": percentile_or_none(xs, 0.99, 1)}
 
 
+def _claimed(row: dict[str, Any], family: str) -> IPv4Network | IPv6Network | None:
+    """The host route a handoff re-routes and the CN probes: the newest claimed prefix of
+    the family (a DHCP member's newest lease)."""
+    for text in row.get("claimed") or ():
+        net = ip_network(text)
+        if (net.version == 4) == (family == "ipv4"):
+            return net
+    return None
+
+
+def ar_events(topo: Topology, out_dir: Path) -> list[dict[str, Any]]:
+    """Every AR's kept event log, one list: where the analysis finds leases ended and the
+    reasons claims were refused."""
+    out: list[dict[str, Any]] = []
+    for ar in topo.by_role(Role.AR):
+        path = out_dir / f"{ar.name}.{Layout.EVENTS}"
+        if path.exists():
+            out += [{**ev, "ar": ar.name} for ev in read_jsonl(path)]
+    return out
+
+
+def lease_ends(events: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per address, when its owner AR ended a lease of it (released, refused at the
+    remote-renewal limit, expired): the moment its host route starts to go, which the lease
+    keeper's polls see a second late."""
+    out: dict[str, list[float]] = {}
+    for ev in events:
+        if ev.get("ev") == "lease_ended" and ev.get("addr"):
+            out.setdefault(str(ev["addr"]), []).append(float(ev["t"]))
+    return {a: sorted(ts) for a, ts in out.items()}
+
+
+_SPECIFIC = re.compile(r"\b\d+\.\d+\.\d+\.\d+(/\d+)?\b|\b[\w-]+\.example\b")
+
+
+def with_refusals(rows: list[dict[str, Any]], events: Sequence[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Each handoff the AR did not re-route, with the AR's reasons (its `checked` event for
+    that MN between the AUTH and the reply) under "refused"."""
+    checked: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for ev in events:
+        if ev.get("ev") == "checked" and ev.get("refused"):
+            checked.setdefault((str(ev["ar"]), str(ev.get("mn"))), []).append(ev)
+    out = []
+    for r in rows:
+        if r.get("not_rerouted") and r.get("t_auth_sent"):
+            t0, t1 = float(r["t_auth_sent"]), float(r.get("t_reply") or r["t_auth_sent"])
+            hit = next((ev for ev in checked.get((str(r.get("to")), f"{r['mn']}.example"), [])
+                        if t0 - 0.01 <= float(ev["t"]) <= t1 + 0.01), None)
+            if hit is not None:
+                r = {**r, "refused": hit["refused"]}
+        out.append(r)
+    return out
+
+
+def refusal_reason(row: dict[str, Any]) -> str:
+    """The failure's name for a handoff not re-routed: the AR's first reason, its addresses
+    and names taken out so that like refusals count together."""
+    reasons = sorted((row.get("refused") or {}).values())
+    if not reasons:
+        return "not re-routed"
+    return "not re-routed: " + _SPECIFIC.sub("<>", str(reasons[0]))
+
+
+def target_periods(leases: Sequence[dict[str, Any]]) -> dict[str, list[tuple[str, float, float]]]:
+    """Per DHCP member, when the CN probed which of its addresses: the newest it held, from
+    the lease keeper's records (an MN left with none keeps its last target)."""
+    out: dict[str, list[tuple[str, float, float]]] = {}
+    for rec in leases:
+        held = rec["addresses"]
+        periods = out.setdefault(rec["mn"], [])
+        if not held or (periods and periods[-1][0] == held[0]):
+            continue
+        t = float(rec["t"])
+        if periods:
+            periods[-1] = (periods[-1][0], periods[-1][1], t)
+        periods.append((held[0], t, math.inf))
+    return out
+
+
+def _probed(replies: list[measure.PingReply], periods: list[tuple[str, float, float]],
+            address: str, t: float) -> tuple[list[measure.PingReply], float] | None:
+    """The replies of ``address`` while it was the MN's target around ``t``, and when that
+    ended; None if it was not the target then (another MN may hold it at other times)."""
+    for addr, t0, t1 in periods:
+        if addr == address and t0 <= t <= t1:
+            return [r for r in replies if t0 <= r.send_ts <= t1], t1
+    return None
+
+
+def _window_end(row: dict[str, Any], dst: IPv4Network | IPv6Network, w1: float,
+                rotations: dict[str, list[float]], ends: dict[str, list[float]]) -> float:
+    """A handoff's window ends at the MN's next move, or sooner at its next rotation or
+    when the lease of the address measured ends: after that, its route goes by design."""
+    t = float(row["t_auth_sent"])
+    later = [x for x in (*rotations.get(row["mn"], ()), *ends.get(str(dst.network_address), ()))
+             if x > t]
+    return float(min([w1, *later]))
+
+
 def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: list[int],
                    events: list[measure.RouteEvent], probe: str, interval: float,
-                   t_start: float, t_end: float, where: dict[str, str]) -> dict[str, Any]:
+                   t_start: float, t_end: float, where: dict[str, str],
+                   leases: Sequence[dict[str, Any]] = (),
+                   leased_at_end: dict[str, list[str]] | None = None,
+                   ends: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """One family's share of the JSON: each successful handoff's re-route of the MN's /32
     (or /64) on every router and its interruption at the CN's prober, then the host routes
-    per router and those left behind for MNs that ended at home."""
+    per router and those left behind. A DHCP member is measured at the address its AUTH
+    claimed first (its newest), its window cut at its next rotation or lease change."""
     members = topo.population_nodes
     dsts: dict[str, IPv4Network | IPv6Network] = {}
-    probed: dict[str, str] = {}
     for n, m in members.items():
         if family == "ipv4" and m.address is not None:
-            dsts[n], probed[n] = IPv4Network((m.address, 32)), str(m.address)
+            dsts[n] = IPv4Network((m.address, 32))
         elif family == "ipv6" and m.prefix6 is not None:
-            # The CN probes the first address of the /64 (render/population.py).
-            dsts[n], probed[n] = m.prefix6, str(m.prefix6.network_address + 1)
+            dsts[n] = m.prefix6
     by_key: dict[tuple[str, IPv4Network | IPv6Network], list[measure.RouteEvent]] = {}
     for ev in events:
         by_key.setdefault((ev.node, ev.dst), []).append(ev)
@@ -714,34 +977,49 @@ def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: 
     next_move: dict[int, float] = {}
     last_by_mn: dict[str, int] = {}
     for i, r in enumerate(rows):
+        if r.get("kind") == "rotate":
+            continue
         if r["mn"] in last_by_mn:
             next_move[last_by_mn[r["mn"]]] = float(r.get("t_attach") or 0.0)
         last_by_mn[r["mn"]] = i
+    rotations: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("kind") == "rotate" and r.get("t_start"):
+            rotations.setdefault(r["mn"], []).append(float(r["t_start"]))
+    periods = target_periods(leases) if family == "ipv4" else {}
     reroute, interruption = [], []
     for i in ok:
         r = rows[i]
-        dst = dsts.get(r["mn"])
+        dst = _claimed(r, family) or dsts.get(r["mn"])
         if dst is None:
             continue
         t_auth = float(r["t_auth_sent"])
-        w1 = next_move.get(i, t_end) or t_end
+        w1 = _window_end(r, dst, next_move.get(i, t_end) or t_end, rotations, ends or {})
         # The old AR's redirect (its own metric) bridges the reroute; it is not one.
         settled = [measure.settled_at(by_key.get((n, dst), []), n, dst, t_auth, w1,
                                       REDIRECT)
                    for n in routers]
         reroute.append((max(settled) - t_auth) * 1000.0)
-        got = replies.get(probed[r["mn"]])
+        # The CN probes the first address of a /64 (render/population.py).
+        probed = str(dst.network_address + (1 if family == "ipv6" else 0))
+        got = replies.get(probed)
+        if got and r["mn"] in periods:
+            # A DHCP member's address is probed only while it is its newest, and may be
+            # another MN's before or after.
+            span = _probed(got, periods[r["mn"]], probed, float(r["t_attach"]))
+            got, w1 = (span[0], min(w1, span[1])) if span else ([], w1)
         if got:
             with contextlib.suppress(measure.MeasureError):
                 interruption.append(measure.ping_window(
                     got, float(r["t_attach"]) - interval, w1, interval)[0])
     keep = HOST_ROUTES[family][1]
     peak, end = host_route_counts(events, t_start, t_end, family)
-    home = {dsts[n] for n, m in members.items() if n in dsts and where.get(n, m.home) == m.home}
     stale: Counter[str] = Counter()
+    owed = _owed(topo, family, dsts, where, leased_at_end or {})
+    ours = _ours(family, dsts, leases)
     for (n, d), evs in by_key.items():
-        if d in home and measure.final_state([e for e in evs if keep(e)], n, d,
-                                             t_end) is not None:
+        if d in ours and d not in owed and measure.final_state(
+                [e for e in evs if keep(e)], n, d, t_end) is not None:
             stale[n] += 1
     return {"family": family, "reroute_ms": _pct(reroute), "interruption_ms": _pct(interruption),
             "interruption_samples": len(interruption),
@@ -749,11 +1027,67 @@ def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: 
             "stale_host_routes": dict(sorted(stale.items()))}
 
 
+def _ours(family: str, dsts: dict[str, IPv4Network | IPv6Network],
+          leases: Sequence[dict[str, Any]]) -> set[IPv4Network | IPv6Network]:
+    """Every host route the population could have caused: its provisioned prefixes and
+    every address a DHCP member held."""
+    out: set[IPv4Network | IPv6Network] = set(dsts.values())
+    if family == "ipv4":
+        out |= {IPv4Network((a, 32)) for lease in leases for a in lease["addresses"]}
+    return out
+
+
+def dhcp_figures(params: dict[str, Any], rows: list[dict[str, Any]],
+                 leases: Sequence[dict[str, Any]], measured: dict[str, Any]) -> dict[str, Any]:
+    """The DHCP members' share: how many, their rotations (ok, failed with the reason, the
+    addresses released, how long a lease and the whole rotation took) and how often their
+    addresses changed otherwise (a lease lost at the remote-renewal limit, taken again)."""
+    rot = [r for r in rows if r.get("kind") == "rotate" and not r.get("superseded")]
+    ok = [r for r in rot if r.get("ok")]
+    failures = Counter(str(r.get("error", "unknown")).split(":")[0] for r in rot
+                       if not r.get("ok"))
+    changes = Counter(lease["mn"] for lease in leases)
+    return {"members": params.get("dhcp_members"), "rotate_share": params.get("rotate"),
+            "rotations": {"attempted": len(rot), "ok": len(ok), "failed": len(rot) - len(ok),
+                          "failures": dict(failures),
+                          "superseded": sum(1 for r in rows if r.get("kind") == "rotate"
+                                            and r.get("superseded")),
+                          "released": sum(len(r.get("released") or ()) for r in ok)},
+            "lease_ms": _pct([(float(r["t_bound"]) - float(r["t_start"])) * 1000 for r in ok]),
+            "rotation_ms": _pct([(float(r["t_done"]) - float(r["t_start"])) * 1000
+                                 for r in ok]),
+            # Every change of a member's addresses the keeper saw (its first lease included).
+            "address_changes": sum(changes.values()),
+            "addresses_held_at_end": sum(len(a) for a in
+                                         (measured.get("leased_at_end") or {}).values()),
+            "lease_poll_errors": measured.get("lease_poll_errors", 0)}
+
+
+def _owed(topo: Topology, family: str, dsts: dict[str, IPv4Network | IPv6Network],
+          where: dict[str, str], leased_at_end: dict[str, list[str]]
+          ) -> set[IPv4Network | IPv6Network]:
+    """The host routes the end state should have: an address an MN still holds, away from
+    the AR whose pool it came from (draft 2.2)."""
+    members = topo.population_nodes
+    out: set[IPv4Network | IPv6Network] = set()
+    for n, m in members.items():
+        at = topo.nodes[where.get(n, m.home)]
+        if n in leased_at_end and family == "ipv4":
+            for a in leased_at_end[n]:
+                if at.pool is None or IPv4Network((a, 32)).network_address not in at.pool:
+                    out.add(IPv4Network((a, 32)))
+        elif n in dsts and where.get(n, m.home) != m.home:
+            out.add(dsts[n])
+    return out
+
+
 def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
               rows: list[dict[str, Any]], events: list[measure.RouteEvent],
               probes: dict[str, str], samples: list[dict[str, Any]],
               rx: dict[str, list[measure.BgpRx]], t_end: float,
-              dns_logs: tuple[list[float], list[float]] = ([], [])) -> dict[str, Any]:
+              dns_logs: tuple[list[float], list[float]] = ([], []),
+              leases: Sequence[dict[str, Any]] = (),
+              ends: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """The issue's JSON from the raw files; ``probes``: the prober's output per family;
     ``dns_logs``: the times of BIND's queries and of its UPDATEs. The top level is IPv4's;
     a dual-stack run adds its IPv6 figures under "ipv6"."""
@@ -763,7 +1097,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
     auth, queued, ok_rows = [], [], []
     attempted = superseded = 0
     for i, r in enumerate(rows):
-        if r.get("skipped"):
+        if r.get("skipped") or r.get("kind") == "rotate":
             continue
         if r.get("superseded"):
             superseded += 1  # the MN left the cell before the AR answered: not a handoff
@@ -773,7 +1107,7 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
             failures[str(r.get("error", "unknown")).split(":")[0]] += 1
             continue
         if r.get("not_rerouted"):
-            failures["not re-routed"] += 1
+            failures[refusal_reason(r)] += 1
             continue
         ok_rows.append(i)
         auth.append(float(r["auth_ms"]))
@@ -782,7 +1116,8 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
     where = measured.get("where", {})
     interval = float(params["probe_interval_s"])
     figures = {fam: family_figures(fam, topo, rows, ok_rows, events, probes.get(fam, ""),
-                                   interval, t_start, t_end, where)
+                                   interval, t_start, t_end, where, leases,
+                                   measured.get("leased_at_end"), ends)
                for fam in ("ipv4", *(["ipv6"] if "ipv6" in families else []))}
     v4 = figures["ipv4"]
     ups: dict[str, float] = {}
@@ -820,6 +1155,8 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "kernel_drops": {"by_node": measured.get("kernel_drops", {}),
                          "total": procstat.drop_totals(measured.get("kernel_drops", {}))},
         "host_routes": v4["host_routes"], "stale_host_routes": v4["stale_host_routes"],
+        **({"dhcp": dhcp_figures(params, rows, leases, measured)}
+           if params.get("dhcp_members") else {}),
         **({"ipv6": figures["ipv6"]} if "ipv6" in figures else {}),
         "updates_per_s": {"peak": dict(sorted(ups.items()))},
         # How many MNs the moves left away from home: the routing state they should cost.
