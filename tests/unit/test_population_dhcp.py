@@ -251,6 +251,8 @@ def test_a_dhcp_member_is_judged_by_the_addresses_it_holds_at_the_end() -> None:
     rot = got["dhcp"]["rotations"]
     assert rot["ok"] == 1 and rot["released"] == 1 and got["dhcp"]["addresses_held_at_end"] == 1
     assert got["dhcp"]["lease_ms"]["p50"] == pytest.approx(50.0, abs=0.5)
+    assert "dhcp: 4 members; rotations 1 ok" in PopulationScenario.table(
+        {**got, "achieved_rate_per_s": 0.2})
     # Withdrawn when released: nothing stale.
     gone = [*released, _ev(12.3, "agg1", "del", f"{old}/32")]
     got = summarise(t, params, measured, rows, gone, {"ipv4": probe}, [], {}, 14.0,

@@ -714,6 +714,7 @@ class PopulationScenario(Scenario):
             f"{result['backlog_drops']}; " + (", ".join(
                 f"{k} {v}" for k, v in result["kernel_drops"]["total"].items()) or "none"),
             dns_line(result.get("dns")),
+            *dhcp_lines(result.get("dhcp")),
             f"{'router':10s} {'/32 peak':>9s} {'/32 end':>8s} {'UPDATE/s peak':>14s}",
         ]
         for r in sorted(result["host_routes"]["peak"]):
@@ -737,6 +738,20 @@ class PopulationScenario(Scenario):
         if "size_sweep" in result:
             lines += size_table(result)
         return "\n".join(lines)
+
+
+def dhcp_lines(dhcp: dict[str, Any] | None) -> list[str]:
+    """The DHCP members' line of the table, if there are any."""
+    if not dhcp:
+        return []
+    rot = dhcp["rotations"]
+    return [f"dhcp: {dhcp['members']} members; rotations {rot['ok']} ok, {rot['failed']} failed"
+            f"{' ' + json.dumps(rot['failures']) if rot['failures'] else ''}, "
+            f"{rot['superseded']} superseded by a move, {rot['released']} addresses released; "
+            f"lease ms p50/p99 {dhcp['lease_ms']['p50']}/{dhcp['lease_ms']['p99']}, rotation "
+            f"{dhcp['rotation_ms']['p50']}/{dhcp['rotation_ms']['p99']}; "
+            f"{dhcp['address_changes']} address changes, {dhcp['addresses_held_at_end']} "
+            "held at the end"]
 
 
 def dns_line(dns: dict[str, Any] | None) -> str:
