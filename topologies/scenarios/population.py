@@ -341,7 +341,8 @@ class PopulationScenario(Scenario):
     def __init__(self, lab: Lab, *, rate: float | tuple[float, ...] = 10.0,
                  duration_s: float = 30.0,
                  model: str = "walk", trace: Path | None = None, rotate: float = 0.0,
-                 dhcp: float = 0.0, probe_interval_s: float = 0.2, seed: int = 0,
+                 dhcp: float = 0.0, rotate_after_s: float | None = None,
+                 probe_interval_s: float = 0.2, seed: int = 0,
                  spread_s: float | None = None,
                  speed: float = 20.0, out_dir: Path | None = None,
                  progress: Progress | None = None, families: list[str] | None = None) -> None:
@@ -359,6 +360,9 @@ class PopulationScenario(Scenario):
             raise LabError("--model trace replays its own times: one --rate only")
         self.rate, self.duration_s, self.model = self.rates[0], duration_s, model
         self.trace, self.rotate, self.dhcp, self.seed = trace, rotate, dhcp, seed
+        if rotate_after_s is not None and not rotate_after_s > 0:
+            raise LabError("--rotate-after must be > 0")
+        self.rotate_after_s = rotate_after_s
         self.spread_s, self.speed = spread_s, speed
         self.probe_interval_s = probe_interval_s
         self.families = families or ["ipv4"]
@@ -384,6 +388,9 @@ class PopulationScenario(Scenario):
         parser.add_argument("--rotate", type=float, default=0.0,
                             help="share of MNs that take a new address after a dwell (DHCP "
                             "members: at most --dhcp)")
+        parser.add_argument("--rotate-after", type=float, default=None,
+                            help="mean seconds from an arrival to a rotation (exponential; "
+                            "default: the model's mean dwell)")
         parser.add_argument("--spread", type=float, default=None,
                             help="dwell spread in seconds: log-normal (default exponential)")
         parser.add_argument("--speed", type=float, default=20.0,
@@ -437,6 +444,7 @@ class PopulationScenario(Scenario):
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         return cls(lab, rate=args.rate, duration_s=args.duration, model=args.model,
                    trace=args.trace, rotate=args.rotate, dhcp=args.dhcp,
+                   rotate_after_s=args.rotate_after,
                    probe_interval_s=args.probe_interval,
                    seed=args.seed, spread_s=args.spread, speed=args.speed, out_dir=out_dir,
                    families=FAMILIES[getattr(args, "family", "ipv4")])
@@ -448,6 +456,7 @@ class PopulationScenario(Scenario):
                 "trace": str(self.trace) if self.trace else None, "rotate": self.rotate,
                 "dhcp": self.dhcp, "dhcp_members": len(self.net.dhcp_members),
                 "lease_s": self.topo.dhcp.lease_s if self.net.dhcp_members else None,
+                "rotate_after_s": self.rotate_after_s,
                 "seed": self.seed, "spread_s": self.spread_s,
                 "probe_interval_s": self.probe_interval_s, "families": self.families}
 
@@ -455,25 +464,28 @@ class PopulationScenario(Scenario):
 
     def schedule(self, rate: float | None = None,
                  start: dict[str, str] | None = None) -> list[mobility.Move]:
-        """The moves of one phase at ``rate`` (the first), from ``start`` (every MN home)."""
+        """The moves of one phase at ``rate`` (the first), from ``start`` (every MN home),
+        with the rotations of the share that rotates: each a dwell after an arrival (the
+        model's mean dwell, or --rotate-after), if the MN is still there by then."""
         rate = rate or self.rate
         start = start or {m.name: m.home for m in self.net.members}
         mean = mobility.dwell_for_rate(len(start), rate)
-        among = self.net.dhcp_members  # only they can take a new address
+        ars = [a.name for a in self.topo.by_role(Role.AR)]
         if self.model == "trace":
             assert self.trace is not None
-            moves = mobility.parse_trace(self.trace.read_text(), start,
-                                         [a.name for a in self.topo.by_role(Role.AR)])
-            return mobility.with_rotations(moves, self.rotate, mobility.Dwell(mean),
-                                           self.duration_s, self.seed, among)
-        if self.model == "walk":
-            return mobility.random_walk(mobility.ar_adjacency(self.topo), start,
-                                        mobility.Dwell(mean, self.spread_s), self.duration_s,
-                                        self.seed, self.rotate, among)
-        cells = {a.name: (i * WAYPOINT_SPACING, 0.0)
-                 for i, a in enumerate(self.topo.by_role(Role.AR))}
-        return mobility.random_waypoint(cells, start, self.speed, mean, self.duration_s,
-                                        self.seed, self.rotate, among)
+            moves = mobility.parse_trace(self.trace.read_text(), start, ars)
+        elif self.model == "walk":
+            moves = mobility.random_walk(mobility.ar_adjacency(self.topo), start,
+                                         mobility.Dwell(mean, self.spread_s), self.duration_s,
+                                         self.seed)
+        else:
+            cells = {a: (i * WAYPOINT_SPACING, 0.0) for i, a in enumerate(ars)}
+            moves = mobility.random_waypoint(cells, start, self.speed, mean, self.duration_s,
+                                             self.seed)
+        # Only the DHCP members can take a new address.
+        return mobility.with_rotations(moves, self.rotate,
+                                       mobility.Dwell(self.rotate_after_s or mean),
+                                       self.duration_s, self.seed, self.net.dhcp_members)
 
     # --- the measurement ----------------------------------------------------------------
 
