@@ -371,7 +371,9 @@ class AddressManager:
         held = self.addresses()
         if len(held) < 2:
             return []
-        use = self.in_use()
+        # In a thread: `ss -p` reads every process's descriptors (80 ms here), and a
+        # population's loop serves a thousand MNs meanwhile.
+        use = await asyncio.to_thread(self.in_use)
         gone = [a for a in held[1:] if use.get(a, 0) == 0]
         for a in gone:
             await self.release(a)
