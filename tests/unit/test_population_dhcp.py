@@ -277,3 +277,10 @@ def test_a_refusal_is_counted_by_the_ars_reason() -> None:
     got = with_refusals(rows, events)
     assert refusal_reason(got[0]) == "not re-routed: not among the validated addresses of <>"
     assert refusal_reason(got[1]) == "not re-routed"  # the other AR's refusal is not its
+
+
+def test_a_population_that_would_overflow_a_cell_is_refused_before_the_lab() -> None:
+    # figure2's 8 cells hold 921 MNs each at home (a Linux bridge has 1,024 ports).
+    assert model.build(derived_topology(FIGURE2, 7368, seed=1)).population_nodes
+    with pytest.raises(LabError, match="Linux bridge of at most 1024 ports"):
+        derived_topology(FIGURE2, 10_000, seed=1)

@@ -200,7 +200,7 @@ class Daemon:
     kind: ClassVar[str]
     after: ClassVar[tuple[str, ...]] = ()
     spawned_by: ClassVar[str | None] = None
-    ready_timeout: ClassVar[float] = 30.0
+    ready_timeout: float = 30.0  # a kind's default; an instance may need longer
     owner: ClassVar[str | None] = None  # user that must own the run directory
 
     def __init__(self, node: str, rundir: Path, config: str):

@@ -131,6 +131,9 @@ def _check_name(name: str, where: str) -> str:
     return canon
 
 
+SIGNING_S_PER_IDENTITY = 0.02  # the signed zones' start-up, on top of Named.ready_timeout
+
+
 class Named(Daemon):
     """BIND 9, authoritative only; daemonizes and writes the pid file named.conf names.
 
@@ -145,11 +148,14 @@ class Named(Daemon):
 
     def __init__(
         self, node: str, rundir: Path, config: str, signed_zones: Sequence[str] = (),
-        port: int = NAMED_PORT,
+        port: int = NAMED_PORT, identities: int = 0,
     ):
         super().__init__(node, rundir, config)
         self.signed_zones = list(signed_zones)
         self.port = port
+        # BIND signs a zone in small increments: 10,000 population MNs (their records and
+        # TSIG keys) took about 120 s to serve signed here, 3,000 under 60 s.
+        self.ready_timeout = Named.ready_timeout + SIGNING_S_PER_IDENTITY * identities
 
     def serving_signed(self, ex: NodeExec) -> set[str]:
         """Zones whose SOA this BIND already serves with an RRSIG."""
@@ -651,7 +657,8 @@ class DnsPlane:
             raise DnsPlaneError("prepare() has not run")
         files = self.render_all(self._ds, self._tsig)
         signed = [z for z in self._zones if z not in self._served]
-        self._named = Named(self.node.name, self.rundir, files.pop("named.conf"), signed)
+        self._named = Named(self.node.name, self.rundir, files.pop("named.conf"), signed,
+                            identities=len(self.identities))
         self._unbound = Unbound(self.node.name, self.rundir, files.pop("unbound.conf"))
         self._unbound.validates = lambda ex: self.validated_zones(ex) == set(self._zones)
         for rel, text in files.items():

@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from agents import control
 from agents.contract import Layout
 from topologies.lab.daemons import LabError, MnAgentProcess, NodeExec
 from topologies.lab.lab import Lab
-from topologies.lab.radio import AIR
-from topologies.model import TopologyError
+from topologies.lab.radio import AIR, BRIDGE_PORTS
+from topologies.model import Role, TopologyError
 from topologies.render import population as render_population
 from topologies.render.identities import POPULATION_DIR
 
@@ -48,6 +49,20 @@ ROTATE_TIMEOUT_S = 25.0
 NEIGH_PER_MN = 4
 NEIGH_SPARE = 2048  # the rest of the lab: backbone link-locals, named MNs, the CN's probes
 NEIGH_SYSCTL = "/proc/sys/net/{family}/neigh/default/gc_thresh{n}"
+# The share of a cell's bridge ports a population may fill at home (the rest: the walk's
+# crowding of some cells, the named MNs, the AR's own port).
+CELL_SHARE = 0.9
+CELL_CAP = int(BRIDGE_PORTS * CELL_SHARE)
+
+
+def check_cells(homes: Counter[str], ars: int) -> None:
+    """Refuse a population whose cells would overflow: a cell is a bridge (radio.py)."""
+    most = max(homes.values(), default=0)
+    if most > CELL_CAP:
+        raise LabError(
+            f"population: {most} MNs homed at one AR; a cell is a Linux bridge of at most "
+            f"{BRIDGE_PORTS} ports, so at most {CELL_CAP} per AR are allowed (room for the "
+            f"moves): about {CELL_CAP * ars} MNs on {ars} ARs")
 
 
 class NeighbourLimits:
@@ -107,6 +122,8 @@ class PopulationNet:
         if lab.radio is None or lab.dns is None:
             raise LabError("a population needs the radio and the DNS plane: the topology "
                            "must list named mobiles and services.dns")
+        check_cells(Counter(m.home for m in lab.topo.population_nodes.values()),
+                    len(lab.topo.by_role(Role.AR)))
         self.lab = lab
         self.radio = lab.radio
         self.ipv6 = ipv6  # dual-stack: every MN claims its /64 beside its /32 (issue 18)

@@ -20,6 +20,9 @@ from agents import control
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
 
 AIR = "air"  # the radio namespace's node name; reserved in topologies
+# A Linux bridge numbers its ports in 10 bits (BR_MAX_PORTS): past 1,024 a port is refused
+# with EXFULL, "Exchange full". A cell holds at most that many MNs, its AR's port included.
+BRIDGE_PORTS = 1024
 
 
 class RadioError(LabError):

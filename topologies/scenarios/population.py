@@ -35,8 +35,8 @@ from topologies.lab import procstat
 from topologies.lab.daemons import DeadlineError, LabError, wait_until
 from topologies.lab.dnsplane import NAMED_LOG, QUERY_LOG
 from topologies.lab.lab import Background, Lab
-from topologies.lab.popnet import PopulationNet
-from topologies.model import Role, Topology
+from topologies.lab.popnet import PopulationNet, check_cells
+from topologies.model import DhcpPolicy, Role, Topology
 from topologies.render.configs import UPDATES_LOG
 from topologies.render.identities import POPULATION_DIR
 from topologies.scenarios import mobility
@@ -212,6 +212,7 @@ def derived_topology(doc: dict[str, Any], mobiles: int, seed: int,
     ``lease_s`` if given), its pools widened to hold them and its DHCP range their leases."""
     out: dict[str, Any] = json.loads(json.dumps(doc))
     ars = sum(len(c["ars"]) for c in out["clusters"])
+    check_cells(Counter({"most": math.ceil(mobiles / ars)}), ars)  # round-robin homes
     per_ar = math.ceil(mobiles / ars) + len(out.get("mobiles") or []) + 16
     if dhcp:
         # Each DHCP member may hold two leases at once (a rotation, a lease lost and taken
@@ -227,7 +228,9 @@ def derived_topology(doc: dict[str, Any], mobiles: int, seed: int,
             policy["lease_s"] = lease_s
         policy.update(first=DHCP_FIRST, last=max(int(policy.get("last", 0)),
                                                  DHCP_FIRST + leases - 1))
-        per_ar += leases
+    # Provisioned addresses skip the DHCP range: the pool holds both.
+    policy, default = out.get("dhcp") or {}, DhcpPolicy()
+    per_ar += int(policy.get("last", default.last)) - int(policy.get("first", default.first)) + 1
     addressing = out["addressing"]
     addressing["pool_prefixlen"] = min(int(addressing.get("pool_prefixlen", 24)),
                                        32 - math.ceil(math.log2(per_ar + 2)))
