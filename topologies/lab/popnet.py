@@ -18,6 +18,7 @@ from typing import Any
 
 from agents import control
 from agents.contract import Layout
+from agents.population import FIRST_AUTH_DEADLINE_S
 from topologies.lab.daemons import LabError, MnAgentProcess, NodeExec
 from topologies.lab.lab import Lab
 from topologies.lab.radio import AIR, BRIDGE_PORTS
@@ -40,6 +41,8 @@ SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
 REQUEST_TIMEOUT_S = 10.0  # one MN's handoff: five AUTH tries of 0.3 s, and a busy loop
 # A rotation: a lease (AddressManager.acquire allows 15 s), then a release confirmed or not.
 ROTATE_TIMEOUT_S = 25.0
+FIRST_AUTH_S_PER_MN = 0.05  # the bring-up's deadline past the 1,000 MNs
+FIRST_AUTH_SPARE_S = 60.0  # the last MN's tries and the answer, past the deadline
 # The kernel's neighbour tables are one per family for the whole machine, every namespace's
 # entries counted against limits that only the initial namespace can set. A population MN
 # costs up to four: its gateway in the population namespace, its address and link-local at
@@ -185,7 +188,10 @@ class PopulationNet:
         lab.start_daemons({POP: [self.agent]}, classes={PopulationAgent.kind: PopulationAgent})
         t = self._timed("agent_s", t)
         lab.progress(f"population: first authentication of {len(self.members)} MNs at home")
-        answer = self.request({"cmd": "attach_all"}, timeout=300.0)
+        # 3,000 MNs took 75 s here: the 120 s for 1,000, twice that rate beyond.
+        deadline = max(FIRST_AUTH_DEADLINE_S, FIRST_AUTH_S_PER_MN * len(self.members))
+        answer = self.request({"cmd": "attach_all", "deadline_s": deadline},
+                              timeout=deadline + FIRST_AUTH_SPARE_S)
         self._timed("first_auth_s", t)
         self.timings["up_s"] = round(time.monotonic() - t_start, 3)
         if not answer.get("ok"):
