@@ -56,6 +56,26 @@ def figure2_lab(mode: str | None = "redirect") -> Iterator[Lab]:
         yield running
 
 
+def population_source(where: Path, mobiles: int, seed: int, **population: Any) -> Path:
+    """Figure 2 with a population of ``mobiles`` (scenarios.population.derived_topology,
+    given ``population``'s dhcp and lease), written under ``where``."""
+    from topologies.scenarios.population import derived_topology
+
+    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
+    path = where / "population.yaml"
+    path.write_text(yaml.safe_dump(derived_topology(doc, mobiles, seed, **population),
+                                   sort_keys=False))
+    return path
+
+
+def redirect_lab(source: Path) -> Iterator[Lab]:
+    """The body of a module-scoped lab fixture: the topology at ``source``, converged, in
+    redirect mode."""
+    with Lab(model.load(source), ready_timeout=120) as running:
+        running.set_mode("redirect")
+        yield running
+
+
 def dualstack_mn_lab() -> Iterator[Lab]:
     """The body of a module-scoped lab fixture: Figure 2 with mn1 dual-stack on its planned
     prefix and mn3 on /64s delegated by DHCPv6 (issue 18)."""

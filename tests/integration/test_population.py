@@ -11,30 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from topologies import model
+from tests.integration.labs import population_source, redirect_lab
 from topologies.lab.lab import Lab
-from topologies.scenarios.population import PopulationScenario, derived_topology
+from topologies.scenarios.population import PopulationScenario
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[2]
 MOBILES = 50
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
-    path = tmp_path_factory.mktemp("population") / "population.yaml"
-    path.write_text(yaml.safe_dump(derived_topology(doc, MOBILES, seed=5), sort_keys=False))
-    return path
+    return population_source(tmp_path_factory.mktemp("population"), MOBILES, seed=5)
 
 
 @pytest.fixture(scope="module")
 def lab(source: Path) -> Iterator[Lab]:
-    with Lab(model.load(source), ready_timeout=120) as running:
-        running.set_mode("redirect")
-        yield running
+    yield from redirect_lab(source)
 
 
 @pytest.fixture(scope="module")

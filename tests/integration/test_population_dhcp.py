@@ -12,21 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agents.addresses import ADDRESS_TTL
-from topologies import model
+from tests.integration.labs import population_source, redirect_lab
 from topologies.lab.lab import Lab
 from topologies.scenarios.base import read_jsonl
 from topologies.scenarios.population import (
     HANDOFFS,
     LEASES,
     PopulationScenario,
-    derived_topology,
 )
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[2]
 MOBILES, DHCP, ROTATE = 40, 0.5, 0.25
 # A handoff within the A record's TTL of a rotation meets the new AR's resolver still
 # holding the old address set: the claim of the new address is refused (docs/scale.md).
@@ -35,18 +32,12 @@ CACHED = "not re-routed: not among the validated addresses of <>"
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
-    path = tmp_path_factory.mktemp("population-dhcp") / "population.yaml"
-    path.write_text(yaml.safe_dump(derived_topology(doc, MOBILES, seed=7, dhcp=DHCP),
-                                   sort_keys=False))
-    return path
+    return population_source(tmp_path_factory.mktemp("population-dhcp"), MOBILES, seed=7, dhcp=DHCP)
 
 
 @pytest.fixture(scope="module")
 def lab(source: Path) -> Iterator[Lab]:
-    with Lab(model.load(source), ready_timeout=120) as running:
-        running.set_mode("redirect")
-        yield running
+    yield from redirect_lab(source)
 
 
 @pytest.fixture(scope="module")
