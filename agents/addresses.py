@@ -175,6 +175,18 @@ class Held:
 Runner = Callable[[list[str]], Awaitable[None]]
 
 
+def _signal(held: Held, sig: int) -> bool:
+    """Signal a lease's client; False if it has exited (it may have died between our
+    look at its return code and the signal: a busy machine reaps late)."""
+    if held.proc.returncode is not None:
+        return False
+    try:
+        held.proc.send_signal(sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 async def run_ip_batch(commands: list[list[str]]) -> None:
     """Several iproute2 commands in one process: one start-up instead of one each."""
     proc = await asyncio.create_subprocess_exec(
@@ -293,8 +305,7 @@ class AddressManager:
         rest = [a for a in self.addresses() if a != address]
         await self._register(rest)
         held.bound.clear()
-        if held.proc.returncode is None:
-            held.proc.send_signal(signal.SIGUSR2)  # udhcpc: release the lease
+        if _signal(held, signal.SIGUSR2):  # udhcpc: release the lease
             try:
                 # The release ends in a deconfig event, which takes the address off.
                 await asyncio.wait_for(self._until_unbound(held), 5.0)
@@ -387,13 +398,11 @@ class AddressManager:
         """Stop the home leases' clients: outside the AS no AR relays their renewals, and
         their rebinding broadcasts would meet the visited network's server."""
         for h in self.held.values():
-            if h.proc.returncode is None:
-                h.proc.send_signal(signal.SIGSTOP)
+            _signal(h, signal.SIGSTOP)
 
     def resume(self) -> None:
         for h in self.held.values():
-            if h.proc.returncode is None:
-                h.proc.send_signal(signal.SIGCONT)
+            _signal(h, signal.SIGCONT)
 
     async def acquire_care_of(self, timeout: float = 10.0) -> IPv4Address:
         """A care-of address from the visited network's DHCP server, by a one-shot client."""
@@ -516,10 +525,10 @@ class AddressManager:
 
     def _renew(self, held: Held) -> None:
         held.renew_timer = None
-        if held.proc.returncode is None and held.address is not None:
-            # udhcpc: renew now. A paused client (outside the AS) renews once resumed.
-            held.proc.send_signal(signal.SIGUSR1)
+        # udhcpc: renew now. A paused client (outside the AS) renews once resumed.
+        if held.address is not None and _signal(held, signal.SIGUSR1):
             self.events("dhcp_renew_requested", serial=held.serial, addr=held.address)
+
     def _restart(self, held: Held) -> None:
         """A lease lost, not released (NAK, expiry): udhcpc would start over with its client
         identifier's proof, made for a session that may be gone (issue 19 defect 8); a fresh
@@ -583,13 +592,12 @@ class AddressManager:
 
     async def _stop(self, held: Held) -> None:
         self._pace_renewal(held, 0)
-        if held.proc.returncode is None:
-            held.proc.send_signal(signal.SIGCONT)  # a paused client would not act on TERM
-            held.proc.terminate()
+        # A paused client would not act on TERM.
+        if _signal(held, signal.SIGCONT) and _signal(held, signal.SIGTERM):
             try:
                 await asyncio.wait_for(held.proc.wait(), 3.0)
             except TimeoutError:
-                held.proc.kill()
+                _signal(held, signal.SIGKILL)
                 await held.proc.wait()
         (self.rundir / f"udhcpc-{held.serial}.pid").unlink(missing_ok=True)
 

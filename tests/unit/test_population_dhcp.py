@@ -284,3 +284,39 @@ def test_a_population_that_would_overflow_a_cell_is_refused_before_the_lab() -> 
     assert model.build(derived_topology(FIGURE2, 7368, seed=1)).population_nodes
     with pytest.raises(LabError, match="Linux bridge of at most 1024 ports"):
         derived_topology(FIGURE2, 10_000, seed=1)
+
+
+class _Gone:
+    """A client that has exited but is not reaped yet."""
+
+    returncode: int | None = None
+    pid = 4243
+
+    def send_signal(self, sig: int) -> None:
+        raise ProcessLookupError(3, "No such process")
+
+
+def test_a_client_gone_before_its_signal_is_no_error() -> None:
+    from agents.addresses import _signal
+
+    assert _signal(Held(1, cast(asyncio.subprocess.Process, _Gone())), 15) is False
+    done = _Gone()
+    done.returncode = 0
+    assert _signal(Held(2, cast(asyncio.subprocess.Process, done)), 15) is False
+
+
+def test_a_followed_address_is_measured_from_when_it_became_the_target() -> None:
+    from topologies.analysis.measure import PingReply, ping_window
+    from topologies.scenarios.population import _probed, target_periods
+
+    # Slot seqs 1-40 went to the MN's first address; its second became the target at 40.5,
+    # and its first reply came at 45.0 (sent every second): four probes lost, not forty.
+    periods = target_periods([{"t": 0.0, "mn": "p0", "addresses": ["10.64.0.20"]},
+                              {"t": 40.5, "mn": "p0", "addresses": ["10.64.0.30"]}])
+    replies = [PingReply(seq, 1.0 * seq + 0.001, 1.0) for seq in range(45, 60)]
+    span = _probed(replies, periods["p0"], "10.64.0.30", 41.0, 1.0)
+    assert span is not None
+    got, until = span
+    assert until == float("inf") and got[0].seq == 5
+    assert ping_window(got, 40.5, 50.0, 1.0)[0] == pytest.approx(5000.0)
+    assert _probed(replies, periods["p0"], "10.64.0.20", 41.0, 1.0) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -963,12 +964,19 @@ def target_periods(leases: Sequence[dict[str, Any]]) -> dict[str, list[tuple[str
 
 
 def _probed(replies: list[measure.PingReply], periods: list[tuple[str, float, float]],
-            address: str, t: float) -> tuple[list[measure.PingReply], float] | None:
+            address: str, t: float, interval: float
+            ) -> tuple[list[measure.PingReply], float] | None:
     """The replies of ``address`` while it was the MN's target around ``t``, and when that
-    ended; None if it was not the target then (another MN may hold it at other times)."""
+    ended; None if it was not the target then (another MN may hold it at other times).
+    They are numbered from 1 at the period's start, as a ping started then would number
+    them: the slot's earlier sequence numbers went to the MN's earlier address."""
     for addr, t0, t1 in periods:
         if addr == address and t0 <= t <= t1:
-            return [r for r in replies if t0 <= r.send_ts <= t1], t1
+            got = [r for r in replies if t0 <= r.send_ts <= t1]
+            if not got:
+                return [], t1
+            first = got[0].seq - max(0, math.floor((got[0].send_ts - t0) / interval))
+            return [dataclasses.replace(r, seq=r.seq - first + 1) for r in got], t1
     return None
 
 
@@ -1006,11 +1014,18 @@ def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: 
     replies = {src: measure.parse_ping(text) for src, text in split_probe(probe).items()}
     next_move: dict[int, float] = {}
     last_by_mn: dict[str, int] = {}
+    ok_set = set(ok)
+    # A handoff after one that failed starts from an MN already cut off: its probes' gap is
+    # that failure's outage (counted under failures), not this handoff's interruption.
+    after_failure: set[int] = set()
     for i, r in enumerate(rows):
-        if r.get("kind") == "rotate":
+        if r.get("kind") == "rotate" or r.get("skipped"):
             continue
         if r["mn"] in last_by_mn:
-            next_move[last_by_mn[r["mn"]]] = float(r.get("t_attach") or 0.0)
+            last = last_by_mn[r["mn"]]
+            next_move[last] = float(r.get("t_attach") or 0.0)
+            if last not in ok_set and not rows[last].get("superseded"):
+                after_failure.add(i)
         last_by_mn[r["mn"]] = i
     rotations: dict[str, list[float]] = {}
     for r in rows:
@@ -1033,10 +1048,12 @@ def family_figures(family: str, topo: Topology, rows: list[dict[str, Any]], ok: 
         # The CN probes the first address of a /64 (render/population.py).
         probed = str(dst.network_address + (1 if family == "ipv6" else 0))
         got = replies.get(probed)
+        if i in after_failure:
+            got = []
         if got and r["mn"] in periods:
             # A DHCP member's address is probed only while it is its newest, and may be
             # another MN's before or after.
-            span = _probed(got, periods[r["mn"]], probed, float(r["t_attach"]))
+            span = _probed(got, periods[r["mn"]], probed, float(r["t_attach"]), interval)
             got, w1 = (span[0], min(w1, span[1])) if span else ([], w1)
         if got:
             with contextlib.suppress(measure.MeasureError):
