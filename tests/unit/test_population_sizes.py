@@ -119,6 +119,7 @@ def test_a_size_sweep_is_combined_drawn_and_read_back_point_by_point(
     assert got["size_sweep"][1]["host_routes_peak_by_role"]["agg"] == 100
     assert got["memory_by_difference"] == {
         "processes": [{"from": 100, "to": 300, "mb_per_mobile": 0.06}],
+        "processes_pss": [],  # runs from before PSS was read have none
         "machine": [{"from": 100, "to": 300, "mb_per_mobile": 0.1}]}
     plot = tmp_path / SIZE_PLOT
     assert str(plot) in got["plots"] and plot.read_bytes()[:4] == b"\x89PNG"

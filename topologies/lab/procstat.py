@@ -34,6 +34,19 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
+def pss_bytes(pid: int) -> int | None:
+    """The process's proportional share of its pages (smaps_rollup's Pss): what it costs the
+    machine, its shared pages divided among their sharers. A thousand udhcpc clients show
+    2.2 MB of RSS each and 0.12 MB of PSS, busybox's pages being shared."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
 class Sampler:
     """Every ``interval_s``: each process's CPU share since the last sample (percent of
     one core) and its RSS, as rows {t, kind, node, cpu_pct, rss_mb}."""
@@ -104,6 +117,11 @@ def backlog_drops() -> int:
 def total_rss_mb(pids: Mapping[tuple[str, str], int]) -> float:
     """The RSS of all the given processes together, now."""
     return round(sum(rss_bytes(p) or 0 for p in pids.values()) / 2**20, 2)
+
+
+def total_pss_mb(pids: Mapping[tuple[str, str], int]) -> float:
+    """The PSS of all the given processes together, now (``pss_bytes``)."""
+    return round(sum(pss_bytes(p) or 0 for p in pids.values()) / 2**20, 2)
 
 
 

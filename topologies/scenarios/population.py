@@ -118,6 +118,7 @@ def size_point(sub: str, result: dict[str, Any], roles: dict[str, str]) -> dict[
         by_role[role] = max(by_role.get(role, 0), int(n))
     return {"point": sub, "mobiles": result["mobiles"], "up_s": result["up_s"],
             "rss_mb_added": result["rss_mb_added"],
+            "pss_mb_added": result.get("pss_mb_added"),
             "machine_mb_added": result["machine_mb_added"],
             "memory_mb_per_mobile": result["memory_mb_per_mobile"],
             "handoffs": {k: result["handoffs"][k] for k in ("attempted", "ok", "failed")},
@@ -428,6 +429,7 @@ class PopulationScenario(Scenario):
         largest = results[-1][1]
         return {**largest, "size_sweep": points,
                 "memory_by_difference": {"processes": by_difference(points, "rss_mb_added"),
+                                         "processes_pss": by_difference(points, "pss_mb_added"),
                                          "machine": by_difference(points, "machine_mb_added")},
                 "points": [r for _, r in results],
                 "plots": [*largest.get("plots", []), str(plot)]}
@@ -513,12 +515,15 @@ class PopulationScenario(Scenario):
         moves = self.schedule()
         self.note(probe_interval_ms=self.probe_interval_s * 1000.0, scheduled=len(moves),
                   schedule_rate_per_s=round(mobility.handoff_rate(moves, self.duration_s), 3))
-        rss_before, used_before = procstat.total_rss_mb(self._pids()), procstat.machine_used_mb()
+        before = self._pids()
+        rss_before, used_before = procstat.total_rss_mb(before), procstat.machine_used_mb()
+        pss_before = procstat.total_pss_mb(before)
         with contextlib.ExitStack() as stack:
             stack.callback(self.net.stop)
             up = self.net.start()
             pids = self._pids()
             self.note(up=up, rss_mb_before=rss_before, rss_mb_up=procstat.total_rss_mb(pids),
+                      pss_mb_before=pss_before, pss_mb_up=procstat.total_pss_mb(pids),
                       machine_mb_before=used_before, machine_mb_up=procstat.machine_used_mb())
             self.progress(f"population: {len(self.net.members)} MNs up in {up['up_s']:.1f}s "
                           f"({', '.join(f'{k} {v:.1f}s' for k, v in up.items())})")
@@ -721,7 +726,8 @@ class PopulationScenario(Scenario):
             f"interruption ms p50/p99 {result['interruption_ms']['p50']}/"
             f"{result['interruption_ms']['p99']}; auth ms p50/p99 "
             f"{result['auth_ms']['p50']}/{result['auth_ms']['p99']}",
-            f"memory per MN {result['memory_mb_per_mobile']} MB (processes), "
+            f"memory per MN {result['memory_mb_per_mobile']} MB (processes' RSS), "
+            f"{result.get('pss_mb_per_mobile')} MB (their PSS), "
             f"{result['machine_mb_per_mobile']} MB (machine); stale /32 at the end: "
             f"{sum(result['stale_host_routes'].values())}",
             "machine CPU over the moves (% of all cores): " + (", ".join(
@@ -1173,6 +1179,8 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         ups[router] = float(max(per_s.values(), default=0))
     up = measured.get("up", {})
     rss_delta = float(measured.get("rss_mb_up", 0.0)) - float(measured.get("rss_mb_before", 0))
+    pss_delta = (float(measured["pss_mb_up"]) - float(measured["pss_mb_before"])
+                 if "pss_mb_up" in measured and "pss_mb_before" in measured else None)
     used_before, used_up = measured.get("machine_mb_before"), measured.get("machine_mb_up")
     machine_delta = float(used_up) - float(used_before) \
         if used_before is not None and used_up is not None else None
@@ -1219,6 +1227,11 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         # population; the kernel's share (veths, routes, rules) is measured in docs/scale.md.
         "memory_mb_per_mobile": round(rss_delta / mobiles, 4) if mobiles else None,
         "rss_mb_added": round(rss_delta, 2),
+        # The same by PSS: shared pages counted once among their sharers (a DHCP member's
+        # udhcpc shows 2.2 MB of RSS and 0.12 MB of PSS).
+        "pss_mb_added": round(pss_delta, 2) if pss_delta is not None else None,
+        "pss_mb_per_mobile": round(pss_delta / mobiles, 4)
+        if pss_delta is not None and mobiles else None,
         # The machine's memory in use, by the same difference: the kernel's share too
         # (veths, routes, neighbour entries), and whatever else moved meanwhile.
         "machine_mb_added": round(machine_delta, 1) if machine_delta is not None else None,
