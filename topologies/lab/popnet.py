@@ -41,6 +41,7 @@ SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
 REQUEST_TIMEOUT_S = 10.0  # one MN's handoff: five AUTH tries of 0.3 s, and a busy loop
 # A rotation: a lease (AddressManager.acquire allows 15 s), then a release confirmed or not.
 ROTATE_TIMEOUT_S = 25.0
+BATCH_TIMEOUT_S, BATCH_S_PER_MN = 15.0, 0.02  # the population's interface batches
 FIRST_AUTH_S_PER_MN = 0.05  # the bring-up's deadline past the issue's 1,000 MNs
 FIRST_AUTH_SPARE_S = 60.0  # the last MN's tries and the answer, past the deadline
 # The kernel's neighbour tables are one per family for the whole machine, every namespace's
@@ -166,10 +167,12 @@ class PopulationNet:
         files = render_population.render_batches(lab.topo, host.pid, self.ipv6)
         for kind, text in files.items():
             (self.rundir / f"{kind}.batch").write_text(text)
-        lab.execs[AIR].check(["ip", "-batch", str(self.rundir / "air.batch")])
-        ex.check(["ip", "-batch", str(self.rundir / "population.batch")])
+        # A rule's insertion walks the rules before it: 10,000 MNs' batch took 19 s here.
+        timeout = BATCH_TIMEOUT_S + BATCH_S_PER_MN * len(self.members)
+        lab.execs[AIR].check(["ip", "-batch", str(self.rundir / "air.batch")], timeout)
+        ex.check(["ip", "-batch", str(self.rundir / "population.batch")], timeout)
         if "population6" in files:
-            ex.check(["ip", "-6", "-batch", str(self.rundir / "population6.batch")])
+            ex.check(["ip", "-6", "-batch", str(self.rundir / "population6.batch")], timeout)
         t = self._timed("links_s", t)
         # The batch put every port into its home cell; the radio learns where they are.
         self.radio.where.update({m.name: m.home for m in self.members})
