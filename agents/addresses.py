@@ -593,7 +593,9 @@ class AddressManager:
     async def _stop(self, held: Held) -> None:
         self._pace_renewal(held, 0)
         # A paused client would not act on TERM.
-        if _signal(held, signal.SIGCONT) and _signal(held, signal.SIGTERM):
+        if _signal(held, signal.SIGCONT):
+            with contextlib.suppress(ProcessLookupError):
+                held.proc.terminate()
             try:
                 await asyncio.wait_for(held.proc.wait(), 3.0)
             except TimeoutError:
