@@ -399,9 +399,12 @@ class Population:
     def status(self) -> dict[str, Any]:
         return {"ok": True, "mobiles": len(self.mobiles), **self.counts,
                 "where": {n: m.current for n, m in self.mobiles.items()},
-                # The DHCP members' addresses, newest first: the prober's targets.
-                "leased": {n: [str(a) for a in m.held()] for n, m in self.mobiles.items()
-                           if m.addresses is not None}}
+                "leased": self.leased()}
+
+    def leased(self) -> dict[str, list[str]]:
+        """The DHCP members' addresses, newest first: the prober's targets."""
+        return {n: [str(a) for a in m.held()] for n, m in self.mobiles.items()
+                if m.addresses is not None}
 
     async def command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
@@ -414,12 +417,14 @@ class Population:
             return await self.attach_all(float(deadline))
         if cmd == "status":
             return self.status()
+        if cmd == "leased":  # what the scenario polls each second: not every MN's AR
+            return {"ok": True, "leased": self.leased()}
         if cmd == "rotate":
             return await self.rotate(str(req.get("mn")))
         if cmd == "dhcp":
             return await self.on_dhcp(req)
         return {"ok": False, "error": f"unknown command {cmd!r} (attach, attach_all, rotate, "
-                "status, dhcp)"}
+                "status, leased, dhcp)"}
 
     async def run(self, control: Path) -> None:
         loop = asyncio.get_running_loop()

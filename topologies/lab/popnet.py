@@ -225,7 +225,7 @@ class PopulationNet:
 
     def leased(self) -> dict[str, list[str]]:
         """Each DHCP member's addresses now, newest first."""
-        answer = self.request({"cmd": "status"})
+        answer = self.request({"cmd": "leased"})
         leased = answer.get("leased")
         return dict(leased) if isinstance(leased, dict) else {}
 

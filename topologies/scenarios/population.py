@@ -511,7 +511,7 @@ class PopulationScenario(Scenario):
             out |= {("udhcpc", str(c)): c for c in procstat.children(pid)}
         return out
 
-    def measure(self) -> None:
+    def _measure(self) -> None:
         moves = self.schedule()
         self.note(probe_interval_ms=self.probe_interval_s * 1000.0, scheduled=len(moves),
                   schedule_rate_per_s=round(mobility.handoff_rate(moves, self.duration_s), 3))
@@ -581,6 +581,15 @@ class PopulationScenario(Scenario):
                       machine_cpu_pct=phases[0]["machine_cpu_pct"],
                       unbound=phases[0]["unbound"], where=phases[0]["where"])
         write_jsonl(self.dir / SAMPLES, sampler.rows)
+
+    def measure(self) -> None:
+        try:
+            self._measure()
+        finally:
+            # Kept even when the bring-up or the moves fail: the reason is in these.
+            self._keep_logs()
+
+    def _keep_logs(self) -> None:
         self.keep_files([r.name for r in self.topo.routers], [UPDATES_LOG])
         # The AR agents' and the population agent's own accounts, for a failure's reason.
         self.keep_files([a.name for a in self.topo.by_role(Role.AR)],
