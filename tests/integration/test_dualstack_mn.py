@@ -509,3 +509,20 @@ def test_a_short_soak_in_both_families_fails_nothing_and_leaves_no_stale_route(
     six = result["ipv6"]
     assert (six["stale_routes_end"], six["missing_routes_end"]) == (0, 0)
     assert six["reroute_ms"]["p99"] is not None
+
+
+def test_a_walk_in_both_families_keeps_a_tcp_stream_on_each(lab: Lab, tmp_path: Path) -> None:
+    """`scenario handoff --family both`: the /64 carries its own iperf3 stream through the
+    same handoffs as the IPv4 address's, and both survive; each handoff has an IPv6 record
+    on a shortest path with no core UPDATE for a move inside a cluster."""
+    from topologies.scenarios.handoff import HandoffScenario
+
+    result = HandoffScenario(lab, mn="mn1", modes=("redirect",), per_mode=4, period_s=2.0,
+                             out_dir=tmp_path, families=["ipv4", "ipv6"]).run()
+    for key in ("iperf", "iperf6"):
+        assert result[key]["survived"] is True, result[key]
+    six = [h for h in result["handoffs"] if h["family"] == "ipv6"]
+    assert len(six) == len(result["handoffs"]) // 2 >= 4
+    assert all(h["path_optimal"] for h in six), [h["path"] for h in six]
+    assert all(h["core_updates"] == 0 for h in six if h["kind"] == "intra-cluster"), six
+    assert "CN->MN's /64: survived=True" in HandoffScenario.table(result)

@@ -59,19 +59,35 @@ def test_a_dual_stack_walk_is_summarised_per_family() -> None:
     v4 = [{**_h(10.0, 0, 1200), "family": "ipv4"}, {**_h(12.0, 0, 1200), "family": "ipv4"}]
     v6 = [{**_h(40.0, 0, 1200), "family": "ipv6"}, {**_h(44.0, 0, 1200), "family": "ipv6"}]
     walk = {"handoffs": [v4[0], v6[0], v4[1], v6[1]], "warmup_handoffs": [],
-            "iperf": {"survived": True}}
+            "iperf": {"survived": True}, "iperf6": {"survived": False, "max_stall_ms": None}}
     assert of_family(walk, "ipv4")["handoffs"] == v4
     dns = {"before": {}, "after": {}}
     assert flat_summary(of_family(walk, "ipv4"), dns, "redirect", "stapled")[
         "interruption_ms_p95"] <= 12.0
-    anchored6 = {"handoffs": [{"interruption_ms": 300.0, "family": "ipv6"}], "timeline": []}
-    stretch = {"flat": [{"flat_rtt6_ms": 2.0, "anchored_rtt6_ms": 9.0},
-                        {"flat_rtt6_ms": float("nan"), "anchored_rtt6_ms": 11.0}]}
+    anchored6 = {"handoffs": [{"interruption_ms": 300.0, "family": "ipv6"}], "timeline": [],
+                 "iperf": {"survived": True, "max_stall_ms": 900.0}}
+    # The /64s' own traces: a stretch is averaged over the traces that reached the /64 only.
+    stretch = {"flat": [{"flat_rtt6_ms": 2.0, "anchored_rtt6_ms": 9.0,
+                         "flat_path6": ["core1", "mn1"], "flat_stretch6": 1.0,
+                         "anchored_path6": ["pgw", "mn1"], "anchored_stretch6": 2.0},
+                        {"flat_rtt6_ms": float("nan"), "anchored_rtt6_ms": 11.0,
+                         "flat_path6": ["core1", None], "flat_stretch6": 5.0,
+                         "anchored_path6": ["pgw", "mn1"], "anchored_stretch6": 3.0}]}
     six = ipv6_summary({"flat": walk}, anchored6, stretch, {"flat": ("redirect", "stapled")})
     assert six["family"] == "ipv6" and six["flat"]["handoffs"] == 2
     assert six["flat"]["interruption_ms_p50"] == 42.0 and six["flat"]["rtt_ms_mean"] == 2.0
     assert six["anchored"]["interruption_ms_p50"] == 300.0
     assert six["anchored"]["rtt_ms_mean"] == 10.0
+    assert six["flat"]["path_stretch_mean"] == 1.0
+    assert six["anchored"]["path_stretch_mean"] == 2.5
+    # Each /64's TCP stream is its own: the flat one's failure is not hidden by IPv4's.
+    assert six["flat"]["iperf"]["survived"] is False
+    assert six["anchored"]["iperf"]["survived"] is True
+    # A run kept from before the /64s were traced or streamed: not measured, not borrowed.
+    old = ipv6_summary({"flat": {**walk, "iperf6": None}}, {**anchored6, "iperf": None},
+                       {"flat": [{"flat_rtt6_ms": 2.0}]}, {"flat": ("redirect", "stapled")})
+    assert old["flat"]["path_stretch_mean"] is None and old["flat"]["iperf"] is None
+    assert old["anchored"]["iperf"] is None
 
 
 def test_probe_interval_is_a_bounded_parameter() -> None:

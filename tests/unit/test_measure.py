@@ -6,8 +6,10 @@ Sample text follows what iputils ping, iperf3 3.12, FRR 8.4 and traceroute print
 from __future__ import annotations
 
 import copy
+import json
 import random
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -392,3 +394,21 @@ def test_settled_series_is_settled_at_for_every_window_in_one_pass() -> None:
         want = [settled_at(events, "ar1", DST, t0, t1, ignore) for t0, t1 in windows]
         assert settled_series(events, windows, ignore) == want
     assert settled_series([], [(2.0, 3.0)]) == [2.0]
+
+
+def test_a_walks_stream_file_is_summarised_and_a_missing_one_did_not_survive(
+        tmp_path: Path) -> None:
+    from topologies.scenarios.traffic import iperf_line, iperf_result
+
+    good = tmp_path / "iperf6.json"
+    good.write_text(json.dumps(iperf_doc([262144] * 10 + [0, 0] + [262144] * 8)))
+    s = iperf_result(good)
+    assert s["survived"] is True and s["max_stall_ms"] == pytest.approx(200.0)
+    assert "survived=True max_stall=200 ms" in iperf_line(s, "CN->MN's /64")
+    # No file, a truncated one, no intervals: each a stream that did not survive, with why.
+    (tmp_path / "cut.json").write_text('{"start": {')
+    (tmp_path / "empty.json").write_text('{"start": {}, "end": {}}')
+    for name in ("absent.json", "cut.json", "empty.json"):
+        bad = iperf_result(tmp_path / name)
+        assert bad["survived"] is False and bad["error"], name
+        assert "max_stall=None" in iperf_line(bad, "CN->MN")

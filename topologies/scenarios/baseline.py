@@ -75,6 +75,8 @@ FLAT_CONFIGS: dict[str, tuple[str, str]] = {"flat": ("redirect", "stapled"),
 BEST = "flat"  # the configuration whose path and state rows also carry the anchored side
 ANCHORED_RECORDS = "anchored-handoffs.jsonl"
 ANCHORED_PING6 = "anchored6-ping.txt"  # the anchored /64's probe, in a dual-stack run
+ANCHORED_IPERF, ANCHORED_IPERF6 = "anchored-iperf.json", "anchored-iperf6.json"
+ANCHORED_PORT, ANCHORED_PORT6 = 5202, 5206  # beside the flat walks' servers, one test each
 PROCEDURES = "procedures.json"
 STRETCH = "stretch.json"  # {configuration: rows}: the path phase, once per flat configuration
 STATE = "state.json"  # {configuration: rows}: the state phase, the same
@@ -100,6 +102,8 @@ class BaselineScenario(Scenario):
         self.pgw = anchor_node(self.topo).name
         self.adj = graph(self.topo)
         self.owner = address_owner(self.topo, pools=False)
+        six = self.topo.backbone6
+        self.owner6 = six.owners() if six is not None and self.ipv6 else {}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -207,12 +211,17 @@ class BaselineScenario(Scenario):
         records: list[dict[str, Any]] = []
         eta = Eta(len(plan), self.progress)
         with contextlib.ExitStack() as six, \
-                self._traffic(address, "anchored", duration, 5202) as (ping, iperf):
-            if self.ipv6:  # the anchored /64's session, probed beside the IPv4 one
+                self._traffic(address, "anchored", duration, ANCHORED_PORT) as (ping, iperf):
+            if self.ipv6:  # the anchored /64's sessions, probed and streamed beside IPv4's
+                address6 = anchored_address6(self.topo, self.mn)
                 ping6 = six.enter_context(traffic.probe(
-                    self.lab, self.cn, anchored_address6(self.topo, self.mn),
-                    self.dir / ANCHORED_PING6, self.probe_interval_ms / 1000.0))
+                    self.lab, self.cn, address6, self.dir / ANCHORED_PING6,
+                    self.probe_interval_ms / 1000.0))
                 six.callback(ping6.interrupt)
+                iperf6 = six.enter_context(traffic.iperf6(
+                    self.lab, self.cn, self.mn, address6, self.dir, duration, ANCHORED_PORT6,
+                    ANCHORED_IPERF6))
+                six.callback(iperf6.wait, duration + 15)
             t_next = time.time() + 1.5
             for step, measured in plan:
                 wait_for_clock(t_next)
@@ -229,7 +238,8 @@ class BaselineScenario(Scenario):
     # --- path stretch ---------------------------------------------------------------------------
 
     def _trace(self, ex: NodeExec, dst: str) -> list[str | None]:
-        return traffic.trace(ex, dst, self.owner, icmp=True, timeout=30)
+        owner = self.owner6 if ":" in dst else self.owner
+        return traffic.trace(ex, dst, owner, icmp=True, timeout=30)
 
     def _trace_to(self, ex: NodeExec, dst: str, deadline_s: float = 30.0) -> list[str | None]:
         """A trace that reaches `dst`: one whose last probes went unanswered measured the
@@ -298,15 +308,14 @@ class BaselineScenario(Scenario):
             self._move_both(plane, self.mn, ar.name)
             flat_addr = str(self._flat_address(self.mn))
             anch_addr = str(anchored_address(self.topo, self.mn))
-            # The round trips of the MN's flat /64 and anchored /64, beside the IPv4 ones.
-            six = {"flat_rtt6_ms": round(self._rtt(str(mn_address6(self.topo, self.mn))), 3),
-                   "anchored_rtt6_ms": round(self._rtt(str(anchored_address6(
-                       self.topo, self.mn))), 3)} if self.ipv6 else {}
             flat_path = self._trace_to(cn, flat_addr)
             anch_path = self._trace_to(cn, anch_addr)
             underlay = self._trace(pgw, str(ar.loopback))
             shortest = (measure.bfs_distance(self.adj, self.cn, ar.name) or 0) + 1
             hidden = max(0, len(underlay) - 1)  # routers inside the tunnel, invisible inside it
+            # The MN's flat /64 and anchored /64, traced and pinged beside the IPv4 addresses;
+            # the anchored /64 rides the same IPv4 tunnel, so the same routers hide in it.
+            six = self._stretch6(cn, shortest, hidden) if self.ipv6 else {}
             rows.append({
                 "ar": ar.name,
                 "anchor_distance": measure.bfs_distance(self.adj, self.pgw, ar.name),
@@ -334,6 +343,17 @@ class BaselineScenario(Scenario):
                           f"{rows[-1]['anchored_rtt_ms']:.3f} ms")
         self._move_both(plane, self.mn, home)  # back home for the phases that follow
         return rows
+
+    def _stretch6(self, cn: NodeExec, shortest: int, hidden: int) -> dict[str, Any]:
+        flat6, anch6 = str(mn_address6(self.topo, self.mn)), \
+            str(anchored_address6(self.topo, self.mn))
+        flat_path, anch_path = self._trace_to(cn, flat6), self._trace_to(cn, anch6)
+        return {"flat_rtt6_ms": round(self._rtt(flat6), 3),
+                "anchored_rtt6_ms": round(self._rtt(anch6), 3),
+                "flat_hops6": len(flat_path), "flat_path6": flat_path,
+                "anchored_hops6": len(anch_path) + hidden, "anchored_path6": anch_path,
+                "flat_stretch6": round(len(flat_path) / shortest, 3),
+                "anchored_stretch6": round((len(anch_path) + hidden) / shortest, 3)}
 
     # --- state per node -------------------------------------------------------------------------
 
@@ -607,7 +627,8 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
                   procedures: list[dict[str, Any]], t_end: float,
                   interval_s: float = PING_INTERVAL_S, family: str = "ipv4") -> dict[str, Any]:
     """The anchored walk's handoffs, from its probe file, records and the EPC's procedures;
-    for ``family`` ipv6 the same handoffs seen by the anchored /64's probe (no TCP)."""
+    for ``family`` ipv6 the same handoffs seen by the anchored /64's probe and TCP stream
+    (none in a run kept from before it had one)."""
     ping_file = "anchored-ping.txt" if family == "ipv4" else ANCHORED_PING6
     replies = measure.parse_ping((out_dir / ping_file).read_text(errors="replace"))
     procs = {(p["imsi"], p["seq"]): p for p in procedures}
@@ -629,14 +650,8 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
                          "s1": int(proc.get("s1", 0)), "s6a": int(proc.get("s6a", 0))},
             "home_round_trips": int(proc.get("home_round_trips", 0)), "family": family,
         })
-    iperf_res: dict[str, Any] | None = None
-    try:
-        if family == "ipv4":
-            iperf_res = measure.iperf_summary(
-                json.loads((out_dir / "anchored-iperf.json").read_text()))
-    except (OSError, ValueError, measure.MeasureError) as exc:
-        iperf_res = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
-                     "error": str(exc)}
+    stream = out_dir / (ANCHORED_IPERF if family == "ipv4" else ANCHORED_IPERF6)
+    iperf_res = traffic.iperf_result(stream) if family == "ipv4" or stream.exists() else None
     timeline = measure.ping_timeline(replies, interval_s)
     return {"handoffs": [h for h in out if not h["warmup"]],
             "warmup_handoffs": [h for h in out if h["warmup"]],
@@ -749,6 +764,12 @@ def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
               and r[col] == r[col]]  # a NaN: no echo came back
         return round(_mean(xs), 3) if xs else None
 
+    def path_stretch(key: str, arch: str) -> float | None:
+        # Traces that reached the /64 (runs kept from before it was traced have none).
+        xs = [float(r[f"{arch}_stretch6"]) for r in stretch.get(key, [])
+              if r.get(f"{arch}_path6") and r[f"{arch}_path6"][-1] is not None]
+        return round(_mean(xs), 3) if xs else None
+
     out: dict[str, Any] = {"family": "ipv6"}
     for key, (mode, dns_mode) in configs.items():
         fh = of_family(flats[key], "ipv6")["handoffs"]
@@ -758,14 +779,18 @@ def ipv6_summary(flats: dict[str, dict[str, Any]], anchored6: dict[str, Any],
                     "reroute_ms_p50": pct(fh, "reroute_ms", 0.5),
                     "reroute_ms_p95": pct(fh, "reroute_ms", 0.95),
                     "path_optimal": sum(1 for h in fh if h.get("path_optimal")),
+                    "path_stretch_mean": path_stretch(key, "flat"),
                     "rtt_ms_mean": rtt(key, "flat_rtt6_ms"),
+                    "iperf": flats[key].get("iperf6"),
                     "state_max_per_node": state_max(key, "flat6_max"),
                     **_failure_figures(six, "flat", key)}
     ah = anchored6["handoffs"]
     out["anchored"] = {"mode": "anchored", "handoffs": len(ah),
                        "interruption_ms_p50": pct(ah, "interruption_ms", 0.5),
                        "interruption_ms_p95": pct(ah, "interruption_ms", 0.95),
+                       "path_stretch_mean": path_stretch(BEST, "anchored"),
                        "rtt_ms_mean": rtt(BEST, "anchored_rtt6_ms"),
+                       "iperf": anchored6.get("iperf"),
                        "state_max_per_node": state_max(BEST, "anchored6_max"),
                        **_failure_figures(six, "anchored")}
     out["handoffs"] = {**{k: of_family(flats[k], "ipv6")["handoffs"] for k in configs},
@@ -918,6 +943,8 @@ def table(result: dict[str, Any]) -> str:
           f"{result[c]['sessions_survived_failure']}/{result[c]['sessions_total']}"
           for c in cols]),
         ("max state on one node", [result[c]["state_max_per_node"] for c in cols]),
+        ("TCP survived the walk", [(result[c].get("iperf") or {}).get("survived")
+                                   for c in cols]),
     ]
 
     def cell(v: Any) -> str:
@@ -931,10 +958,13 @@ def table(result: dict[str, Any]) -> str:
         rows += [(f"ipv6 {name}", [six[c].get(key) for c in cols]) for name, key in (
             ("handoffs measured", "handoffs"), ("interruption p50 (ms)", "interruption_ms_p50"),
             ("interruption p95 (ms)", "interruption_ms_p95"),
+            ("path stretch (mean)", "path_stretch_mean"),
             ("CN->MN RTT (ms, mean)", "rtt_ms_mean"),
             ("sessions survived failure", "sessions_survived_failure"),
             ("recovery max (ms)", "recovery_ms_max"),
             ("state max per node", "state_max_per_node"))]
+        rows.append(("ipv6 TCP survived the walk", [(six[c].get("iperf") or {}).get("survived")
+                                                    for c in cols]))
     lines = [f"{'measure':30s} " + " ".join(f"{c:>14s}" for c in cols), "-" * (31 + 15 * len(cols))]
     lines += [f"{name:30s} " + " ".join(f"{cell(v):>14s}" for v in vals) for name, vals in rows]
     lines.append(f"home network {result['home_rtt_ms']:g} ms RTT away; probe every "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -167,10 +166,13 @@ class HandoffScenario(Scenario):
                                                      self.dir / "ping.txt",
                                                      self.probe_interval_ms / 1000.0))
             iperf = stack.enter_context(traffic.iperf_client(
-                lab, cn_name, self.address, self.dir / "iperf.json", duration))
+                lab, cn_name, self.address, self.dir / traffic.IPERF_JSON, duration))
             ping6 = None if self.address6 is None else stack.enter_context(traffic.probe(
                 lab, cn_name, str(self.address6), self.dir / PING6,
                 self.probe_interval_ms / 1000.0))
+            # The MN's /64 carries a TCP stream of its own, through the same handoffs.
+            iperf6 = None if self.address6 is None else stack.enter_context(
+                traffic.iperf6(lab, cn_name, self.mn, self.address6, self.dir, duration))
             t_next = time.time() + 1.5
             dns_now: str | None = None
             for i, (dns, mode, step, measured) in enumerate(plan):
@@ -202,6 +204,8 @@ class HandoffScenario(Scenario):
             self.note(t_end=traffic.end_walk(ping, iperf, duration))
             if ping6 is not None:
                 ping6.interrupt()
+            if iperf6 is not None:
+                iperf6.wait(duration + 15)
         eta.done()
 
     def set_dns_mode(self, mn: str, dns: str) -> None:
@@ -343,7 +347,9 @@ class HandoffAnalysis:
         by_family = [(h, rec) for h, rec in zip(out, sources, strict=True)
                      if h["family"] in self.families]
         out = [h for h, _ in by_family]
-        iperf = self._iperf()
+        iperf = traffic.iperf_result(self.dir / traffic.IPERF_JSON)
+        six = {"iperf6": traffic.iperf_result(self.dir / traffic.IPERF6_JSON)} \
+            if "ipv6" in self.families else {}
         measured = [h for h in out if not h["warmup"]]
         for h, rec in by_family:
             h["t_attach"] = rec["t_attach"]
@@ -352,7 +358,7 @@ class HandoffAnalysis:
                 "modes": self.modes, "period_s": self.period_s,
                 "probe_interval_ms": round(self.interval_s * 1000.0, 3), "handoffs": measured,
                 "warmup_handoffs": [h for h in out if h["warmup"]],
-                "iperf": iperf, "summary": summarise(measured), "plots": plot_files,
+                "iperf": iperf, **six, "summary": summarise(measured), "plots": plot_files,
                 "first_contact": summarise([{**h, "mode": "warm-up"} for h in out
                                             if h["warmup"]])}
 
@@ -464,18 +470,6 @@ class HandoffAnalysis:
             str(plots.interruption_cdf([h for h in handoffs if not h["warmup"]],
                                        self.dir / "interruption-cdf.png")),
         ]
-
-    def _iperf(self) -> dict[str, Any]:
-        try:
-            doc = json.loads((self.dir / "iperf.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            return {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
-                    "error": f"no iperf3 result: {exc}"}
-        try:
-            return measure.iperf_summary(doc)
-        except measure.MeasureError as exc:
-            return {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0,
-                    "error": str(exc)}
 
 
 def add_family_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -608,12 +602,8 @@ def table(result: dict[str, Any]) -> str:
             f"{r['n']:<3d} "
             f"{'-' if r.get('home_round_trips_mean') is None else r['home_round_trips_mean']:>7}"
         )
-    ip = result["iperf"]
-    stall = ip.get("max_stall_ms")
-    lines.append(
-        f"iperf3 TCP CN->MN: survived={ip.get('survived')} "
-        f"max_stall={stall if stall is None else round(stall)} ms "
-        f"mean={ip.get('mean_mbps', 0):.1f} Mbit/s"
-    )
+    lines.append(traffic.iperf_line(result["iperf"], "CN->MN"))
+    if "iperf6" in result:
+        lines.append(traffic.iperf_line(result["iperf6"], "CN->MN's /64"))
     return "\n".join(lines)
 

@@ -6,11 +6,13 @@ each has a pid file and a stop; and the one traceroute helper that names each ho
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
+from typing import Any
 
 from topologies.analysis import measure
 from topologies.lab.daemons import LabError, NodeExec, wait_until
@@ -19,6 +21,9 @@ from topologies.scenarios.base import PROBE_INTERVAL_S, wait_for_clock
 
 PING_INTERVAL_S = PROBE_INTERVAL_S
 IPERF_PORT = 5201
+# The IPv6 stream's own server: one iperf3 server runs one test at a time.
+IPERF_PORT6 = 5205
+IPERF_JSON, IPERF6_JSON = "iperf.json", "iperf6.json"
 IPERF_RATE = "20M"  # paced: a full-rate stream would starve the daemons of the 2-core VM
 IPERF_INTERVAL_S = 0.1
 
@@ -47,8 +52,8 @@ def iperf_server(lab: Lab, node: str, out: Path, port: int = IPERF_PORT, *, once
         yield bg
 
 
-def iperf_client(lab: Lab, node: str, address: IPv4Address | str, out: Path, duration_s: float,
-                 rate: str = IPERF_RATE, port: int = IPERF_PORT, *,
+def iperf_client(lab: Lab, node: str, address: IPv4Address | IPv6Address | str, out: Path,
+                 duration_s: float, rate: str = IPERF_RATE, port: int = IPERF_PORT, *,
                  server_output: bool = True,
                  udp: bool = False) -> contextlib.AbstractContextManager[Background]:
     """A paced iperf3 TCP (or with ``udp``, UDP) stream to ``address``, reporting every
@@ -68,6 +73,41 @@ def udp_receiver(lab: Lab, node: str, port: int, out: Path) -> Iterator[Backgrou
         wait_until(lambda: out.exists() and "listening" in out.read_text(), 10,
                    f"the UDP receiver on {node}")
         yield bg
+
+
+@contextlib.contextmanager
+def iperf6(lab: Lab, cn: str, mn: str, address: IPv6Address | str, out_dir: Path,
+           duration_s: float, port: int = IPERF_PORT6,
+           name: str = IPERF6_JSON) -> Iterator[Background]:
+    """The walk's TCP stream to the MN's IPv6 address (issue 18), beside the IPv4 one: its
+    own server on the MN, the paced client at the CN; the client's JSON is ``name``."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(iperf_server(lab, mn, out_dir / f"server-{name}", port,
+                                         interval_s=None))
+        yield stack.enter_context(iperf_client(lab, cn, address, out_dir / name, duration_s,
+                                               IPERF_RATE, port, server_output=False))
+
+
+def iperf_result(path: Path) -> dict[str, Any]:
+    """A walk's iperf3 client JSON summarised; a missing or broken one is a stream that did
+    not survive, with the reason."""
+    failed: dict[str, Any] = {"survived": False, "max_stall_ms": None, "mean_mbps": 0.0}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {**failed, "error": f"no iperf3 result: {exc}"}
+    try:
+        return measure.iperf_summary(doc)
+    except measure.MeasureError as exc:
+        return {**failed, "error": str(exc)}
+
+
+def iperf_line(ip: dict[str, Any], what: str) -> str:
+    """One table line for a walk's TCP stream."""
+    stall = ip.get("max_stall_ms")
+    return (f"iperf3 TCP {what}: survived={ip.get('survived')} "
+            f"max_stall={stall if stall is None else round(stall)} ms "
+            f"mean={ip.get('mean_mbps', 0):.1f} Mbit/s")
 
 
 def end_walk(ping: Background, iperf: Background, duration_s: float,
