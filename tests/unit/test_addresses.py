@@ -1,4 +1,4 @@
-"""The MN's address manager (agents/addresses.py) without root: the socket table from `ss`,
+"""The MN's address manager (agents/addresses.py) without root: the kernel's socket tables,
 udhcpc's events turned into interface addresses, the default route's source and DNS records
 newest first, and the release of older addresses no connection uses, sent again while the
 owner shows no end of the lease."""
@@ -6,7 +6,13 @@ owner shows no end of the lease."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
+import random
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -22,8 +28,10 @@ from agents.addresses import (
     AddressError,
     AddressManager,
     Held,
-    parse_ss,
+    own_socket_inodes,
+    parse_proc_net,
     release_message,
+    socket_table,
 )
 from agents.dhcp import DhcpMessage
 from agents.dns import DnsError, DnsUpdater
@@ -37,35 +45,101 @@ B = IPv4Address("10.64.1.100")  # then from ar2
 C = IPv4Address("10.64.2.100")  # the newest, from ar3
 T0 = 1_800_000_000.0
 
-SS = """\
-udp   UNCONN    0      0          127.0.0.53%lo:53             0.0.0.0:*
-udp   UNCONN    0      0      10.64.0.100%mn3-eth0:68          0.0.0.0:*
-udp   ESTAB     0      0            10.64.1.100:40112    198.51.100.2:7000
-tcp   LISTEN    0      4096             0.0.0.0:22             0.0.0.0:*
-tcp   LISTEN    0      5            10.64.2.100:8080           0.0.0.0:*
-tcp   ESTAB     0      0            10.64.0.100:5201     198.51.100.2:43210
-tcp   ESTAB     0      36           10.64.0.100:5202     198.51.100.2:43212
-tcp   TIME-WAIT 0      0            10.64.2.100:40000    198.51.100.2:80
-tcp   SYN-SENT  0      1            10.64.2.100:40002    198.51.100.2:80
-tcp   ESTAB     0      0      [::ffff:10.64.1.100]:5201 [::ffff:198.51.100.2]:43999
-tcp   LISTEN    0      4096                    [::]:22                [::]:*
-tcp   ESTAB     0      0          [2001:db8::10]:22     [2001:db8::2]:50000
-tcp   ESTAB     0      0        [fe80::1]%mn3-eth0:22   [fe80::2]%mn3-eth0:50001
-"""
+def _hex(a: str) -> str:
+    """An address as /proc/net prints it: each 32-bit word of it in host order, in hex."""
+    raw = ipaddress.ip_address(a).packed
+    return "".join(f"{int.from_bytes(raw[i:i + 4], sys.byteorder):08X}"
+                   for i in range(0, len(raw), 4))
 
 
-def test_parse_ss_counts_connections_per_local_address() -> None:
-    assert parse_ss(SS) == {
+def _row(i: int, local: str, port: int, remote: str, rport: int, state: int,
+         inode: int) -> str:
+    return (f"{i:4d}: {_hex(local)}:{port:04X} {_hex(remote)}:{rport:04X} {state:02X} "
+            f"00000000:00000000 00:00000000 00000000     0        0 {inode} 1 "
+            "0000000000000000 100 0 0 10 0")
+
+
+HEAD = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode")
+ANY4, ANY6 = "0.0.0.0", "::"
+TCP = "\n".join([
+    HEAD,
+    _row(0, ANY4, 22, ANY4, 0, 0x0A, 101),  # a listener holds no address
+    _row(1, "10.64.2.100", 8080, ANY4, 0, 0x0A, 102),
+    _row(2, "10.64.0.100", 5201, "198.51.100.2", 43210, 0x01, 103),  # two established
+    _row(3, "10.64.0.100", 5202, "198.51.100.2", 43212, 0x01, 104),
+    _row(4, "10.64.2.100", 40000, "198.51.100.2", 80, 0x06, 0),  # TIME_WAIT: none
+    _row(5, "10.64.2.100", 40002, "198.51.100.2", 80, 0x02, 105),  # SYN_SENT: being opened
+    _row(6, "10.64.1.100", 7411, "10.255.0.2", 7411, 0x01, 700),  # the agent's own
+]) + "\n"
+UDP = "\n".join([
+    HEAD,
+    _row(0, "127.0.0.53", 53, ANY4, 0, 0x07, 201),  # unconnected
+    _row(1, "10.64.0.100", 68, ANY4, 0, 0x07, 202),
+    _row(2, "10.64.1.100", 40112, "198.51.100.2", 7000, 0x01, 203),  # connected UDP
+]) + "\n"
+TCP6 = "\n".join([
+    HEAD,
+    # An IPv4 connection to a dual-stack listener (iperf3 -s).
+    _row(0, "::ffff:10.64.1.100", 5201, "::ffff:198.51.100.2", 43999, 0x01, 301),
+    _row(1, ANY6, 22, ANY6, 0, 0x0A, 302),
+    _row(2, "2001:db8::10", 22, "2001:db8::2", 50000, 0x01, 303),
+    _row(3, "fe80::1", 22, "fe80::2", 50001, 0x01, 304),
+]) + "\n"
+
+
+def test_the_kernels_socket_tables_count_connections_per_local_address(
+        tmp_path: Path) -> None:
+    for name, text in (("tcp", TCP), ("udp", UDP), ("tcp6", TCP6)):
+        (tmp_path / name).write_text(text)  # no udp6: a table that is absent counts nothing
+    assert socket_table(tmp_path) == {
         A: 2,  # two established TCP connections
         # A connected UDP socket, and an IPv4 connection to a dual-stack listener (iperf3 -s).
-        B: 2,
+        B: 3,  # ... and the socket of inode 700, which this process does not own
         C: 1,  # a connection being opened; the listener and TIME-WAIT do not hold the address
         # An IPv6 connection holds its address (a DHCPv6 /64's, agents/delegations.py); the
         # link-local one holds nothing the MN could release.
         IPv6Address("2001:db8::10"): 1,
     }
-    assert parse_ss("") == {}
-    assert parse_ss("garbage\ntcp ESTAB 0 0\n") == {}
+    # The agent's own sockets (its AUTH and resolver sockets) are left out.
+    assert parse_proc_net(TCP, frozenset({700})) == {A: 2, C: 1}
+    assert parse_proc_net("") == {} and parse_proc_net(HEAD) == {}
+    assert parse_proc_net("garbage\n 0: 0100007F:0016 00000000:0000 0A\n"
+                          " 1: 0100007:0016 00000000:0000 01 0 0 0 0 0 7\n") == {}
+
+
+def test_the_real_table_sees_a_connection_and_leaves_out_our_own_sockets() -> None:
+    """This namespace's own tables: a loopback connection on an address nothing else uses
+    shows in them with both its ends, and leaves the table once both are known as ours."""
+    here = "127.0.0.233"
+    with socket.socket() as srv:
+        srv.bind((here, 0))
+        srv.listen()
+        with socket.socket() as cli:
+            cli.bind((here, 0))
+            cli.connect(srv.getsockname())
+            conn, _ = srv.accept()
+            with conn:
+                net = Path("/proc/thread-self/net")
+                raw = sum(parse_proc_net((net / t).read_text()).get(IPv4Address(here), 0)
+                          for t in ("tcp", "tcp6"))
+                assert raw == 2  # the client's end and the accepted one; not the listener
+                inodes = own_socket_inodes()
+                assert {os.fstat(f.fileno()).st_ino for f in (srv, cli, conn)} <= inodes
+                assert socket_table().get(IPv4Address(here), 0) == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_socket_table_parser_fuzz(seed: int) -> None:
+    rng = random.Random(seed)
+    lines = (TCP + UDP + TCP6).splitlines()
+    for _ in range(2000):
+        line = list(rng.choice(lines))
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(line))
+            line[i] = rng.choice("0123456789ABCDEFx: \t")
+        out = parse_proc_net("".join(line))
+        assert all(isinstance(n, int) and n > 0 for n in out.values())
 
 
 class FakeUpdater:
@@ -300,9 +374,9 @@ def test_tidy_releases_only_older_addresses_no_connection_uses(
 
     async def go() -> list[IPv4Address]:
         await mn.hold(A, B, C)
-        mn.table.update(parse_ss(
-            "tcp ESTAB 0 0 10.64.0.100:5201 198.51.100.2:43210\n"
-            "tcp LISTEN 0 5 10.64.1.100:8080 0.0.0.0:*\n"))
+        mn.table.update(parse_proc_net(
+            _row(0, "10.64.0.100", 5201, "198.51.100.2", 43210, 0x01, 1) + "\n"
+            + _row(1, "10.64.1.100", 8080, ANY4, 0, 0x0A, 2)))
         assert mn.mgr.in_use() == {C: 0, B: 0, A: 1}
         del mn.ip_calls[:]
         return await mn.mgr.tidy()
@@ -345,19 +419,6 @@ def test_release_of_an_exited_client_still_takes_the_address_off(
     assert mn.procs[1].signals == []
     assert mn.ip_calls == [["addr", "del", f"{A}/32", "dev", IF], route(B)]
     assert mn.mgr.addresses() == [B] and mn.dns.sets[-1] == [B] and 1 not in mn.mgr.held
-
-
-def test_parse_ss_leaves_out_the_agents_own_sockets() -> None:
-    # `ss -tuanpH` as socket_table() runs it: the owners follow the peer column.
-    text = (
-        'udp ESTAB 0 0 10.64.0.100:40001 10.253.0.2:53 users:(("python3",pid=700,fd=9))\n'
-        'tcp ESTAB 0 0 10.64.0.100:5201 198.51.100.2:43210 users:(("iperf3",pid=812,fd=5))\n'
-        'tcp ESTAB 0 0 10.64.1.100:7411 10.255.0.2:7411 users:(("python3",pid=700,fd=11))\n'
-        # A socket the agent shares with a child it started still belongs to the child.
-        'tcp ESTAB 0 0 10.64.1.100:22 198.51.100.2:50000 '
-        'users:(("python3",pid=700,fd=12),("sshd",pid=900,fd=3))\n')
-    assert parse_ss(text, frozenset({700})) == {A: 1, B: 1}
-    assert parse_ss(text) == {A: 2, B: 2}
 
 
 def release_with(mn: Mn, lost: int) -> None:
@@ -447,3 +508,32 @@ def test_renewal_is_asked_at_the_servers_t1_for_leases_udhcpc_would_stretch(
 
     asyncio.run(go())
     assert [r["addr"] for r in mn.events("dhcp_renew_requested")] == [str(A)]
+
+
+def test_the_hook_starts_no_interpreter_for_a_clients_first_deconfig(tmp_path: Path) -> None:
+    """The rendered udhcpc hook, run as udhcpc runs it: the deconfig udhcpc starts with,
+    before any lease, ends in the shell; once bound, every event reaches the agent."""
+    from topologies.render.configs import render
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    hook = tmp_path / "hook"
+    hook.write_text(render("dhcp/udhcpc.hook.j2", {
+        "name": "mn3", "dhcp": {"python": str(fake), "root": str(tmp_path)}}))
+    mark = tmp_path / "udhcpc-1.bound"
+
+    def run(event: str, **env: str) -> list[str]:
+        subprocess.run(["sh", str(hook), event], check=True, env={
+            "PATH": "/usr/bin:/bin", "FLATARCH_LEASE_SERIAL": "1", **env})
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    assert run("deconfig", FLATARCH_LEASE_MARK=str(mark)) == []
+    assert run("bound", FLATARCH_LEASE_MARK=str(mark)) == ["-S -m agents.dhcp_hook bound"]
+    assert mark.exists()
+    assert run("deconfig", FLATARCH_LEASE_MARK=str(mark))[-1] == \
+        "-S -m agents.dhcp_hook deconfig"
+    # A client started without the mark's name (an older agent): every event, as before.
+    mark.unlink()
+    assert run("deconfig")[-1] == "-S -m agents.dhcp_hook deconfig"
