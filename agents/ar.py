@@ -95,6 +95,9 @@ STATUS_DUTY = 20.0
 # every MN: written after each event it was 20 ms per event at 1,000 MNs (issue 15).
 JOURNAL_MAX_RECORDS = 4096
 COMPACT_S = 5.0
+# A wake-up's passes over the paging device before its route goes: a stream that keeps
+# coming must not hold the worker; what is left follows the removal.
+UNPARK_DRAIN_ROUNDS = 8
 
 log = logging.getLogger("agents.ar")
 
@@ -192,6 +195,7 @@ class ArAgent:
         self._overlay_index: int | None = None
         self._paging_index: int | None = None
         self._tun_fd: int | None = None
+        self._unparking = 0  # wake-ups whose worker reads the paging device (unpark)
         self._reinjector: Reinjector | None = None
         self._pager: Pager | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -468,31 +472,58 @@ class ArAgent:
 
     def _unpark_now(self, address: Paged, device: str | None,
                     late: deque[bytes] | None) -> None:
-        """Remove the paging route (a /32's or a /64's), then at once send on what the
-        device still holds for it (older than anything the new route now carries); others
-        go back to the loop, to be buffered as usual."""
-        self.fib.del_park(address)
-        fd, loop = self._tun_fd, self._loop
-        if fd is None or loop is None or self._reinjector is None:
+        """Remove the paging route (a /32's or a /64's) once what it caught has gone on, so
+        that no packet the new route carries overtakes an older one. Through a device, the
+        caught packets go on while the route still holds new ones back, until a read finds
+        none; only the few that come in during the route's removal are left to follow it.
+        Without one (the routing table), they can only follow the removal: sent before it,
+        they would come back into the device. Other keys' packets go back to the loop, to be
+        buffered as usual."""
+        fd, loop, out = self._tun_fd, self._loop, self._reinjector
+        if fd is None or loop is None or out is None:
+            self.fib.del_park(address)
             return
-        mine: list[bytes] = []
-        while late:  # read by the loop since the wake-up began: older than the device's
-            mine.append(late.popleft())
-        while True:
-            try:
-                packet = os.read(fd, 65535)
-            except OSError:
-                break
-            if is_for(packet, address):
-                mine.append(packet)
-            else:
-                loop.call_soon_threadsafe(self._buffered, packet)
+
+        def caught() -> list[bytes]:
+            mine: list[bytes] = []
+            while late:  # read by the loop since the wake-up began: older than the device's
+                mine.append(late.popleft())
+            while True:
+                try:
+                    packet = os.read(fd, 65535)
+                except OSError:
+                    break
+                if is_for(packet, address):
+                    mine.append(packet)
+                else:
+                    loop.call_soon_threadsafe(self._buffered, packet)
+            return mine
+
+        if device is not None:
+            for _ in range(UNPARK_DRAIN_ROUNDS):
+                mine = caught()
+                if not mine:
+                    break
+                out.send(mine, device)
+        self.fib.del_park(address)
+        mine = caught()
         if mine:
-            self._reinjector.send(mine, device)
+            out.send(mine, device)
 
     async def unpark(self, address: Paged, via: str | None = None,
                      late: deque[bytes] | None = None) -> None:
-        await self._on_handoff(self._unpark_now, address, self._device(via), late)
+        # The worker alone reads the paging device meanwhile: a packet the loop read would
+        # be sent only after the worker, behind what the new route already carried.
+        fd, loop = self._tun_fd, asyncio.get_running_loop()
+        if fd is not None and self._unparking == 0:
+            loop.remove_reader(fd)
+        self._unparking += 1
+        try:
+            await self._on_handoff(self._unpark_now, address, self._device(via), late)
+        finally:
+            self._unparking -= 1
+            if fd is not None and self._unparking == 0 and self._tun_fd == fd:
+                loop.add_reader(fd, self._tun_readable)
 
     def _device(self, via: str | None) -> str | None:
         if self.config is None:
