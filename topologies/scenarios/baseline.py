@@ -220,7 +220,7 @@ class BaselineScenario(Scenario):
                 six.callback(ping6.interrupt)
                 iperf6 = six.enter_context(traffic.iperf6(
                     self.lab, self.cn, self.mn, address6, self.dir, duration, ANCHORED_PORT6,
-                    ANCHORED_IPERF6))
+                    ANCHORED_IPERF6, receiver=False))  # as the anchored IPv4 stream
                 six.callback(iperf6.wait, duration + 15)
             t_next = time.time() + 1.5
             for step, measured in plan:

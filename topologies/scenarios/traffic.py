@@ -77,15 +77,17 @@ def udp_receiver(lab: Lab, node: str, port: int, out: Path) -> Iterator[Backgrou
 
 @contextlib.contextmanager
 def iperf6(lab: Lab, cn: str, mn: str, address: IPv6Address | str, out_dir: Path,
-           duration_s: float, port: int = IPERF_PORT6,
-           name: str = IPERF6_JSON) -> Iterator[Background]:
+           duration_s: float, port: int = IPERF_PORT6, name: str = IPERF6_JSON, *,
+           receiver: bool = True) -> Iterator[Background]:
     """The walk's TCP stream to the MN's IPv6 address (issue 18), beside the IPv4 one: its
-    own server on the MN, the paced client at the CN; the client's JSON is ``name``."""
+    own server on the MN, the paced client at the CN; the client's JSON is ``name``. With
+    ``receiver`` its stalls are the receiver's, as the IPv4 stream beside it has them (the
+    sender's view hides a stall behind its socket buffer)."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(iperf_server(lab, mn, out_dir / f"server-{name}", port,
-                                         interval_s=None))
+                                         interval_s=IPERF_INTERVAL_S if receiver else None))
         yield stack.enter_context(iperf_client(lab, cn, address, out_dir / name, duration_s,
-                                               IPERF_RATE, port, server_output=False))
+                                               IPERF_RATE, port, server_output=receiver))
 
 
 def iperf_result(path: Path) -> dict[str, Any]:
