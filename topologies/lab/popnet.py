@@ -38,6 +38,14 @@ SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
            # the named MN's business; the population reads the AUTH_REPLY's lists.
            "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
            "net.ipv6.conf.default.accept_dad=0")
+# Every IPv6 interface costs the kernel's global work: its link-local's multicast listener
+# reports (each flooded to every port of its cell), and the address checks that walk every
+# IPv6 address of the machine under the routing lock the agents and zebra need. A cell's
+# ports are layer 2 only and never need IPv6; an IPv4 population's interfaces neither. At
+# 6,000 MNs these kept the CPU in softirq and kernel workers and the first AUTHs past 300 s.
+AIR_SYSCTLS = ("net.ipv6.conf.default.disable_ipv6=1",)
+IPV4_ONLY_SYSCTLS = ("net.ipv6.conf.all.disable_ipv6=1",
+                     "net.ipv6.conf.default.disable_ipv6=1")
 REQUEST_TIMEOUT_S = 10.0  # one MN's handoff: five AUTH tries of 0.3 s, and a busy loop
 # A rotation: a lease (AddressManager.acquire allows 15 s), then a release confirmed or not.
 ROTATE_TIMEOUT_S = 25.0
@@ -162,8 +170,10 @@ class PopulationNet:
         host = lab.net.addHost(POP, cls=MnNode, ip=None, inNamespace=True)
         ex = lab.execs[POP] = NodeExec(POP, host.pid)
         lab._write_state()  # so that `flatarch down` removes the namespace after a crash
-        for key in SYSCTLS:
+        for key in (*SYSCTLS, *(() if self.ipv6 else IPV4_ONLY_SYSCTLS)):
             ex.check(["sysctl", "-q", "-w", key])
+        for key in AIR_SYSCTLS:  # before the batch creates the ports
+            lab.execs[AIR].check(["sysctl", "-q", "-w", key])
         files = render_population.render_batches(lab.topo, host.pid, self.ipv6)
         for kind, text in files.items():
             (self.rundir / f"{kind}.batch").write_text(text)
