@@ -75,7 +75,8 @@ FLAT_CONFIGS: dict[str, tuple[str, str]] = {"flat": ("redirect", "stapled"),
 BEST = "flat"  # the configuration whose path and state rows also carry the anchored side
 ANCHORED_RECORDS = "anchored-handoffs.jsonl"
 ANCHORED_PING6 = "anchored6-ping.txt"  # the anchored /64's probe, in a dual-stack run
-ANCHORED_IPERF, ANCHORED_IPERF6 = "anchored-iperf.json", "anchored-iperf6.json"
+ANCHORED = "anchored"  # the anchored walk's tag: its files are <tag>-ping.txt, <tag>-iperf.json
+ANCHORED_IPERF, ANCHORED_IPERF6 = f"{ANCHORED}-iperf.json", f"{ANCHORED}-iperf6.json"
 ANCHORED_PORT, ANCHORED_PORT6 = 5202, 5206  # beside the flat walks' servers, one test each
 PROCEDURES = "procedures.json"
 STRETCH = "stretch.json"  # {configuration: rows}: the path phase, once per flat configuration
@@ -211,7 +212,7 @@ class BaselineScenario(Scenario):
         records: list[dict[str, Any]] = []
         eta = Eta(len(plan), self.progress)
         with contextlib.ExitStack() as six, \
-                self._traffic(address, "anchored", duration, ANCHORED_PORT) as (ping, iperf):
+                self._traffic(address, ANCHORED, duration, ANCHORED_PORT) as (ping, iperf):
             if self.ipv6:  # the anchored /64's sessions, probed and streamed beside IPv4's
                 address6 = anchored_address6(self.topo, self.mn)
                 ping6 = six.enter_context(traffic.probe(
@@ -629,7 +630,7 @@ def anchored_walk(out_dir: Path, mn: str, records: list[dict[str, Any]],
     """The anchored walk's handoffs, from its probe file, records and the EPC's procedures;
     for ``family`` ipv6 the same handoffs seen by the anchored /64's probe and TCP stream
     (none in a run kept from before it had one)."""
-    ping_file = "anchored-ping.txt" if family == "ipv4" else ANCHORED_PING6
+    ping_file = f"{ANCHORED}-ping.txt" if family == "ipv4" else ANCHORED_PING6
     replies = measure.parse_ping((out_dir / ping_file).read_text(errors="replace"))
     procs = {(p["imsi"], p["seq"]): p for p in procedures}
     out: list[dict[str, Any]] = []
