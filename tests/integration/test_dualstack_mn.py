@@ -31,6 +31,7 @@ from topologies.lab.daemons import DeadlineError, vtysh, wait_until
 from topologies.lab.lab import Lab
 from topologies.model import fqdn
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.root
 
 
@@ -526,3 +527,28 @@ def test_a_walk_in_both_families_keeps_a_tcp_stream_on_each(lab: Lab, tmp_path: 
     assert all(h["path_optimal"] for h in six), [h["path"] for h in six]
     assert all(h["core_updates"] == 0 for h in six if h["kind"] == "intra-cluster"), six
     assert "CN->MN's /64: survived=True" in HandoffScenario.table(result)
+
+
+def test_the_dual_stack_walk_experiment_passes_every_check_in_each_family(
+        lab: Lab, tmp_path: Path) -> None:
+    """`flatarch run topologies/experiments/dual-stack-walk.yaml`, in this lab: a ping and
+    a TCP stream to mn1's address and to its /64 through three handoffs; reachability, the
+    path and the stale routes checked in each family; the run directory analyses offline
+    to the same result."""
+    from topologies.scenarios import declared, experiment
+
+    path = ROOT / "topologies" / "experiments" / "dual-stack-walk.yaml"
+    text = path.read_text()
+    result = declared.DeclaredExperiment(
+        lab, experiment.parse(text, str(path), path.parent), text, out_dir=tmp_path).run()
+    assert result["failed"] == [], declared.table(result)
+    assert {c["family"] for c in result["checks"]} == {"ipv4", "ipv6"}
+    for family in ("ipv4", "ipv6"):
+        moves = [h for h in result["handoffs"] if h["family"] == family]
+        assert [h["to"] for h in moves] == ["ar2", "ar3", "ar1"]
+        assert all(h["interruption_ms"] is not None for h in moves), moves
+        stream = next(i for i in result["iperf"] if i["family"] == family)
+        assert stream["survived"], stream
+    again = declared.DeclaredExperiment.analysed(tmp_path)
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(
+        result, sort_keys=True, default=str)

@@ -11,6 +11,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agents.contract import REDIRECT_METRIC
 from topologies import cli
@@ -172,11 +173,18 @@ def test_a_metric_may_name_one_handoff_mode() -> None:
     """)
     assert [(c.metric, c.op, c.bound) for c in exp.checks] == [
         ("interruption_ms_p95[redirect]", "<=", 25.0), ("auth_ms_max", ">=", 0.5)]
-    handoffs = [{"mode": "redirect", "interruption_ms": 20.0, "auth_ms": 8.0},
-                {"mode": "draft", "interruption_ms": 140.0, "auth_ms": None}]
+    handoffs = [{"t": 1.0, "mode": "redirect", "interruption_ms": 20.0, "auth_ms": 8.0},
+                {"t": 2.0, "mode": "draft", "interruption_ms": 140.0, "auth_ms": None}]
     m = declared.handoff_metrics([h for h in handoffs if h["mode"] == "redirect"], "[redirect]")
     assert m["interruption_ms_max[redirect]"] == 20.0 and m["auth_ms_p95[redirect]"] == 8.0
     assert declared.handoff_metrics(handoffs, "")["interruption_ms_max"] == 140.0
+    # Both families' records of one move: two interruptions, one AUTH.
+    both = [{"t": 1.0, "interruption_ms": 9.0, "auth_ms": 4.0},
+            {"t": 1.0, "interruption_ms": 11.0, "auth_ms": 4.0},
+            {"t": 3.0, "interruption_ms": 10.0, "auth_ms": 100.0}]
+    m = declared.handoff_metrics(both, "")
+    assert m["interruption_ms_max"] == 11.0
+    assert m["auth_ms_p95"] == pytest.approx(4.0 + 0.95 * 96.0)  # over 2 AUTHs, not 3
 
 
 def test_a_link_profile_is_laid_over_the_topology() -> None:
@@ -313,3 +321,112 @@ def test_each_page_is_timed_to_the_paged_mns_auth(tmp_path: Path) -> None:
     got = declared.pages(topo, tmp_path, 0.0, 60.0)
     assert [(p["ar"], p["mn"], p["paging_ms"]) for p in got] == [
         ("ar1", "mn1", 4.0), ("ar1", "mn1", None)]  # the second page was never answered
+
+
+DUAL = ROOT / "topologies" / "experiments" / "dual-stack-walk.yaml"
+
+
+def test_family_both_runs_each_stream_and_check_once_per_family() -> None:
+    exp = experiment.load(DUAL)
+    assert exp.families == ("ipv4", "ipv6") and exp.mobiles6 == ["mn1"]
+    assert exp.topology.backbone6 is not None and exp.topology.backbone6.mobiles == ("mn1",)
+    assert exp.topology_doc["addressing"]["ipv6"]["mobiles"] == ["mn1"]  # what the lab gets
+    assert [(t.kind, t.family) for t in exp.traffic] == [
+        ("ping", "ipv4"), ("ping", "ipv6"), ("iperf3", "ipv4"), ("iperf3", "ipv6")]
+    texts = [(c.text, c.family) for c in exp.checks]
+    assert ("reachable: [cn, mn1] (ipv6)", "ipv6") in texts
+    assert ("no_stale_routes (ipv4)", "ipv4") in texts and ("auth_ok", "ipv4") in texts
+    assert {c.metric for c in exp.checks if c.kind == "metric"} >= {
+        "interruption_ms_p95[ipv4]", "interruption_ms_p95[ipv6]"}
+    assert len({declared.stream_file(i, t) for i, t in enumerate(exp.traffic)}) == 4
+
+
+ONE_V6 = """
+    topology: figure2
+    traffic:
+      - ping: {from: cn, to: mn1, family: ipv6}
+      - ping: {from: cn, to: mn2}
+    timeline:
+      - {at: 1s, do: handoff mn1 ar2}
+    checks:
+      - reachable: [cn, mn2]
+"""
+
+
+def test_a_stream_names_its_family_and_family_replaces_the_files() -> None:
+    exp = parse(ONE_V6)
+    assert [(t.dst, t.family) for t in exp.traffic] == [("mn1", "ipv6"), ("mn2", "ipv4")]
+    assert exp.mobiles6 == ["mn1"] and exp.families == ("ipv4",)
+    assert exp.topology.backbone6 is not None and exp.topology.backbone6.mobiles == ("mn1",)
+    assert [c.text for c in exp.checks] == ["reachable: [cn, mn2]"]  # IPv4 alone: as before
+    six = experiment.parse(textwrap.dedent(ONE_V6), "x.yaml", family="ipv6")
+    assert [(t.dst, t.family) for t in six.traffic] == [("mn1", "ipv6"), ("mn2", "ipv6")]
+    assert [c.text for c in six.checks] == ["reachable: [cn, mn2] (ipv6)"]
+    assert six.mobiles6 == ["mn1", "mn2"]
+
+
+def test_ipv6_a_topology_cannot_carry_is_refused_with_its_line(tmp_path: Path) -> None:
+    assert errors("""
+        topology: figure2
+        family: ipv5
+        traffic:
+          - ping: {from: cn, to: mn3, family: ipv6}
+          - udp: {from: cn, to: mn1, family: all}
+        checks:
+          - interruption_ms_p95[ipv7] <= 1
+    """) == [
+        "x.yaml:3: family: 'ipv5' is not both, ipv4, ipv6",
+        "x.yaml:6: traffic[1].udp.family: 'all' is not both, ipv4, ipv6",
+        "x.yaml:8: checks[0]: interruption_ms_p95[ipv7]: only interruption_ms_p95, "
+        "interruption_ms_max, auth_ms_p95, auth_ms_max take [redirect] or [draft] or [ipv4] "
+        "or [ipv6]",
+    ]
+    assert errors("""
+        topology: figure2
+        traffic:
+          - ping: {from: cn, to: mn3, family: ipv6}
+    """) == ["x.yaml:4: family ipv6: mn3 takes its addresses by DHCP; IPv6 to it needs it "
+             "under dhcp.ipv6 (DHCPv6)"]
+    doc = yaml.safe_load((ROOT / "topologies" / "figure2.yaml").read_text())
+    del doc["addressing"]["ipv6"]
+    (tmp_path / "v4.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "x.yaml").write_text("topology: v4.yaml\nfamily: both\n"
+                                     "checks: [reachable: [cn, mn1]]\n")
+    with pytest.raises(ExperimentError) as info:
+        experiment.load(tmp_path / "x.yaml")
+    assert info.value.errors == [f"{tmp_path / 'x.yaml'}:3: family ipv6: figure2 has no IPv6 "
+                                 "backbone (addressing.ipv6 with loopbacks and links)"]
+
+
+def test_stale_64s_are_named_as_stale_32s_are() -> None:
+    topo = experiment.load(DUAL).topology
+    prefix = topo.mobile("mn1").prefix6
+    assert prefix is not None
+    acc, bgp = frozenset({"dev:ar2-acc"}), frozenset({"fe80::1"})
+
+    def ev(t: float, node: str, kind: str, metric: int, hops: frozenset[str]) -> RouteEvent:
+        return RouteEvent(t, node, kind, prefix, metric, 186, hops)  # type: ignore[arg-type]
+
+    routes = [ev(1, "ar2", "add", 1024, acc), ev(1, "core1", "add", 20, bgp),
+              ev(2, "ar1", "add", REDIRECT_METRIC, bgp)]
+    away = {"mn1": {"ar": "ar2", "prefixes6": [str(prefix)], "idle": False}}
+    assert declared.stale_routes(topo, routes, away, 10.0, "ipv6", ["mn1"]) == [
+        "ar1: mn1 (a redirect route)"]
+    home = {"mn1": {"ar": "ar1", "prefixes6": [str(prefix)], "idle": False}}
+    assert declared.stale_routes(topo, routes[:2], home, 10.0, "ipv6", ["mn1"]) == [
+        "ar2: mn1 (an access-link route, mn1 is on ar1)",
+        "core1: mn1 (a host route, mn1 is home)"]
+    assert declared.stale_routes(topo, routes, away, 10.0, "ipv6", []) == []
+
+
+def test_the_table_shows_each_familys_interruption() -> None:
+    move = {"t": 101.0, "line": 15, "action": "handoff mn1 ar2 ar3 ar1", "verb": "handoff",
+            "mn": "mn1", "to": "ar2", "ok": True, "auth_ms": 3.2}
+    result = {"experiment": "dual-stack-walk", "topology": "figure2", "duration_s": 10.0,
+              "t_zero": 100.0, "families": ["ipv4", "ipv6"], "actions": [move],
+              "handoffs": [{**move, "family": "ipv4", "interruption_ms": 12.0},
+                           {**move, "family": "ipv6", "interruption_ms": 14.5}],
+              "metrics": {}, "checks": []}
+    text = declared.table(result)
+    assert "(ipv4 / ipv6)" in text
+    assert "handoff mn1 ar2" in text and "12.0 / 14.5" in text

@@ -28,18 +28,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="write a pcap per capture point into the run directory's pcap/")
     p.add_argument("--check", action="store_true",
                    help="only validate the file against its topology; start nothing")
+    declared.add_family_override(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        exp = experiment.load(args.experiment)
+        exp = experiment.load(args.experiment, args.family)
     except experiment.ExperimentError as exc:
         print(f"flatarch: {exc}", file=sys.stderr)
         return 2
     if args.check:
         print(f"{args.experiment}: valid ({len(exp.traffic)} streams, {len(exp.timeline)} "
-              f"actions, {len(exp.checks)} checks on {exp.topology.name})")
+              f"actions, {len(exp.checks)} checks on {exp.topology.name}, "
+              f"{'/'.join(exp.families)})")
         return 0
     out = Path(args.out) if args.out else kept_dir(f"run-{exp.name}")
     out.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,15 @@ from topologies.lab.daemons import LabError, wait_until
 from topologies.lab.lab import Lab, Progress
 from topologies.model import Topology, fqdn
 from topologies.scenarios import traffic
-from topologies.scenarios.base import ROUTES, RunDir, Scenario, read_events, wait_for_clock
-from topologies.scenarios.handoff import FAMILIES, add_family_argument, dual_stack_topology
+from topologies.scenarios.base import (
+    FAMILIES,
+    ROUTES,
+    RunDir,
+    Scenario,
+    read_events,
+    wait_for_clock,
+)
+from topologies.scenarios.handoff import add_family_argument, dual_stack_topology
 from topologies.scenarios.registry import register
 from topologies.scenarios.routewatch import RouteWatcher
 

@@ -29,6 +29,9 @@ from topologies.lab.lab import Lab
 from topologies.model import Role, Topology
 from topologies.scenarios.routewatch import RouteWatcher
 
+# `--family` (issue 18): the families a run probes and records, one record per family.
+FAMILIES = {"ipv4": ["ipv4"], "ipv6": ["ipv6"], "both": ["ipv4", "ipv6"]}
+
 Progress = Callable[[str], None]
 
 RUN_FILE = "run.json"

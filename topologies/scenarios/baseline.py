@@ -39,6 +39,7 @@ from topologies.lab.lab import Background, Lab
 from topologies.model import Role, Topology
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
+    FAMILIES,
     Progress,
     RunDir,
     Scenario,
@@ -51,7 +52,6 @@ from topologies.scenarios.base import (
     write_jsonl,
 )
 from topologies.scenarios.handoff import (
-    FAMILIES,
     IPERF_RATE,
     PING_INTERVAL_S,
     WALK_PROBE_INTERVAL_MS,

@@ -14,9 +14,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Self
+
+import yaml
 
 from agents import udpstream
 from agents.contract import REDIRECT_METRIC
@@ -27,8 +29,9 @@ from topologies.lab.lab import Background, Lab
 from topologies.model import Role, Topology, fqdn
 from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios import experiment, traffic
-from topologies.scenarios.addresses import counted
+from topologies.scenarios.addresses import counted, counted6
 from topologies.scenarios.base import (
+    FAMILIES,
     ROUTES,
     Progress,
     RunDir,
@@ -40,6 +43,8 @@ from topologies.scenarios.base import (
     write_jsonl,
 )
 from topologies.scenarios.experiment import Check, Experiment, Firing, Traffic
+from topologies.scenarios.faults import managed6
+from topologies.scenarios.handoff import is_dual_stack, mn_address6
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 
@@ -53,7 +58,14 @@ HANDOFF_VERBS = ("handoff", "leave")
 
 
 def stream_file(i: int, t: Traffic) -> str:
-    return f"{t.kind}-{i}-{t.src}-{t.dst}.{'json' if t.kind == 'iperf3' else 'txt'}"
+    six = "-ipv6" if t.family == "ipv6" else ""
+    return f"{t.kind}-{i}-{t.src}-{t.dst}{six}.{'json' if t.kind == 'iperf3' else 'txt'}"
+
+
+def add_family_override(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", choices=sorted(FAMILIES),
+                        help="the family of every stream and check that names none, in place "
+                        "of the file's `family:` (the MNs IPv6 goes to are made dual-stack)")
 
 
 @register
@@ -64,36 +76,67 @@ class DeclaredExperiment(Scenario):
     help = "a declarative experiment file (better: `flatarch run FILE`, which builds its topology)"
 
     def __init__(self, lab: Lab, exp: Experiment, source: str, *, out_dir: Path | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, family: str | None = None) -> None:
         super().__init__(lab, None, progress, out_dir)
         if (exp.topology.name, exp.topology.link_profile()) != (
                 lab.topo.name, lab.topo.link_profile()):
             raise LabError(f"the experiment {exp.name!r} runs on {exp.topology.name} with its "
                            f"link profile, not on this lab's {lab.topo.name} "
                            "(`flatarch run` builds its topology)")
+        if single := [mn for mn in exp.mobiles6 if mn not in lab.topo.dhcp6_mobiles
+                      and not is_dual_stack(lab.topo, mn)]:
+            raise LabError(f"the experiment {exp.name!r} sends IPv6 to {', '.join(single)}, "
+                           f"not dual-stack in this lab's {lab.topo.name} "
+                           "(`flatarch run` builds its topology)")
         self.exp = exp
         self.source = source
+        self.family = family  # --family, which replaced the file's `family:`
         self._owner = address_owner(self.topo)
+        six = self.topo.backbone6
+        self._owner6 = six.owners() if six is not None else {}
         self._mode = "redirect"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("experiment", metavar="EXPERIMENT.yaml")
+        add_family_override(parser)
+
+    @classmethod
+    def topology_for(cls, args: argparse.Namespace, out_dir: Path) -> Path:
+        """--topology, with the MNs the experiment sends IPv6 to made dual-stack."""
+        exp = experiment.load(args.experiment, getattr(args, "family", None))
+        doc = yaml.safe_load(Path(args.topology).read_text())
+        plan = (doc.get("addressing") or {}).get("ipv6")
+        held = set(plan.get("mobiles") or ()) if isinstance(plan, dict) else set()
+        wanted = [mn for mn in exp.mobiles6 if mn not in exp.topology.dhcp_mobiles
+                  and mn not in held]
+        if not wanted or not isinstance(plan, dict):
+            return Path(args.topology)
+        plan["mobiles"] = sorted({*(plan.get("mobiles") or ()), *wanted})
+        path = out_dir / "dualstack.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
 
     @classmethod
     def from_args(cls, lab: Lab, args: argparse.Namespace, out_dir: Path) -> Self:
         path = Path(args.experiment)
-        return cls(lab, experiment.load(path), path.read_text(), out_dir=out_dir)
+        family = getattr(args, "family", None)
+        return cls(lab, experiment.load(path, family), path.read_text(), out_dir=out_dir,
+                   family=family)
 
     def params(self) -> dict[str, Any]:
         return {"experiment": self.exp.name, "file": EXPERIMENT_FILE,
-                "duration_s": self.exp.duration_s}
+                "duration_s": self.exp.duration_s, "family": self.family,
+                "families": list(self.exp.families)}
 
     # --- the run -------------------------------------------------------------------------
 
-    def address(self, node: str) -> str:
+    def address(self, node: str, family: str = "ipv4") -> str:
         """Where traffic to ``node`` goes: an MN's (provisioned, or leased) address, else
-        the node's loopback or first interface."""
+        the node's loopback or first interface; in IPv6, the first address of the MN's
+        newest /64, else the node's IPv6 loopback or first link end."""
+        if family == "ipv6":
+            return self._address6(node)
         if node in self.topo.mobiles:
             if node in self.topo.dhcp_mobiles:
                 st = self.lab.control(node).request({"cmd": "status"})
@@ -103,6 +146,20 @@ class DeclaredExperiment(Scenario):
             return str(self.topo.mobile(node).address)
         n = self.topo.nodes[node]
         return str(n.loopback if n.loopback is not None else n.interfaces[0].address)
+
+    def _address6(self, node: str) -> str:
+        six = self.topo.backbone6
+        assert six is not None  # the experiment's parser refused IPv6 without it
+        if node in self.topo.dhcp6_mobiles:
+            held = self.lab.control(node).request({"cmd": "status"}).get("prefixes6") or []
+            if not held:
+                raise LabError(f"{node} holds no IPv6 prefix to send to")
+            return str(IPv6Network(held[0]).network_address + 1)
+        if node in self.topo.mobiles:
+            return str(mn_address6(self.topo, node))
+        if node in six.loopbacks:
+            return str(six.loopbacks[node])
+        return str(next(i.ip for (n, _), i in six.ends.items() if n == node))
 
     def measure(self) -> None:
         exp = self.exp
@@ -114,7 +171,8 @@ class DeclaredExperiment(Scenario):
         records: list[dict[str, Any]] = []
         eta = Eta(max(1, len(exp.timeline)), self.progress)
         with contextlib.ExitStack() as stack:
-            self.watch_routes(stack, self.topo.managed)
+            self.watch_routes(stack, [str(self.topo.managed),
+                                      *managed6(self.topo, list(exp.families))])
             nodes = [*(r.name for r in self.topo.routers), *self.topo.mobiles]
             stack.callback(self.keep_files, nodes, ("events.jsonl", UPDATES_LOG))
             pings, finite, udp_due = self._start_traffic(stack)
@@ -156,13 +214,13 @@ class DeclaredExperiment(Scenario):
             out = self.dir / stream_file(i, t)
             if t.kind == "ping":
                 pings.append(stack.enter_context(traffic.probe(
-                    lab, t.src, self.address(t.dst), out, t.interval_s)))
+                    lab, t.src, self.address(t.dst, t.family), out, t.interval_s)))
             elif t.kind == "iperf3":
                 port = traffic.IPERF_PORT + i
                 stack.enter_context(traffic.iperf_server(
                     lab, t.dst, out.with_suffix(".server.json"), port))
                 finite.append(stack.enter_context(traffic.iperf_client(
-                    lab, t.src, self.address(t.dst), out, length, t.rate, port,
+                    lab, t.src, self.address(t.dst, t.family), out, length, t.rate, port,
                     udp=t.proto == "udp")))
             else:
                 stack.enter_context(traffic.udp_receiver(
@@ -172,7 +230,7 @@ class DeclaredExperiment(Scenario):
 
     def _udp_sender(self, i: int, t: Traffic) -> contextlib.AbstractContextManager[Background]:
         count = t.count or max(1, int((self.exp.duration_s - t.start_s) / t.interval_s))
-        cmd = [sys.executable, "-m", "agents.udpstream", "send", self.address(t.dst),
+        cmd = [sys.executable, "-m", "agents.udpstream", "send", self.address(t.dst, t.family),
                "--port", str(UDP_PORT + i), "--count", str(count),
                "--interval", str(t.interval_s), "--first", "1"]
         return self.lab.background(t.src, cmd, self.dir / stream_file(i, t))
@@ -249,24 +307,25 @@ class DeclaredExperiment(Scenario):
                 src = c.nodes[0]
                 for dst in c.nodes[1:]:
                     res = self.lab.execs[src].run(
-                        ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1", self.address(dst)],
-                        timeout=15)
-                    rows.append({"line": c.line, "src": src, "dst": dst,
+                        ["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1",
+                         self.address(dst, c.family)], timeout=15)
+                    rows.append({"line": c.line, "family": c.family, "src": src, "dst": dst,
                                  "ok": res.returncode == 0})
             elif c.kind == "path":
-                hops = self._path(c.nodes[0], c.nodes[-1])
-                rows.append({"line": c.line, "src": c.nodes[0], "dst": c.nodes[-1],
-                             "hops": hops})
+                hops = self._path(c.nodes[0], c.nodes[-1], c.family)
+                rows.append({"line": c.line, "family": c.family, "src": c.nodes[0],
+                             "dst": c.nodes[-1], "hops": hops})
         write_jsonl(self.dir / PROBES, rows)
         final = {mn: self.lab.control(mn).request({"cmd": "status"})
                  for mn in self.topo.mobiles}
         (self.dir / FINAL).write_text(json.dumps(final, indent=1, sort_keys=True) + "\n")
 
-    def _path(self, src: str, dst: str) -> list[str | None]:
+    def _path(self, src: str, dst: str, family: str) -> list[str | None]:
         """A traceroute that reached ``dst``; one probe a hop is lost now and then on a busy
         machine, so up to three tries, the last one counting."""
+        owner = self._owner6 if family == "ipv6" else self._owner
         for _ in range(3):
-            hops = traffic.trace(self.lab.execs[src], self.address(dst), self._owner,
+            hops = traffic.trace(self.lab.execs[src], self.address(dst, family), owner,
                                  target=dst, icmp=True)
             if hops and hops[-1] == dst and None not in hops:
                 break
@@ -281,7 +340,8 @@ class DeclaredExperiment(Scenario):
         t_zero, t_end = (run.measured.get(k) for k in ("t_zero", "t_end"))
         if t_zero is None or t_end is None or not src.exists():
             raise measure.MeasureError(f"{out_dir}: the experiment did not finish")
-        exp = experiment.parse(src.read_text(), str(src), topo=run.topo)
+        exp = experiment.parse(src.read_text(), str(src), topo=run.topo,
+                               family=run.params.get("family"))
         return analyse_run(exp, out_dir, float(t_zero), float(t_end))
 
     @staticmethod
@@ -295,22 +355,24 @@ def _ping_streams(exp: Experiment, out_dir: Path) -> list[tuple[Traffic, list[An
 
 
 def _handoffs(actions: list[dict[str, Any]], pings: list[tuple[Traffic, list[Any]]],
-              t_end: float) -> list[dict[str, Any]]:
-    """Every handoff that moved the MN, with the worst interruption of the pings toward it
-    from its radio's move until the same MN's next one."""
+              t_end: float, families: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every handoff that moved the MN, once per family, with the worst interruption of
+    that family's pings toward it from its radio's move until the same MN's next one."""
     moves = [a for a in actions if a["verb"] in HANDOFF_VERBS and a["ok"] and "t_attach" in a]
     out: list[dict[str, Any]] = []
     for k, a in enumerate(moves):
         nxt = next((b for b in moves[k + 1:] if b["mn"] == a["mn"]), None)
         w0 = float(a["t_attach"]) - 0.3
         w1 = float(nxt["t_attach"]) - 0.3 if nxt else t_end
-        worst: float | None = None
-        for t, replies in pings:
-            if t.dst == a["mn"] and w1 > w0:
-                with contextlib.suppress(measure.MeasureError):
-                    gap, _ = measure.ping_window(replies, w0, w1, t.interval_s)
-                    worst = max(worst or 0.0, gap)
-        out.append({**a, "interruption_ms": None if worst is None else round(worst, 3)})
+        for family in families:
+            worst: float | None = None
+            for t, replies in pings:
+                if t.dst == a["mn"] and t.family == family and w1 > w0:
+                    with contextlib.suppress(measure.MeasureError):
+                        gap, _ = measure.ping_window(replies, w0, w1, t.interval_s)
+                        worst = max(worst or 0.0, gap)
+            out.append({**a, "family": family,
+                        "interruption_ms": None if worst is None else round(worst, 3)})
     return out
 
 
@@ -323,7 +385,7 @@ def _udp_lost(exp: Experiment, out_dir: Path) -> list[dict[str, Any]]:
         sent = [r for r in _records(out_dir / name) if r.kind == "sent"]
         got = {r.seq for r in _records((out_dir / name).with_suffix(".recv.txt"))
                if r.kind == "recv"}
-        out.append({"src": t.src, "dst": t.dst, "sent": len(sent),
+        out.append({"src": t.src, "dst": t.dst, "family": t.family, "sent": len(sent),
                     "received": sum(1 for r in sent if r.seq in got),
                     "lost": sum(1 for r in sent if r.seq not in got)})
     return out
@@ -344,7 +406,8 @@ def _iperf(exp: Experiment, out_dir: Path) -> list[dict[str, Any]]:
                 summary = {"survived": False, "error": f"no iperf3 result: {exc}"}
             if t.proto == "udp" and "error" not in summary:
                 summary.update(udp_loss(doc))
-            out.append({"src": t.src, "dst": t.dst, "proto": t.proto, **summary})
+            out.append({"src": t.src, "dst": t.dst, "family": t.family, "proto": t.proto,
+                        **summary})
     return out
 
 
@@ -376,19 +439,37 @@ def udp_loss(doc: dict[str, Any]) -> dict[str, Any]:
             "mean_mbps": float(s.get("bits_per_second", 0.0)) / 1e6}
 
 
+def _held(topo: Topology, mn: str, st: dict[str, Any],
+          family: str) -> tuple[IPv4Network | IPv6Network, bool] | None:
+    """The MN's host route in ``family`` at the end (its address's /32, or its newest /64)
+    and whether it is home (an aggregate covers it there); None if it holds none."""
+    m = topo.mobile(mn)
+    if family == "ipv4":
+        address = st.get("address") or (str(m.address) if m.address else None)
+        return (IPv4Network((address, 32)), m.home == st.get("ar")) if address else None
+    held = st.get("prefixes6") or ([str(m.prefix6)] if m.prefix6 is not None else [])
+    if not held:
+        return None
+    prefix = ip_network(held[0])
+    pool = topo.nodes[st["ar"]].pool6 if st.get("ar") in topo.nodes else None
+    return prefix, pool is not None and prefix.subnet_of(pool)  # type: ignore[arg-type]
+
+
 def stale_routes(topo: Topology, events: list[measure.RouteEvent],
-                 final: dict[str, Any], t_end: float) -> list[str]:
+                 final: dict[str, Any], t_end: float, family: str = "ipv4",
+                 mobiles: list[str] | None = None) -> list[str]:
     """Host routes left behind at the end, as "router: mn (why)": a redirect route, an
-    access-link route on an AR the MN has left, or any mobility /32 for an MN back at its
-    home AR (its pool's aggregate covers it there)."""
+    access-link route on an AR the MN has left, or any mobility /32 (in IPv6, /64) for an
+    MN back at its home AR (its pool's aggregate covers it there); over ``mobiles``
+    (default every MN)."""
     out: list[str] = []
-    for mn in topo.mobiles:
+    count = counted6 if family == "ipv6" else counted
+    for mn in topo.mobiles if mobiles is None else mobiles:
         st = final.get(mn) or {}
-        address = st.get("address") or (str(topo.mobile(mn).address)
-                                         if topo.mobile(mn).address else None)
-        if address is None or st.get("idle"):
+        held = _held(topo, mn, st, family)
+        if held is None or st.get("idle"):
             continue
-        prefix = IPv4Network((address, 32))
+        prefix, home = held
         present: dict[tuple[str, int], measure.RouteEvent] = {}
         for ev in sorted(events, key=lambda e: e.ts):
             if ev.dst == prefix and ev.ts <= t_end:
@@ -396,13 +477,12 @@ def stale_routes(topo: Topology, events: list[measure.RouteEvent],
                     present[(ev.node, ev.metric)] = ev
                 else:
                     present.pop((ev.node, ev.metric), None)
-        home = topo.mobile(mn).home == st.get("ar")
         for (node, metric), ev in sorted(present.items()):
             if metric == REDIRECT_METRIC:
                 out.append(f"{node}: {mn} (a redirect route)")
-            elif not counted(ev) and node != st.get("ar"):
+            elif not count(ev) and node != st.get("ar"):
                 out.append(f"{node}: {mn} (an access-link route, {mn} is on {st.get('ar')})")
-            elif counted(ev) and home:
+            elif count(ev) and home:
                 out.append(f"{node}: {mn} (a host route, {mn} is home)")
     return out
 
@@ -412,7 +492,10 @@ def handoff_metrics(handoffs: list[dict[str, Any]], suffix: str) -> dict[str, fl
     ``suffix`` ("" or "[mode]")."""
     out: dict[str, float | None] = {}
     for key in ("interruption_ms", "auth_ms"):
-        vals = [float(h[key]) for h in handoffs if h.get(key) is not None]
+        # A move has a record per family but one AUTH: each move's AUTH counts once.
+        by = [h for h in handoffs if h.get(key) is not None]
+        vals = [float(h[key]) for h in by] if key == "interruption_ms" else [
+            float(a) for a in {h["t"]: h[key] for h in by}.values()]
         out[f"{key}_p95{suffix}"] = percentile_or_none(vals, 0.95)
         out[f"{key}_max{suffix}"] = max(vals) if vals else None
     return out
@@ -421,14 +504,15 @@ def handoff_metrics(handoffs: list[dict[str, Any]], suffix: str) -> dict[str, fl
 def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict[str, Any]:
     actions = read_jsonl(out_dir / ACTIONS) if (out_dir / ACTIONS).exists() else []
     pings = _ping_streams(exp, out_dir)
-    handoffs = _handoffs(actions, pings, t_end)
+    handoffs = _handoffs(actions, pings, t_end, exp.families)
+    first = exp.families[0]  # each move's record in it counts the handoffs and their AUTHs
     streams: list[dict[str, Any]] = []
     lost: list[int | None] = []
     for t, replies in pings:
         lost.append(sum(1 for _, rtt in measure.ping_timeline(replies, t.interval_s)
                         if rtt is None) if replies else None)
-        streams.append({"src": t.src, "dst": t.dst, "received": len(replies),
-                        "lost": lost[-1]})
+        streams.append({"src": t.src, "dst": t.dst, "family": t.family,
+                        "received": len(replies), "lost": lost[-1]})
     udp = _udp_lost(exp, out_dir)
     iperf = _iperf(exp, out_dir)
     paging = pages(exp.topology, out_dir, t0 - LEAD_S, t_end)
@@ -437,6 +521,9 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
         **{k: v for mode in experiment.MODES
            for k, v in handoff_metrics([h for h in handoffs if h["mode"] == mode],
                                        f"[{mode}]").items()},
+        **{k: v for family in exp.families
+           for k, v in handoff_metrics([h for h in handoffs if h["family"] == family],
+                                       f"[{family}]").items()},
         "ping_lost": None if not lost or None in lost else sum(n or 0 for n in lost),
         "udp_lost": sum(u["lost"] for u in udp) if udp else None,
         "iperf_max_stall_ms": max((float(i["max_stall_ms"]) for i in iperf
@@ -446,7 +533,7 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
         "pages": len(paging),
         "paging_ms_max": max((p["paging_ms"] for p in paging if p["paging_ms"] is not None),
                              default=None),
-        "handoffs": len(handoffs),
+        "handoffs": sum(1 for h in handoffs if h["family"] == first),
         "actions_failed": sum(1 for a in actions if not a["ok"]),
     }
     probes = read_jsonl(out_dir / PROBES) if (out_dir / PROBES).exists() else []
@@ -456,16 +543,19 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
     except OSError:
         events = []
     checks = [evaluate(c, metrics, actions, len(exp.timeline), probes,
-                       lambda: stale_routes(exp.topology, events, final, t_end))
+                       lambda c=c: stale_routes(
+                           exp.topology, events, final, t_end, c.family,
+                           None if c.family == "ipv4" else exp.mobiles6))
               for c in exp.checks]
     plot_files: list[str] = []
     if pings and pings[0][1]:
-        first = pings[0]
-        marks = [h for h in handoffs if h["mn"] == first[0].dst]
+        shown = pings[0]
+        marks = [h for h in handoffs if h["mn"] == shown[0].dst and h["family"] == first]
         plot_files.append(str(plots.handoff_timeline(
-            measure.ping_timeline(first[1], first[0].interval_s), marks,
+            measure.ping_timeline(shown[1], shown[0].interval_s), marks,
             out_dir / "timeline.png")))
     return {"scenario": "experiment", "experiment": exp.name, "topology": exp.topology.name,
+            "families": list(exp.families),
             "duration_s": exp.duration_s, "t_zero": t0, "actions": actions, "handoffs": handoffs,
             "pings": streams, "udp": udp, "pages": paging, "iperf": iperf, "metrics": metrics,
             "checks": checks, "failed": [c["check"] for c in checks if not c["ok"]],
@@ -476,7 +566,7 @@ def evaluate(c: Check, metrics: dict[str, float | None], actions: list[dict[str,
              planned: int, probes: list[dict[str, Any]],
              stale: Any) -> dict[str, Any]:
     """One check's verdict, with what it saw (``stale``: computes the stale routes)."""
-    out: dict[str, Any] = {"check": c.text, "line": c.line}
+    out: dict[str, Any] = {"check": c.text, "line": c.line, "family": c.family}
     if c.kind == "metric":
         value = metrics.get(c.metric)
         ok = value is not None and experiment.OPS[c.op](float(value), c.bound)
@@ -491,7 +581,8 @@ def evaluate(c: Check, metrics: dict[str, float | None], actions: list[dict[str,
     if c.kind == "no_stale_routes":
         left = stale()
         return {**out, "ok": not left, "detail": "; ".join(left) or "none"}
-    rows = [p for p in probes if p["line"] == c.line]
+    rows = [p for p in probes if p["line"] == c.line
+            and p.get("family", "ipv4") == c.family]
     if c.kind == "reachable":
         bad = [f"{p['src']} -> {p['dst']}" for p in rows if not p["ok"]]
         ok = bool(rows) and not bad
@@ -508,16 +599,20 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"experiment {result['experiment']} on {result['topology']} "
              f"({result['duration_s']:g}s)", "",
              f"{'t (s)':>7} {'line':>4}  {'action':32s} {'ok':3s} {'auth ms':>8} "
-             f"{'interr ms':>9}"]
-    by_t = {h["t"]: h for h in result["handoffs"]}
+             f"{'interr ms':>9}" + ("  (" + " / ".join(result["families"]) + ")"
+                                    if len(result.get("families") or ()) > 1 else "")]
+    by_t: dict[float, list[dict[str, Any]]] = {}
+    for h in result["handoffs"]:
+        by_t.setdefault(h["t"], []).append(h)
     t0 = float(result.get("t_zero", 0.0))  # the times are the timeline's
     for a in result["actions"]:
-        h = by_t.get(a["t"], {})
+        hs = by_t.get(a["t"], [])
         # A cycling handoff shows where this firing went.
         text = f"handoff {a['mn']} {a['to']}" if a["verb"] == "handoff" and a.get("to") \
             else a["action"]
         auth = f"{float(a['auth_ms']):.1f}" if a.get("auth_ms") is not None else "-"
-        gap = f"{h['interruption_ms']:.1f}" if h.get("interruption_ms") is not None else "-"
+        gap = " / ".join(f"{h['interruption_ms']:.1f}" if h.get("interruption_ms") is not None
+                         else "-" for h in hs) or "-"
         lines.append(f"{a['t'] - t0:7.2f} {a['line']:4d}  {text:32s} "
                      f"{'yes' if a['ok'] else 'NO':3s} {auth:>8} {gap:>9}")
     lines.append("")

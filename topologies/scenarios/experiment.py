@@ -5,9 +5,10 @@ topology before any lab starts; every error is reported at once, with its line.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from topologies import model
 from topologies.lab.lab import DAEMON_CLASSES
 from topologies.model import Role, Topology, TopologyError
-from topologies.scenarios.base import PROBE_INTERVAL_S, TOPOLOGIES
+from topologies.scenarios.base import FAMILIES, PROBE_INTERVAL_S, TOPOLOGIES
 
 TRAFFIC_KINDS = ("ping", "iperf3", "udp")
 # Each action's usage and its number of words after the verb (None: two or more).
@@ -43,13 +44,17 @@ METRICS = (
     "handoffs",
     "actions_failed",
 )
-# `METRIC[MODE]`: these, over the handoffs made in one handoff mode only.
+# `METRIC[MODE]`: these, over the handoffs made in one handoff mode only; `METRIC[FAMILY]`:
+# over one family's streams (issue 18).
 PER_MODE = ("interruption_ms_p95", "interruption_ms_max", "auth_ms_p95", "auth_ms_max")
+FAMILY_NAMES = ("ipv4", "ipv6")
+SUFFIXES = (*MODES, *FAMILY_NAMES)  # what `METRIC[...]` may name
+PER_FAMILY_CHECKS = ("reachable", "path", "no_stale_routes")  # one verdict per family
 MAX_FIRINGS = 1000  # a timeline entry that fires more often is a typo, not an experiment
 TAIL_S = 3.0  # the run goes on this long after the last action when no duration is given
 _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
 _METRIC = re.compile(
-    r"^\s*([a-z0-9_]+)(?:\[([a-z]+)\])?\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+    r"^\s*([a-z0-9_]+)(?:\[([a-z0-9]+)\])?\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 _RATE = re.compile(r"^\d+(?:\.\d+)?[KMG]?$")
 
 
@@ -74,6 +79,7 @@ class Traffic:
     interval_s: float = PROBE_INTERVAL_S  # ping and udp
     start_s: float = 0.0  # udp: when the sender starts, on the timeline
     count: int | None = None  # udp: datagrams (default: as many as fit before the end)
+    family: str = "ipv4"  # to the destination's IPv4 address, or its IPv6 one (issue 18)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Check:
     metric: str = ""
     op: str = ""
     bound: float = 0.0
+    family: str = "ipv4"  # reachable, path and no_stale_routes: which family's
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,18 @@ class Experiment:
     timeline: tuple[Firing, ...]
     checks: tuple[Check, ...]
     description: str = ""
+    families: tuple[str, ...] = ("ipv4",)  # `family:` (or --family): the default streams'
+
+    @property
+    def mobiles6(self) -> list[str]:
+        """The MNs an IPv6 stream or check names: dual-stack in the experiment's topology."""
+        return _mobiles6(self.topology, self.traffic, self.checks)
+
+
+def _mobiles6(topo: Topology, traffic: Iterable[Traffic], checks: Iterable[Check]) -> list[str]:
+    named = {n for t in traffic if t.family == "ipv6" for n in (t.src, t.dst)}
+    named |= {n for c in checks if c.family == "ipv6" for n in c.nodes}
+    return [mn for mn in topo.mobiles if mn in named]
 
 
 @dataclass
@@ -222,9 +241,11 @@ def _topology(node: Node, profile: Node | None, base: Path,
 
 
 class _Parser:
-    def __init__(self, topo: Topology | None, errs: _Errors) -> None:
+    def __init__(self, topo: Topology | None, errs: _Errors,
+                 families: tuple[str, ...] = ("ipv4",)) -> None:
         self.topo = topo
         self.errs = errs
+        self.families = families  # of a stream or check that names none
 
     # --- names ---------------------------------------------------------------------------
 
@@ -265,10 +286,11 @@ class _Parser:
         return out
 
     def stream(self, kind: str, body: Node, what: str) -> list[Traffic]:
-        allowed = {"ping": {"from", "to", "interval"},
-                   "iperf3": {"from", "to", "proto", "rate"},
-                   "udp": {"from", "to", "interval", "start", "count"}}[kind]
+        allowed = {"family", *{"ping": {"from", "to", "interval"},
+                               "iperf3": {"from", "to", "proto", "rate"},
+                               "udp": {"from", "to", "interval", "start", "count"}}[kind]}
         fields: dict[str, Any] = {}
+        families = self.families
         src: str | None = None
         dsts: list[str] = []
         ok = True
@@ -305,6 +327,10 @@ class _Parser:
                     self.errs.add(v, f"{where}: {r!r} is not a rate such as 10M or 500K")
                     ok = False
                 fields["rate"] = r
+            elif key == "family":
+                got = self.family(v, where)
+                families = got or families
+                ok = got is not None and ok
         for key in ("from", "to"):
             if isinstance(body, MappingNode) and key not in (
                     str(_value(k)) for k, _ in body.value):
@@ -312,8 +338,16 @@ class _Parser:
                 ok = False
         if not ok or src is None:
             return []
-        return [Traffic(kind, src, d, body.start_mark.line + 1, **fields) for d in dsts
-                if d != src]
+        return [Traffic(kind, src, d, body.start_mark.line + 1, family=f, **fields)
+                for d in dsts if d != src for f in families]
+
+    def family(self, v: Node, where: str) -> tuple[str, ...] | None:
+        """`ipv4`, `ipv6` or `both`: the families it means; None (and an error) otherwise."""
+        f = _value(v) if isinstance(v, ScalarNode) else None
+        if not isinstance(f, str) or f not in FAMILIES:
+            self.errs.add(v, f"{where}: {f!r} is not {', '.join(sorted(FAMILIES))}")
+            return None
+        return tuple(FAMILIES[f])
 
     def destinations(self, v: Node, where: str) -> list[str]:
         if isinstance(v, ScalarNode) and _value(v) == GROUP:
@@ -454,7 +488,9 @@ class _Parser:
             line = entry.start_mark.line + 1
             if isinstance(entry, ScalarNode):
                 text = str(_value(entry))
-                if text in ("no_stale_routes", "auth_ok"):
+                if text == "no_stale_routes":
+                    out += self.per_family(Check(text, text, line))
+                elif text == "auth_ok":
                     out.append(Check(text, text, line))
                 elif m := _METRIC.match(text):
                     name, mode, op, bound = m.groups()
@@ -462,9 +498,10 @@ class _Parser:
                         self.errs.add(entry, f"{what}: unknown metric {name!r} "
                                       f"({', '.join(METRICS)})")
                         continue
-                    if mode is not None and (name not in PER_MODE or mode not in MODES):
+                    if mode is not None and (name not in PER_MODE or mode not in SUFFIXES):
                         self.errs.add(entry, f"{what}: {name}[{mode}]: only "
-                                      f"{', '.join(PER_MODE)} take [redirect] or [draft]")
+                                      f"{', '.join(PER_MODE)} take "
+                                      f"{' or '.join(f'[{x}]' for x in SUFFIXES)}")
                         continue
                     out.append(Check("metric", text, line, op=op, bound=float(bound),
                                      metric=name if mode is None else f"{name}[{mode}]"))
@@ -485,17 +522,25 @@ class _Parser:
             named = names if kind == "reachable" else [  # a path's "*": any one hop
                 names[0], *(nm for nm in names[1:-1] if nm != ANY_HOP), names[-1]]
             if all([self.node(v, nm, f"{what}.{kind}") for nm in named]):
-                out.append(Check(kind, f"{kind}: [{', '.join(names)}]", line,
-                                 nodes=tuple(names)))
+                out += self.per_family(Check(kind, f"{kind}: [{', '.join(names)}]", line,
+                                             nodes=tuple(names)))
         return out
+
+    def per_family(self, c: Check) -> list[Check]:
+        """A reachability, path or stale-route check in each of the experiment's families;
+        named by its family when that is not IPv4 alone, so each verdict reads apart."""
+        if self.families == ("ipv4",):
+            return [c]
+        return [dataclasses.replace(c, text=f"{c.text} ({f})", family=f) for f in self.families]
 
 
 def parse(text: str, where: str = "<experiment>", base: Path | None = None,
-          topo: Topology | None = None) -> Experiment:
+          topo: Topology | None = None, family: str | None = None) -> Experiment:
     """The experiment in ``text``; ``base`` is where a topology path is looked up, and
-    ``topo`` (the analysis of a kept run) replaces the file's own topology."""
+    ``topo`` (the analysis of a kept run) replaces the file's own topology; ``family``
+    (--family) replaces the file's `family:`."""
     try:
-        return _parse(text, where, base, topo)
+        return _parse(text, where, base, topo, family)
     except yaml.YAMLError as exc:  # the syntax, or a tag no safe constructor knows
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else "?"
@@ -503,14 +548,15 @@ def parse(text: str, where: str = "<experiment>", base: Path | None = None,
                                f"{getattr(exc, 'problem', None) or exc}"]) from None
 
 
-def _parse(text: str, where: str, base: Path | None, topo: Topology | None) -> Experiment:
+def _parse(text: str, where: str, base: Path | None, topo: Topology | None,
+           family: str | None) -> Experiment:
     errs = _Errors(where)
     root = yaml.compose(text)
     if root is None:
         raise ExperimentError([f"{where}:1: the file is empty"])
     top: dict[str, tuple[Node, Node]] = {}
-    known = ("name", "description", "topology", "link_profile", "duration", "traffic",
-             "timeline", "checks")
+    known = ("name", "description", "topology", "link_profile", "family", "duration",
+             "traffic", "timeline", "checks")
     for key, knode, v in _mapping(root, "the experiment", errs):
         if key not in known:
             errs.add(knode, f"{key}: unknown key ({', '.join(known)})")
@@ -518,6 +564,7 @@ def _parse(text: str, where: str, base: Path | None, topo: Topology | None) -> E
     if not isinstance(root, MappingNode):
         raise ExperimentError(errs.items)
     doc: dict[str, Any] = {}
+    given = topo is not None  # a kept run's topology: already as the run had it
     if topo is None:
         if "topology" not in top:
             errs.add(root, "missing 'topology'")
@@ -527,9 +574,18 @@ def _parse(text: str, where: str, base: Path | None, topo: Topology | None) -> E
             if built is not None:
                 topo, doc = built
     p = _Parser(topo, errs)
+    if family is not None:
+        if family not in FAMILIES:
+            raise ExperimentError([f"--family: {family!r} is not "
+                                   f"{', '.join(sorted(FAMILIES))}"])
+        p.families = tuple(FAMILIES[family])
+    elif "family" in top:
+        p.families = p.family(top["family"][1], "family") or p.families
     traffic = p.traffic(top["traffic"][1]) if "traffic" in top else []
     timeline = p.timeline(top["timeline"][1]) if "timeline" in top else []
     checks = p.checks(top["checks"][1]) if "checks" in top else []
+    if topo is not None and not errs.items:
+        topo = _dual_stack(topo, doc, traffic, checks, given, errs)
     last = max((f.t_s for f in timeline), default=0.0)
     duration = last + TAIL_S
     if "duration" in top:
@@ -547,13 +603,48 @@ def _parse(text: str, where: str, base: Path | None, topo: Topology | None) -> E
         raise ExperimentError(errs.items)
     assert topo is not None
     return Experiment(name, topo, doc, duration, tuple(traffic), tuple(timeline),
-                      tuple(checks), description)
+                      tuple(checks), description, p.families)
 
 
-def load(path: str | Path) -> Experiment:
+def _dual_stack(topo: Topology, doc: dict[str, Any], traffic: list[Traffic],
+                checks: list[Check], given: bool, errs: _Errors) -> Topology:
+    """The topology with every MN an IPv6 stream or check names dual-stack: a provisioned
+    one holds its planned /64 (addressing.ipv6.mobiles), a DHCP one must take its /64s by
+    DHCPv6 (dhcp.ipv6). IPv6 at all needs the dual-stack backbone."""
+    six = [*(t.line for t in traffic if t.family == "ipv6"),
+           *(c.line for c in checks if c.family == "ipv6")]
+    if not six:
+        return topo
+    if topo.backbone6 is None:
+        errs.at(min(six), f"family ipv6: {topo.name} has no IPv6 backbone (addressing.ipv6 "
+                "with loopbacks and links)")
+        return topo
+    wanted = _mobiles6(topo, traffic, checks)
+    for mn in wanted:
+        if mn in topo.dhcp_mobiles and mn not in topo.dhcp6_mobiles:
+            errs.at(min(six), f"family ipv6: {mn} takes its addresses by DHCP; IPv6 to it "
+                    "needs it under dhcp.ipv6 (DHCPv6)")
+    missing = [mn for mn in wanted if mn not in topo.dhcp_mobiles
+               and mn not in topo.backbone6.mobiles]
+    if not missing or errs.items:
+        return topo
+    if given:
+        errs.at(min(six), f"family ipv6: {', '.join(missing)} not dual-stack in this "
+                f"{topo.name} (addressing.ipv6.mobiles)")
+        return topo
+    plan = doc["addressing"]["ipv6"]
+    plan["mobiles"] = sorted({*(plan.get("mobiles") or ()), *missing})
+    try:
+        return model.build(doc)
+    except TopologyError as exc:
+        errs.at(min(six), f"family ipv6: {exc}")
+        return topo
+
+
+def load(path: str | Path, family: str | None = None) -> Experiment:
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
         raise ExperimentError([f"{p}: {exc}"]) from None
-    return parse(text, str(p), p.resolve().parent)
+    return parse(text, str(p), p.resolve().parent, family=family)

@@ -26,6 +26,7 @@ from topologies.lab.lab import Background, Lab
 from topologies.model import Role
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
+    FAMILIES,
     Progress,
     RunDir,
     Scenario,
@@ -35,7 +36,7 @@ from topologies.scenarios.base import (
     walk,
 )
 from topologies.scenarios.baseline import failure_sessions
-from topologies.scenarios.handoff import FAMILIES, add_family_argument, dual_stack_topology
+from topologies.scenarios.handoff import add_family_argument, dual_stack_topology
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 

@@ -28,6 +28,7 @@ from topologies.model import Role, Topology, fqdn
 from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
+    FAMILIES,
     ROUTES,
     Progress,
     RunDir,
@@ -56,7 +57,6 @@ WALK_PROBE_INTERVAL_MS = 1.0  # the walking MN's probe: interruption resolved to
 SETTLE_TIMEOUT_S = 6.0
 RECORDS = "handoffs.jsonl"  # what the MN and the radio reported, per handoff
 PING6 = "ping6.txt"  # the CN's probe of the MN's IPv6 address (issue 18, --family)
-FAMILIES = {"ipv4": ["ipv4"], "ipv6": ["ipv6"], "both": ["ipv4", "ipv6"]}
 # An IPv6 record of a run whose route watcher was IPv4's only (runs kept from before it
 # watched both families) has no re-route time.
 NOT_MEASURED6: dict[str, Any] = {"reroute_ms": None, "settled_ms": {}}

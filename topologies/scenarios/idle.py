@@ -24,6 +24,7 @@ from topologies.model import Role, Topology
 from topologies.render.configs import UPDATES_LOG
 from topologies.scenarios import traffic
 from topologies.scenarios.base import (
+    FAMILIES,
     Progress,
     RunDir,
     Scenario,
@@ -34,7 +35,6 @@ from topologies.scenarios.base import (
     write_jsonl,
 )
 from topologies.scenarios.handoff import (
-    FAMILIES,
     add_family_argument,
     dual_stack_topology,
     mn_address6,

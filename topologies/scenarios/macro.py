@@ -22,6 +22,7 @@ from topologies.model import Topology
 from topologies.scenarios import traffic
 from topologies.scenarios.addresses import off_access_link
 from topologies.scenarios.base import (
+    FAMILIES,
     ROUTES,
     RunDir,
     Scenario,
@@ -32,7 +33,6 @@ from topologies.scenarios.base import (
     write_jsonl,
 )
 from topologies.scenarios.handoff import (
-    FAMILIES,
     PING6,
     SETTLE_QUIET_S,
     add_family_argument,

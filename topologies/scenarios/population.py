@@ -43,6 +43,7 @@ from topologies.render.identities import POPULATION_DIR
 from topologies.scenarios import mobility
 from topologies.scenarios.addresses import counted, counted6
 from topologies.scenarios.base import (
+    FAMILIES,
     REDIRECT,
     ROUTES,
     Progress,
@@ -53,7 +54,7 @@ from topologies.scenarios.base import (
     write_jsonl,
 )
 from topologies.scenarios.faults import managed6
-from topologies.scenarios.handoff import FAMILIES, add_family_argument
+from topologies.scenarios.handoff import add_family_argument
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
 

@@ -25,6 +25,7 @@ from topologies.lab.daemons import DeadlineError, LabError, wait_until
 from topologies.lab.lab import Lab
 from topologies.model import Role
 from topologies.scenarios.base import (
+    FAMILIES,
     REDIRECT,
     ROUTES,
     Progress,
@@ -42,7 +43,7 @@ from topologies.scenarios.faults import (
     route_check,
     route_check6,
 )
-from topologies.scenarios.handoff import FAMILIES, add_family_argument, dual_stack_topology
+from topologies.scenarios.handoff import add_family_argument, dual_stack_topology
 from topologies.scenarios.mobility import ar_adjacency
 from topologies.scenarios.progress import Eta
 from topologies.scenarios.registry import register
