@@ -626,11 +626,8 @@ def _dual_stack(topo: Topology, doc: dict[str, Any], traffic: list[Traffic],
                     "needs it under dhcp.ipv6 (DHCPv6)")
     missing = [mn for mn in wanted if mn not in topo.dhcp_mobiles
                and mn not in topo.backbone6.mobiles]
-    if not missing or errs.items:
-        return topo
-    if given:
-        errs.at(min(six), f"family ipv6: {', '.join(missing)} not dual-stack in this "
-                f"{topo.name} (addressing.ipv6.mobiles)")
+    # A kept run's topology is the lab's, whose MNs DeclaredExperiment already checked.
+    if not missing or errs.items or given:
         return topo
     plan = doc["addressing"]["ipv6"]
     plan["mobiles"] = sorted({*(plan.get("mobiles") or ()), *missing})
