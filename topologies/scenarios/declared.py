@@ -489,7 +489,7 @@ def stale_routes(topo: Topology, events: list[measure.RouteEvent],
 
 def handoff_metrics(handoffs: list[dict[str, Any]], suffix: str) -> dict[str, float | None]:
     """The per-handoff metrics (experiment.PER_MODE) of these handoffs, named with
-    ``suffix`` ("" or "[mode]")."""
+    ``suffix`` ("", "[mode]" or "[family]")."""
     out: dict[str, float | None] = {}
     for key in ("interruption_ms", "auth_ms"):
         # A move has a record per family but one AUTH: each move's AUTH counts once.
@@ -505,7 +505,7 @@ def analyse_run(exp: Experiment, out_dir: Path, t0: float, t_end: float) -> dict
     actions = read_jsonl(out_dir / ACTIONS) if (out_dir / ACTIONS).exists() else []
     pings = _ping_streams(exp, out_dir)
     handoffs = _handoffs(actions, pings, t_end, exp.families)
-    first = exp.families[0]  # each move's record in it counts the handoffs and their AUTHs
+    first = exp.families[0]  # a move's record in the first family counts the move
     streams: list[dict[str, Any]] = []
     lost: list[int | None] = []
     for t, replies in pings:
