@@ -127,6 +127,9 @@ class Event(enum.StrEnum):
     DEREGISTERED = "deregistered"
     # MN
     AUTH_FAILED = "auth_failed"
+    # A population MN's failed handoff, tried again at the same AR (agents/population.py)
+    HANDOFF_RECOVERED = "handoff_recovered"
+    HANDOFF_UNRECOVERED = "handoff_unrecovered"
     IDLE_MOVE = "idle_move"
     PAGED = "paged"
     HA_READY = "ha_ready"

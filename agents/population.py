@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import random
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 from .addresses import AddressError, AddressManager, hardware_address
 from .auth import AuthError, KeyStore, Peer, StaticDirectory
-from .contract import OMIT_IF_NONE, Config, ContractError, Layout
+from .contract import OMIT_IF_NONE, Config, ContractError, Event, Layout
 from .control import start_control
 from .dhcp_hook import MN_NAME
 from .dns import DnsError, DnsUpdater, TsigKey
@@ -40,6 +41,14 @@ AUTH_TIMEOUT_S = 0.3  # per try; an MN's own agent uses the same (agents/mn.py)
 AUTH_RETRIES = 5
 FIRST_AUTH_DEADLINE_S = 120.0  # the issue's bound for a thousand MNs up and authenticated
 FIRST_AUTH_PAUSE_S = 0.5  # before retrying an MN whose AR refused it right after bring-up
+# A handoff whose AUTH failed (no answer within its tries, or a refusal) is not the end: a
+# station keeps trying the cell it is on. Tried again after RECOVER_FIRST_S, doubling up to
+# RECOVER_MAX_S, each wait jittered by RECOVER_JITTER so that an overload's failures do not
+# come back in step; for RECOVER_FOR_S, or until the MN moves on.
+RECOVER_FIRST_S = 1.0
+RECOVER_MAX_S = 8.0
+RECOVER_JITTER = 0.25
+RECOVER_FOR_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class _Mobile:
     for a DHCP member its leases and the key of its last session (the link proof)."""
 
     __slots__ = ("addresses", "attaching", "lock", "member", "peer", "current", "sent_to",
-                 "link_key", "rotating", "leasing", "_mac")
+                 "link_key", "rotating", "leasing", "recovering", "_mac")
 
     def __init__(self, member: Member, peer: Peer) -> None:
         self.member = member
@@ -109,6 +118,7 @@ class _Mobile:
         self.sent_to: str | None = None
         self.lock = asyncio.Lock()
         self.attaching: asyncio.Task[dict[str, Any]] | None = None
+        self.recovering: asyncio.Task[None] | None = None  # retrying a failed handoff's AUTH
         self.addresses: PopulationAddresses | None = None
         self.rotating: asyncio.Task[dict[str, Any]] | None = None
         self.leasing = False  # the rotation waits for its new lease (it may be abandoned)
@@ -201,7 +211,9 @@ class Population:
                 m, Peer(KeyStore.from_pem(m.identity, pem.encode()), self.directory))
             if m.address is None:
                 mob.addresses = self._leases(mob, rundir)
-        self.counts = {"auth_ok": 0, "auth_failed": 0, "rotated": 0, "rotate_failed": 0}
+        self.counts = {"auth_ok": 0, "auth_failed": 0, "rotated": 0, "rotate_failed": 0,
+                       "recovered": 0, "unrecovered": 0}
+        self._jitter = random.Random(0)  # the waits' spread only, not the experiment's seed
 
     def _leases(self, mob: _Mobile, rundir: Path | None) -> PopulationAddresses:
         """A DHCP member's address manager: its clients' files under dhcp/<name>/, their
@@ -352,6 +364,9 @@ class Population:
         mob = self.mobiles.get(name)
         if mob is not None and mob.attaching is not None:
             mob.attaching.cancel()
+        if mob is not None and mob.recovering is not None:
+            mob.recovering.cancel()  # the cell it was retrying is behind it
+            mob.recovering = None
         if mob is not None and mob.rotating is not None and mob.leasing:
             # Its DISCOVER would now reach the new AR, with the old session's proof. A
             # rotation already releasing finishes first (under the MN's lock).
@@ -360,7 +375,12 @@ class Population:
         if mob is not None:
             mob.attaching = task
         try:
-            return await task
+            rec = await task
+            # Only an AUTH that went out is tried again (not a bad name or AR).
+            if mob is not None and not rec["ok"] and "t_auth_sent" in rec \
+                    and mob.attaching is task:
+                mob.recovering = asyncio.ensure_future(self._recover(mob, ar, rec))
+            return rec
         except asyncio.CancelledError:
             me = asyncio.current_task()
             if me is not None and me.cancelling():
@@ -370,6 +390,36 @@ class Population:
         finally:
             if mob is not None and mob.attaching is task:
                 mob.attaching = None
+
+    async def _recover(self, mob: _Mobile, ar: str, failed: dict[str, Any]) -> None:
+        """Try the failed handoff's AUTH again, with backoff, until the AR answers, the MN
+        moves on (``attach`` cancels us) or RECOVER_FOR_S has passed; each end is an event,
+        so that the routes an overload left behind are seen to heal, or not."""
+        name, t0, wait, tries, rec = mob.member.name, time.time(), RECOVER_FIRST_S, 0, failed
+        try:
+            while time.time() - t0 < RECOVER_FOR_S:
+                await asyncio.sleep(wait * self._jitter.uniform(1 - RECOVER_JITTER,
+                                                                1 + RECOVER_JITTER))
+                tries += 1
+                rec = await self.authenticate(name, ar)
+                if rec["ok"]:
+                    self.counts["recovered"] += 1
+                    self.events(Event.HANDOFF_RECOVERED, mn=name, ar=ar, tries=tries,
+                                after_s=round(time.time() - t0, 3), failure=failed.get("error"))
+                    return
+                wait = min(2 * wait, RECOVER_MAX_S)
+            self.counts["unrecovered"] += 1
+            self.events(Event.HANDOFF_UNRECOVERED, mn=name, ar=ar, tries=tries,
+                        error=rec.get("error"))
+        finally:
+            if mob.recovering is asyncio.current_task():
+                mob.recovering = None
+
+    def recovery(self) -> dict[str, Any]:
+        """The failed handoffs' retries: how many ended answered, gave up, are still on."""
+        return {"ok": True, "recovered": self.counts["recovered"],
+                "unrecovered": self.counts["unrecovered"],
+                "recovering": sum(1 for m in self.mobiles.values() if m.recovering is not None)}
 
     async def attach_all(self, deadline_s: float = FIRST_AUTH_DEADLINE_S) -> dict[str, Any]:
         """Every MN's first authentication at its home AR, ``concurrency`` at a time; an MN
@@ -398,6 +448,7 @@ class Population:
 
     def status(self) -> dict[str, Any]:
         return {"ok": True, "mobiles": len(self.mobiles), **self.counts,
+                "recovering": self.recovery()["recovering"],
                 "where": {n: m.current for n, m in self.mobiles.items()},
                 "leased": self.leased()}
 
@@ -417,6 +468,8 @@ class Population:
             return await self.attach_all(float(deadline))
         if cmd == "status":
             return self.status()
+        if cmd == "recovery":  # polled while the routes settle: not every MN's AR
+            return self.recovery()
         if cmd == "leased":  # what the scenario polls each second: not every MN's AR
             return {"ok": True, "leased": self.leased()}
         if cmd == "rotate":
@@ -424,7 +477,7 @@ class Population:
         if cmd == "dhcp":
             return await self.on_dhcp(req)
         return {"ok": False, "error": f"unknown command {cmd!r} (attach, attach_all, rotate, "
-                "status, leased, dhcp)"}
+                "status, leased, recovery, dhcp)"}
 
     async def run(self, control: Path) -> None:
         loop = asyncio.get_running_loop()

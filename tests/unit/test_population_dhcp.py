@@ -246,7 +246,8 @@ def test_a_dhcp_member_is_judged_by_the_addresses_it_holds_at_the_end() -> None:
     # The released address's /32 is still on agg1 at the end: stale. Its reroute counted.
     assert got["stale_host_routes"] == {"agg1": 1}
     assert got["handoffs"] == {"attempted": 1, "ok": 1, "failed": 0, "failures": {},
-                               "superseded": 0}
+                               "superseded": 0, "recovered": None, "unrecovered": None,
+                               "recovering_at_end": None}  # no recovery counts recorded
     assert got["reroute_ms"]["p50"] == pytest.approx(90.0, abs=0.5)
     rot = got["dhcp"]["rotations"]
     assert rot["ok"] == 1 and rot["released"] == 1 and got["dhcp"]["addresses_held_at_end"] == 1

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agents import population as population_agent
 from agents.population import Population, PopulationConfig
 from tests.golden import check_golden
 from topologies import model
@@ -326,3 +327,64 @@ def test_the_machine_cpu_is_shared_out_by_state() -> None:
     assert procstat.machine_cpu_between({}, after) == {}
     assert procstat.machine_cpu("no cpu line") == {}
     assert sum(procstat.machine_cpu().values()) > 0  # this machine's own
+
+
+def test_a_failed_handoff_is_tried_again_at_its_ar_until_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An overload's AUTH timeout leaves the MN on a cell that never re-routed it: a
+    station keeps trying, so the population does, with backoff, and counts the end."""
+    monkeypatch.setattr(population_agent, "RECOVER_FIRST_S", 0.01)
+    pop = _population(tmp_path)
+    tries: list[str] = []
+
+    async def flaky(name: str, ar: str) -> dict[str, Any]:
+        tries.append(ar)
+        ok = len(tries) >= 3
+        return {"ok": ok, "mn": name, "ar": ar, "t_auth_sent": 1.0,
+                **({} if ok else {"error": "AuthTimeout: x"})}
+
+    pop.authenticate = flaky  # type: ignore[method-assign]
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        rec = await pop.attach("p0", "ar2")
+        await asyncio.wait_for(pop.mobiles["p0"].recovering or asyncio.sleep(0), 5)
+        return rec, pop.recovery()
+
+    rec, recovery = asyncio.run(run())
+    assert not rec["ok"] and tries == ["ar2", "ar2", "ar2"]
+    assert recovery == {"ok": True, "recovered": 1, "unrecovered": 0, "recovering": 0}
+    assert [e["ev"] for e in pop.events.records] == ["handoff_recovered"]
+    assert pop.events.records[0]["tries"] == 2
+
+
+def test_a_move_ends_the_retries_for_the_cell_left_and_they_give_up_in_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(population_agent, "RECOVER_FIRST_S", 0.01)
+    monkeypatch.setattr(population_agent, "RECOVER_FOR_S", 0.2)
+    pop = _population(tmp_path)
+    tries: list[str] = []
+
+    async def refused(name: str, ar: str) -> dict[str, Any]:
+        tries.append(ar)
+        return {"ok": False, "mn": name, "ar": ar, "t_auth_sent": 1.0,
+                "error": "AuthRejected: no"}
+
+    pop.authenticate = refused  # type: ignore[method-assign]
+
+    async def run() -> dict[str, Any]:
+        await pop.attach("p0", "ar2")
+        await asyncio.sleep(0.05)
+        left = pop.mobiles["p0"].recovering
+        await pop.attach("p0", "ar3")  # moved on: ar2 is not tried again
+        assert left is not None and left.done()
+        after = len([t for t in tries if t == "ar2"])
+        retry = pop.mobiles["p0"].recovering
+        assert retry is not None
+        await asyncio.wait_for(retry, 5)  # ar3's retries run out after RECOVER_FOR_S
+        assert len([t for t in tries if t == "ar2"]) == after
+        return pop.recovery()
+
+    assert asyncio.run(run()) == {"ok": True, "recovered": 0, "unrecovered": 1,
+                                  "recovering": 0}
+    assert pop.events.records[-1]["ev"] == "handoff_unrecovered"
+    assert asyncio.run(pop.command({"cmd": "recovery"}))["unrecovered"] == 1

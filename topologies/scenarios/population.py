@@ -73,8 +73,10 @@ LEASE_POLL_S = 1.0  # how often the agent is asked for its DHCP members' address
 # takes ~10 ms, a lost one 1.5 s with its retries; 32 of them capped a run at ~21/s.
 WORKERS = 256
 START_DELAY_S = 1.0  # between scheduling the first move and making it
-SETTLE_S = 20.0  # after the last move, until every router's host routes stop changing
-QUIET_S = 2.0  # ... for this long
+# After the last move, until every router's host routes stop changing for QUIET_S and no
+# failed handoff is still being tried again (agents/population.py RECOVER_*): at most this.
+SETTLE_S = 30.0
+QUIET_S = 2.0
 WAYPOINT_SPACING = 100.0  # units between cells on the default waypoint layout
 KNEE_P99_MS = 1000.0  # the issue's knee: the rate at which reroute p99 passes 1 s
 # The DHCP range of a population with DHCP members, in host offsets of each AR's pool (the
@@ -194,7 +196,8 @@ def phase_inputs(i: int, phase: dict[str, Any], params: dict[str, Any],
             {**measured, "t_start": t0, "backlog_drops": phase.get("backlog_drops"),
              "kernel_drops": phase.get("kernel_drops", {}),
              "machine_cpu_pct": phase.get("machine_cpu_pct", {}),
-             "unbound": phase.get("unbound", {}), "where": phase.get("where", {})},
+             "unbound": phase.get("unbound", {}), "where": phase.get("where", {}),
+             "recovery": phase.get("recovery", {})},
             [r for r in rows if int(r.get("phase", 0)) == i],
             [x for x in samples if t0 <= float(x.get("t", 0.0)) <= t1])
 
@@ -559,14 +562,19 @@ class PopulationScenario(Scenario):
                 counters = procstat.drop_counters(self.lab.execs)
                 cpu = procstat.machine_cpu()
                 resolver = self._resolver_counters()
+                retried = self._recovery()
                 rows += [{**r, "phase": i} for r in self._drive(moves)]
                 resolver = between_counters(resolver, self._resolver_counters())
                 machine = procstat.machine_cpu_between(cpu, procstat.machine_cpu())
                 drops = procstat.backlog_drops() - drops
                 kernel = procstat.drops_between(counters, procstat.drop_counters(self.lab.execs))
-                t_end = self._settle(lambda: len(watcher.events()))
+                t_end = self._settle(lambda: len(watcher.events()),
+                                     lambda: bool(self._recovery().get("recovering")))
+                retried = {k: int(v) - int(retried.get(k, 0)) if k != "recovering" else int(v)
+                           for k, v in self._recovery().items() if k != "ok"}
                 phases.append({"rate_per_s": rate, "t_start": self._measured["t_start"],
-                               "t_end": t_end, "backlog_drops": drops, "kernel_drops": kernel,
+                               "t_end": t_end, "recovery": retried,
+                               "backlog_drops": drops, "kernel_drops": kernel,
                                "machine_cpu_pct": machine, "unbound": resolver,
                                "scheduled": len(moves), "where": dict(self.net.radio.where)})
                 self.note(phases=phases)
@@ -580,7 +588,8 @@ class PopulationScenario(Scenario):
                       backlog_drops=phases[0]["backlog_drops"],
                       kernel_drops=phases[0]["kernel_drops"],
                       machine_cpu_pct=phases[0]["machine_cpu_pct"],
-                      unbound=phases[0]["unbound"], where=phases[0]["where"])
+                      unbound=phases[0]["unbound"], where=phases[0]["where"],
+                      recovery=phases[0]["recovery"])
         write_jsonl(self.dir / SAMPLES, sampler.rows)
 
     def measure(self) -> None:
@@ -678,17 +687,24 @@ class PopulationScenario(Scenario):
                     "error": "superseded: moved again before the AUTH was sent"}
         return self.net.attach(mn, ar)
 
+    def _recovery(self) -> dict[str, Any]:
+        """The agent's retries of failed handoffs so far ({} if it does not answer)."""
+        try:
+            return self.net.request({"cmd": "recovery"})
+        except LabError:
+            return {}
+
     @staticmethod
-    def _settle(count: Callable[[], int]) -> float:
-        """Wait until no router's host routes changed for QUIET_S (at most SETTLE_S): the
-        end state, where a stale /32 would show."""
+    def _settle(count: Callable[[], int], busy: Callable[[], bool] = lambda: False) -> float:
+        """Wait until no router's host routes changed for QUIET_S and nothing is ``busy``
+        (at most SETTLE_S): the end state, where a stale /32 would show."""
         last = [count(), time.monotonic()]
 
         def quiet() -> bool:
             n = count()
             if n != last[0]:
                 last[:] = [n, time.monotonic()]
-            return time.monotonic() - last[1] >= QUIET_S
+            return time.monotonic() - last[1] >= QUIET_S and not busy()
 
         with contextlib.suppress(DeadlineError):
             wait_until(quiet, SETTLE_S, "host routes to settle", 0.25)
@@ -731,7 +747,10 @@ class PopulationScenario(Scenario):
             f"population: {result['mobiles']} MNs up in {result['up_s']:.1f}s; "
             f"{h['attempted']} handoffs ({result['achieved_rate_per_s']:.1f}/s of "
             f"{result['rate_per_s']:g}/s): {h['ok']} ok, {h['failed']} failed "
-            f"{json.dumps(h['failures']) if h['failures'] else ''}",
+            f"{json.dumps(h['failures']) if h['failures'] else ''}"
+            + (f"; tried again at the same AR: {h['recovered']} answered, "
+               f"{h.get('unrecovered') or 0} gave up, {h.get('recovering_at_end') or 0} still "
+               "trying at the end" if h.get("recovered") is not None and h["failed"] else ""),
             f"reroute ms p50/p99 {result['reroute_ms']['p50']}/{result['reroute_ms']['p99']}; "
             f"interruption ms p50/p99 {result['interruption_ms']['p50']}/"
             f"{result['interruption_ms']['p99']}; auth ms p50/p99 "
@@ -1204,7 +1223,12 @@ def summarise(topo: Topology, params: dict[str, Any], measured: dict[str, Any],
         "model": params["model"], "achieved_rate_per_s": round(attempted / duration, 2),
         "handoffs": {"attempted": attempted, "ok": len(ok_rows),
                      "failed": attempted - len(ok_rows), "failures": dict(failures),
-                     "superseded": superseded},
+                     "superseded": superseded,
+                     # A failed handoff's AUTH, tried again at the same AR until answered:
+                     # how many were answered before the end, gave up, were still trying.
+                     "recovered": (measured.get("recovery") or {}).get("recovered"),
+                     "unrecovered": (measured.get("recovery") or {}).get("unrecovered"),
+                     "recovering_at_end": (measured.get("recovery") or {}).get("recovering")},
         # From the radio's move to the AUTH leaving the MN: the driver's and the agent's share.
         "auth_queue_ms": _pct(queued),
         "auth_ms": _pct(auth), "reroute_ms": v4["reroute_ms"],
