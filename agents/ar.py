@@ -78,6 +78,9 @@ from .ra import RaSender, advertise_rerouted
 from .relayauth import ALG_RELAY, ALG_RELAY6, RelayAuth, RelayAuth6
 from .staple import StapleService, load_verifier
 
+# How much newer than the AUTH being handled a retry may be and still join it: an MN's tries
+# span 1.5 s (6 x 0.3 s, agents/mn.py and population.AUTH_TIMEOUT_S), an AR's 0.75 s.
+RETRY_JOIN_US = 2_000_000
 AR_KEY_TTL_S = 60.0  # other ARs' keys, for redirects; a DNS lookup saved per handoff
 LINK_AUTH_S = 120.0  # an authentication on the access link entitles the station to DHCP
 # A FIB pass's status write waits until this long after the previous one: a write
@@ -225,8 +228,9 @@ class ArAgent:
         self._by_mn: dict[str, set[ipaddress.IPv4Address]] = {}
         self._mn_of: dict[ipaddress.IPv4Address, str] = {}
         self._recovered: arstate.ArState | None = None
-        # AUTHs being handled, by everything but their session: a retry joins its original.
-        self._handling: dict[AuthResult, asyncio.Future[Any]] = {}
+        # AUTHs being handled, by everything but their session and timestamp: the handling
+        # and the first AUTH's timestamp. A retry joins its original.
+        self._handling: dict[AuthResult, tuple[asyncio.Future[Any], int]] = {}
         self.coalesced = 0  # retries answered with the outcome of the AUTH they repeat
         self._persisting = False
         self._exabgp_gone = False
@@ -1343,21 +1347,30 @@ class ArAgent:
             self._on_link.authenticated(result.peer_name, result.ifindex, result.session_id)
         if self.staples is not None:
             self.staples.offer(result.peer_name, result.staple)
+        self.mobility.saw_auth(result)
+        if self.prefixes is not None:
+            self.prefixes.saw_auth(result)
         # A retry of an AUTH still being handled (the MN sends a new one every 0.3 s, an AR
         # every 0.25 s) gets that handling's outcome: handled anew, each retry re-ran the
         # DNS checks and the handoff, 3.7 times per handoff at 1,000 MNs and 100 handoffs/s,
-        # and the extra load made more retries (issue 15). Only the session differs.
-        key = result._replace(session_id=b"")
+        # and the extra load made more retries (issue 15). A retry differs in its session
+        # and its timestamp; with the timestamp in the key (it orders one MN's moves) no
+        # retry joined, and at 100/s an AR asked its resolver 30 times per handoff. The
+        # newer timestamp is not lost: saw_auth gave it to what the handling records.
+        key = result._replace(session_id=b"", timestamp_us=0)
         running = self._handling.get(key)
-        if running is None:
-            running = self._handling[key] = asyncio.ensure_future(self._handle_auth(result))
-            running.add_done_callback(functools.partial(self._handled, key))
-        else:
+        if running is not None and 0 <= result.timestamp_us - running[1] <= RETRY_JOIN_US:
             self.coalesced += 1
-        return list(await asyncio.shield(running))
+            task = running[0]
+        else:
+            task = asyncio.ensure_future(self._handle_auth(result))
+            self._handling[key] = (task, result.timestamp_us)
+            task.add_done_callback(functools.partial(self._handled, key))
+        return list(await asyncio.shield(task))
 
     def _handled(self, key: AuthResult, task: asyncio.Future[Any]) -> None:
-        if self._handling.get(key) is task:
+        running = self._handling.get(key)
+        if running is not None and running[0] is task:
             del self._handling[key]
 
     async def _handle_auth(

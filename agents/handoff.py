@@ -163,6 +163,23 @@ def redirect_is_stale(origin_us: int | None, attached_origin_us: int | None) -> 
             and attached_origin_us > origin_us)
 
 
+class NewestAuth:
+    """The newest AUTH timestamp (the MN's clock) that each MN sent this AR, one table per
+    family. A retry joins the handling of the AUTH it repeats (agents/ar.py), yet it is
+    the MN's latest word that it is here: what the handling records and the redirect it
+    sends must carry it, or a redirect that crossed it would be taken (redirect_is_stale)."""
+
+    def __init__(self) -> None:
+        self._us: dict[str, int] = {}  # one entry per MN that authenticated here
+
+    def saw(self, mn: str, us: int) -> None:
+        if us > self._us.get(mn, 0):
+            self._us[mn] = us
+
+    def of(self, mn: str, us: int) -> int:
+        return max(us, self._us.get(mn, 0))
+
+
 class Arrival(Protocol):
     """An attachment as late_route_of_came_from sees it (one per family)."""
 
@@ -271,6 +288,7 @@ class Mobility:
     # which hears no in-cluster /32) that forgot it would stamp its next attachment below
     # an older one (test_macro: the home AR then out-announced the HA's new binding).
     highest_heard: dict[IPv4Address, int] = field(default_factory=dict)
+    newest: NewestAuth = field(default_factory=NewestAuth)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -346,19 +364,29 @@ class Mobility:
             await self._take(a, result, mode)
         return accepted
 
+    def saw_auth(self, result: AuthResult) -> None:
+        """An MN's authenticated AUTH, before its checks: from now on the MN's attachments
+        here are as new as it (a redirect the MN's earlier move sent must not take them)."""
+        self.newest.saw(result.peer_name, result.timestamp_us)
+        for p in result.addresses:
+            att = self.attached.get(p.network_address) if p.version == 4 else None
+            if att is not None and att.mn == result.peer_name:
+                att.origin_us = max(att.origin_us, result.timestamp_us)
+
     async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
         # A paged MN waking up where it went idle has nobody to redirect from.
         previous = None if a in self.idle else self._previous_ar(a, result.previous)
         redirect = previous if mode == Mode.REDIRECT else None
+        origin_us = self.newest.of(result.peer_name, result.timestamp_us)
         if redirect is not None and not result.page:
             # First: the previous AR takes milliseconds to act on it, our route install less,
             # and every millisecond here is a millisecond of outage.
-            self._spawn(self._send_redirect(redirect, a, result.timestamp_us))
+            self._spawn(self._send_redirect(redirect, a, origin_us))
         await self.kernel.attach(a, result.ifindex)
         if redirect is not None and result.page:
             # An MN answering a page: the previous AR holds its buffer and sends it the
             # moment the redirect arrives, so our access route must be there first.
-            self._spawn(self._send_redirect(redirect, a, result.timestamp_us))
+            self._spawn(self._send_redirect(redirect, a, origin_us))
         await self._wake(a, "paged MN authenticated here", "access")
         if a not in self.attached:
             # A new arrival: a lease recorded on an earlier visit is not this visit's
@@ -367,7 +395,7 @@ class Mobility:
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp,
                                       self._came_from(result.previous),
-                                      origin_us=result.timestamp_us)
+                                      origin_us=self.newest.of(result.peer_name, origin_us))
         self.superseded_by.pop(a, None)
         if a in self.redirects:  # the MN is back before BGP settled: forward locally again
             self.redirects.pop(a)

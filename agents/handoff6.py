@@ -29,6 +29,7 @@ from .handoff import (
     REDIRECT_HOLD_S,
     REDIRECT_LIFETIME_S,
     EventLog,
+    NewestAuth,
     late_route_of_came_from,
     newer_move,
     newest_local_pref,
@@ -152,6 +153,7 @@ class PrefixMobility:
     # The highest LOCAL_PREF heard for each /64, kept after its route is gone (as
     # handoff.Mobility.highest_heard).
     highest_heard: dict[IPv6Network, int] = field(default_factory=dict)
+    newest: NewestAuth = field(default_factory=NewestAuth)  # handoff.NewestAuth
     # Address management (draft 2.3), as handoff.Mobility's: our pool's /64s whose delegation
     # ended while another AR still routes them, and the delegation ends of visitors.
     reclaiming: dict[IPv6Network, float] = field(default_factory=dict)
@@ -170,6 +172,15 @@ class PrefixMobility:
 
     def _others(self, prefix: IPv6Network) -> list[Route]:
         return [r for r in self.rib.paths(prefix) if r.next_hop != self.loopback]
+
+    def saw_auth(self, result: AuthResult) -> None:
+        """handoff.Mobility.saw_auth for the /64s: the MN's attachments here are as new as
+        its latest AUTH, before that AUTH's checks."""
+        self.newest.saw(result.peer_name, result.timestamp_us)
+        for p in result.addresses:
+            att = self.attached.get(p) if isinstance(p, IPv6Network) else None
+            if att is not None and att.mn == result.peer_name:
+                att.origin_us = max(att.origin_us, result.timestamp_us)
 
     async def on_result(self, result: AuthResult, from_ar: bool) -> list[IPv6Network]:
         """An MN's AUTH with flag M (not an AR's redirect or page): a handoff, or the MN
@@ -228,6 +239,7 @@ class PrefixMobility:
                 accepted = []
         self.events("checked6", mn=mn, accepted=[str(p) for p in accepted],
                     refused={str(p): r for p, r in refused.items()})
+        origin_us = self.newest.of(mn, origin_us)  # a retry may have joined meanwhile
         hinted = self._peer_named(previous)
         # A Home Agent is no peer (no redirect to it), but its /64 is as old as an AR's.
         came_from = hinted.loopback if hinted is not None else self.home_agents.get(previous or "")
@@ -289,7 +301,7 @@ class PrefixMobility:
             self.visitor_leases.pop(prefix, None)
         lp = self.next_local_pref(prefix)
         self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock(),
-                                          origin_us=origin_us)
+                                          origin_us=self.newest.of(mn, origin_us))
         self.superseded_by.pop(prefix, None)
         if self.redirects.pop(prefix, None) is not None:
             # The MN is back before BGP settled: the access route serves it again.

@@ -450,6 +450,28 @@ def test_a_redirect_for_an_earlier_auth_than_our_attachment_is_refused() -> None
     assert h.kernel.redirects == {A: ARS["ar2"].overlay} and h.kernel.access == {}
 
 
+def test_a_retry_makes_the_attachment_as_new_as_it_before_its_checks() -> None:
+    """A retry that joins the handling of the AUTH it repeats (agents/ar.py) still tells
+    us the MN is here at its own, later, time: a redirect that follows an AUTH sent between
+    the two is refused, and the next attachment and redirect carry the newest time."""
+    h = Harness("ar1")
+    h.auth("10.64.0.10/32", previous="ar2.isp.test", timestamp_us=2_000)
+    retry = AuthResult("mn1.example", "ar1.isp.test", Suite.P256, (H32,), True, b"t" * 8,
+                       ("10.64.0.10", 4000), "ar2.isp.test", 7, timestamp_us=2_600)
+    h.mob.saw_auth(retry)
+    assert h.mob.attached[A].origin_us == 2_600
+    other = AuthResult("mn2.example", "ar1.isp.test", Suite.P256, (H32,), True, b"u" * 8,
+                       ("10.64.0.10", 4000), None, 7, timestamp_us=9_000)
+    h.mob.saw_auth(other)  # another MN's AUTH claiming the address changes nothing
+    assert h.mob.attached[A].origin_us == 2_600
+    r = AuthResult("ar2.isp.test", "ar1.isp.test", Suite.P256, (H32,), True, b"r" * 8,
+                   ("10.254.0.5", 7411), None, 3, origin_us=2_300)
+    assert asyncio.run(h.mob.on_authenticated(r)) == []
+    assert h.kernel.access == {A: 7} and A in h.mob.attached
+    h.auth("10.64.0.10/32", previous="ar2.isp.test", timestamp_us=2_100)  # an older try, late
+    assert h.mob.attached[A].origin_us == 2_600 and h.origins[-1] == 2_600
+
+
 def test_redirect_for_an_address_we_never_served_is_refused() -> None:
     h = Harness("ar3")
     redirect = AuthResult("ar2.isp.test", "ar3.isp.test", Suite.P256, (H32,), True, b"r" * 8,

@@ -385,6 +385,22 @@ def test_a_redirect_for_an_earlier_auth_than_our_attachment_keeps_the_prefix() -
     assert fakes.redirected == [(HOME, AR2_LL, True)] and HOME not in m.attached
 
 
+def test_a_retry_makes_the_prefix_attachment_as_new_as_it() -> None:
+    """handoff.Mobility.saw_auth for a /64: a retry's later time protects the attachment
+    from a redirect that follows an AUTH sent between the two."""
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, _ = redirecting(fakes, rib, spawned)
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3, origin_us=2_000))
+    m.saw_auth(AuthResult("mn1.example", "ar1.isp.test", Suite.P256, (HOME,), True, b"t" * 8,
+                          ("10.64.0.10", 4000), None, 3, timestamp_us=2_600))
+    assert m.attached[HOME].origin_us == 2_600
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, HOME,
+                                                                origin_us=2_300))) == []
+    assert HOME in m.attached
+    asyncio.run(m.on_authenticated("mn1.example", [HOME], 3, origin_us=2_100))
+    assert m.attached[HOME].origin_us == 2_600
+
+
 def test_a_visitor_prefix_announced_here_is_withdrawn_for_the_redirecting_ar() -> None:
     fakes, rib, spawned = Fakes(), Rib(), Spawned()
     m, _ = redirecting(fakes, rib, spawned, peers=(PEER2,))
