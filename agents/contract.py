@@ -83,6 +83,7 @@ class Event(enum.StrEnum):
     # AR: a handoff (agents/handoff.py)
     VERIFIED = "verified"
     CHECKED = "checked"
+    NOT_TAKEN = "not_taken"  # checked, but a redirect told of the MN's later AUTH elsewhere
     ATTACHED = "attached"
     ANNOUNCED = "announced"
     OUTBID = "outbid"  # a late route of the AR the MN came from, out-announced once

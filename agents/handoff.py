@@ -9,6 +9,7 @@ unit tests drive it without root.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .auth import AuthResult
 from .contract import Mode
@@ -180,6 +181,42 @@ class NewestAuth:
         return max(us, self._us.get(mn, 0))
 
 
+K = TypeVar("K")  # an MN's address in either family: a /32's address, or a /64
+
+MOVED_ON = "the MN authenticated at another AR after this AUTH"
+# How long a redirect's word that the MN moved on is kept: longer than an overloaded AR's
+# checks (seconds), short enough that an address given to another MN, whose clock the
+# timestamps of the first do not order, is not refused for it.
+MOVED_ON_FOR_S = 30.0
+
+
+def moved_on_since(moved_on: dict[K, tuple[int, float]], claimed: Iterable[K],
+                   origin_us: int, now: float) -> list[K]:
+    """What of ``claimed`` a redirect has told us, within MOVED_ON_FOR_S, the MN took
+    elsewhere by an AUTH later than ``origin_us`` (its newest here). An overloaded AR that
+    finished an AUTH's checks seconds late took the address anyway, stamped a LOCAL_PREF
+    newer than the AR the MN was at, and took the MN's traffic from it for good (seen at
+    100 handoffs a second)."""
+    return [a for a in claimed
+            if (m := moved_on.get(a)) is not None and m[0] > origin_us
+            and now - m[1] < MOVED_ON_FOR_S]
+
+
+def note_moved_on(moved_on: dict[K, tuple[int, float]], claimed: Iterable[K],
+                  origin_us: int | None, now: float) -> None:
+    """A redirect's word, whatever we make of it: the MN authenticated elsewhere at
+    ``origin_us`` (a redirect without flag O says nothing of when). The table is kept in
+    the order it was told, so what has aged out is at its front."""
+    old = [a for a, _ in itertools.takewhile(lambda item: now - item[1][1] >= MOVED_ON_FOR_S,
+                                             moved_on.items())]
+    for a in old:
+        del moved_on[a]
+    if origin_us is not None:
+        for a in claimed:
+            before = moved_on.pop(a, None)
+            moved_on[a] = (max(before[0], origin_us) if before else origin_us, now)
+
+
 class Arrival(Protocol):
     """An attachment as late_route_of_came_from sees it (one per family)."""
 
@@ -289,6 +326,8 @@ class Mobility:
     # an older one (test_macro: the home AR then out-announced the HA's new binding).
     highest_heard: dict[IPv4Address, int] = field(default_factory=dict)
     newest: NewestAuth = field(default_factory=NewestAuth)
+    # Per /32, the MN's latest AUTH at another AR that a redirect told us of (moved_on_since).
+    moved_on: dict[IPv4Address, tuple[int, float]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -360,9 +399,15 @@ class Mobility:
                 accepted = []
         self.events("checked", mn=result.peer_name, accepted=accepted,
                     refused={str(a): r for a, r in refused.items()})
-        for a in accepted:
+        later = moved_on_since(self.moved_on, accepted,
+                               self.newest.of(result.peer_name, result.timestamp_us),
+                               self.clock())
+        if later:
+            self.events("not_taken", mn=result.peer_name, addrs=later, reason=MOVED_ON)
+        taken = [a for a in accepted if a not in later]
+        for a in taken:
             await self._take(a, result, mode)
-        return accepted
+        return taken
 
     def saw_auth(self, result: AuthResult) -> None:
         """An MN's authenticated AUTH, before its checks: from now on the MN's attachments
@@ -397,6 +442,7 @@ class Mobility:
                                       self._came_from(result.previous),
                                       origin_us=self.newest.of(result.peer_name, origin_us))
         self.superseded_by.pop(a, None)
+        self.moved_on.pop(a, None)
         if a in self.redirects:  # the MN is back before BGP settled: forward locally again
             self.redirects.pop(a)
             await self.kernel.unredirect(a)
@@ -475,6 +521,7 @@ class Mobility:
             a = p.network_address
             if p.version != 4 or p.prefixlen != 32 or not isinstance(a, IPv4Address):
                 continue
+            note_moved_on(self.moved_on, [a], result.origin_us, self.clock())
             if not (a in self.attached or a in self.announced or a in self.me.pool
                     or a in self.idle):
                 self.events("redirect_refused", addr=a, by=peer.node, reason="not ours")

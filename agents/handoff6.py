@@ -25,14 +25,17 @@ from .auth import AuthResult
 from .contract import Mode
 from .exabgp_api import Route
 from .handoff import (
+    MOVED_ON,
     RECLAIM_TIMEOUT_S,
     REDIRECT_HOLD_S,
     REDIRECT_LIFETIME_S,
     EventLog,
     NewestAuth,
     late_route_of_came_from,
+    moved_on_since,
     newer_move,
     newest_local_pref,
+    note_moved_on,
     redirect_is_stale,
     remember_highest,
 )
@@ -154,6 +157,8 @@ class PrefixMobility:
     # handoff.Mobility.highest_heard).
     highest_heard: dict[IPv6Network, int] = field(default_factory=dict)
     newest: NewestAuth = field(default_factory=NewestAuth)  # handoff.NewestAuth
+    # handoff.moved_on_since: the MN's AUTH elsewhere a redirect told of, and when it did.
+    moved_on: dict[IPv6Network, tuple[int, float]] = field(default_factory=dict)
     # Address management (draft 2.3), as handoff.Mobility's: our pool's /64s whose delegation
     # ended while another AR still routes them, and the delegation ends of visitors.
     reclaiming: dict[IPv6Network, float] = field(default_factory=dict)
@@ -240,6 +245,10 @@ class PrefixMobility:
         self.events("checked6", mn=mn, accepted=[str(p) for p in accepted],
                     refused={str(p): r for p, r in refused.items()})
         origin_us = self.newest.of(mn, origin_us)  # a retry may have joined meanwhile
+        later = moved_on_since(self.moved_on, accepted, origin_us, self.clock())
+        if later:
+            self.events("not_taken6", mn=mn, prefixes=[str(p) for p in later], reason=MOVED_ON)
+            accepted = [p for p in accepted if p not in later]
         hinted = self._peer_named(previous)
         # A Home Agent is no peer (no redirect to it), but its /64 is as old as an AR's.
         came_from = hinted.loopback if hinted is not None else self.home_agents.get(previous or "")
@@ -303,6 +312,7 @@ class PrefixMobility:
         self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock(),
                                           origin_us=self.newest.of(mn, origin_us))
         self.superseded_by.pop(prefix, None)
+        self.moved_on.pop(prefix, None)
         if self.redirects.pop(prefix, None) is not None:
             # The MN is back before BGP settled: the access route serves it again.
             await self.kernel.unredirect6(prefix)
@@ -349,6 +359,7 @@ class PrefixMobility:
             return []
         self.events("redirect6_received", by=peer.node, prefixes=[str(p) for p in six])
         done: list[IPv6Network] = []
+        note_moved_on(self.moved_on, six, result.origin_us, self.clock())
         for p in six:
             if p.prefixlen != self.mn_prefixlen or not (
                     p in self.attached or p in self.announced or p.subnet_of(self.pool)

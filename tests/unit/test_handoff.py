@@ -12,7 +12,14 @@ import pytest
 from agents.auth import AuthResult, Suite
 from agents.exabgp_api import Route
 from agents.fib import Rib
-from agents.handoff import CAME_FROM_WINDOW_S, REDIRECT_LIFETIME_S, ArInfo, Mobility
+from agents.handoff import (
+    CAME_FROM_WINDOW_S,
+    MOVED_ON,
+    MOVED_ON_FOR_S,
+    REDIRECT_LIFETIME_S,
+    ArInfo,
+    Mobility,
+)
 
 NOW = 1_800_000_000.25
 A = IPv4Address("10.64.0.10")  # from ar1's pool
@@ -470,6 +477,29 @@ def test_a_retry_makes_the_attachment_as_new_as_it_before_its_checks() -> None:
     assert h.kernel.access == {A: 7} and A in h.mob.attached
     h.auth("10.64.0.10/32", previous="ar2.isp.test", timestamp_us=2_100)  # an older try, late
     assert h.mob.attached[A].origin_us == 2_600 and h.origins[-1] == 2_600
+
+
+def test_an_auth_checked_after_a_redirect_told_of_a_later_one_is_not_taken() -> None:
+    """An overloaded AR finished an AUTH's checks seconds late, after the MN had moved on
+    to ar2 and ar2's redirect (refused: not ours) had said so: taking it would stamp a
+    LOCAL_PREF newer than ar2's and draw the MN's traffic away for good. An AUTH newer
+    than the redirect is taken, and the redirect's word ages out."""
+    v = IPv4Network("10.64.1.10/32")  # ar2's pool: a visitor here
+    r = AuthResult("ar2.isp.test", "ar1.isp.test", Suite.P256, (v,), True, b"r" * 8,
+                   ("10.254.0.5", 7411), None, 3, origin_us=2_000)
+    h = Harness("ar1")
+    h.dns.owned["mn1.example"] = {v.network_address}
+    assert asyncio.run(h.mob.on_authenticated(r)) == []
+    assert h.auth(str(v), timestamp_us=1_000) == []
+    assert h.kernel.access == {} and h.bgp.announced == {} and h.redirected == []
+    assert [e["reason"] for e in h.mob.events.records if e["ev"] == "not_taken"] == [MOVED_ON]
+    assert h.auth(str(v), timestamp_us=3_000) == [v.network_address]
+    assert h.kernel.access == {v.network_address: 7} and h.mob.moved_on == {}
+    late = Harness("ar1")
+    late.dns.owned["mn1.example"] = {v.network_address}
+    assert asyncio.run(late.mob.on_authenticated(r)) == []
+    late.now += MOVED_ON_FOR_S
+    assert late.auth(str(v), timestamp_us=1_000) == [v.network_address]
 
 
 def test_redirect_for_an_address_we_never_served_is_refused() -> None:

@@ -401,6 +401,21 @@ def test_a_retry_makes_the_prefix_attachment_as_new_as_it() -> None:
     assert m.attached[HOME].origin_us == 2_600
 
 
+def test_a_prefix_checked_after_a_redirect_told_of_a_later_auth_is_not_taken() -> None:
+    """handoff.moved_on_since for a /64: ar2's redirect (not ours: refused) said the MN
+    authenticated there after the AUTH whose checks we finish late; a newer AUTH is taken."""
+    fakes, rib, spawned = Fakes(), Rib(), Spawned()
+    m, sent = redirecting(fakes, rib, spawned)
+    assert asyncio.run(m.on_redirect(PEER2.fqdn, redirect_from(PEER2, VISITOR,
+                                                                origin_us=2_000))) == []
+    assert asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3, "ar2.isp.test",
+                                          origin_us=1_000)) == []
+    assert fakes.attached == [] and fakes.announced == [] and spawned.tasks == []
+    assert asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3,
+                                          origin_us=3_000)) == [VISITOR]
+    assert fakes.attached == [VISITOR] and m.moved_on == {}
+
+
 def test_a_visitor_prefix_announced_here_is_withdrawn_for_the_redirecting_ar() -> None:
     fakes, rib, spawned = Fakes(), Rib(), Spawned()
     m, _ = redirecting(fakes, rib, spawned, peers=(PEER2,))
