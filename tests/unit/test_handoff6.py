@@ -414,6 +414,8 @@ def test_a_prefix_checked_after_a_redirect_told_of_a_later_auth_is_not_taken() -
     assert asyncio.run(m.on_authenticated("mn2.example", [VISITOR], 3,
                                           origin_us=3_000)) == [VISITOR]
     assert fakes.attached == [VISITOR] and m.moved_on == {}
+    asyncio.run(spawned.run())
+    assert sent == [("ar2", [VISITOR])]  # the newer AUTH's redirect to the pool's owner
 
 
 def test_a_visitor_prefix_announced_here_is_withdrawn_for_the_redirecting_ar() -> None:
