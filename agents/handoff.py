@@ -183,6 +183,25 @@ class NewestAuth:
 
 K = TypeVar("K")  # an MN's address in either family: a /32's address, or a /64
 
+
+class Stamped(Protocol):
+    """An attachment of either family as saw_auth raises it."""
+
+    mn: str
+    origin_us: int
+
+
+def saw_auth(newest: NewestAuth, attached: dict[K, Any], mn: str, us: int,
+             claimed: Iterable[K]) -> None:
+    """An MN's authenticated AUTH, before its checks: from now on its attachments here
+    among ``claimed`` are as new as it (a redirect the MN's earlier move sent must not take
+    them). ``attached`` holds Stamped values (Attachment, handoff6.Attached6)."""
+    newest.saw(mn, us)
+    for a in claimed:
+        att: Stamped | None = attached.get(a)
+        if att is not None and att.mn == mn:
+            att.origin_us = max(att.origin_us, us)
+
 MOVED_ON = "the MN authenticated at another AR after this AUTH"
 # How long a redirect's word that the MN moved on is kept: longer than an overloaded AR's
 # checks (seconds), short enough that an address given to another MN, whose clock the
@@ -410,13 +429,10 @@ class Mobility:
         return taken
 
     def saw_auth(self, result: AuthResult) -> None:
-        """An MN's authenticated AUTH, before its checks: from now on the MN's attachments
-        here are as new as it (a redirect the MN's earlier move sent must not take them)."""
-        self.newest.saw(result.peer_name, result.timestamp_us)
-        for p in result.addresses:
-            att = self.attached.get(p.network_address) if p.version == 4 else None
-            if att is not None and att.mn == result.peer_name:
-                att.origin_us = max(att.origin_us, result.timestamp_us)
+        """The module's saw_auth for the MN's /32s."""
+        saw_auth(self.newest, self.attached, result.peer_name, result.timestamp_us,
+                 [p.network_address for p in result.addresses
+                  if isinstance(p.network_address, IPv4Address)])
 
     async def _take(self, a: IPv4Address, result: AuthResult, mode: Mode) -> None:
         # A paged MN waking up where it went idle has nobody to redirect from.
@@ -440,6 +456,7 @@ class Mobility:
         lp = self.next_local_pref(a)
         self.attached[a] = Attachment(result.peer_name, result.ifindex, self.clock(), lp,
                                       self._came_from(result.previous),
+                                      # A retry may have joined during the awaits.
                                       origin_us=self.newest.of(result.peer_name, origin_us))
         self.superseded_by.pop(a, None)
         self.moved_on.pop(a, None)

@@ -38,6 +38,7 @@ from .handoff import (
     note_moved_on,
     redirect_is_stale,
     remember_highest,
+    saw_auth,
 )
 from .idle import IdleTable
 
@@ -179,13 +180,9 @@ class PrefixMobility:
         return [r for r in self.rib.paths(prefix) if r.next_hop != self.loopback]
 
     def saw_auth(self, result: AuthResult) -> None:
-        """handoff.Mobility.saw_auth for the /64s: the MN's attachments here are as new as
-        its latest AUTH, before that AUTH's checks."""
-        self.newest.saw(result.peer_name, result.timestamp_us)
-        for p in result.addresses:
-            att = self.attached.get(p) if isinstance(p, IPv6Network) else None
-            if att is not None and att.mn == result.peer_name:
-                att.origin_us = max(att.origin_us, result.timestamp_us)
+        """handoff.saw_auth for the MN's /64s."""
+        saw_auth(self.newest, self.attached, result.peer_name, result.timestamp_us,
+                 [p for p in result.addresses if isinstance(p, IPv6Network)])
 
     async def on_result(self, result: AuthResult, from_ar: bool) -> list[IPv6Network]:
         """An MN's AUTH with flag M (not an AR's redirect or page): a handoff, or the MN
@@ -310,6 +307,7 @@ class PrefixMobility:
             self.visitor_leases.pop(prefix, None)
         lp = self.next_local_pref(prefix)
         self.attached[prefix] = Attached6(mn, ifindex, lp, came_from, since=self.clock(),
+                                          # A retry may have joined during the await.
                                           origin_us=self.newest.of(mn, origin_us))
         self.superseded_by.pop(prefix, None)
         self.moved_on.pop(prefix, None)
